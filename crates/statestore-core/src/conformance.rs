@@ -1,0 +1,926 @@
+//! The conformance suite every [`Store`] backend runs (feature `conformance`).
+//!
+//! Each case is a public async function taking a fresh, empty store; the
+//! [`conformance_suite!`](crate::conformance_suite) macro expands to one
+//! `#[tokio::test]` per case, so a backend's test file is one line:
+//!
+//! ```ignore
+//! statestore_core::conformance_suite!(async { statestore_memory::MemoryStore::new() });
+//! ```
+//!
+//! The expression is evaluated once per case and must yield a store that
+//! sees no other test's sessions (a new store, or a new key prefix). The
+//! calling crate needs `tokio` with the `macros` and `rt-multi-thread`
+//! features as a dev-dependency.
+//!
+//! Cases panic with a description of the broken rule; they are test code.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::cast_possible_truncation,
+    missing_docs
+)]
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use serde_json::json;
+
+use crate::{
+    ContentPart, ConversationState, Error, Expect, ListQuery, Message, Metadata, Role, SessionId,
+    Store, Summary, TokenCount, ToolCall,
+};
+
+/// Expands to one `#[tokio::test]` per conformance case. See the
+/// [module docs](crate::conformance).
+#[macro_export]
+macro_rules! conformance_suite {
+    ($make:expr) => {
+        $crate::__conformance_cases!(
+            $make;
+            missing_session_reads_as_absent,
+            save_then_load_round_trips,
+            save_replaces_everything_but_created_at,
+            append_creates_then_extends,
+            load_recent_is_defined_for_every_n,
+            expectations_guard_every_write,
+            failed_writes_change_nothing,
+            fork_is_an_independent_snapshot,
+            fork_refuses_missing_source_and_existing_target,
+            delete_removes_everything,
+            list_pages_cover_every_session_once,
+            list_filters_by_user,
+            merge_metadata_overwrites_and_removes,
+            add_summary_validates_its_range,
+            touch_keeps_the_version,
+            hostile_ids_are_isolated,
+            content_round_trips_exactly,
+            concurrent_appends_lose_nothing,
+            optimistic_writers_never_lose_updates,
+            fork_during_appends_copies_a_prefix,
+        );
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_cases {
+    ($make:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let store = $make.await;
+                $crate::conformance::$case(::std::sync::Arc::new(store)).await;
+            }
+        )*
+    };
+}
+
+fn sid(s: &str) -> SessionId {
+    SessionId::new(s).unwrap()
+}
+
+fn texts(messages: &[Arc<Message>]) -> Vec<String> {
+    messages.iter().map(|m| m.text().into_owned()).collect()
+}
+
+fn user(text: &str) -> Message {
+    Message::user(text)
+}
+
+fn rich_state(id: &SessionId) -> ConversationState {
+    let mut meta = Metadata::new();
+    meta.insert("plan".into(), json!("pro"));
+    meta.insert("nested".into(), json!({"a": [1, 2, {"b": null}]}));
+    let mut state = ConversationState::new(id.clone())
+        .with_user_id("alice")
+        .with_system_prompt("You are helpful.")
+        .with_messages([
+            Message::user("What's the weather?").with_name("alice"),
+            Message::assistant("").with_tool_calls(vec![
+                ToolCall::new("call_1", "weather", r#"{"city":"Paris"}"#),
+                ToolCall::new("call_2", "weather", r#"{"city":"Oslo"#),
+            ]),
+            Message::tool("call_1", r#"{"c":21}"#),
+            Message::tool("call_2", r#"{"c":3}"#),
+            Message::assistant(vec![
+                ContentPart::text("Paris 21°, Oslo 3°"),
+                ContentPart::image_url("data:image/png;base64,AAAA"),
+            ])
+            .with_metadata("model", "gpt-4o-mini"),
+        ]);
+    let mut counted = Message::user("thanks");
+    counted.token_count = Some(TokenCount {
+        encoding: "o200k_base".into(),
+        tokens: 7,
+    });
+    state.push(counted);
+    state.metadata = meta;
+    state
+        .summaries
+        .push(Summary::new(0..2, "asked about weather"));
+    state
+}
+
+/// Compares what a store must preserve, ignoring version and timestamps.
+fn assert_same_content(got: &ConversationState, want: &ConversationState) {
+    assert_eq!(got.id, want.id);
+    assert_eq!(got.user_id, want.user_id);
+    assert_eq!(got.system_prompt, want.system_prompt);
+    assert_eq!(got.messages, want.messages, "messages differ");
+    assert_eq!(got.summaries, want.summaries);
+    assert_eq!(got.metadata, want.metadata);
+}
+
+pub async fn missing_session_reads_as_absent(store: Arc<dyn Store>) {
+    let id = sid("nobody");
+    assert!(store.load(&id).await.unwrap().is_none());
+    assert!(store.load_recent(&id, 5).await.unwrap().is_none());
+    assert!(!store.exists(&id).await.unwrap());
+    assert!(!store.delete(&id).await.unwrap());
+    assert!(!store.touch(&id).await.unwrap());
+    // None of these may have created it.
+    assert!(!store.exists(&id).await.unwrap());
+    assert!(
+        store
+            .list(&ListQuery::default())
+            .await
+            .unwrap()
+            .ids
+            .is_empty()
+    );
+}
+
+pub async fn save_then_load_round_trips(store: Arc<dyn Store>) {
+    let id = sid("session-1");
+    let state = rich_state(&id);
+    assert_eq!(store.save(&state, Expect::Any).await.unwrap(), 1);
+    let loaded = store.load(&id).await.unwrap().expect("saved session loads");
+    assert_same_content(&loaded, &state);
+    assert_eq!(loaded.version, 1);
+    assert!(loaded.updated_at >= loaded.created_at);
+    assert!(store.exists(&id).await.unwrap());
+
+    // The state's own version field is not an expectation.
+    let mut stale = loaded.clone();
+    stale.version = 999;
+    assert_eq!(store.save(&stale, Expect::Any).await.unwrap(), 2);
+    assert_eq!(store.load(&id).await.unwrap().unwrap().version, 2);
+}
+
+pub async fn save_replaces_everything_but_created_at(store: Arc<dyn Store>) {
+    let id = sid("replace");
+    store.save(&rich_state(&id), Expect::Any).await.unwrap();
+    let first = store.load(&id).await.unwrap().unwrap();
+    let replacement = ConversationState::new(id.clone()).with_messages([user("only")]);
+    assert_eq!(store.save(&replacement, Expect::Any).await.unwrap(), 2);
+    let loaded = store.load(&id).await.unwrap().unwrap();
+    assert_same_content(&loaded, &replacement);
+    assert_eq!(loaded.created_at, first.created_at, "save keeps created_at");
+    let recent = store.load_recent(&id, 10).await.unwrap().unwrap();
+    assert_eq!(recent.total_messages, 1);
+    assert!(recent.summaries.is_empty());
+}
+
+pub async fn append_creates_then_extends(store: Arc<dyn Store>) {
+    let id = sid("append");
+    let v1 = store
+        .append(&id, vec![user("a"), Message::assistant("b")], Expect::Any)
+        .await
+        .unwrap();
+    assert_eq!(v1, 1);
+    let v2 = store
+        .append(&id, vec![user("c")], Expect::Version(1))
+        .await
+        .unwrap();
+    assert_eq!(v2, 2);
+    let v3 = store.append(&id, vec![], Expect::Any).await.unwrap();
+    assert_eq!(v3, 3, "an empty append is still a write");
+    let loaded = store.load(&id).await.unwrap().unwrap();
+    assert_eq!(texts(&loaded.messages), ["a", "b", "c"]);
+    assert_eq!(loaded.messages[1].role, Role::Assistant);
+    assert_eq!(loaded.version, 3);
+    assert!(loaded.user_id.is_none() && loaded.system_prompt.is_none());
+}
+
+pub async fn load_recent_is_defined_for_every_n(store: Arc<dyn Store>) {
+    let id = sid("recent");
+    let all: Vec<Message> = (0..7).map(|i| user(&format!("m{i}"))).collect();
+    let mut state = ConversationState::new(id.clone())
+        .with_system_prompt("sys")
+        .with_messages(all);
+    state.summaries.push(Summary::new(0..3, "early"));
+    state.metadata.insert("k".into(), json!(1));
+    store.save(&state, Expect::Any).await.unwrap();
+    let v = store
+        .append(&id, vec![user("m7")], Expect::Any)
+        .await
+        .unwrap();
+
+    let names =
+        |range: std::ops::Range<usize>| -> Vec<String> { range.map(|i| format!("m{i}")).collect() };
+    for (n, want) in [
+        (0, names(0..0)),
+        (1, names(7..8)),
+        (3, names(5..8)),
+        (8, names(0..8)),
+        (1000, names(0..8)),
+        (usize::MAX, names(0..8)),
+    ] {
+        let r = store.load_recent(&id, n).await.unwrap().unwrap();
+        assert_eq!(texts(&r.messages), want, "load_recent(n = {n})");
+        assert_eq!(r.total_messages, 8, "n = {n}");
+        assert_eq!(r.first_position(), 8 - want.len() as u64);
+        assert_eq!(r.version, v);
+        assert_eq!(r.system_prompt.as_deref(), Some("sys"));
+        assert_eq!(r.summaries, state.summaries);
+        assert_eq!(r.metadata, state.metadata);
+    }
+
+    // A session with no messages at all.
+    let empty = sid("recent-empty");
+    store
+        .merge_metadata(&empty, Metadata::new(), Expect::Any)
+        .await
+        .unwrap();
+    let r = store.load_recent(&empty, 5).await.unwrap().unwrap();
+    assert!(r.messages.is_empty());
+    assert_eq!(r.total_messages, 0);
+}
+
+fn assert_conflict<T: std::fmt::Debug>(
+    result: crate::Result<T>,
+    id: &SessionId,
+    expected: Expect,
+    actual: Option<u64>,
+) {
+    match result {
+        Err(Error::Conflict {
+            id: got_id,
+            expected: got_expected,
+            actual: got_actual,
+        }) => {
+            assert_eq!(&got_id, id);
+            assert_eq!(got_expected, expected);
+            assert_eq!(got_actual, actual, "Conflict reports the version found");
+        }
+        other => panic!("expected a conflict ({expected} vs {actual:?}), got {other:?}"),
+    }
+}
+
+pub async fn expectations_guard_every_write(store: Arc<dyn Store>) {
+    let id = sid("expect");
+    let state = ConversationState::new(id.clone()).with_messages([user("x")]);
+
+    // Missing session: Version(n) conflicts, Absent and Any create.
+    assert_conflict(
+        store.save(&state, Expect::Version(1)).await,
+        &id,
+        Expect::Version(1),
+        None,
+    );
+    assert_conflict(
+        store.append(&id, vec![user("y")], Expect::Version(3)).await,
+        &id,
+        Expect::Version(3),
+        None,
+    );
+    assert_conflict(
+        store
+            .merge_metadata(&id, Metadata::new(), Expect::Version(1))
+            .await,
+        &id,
+        Expect::Version(1),
+        None,
+    );
+    assert!(
+        !store.exists(&id).await.unwrap(),
+        "a failed write created the session"
+    );
+    assert_eq!(store.save(&state, Expect::Absent).await.unwrap(), 1);
+
+    // Existing session at version 1.
+    assert_conflict(
+        store.save(&state, Expect::Absent).await,
+        &id,
+        Expect::Absent,
+        Some(1),
+    );
+    assert_conflict(
+        store.append(&id, vec![user("y")], Expect::Absent).await,
+        &id,
+        Expect::Absent,
+        Some(1),
+    );
+    assert_conflict(
+        store.append(&id, vec![user("y")], Expect::Version(2)).await,
+        &id,
+        Expect::Version(2),
+        Some(1),
+    );
+    assert_eq!(
+        store
+            .append(&id, vec![user("y")], Expect::Version(1))
+            .await
+            .unwrap(),
+        2
+    );
+    assert_conflict(
+        store
+            .merge_metadata(&id, Metadata::new(), Expect::Version(1))
+            .await,
+        &id,
+        Expect::Version(1),
+        Some(2),
+    );
+    assert_eq!(
+        store
+            .merge_metadata(&id, Metadata::new(), Expect::Version(2))
+            .await
+            .unwrap(),
+        3
+    );
+    assert_conflict(
+        store
+            .add_summary(&id, Summary::new(0..1, "s"), Expect::Version(2))
+            .await,
+        &id,
+        Expect::Version(2),
+        Some(3),
+    );
+    assert_eq!(
+        store
+            .add_summary(&id, Summary::new(0..1, "s"), Expect::Version(3))
+            .await
+            .unwrap(),
+        4
+    );
+    assert_conflict(
+        store.save(&state, Expect::Version(3)).await,
+        &id,
+        Expect::Version(3),
+        Some(4),
+    );
+    assert_eq!(store.save(&state, Expect::Version(4)).await.unwrap(), 5);
+}
+
+pub async fn failed_writes_change_nothing(store: Arc<dyn Store>) {
+    let id = sid("unchanged");
+    store.save(&rich_state(&id), Expect::Any).await.unwrap();
+    let before = store.load(&id).await.unwrap().unwrap();
+
+    let _ = store
+        .append(&id, vec![user("lost")], Expect::Version(7))
+        .await
+        .unwrap_err();
+    let _ = store
+        .save(&ConversationState::new(id.clone()), Expect::Absent)
+        .await
+        .unwrap_err();
+    let mut patch = Metadata::new();
+    patch.insert("plan".into(), json!("free"));
+    let _ = store
+        .merge_metadata(&id, patch, Expect::Version(0))
+        .await
+        .unwrap_err();
+    let _ = store
+        .add_summary(&id, Summary::new(3..99, "past the end"), Expect::Any)
+        .await
+        .unwrap_err();
+
+    let after = store.load(&id).await.unwrap().unwrap();
+    assert_same_content(&after, &before);
+    assert_eq!(after.version, before.version);
+}
+
+pub async fn fork_is_an_independent_snapshot(store: Arc<dyn Store>) {
+    let (src, dst) = (sid("user-123-original"), sid("user-123-new-topic"));
+    let state = rich_state(&src);
+    store.save(&state, Expect::Any).await.unwrap();
+    store
+        .append(&src, vec![user("more")], Expect::Any)
+        .await
+        .unwrap();
+    let source = store.load(&src).await.unwrap().unwrap();
+
+    assert_eq!(
+        store.fork(&src, &dst).await.unwrap(),
+        1,
+        "a fork starts at version 1"
+    );
+    let forked = store.load(&dst).await.unwrap().unwrap();
+    assert_eq!(forked.id, dst);
+    assert_eq!(forked.version, 1);
+    assert_eq!(forked.messages, source.messages);
+    assert_eq!(forked.summaries, source.summaries);
+    assert_eq!(forked.metadata, source.metadata);
+    assert_eq!(forked.system_prompt, source.system_prompt);
+    assert_eq!(forked.user_id, source.user_id);
+
+    // Writes to either side stay on that side.
+    store
+        .append(&src, vec![user("src-only")], Expect::Any)
+        .await
+        .unwrap();
+    store
+        .append(&dst, vec![user("dst-only")], Expect::Any)
+        .await
+        .unwrap();
+    let mut patch = Metadata::new();
+    patch.insert("branch".into(), json!(true));
+    store
+        .merge_metadata(&dst, patch, Expect::Any)
+        .await
+        .unwrap();
+    let src_after = store.load(&src).await.unwrap().unwrap();
+    let dst_after = store.load(&dst).await.unwrap().unwrap();
+    assert_eq!(texts(&src_after.messages).last().unwrap(), "src-only");
+    assert_eq!(texts(&dst_after.messages).last().unwrap(), "dst-only");
+    assert_eq!(src_after.messages.len(), dst_after.messages.len());
+    assert!(!src_after.metadata.contains_key("branch"));
+    assert_eq!(src_after.version, source.version + 1);
+}
+
+pub async fn fork_refuses_missing_source_and_existing_target(store: Arc<dyn Store>) {
+    let (src, dst, missing) = (sid("src"), sid("dst"), sid("missing"));
+    assert!(matches!(
+        store.fork(&missing, &dst).await,
+        Err(Error::NotFound { id }) if id == missing
+    ));
+    assert!(
+        !store.exists(&dst).await.unwrap(),
+        "a failed fork created its target"
+    );
+
+    store
+        .append(&src, vec![user("source")], Expect::Any)
+        .await
+        .unwrap();
+    store
+        .append(&dst, vec![user("target")], Expect::Any)
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.fork(&src, &dst).await,
+        Err(Error::AlreadyExists { id }) if id == dst
+    ));
+    let target = store.load(&dst).await.unwrap().unwrap();
+    assert_eq!(
+        texts(&target.messages),
+        ["target"],
+        "fork overwrote or grafted onto its target"
+    );
+    assert_eq!(target.version, 1);
+
+    assert!(matches!(
+        store.fork(&src, &src).await,
+        Err(Error::InvalidArgument { .. })
+    ));
+}
+
+pub async fn delete_removes_everything(store: Arc<dyn Store>) {
+    let id = sid("doomed");
+    store.save(&rich_state(&id), Expect::Any).await.unwrap();
+    assert!(store.delete(&id).await.unwrap());
+    assert!(store.load(&id).await.unwrap().is_none());
+    assert!(store.load_recent(&id, 3).await.unwrap().is_none());
+    assert!(!store.exists(&id).await.unwrap());
+    assert!(!store.delete(&id).await.unwrap());
+    assert!(
+        store
+            .list(&ListQuery::default())
+            .await
+            .unwrap()
+            .ids
+            .is_empty()
+    );
+
+    // A new session under the same id starts from nothing.
+    assert_eq!(
+        store
+            .append(&id, vec![user("fresh")], Expect::Absent)
+            .await
+            .unwrap(),
+        1
+    );
+    let fresh = store.load(&id).await.unwrap().unwrap();
+    assert_eq!(texts(&fresh.messages), ["fresh"]);
+    assert!(fresh.summaries.is_empty() && fresh.metadata.is_empty() && fresh.user_id.is_none());
+}
+
+async fn list_all(store: &dyn Store, mut query: ListQuery) -> Vec<SessionId> {
+    let mut out = Vec::new();
+    let mut pages = 0;
+    loop {
+        let page = store.list(&query).await.unwrap();
+        assert!(
+            page.ids.len() <= query.limit.max(1),
+            "page larger than its limit"
+        );
+        out.extend(page.ids);
+        pages += 1;
+        assert!(pages < 10_000, "list never ends");
+        match page.next_cursor {
+            Some(c) => query.cursor = Some(c),
+            None => return out,
+        }
+    }
+}
+
+pub async fn list_pages_cover_every_session_once(store: Arc<dyn Store>) {
+    let mut want = BTreeSet::new();
+    for i in 0..37 {
+        let id = sid(&format!("conv-{i:02}"));
+        store
+            .append(&id, vec![user("hi")], Expect::Any)
+            .await
+            .unwrap();
+        want.insert(id);
+    }
+    for limit in [1, 5, 10, 36, 37, 100] {
+        let got = list_all(&*store, ListQuery::default().with_limit(limit)).await;
+        let unique: BTreeSet<_> = got.iter().cloned().collect();
+        assert_eq!(
+            unique.len(),
+            got.len(),
+            "limit {limit}: an id was listed twice"
+        );
+        assert_eq!(unique, want, "limit {limit}");
+    }
+}
+
+pub async fn list_filters_by_user(store: Arc<dyn Store>) {
+    for (id, user_id) in [("a1", "alice"), ("a2", "alice"), ("b1", "bob"), ("n1", "")] {
+        let mut state = ConversationState::new(sid(id)).with_messages([user("hi")]);
+        if !user_id.is_empty() {
+            state.user_id = Some(user_id.into());
+        }
+        store.save(&state, Expect::Any).await.unwrap();
+    }
+    let alice: BTreeSet<_> = list_all(&*store, ListQuery::for_user("alice").with_limit(1))
+        .await
+        .into_iter()
+        .collect();
+    assert_eq!(alice, BTreeSet::from([sid("a1"), sid("a2")]));
+    let bob = list_all(&*store, ListQuery::for_user("bob")).await;
+    assert_eq!(bob, [sid("b1")]);
+    assert!(
+        list_all(&*store, ListQuery::for_user("carol"))
+            .await
+            .is_empty()
+    );
+    assert_eq!(list_all(&*store, ListQuery::default()).await.len(), 4);
+}
+
+pub async fn merge_metadata_overwrites_and_removes(store: Arc<dyn Store>) {
+    let id = sid("meta");
+    let patch = |pairs: serde_json::Value| -> Metadata { pairs.as_object().unwrap().clone() };
+    assert_eq!(
+        store
+            .merge_metadata(
+                &id,
+                patch(json!({"a": 1, "b": {"x": 1}, "gone": null})),
+                Expect::Absent
+            )
+            .await
+            .unwrap(),
+        1
+    );
+    store
+        .merge_metadata(
+            &id,
+            patch(json!({"b": [2], "c": "new", "a": null})),
+            Expect::Version(1),
+        )
+        .await
+        .unwrap();
+    let loaded = store.load(&id).await.unwrap().unwrap();
+    assert_eq!(
+        serde_json::Value::Object(loaded.metadata),
+        json!({"b": [2], "c": "new"})
+    );
+    assert!(loaded.messages.is_empty());
+    assert_eq!(loaded.version, 2);
+}
+
+pub async fn add_summary_validates_its_range(store: Arc<dyn Store>) {
+    let id = sid("summaries");
+    assert!(matches!(
+        store
+            .add_summary(&id, Summary::new(0..1, "s"), Expect::Any)
+            .await,
+        Err(Error::NotFound { .. })
+    ));
+    assert!(!store.exists(&id).await.unwrap());
+    store
+        .append(
+            &id,
+            (0..4).map(|i| user(&i.to_string())).collect(),
+            Expect::Any,
+        )
+        .await
+        .unwrap();
+    #[allow(clippy::reversed_empty_ranges)]
+    let bad_ranges = [0..0, 2..1, 0..5, 4..6];
+    for bad in bad_ranges {
+        assert!(
+            matches!(
+                store
+                    .add_summary(&id, Summary::new(bad.clone(), "s"), Expect::Any)
+                    .await,
+                Err(Error::InvalidArgument { .. })
+            ),
+            "range {bad:?} over 4 messages"
+        );
+    }
+    let first = Summary::new(0..2, "first two");
+    let second = Summary {
+        token_count: Some(12),
+        ..Summary::new(0..4, "all four")
+    };
+    store
+        .add_summary(&id, first.clone(), Expect::Any)
+        .await
+        .unwrap();
+    let v = store
+        .add_summary(&id, second.clone(), Expect::Any)
+        .await
+        .unwrap();
+    let loaded = store.load(&id).await.unwrap().unwrap();
+    assert_eq!(loaded.summaries, [first.clone(), second.clone()]);
+    assert_eq!(
+        loaded.messages.len(),
+        4,
+        "adding a summary keeps the messages"
+    );
+    let recent = store.load_recent(&id, 1).await.unwrap().unwrap();
+    assert_eq!(recent.summaries, [first, second]);
+    assert_eq!(recent.version, v);
+}
+
+pub async fn touch_keeps_the_version(store: Arc<dyn Store>) {
+    let id = sid("touched");
+    store
+        .append(&id, vec![user("hi")], Expect::Any)
+        .await
+        .unwrap();
+    let before = store.load(&id).await.unwrap().unwrap();
+    assert!(store.touch(&id).await.unwrap());
+    let after = store.load(&id).await.unwrap().unwrap();
+    assert_eq!(after.version, before.version);
+    assert!(after.last_accessed_at >= before.last_accessed_at);
+    assert_eq!(after.updated_at, before.updated_at);
+}
+
+/// Ids that collide with key separators, hash tags, glob patterns and paths
+/// in naive key schemes.
+pub const HOSTILE_IDS: &[&str] = &[
+    "victim",
+    "victim:messages",
+    "victim:meta",
+    "victim}",
+    "{victim}",
+    "{victim}:messages",
+    "a}:b",
+    "{x}",
+    "*",
+    "?",
+    "[a-z]",
+    "vic*",
+    "vic?im",
+    "..",
+    "../victim",
+    "victim/..",
+    "a:msgs",
+    "a",
+    "a:",
+    ":a",
+    "%7Bvictim%7D",
+    "\\{victim\\}",
+    "victim ",
+    " victim",
+    "VICTIM",
+    "víctim",
+    "会话",
+    "🦀",
+];
+
+pub async fn hostile_ids_are_isolated(store: Arc<dyn Store>) {
+    let long = "k".repeat(SessionId::MAX_LEN);
+    let mut ids: Vec<String> = HOSTILE_IDS.iter().map(|s| (*s).to_owned()).collect();
+    ids.push(long);
+    for (i, raw) in ids.iter().enumerate() {
+        let id = sid(raw);
+        let state = ConversationState::new(id.clone())
+            .with_user_id(format!("owner-{i}"))
+            .with_messages([user(raw)]);
+        store
+            .save(&state, Expect::Absent)
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "{raw:?} could not be created as a new session (it reached another one?): {e}"
+                )
+            });
+    }
+    // Every session holds exactly its own data.
+    for (i, raw) in ids.iter().enumerate() {
+        let loaded = store.load(&sid(raw)).await.unwrap().unwrap();
+        assert_eq!(
+            texts(&loaded.messages),
+            std::slice::from_ref(raw),
+            "{raw:?}"
+        );
+        assert_eq!(loaded.user_id, Some(format!("owner-{i}")));
+        assert_eq!(
+            loaded.version, 1,
+            "{raw:?} was written by another id's save"
+        );
+    }
+    let listed: BTreeSet<String> = list_all(&*store, ListQuery::default().with_limit(7))
+        .await
+        .into_iter()
+        .map(|id| id.as_str().to_owned())
+        .collect();
+    assert_eq!(listed, ids.iter().cloned().collect::<BTreeSet<_>>());
+
+    // Attacks on the victim through every other id change nothing of it.
+    let victim = sid("victim");
+    for raw in ids.iter().filter(|r| *r != "victim") {
+        let id = sid(raw);
+        store
+            .append(&id, vec![user("attack")], Expect::Any)
+            .await
+            .unwrap();
+        assert!(store.delete(&id).await.unwrap());
+    }
+    let v = store.load(&victim).await.unwrap().unwrap();
+    assert_eq!(texts(&v.messages), ["victim"]);
+    assert_eq!(v.version, 1);
+    assert_eq!(list_all(&*store, ListQuery::default()).await, [victim]);
+}
+
+pub async fn content_round_trips_exactly(store: Arc<dyn Store>) {
+    let id = sid("content");
+    let big = "長い".repeat(50_000);
+    let messages = vec![
+        user(""),
+        user("line1\nline2\r\n\ttabbed \u{0} nul \u{feff} bom"),
+        user(&big),
+        Message::assistant("").with_tool_calls(vec![ToolCall::new("c", "f", "not json {")]),
+        Message::tool("c", "").with_metadata("ok", false),
+        Message::system("quoted \"json\" \\ backslash"),
+    ];
+    store
+        .append(&id, messages.clone(), Expect::Any)
+        .await
+        .unwrap();
+    let loaded = store.load(&id).await.unwrap().unwrap();
+    let got: Vec<Message> = loaded.messages.iter().map(|m| (**m).clone()).collect();
+    assert_eq!(got, messages);
+}
+
+pub async fn concurrent_appends_lose_nothing(store: Arc<dyn Store>) {
+    const WRITERS: usize = 32;
+    const APPENDS: usize = 50;
+    let id = sid("hot");
+    let mut tasks = tokio::task::JoinSet::new();
+    for w in 0..WRITERS {
+        let store = Arc::clone(&store);
+        let id = id.clone();
+        tasks.spawn(async move {
+            let mut versions = Vec::with_capacity(APPENDS);
+            for i in 0..APPENDS {
+                let m = user(&format!("{w}:{i}"))
+                    .with_metadata("w", w)
+                    .with_metadata("i", i);
+                versions.push(store.append(&id, vec![m], Expect::Any).await.unwrap());
+            }
+            versions
+        });
+    }
+    let mut all_versions = Vec::new();
+    while let Some(versions) = tasks.join_next().await {
+        let versions = versions.unwrap();
+        assert!(
+            versions.windows(2).all(|p| p[0] < p[1]),
+            "one writer's versions went backwards"
+        );
+        all_versions.extend(versions);
+    }
+    all_versions.sort_unstable();
+    let expected: Vec<u64> = (1..=(WRITERS * APPENDS) as u64).collect();
+    assert_eq!(all_versions, expected, "every append got its own version");
+
+    let loaded = store.load(&id).await.unwrap().unwrap();
+    assert_eq!(loaded.messages.len(), WRITERS * APPENDS);
+    assert_eq!(loaded.version, (WRITERS * APPENDS) as u64);
+    let mut next: HashMap<u64, u64> = HashMap::new();
+    let mut seen = BTreeSet::new();
+    for m in &loaded.messages {
+        let w = m.metadata["w"].as_u64().unwrap();
+        let i = m.metadata["i"].as_u64().unwrap();
+        assert!(seen.insert((w, i)), "message {w}:{i} stored twice");
+        let want = next.entry(w).or_insert(0);
+        assert_eq!(i, *want, "writer {w}'s messages out of order");
+        *want += 1;
+    }
+}
+
+pub async fn optimistic_writers_never_lose_updates(store: Arc<dyn Store>) {
+    // Each writer does read-decide-append with the version it read, and
+    // retries on conflict; every decision must land exactly once.
+    const WRITERS: usize = 8;
+    const TURNS: usize = 15;
+    let id = sid("optimistic");
+    let mut tasks = tokio::task::JoinSet::new();
+    for w in 0..WRITERS {
+        let store = Arc::clone(&store);
+        let id = id.clone();
+        tasks.spawn(async move {
+            let mut conflicts = 0u32;
+            for t in 0..TURNS {
+                loop {
+                    let read = store.load_recent(&id, 1).await.unwrap();
+                    let (expect, seen) = match &read {
+                        Some(r) => (Expect::Version(r.version), r.total_messages),
+                        None => (Expect::Absent, 0),
+                    };
+                    let turn = vec![
+                        user(&format!("{w}:{t}:q")).with_metadata("after", seen),
+                        Message::assistant(format!("{w}:{t}:a")),
+                    ];
+                    match store.append(&id, turn, expect).await {
+                        Ok(_) => break,
+                        Err(Error::Conflict { .. }) => conflicts += 1,
+                        Err(e) => panic!("unexpected error: {e}"),
+                    }
+                }
+            }
+            conflicts
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.unwrap();
+    }
+    let loaded = store.load(&id).await.unwrap().unwrap();
+    assert_eq!(loaded.messages.len(), WRITERS * TURNS * 2);
+    for (pos, pair) in loaded.messages.chunks(2).enumerate() {
+        let q = pair[0].text();
+        let a = pair[1].text();
+        assert_eq!(
+            q.trim_end_matches(":q"),
+            a.trim_end_matches(":a"),
+            "a turn was split"
+        );
+        // Each turn was decided on exactly the history before it.
+        assert_eq!(
+            pair[0].metadata["after"].as_u64().unwrap(),
+            (pos * 2) as u64
+        );
+    }
+}
+
+pub async fn fork_during_appends_copies_a_prefix(store: Arc<dyn Store>) {
+    let src = sid("busy");
+    store
+        .append(&src, vec![user("0")], Expect::Any)
+        .await
+        .unwrap();
+    let writer = {
+        let store = Arc::clone(&store);
+        let src = src.clone();
+        tokio::spawn(async move {
+            for i in 1..200 {
+                store
+                    .append(
+                        &src,
+                        vec![user(&format!("{i}a")), user(&format!("{i}b"))],
+                        Expect::Any,
+                    )
+                    .await
+                    .unwrap();
+            }
+        })
+    };
+    let mut forks = Vec::new();
+    for f in 0..20 {
+        let dst = sid(&format!("busy-fork-{f}"));
+        store.fork(&src, &dst).await.unwrap();
+        forks.push(dst);
+        tokio::task::yield_now().await;
+    }
+    writer.await.unwrap();
+    let full = texts(&store.load(&src).await.unwrap().unwrap().messages);
+    for dst in forks {
+        let copy = texts(&store.load(&dst).await.unwrap().unwrap().messages);
+        assert_eq!(copy.len() % 2, 1, "fork {dst} split an append");
+        assert_eq!(
+            copy[..],
+            full[..copy.len()],
+            "fork {dst} is not a snapshot of its source"
+        );
+    }
+}

@@ -1,0 +1,180 @@
+//! The one error type every store returns.
+
+use std::time::Duration;
+
+use crate::{Expect, SessionId, Version};
+
+/// A boxed error from a backend's client library.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Everything a [`Store`](crate::Store) operation can fail with.
+///
+/// Every message names the session (quoted and escaped) and what went wrong,
+/// and never contains message content or credentials.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The session does not exist (for operations that need it to, such as
+    /// [`Store::fork`](crate::Store::fork)'s source).
+    #[error("session {id} not found")]
+    NotFound {
+        /// The missing session.
+        id: SessionId,
+    },
+
+    /// The session already exists (the target of a fork).
+    #[error("session {id} already exists")]
+    AlreadyExists {
+        /// The existing session.
+        id: SessionId,
+    },
+
+    /// The write's [`Expect`] did not hold; nothing was written.
+    #[error("conflict on session {id}: expected {expected}, found {}", match actual {
+        Some(v) => format!("version {v}"),
+        None => "no session".to_owned(),
+    })]
+    Conflict {
+        /// The session.
+        id: SessionId,
+        /// What the write required.
+        expected: Expect,
+        /// The version found (`None`: the session does not exist).
+        actual: Option<Version>,
+    },
+
+    /// A session id failed validation (see [`SessionId`]).
+    #[error("invalid session id \"{id}\": {reason}")]
+    InvalidId {
+        /// The offending id, escaped and shortened for display.
+        id: String,
+        /// Why it was refused.
+        reason: String,
+    },
+
+    /// An argument was not acceptable (for example a fork onto itself).
+    #[error("invalid argument for session {id}: {reason}")]
+    InvalidArgument {
+        /// The session.
+        id: SessionId,
+        /// What was wrong.
+        reason: String,
+    },
+
+    /// A message or session exceeds a configured size limit; nothing was written.
+    #[error("session {id}: {what} is {size} bytes, over the limit of {limit}")]
+    TooLarge {
+        /// The session.
+        id: SessionId,
+        /// What was too large, e.g. `"message 3 of 4"`.
+        what: String,
+        /// Its size in bytes (as stored).
+        size: usize,
+        /// The configured limit.
+        limit: usize,
+    },
+
+    /// Stored data under the session's keys is not something this library
+    /// wrote (wrong type, garbage, truncated JSON). Other sessions are unaffected.
+    #[error("session {id} holds corrupt data: {detail}")]
+    Corrupt {
+        /// The session.
+        id: SessionId,
+        /// What was found.
+        detail: String,
+        /// The decoding error, when there is one.
+        #[source]
+        source: Option<BoxError>,
+    },
+
+    /// The session was written by a newer version of this library, with a
+    /// schema this version cannot read. Upgrade the reader.
+    #[error("session {id} uses storage schema {found}; this build reads up to {supported}")]
+    UnsupportedSchema {
+        /// The session.
+        id: SessionId,
+        /// The schema version found.
+        found: u32,
+        /// The newest schema version this build reads.
+        supported: u32,
+    },
+
+    /// The backend cannot be reached (connection refused, reset, closed).
+    #[error("store unavailable during {operation}: {source}")]
+    Unavailable {
+        /// The operation that failed, e.g. `"append"`.
+        operation: &'static str,
+        /// The underlying error.
+        #[source]
+        source: BoxError,
+    },
+
+    /// The backend did not answer in time. The write may or may not have
+    /// been applied; re-read the version before retrying a non-idempotent write.
+    #[error("{operation} timed out after {after:?}")]
+    Timeout {
+        /// The operation that timed out.
+        operation: &'static str,
+        /// The configured limit.
+        after: Duration,
+    },
+
+    /// Any other backend failure (for example a permission error).
+    #[error("backend error during {operation}: {source}")]
+    Backend {
+        /// The operation that failed.
+        operation: &'static str,
+        /// The underlying error.
+        #[source]
+        source: BoxError,
+    },
+}
+
+impl Error {
+    /// Whether retrying the same call later may succeed (the backend was
+    /// unavailable or slow). Conflicts are not retryable as-is: reload first.
+    #[must_use]
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Unavailable { .. } | Self::Timeout { .. })
+    }
+
+    /// A [`Error::Corrupt`] with a decoding error as its source.
+    pub fn corrupt(id: &SessionId, detail: impl Into<String>, source: impl Into<BoxError>) -> Self {
+        Self::Corrupt {
+            id: id.clone(),
+            detail: detail.into(),
+            source: Some(source.into()),
+        }
+    }
+}
+
+/// `Result<T, statestore_core::Error>`.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_name_the_session() {
+        let id = SessionId::new("a b").unwrap();
+        let e = Error::Conflict {
+            id: id.clone(),
+            expected: Expect::Version(3),
+            actual: Some(5),
+        };
+        assert_eq!(
+            e.to_string(),
+            r#"conflict on session "a b": expected version 3, found version 5"#
+        );
+        let e = Error::Conflict {
+            id,
+            expected: Expect::Version(3),
+            actual: None,
+        };
+        assert_eq!(
+            e.to_string(),
+            r#"conflict on session "a b": expected version 3, found no session"#
+        );
+    }
+}

@@ -1,0 +1,21 @@
+#![doc = include_str!("../README.md")]
+#![cfg_attr(docsrs, feature(doc_auto_cfg))]
+
+pub mod codec;
+mod error;
+mod id;
+mod message;
+mod state;
+mod store;
+
+#[cfg(feature = "conformance")]
+pub mod conformance;
+
+pub use async_trait::async_trait;
+pub use error::{BoxError, Error, Result};
+pub use id::SessionId;
+pub use message::{
+    Content, ContentPart, ImageUrl, Message, Metadata, Role, Timestamp, TokenCount, ToolCall,
+};
+pub use state::{ConversationState, Expect, ListPage, ListQuery, RecentState, Summary, Version};
+pub use store::Store;

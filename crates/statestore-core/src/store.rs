@@ -1,0 +1,125 @@
+//! The [`Store`] trait every backend implements.
+
+use async_trait::async_trait;
+
+use crate::{
+    ConversationState, Expect, ListPage, ListQuery, Message, Metadata, RecentState, Result,
+    SessionId, Summary, Version,
+};
+
+/// A place conversations live between pipeline executions.
+///
+/// Backends: `statestore-memory` (development, tests, single-instance apps)
+/// and `statestore-redis` (production). Every backend passes the same
+/// conformance suite (`statestore_core::conformance`, feature
+/// `conformance`), so code written against `Arc<dyn Store>` behaves the same
+/// on each.
+///
+/// # Contract
+///
+/// - Missing sessions are `Ok(None)` / `Ok(false)` for reads, never errors.
+/// - Every write is atomic: afterwards the session is either entirely before
+///   or entirely after it, for every reader, on every backend.
+/// - Every write returns the session's new [`Version`] (1 on creation, one
+///   more per write) and can carry an [`Expect`]; when the expectation does
+///   not hold the write fails with [`Error::Conflict`](crate::Error::Conflict)
+///   and changes nothing.
+/// - Sessions never see each other's data, whatever their ids.
+/// - Backends with expiry (TTL) count every read and write of a session as
+///   an access that restarts its clock; [`Store::touch`] does so explicitly.
+///
+/// # Example: the seed's "Save and Load"
+///
+/// ```
+/// # async fn demo(store: &dyn statestore_core::Store) -> statestore_core::Result<()> {
+/// use statestore_core::{ConversationState, Expect, Message, SessionId};
+///
+/// let id = SessionId::new("session-1")?;
+/// let state = ConversationState::new(id.clone())
+///     .with_messages([Message::user("Hello"), Message::assistant("Hi there!")]);
+/// store.save(&state, Expect::Any).await?;
+///
+/// if let Some(loaded) = store.load(&id).await? {
+///     for msg in &loaded.messages {
+///         println!("{}: {}", msg.role, msg.text());
+///     }
+/// }
+/// # Ok(()) }
+/// ```
+#[async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug {
+    /// The whole session, or `None` when it does not exist.
+    async fn load(&self, id: &SessionId) -> Result<Option<ConversationState>>;
+
+    /// The newest `n` messages and everything a context window needs
+    /// (system prompt, summaries, metadata, version), without reading the
+    /// rest of the history. `n = 0` returns no messages; `n` larger than the
+    /// history returns all of it. `None` when the session does not exist.
+    async fn load_recent(&self, id: &SessionId, n: usize) -> Result<Option<RecentState>>;
+
+    /// Replaces the whole session with `state` (creating it if needed) — the
+    /// seed's `Save`. `state.version` is ignored; `expect` guards the write.
+    /// `created_at` is kept from the stored session when there is one.
+    async fn save(&self, state: &ConversationState, expect: Expect) -> Result<Version>;
+
+    /// Appends `messages` to the history without reading or rewriting it:
+    /// the per-turn hot path. Creates the session when it does not exist
+    /// (unless `expect` forbids it). All messages land together, in order,
+    /// with nothing from another writer between them.
+    async fn append(
+        &self,
+        id: &SessionId,
+        messages: Vec<Message>,
+        expect: Expect,
+    ) -> Result<Version>;
+
+    /// Copies `source` to a new session `target`, as one consistent
+    /// snapshot; the target starts at version 1.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`](crate::Error::NotFound) when `source` does not
+    /// exist; [`Error::AlreadyExists`](crate::Error::AlreadyExists) when
+    /// `target` does (nothing is overwritten or mixed);
+    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) when they are
+    /// the same id.
+    async fn fork(&self, source: &SessionId, target: &SessionId) -> Result<Version>;
+
+    /// Deletes the session; `true` when it existed.
+    async fn delete(&self, id: &SessionId) -> Result<bool>;
+
+    /// Whether the session exists. Does not count as an access.
+    async fn exists(&self, id: &SessionId) -> Result<bool>;
+
+    /// One page of session ids, optionally only one user's.
+    async fn list(&self, query: &ListQuery) -> Result<ListPage>;
+
+    /// Merges `patch` into the session's metadata: keys in `patch` overwrite,
+    /// a `null` value removes the key, other keys are kept. Creates the
+    /// session when it does not exist (unless `expect` forbids it).
+    async fn merge_metadata(
+        &self,
+        id: &SessionId,
+        patch: Metadata,
+        expect: Expect,
+    ) -> Result<Version>;
+
+    /// Adds a summary of older messages.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`](crate::Error::NotFound) when the session does not
+    /// exist; [`Error::InvalidArgument`](crate::Error::InvalidArgument) when
+    /// the summary's range is empty or reaches past the history.
+    async fn add_summary(
+        &self,
+        id: &SessionId,
+        summary: Summary,
+        expect: Expect,
+    ) -> Result<Version>;
+
+    /// Records an access: restarts the session's expiry clock and updates
+    /// `last_accessed_at`, without changing its version. `false` when the
+    /// session does not exist.
+    async fn touch(&self, id: &SessionId) -> Result<bool>;
+}

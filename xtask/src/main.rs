@@ -1,0 +1,130 @@
+//! Project automation, one subcommand per job (the rust-analyzer pattern).
+//! Dependency-free on purpose: it must build before anything else works.
+//!
+//! ```text
+//! cargo xtask ci      # everything CI checks, on a fresh machine
+//! ```
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use std::env;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::Instant;
+
+type Result<T = ()> = std::result::Result<T, String>;
+
+const USAGE: &str = "usage: cargo xtask <job>
+
+jobs:
+  ci     fmt, clippy, tests, rustdoc and cargo-deny: what CI runs";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("ci") => ci(),
+        Some("help" | "-h" | "--help") | None => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        Some(other) => Err(format!("unknown job {other:?}\n\n{USAGE}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn root() -> PathBuf {
+    // xtask/ lives directly under the workspace root.
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+}
+
+fn cargo() -> Command {
+    let mut cmd = Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(root());
+    cmd
+}
+
+/// Runs `cmd`, echoing it, and fails when it does.
+fn run(step: &str, cmd: &mut Command) -> Result {
+    let started = Instant::now();
+    eprintln!("\n==> {step}\n    $ {cmd:?}");
+    let status = cmd
+        .status()
+        .map_err(|e| format!("{step}: could not start: {e}"))?;
+    eprintln!("    ({step}: {:.1}s)", started.elapsed().as_secs_f64());
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{step} failed ({status})"))
+    }
+}
+
+fn has_cargo_subcommand(name: &str) -> bool {
+    cargo()
+        .args([name, "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Installs a cargo tool from crates.io when it is missing.
+fn ensure_cargo_tool(subcommand: &str, krate: &str) -> Result {
+    if has_cargo_subcommand(subcommand) {
+        return Ok(());
+    }
+    run(
+        &format!("install {krate}"),
+        cargo().args(["install", "--locked", krate]),
+    )
+}
+
+fn ci() -> Result {
+    ensure_cargo_tool("deny", "cargo-deny")?;
+    run("rustfmt", cargo().args(["fmt", "--all", "--", "--check"]))?;
+    run(
+        "clippy",
+        cargo().args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--all-features",
+            "--",
+            "-D",
+            "warnings",
+        ]),
+    )?;
+    run(
+        "tests",
+        cargo().args(["test", "--workspace", "--all-features"]),
+    )?;
+    run(
+        "rustdoc",
+        cargo()
+            .args(["doc", "--workspace", "--no-deps", "--all-features"])
+            .env("RUSTDOCFLAGS", "-D warnings"),
+    )?;
+    run(
+        "main job (quick start example)",
+        cargo().args([
+            "run",
+            "--quiet",
+            "-p",
+            "statestore-memory",
+            "--example",
+            "quick_start",
+        ]),
+    )?;
+    // Advisories need the advisory database from GitHub, which these
+    // machines cannot reach; run `cargo deny check advisories` where online.
+    run(
+        "cargo-deny",
+        cargo().args(["deny", "check", "licenses", "bans", "sources"]),
+    )?;
+    eprintln!("\nci: all checks passed");
+    Ok(())
+}
