@@ -42,8 +42,14 @@ async fn main() -> Result<()> {
 
     // Unlike the seed, a fork never overwrites an existing session.
     match store.fork(&source, &target).await {
-        Err(Error::AlreadyExists { id }) => println!("refused to overwrite {id}"),
-        other => panic!("expected AlreadyExists, got {other:?}"),
+        Err(Error::AlreadyExists { id }) => {
+            println!("refused to overwrite {id}");
+            Ok(())
+        }
+        Err(e) => Err(e),
+        Ok(_) => Err(Error::InvalidArgument {
+            id: target,
+            reason: "fork overwrote an existing session".into(),
+        }),
     }
-    Ok(())
 }
