@@ -745,3 +745,59 @@ impl Store for MemoryStore {
         Ok(self.inner.read(id, |_| ()).is_some())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The recency index holds exactly one entry per session in the map,
+    /// with the session's current tick, after concurrent creates, reads,
+    /// forks, deletes and evictions.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn recency_index_matches_the_map_under_concurrency() {
+        let store = MemoryStore::builder()
+            .ttl(Duration::from_secs(3600))
+            .max_sessions(64)
+            .build();
+        let mut tasks = tokio::task::JoinSet::new();
+        for t in 0..6u32 {
+            let store = store.clone();
+            tasks.spawn(async move {
+                for i in 0..400u32 {
+                    let id = SessionId::new(format!("s{}", (i * 7 + t) % 150)).unwrap();
+                    let other = SessionId::new(format!("s{}", (i * 13 + t) % 150)).unwrap();
+                    match i % 5 {
+                        0 | 1 => {
+                            store
+                                .append(&id, vec![Message::user("x")], Expect::Any)
+                                .await
+                                .unwrap();
+                        }
+                        2 => {
+                            store.load_recent(&id, 2).await.unwrap();
+                        }
+                        3 => {
+                            let _ = store.fork(&id, &other).await;
+                        }
+                        _ => {
+                            store.delete(&id).await.unwrap();
+                        }
+                    }
+                }
+            });
+        }
+        while let Some(r) = tasks.join_next().await {
+            r.unwrap();
+        }
+        let inner = &store.inner;
+        let entries = lock(inner.recency.as_ref().unwrap()).entries();
+        assert_eq!(entries.len(), store.len());
+        assert!(store.len() <= 64);
+        for (tick, id) in entries {
+            let map = lock(inner.shard(&id));
+            let slot = map.get(&id).expect("indexed session is in the map");
+            assert_eq!(slot.tick.load(Ordering::Relaxed), tick);
+            assert!(lock(&slot.session).is_some());
+        }
+    }
+}

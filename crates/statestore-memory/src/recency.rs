@@ -87,3 +87,13 @@ impl Recency {
             .map(|(t, id)| (*t, id.clone()))
     }
 }
+
+#[cfg(test)]
+impl Recency {
+    pub(crate) fn entries(&self) -> Vec<(u64, SessionId)> {
+        self.by_tick
+            .iter()
+            .map(|(t, id)| (*t, id.clone()))
+            .collect()
+    }
+}
