@@ -1,4 +1,5 @@
 //! Behaviour specific to the memory store: sliding TTL, LRU bound, the
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
 //! reaper, size limits and structural sharing.
 
 use std::sync::Arc;
