@@ -4,7 +4,8 @@
 //! [`conformance_suite!`](crate::conformance_suite) macro expands to one
 //! `#[tokio::test]` per case, so a backend's test file is one line:
 //!
-//! ```ignore
+//! ```text
+//! // tests/conformance.rs of a backend crate
 //! statestore_core::conformance_suite!(async { statestore_memory::MemoryStore::new() });
 //! ```
 //!

@@ -1,6 +1,6 @@
 //! Behaviour specific to the memory store: sliding TTL, LRU bound, the
-#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
 //! reaper, size limits and structural sharing.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
 
 use std::sync::Arc;
 use std::time::Duration;
