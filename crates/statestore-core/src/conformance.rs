@@ -31,7 +31,7 @@ use serde_json::json;
 
 use crate::{
     ContentPart, ConversationState, Error, Expect, ListQuery, Message, Metadata, Role, SessionId,
-    Store, Summary, TokenCount, ToolCall,
+    Store, Summary, Timestamp, TokenCount, ToolCall,
 };
 
 /// Expands to one `#[tokio::test]` per conformance case. See the
@@ -119,6 +119,7 @@ fn rich_state(id: &SessionId) -> ConversationState {
     });
     state.push(counted);
     state.metadata = meta;
+    state.created_at = Timestamp::from_unix_millis(1_700_000_000_000);
     state
         .summaries
         .push(Summary::new(0..2, "asked about weather"));
@@ -161,6 +162,10 @@ pub async fn save_then_load_round_trips(store: Arc<dyn Store>) {
     let loaded = store.load(&id).await.unwrap().expect("saved session loads");
     assert_same_content(&loaded, &state);
     assert_eq!(loaded.version, 1);
+    assert_eq!(
+        loaded.created_at, state.created_at,
+        "a created session keeps created_at"
+    );
     assert!(loaded.updated_at >= loaded.created_at);
     assert!(store.exists(&id).await.unwrap());
 

@@ -59,7 +59,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Replaces the whole session with `state` (creating it if needed) — the
     /// seed's `Save`. `state.version` is ignored; `expect` guards the write.
-    /// `created_at` is kept from the stored session when there is one.
+    /// `created_at` is kept from the stored session when there is one, and
+    /// taken from `state` when the session is created (so imports keep it).
     async fn save(&self, state: &ConversationState, expect: Expect) -> Result<Version>;
 
     /// Appends `messages` to the history without reading or rewriting it:

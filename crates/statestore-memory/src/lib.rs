@@ -529,7 +529,11 @@ impl Write for Save<'_> {
         if !self.expect.admits(None) {
             return Err(conflict(id, self.expect, None));
         }
-        Ok((Session::from_state(self.state), 1))
+        let session = Session {
+            created_at: self.state.created_at,
+            ..Session::from_state(self.state)
+        };
+        Ok((session, 1))
     }
     fn update(self, id: &SessionId, s: &mut Session) -> Result<Version> {
         s.check(id, self.expect)?;
