@@ -83,6 +83,30 @@ fn ensure_cargo_tool(subcommand: &str, krate: &str) -> Result {
     )
 }
 
+/// Every `crates/<crate>/examples/<name>.rs`, as (crate, name). Examples
+/// assert what they demonstrate, so running them is a test.
+fn examples() -> Result<Vec<(String, String)>> {
+    let mut found = Vec::new();
+    let crates = root().join("crates");
+    let dirs = std::fs::read_dir(&crates).map_err(|e| format!("{}: {e}", crates.display()))?;
+    for krate in dirs.flatten() {
+        let Ok(files) = std::fs::read_dir(krate.path().join("examples")) else {
+            continue;
+        };
+        for file in files.flatten() {
+            let path = file.path();
+            if path.extension().is_some_and(|e| e == "rs")
+                && let Some(stem) = path.file_stem().and_then(|s| s.to_str())
+            {
+                let krate = krate.file_name().to_string_lossy().into_owned();
+                found.push((krate, stem.to_owned()));
+            }
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
 fn ci() -> Result {
     ensure_cargo_tool("deny", "cargo-deny")?;
     run("rustfmt", cargo().args(["fmt", "--all", "--", "--check"]))?;
@@ -108,17 +132,12 @@ fn ci() -> Result {
             .args(["doc", "--workspace", "--no-deps", "--all-features"])
             .env("RUSTDOCFLAGS", "-D warnings"),
     )?;
-    run(
-        "main job (quick start example)",
-        cargo().args([
-            "run",
-            "--quiet",
-            "-p",
-            "statestore-memory",
-            "--example",
-            "quick_start",
-        ]),
-    )?;
+    for (krate, example) in examples()? {
+        run(
+            &format!("example {krate}/{example}"),
+            cargo().args(["run", "--quiet", "-p", &krate, "--example", &example]),
+        )?;
+    }
     // Advisories need the advisory database from GitHub, which these
     // machines cannot reach; run `cargo deny check advisories` where online.
     run(
