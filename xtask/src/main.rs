@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! cargo xtask ci      # everything CI checks, on a fresh machine
+//! cargo xtask bench   # the criterion benchmarks
 //! ```
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
@@ -16,12 +17,14 @@ type Result<T = ()> = std::result::Result<T, String>;
 const USAGE: &str = "usage: cargo xtask <job>
 
 jobs:
-  ci     fmt, clippy, tests, rustdoc and cargo-deny: what CI runs";
+  ci     fmt, clippy, tests, rustdoc and cargo-deny: what CI runs
+  bench  the criterion benchmarks (extra arguments go to criterion, e.g. a filter)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("ci") => ci(),
+        Some("bench") => bench(args.get(1..).unwrap_or_default()),
         Some("help" | "-h" | "--help") | None => {
             println!("{USAGE}");
             Ok(())
@@ -146,4 +149,11 @@ fn ci() -> Result {
     )?;
     eprintln!("\nci: all checks passed");
     Ok(())
+}
+
+fn bench(criterion_args: &[String]) -> Result {
+    let mut cmd = cargo();
+    cmd.args(["bench", "--workspace", "--"])
+        .args(criterion_args);
+    run("benchmarks", &mut cmd)
 }

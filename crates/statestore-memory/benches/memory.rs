@@ -1,0 +1,113 @@
+//! Memory store costs that must not grow with the conversation.
+//!
+//! ```text
+//! cargo bench -p statestore-memory --bench memory
+//! ```
+#![allow(
+    missing_docs,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "benchmark code"
+)]
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use statestore_core::{Expect, Message, SessionId, Store};
+use statestore_memory::MemoryStore;
+
+const LENGTHS: [usize; 4] = [10, 100, 1_000, 10_000];
+
+fn filled(len: usize) -> (MemoryStore, SessionId) {
+    let store = MemoryStore::new();
+    let id = SessionId::new("bench").unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let history = (0..len)
+            .map(|i| {
+                Message::user(format!(
+                    "message {i}: some ordinary chat text of moderate length"
+                ))
+            })
+            .collect();
+        store.append(&id, history, Expect::Any).await.unwrap();
+    });
+    (store, id)
+}
+
+/// One turn at a fixed history length: the history is re-forked from a
+/// template every `len / 100` turns (outside the timed region), so it grows
+/// by at most 2 % (20 % at length 10) while measured.
+fn per_turn(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let mut group = c.benchmark_group("memory/turn(append 2 + load_recent 20)");
+    for len in LENGTHS {
+        let (store, template) = filled(len);
+        let id = SessionId::new("bench-turn").unwrap();
+        let turns_per_fork = (len / 100).max(1) as u64;
+        let user = Message::user("What's my name?");
+        let reply = Message::assistant("Your name is Alice.");
+        group.bench_with_input(BenchmarkId::from_parameter(len), &len, |b, _| {
+            b.to_async(&rt).iter_custom(|iters| {
+                let (store, template, id) = (&store, &template, &id);
+                let (user, reply) = (&user, &reply);
+                async move {
+                    let mut total = Duration::ZERO;
+                    let mut done = 0;
+                    while done < iters {
+                        store.delete(id).await.unwrap();
+                        store.fork(template, id).await.unwrap();
+                        let n = turns_per_fork.min(iters - done);
+                        let start = Instant::now();
+                        for _ in 0..n {
+                            let recent = store.load_recent(id, 20).await.unwrap().unwrap();
+                            black_box(&recent);
+                            let turn = vec![user.clone(), reply.clone()];
+                            let v = Expect::Version(recent.version);
+                            black_box(store.append(id, turn, v).await.unwrap());
+                        }
+                        total += start.elapsed();
+                        done += n;
+                    }
+                    total
+                }
+            });
+        });
+    }
+    group.finish();
+}
+
+fn load_and_fork(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let mut group = c.benchmark_group("memory/load");
+    for len in LENGTHS {
+        let (store, id) = filled(len);
+        group.bench_with_input(BenchmarkId::from_parameter(len), &len, |b, _| {
+            b.to_async(&rt)
+                .iter(|| async { black_box(store.load(&id).await.unwrap()) });
+        });
+    }
+    group.finish();
+    let mut group = c.benchmark_group("memory/fork+delete");
+    for len in LENGTHS {
+        let (store, id) = filled(len);
+        let target = SessionId::new("bench-fork").unwrap();
+        group.bench_with_input(BenchmarkId::from_parameter(len), &len, |b, _| {
+            b.to_async(&rt).iter(|| async {
+                store.fork(&id, &target).await.unwrap();
+                store.delete(&target).await.unwrap()
+            });
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, per_turn, load_and_fork);
+criterion_main!(benches);
