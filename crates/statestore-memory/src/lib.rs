@@ -174,6 +174,15 @@ impl Session {
     }
 }
 
+/// The expectation check for a session that does not exist.
+fn check_missing(id: &SessionId, expect: Expect) -> Result<()> {
+    if expect.admits(None) {
+        Ok(())
+    } else {
+        Err(conflict(id, expect, None))
+    }
+}
+
 fn conflict(id: &SessionId, expected: Expect, actual: Option<Version>) -> Error {
     Error::Conflict {
         id: id.clone(),
@@ -500,9 +509,7 @@ struct Append<'a> {
 impl Write for Append<'_> {
     type Out = Version;
     fn create(self, id: &SessionId) -> Result<(Session, Version)> {
-        if !self.expect.admits(None) {
-            return Err(conflict(id, self.expect, None));
-        }
+        check_missing(id, self.expect)?;
         self.limits
             .check_message_count(id, self.messages.len() as u64)?;
         let mut s = Session::empty();
@@ -526,9 +533,7 @@ struct Save<'a> {
 impl Write for Save<'_> {
     type Out = Version;
     fn create(self, id: &SessionId) -> Result<(Session, Version)> {
-        if !self.expect.admits(None) {
-            return Err(conflict(id, self.expect, None));
-        }
+        check_missing(id, self.expect)?;
         let session = Session {
             created_at: self.state.created_at,
             ..Session::from_state(self.state)
@@ -576,9 +581,7 @@ struct MergeMetadata {
 impl Write for MergeMetadata {
     type Out = Version;
     fn create(self, id: &SessionId) -> Result<(Session, Version)> {
-        if !self.expect.admits(None) {
-            return Err(conflict(id, self.expect, None));
-        }
+        check_missing(id, self.expect)?;
         let mut s = Session::empty();
         merge(&mut s.metadata, self.patch);
         Ok((s, 1))
