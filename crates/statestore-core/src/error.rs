@@ -61,6 +61,14 @@ pub enum Error {
         reason: String,
     },
 
+    /// A [`ListQuery::cursor`](crate::ListQuery::cursor) that this store did
+    /// not produce (or that a topology change made stale).
+    #[error("invalid list cursor: {reason}")]
+    InvalidCursor {
+        /// Why it was refused.
+        reason: String,
+    },
+
     /// A message or session exceeds a configured size limit; nothing was written.
     #[error("session {id}: {what} is {size} bytes, over the limit of {limit}")]
     TooLarge {

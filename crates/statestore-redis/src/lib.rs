@@ -1,1 +1,669 @@
 #![doc = include_str!("../README.md")]
+
+mod conn;
+mod decode;
+mod error;
+mod keys;
+mod list;
+mod scripts;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use redis::{Script, ScriptInvocation};
+use statestore_core::codec::{self, Limits, SCHEMA_VERSION};
+use statestore_core::{
+    ConversationState, Error as StoreError, Expect, ListPage, ListQuery, Message, Metadata,
+    RecentState, Result, SessionId, Store, Summary, Version, async_trait,
+};
+
+pub use conn::Connection;
+pub use error::Error;
+
+use decode::Reply;
+use keys::{Keys, SessionKeys};
+use scripts::Scripts;
+
+/// A [`Store`] on Redis or Redis Cluster. See the [crate docs](crate).
+///
+/// Cloning is cheap; clones share the connection.
+#[derive(Clone)]
+pub struct RedisStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    conn: Connection,
+    keys: Keys,
+    scripts: Scripts,
+    ttl: Option<Duration>,
+    sliding_ttl: bool,
+    limits: Limits,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("connection", &self.inner.conn)
+            .field("prefix", &self.inner.keys)
+            .field("ttl", &self.inner.ttl)
+            .field("sliding_ttl", &self.inner.sliding_ttl)
+            .field("limits", &self.inner.limits)
+            .field("timeout", &self.inner.timeout)
+            .finish()
+    }
+}
+
+/// Configures a [`RedisStore`]; from [`RedisStore::builder`].
+#[derive(Clone)]
+#[must_use]
+pub struct RedisStoreBuilder {
+    prefix: String,
+    ttl: Option<Duration>,
+    sliding_ttl: bool,
+    limits: Limits,
+    response_timeout: Duration,
+    connect_timeout: Duration,
+    #[cfg(feature = "tls")]
+    tls_root_cert: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for RedisStoreBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStoreBuilder")
+            .field("prefix", &self.prefix)
+            .field("ttl", &self.ttl)
+            .field("sliding_ttl", &self.sliding_ttl)
+            .field("limits", &self.limits)
+            .field("response_timeout", &self.response_timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for RedisStoreBuilder {
+    fn default() -> Self {
+        Self {
+            prefix: String::new(),
+            ttl: None,
+            sliding_ttl: true,
+            limits: Limits::none().with_max_message_bytes(DEFAULT_MAX_MESSAGE_BYTES),
+            response_timeout: Duration::from_secs(2),
+            connect_timeout: Duration::from_secs(1),
+            #[cfg(feature = "tls")]
+            tls_root_cert: None,
+        }
+    }
+}
+
+/// The default largest message: 4 MiB of stored JSON.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 << 20;
+
+impl RedisStoreBuilder {
+    /// Prepends `prefix` to every key (the seed's `WithPrefix`), so several
+    /// apps or tenants can share one server without seeing each other's
+    /// sessions. May not contain `{`, `}` or control characters.
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// Sessions expire `ttl` after their last access (the seed's `WithTTL`).
+    /// Every key of a session gets the same TTL in the same atomic step.
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = Some(ttl);
+        self
+    }
+
+    /// Whether reads (`load`, `load_recent`) count as accesses: restart the
+    /// TTL and update `last_accessed_at`. On by default; off makes reads
+    /// pure reads, and only writes and [`Store::touch`] restart the clock.
+    pub fn sliding_ttl(mut self, on: bool) -> Self {
+        self.sliding_ttl = on;
+        self
+    }
+
+    /// Size limits checked before anything is written. The default allows
+    /// messages up to [`DEFAULT_MAX_MESSAGE_BYTES`] and any number of them.
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// How long one operation may take before it fails with
+    /// `Error::Timeout` (default 2 s). Also the response timeout of
+    /// connections made by [`RedisStoreBuilder::connect`].
+    pub fn response_timeout(mut self, timeout: Duration) -> Self {
+        self.response_timeout = timeout;
+        self
+    }
+
+    /// How long connecting may take, for connections made by this builder
+    /// (default 1 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Trusts this CA certificate (PEM) for `rediss://` connections made by
+    /// this builder, instead of the system's roots.
+    #[cfg(feature = "tls")]
+    pub fn tls_root_certificate(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.tls_root_cert = Some(pem.into());
+        self
+    }
+
+    /// A store on a connection you configured (a
+    /// [`redis::aio::ConnectionManager`], a deadpool-redis pool or a cluster
+    /// connection). Scripts load on first use.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidPrefix`] when the prefix contains a brace.
+    pub fn build(self, connection: impl Into<Connection>) -> Result<RedisStore, Error> {
+        let keys = Keys::new(&self.prefix).map_err(|e| Error::InvalidPrefix(e.0))?;
+        Ok(RedisStore {
+            inner: Arc::new(Inner {
+                conn: connection.into(),
+                keys,
+                scripts: Scripts::new(),
+                ttl: self.ttl,
+                sliding_ttl: self.sliding_ttl,
+                limits: self.limits,
+                timeout: self.response_timeout,
+            }),
+        })
+    }
+
+    fn client(&self, url: &str) -> Result<(redis::Client, String), Error> {
+        let info = redis::IntoConnectionInfo::into_connection_info(url).map_err(|e| {
+            Error::InvalidUrl {
+                reason: e.to_string(),
+            }
+        })?;
+        let address = info.addr().to_string();
+        #[cfg(feature = "tls")]
+        if let Some(root) = &self.tls_root_cert {
+            let certs = redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(root.clone()),
+            };
+            let client =
+                redis::Client::build_with_tls(info, certs).map_err(|e| Error::Connect {
+                    address: address.clone(),
+                    source: e,
+                })?;
+            return Ok((client, address));
+        }
+        let client = redis::Client::open(info).map_err(|e| Error::Connect {
+            address: address.clone(),
+            source: e,
+        })?;
+        Ok((client, address))
+    }
+
+    /// Connects to `url` (`redis://[user:password@]host:port[/db]` or
+    /// `rediss://…` with feature `tls`) with a multiplexed
+    /// [`ConnectionManager`](redis::aio::ConnectionManager) using this
+    /// builder's timeouts, and loads the scripts.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidUrl`], or [`Error::Connect`] naming the address (never
+    /// the password) when the server refuses, does not answer in time, or
+    /// rejects the credentials.
+    pub async fn connect(self, url: &str) -> Result<RedisStore, Error> {
+        install_crypto_provider();
+        let (client, address) = self.client(url)?;
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(self.connect_timeout))
+            .set_response_timeout(Some(self.response_timeout))
+            .set_number_of_retries(1);
+        let connect = redis::aio::ConnectionManager::new_with_config(client, config);
+        let manager = tokio::time::timeout(self.connect_timeout * 3, connect)
+            .await
+            .map_err(|_| Error::Connect {
+                address: address.clone(),
+                source: redis::RedisError::from(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "timed out",
+                )),
+            })?
+            .map_err(|e| Error::Connect {
+                address: address.clone(),
+                source: e,
+            })?;
+        let store = self.build(manager)?;
+        store.preload(&address).await?;
+        Ok(store)
+    }
+
+    /// Connects to a Redis Cluster through any of its nodes and loads the
+    /// scripts on every master.
+    ///
+    /// # Errors
+    ///
+    /// As [`RedisStoreBuilder::connect`].
+    #[cfg(feature = "cluster")]
+    pub async fn connect_cluster(self, urls: &[&str]) -> Result<RedisStore, Error> {
+        install_crypto_provider();
+        let address = urls.join(",");
+        let mut builder = redis::cluster::ClusterClientBuilder::new(urls.to_vec())
+            .connection_timeout(self.connect_timeout)
+            .response_timeout(self.response_timeout);
+        #[cfg(feature = "tls")]
+        if let Some(root) = &self.tls_root_cert {
+            builder = builder.certs(redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(root.clone()),
+            });
+        }
+        let client = builder.build().map_err(|e| Error::Connect {
+            address: address.clone(),
+            source: e,
+        })?;
+        let connect = client.get_async_connection();
+        let conn = tokio::time::timeout(self.connect_timeout * 3, connect)
+            .await
+            .map_err(|_| Error::Connect {
+                address: address.clone(),
+                source: redis::RedisError::from(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "timed out",
+                )),
+            })?
+            .map_err(|e| Error::Connect {
+                address: address.clone(),
+                source: e,
+            })?;
+        let store = self.build(conn)?;
+        store.preload(&address).await?;
+        Ok(store)
+    }
+}
+
+/// rustls needs a process-wide crypto provider; install ring's unless the
+/// application installed one.
+fn install_crypto_provider() {
+    #[cfg(feature = "tls")]
+    {
+        // Err means one is installed already: exactly what we want.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+}
+
+fn now_ms() -> u64 {
+    let d = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO);
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+impl RedisStore {
+    /// Configure a store: prefix, TTL, limits, timeouts; then
+    /// [`build`](RedisStoreBuilder::build) it on your connection or
+    /// [`connect`](RedisStoreBuilder::connect) to a URL.
+    pub fn builder() -> RedisStoreBuilder {
+        RedisStoreBuilder::default()
+    }
+
+    /// Loads every script on the server (every master of a cluster) now, so
+    /// no later call needs a second round trip for `NOSCRIPT`.
+    ///
+    /// # Errors
+    ///
+    /// When the server cannot be reached.
+    pub async fn preload_scripts(&self) -> Result<()> {
+        let scripts = self.inner.scripts.all();
+        let load = self.inner.conn.preload(&scripts);
+        self.timed("preload_scripts", load).await
+    }
+
+    async fn preload(&self, address: &str) -> Result<(), Error> {
+        self.preload_scripts().await.map_err(|e| Error::Connect {
+            address: address.to_owned(),
+            source: redis::RedisError::from(std::io::Error::other(e.to_string())),
+        })
+    }
+
+    /// Runs `fut` under the response timeout, mapping client errors.
+    async fn timed<T>(
+        &self,
+        operation: &'static str,
+        fut: impl Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T> {
+        match tokio::time::timeout(self.inner.timeout, fut).await {
+            Err(_) => Err(StoreError::Timeout {
+                operation,
+                after: self.inner.timeout,
+            }),
+            Ok(Err(e)) => Err(client_error(operation, self.inner.timeout, e)),
+            Ok(Ok(v)) => Ok(v),
+        }
+    }
+
+    /// A script call with the four keys of `id` and the common arguments.
+    fn call<'a>(&self, script: &'a Script, keys: &SessionKeys, ttl: bool) -> ScriptInvocation<'a> {
+        let mut inv = script.prepare_invoke();
+        for key in keys.all() {
+            inv.key(key);
+        }
+        let ttl_ms = match self.inner.ttl {
+            Some(t) if ttl => millis(t),
+            _ => 0,
+        };
+        inv.arg(SCHEMA_VERSION).arg(now_ms()).arg(ttl_ms);
+        inv
+    }
+
+    async fn run(
+        &self,
+        operation: &'static str,
+        id: &SessionId,
+        inv: &ScriptInvocation<'_>,
+    ) -> Result<Reply> {
+        let value = self.timed(operation, self.inner.conn.invoke(inv)).await?;
+        decode::reply(id, value)
+    }
+
+    async fn write(
+        &self,
+        operation: &'static str,
+        id: &SessionId,
+        expect: Expect,
+        inv: &ScriptInvocation<'_>,
+    ) -> Result<Version> {
+        let reply = self.run(operation, id, inv).await?;
+        decode::written(id, expect, &self.inner.limits, reply)
+    }
+
+    async fn snapshot(
+        &self,
+        operation: &'static str,
+        id: &SessionId,
+        newest: Option<usize>,
+    ) -> Result<Option<decode::Snapshot>> {
+        let keys = self.inner.keys.session(id);
+        let sliding = self.inner.sliding_ttl;
+        let mut inv = self.call(&self.inner.scripts.load, &keys, sliding);
+        let n = newest.map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX));
+        inv.arg(n).arg(if sliding { "1" } else { "0" });
+        let reply = self.run(operation, id, &inv).await?;
+        decode::snapshot(id, reply)
+    }
+
+    fn encode_messages<'m>(
+        &self,
+        id: &SessionId,
+        messages: impl ExactSizeIterator<Item = &'m Message>,
+    ) -> Result<Vec<Vec<u8>>> {
+        let encoded = messages
+            .map(|m| codec::encode_message(id, m))
+            .collect::<Result<Vec<_>>>()?;
+        self.inner
+            .limits
+            .check_message_sizes(id, encoded.iter().map(Vec::len))?;
+        Ok(encoded)
+    }
+
+    /// The `SAVE` script with already-encoded contents.
+    async fn save_encoded(
+        &self,
+        operation: &'static str,
+        id: &SessionId,
+        contents: Contents<'_>,
+        expect: Expect,
+    ) -> Result<Version> {
+        let keys = self.inner.keys.session(id);
+        let mut inv = self.call(&self.inner.scripts.save, &keys, true);
+        expect_args(&mut inv, expect);
+        inv.arg(contents.created_at);
+        for field in [contents.user_id, contents.system_prompt] {
+            match field {
+                Some(v) => inv.arg("1").arg(v),
+                None => inv.arg("0").arg(""),
+            };
+        }
+        inv.arg(contents.messages.len())
+            .arg(contents.summaries.len())
+            .arg(contents.metadata.len() / 2);
+        for part in [contents.messages, contents.summaries, contents.metadata] {
+            for item in part {
+                inv.arg(item);
+            }
+        }
+        self.write(operation, id, expect, &inv).await
+    }
+}
+
+/// What `SAVE` writes, encoded.
+struct Contents<'a> {
+    created_at: u64,
+    user_id: Option<&'a str>,
+    system_prompt: Option<&'a str>,
+    messages: &'a [Vec<u8>],
+    summaries: &'a [Vec<u8>],
+    /// Field, value, field, value, …
+    metadata: &'a [Vec<u8>],
+}
+
+fn expect_args(inv: &mut ScriptInvocation<'_>, expect: Expect) {
+    match expect {
+        Expect::Any => inv.arg("a").arg(0),
+        Expect::Version(v) => inv.arg("v").arg(v),
+        Expect::Absent => inv.arg("n").arg(0),
+    };
+}
+
+fn client_error(operation: &'static str, after: Duration, e: redis::RedisError) -> StoreError {
+    if e.is_timeout() {
+        StoreError::Timeout { operation, after }
+    } else if e.is_connection_refusal()
+        || e.is_io_error()
+        || e.is_connection_dropped()
+        || e.is_unrecoverable_error()
+    {
+        StoreError::Unavailable {
+            operation,
+            source: Box::new(e),
+        }
+    } else {
+        StoreError::Backend {
+            operation,
+            source: Box::new(e),
+        }
+    }
+}
+
+fn json(id: &SessionId, value: &impl serde::Serialize) -> Result<Vec<u8>> {
+    serde_json::to_vec(value).map_err(|e| StoreError::InvalidArgument {
+        id: id.clone(),
+        reason: format!("cannot be serialized: {e}"),
+    })
+}
+
+fn metadata_pairs(id: &SessionId, metadata: &Metadata) -> Result<Vec<Vec<u8>>> {
+    let mut out = Vec::with_capacity(metadata.len() * 2);
+    for (k, v) in metadata {
+        out.push(k.as_bytes().to_vec());
+        out.push(json(id, v)?);
+    }
+    Ok(out)
+}
+
+#[async_trait]
+impl Store for RedisStore {
+    async fn load(&self, id: &SessionId) -> Result<Option<ConversationState>> {
+        self.snapshot("load", id, None)
+            .await?
+            .map(|s| s.into_state(id))
+            .transpose()
+    }
+
+    async fn load_recent(&self, id: &SessionId, n: usize) -> Result<Option<RecentState>> {
+        self.snapshot("load_recent", id, Some(n))
+            .await?
+            .map(|s| s.into_recent(id))
+            .transpose()
+    }
+
+    async fn save(&self, state: &ConversationState, expect: Expect) -> Result<Version> {
+        let id = &state.id;
+        self.inner
+            .limits
+            .check_message_count(id, state.messages.len() as u64)?;
+        let messages = self.encode_messages(id, state.messages.iter().map(|m| &**m))?;
+        let summaries = state
+            .summaries
+            .iter()
+            .map(|s| json(id, s))
+            .collect::<Result<Vec<_>>>()?;
+        let metadata = metadata_pairs(id, &state.metadata)?;
+        let contents = Contents {
+            created_at: state.created_at.as_unix_millis(),
+            user_id: state.user_id.as_deref(),
+            system_prompt: state.system_prompt.as_deref(),
+            messages: &messages,
+            summaries: &summaries,
+            metadata: &metadata,
+        };
+        self.save_encoded("save", id, contents, expect).await
+    }
+
+    async fn append(
+        &self,
+        id: &SessionId,
+        messages: Vec<Message>,
+        expect: Expect,
+    ) -> Result<Version> {
+        let encoded = self.encode_messages(id, messages.iter())?;
+        let keys = self.inner.keys.session(id);
+        let mut inv = self.call(&self.inner.scripts.append, &keys, true);
+        expect_args(&mut inv, expect);
+        inv.arg(self.inner.limits.max_messages.unwrap_or(0));
+        for m in &encoded {
+            inv.arg(m);
+        }
+        self.write("append", id, expect, &inv).await
+    }
+
+    async fn fork(&self, source: &SessionId, target: &SessionId) -> Result<Version> {
+        if source == target {
+            return Err(StoreError::InvalidArgument {
+                id: source.clone(),
+                reason: "cannot fork a session onto itself".into(),
+            });
+        }
+        // 1. One consistent snapshot of the source (one script, its slot).
+        let snapshot = self
+            .snapshot("fork", source, None)
+            .await?
+            .ok_or_else(|| StoreError::NotFound { id: source.clone() })?;
+        let raw = snapshot.into_raw(source)?;
+        // 2. Create-only write of the whole target (one script, its slot):
+        // the target appears complete or not at all, and never overwrites.
+        let contents = Contents {
+            created_at: now_ms(),
+            user_id: raw.user_id.as_deref(),
+            system_prompt: raw.system_prompt.as_deref(),
+            messages: &raw.messages,
+            summaries: &raw.summaries,
+            metadata: &raw.metadata,
+        };
+        match self
+            .save_encoded("fork", target, contents, Expect::Absent)
+            .await
+        {
+            Err(StoreError::Conflict { .. }) => {
+                Err(StoreError::AlreadyExists { id: target.clone() })
+            }
+            other => other,
+        }
+    }
+
+    async fn delete(&self, id: &SessionId) -> Result<bool> {
+        let keys = self.inner.keys.session(id);
+        let mut inv = self.inner.scripts.delete.prepare_invoke();
+        for key in keys.all() {
+            inv.key(key);
+        }
+        match self.run("delete", id, &inv).await? {
+            Reply::Ok(rest) => Ok(rest.first().and_then(decode::int) == Some(1)),
+            _ => Err(StoreError::Corrupt {
+                id: id.clone(),
+                detail: "delete returned an unexpected reply".into(),
+                source: None,
+            }),
+        }
+    }
+
+    async fn exists(&self, id: &SessionId) -> Result<bool> {
+        let keys = self.inner.keys.session(id);
+        let cmd = redis::cmd("EXISTS").arg(&keys.header).clone();
+        let value = self.timed("exists", self.inner.conn.query(&cmd)).await?;
+        Ok(decode::int(&value) == Some(1))
+    }
+
+    async fn list(&self, query: &ListQuery) -> Result<ListPage> {
+        let fut = list::page(&self.inner.conn, &self.inner.keys, query);
+        match tokio::time::timeout(self.inner.timeout * 4, fut).await {
+            Err(_) => Err(StoreError::Timeout {
+                operation: "list",
+                after: self.inner.timeout * 4,
+            }),
+            Ok(result) => result.map_err(|e| match e {
+                list::ListError::Client(e) => client_error("list", self.inner.timeout, e),
+                list::ListError::Store(e) => e,
+            }),
+        }
+    }
+
+    async fn merge_metadata(
+        &self,
+        id: &SessionId,
+        patch: Metadata,
+        expect: Expect,
+    ) -> Result<Version> {
+        let keys = self.inner.keys.session(id);
+        let mut inv = self.call(&self.inner.scripts.merge_metadata, &keys, true);
+        expect_args(&mut inv, expect);
+        let (set, delete): (Vec<_>, Vec<_>) = patch.iter().partition(|(_, v)| !v.is_null());
+        inv.arg(set.len());
+        for (k, v) in set {
+            inv.arg(k.as_bytes()).arg(json(id, v)?);
+        }
+        for (k, _) in delete {
+            inv.arg(k.as_bytes());
+        }
+        self.write("merge_metadata", id, expect, &inv).await
+    }
+
+    async fn add_summary(
+        &self,
+        id: &SessionId,
+        summary: Summary,
+        expect: Expect,
+    ) -> Result<Version> {
+        let keys = self.inner.keys.session(id);
+        let mut inv = self.call(&self.inner.scripts.add_summary, &keys, true);
+        expect_args(&mut inv, expect);
+        inv.arg(summary.covers.start)
+            .arg(summary.covers.end)
+            .arg(json(id, &summary)?);
+        self.write("add_summary", id, expect, &inv).await
+    }
+
+    async fn touch(&self, id: &SessionId) -> Result<bool> {
+        let keys = self.inner.keys.session(id);
+        let inv = self.call(&self.inner.scripts.touch, &keys, true);
+        match self.run("touch", id, &inv).await? {
+            Reply::Ok(_) => Ok(true),
+            _ => Ok(false),
+        }
+    }
+}

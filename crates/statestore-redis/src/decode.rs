@@ -1,0 +1,320 @@
+//! Turning script replies into values — and anything unexpected into
+//! `Error::Corrupt` for that session, never a panic.
+
+use std::sync::Arc;
+
+use redis::Value;
+use statestore_core::codec::{self, Limits, SCHEMA_VERSION};
+use statestore_core::{
+    ConversationState, Error, Expect, Metadata, RecentState, Result, SessionId, Summary, Timestamp,
+    Version,
+};
+
+/// A script's reply, by status (see `scripts.rs`).
+pub(crate) enum Reply {
+    Ok(Vec<Value>),
+    Missing,
+    Conflict(Option<Version>),
+    TooLarge(u64),
+    Range(u64),
+}
+
+fn corrupt(id: &SessionId, detail: impl Into<String>) -> Error {
+    Error::Corrupt {
+        id: id.clone(),
+        detail: detail.into(),
+        source: None,
+    }
+}
+
+pub(crate) fn bytes(v: &Value) -> Option<&[u8]> {
+    match v {
+        Value::BulkString(b) => Some(b),
+        Value::SimpleString(s) => Some(s.as_bytes()),
+        _ => None,
+    }
+}
+
+pub(crate) fn int(v: &Value) -> Option<i64> {
+    match v {
+        Value::Int(i) => Some(*i),
+        other => std::str::from_utf8(bytes(other)?).ok()?.parse().ok(),
+    }
+}
+
+fn array(v: Value) -> Option<Vec<Value>> {
+    match v {
+        Value::Array(items) | Value::Set(items) => Some(items),
+        Value::Nil => Some(Vec::new()),
+        _ => None,
+    }
+}
+
+/// Splits a reply into its status and payload. `corrupt` and `schema`
+/// statuses become errors here.
+pub(crate) fn reply(id: &SessionId, value: Value) -> Result<Reply> {
+    let mut items = array(value)
+        .ok_or_else(|| corrupt(id, "a script returned something that is not an array"))?
+        .into_iter();
+    let status = items.next();
+    let status = status.as_ref().and_then(bytes).unwrap_or_default();
+    let mut rest: Vec<Value> = items.collect();
+    let first_int = rest.first().and_then(int);
+    Ok(match status {
+        b"ok" => Reply::Ok(rest),
+        b"missing" => Reply::Missing,
+        b"conflict" => Reply::Conflict(first_int.and_then(|v| u64::try_from(v).ok())),
+        b"too_large" => Reply::TooLarge(first_int.and_then(|v| u64::try_from(v).ok()).unwrap_or(0)),
+        b"range" => Reply::Range(first_int.and_then(|v| u64::try_from(v).ok()).unwrap_or(0)),
+        b"schema" => {
+            return Err(Error::UnsupportedSchema {
+                id: id.clone(),
+                found: first_int
+                    .and_then(|v| u32::try_from(v).ok())
+                    .unwrap_or(u32::MAX),
+                supported: SCHEMA_VERSION,
+            });
+        }
+        b"corrupt" => {
+            let detail = rest
+                .pop()
+                .as_ref()
+                .and_then(bytes)
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+                .unwrap_or_default();
+            return Err(corrupt(id, detail));
+        }
+        other => {
+            return Err(corrupt(
+                id,
+                format!(
+                    "unexpected script status {:?}",
+                    String::from_utf8_lossy(other)
+                ),
+            ));
+        }
+    })
+}
+
+/// The version of an `ok` reply to a write; conflicts become errors.
+pub(crate) fn written(
+    id: &SessionId,
+    expect: Expect,
+    limits: &Limits,
+    reply: Reply,
+) -> Result<Version> {
+    match reply {
+        Reply::Ok(rest) => rest
+            .first()
+            .and_then(int)
+            .and_then(|v| u64::try_from(v).ok())
+            .ok_or_else(|| corrupt(id, "a write returned no version")),
+        Reply::Conflict(actual) => Err(Error::Conflict {
+            id: id.clone(),
+            expected: expect,
+            actual,
+        }),
+        Reply::Missing => Err(Error::NotFound { id: id.clone() }),
+        Reply::TooLarge(total) => Err(limits
+            .check_message_count(id, total)
+            .err()
+            .unwrap_or_else(|| corrupt(id, "the store refused a size its limits allow"))),
+        Reply::Range(len) => Err(Error::InvalidArgument {
+            id: id.clone(),
+            reason: format!("summary range is empty or reaches past the {len} stored messages"),
+        }),
+    }
+}
+
+/// What `LOAD` returns: header, messages, summaries, metadata, total.
+pub(crate) struct Snapshot {
+    header: Header,
+    messages: Vec<Value>,
+    summaries: Vec<Value>,
+    metadata: Vec<Value>,
+    total: u64,
+}
+
+#[derive(Default)]
+struct Header {
+    version: Version,
+    created_at: Timestamp,
+    updated_at: Timestamp,
+    last_accessed_at: Timestamp,
+    user_id: Option<String>,
+    system_prompt: Option<String>,
+}
+
+fn header(id: &SessionId, flat: Vec<Value>) -> Result<Header> {
+    let mut h = Header::default();
+    let mut it = flat.into_iter();
+    while let (Some(k), Some(v)) = (it.next(), it.next()) {
+        let key = bytes(&k).unwrap_or_default();
+        let text = || {
+            bytes(&v)
+                .and_then(|b| String::from_utf8(b.to_vec()).ok())
+                .ok_or_else(|| corrupt(id, "a header field is not UTF-8 text"))
+        };
+        let number = || {
+            int(&v)
+                .and_then(|n| u64::try_from(n).ok())
+                .ok_or_else(|| corrupt(id, "a header field is not a number"))
+        };
+        match key {
+            b"version" => h.version = number()?,
+            b"created_at" => h.created_at = Timestamp::from_unix_millis(number()?),
+            b"updated_at" => h.updated_at = Timestamp::from_unix_millis(number()?),
+            b"last_accessed_at" => h.last_accessed_at = Timestamp::from_unix_millis(number()?),
+            b"user_id" => h.user_id = Some(text()?),
+            b"system_prompt" => h.system_prompt = Some(text()?),
+            _ => {} // schema (checked by the script) and fields of later versions
+        }
+    }
+    Ok(h)
+}
+
+/// Parses an `ok` reply of `LOAD`; `None` for `missing`.
+pub(crate) fn snapshot(id: &SessionId, reply: Reply) -> Result<Option<Snapshot>> {
+    let rest = match reply {
+        Reply::Ok(rest) => rest,
+        Reply::Missing => return Ok(None),
+        _ => return Err(corrupt(id, "load returned an unexpected status")),
+    };
+    let mut it = rest.into_iter();
+    let mut next_array = || it.next().and_then(array);
+    let (Some(h), Some(messages), Some(summaries), Some(metadata)) =
+        (next_array(), next_array(), next_array(), next_array())
+    else {
+        return Err(corrupt(id, "load returned a malformed reply"));
+    };
+    let total = it
+        .next()
+        .as_ref()
+        .and_then(int)
+        .and_then(|n| u64::try_from(n).ok())
+        .ok_or_else(|| corrupt(id, "load returned no message count"))?;
+    Ok(Some(Snapshot {
+        header: header(id, h)?,
+        messages,
+        summaries,
+        metadata,
+        total,
+    }))
+}
+
+impl Snapshot {
+    fn parts(self, id: &SessionId) -> Result<Parts> {
+        let messages = self
+            .messages
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                let raw =
+                    bytes(v).ok_or_else(|| corrupt(id, format!("message {i} is not a string")))?;
+                codec::decode_message(id, raw).map(Arc::new)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let summaries = self
+            .summaries
+            .iter()
+            .map(|v| {
+                let raw = bytes(v).ok_or_else(|| corrupt(id, "a summary is not a string"))?;
+                serde_json::from_slice::<Summary>(raw)
+                    .map_err(|e| Error::corrupt(id, "a stored summary is not valid", e))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mut metadata = Metadata::new();
+        let mut it = self.metadata.iter();
+        while let (Some(k), Some(v)) = (it.next(), it.next()) {
+            let key = bytes(k)
+                .and_then(|b| std::str::from_utf8(b).ok())
+                .ok_or_else(|| corrupt(id, "a metadata key is not UTF-8 text"))?;
+            let raw = bytes(v).ok_or_else(|| corrupt(id, "a metadata value is not a string"))?;
+            let value = serde_json::from_slice(raw)
+                .map_err(|e| Error::corrupt(id, format!("metadata {key:?} is not JSON"), e))?;
+            metadata.insert(key.to_owned(), value);
+        }
+        Ok(Parts {
+            header: self.header,
+            messages,
+            summaries,
+            metadata,
+            total: self.total,
+        })
+    }
+
+    pub(crate) fn into_state(self, id: &SessionId) -> Result<ConversationState> {
+        let p = self.parts(id)?;
+        Ok(ConversationState {
+            id: id.clone(),
+            user_id: p.header.user_id,
+            messages: p.messages,
+            system_prompt: p.header.system_prompt,
+            summaries: p.summaries,
+            metadata: p.metadata,
+            version: p.header.version,
+            created_at: p.header.created_at,
+            updated_at: p.header.updated_at,
+            last_accessed_at: p.header.last_accessed_at,
+        })
+    }
+
+    pub(crate) fn into_recent(self, id: &SessionId) -> Result<RecentState> {
+        let p = self.parts(id)?;
+        Ok(RecentState {
+            id: id.clone(),
+            user_id: p.header.user_id,
+            messages: p.messages,
+            total_messages: p.total,
+            system_prompt: p.header.system_prompt,
+            summaries: p.summaries,
+            metadata: p.metadata,
+            version: p.header.version,
+        })
+    }
+}
+
+struct Parts {
+    header: Header,
+    messages: Vec<Arc<statestore_core::Message>>,
+    summaries: Vec<Summary>,
+    metadata: Metadata,
+    total: u64,
+}
+
+/// A snapshot's contents as stored bytes, for copying (fork) without
+/// decoding and re-encoding every message.
+pub(crate) struct Raw {
+    pub(crate) user_id: Option<String>,
+    pub(crate) system_prompt: Option<String>,
+    pub(crate) messages: Vec<Vec<u8>>,
+    pub(crate) summaries: Vec<Vec<u8>>,
+    /// Field, value, field, value, …
+    pub(crate) metadata: Vec<Vec<u8>>,
+}
+
+fn into_bytes(id: &SessionId, values: Vec<Value>, what: &str) -> Result<Vec<Vec<u8>>> {
+    values
+        .into_iter()
+        .map(|v| match v {
+            Value::BulkString(b) => Ok(b),
+            Value::SimpleString(s) => Ok(s.into_bytes()),
+            _ => Err(corrupt(id, format!("a stored {what} is not a string"))),
+        })
+        .collect()
+}
+
+impl Snapshot {
+    pub(crate) fn into_raw(self, id: &SessionId) -> Result<Raw> {
+        if !self.metadata.len().is_multiple_of(2) {
+            return Err(corrupt(id, "metadata reply has an odd length"));
+        }
+        Ok(Raw {
+            user_id: self.header.user_id,
+            system_prompt: self.header.system_prompt,
+            messages: into_bytes(id, self.messages, "message")?,
+            summaries: into_bytes(id, self.summaries, "summary")?,
+            metadata: into_bytes(id, self.metadata, "metadata entry")?,
+        })
+    }
+}

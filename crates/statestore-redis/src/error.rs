@@ -1,0 +1,29 @@
+//! Errors building a store. Operations return [`statestore_core::Error`].
+
+/// Why a [`RedisStore`](crate::RedisStore) could not be built or connected.
+///
+/// Messages name the address but never the password.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The key prefix contains `{`, `}` or a control character.
+    #[error("invalid key prefix: {0}")]
+    InvalidPrefix(String),
+
+    /// The URL could not be parsed.
+    #[error("invalid Redis URL: {reason}")]
+    InvalidUrl {
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// Connecting, authenticating or loading the scripts failed.
+    #[error("cannot connect to Redis at {address}: {source}")]
+    Connect {
+        /// `host:port` (or several, for a cluster).
+        address: String,
+        /// The client's error.
+        #[source]
+        source: redis::RedisError,
+    },
+}

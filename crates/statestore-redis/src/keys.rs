@@ -1,0 +1,240 @@
+//! The Redis key layout — every key this crate reads or writes is built here.
+//!
+//! A session `id` under the store prefix `P` owns four keys, all sharing the
+//! hash tag `{E}`, where `E` is the escaped id (below). Sharing the tag puts
+//! every key of a session in one Redis Cluster slot, so each operation can be
+//! one atomic Lua script without `CROSSSLOT` errors.
+//!
+//! | key        | type | holds |
+//! |------------|------|-------|
+//! | `P{E}:h`   | hash | header: `schema`, `version`, `created_at`, `updated_at`, `last_accessed_at` (ms since the epoch), `user_id`, `system_prompt` (absent when unset) |
+//! | `P{E}:m`   | list | messages, oldest first, one JSON document each (`statestore_core::codec`) |
+//! | `P{E}:s`   | list | summaries, oldest first, one JSON document each |
+//! | `P{E}:d`   | hash | metadata: one field per key, the value as JSON text |
+//!
+//! A session exists exactly when its header exists; the other keys are
+//! absent while empty (Redis deletes empty lists and hashes).
+//!
+//! # Escaping ids
+//!
+//! `E` is the id with `%`, `{` and `}` replaced by `%25`, `%7B` and `%7D`.
+//! The mapping is injective (so two ids never share keys), `E` never contains
+//! a brace (so it cannot end the hash tag early or open another one) and
+//! every other byte is kept, so keys stay readable in `redis-cli`. A
+//! session id is at least one byte long, so the tag is never empty.
+//!
+//! # Listing
+//!
+//! [`Keys::scan_pattern`] matches every header key of one prefix: the prefix
+//! is glob-escaped, and since prefixes may not contain braces, `P{*}:h` cannot
+//! match another prefix's keys (the character after the prefix must be `{`).
+//! Matches are decoded with [`Keys::id_from_header_key`], which rejects
+//! anything this module would not have produced.
+
+use statestore_core::SessionId;
+
+/// The keys of one session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SessionKeys {
+    /// The header hash.
+    pub(crate) header: String,
+    /// The message list.
+    pub(crate) messages: String,
+    /// The summary list.
+    pub(crate) summaries: String,
+    /// The metadata hash.
+    pub(crate) metadata: String,
+}
+
+impl SessionKeys {
+    /// The keys in the order every script takes them (`KEYS[1..4]`).
+    pub(crate) fn all(&self) -> [&str; 4] {
+        [
+            &self.header,
+            &self.messages,
+            &self.summaries,
+            &self.metadata,
+        ]
+    }
+}
+
+/// Builds keys for one store prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Keys {
+    prefix: String,
+}
+
+/// Why a prefix was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct BadPrefix(pub(crate) String);
+
+impl Keys {
+    /// Keys under `prefix`, which may be empty but may not contain `{`, `}`
+    /// or control characters (they would break hash tags or logs).
+    pub(crate) fn new(prefix: &str) -> Result<Self, BadPrefix> {
+        if let Some(c) = prefix
+            .chars()
+            .find(|c| matches!(c, '{' | '}') || c.is_control())
+        {
+            return Err(BadPrefix(format!(
+                "key prefix {prefix:?} contains {c:?}; braces would break Redis Cluster hash tags"
+            )));
+        }
+        Ok(Self {
+            prefix: prefix.to_owned(),
+        })
+    }
+
+    /// The keys of session `id`.
+    pub(crate) fn session(&self, id: &SessionId) -> SessionKeys {
+        let base = format!("{}{{{}}}", self.prefix, escape(id.as_str()));
+        SessionKeys {
+            header: format!("{base}:h"),
+            messages: format!("{base}:m"),
+            summaries: format!("{base}:s"),
+            metadata: format!("{base}:d"),
+        }
+    }
+
+    /// A `SCAN MATCH` pattern for every header key under this prefix.
+    pub(crate) fn scan_pattern(&self) -> String {
+        let mut pattern = String::with_capacity(self.prefix.len() + 6);
+        for c in self.prefix.chars() {
+            if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+                pattern.push('\\');
+            }
+            pattern.push(c);
+        }
+        pattern.push_str("{*}:h");
+        pattern
+    }
+
+    /// The session id of a header key, or `None` when the key is not one
+    /// this prefix's layout produces.
+    pub(crate) fn id_from_header_key(&self, key: &[u8]) -> Option<SessionId> {
+        let key = std::str::from_utf8(key).ok()?;
+        let tagged = key.strip_prefix(self.prefix.as_str())?;
+        let escaped = tagged.strip_prefix('{')?.strip_suffix("}:h")?;
+        if escaped.contains(['{', '}']) {
+            return None;
+        }
+        let id = unescape(escaped)?;
+        // Only the canonical escaping of an id is ours.
+        if escape(&id) != escaped {
+            return None;
+        }
+        SessionId::new(id).ok()
+    }
+}
+
+fn escape(id: &str) -> std::borrow::Cow<'_, str> {
+    if !id.contains(['%', '{', '}']) {
+        return id.into();
+    }
+    let mut out = String::with_capacity(id.len() + 8);
+    for c in id.chars() {
+        match c {
+            '%' => out.push_str("%25"),
+            '{' => out.push_str("%7B"),
+            '}' => out.push_str("%7D"),
+            c => out.push(c),
+        }
+    }
+    out.into()
+}
+
+fn unescape(escaped: &str) -> Option<String> {
+    let mut out = String::with_capacity(escaped.len());
+    let mut rest = escaped;
+    while let Some(at) = rest.find('%') {
+        out.push_str(rest.get(..at)?);
+        let code = rest.get(at + 1..at + 3)?;
+        out.push(match code {
+            "25" => '%',
+            "7B" => '{',
+            "7D" => '}',
+            _ => return None,
+        });
+        rest = rest.get(at + 3..)?;
+    }
+    out.push_str(rest);
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(s: &str) -> SessionId {
+        SessionId::new(s).unwrap()
+    }
+
+    #[test]
+    fn layout_is_documented_shape() {
+        let keys = Keys::new("myapp:").unwrap();
+        let k = keys.session(&id("user-1"));
+        assert_eq!(k.header, "myapp:{user-1}:h");
+        assert_eq!(k.messages, "myapp:{user-1}:m");
+        assert_eq!(k.summaries, "myapp:{user-1}:s");
+        assert_eq!(k.metadata, "myapp:{user-1}:d");
+        let k = keys.session(&id("a}:b{%"));
+        assert_eq!(k.header, "myapp:{a%7D:b%7B%25}:h");
+    }
+
+    #[test]
+    fn escaping_is_injective_and_brace_free() {
+        let ids = [
+            "a", "%", "%25", "%7B", "{", "}", "{}", "a}:b", "{x}", "%7D%", "%%", "ü{ß}",
+        ];
+        let keys = Keys::new("").unwrap();
+        let mut seen = std::collections::HashSet::new();
+        for raw in ids {
+            let k = keys.session(&id(raw));
+            let tag = k
+                .header
+                .strip_prefix('{')
+                .and_then(|t| t.strip_suffix("}:h"))
+                .unwrap();
+            assert!(!tag.contains(['{', '}']), "{raw:?} -> {tag:?}");
+            assert!(seen.insert(tag.to_owned()), "{raw:?} collides");
+            assert_eq!(keys.id_from_header_key(k.header.as_bytes()), Some(id(raw)));
+        }
+    }
+
+    #[test]
+    fn foreign_keys_are_not_ids() {
+        let keys = Keys::new("p:").unwrap();
+        for foreign in [
+            "p:{a}:m",
+            "q:{a}:h",
+            "p:{a}}:h",
+            "p:{a{b}:h",
+            "p:{}:h",
+            "p:{%zz}:h",
+            "p:{%7b}:h",
+            "p:{a%}:h",
+            "p:a:h",
+        ] {
+            assert_eq!(
+                keys.id_from_header_key(foreign.as_bytes()),
+                None,
+                "{foreign}"
+            );
+        }
+        assert_eq!(
+            keys.id_from_header_key(&[b'p', b':', b'{', 0xff, b'}', b':', b'h']),
+            None
+        );
+    }
+
+    #[test]
+    fn prefixes_with_braces_are_refused_and_globs_escaped() {
+        assert!(Keys::new("a{b").is_err());
+        assert!(Keys::new("a}").is_err());
+        assert!(Keys::new("tab\t").is_err());
+        assert_eq!(
+            Keys::new("x*?[]\\:").unwrap().scan_pattern(),
+            "x\\*\\?\\[\\]\\\\:{*}:h"
+        );
+    }
+}
