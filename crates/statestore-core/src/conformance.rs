@@ -39,8 +39,17 @@ use crate::{
 #[macro_export]
 macro_rules! conformance_suite {
     ($make:expr) => {
-        $crate::__conformance_cases!(
-            $make;
+        $crate::__conformance_with_cases!(__conformance_tests!($make));
+    };
+}
+
+/// The one list of cases; calls `$callback!(args; case, case, …)`.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_with_cases {
+    ($callback:ident ! ($($args:tt)*)) => {
+        $crate::$callback! {
+            $($args)*;
             missing_session_reads_as_absent,
             save_then_load_round_trips,
             save_replaces_everything_but_created_at,
@@ -61,13 +70,13 @@ macro_rules! conformance_suite {
             concurrent_appends_lose_nothing,
             optimistic_writers_never_lose_updates,
             fork_during_appends_copies_a_prefix,
-        );
+        }
     };
 }
 
 #[doc(hidden)]
 #[macro_export]
-macro_rules! __conformance_cases {
+macro_rules! __conformance_tests {
     ($make:expr; $($case:ident),* $(,)?) => {
         $(
             #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -77,6 +86,56 @@ macro_rules! __conformance_cases {
             }
         )*
     };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_table {
+    ($($case:ident),* $(,)?) => {
+        vec![$((
+            stringify!($case),
+            (|store| Box::pin($crate::conformance::$case(store))) as Case,
+        )),*]
+    };
+    (; $($case:ident),* $(,)?) => {
+        $crate::__conformance_table!($($case),*)
+    };
+}
+
+type Case = fn(Arc<dyn Store>) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// Every case, by name.
+fn cases() -> Vec<(&'static str, Case)> {
+    crate::__conformance_with_cases!(__conformance_table!())
+}
+
+/// Runs every case in turn, each on a fresh store from `make`, inside one
+/// test — for backends whose servers are expensive to start (a Redis
+/// Cluster): start it once, run the whole suite, stop it.
+///
+/// # Panics
+///
+/// When a case fails, naming it.
+pub async fn run_all<S, Fut>(make: impl Fn() -> Fut)
+where
+    S: Store + 'static,
+    Fut: std::future::Future<Output = S>,
+{
+    for (name, case) in cases() {
+        let store: Arc<dyn Store> = Arc::new(make().await);
+        if let Err(e) = tokio::spawn(case(store)).await {
+            let why = e
+                .try_into_panic()
+                .ok()
+                .and_then(|p| {
+                    p.downcast_ref::<String>()
+                        .cloned()
+                        .or_else(|| p.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                })
+                .unwrap_or_default();
+            panic!("conformance case `{name}` failed: {why}");
+        }
+    }
 }
 
 fn sid(s: &str) -> SessionId {
