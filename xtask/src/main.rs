@@ -110,8 +110,49 @@ fn examples() -> Result<Vec<(String, String)>> {
     Ok(found)
 }
 
+fn on_path(program: &str) -> bool {
+    Command::new(program)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Installs Debian's redis-server and redis-tools (redis-cli) when missing:
+/// the Redis tests start their own throwaway servers from these binaries.
+fn ensure_redis() -> Result {
+    if on_path("redis-server") && on_path("redis-cli") {
+        return Ok(());
+    }
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0"));
+    let apt = |args: &[&str]| {
+        let mut cmd = if root {
+            Command::new("apt-get")
+        } else {
+            let mut c = Command::new("sudo");
+            c.arg("apt-get");
+            c
+        };
+        cmd.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+        cmd
+    };
+    run("apt-get update", &mut apt(&["update", "-q"]))?;
+    run(
+        "install redis-server",
+        &mut apt(&["install", "-y", "-q", "redis-server", "redis-tools"]),
+    )?;
+    if on_path("redis-server") {
+        Ok(())
+    } else {
+        Err("redis-server is still missing after installing it".into())
+    }
+}
+
 fn ci() -> Result {
     ensure_cargo_tool("deny", "cargo-deny")?;
+    ensure_redis()?;
     run("rustfmt", cargo().args(["fmt", "--all", "--", "--check"]))?;
     run(
         "clippy",
@@ -135,12 +176,17 @@ fn ci() -> Result {
             .args(["doc", "--workspace", "--no-deps", "--all-features"])
             .env("RUSTDOCFLAGS", "-D warnings"),
     )?;
+    // Examples that need Redis read REDIS_URL: give them a throwaway server.
+    let redis = TempRedis::start()?;
     for (krate, example) in examples()? {
         run(
             &format!("example {krate}/{example}"),
-            cargo().args(["run", "--quiet", "-p", &krate, "--example", &example]),
+            cargo()
+                .args(["run", "--quiet", "-p", &krate, "--example", &example])
+                .env("REDIS_URL", redis.url()),
         )?;
     }
+    drop(redis);
     // Advisories need the advisory database from GitHub, which these
     // machines cannot reach; run `cargo deny check advisories` where online.
     run(
@@ -156,4 +202,53 @@ fn bench(criterion_args: &[String]) -> Result {
     cmd.args(["bench", "--workspace", "--"])
         .args(criterion_args);
     run("benchmarks", &mut cmd)
+}
+
+/// A redis-server on a free loopback port, killed on drop.
+struct TempRedis {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl TempRedis {
+    fn start() -> Result<Self> {
+        use std::io::{Read, Write};
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| format!("no free port: {e}"))?
+            .port();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--dir"])
+            .arg(env::temp_dir())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot start redis-server: {e}"))?;
+        let server = Self { child, port };
+        let deadline = Instant::now() + std::time::Duration::from_secs(10);
+        while Instant::now() < deadline {
+            let pong = std::net::TcpStream::connect(("127.0.0.1", port)).and_then(|mut s| {
+                s.write_all(b"PING\r\n")?;
+                let mut buf = [0u8; 7];
+                s.read_exact(&mut buf)?;
+                Ok(buf)
+            });
+            if pong.is_ok_and(|b| &b == b"+PONG\r\n") {
+                return Ok(server);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        Err(format!("redis-server on port {port} did not answer PING"))
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for TempRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

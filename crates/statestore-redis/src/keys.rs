@@ -85,6 +85,11 @@ impl Keys {
         })
     }
 
+    /// The prefix every key starts with.
+    pub(crate) fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
     /// The keys of session `id`.
     pub(crate) fn session(&self, id: &SessionId) -> SessionKeys {
         let base = format!("{}{{{}}}", self.prefix, escape(id.as_str()));

@@ -46,7 +46,7 @@ impl std::fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisStore")
             .field("connection", &self.inner.conn)
-            .field("prefix", &self.inner.keys)
+            .field("prefix", &self.inner.keys.prefix())
             .field("ttl", &self.inner.ttl)
             .field("sliding_ttl", &self.inner.sliding_ttl)
             .field("limits", &self.inner.limits)
