@@ -1,0 +1,128 @@
+//! Redis store costs on a throwaway local redis-server.
+//!
+//! ```text
+//! cargo bench -p statestore-redis --all-features --bench redis
+//! ```
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, reason = "benchmark code")]
+
+use std::hint::black_box;
+use std::sync::Arc;
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use statestore_core::{Expect, Message, SessionId, Store};
+use statestore_redis::RedisStore;
+use statestore_redis::testing::RedisServer;
+
+const LENGTHS: [usize; 4] = [10, 100, 1_000, 10_000];
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+async fn fill(store: &dyn Store, id: &SessionId, len: usize) {
+    let _ = store.delete(id).await.unwrap();
+    for chunk in (0..len).collect::<Vec<_>>().chunks(1000) {
+        let batch = chunk
+            .iter()
+            .map(|i| Message::user(format!("message {i}: some ordinary chat text of moderate length")))
+            .collect();
+        store.append(id, batch, Expect::Any).await.unwrap();
+    }
+}
+
+async fn turn(store: &dyn Store, id: &SessionId) {
+    let recent = store.load_recent(id, 20).await.unwrap().unwrap();
+    black_box(&recent);
+    let turn = vec![Message::user("What's my name?"), Message::assistant("Your name is Alice.")];
+    store.append(id, turn, Expect::Version(recent.version)).await.unwrap();
+}
+
+fn per_turn(c: &mut Criterion) {
+    let rt = runtime();
+    let server = RedisServer::start().unwrap();
+    let store = rt.block_on(RedisStore::builder().connect(&server.url())).unwrap();
+    let mut group = c.benchmark_group("redis/turn(append 2 + load_recent 20)");
+    for len in LENGTHS {
+        let id = SessionId::new(format!("turn-{len}")).unwrap();
+        rt.block_on(fill(&store, &id, len));
+        group.bench_with_input(BenchmarkId::from_parameter(len), &len, |b, _| {
+            b.to_async(&rt).iter(|| turn(&store, &id));
+        });
+    }
+    group.finish();
+}
+
+/// 64 sessions taking one turn each, concurrently: ConnectionManager (one
+/// multiplexed connection) against a deadpool-redis pool.
+fn concurrent_sessions(c: &mut Criterion) {
+    const SESSIONS: usize = 64;
+    let rt = runtime();
+    let server = RedisServer::start().unwrap();
+    let manager = rt.block_on(RedisStore::builder().prefix("m:").connect(&server.url())).unwrap();
+    let pool = deadpool_redis::Config::from_url(server.url())
+        .create_pool(Some(deadpool_redis::Runtime::Tokio1))
+        .unwrap();
+    let pooled = RedisStore::builder().prefix("p:").build(pool).unwrap();
+    let ids: Arc<Vec<SessionId>> =
+        Arc::new((0..SESSIONS).map(|i| SessionId::new(format!("s{i}")).unwrap()).collect());
+    let mut group = c.benchmark_group("redis/64 sessions, one turn each");
+    group.throughput(Throughput::Elements(SESSIONS as u64));
+    for (name, store) in [("ConnectionManager", manager), ("deadpool Pool", pooled)] {
+        let store: Arc<dyn Store> = Arc::new(store);
+        rt.block_on(async {
+            for id in ids.iter() {
+                fill(&*store, id, 100).await;
+            }
+        });
+        group.bench_function(name, |b| {
+            b.to_async(&rt).iter(|| {
+                let (store, ids) = (Arc::clone(&store), Arc::clone(&ids));
+                async move {
+                    let mut tasks = tokio::task::JoinSet::new();
+                    for i in 0..SESSIONS {
+                        let (store, ids) = (Arc::clone(&store), Arc::clone(&ids));
+                        tasks.spawn(async move { turn(&*store, &ids[i]).await });
+                    }
+                    while let Some(r) = tasks.join_next().await {
+                        r.unwrap();
+                    }
+                }
+            });
+        });
+    }
+    group.finish();
+}
+
+fn load_and_fork(c: &mut Criterion) {
+    let rt = runtime();
+    let server = RedisServer::start().unwrap();
+    let store = rt.block_on(RedisStore::builder().connect(&server.url())).unwrap();
+    let mut group = c.benchmark_group("redis/load");
+    for len in LENGTHS {
+        let id = SessionId::new(format!("load-{len}")).unwrap();
+        rt.block_on(fill(&store, &id, len));
+        group.bench_with_input(BenchmarkId::from_parameter(len), &len, |b, _| {
+            b.to_async(&rt).iter(|| async { black_box(store.load(&id).await.unwrap()) });
+        });
+    }
+    group.finish();
+    let mut group = c.benchmark_group("redis/fork+delete");
+    let target = SessionId::new("fork-target").unwrap();
+    for len in LENGTHS {
+        let id = SessionId::new(format!("load-{len}")).unwrap();
+        group.bench_with_input(BenchmarkId::from_parameter(len), &len, |b, _| {
+            b.to_async(&rt).iter(|| async {
+                store.fork(&id, &target).await.unwrap();
+                store.delete(&target).await.unwrap()
+            });
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, per_turn, concurrent_sessions, load_and_fork);
+criterion_main!(benches);

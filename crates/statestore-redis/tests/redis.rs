@@ -1,0 +1,371 @@
+//! Redis-specific behaviour on real servers: round trips per operation,
+//! tenant isolation by prefix, foreign data, TTL on every key, size limits,
+//! connection failures and credentials.
+#![cfg(all(feature = "testing", feature = "tls"))]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code")]
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use redis::AsyncCommands;
+use statestore_core::codec::Limits;
+use statestore_core::{
+    ConversationState, Error, Expect, ListQuery, Message, Metadata, SessionId, Store, Summary,
+};
+use statestore_redis::testing::RedisServer;
+use statestore_redis::{RedisStore, RedisStoreBuilder};
+
+fn sid(s: &str) -> SessionId {
+    SessionId::new(s).unwrap()
+}
+
+/// A raw connection for looking at and planting keys.
+async fn raw(server: &RedisServer) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+async fn store(server: &RedisServer, builder: RedisStoreBuilder) -> RedisStore {
+    builder.connect(&server.url()).await.unwrap()
+}
+
+/// Commands a client can send that never run inside our scripts.
+const TOP_LEVEL_ONLY: &[&str] = &[
+    "evalsha", "eval", "script|load", "scan", "multi", "exec", "watch", "ping", "get", "set", "mget",
+    "hgetall", "lrange",
+];
+
+/// Runs `op` on a warmed-up store and returns the commands the server
+/// received from clients for it.
+async fn commands_for<F, Fut>(server: &RedisServer, op: F) -> BTreeMap<String, u64>
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = ()>,
+{
+    server.reset_stats().unwrap();
+    op().await;
+    let mut stats = server.command_stats().unwrap();
+    // Our own measurement commands.
+    stats.retain(|name, _| !matches!(name.as_str(), "info" | "config|resetstat" | "config"));
+    stats
+}
+
+fn top_level(stats: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
+    stats
+        .iter()
+        .filter(|(name, _)| TOP_LEVEL_ONLY.contains(&name.as_str()))
+        .map(|(n, c)| (n.clone(), *c))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_operation_is_one_round_trip() {
+    let server = RedisServer::start().unwrap();
+    let s = store(&server, RedisStore::builder().ttl(Duration::from_secs(60))).await;
+    let (id, other) = (sid("rt"), sid("rt-fork"));
+    let history: Vec<Message> = (0..500).map(|i| Message::user(format!("m{i}"))).collect();
+    s.append(&id, history, Expect::Any).await.unwrap();
+
+    let one_script = BTreeMap::from([("evalsha".to_owned(), 1)]);
+    macro_rules! assert_one_script {
+        ($what:literal, $op:expr) => {
+            let stats = commands_for(&server, || async {
+                $op;
+            })
+            .await;
+            assert_eq!(top_level(&stats), one_script, "{}: {stats:?}", $what);
+        };
+    }
+    assert_one_script!("append", s.append(&id, vec![Message::user("q"), Message::assistant("a")], Expect::Any).await.unwrap());
+    assert_one_script!("load", s.load(&id).await.unwrap().unwrap());
+    assert_one_script!("load_recent", s.load_recent(&id, 20).await.unwrap().unwrap());
+    assert_one_script!("save", s.save(&ConversationState::new(sid("rt-save")), Expect::Any).await.unwrap());
+    let mut patch = Metadata::new();
+    patch.insert("k".into(), 1.into());
+    assert_one_script!("merge_metadata", s.merge_metadata(&id, patch.clone(), Expect::Any).await.unwrap());
+    assert_one_script!("add_summary", s.add_summary(&id, Summary::new(0..10, "s"), Expect::Any).await.unwrap());
+    assert_one_script!("touch", s.touch(&id).await.unwrap());
+    assert_one_script!("delete", s.delete(&sid("rt-save")).await.unwrap());
+
+    let stats = commands_for(&server, || async {
+        assert!(s.exists(&id).await.unwrap());
+    })
+    .await;
+    assert_eq!(stats, BTreeMap::from([("exists".to_owned(), 1)]), "exists");
+
+    // fork: a snapshot script on the source, a create-only script on the target.
+    let stats = commands_for(&server, || async {
+        s.fork(&id, &other).await.unwrap();
+    })
+    .await;
+    assert_eq!(top_level(&stats), BTreeMap::from([("evalsha".to_owned(), 2)]), "fork: {stats:?}");
+
+    // load_recent reads only the tail: one LRANGE of 20, whatever the length.
+    let stats = commands_for(&server, || async {
+        let r = s.load_recent(&id, 20).await.unwrap().unwrap();
+        assert_eq!(r.messages.len(), 20);
+        assert_eq!(r.total_messages, 502);
+    })
+    .await;
+    assert_eq!(stats.get("lrange"), Some(&2), "messages tail + summaries: {stats:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prefixes_isolate_tenants_on_one_server() {
+    let server = RedisServer::start().unwrap();
+    let a = store(&server, RedisStore::builder().prefix("a")).await;
+    let b = store(&server, RedisStore::builder().prefix("a:")).await;
+    let c = store(&server, RedisStore::builder()).await; // empty prefix
+    let id = sid("shared-name");
+    for (s, who) in [(&a, "a"), (&b, "b"), (&c, "c")] {
+        s.append(&id, vec![Message::user(who)], Expect::Absent)
+            .await
+            .unwrap_or_else(|e| panic!("{who} saw another tenant's session: {e}"));
+    }
+    for (s, who) in [(&a, "a"), (&b, "b"), (&c, "c")] {
+        let state = s.load(&id).await.unwrap().unwrap();
+        assert_eq!(state.messages.len(), 1);
+        assert_eq!(state.messages[0].text(), who);
+        let listed = s.list(&ListQuery::default()).await.unwrap();
+        assert_eq!(listed.ids, [id.clone()], "{who} lists only its own sessions");
+    }
+    assert!(b.delete(&id).await.unwrap());
+    assert!(a.exists(&id).await.unwrap() && c.exists(&id).await.unwrap());
+    assert!(matches!(
+        RedisStore::builder().prefix("bad{").connect(&server.url()).await,
+        Err(statestore_redis::Error::InvalidPrefix(_))
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foreign_data_is_corrupt_for_that_session_only() {
+    let server = RedisServer::start().unwrap();
+    let s = store(&server, RedisStore::builder().prefix("p:")).await;
+    let mut conn = raw(&server).await;
+    let healthy = sid("healthy");
+    s.append(&healthy, vec![Message::user("fine")], Expect::Any).await.unwrap();
+
+    // Each case plants bytes under one session's keys.
+    let cases: Vec<(&str, Vec<(&str, &str, &str)>)> = vec![
+        ("header is a string", vec![("SET", "p:{s1}:h", "garbage")]),
+        ("messages is a hash", vec![("HSET", "p:{s2}:m", "x")]),
+        ("header without version", vec![("HSET", "p:{s3}:h", "schema")]),
+        ("non-JSON message", vec![("HSET", "p:{s4}:h", "ok"), ("RPUSH", "p:{s4}:m", "not json")]),
+        ("truncated message", vec![("HSET", "p:{s5}:h", "ok"), ("RPUSH", "p:{s5}:m", r#"{"role":"user","content":"#)]),
+        ("message of unknown role", vec![("HSET", "p:{s6}:h", "ok"), ("RPUSH", "p:{s6}:m", r#"{"role":"wizard"}"#)]),
+        ("metadata not JSON", vec![("HSET", "p:{s7}:h", "ok"), ("HSET", "p:{s7}:d", "k")]),
+    ];
+    for (i, (what, plants)) in cases.iter().enumerate() {
+        let id = sid(&format!("s{}", i + 1));
+        for (cmd, key, value) in plants {
+            let mut c = redis::cmd(cmd);
+            c.arg(*key);
+            match *cmd {
+                "HSET" if *value == "ok" => c.arg("schema").arg(1).arg("version").arg(3),
+                "HSET" if *value == "schema" => c.arg("schema").arg(1),
+                "HSET" if key.ends_with(":d") => c.arg(*value).arg("{not json"),
+                "HSET" => c.arg(*value).arg("1"),
+                _ => c.arg(*value),
+            };
+            let _: () = c.query_async(&mut conn).await.unwrap();
+        }
+        let load = s.load(&id).await;
+        assert!(matches!(load, Err(Error::Corrupt { .. })), "{what}: load gave {load:?}");
+        let before: Vec<String> = conn.keys(format!("p:{{{id}}}:*", id = id.as_str())).await.unwrap();
+        let append = s.append(&id, vec![Message::user("x")], Expect::Any).await;
+        let is_type_error = i < 3;
+        if is_type_error {
+            assert!(matches!(append, Err(Error::Corrupt { .. })), "{what}: append gave {append:?}");
+        }
+        let after: Vec<String> = conn.keys(format!("p:{{{id}}}:*", id = id.as_str())).await.unwrap();
+        if is_type_error {
+            assert_eq!(before.len(), after.len(), "{what}: a refused write changed keys");
+        }
+        let msg = load.unwrap_err().to_string();
+        assert!(msg.contains(&format!("\"{}\"", id.as_str())), "{what}: {msg}");
+    }
+
+    // A newer schema is a version error, not corruption.
+    let _: () = redis::cmd("HSET")
+        .arg("p:{future}:h")
+        .arg("schema")
+        .arg(99)
+        .arg("version")
+        .arg(1)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(matches!(
+        s.load(&sid("future")).await,
+        Err(Error::UnsupportedSchema { found: 99, supported: 1, .. })
+    ));
+    assert!(matches!(
+        s.append(&sid("future"), vec![Message::user("x")], Expect::Any).await,
+        Err(Error::UnsupportedSchema { .. })
+    ));
+
+    // Nobody else noticed.
+    let fine = s.load(&healthy).await.unwrap().unwrap();
+    assert_eq!(fine.messages.len(), 1);
+    assert_eq!(fine.version, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ttl_is_set_on_every_key_at_once_and_slides() {
+    let server = RedisServer::start().unwrap();
+    let ttl = Duration::from_secs(100);
+    let s = store(&server, RedisStore::builder().prefix("t:").ttl(ttl)).await;
+    let mut conn = raw(&server).await;
+    let id = sid("ttl");
+    s.append(&id, vec![Message::user("a"), Message::user("b")], Expect::Any).await.unwrap();
+    s.add_summary(&id, Summary::new(0..1, "s"), Expect::Any).await.unwrap();
+    let mut patch = Metadata::new();
+    patch.insert("k".into(), true.into());
+    s.merge_metadata(&id, patch, Expect::Any).await.unwrap();
+
+    let expiry = |conn: &mut redis::aio::MultiplexedConnection| {
+        let mut conn = conn.clone();
+        async move {
+            let mut out = Vec::new();
+            for suffix in ["h", "m", "s", "d"] {
+                let at: i64 = redis::cmd("PEXPIRETIME")
+                    .arg(format!("t:{{ttl}}:{suffix}"))
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap();
+                out.push(at);
+            }
+            out
+        }
+    };
+    let first = expiry(&mut conn).await;
+    assert!(first[0] > 0, "no TTL set: {first:?}");
+    assert!(first.iter().all(|&t| t == first[0]), "keys expire at different times: {first:?}");
+
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    s.load_recent(&id, 1).await.unwrap().unwrap();
+    let second = expiry(&mut conn).await;
+    assert!(second.iter().all(|&t| t == second[0]), "{second:?}");
+    assert!(second[0] > first[0], "a read did not restart the TTL");
+
+    // With sliding off, reads leave the TTL alone.
+    let fixed = store(
+        &server,
+        RedisStore::builder().prefix("t:").ttl(ttl).sliding_ttl(false),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    fixed.load(&id).await.unwrap().unwrap();
+    assert_eq!(expiry(&mut conn).await, second, "a non-sliding read changed the TTL");
+    fixed.touch(&id).await.unwrap();
+    assert!(expiry(&mut conn).await[0] > second[0], "touch must restart the TTL");
+
+    // And sessions really expire, all keys together.
+    let short = store(
+        &server,
+        RedisStore::builder().prefix("short:").ttl(Duration::from_millis(150)),
+    )
+    .await;
+    let gone = sid("gone");
+    short.append(&gone, vec![Message::user("x")], Expect::Any).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(short.load(&gone).await.unwrap().is_none());
+    let left: Vec<String> = conn.keys("short:*").await.unwrap();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_writes_are_refused_and_write_nothing() {
+    let server = RedisServer::start().unwrap();
+    let s = store(
+        &server,
+        RedisStore::builder().limits(Limits::none().with_max_message_bytes(1024).with_max_messages(3)),
+    )
+    .await;
+    let id = sid("big");
+    s.append(&id, vec![Message::user("ok")], Expect::Any).await.unwrap();
+    let err = s
+        .append(&id, vec![Message::user("x".repeat(5000))], Expect::Any)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::TooLarge { limit: 1024, .. }), "{err}");
+    let err = s
+        .append(&id, (0..3).map(|_| Message::user("y")).collect(), Expect::Any)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::TooLarge { limit: 3, .. }), "{err}");
+    let state = s.load(&id).await.unwrap().unwrap();
+    assert_eq!(state.messages.len(), 1);
+    assert_eq!(state.version, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_failures_are_clear_and_never_echo_the_password() {
+    // Nothing listens on this port once the server is gone.
+    let mut server = RedisServer::start().unwrap();
+    let port = server.port();
+    server.kill().unwrap();
+    let err = RedisStore::builder()
+        .connect_timeout(Duration::from_millis(500))
+        .connect(&format!("redis://user:hunter2@127.0.0.1:{port}"))
+        .await
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains(&format!("127.0.0.1:{port}")), "{msg}");
+    assert!(!msg.contains("hunter2"), "{msg}");
+
+    let acl = RedisServer::builder()
+        .acl_user("app", "right-password", "~* +@all")
+        .start()
+        .unwrap();
+    let err = RedisStore::builder()
+        .connect(&format!("redis://app:wrong-password@127.0.0.1:{}", acl.port()))
+        .await
+        .unwrap_err();
+    let msg = format!("{err} {err:?}");
+    assert!(!msg.contains("wrong-password") && !msg.contains("right-password"), "{msg}");
+    assert!(matches!(err, statestore_redis::Error::Connect { .. }), "{msg}");
+    let ok = store(&acl, RedisStore::builder()).await;
+    assert!(!format!("{ok:?}").contains("right-password"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_refuses_an_untrusted_server() {
+    let server = RedisServer::builder().tls().start().unwrap();
+    let other_ca = server.tls().unwrap().other_ca_cert_pem.clone();
+    let err = RedisStore::builder()
+        .tls_root_certificate(other_ca)
+        .connect(&server.url())
+        .await;
+    assert!(matches!(err, Err(statestore_redis::Error::Connect { .. })), "{err:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_server_times_out_and_service_resumes() {
+    let server = RedisServer::start().unwrap();
+    let s = store(
+        &server,
+        RedisStore::builder().response_timeout(Duration::from_millis(300)),
+    )
+    .await;
+    let id = sid("hang");
+    s.append(&id, vec![Message::user("before")], Expect::Any).await.unwrap();
+    server.pause().unwrap();
+    let err = s.load(&id).await.unwrap_err();
+    assert!(matches!(err, Error::Timeout { operation: "load", .. }), "{err}");
+    assert!(err.is_transient());
+    server.resume().unwrap();
+    // The same store serves again, without being rebuilt.
+    let mut recovered = None;
+    for _ in 0..50 {
+        if let Ok(Some(state)) = s.load(&id).await {
+            recovered = Some(state);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(recovered.expect("service resumed").messages.len(), 1);
+}
