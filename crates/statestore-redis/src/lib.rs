@@ -6,6 +6,8 @@ mod error;
 mod keys;
 mod list;
 mod scripts;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
