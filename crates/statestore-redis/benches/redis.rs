@@ -3,7 +3,13 @@
 //! ```text
 //! cargo bench -p statestore-redis --all-features --bench redis
 //! ```
-#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, reason = "benchmark code")]
+#![allow(
+    missing_docs,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    reason = "benchmark code"
+)]
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -28,7 +34,11 @@ async fn fill(store: &dyn Store, id: &SessionId, len: usize) {
     for chunk in (0..len).collect::<Vec<_>>().chunks(1000) {
         let batch = chunk
             .iter()
-            .map(|i| Message::user(format!("message {i}: some ordinary chat text of moderate length")))
+            .map(|i| {
+                Message::user(format!(
+                    "message {i}: some ordinary chat text of moderate length"
+                ))
+            })
             .collect();
         store.append(id, batch, Expect::Any).await.unwrap();
     }
@@ -37,14 +47,22 @@ async fn fill(store: &dyn Store, id: &SessionId, len: usize) {
 async fn turn(store: &dyn Store, id: &SessionId) {
     let recent = store.load_recent(id, 20).await.unwrap().unwrap();
     black_box(&recent);
-    let turn = vec![Message::user("What's my name?"), Message::assistant("Your name is Alice.")];
-    store.append(id, turn, Expect::Version(recent.version)).await.unwrap();
+    let turn = vec![
+        Message::user("What's my name?"),
+        Message::assistant("Your name is Alice."),
+    ];
+    store
+        .append(id, turn, Expect::Version(recent.version))
+        .await
+        .unwrap();
 }
 
 fn per_turn(c: &mut Criterion) {
     let rt = runtime();
     let server = RedisServer::start().unwrap();
-    let store = rt.block_on(RedisStore::builder().connect(&server.url())).unwrap();
+    let store = rt
+        .block_on(RedisStore::builder().connect(&server.url()))
+        .unwrap();
     let mut group = c.benchmark_group("redis/turn(append 2 + load_recent 20)");
     for len in LENGTHS {
         let id = SessionId::new(format!("turn-{len}")).unwrap();
@@ -62,13 +80,18 @@ fn concurrent_sessions(c: &mut Criterion) {
     const SESSIONS: usize = 64;
     let rt = runtime();
     let server = RedisServer::start().unwrap();
-    let manager = rt.block_on(RedisStore::builder().prefix("m:").connect(&server.url())).unwrap();
+    let manager = rt
+        .block_on(RedisStore::builder().prefix("m:").connect(&server.url()))
+        .unwrap();
     let pool = deadpool_redis::Config::from_url(server.url())
         .create_pool(Some(deadpool_redis::Runtime::Tokio1))
         .unwrap();
     let pooled = RedisStore::builder().prefix("p:").build(pool).unwrap();
-    let ids: Arc<Vec<SessionId>> =
-        Arc::new((0..SESSIONS).map(|i| SessionId::new(format!("s{i}")).unwrap()).collect());
+    let ids: Arc<Vec<SessionId>> = Arc::new(
+        (0..SESSIONS)
+            .map(|i| SessionId::new(format!("s{i}")).unwrap())
+            .collect(),
+    );
     let mut group = c.benchmark_group("redis/64 sessions, one turn each");
     group.throughput(Throughput::Elements(SESSIONS as u64));
     for (name, store) in [("ConnectionManager", manager), ("deadpool Pool", pooled)] {
@@ -100,13 +123,16 @@ fn concurrent_sessions(c: &mut Criterion) {
 fn load_and_fork(c: &mut Criterion) {
     let rt = runtime();
     let server = RedisServer::start().unwrap();
-    let store = rt.block_on(RedisStore::builder().connect(&server.url())).unwrap();
+    let store = rt
+        .block_on(RedisStore::builder().connect(&server.url()))
+        .unwrap();
     let mut group = c.benchmark_group("redis/load");
     for len in LENGTHS {
         let id = SessionId::new(format!("load-{len}")).unwrap();
         rt.block_on(fill(&store, &id, len));
         group.bench_with_input(BenchmarkId::from_parameter(len), &len, |b, _| {
-            b.to_async(&rt).iter(|| async { black_box(store.load(&id).await.unwrap()) });
+            b.to_async(&rt)
+                .iter(|| async { black_box(store.load(&id).await.unwrap()) });
         });
     }
     group.finish();

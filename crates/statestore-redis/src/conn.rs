@@ -109,8 +109,32 @@ impl Connection {
         with_conn!(self, c => c.req_packed_command(cmd).await)
     }
 
-    /// Runs several keyed commands in one pipeline (split by node on a cluster).
-    pub(crate) async fn pipeline(&self, pipe: &redis::Pipeline) -> RedisResult<Vec<Value>> {
+    /// `HGET key field` for each key, in one pipelined round trip (on a
+    /// cluster, where keys of different slots cannot share a pipeline, as
+    /// concurrent requests over the multiplexed connections).
+    pub(crate) async fn hget_many(&self, keys: &[Vec<u8>], field: &str) -> RedisResult<Vec<Value>> {
+        #[cfg(feature = "cluster")]
+        if let Inner::Cluster(c) = &self.0 {
+            let mut tasks = tokio::task::JoinSet::new();
+            for (i, key) in keys.iter().enumerate() {
+                let mut conn = c.clone();
+                let cmd = redis::cmd("HGET").arg(key).arg(field).clone();
+                tasks.spawn(async move { (i, conn.req_packed_command(&cmd).await) });
+            }
+            let mut out = vec![Value::Nil; keys.len()];
+            while let Some(done) = tasks.join_next().await {
+                let (i, value) = done
+                    .map_err(|e| redis::RedisError::from(std::io::Error::other(e.to_string())))?;
+                if let Some(slot) = out.get_mut(i) {
+                    *slot = value?;
+                }
+            }
+            return Ok(out);
+        }
+        let mut pipe = redis::pipe();
+        for key in keys {
+            pipe.cmd("HGET").arg(key).arg(field);
+        }
         with_conn!(self, c => pipe.query_async(c).await)
     }
 

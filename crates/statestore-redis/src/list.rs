@@ -135,11 +135,8 @@ async fn owned_by(
     if batch.is_empty() {
         return Ok(batch);
     }
-    let mut pipe = redis::pipe();
-    for (_, key) in &batch {
-        pipe.cmd("HGET").arg(key).arg("user_id");
-    }
-    let owners = conn.pipeline(&pipe).await?;
+    let keys: Vec<Vec<u8>> = batch.iter().map(|(_, key)| key.clone()).collect();
+    let owners = conn.hget_many(&keys, "user_id").await?;
     Ok(batch
         .into_iter()
         .zip(owners)

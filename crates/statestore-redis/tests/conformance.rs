@@ -2,7 +2,12 @@
 //! standalone server (ConnectionManager and deadpool pool), a 3-master
 //! Redis Cluster, a server that requires an ACL user, and a TLS server.
 //! Each case runs on a fresh key prefix.
-#![cfg(all(feature = "testing", feature = "cluster", feature = "tls", feature = "deadpool"))]
+#![cfg(all(
+    feature = "testing",
+    feature = "cluster",
+    feature = "tls",
+    feature = "deadpool"
+))]
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
 
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -62,7 +67,10 @@ async fn acl_user_limited_to_its_prefix() {
         .start()
         .unwrap();
     let url = server.url();
-    assert!(url.contains("app:s3cret-pw@"), "the harness puts credentials in the URL");
+    assert!(
+        url.contains("app:s3cret-pw@"),
+        "the harness puts credentials in the URL"
+    );
     run_all(|| {
         let url = url.clone();
         async move { fresh().connect(&url).await.unwrap() }
@@ -78,7 +86,13 @@ async fn tls() {
     let ca = server.tls().unwrap().ca_cert_pem.clone();
     run_all(|| {
         let (url, ca) = (url.clone(), ca.clone());
-        async move { fresh().tls_root_certificate(ca).connect(&url).await.unwrap() }
+        async move {
+            fresh()
+                .tls_root_certificate(ca)
+                .connect(&url)
+                .await
+                .unwrap()
+        }
     })
     .await;
 }

@@ -2,7 +2,12 @@
 //! tenant isolation by prefix, foreign data, TTL on every key, size limits,
 //! connection failures and credentials.
 #![cfg(all(feature = "testing", feature = "tls"))]
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test code"
+)]
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -34,8 +39,21 @@ async fn store(server: &RedisServer, builder: RedisStoreBuilder) -> RedisStore {
 
 /// Commands a client can send that never run inside our scripts.
 const TOP_LEVEL_ONLY: &[&str] = &[
-    "evalsha", "eval", "script|load", "scan", "multi", "exec", "watch", "ping", "get", "set", "mget",
-    "hgetall", "lrange",
+    "evalsha",
+    "eval",
+    "script|load",
+    "scan",
+    "multi",
+    "exec",
+    "watch",
+    "ping",
+    "get",
+    "set",
+    "mget",
+    "hello",
+    "select",
+    "auth",
+    "client|setinfo",
 ];
 
 /// Runs `op` on a warmed-up store and returns the commands the server
@@ -79,14 +97,41 @@ async fn every_operation_is_one_round_trip() {
             assert_eq!(top_level(&stats), one_script, "{}: {stats:?}", $what);
         };
     }
-    assert_one_script!("append", s.append(&id, vec![Message::user("q"), Message::assistant("a")], Expect::Any).await.unwrap());
+    assert_one_script!(
+        "append",
+        s.append(
+            &id,
+            vec![Message::user("q"), Message::assistant("a")],
+            Expect::Any
+        )
+        .await
+        .unwrap()
+    );
     assert_one_script!("load", s.load(&id).await.unwrap().unwrap());
-    assert_one_script!("load_recent", s.load_recent(&id, 20).await.unwrap().unwrap());
-    assert_one_script!("save", s.save(&ConversationState::new(sid("rt-save")), Expect::Any).await.unwrap());
+    assert_one_script!(
+        "load_recent",
+        s.load_recent(&id, 20).await.unwrap().unwrap()
+    );
+    assert_one_script!(
+        "save",
+        s.save(&ConversationState::new(sid("rt-save")), Expect::Any)
+            .await
+            .unwrap()
+    );
     let mut patch = Metadata::new();
     patch.insert("k".into(), 1.into());
-    assert_one_script!("merge_metadata", s.merge_metadata(&id, patch.clone(), Expect::Any).await.unwrap());
-    assert_one_script!("add_summary", s.add_summary(&id, Summary::new(0..10, "s"), Expect::Any).await.unwrap());
+    assert_one_script!(
+        "merge_metadata",
+        s.merge_metadata(&id, patch.clone(), Expect::Any)
+            .await
+            .unwrap()
+    );
+    assert_one_script!(
+        "add_summary",
+        s.add_summary(&id, Summary::new(0..10, "s"), Expect::Any)
+            .await
+            .unwrap()
+    );
     assert_one_script!("touch", s.touch(&id).await.unwrap());
     assert_one_script!("delete", s.delete(&sid("rt-save")).await.unwrap());
 
@@ -101,7 +146,11 @@ async fn every_operation_is_one_round_trip() {
         s.fork(&id, &other).await.unwrap();
     })
     .await;
-    assert_eq!(top_level(&stats), BTreeMap::from([("evalsha".to_owned(), 2)]), "fork: {stats:?}");
+    assert_eq!(
+        top_level(&stats),
+        BTreeMap::from([("evalsha".to_owned(), 2)]),
+        "fork: {stats:?}"
+    );
 
     // load_recent reads only the tail: one LRANGE of 20, whatever the length.
     let stats = commands_for(&server, || async {
@@ -110,7 +159,11 @@ async fn every_operation_is_one_round_trip() {
         assert_eq!(r.total_messages, 502);
     })
     .await;
-    assert_eq!(stats.get("lrange"), Some(&2), "messages tail + summaries: {stats:?}");
+    assert_eq!(
+        stats.get("lrange"),
+        Some(&2),
+        "messages tail + summaries: {stats:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -130,12 +183,19 @@ async fn prefixes_isolate_tenants_on_one_server() {
         assert_eq!(state.messages.len(), 1);
         assert_eq!(state.messages[0].text(), who);
         let listed = s.list(&ListQuery::default()).await.unwrap();
-        assert_eq!(listed.ids, [id.clone()], "{who} lists only its own sessions");
+        assert_eq!(
+            listed.ids,
+            [id.clone()],
+            "{who} lists only its own sessions"
+        );
     }
     assert!(b.delete(&id).await.unwrap());
     assert!(a.exists(&id).await.unwrap() && c.exists(&id).await.unwrap());
     assert!(matches!(
-        RedisStore::builder().prefix("bad{").connect(&server.url()).await,
+        RedisStore::builder()
+            .prefix("bad{")
+            .connect(&server.url())
+            .await,
         Err(statestore_redis::Error::InvalidPrefix(_))
     ));
 }
@@ -146,17 +206,43 @@ async fn foreign_data_is_corrupt_for_that_session_only() {
     let s = store(&server, RedisStore::builder().prefix("p:")).await;
     let mut conn = raw(&server).await;
     let healthy = sid("healthy");
-    s.append(&healthy, vec![Message::user("fine")], Expect::Any).await.unwrap();
+    s.append(&healthy, vec![Message::user("fine")], Expect::Any)
+        .await
+        .unwrap();
 
     // Each case plants bytes under one session's keys.
     let cases: Vec<(&str, Vec<(&str, &str, &str)>)> = vec![
         ("header is a string", vec![("SET", "p:{s1}:h", "garbage")]),
         ("messages is a hash", vec![("HSET", "p:{s2}:m", "x")]),
-        ("header without version", vec![("HSET", "p:{s3}:h", "schema")]),
-        ("non-JSON message", vec![("HSET", "p:{s4}:h", "ok"), ("RPUSH", "p:{s4}:m", "not json")]),
-        ("truncated message", vec![("HSET", "p:{s5}:h", "ok"), ("RPUSH", "p:{s5}:m", r#"{"role":"user","content":"#)]),
-        ("message of unknown role", vec![("HSET", "p:{s6}:h", "ok"), ("RPUSH", "p:{s6}:m", r#"{"role":"wizard"}"#)]),
-        ("metadata not JSON", vec![("HSET", "p:{s7}:h", "ok"), ("HSET", "p:{s7}:d", "k")]),
+        (
+            "header without version",
+            vec![("HSET", "p:{s3}:h", "schema")],
+        ),
+        (
+            "non-JSON message",
+            vec![
+                ("HSET", "p:{s4}:h", "ok"),
+                ("RPUSH", "p:{s4}:m", "not json"),
+            ],
+        ),
+        (
+            "truncated message",
+            vec![
+                ("HSET", "p:{s5}:h", "ok"),
+                ("RPUSH", "p:{s5}:m", r#"{"role":"user","content":"#),
+            ],
+        ),
+        (
+            "message of unknown role",
+            vec![
+                ("HSET", "p:{s6}:h", "ok"),
+                ("RPUSH", "p:{s6}:m", r#"{"role":"wizard"}"#),
+            ],
+        ),
+        (
+            "metadata not JSON",
+            vec![("HSET", "p:{s7}:h", "ok"), ("HSET", "p:{s7}:d", "k")],
+        ),
     ];
     for (i, (what, plants)) in cases.iter().enumerate() {
         let id = sid(&format!("s{}", i + 1));
@@ -173,19 +259,38 @@ async fn foreign_data_is_corrupt_for_that_session_only() {
             let _: () = c.query_async(&mut conn).await.unwrap();
         }
         let load = s.load(&id).await;
-        assert!(matches!(load, Err(Error::Corrupt { .. })), "{what}: load gave {load:?}");
-        let before: Vec<String> = conn.keys(format!("p:{{{id}}}:*", id = id.as_str())).await.unwrap();
+        assert!(
+            matches!(load, Err(Error::Corrupt { .. })),
+            "{what}: load gave {load:?}"
+        );
+        let before: Vec<String> = conn
+            .keys(format!("p:{{{id}}}:*", id = id.as_str()))
+            .await
+            .unwrap();
         let append = s.append(&id, vec![Message::user("x")], Expect::Any).await;
         let is_type_error = i < 3;
         if is_type_error {
-            assert!(matches!(append, Err(Error::Corrupt { .. })), "{what}: append gave {append:?}");
+            assert!(
+                matches!(append, Err(Error::Corrupt { .. })),
+                "{what}: append gave {append:?}"
+            );
         }
-        let after: Vec<String> = conn.keys(format!("p:{{{id}}}:*", id = id.as_str())).await.unwrap();
+        let after: Vec<String> = conn
+            .keys(format!("p:{{{id}}}:*", id = id.as_str()))
+            .await
+            .unwrap();
         if is_type_error {
-            assert_eq!(before.len(), after.len(), "{what}: a refused write changed keys");
+            assert_eq!(
+                before.len(),
+                after.len(),
+                "{what}: a refused write changed keys"
+            );
         }
         let msg = load.unwrap_err().to_string();
-        assert!(msg.contains(&format!("\"{}\"", id.as_str())), "{what}: {msg}");
+        assert!(
+            msg.contains(&format!("\"{}\"", id.as_str())),
+            "{what}: {msg}"
+        );
     }
 
     // A newer schema is a version error, not corruption.
@@ -200,10 +305,15 @@ async fn foreign_data_is_corrupt_for_that_session_only() {
         .unwrap();
     assert!(matches!(
         s.load(&sid("future")).await,
-        Err(Error::UnsupportedSchema { found: 99, supported: 1, .. })
+        Err(Error::UnsupportedSchema {
+            found: 99,
+            supported: 1,
+            ..
+        })
     ));
     assert!(matches!(
-        s.append(&sid("future"), vec![Message::user("x")], Expect::Any).await,
+        s.append(&sid("future"), vec![Message::user("x")], Expect::Any)
+            .await,
         Err(Error::UnsupportedSchema { .. })
     ));
 
@@ -220,8 +330,16 @@ async fn ttl_is_set_on_every_key_at_once_and_slides() {
     let s = store(&server, RedisStore::builder().prefix("t:").ttl(ttl)).await;
     let mut conn = raw(&server).await;
     let id = sid("ttl");
-    s.append(&id, vec![Message::user("a"), Message::user("b")], Expect::Any).await.unwrap();
-    s.add_summary(&id, Summary::new(0..1, "s"), Expect::Any).await.unwrap();
+    s.append(
+        &id,
+        vec![Message::user("a"), Message::user("b")],
+        Expect::Any,
+    )
+    .await
+    .unwrap();
+    s.add_summary(&id, Summary::new(0..1, "s"), Expect::Any)
+        .await
+        .unwrap();
     let mut patch = Metadata::new();
     patch.insert("k".into(), true.into());
     s.merge_metadata(&id, patch, Expect::Any).await.unwrap();
@@ -243,7 +361,10 @@ async fn ttl_is_set_on_every_key_at_once_and_slides() {
     };
     let first = expiry(&mut conn).await;
     assert!(first[0] > 0, "no TTL set: {first:?}");
-    assert!(first.iter().all(|&t| t == first[0]), "keys expire at different times: {first:?}");
+    assert!(
+        first.iter().all(|&t| t == first[0]),
+        "keys expire at different times: {first:?}"
+    );
 
     tokio::time::sleep(Duration::from_millis(20)).await;
     s.load_recent(&id, 1).await.unwrap().unwrap();
@@ -254,23 +375,38 @@ async fn ttl_is_set_on_every_key_at_once_and_slides() {
     // With sliding off, reads leave the TTL alone.
     let fixed = store(
         &server,
-        RedisStore::builder().prefix("t:").ttl(ttl).sliding_ttl(false),
+        RedisStore::builder()
+            .prefix("t:")
+            .ttl(ttl)
+            .sliding_ttl(false),
     )
     .await;
     tokio::time::sleep(Duration::from_millis(20)).await;
     fixed.load(&id).await.unwrap().unwrap();
-    assert_eq!(expiry(&mut conn).await, second, "a non-sliding read changed the TTL");
+    assert_eq!(
+        expiry(&mut conn).await,
+        second,
+        "a non-sliding read changed the TTL"
+    );
     fixed.touch(&id).await.unwrap();
-    assert!(expiry(&mut conn).await[0] > second[0], "touch must restart the TTL");
+    assert!(
+        expiry(&mut conn).await[0] > second[0],
+        "touch must restart the TTL"
+    );
 
     // And sessions really expire, all keys together.
     let short = store(
         &server,
-        RedisStore::builder().prefix("short:").ttl(Duration::from_millis(150)),
+        RedisStore::builder()
+            .prefix("short:")
+            .ttl(Duration::from_millis(150)),
     )
     .await;
     let gone = sid("gone");
-    short.append(&gone, vec![Message::user("x")], Expect::Any).await.unwrap();
+    short
+        .append(&gone, vec![Message::user("x")], Expect::Any)
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert!(short.load(&gone).await.unwrap().is_none());
     let left: Vec<String> = conn.keys("short:*").await.unwrap();
@@ -282,18 +418,28 @@ async fn oversized_writes_are_refused_and_write_nothing() {
     let server = RedisServer::start().unwrap();
     let s = store(
         &server,
-        RedisStore::builder().limits(Limits::none().with_max_message_bytes(1024).with_max_messages(3)),
+        RedisStore::builder().limits(
+            Limits::none()
+                .with_max_message_bytes(1024)
+                .with_max_messages(3),
+        ),
     )
     .await;
     let id = sid("big");
-    s.append(&id, vec![Message::user("ok")], Expect::Any).await.unwrap();
+    s.append(&id, vec![Message::user("ok")], Expect::Any)
+        .await
+        .unwrap();
     let err = s
         .append(&id, vec![Message::user("x".repeat(5000))], Expect::Any)
         .await
         .unwrap_err();
     assert!(matches!(err, Error::TooLarge { limit: 1024, .. }), "{err}");
     let err = s
-        .append(&id, (0..3).map(|_| Message::user("y")).collect(), Expect::Any)
+        .append(
+            &id,
+            (0..3).map(|_| Message::user("y")).collect(),
+            Expect::Any,
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, Error::TooLarge { limit: 3, .. }), "{err}");
@@ -322,12 +468,21 @@ async fn connection_failures_are_clear_and_never_echo_the_password() {
         .start()
         .unwrap();
     let err = RedisStore::builder()
-        .connect(&format!("redis://app:wrong-password@127.0.0.1:{}", acl.port()))
+        .connect(&format!(
+            "redis://app:wrong-password@127.0.0.1:{}",
+            acl.port()
+        ))
         .await
         .unwrap_err();
     let msg = format!("{err} {err:?}");
-    assert!(!msg.contains("wrong-password") && !msg.contains("right-password"), "{msg}");
-    assert!(matches!(err, statestore_redis::Error::Connect { .. }), "{msg}");
+    assert!(
+        !msg.contains("wrong-password") && !msg.contains("right-password"),
+        "{msg}"
+    );
+    assert!(
+        matches!(err, statestore_redis::Error::Connect { .. }),
+        "{msg}"
+    );
     let ok = store(&acl, RedisStore::builder()).await;
     assert!(!format!("{ok:?}").contains("right-password"));
 }
@@ -340,7 +495,10 @@ async fn tls_refuses_an_untrusted_server() {
         .tls_root_certificate(other_ca)
         .connect(&server.url())
         .await;
-    assert!(matches!(err, Err(statestore_redis::Error::Connect { .. })), "{err:?}");
+    assert!(
+        matches!(err, Err(statestore_redis::Error::Connect { .. })),
+        "{err:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -352,10 +510,21 @@ async fn a_hung_server_times_out_and_service_resumes() {
     )
     .await;
     let id = sid("hang");
-    s.append(&id, vec![Message::user("before")], Expect::Any).await.unwrap();
+    s.append(&id, vec![Message::user("before")], Expect::Any)
+        .await
+        .unwrap();
     server.pause().unwrap();
     let err = s.load(&id).await.unwrap_err();
-    assert!(matches!(err, Error::Timeout { operation: "load", .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            Error::Timeout {
+                operation: "load",
+                ..
+            }
+        ),
+        "{err}"
+    );
     assert!(err.is_transient());
     server.resume().unwrap();
     // The same store serves again, without being rebuilt.
