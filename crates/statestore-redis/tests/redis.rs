@@ -185,7 +185,7 @@ async fn prefixes_isolate_tenants_on_one_server() {
         let listed = s.list(&ListQuery::default()).await.unwrap();
         assert_eq!(
             listed.ids,
-            [id.clone()],
+            std::slice::from_ref(&id),
             "{who} lists only its own sessions"
         );
     }
@@ -211,7 +211,8 @@ async fn foreign_data_is_corrupt_for_that_session_only() {
         .unwrap();
 
     // Each case plants bytes under one session's keys.
-    let cases: Vec<(&str, Vec<(&str, &str, &str)>)> = vec![
+    type Plant = (&'static str, &'static str, &'static str);
+    let cases: Vec<(&str, Vec<Plant>)> = vec![
         ("header is a string", vec![("SET", "p:{s1}:h", "garbage")]),
         ("messages is a hash", vec![("HSET", "p:{s2}:m", "x")]),
         (
