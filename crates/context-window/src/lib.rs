@@ -1,1 +1,9 @@
 #![doc = include_str!("../README.md")]
+
+pub mod count;
+mod error;
+pub mod exact;
+
+pub use count::{CharEstimate, TokenCounter, annotate, count_message, message_tokens};
+pub use error::Error;
+pub use exact::OpenAiEncoding;
