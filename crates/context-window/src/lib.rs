@@ -1,9 +1,14 @@
 #![doc = include_str!("../README.md")]
 
+pub mod compact;
 pub mod count;
 mod error;
 pub mod exact;
+mod select;
 
+pub use compact::{Compacted, Summarizer, compact, summarize_dropped};
 pub use count::{CharEstimate, TokenCounter, annotate, count_message, message_tokens};
 pub use error::Error;
+pub use select::{History, Window, WindowPolicy, select, summary_message};
+
 pub use exact::OpenAiEncoding;

@@ -1,0 +1,270 @@
+//! The selection invariants of `src/select.rs`, checked on random
+//! conversations with tool calls, missing answers, orphan tool results,
+//! summaries and every combination of limits.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::cast_possible_truncation,
+    reason = "test code"
+)]
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use context_window::count::REPLY_PRIMING;
+use context_window::{
+    CharEstimate, Error, History, TokenCounter, WindowPolicy, count_message, select,
+};
+use proptest::prelude::*;
+use statestore_core::{Message, Role, Summary, ToolCall};
+
+#[derive(Debug, Clone)]
+enum Event {
+    User(usize),
+    Assistant(usize),
+    /// Calls with argument lengths; which are answered; answers reversed?
+    Tools(Vec<usize>, Vec<bool>, bool),
+    Orphan(usize),
+}
+
+fn event() -> impl Strategy<Value = Event> {
+    prop_oneof![
+        4 => (0..120usize).prop_map(Event::User),
+        3 => (0..120usize).prop_map(Event::Assistant),
+        2 => (prop::collection::vec(0..60usize, 1..4), prop::collection::vec(any::<bool>(), 4), any::<bool>())
+            .prop_map(|(calls, answered, rev)| Event::Tools(calls, answered, rev)),
+        1 => (0..40usize).prop_map(Event::Orphan),
+    ]
+}
+
+fn build(events: &[Event]) -> Vec<Arc<Message>> {
+    let mut out = Vec::new();
+    let mut next_call = 0;
+    for e in events {
+        match e {
+            Event::User(n) => out.push(Message::user("u".repeat(*n))),
+            Event::Assistant(n) => out.push(Message::assistant("a".repeat(*n))),
+            Event::Tools(args, answered, rev) => {
+                let calls: Vec<ToolCall> = args
+                    .iter()
+                    .map(|n| {
+                        next_call += 1;
+                        ToolCall::new(format!("c{next_call}"), "f", "x".repeat(*n))
+                    })
+                    .collect();
+                let mut answers: Vec<Message> = calls
+                    .iter()
+                    .zip(answered)
+                    .filter(|(_, a)| **a)
+                    .map(|(c, _)| Message::tool(c.id.clone(), "r".repeat(c.arguments.len())))
+                    .collect();
+                if *rev {
+                    answers.reverse();
+                }
+                out.push(Message::assistant("").with_tool_calls(calls));
+                out.extend(answers);
+            }
+            Event::Orphan(n) => {
+                next_call += 1;
+                out.push(Message::tool(format!("gone{next_call}"), "o".repeat(*n)));
+            }
+        }
+    }
+    out.into_iter().map(Arc::new).collect()
+}
+
+fn policy() -> impl Strategy<Value = WindowPolicy> {
+    (
+        prop::option::of(0..25usize),
+        prop::option::of(0..6usize),
+        prop::option::of((0..600usize, 0..120usize)),
+    )
+        .prop_map(|(m, t, b)| {
+            let mut p = WindowPolicy::default();
+            if let Some(m) = m {
+                p = p.max_messages(m);
+            }
+            if let Some(t) = t {
+                p = p.max_user_turns(t);
+            }
+            if let Some((c, r)) = b {
+                p = p.token_budget(c, r);
+            }
+            p
+        })
+}
+
+/// Tokens the request for a window costs, computed independently.
+fn request_cost(counter: &dyn TokenCounter, messages: &[Arc<Message>]) -> usize {
+    REPLY_PRIMING
+        + messages
+            .iter()
+            .map(|m| count_message(counter, m))
+            .sum::<usize>()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2_000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn windows_never_break_a_conversation(
+        events in prop::collection::vec(event(), 0..30),
+        policy in policy(),
+        prompt in prop::option::of(0..80usize),
+        summary_end in prop::option::of(0..40u64),
+        offset in 0..5u64,
+    ) {
+        let messages = build(&events);
+        let prompt = prompt.map(|n| "s".repeat(n));
+        let summaries: Vec<Summary> = summary_end
+            .filter(|e| *e <= offset + messages.len() as u64)
+            .map(|e| vec![Summary::new(0..e, "earlier")])
+            .unwrap_or_default();
+        let history = History {
+            system_prompt: prompt.as_deref(),
+            summaries: &summaries,
+            messages: &messages,
+            first_position: offset,
+        };
+        let counter = CharEstimate;
+        let index: HashMap<*const Message, usize> =
+            messages.iter().enumerate().map(|(i, m)| (Arc::as_ptr(m), i)).collect();
+        let calls: HashMap<&str, usize> = messages
+            .iter()
+            .enumerate()
+            .flat_map(|(i, m)| m.tool_calls.iter().map(move |c| (c.id.as_str(), i)))
+            .collect();
+        let orphan = |i: usize| {
+            let m = &messages[i];
+            m.role == Role::Tool
+                && m.tool_call_id.as_deref().and_then(|id| calls.get(id)).is_none_or(|&a| a >= i)
+        };
+        let newest_user = messages.iter().rposition(|m| m.role == Role::User);
+
+        match select(history, &policy, &counter) {
+            Ok(w) => {
+                // 1. System prompt kept.
+                prop_assert_eq!(w.system_prompt.as_deref(), prompt.as_deref());
+                let picked: Vec<usize> = w.messages.iter().map(|m| index[&Arc::as_ptr(m)]).collect();
+                // 4. Order kept; a suffix minus orphans.
+                prop_assert!(picked.windows(2).all(|p| p[0] < p[1]));
+                let start = (w.first_position - offset) as usize;
+                let expected: Vec<usize> = (start..messages.len()).filter(|&i| !orphan(i)).collect();
+                prop_assert_eq!(&picked, &expected);
+                prop_assert_eq!(w.dropped, messages.len() - picked.len());
+                // 1. Summaries of dropped history kept.
+                for s in &summaries {
+                    if s.covers.start < w.first_position || s.covers.is_empty() {
+                        prop_assert!(w.summaries.contains(s));
+                    }
+                }
+                // 2. Tool calls and their stored answers together.
+                let set: HashSet<usize> = picked.iter().copied().collect();
+                for &i in &picked {
+                    let m = &messages[i];
+                    for c in &m.tool_calls {
+                        for (j, a) in messages.iter().enumerate() {
+                            if j > i && a.tool_call_id.as_deref() == Some(c.id.as_str()) {
+                                prop_assert!(set.contains(&j), "answer {} of call at {} dropped", j, i);
+                            }
+                        }
+                    }
+                    if m.role == Role::Tool {
+                        let call = calls[m.tool_call_id.as_deref().unwrap()];
+                        prop_assert!(set.contains(&call), "tool result {} sent without its call", i);
+                    }
+                }
+                if let Some(first) = w.messages.first() {
+                    prop_assert!(first.role != Role::Tool, "window starts with a tool result");
+                }
+                // 3. Newest user message kept.
+                if let Some(u) = newest_user {
+                    prop_assert!(set.contains(&u));
+                }
+                // Fits the budget, and says what it costs.
+                let request = w.request_messages();
+                if let Some(budget) = policy.prompt_budget() {
+                    let cost = request_cost(&counter, &request);
+                    prop_assert_eq!(w.tokens, Some(cost));
+                    prop_assert!(cost <= budget, "cost {} over budget {}", cost, budget);
+                }
+                // Count limits hold unless the mandatory tail alone breaks them.
+                let mandatory_from = newest_user.unwrap_or(messages.len());
+                let mandatory_len = (mandatory_from..messages.len()).filter(|&i| !orphan(i)).count();
+                if let Some(max) = policy.max_messages {
+                    prop_assert!(picked.len() <= max.max(mandatory_len));
+                }
+                if let Some(turns) = policy.max_user_turns {
+                    let users = picked.iter().filter(|&&i| messages[i].role == Role::User).count();
+                    let mandatory_users = usize::from(newest_user.is_some());
+                    prop_assert!(users <= turns.max(mandatory_users));
+                }
+                // 5. Maximal: the previous unit would break a limit.
+                if start > 0 {
+                    let grown = earlier_start(&messages, start);
+                    let extra: Vec<usize> = (grown..messages.len()).filter(|&i| !orphan(i)).collect();
+                    let users = extra.iter().filter(|&&i| messages[i].role == Role::User).count();
+                    // A turn limit also ends the window at its oldest turn's user
+                    // message: what precedes it belongs to an older turn.
+                    let current_users = picked.iter().filter(|&&i| messages[i].role == Role::User).count();
+                    let breaks_count = policy.max_messages.is_some_and(|m| extra.len() > m)
+                        || policy.max_user_turns.is_some_and(|t| users > t || current_users >= t);
+                    let breaks_budget = policy.prompt_budget().is_some_and(|budget| {
+                        let sent: Vec<Arc<Message>> = extra.iter().map(|&i| Arc::clone(&messages[i])).collect();
+                        let mut req: Vec<Arc<Message>> = Vec::new();
+                        if let Some(p) = &prompt {
+                            req.push(Arc::new(Message::system(p.as_str())));
+                        }
+                        let pos = offset + grown as u64;
+                        for s in summaries.iter().filter(|s| s.covers.start < pos || s.covers.is_empty()) {
+                            req.push(Arc::new(context_window::summary_message(s)));
+                        }
+                        req.extend(sent);
+                        request_cost(&counter, &req) > budget
+                    });
+                    prop_assert!(breaks_count || breaks_budget, "window could have started at {} instead of {}", grown, start);
+                }
+            }
+            Err(Error::BudgetExceeded { required, budget, .. }) => {
+                prop_assert!(policy.prompt_budget() == Some(budget));
+                prop_assert!(required > budget);
+            }
+            Err(e) => prop_assert!(false, "unexpected error {}", e),
+        }
+    }
+}
+
+/// The start of the unit just before `start` (a call through its answers).
+fn earlier_start(messages: &[Arc<Message>], start: usize) -> usize {
+    // Walk back one message; if it is inside a call/answer span, go to the call.
+    let mut s = start - 1;
+    loop {
+        let m = &messages[s];
+        let span_start = if m.role == Role::Tool {
+            m.tool_call_id.as_deref().and_then(|id| {
+                messages[..s]
+                    .iter()
+                    .rposition(|a| a.tool_calls.iter().any(|c| c.id == id))
+            })
+        } else {
+            None
+        };
+        // Any call before s whose answers reach s or beyond also pulls back.
+        let pulled = messages[..s].iter().enumerate().rev().find_map(|(a, msg)| {
+            msg.tool_calls
+                .iter()
+                .any(|c| {
+                    messages[s..]
+                        .iter()
+                        .any(|t| t.tool_call_id.as_deref() == Some(c.id.as_str()))
+                })
+                .then_some(a)
+        });
+        let target = span_start.into_iter().chain(pulled).min();
+        match target {
+            Some(t) if t < s => s = t,
+            _ => return s,
+        }
+    }
+}
