@@ -1,1 +1,9 @@
 #![doc = include_str!("../README.md")]
+
+mod error;
+#[cfg(feature = "openai")]
+pub mod openai;
+mod provider;
+
+pub use error::Error;
+pub use provider::{ChatRequest, ChatResponse, FinishReason, Provider, ToolSpec, Usage};

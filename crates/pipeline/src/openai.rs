@@ -1,0 +1,1 @@
+//! `OpenAiProvider`: OpenAI-compatible Chat Completions over HTTP (to be written).

@@ -1,0 +1,128 @@
+//! The [`Provider`] trait: one chat request in, one assistant reply out.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use statestore_core::Message;
+
+use crate::Error;
+
+/// A tool the model may call.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolSpec {
+    /// The tool's name.
+    pub name: String,
+    /// What it does, for the model.
+    pub description: String,
+    /// Its parameters as a JSON Schema object.
+    pub parameters: serde_json::Value,
+}
+
+/// A chat request.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ChatRequest {
+    /// The conversation to continue: system prompt, summaries, history and
+    /// the new message, in order.
+    pub messages: Vec<Arc<Message>>,
+    /// Tools the model may call.
+    pub tools: Vec<ToolSpec>,
+    /// Sampling temperature; `None` uses the provider's default.
+    pub temperature: Option<f32>,
+    /// Most tokens to generate; `None` uses the provider's default.
+    pub max_tokens: Option<u32>,
+}
+
+/// Tokens a call used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Usage {
+    /// Tokens of the request.
+    pub prompt_tokens: u64,
+    /// Tokens of the reply.
+    pub completion_tokens: u64,
+}
+
+impl Usage {
+    /// Both together.
+    #[must_use]
+    pub fn total(&self) -> u64 {
+        self.prompt_tokens + self.completion_tokens
+    }
+}
+
+impl std::ops::AddAssign for Usage {
+    fn add_assign(&mut self, other: Self) {
+        self.prompt_tokens += other.prompt_tokens;
+        self.completion_tokens += other.completion_tokens;
+    }
+}
+
+/// Why the model stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FinishReason {
+    /// A natural end.
+    Stop,
+    /// The token limit.
+    Length,
+    /// It wants tool results.
+    ToolCalls,
+    /// The provider filtered the content.
+    ContentFilter,
+    /// Anything else the provider said.
+    Other(String),
+}
+
+impl FinishReason {
+    /// From an OpenAI-style `finish_reason` string.
+    #[must_use]
+    pub fn from_wire(s: &str) -> Self {
+        match s {
+            "stop" => Self::Stop,
+            "length" => Self::Length,
+            "tool_calls" | "function_call" => Self::ToolCalls,
+            "content_filter" => Self::ContentFilter,
+            other => Self::Other(other.to_owned()),
+        }
+    }
+}
+
+/// The model's reply.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChatResponse {
+    /// The assistant message (with tool calls, if any).
+    pub message: Message,
+    /// Tokens used.
+    pub usage: Usage,
+    /// Why it stopped.
+    pub finish_reason: FinishReason,
+}
+
+/// A chat model.
+#[async_trait]
+pub trait Provider: Send + Sync + std::fmt::Debug {
+    /// A short name for logs and metrics, e.g. `"openai"`.
+    fn name(&self) -> &str;
+
+    /// The model's context size in tokens, when known (used for the token
+    /// budget when the pipeline has none configured).
+    fn context_tokens(&self) -> Option<usize> {
+        None
+    }
+
+    /// Sends `request` and returns the reply.
+    async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, Error>;
+
+    /// Like [`Provider::chat`], calling `on_delta` with each piece of text as
+    /// it arrives; returns the complete reply at the end. The default calls
+    /// `chat` and delivers the text in one piece.
+    async fn chat_stream(
+        &self,
+        request: &ChatRequest,
+        on_delta: &mut (dyn for<'s> FnMut(&'s str) + Send),
+    ) -> Result<ChatResponse, Error> {
+        let response = self.chat(request).await?;
+        on_delta(&response.message.text());
+        Ok(response)
+    }
+}
