@@ -80,6 +80,16 @@ pub enum Error {
     #[error(transparent)]
     Window(#[from] context_window::Error),
 
+    /// A tool the model called failed; nothing was stored.
+    #[error("tool {name:?} failed: {source}")]
+    Tool {
+        /// The tool's name.
+        name: String,
+        /// Its error.
+        #[source]
+        source: statestore_core::BoxError,
+    },
+
     /// A middleware refused the request.
     #[error("rejected by middleware: {0}")]
     Rejected(String),

@@ -1,9 +1,16 @@
 #![doc = include_str!("../README.md")]
 
 mod error;
+mod offline;
 #[cfg(feature = "openai")]
 pub mod openai;
+mod pipeline;
 mod provider;
 
 pub use error::Error;
+pub use offline::OfflineProvider;
+pub use pipeline::{
+    Concurrency, ExecContext, Executed, MIN_MESSAGE_TOKENS, Middleware, Pipeline, PipelineBuilder,
+    ProviderSummarizer, ToolHandler,
+};
 pub use provider::{ChatRequest, ChatResponse, FinishReason, Provider, ToolSpec, Usage};

@@ -251,16 +251,17 @@ impl RedisStoreBuilder {
     pub async fn connect_cluster(self, urls: &[&str]) -> Result<RedisStore, Error> {
         install_crypto_provider();
         let address = urls.join(",");
-        let mut builder = redis::cluster::ClusterClientBuilder::new(urls.to_vec())
+        let builder = redis::cluster::ClusterClientBuilder::new(urls.to_vec())
             .connection_timeout(self.connect_timeout)
             .response_timeout(self.response_timeout);
         #[cfg(feature = "tls")]
-        if let Some(root) = &self.tls_root_cert {
-            builder = builder.certs(redis::TlsCertificates {
+        let builder = match &self.tls_root_cert {
+            Some(root) => builder.certs(redis::TlsCertificates {
                 client_tls: None,
                 root_cert: Some(root.clone()),
-            });
-        }
+            }),
+            None => builder,
+        };
         let client = builder.build().map_err(|e| Error::Connect {
             address: address.clone(),
             source: e,
