@@ -14,3 +14,8 @@ pub use pipeline::{
     ProviderSummarizer, ToolHandler,
 };
 pub use provider::{ChatRequest, ChatResponse, FinishReason, Provider, ToolSpec, Usage};
+
+/// The workspace README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct WorkspaceReadme;
