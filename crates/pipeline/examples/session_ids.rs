@@ -16,21 +16,26 @@ use statestore_memory::MemoryStore;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let pipe = Pipeline::builder(Arc::new(MemoryStore::new()), Arc::new(OfflineProvider::new()))
-        .build();
+    let pipe = Pipeline::builder(
+        Arc::new(MemoryStore::new()),
+        Arc::new(OfflineProvider::new()),
+    )
+    .build();
     let (user_id, conversation_id, ticket_id) = ("42", "9f1c", "SUP-1234");
     let day = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs() / 86_400;
 
     let ids = [
-        format!("user-{user_id}"),                // user-based
-        format!("conv-{conversation_id}"),        // conversation-based
-        format!("user-{user_id}-day-{day}"),      // time-based
-        format!("support-{ticket_id}"),           // feature-based
-        format!("user-{user_id}-support"),        // descriptive
-        "tenant:{acme}/user:*".to_owned(),        // looks like a key pattern: still just an id
+        format!("user-{user_id}"),           // user-based
+        format!("conv-{conversation_id}"),   // conversation-based
+        format!("user-{user_id}-day-{day}"), // time-based
+        format!("support-{ticket_id}"),      // feature-based
+        format!("user-{user_id}-support"),   // descriptive
+        "tenant:{acme}/user:*".to_owned(),   // looks like a key pattern: still just an id
     ];
     for id in &ids {
-        let done = pipe.execute(id, Role::User, format!("hello from {id}")).await?;
+        let done = pipe
+            .execute(id, Role::User, format!("hello from {id}"))
+            .await?;
         println!("{id:<28} -> {}", done.reply.text());
     }
 
