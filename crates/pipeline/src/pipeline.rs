@@ -277,6 +277,17 @@ impl std::fmt::Debug for Pipeline {
     }
 }
 
+/// The streaming callback, where one is given.
+type OnDelta<'a> = Option<&'a mut (dyn for<'s> FnMut(&'s str) + Send)>;
+
+/// Lends the callback to one provider call without giving it away.
+fn reborrow<'b>(f: &'b mut OnDelta<'_>) -> OnDelta<'b> {
+    match f {
+        Some(f) => Some(&mut **f),
+        None => None,
+    }
+}
+
 /// A short, stable, non-reversible tag for a session id in logs.
 fn log_tag(id: &SessionId) -> String {
     use std::hash::{Hash, Hasher};
@@ -358,10 +369,48 @@ impl Pipeline {
             session = %log_tag(&id),
             provider = self.inner.provider.name()
         );
-        self.execute_message(id, message).instrument(span).await
+        self.execute_message(id, message, None)
+            .instrument(span)
+            .await
     }
 
-    async fn execute_message(&self, id: SessionId, message: Message) -> Result<Executed, Error> {
+    /// Like [`Pipeline::execute`], streaming the reply's text to `on_delta`
+    /// as it arrives; the complete reply is stored at the end, exactly as
+    /// with `execute`. If a concurrent turn forces a retry (see
+    /// [`Concurrency`]), the model is asked again and its text streams
+    /// again from the start: use [`Concurrency::Reject`] where a restarted
+    /// stream is unwelcome.
+    ///
+    /// # Errors
+    ///
+    /// As [`Pipeline::execute`].
+    pub async fn execute_streaming(
+        &self,
+        session_id: &str,
+        role: Role,
+        content: impl Into<Content>,
+        on_delta: &mut (dyn for<'s> FnMut(&'s str) + Send),
+    ) -> Result<Executed, Error> {
+        let id = SessionId::new(session_id)?;
+        let mut message = Message::new(role, content);
+        annotate(&*self.inner.counter, &mut message);
+        let span = tracing::info_span!(
+            "execute",
+            session = %log_tag(&id),
+            provider = self.inner.provider.name(),
+            streaming = true
+        );
+        self.execute_message(id, message, Some(on_delta))
+            .instrument(span)
+            .await
+    }
+
+    async fn execute_message(
+        &self,
+        id: SessionId,
+        message: Message,
+        mut on_delta: OnDelta<'_>,
+    ) -> Result<Executed, Error> {
         let lock = self.session_lock(&id);
         let _guard = lock.lock().await;
         let attempts = match self.inner.concurrency {
@@ -369,7 +418,10 @@ impl Pipeline {
             Concurrency::Reject => 1,
         };
         for attempt in 1..=attempts {
-            match self.attempt(&id, &message, attempt).await {
+            match self
+                .attempt(&id, &message, attempt, reborrow(&mut on_delta))
+                .await
+            {
                 Err(Error::Store(StoreError::Conflict { .. })) => {
                     tracing::debug!(session = %log_tag(&id), attempt, "a concurrent turn landed first");
                 }
@@ -432,6 +484,7 @@ impl Pipeline {
         id: &SessionId,
         message: &Message,
         attempt: u32,
+        mut on_delta: OnDelta<'_>,
     ) -> Result<Executed, Error> {
         let inner = &self.inner;
         let mut loaded = self.load(id).await?;
@@ -473,7 +526,7 @@ impl Pipeline {
 
         let mut turn: Vec<Message> = vec![message.clone()];
         let mut usage = Usage::default();
-        let mut response = self.call(&request).await?;
+        let mut response = self.call(&request, reborrow(&mut on_delta)).await?;
         usage += response.usage;
         let mut rounds = 0;
         while let Some(tools) = &inner.tools {
@@ -496,7 +549,7 @@ impl Pipeline {
                 .extend(results.iter().cloned().map(Arc::new));
             turn.push(calls);
             turn.extend(results);
-            response = self.call(&request).await?;
+            response = self.call(&request, reborrow(&mut on_delta)).await?;
             usage += response.usage;
         }
         for m in inner.middleware.iter().rev() {
@@ -530,9 +583,16 @@ impl Pipeline {
         })
     }
 
-    async fn call(&self, request: &ChatRequest) -> Result<ChatResponse, Error> {
+    async fn call(
+        &self,
+        request: &ChatRequest,
+        on_delta: OnDelta<'_>,
+    ) -> Result<ChatResponse, Error> {
         let started = Instant::now();
-        let result = self.inner.provider.chat(request).await;
+        let result = match on_delta {
+            Some(f) => self.inner.provider.chat_stream(request, f).await,
+            None => self.inner.provider.chat(request).await,
+        };
         match &result {
             Ok(r) => tracing::debug!(
                 prompt_tokens = r.usage.prompt_tokens,

@@ -407,3 +407,24 @@ async fn a_bounded_window_sends_only_the_tail() {
     assert_eq!(last.messages[0].text(), "be brief");
     assert_eq!(last.messages[5].text(), "q9");
 }
+
+#[tokio::test]
+async fn streaming_delivers_text_and_stores_the_whole_reply() {
+    let store = memory();
+    let pipe = Pipeline::builder(Arc::clone(&store), Arc::new(OfflineProvider::new())).build();
+    let mut streamed = String::new();
+    let done = pipe
+        .execute_streaming("s", Role::User, "stream this", &mut |d: &str| {
+            streamed.push_str(d)
+        })
+        .await
+        .unwrap();
+    assert_eq!(streamed, "You said: stream this");
+    assert_eq!(done.reply.text(), streamed);
+    let state = store
+        .load(&SessionId::new("s").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(state.messages[1].text(), streamed);
+}
