@@ -6,4 +6,6 @@ pub mod openai;
 mod provider;
 
 pub use error::Error;
+#[cfg(feature = "openai")]
+pub use openai::{OpenAiProvider, OpenAiProviderBuilder};
 pub use provider::{ChatRequest, ChatResponse, FinishReason, Provider, ToolSpec, Usage};
