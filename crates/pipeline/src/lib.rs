@@ -5,7 +5,8 @@ mod error;
 pub mod openai;
 mod provider;
 
-pub use error::Error;
 #[cfg(feature = "openai")]
 pub use openai::{OpenAiProvider, OpenAiProviderBuilder};
+
+pub use error::Error;
 pub use provider::{ChatRequest, ChatResponse, FinishReason, Provider, ToolSpec, Usage};
