@@ -62,6 +62,14 @@ pub enum Error {
         detail: String,
     },
 
+    /// A provider was configured with values it cannot work with (a base
+    /// URL that is not `http`/`https`, a missing key for OpenAI's API, …).
+    #[error("invalid provider configuration: {detail}")]
+    Config {
+        /// What is wrong.
+        detail: String,
+    },
+
     /// A turn could not be stored because other turns kept landing on the
     /// same session (the pipeline's retries ran out).
     #[error("session {id} is busy: {attempts} attempts conflicted with concurrent turns")]

@@ -7,6 +7,9 @@ pub mod openai;
 mod pipeline;
 mod provider;
 
+#[cfg(feature = "openai")]
+pub use openai::{OpenAiProvider, OpenAiProviderBuilder};
+
 pub use error::Error;
 pub use offline::OfflineProvider;
 pub use pipeline::{
