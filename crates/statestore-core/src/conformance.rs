@@ -70,6 +70,7 @@ macro_rules! __conformance_with_cases {
             concurrent_appends_lose_nothing,
             optimistic_writers_never_lose_updates,
             fork_during_appends_copies_a_prefix,
+            mixed_load_matches_a_model,
         }
     };
 }
@@ -987,5 +988,96 @@ pub async fn fork_during_appends_copies_a_prefix(store: Arc<dyn Store>) {
             full[..copy.len()],
             "fork {dst} is not a snapshot of its source"
         );
+    }
+}
+
+/// 64 tasks over 200 sessions doing appends, windowed reads, forks and
+/// deletes; a model kept by the test (operations on one session are
+/// serialized by the test, different sessions run concurrently) must match
+/// every session's content exactly afterwards: nothing lost, duplicated,
+/// reordered or crossing sessions.
+pub async fn mixed_load_matches_a_model(store: Arc<dyn Store>) {
+    use tokio::sync::Mutex;
+    const TASKS: usize = 64;
+    const OPS: usize = 40;
+    const SESSIONS: usize = 200;
+    type Model = Arc<Vec<Mutex<Option<Vec<String>>>>>;
+    let model: Model = Arc::new((0..SESSIONS).map(|_| Mutex::new(None)).collect());
+    let mut tasks = tokio::task::JoinSet::new();
+    for t in 0..TASKS {
+        let (store, model) = (Arc::clone(&store), Arc::clone(&model));
+        tasks.spawn(async move {
+            // A cheap deterministic generator per task.
+            let mut x = (t as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            let mut next = move || {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x
+            };
+            for op in 0..OPS {
+                let s = (next() % SESSIONS as u64) as usize;
+                let id = sid(&format!("load-{s}"));
+                let mut entry = model[s].lock().await;
+                match next() % 10 {
+                    0..=4 => {
+                        let turn = vec![format!("{t}:{op}:q"), format!("{t}:{op}:a")];
+                        store
+                            .append(&id, turn.iter().map(|m| user(m)).collect(), Expect::Any)
+                            .await
+                            .unwrap();
+                        entry.get_or_insert_with(Vec::new).extend(turn);
+                    }
+                    5..=6 => {
+                        let got = store.load_recent(&id, 4).await.unwrap();
+                        let want = entry
+                            .as_ref()
+                            .map(|m| m[m.len().saturating_sub(4)..].to_vec());
+                        assert_eq!(got.map(|r| texts(&r.messages)), want, "load_recent of {id}");
+                    }
+                    7 => {
+                        // Fork into a session this task locks too (lower index first).
+                        let d = (next() % SESSIONS as u64) as usize;
+                        if d == s {
+                            continue;
+                        }
+                        drop(entry);
+                        let (first, second) = if s < d { (s, d) } else { (d, s) };
+                        let mut a = model[first].lock().await;
+                        let mut b = model[second].lock().await;
+                        let (src, dst) = if s < d {
+                            (&mut a, &mut b)
+                        } else {
+                            (&mut b, &mut a)
+                        };
+                        let result = store.fork(&id, &sid(&format!("load-{d}"))).await;
+                        match (src.as_ref(), dst.as_ref(), result) {
+                            (None, _, Err(Error::NotFound { .. })) => {}
+                            (Some(_), Some(_), Err(Error::AlreadyExists { .. })) => {}
+                            (Some(history), None, Ok(1)) => **dst = Some(history.clone()),
+                            (src, dst, result) => panic!(
+                                "fork {s}->{d}: source {:?}, target {:?}, result {result:?}",
+                                src.map(Vec::len),
+                                dst.map(Vec::len)
+                            ),
+                        }
+                    }
+                    _ => {
+                        let existed = store.delete(&id).await.unwrap();
+                        assert_eq!(existed, entry.is_some(), "delete of {id}");
+                        *entry = None;
+                    }
+                }
+            }
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.unwrap();
+    }
+    for s in 0..SESSIONS {
+        let id = sid(&format!("load-{s}"));
+        let want = model[s].lock().await.clone();
+        let got = store.load(&id).await.unwrap().map(|st| texts(&st.messages));
+        assert_eq!(got, want, "{id} differs from the model");
     }
 }
