@@ -17,7 +17,7 @@
 //! matches, so selecting a window over stored history tokenizes nothing it
 //! has seen before.
 
-use statestore_core::{ContentPart, Content, Message, TokenCount};
+use statestore_core::{Content, ContentPart, Message, TokenCount};
 
 /// Framing tokens per message.
 pub const PER_MESSAGE: usize = 3;
