@@ -6,4 +6,6 @@ pub mod exact;
 
 pub use count::{CharEstimate, TokenCounter, annotate, count_message, message_tokens};
 pub use error::Error;
-pub use exact::OpenAiEncoding;
+#[cfg(feature = "bpe-openai")]
+pub use exact::BpeOpenAi;
+pub use exact::{OpenAiEncoding, Tiktoken, exact};
