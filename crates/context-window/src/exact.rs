@@ -6,12 +6,12 @@
 //!
 //! - [`Tiktoken`], on the `tiktoken-rs` crate, always compiled in;
 //! - [`BpeOpenAi`], on GitHub's `bpe-openai` crate (feature `bpe-openai`, on
-//!   by default): faster, and linear in time on any input where tiktoken's
-//!   merge loop slows down on long runs without a pre-tokenizer split.
+//!   by default): faster, and linear in time on any input, where tiktoken
+//!   slows down superlinearly on long runs its pre-tokenizer does not split.
 //!
 //! [`exact`] returns the fastest one compiled in; the crate README has the
 //! measurements behind that choice. Each encoding's tables load once per
-//! process, on first use (tens to hundreds of milliseconds), and are shared
+//! process, on first use (20 to 130 ms in a release build), and are shared
 //! by every counter of that encoding.
 
 use std::sync::LazyLock;
