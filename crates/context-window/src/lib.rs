@@ -11,4 +11,6 @@ pub use count::{CharEstimate, TokenCounter, annotate, count_message, message_tok
 pub use error::Error;
 pub use select::{History, Window, WindowPolicy, select, summary_message};
 
-pub use exact::OpenAiEncoding;
+#[cfg(feature = "bpe-openai")]
+pub use exact::BpeOpenAi;
+pub use exact::{OpenAiEncoding, Tiktoken, exact};
