@@ -44,9 +44,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Instant;
 
 use async_trait::async_trait;
-use context_window::{
-    CharEstimate, History, Summarizer, TokenCounter, Window, WindowPolicy, annotate, select,
-};
+use context_window::{History, Summarizer, TokenCounter, Window, WindowPolicy, annotate, select};
 use statestore_core::{
     BoxError, Content, Error as StoreError, Expect, Message, Metadata, Role, SessionId, Store,
     ToolCall,
@@ -166,7 +164,9 @@ impl PipelineBuilder {
     }
 
     /// The token counter for the window's budget and the per-message cache
-    /// (default: [`CharEstimate`]; use `context_window::exact` for OpenAI models).
+    /// (default: exact `o200k_base` counts, `context_window::exact`; use
+    /// `OpenAiEncoding::for_model` for other OpenAI models, or
+    /// [`CharEstimate`](context_window::CharEstimate) for a free estimate).
     pub fn token_counter(mut self, counter: Arc<dyn TokenCounter>) -> Self {
         self.counter = counter;
         self
@@ -313,7 +313,9 @@ impl Pipeline {
             store,
             provider,
             policy: WindowPolicy::default().max_messages(50),
-            counter: Arc::new(CharEstimate),
+            counter: Arc::new(context_window::exact(
+                context_window::OpenAiEncoding::O200kBase,
+            )),
             summarizer: None,
             middleware: Vec::new(),
             tools: None,
