@@ -18,13 +18,15 @@ const USAGE: &str = "usage: cargo xtask <job>
 
 jobs:
   ci     fmt, clippy, tests, rustdoc and cargo-deny: what CI runs
-  bench  the criterion benchmarks (extra arguments go to criterion, e.g. a filter)";
+  bench  the criterion benchmarks (extra arguments go to criterion, e.g. a filter)
+  fuzz   every cargo-fuzz target for a bounded time (default 60 s each; --seconds N)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("ci") => ci(),
         Some("bench") => bench(args.get(1..).unwrap_or_default()),
+        Some("fuzz") => fuzz(args.get(1..).unwrap_or_default()),
         Some("help" | "-h" | "--help") | None => {
             println!("{USAGE}");
             Ok(())
@@ -251,4 +253,37 @@ impl Drop for TempRedis {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The fuzz targets in `fuzz/`, each run for a bounded time with the
+/// nightly toolchain (cargo-fuzz needs it). Crashes land in
+/// `fuzz/artifacts/<target>/`; each one found becomes a regression test.
+fn fuzz(args: &[String]) -> Result {
+    let seconds = match args {
+        [] => 60,
+        [flag, n] if flag == "--seconds" => n.parse().map_err(|e| format!("--seconds {n}: {e}"))?,
+        other => return Err(format!("unexpected arguments {other:?}\n\n{USAGE}")),
+    };
+    ensure_cargo_tool("fuzz", "cargo-fuzz")?;
+    let targets = std::fs::read_dir(root().join("fuzz/fuzz_targets"))
+        .map_err(|e| format!("fuzz/fuzz_targets: {e}"))?
+        .flatten()
+        .filter_map(|f| {
+            let path = f.path();
+            let stem = path.file_stem()?.to_str()?.to_owned();
+            (path.extension()? == "rs").then_some(stem)
+        })
+        .collect::<Vec<_>>();
+    for target in targets {
+        run(
+            &format!("fuzz {target} for {seconds} s"),
+            Command::new("rustup")
+                .current_dir(root())
+                .args(["run", "nightly", "cargo", "fuzz", "run", &target, "--"])
+                .env_remove("RUSTC")
+                .env_remove("CARGO")
+                .arg(format!("-max_total_time={seconds}")),
+        )?;
+    }
+    Ok(())
 }
