@@ -232,6 +232,22 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        /// Any legal id under any legal prefix: one non-empty hash tag per
+        /// key, and the header key decodes back to exactly that id.
+        #[test]
+        fn every_id_round_trips_through_its_keys(prefix in "\\PC{0,12}", raw in "\\PC{1,40}") {
+            let Ok(keys) = Keys::new(&prefix) else { return Ok(()) };
+            let Ok(id) = SessionId::new(&raw) else { return Ok(()) };
+            let k = keys.session(&id);
+            for key in k.all() {
+                proptest::prop_assert_eq!(key.matches('{').count(), 1);
+                proptest::prop_assert_eq!(key.matches('}').count(), 1);
+            }
+            proptest::prop_assert_eq!(keys.id_from_header_key(k.header.as_bytes()), Some(id));
+        }
+    }
+
     #[test]
     fn prefixes_with_braces_are_refused_and_globs_escaped() {
         assert!(Keys::new("a{b").is_err());
