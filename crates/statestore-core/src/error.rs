@@ -107,6 +107,24 @@ pub enum Error {
         supported: u32,
     },
 
+    /// The write was applied on the primary, but fewer replicas than
+    /// required acknowledged it in time: it may be lost if the primary fails
+    /// now. Re-read the version before retrying a non-idempotent write.
+    #[error(
+        "{operation} on session {id} was applied but acknowledged by {acknowledged} of \
+         {required} replicas in time; it may be lost in a failover"
+    )]
+    NotReplicated {
+        /// The operation.
+        operation: &'static str,
+        /// The session.
+        id: SessionId,
+        /// Replicas that acknowledged.
+        acknowledged: u32,
+        /// Replicas required.
+        required: u32,
+    },
+
     /// The backend cannot be reached (connection refused, reset, closed).
     #[error("store unavailable during {operation}: {source}")]
     Unavailable {
@@ -143,7 +161,10 @@ impl Error {
     /// unavailable or slow). Conflicts are not retryable as-is: reload first.
     #[must_use]
     pub fn is_transient(&self) -> bool {
-        matches!(self, Self::Unavailable { .. } | Self::Timeout { .. })
+        matches!(
+            self,
+            Self::Unavailable { .. } | Self::Timeout { .. } | Self::NotReplicated { .. }
+        )
     }
 
     /// A [`Error::Corrupt`] with a decoding error as its source.

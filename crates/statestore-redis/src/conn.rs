@@ -104,6 +104,40 @@ impl Connection {
         with_conn!(self, c => inv.invoke_async(c).await)
     }
 
+    /// Runs a write script, then — with `wait = Some((replicas, timeout_ms))` —
+    /// `WAIT` on the same connection (on a cluster: the master of `key`'s
+    /// slot) until that many replicas acknowledged it. Returns the script's
+    /// reply and how many replicas acknowledged.
+    pub(crate) async fn invoke_durable(
+        &self,
+        inv: &ScriptInvocation<'_>,
+        key: &str,
+        wait: Option<(u32, u64)>,
+    ) -> RedisResult<(Value, Option<i64>)> {
+        let Some((replicas, timeout_ms)) = wait else {
+            return Ok((self.invoke(inv).await?, None));
+        };
+        let wait_cmd = redis::cmd("WAIT").arg(replicas).arg(timeout_ms).clone();
+        #[cfg(feature = "cluster")]
+        if let Inner::Cluster(c) = &self.0 {
+            use redis::cluster_routing::{
+                Route, RoutingInfo, SingleNodeRoutingInfo, Slot, SlotAddr,
+            };
+            let mut conn = c.clone();
+            let value = inv.invoke_async(&mut conn).await?;
+            let route = Route::with_slot(Slot::for_key(key), SlotAddr::Master);
+            let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route));
+            let acked = conn.route_command(wait_cmd, routing).await?;
+            return Ok((value, redis::from_redis_value(acked).ok()));
+        }
+        let _ = key;
+        with_conn!(self, c => {
+            let value = inv.invoke_async(c).await?;
+            let acked = c.req_packed_command(&wait_cmd).await?;
+            Ok((value, redis::from_redis_value(acked).ok()))
+        })
+    }
+
     /// Runs one keyed command (routed by its key on a cluster).
     pub(crate) async fn query(&self, cmd: &Cmd) -> RedisResult<Value> {
         with_conn!(self, c => c.req_packed_command(cmd).await)

@@ -73,6 +73,7 @@ struct Inner {
     sliding_ttl: bool,
     limits: Limits,
     timeout: Duration,
+    wait_for_replicas: Option<(u32, Duration)>,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -84,6 +85,7 @@ impl std::fmt::Debug for RedisStore {
             .field("sliding_ttl", &self.inner.sliding_ttl)
             .field("limits", &self.inner.limits)
             .field("timeout", &self.inner.timeout)
+            .field("wait_for_replicas", &self.inner.wait_for_replicas)
             .finish()
     }
 }
@@ -98,6 +100,7 @@ pub struct RedisStoreBuilder {
     limits: Limits,
     response_timeout: Duration,
     connect_timeout: Duration,
+    wait_for_replicas: Option<(u32, Duration)>,
     #[cfg(feature = "tls")]
     tls_root_cert: Option<Vec<u8>>,
 }
@@ -124,6 +127,7 @@ impl Default for RedisStoreBuilder {
             limits: Limits::none().with_max_message_bytes(DEFAULT_MAX_MESSAGE_BYTES),
             response_timeout: Duration::from_secs(2),
             connect_timeout: Duration::from_secs(1),
+            wait_for_replicas: None,
             #[cfg(feature = "tls")]
             tls_root_cert: None,
         }
@@ -172,6 +176,16 @@ impl RedisStoreBuilder {
         self
     }
 
+    /// Durability: after every write, wait (Redis `WAIT`) until `replicas`
+    /// replicas acknowledged it, up to `timeout`; when fewer did, the write
+    /// returns `Error::NotReplicated` (it was applied on the primary but may
+    /// be lost in a failover). Costs one more round trip per write. Off by
+    /// default: Redis replication is asynchronous.
+    pub fn wait_for_replicas(mut self, replicas: u32, timeout: Duration) -> Self {
+        self.wait_for_replicas = Some((replicas, timeout));
+        self
+    }
+
     /// How long connecting may take, for connections made by this builder
     /// (default 1 s).
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
@@ -205,8 +219,14 @@ impl RedisStoreBuilder {
                 sliding_ttl: self.sliding_ttl,
                 limits: self.limits,
                 timeout: self.response_timeout,
+                wait_for_replicas: self.wait_for_replicas,
             }),
         })
+    }
+
+    /// The client's own response timeout: ours, plus the time a `WAIT` may block.
+    fn client_response_timeout(&self) -> Duration {
+        self.response_timeout + self.wait_for_replicas.map_or(Duration::ZERO, |w| w.1)
     }
 
     fn client(&self, url: &str) -> Result<(redis::Client, String), Error> {
@@ -251,7 +271,7 @@ impl RedisStoreBuilder {
         let (client, address) = self.client(url)?;
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(self.connect_timeout))
-            .set_response_timeout(Some(self.response_timeout))
+            .set_response_timeout(Some(self.client_response_timeout()))
             .set_number_of_retries(1);
         let connect = redis::aio::ConnectionManager::new_with_config(client, config);
         let manager = tokio::time::timeout(self.connect_timeout * 3, connect)
@@ -284,7 +304,7 @@ impl RedisStoreBuilder {
         let address = urls.join(",");
         let builder = redis::cluster::ClusterClientBuilder::new(urls.to_vec())
             .connection_timeout(self.connect_timeout)
-            .response_timeout(self.response_timeout);
+            .response_timeout(self.client_response_timeout());
         #[cfg(feature = "tls")]
         let builder = match &self.tls_root_cert {
             Some(root) => builder.certs(redis::TlsCertificates {
@@ -412,8 +432,37 @@ impl RedisStore {
         expect: Expect,
         inv: &ScriptInvocation<'_>,
     ) -> Result<Version> {
-        let reply = self.run(operation, id, inv).await?;
-        decode::written(id, expect, &self.inner.limits, reply)
+        let wait = self
+            .inner
+            .wait_for_replicas
+            .map(|(n, t)| (n, u64::try_from(t.as_millis()).unwrap_or(u64::MAX)));
+        let header = self.inner.keys.session(id).header;
+        // WAIT may take up to its own timeout on top of the write.
+        let limit =
+            self.inner.timeout + self.inner.wait_for_replicas.map_or(Duration::ZERO, |w| w.1);
+        let call = self.inner.conn.invoke_durable(inv, &header, wait);
+        let (value, acked) = match tokio::time::timeout(limit, call).await {
+            Err(_) => {
+                return Err(StoreError::Timeout {
+                    operation,
+                    after: limit,
+                });
+            }
+            Ok(result) => result.map_err(|e| client_error(operation, limit, e))?,
+        };
+        let version = decode::written(id, expect, &self.inner.limits, decode::reply(id, value)?)?;
+        if let (Some((required, _)), Some(acked)) = (self.inner.wait_for_replicas, acked) {
+            let acknowledged = u32::try_from(acked.max(0)).unwrap_or(u32::MAX);
+            if acknowledged < required {
+                return Err(StoreError::NotReplicated {
+                    operation,
+                    id: id.clone(),
+                    acknowledged,
+                    required,
+                });
+            }
+        }
+        Ok(version)
     }
 
     async fn snapshot(

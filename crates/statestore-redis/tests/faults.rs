@@ -227,3 +227,103 @@ async fn the_store_serves_again_after_a_cluster_failover() {
         assert_eq!(texts.last().map(String::as_str), Some("after"));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_for_replicas_reports_writes_no_replica_acknowledged() {
+    let primary = RedisServer::builder()
+        .config("repl-diskless-sync-delay", "0")
+        .start()
+        .unwrap();
+    let lonely = RedisStore::builder()
+        .wait_for_replicas(1, Duration::from_millis(100))
+        .connect(&primary.url())
+        .await
+        .unwrap();
+    let id = sid("unreplicated");
+    let err = lonely
+        .append(&id, vec![Message::user("x")], Expect::Any)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::NotReplicated {
+                acknowledged: 0,
+                required: 1,
+                operation: "append",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    // Applied on the primary all the same, as the error says.
+    assert_eq!(lonely.load(&id).await.unwrap().unwrap().messages.len(), 1);
+
+    // With a replica attached, the same setting succeeds.
+    let _replica = RedisServer::builder()
+        .config("replicaof", &format!("127.0.0.1 {}", primary.port()))
+        .start()
+        .unwrap();
+    let replicated = RedisStore::builder()
+        .wait_for_replicas(1, Duration::from_millis(500))
+        .connect(&primary.url())
+        .await
+        .unwrap();
+    let mut ok = false;
+    for _ in 0..50 {
+        // The replica needs a moment for its first sync.
+        match replicated
+            .append(&sid("replicated"), vec![Message::user("y")], Expect::Any)
+            .await
+        {
+            Ok(_) => {
+                ok = true;
+                break;
+            }
+            Err(Error::NotReplicated { .. }) => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(ok, "a replica never acknowledged");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_acknowledged_by_a_replica_survive_a_failover() {
+    let mut cluster = RedisCluster::start(3, 1).unwrap();
+    let urls = cluster.urls();
+    let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
+    let store = RedisStore::builder()
+        .response_timeout(Duration::from_millis(1000))
+        .wait_for_replicas(1, Duration::from_secs(2))
+        .connect_cluster(&urls)
+        .await
+        .unwrap();
+    let ids: Vec<SessionId> = (0..30).map(|i| sid(&format!("durable-{i}"))).collect();
+    for id in &ids {
+        for turn in 0..3 {
+            store
+                .append(id, vec![Message::user(format!("turn {turn}"))], Expect::Any)
+                .await
+                .unwrap();
+        }
+    }
+    cluster.nodes_mut()[0].kill().unwrap();
+    for id in &ids {
+        let mut state = None;
+        for _ in 0..300 {
+            match store.load(id).await {
+                Ok(s) => {
+                    state = s;
+                    break;
+                }
+                Err(e) => assert!(e.is_transient(), "{e}"),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let state =
+            state.unwrap_or_else(|| panic!("{id}: acknowledged writes lost in the failover"));
+        assert_eq!(state.messages.len(), 3, "{id}: acknowledged turns lost");
+    }
+}
