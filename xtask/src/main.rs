@@ -19,7 +19,8 @@ const USAGE: &str = "usage: cargo xtask <job>
 jobs:
   ci     fmt, clippy, tests, rustdoc and cargo-deny: what CI runs
   bench  the criterion benchmarks (extra arguments go to criterion, e.g. a filter)
-  fuzz   every cargo-fuzz target for a bounded time (default 60 s each; --seconds N)";
+  fuzz   every cargo-fuzz target for a bounded time (default 60 s each; --seconds N)
+  soak   the model-checked mixed load on Redis and a cluster for a bounded time (default 300 s; --seconds N)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = env::args().skip(1).collect();
@@ -27,6 +28,7 @@ fn main() -> ExitCode {
         Some("ci") => ci(),
         Some("bench") => bench(args.get(1..).unwrap_or_default()),
         Some("fuzz") => fuzz(args.get(1..).unwrap_or_default()),
+        Some("soak") => soak(args.get(1..).unwrap_or_default()),
         Some("help" | "-h" | "--help") | None => {
             println!("{USAGE}");
             Ok(())
@@ -286,4 +288,27 @@ fn fuzz(args: &[String]) -> Result {
         )?;
     }
     Ok(())
+}
+
+/// The long soak: `tests/soak.rs` of statestore-redis, release build.
+fn soak(args: &[String]) -> Result {
+    let seconds: u64 = match args {
+        [] => 300,
+        [flag, n] if flag == "--seconds" => n.parse().map_err(|e| format!("--seconds {n}: {e}"))?,
+        other => return Err(format!("unexpected arguments {other:?}\n\n{USAGE}")),
+    };
+    ensure_redis()?;
+    run(
+        &format!("soak for {seconds} s"),
+        cargo()
+            .args([
+                "test",
+                "--release",
+                "-p",
+                "statestore-redis",
+                "--all-features",
+            ])
+            .args(["--test", "soak", "--", "--ignored", "--nocapture"])
+            .env("SOAK_SECONDS", seconds.to_string()),
+    )
 }
