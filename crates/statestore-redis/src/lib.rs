@@ -274,20 +274,29 @@ impl RedisStoreBuilder {
             .set_response_timeout(Some(self.client_response_timeout()))
             .set_number_of_retries(1);
         let connect = redis::aio::ConnectionManager::new_with_config(client, config);
-        let manager = tokio::time::timeout(self.connect_timeout * 3, connect)
+        self.finish(address, connect).await
+    }
+
+    /// Awaits the connection (bounded), builds the store and loads the scripts.
+    async fn finish<C: Into<Connection>>(
+        self,
+        address: String,
+        connect: impl Future<Output = redis::RedisResult<C>>,
+    ) -> Result<RedisStore, Error> {
+        let connect_error = |source| Error::Connect {
+            address: address.clone(),
+            source,
+        };
+        let conn = tokio::time::timeout(self.connect_timeout * 3, connect)
             .await
-            .map_err(|_| Error::Connect {
-                address: address.clone(),
-                source: redis::RedisError::from(std::io::Error::new(
+            .map_err(|_| {
+                connect_error(redis::RedisError::from(std::io::Error::new(
                     std::io::ErrorKind::TimedOut,
                     "timed out",
-                )),
+                )))
             })?
-            .map_err(|e| Error::Connect {
-                address: address.clone(),
-                source: e,
-            })?;
-        let store = self.build(manager)?;
+            .map_err(connect_error)?;
+        let store = self.build(conn)?;
         store.preload(&address).await?;
         Ok(store)
     }
@@ -317,23 +326,7 @@ impl RedisStoreBuilder {
             address: address.clone(),
             source: e,
         })?;
-        let connect = client.get_async_connection();
-        let conn = tokio::time::timeout(self.connect_timeout * 3, connect)
-            .await
-            .map_err(|_| Error::Connect {
-                address: address.clone(),
-                source: redis::RedisError::from(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    "timed out",
-                )),
-            })?
-            .map_err(|e| Error::Connect {
-                address: address.clone(),
-                source: e,
-            })?;
-        let store = self.build(conn)?;
-        store.preload(&address).await?;
-        Ok(store)
+        self.finish(address, client.get_async_connection()).await
     }
 }
 
