@@ -133,25 +133,14 @@ pub struct Executed {
 /// Configures a [`Pipeline`]; from [`Pipeline::builder`].
 #[must_use]
 pub struct PipelineBuilder {
-    store: Arc<dyn Store>,
-    provider: Arc<dyn Provider>,
-    policy: WindowPolicy,
-    counter: Arc<dyn TokenCounter>,
-    summarizer: Option<Arc<dyn Summarizer>>,
-    middleware: Vec<Arc<dyn Middleware>>,
-    tools: Option<Arc<dyn ToolHandler>>,
-    max_tool_rounds: usize,
-    concurrency: Concurrency,
-    system_prompt: Option<String>,
-    temperature: Option<f32>,
-    max_tokens: Option<u32>,
+    config: Config,
 }
 
 impl std::fmt::Debug for PipelineBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PipelineBuilder")
-            .field("provider", &self.provider)
-            .field("policy", &self.policy)
+            .field("provider", &self.config.provider)
+            .field("policy", &self.config.policy)
             .finish_non_exhaustive()
     }
 }
@@ -159,7 +148,7 @@ impl std::fmt::Debug for PipelineBuilder {
 impl PipelineBuilder {
     /// The context window (default: the last 50 messages).
     pub fn window(mut self, policy: WindowPolicy) -> Self {
-        self.policy = policy;
+        self.config.policy = policy;
         self
     }
 
@@ -168,55 +157,55 @@ impl PipelineBuilder {
     /// `OpenAiEncoding::for_model` for other OpenAI models, or
     /// [`CharEstimate`](context_window::CharEstimate) for a free estimate).
     pub fn token_counter(mut self, counter: Arc<dyn TokenCounter>) -> Self {
-        self.counter = counter;
+        self.config.counter = counter;
         self
     }
 
     /// Summarizes what the window drops, after each turn that drops more.
     pub fn summarizer(mut self, summarizer: Arc<dyn Summarizer>) -> Self {
-        self.summarizer = Some(summarizer);
+        self.config.summarizer = Some(summarizer);
         self
     }
 
     /// Adds a middleware (see [`Middleware`] for the order).
     pub fn middleware(mut self, middleware: Arc<dyn Middleware>) -> Self {
-        self.middleware.push(middleware);
+        self.config.middleware.push(middleware);
         self
     }
 
     /// Tools the model may call, run between provider calls.
     pub fn tools(mut self, tools: Arc<dyn ToolHandler>) -> Self {
-        self.tools = Some(tools);
+        self.config.tools = Some(tools);
         self
     }
 
     /// Most provider calls answering tool results in one turn (default 8).
     pub fn max_tool_rounds(mut self, rounds: usize) -> Self {
-        self.max_tool_rounds = rounds;
+        self.config.max_tool_rounds = rounds;
         self
     }
 
     /// What to do when another process's turn lands first.
     pub fn concurrency(mut self, policy: Concurrency) -> Self {
-        self.concurrency = policy;
+        self.config.concurrency = policy;
         self
     }
 
     /// A system prompt for sessions that have none stored.
     pub fn system_prompt(mut self, prompt: impl Into<String>) -> Self {
-        self.system_prompt = Some(prompt.into());
+        self.config.system_prompt = Some(prompt.into());
         self
     }
 
     /// Default sampling temperature.
     pub fn temperature(mut self, t: f32) -> Self {
-        self.temperature = Some(t);
+        self.config.temperature = Some(t);
         self
     }
 
     /// Default most tokens to generate.
     pub fn max_tokens(mut self, n: u32) -> Self {
-        self.max_tokens = Some(n);
+        self.config.max_tokens = Some(n);
         self
     }
 
@@ -224,21 +213,8 @@ impl PipelineBuilder {
     #[must_use]
     pub fn build(self) -> Pipeline {
         Pipeline {
-            inner: Arc::new(Inner {
-                locks: Mutex::new(HashMap::new()),
-                store: self.store,
-                provider: self.provider,
-                policy: self.policy,
-                counter: self.counter,
-                summarizer: self.summarizer,
-                middleware: self.middleware,
-                tools: self.tools,
-                max_tool_rounds: self.max_tool_rounds,
-                concurrency: self.concurrency,
-                system_prompt: self.system_prompt,
-                temperature: self.temperature,
-                max_tokens: self.max_tokens,
-            }),
+            inner: Arc::new(self.config),
+            locks: Arc::default(),
         }
     }
 }
@@ -246,12 +222,13 @@ impl PipelineBuilder {
 /// Session middleware around a provider. Cheap to clone.
 #[derive(Clone)]
 pub struct Pipeline {
-    inner: Arc<Inner>,
+    inner: Arc<Config>,
+    /// Per-session execution locks (entries die with their last user).
+    locks: Arc<Mutex<HashMap<SessionId, Weak<tokio::sync::Mutex<()>>>>>,
 }
 
-struct Inner {
-    /// Per-session execution locks (entries die with their last user).
-    locks: Mutex<HashMap<SessionId, Weak<tokio::sync::Mutex<()>>>>,
+/// Everything a pipeline is configured with.
+struct Config {
     store: Arc<dyn Store>,
     provider: Arc<dyn Provider>,
     policy: WindowPolicy,
@@ -310,20 +287,22 @@ impl Pipeline {
     /// A pipeline over `store` and `provider`; configure it, then `build`.
     pub fn builder(store: Arc<dyn Store>, provider: Arc<dyn Provider>) -> PipelineBuilder {
         PipelineBuilder {
-            store,
-            provider,
-            policy: WindowPolicy::default().max_messages(50),
-            counter: Arc::new(context_window::exact(
-                context_window::OpenAiEncoding::O200kBase,
-            )),
-            summarizer: None,
-            middleware: Vec::new(),
-            tools: None,
-            max_tool_rounds: 8,
-            concurrency: Concurrency::default(),
-            system_prompt: None,
-            temperature: None,
-            max_tokens: None,
+            config: Config {
+                store,
+                provider,
+                policy: WindowPolicy::default().max_messages(50),
+                counter: Arc::new(context_window::exact(
+                    context_window::OpenAiEncoding::O200kBase,
+                )),
+                summarizer: None,
+                middleware: Vec::new(),
+                tools: None,
+                max_tool_rounds: 8,
+                concurrency: Concurrency::default(),
+                system_prompt: None,
+                temperature: None,
+                max_tokens: None,
+            },
         }
     }
 
@@ -335,7 +314,6 @@ impl Pipeline {
 
     fn session_lock(&self, id: &SessionId) -> Arc<tokio::sync::Mutex<()>> {
         let mut locks = self
-            .inner
             .locks
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
