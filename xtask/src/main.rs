@@ -3,9 +3,12 @@
 //!
 //! ```text
 //! cargo xtask ci      # everything CI checks, on a fresh machine
-//! cargo xtask bench   # the criterion benchmarks
+//! cargo xtask bench   # every benchmark and redis-benchmark → docs/benchmarks.md
 //! ```
 #![allow(clippy::print_stdout, clippy::print_stderr)]
+
+mod bench;
+mod json;
 
 use std::env;
 use std::path::{Path, PathBuf};
@@ -18,7 +21,8 @@ const USAGE: &str = "usage: cargo xtask <job>
 
 jobs:
   ci     fmt, clippy, tests, rustdoc and cargo-deny: what CI runs
-  bench  the criterion benchmarks (extra arguments go to criterion, e.g. a filter)
+  bench  every criterion suite and redis-benchmark, then writes docs/benchmarks.md
+         (`--quick`: 10 samples of 1 s each; other arguments go to criterion, e.g. a filter)
   fuzz   every cargo-fuzz target for a bounded time (default 60 s each; --seconds N)
   soak   the model-checked mixed load on Redis and a cluster for a bounded time (default 300 s; --seconds N)";
 
@@ -26,7 +30,7 @@ fn main() -> ExitCode {
     let args: Vec<String> = env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("ci") => ci(),
-        Some("bench") => bench(args.get(1..).unwrap_or_default()),
+        Some("bench") => bench::bench(args.get(1..).unwrap_or_default()),
         Some("fuzz") => fuzz(args.get(1..).unwrap_or_default()),
         Some("soak") => soak(args.get(1..).unwrap_or_default()),
         Some("help" | "-h" | "--help") | None => {
@@ -121,10 +125,11 @@ fn on_path(program: &str) -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
-/// Installs Debian's redis-server and redis-tools (redis-cli) when missing:
-/// the Redis tests start their own throwaway servers from these binaries.
+/// Installs Debian's redis-server and redis-tools (redis-cli,
+/// redis-benchmark) when missing: the Redis tests and benchmarks start their
+/// own throwaway servers from these binaries.
 fn ensure_redis() -> Result {
-    if on_path("redis-server") && on_path("redis-cli") {
+    if on_path("redis-server") && on_path("redis-cli") && on_path("redis-benchmark") {
         return Ok(());
     }
     let root = Command::new("id")
@@ -199,13 +204,6 @@ fn ci() -> Result {
     )?;
     eprintln!("\nci: all checks passed");
     Ok(())
-}
-
-fn bench(criterion_args: &[String]) -> Result {
-    let mut cmd = cargo();
-    cmd.args(["bench", "--workspace", "--"])
-        .args(criterion_args);
-    run("benchmarks", &mut cmd)
 }
 
 /// A redis-server on a free loopback port, killed on drop.

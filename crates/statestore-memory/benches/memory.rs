@@ -14,7 +14,7 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use statestore_core::{Expect, Message, SessionId, Store};
 use statestore_memory::MemoryStore;
 
@@ -110,5 +110,84 @@ fn load_and_fork(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, per_turn, load_and_fork);
+/// Turns a thread takes before the sessions are reset (untimed), so that a
+/// hot session grows by at most 2 × this many messages while measured.
+const TURNS_PER_ROUND: u64 = 10_000;
+
+/// Throughput of turns (append 2 + `load_recent(20)`, `Expect::Any` so that
+/// two writers on one session never conflict) on one thread, on two threads
+/// with a session each, and on two threads sharing one hot session. Each
+/// session starts every round as a fork of a 100-message history. The time
+/// reported is wall-clock time per turn over all threads: a store that
+/// scales shows half the one-thread figure on two threads.
+fn threads(c: &mut Criterion) {
+    let mut group =
+        c.benchmark_group("memory/turns on threads(append 2 + load_recent 20, history 100)");
+    group.throughput(Throughput::Elements(1));
+    for (name, threads, hot) in [
+        ("1 thread", 1, false),
+        ("2 threads, different sessions", 2, false),
+        ("2 threads, one hot session", 2, true),
+    ] {
+        let (store, template) = filled(100);
+        let ids: Vec<SessionId> = (0..threads)
+            .map(|t| SessionId::new(format!("thread-{}", if hot { 0 } else { t })).unwrap())
+            .collect();
+        let runtimes: Vec<tokio::runtime::Runtime> = (0..threads)
+            .map(|_| {
+                tokio::runtime::Builder::new_current_thread()
+                    .build()
+                    .unwrap()
+            })
+            .collect();
+        let reset = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let user = Message::user("What's my name?");
+        let reply = Message::assistant("Your name is Alice.");
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                let mut done = 0;
+                while done < iters {
+                    reset.block_on(async {
+                        for id in &ids {
+                            store.delete(id).await.unwrap();
+                            store.fork(&template, id).await.unwrap();
+                        }
+                    });
+                    let n = (TURNS_PER_ROUND * threads as u64).min(iters - done);
+                    let start = Instant::now();
+                    std::thread::scope(|scope| {
+                        for (t, (id, rt)) in ids.iter().zip(&runtimes).enumerate() {
+                            // Split n turns as evenly as possible.
+                            let mine =
+                                n / threads as u64 + u64::from((t as u64) < n % threads as u64);
+                            let (store, user, reply) = (&store, &user, &reply);
+                            scope.spawn(move || {
+                                rt.block_on(async {
+                                    for _ in 0..mine {
+                                        let recent =
+                                            store.load_recent(id, 20).await.unwrap().unwrap();
+                                        black_box(&recent);
+                                        let turn = vec![user.clone(), reply.clone()];
+                                        black_box(
+                                            store.append(id, turn, Expect::Any).await.unwrap(),
+                                        );
+                                    }
+                                });
+                            });
+                        }
+                    });
+                    total += start.elapsed();
+                    done += n;
+                }
+                total
+            });
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, per_turn, load_and_fork, threads);
 criterion_main!(benches);

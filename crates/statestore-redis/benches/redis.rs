@@ -8,6 +8,7 @@
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::indexing_slicing,
+    clippy::print_stdout,
     reason = "benchmark code"
 )]
 
@@ -21,6 +22,8 @@ use statestore_redis::RedisStore;
 use statestore_redis::testing::RedisServer;
 
 const LENGTHS: [usize; 4] = [10, 100, 1_000, 10_000];
+const GROUP_TURN: &str = "redis/turn(append 2 + load_recent 20)";
+const GROUP_BLOB: &str = "redis/blob baseline turn(GET + parse + push 2 + SET)";
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -67,7 +70,7 @@ fn per_turn(c: &mut Criterion) {
     let store = rt
         .block_on(RedisStore::builder().connect(&server.url()))
         .unwrap();
-    let mut group = c.benchmark_group("redis/turn(append 2 + load_recent 20)");
+    let mut group = c.benchmark_group(GROUP_TURN);
     let id = SessionId::new("turn").unwrap();
     for len in LENGTHS {
         let template = SessionId::new(format!("template-{len}")).unwrap();
@@ -94,8 +97,31 @@ fn per_turn(c: &mut Criterion) {
                 }
             });
         });
+        // The server's own time per script call at this length, from 100
+        // turns on a fresh fork (the timed loop's forks would skew it).
+        rt.block_on(async {
+            store.delete(&id).await.unwrap();
+            store.fork(&template, &id).await.unwrap();
+        });
+        server.reset_stats().unwrap();
+        rt.block_on(async {
+            for _ in 0..100 {
+                turn(&store, &id).await;
+            }
+        });
+        print_server_costs(&server, &format!("{GROUP_TURN}/{len}"), "eval");
     }
     group.finish();
+}
+
+/// Prints a `bench-metric:` line with the server's time per call of each
+/// command starting with `prefix` since the last stats reset.
+fn print_server_costs(server: &RedisServer, id: &str, prefix: &str) {
+    for (command, calls, usec) in server_costs(server) {
+        if command.starts_with(prefix) && calls > 0 {
+            println!("bench-metric: {id}/server time per {command} = {usec:.2} µs ({calls} calls)");
+        }
+    }
 }
 
 /// 64 sessions taking one turn each, concurrently: ConnectionManager (one
@@ -144,6 +170,101 @@ fn concurrent_sessions(c: &mut Criterion) {
     group.finish();
 }
 
+/// Server-side cost per call, from `INFO commandstats`: `(command,
+/// calls, usec_per_call)` for every command with calls.
+fn server_costs(server: &RedisServer) -> Vec<(String, u64, f64)> {
+    let info = server.cli(&["INFO", "commandstats"]).unwrap();
+    info.lines()
+        .filter_map(|line| {
+            let (name, fields) = line.trim().strip_prefix("cmdstat_")?.split_once(':')?;
+            let field = |key: &str| {
+                fields
+                    .split(',')
+                    .find_map(|f| f.strip_prefix(key)?.strip_prefix('='))
+            };
+            let calls = field("calls")?.parse().ok()?;
+            let usec = field("usec_per_call")?.parse().ok()?;
+            Some((name.to_owned(), calls, usec))
+        })
+        .collect()
+}
+
+/// Continuous load from 64 sessions at once — each of 64 tasks issues its
+/// next call as soon as the last one returns, as `redis-benchmark -c 64`
+/// does — so the figure compares with `redis-benchmark -c 64 -t
+/// rpush,lrange_100` (`cargo xtask bench` runs both). One iteration is one
+/// call; the time reported is wall-clock time per call over all 64 tasks.
+/// After each benchmark, the server's own time per script call (`INFO
+/// commandstats`) is printed as a `bench-metric:` line.
+fn throughput(c: &mut Criterion) {
+    const SESSIONS: usize = 64;
+    let rt = runtime();
+    let server = RedisServer::start().unwrap();
+    let manager = rt
+        .block_on(RedisStore::builder().prefix("m:").connect(&server.url()))
+        .unwrap();
+    let pool = deadpool_redis::Config::from_url(server.url())
+        .create_pool(Some(deadpool_redis::Runtime::Tokio1))
+        .unwrap();
+    let pooled = RedisStore::builder().prefix("p:").build(pool).unwrap();
+    let ids: Arc<Vec<SessionId>> = Arc::new(
+        (0..SESSIONS)
+            .map(|i| SessionId::new(format!("t{i}")).unwrap())
+            .collect(),
+    );
+    let group_name = "redis/64 sessions, continuous calls";
+    let mut group = c.benchmark_group(group_name);
+    group.throughput(Throughput::Elements(1));
+    for (connection, store) in [("ConnectionManager", manager), ("deadpool Pool", pooled)] {
+        let store: Arc<dyn Store> = Arc::new(store);
+        rt.block_on(async {
+            for id in ids.iter() {
+                fill(&*store, id, 100).await;
+            }
+        });
+        for append in [true, false] {
+            let op = if append {
+                "append 1 message"
+            } else {
+                "load_recent 20"
+            };
+            let name = format!("{op}, {connection}");
+            server.reset_stats().unwrap();
+            group.bench_function(&name, |b| {
+                b.to_async(&rt).iter_custom(|iters| {
+                    let (store, ids) = (Arc::clone(&store), Arc::clone(&ids));
+                    async move {
+                        let start = Instant::now();
+                        let mut tasks = tokio::task::JoinSet::new();
+                        for i in 0..SESSIONS {
+                            let (store, ids) = (Arc::clone(&store), Arc::clone(&ids));
+                            let mine = iters / SESSIONS as u64
+                                + u64::from((i as u64) < iters % SESSIONS as u64);
+                            tasks.spawn(async move {
+                                let id = &ids[i];
+                                for _ in 0..mine {
+                                    if append {
+                                        let m = vec![Message::user("What's my name?")];
+                                        black_box(store.append(id, m, Expect::Any).await.unwrap());
+                                    } else {
+                                        black_box(store.load_recent(id, 20).await.unwrap());
+                                    }
+                                }
+                            });
+                        }
+                        while let Some(r) = tasks.join_next().await {
+                            r.unwrap();
+                        }
+                        start.elapsed()
+                    }
+                });
+            });
+            print_server_costs(&server, &format!("{group_name}/{name}"), "eval");
+        }
+    }
+    group.finish();
+}
+
 fn load_and_fork(c: &mut Criterion) {
     let rt = runtime();
     let server = RedisServer::start().unwrap();
@@ -184,7 +305,7 @@ fn blob_baseline_turn(c: &mut Criterion) {
     let mut conn = rt
         .block_on(client.get_multiplexed_async_connection())
         .unwrap();
-    let mut group = c.benchmark_group("redis/blob baseline turn(GET + parse + push 2 + SET)");
+    let mut group = c.benchmark_group(GROUP_BLOB);
     for len in LENGTHS {
         let key = format!("blob-{len}");
         let history: Vec<Message> = (0..len)
@@ -200,6 +321,7 @@ fn blob_baseline_turn(c: &mut Criterion) {
                 .await
                 .unwrap();
         });
+        server.reset_stats().unwrap();
         group.bench_with_input(BenchmarkId::from_parameter(len), &len, |b, _| {
             b.to_async(&rt).iter(|| {
                 let mut conn = conn.clone();
@@ -218,6 +340,9 @@ fn blob_baseline_turn(c: &mut Criterion) {
                 }
             });
         });
+        for command in ["get", "set"] {
+            print_server_costs(&server, &format!("{GROUP_BLOB}/{len}"), command);
+        }
     }
     group.finish();
 }
@@ -227,6 +352,7 @@ criterion_group!(
     per_turn,
     blob_baseline_turn,
     concurrent_sessions,
+    throughput,
     load_and_fork
 );
 criterion_main!(benches);

@@ -1,0 +1,159 @@
+//! What `Pipeline::execute` costs on top of the store: one execute with the
+//! offline provider (no network, a few microseconds of "model") on the
+//! memory store and on a throwaway local redis-server, against a history of
+//! about 100 messages. Compare with the stores' own per-turn benchmarks at
+//! length 100 (`memory/turn…/100`, `redis/turn…/100`): the difference is the
+//! pipeline's overhead (id check, token annotation, window selection,
+//! request building, per-session lock, usage accounting).
+//!
+//! ```text
+//! cargo bench -p pipeline --bench execute
+//! ```
+#![allow(
+    missing_docs,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::print_stdout,
+    reason = "benchmark code"
+)]
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use context_window::{CharEstimate, WindowPolicy, annotate};
+use criterion::{Criterion, criterion_group, criterion_main};
+use pipeline::{OfflineProvider, Pipeline};
+use statestore_core::{Expect, Message, Role, SessionId, Store};
+use statestore_memory::MemoryStore;
+use statestore_redis::RedisStore;
+use statestore_redis::testing::RedisServer;
+
+/// Executes between re-forks of the session from its template (untimed):
+/// the history grows from 100 to at most 100 + 2 × this while measured.
+const EXECUTES_PER_FORK: u64 = 50;
+
+const GROUP: &str = "pipeline/execute(offline provider, history 100)";
+
+async fn template(store: &dyn Store, id: &SessionId) {
+    let _ = store.delete(id).await.unwrap();
+    let history = (0..100)
+        .map(|i| {
+            let mut m = if i % 2 == 0 {
+                Message::user(format!(
+                    "message {i}: some ordinary chat text of moderate length"
+                ))
+            } else {
+                Message::assistant(format!(
+                    "message {i}: some ordinary chat text of moderate length"
+                ))
+            };
+            annotate(&CharEstimate, &mut m);
+            m
+        })
+        .collect();
+    store.append(id, history, Expect::Any).await.unwrap();
+}
+
+fn execute(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let server = RedisServer::start().unwrap();
+    let redis = rt
+        .block_on(RedisStore::builder().connect(&server.url()))
+        .unwrap();
+    let mut group = c.benchmark_group(GROUP);
+    let stores: [(&str, Arc<dyn Store>); 2] = [
+        ("memory", Arc::new(MemoryStore::new())),
+        ("redis", Arc::new(redis)),
+    ];
+    let template_id = SessionId::new("template").unwrap();
+    let session = "bench-session";
+    let id = SessionId::new(session).unwrap();
+    for (name, store) in stores {
+        rt.block_on(template(&*store, &template_id));
+        let pipe = Pipeline::builder(Arc::clone(&store), Arc::new(OfflineProvider::new()))
+            .window(
+                WindowPolicy::default()
+                    .max_messages(20)
+                    .token_budget(128_000, 4_000),
+            )
+            .build();
+        group.bench_function(name, |b| {
+            b.to_async(&rt).iter_custom(|iters| {
+                let (store, pipe, template_id, id) = (&store, &pipe, &template_id, &id);
+                async move {
+                    let mut total = Duration::ZERO;
+                    let mut done = 0;
+                    while done < iters {
+                        store.delete(id).await.unwrap();
+                        store.fork(template_id, id).await.unwrap();
+                        let n = EXECUTES_PER_FORK.min(iters - done);
+                        let start = Instant::now();
+                        for _ in 0..n {
+                            let out = pipe
+                                .execute(session, Role::User, "What's my name?")
+                                .await
+                                .unwrap();
+                            black_box(out);
+                        }
+                        total += start.elapsed();
+                        done += n;
+                    }
+                    total
+                }
+            });
+        });
+        if name == "redis" {
+            // Round trips per execute and the server's time per call, from
+            // 100 executes on a fresh fork.
+            rt.block_on(async {
+                store.delete(&id).await.unwrap();
+                store.fork(&template_id, &id).await.unwrap();
+            });
+            server.reset_stats().unwrap();
+            rt.block_on(async {
+                for _ in 0..100 {
+                    pipe.execute(session, Role::User, "What's my name?")
+                        .await
+                        .unwrap();
+                }
+            });
+            let info = server.cli(&["INFO", "commandstats"]).unwrap();
+            for line in info.lines() {
+                let Some((command, fields)) = line
+                    .trim()
+                    .strip_prefix("cmdstat_")
+                    .and_then(|l| l.split_once(':'))
+                else {
+                    continue;
+                };
+                let field = |key: &str| {
+                    fields
+                        .split(',')
+                        .find_map(|f| f.strip_prefix(key)?.strip_prefix('='))
+                        .and_then(|v| v.parse::<f64>().ok())
+                };
+                if let (true, Some(calls), Some(usec)) = (
+                    command.starts_with("eval"),
+                    field("calls"),
+                    field("usec_per_call"),
+                ) {
+                    println!(
+                        "bench-metric: {GROUP}/redis/{command} calls per execute = {:.2} \
+                         ({usec:.2} µs server time per call)",
+                        calls / 100.0
+                    );
+                }
+            }
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, execute);
+criterion_main!(benches);

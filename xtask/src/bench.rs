@@ -1,0 +1,1107 @@
+//! `cargo xtask bench [--quick] [criterion filter…]`: runs every criterion
+//! suite and `redis-benchmark`, then writes `docs/benchmarks.md`.
+//!
+//! The page is generated from what this run measured and nothing else:
+//! every criterion group that ran gets a table (groups added later, such as
+//! the token-counting suite, appear without changes here), and a short list
+//! of targets is computed from known benchmark ids — a target whose
+//! benchmark did not run reads "not measured". Everything from the
+//! `## Analysis` heading on is hand-written and kept across runs.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Instant, SystemTime};
+
+use crate::json::Json;
+use crate::{Result, TempRedis, cargo, ensure_redis, root, run};
+
+/// Criterion settings of the two modes.
+const QUICK_ARGS: [&str; 6] = [
+    "--warm-up-time",
+    "0.5",
+    "--measurement-time",
+    "1",
+    "--sample-size",
+    "10",
+];
+const FULL_ARGS: [&str; 0] = [];
+
+/// `redis-benchmark` settings: concurrency matches the 64-session suites.
+const CLIENTS: u32 = 64;
+/// How the one-client round-trip test is labelled.
+const ONE_CLIENT: &str = "(one client, -c 1)";
+const QUICK_REQUESTS: u32 = 100_000;
+const FULL_REQUESTS: u32 = 500_000;
+const QUICK_RUNS: usize = 3;
+const FULL_RUNS: usize = 5;
+
+/// Benchmark ids the targets are computed from.
+const MEMORY_TURN: &str = "memory/turn(append 2 + load_recent 20)";
+const REDIS_TURN: &str = "redis/turn(append 2 + load_recent 20)";
+const BLOB_TURN: &str = "redis/blob baseline turn(GET + parse + push 2 + SET)";
+const CONTINUOUS: &str = "redis/64 sessions, continuous calls";
+const SELECT: &str = "context-window/select over 10,000 cached messages";
+const COUNT_ENGLISH: &str = "count/english";
+const COUNT_WORST: [&str; 2] = ["count/worst-a", "count/worst-space"];
+/// The default exact counter (the `bpe-openai` feature) is what the
+/// counting targets are checked on.
+const DEFAULT_COUNTER: &str = "bpe-openai/";
+const PIPELINE: &str = "pipeline/execute(offline provider, history 100)";
+const THREADS: &str = "memory/turns on threads(append 2 + load_recent 20, history 100)";
+
+const DOC: &str = "docs/benchmarks.md";
+const ANALYSIS: &str = "## Analysis";
+
+/// One criterion benchmark's result (times in nanoseconds).
+#[derive(Debug, Clone)]
+struct Measured {
+    group: String,
+    /// The id within the group: function and/or parameter.
+    name: String,
+    full_id: String,
+    median: f64,
+    lower: f64,
+    upper: f64,
+    mad: f64,
+    throughput: Option<Throughput>,
+    /// When its estimates were written: the order benchmarks ran in.
+    written: SystemTime,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Throughput {
+    Elements(f64),
+    /// Bytes, reported in MiB/s.
+    Bytes(f64),
+    /// Bytes, reported in MB/s.
+    BytesDecimal(f64),
+}
+
+impl Measured {
+    /// Elements or bytes per second at the median.
+    fn per_second(&self) -> Option<f64> {
+        let n = match self.throughput? {
+            Throughput::Elements(n) | Throughput::Bytes(n) | Throughput::BytesDecimal(n) => n,
+        };
+        Some(n / (self.median * 1e-9))
+    }
+}
+
+/// One `redis-benchmark` test over several runs.
+#[derive(Debug, Clone, Default)]
+struct RedisBench {
+    rps: Vec<f64>,
+    p50_ms: Vec<f64>,
+    usec_per_call: Option<f64>,
+}
+
+pub(crate) fn bench(args: &[String]) -> Result {
+    let quick = args.iter().any(|a| a == "--quick");
+    let filters: Vec<&String> = args.iter().filter(|a| *a != "--quick").collect();
+    let criterion_args: &[&str] = if quick { &QUICK_ARGS } else { &FULL_ARGS };
+    ensure_redis()?;
+    let wall = Instant::now();
+    let started = SystemTime::now();
+    let load_before = load_average();
+    let git = git_describe();
+
+    run(
+        "build the benchmarks",
+        cargo().args(bench_args()).arg("--no-run"),
+    )?;
+    let redis_bench = redis_benchmark(quick)?;
+    let metrics = run_suites(criterion_args, &filters)?;
+    let results = criterion_results(started)?;
+    if results.is_empty() {
+        return Err("no criterion results were written by this run".into());
+    }
+    let minutes = wall.elapsed().as_secs_f64() / 60.0;
+    let run = RunInfo {
+        quick,
+        filters: filters.iter().map(|s| s.to_string()).collect(),
+        criterion_args: criterion_args.iter().map(|s| s.to_string()).collect(),
+        minutes,
+        load_before,
+        load_after: load_average(),
+        git,
+    };
+    let doc = render(&run, &results, &redis_bench, &metrics);
+    let path = root().join(DOC);
+    let analysis = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|old| {
+            old.find(&format!("\n{ANALYSIS}\n"))
+                .and_then(|at| old.get(at + 1..).map(str::to_owned))
+        })
+        .unwrap_or_else(|| {
+            format!(
+                "{ANALYSIS}\n\nHand-written; `cargo xtask bench` keeps everything from this \
+                 heading on.\n"
+            )
+        });
+    std::fs::write(&path, format!("{doc}\n{analysis}"))
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    eprintln!(
+        "\nbench: wrote {DOC} ({} benchmarks, {minutes:.1} min)",
+        results.len()
+    );
+    Ok(())
+}
+
+/// `cargo bench` over every bench target of the workspace (`--bench '*'`
+/// leaves out the libraries' libtest harnesses, which reject criterion's
+/// options), every feature on so that the Redis suites build.
+fn bench_args() -> [&'static str; 5] {
+    ["bench", "--workspace", "--all-features", "--bench", "*"]
+}
+
+/// Runs the suites, echoing their output and collecting the `bench-metric:`
+/// lines that benchmarks measuring something other than time print.
+fn run_suites(criterion_args: &[&str], filters: &[&String]) -> Result<Vec<(String, String)>> {
+    let mut cmd = cargo();
+    cmd.args(bench_args())
+        .arg("--")
+        .args(criterion_args)
+        .args(filters)
+        .stdout(Stdio::piped());
+    let step = "benchmarks";
+    let started = Instant::now();
+    eprintln!("\n==> {step}\n    $ {cmd:?}");
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("{step}: could not start: {e}"))?;
+    let mut metrics = Vec::new();
+    if let Some(out) = child.stdout.take() {
+        for line in BufReader::new(out).lines() {
+            let line = line.map_err(|e| format!("{step}: {e}"))?;
+            println!("{line}");
+            if let Some((id, value)) = line
+                .strip_prefix("bench-metric: ")
+                .and_then(|m| m.split_once(" = "))
+            {
+                metrics.push((id.trim().to_owned(), value.trim().to_owned()));
+            }
+        }
+    }
+    let status = child.wait().map_err(|e| format!("{step}: {e}"))?;
+    eprintln!("    ({step}: {:.1}s)", started.elapsed().as_secs_f64());
+    if status.success() {
+        Ok(metrics)
+    } else {
+        Err(format!("{step} failed ({status})"))
+    }
+}
+
+/// Where criterion writes: `$CRITERION_HOME`, else the target directory's
+/// `criterion/`.
+fn criterion_home() -> PathBuf {
+    if let Some(home) = std::env::var_os("CRITERION_HOME") {
+        return PathBuf::from(home);
+    }
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| root().join("target"), PathBuf::from)
+        .join("criterion")
+}
+
+/// Every benchmark whose `new/estimates.json` was written since `since`.
+fn criterion_results(since: SystemTime) -> Result<Vec<Measured>> {
+    let mut found = Vec::new();
+    let home = criterion_home();
+    let mut dirs = vec![home.clone()];
+    while let Some(dir) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if !path.is_dir() {
+                continue;
+            }
+            if path.file_name().is_some_and(|n| n == "new") {
+                if let Some(m) = read_result(&path, since)? {
+                    found.push(m);
+                }
+            } else {
+                dirs.push(path);
+            }
+        }
+    }
+    found.sort_by_key(|m| m.written);
+    Ok(found)
+}
+
+fn read_json(path: &Path) -> Result<Json> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    Json::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn read_result(new: &Path, since: SystemTime) -> Result<Option<Measured>> {
+    let estimates_path = new.join("estimates.json");
+    let Ok(written) = std::fs::metadata(&estimates_path).and_then(|m| m.modified()) else {
+        return Ok(None);
+    };
+    if written < since {
+        return Ok(None);
+    }
+    let estimates = read_json(&estimates_path)?;
+    let benchmark = read_json(&new.join("benchmark.json"))?;
+    let text = |key: &str| benchmark.get(key).and_then(Json::str).map(str::to_owned);
+    let bad = |what: &str| format!("{}: no {what}", new.display());
+    let number = |path: &[&str]| estimates.at(path).and_then(Json::num);
+    let group = text("group_id").ok_or_else(|| bad("group_id"))?;
+    let full_id = text("full_id").ok_or_else(|| bad("full_id"))?;
+    let name = match (text("function_id"), text("value_str")) {
+        (Some(f), Some(v)) => format!("{f}/{v}"),
+        (Some(f), None) => f,
+        (None, Some(v)) => v,
+        (None, None) => full_id.clone(),
+    };
+    let throughput = benchmark.get("throughput").and_then(|t| {
+        let n = |key: &str| t.get(key).and_then(Json::num);
+        n("Elements")
+            .map(Throughput::Elements)
+            .or_else(|| n("Bytes").map(Throughput::Bytes))
+            .or_else(|| n("BytesDecimal").map(Throughput::BytesDecimal))
+    });
+    Ok(Some(Measured {
+        group,
+        name,
+        full_id,
+        median: number(&["median", "point_estimate"]).ok_or_else(|| bad("median"))?,
+        lower: number(&["median", "confidence_interval", "lower_bound"])
+            .ok_or_else(|| bad("median interval"))?,
+        upper: number(&["median", "confidence_interval", "upper_bound"])
+            .ok_or_else(|| bad("median interval"))?,
+        mad: number(&["median_abs_dev", "point_estimate"]).unwrap_or(f64::NAN),
+        throughput,
+        written,
+    }))
+}
+
+/// Runs `redis-benchmark -c 64` for RPUSH and LRANGE_100 against a
+/// throwaway server, several times, and reads the server's own time per
+/// call from `INFO commandstats` afterwards.
+fn redis_benchmark(quick: bool) -> Result<BTreeMap<String, RedisBench>> {
+    let (requests, runs) = if quick {
+        (QUICK_REQUESTS, QUICK_RUNS)
+    } else {
+        (FULL_REQUESTS, FULL_RUNS)
+    };
+    let server = TempRedis::start()?;
+    let port = server.port.to_string();
+    let mut tests: BTreeMap<String, RedisBench> = BTreeMap::new();
+    for i in 1..=runs {
+        let step = format!("redis-benchmark {i}/{runs}");
+        eprintln!("\n==> {step}");
+        let out = Command::new("redis-benchmark")
+            .args(["-h", "127.0.0.1", "-p", &port])
+            .args(["-c", &CLIENTS.to_string(), "-n", &requests.to_string()])
+            .args(["-t", "rpush,lrange_100", "--csv"])
+            .stderr(Stdio::inherit())
+            .output()
+            .map_err(|e| format!("{step}: could not start: {e}"))?;
+        if !out.status.success() {
+            return Err(format!("{step} failed ({})", out.status));
+        }
+        let csv = String::from_utf8_lossy(&out.stdout);
+        eprint!("{csv}");
+        for (test, rps, p50) in parse_csv(&csv)? {
+            let entry = tests.entry(test).or_default();
+            entry.rps.push(rps);
+            entry.p50_ms.extend(p50);
+        }
+        // The loopback round trip with one client: the floor under every
+        // single-connection Redis figure (on a VM, mostly the time to wake
+        // an idle vCPU).
+        let out = Command::new("redis-benchmark")
+            .args(["-h", "127.0.0.1", "-p", &port, "-c", "1", "-n", "20000"])
+            .args(["-t", "ping_mbulk", "--csv"])
+            .stderr(Stdio::inherit())
+            .output()
+            .map_err(|e| format!("{step}: could not start: {e}"))?;
+        let csv = String::from_utf8_lossy(&out.stdout);
+        eprint!("{csv}");
+        for (test, rps, p50) in parse_csv(&csv)? {
+            let entry = tests.entry(format!("{test} {ONE_CLIENT}")).or_default();
+            entry.rps.push(rps);
+            entry.p50_ms.extend(p50);
+        }
+    }
+    let info = Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", &port, "INFO", "commandstats"])
+        .output()
+        .map_err(|e| format!("redis-cli: {e}"))?;
+    for line in String::from_utf8_lossy(&info.stdout).lines() {
+        let Some((command, fields)) = line
+            .trim()
+            .strip_prefix("cmdstat_")
+            .and_then(|l| l.split_once(':'))
+        else {
+            continue;
+        };
+        let usec = fields
+            .split(',')
+            .find_map(|f| f.strip_prefix("usec_per_call="))
+            .and_then(|u| u.parse().ok());
+        for (test, bench) in &mut tests {
+            let name = test.split_whitespace().next().unwrap_or_default();
+            let name = name.split('_').next().unwrap_or_default();
+            if name.eq_ignore_ascii_case(command) {
+                bench.usec_per_call = usec;
+            }
+        }
+    }
+    drop(server);
+    Ok(tests)
+}
+
+/// `redis-benchmark --csv`: a header naming the columns, then one quoted
+/// row per test. Returns (test, requests per second, p50 latency in ms).
+fn parse_csv(csv: &str) -> Result<Vec<(String, f64, Option<f64>)>> {
+    let split = |line: &str| -> Vec<String> {
+        line.split(',')
+            .map(|f| f.trim().trim_matches('"').to_owned())
+            .collect()
+    };
+    let mut lines = csv.lines().filter(|l| !l.trim().is_empty());
+    let header = split(lines.next().ok_or("redis-benchmark printed nothing")?);
+    let column = |name: &str| header.iter().position(|h| h == name);
+    let rps_at = column("rps").ok_or("redis-benchmark --csv: no rps column")?;
+    let p50_at = column("p50_latency_ms");
+    let mut rows = Vec::new();
+    for line in lines {
+        let fields = split(line);
+        let (Some(test), Some(rps)) = (fields.first(), fields.get(rps_at)) else {
+            continue;
+        };
+        let rps = rps
+            .parse()
+            .map_err(|_| format!("redis-benchmark --csv: bad rps in {line:?}"))?;
+        let p50 = p50_at
+            .and_then(|i| fields.get(i))
+            .and_then(|p| p.parse().ok());
+        rows.push((test.clone(), rps, p50));
+    }
+    Ok(rows)
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|| "?".into())
+}
+
+fn output(program: &str, args: &[&str]) -> Option<String> {
+    let out = Command::new(program).args(args).output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+fn git_describe() -> String {
+    let root = root();
+    let root = root.to_string_lossy();
+    let Some(head) = output("git", &["-C", &root, "rev-parse", "--short", "HEAD"]) else {
+        return "?".into();
+    };
+    let dirty = output(
+        "git",
+        &[
+            "-C",
+            &root,
+            "status",
+            "--porcelain",
+            "--",
+            "crates",
+            "xtask",
+        ],
+    )
+    .is_some_and(|s| !s.is_empty());
+    if dirty {
+        format!("{head} with uncommitted changes")
+    } else {
+        head
+    }
+}
+
+struct RunInfo {
+    quick: bool,
+    filters: Vec<String>,
+    criterion_args: Vec<String>,
+    minutes: f64,
+    load_before: String,
+    load_after: String,
+    git: String,
+}
+
+/// The machine and the versions, as table rows.
+fn machine(run: &RunInfo) -> Vec<(String, String)> {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let field = |name: &str| {
+        cpuinfo
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, v)| v.trim().to_owned())
+    };
+    let cores = std::thread::available_parallelism().map_or(0, usize::from);
+    let memory = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            let kb: f64 = m
+                .lines()
+                .find(|l| l.starts_with("MemTotal:"))?
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()?;
+            Some(format!("{:.1} GiB", kb / 1024.0 / 1024.0))
+        })
+        .unwrap_or_else(|| "?".into());
+    let os = std::fs::read_to_string("/etc/os-release")
+        .ok()
+        .and_then(|r| {
+            r.lines()
+                .find_map(|l| l.strip_prefix("PRETTY_NAME="))
+                .map(|v| v.trim_matches('"').to_owned())
+        })
+        .unwrap_or_else(|| "?".into());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map_or_else(|_| "?".into(), |k| k.trim().to_owned());
+    let redis = output("redis-server", &["--version"])
+        .and_then(|v| {
+            v.split_whitespace()
+                .find_map(|w| w.strip_prefix("v="))
+                .map(str::to_owned)
+        })
+        .unwrap_or_else(|| "?".into());
+    let lock = std::fs::read_to_string(root().join("Cargo.lock")).unwrap_or_default();
+    let locked = |krate: &str| {
+        let mut lines = lock.lines();
+        while let Some(line) = lines.next() {
+            if line == format!("name = \"{krate}\"") {
+                return lines
+                    .next()
+                    .and_then(|v| v.strip_prefix("version = "))
+                    .map(|v| format!("{krate} {}", v.trim_matches('"')));
+            }
+        }
+        None
+    };
+    let crates: Vec<String> = [
+        "criterion",
+        "redis",
+        "deadpool-redis",
+        "tokio",
+        "serde_json",
+    ]
+    .iter()
+    .filter_map(|k| locked(k))
+    .collect();
+    let mode = if run.quick {
+        "quick (`--quick`)"
+    } else {
+        "full"
+    };
+    let criterion = if run.criterion_args.is_empty() {
+        "criterion defaults (3 s warm-up, 5 s measurement, 100 samples)".to_owned()
+    } else {
+        format!("`{}`", run.criterion_args.join(" "))
+    };
+    let mut rows = vec![
+        (
+            "date".into(),
+            output("date", &["-u", "+%Y-%m-%d %H:%M UTC"]).unwrap_or_else(|| "?".into()),
+        ),
+        ("commit".into(), run.git.clone()),
+        ("run".into(), format!("{mode}: {criterion}")),
+    ];
+    if !run.filters.is_empty() {
+        rows.push((
+            "filter".into(),
+            format!("`{}` (a partial run)", run.filters.join(" ")),
+        ));
+    }
+    rows.extend([
+        (
+            "took".into(),
+            format!("{:.1} min (building the benchmarks included)", run.minutes),
+        ),
+        (
+            "CPU".into(),
+            format!(
+                "{cores} × {}",
+                field("model name").unwrap_or_else(|| "?".into())
+            ),
+        ),
+        ("memory".into(), memory),
+        ("OS".into(), format!("{os}, Linux {kernel}")),
+        (
+            "load average (1, 5, 15 min)".into(),
+            format!("{} before, {} after", run.load_before, run.load_after),
+        ),
+        (
+            "rustc".into(),
+            output("rustc", &["-V"]).unwrap_or_else(|| "?".into()),
+        ),
+        ("redis-server".into(), redis),
+        ("crates".into(), crates.join(", ")),
+    ]);
+    rows
+}
+
+/// Nanoseconds, to three significant figures.
+fn time(ns: f64) -> String {
+    let (value, unit) = if ns < 1e3 {
+        (ns, "ns")
+    } else if ns < 1e6 {
+        (ns / 1e3, "µs")
+    } else if ns < 1e9 {
+        (ns / 1e6, "ms")
+    } else {
+        (ns / 1e9, "s")
+    };
+    format!("{} {unit}", sig3(value))
+}
+
+fn sig3(x: f64) -> String {
+    if !x.is_finite() {
+        "?".into()
+    } else if x.abs() >= 100.0 {
+        format!("{x:.0}")
+    } else if x.abs() >= 10.0 {
+        format!("{x:.1}")
+    } else {
+        format!("{x:.2}")
+    }
+}
+
+/// A whole number with thousands separators.
+fn thousands(x: f64) -> String {
+    let digits = format!("{:.0}", x.abs());
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    if x < 0.0 { format!("-{out}") } else { out }
+}
+
+fn rate(m: &Measured) -> String {
+    match (m.throughput, m.per_second()) {
+        (Some(Throughput::Elements(_)), Some(r)) => format!("{}/s", thousands(r)),
+        (Some(Throughput::Bytes(_)), Some(r)) => format!("{} MiB/s", sig3(r / 1048576.0)),
+        (Some(Throughput::BytesDecimal(_)), Some(r)) => format!("{} MB/s", sig3(r / 1e6)),
+        _ => String::new(),
+    }
+}
+
+fn cell(s: &str) -> String {
+    s.replace('|', "\\|")
+}
+
+fn median_of(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v.get(n / 2).copied().unwrap_or(f64::NAN),
+        n => {
+            (v.get(n / 2 - 1).copied().unwrap_or(f64::NAN)
+                + v.get(n / 2).copied().unwrap_or(f64::NAN))
+                / 2.0
+        }
+    }
+}
+
+/// A target row: what, required, measured, verdict.
+struct Target {
+    what: String,
+    required: String,
+    measured: String,
+    pass: Option<bool>,
+}
+
+impl Target {
+    fn missing(what: &str, required: &str, absent: &str) -> Self {
+        Target {
+            what: what.into(),
+            required: required.into(),
+            measured: format!("not measured ({absent} did not run)"),
+            pass: None,
+        }
+    }
+}
+
+struct Lookup<'a>(&'a [Measured]);
+
+impl<'a> Lookup<'a> {
+    fn get(&self, full_id: &str) -> Option<&'a Measured> {
+        self.0.iter().find(|m| m.full_id == full_id)
+    }
+    fn group(&self, group: &str) -> Vec<&'a Measured> {
+        self.0.iter().filter(|m| m.group == group).collect()
+    }
+}
+
+fn flatness(r: &Lookup<'_>, store: &str, group: &str) -> Target {
+    let what = format!("{store}: per-turn cost at 10,000 messages ÷ at 10");
+    let required = "≤ 1.5×";
+    match (
+        r.get(&format!("{group}/10")),
+        r.get(&format!("{group}/10000")),
+    ) {
+        (Some(short), Some(long)) => {
+            let ratio = long.median / short.median;
+            Target {
+                what,
+                required: required.into(),
+                measured: format!(
+                    "{} ÷ {} = **{:.2}×**",
+                    time(long.median),
+                    time(short.median),
+                    ratio
+                ),
+                pass: Some(ratio <= 1.5),
+            }
+        }
+        _ => Target::missing(&what, required, &format!("`{group}`")),
+    }
+}
+
+fn targets(r: &Lookup<'_>, redis_bench: &BTreeMap<String, RedisBench>) -> Vec<Target> {
+    let mut out = vec![
+        flatness(r, "memory", MEMORY_TURN),
+        flatness(r, "Redis", REDIS_TURN),
+    ];
+
+    let what = "Redis at 10,000 messages: whole-blob baseline turn ÷ our turn";
+    out.push(
+        match (
+            r.get(&format!("{BLOB_TURN}/10000")),
+            r.get(&format!("{REDIS_TURN}/10000")),
+        ) {
+            (Some(blob), Some(ours)) => {
+                let x = blob.median / ours.median;
+                Target {
+                    what: what.into(),
+                    required: "≥ 100× faster".into(),
+                    measured: format!(
+                        "{} ÷ {} = **{x:.0}×**",
+                        time(blob.median),
+                        time(ours.median)
+                    ),
+                    pass: Some(x >= 100.0),
+                }
+            }
+            _ => Target::missing(what, "≥ 100× faster", &format!("`{BLOB_TURN}`")),
+        },
+    );
+
+    let what = "64 sessions: Redis appends/s (ConnectionManager) ÷ redis-benchmark RPUSH -c 64";
+    let rpush = redis_bench
+        .get("RPUSH")
+        .map(|b| median_of(&b.rps))
+        .filter(|x| x.is_finite());
+    out.push(
+        match (
+            r.get(&format!("{CONTINUOUS}/append 1 message, ConnectionManager"))
+                .and_then(Measured::per_second),
+            rpush,
+        ) {
+            (Some(ours), Some(raw)) => {
+                let share = ours / raw;
+                Target {
+                    what: what.into(),
+                    required: "≥ 50 %".into(),
+                    measured: format!(
+                        "{}/s ÷ {}/s = **{:.0} %**",
+                        thousands(ours),
+                        thousands(raw),
+                        share * 100.0
+                    ),
+                    pass: Some(share >= 0.5),
+                }
+            }
+            _ => Target::missing(
+                what,
+                "≥ 50 %",
+                &format!("`{CONTINUOUS}` or redis-benchmark"),
+            ),
+        },
+    );
+
+    let what = "memory store: append 2 + load_recent(20), slowest of the four lengths";
+    let turns = r.group(MEMORY_TURN);
+    out.push(
+        match turns.iter().max_by(|a, b| a.median.total_cmp(&b.median)) {
+            Some(worst) => Target {
+                what: what.into(),
+                required: "< 5 µs".into(),
+                measured: format!("**{}** (at {})", time(worst.median), worst.name),
+                pass: Some(worst.median < 5_000.0),
+            },
+            None => Target::missing(what, "< 5 µs", &format!("`{MEMORY_TURN}`")),
+        },
+    );
+
+    let what = "token counting on English, default exact counter (bpe-openai), slowest encoding";
+    let english: Vec<&Measured> = r
+        .group(COUNT_ENGLISH)
+        .into_iter()
+        .filter(|m| m.name.starts_with(DEFAULT_COUNTER))
+        .collect();
+    out.push(
+        match english
+            .iter()
+            .filter_map(|m| Some((m, m.per_second()?)))
+            .min_by(|a, b| a.1.total_cmp(&b.1))
+        {
+            Some((m, bytes)) => Target {
+                what: what.into(),
+                required: "≥ 25 MB/s".into(),
+                measured: format!("**{} MB/s** ({})", sig3(bytes / 1e6), m.name),
+                pass: Some(bytes >= 25e6),
+            },
+            None => Target::missing(what, "≥ 25 MB/s", &format!("`{COUNT_ENGLISH}`")),
+        },
+    );
+
+    let what =
+        "token counting, worst case (one character repeated): time per byte at 1 MB ÷ at 10 kB";
+    let mut worst: Option<(f64, String)> = None;
+    for group in COUNT_WORST {
+        for long in r.group(group) {
+            let Some(counter) = long.name.strip_suffix("/1000000") else {
+                continue;
+            };
+            if !counter.starts_with(DEFAULT_COUNTER) {
+                continue;
+            }
+            if let Some(short) = r.get(&format!("{group}/{counter}/10000")) {
+                let ratio = (long.median / 1e6) / (short.median / 1e4);
+                if worst.as_ref().is_none_or(|(w, _)| ratio > *w) {
+                    worst = Some((ratio, format!("{group}, {counter}")));
+                }
+            }
+        }
+    }
+    out.push(match worst {
+        Some((ratio, which)) => Target {
+            what: what.into(),
+            required: "linear: ≤ 2×".into(),
+            measured: format!("**{ratio:.2}×** (worst: {which})"),
+            pass: Some(ratio <= 2.0),
+        },
+        None => Target::missing(what, "linear: ≤ 2×", "`count/worst-*`"),
+    });
+
+    let what = "window selection over 10,000 cached messages, slowest policy";
+    out.push(
+        match r
+            .group(SELECT)
+            .into_iter()
+            .max_by(|a, b| a.median.total_cmp(&b.median))
+        {
+            Some(m) => Target {
+                what: what.into(),
+                required: "< 100 µs".into(),
+                measured: format!("**{}** ({})", time(m.median), m.name),
+                pass: Some(m.median < 100_000.0),
+            },
+            None => Target::missing(what, "< 100 µs", &format!("`{SELECT}`")),
+        },
+    );
+    out
+}
+
+/// Figures computed from two benchmarks of the same run.
+fn derived(r: &Lookup<'_>) -> Vec<String> {
+    let mut out = Vec::new();
+    for (store, turn) in [("memory", MEMORY_TURN), ("redis", REDIS_TURN)] {
+        if let (Some(exec), Some(turn)) = (
+            r.get(&format!("{PIPELINE}/{store}")),
+            r.get(&format!("{turn}/100")),
+        ) {
+            out.push(format!(
+                "Pipeline overhead on {store}: `execute` {} − store turn at 100 messages {} = \
+                 **{}** per execute ({:.0} % of the execute).",
+                time(exec.median),
+                time(turn.median),
+                time(exec.median - turn.median),
+                (exec.median - turn.median) / exec.median * 100.0
+            ));
+        }
+    }
+    if let (Some(manager), Some(pool)) = (
+        r.get(&format!("{CONTINUOUS}/append 1 message, ConnectionManager"))
+            .and_then(Measured::per_second),
+        r.get(&format!("{CONTINUOUS}/append 1 message, deadpool Pool"))
+            .and_then(Measured::per_second),
+    ) {
+        out.push(format!(
+            "64 sessions appending: ConnectionManager (one multiplexed connection) {}/s, \
+             deadpool-redis pool (default size) {}/s: **{:.1}×**.",
+            thousands(manager),
+            thousands(pool),
+            manager / pool
+        ));
+    }
+    if let Some(one) = r.get(&format!("{THREADS}/1 thread")) {
+        for two in [
+            "2 threads, different sessions",
+            "2 threads, one hot session",
+        ] {
+            if let Some(m) = r.get(&format!("{THREADS}/{two}")) {
+                out.push(format!(
+                    "Memory store, {two}: {} per turn against {} on one thread: **{:.2}×** the \
+                     one-thread throughput.",
+                    time(m.median),
+                    time(one.median),
+                    one.median / m.median
+                ));
+            }
+        }
+    }
+    for len in [10, 100, 1_000, 10_000] {
+        if let (Some(blob), Some(ours)) = (
+            r.get(&format!("{BLOB_TURN}/{len}")),
+            r.get(&format!("{REDIS_TURN}/{len}")),
+        ) {
+            out.push(format!(
+                "Redis, {} messages: blob baseline {} vs ours {}: **{:.1}×**.",
+                thousands(f64::from(len)),
+                time(blob.median),
+                time(ours.median),
+                blob.median / ours.median
+            ));
+        }
+    }
+    out
+}
+
+fn render(
+    run: &RunInfo,
+    results: &[Measured],
+    redis_bench: &BTreeMap<String, RedisBench>,
+    metrics: &[(String, String)],
+) -> String {
+    let r = Lookup(results);
+    let mut d = String::new();
+    let _ = writeln!(d, "# Benchmarks\n");
+    let _ = writeln!(
+        d,
+        "<!-- Written by `cargo xtask bench` from what that run measured. Everything above \
+         \"{ANALYSIS}\" is regenerated; the analysis is hand-written and kept. -->\n"
+    );
+    let mode = if run.quick {
+        "a **quick** run (`cargo xtask bench --quick`: fewer, shorter samples — indicative only)"
+    } else {
+        "a **full** run (`cargo xtask bench`)"
+    };
+    let _ = writeln!(
+        d,
+        "Figures from {mode} on the machine below: medians of criterion's samples, with the \
+         95 % confidence interval of the median and the median absolute deviation (MAD) of \
+         the samples. The machine is a shared 2-core VM, so expect a few percent of noise \
+         between runs.\n"
+    );
+
+    let _ = writeln!(d, "## Targets\n");
+    let _ = writeln!(d, "| target | required | measured | |\n|---|---|---|---|");
+    for t in targets(&r, redis_bench) {
+        let verdict = match t.pass {
+            Some(true) => "PASS",
+            Some(false) => "**MISS**",
+            None => "—",
+        };
+        let _ = writeln!(
+            d,
+            "| {} | {} | {} | {verdict} |",
+            cell(&t.what),
+            cell(&t.required),
+            cell(&t.measured)
+        );
+    }
+    let _ = writeln!(
+        d,
+        "\nA missed target is explained under [Analysis](#analysis).\n"
+    );
+    let derived = derived(&r);
+    if !derived.is_empty() {
+        let _ = writeln!(d, "Derived from the same run:\n");
+        for line in derived {
+            let _ = writeln!(d, "- {line}");
+        }
+        let _ = writeln!(d);
+    }
+
+    let _ = writeln!(d, "## Machine\n\n| | |\n|---|---|");
+    for (k, v) in machine(run) {
+        let _ = writeln!(d, "| {} | {} |", cell(&k), cell(&v));
+    }
+
+    let (requests, runs) = if run.quick {
+        (QUICK_REQUESTS, QUICK_RUNS)
+    } else {
+        (FULL_REQUESTS, FULL_RUNS)
+    };
+    let _ = writeln!(d, "\n## Reproduce\n");
+    let _ = writeln!(
+        d,
+        "```sh\n\
+         cargo xtask bench            # the full run this page quotes; starts its own redis-servers\n\
+         cargo xtask bench --quick    # a few minutes: 10 samples of 1 s per benchmark\n\
+         cargo xtask bench 'redis/'   # a criterion filter: only matching benchmarks (partial page)\n\
+         # one suite by hand (results in target/criterion/):\n\
+         cargo bench -p statestore-memory --bench memory\n\
+         cargo bench -p statestore-memory --bench footprint\n\
+         cargo bench -p statestore-redis --all-features --bench redis\n\
+         cargo bench -p context-window --bench select\n\
+         cargo bench -p pipeline --bench execute\n\
+         # the ceiling, against any redis-server on PORT:\n\
+         redis-benchmark -h 127.0.0.1 -p PORT -c {CLIENTS} -n {requests} -t rpush,lrange_100 --csv\n\
+         ```\n"
+    );
+    let _ = writeln!(
+        d,
+        "`cargo xtask bench` installs `redis-server` and `redis-tools` when they are missing, \
+         builds every bench target (`cargo bench --workspace --all-features --bench '*'`), runs \
+         `redis-benchmark` {runs} times against a throwaway server, runs the criterion suites \
+         (each Redis suite starts its own throwaway server), and rewrites this page from \
+         `target/criterion/**/new/{{benchmark,estimates}}.json` and the suites' \
+         `bench-metric:` lines.\n"
+    );
+
+    let _ = writeln!(d, "## The ceiling: redis-benchmark\n");
+    if redis_bench.is_empty() {
+        let _ = writeln!(d, "Not measured.\n");
+    } else {
+        let _ = writeln!(
+            d,
+            "`redis-benchmark -c {CLIENTS} -n {} -t rpush,lrange_100`, {runs} runs against one \
+             throwaway server (3-byte values; LPUSH is the fill LRANGE_100 needs), each followed \
+             by `redis-benchmark -c 1 -n 20000 -t ping_mbulk`: one client's round trip, the floor \
+             under every single-connection figure on this page (its p50 latency). \"server time\" is \
+             `usec_per_call` from `INFO commandstats`: the time Redis itself spends per command; \
+             the rest is network, scheduling and client.\n",
+            thousands(f64::from(requests))
+        );
+        let _ = writeln!(
+            d,
+            "| test | requests/s (median) | min – max | p50 latency | server time per call |\n\
+             |---|---|---|---|---|"
+        );
+        // RPUSH and LRANGE first: the ceilings the targets use.
+        let rank = |test: &str| {
+            ["RPUSH", "LRANGE", "LPUSH"]
+                .iter()
+                .position(|p| test.starts_with(p))
+        };
+        let mut rows: Vec<(&String, &RedisBench)> = redis_bench.iter().collect();
+        rows.sort_by_key(|(test, _)| rank(test).unwrap_or(usize::MAX));
+        for (test, b) in rows {
+            let min = b.rps.iter().copied().fold(f64::INFINITY, f64::min);
+            let max = b.rps.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let _ = writeln!(
+                d,
+                "| {} | {} | {} – {} | {} | {} |",
+                cell(test),
+                thousands(median_of(&b.rps)),
+                thousands(min),
+                thousands(max),
+                time(median_of(&b.p50_ms) * 1e6),
+                b.usec_per_call
+                    .map_or_else(|| "?".into(), |u| format!("{} µs", sig3(u)))
+            );
+        }
+        let _ = writeln!(d);
+    }
+
+    let _ = writeln!(d, "## Results\n");
+    let mut groups: Vec<&str> = Vec::new();
+    for m in results {
+        if !groups.contains(&m.group.as_str()) {
+            groups.push(&m.group);
+        }
+    }
+    for group in groups {
+        let members = r.group(group);
+        let with_rate = members.iter().any(|m| m.throughput.is_some());
+        let _ = writeln!(d, "### `{}`\n", group.replace('`', "'"));
+        let _ = write!(d, "| benchmark | median | 95 % CI of the median | MAD |");
+        let _ = writeln!(d, "{}", if with_rate { " throughput |" } else { "" });
+        let _ = writeln!(
+            d,
+            "|---|---|---|---|{}",
+            if with_rate { "---|" } else { "" }
+        );
+        for m in members {
+            let _ = write!(
+                d,
+                "| {} | **{}** | {} – {} | {} |",
+                cell(&m.name),
+                time(m.median),
+                time(m.lower),
+                time(m.upper),
+                time(m.mad)
+            );
+            let _ = writeln!(
+                d,
+                "{}",
+                if with_rate {
+                    format!(" {} |", rate(m))
+                } else {
+                    String::new()
+                }
+            );
+        }
+        let _ = writeln!(d);
+    }
+
+    if !metrics.is_empty() {
+        let _ = writeln!(
+            d,
+            "### Other measurements\n\nPrinted by the suites as `bench-metric:` lines (see each \
+             bench's source for how).\n\n| measurement | value |\n|---|---|"
+        );
+        for (id, value) in metrics {
+            let _ = writeln!(d, "| {} | {} |", cell(id), cell(value));
+        }
+        let _ = writeln!(d);
+    }
+    d
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{parse_csv, sig3, thousands, time};
+
+    #[test]
+    fn reads_redis_benchmark_csv() {
+        let csv = "\"test\",\"rps\",\"avg_latency_ms\",\"min_latency_ms\",\"p50_latency_ms\"\n\
+                   \"RPUSH\",\"98039.22\",\"0.356\",\"0.080\",\"0.327\"\n\
+                   \"LRANGE_100 (first 100 elements)\",\"40000.00\",\"0.9\",\"0.2\",\"0.8\"\n";
+        let rows = parse_csv(csv).unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0], ("RPUSH".to_owned(), 98039.22, Some(0.327)));
+        assert_eq!(rows[1].0, "LRANGE_100 (first 100 elements)");
+    }
+
+    #[test]
+    fn formats_numbers() {
+        assert_eq!(time(571.4), "571 ns");
+        assert_eq!(time(1_234.0), "1.23 µs");
+        assert_eq!(time(287_000.0), "287 µs");
+        assert_eq!(time(12_345_678.0), "12.3 ms");
+        assert_eq!(sig3(f64::NAN), "?");
+        assert_eq!(thousands(1_234_567.4), "1,234,567");
+        assert_eq!(thousands(999.0), "999");
+    }
+}
