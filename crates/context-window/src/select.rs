@@ -31,7 +31,6 @@
 //! has one, so selecting over long stored histories tokenizes nothing seen
 //! before; scanning stops as soon as the messages alone exceed the budget.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use statestore_core::{ConversationState, Message, RecentState, Role, Summary};
@@ -184,20 +183,25 @@ struct Unit {
 /// stored before them.
 fn units(messages: &[Arc<Message>]) -> (Vec<Unit>, Vec<bool>) {
     let n = messages.len();
-    // For each tool-call id, the assistant message that made it.
-    let mut call_at: HashMap<&str, usize> = HashMap::new();
+    // Every tool call so far, as (id, index of the assistant message that
+    // made it). Answers almost always follow their call closely, so a search
+    // from the newest end finds them in a step or two: cheaper than hashing
+    // every id of a long history.
+    let mut calls: Vec<(&str, usize)> = Vec::new();
     // For each assistant-with-calls index, the last index answering it.
     let mut span_end: Vec<usize> = (0..n).collect();
     let mut orphan = vec![false; n];
     for (i, m) in messages.iter().enumerate() {
         if m.role == Role::Assistant {
-            for call in &m.tool_calls {
-                call_at.insert(call.id.as_str(), i);
-            }
+            calls.extend(m.tool_calls.iter().map(|c| (c.id.as_str(), i)));
         }
         if m.role == Role::Tool {
-            match m.tool_call_id.as_deref().and_then(|id| call_at.get(id)) {
-                Some(&a) => {
+            let call = m
+                .tool_call_id
+                .as_deref()
+                .and_then(|id| calls.iter().rev().find(|(c, _)| *c == id));
+            match call {
+                Some(&(_, a)) => {
                     if let Some(end) = span_end.get_mut(a) {
                         *end = (*end).max(i);
                     }
@@ -314,18 +318,27 @@ pub fn select<'a>(
             + h.system_prompt
                 .map_or(0, |p| count_message(counter, &Message::system(p)));
         let summary_cost = |k: usize| -> usize {
+            if h.summaries.is_empty() {
+                return 0;
+            }
             summaries_for(h.summaries, position(k))
                 .into_iter()
                 .map(|s| count_message(counter, &summary_message(s)))
                 .sum()
         };
+        let encoding = counter.encoding();
         let unit_cost = |k: usize| -> usize {
             let Some(u) = units.get(k) else { return 0 };
             let end = units.get(k + 1).map_or(h.messages.len(), |next| next.start);
             (u.start..end)
                 .filter(|&i| !orphan.get(i).copied().unwrap_or(true))
                 .filter_map(|i| h.messages.get(i))
-                .map(|m| message_tokens(counter, m))
+                .map(|m| match &m.token_count {
+                    // The cache check of `message_tokens`, with the
+                    // encoding looked up once per selection.
+                    Some(c) if c.encoding == encoding => c.tokens as usize,
+                    _ => message_tokens(counter, m),
+                })
                 .sum()
         };
         // Messages from the end back to the mandatory start.
