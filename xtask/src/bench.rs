@@ -869,21 +869,59 @@ fn derived(r: &Lookup<'_>) -> Vec<String> {
             }
         }
     }
-    for len in [10, 100, 1_000, 10_000] {
-        if let (Some(blob), Some(ours)) = (
-            r.get(&format!("{BLOB_TURN}/{len}")),
-            r.get(&format!("{REDIS_TURN}/{len}")),
-        ) {
-            out.push(format!(
-                "Redis, {} messages: blob baseline {} vs ours {}: **{:.1}×**.",
-                thousands(f64::from(len)),
-                time(blob.median),
-                time(ours.median),
-                blob.median / ours.median
-            ));
-        }
-    }
     out
+}
+
+/// The number leading a `bench-metric:` value (`"23.4 µs (…)"` → 23.4).
+fn metric(metrics: &[(String, String)], id: &str) -> Option<f64> {
+    metrics
+        .iter()
+        .find(|(k, _)| k == id)
+        .and_then(|(_, v)| v.split_whitespace().next()?.parse().ok())
+}
+
+/// Our Redis turn and the blob turn at each length, beside the loopback
+/// round trip measured right after each and the server's own time.
+fn redis_turn_table(r: &Lookup<'_>, metrics: &[(String, String)]) -> Option<String> {
+    let mut rows = String::new();
+    for len in [10, 100, 1_000, 10_000] {
+        let (Some(ours), Some(blob)) = (
+            r.get(&format!("{REDIS_TURN}/{len}")),
+            r.get(&format!("{BLOB_TURN}/{len}")),
+        ) else {
+            continue;
+        };
+        let us = |v: Option<f64>| v.map_or_else(|| "?".into(), |v| time(v * 1e3));
+        let rtt = metric(metrics, &format!("{REDIS_TURN}/{len}/PING round trip"));
+        let blob_rtt = metric(metrics, &format!("{BLOB_TURN}/{len}/PING round trip"));
+        let _ = writeln!(
+            rows,
+            "| {} | {} | {} | {} | {} | {} | {} | **{:.1}×** |",
+            thousands(f64::from(len)),
+            time(ours.median),
+            us(rtt),
+            rtt.map_or_else(|| "?".into(), |t| format!("{:.1}", ours.median / (t * 1e3))),
+            us(metric(
+                metrics,
+                &format!("{REDIS_TURN}/{len}/server time per evalsha")
+            )),
+            time(blob.median),
+            us(blob_rtt),
+            blob.median / ours.median
+        );
+    }
+    (!rows.is_empty()).then(|| {
+        format!(
+            "Redis per turn beside the loopback round trip (the median of 1,000 PINGs measured \
+             right after each benchmark) and the server's own time per script call (`INFO \
+             commandstats`, 100 turns). A turn is two calls (`load_recent`, then `append` \
+             guarded by the version it returned); when the round trip moves between two rows, \
+             so does the turn.\n\n\
+             | messages | our turn | round trip | turn ÷ round trip | server time per script \
+             call | blob turn | round trip | blob ÷ ours |\n\
+             |---|---|---|---|---|---|---|---|\n{rows}"
+        )
+    })
 }
 
 fn render(
@@ -909,8 +947,9 @@ fn render(
         d,
         "Figures from {mode} on the machine below: medians of criterion's samples, with the \
          95 % confidence interval of the median and the median absolute deviation (MAD) of \
-         the samples. The machine is a shared 2-core VM, so expect a few percent of noise \
-         between runs.\n"
+         the samples. The machine is a shared 2-core VM: in-process figures move by a few \
+         percent between runs, single-connection Redis figures by up to 3× with the loopback \
+         round trip (see the table under the targets and the analysis).\n"
     );
 
     let _ = writeln!(d, "## Targets\n");
@@ -940,6 +979,9 @@ fn render(
             let _ = writeln!(d, "- {line}");
         }
         let _ = writeln!(d);
+    }
+    if let Some(table) = redis_turn_table(&r, metrics) {
+        let _ = writeln!(d, "{table}");
     }
 
     let _ = writeln!(d, "## Machine\n\n| | |\n|---|---|");

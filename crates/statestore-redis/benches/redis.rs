@@ -110,8 +110,34 @@ fn per_turn(c: &mut Criterion) {
             }
         });
         print_server_costs(&server, &format!("{GROUP_TURN}/{len}"), "eval");
+        print_round_trip(&rt, &server, &format!("{GROUP_TURN}/{len}"));
     }
     group.finish();
+}
+
+/// The loopback round trip right now: the median of 1,000 PINGs on a
+/// multiplexed connection driven by `rt`, printed as a `bench-metric:` line
+/// under `id`. Every single-connection figure is a multiple of it, and on a
+/// VM it moves with the machine's load (an idle vCPU is slow to wake), so
+/// it is measured beside each figure.
+fn print_round_trip(rt: &tokio::runtime::Runtime, server: &RedisServer, id: &str) {
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut times = rt.block_on(async {
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let mut times = Vec::with_capacity(1000);
+        for _ in 0..1000 {
+            let start = Instant::now();
+            let _: String = redis::cmd("PING").query_async(&mut conn).await.unwrap();
+            times.push(start.elapsed());
+        }
+        times
+    });
+    times.sort();
+    let median = times[times.len() / 2];
+    println!(
+        "bench-metric: {id}/PING round trip = {:.1} µs (median of 1,000, measured right after)",
+        median.as_secs_f64() * 1e6
+    );
 }
 
 /// Prints a `bench-metric:` line with the server's time per call of each
@@ -343,6 +369,7 @@ fn blob_baseline_turn(c: &mut Criterion) {
         for command in ["get", "set"] {
             print_server_costs(&server, &format!("{GROUP_BLOB}/{len}"), command);
         }
+        print_round_trip(&rt, &server, &format!("{GROUP_BLOB}/{len}"));
     }
     group.finish();
 }
