@@ -53,6 +53,10 @@ use tracing::Instrument;
 
 use crate::{ChatRequest, ChatResponse, Error, Provider, ToolSpec, Usage};
 
+/// Attempts at adding a turn's usage to the session's totals when other
+/// turns keep updating them concurrently.
+const USAGE_ATTEMPTS: usize = 64;
+
 /// The least a message can cost in a request (framing plus a role token),
 /// which bounds how many messages a token budget can hold.
 pub const MIN_MESSAGE_TOKENS: usize = 4;
@@ -596,7 +600,9 @@ impl Pipeline {
         let mut base = before;
         let mut fresh;
         let mut expect = Expect::Version(version);
-        for _ in 0..4 {
+        // Each conflict means another turn's write landed, so this makes
+        // progress; the bound only guards against a pathological storm.
+        for _ in 0..USAGE_ATTEMPTS {
             let total = |key: &str| {
                 base.get("usage")
                     .and_then(|u| u.get(key))
