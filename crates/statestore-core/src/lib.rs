@@ -18,4 +18,4 @@ pub use message::{
     Content, ContentPart, ImageUrl, Message, Metadata, Role, Timestamp, TokenCount, ToolCall,
 };
 pub use state::{ConversationState, Expect, ListPage, ListQuery, RecentState, Summary, Version};
-pub use store::Store;
+pub use store::{Store, check_fork_ids};

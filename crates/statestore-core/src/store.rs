@@ -124,3 +124,19 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// session does not exist.
     async fn touch(&self, id: &SessionId) -> Result<bool>;
 }
+
+/// The argument check every backend's [`Store::fork`] starts with.
+///
+/// # Errors
+///
+/// [`Error::InvalidArgument`](crate::Error::InvalidArgument) when `source`
+/// and `target` are the same id.
+pub fn check_fork_ids(source: &SessionId, target: &SessionId) -> Result<()> {
+    if source == target {
+        return Err(crate::Error::InvalidArgument {
+            id: source.clone(),
+            reason: "cannot fork a session onto itself".into(),
+        });
+    }
+    Ok(())
+}

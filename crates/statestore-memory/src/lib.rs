@@ -672,12 +672,7 @@ impl Store for MemoryStore {
     }
 
     async fn fork(&self, source: &SessionId, target: &SessionId) -> Result<Version> {
-        if source == target {
-            return Err(Error::InvalidArgument {
-                id: source.clone(),
-                reason: "cannot fork a session onto itself".into(),
-            });
-        }
+        statestore_core::check_fork_ids(source, target)?;
         let snapshot = self
             .inner
             .read(source, |s| s.clone())

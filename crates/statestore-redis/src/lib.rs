@@ -629,12 +629,7 @@ impl Store for RedisStore {
     }
 
     async fn fork(&self, source: &SessionId, target: &SessionId) -> Result<Version> {
-        if source == target {
-            return Err(StoreError::InvalidArgument {
-                id: source.clone(),
-                reason: "cannot fork a session onto itself".into(),
-            });
-        }
+        statestore_core::check_fork_ids(source, target)?;
         // 1. One consistent snapshot of the source (one script, its slot).
         let snapshot = self
             .snapshot("fork", source, None)
