@@ -30,8 +30,9 @@ use std::sync::Arc;
 use serde_json::json;
 
 use crate::{
-    ContentPart, ConversationState, Error, Expect, ListQuery, Message, Metadata, Role, SessionId,
-    Store, Summary, Timestamp, TokenCount, ToolCall,
+    Append, ContentPart, ConversationState, Counters, Error, Expect, IdempotencyKey, ListQuery,
+    Message, Metadata, REMEMBERED_WRITES, Role, SessionId, Store, Summary, Timestamp, TokenCount,
+    ToolCall,
 };
 
 /// Expands to one `#[tokio::test]` per conformance case. See the
@@ -71,6 +72,10 @@ macro_rules! __conformance_with_cases {
             optimistic_writers_never_lose_updates,
             fork_during_appends_copies_a_prefix,
             mixed_load_matches_a_model,
+            keyed_appends_apply_once,
+            concurrent_repeats_of_a_key_apply_once,
+            load_recent_finds_remembered_writes,
+            counters_add_up_atomically,
         }
     };
 }
@@ -179,6 +184,8 @@ fn rich_state(id: &SessionId) -> ConversationState {
     });
     state.push(counted);
     state.metadata = meta;
+    state.counters.insert("prompt_tokens".into(), 1234);
+    state.counters.insert("calls".into(), 3);
     state.created_at = Timestamp::from_unix_millis(1_700_000_000_000);
     state
         .summaries
@@ -194,6 +201,7 @@ fn assert_same_content(got: &ConversationState, want: &ConversationState) {
     assert_eq!(got.messages, want.messages, "messages differ");
     assert_eq!(got.summaries, want.summaries);
     assert_eq!(got.metadata, want.metadata);
+    assert_eq!(got.counters, want.counters, "counters differ");
 }
 
 pub async fn missing_session_reads_as_absent(store: Arc<dyn Store>) {
@@ -1080,4 +1088,280 @@ pub async fn mixed_load_matches_a_model(store: Arc<dyn Store>) {
         let got = store.load(&id).await.unwrap().map(|st| texts(&st.messages));
         assert_eq!(got, want, "{id} differs from the model");
     }
+}
+
+fn key(s: &str) -> IdempotencyKey {
+    IdempotencyKey::new(s).unwrap()
+}
+
+pub async fn keyed_appends_apply_once(store: Arc<dyn Store>) {
+    let id = sid("keyed");
+    let first = store
+        .append_with(
+            &id,
+            Append::new([user("a"), Message::assistant("b")])
+                .key(key("turn-1"))
+                .count("calls", 1),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            first.version,
+            first.first_position,
+            first.messages,
+            first.replayed
+        ),
+        (1, 0, 2, false)
+    );
+    // The same key again — other messages, a stale expectation — is a
+    // replay of the first outcome and writes nothing.
+    for expect in [
+        Expect::Any,
+        Expect::Version(1),
+        Expect::Version(77),
+        Expect::Absent,
+    ] {
+        let again = store
+            .append_with(
+                &id,
+                Append::new([user("other")])
+                    .expect(expect)
+                    .key(key("turn-1"))
+                    .count("calls", 1),
+            )
+            .await
+            .unwrap();
+        assert_eq!(again, first.replay(), "repeat with {expect:?}");
+    }
+    let loaded = store.load(&id).await.unwrap().unwrap();
+    assert_eq!(texts(&loaded.messages), ["a", "b"]);
+    assert_eq!(loaded.version, 1, "a replay is not a write");
+    assert_eq!(loaded.counters.get("calls"), Some(&1));
+
+    // A new key applies; keys are per session.
+    let second = store
+        .append_with(
+            &id,
+            Append::new([user("c")])
+                .key(key("turn-2"))
+                .expect(Expect::Version(1)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (second.version, second.first_position, second.replayed),
+        (2, 2, false)
+    );
+    let other = sid("keyed-other");
+    let there = store
+        .append_with(&other, Append::new([user("x")]).key(key("turn-1")))
+        .await
+        .unwrap();
+    assert!(!there.replayed, "another session's key does not apply here");
+
+    // At least REMEMBERED_WRITES keys are remembered.
+    for i in 0..REMEMBERED_WRITES - 2 {
+        store
+            .append_with(
+                &id,
+                Append::new([user("n")]).key(key(&format!("filler-{i}"))),
+            )
+            .await
+            .unwrap();
+    }
+    let before = store.load_recent(&id, 0).await.unwrap().unwrap();
+    let replay = store
+        .append_with(&id, Append::new([user("late")]).key(key("turn-1")))
+        .await
+        .unwrap();
+    assert_eq!(
+        replay,
+        first.replay(),
+        "the oldest of the last {REMEMBERED_WRITES} keys"
+    );
+    let after = store.load_recent(&id, 0).await.unwrap().unwrap();
+    assert_eq!(after.version, before.version);
+    assert_eq!(after.total_messages, before.total_messages);
+
+    // A failed write remembers nothing: the key applies later.
+    assert!(matches!(
+        store
+            .append_with(
+                &id,
+                Append::new([user("x")])
+                    .key(key("late"))
+                    .expect(Expect::Version(1))
+            )
+            .await,
+        Err(Error::Conflict { .. })
+    ));
+    let late = store
+        .append_with(&id, Append::new([user("x")]).key(key("late")))
+        .await
+        .unwrap();
+    assert!(!late.replayed, "a refused write must not remember its key");
+
+    // Deleting the session forgets its keys.
+    assert!(store.delete(&id).await.unwrap());
+    let fresh = store
+        .append_with(&id, Append::new([user("again")]).key(key("turn-1")))
+        .await
+        .unwrap();
+    assert_eq!((fresh.version, fresh.replayed), (1, false));
+}
+
+pub async fn concurrent_repeats_of_a_key_apply_once(store: Arc<dyn Store>) {
+    const TASKS: usize = 16;
+    let id = sid("repeats");
+    store
+        .append(&id, vec![user("start")], Expect::Any)
+        .await
+        .unwrap();
+    let mut tasks = tokio::task::JoinSet::new();
+    for t in 0..TASKS {
+        let store = Arc::clone(&store);
+        let id = id.clone();
+        tasks.spawn(async move {
+            // Half the repeats also race against unkeyed appends.
+            if t % 2 == 0 {
+                store
+                    .append(&id, vec![user("noise")], Expect::Any)
+                    .await
+                    .unwrap();
+            }
+            store
+                .append_with(
+                    &id,
+                    Append::new([user("once"), Message::assistant("reply")])
+                        .key(key("the-turn"))
+                        .count("calls", 1),
+                )
+                .await
+                .unwrap()
+        });
+    }
+    let mut outcomes = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        outcomes.push(r.unwrap());
+    }
+    let applied: Vec<_> = outcomes.iter().filter(|a| !a.replayed).collect();
+    assert_eq!(applied.len(), 1, "exactly one repeat applies: {outcomes:?}");
+    let applied = *applied[0];
+    assert!(outcomes.iter().all(|a| a.version == applied.version
+        && a.first_position == applied.first_position
+        && a.messages == 2));
+    let loaded = store.load(&id).await.unwrap().unwrap();
+    let once = texts(&loaded.messages)
+        .iter()
+        .filter(|t| *t == "once")
+        .count();
+    assert_eq!(once, 1);
+    let at = applied.first_position as usize;
+    assert_eq!(texts(&loaded.messages[at..at + 2]), ["once", "reply"]);
+    assert_eq!(loaded.counters.get("calls"), Some(&1));
+}
+
+pub async fn load_recent_finds_remembered_writes(store: Arc<dyn Store>) {
+    let id = sid("lookup");
+    assert!(
+        store
+            .load_recent_with(&id, 5, Some(&key("k1")))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let written = store
+        .append_with(
+            &id,
+            Append::new([user("q"), Message::assistant("a")]).key(key("k1")),
+        )
+        .await
+        .unwrap();
+    store
+        .append(&id, vec![user("later")], Expect::Any)
+        .await
+        .unwrap();
+
+    let r = store
+        .load_recent_with(&id, 1, Some(&key("k1")))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(r.replay, Some(written.replay()));
+    assert_eq!(
+        texts(&r.messages),
+        ["later"],
+        "the window is still the newest n"
+    );
+    assert_eq!(r.version, 2);
+
+    let r = store
+        .load_recent_with(&id, 1, Some(&key("unknown")))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(r.replay, None);
+    let r = store.load_recent(&id, 1).await.unwrap().unwrap();
+    assert_eq!(r.replay, None, "no key asked, none reported");
+}
+
+pub async fn counters_add_up_atomically(store: Arc<dyn Store>) {
+    const TASKS: u64 = 16;
+    const EACH: u64 = 10;
+    let id = sid("counters");
+    let mut tasks = tokio::task::JoinSet::new();
+    for t in 0..TASKS {
+        let store = Arc::clone(&store);
+        let id = id.clone();
+        tasks.spawn(async move {
+            for _ in 0..EACH {
+                store
+                    .append_with(
+                        &id,
+                        Append::new([user("m")])
+                            .count("calls", 1)
+                            .count("tokens", t + 1)
+                            .count("calls", 1),
+                    )
+                    .await
+                    .unwrap();
+            }
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.unwrap();
+    }
+    let mut want = Counters::new();
+    want.insert("calls".into(), 2 * TASKS * EACH);
+    want.insert("tokens".into(), EACH * TASKS * (TASKS + 1) / 2);
+    let loaded = store.load(&id).await.unwrap().unwrap();
+    assert_eq!(loaded.counters, want);
+    assert_eq!(loaded.messages.len() as u64, TASKS * EACH);
+    assert_eq!(
+        store.load_recent(&id, 0).await.unwrap().unwrap().counters,
+        want
+    );
+
+    // Fork copies them; save replaces them; other writes keep them.
+    let copy = sid("counters-copy");
+    store.fork(&id, &copy).await.unwrap();
+    assert_eq!(store.load(&copy).await.unwrap().unwrap().counters, want);
+    store
+        .merge_metadata(&copy, Metadata::new(), Expect::Any)
+        .await
+        .unwrap();
+    assert_eq!(store.load(&copy).await.unwrap().unwrap().counters, want);
+    let mut replaced = store.load(&copy).await.unwrap().unwrap();
+    replaced.counters = Counters::from([("other".to_owned(), 5)]);
+    store.save(&replaced, Expect::Any).await.unwrap();
+    assert_eq!(
+        store.load(&copy).await.unwrap().unwrap().counters,
+        replaced.counters
+    );
+    assert_eq!(
+        store.load(&id).await.unwrap().unwrap().counters,
+        want,
+        "the source is untouched"
+    );
 }

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::{Expect, SessionId, Version};
+use crate::{Expect, SessionId, Version, WriteOutcome};
 
 /// A boxed error from a backend's client library.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -48,6 +48,13 @@ pub enum Error {
     InvalidId {
         /// The offending id, escaped and shortened for display.
         id: String,
+        /// Why it was refused.
+        reason: String,
+    },
+
+    /// An [`IdempotencyKey`](crate::IdempotencyKey) failed validation.
+    #[error("invalid idempotency key: {reason}")]
+    InvalidKey {
         /// Why it was refused.
         reason: String,
     },
@@ -165,6 +172,32 @@ impl Error {
             self,
             Self::Unavailable { .. } | Self::Timeout { .. } | Self::NotReplicated { .. }
         )
+    }
+
+    /// What this error says about the write that failed: nothing written
+    /// (retry freely), outcome unknown (retry with the same
+    /// [`IdempotencyKey`](crate::IdempotencyKey), or re-read first), or
+    /// written (do not repeat it). For reads the answer is irrelevant.
+    ///
+    /// ```
+    /// use statestore_core::{Error, WriteOutcome};
+    /// use std::time::Duration;
+    ///
+    /// let e = Error::Timeout { operation: "append", after: Duration::from_secs(2) };
+    /// assert!(e.is_transient());
+    /// assert_eq!(e.write_outcome(), WriteOutcome::Unknown);
+    /// ```
+    #[must_use]
+    pub fn write_outcome(&self) -> WriteOutcome {
+        match self {
+            // Sent (or possibly sent) without a reply.
+            Self::Unavailable { .. } | Self::Timeout { .. } | Self::Backend { .. } => {
+                WriteOutcome::Unknown
+            }
+            Self::NotReplicated { .. } => WriteOutcome::Written,
+            // Refused by a check that runs before anything is written.
+            _ => WriteOutcome::NotWritten,
+        }
     }
 
     /// A [`Error::Corrupt`] with a decoding error as its source.

@@ -1,5 +1,4 @@
 #![doc = include_str!("../README.md")]
-#![cfg_attr(docsrs, feature(doc_auto_cfg))]
 
 pub mod codec;
 mod error;
@@ -7,6 +6,7 @@ mod id;
 mod message;
 mod state;
 mod store;
+pub mod write;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
@@ -19,3 +19,4 @@ pub use message::{
 };
 pub use state::{ConversationState, Expect, ListPage, ListQuery, RecentState, Summary, Version};
 pub use store::{Store, check_fork_ids};
+pub use write::{Append, Appended, Counters, IdempotencyKey, REMEMBERED_WRITES, WriteOutcome};

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Message, Metadata, SessionId, Timestamp};
+use crate::{Appended, Counters, Message, Metadata, SessionId, Timestamp};
 
 /// A session's version: 1 when it is created, one more after every write.
 ///
@@ -113,6 +113,11 @@ pub struct ConversationState {
     /// Caller-defined values (see [`Store::merge_metadata`](crate::Store::merge_metadata)).
     #[serde(default, skip_serializing_if = "Metadata::is_empty")]
     pub metadata: Metadata,
+    /// Named totals (token usage, …), added to atomically by
+    /// [`Append::count`](crate::Append::count); [`Store::save`](crate::Store::save)
+    /// stores them as given.
+    #[serde(default, skip_serializing_if = "Counters::is_empty")]
+    pub counters: Counters,
     /// The stored version; ignored by [`Store::save`](crate::Store::save),
     /// which takes an [`Expect`] instead.
     #[serde(default)]
@@ -140,6 +145,7 @@ impl ConversationState {
             system_prompt: None,
             summaries: Vec::new(),
             metadata: Metadata::new(),
+            counters: Counters::new(),
             version: 0,
             created_at: now,
             updated_at: now,
@@ -215,6 +221,13 @@ pub struct RecentState {
     pub summaries: Vec<Summary>,
     /// Caller-defined values.
     pub metadata: Metadata,
+    /// Named totals.
+    pub counters: Counters,
+    /// What the keyed write asked about in
+    /// [`Store::load_recent_with`](crate::Store::load_recent_with) did,
+    /// when the session remembers it (flagged as a replay); `None` when it
+    /// was not asked for or is not remembered.
+    pub replay: Option<Appended>,
     /// The version these messages were read at; pass it to
     /// [`Store::append`](crate::Store::append) as [`Expect::Version`] to make
     /// a read-decide-append cycle safe against concurrent turns.

@@ -3,8 +3,8 @@
 use async_trait::async_trait;
 
 use crate::{
-    ConversationState, Expect, ListPage, ListQuery, Message, Metadata, RecentState, Result,
-    SessionId, Summary, Version,
+    Append, Appended, ConversationState, Expect, IdempotencyKey, ListPage, ListQuery, Message,
+    Metadata, RecentState, Result, SessionId, Summary, Version,
 };
 
 /// A place conversations live between pipeline executions.
@@ -52,10 +52,24 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn load(&self, id: &SessionId) -> Result<Option<ConversationState>>;
 
     /// The newest `n` messages and everything a context window needs
-    /// (system prompt, summaries, metadata, version), without reading the
-    /// rest of the history. `n = 0` returns no messages; `n` larger than the
-    /// history returns all of it. `None` when the session does not exist.
-    async fn load_recent(&self, id: &SessionId, n: usize) -> Result<Option<RecentState>>;
+    /// (system prompt, summaries, metadata, counters, version), without
+    /// reading the rest of the history. `n = 0` returns no messages; `n`
+    /// larger than the history returns all of it. `None` when the session
+    /// does not exist.
+    async fn load_recent(&self, id: &SessionId, n: usize) -> Result<Option<RecentState>> {
+        self.load_recent_with(id, n, None).await
+    }
+
+    /// [`Store::load_recent`], and in the same consistent read, what the
+    /// write made under `lookup` did ([`RecentState::replay`]) if the
+    /// session remembers it: one round trip tells a retried turn both
+    /// whether it already landed and what the window holds.
+    async fn load_recent_with(
+        &self,
+        id: &SessionId,
+        n: usize,
+        lookup: Option<&IdempotencyKey>,
+    ) -> Result<Option<RecentState>>;
 
     /// Replaces the whole session with `state` (creating it if needed) — the
     /// seed's `Save`. `state.version` is ignored; `expect` guards the write.
@@ -67,12 +81,30 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// the per-turn hot path. Creates the session when it does not exist
     /// (unless `expect` forbids it). All messages land together, in order,
     /// with nothing from another writer between them.
+    ///
+    /// The same as [`Store::append_with`] with no key and no counters.
     async fn append(
         &self,
         id: &SessionId,
         messages: Vec<Message>,
         expect: Expect,
-    ) -> Result<Version>;
+    ) -> Result<Version> {
+        let appended = self
+            .append_with(id, Append::new(messages).expect(expect))
+            .await?;
+        Ok(appended.version)
+    }
+
+    /// Appends `append.messages` and adds `append.counters`, in one atomic
+    /// step guarded by `append.expect` — at most once per session for a
+    /// given `append.key` (see [`crate::write`]): a repeat writes nothing
+    /// and returns the first outcome with [`Appended::replayed`] set, even
+    /// when its expectation no longer holds.
+    ///
+    /// Backends that could re-send a request on their own (a cluster client
+    /// retrying after a dropped connection) attach a fresh key to unkeyed
+    /// appends, so no append is ever applied twice.
+    async fn append_with(&self, id: &SessionId, append: Append) -> Result<Appended>;
 
     /// Copies `source` to a new session `target`, as one consistent
     /// snapshot; the target starts at version 1.

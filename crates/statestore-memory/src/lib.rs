@@ -2,7 +2,7 @@
 
 mod recency;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
@@ -10,8 +10,9 @@ use std::time::Duration;
 
 use statestore_core::codec::{self, Limits};
 use statestore_core::{
-    ConversationState, Error, Expect, ListPage, ListQuery, Message, Metadata, RecentState, Result,
-    SessionId, Store, Summary, Timestamp, Version, async_trait,
+    Append, Appended, ConversationState, Counters, Error, Expect, IdempotencyKey, ListPage,
+    ListQuery, Message, Metadata, REMEMBERED_WRITES, RecentState, Result, SessionId, Store,
+    Summary, Timestamp, Version, async_trait,
 };
 
 use recency::{Clock, Recency};
@@ -109,6 +110,9 @@ struct Session {
     messages: Vec<Arc<Message>>,
     summaries: Vec<Summary>,
     metadata: Metadata,
+    counters: Counters,
+    /// The last [`REMEMBERED_WRITES`] keyed appends, oldest first.
+    writes: VecDeque<(IdempotencyKey, Appended)>,
     version: Version,
     created_at: Timestamp,
     updated_at: Timestamp,
@@ -124,6 +128,8 @@ impl Session {
             messages: Vec::new(),
             summaries: Vec::new(),
             metadata: Metadata::new(),
+            counters: Counters::new(),
+            writes: VecDeque::new(),
             version: 0,
             created_at: now,
             updated_at: now,
@@ -138,6 +144,7 @@ impl Session {
             messages: state.messages.clone(),
             summaries: state.summaries.clone(),
             metadata: state.metadata.clone(),
+            counters: state.counters.clone(),
             ..Self::empty()
         }
     }
@@ -150,6 +157,7 @@ impl Session {
             system_prompt: self.system_prompt.clone(),
             summaries: self.summaries.clone(),
             metadata: self.metadata.clone(),
+            counters: self.counters.clone(),
             version: self.version,
             created_at: self.created_at,
             updated_at: self.updated_at,
@@ -163,6 +171,23 @@ impl Session {
         } else {
             Err(conflict(id, expect, Some(self.version)))
         }
+    }
+
+    /// What the write under `key` did, if remembered.
+    fn remembered(&self, key: &IdempotencyKey) -> Option<Appended> {
+        self.writes
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, a)| a.replay())
+    }
+
+    /// Remembers a keyed write, forgetting the oldest beyond the bound.
+    fn remember(&mut self, key: Option<IdempotencyKey>, appended: Appended) {
+        let Some(key) = key else { return };
+        if self.writes.len() >= REMEMBERED_WRITES {
+            self.writes.pop_front();
+        }
+        self.writes.push_back((key, appended));
     }
 
     /// Records a completed write.
@@ -210,6 +235,11 @@ fn merge(metadata: &mut Metadata, patch: Metadata) {
 /// What a write does to a session that is missing and to one that exists.
 trait Write {
     type Out;
+    /// The outcome of an earlier identical write, when this one repeats it:
+    /// then nothing is written and the version stays.
+    fn replay(&self, _session: &Session) -> Option<Self::Out> {
+        None
+    }
     /// A new session, or the error for a missing one.
     fn create(self, id: &SessionId) -> Result<(Session, Self::Out)>;
     /// Changes an existing session; the version is bumped afterwards unless
@@ -244,9 +274,14 @@ impl Inner {
     fn find(&self, id: &SessionId) -> Option<Arc<Slot>> {
         let mut map = lock(self.shard(id));
         let slot = map.get(id)?;
-        if self.expired(slot.tick.load(Ordering::Relaxed)) {
-            self.remove_locked(&mut map, id, None);
-            return None;
+        let tick = slot.tick.load(Ordering::Relaxed);
+        if self.expired(tick) {
+            // Only if still unused since: a write that raced this check and
+            // returned Ok moved the tick, and its session must stay.
+            if self.remove_locked(&mut map, id, Some(tick)) {
+                return None;
+            }
+            return map.get(id).cloned();
         }
         Some(Arc::clone(slot))
     }
@@ -268,16 +303,17 @@ impl Inner {
     fn write<W: Write>(&self, id: &SessionId, op: W) -> Result<W::Out> {
         let slot = {
             let mut map = lock(self.shard(id));
-            let live = map
-                .get(id)
-                .filter(|slot| !self.expired(slot.tick.load(Ordering::Relaxed)))
-                .cloned();
+            let mut live = map.get(id).cloned();
+            if let Some(slot) = &live {
+                let tick = slot.tick.load(Ordering::Relaxed);
+                // Removed only if unused since the expiry was observed.
+                if self.expired(tick) && self.remove_locked(&mut map, id, Some(tick)) {
+                    live = None;
+                }
+            }
             match live {
                 Some(slot) => slot,
                 None => {
-                    if map.contains_key(id) {
-                        self.remove_locked(&mut map, id, None);
-                    }
                     let (mut session, out) = op.create(id)?;
                     session.bump();
                     let slot = Arc::new(Slot {
@@ -296,6 +332,11 @@ impl Inner {
         let mut guard = lock(&slot.session);
         match guard.as_mut() {
             Some(session) => {
+                if let Some(out) = op.replay(session) {
+                    session.last_accessed_at = Timestamp::now();
+                    self.touch(id, &slot);
+                    return Ok(out);
+                }
                 let out = op.update(id, session)?;
                 session.bump();
                 self.touch(id, &slot);
@@ -500,28 +541,53 @@ impl Drop for ReaperHandle {
     }
 }
 
-struct Append<'a> {
-    messages: Vec<Message>,
-    expect: Expect,
+struct AppendOp<'a> {
+    append: Append,
     limits: &'a Limits,
 }
 
-impl Write for Append<'_> {
-    type Out = Version;
-    fn create(self, id: &SessionId) -> Result<(Session, Version)> {
-        check_missing(id, self.expect)?;
-        self.limits
-            .check_message_count(id, self.messages.len() as u64)?;
-        let mut s = Session::empty();
-        s.messages = self.messages.into_iter().map(Arc::new).collect();
-        Ok((s, 1))
+impl AppendOp<'_> {
+    /// Appends to `s` (already checked), adds the counters, remembers the key.
+    fn apply(self, s: &mut Session) -> Appended {
+        let Append {
+            messages,
+            key,
+            counters,
+            ..
+        } = self.append;
+        let appended = Appended::new(
+            s.version + 1,
+            s.messages.len() as u64,
+            messages.len() as u64,
+        );
+        s.messages.extend(messages.into_iter().map(Arc::new));
+        for (name, delta) in counters {
+            let total = s.counters.entry(name).or_insert(0);
+            *total = total.saturating_add(delta);
+        }
+        s.remember(key, appended);
+        appended
     }
-    fn update(self, id: &SessionId, s: &mut Session) -> Result<Version> {
-        s.check(id, self.expect)?;
+}
+
+impl Write for AppendOp<'_> {
+    type Out = Appended;
+    fn replay(&self, s: &Session) -> Option<Appended> {
+        s.remembered(self.append.key.as_ref()?)
+    }
+    fn create(self, id: &SessionId) -> Result<(Session, Appended)> {
+        check_missing(id, self.append.expect)?;
         self.limits
-            .check_message_count(id, (s.messages.len() + self.messages.len()) as u64)?;
-        s.messages.extend(self.messages.into_iter().map(Arc::new));
-        Ok(s.version + 1)
+            .check_message_count(id, self.append.messages.len() as u64)?;
+        let mut s = Session::empty();
+        let appended = self.apply(&mut s);
+        Ok((s, appended))
+    }
+    fn update(self, id: &SessionId, s: &mut Session) -> Result<Appended> {
+        s.check(id, self.append.expect)?;
+        self.limits
+            .check_message_count(id, (s.messages.len() + self.append.messages.len()) as u64)?;
+        Ok(self.apply(s))
     }
 }
 
@@ -544,9 +610,11 @@ impl Write for Save<'_> {
         s.check(id, self.expect)?;
         let created_at = s.created_at;
         let version = s.version;
+        let writes = std::mem::take(&mut s.writes);
         *s = Session {
             created_at,
             version,
+            writes,
             ..Session::from_state(self.state)
         };
         Ok(version + 1)
@@ -561,6 +629,7 @@ impl Write for Fork {
         let now = Timestamp::now();
         let session = Session {
             version: 0,
+            writes: VecDeque::new(),
             created_at: now,
             updated_at: now,
             last_accessed_at: now,
@@ -628,7 +697,12 @@ impl Store for MemoryStore {
         Ok(self.inner.read(id, |s| s.to_state(id)))
     }
 
-    async fn load_recent(&self, id: &SessionId, n: usize) -> Result<Option<RecentState>> {
+    async fn load_recent_with(
+        &self,
+        id: &SessionId,
+        n: usize,
+        lookup: Option<&IdempotencyKey>,
+    ) -> Result<Option<RecentState>> {
         Ok(self.inner.read(id, |s| {
             let start = s.messages.len().saturating_sub(n);
             RecentState {
@@ -639,6 +713,8 @@ impl Store for MemoryStore {
                 system_prompt: s.system_prompt.clone(),
                 summaries: s.summaries.clone(),
                 metadata: s.metadata.clone(),
+                counters: s.counters.clone(),
+                replay: lookup.and_then(|k| s.remembered(k)),
                 version: s.version,
             }
         }))
@@ -654,18 +730,12 @@ impl Store for MemoryStore {
         self.inner.write(&state.id, Save { state, expect })
     }
 
-    async fn append(
-        &self,
-        id: &SessionId,
-        messages: Vec<Message>,
-        expect: Expect,
-    ) -> Result<Version> {
-        self.check_sizes(id, &messages)?;
+    async fn append_with(&self, id: &SessionId, append: Append) -> Result<Appended> {
+        self.check_sizes(id, &append.messages)?;
         self.inner.write(
             id,
-            Append {
-                messages,
-                expect,
+            AppendOp {
+                append,
                 limits: &self.inner.limits,
             },
         )

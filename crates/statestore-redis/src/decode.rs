@@ -252,6 +252,7 @@ impl Snapshot {
             system_prompt: p.header.system_prompt,
             summaries: p.summaries,
             metadata: p.metadata,
+            counters: statestore_core::Counters::new(),
             version: p.header.version,
             created_at: p.header.created_at,
             updated_at: p.header.updated_at,
@@ -269,6 +270,9 @@ impl Snapshot {
             system_prompt: p.header.system_prompt,
             summaries: p.summaries,
             metadata: p.metadata,
+            // TODO(issue 10): counters and remembered writes on Redis.
+            counters: statestore_core::Counters::new(),
+            replay: None,
             version: p.header.version,
         })
     }

@@ -581,7 +581,12 @@ impl Store for RedisStore {
             .transpose()
     }
 
-    async fn load_recent(&self, id: &SessionId, n: usize) -> Result<Option<RecentState>> {
+    async fn load_recent_with(
+        &self,
+        id: &SessionId,
+        n: usize,
+        _lookup: Option<&statestore_core::IdempotencyKey>,
+    ) -> Result<Option<RecentState>> {
         self.snapshot("load_recent", id, Some(n))
             .await?
             .map(|s| s.into_recent(id))
@@ -609,6 +614,22 @@ impl Store for RedisStore {
             metadata: &metadata,
         };
         self.save_encoded("save", id, contents, expect).await
+    }
+
+    async fn append_with(
+        &self,
+        id: &SessionId,
+        append: statestore_core::Append,
+    ) -> Result<statestore_core::Appended> {
+        // TODO(issue 10): keys and counters in the script; until then refused.
+        if append.key.is_some() || !append.counters.is_empty() {
+            return Err(StoreError::InvalidArgument {
+                id: id.clone(),
+                reason: "keys and counters are not implemented on Redis yet".into(),
+            });
+        }
+        let version = self.append(id, append.messages, append.expect).await?;
+        Ok(statestore_core::Appended::new(version, 0, 0))
     }
 
     async fn append(
