@@ -16,7 +16,9 @@ pub use pipeline::{
     Concurrency, ExecContext, Executed, MIN_MESSAGE_TOKENS, Middleware, Pipeline, PipelineBuilder,
     ProviderSummarizer, ToolHandler,
 };
-pub use provider::{ChatRequest, ChatResponse, FinishReason, Provider, ToolSpec, Usage};
+pub use provider::{
+    ChatRequest, ChatResponse, FinishReason, OnEvent, Provider, StreamEvent, ToolSpec, Usage,
+};
 
 /// The workspace README's examples, compiled and run as doctests.
 #[cfg(doctest)]

@@ -105,7 +105,9 @@ use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
 use serde::{Deserialize, Serialize};
 use statestore_core::{Content, ContentPart, Message, Role, ToolCall};
 
-use crate::{ChatRequest, ChatResponse, Error, FinishReason, Provider, ToolSpec, Usage};
+use crate::{
+    ChatRequest, ChatResponse, Error, FinishReason, OnEvent, Provider, StreamEvent, ToolSpec, Usage,
+};
 
 /// Where requests go unless configured otherwise.
 pub const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
@@ -613,7 +615,7 @@ impl OpenAiProvider {
     async fn read_stream(
         &self,
         mut response: reqwest::Response,
-        on_delta: &mut (dyn for<'s> FnMut(&'s str) + Send),
+        on_event: &mut OnEvent<'_>,
     ) -> Result<ChatResponse, Error> {
         let mut decoder = SseDecoder::default();
         let mut state = StreamState::default();
@@ -629,13 +631,13 @@ impl OpenAiProvider {
             };
             let Some(bytes) = chunk else { break };
             for data in decoder.feed(&bytes)? {
-                if state.apply(&data, on_delta, |m| self.redact(m))? {
+                if state.apply(&data, on_event, |m| self.redact(m))? {
                     return Ok(state.finish());
                 }
             }
         }
         for data in decoder.finish()? {
-            if state.apply(&data, on_delta, |m| self.redact(m))? {
+            if state.apply(&data, on_event, |m| self.redact(m))? {
                 return Ok(state.finish());
             }
         }
@@ -676,7 +678,7 @@ impl Provider for OpenAiProvider {
     async fn chat_stream(
         &self,
         request: &ChatRequest,
-        on_delta: &mut (dyn for<'s> FnMut(&'s str) + Send),
+        on_event: &mut OnEvent<'_>,
     ) -> Result<ChatResponse, Error> {
         let body = self.body(request, true)?;
         let response = match self.send(&body, true).await? {
@@ -699,11 +701,11 @@ impl Provider for OpenAiProvider {
             let reply = parse_response(&bytes, |m| self.redact(m))?;
             let text = reply.message.text();
             if !text.is_empty() {
-                on_delta(&text);
+                on_event(StreamEvent::Delta(&text));
             }
             return Ok(reply);
         }
-        self.read_stream(response, on_delta).await
+        self.read_stream(response, on_event).await
     }
 }
 
@@ -939,7 +941,7 @@ impl StreamState {
     fn apply(
         &mut self,
         data: &str,
-        on_delta: &mut (dyn for<'s> FnMut(&'s str) + Send),
+        on_event: &mut OnEvent<'_>,
         redact: impl Fn(String) -> String,
     ) -> Result<bool, Error> {
         let data = data.trim();
@@ -974,7 +976,7 @@ impl StreamState {
             }
             let Some(delta) = choice.delta else { continue };
             if let Some(text) = delta.content.filter(|t| !t.is_empty()) {
-                on_delta(&text);
+                on_event(StreamEvent::Delta(&text));
                 self.content.push_str(&text);
             }
             for (position, call) in delta.tool_calls.unwrap_or_default().into_iter().enumerate() {

@@ -51,7 +51,7 @@ use statestore_core::{
 };
 use tracing::Instrument;
 
-use crate::{ChatRequest, ChatResponse, Error, Provider, ToolSpec, Usage};
+use crate::{ChatRequest, ChatResponse, Error, OnEvent, Provider, StreamEvent, ToolSpec, Usage};
 
 /// Attempts at adding a turn's usage to the session's totals when other
 /// turns keep updating them concurrently.
@@ -259,7 +259,7 @@ impl std::fmt::Debug for Pipeline {
 }
 
 /// The streaming callback, where one is given.
-type OnDelta<'a> = Option<&'a mut (dyn for<'s> FnMut(&'s str) + Send)>;
+type OnDelta<'a> = Option<&'a mut OnEvent<'a>>;
 
 /// Lends the callback to one provider call without giving it away.
 fn reborrow<'b>(f: &'b mut OnDelta<'_>) -> OnDelta<'b> {
@@ -373,7 +373,7 @@ impl Pipeline {
         session_id: &str,
         role: Role,
         content: impl Into<Content>,
-        on_delta: &mut (dyn for<'s> FnMut(&'s str) + Send),
+        on_event: &mut OnEvent<'_>,
     ) -> Result<Executed, Error> {
         let id = SessionId::new(session_id)?;
         let mut message = Message::new(role, content);
@@ -384,9 +384,14 @@ impl Pipeline {
             provider = self.inner.provider.name(),
             streaming = true
         );
-        self.execute_message(id, message, Some(on_delta))
+        let result = self
+            .execute_message(id, message, Some(&mut *on_event))
             .instrument(span)
-            .await
+            .await;
+        if result.is_ok() {
+            on_event(StreamEvent::Done);
+        }
+        result
     }
 
     async fn execute_message(

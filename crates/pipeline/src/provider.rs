@@ -98,6 +98,42 @@ pub struct ChatResponse {
     pub finish_reason: FinishReason,
 }
 
+/// What a streaming call reports to its callback, in order: text as it
+/// arrives, possibly a [`StreamEvent::Restart`] (everything shown so far is
+/// void and the reply starts again — a provider retried a broken stream, or
+/// the pipeline re-asked the model after a concurrent turn), and finally
+/// [`StreamEvent::Done`] once the reply is complete.
+///
+/// ```
+/// use pipeline::StreamEvent;
+///
+/// let mut shown = String::new();
+/// let mut on_event = |event: StreamEvent<'_>| match event {
+///     StreamEvent::Delta(text) => shown.push_str(text),
+///     StreamEvent::Restart => shown.clear(),
+///     StreamEvent::Done => {}
+///     _ => {}
+/// };
+/// on_event(StreamEvent::Delta("Hel"));
+/// on_event(StreamEvent::Restart);
+/// on_event(StreamEvent::Delta("Hello"));
+/// on_event(StreamEvent::Done);
+/// assert_eq!(shown, "Hello");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StreamEvent<'a> {
+    /// The next piece of the reply's text.
+    Delta(&'a str),
+    /// Discard the text shown so far: the reply starts again.
+    Restart,
+    /// The reply is complete.
+    Done,
+}
+
+/// The streaming callback type.
+pub type OnEvent<'a> = dyn for<'e> FnMut(StreamEvent<'e>) + Send + 'a;
+
 /// A chat model.
 #[async_trait]
 pub trait Provider: Send + Sync + std::fmt::Debug {
@@ -113,16 +149,19 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
     /// Sends `request` and returns the reply.
     async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, Error>;
 
-    /// Like [`Provider::chat`], calling `on_delta` with each piece of text as
-    /// it arrives; returns the complete reply at the end. The default calls
-    /// `chat` and delivers the text in one piece.
+    /// Like [`Provider::chat`], reporting each piece of text to `on_event`
+    /// as it arrives ([`StreamEvent::Delta`]); returns the complete reply at
+    /// the end. A provider that retries a broken stream reports
+    /// [`StreamEvent::Restart`] first. [`StreamEvent::Done`] is the
+    /// pipeline's to send. The default calls `chat` and delivers the text in
+    /// one piece.
     async fn chat_stream(
         &self,
         request: &ChatRequest,
-        on_delta: &mut (dyn for<'s> FnMut(&'s str) + Send),
+        on_event: &mut OnEvent<'_>,
     ) -> Result<ChatResponse, Error> {
         let response = self.chat(request).await?;
-        on_delta(&response.message.text());
+        on_event(StreamEvent::Delta(&response.message.text()));
         Ok(response)
     }
 }

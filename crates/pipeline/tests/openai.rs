@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use pipeline::{
     ChatRequest, ChatResponse, Error, FinishReason, OpenAiProvider, OpenAiProviderBuilder,
-    Provider, ToolSpec, Usage,
+    Provider, StreamEvent, ToolSpec, Usage,
 };
 use serde_json::{Value, json};
 use statestore_core::{ContentPart, ImageUrl, Message, Role, TokenCount, ToolCall};
@@ -976,7 +976,11 @@ async fn stream_with(
 ) -> (Result<ChatResponse, Error>, Vec<String>) {
     let mut deltas = Vec::new();
     let result = provider
-        .chat_stream(request, &mut |d: &str| deltas.push(d.to_owned()))
+        .chat_stream(request, &mut |e: StreamEvent<'_>| {
+            if let StreamEvent::Delta(d) = e {
+                deltas.push(d.to_owned());
+            }
+        })
         .await;
     (result, deltas)
 }

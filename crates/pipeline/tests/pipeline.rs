@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use context_window::WindowPolicy;
 use pipeline::{
     ChatRequest, ChatResponse, Concurrency, Error, ExecContext, FinishReason, Middleware,
-    OfflineProvider, Pipeline, Provider, ToolHandler, ToolSpec, Usage,
+    OfflineProvider, Pipeline, Provider, StreamEvent, ToolHandler, ToolSpec, Usage,
 };
 use statestore_core::{BoxError, Message, Role, SessionId, Store, ToolCall};
 use statestore_memory::MemoryStore;
@@ -413,13 +413,23 @@ async fn streaming_delivers_text_and_stores_the_whole_reply() {
     let store = memory();
     let pipe = Pipeline::builder(Arc::clone(&store), Arc::new(OfflineProvider::new())).build();
     let mut streamed = String::new();
+    let mut done_events = 0;
     let done = pipe
-        .execute_streaming("s", Role::User, "stream this", &mut |d: &str| {
-            streamed.push_str(d)
-        })
+        .execute_streaming(
+            "s",
+            Role::User,
+            "stream this",
+            &mut |e: StreamEvent<'_>| match e {
+                StreamEvent::Delta(d) => streamed.push_str(d),
+                StreamEvent::Restart => streamed.clear(),
+                StreamEvent::Done => done_events += 1,
+                _ => {}
+            },
+        )
         .await
         .unwrap();
     assert_eq!(streamed, "You said: stream this");
+    assert_eq!(done_events, 1, "one Done, at the end");
     assert_eq!(done.reply.text(), streamed);
     let state = store
         .load(&SessionId::new("s").unwrap())
