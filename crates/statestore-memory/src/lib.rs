@@ -822,6 +822,59 @@ impl Store for MemoryStore {
 mod tests {
     use super::*;
 
+    /// A read that sees a session expired must not remove it when a write
+    /// that found it live is finishing meanwhile: that write returned Ok,
+    /// so the session must still be there (issue 10, item 9).
+    #[test]
+    fn expiry_spares_a_session_whose_concurrent_write_succeeded() {
+        let store = MemoryStore::builder()
+            .ttl(Duration::from_millis(50))
+            .build();
+        let inner = Arc::clone(&store.inner);
+        let id = SessionId::new("raced").unwrap();
+        let limits = Limits::none();
+        let write = |text: &str| {
+            inner.write(
+                &id,
+                AppendOp {
+                    append: Append::new([Message::user(text)]),
+                    limits: &limits,
+                },
+            )
+        };
+        write("first").unwrap();
+
+        // A writer has found the session live and holds its lock ...
+        let slot = lock(inner.shard(&id)).get(&id).cloned().unwrap();
+        let mut session = lock(&slot.session);
+        // ... while the TTL runs out and a reader sees it expired.
+        std::thread::sleep(Duration::from_millis(80));
+        let reader = {
+            let inner = Arc::clone(&inner);
+            let id = id.clone();
+            std::thread::spawn(move || inner.find(&id).is_some())
+        };
+        // Wait until the reader holds the shard lock: it is then inside
+        // `find`, blocked on the session lock we hold.
+        while inner.shard(&id).try_lock().is_ok() {
+            std::thread::yield_now();
+        }
+        // The writer finishes: its write lands and counts as an access.
+        let s = session.as_mut().unwrap();
+        s.messages.push(Arc::new(Message::user("second")));
+        s.bump();
+        inner.touch(&id, &slot);
+        drop(session);
+
+        assert!(
+            reader.join().unwrap(),
+            "the reader must see the live session"
+        );
+        let session = lock(inner.shard(&id)).get(&id).cloned();
+        let session = session.expect("a session whose write returned Ok was removed");
+        assert_eq!(lock(&session.session).as_ref().unwrap().messages.len(), 2);
+    }
+
     /// The recency index holds exactly one entry per session in the map,
     /// with the session's current tick, after concurrent creates, reads,
     /// forks, deletes and evictions.
