@@ -53,6 +53,7 @@ use statestore_core::{
 
 pub use conn::Connection;
 pub use error::Error;
+pub use list::{LIST_MAX_SCAN_STEPS, LIST_SCAN_COUNT};
 
 use decode::Reply;
 use keys::{Keys, SessionKeys};
