@@ -104,37 +104,43 @@ impl Connection {
         with_conn!(self, c => inv.invoke_async(c).await)
     }
 
+    /// Whether every checkout is a connection of its own that does not
+    /// reconnect while checked out (a deadpool pool), so that a write and
+    /// its `WAIT` can share it. `ConnectionManager` and `ClusterConnection`
+    /// are shared and reconnect by themselves.
+    pub(crate) fn checks_out_exclusive(&self) -> bool {
+        match &self.0 {
+            #[cfg(feature = "deadpool")]
+            Inner::Pool(_) => true,
+            _ => false,
+        }
+    }
+
     /// Runs a write script, then — with `wait = Some((replicas, timeout_ms))` —
-    /// `WAIT` on the same connection (on a cluster: the master of `key`'s
-    /// slot) until that many replicas acknowledged it. Returns the script's
-    /// reply and how many replicas acknowledged.
+    /// `WAIT` on the same checked-out connection (only for connections that
+    /// [check out exclusive](Self::checks_out_exclusive); the others take
+    /// [`crate::durable`]). Returns the script's reply and how many replicas
+    /// acknowledged: `None` without `wait`, `Some(None)` when the `WAIT`
+    /// failed after the script ran.
     pub(crate) async fn invoke_durable(
         &self,
         inv: &ScriptInvocation<'_>,
-        key: &str,
         wait: Option<(u32, u64)>,
-    ) -> RedisResult<(Value, Option<i64>)> {
+    ) -> RedisResult<(Value, Option<Option<i64>>)> {
         let Some((replicas, timeout_ms)) = wait else {
             return Ok((self.invoke(inv).await?, None));
         };
         let wait_cmd = redis::cmd("WAIT").arg(replicas).arg(timeout_ms).clone();
-        #[cfg(feature = "cluster")]
-        if let Inner::Cluster(c) = &self.0 {
-            use redis::cluster_routing::{
-                Route, RoutingInfo, SingleNodeRoutingInfo, Slot, SlotAddr,
-            };
-            let mut conn = c.clone();
-            let value = inv.invoke_async(&mut conn).await?;
-            let route = Route::with_slot(Slot::for_key(key), SlotAddr::Master);
-            let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route));
-            let acked = conn.route_command(wait_cmd, routing).await?;
-            return Ok((value, redis::from_redis_value(acked).ok()));
-        }
-        let _ = key;
         with_conn!(self, c => {
             let value = inv.invoke_async(c).await?;
-            let acked = c.req_packed_command(&wait_cmd).await?;
-            Ok((value, redis::from_redis_value(acked).ok()))
+            let acked = match c.req_packed_command(&wait_cmd).await {
+                Ok(n) => redis::from_redis_value(n).ok(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "WAIT failed after the write script ran");
+                    None
+                }
+            };
+            Ok((value, Some(acked)))
         })
     }
 
@@ -199,6 +205,24 @@ impl Connection {
             }
             _ => Ok(vec![String::new()]),
         }
+    }
+
+    /// `(first slot, last slot, master host:port)` for every slot range of
+    /// the cluster, from `CLUSTER NODES`.
+    #[cfg(feature = "cluster")]
+    pub(crate) async fn slot_masters(&self) -> RedisResult<Vec<(u16, u16, String)>> {
+        let Inner::Cluster(c) = &self.0 else {
+            return Ok(Vec::new());
+        };
+        let routing = redis::cluster_routing::RoutingInfo::SingleNode(
+            redis::cluster_routing::SingleNodeRoutingInfo::Random,
+        );
+        let nodes = c
+            .clone()
+            .route_command(redis::cmd("CLUSTER").arg("NODES").clone(), routing)
+            .await?;
+        let text: String = redis::from_redis_value(nodes)?;
+        Ok(cluster_slots(&text))
     }
 
     /// One `SCAN` step on `node` (from [`Connection::scan_nodes`]).
@@ -270,6 +294,33 @@ fn cluster_masters(nodes: &str) -> Vec<String> {
     masters
 }
 
+/// The slot ranges of each master in `CLUSTER NODES` output that is not
+/// failed (`[slot->-node]` migration entries skipped).
+#[cfg(feature = "cluster")]
+fn cluster_slots(nodes: &str) -> Vec<(u16, u16, String)> {
+    let mut out = Vec::new();
+    for line in nodes.lines() {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let (Some(addr), Some(flags)) = (fields.get(1), fields.get(2)) else {
+            continue;
+        };
+        let flags: Vec<&str> = flags.split(',').collect();
+        if !flags.contains(&"master") || flags.iter().any(|f| *f == "fail" || *f == "noaddr") {
+            continue;
+        }
+        let Some(addr) = addr.split('@').next().filter(|a| !a.is_empty()) else {
+            continue;
+        };
+        for range in fields.iter().skip(8) {
+            let (first, last) = range.split_once('-').unwrap_or((range, range));
+            if let (Ok(first), Ok(last)) = (first.parse(), last.parse()) {
+                out.push((first, last, addr.to_owned()));
+            }
+        }
+    }
+    out
+}
+
 #[cfg(all(test, feature = "cluster"))]
 mod tests {
     #[test]
@@ -284,6 +335,23 @@ aaaa 127.0.0.1:30009@40009 master,fail - 0 0 1 disconnected
         assert_eq!(
             super::cluster_masters(text),
             ["127.0.0.1:30001", "127.0.0.1:30002", "127.0.0.1:30003"]
+        );
+        assert_eq!(
+            super::cluster_slots(text),
+            [
+                (5461, 10922, "127.0.0.1:30002".to_owned()),
+                (10923, 16383, "127.0.0.1:30003".to_owned()),
+                (0, 5460, "127.0.0.1:30001".to_owned()),
+            ]
+        );
+        let migrating =
+            "e7d1 127.0.0.1:30001@40001 myself,master - 0 0 1 connected 0-10 12 [13->-67ed]\n";
+        assert_eq!(
+            super::cluster_slots(migrating),
+            [
+                (0, 10, "127.0.0.1:30001".to_owned()),
+                (12, 12, "127.0.0.1:30001".to_owned())
+            ]
         );
     }
 }

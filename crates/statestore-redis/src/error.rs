@@ -26,4 +26,18 @@ pub enum Error {
         #[source]
         source: redis::RedisError,
     },
+
+    /// [`wait_for_replicas`](crate::RedisStoreBuilder::wait_for_replicas)
+    /// on a connection that is shared and reconnects by itself: its `WAIT`
+    /// would stall every operation behind it, and could measure a fresh
+    /// connection that wrote nothing. Use `connect`/`connect_cluster`, or
+    /// `build` on a deadpool pool.
+    #[error(
+        "wait_for_replicas needs connections of its own: use connect or connect_cluster \
+         (or build on a deadpool pool), not build on a {connection}"
+    )]
+    WaitNeedsOwnConnections {
+        /// The kind of connection given.
+        connection: &'static str,
+    },
 }

@@ -2,6 +2,7 @@
 
 mod conn;
 mod decode;
+mod durable;
 mod error;
 mod keys;
 mod list;
@@ -52,6 +53,7 @@ use statestore_core::{
 
 pub use conn::Connection;
 pub use error::Error;
+pub use list::{LIST_MAX_SCAN_STEPS, LIST_SCAN_COUNT};
 
 use decode::Reply;
 use keys::{Keys, SessionKeys};
@@ -74,6 +76,8 @@ struct Inner {
     limits: Limits,
     timeout: Duration,
     wait_for_replicas: Option<(u32, Duration)>,
+    /// Connections for durable writes; see [`durable`].
+    durable: Option<durable::Durable>,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -86,6 +90,7 @@ impl std::fmt::Debug for RedisStore {
             .field("limits", &self.inner.limits)
             .field("timeout", &self.inner.timeout)
             .field("wait_for_replicas", &self.inner.wait_for_replicas)
+            .field("durable", &self.inner.durable)
             .finish()
     }
 }
@@ -101,6 +106,7 @@ pub struct RedisStoreBuilder {
     response_timeout: Duration,
     connect_timeout: Duration,
     wait_for_replicas: Option<(u32, Duration)>,
+    durable_connections: usize,
     #[cfg(feature = "tls")]
     tls_root_cert: Option<Vec<u8>>,
 }
@@ -114,6 +120,8 @@ impl std::fmt::Debug for RedisStoreBuilder {
             .field("limits", &self.limits)
             .field("response_timeout", &self.response_timeout)
             .field("connect_timeout", &self.connect_timeout)
+            .field("wait_for_replicas", &self.wait_for_replicas)
+            .field("durable_connections", &self.durable_connections)
             .finish_non_exhaustive()
     }
 }
@@ -128,6 +136,7 @@ impl Default for RedisStoreBuilder {
             response_timeout: Duration::from_secs(2),
             connect_timeout: Duration::from_secs(1),
             wait_for_replicas: None,
+            durable_connections: DEFAULT_DURABLE_CONNECTIONS,
             #[cfg(feature = "tls")]
             tls_root_cert: None,
         }
@@ -136,6 +145,10 @@ impl Default for RedisStoreBuilder {
 
 /// The default largest message: 4 MiB of stored JSON.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 << 20;
+
+/// The default of [`RedisStoreBuilder::durable_connections`]: how many
+/// durable writes may wait for replicas at once.
+pub const DEFAULT_DURABLE_CONNECTIONS: usize = 8;
 
 impl RedisStoreBuilder {
     /// Prepends `prefix` to every key (the seed's `WithPrefix`), so several
@@ -179,10 +192,31 @@ impl RedisStoreBuilder {
     /// Durability: after every write, wait (Redis `WAIT`) until `replicas`
     /// replicas acknowledged it, up to `timeout`; when fewer did, the write
     /// returns `Error::NotReplicated` (it was applied on the primary but may
-    /// be lost in a failover). Costs one more round trip per write. Off by
-    /// default: Redis replication is asynchronous.
+    /// be lost in a failover). Off by default: Redis replication is
+    /// asynchronous.
+    ///
+    /// Each durable write runs its script and its `WAIT` on a connection of
+    /// its own (two round trips), never on the connection loads share, so a
+    /// lagging replica delays only the writes waiting for it: see
+    /// [`durable_connections`](Self::durable_connections). Needs a store made
+    /// by [`connect`](Self::connect) or [`connect_cluster`](Self::connect_cluster),
+    /// or [`build`](Self::build) on a deadpool pool (whose checkouts are
+    /// exclusive); `build` on a shared connection refuses it.
     pub fn wait_for_replicas(mut self, replicas: u32, timeout: Duration) -> Self {
         self.wait_for_replicas = Some((replicas, timeout));
+        self
+    }
+
+    /// With [`wait_for_replicas`](Self::wait_for_replicas): how many durable
+    /// writes may run (and wait for replicas) at once, each on a dedicated
+    /// connection (default [`DEFAULT_DURABLE_CONNECTIONS`], at least 1). A
+    /// write that finds all of them busy for the response timeout fails
+    /// with `Error::Timeout` without having sent anything. Up to this many
+    /// idle connections per server (per master of a cluster) are kept open
+    /// for reuse. Ignored for stores built on a deadpool pool (its size
+    /// applies).
+    pub fn durable_connections(mut self, connections: usize) -> Self {
+        self.durable_connections = connections.max(1);
         self
     }
 
@@ -207,12 +241,30 @@ impl RedisStoreBuilder {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidPrefix`] when the prefix contains a brace.
+    /// [`Error::InvalidPrefix`] when the prefix contains a brace;
+    /// [`Error::WaitNeedsOwnConnections`] with
+    /// [`wait_for_replicas`](Self::wait_for_replicas) on a
+    /// `ConnectionManager` or `ClusterConnection`.
     pub fn build(self, connection: impl Into<Connection>) -> Result<RedisStore, Error> {
+        let conn = connection.into();
+        if self.wait_for_replicas.is_some() && !conn.checks_out_exclusive() {
+            return Err(Error::WaitNeedsOwnConnections {
+                connection: conn.kind(),
+            });
+        }
+        self.assemble(conn, None)
+    }
+
+    /// The store on `conn`, with `durable` for durable writes.
+    fn assemble(
+        self,
+        conn: Connection,
+        durable: Option<durable::Durable>,
+    ) -> Result<RedisStore, Error> {
         let keys = Keys::new(&self.prefix).map_err(|e| Error::InvalidPrefix(e.0))?;
         Ok(RedisStore {
             inner: Arc::new(Inner {
-                conn: connection.into(),
+                conn,
                 keys,
                 scripts: Scripts::new(),
                 ttl: self.ttl,
@@ -220,13 +272,33 @@ impl RedisStoreBuilder {
                 limits: self.limits,
                 timeout: self.response_timeout,
                 wait_for_replicas: self.wait_for_replicas,
+                durable,
             }),
         })
     }
 
-    /// The client's own response timeout: ours, plus the time a `WAIT` may block.
-    fn client_response_timeout(&self) -> Duration {
-        self.response_timeout + self.wait_for_replicas.map_or(Duration::ZERO, |w| w.1)
+    /// The pool for durable writes on the server(s) of `url`, when
+    /// [`wait_for_replicas`](Self::wait_for_replicas) is on.
+    fn durable(&self, url: &str, cluster: bool) -> Result<Option<durable::Durable>, Error> {
+        if self.wait_for_replicas.is_none() {
+            return Ok(None);
+        }
+        let info = redis::IntoConnectionInfo::into_connection_info(url).map_err(|e| {
+            Error::InvalidUrl {
+                reason: e.to_string(),
+            }
+        })?;
+        let factory = durable::Factory {
+            info,
+            #[cfg(feature = "tls")]
+            root_cert: self.tls_root_cert.clone(),
+        };
+        Ok(Some(durable::Durable::new(
+            factory,
+            self.durable_connections,
+            self.connect_timeout,
+            cluster,
+        )))
     }
 
     fn client(&self, url: &str) -> Result<(redis::Client, String), Error> {
@@ -269,12 +341,13 @@ impl RedisStoreBuilder {
     pub async fn connect(self, url: &str) -> Result<RedisStore, Error> {
         install_crypto_provider();
         let (client, address) = self.client(url)?;
+        let durable = self.durable(url, false)?;
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(self.connect_timeout))
-            .set_response_timeout(Some(self.client_response_timeout()))
+            .set_response_timeout(Some(self.response_timeout))
             .set_number_of_retries(1);
         let connect = redis::aio::ConnectionManager::new_with_config(client, config);
-        self.finish(address, connect).await
+        self.finish(address, connect, durable).await
     }
 
     /// Awaits the connection (bounded), builds the store and loads the scripts.
@@ -282,6 +355,7 @@ impl RedisStoreBuilder {
         self,
         address: String,
         connect: impl Future<Output = redis::RedisResult<C>>,
+        durable: Option<durable::Durable>,
     ) -> Result<RedisStore, Error> {
         let connect_error = |source| Error::Connect {
             address: address.clone(),
@@ -296,7 +370,7 @@ impl RedisStoreBuilder {
                 )))
             })?
             .map_err(connect_error)?;
-        let store = self.build(conn)?;
+        let store = self.assemble(conn.into(), durable)?;
         store.preload(&address).await?;
         Ok(store)
     }
@@ -311,9 +385,13 @@ impl RedisStoreBuilder {
     pub async fn connect_cluster(self, urls: &[&str]) -> Result<RedisStore, Error> {
         install_crypto_provider();
         let address = urls.join(",");
+        let durable = match urls.first() {
+            Some(url) => self.durable(url, true)?,
+            None => None,
+        };
         let builder = redis::cluster::ClusterClientBuilder::new(urls.to_vec())
             .connection_timeout(self.connect_timeout)
-            .response_timeout(self.client_response_timeout());
+            .response_timeout(self.response_timeout);
         #[cfg(feature = "tls")]
         let builder = match &self.tls_root_cert {
             Some(root) => builder.certs(redis::TlsCertificates {
@@ -326,7 +404,8 @@ impl RedisStoreBuilder {
             address: address.clone(),
             source: e,
         })?;
-        self.finish(address, client.get_async_connection()).await
+        self.finish(address, client.get_async_connection(), durable)
+            .await
     }
 }
 
@@ -425,27 +504,38 @@ impl RedisStore {
         expect: Expect,
         inv: &ScriptInvocation<'_>,
     ) -> Result<Version> {
-        let wait = self
-            .inner
-            .wait_for_replicas
-            .map(|(n, t)| (n, u64::try_from(t.as_millis()).unwrap_or(u64::MAX)));
-        let header = self.inner.keys.session(id).header;
-        // WAIT may take up to its own timeout on top of the write.
-        let limit =
-            self.inner.timeout + self.inner.wait_for_replicas.map_or(Duration::ZERO, |w| w.1);
-        let call = self.inner.conn.invoke_durable(inv, &header, wait);
-        let (value, acked) = match tokio::time::timeout(limit, call).await {
-            Err(_) => {
-                return Err(StoreError::Timeout {
-                    operation,
-                    after: limit,
-                });
+        let wait = self.inner.wait_for_replicas;
+        let timeout = self.inner.timeout;
+        // `acked`: None without waiting; Some(None) when the WAIT failed.
+        let (value, acked) = match (&self.inner.durable, wait) {
+            (Some(durable), Some(wait)) => {
+                let header = self.inner.keys.session(id).header;
+                let (value, acked) = durable
+                    .write(operation, &self.inner.conn, inv, &header, wait, timeout)
+                    .await?;
+                (value, Some(acked))
             }
-            Ok(result) => result.map_err(|e| client_error(operation, limit, e))?,
+            _ => {
+                // Without a pool only an exclusive checkout waits (`build`
+                // refused the rest): WAIT may take its own timeout on top.
+                let limit = timeout + wait.map_or(Duration::ZERO, |w| w.1);
+                let wait = wait.map(|(n, t)| (n, u64::try_from(t.as_millis()).unwrap_or(u64::MAX)));
+                let call = self.inner.conn.invoke_durable(inv, wait);
+                match tokio::time::timeout(limit, call).await {
+                    Err(_) => {
+                        return Err(StoreError::Timeout {
+                            operation,
+                            after: limit,
+                        });
+                    }
+                    Ok(result) => result.map_err(|e| client_error(operation, limit, e))?,
+                }
+            }
         };
         let version = decode::written(id, expect, &self.inner.limits, decode::reply(id, value)?)?;
-        if let (Some((required, _)), Some(acked)) = (self.inner.wait_for_replicas, acked) {
-            let acknowledged = u32::try_from(acked.max(0)).unwrap_or(u32::MAX);
+        if let (Some((required, _)), Some(acked)) = (wait, acked) {
+            // A WAIT that failed after the script ran acknowledged nothing.
+            let acknowledged = acked.map_or(0, |n| u32::try_from(n.max(0)).unwrap_or(u32::MAX));
             if acknowledged < required {
                 return Err(StoreError::NotReplicated {
                     operation,
@@ -541,6 +631,7 @@ fn client_error(operation: &'static str, after: Duration, e: redis::RedisError) 
         StoreError::Timeout { operation, after }
     } else if e.is_connection_refusal()
         || e.is_io_error()
+        || e.is_cluster_error()
         || e.is_connection_dropped()
         || e.is_unrecoverable_error()
     {

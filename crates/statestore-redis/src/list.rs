@@ -2,12 +2,35 @@
 //! `SCAN … MATCH <prefix>{*}:h TYPE hash` over every master, resumable.
 //!
 //! The cursor is opaque JSON carrying the node being scanned, its `SCAN`
-//! cursor, and the ids a `SCAN` step returned beyond the page's limit
-//! (`SCAN` cannot stop mid-batch; those ids go out first on the next page
-//! instead of being skipped or refetched). The guarantees are `SCAN`'s:
-//! every session that exists for the whole listing is returned; sessions
-//! created or deleted meanwhile may or may not be; within one page ids are
-//! sorted.
+//! cursor, and the ids found but not yet returned (`SCAN` cannot stop
+//! mid-batch; those ids go out first on the next page instead of being
+//! skipped or refetched). The guarantees are `SCAN`'s: every session that
+//! exists for the whole listing is returned; sessions created or deleted
+//! meanwhile may or may not be. Ids within one page are sorted; across
+//! pages they come in `SCAN` order.
+//!
+//! # Cost model
+//!
+//! Every call does bounded work, however large the database and however
+//! few keys match:
+//!
+//! - at most [`LIST_MAX_SCAN_STEPS`] `SCAN` steps, each with `COUNT`
+//!   [`LIST_SCAN_COUNT`] (Redis visits about that many keys per step, of
+//!   any prefix, and returns the matches);
+//! - with a user filter, one pipelined `HGET … user_id` round trip per step
+//!   that found sessions (on a cluster, concurrent `HGET`s), so at most
+//!   [`LIST_MAX_SCAN_STEPS`] lookup round trips, for no more keys than the
+//!   steps returned;
+//! - on a cluster, one `CLUSTER NODES` first (to find the masters).
+//!
+//! A call stops early once it has `limit` ids. It always returns a
+//! `next_cursor` while any node is not fully scanned or found ids are
+//! pending, so a page may hold fewer than `limit` ids — even none — without
+//! being the last: keep calling until `next_cursor` is `None`. Listing a
+//! node of `N` keys (all prefixes together) costs about
+//! `N / LIST_SCAN_COUNT` `SCAN` steps in total, so at least
+//! `N / (LIST_SCAN_COUNT × LIST_MAX_SCAN_STEPS)` calls: 1 M keys are ~1 000
+//! steps in ~100 calls.
 
 use redis::RedisError;
 use serde::{Deserialize, Serialize};
@@ -16,6 +39,13 @@ use statestore_core::{Error, ListPage, ListQuery, SessionId};
 use crate::conn::Connection;
 use crate::decode;
 use crate::keys::Keys;
+
+/// `COUNT` of every `SCAN` step of [`Store::list`](statestore_core::Store::list).
+pub const LIST_SCAN_COUNT: usize = 1000;
+
+/// The most `SCAN` steps one [`Store::list`](statestore_core::Store::list)
+/// call takes (per call, not per listing).
+pub const LIST_MAX_SCAN_STEPS: usize = 10;
 
 pub(crate) enum ListError {
     Client(RedisError),
@@ -79,14 +109,16 @@ pub(crate) async fn page(
         ));
     }
     let pattern = keys.scan_pattern();
-    let count = limit.clamp(10, 1000);
-
-    while ids.len() < limit && !cursor.done {
+    let mut steps = 0;
+    while ids.len() < limit && !cursor.done && steps < LIST_MAX_SCAN_STEPS {
         let Some(node) = nodes.get(cursor.node) else {
             cursor.done = true;
             break;
         };
-        let (next, found) = conn.scan(node, cursor.scan, &pattern, count).await?;
+        steps += 1;
+        let (next, found) = conn
+            .scan(node, cursor.scan, &pattern, LIST_SCAN_COUNT)
+            .await?;
         let mut batch: Vec<(SessionId, Vec<u8>)> = found
             .into_iter()
             .filter_map(|key| keys.id_from_header_key(&key).map(|id| (id, key)))
@@ -94,9 +126,7 @@ pub(crate) async fn page(
         if let Some(user) = &query.user_id {
             batch = owned_by(conn, batch, user).await?;
         }
-        let mut batch: Vec<SessionId> = batch.into_iter().map(|(id, _)| id).collect();
-        batch.sort_unstable();
-        ids.extend(batch);
+        ids.extend(batch.into_iter().map(|(id, _)| id));
         if next == 0 {
             cursor.node += 1;
             cursor.scan = 0;
@@ -110,6 +140,11 @@ pub(crate) async fn page(
         }
     }
 
+    // The page is the smallest `limit` ids found; the rest wait, sorted,
+    // for the next page. A key `SCAN` returned twice in one call is listed
+    // once on its page.
+    ids.sort_unstable();
+    ids.dedup();
     if ids.len() > limit {
         cursor.pending = ids
             .split_off(limit)
