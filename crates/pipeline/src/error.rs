@@ -51,7 +51,9 @@ pub enum Error {
         after: Duration,
     },
 
-    /// The provider could not be reached.
+    /// The provider could not be reached, or its answer broke off (a
+    /// connection dropped mid-answer, a stream that ended before it was
+    /// complete).
     #[error("cannot reach the provider: {0}")]
     Transport(#[source] statestore_core::BoxError),
 

@@ -61,8 +61,11 @@
 //! # Retries and errors
 //!
 //! Each attempt (sending the request and reading the whole answer) is bounded
-//! by the [`timeout`](OpenAiProviderBuilder::timeout). These are retried, up
-//! to [`max_retries`](OpenAiProviderBuilder::max_retries) times after the
+//! by the [`timeout`](OpenAiProviderBuilder::timeout); once a streamed
+//! answer has started, by the
+//! [`stream_idle_timeout`](OpenAiProviderBuilder::stream_idle_timeout)
+//! between two pieces instead. These are retried, up to
+//! [`max_retries`](OpenAiProviderBuilder::max_retries) times after the
 //! first attempt:
 //!
 //! | outcome | after the last attempt |
@@ -71,6 +74,8 @@
 //! | HTTP 5xx | [`Error::Status`] |
 //! | the attempt's timeout | [`Error::Timeout`] |
 //! | no connection (refused, reset, DNS) | [`Error::Transport`] |
+//! | a stream silent for the idle timeout | [`Error::Timeout`] (with the idle timeout) |
+//! | a stream dropped mid-way, or ended before `[DONE]` without a `finish_reason` | [`Error::Transport`] |
 //!
 //! The delay before retry *n* (1-based) is `retry_base_delay × 2^(n-1)`,
 //! scaled by a random factor in `[0.5, 1]` when jitter is on (the default),
@@ -88,10 +93,18 @@
 //! one (else the body's text, else the status's reason), cut to 300
 //! characters.
 //!
-//! Streaming retries the same way until the server answers `200`; once text
-//! has been delivered to `on_delta` nothing is retried, and a stream that
-//! stalls for longer than the timeout between two chunks fails with
-//! [`Error::Timeout`].
+//! Streaming retries with the same policy and the same attempt budget, also
+//! after the stream has started: a stream that is dropped, stalls or ends
+//! before `[DONE]` without a `finish_reason` is abandoned — nothing of it is
+//! returned — and the request is sent again. A stream that ends without
+//! `[DONE]` but after a `finish_reason` is complete. When the abandoned
+//! stream had already delivered text to the callback, the callback gets
+//! [`StreamEvent::Restart`] before the retry: the text shown so far is void
+//! and the next [`StreamEvent::Delta`]s start the reply again, so the text
+//! after the last `Restart` is the reply's. An event that is not valid JSON
+//! (except an unfinished one where the body ends, which is a cut), or an
+//! `error` reported inside the stream, is [`Error::InvalidResponse`] and is
+//! not retried, whichever attempt it comes in.
 //!
 //! Attempts and retries are logged with `tracing` at debug level (attempt,
 //! status, delay); neither the key nor any message content is logged.
@@ -134,6 +147,7 @@ pub struct OpenAiProvider {
     temperature: Option<f32>,
     max_tokens: Option<u32>,
     timeout: Duration,
+    stream_idle_timeout: Duration,
     max_retries: u32,
     retry_base_delay: Duration,
     max_retry_delay: Duration,
@@ -150,6 +164,7 @@ impl fmt::Debug for OpenAiProvider {
             .field("temperature", &self.temperature)
             .field("max_tokens", &self.max_tokens)
             .field("timeout", &self.timeout)
+            .field("stream_idle_timeout", &self.stream_idle_timeout)
             .field("max_retries", &self.max_retries)
             .field("context_tokens", &self.context_tokens)
             .finish_non_exhaustive()
@@ -180,6 +195,7 @@ pub struct OpenAiProviderBuilder {
     temperature: Option<f32>,
     max_tokens: Option<u32>,
     timeout: Duration,
+    stream_idle_timeout: Option<Duration>,
     max_retries: u32,
     retry_base_delay: Duration,
     max_retry_delay: Duration,
@@ -196,6 +212,7 @@ impl fmt::Debug for OpenAiProviderBuilder {
             .field("temperature", &self.temperature)
             .field("max_tokens", &self.max_tokens)
             .field("timeout", &self.timeout)
+            .field("stream_idle_timeout", &self.stream_idle_timeout)
             .field("max_retries", &self.max_retries)
             .field("context_tokens", &self.context_tokens)
             .finish_non_exhaustive()
@@ -211,6 +228,7 @@ impl Default for OpenAiProviderBuilder {
             temperature: None,
             max_tokens: None,
             timeout: Duration::from_secs(60),
+            stream_idle_timeout: None,
             max_retries: 2,
             retry_base_delay: Duration::from_millis(500),
             max_retry_delay: Duration::from_secs(30),
@@ -285,16 +303,29 @@ impl OpenAiProviderBuilder {
     }
 
     /// The limit for one attempt: sending the request and reading the whole
-    /// answer (when streaming: until the answer starts, then between two
-    /// chunks). Default 60 s.
+    /// answer (when streaming: until the answer starts; then the
+    /// [`stream_idle_timeout`](Self::stream_idle_timeout) applies). Default
+    /// 60 s.
     #[must_use]
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
     }
 
-    /// How many times a failed attempt (429, 5xx, timeout, no connection)
-    /// is retried; `0` makes one attempt only. Default 2.
+    /// When streaming, the longest the answer may go without sending a byte
+    /// once it has started (the time to the first token counts). A stream
+    /// that stalls that long is abandoned and retried. There is no limit on
+    /// a stream's total length as long as it keeps sending. Default: the
+    /// [`timeout`](Self::timeout).
+    #[must_use]
+    pub fn stream_idle_timeout(mut self, timeout: Duration) -> Self {
+        self.stream_idle_timeout = Some(timeout);
+        self
+    }
+
+    /// How many times a failed attempt (429, 5xx, timeout, no connection, a
+    /// stream that broke off) is retried; `0` makes one attempt only.
+    /// Default 2.
     #[must_use]
     pub fn max_retries(mut self, retries: u32) -> Self {
         self.max_retries = retries;
@@ -390,6 +421,7 @@ impl OpenAiProviderBuilder {
             temperature: self.temperature,
             max_tokens: self.max_tokens,
             timeout: self.timeout,
+            stream_idle_timeout: self.stream_idle_timeout.unwrap_or(self.timeout),
             max_retries: self.max_retries,
             retry_base_delay: self.retry_base_delay,
             max_retry_delay: self.max_retry_delay,
@@ -401,8 +433,9 @@ impl OpenAiProviderBuilder {
 
 impl OpenAiProvider {
     /// A builder with the defaults: [`DEFAULT_BASE_URL`], [`DEFAULT_MODEL`],
-    /// no key, no temperature or `max_tokens` default, 60 s per attempt,
-    /// 2 retries from 500 ms with jitter, waits capped at 30 s.
+    /// no key, no temperature or `max_tokens` default, 60 s per attempt
+    /// (and between two pieces of a stream), 2 retries from 500 ms with
+    /// jitter, waits capped at 30 s.
     #[must_use]
     pub fn builder() -> OpenAiProviderBuilder {
         OpenAiProviderBuilder::default()
@@ -515,47 +548,56 @@ impl OpenAiProvider {
 
     /// Attempts until an answer, a final error or the last retry.
     async fn send(&self, body: &[u8], stream: bool) -> Result<Answer, Error> {
-        let attempts = self.max_retries.saturating_add(1);
         let mut attempt: u32 = 1;
         loop {
             let failure = match self.attempt(body, stream, attempt).await {
                 Ok(answer) => return Ok(answer),
                 Err(failure) => failure,
             };
-            let retry_after = match &failure {
-                Failure::Status {
-                    status,
-                    retry_after,
-                    ..
-                } if *status == 429 || (500..=599).contains(status) => *retry_after,
-                Failure::Status { .. } => {
-                    tracing::debug!(
-                        attempt,
-                        outcome = %failure.describe(),
-                        "chat completion failed; not retried"
-                    );
-                    return Err(self.final_error(failure, attempt));
-                }
-                Failure::Timeout | Failure::Transport(_) => None,
-            };
-            if attempt >= attempts {
-                tracing::debug!(
-                    attempt,
-                    outcome = %failure.describe(),
-                    "chat completion failed; no retries left"
-                );
-                return Err(self.final_error(failure, attempt));
-            }
-            let delay = self.delay(attempt, retry_after);
-            tracing::debug!(
-                attempt,
-                outcome = %failure.describe(),
-                delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
-                "chat completion attempt failed; retrying"
-            );
+            let delay = self.after_failure(failure, attempt)?;
             tokio::time::sleep(delay).await;
             attempt += 1;
         }
+    }
+
+    /// After attempt `attempt` (1-based) failed: the wait before the next
+    /// one, or the error to return when `failure` is not retried or no
+    /// attempts are left.
+    fn after_failure(&self, failure: Failure, attempt: u32) -> Result<Duration, Error> {
+        let retry_after = match &failure {
+            Failure::Status {
+                status,
+                retry_after,
+                ..
+            } if *status == 429 || (500..=599).contains(status) => *retry_after,
+            Failure::Status { .. } | Failure::Invalid(_) => {
+                tracing::debug!(
+                    attempt,
+                    outcome = %failure.describe(),
+                    "chat completion failed; not retried"
+                );
+                return Err(self.final_error(failure, attempt));
+            }
+            Failure::Timeout | Failure::Transport(_) | Failure::Stalled | Failure::CutShort(_) => {
+                None
+            }
+        };
+        if attempt >= self.max_retries.saturating_add(1) {
+            tracing::debug!(
+                attempt,
+                outcome = %failure.describe(),
+                "chat completion failed; no retries left"
+            );
+            return Err(self.final_error(failure, attempt));
+        }
+        let delay = self.delay(attempt, retry_after);
+        tracing::debug!(
+            attempt,
+            outcome = %failure.describe(),
+            delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+            "chat completion attempt failed; retrying"
+        );
+        Ok(delay)
     }
 
     /// The wait before the retry that follows attempt `attempt` (1-based).
@@ -581,6 +623,14 @@ impl OpenAiProvider {
                 after: self.timeout,
             },
             Failure::Transport(e) => Error::Transport(Box::new(e)),
+            Failure::Stalled => Error::Timeout {
+                after: self.stream_idle_timeout,
+            },
+            Failure::CutShort(detail) => Error::Transport(Box::new(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                detail,
+            ))),
+            Failure::Invalid(e) => e,
             Failure::Status {
                 status,
                 retry_after,
@@ -612,39 +662,91 @@ impl OpenAiProvider {
         }
     }
 
+    /// One streaming attempt: send, then read the answer to its end.
+    /// `delivered` is set once text has gone to `on_event`.
+    async fn stream_attempt(
+        &self,
+        body: &[u8],
+        attempt: u32,
+        on_event: &mut OnEvent<'_>,
+        delivered: &mut bool,
+    ) -> Result<ChatResponse, Failure> {
+        let response = match self.attempt(body, true, attempt).await? {
+            Answer::Stream(response) => response,
+            Answer::Body(bytes) => {
+                return parse_response(&bytes, |m| self.redact(m)).map_err(Failure::Invalid);
+            }
+        };
+        let is_sse = response
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.to_ascii_lowercase().contains("text/event-stream"));
+        if !is_sse {
+            // A server that ignored `"stream": true` and answered in one piece.
+            let bytes = tokio::time::timeout(self.timeout, response.bytes())
+                .await
+                .map_err(|_| Failure::Timeout)?
+                .map_err(Failure::Transport)?;
+            let reply = parse_response(&bytes, |m| self.redact(m)).map_err(Failure::Invalid)?;
+            let text = reply.message.text();
+            if !text.is_empty() {
+                *delivered = true;
+                on_event(StreamEvent::Delta(&text));
+            }
+            return Ok(reply);
+        }
+        self.read_stream(response, on_event, delivered).await
+    }
+
     async fn read_stream(
         &self,
         mut response: reqwest::Response,
         on_event: &mut OnEvent<'_>,
-    ) -> Result<ChatResponse, Error> {
+        delivered: &mut bool,
+    ) -> Result<ChatResponse, Failure> {
         let mut decoder = SseDecoder::default();
         let mut state = StreamState::default();
+        let redact = |m| self.redact(m);
         loop {
-            let chunk = match tokio::time::timeout(self.timeout, response.chunk()).await {
-                Err(_) => {
-                    return Err(Error::Timeout {
-                        after: self.timeout,
-                    });
-                }
-                Ok(Err(e)) => return Err(Error::Transport(Box::new(e))),
-                Ok(Ok(chunk)) => chunk,
-            };
+            let chunk = tokio::time::timeout(self.stream_idle_timeout, response.chunk())
+                .await
+                .map_err(|_| Failure::Stalled)?
+                .map_err(Failure::Transport)?;
             let Some(bytes) = chunk else { break };
-            for data in decoder.feed(&bytes)? {
-                if state.apply(&data, on_event, |m| self.redact(m))? {
+            for data in decoder.feed(&bytes).map_err(Failure::Invalid)? {
+                let done = state
+                    .apply(&data, on_event, delivered, redact)
+                    .map_err(Failure::Invalid)?;
+                if done {
                     return Ok(state.finish());
                 }
             }
         }
-        for data in decoder.finish()? {
-            if state.apply(&data, on_event, |m| self.redact(m))? {
+        // The body ended. What is left without its closing blank line is
+        // used when it is whole (some servers omit the last newline); when
+        // it is not, the stream was cut in the middle of an event.
+        let rest = decoder
+            .finish()
+            .map_err(|_| Failure::CutShort("the stream ended in the middle of an event"))?;
+        for data in rest {
+            let data = data.trim();
+            if data != "[DONE]" && serde_json::from_str::<WireChunk>(data).is_err() {
+                return Err(Failure::CutShort(
+                    "the stream ended in the middle of an event",
+                ));
+            }
+            let done = state
+                .apply(data, on_event, delivered, redact)
+                .map_err(Failure::Invalid)?;
+            if done {
                 return Ok(state.finish());
             }
         }
         if state.finish_reason.is_none() {
-            return Err(Error::InvalidResponse {
-                detail: "the stream ended before [DONE] and before a finish_reason".to_owned(),
-            });
+            return Err(Failure::CutShort(
+                "the stream ended before [DONE] and before a finish_reason",
+            ));
         }
         Ok(state.finish())
     }
@@ -681,31 +783,25 @@ impl Provider for OpenAiProvider {
         on_event: &mut OnEvent<'_>,
     ) -> Result<ChatResponse, Error> {
         let body = self.body(request, true)?;
-        let response = match self.send(&body, true).await? {
-            Answer::Stream(response) => response,
-            Answer::Body(bytes) => return parse_response(&bytes, |m| self.redact(m)),
-        };
-        let is_sse = response
-            .headers()
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.to_ascii_lowercase().contains("text/event-stream"));
-        if !is_sse {
-            // A server that ignored `"stream": true` and answered in one piece.
-            let bytes = tokio::time::timeout(self.timeout, response.bytes())
+        let mut attempt: u32 = 1;
+        loop {
+            let mut delivered = false;
+            let failure = match self
+                .stream_attempt(&body, attempt, on_event, &mut delivered)
                 .await
-                .map_err(|_| Error::Timeout {
-                    after: self.timeout,
-                })?
-                .map_err(|e| Error::Transport(Box::new(e)))?;
-            let reply = parse_response(&bytes, |m| self.redact(m))?;
-            let text = reply.message.text();
-            if !text.is_empty() {
-                on_event(StreamEvent::Delta(&text));
+            {
+                Ok(reply) => return Ok(reply),
+                Err(failure) => failure,
+            };
+            let delay = self.after_failure(failure, attempt)?;
+            if delivered {
+                // The text shown so far belongs to an answer that will not
+                // be used: the retried one starts from scratch.
+                on_event(StreamEvent::Restart);
             }
-            return Ok(reply);
+            tokio::time::sleep(delay).await;
+            attempt += 1;
         }
-        self.read_stream(response, on_event).await
     }
 }
 
@@ -726,6 +822,13 @@ enum Failure {
     },
     Timeout,
     Transport(reqwest::Error),
+    /// A stream sent nothing for the idle timeout.
+    Stalled,
+    /// A stream ended before it was complete.
+    CutShort(&'static str),
+    /// An answer that is not a chat completion, or a stream that reported
+    /// an error: refused, not retried.
+    Invalid(Error),
 }
 
 impl Failure {
@@ -736,6 +839,9 @@ impl Failure {
             Self::Timeout => "timeout".to_owned(),
             Self::Transport(e) if e.is_connect() => "connection failed".to_owned(),
             Self::Transport(_) => "transport error".to_owned(),
+            Self::Stalled => "stream stalled".to_owned(),
+            Self::CutShort(_) => "stream cut short".to_owned(),
+            Self::Invalid(_) => "invalid response".to_owned(),
         }
     }
 }
@@ -942,6 +1048,7 @@ impl StreamState {
         &mut self,
         data: &str,
         on_event: &mut OnEvent<'_>,
+        delivered: &mut bool,
         redact: impl Fn(String) -> String,
     ) -> Result<bool, Error> {
         let data = data.trim();
@@ -976,6 +1083,7 @@ impl StreamState {
             }
             let Some(delta) = choice.delta else { continue };
             if let Some(text) = delta.content.filter(|t| !t.is_empty()) {
+                *delivered = true;
                 on_event(StreamEvent::Delta(&text));
                 self.content.push_str(&text);
             }

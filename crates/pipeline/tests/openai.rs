@@ -61,6 +61,9 @@ enum Body {
     Chunks(Vec<Vec<u8>>),
     /// Like `Chunks`, then nothing more while the connection stays open.
     ChunksThenHang(Vec<Vec<u8>>),
+    /// Like `Chunks`, then the connection is closed without ending the
+    /// body (a connection dropped mid-stream).
+    ChunksThenClose(Vec<Vec<u8>>),
     /// No answer at all while the connection stays open.
     Hang,
 }
@@ -71,6 +74,14 @@ struct Reply {
     status: u16,
     headers: Vec<(String, String)>,
     body: Body,
+}
+
+fn sse_text(events: &[&str]) -> Vec<u8> {
+    events
+        .iter()
+        .map(|e| format!("data: {e}\n\n"))
+        .collect::<String>()
+        .into_bytes()
 }
 
 impl Reply {
@@ -99,10 +110,24 @@ impl Reply {
     fn sse(events: &[&str], piece: usize) -> Self {
         let text: String = events.iter().map(|e| format!("data: {e}\n\n")).collect();
         let chunks = text.as_bytes().chunks(piece).map(<[u8]>::to_vec).collect();
+        Self::sse_body(Body::Chunks(chunks))
+    }
+
+    /// `events` in one piece, then silence on an open connection.
+    fn sse_then_hang(events: &[&str]) -> Self {
+        Self::sse_body(Body::ChunksThenHang(vec![sse_text(events)]))
+    }
+
+    /// `events` in one piece, then the connection closes mid-body.
+    fn sse_then_close(events: &[&str]) -> Self {
+        Self::sse_body(Body::ChunksThenClose(vec![sse_text(events)]))
+    }
+
+    fn sse_body(body: Body) -> Self {
         Self {
             status: 200,
             headers: vec![("content-type".into(), "text/event-stream".into())],
-            body: Body::Chunks(chunks),
+            body,
         }
     }
 
@@ -211,6 +236,7 @@ async fn serve(
         head.push_str(&format!("{name}: {value}\r\n"));
     }
     let then_hang = matches!(reply.body, Body::ChunksThenHang(_));
+    let then_close = matches!(reply.body, Body::ChunksThenClose(_));
     match reply.body {
         Body::Hang => hang().await,
         Body::Full(bytes) => {
@@ -218,7 +244,7 @@ async fn serve(
             stream.write_all(head.as_bytes()).await?;
             stream.write_all(&bytes).await?;
         }
-        Body::Chunks(chunks) | Body::ChunksThenHang(chunks) => {
+        Body::Chunks(chunks) | Body::ChunksThenHang(chunks) | Body::ChunksThenClose(chunks) => {
             head.push_str("transfer-encoding: chunked\r\n\r\n");
             stream.write_all(head.as_bytes()).await?;
             for chunk in chunks {
@@ -233,6 +259,10 @@ async fn serve(
             }
             if then_hang {
                 hang().await;
+            }
+            if then_close {
+                // Dropped without the last chunk: the body never ends.
+                return Ok(());
             }
             stream.write_all(b"0\r\n\r\n").await?;
         }
@@ -1037,39 +1067,293 @@ async fn streaming_retries_before_the_stream_starts() {
     assert_eq!(server.count(), 3);
 }
 
-#[tokio::test]
-async fn a_stalled_stream_times_out_without_a_retry() {
-    let text: String = STREAM[..3]
+/// What a streaming callback saw, owned.
+#[derive(Debug, Clone, PartialEq)]
+enum Seen {
+    Delta(String),
+    Restart,
+    Done,
+}
+
+fn delta(text: &str) -> Seen {
+    Seen::Delta(text.to_owned())
+}
+
+/// Records every event, not only the text.
+fn recorder(seen: &mut Vec<Seen>) -> impl FnMut(StreamEvent<'_>) + Send + '_ {
+    move |e: StreamEvent<'_>| {
+        seen.push(match e {
+            StreamEvent::Delta(d) => Seen::Delta(d.to_owned()),
+            StreamEvent::Restart => Seen::Restart,
+            StreamEvent::Done => Seen::Done,
+            other => panic!("unexpected event {other:?}"),
+        });
+    }
+}
+
+async fn stream_events(
+    provider: &OpenAiProvider,
+    request: &ChatRequest,
+) -> (Result<ChatResponse, Error>, Vec<Seen>) {
+    let mut seen = Vec::new();
+    let result = provider
+        .chat_stream(request, &mut recorder(&mut seen))
+        .await;
+    (result, seen)
+}
+
+/// The text a caller that honours `Restart` ends up showing.
+fn shown(seen: &[Seen]) -> String {
+    let last = seen.iter().rposition(|e| *e == Seen::Restart);
+    seen[last.map_or(0, |i| i + 1)..]
         .iter()
-        .map(|e| format!("data: {e}\n\n"))
+        .filter_map(|e| match e {
+            Seen::Delta(d) => Some(d.as_str()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A complete text-only stream: `pieces`, `stop`, usage, `[DONE]`.
+fn text_stream(pieces: &[&str]) -> Reply {
+    let mut events: Vec<String> = pieces
+        .iter()
+        .map(|p| {
+            json!({"id": "c2", "object": "chat.completion.chunk",
+                   "choices": [{"index": 0, "delta": {"content": p}, "finish_reason": null}]})
+            .to_string()
+        })
         .collect();
-    let server = Server::start(vec![Reply {
-        status: 200,
-        headers: vec![("content-type".into(), "text/event-stream".into())],
-        body: Body::ChunksThenHang(vec![text.into_bytes()]),
-    }])
-    .await;
-    let provider = builder(&server)
-        .timeout(Duration::from_millis(500))
-        .build()
-        .unwrap();
-    let (reply, deltas) = stream_with(&provider, &ask("Salut")).await;
-    assert!(matches!(reply, Err(Error::Timeout { .. })), "{reply:?}");
-    // What arrived was delivered; nothing was asked twice.
-    assert_eq!(deltas, ["Bonjour", ", ça va"]);
-    assert_eq!(server.count(), 1);
+    events.push(
+        json!({"id": "c2", "object": "chat.completion.chunk",
+               "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+        .to_string(),
+    );
+    events.push(
+        json!({"id": "c2", "object": "chat.completion.chunk", "choices": [],
+               "usage": {"prompt_tokens": 7, "completion_tokens": 2, "total_tokens": 9}})
+        .to_string(),
+    );
+    events.push("[DONE]".to_owned());
+    let events: Vec<&str> = events.iter().map(String::as_str).collect();
+    Reply::sse(&events, 30)
+}
+
+/// The first stream's text, `Restart`, the second stream's text.
+fn restarted_once() -> Vec<Seen> {
+    vec![
+        delta("Bonjour"),
+        delta(", ça va"),
+        Seen::Restart,
+        delta("Salut"),
+        delta(" !"),
+    ]
+}
+
+/// Checks a reply that came from `text_stream(["Salut", " !"])` alone:
+/// nothing of the abandoned stream (its text, its tool call) is in it.
+fn assert_second_reply(reply: &ChatResponse) {
+    assert_eq!(reply.message.text(), "Salut !");
+    assert!(reply.message.tool_calls.is_empty(), "{reply:?}");
+    assert_eq!(reply.finish_reason, FinishReason::Stop);
+    assert_eq!(
+        reply.usage,
+        Usage {
+            prompt_tokens: 7,
+            completion_tokens: 2
+        }
+    );
 }
 
 #[tokio::test]
-async fn a_stream_cut_short_is_invalid() {
-    let server = Server::start(vec![Reply::sse(&STREAM[..4], 40)]).await;
+async fn a_truncated_stream_is_retried_after_a_restart() {
+    // Text and the start of a tool call, then the body ends properly but
+    // without a finish_reason and without [DONE].
+    let server = Server::start(vec![
+        Reply::sse(&STREAM[..6], 40),
+        text_stream(&["Salut", " !"]),
+    ])
+    .await;
     let provider = builder(&server).build().unwrap();
-    let (reply, deltas) = stream_with(&provider, &ask("Salut")).await;
-    assert!(
-        matches!(reply, Err(Error::InvalidResponse { .. })),
-        "{reply:?}"
+    let (reply, seen) = stream_events(&provider, &ask("Salut")).await;
+    let reply = reply.unwrap();
+    assert_second_reply(&reply);
+    let mut expected = restarted_once();
+    expected.insert(2, delta(" ? 🙂"));
+    assert_eq!(seen, expected);
+    assert_eq!(shown(&seen), reply.message.text());
+    // The same request, sent twice.
+    let requests = server.requests();
+    assert_eq!(requests.len(), 2);
+    assert_eq!(requests[0].body, requests[1].body);
+}
+
+#[tokio::test]
+async fn a_stream_cut_in_the_middle_of_an_event_is_retried() {
+    // The body ends properly, but in the middle of a chunk's JSON: that is
+    // a cut, not garbage.
+    let whole = sse_text(&STREAM[..4]);
+    let cut = String::from_utf8(whole[..whole.len() - 20].to_vec()).unwrap();
+    let server = Server::start(vec![
+        Reply::sse_body(Body::Chunks(vec![cut.into_bytes()])),
+        text_stream(&["Salut", " !"]),
+    ])
+    .await;
+    let provider = builder(&server).build().unwrap();
+    let (reply, seen) = stream_events(&provider, &ask("Salut")).await;
+    assert_second_reply(&reply.unwrap());
+    assert_eq!(seen, restarted_once());
+    assert_eq!(server.count(), 2);
+}
+
+#[tokio::test]
+async fn a_connection_dropped_mid_stream_is_retried() {
+    let server = Server::start(vec![
+        Reply::sse_then_close(&STREAM[..3]),
+        text_stream(&["Salut", " !"]),
+    ])
+    .await;
+    let provider = builder(&server).build().unwrap();
+    let (reply, seen) = stream_events(&provider, &ask("Salut")).await;
+    let reply = reply.unwrap();
+    assert_second_reply(&reply);
+    assert_eq!(seen, restarted_once());
+    assert_eq!(shown(&seen), reply.message.text());
+    assert_eq!(server.count(), 2);
+}
+
+#[tokio::test]
+async fn a_stalled_stream_is_retried_after_the_idle_timeout() {
+    let server = Server::start(vec![
+        Reply::sse_then_hang(&STREAM[..3]),
+        text_stream(&["Salut", " !"]),
+    ])
+    .await;
+    // The attempt's timeout stays long: the idle timeout alone ends the
+    // stalled stream.
+    let provider = builder(&server)
+        .timeout(Duration::from_secs(30))
+        .stream_idle_timeout(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let (reply, seen) = stream_events(&provider, &ask("Salut")).await;
+    let reply = reply.unwrap();
+    assert_second_reply(&reply);
+    assert_eq!(seen, restarted_once());
+    assert_eq!(shown(&seen), reply.message.text());
+    assert_eq!(server.count(), 2);
+}
+
+#[tokio::test]
+async fn a_stream_that_keeps_breaking_fails_transiently_after_the_last_attempt() {
+    let idle = Duration::from_millis(150);
+    let faults = [
+        ("truncated", Reply::sse(&STREAM[..4], 40)),
+        ("dropped", Reply::sse_then_close(&STREAM[..4])),
+        ("stalled", Reply::sse_then_hang(&STREAM[..4])),
+    ];
+    for (fault, reply) in faults {
+        let (logs, _guard) = capture_logs();
+        let server = Server::start(vec![reply]).await;
+        let provider = builder(&server)
+            .max_retries(2)
+            .stream_idle_timeout(idle)
+            .build()
+            .unwrap();
+        let (result, seen) = stream_events(&provider, &ask("Salut")).await;
+        let err = result.unwrap_err();
+        assert!(err.is_transient(), "{fault}: {err:?}");
+        match (fault, &err) {
+            ("stalled", Error::Timeout { after }) => assert_eq!(*after, idle),
+            ("truncated" | "dropped", Error::Transport(_)) => {}
+            _ => panic!("{fault}: unexpected {err:?}"),
+        }
+        // Exactly `max_retries + 1` attempts, with the non-streaming backoff.
+        assert_eq!(server.count(), 3, "{fault}");
+        assert_eq!(logs.delays_ms(), [5, 10], "{fault}");
+        // A Restart before each retry, none after the last attempt.
+        let text = [delta("Bonjour"), delta(", ça va"), delta(" ? 🙂")];
+        let mut expected = Vec::new();
+        for attempt in 1..=3 {
+            expected.extend(text.iter().cloned());
+            if attempt < 3 {
+                expected.push(Seen::Restart);
+            }
+        }
+        assert_eq!(seen, expected, "{fault}");
+    }
+}
+
+#[tokio::test]
+async fn broken_streams_and_statuses_share_one_attempt_budget() {
+    let server = Server::start(vec![
+        Reply::sse_then_close(&STREAM[..3]),
+        Reply::raw(503, "busy"),
+        Reply::sse(&STREAM[..3], 40),
+        text_stream(&["never", " sent"]),
+    ])
+    .await;
+    let provider = builder(&server).max_retries(2).build().unwrap();
+    let (result, seen) = stream_events(&provider, &ask("Salut")).await;
+    assert!(matches!(result, Err(Error::Transport(_))), "{result:?}");
+    assert_eq!(server.count(), 3);
+    // The 503 delivered nothing, so it needed no Restart.
+    assert_eq!(
+        seen,
+        [
+            delta("Bonjour"),
+            delta(", ça va"),
+            Seen::Restart,
+            delta("Bonjour"),
+            delta(", ça va"),
+        ]
     );
-    assert_eq!(deltas.len(), 3);
+}
+
+#[tokio::test]
+async fn garbage_and_error_events_are_refused_without_a_retry() {
+    let garbage = "{\"choices\": [{\"delta\": {\"content\": ";
+    let error = r#"{"error": {"message": "the model crashed", "type": "server_error"}}"#;
+    for bad in [garbage, error] {
+        // A bad event on the first attempt: one request.
+        let server = Server::start(vec![
+            Reply::sse(&[STREAM[1], bad, STREAM[2]], 40),
+            text_stream(&["Salut", " !"]),
+        ])
+        .await;
+        let provider = builder(&server).build().unwrap();
+        let (result, seen) = stream_events(&provider, &ask("Salut")).await;
+        assert!(
+            matches!(result, Err(Error::InvalidResponse { .. })),
+            "{result:?}"
+        );
+        assert_eq!(seen, [delta("Bonjour")]);
+        assert_eq!(server.count(), 1);
+
+        // After a retried fault: refused on the attempt it comes in.
+        let server = Server::start(vec![
+            Reply::sse(&STREAM[..3], 40),
+            Reply::sse(&[STREAM[1], bad, STREAM[2]], 40),
+            text_stream(&["Salut", " !"]),
+        ])
+        .await;
+        let provider = builder(&server).build().unwrap();
+        let (result, seen) = stream_events(&provider, &ask("Salut")).await;
+        assert!(
+            matches!(result, Err(Error::InvalidResponse { .. })),
+            "{result:?}"
+        );
+        assert_eq!(
+            seen,
+            [
+                delta("Bonjour"),
+                delta(", ça va"),
+                Seen::Restart,
+                delta("Bonjour")
+            ]
+        );
+        assert_eq!(server.count(), 2);
+    }
 }
 
 #[tokio::test]
@@ -1345,4 +1629,36 @@ async fn end_to_end_provider_failure_stores_nothing() {
         store.load(&id).await.unwrap().is_none(),
         "a failed turn created the session"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn end_to_end_a_restarted_stream_reaches_the_caller_and_only_the_reply_is_stored() {
+    let server = Server::start(vec![
+        Reply::sse_then_close(&STREAM[..3]),
+        text_stream(&["Salut", " !"]),
+    ])
+    .await;
+    let provider = Arc::new(builder(&server).build().unwrap());
+    let store: Arc<dyn statestore_core::Store> = Arc::new(statestore_memory::MemoryStore::new());
+    let pipe = pipeline::Pipeline::builder(Arc::clone(&store), provider).build();
+    let mut seen = Vec::new();
+    let executed = pipe
+        .execute_streaming("s", Role::User, "Salut", &mut recorder(&mut seen))
+        .await
+        .unwrap();
+    assert_eq!(executed.reply.text(), "Salut !");
+    let mut expected = restarted_once();
+    expected.push(Seen::Done);
+    assert_eq!(seen, expected);
+    assert_eq!(server.count(), 2);
+
+    let id = statestore_core::SessionId::new("s").unwrap();
+    let state = store.load(&id).await.unwrap().unwrap();
+    let texts: Vec<String> = state
+        .messages
+        .iter()
+        .map(|m| m.text().into_owned())
+        .collect();
+    assert_eq!(texts, ["Salut", "Salut !"]);
+    assert_eq!(state.metadata["usage"]["completion_tokens"], 2);
 }
