@@ -51,7 +51,10 @@ async fn group_commit_batches_writes_and_isolates_failures() {
                 } else {
                     Expect::Any
                 };
-                match store.append(&id, vec![Message::user(text.clone())], expect).await {
+                match store
+                    .append(&id, vec![Message::user(text.clone())], expect)
+                    .await
+                {
                     Ok(_) => acked.push(text),
                     Err(Error::Conflict { .. }) => assert_eq!(expect, Expect::Version(u64::MAX)),
                     Err(e) => panic!("append {text}: {e}"),
