@@ -24,9 +24,9 @@
 //!
 //! # Schema version
 //!
-//! The file's schema version is `PRAGMA user_version`. [`prepare`] creates a
+//! The file's schema version is `PRAGMA user_version`. Opening a store creates a
 //! new file at [`FILE_SCHEMA_VERSION`], migrates an older one in one
-//! `BEGIN IMMEDIATE` transaction (one function per step in [`MIGRATIONS`]:
+//! `BEGIN IMMEDIATE` transaction (one function per step in `MIGRATIONS`:
 //! version 2 will be one more function), and refuses a newer one with
 //! [`Error::UnsupportedSchema`] — whose `id` is [`FILE_ID`], since the whole
 //! file is concerned.
