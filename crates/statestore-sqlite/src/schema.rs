@@ -1,0 +1,172 @@
+//! The file layout — every table, index and pragma this crate relies on is
+//! defined here.
+//!
+//! # Tables (schema version 1)
+//!
+//! | table | key | holds |
+//! |-------|-----|-------|
+//! | `sessions` | `id TEXT PRIMARY KEY` | one row per session: `user_id`, `version`, `message_count`, `summary_count`, `system_prompt`, `metadata` (a JSON object), `counters` (a JSON object of name → integer), `created_at`, `updated_at`, `last_accessed_at` (ms since the Unix epoch), `expires_at` (ms; `NULL`: never), `write_seq` (the sequence number of the session's newest keyed write) |
+//! | `messages` | `(session, position) WITHOUT ROWID` | the history, append-only: `body` is one message as JSON (`statestore_core::codec::encode_message`); positions run `0..message_count` with no gap |
+//! | `summaries` | `(session, idx) WITHOUT ROWID` | summaries, oldest first: `body` is one [`Summary`](statestore_core::Summary) as JSON; `idx` runs `0..summary_count` |
+//! | `writes` | `(session, key) WITHOUT ROWID` | remembered keyed appends: what the write did (`version`, `first_position`, `count`) and its `seq`; the newest [`REMEMBERED_WRITES`](statestore_core::REMEMBERED_WRITES) per session are kept |
+//!
+//! | index | on | serves |
+//! |-------|----|--------|
+//! | `sessions_by_user` | `sessions(user_id, id)` | `list` of one user's sessions, in id order, from a cursor |
+//! | `sessions_by_expiry` | `sessions(expires_at)` where not `NULL` | the expiry sweep: the oldest expired sessions first |
+//! | `writes_by_seq` | `writes(session, seq)` | forgetting a session's oldest remembered writes |
+//!
+//! A session exists exactly when its `sessions` row exists and has not
+//! expired (`expires_at IS NULL OR expires_at > now`); its rows in the other
+//! tables are written and deleted in the same transactions as that row. The
+//! session id is stored as given (SQLite compares `TEXT` bytewise, which is
+//! the order of Rust's `str`), so no id can reach another session's rows.
+//!
+//! # Schema version
+//!
+//! The file's schema version is `PRAGMA user_version`. Opening a store creates a
+//! new file at [`FILE_SCHEMA_VERSION`], migrates an older one in one
+//! `BEGIN IMMEDIATE` transaction (one function per step in `MIGRATIONS`:
+//! version 2 will be one more function), and refuses a newer one with
+//! [`Error::UnsupportedSchema`] — whose `id` is [`FILE_ID`], since the whole
+//! file is concerned.
+//!
+//! # Pragmas
+//!
+//! `journal_mode=WAL` (stored in the file; readers never wait for the
+//! writer), `synchronous` (per connection: `FULL` by default, see
+//! [`Synchronous`](crate::Synchronous)), `busy_timeout` on every connection,
+//! `foreign_keys` unused (the crate deletes a session's rows itself).
+
+use rusqlite::{Connection, TransactionBehavior};
+use statestore_core::{Error, Result, SessionId};
+
+use crate::error::{OpCtx, sql};
+
+/// The schema version this build writes, and the newest it opens.
+pub const FILE_SCHEMA_VERSION: u32 = 1;
+
+/// The session id named by errors about the whole file (a newer schema, a
+/// file that is not a store): `*`.
+pub const FILE_ID: &str = "*";
+
+/// Migration `i` takes a file from schema version `i` to `i + 1`.
+const MIGRATIONS: [fn(&Connection) -> rusqlite::Result<()>; FILE_SCHEMA_VERSION as usize] =
+    [create_v1];
+
+/// Version 0 (an empty file) to 1.
+fn create_v1(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(
+        "CREATE TABLE sessions (
+             id               TEXT PRIMARY KEY NOT NULL,
+             user_id          TEXT,
+             version          INTEGER NOT NULL,
+             message_count    INTEGER NOT NULL DEFAULT 0,
+             summary_count    INTEGER NOT NULL DEFAULT 0,
+             system_prompt    TEXT,
+             metadata         TEXT NOT NULL DEFAULT '{}',
+             counters         TEXT NOT NULL DEFAULT '{}',
+             created_at       INTEGER NOT NULL,
+             updated_at       INTEGER NOT NULL,
+             last_accessed_at INTEGER NOT NULL,
+             expires_at       INTEGER,
+             write_seq        INTEGER NOT NULL DEFAULT 0
+         );
+         CREATE INDEX sessions_by_user ON sessions(user_id, id) WHERE user_id IS NOT NULL;
+         CREATE INDEX sessions_by_expiry ON sessions(expires_at) WHERE expires_at IS NOT NULL;
+         CREATE TABLE messages (
+             session  TEXT NOT NULL,
+             position INTEGER NOT NULL,
+             body     TEXT NOT NULL,
+             PRIMARY KEY (session, position)
+         ) WITHOUT ROWID;
+         CREATE TABLE summaries (
+             session TEXT NOT NULL,
+             idx     INTEGER NOT NULL,
+             body    TEXT NOT NULL,
+             PRIMARY KEY (session, idx)
+         ) WITHOUT ROWID;
+         CREATE TABLE writes (
+             session        TEXT NOT NULL,
+             key            TEXT NOT NULL,
+             version        INTEGER NOT NULL,
+             first_position INTEGER NOT NULL,
+             count          INTEGER NOT NULL,
+             seq            INTEGER NOT NULL,
+             PRIMARY KEY (session, key)
+         ) WITHOUT ROWID;
+         CREATE INDEX writes_by_seq ON writes(session, seq);",
+    )
+}
+
+/// The id used in errors about the whole file.
+#[expect(clippy::unwrap_used, reason = "`*` is a legal session id")]
+pub(crate) fn file_id() -> SessionId {
+    SessionId::new(FILE_ID).unwrap()
+}
+
+fn user_version(conn: &Connection, ctx: &OpCtx) -> Result<u32> {
+    let v: i64 = sql(
+        ctx,
+        conn.pragma_query_value(None, "user_version", |r| r.get(0)),
+    )?;
+    Ok(u32::try_from(v).unwrap_or(u32::MAX))
+}
+
+fn newer(found: u32) -> Error {
+    Error::UnsupportedSchema {
+        id: file_id(),
+        found,
+        supported: FILE_SCHEMA_VERSION,
+    }
+}
+
+/// Brings the file on `conn` to [`FILE_SCHEMA_VERSION`]: creates the tables
+/// in an empty file, migrates an older one (in one transaction, so a crash
+/// leaves it at its old version), refuses a newer one or a database that
+/// holds other tables.
+pub(crate) fn prepare(conn: &mut Connection, ctx: &OpCtx) -> Result<()> {
+    // Cheap check first, without the write lock: most opens find the file current.
+    let found = user_version(conn, ctx)?;
+    if found == FILE_SCHEMA_VERSION {
+        return Ok(());
+    }
+    if found > FILE_SCHEMA_VERSION {
+        return Err(newer(found));
+    }
+    let tx = sql(
+        ctx,
+        conn.transaction_with_behavior(TransactionBehavior::Immediate),
+    )?;
+    // Another process may have migrated it while we waited for the lock.
+    let found = user_version(&tx, ctx)?;
+    if found > FILE_SCHEMA_VERSION {
+        return Err(newer(found));
+    }
+    if found == 0 {
+        let objects: i64 = sql(
+            ctx,
+            tx.query_row(
+                "SELECT count(*) FROM sqlite_schema WHERE name NOT LIKE 'sqlite_%'",
+                [],
+                |r| r.get(0),
+            ),
+        )?;
+        if objects > 0 {
+            return Err(Error::Corrupt {
+                id: file_id(),
+                detail: "the database holds tables but no statestore schema version".into(),
+                source: None,
+            });
+        }
+    }
+    for (from, migrate) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+        sql(ctx, migrate(&tx))?;
+        tracing::info!(from, to = from + 1, "migrated the statestore schema");
+    }
+    sql(
+        ctx,
+        tx.pragma_update(None, "user_version", i64::from(FILE_SCHEMA_VERSION)),
+    )?;
+    sql(ctx, tx.commit())
+}

@@ -1,0 +1,331 @@
+//! The threads that own the connections: one writer doing group commit, a
+//! few readers. Async callers talk to them through channels and get their
+//! answers on tokio oneshot channels, so no async runtime thread ever blocks
+//! on SQLite.
+//!
+//! # Group commit
+//!
+//! The writer blocks for the first queued write, then takes every write
+//! queued behind it (up to [`MAX_BATCH`]) and runs them all in **one**
+//! `BEGIN IMMEDIATE … COMMIT` transaction, each under its own `SAVEPOINT`:
+//! a write that fails (a conflict, a limit, corrupt data) is rolled back to
+//! its savepoint alone and the others stay. Each caller is answered only
+//! after the `COMMIT` returned, so every `Ok` is durable to the configured
+//! `synchronous` level; while one batch is being fsynced the next one
+//! queues up, so throughput is bounded by batches, not by fsyncs.
+//!
+//! If SQLite rolls the whole transaction back on its own (an I/O error, a
+//! full disk) or `COMMIT` fails, every write of the batch fails with the
+//! mapped error and nothing of it is in the file.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, Sender};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use rusqlite::Connection;
+use statestore_core::{Error, Result, SessionId};
+use tokio::sync::oneshot;
+
+use crate::error::{OpCtx, map};
+use crate::ops::{self, Config};
+
+/// The most writes committed in one transaction.
+pub(crate) const MAX_BATCH: usize = 512;
+/// Expired sessions deleted, at most, by one batch.
+pub(crate) const SWEEP_BUDGET: usize = 16;
+
+/// State shared by the store handle and its threads.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) cfg: Config,
+    pub(crate) busy: std::time::Duration,
+    /// Accesses recorded by reads, applied by the writer's next batch.
+    pub(crate) accesses: Mutex<HashMap<SessionId, i64>>,
+    pub(crate) commits: AtomicU64,
+    pub(crate) writes: AtomicU64,
+    pub(crate) failed_batches: AtomicU64,
+}
+
+impl Shared {
+    fn take_accesses(&self) -> Vec<(SessionId, i64)> {
+        let mut map = self.accesses.lock().unwrap_or_else(PoisonError::into_inner);
+        map.drain().collect()
+    }
+}
+
+/// Why a whole batch failed; turned into each write's error.
+#[derive(Debug)]
+pub(crate) struct BatchFailure {
+    timeout: bool,
+    unavailable: bool,
+    message: String,
+    busy: std::time::Duration,
+}
+
+impl BatchFailure {
+    fn new(ctx: &OpCtx, e: rusqlite::Error) -> Self {
+        let mapped = map(ctx, e);
+        Self {
+            timeout: matches!(mapped, Error::Timeout { .. }),
+            unavailable: matches!(mapped, Error::Unavailable { .. }),
+            message: mapped.to_string(),
+            busy: ctx.busy,
+        }
+    }
+
+    fn error(&self, op: &'static str) -> Error {
+        if self.timeout {
+            Error::Timeout {
+                operation: op,
+                after: self.busy,
+            }
+        } else if self.unavailable {
+            Error::Unavailable {
+                operation: op,
+                source: self.message.clone().into(),
+            }
+        } else {
+            Error::Backend {
+                operation: op,
+                source: self.message.clone().into(),
+            }
+        }
+    }
+}
+
+/// One queued write.
+pub(crate) trait Job: Send {
+    /// Runs the write inside the batch's transaction; `true` when it
+    /// succeeded (and its changes are kept).
+    fn run(&mut self, conn: &Connection, cfg: &Config) -> bool;
+    /// Answers the caller once the batch is over: `failure` when the
+    /// batch did not commit.
+    fn finish(self: Box<Self>, failure: Option<&BatchFailure>);
+}
+
+struct Pending<T, F> {
+    ctx: OpCtx,
+    work: Option<F>,
+    result: Option<Result<T>>,
+    reply: oneshot::Sender<Result<T>>,
+}
+
+impl<T, F> Job for Pending<T, F>
+where
+    T: Send,
+    F: FnOnce(&Connection, &OpCtx, &Config) -> Result<T> + Send,
+{
+    fn run(&mut self, conn: &Connection, cfg: &Config) -> bool {
+        let Some(work) = self.work.take() else {
+            return false;
+        };
+        let result = work(conn, &self.ctx, cfg);
+        let ok = result.is_ok();
+        self.result = Some(result);
+        ok
+    }
+
+    fn finish(self: Box<Self>, failure: Option<&BatchFailure>) {
+        let op = self.ctx.op;
+        let answer = match (self.result, failure) {
+            (Some(Err(e)), _) => Err(e),
+            (Some(Ok(v)), None) => Ok(v),
+            (_, Some(f)) => Err(f.error(op)),
+            (None, None) => Err(crate::error::stopped(op)),
+        };
+        // The caller may have given up waiting; the write stands regardless.
+        let _ = self.reply.send(answer);
+    }
+}
+
+/// A write job and the channel its answer arrives on.
+pub(crate) fn job<T, F>(ctx: OpCtx, work: F) -> (Box<dyn Job>, oneshot::Receiver<Result<T>>)
+where
+    T: Send + 'static,
+    F: FnOnce(&Connection, &OpCtx, &Config) -> Result<T> + Send + 'static,
+{
+    let (reply, rx) = oneshot::channel();
+    let job = Pending {
+        ctx,
+        work: Some(work),
+        result: None,
+        reply,
+    };
+    (Box::new(job), rx)
+}
+
+/// What the writer thread receives.
+pub(crate) enum ToWriter {
+    /// A write to run in the next batch.
+    Write(Box<dyn Job>),
+    /// Reads recorded accesses: apply them (in a batch of their own if no
+    /// write comes along).
+    Wake,
+}
+
+/// The writer thread's loop: one batch per wake-up, until every store
+/// handle is gone; then the last recorded accesses are applied.
+pub(crate) fn writer(conn: Connection, rx: Receiver<ToWriter>, shared: Arc<Shared>) {
+    let ctx = OpCtx {
+        op: "commit",
+        id: crate::schema::file_id(),
+        busy: shared.busy,
+    };
+    while let Ok(first) = rx.recv() {
+        let mut jobs = Vec::new();
+        let mut next = Some(first);
+        while let Some(msg) = next.take() {
+            if let ToWriter::Write(job) = msg {
+                jobs.push(job);
+            }
+            if jobs.len() >= MAX_BATCH {
+                break;
+            }
+            next = rx.try_recv().ok();
+        }
+        batch(&conn, &ctx, &shared, jobs);
+    }
+    batch(&conn, &ctx, &shared, Vec::new());
+    if let Err((_, e)) = conn.close() {
+        tracing::warn!(error = %e, "closing the writer connection failed");
+    }
+}
+
+fn savepoint(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.execute_batch(sql)
+}
+
+/// Runs `jobs` (and pending accesses, and a bounded expiry sweep) in one
+/// transaction and answers every job after it ends.
+fn batch(conn: &Connection, ctx: &OpCtx, shared: &Shared, mut jobs: Vec<Box<dyn Job>>) {
+    let accesses = shared.take_accesses();
+    if jobs.is_empty() && accesses.is_empty() {
+        return;
+    }
+    let outcome = run_batch(conn, ctx, shared, &mut jobs, &accesses);
+    match &outcome {
+        Ok(written) => {
+            shared.commits.fetch_add(1, Ordering::Relaxed);
+            shared.writes.fetch_add(*written, Ordering::Relaxed);
+        }
+        Err(f) => {
+            shared.failed_batches.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(error = %f.message, writes = jobs.len(), "a write batch failed");
+            if !conn.is_autocommit()
+                && let Err(e) = conn.execute_batch("ROLLBACK")
+            {
+                tracing::error!(error = %e, "rolling back a failed batch failed");
+            }
+        }
+    }
+    let failure = outcome.err();
+    for job in jobs {
+        job.finish(failure.as_ref());
+    }
+}
+
+fn run_batch(
+    conn: &Connection,
+    ctx: &OpCtx,
+    shared: &Shared,
+    jobs: &mut [Box<dyn Job>],
+    accesses: &[(SessionId, i64)],
+) -> Result<u64, BatchFailure> {
+    let fail = |e| BatchFailure::new(ctx, e);
+    conn.execute_batch("BEGIN IMMEDIATE").map_err(fail)?;
+    let mut written = 0;
+    for job in jobs.iter_mut() {
+        savepoint(conn, "SAVEPOINT write").map_err(fail)?;
+        if job.run(conn, &shared.cfg) {
+            written += 1;
+            savepoint(conn, "RELEASE write").map_err(fail)?;
+        } else {
+            if conn.is_autocommit() {
+                // SQLite rolled the whole transaction back (I/O error, full
+                // disk): the batch's earlier writes are gone too.
+                return Err(BatchFailure {
+                    timeout: false,
+                    unavailable: true,
+                    message: "SQLite rolled the transaction back after an error".into(),
+                    busy: ctx.busy,
+                });
+            }
+            savepoint(conn, "ROLLBACK TO write; RELEASE write").map_err(fail)?;
+        }
+    }
+    // Bookkeeping that needs no durability of its own rides along.
+    if !accesses.is_empty() || written > 0 {
+        savepoint(conn, "SAVEPOINT upkeep").map_err(fail)?;
+        let upkeep = ops::refresh(conn, ctx, &shared.cfg, accesses)
+            .and_then(|_| ops::sweep(conn, ctx, SWEEP_BUDGET));
+        match upkeep {
+            Ok(swept) => {
+                if swept > 0 {
+                    tracing::debug!(swept, "removed expired sessions");
+                }
+                savepoint(conn, "RELEASE upkeep").map_err(fail)?;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "refreshing accesses or sweeping expired sessions failed");
+                if conn.is_autocommit() {
+                    return Err(BatchFailure {
+                        timeout: false,
+                        unavailable: true,
+                        message: "SQLite rolled the transaction back after an error".into(),
+                        busy: ctx.busy,
+                    });
+                }
+                savepoint(conn, "ROLLBACK TO upkeep; RELEASE upkeep").map_err(fail)?;
+            }
+        }
+    }
+    conn.execute_batch("COMMIT").map_err(fail)?;
+    Ok(written)
+}
+
+/// A read: runs on one of the reader threads' connections.
+pub(crate) type ReadJob = Box<dyn FnOnce(&mut Connection) + Send>;
+
+/// A reader thread's loop: takes reads from the shared queue until every
+/// store handle is gone.
+pub(crate) fn reader(mut conn: Connection, rx: Arc<Mutex<Receiver<ReadJob>>>) {
+    loop {
+        let next = {
+            let rx = rx.lock().unwrap_or_else(PoisonError::into_inner);
+            rx.recv()
+        };
+        match next {
+            Ok(job) => job(&mut conn),
+            Err(_) => break,
+        }
+    }
+}
+
+/// A send half for reads, with its answer channel.
+pub(crate) fn read_job<T, F>(ctx: OpCtx, work: F) -> (ReadJob, oneshot::Receiver<Result<T>>)
+where
+    T: Send + 'static,
+    F: FnOnce(&Connection, &OpCtx) -> Result<T> + Send + 'static,
+{
+    let (reply, rx) = oneshot::channel();
+    let job: ReadJob = Box::new(move |conn: &mut Connection| {
+        // One read transaction: every SELECT of the operation sees the same snapshot.
+        let answer = match conn.transaction() {
+            Ok(tx) => {
+                let out = work(&tx, &ctx);
+                // A read transaction has nothing to keep; ending it cannot lose data.
+                let _ = tx.finish();
+                out
+            }
+            Err(e) => Err(map(&ctx, e)),
+        };
+        let _ = reply.send(answer);
+    });
+    (job, rx)
+}
+
+/// Sends `msg` to `tx`, for [`Sender`]s of either thread kind.
+pub(crate) fn send<T>(tx: &Sender<T>, msg: T, op: &'static str) -> Result<()> {
+    tx.send(msg).map_err(|_| crate::error::stopped(op))
+}

@@ -1,0 +1,85 @@
+//! Helpers shared by the integration tests.
+#![allow(
+    dead_code,
+    unreachable_pub,
+    clippy::unwrap_used,
+    reason = "test helpers; each test binary uses a part"
+)]
+
+use statestore_core::{
+    Append, Appended, ConversationState, Expect, IdempotencyKey, ListPage, ListQuery, Metadata,
+    RecentState, Result, SessionId, Store, Summary, Version, async_trait,
+};
+use statestore_sqlite::{SqliteStore, SqliteStoreBuilder};
+
+/// A store on a file in its own temp dir, removed when the store is dropped.
+#[derive(Debug)]
+pub struct TempStore {
+    pub store: SqliteStore,
+    pub dir: tempfile::TempDir,
+}
+
+impl TempStore {
+    pub async fn open(builder: SqliteStoreBuilder) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.sqlite3");
+        let store = builder.open(&path).await.unwrap();
+        Self { store, dir }
+    }
+}
+
+#[async_trait]
+impl Store for TempStore {
+    async fn load(&self, id: &SessionId) -> Result<Option<ConversationState>> {
+        self.store.load(id).await
+    }
+    async fn load_recent_with(
+        &self,
+        id: &SessionId,
+        n: usize,
+        lookup: Option<&IdempotencyKey>,
+    ) -> Result<Option<RecentState>> {
+        self.store.load_recent_with(id, n, lookup).await
+    }
+    async fn save(&self, state: &ConversationState, expect: Expect) -> Result<Version> {
+        self.store.save(state, expect).await
+    }
+    async fn append_with(&self, id: &SessionId, append: Append) -> Result<Appended> {
+        self.store.append_with(id, append).await
+    }
+    async fn fork(&self, source: &SessionId, target: &SessionId) -> Result<Version> {
+        self.store.fork(source, target).await
+    }
+    async fn delete(&self, id: &SessionId) -> Result<bool> {
+        self.store.delete(id).await
+    }
+    async fn exists(&self, id: &SessionId) -> Result<bool> {
+        self.store.exists(id).await
+    }
+    async fn list(&self, query: &ListQuery) -> Result<ListPage> {
+        self.store.list(query).await
+    }
+    async fn merge_metadata(
+        &self,
+        id: &SessionId,
+        patch: Metadata,
+        expect: Expect,
+    ) -> Result<Version> {
+        self.store.merge_metadata(id, patch, expect).await
+    }
+    async fn add_summary(
+        &self,
+        id: &SessionId,
+        summary: Summary,
+        expect: Expect,
+    ) -> Result<Version> {
+        self.store.add_summary(id, summary, expect).await
+    }
+    async fn touch(&self, id: &SessionId) -> Result<bool> {
+        self.store.touch(id).await
+    }
+}
+
+pub fn sid(s: &str) -> SessionId {
+    SessionId::new(s).unwrap()
+}
