@@ -910,6 +910,40 @@ async fn tool_calls_with_no_handler_or_no_rounds_are_answered_not_run() {
     }
 }
 
+#[tokio::test]
+async fn a_session_with_dangling_tool_calls_recovers() {
+    // What older versions stored when the round limit was hit.
+    let store = memory();
+    let id = SessionId::new("poisoned").unwrap();
+    store
+        .append(
+            &id,
+            vec![
+                Message::user("weather?"),
+                Message::assistant("Checking.").with_tool_calls(vec![
+                    ToolCall::new("a", "weather", "Paris"),
+                    ToolCall::new("b", "weather", "Oslo"),
+                ]),
+                Message::tool("a", "sunny in Paris"),
+            ],
+            Expect::Any,
+        )
+        .await
+        .unwrap();
+    let provider = Arc::new(Scripted::new(vec![]));
+    let pipe = Pipeline::builder(Arc::clone(&store), provider.clone()).build();
+    pipe.execute("poisoned", Role::User, "and now?")
+        .await
+        .unwrap();
+    let requests = provider.requests.lock().unwrap().clone();
+    let sent = &requests[0].messages;
+    assert!(every_call_answered(sent), "{sent:?}");
+    assert_eq!(sent.len(), 4);
+    assert_eq!(sent[1].text(), "Checking.");
+    assert_eq!(sent[1].tool_calls.len(), 1, "the answered call stays");
+    assert_eq!(sent[2].tool_call_id.as_deref(), Some("a"));
+}
+
 /// Another app instance's turn landing between this attempt's load and its
 /// write, in the first `attempts` attempts.
 struct Interloper {
