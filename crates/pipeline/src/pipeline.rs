@@ -156,7 +156,11 @@ pub mod counters {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Concurrency {
-    /// Start the turn again on the new history, up to `attempts` times in all.
+    /// Start the turn again on the new history, up to `attempts` times in
+    /// all: the model is asked again (a streaming caller gets
+    /// [`StreamEvent::Restart`] first), tool calls already run are not run
+    /// again (see [`ToolHandler`]), and the usage of the discarded attempts
+    /// is counted with the turn ([`Executed::discarded_usage`]).
     Retry {
         /// Attempts in all, at least 1.
         attempts: u32,
@@ -204,8 +208,10 @@ pub trait Middleware: Send + Sync {
 /// Runs the tools a model asks for.
 ///
 /// Within one execute a call is run at most once: when a concurrent turn
-/// forces a retry, calls the discarded attempts already ran are answered
-/// with their results (see the [module docs](self#concurrency-policy)).
+/// forces a retry ([`Concurrency::Retry`]), a call the discarded attempts
+/// already ran — the same tool with the same arguments, whatever its call
+/// id, since providers make fresh ids for each reply — is answered with
+/// the result it had; each such result stands in for one call per attempt.
 #[async_trait]
 pub trait ToolHandler: Send + Sync {
     /// The tools offered to the model.
@@ -321,13 +327,19 @@ impl PipelineBuilder {
         self
     }
 
-    /// Tools the model may call, run between provider calls.
+    /// Tools the model may call, run between provider calls. Without a
+    /// handler, calls the model asks for anyway are answered "not run: no
+    /// tool handler" and the model is asked once more without tools.
     pub fn tools(mut self, tools: Arc<dyn ToolHandler>) -> Self {
         self.config.tools = Some(tools);
         self
     }
 
-    /// Most provider calls answering tool results in one turn (default 8).
+    /// Most rounds of tool calls run in one turn (default 8). Calls the
+    /// model asks for past the limit are answered "not run: tool round
+    /// limit reached" and the model is asked once more, without tools, for
+    /// its final reply — a turn never stores unanswered calls. `0` runs no
+    /// tools at all.
     pub fn max_tool_rounds(mut self, rounds: usize) -> Self {
         self.config.max_tool_rounds = rounds;
         self
