@@ -1126,3 +1126,86 @@ async fn a_streaming_caller_sees_restart_before_the_reasked_reply() {
     );
     assert_eq!(done.model_calls, 2);
 }
+
+/// Runs the same turn (same turn id) on another app instance between this
+/// attempt's load and its write, once.
+struct Twin {
+    other: Pipeline,
+    ran: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait]
+impl Middleware for Twin {
+    async fn before(&self, ctx: &ExecContext, _: &mut ChatRequest) -> Result<(), Error> {
+        if !self.ran.swap(true, Ordering::SeqCst) {
+            let done = self
+                .other
+                .execute_with(
+                    ctx.session_id.as_str(),
+                    Role::User,
+                    "hi",
+                    ExecOptions::new().turn_id(ctx.turn_id.clone()),
+                )
+                .await?;
+            assert!(!done.replayed);
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn the_same_turn_run_twice_at_once_is_stored_once() {
+    let store = memory();
+    let other = Pipeline::builder(
+        Arc::clone(&store),
+        Arc::new(Scripted::new(vec![reply(Message::assistant(
+            "from the twin",
+        ))])),
+    )
+    .build();
+    let pipe = Pipeline::builder(
+        Arc::clone(&store),
+        Arc::new(Scripted::new(vec![reply(Message::assistant("from here"))])),
+    )
+    .middleware(Arc::new(Twin {
+        other,
+        ran: std::sync::atomic::AtomicBool::new(false),
+    }))
+    .build();
+    let mut events = Vec::new();
+    let done = pipe
+        .execute_streaming_with(
+            "twice",
+            Role::User,
+            "hi",
+            ExecOptions::new().turn_id(IdempotencyKey::new("t-1").unwrap()),
+            &mut |e: StreamEvent<'_>| events.push(format!("{e:?}")),
+        )
+        .await
+        .unwrap();
+    assert!(done.replayed);
+    assert_eq!(done.reply.text(), "from the twin", "the stored turn wins");
+    assert_eq!(done.model_calls, 1);
+    assert_eq!(done.discarded_usage, done.usage, "its spend stored nowhere");
+    assert_eq!(
+        events,
+        [
+            r#"Delta("from here")"#,
+            "Restart",
+            r#"Delta("from the twin")"#,
+            "Done"
+        ]
+    );
+    let state = store
+        .load(&SessionId::new("twice").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    let texts: Vec<String> = state
+        .messages
+        .iter()
+        .map(|m| m.text().into_owned())
+        .collect();
+    assert_eq!(texts, ["hi", "from the twin"]);
+    assert_eq!(state.counters[counters::TURNS], 1);
+}
