@@ -11,6 +11,13 @@
 //!    never ends with unanswered tool calls whose answers are stored. Tool
 //!    results whose call is not in the history at all are never sent
 //!    (the API would reject them).
+//!    **No call is sent without its result**: a tool call with no result
+//!    stored after it (older pipelines could end a turn on one) is
+//!    stripped from the copy of its message that is sent — the stored
+//!    message is unchanged, answered calls and the message's text are
+//!    kept — and a message left with neither calls nor content is not sent
+//!    at all. So a session holding such a message keeps working instead of
+//!    being rejected on every later request.
 //! 3. The newest user message, and everything after it, is always sent;
 //!    when that alone does not fit the token budget the result is
 //!    [`Error::BudgetExceeded`](crate::Error::BudgetExceeded), never an
@@ -24,7 +31,9 @@
 //!
 //! The history is cut into *units*: an assistant message with tool calls
 //! through the last tool result answering it (overlapping spans merged), or
-//! a single message. A window is a suffix of units. Each limit — messages,
+//! a single message. A window is a suffix of units, minus what is never
+//! sent (orphan results, messages whose calls were all unanswered and that
+//! hold nothing else), with unanswered calls stripped. Each limit — messages,
 //! user turns, tokens — gives a lowest admissible start; the mandatory
 //! tail (from the newest user message) caps it from above. Token costs come
 //! from [`message_tokens`], i.e. from each message's cached count when it
@@ -134,7 +143,8 @@ pub struct Window {
     pub system_prompt: Option<String>,
     /// Summaries of history before the window, oldest first.
     pub summaries: Vec<Summary>,
-    /// The messages to send, oldest first (shared with the history).
+    /// The messages to send, oldest first (shared with the history, except
+    /// copies with unanswered tool calls stripped — invariant 2).
     pub messages: Vec<Arc<Message>>,
     /// History position of the first message sent (the window's start).
     pub first_position: u64,
@@ -173,45 +183,103 @@ impl Window {
 struct Unit {
     /// Index of the first message (in the given history).
     start: usize,
-    /// Messages sent for this unit (orphan tool results excluded).
+    /// Messages sent for this unit (those never sent excluded).
     sendable: usize,
     /// Whether it holds a user message.
     has_user: bool,
 }
 
-/// Cuts `messages` into units, and marks tool results that answer no call
-/// stored before them.
-fn units(messages: &[Arc<Message>]) -> (Vec<Unit>, Vec<bool>) {
+/// How the history's messages are sent, besides as stored.
+#[derive(Debug, Default)]
+struct Sending {
+    /// Messages never sent: tool results answering no call stored before
+    /// them, and messages whose calls were all unanswered with no content.
+    skip: Vec<bool>,
+    /// Copies of messages with their unanswered calls stripped, by index,
+    /// ascending.
+    stripped: Vec<(usize, Arc<Message>)>,
+}
+
+impl Sending {
+    fn skipped(&self, i: usize) -> bool {
+        self.skip.get(i).copied().unwrap_or(true)
+    }
+
+    fn stripped(&self, i: usize) -> Option<&Arc<Message>> {
+        self.stripped
+            .binary_search_by_key(&i, |(j, _)| *j)
+            .ok()
+            .and_then(|k| self.stripped.get(k))
+            .map(|(_, m)| m)
+    }
+}
+
+/// Cuts `messages` into units, and finds what is not sent as stored: tool
+/// results that answer no call stored before them, and calls no result
+/// answers.
+fn units(messages: &[Arc<Message>]) -> (Vec<Unit>, Sending) {
     let n = messages.len();
     // Every tool call so far, as (id, index of the assistant message that
-    // made it). Answers almost always follow their call closely, so a search
-    // from the newest end finds them in a step or two: cheaper than hashing
-    // every id of a long history.
-    let mut calls: Vec<(&str, usize)> = Vec::new();
+    // made it, answered yet). Answers almost always follow their call
+    // closely, so a search from the newest end finds them in a step or
+    // two: cheaper than hashing every id of a long history.
+    let mut calls: Vec<(&str, usize, bool)> = Vec::new();
     // For each assistant-with-calls index, the last index answering it.
     let mut span_end: Vec<usize> = (0..n).collect();
-    let mut orphan = vec![false; n];
+    let mut skip = vec![false; n];
     for (i, m) in messages.iter().enumerate() {
         if m.role == Role::Assistant {
-            calls.extend(m.tool_calls.iter().map(|c| (c.id.as_str(), i)));
+            calls.extend(m.tool_calls.iter().map(|c| (c.id.as_str(), i, false)));
         }
         if m.role == Role::Tool {
             let call = m
                 .tool_call_id
                 .as_deref()
-                .and_then(|id| calls.iter().rev().find(|(c, _)| *c == id));
+                .and_then(|id| calls.iter_mut().rev().find(|(c, _, _)| *c == id));
             match call {
-                Some(&(_, a)) => {
-                    if let Some(end) = span_end.get_mut(a) {
+                Some((_, a, answered)) => {
+                    *answered = true;
+                    if let Some(end) = span_end.get_mut(*a) {
                         *end = (*end).max(i);
                     }
                 }
                 None => {
-                    if let Some(o) = orphan.get_mut(i) {
+                    if let Some(o) = skip.get_mut(i) {
                         *o = true;
                     }
                 }
             }
+        }
+    }
+    // Assistant messages with unanswered calls: sent stripped, or not at all.
+    let mut stripped = Vec::new();
+    let mut k = 0;
+    while k < calls.len() {
+        let Some(&(_, a, _)) = calls.get(k) else {
+            break;
+        };
+        let made = calls.get(k..).map_or(0, |rest| {
+            rest.iter().take_while(|(_, owner, _)| *owner == a).count()
+        });
+        let own = calls.get(k..k + made).unwrap_or_default();
+        k += made.max(1);
+        if own.iter().all(|(_, _, answered)| *answered) {
+            continue;
+        }
+        let Some(original) = messages.get(a) else {
+            continue;
+        };
+        let mut copy = Message::clone(original);
+        let mut answered = own.iter().map(|(_, _, answered)| *answered);
+        copy.tool_calls.retain(|_| answered.next().unwrap_or(false));
+        if copy.tool_calls.is_empty() && copy.content.is_empty() {
+            if let Some(o) = skip.get_mut(a) {
+                *o = true;
+            }
+        } else {
+            // Counted again when sent: the cached count included the calls.
+            copy.token_count = None;
+            stripped.push((a, Arc::new(copy)));
         }
     }
     let mut out = Vec::new();
@@ -226,7 +294,7 @@ fn units(messages: &[Arc<Message>]) -> (Vec<Unit>, Vec<bool>) {
         }
         let range = i..=end;
         let slice = messages.get(range.clone()).unwrap_or_default();
-        let flags = orphan.get(range).unwrap_or_default();
+        let flags = skip.get(range).unwrap_or_default();
         out.push(Unit {
             start: i,
             sendable: flags.iter().filter(|o| !**o).count(),
@@ -234,7 +302,7 @@ fn units(messages: &[Arc<Message>]) -> (Vec<Unit>, Vec<bool>) {
         });
         i = end + 1;
     }
-    (out, orphan)
+    (out, Sending { skip, stripped })
 }
 
 /// Summaries sent with a window starting at history position `start`:
@@ -270,7 +338,7 @@ pub fn select<'a>(
     counter: &dyn TokenCounter,
 ) -> Result<Window, Error> {
     let h = history.into();
-    let (units, orphan) = units(h.messages);
+    let (units, sending) = units(h.messages);
     let position =
         |k: usize| h.first_position + units.get(k).map_or(h.messages.len(), |u| u.start) as u64;
 
@@ -331,8 +399,8 @@ pub fn select<'a>(
             let Some(u) = units.get(k) else { return 0 };
             let end = units.get(k + 1).map_or(h.messages.len(), |next| next.start);
             (u.start..end)
-                .filter(|&i| !orphan.get(i).copied().unwrap_or(true))
-                .filter_map(|i| h.messages.get(i))
+                .filter(|&i| !sending.skipped(i))
+                .filter_map(|i| sending.stripped(i).or_else(|| h.messages.get(i)))
                 .map(|m| match &m.token_count {
                     // The cache check of `message_tokens`, with the
                     // encoding looked up once per selection.
@@ -376,8 +444,8 @@ pub fn select<'a>(
         .iter()
         .enumerate()
         .skip(first)
-        .filter(|(i, _)| !orphan.get(*i).copied().unwrap_or(true))
-        .map(|(_, m)| Arc::clone(m))
+        .filter(|(i, _)| !sending.skipped(*i))
+        .map(|(i, m)| Arc::clone(sending.stripped(i).unwrap_or(m)))
         .collect();
     let first_position = position(start);
     Ok(Window {

@@ -1,6 +1,7 @@
 //! The selection invariants of `src/select.rs`, checked on random
-//! conversations with tool calls, missing answers, orphan tool results,
-//! summaries and every combination of limits.
+//! conversations with tool calls, missing answers (calls no result answers,
+//! with or without text beside them), orphan tool results, summaries and
+//! every combination of limits.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -24,7 +25,8 @@ enum Event {
     User(usize),
     Assistant(usize),
     /// Calls with argument lengths; which are answered; answers reversed?
-    Tools(Vec<usize>, Vec<bool>, bool),
+    /// The length of the text beside the calls.
+    Tools(Vec<usize>, Vec<bool>, bool, usize),
     Orphan(usize),
 }
 
@@ -32,8 +34,13 @@ fn event() -> impl Strategy<Value = Event> {
     prop_oneof![
         4 => (0..120usize).prop_map(Event::User),
         3 => (0..120usize).prop_map(Event::Assistant),
-        2 => (prop::collection::vec(0..60usize, 1..4), prop::collection::vec(any::<bool>(), 4), any::<bool>())
-            .prop_map(|(calls, answered, rev)| Event::Tools(calls, answered, rev)),
+        2 => (
+            prop::collection::vec(0..60usize, 1..4),
+            prop::collection::vec(any::<bool>(), 4),
+            any::<bool>(),
+            prop_oneof![Just(0usize), 1..30usize],
+        )
+            .prop_map(|(calls, answered, rev, text)| Event::Tools(calls, answered, rev, text)),
         1 => (0..40usize).prop_map(Event::Orphan),
     ]
 }
@@ -45,7 +52,7 @@ fn build(events: &[Event]) -> Vec<Arc<Message>> {
         match e {
             Event::User(n) => out.push(Message::user("u".repeat(*n))),
             Event::Assistant(n) => out.push(Message::assistant("a".repeat(*n))),
-            Event::Tools(args, answered, rev) => {
+            Event::Tools(args, answered, rev, text) => {
                 let calls: Vec<ToolCall> = args
                     .iter()
                     .map(|n| {
@@ -62,7 +69,7 @@ fn build(events: &[Event]) -> Vec<Arc<Message>> {
                 if *rev {
                     answers.reverse();
                 }
-                out.push(Message::assistant("").with_tool_calls(calls));
+                out.push(Message::assistant("t".repeat(*text)).with_tool_calls(calls));
                 out.extend(answers);
             }
             Event::Orphan(n) => {
@@ -141,18 +148,60 @@ proptest! {
                 && m.tool_call_id.as_deref().and_then(|id| calls.get(id)).is_none_or(|&a| a >= i)
         };
         let newest_user = messages.iter().rposition(|m| m.role == Role::User);
+        // What each message is sent as (`None`: never sent): orphan results
+        // are not; calls with no result after them are stripped, and a
+        // message left with no calls and no content is not sent.
+        let answered = |i: usize, c: &ToolCall| {
+            messages[i + 1..]
+                .iter()
+                .any(|r| r.role == Role::Tool && r.tool_call_id.as_deref() == Some(c.id.as_str()))
+        };
+        let sent_as = |i: usize| -> Option<Message> {
+            if orphan(i) {
+                return None;
+            }
+            let m = &messages[i];
+            let kept: Vec<ToolCall> =
+                m.tool_calls.iter().filter(|c| answered(i, c)).cloned().collect();
+            if kept.len() == m.tool_calls.len() {
+                return Some((**m).clone());
+            }
+            if kept.is_empty() && m.content.is_empty() {
+                return None;
+            }
+            let mut copy = (**m).clone();
+            copy.tool_calls = kept;
+            copy.token_count = None;
+            Some(copy)
+        };
+        let sent = |i: usize| sent_as(i).is_some();
 
         match select(history, &policy, &counter) {
             Ok(w) => {
                 // 1. System prompt kept.
                 prop_assert_eq!(w.system_prompt.as_deref(), prompt.as_deref());
-                let picked: Vec<usize> = w.messages.iter().map(|m| index[&Arc::as_ptr(m)]).collect();
-                // 4. Order kept; a suffix minus orphans.
-                prop_assert!(picked.windows(2).all(|p| p[0] < p[1]));
+                // 4. Order kept; a suffix minus what is never sent, each
+                // message sent as stored (the same one) or stripped.
                 let start = (w.first_position - offset) as usize;
-                let expected: Vec<usize> = (start..messages.len()).filter(|&i| !orphan(i)).collect();
-                prop_assert_eq!(&picked, &expected);
+                let picked: Vec<usize> = (start..messages.len()).filter(|&i| sent(i)).collect();
+                prop_assert_eq!(w.messages.len(), picked.len());
+                for (m, &i) in w.messages.iter().zip(&picked) {
+                    let expected = sent_as(i).unwrap();
+                    prop_assert_eq!(&**m, &expected, "message {} sent wrongly", i);
+                    if expected == *messages[i] {
+                        prop_assert!(index[&Arc::as_ptr(m)] == i, "message {} copied", i);
+                    }
+                }
                 prop_assert_eq!(w.dropped, messages.len() - picked.len());
+                // 2. No call is sent without its result.
+                for (k, m) in w.messages.iter().enumerate() {
+                    for c in &m.tool_calls {
+                        prop_assert!(
+                            w.messages[k + 1..].iter().any(|r| r.tool_call_id.as_deref() == Some(c.id.as_str())),
+                            "call {} sent without its result", c.id
+                        );
+                    }
+                }
                 // 1. Summaries of dropped history kept.
                 for s in &summaries {
                     if s.covers.start < w.first_position || s.covers.is_empty() {
@@ -191,7 +240,7 @@ proptest! {
                 }
                 // Count limits hold unless the mandatory tail alone breaks them.
                 let mandatory_from = newest_user.unwrap_or(messages.len());
-                let mandatory_len = (mandatory_from..messages.len()).filter(|&i| !orphan(i)).count();
+                let mandatory_len = (mandatory_from..messages.len()).filter(|&i| sent(i)).count();
                 if let Some(max) = policy.max_messages {
                     prop_assert!(picked.len() <= max.max(mandatory_len));
                 }
@@ -203,7 +252,7 @@ proptest! {
                 // 5. Maximal: the previous unit would break a limit.
                 if start > 0 {
                     let grown = earlier_start(&messages, start);
-                    let extra: Vec<usize> = (grown..messages.len()).filter(|&i| !orphan(i)).collect();
+                    let extra: Vec<usize> = (grown..messages.len()).filter(|&i| sent(i)).collect();
                     let users = extra.iter().filter(|&&i| messages[i].role == Role::User).count();
                     // A turn limit also ends the window at its oldest turn's user
                     // message: what precedes it belongs to an older turn.
@@ -211,7 +260,7 @@ proptest! {
                     let breaks_count = policy.max_messages.is_some_and(|m| extra.len() > m)
                         || policy.max_user_turns.is_some_and(|t| users > t || current_users >= t);
                     let breaks_budget = policy.prompt_budget().is_some_and(|budget| {
-                        let sent: Vec<Arc<Message>> = extra.iter().map(|&i| Arc::clone(&messages[i])).collect();
+                        let sent: Vec<Arc<Message>> = extra.iter().map(|&i| Arc::new(sent_as(i).unwrap())).collect();
                         let mut req: Vec<Arc<Message>> = Vec::new();
                         if let Some(p) = &prompt {
                             req.push(Arc::new(Message::system(p.as_str())));

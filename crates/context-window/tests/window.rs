@@ -155,6 +155,51 @@ impl Summarizer for ListingSummarizer {
     }
 }
 
+#[test]
+fn unanswered_tool_calls_are_never_sent() {
+    // A session as older pipelines left it when the round limit was hit:
+    // one call answered, one not, then a reply that is nothing but a call.
+    let state = ConversationState::new(sid("dangling")).with_messages([
+        Message::user("weather?"),
+        Message::assistant("Checking.").with_tool_calls(vec![
+            ToolCall::new("a", "weather", "Paris"),
+            ToolCall::new("b", "weather", "Oslo"),
+        ]),
+        Message::tool("a", "sunny"),
+        Message::assistant("").with_tool_calls(vec![ToolCall::new("c", "weather", "Rome")]),
+        Message::user("and now?"),
+    ]);
+    let budget = WindowPolicy::default().token_budget(10_000, 0);
+    let w = select(&state, &budget, &CharEstimate).unwrap();
+    let sent: Vec<(String, Vec<String>)> = w
+        .messages
+        .iter()
+        .map(|m| {
+            let calls = m.tool_calls.iter().map(|c| c.id.clone()).collect();
+            (m.text().into_owned(), calls)
+        })
+        .collect();
+    assert_eq!(
+        sent,
+        [
+            ("weather?".to_owned(), vec![]),
+            ("Checking.".to_owned(), vec!["a".to_owned()]),
+            ("sunny".to_owned(), vec![]),
+            ("and now?".to_owned(), vec![]),
+        ]
+    );
+    assert_eq!(w.dropped, 1, "the message with only an unanswered call");
+    // The budget counts what is sent, not what is stored.
+    let cost: usize = context_window::count::REPLY_PRIMING
+        + w.request_messages()
+            .iter()
+            .map(|m| context_window::count_message(&CharEstimate, m))
+            .sum::<usize>();
+    assert_eq!(w.tokens, Some(cost));
+    // The stored messages are unchanged.
+    assert_eq!(state.messages[1].tool_calls.len(), 2);
+}
+
 #[tokio::test]
 async fn summaries_replace_what_the_window_drops() {
     let store = MemoryStore::new();

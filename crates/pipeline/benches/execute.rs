@@ -4,7 +4,7 @@
 //! about 100 messages. Compare with the stores' own per-turn benchmarks at
 //! length 100 (`memory/turn…/100`, `redis/turn…/100`): the difference is the
 //! pipeline's overhead (id check, token annotation, window selection,
-//! request building, per-session lock, usage accounting).
+//! request building, per-session lock; usage rides on the turn's one write).
 //!
 //! ```text
 //! cargo bench -p pipeline --bench execute

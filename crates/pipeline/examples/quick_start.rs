@@ -50,11 +50,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let id = statestore_core::SessionId::new(session_id)?;
     let state = store.load(&id).await?.ok_or("the session was not saved")?;
     println!(
-        "\n(session {id}: {} messages, version {}, usage {})",
+        "\n(session {id}: {} messages, version {}, usage {:?})",
         state.messages.len(),
         state.version,
-        state.metadata.get("usage").cloned().unwrap_or_default()
+        state.counters
     );
+    // One write per turn; usage is in the session's counters.
+    assert_eq!(state.version, 2);
+    assert_eq!(state.counters.get(pipeline::counters::TURNS), Some(&2));
     let last = state
         .messages
         .last()

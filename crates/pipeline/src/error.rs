@@ -2,6 +2,10 @@
 
 use std::time::Duration;
 
+use statestore_core::{IdempotencyKey, SessionId, WriteOutcome};
+
+use crate::Usage;
+
 /// Everything an execution or a provider call can fail with. Messages never
 /// contain API keys or message content.
 #[derive(Debug, thiserror::Error)]
@@ -73,18 +77,58 @@ pub enum Error {
     },
 
     /// A turn could not be stored because other turns kept landing on the
-    /// same session (the pipeline's retries ran out).
+    /// same session (the pipeline's retries ran out). Nothing was stored;
+    /// the model calls of the discarded attempts were paid for all the
+    /// same, and since nothing was written they are in no session's
+    /// counters: `usage` is their total.
     #[error("session {id} is busy: {attempts} attempts conflicted with concurrent turns")]
     Busy {
         /// The session, as given.
-        id: statestore_core::SessionId,
+        id: SessionId,
         /// Attempts made.
         attempts: u32,
+        /// Tokens spent by the model calls of every attempt.
+        usage: Usage,
     },
 
-    /// The store failed.
+    /// The store failed before anything of the turn was written (loading
+    /// the window, or refusing the session id).
     #[error(transparent)]
     Store(#[from] statestore_core::Error),
+
+    /// Writing the turn failed. Whether it landed is
+    /// [`Error::write_outcome`] (the store's verdict on `source`): when it
+    /// is [`WriteOutcome::Unknown`] (a timeout, a dropped connection) or
+    /// [`WriteOutcome::Written`], execute again with the same `turn_id`
+    /// ([`ExecOptions::turn_id`](crate::ExecOptions::turn_id)): the turn is
+    /// then stored at most once, and a retry of a turn that landed returns
+    /// it without calling the model.
+    #[error("storing turn {turn_id} of session {id} failed: {source}")]
+    Save {
+        /// The session.
+        id: SessionId,
+        /// The turn's id: retry with it.
+        turn_id: IdempotencyKey,
+        /// The store's error.
+        #[source]
+        source: statestore_core::Error,
+    },
+
+    /// The store reports that the turn landed (a retry of it, or the same
+    /// turn id run twice at once), but its messages could not be read back:
+    /// reading failed (`source`), or they are no longer where the store
+    /// says they were written (the history was replaced since). The turn
+    /// is stored: retry with the same `turn_id` to read it again.
+    #[error("turn {turn_id} of session {id} is stored, but its messages cannot be read back")]
+    TurnUnreadable {
+        /// The session.
+        id: SessionId,
+        /// The turn's id.
+        turn_id: IdempotencyKey,
+        /// The store's error, when reading failed.
+        #[source]
+        source: Option<statestore_core::Error>,
+    },
 
     /// The context window could not be built.
     #[error(transparent)]
@@ -106,7 +150,23 @@ pub enum Error {
 }
 
 impl Error {
-    /// Whether retrying later may succeed.
+    /// Whether executing again later may succeed (rate limits, timeouts,
+    /// unreachable provider or store, 5xx answers, a busy session).
+    ///
+    /// How to execute again depends on [`Error::write_outcome`]:
+    ///
+    /// - [`WriteOutcome::NotWritten`] — every error except a failed
+    ///   [`Error::Save`]: nothing of the turn was stored, so a retry with
+    ///   the same turn id or a new one is safe.
+    /// - [`WriteOutcome::Unknown`] — [`Error::Save`] with a timeout or a
+    ///   dropped connection: the turn may have landed. Retry **with the same
+    ///   turn id** ([`Error::turn_id`]); a new id could store the turn twice.
+    /// - [`WriteOutcome::Written`] — the turn landed (for example without
+    ///   enough replica acknowledgements): a retry with the same turn id
+    ///   returns it without calling the model.
+    ///
+    /// Retrying with the same turn id is right in every case, which is why
+    /// the crate docs' retry loop always does it.
     #[must_use]
     pub fn is_transient(&self) -> bool {
         match self {
@@ -115,8 +175,61 @@ impl Error {
             | Self::Transport(_)
             | Self::Busy { .. } => true,
             Self::Status { status, .. } => *status >= 500,
-            Self::Store(e) => e.is_transient(),
+            Self::Store(e)
+            | Self::Save { source: e, .. }
+            | Self::TurnUnreadable {
+                source: Some(e), ..
+            } => e.is_transient(),
             _ => false,
+        }
+    }
+
+    /// What this error says about the turn's write (see
+    /// [`Error::is_transient`]): the store's verdict for a failed
+    /// [`Error::Save`], [`WriteOutcome::Written`] for
+    /// [`Error::TurnUnreadable`], and [`WriteOutcome::NotWritten`] for every
+    /// other error — they all happen before the write (a failed load wrote
+    /// nothing, whatever the store's error).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use pipeline::Error;
+    /// use statestore_core::{IdempotencyKey, SessionId, WriteOutcome};
+    ///
+    /// let lost = Error::Save {
+    ///     id: SessionId::new("s")?,
+    ///     turn_id: IdempotencyKey::new("turn-1")?,
+    ///     source: statestore_core::Error::Timeout {
+    ///         operation: "append",
+    ///         after: Duration::from_secs(2),
+    ///     },
+    /// };
+    /// assert_eq!(lost.write_outcome(), WriteOutcome::Unknown);
+    /// assert_eq!(lost.turn_id().map(|t| t.as_str()), Some("turn-1"));
+    /// assert!(lost.is_transient());
+    ///
+    /// let refused = Error::Timeout { after: Duration::from_secs(30) };
+    /// assert_eq!(refused.write_outcome(), WriteOutcome::NotWritten);
+    /// # Ok::<(), statestore_core::Error>(())
+    /// ```
+    #[must_use]
+    pub fn write_outcome(&self) -> WriteOutcome {
+        match self {
+            Self::Save { source, .. } => source.write_outcome(),
+            Self::TurnUnreadable { .. } => WriteOutcome::Written,
+            _ => WriteOutcome::NotWritten,
+        }
+    }
+
+    /// The id of the turn whose write failed or cannot be read back — what
+    /// to pass to [`ExecOptions::turn_id`](crate::ExecOptions::turn_id)
+    /// when retrying a turn whose id the pipeline generated. `None` for
+    /// errors that stored nothing.
+    #[must_use]
+    pub fn turn_id(&self) -> Option<&IdempotencyKey> {
+        match self {
+            Self::Save { turn_id, .. } | Self::TurnUnreadable { turn_id, .. } => Some(turn_id),
+            _ => None,
         }
     }
 }

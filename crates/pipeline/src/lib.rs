@@ -13,8 +13,8 @@ pub use openai::{OpenAiProvider, OpenAiProviderBuilder};
 pub use error::Error;
 pub use offline::OfflineProvider;
 pub use pipeline::{
-    Concurrency, ExecContext, Executed, MIN_MESSAGE_TOKENS, Middleware, Pipeline, PipelineBuilder,
-    ProviderSummarizer, ToolHandler,
+    Concurrency, ExecContext, ExecOptions, Executed, MIN_MESSAGE_TOKENS, Middleware, Pipeline,
+    PipelineBuilder, ProviderSummarizer, ToolHandler, counters,
 };
 pub use provider::{
     ChatRequest, ChatResponse, FinishReason, OnEvent, Provider, StreamEvent, ToolSpec, Usage,
