@@ -1582,8 +1582,8 @@ async fn two_turns_over_http(store: Arc<dyn statestore_core::Store>) {
     let id = statestore_core::SessionId::new("user-123-conversation").unwrap();
     let state = store.load(&id).await.unwrap().unwrap();
     assert_eq!(state.messages.len(), 4);
-    assert_eq!(state.metadata["usage"]["prompt_tokens"], 60);
-    assert_eq!(state.metadata["usage"]["completion_tokens"], 11);
+    assert_eq!(state.counters["prompt_tokens"], 60);
+    assert_eq!(state.counters["completion_tokens"], 11);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1660,5 +1660,5 @@ async fn end_to_end_a_restarted_stream_reaches_the_caller_and_only_the_reply_is_
         .map(|m| m.text().into_owned())
         .collect();
     assert_eq!(texts, ["Salut", "Salut !"]);
-    assert_eq!(state.metadata["usage"]["completion_tokens"], 2);
+    assert_eq!(state.counters["completion_tokens"], 2);
 }
