@@ -461,8 +461,8 @@ impl RedisStore {
         for key in keys.all() {
             inv.key(key);
         }
-        // MAX_TTL keeps this far below the 1e17 at which Lua would print
-        // the number in exponent notation (it is passed on as given).
+        // Reaches PEXPIRE as this decimal string, never as a Lua number
+        // (which prints in exponent notation from 1e17 on).
         let ttl_ms = match self.inner.ttl {
             Some(t) if ttl => millis(t),
             _ => 0,
