@@ -6,13 +6,15 @@ use std::sync::Arc;
 use redis::Value;
 use statestore_core::codec::{self, Limits, SCHEMA_VERSION};
 use statestore_core::{
-    ConversationState, Error, Expect, Metadata, RecentState, Result, SessionId, Summary, Timestamp,
-    Version,
+    Appended, ConversationState, Counters, Error, Expect, Metadata, RecentState, Result, SessionId,
+    Summary, Timestamp, Version,
 };
 
 /// A script's reply, by status (see `scripts.rs`).
 pub(crate) enum Reply {
     Ok(Vec<Value>),
+    /// An append already applied under the same key: what it did.
+    Replayed(Vec<Value>),
     Missing,
     Conflict(Option<Version>),
     TooLarge(u64),
@@ -62,6 +64,7 @@ pub(crate) fn reply(id: &SessionId, value: Value) -> Result<Reply> {
     let first_int = rest.first().and_then(int);
     Ok(match status {
         b"ok" => Reply::Ok(rest),
+        b"replayed" => Reply::Replayed(rest),
         b"missing" => Reply::Missing,
         b"conflict" => Reply::Conflict(first_int.and_then(|v| u64::try_from(v).ok())),
         b"too_large" => Reply::TooLarge(first_int.and_then(|v| u64::try_from(v).ok()).unwrap_or(0)),
@@ -109,30 +112,64 @@ pub(crate) fn written(
             .and_then(int)
             .and_then(|v| u64::try_from(v).ok())
             .ok_or_else(|| corrupt(id, "a write returned no version")),
-        Reply::Conflict(actual) => Err(Error::Conflict {
-            id: id.clone(),
-            expected: expect,
-            actual,
-        }),
-        Reply::Missing => Err(Error::NotFound { id: id.clone() }),
-        Reply::TooLarge(total) => Err(limits
-            .check_message_count(id, total)
-            .err()
-            .unwrap_or_else(|| corrupt(id, "the store refused a size its limits allow"))),
-        Reply::Range(len) => Err(Error::InvalidArgument {
-            id: id.clone(),
-            reason: format!("summary range is empty or reaches past the {len} stored messages"),
-        }),
+        other => Err(refused(id, expect, limits, other)),
     }
 }
 
-/// What `LOAD` returns: header, messages, summaries, metadata, total.
+/// What an `ok` or `replayed` reply to an append says it did.
+pub(crate) fn appended(
+    id: &SessionId,
+    expect: Expect,
+    limits: &Limits,
+    reply: Reply,
+) -> Result<Appended> {
+    let (rest, replayed) = match reply {
+        Reply::Ok(rest) => (rest, false),
+        Reply::Replayed(rest) => (rest, true),
+        other => return Err(refused(id, expect, limits, other)),
+    };
+    let mut numbers = rest
+        .iter()
+        .map(|v| int(v).and_then(|n| u64::try_from(n).ok()));
+    let (Some(Some(version)), Some(Some(first)), Some(Some(count))) =
+        (numbers.next(), numbers.next(), numbers.next())
+    else {
+        return Err(corrupt(id, "an append returned a malformed outcome"));
+    };
+    let outcome = Appended::new(version, first, count);
+    Ok(if replayed { outcome.replay() } else { outcome })
+}
+
+/// The error for a write's reply that is not `ok`.
+fn refused(id: &SessionId, expect: Expect, limits: &Limits, reply: Reply) -> Error {
+    match reply {
+        Reply::Conflict(actual) => Error::Conflict {
+            id: id.clone(),
+            expected: expect,
+            actual,
+        },
+        Reply::Missing => Error::NotFound { id: id.clone() },
+        Reply::TooLarge(total) => limits
+            .check_message_count(id, total)
+            .err()
+            .unwrap_or_else(|| corrupt(id, "the store refused a size its limits allow")),
+        Reply::Range(len) => Error::InvalidArgument {
+            id: id.clone(),
+            reason: format!("summary range is empty or reaches past the {len} stored messages"),
+        },
+        Reply::Ok(_) | Reply::Replayed(_) => corrupt(id, "a write returned an unexpected status"),
+    }
+}
+
+/// What `LOAD` returns: header, messages, summaries, metadata, total, and
+/// the remembered write it was asked about.
 pub(crate) struct Snapshot {
     header: Header,
     messages: Vec<Value>,
     summaries: Vec<Value>,
     metadata: Vec<Value>,
     total: u64,
+    record: Option<Appended>,
 }
 
 #[derive(Default)]
@@ -143,6 +180,7 @@ struct Header {
     last_accessed_at: Timestamp,
     user_id: Option<String>,
     system_prompt: Option<String>,
+    counters: Counters,
 }
 
 fn header(id: &SessionId, flat: Vec<Value>) -> Result<Header> {
@@ -167,7 +205,12 @@ fn header(id: &SessionId, flat: Vec<Value>) -> Result<Header> {
             b"last_accessed_at" => h.last_accessed_at = Timestamp::from_unix_millis(number()?),
             b"user_id" => h.user_id = Some(text()?),
             b"system_prompt" => h.system_prompt = Some(text()?),
-            _ => {} // schema (checked by the script) and fields of later versions
+            counter if counter.starts_with(b"c:") => {
+                let name = std::str::from_utf8(counter.get(2..).unwrap_or_default())
+                    .map_err(|_| corrupt(id, "a counter name is not UTF-8 text"))?;
+                h.counters.insert(name.to_owned(), number()?);
+            }
+            _ => {} // schema, counts (checked by the script), fields of later versions
         }
     }
     Ok(h)
@@ -193,13 +236,35 @@ pub(crate) fn snapshot(id: &SessionId, reply: Reply) -> Result<Option<Snapshot>>
         .and_then(int)
         .and_then(|n| u64::try_from(n).ok())
         .ok_or_else(|| corrupt(id, "load returned no message count"))?;
+    let record = match it.next().as_ref().and_then(bytes) {
+        None => None,
+        Some(raw) => Some(record(id, raw)?.replay()),
+    };
     Ok(Some(Snapshot {
         header: header(id, h)?,
         messages,
         summaries,
         metadata,
         total,
+        record,
     }))
+}
+
+/// A remembered write as the scripts store it: `"version first count"`.
+fn record(id: &SessionId, raw: &[u8]) -> Result<Appended> {
+    let text = std::str::from_utf8(raw).unwrap_or_default();
+    let mut numbers = text.split(' ').map(|n| n.parse::<u64>().ok());
+    match (
+        numbers.next(),
+        numbers.next(),
+        numbers.next(),
+        numbers.next(),
+    ) {
+        (Some(Some(version)), Some(Some(first)), Some(Some(count)), None) => {
+            Ok(Appended::new(version, first, count))
+        }
+        _ => Err(corrupt(id, "a remembered write is malformed")),
+    }
 }
 
 impl Snapshot {
@@ -240,6 +305,7 @@ impl Snapshot {
             summaries,
             metadata,
             total: self.total,
+            record: self.record,
         })
     }
 
@@ -252,7 +318,7 @@ impl Snapshot {
             system_prompt: p.header.system_prompt,
             summaries: p.summaries,
             metadata: p.metadata,
-            counters: statestore_core::Counters::new(),
+            counters: p.header.counters,
             version: p.header.version,
             created_at: p.header.created_at,
             updated_at: p.header.updated_at,
@@ -270,9 +336,8 @@ impl Snapshot {
             system_prompt: p.header.system_prompt,
             summaries: p.summaries,
             metadata: p.metadata,
-            // TODO(issue 10): counters and remembered writes on Redis.
-            counters: statestore_core::Counters::new(),
-            replay: None,
+            counters: p.header.counters,
+            replay: p.record,
             version: p.header.version,
         })
     }
@@ -284,6 +349,7 @@ struct Parts {
     summaries: Vec<Summary>,
     metadata: Metadata,
     total: u64,
+    record: Option<Appended>,
 }
 
 /// A snapshot's contents as stored bytes, for copying (fork) without
@@ -295,6 +361,7 @@ pub(crate) struct Raw {
     pub(crate) summaries: Vec<Vec<u8>>,
     /// Field, value, field, value, …
     pub(crate) metadata: Vec<Vec<u8>>,
+    pub(crate) counters: Counters,
 }
 
 fn into_bytes(id: &SessionId, values: Vec<Value>, what: &str) -> Result<Vec<Vec<u8>>> {
@@ -319,6 +386,7 @@ impl Snapshot {
             messages: into_bytes(id, self.messages, "message")?,
             summaries: into_bytes(id, self.summaries, "summary")?,
             metadata: into_bytes(id, self.metadata, "metadata entry")?,
+            counters: self.header.counters,
         })
     }
 }

@@ -17,6 +17,31 @@ pub enum Error {
         reason: String,
     },
 
+    /// The TTL is longer than [`MAX_TTL`](crate::MAX_TTL).
+    #[error("invalid TTL {ttl:?}: the longest supported is {max:?}; for no expiry set none")]
+    InvalidTtl {
+        /// The TTL given.
+        ttl: std::time::Duration,
+        /// The longest supported.
+        max: std::time::Duration,
+    },
+
+    /// The server's `maxmemory-policy` may evict single keys of a session,
+    /// and the builder was told to
+    /// [refuse](crate::EvictionPolicyCheck::Refuse) that.
+    #[error(
+        "Redis at {address} uses maxmemory-policy {policy}: {reason}, which tears sessions apart; \
+         run CONFIG SET maxmemory-policy noeviction (and persist it in redis.conf)"
+    )]
+    UnsafeEvictionPolicy {
+        /// `host:port` (or several, for a cluster).
+        address: String,
+        /// The policy the server reported.
+        policy: String,
+        /// Why it is unsafe.
+        reason: &'static str,
+    },
+
     /// Connecting, authenticating or loading the scripts failed.
     #[error("cannot connect to Redis at {address}: {source}")]
     Connect {

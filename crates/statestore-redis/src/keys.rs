@@ -1,20 +1,63 @@
 //! The Redis key layout — every key this crate reads or writes is built here.
 //!
-//! A session `id` under the store prefix `P` owns four keys, all sharing the
+//! A session `id` under the store prefix `P` owns five keys, all sharing the
 //! hash tag `{E}`, where `E` is the escaped id (below). Sharing the tag puts
 //! every key of a session in one Redis Cluster slot, so each operation can be
 //! one atomic Lua script without `CROSSSLOT` errors.
 //!
 //! | key        | type | holds |
 //! |------------|------|-------|
-//! | `P{E}:h`   | hash | header: `schema`, `version`, `created_at`, `updated_at`, `last_accessed_at` (ms since the epoch), `user_id`, `system_prompt` (absent when unset) |
+//! | `P{E}:h`   | hash | header (below) |
 //! | `P{E}:m`   | list | messages, oldest first, one JSON document each (`statestore_core::codec`) |
 //! | `P{E}:s`   | list | summaries, oldest first, one JSON document each |
 //! | `P{E}:d`   | hash | metadata: one field per key, the value as JSON text |
+//! | `P{E}:w`   | hash | remembered writes (below) |
 //!
 //! A session exists exactly when its header exists; the other keys are
-//! absent while empty (Redis deletes empty lists and hashes).
+//! absent while empty (Redis deletes empty lists and hashes). Every key
+//! carries the same TTL, moved together by every script.
 //!
+//! # The header
+//!
+//! | field | holds |
+//! |-------|-------|
+//! | `schema` | the storage schema (`statestore_core::codec::SCHEMA_VERSION`) |
+//! | `version` | the session's version |
+//! | `created_at`, `updated_at`, `last_accessed_at` | ms since the epoch |
+//! | `user_id`, `system_prompt` | absent when unset |
+//! | `nm`, `ns`, `nd` | how many messages, summaries and metadata fields the other keys hold |
+//! | `cv` | the version at which `nm`/`ns`/`nd` were written |
+//! | `wk`, `wg` | how many caller-keyed / store-keyed appends were ever remembered (ring sequence numbers) |
+//! | `c:<name>` | counter `name`, a decimal integer (at most `i64::MAX`) |
+//!
+//! The counts make a **torn session** detectable: when eviction (or a hand
+//! `DEL`) removed one key of a session and left the header, its length no
+//! longer matches the header and every script refuses the session as
+//! corrupt instead of serving or extending a partial history. The counts
+//! are trusted only while `cv == version`: a session last written by an
+//! older version of this crate (which keeps no counts, but bumps the
+//! version) has its current lengths adopted, and recorded by the next write.
+//!
+//! # Remembered writes
+//!
+//! `P{E}:w` remembers what the last keyed appends did, so a repeat is a
+//! replay (see `statestore_core::write`). It is a hash used as two rings:
+//!
+//! | field | holds |
+//! |-------|-------|
+//! | `k:<key>` | a caller-keyed append: `"<version> <first position> <messages>"` |
+//! | `K<slot>` | the caller key in ring slot `slot` = `wk mod 64` |
+//! | `g:<key>` | an append keyed by the store (unkeyed by the caller), as `k:` |
+//! | `G<slot>` | the store key in ring slot `slot` = `wg mod 16` |
+//!
+//! Recording a key takes the next slot and deletes the record of the key
+//! that held it, so the hash stays bounded (at most 64 + 16 records) and
+//! every operation on it is O(1). Caller keys are remembered exactly 64
+//! deep (`statestore_core::REMEMBERED_WRITES`); store keys only need to
+//! outlive a client library's own re-send of one request, and have their
+//! own ring so they never push a caller's key out. Deleting or expiring
+//! the session removes the hash; `fork` does not copy it; `save` keeps it.
+
 //! # Escaping ids
 //!
 //! `E` is the id with `%`, `{` and `}` replaced by `%25`, `%7B` and `%7D`.
@@ -44,16 +87,19 @@ pub(crate) struct SessionKeys {
     pub(crate) summaries: String,
     /// The metadata hash.
     pub(crate) metadata: String,
+    /// The remembered-writes hash.
+    pub(crate) writes: String,
 }
 
 impl SessionKeys {
-    /// The keys in the order every script takes them (`KEYS[1..4]`).
-    pub(crate) fn all(&self) -> [&str; 4] {
+    /// The keys in the order every script takes them (`KEYS[1..5]`).
+    pub(crate) fn all(&self) -> [&str; 5] {
         [
             &self.header,
             &self.messages,
             &self.summaries,
             &self.metadata,
+            &self.writes,
         ]
     }
 }
@@ -98,6 +144,7 @@ impl Keys {
             messages: format!("{base}:m"),
             summaries: format!("{base}:s"),
             metadata: format!("{base}:d"),
+            writes: format!("{base}:w"),
         }
     }
 
@@ -182,6 +229,7 @@ mod tests {
         assert_eq!(k.messages, "myapp:{user-1}:m");
         assert_eq!(k.summaries, "myapp:{user-1}:s");
         assert_eq!(k.metadata, "myapp:{user-1}:d");
+        assert_eq!(k.writes, "myapp:{user-1}:w");
         let k = keys.session(&id("a}:b{%"));
         assert_eq!(k.header, "myapp:{a%7D:b%7B%25}:h");
     }

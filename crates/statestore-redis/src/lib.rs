@@ -4,6 +4,7 @@ mod conn;
 mod decode;
 mod durable;
 mod error;
+mod eviction;
 mod keys;
 mod list;
 mod scripts;
@@ -47,12 +48,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use redis::{Script, ScriptInvocation};
 use statestore_core::codec::{self, Limits, SCHEMA_VERSION};
 use statestore_core::{
-    ConversationState, Error as StoreError, Expect, ListPage, ListQuery, Message, Metadata,
-    RecentState, Result, SessionId, Store, Summary, Version, async_trait,
+    Append, Appended, ConversationState, Counters, Error as StoreError, Expect, IdempotencyKey,
+    ListPage, ListQuery, Message, Metadata, RecentState, Result, SessionId, Store, Summary,
+    Version, async_trait,
 };
 
 pub use conn::Connection;
 pub use error::Error;
+pub use eviction::EvictionPolicyCheck;
 pub use list::{LIST_MAX_SCAN_STEPS, LIST_SCAN_COUNT};
 
 use decode::Reply;
@@ -107,6 +110,7 @@ pub struct RedisStoreBuilder {
     connect_timeout: Duration,
     wait_for_replicas: Option<(u32, Duration)>,
     durable_connections: usize,
+    eviction_check: EvictionPolicyCheck,
     #[cfg(feature = "tls")]
     tls_root_cert: Option<Vec<u8>>,
 }
@@ -137,6 +141,7 @@ impl Default for RedisStoreBuilder {
             connect_timeout: Duration::from_secs(1),
             wait_for_replicas: None,
             durable_connections: DEFAULT_DURABLE_CONNECTIONS,
+            eviction_check: EvictionPolicyCheck::default(),
             #[cfg(feature = "tls")]
             tls_root_cert: None,
         }
@@ -149,6 +154,10 @@ pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 << 20;
 /// The default of [`RedisStoreBuilder::durable_connections`]: how many
 /// durable writes may wait for replicas at once.
 pub const DEFAULT_DURABLE_CONNECTIONS: usize = 8;
+/// The longest TTL a store accepts: 100 years. (Redis refuses expiry times
+/// that overflow its clock, and a write must never fail after it was
+/// applied; for sessions that never expire, set no TTL.)
+pub const MAX_TTL: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 impl RedisStoreBuilder {
     /// Prepends `prefix` to every key (the seed's `WithPrefix`), so several
@@ -161,6 +170,8 @@ impl RedisStoreBuilder {
 
     /// Sessions expire `ttl` after their last access (the seed's `WithTTL`).
     /// Every key of a session gets the same TTL in the same atomic step.
+    /// At most [`MAX_TTL`] (building fails with [`Error::InvalidTtl`]
+    /// otherwise); below 1 ms counts as 1 ms.
     pub fn ttl(mut self, ttl: Duration) -> Self {
         self.ttl = Some(ttl);
         self
@@ -220,6 +231,15 @@ impl RedisStoreBuilder {
         self
     }
 
+    /// What [`connect`](Self::connect) and `connect_cluster` do when the
+    /// server's `maxmemory-policy` may evict single keys of a session (see
+    /// [Eviction](crate#eviction)): warn through `tracing` (the default),
+    /// refuse to connect, or not ask. On a cluster one node is asked.
+    pub fn on_unsafe_eviction(mut self, check: EvictionPolicyCheck) -> Self {
+        self.eviction_check = check;
+        self
+    }
+
     /// How long connecting may take, for connections made by this builder
     /// (default 1 s).
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
@@ -244,7 +264,8 @@ impl RedisStoreBuilder {
     /// [`Error::InvalidPrefix`] when the prefix contains a brace;
     /// [`Error::WaitNeedsOwnConnections`] with
     /// [`wait_for_replicas`](Self::wait_for_replicas) on a
-    /// `ConnectionManager` or `ClusterConnection`.
+    /// `ConnectionManager` or `ClusterConnection`;
+    /// [`Error::InvalidTtl`] when the TTL is over [`MAX_TTL`].
     pub fn build(self, connection: impl Into<Connection>) -> Result<RedisStore, Error> {
         let conn = connection.into();
         if self.wait_for_replicas.is_some() && !conn.checks_out_exclusive() {
@@ -262,6 +283,9 @@ impl RedisStoreBuilder {
         durable: Option<durable::Durable>,
     ) -> Result<RedisStore, Error> {
         let keys = Keys::new(&self.prefix).map_err(|e| Error::InvalidPrefix(e.0))?;
+        if let Some(ttl) = self.ttl.filter(|t| *t > MAX_TTL) {
+            return Err(Error::InvalidTtl { ttl, max: MAX_TTL });
+        }
         Ok(RedisStore {
             inner: Arc::new(Inner {
                 conn,
@@ -370,8 +394,18 @@ impl RedisStoreBuilder {
                 )))
             })?
             .map_err(connect_error)?;
+        let check = self.eviction_check;
         let store = self.assemble(conn.into(), durable)?;
         store.preload(&address).await?;
+        if check != EvictionPolicyCheck::Ignore {
+            let policy = store.eviction_policy().await;
+            eviction::apply(
+                check,
+                policy.as_deref(),
+                store.inner.ttl.is_some(),
+                &address,
+            )?;
+        }
         Ok(store)
     }
 
@@ -450,6 +484,32 @@ impl RedisStore {
         self.timed("preload_scripts", load).await
     }
 
+    /// The server's `maxmemory-policy` (on a cluster, one node's), or
+    /// `None` when it cannot be read — for example when the ACL user may not
+    /// run `CONFIG GET` (logged at debug level).
+    pub async fn eviction_policy(&self) -> Option<String> {
+        let cmd = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg("maxmemory-policy")
+            .clone();
+        let reply = self
+            .timed("eviction_policy", self.inner.conn.query(&cmd))
+            .await;
+        let policy = match reply {
+            Ok(redis::Value::Map(pairs)) => pairs.into_iter().next().map(|(_, v)| v),
+            Ok(redis::Value::Array(items)) => items.into_iter().nth(1),
+            Ok(_) => None,
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot read maxmemory-policy");
+                None
+            }
+        };
+        policy
+            .as_ref()
+            .and_then(decode::bytes)
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+    }
+
     async fn preload(&self, address: &str) -> Result<(), Error> {
         self.preload_scripts().await.map_err(|e| Error::Connect {
             address: address.to_owned(),
@@ -473,12 +533,14 @@ impl RedisStore {
         }
     }
 
-    /// A script call with the four keys of `id` and the common arguments.
+    /// A script call with the five keys of `id` and the common arguments.
     fn call<'a>(&self, script: &'a Script, keys: &SessionKeys, ttl: bool) -> ScriptInvocation<'a> {
         let mut inv = script.prepare_invoke();
         for key in keys.all() {
             inv.key(key);
         }
+        // Reaches PEXPIRE as this decimal string, never as a Lua number
+        // (which prints in exponent notation from 1e17 on).
         let ttl_ms = match self.inner.ttl {
             Some(t) if ttl => millis(t),
             _ => 0,
@@ -497,13 +559,15 @@ impl RedisStore {
         decode::reply(id, value)
     }
 
-    async fn write(
+    /// Runs a write script (then `WAIT`, when configured); `decode` turns
+    /// its reply into the outcome or the error it stands for.
+    async fn write<T>(
         &self,
         operation: &'static str,
         id: &SessionId,
-        expect: Expect,
         inv: &ScriptInvocation<'_>,
-    ) -> Result<Version> {
+        decode: impl FnOnce(Reply) -> Result<T>,
+    ) -> Result<T> {
         let wait = self.inner.wait_for_replicas;
         let timeout = self.inner.timeout;
         // `acked`: None without waiting; Some(None) when the WAIT failed.
@@ -532,7 +596,7 @@ impl RedisStore {
                 }
             }
         };
-        let version = decode::written(id, expect, &self.inner.limits, decode::reply(id, value)?)?;
+        let outcome = decode(decode::reply(id, value)?)?;
         if let (Some((required, _)), Some(acked)) = (wait, acked) {
             // A WAIT that failed after the script ran acknowledged nothing.
             let acknowledged = acked.map_or(0, |n| u32::try_from(n.max(0)).unwrap_or(u32::MAX));
@@ -545,7 +609,12 @@ impl RedisStore {
                 });
             }
         }
-        Ok(version)
+        Ok(outcome)
+    }
+
+    /// Decodes a write's reply into the new version.
+    fn version(&self, id: &SessionId, expect: Expect) -> impl FnOnce(Reply) -> Result<Version> {
+        move |reply| decode::written(id, expect, &self.inner.limits, reply)
     }
 
     async fn snapshot(
@@ -553,12 +622,15 @@ impl RedisStore {
         operation: &'static str,
         id: &SessionId,
         newest: Option<usize>,
+        lookup: Option<&IdempotencyKey>,
     ) -> Result<Option<decode::Snapshot>> {
         let keys = self.inner.keys.session(id);
         let sliding = self.inner.sliding_ttl;
         let mut inv = self.call(&self.inner.scripts.load, &keys, sliding);
         let n = newest.map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX));
-        inv.arg(n).arg(if sliding { "1" } else { "0" });
+        inv.arg(n)
+            .arg(if sliding { "1" } else { "0" })
+            .arg(lookup.map_or("", IdempotencyKey::as_str));
         let reply = self.run(operation, id, &inv).await?;
         decode::snapshot(id, reply)
     }
@@ -597,13 +669,18 @@ impl RedisStore {
         }
         inv.arg(contents.messages.len())
             .arg(contents.summaries.len())
-            .arg(contents.metadata.len() / 2);
+            .arg(contents.metadata.len() / 2)
+            .arg(contents.counters.len());
         for part in [contents.messages, contents.summaries, contents.metadata] {
             for item in part {
                 inv.arg(item);
             }
         }
-        self.write(operation, id, expect, &inv).await
+        for (name, value) in contents.counters {
+            inv.arg(name.as_bytes()).arg(counter_value(*value));
+        }
+        self.write(operation, id, &inv, self.version(id, expect))
+            .await
     }
 }
 
@@ -616,6 +693,13 @@ struct Contents<'a> {
     summaries: &'a [Vec<u8>],
     /// Field, value, field, value, …
     metadata: &'a [Vec<u8>],
+    counters: &'a Counters,
+}
+
+/// A counter value as Redis keeps it: `HINCRBY` works on `i64`, so values
+/// (and increments) saturate at `i64::MAX`.
+fn counter_value(value: u64) -> String {
+    value.min(i64::MAX.unsigned_abs()).to_string()
 }
 
 fn expect_args(inv: &mut ScriptInvocation<'_>, expect: Expect) {
@@ -666,7 +750,7 @@ fn metadata_pairs(id: &SessionId, metadata: &Metadata) -> Result<Vec<Vec<u8>>> {
 #[async_trait]
 impl Store for RedisStore {
     async fn load(&self, id: &SessionId) -> Result<Option<ConversationState>> {
-        self.snapshot("load", id, None)
+        self.snapshot("load", id, None, None)
             .await?
             .map(|s| s.into_state(id))
             .transpose()
@@ -676,9 +760,9 @@ impl Store for RedisStore {
         &self,
         id: &SessionId,
         n: usize,
-        _lookup: Option<&statestore_core::IdempotencyKey>,
+        lookup: Option<&IdempotencyKey>,
     ) -> Result<Option<RecentState>> {
-        self.snapshot("load_recent", id, Some(n))
+        self.snapshot("load_recent", id, Some(n), lookup)
             .await?
             .map(|s| s.into_recent(id))
             .transpose()
@@ -703,48 +787,58 @@ impl Store for RedisStore {
             messages: &messages,
             summaries: &summaries,
             metadata: &metadata,
+            counters: &state.counters,
         };
         self.save_encoded("save", id, contents, expect).await
     }
 
-    async fn append_with(
-        &self,
-        id: &SessionId,
-        append: statestore_core::Append,
-    ) -> Result<statestore_core::Appended> {
-        // TODO(issue 10): keys and counters in the script; until then refused.
-        if append.key.is_some() || !append.counters.is_empty() {
-            return Err(StoreError::InvalidArgument {
-                id: id.clone(),
-                reason: "keys and counters are not implemented on Redis yet".into(),
-            });
-        }
-        let version = self.append(id, append.messages, append.expect).await?;
-        Ok(statestore_core::Appended::new(version, 0, 0))
-    }
-
-    async fn append(
-        &self,
-        id: &SessionId,
-        messages: Vec<Message>,
-        expect: Expect,
-    ) -> Result<Version> {
+    async fn append_with(&self, id: &SessionId, append: Append) -> Result<Appended> {
+        let Append {
+            messages,
+            expect,
+            key,
+            counters,
+            ..
+        } = append;
         let encoded = self.encode_messages(id, messages.iter())?;
         let keys = self.inner.keys.session(id);
         let mut inv = self.call(&self.inner.scripts.append, &keys, true);
         expect_args(&mut inv, expect);
-        inv.arg(self.inner.limits.max_messages.unwrap_or(0));
+        let max = self.inner.limits.max_messages;
+        inv.arg(max.map_or(-1, |m| i64::try_from(m).unwrap_or(i64::MAX)));
+        // An unkeyed append gets a key of its own, so that a request the
+        // client library re-sends by itself is a replay, not a second append.
+        let (kind, key) = match key {
+            Some(key) => ("k", key),
+            None => ("g", IdempotencyKey::random()),
+        };
+        inv.arg(kind).arg(key.as_str()).arg(counters.len());
+        for (name, delta) in &counters {
+            inv.arg(name.as_bytes()).arg(counter_value(*delta));
+        }
         for m in &encoded {
             inv.arg(m);
         }
-        self.write("append", id, expect, &inv).await
+        let limits = &self.inner.limits;
+        let appended = self
+            .write("append", id, &inv, |r| {
+                decode::appended(id, expect, limits, r)
+            })
+            .await?;
+        // The caller made one call: a replay of the store's own key is the
+        // client's re-send of that call, whose write is this call's.
+        Ok(if kind == "g" {
+            Appended::new(appended.version, appended.first_position, appended.messages)
+        } else {
+            appended
+        })
     }
 
     async fn fork(&self, source: &SessionId, target: &SessionId) -> Result<Version> {
         statestore_core::check_fork_ids(source, target)?;
         // 1. One consistent snapshot of the source (one script, its slot).
         let snapshot = self
-            .snapshot("fork", source, None)
+            .snapshot("fork", source, None, None)
             .await?
             .ok_or_else(|| StoreError::NotFound { id: source.clone() })?;
         let raw = snapshot.into_raw(source)?;
@@ -757,6 +851,7 @@ impl Store for RedisStore {
             messages: &raw.messages,
             summaries: &raw.summaries,
             metadata: &raw.metadata,
+            counters: &raw.counters,
         };
         match self
             .save_encoded("fork", target, contents, Expect::Absent)
@@ -823,7 +918,8 @@ impl Store for RedisStore {
         for (k, _) in delete {
             inv.arg(k.as_bytes());
         }
-        self.write("merge_metadata", id, expect, &inv).await
+        self.write("merge_metadata", id, &inv, self.version(id, expect))
+            .await
     }
 
     async fn add_summary(
@@ -838,7 +934,8 @@ impl Store for RedisStore {
         inv.arg(summary.covers.start)
             .arg(summary.covers.end)
             .arg(json(id, &summary)?);
-        self.write("add_summary", id, expect, &inv).await
+        self.write("add_summary", id, &inv, self.version(id, expect))
+            .await
     }
 
     async fn touch(&self, id: &SessionId) -> Result<bool> {

@@ -14,8 +14,10 @@
 //!   the test panics.
 //!
 //! Failures are injected with [`RedisServer::kill`] (a crash),
-//! [`RedisServer::restart`] (same port, same data), and
-//! [`RedisServer::pause`] / [`RedisServer::resume`] (a hung server).
+//! [`RedisServer::restart`] (same port, same data),
+//! [`RedisServer::pause`] / [`RedisServer::resume`] (a hung server), and
+//! [`FaultProxy`] (a connection that drops after the server executed a
+//! request, before its reply arrives).
 //!
 //! It needs the `redis-server` and `redis-cli` programs on `PATH` (Debian's
 //! `redis-server` package; `cargo xtask ci` installs it). Starting a server
@@ -40,9 +42,11 @@
 
 mod cluster;
 mod process;
+mod proxy;
 mod server;
 mod tls;
 
 pub use cluster::RedisCluster;
+pub use proxy::FaultProxy;
 pub use server::{RedisServer, ServerBuilder};
 pub use tls::TlsFiles;

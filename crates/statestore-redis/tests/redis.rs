@@ -15,7 +15,8 @@ use std::time::Duration;
 use redis::AsyncCommands;
 use statestore_core::codec::Limits;
 use statestore_core::{
-    ConversationState, Error, Expect, ListQuery, Message, Metadata, SessionId, Store, Summary,
+    Append, ConversationState, Error, Expect, IdempotencyKey, ListQuery, Message, Metadata,
+    SessionId, Store, Summary,
 };
 use statestore_redis::testing::RedisServer;
 use statestore_redis::{RedisStore, RedisStoreBuilder};
@@ -107,7 +108,42 @@ async fn every_operation_is_one_round_trip() {
         .await
         .unwrap()
     );
+    assert_one_script!(
+        "append_with(key, counters)",
+        s.append_with(
+            &id,
+            Append::new([Message::user("q"), Message::assistant("a")])
+                .key(IdempotencyKey::new("turn-rt").unwrap())
+                .count("prompt_tokens", 12)
+                .count("completion_tokens", 3)
+        )
+        .await
+        .unwrap()
+    );
+    assert_one_script!(
+        "append_with(repeated key)",
+        assert!(
+            s.append_with(
+                &id,
+                Append::new([Message::user("q")]).key(IdempotencyKey::new("turn-rt").unwrap())
+            )
+            .await
+            .unwrap()
+            .replayed
+        )
+    );
     assert_one_script!("load", s.load(&id).await.unwrap().unwrap());
+    assert_one_script!(
+        "load_recent_with(lookup)",
+        assert!(
+            s.load_recent_with(&id, 20, Some(&IdempotencyKey::new("turn-rt").unwrap()))
+                .await
+                .unwrap()
+                .unwrap()
+                .replay
+                .is_some()
+        )
+    );
     assert_one_script!(
         "load_recent",
         s.load_recent(&id, 20).await.unwrap().unwrap()
@@ -156,7 +192,7 @@ async fn every_operation_is_one_round_trip() {
     let stats = commands_for(&server, || async {
         let r = s.load_recent(&id, 20).await.unwrap().unwrap();
         assert_eq!(r.messages.len(), 20);
-        assert_eq!(r.total_messages, 502);
+        assert_eq!(r.total_messages, 504);
     })
     .await;
     assert_eq!(
@@ -538,4 +574,86 @@ async fn a_hung_server_times_out_and_service_resumes() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(recovered.expect("service resumed").messages.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ttls_redis_cannot_apply_are_refused_when_building() {
+    let server = RedisServer::start().unwrap();
+    for ttl in [
+        Duration::MAX,
+        statestore_redis::MAX_TTL + Duration::from_millis(1),
+    ] {
+        let err = RedisStore::builder()
+            .ttl(ttl)
+            .connect(&server.url())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, statestore_redis::Error::InvalidTtl { .. }),
+            "{ttl:?}: {err}"
+        );
+    }
+    // The longest accepted TTL works for every write: none fails after
+    // applying its change.
+    let s = store(
+        &server,
+        RedisStore::builder().ttl(statestore_redis::MAX_TTL),
+    )
+    .await;
+    let id = sid("long-lived");
+    s.append(&id, vec![Message::user("a")], Expect::Any)
+        .await
+        .unwrap();
+    s.merge_metadata(&id, Metadata::new(), Expect::Any)
+        .await
+        .unwrap();
+    s.add_summary(&id, Summary::new(0..1, "s"), Expect::Any)
+        .await
+        .unwrap();
+    s.save(&s.load(&id).await.unwrap().unwrap(), Expect::Any)
+        .await
+        .unwrap();
+    assert!(s.touch(&id).await.unwrap());
+    let ttl: i64 = server
+        .cli(&["PTTL", "{long-lived}:h"])
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(ttl > 3_000_000_000_000, "{ttl}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zero_message_limit_means_what_it_means_on_memory() {
+    let server = RedisServer::start().unwrap();
+    let limits = Limits::none().with_max_messages(0);
+    let redis = store(&server, RedisStore::builder().limits(limits)).await;
+    let memory = statestore_memory::MemoryStore::builder()
+        .limits(limits)
+        .build();
+    for (name, s) in [("redis", &redis as &dyn Store), ("memory", &memory)] {
+        let id = sid("zero");
+        let err = s
+            .append(&id, vec![Message::user("x")], Expect::Any)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::TooLarge { limit: 0, .. }),
+            "{name}: {err}"
+        );
+        assert!(!s.exists(&id).await.unwrap(), "{name}");
+        // An empty history is within the limit.
+        assert_eq!(
+            s.append(&id, vec![], Expect::Any).await.unwrap(),
+            1,
+            "{name}"
+        );
+        let err = s
+            .save(
+                &ConversationState::new(id.clone()).with_messages([Message::user("x")]),
+                Expect::Any,
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::TooLarge { .. }), "{name}: {err}");
+    }
 }

@@ -1,0 +1,432 @@
+//! Torn sessions and eviction on real servers: a session one of whose keys
+//! is gone (evicted, or deleted by hand) is refused as corrupt by every
+//! operation that relies on that key, and nothing is written; sessions of
+//! the previous storage layout are adopted; the connect-time check of
+//! `maxmemory-policy`.
+#![cfg(feature = "testing")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test code"
+)]
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use statestore_core::{
+    Append, ConversationState, Error, Expect, IdempotencyKey, Message, Metadata, SessionId, Store,
+    Summary,
+};
+use statestore_redis::testing::RedisServer;
+use statestore_redis::{EvictionPolicyCheck, RedisStore};
+
+fn sid(s: &str) -> SessionId {
+    SessionId::new(s).unwrap()
+}
+
+fn key(s: &str) -> IdempotencyKey {
+    IdempotencyKey::new(s).unwrap()
+}
+
+fn is_corrupt<T: std::fmt::Debug>(what: &str, result: Result<T, Error>) {
+    match result {
+        Err(Error::Corrupt { id, detail, .. }) => {
+            assert_eq!(id.as_str(), "torn", "{what}: names the session");
+            assert!(!detail.is_empty(), "{what}");
+        }
+        other => panic!("{what}: {other:?}"),
+    }
+}
+
+/// The header as a map, and which of the session's keys exist.
+fn snapshot(server: &RedisServer) -> (String, String) {
+    let header = server.cli(&["HGETALL", "{torn}:h"]).unwrap();
+    let keys = server.cli(&["KEYS", "{torn}:*"]).unwrap();
+    let mut keys: Vec<&str> = keys.lines().collect();
+    keys.sort_unstable();
+    (header, keys.join(" "))
+}
+
+/// A session using every key: messages, a summary, metadata, counters and
+/// a remembered write.
+async fn full_session(store: &RedisStore, id: &SessionId) {
+    store
+        .append_with(
+            id,
+            Append::new([Message::user("q"), Message::assistant("a")])
+                .key(key("turn-1"))
+                .count("tokens", 7),
+        )
+        .await
+        .unwrap();
+    store
+        .add_summary(id, Summary::new(0..1, "s"), Expect::Any)
+        .await
+        .unwrap();
+    let mut patch = Metadata::new();
+    patch.insert("k".into(), 1.into());
+    store.merge_metadata(id, patch, Expect::Any).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_missing_a_key_is_corrupt_and_nothing_is_written() {
+    let server = RedisServer::start().unwrap();
+    let store = RedisStore::builder()
+        .ttl(Duration::from_secs(600))
+        .connect(&server.url())
+        .await
+        .unwrap();
+    let id = sid("torn");
+    for suffix in ["m", "s", "d", "w"] {
+        server.cli(&["DEL", "{torn}:h"]).unwrap();
+        store.delete(&id).await.unwrap();
+        full_session(&store, &id).await;
+        let gone = format!("{{torn}}:{suffix}");
+        assert_eq!(server.cli(&["DEL", &gone]).unwrap(), "1");
+        let before = snapshot(&server);
+
+        let turn = || Append::new([Message::user("more")]).key(key("turn-2"));
+        is_corrupt(
+            &format!("append without :{suffix}"),
+            store.append_with(&id, turn()).await,
+        );
+        is_corrupt(
+            &format!("load_recent_with(lookup) without :{suffix}"),
+            store.load_recent_with(&id, 5, Some(&key("turn-1"))).await,
+        );
+        if suffix != "w" {
+            // Only appends and lookups read the remembered writes.
+            is_corrupt(&format!("load without :{suffix}"), store.load(&id).await);
+            is_corrupt(
+                &format!("load_recent without :{suffix}"),
+                store.load_recent(&id, 1).await,
+            );
+            is_corrupt(
+                &format!("load_recent(0) without :{suffix}"),
+                store.load_recent(&id, 0).await,
+            );
+            is_corrupt(
+                &format!("save without :{suffix}"),
+                store
+                    .save(&ConversationState::new(id.clone()), Expect::Any)
+                    .await,
+            );
+            is_corrupt(
+                &format!("merge_metadata without :{suffix}"),
+                store
+                    .merge_metadata(&id, Metadata::new(), Expect::Any)
+                    .await,
+            );
+            is_corrupt(
+                &format!("add_summary without :{suffix}"),
+                store
+                    .add_summary(&id, Summary::new(0..1, "s2"), Expect::Any)
+                    .await,
+            );
+            is_corrupt(&format!("touch without :{suffix}"), store.touch(&id).await);
+            is_corrupt(
+                &format!("fork without :{suffix}"),
+                store.fork(&id, &sid("torn-copy")).await,
+            );
+        }
+        assert_eq!(
+            snapshot(&server),
+            before,
+            "a refused operation changed the session (without :{suffix})"
+        );
+        assert_eq!(server.cli(&["EXISTS", &gone]).unwrap(), "0");
+        assert!(!store.exists(&sid("torn-copy")).await.unwrap());
+    }
+    // Deleting a torn session works, and the id starts afresh.
+    assert!(store.delete(&id).await.unwrap());
+    store
+        .append(&id, vec![Message::user("new")], Expect::Absent)
+        .await
+        .unwrap();
+    assert_eq!(store.load(&id).await.unwrap().unwrap().messages.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_eviction_never_serves_a_partial_history() {
+    // Every key has a TTL and volatile-random evicts any of them: sessions
+    // lose single keys, as the warning at connect says.
+    let server = RedisServer::builder()
+        .config("maxmemory", "3mb")
+        .config("maxmemory-policy", "volatile-random")
+        .start()
+        .unwrap();
+    let store = RedisStore::builder()
+        .ttl(Duration::from_secs(600))
+        .on_unsafe_eviction(EvictionPolicyCheck::Ignore)
+        .connect(&server.url())
+        .await
+        .unwrap();
+    let ids: Vec<SessionId> = (0..200).map(|i| sid(&format!("e{i}"))).collect();
+    let filler = "x".repeat(2_000);
+    for turn in 0..8 {
+        for id in &ids {
+            let message = Message::user(format!("{turn} {filler}"));
+            // Writes to a session that already lost a key are refused.
+            match store.append(id, vec![message], Expect::Any).await {
+                Ok(_) | Err(Error::Corrupt { .. }) => {}
+                Err(e) => panic!("{id}: {e}"),
+            }
+        }
+    }
+    let stats = server.cli(&["INFO", "stats"]).unwrap();
+    let evicted: u64 = stats
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("evicted_keys:"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(evicted > 0, "the test needs evictions");
+    let (mut whole, mut corrupt, mut gone) = (0, 0, 0);
+    for id in &ids {
+        match store.load(id).await {
+            Ok(Some(state)) => {
+                // One message per append since the session was (re)created
+                // — an evicted header loses the session, and a later
+                // append starts a new one — with no hole between them.
+                assert_eq!(state.messages.len() as u64, state.version, "{id}");
+                let turns: Vec<u32> = state
+                    .messages
+                    .iter()
+                    .map(|m| m.text().split(' ').next().unwrap().parse().unwrap())
+                    .collect();
+                assert!(
+                    turns.windows(2).all(|w| w[1] == w[0] + 1),
+                    "{id}: a hole in the history: {turns:?}"
+                );
+                whole += 1;
+            }
+            Ok(None) => gone += 1,
+            Err(Error::Corrupt { .. }) => corrupt += 1,
+            Err(e) => panic!("{id}: {e}"),
+        }
+    }
+    assert!(
+        corrupt > 0,
+        "no torn session detected ({evicted} keys evicted)"
+    );
+    assert_eq!(whole + corrupt + gone, ids.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_of_the_previous_layout_are_adopted() {
+    let server = RedisServer::start().unwrap();
+    let store = RedisStore::builder().connect(&server.url()).await.unwrap();
+    // What the previous version wrote: no counts, no `cv`, no `:w`.
+    for args in [
+        vec![
+            "HSET",
+            "{old}:h",
+            "schema",
+            "1",
+            "version",
+            "3",
+            "created_at",
+            "1",
+            "updated_at",
+            "2",
+            "last_accessed_at",
+            "2",
+        ],
+        vec![
+            "RPUSH",
+            "{old}:m",
+            r#"{"role":"user","content":"a"}"#,
+            r#"{"role":"assistant","content":"b"}"#,
+        ],
+        vec!["HSET", "{old}:d", "k", "true"],
+    ] {
+        server.cli(&args).unwrap();
+    }
+    let id = sid("old");
+    let state = store.load(&id).await.unwrap().unwrap();
+    assert_eq!((state.messages.len(), state.version), (2, 3));
+    assert_eq!(state.metadata.len(), 1);
+    let appended = store
+        .append_with(&id, Append::new([Message::user("c")]).key(key("k1")))
+        .await
+        .unwrap();
+    assert_eq!((appended.version, appended.first_position), (4, 2));
+    // The write recorded the counts, now checked.
+    let counts = server
+        .cli(&["HMGET", "{old}:h", "nm", "ns", "nd", "cv"])
+        .unwrap();
+    assert_eq!(counts, "3\n0\n1\n4");
+    server.cli(&["DEL", "{old}:m"]).unwrap();
+    assert!(matches!(store.load(&id).await, Err(Error::Corrupt { .. })));
+
+    // An older writer appending to a session this version wrote bumps the
+    // version but not the counts: they are stale, not a torn session.
+    let id = sid("mixed");
+    store
+        .append(&id, vec![Message::user("new")], Expect::Any)
+        .await
+        .unwrap();
+    server
+        .cli(&["RPUSH", "{mixed}:m", r#"{"role":"user","content":"old"}"#])
+        .unwrap();
+    server
+        .cli(&["HINCRBY", "{mixed}:h", "version", "1"])
+        .unwrap();
+    let state = store.load(&id).await.unwrap().unwrap();
+    assert_eq!((state.messages.len(), state.version), (2, 2));
+    store
+        .append(&id, vec![Message::user("after")], Expect::Version(2))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_numbers_are_checked_strictly_before_anything_is_written() {
+    let server = RedisServer::start().unwrap();
+    let store = RedisStore::builder().connect(&server.url()).await.unwrap();
+    let cases: [(&str, &[&str]); 4] = [
+        ("version", &["version", "1.5"]),
+        ("version", &["version", "1e3"]),
+        ("count", &["nm", "-1"]),
+        ("counter", &["c:tokens", "12.5"]),
+    ];
+    for (i, (what, fields)) in cases.iter().enumerate() {
+        let name = format!("bad{i}");
+        let header = format!("{{{name}}}:h");
+        let messages = format!("{{{name}}}:m");
+        let mut hset = vec!["HSET", header.as_str(), "schema", "1", "version", "1"];
+        hset.extend_from_slice(fields);
+        server.cli(&hset).unwrap();
+        server
+            .cli(&["RPUSH", &messages, r#"{"role":"user","content":"a"}"#])
+            .unwrap();
+        let before = (
+            server.cli(&["HGETALL", &header]).unwrap(),
+            server.cli(&["LLEN", &messages]).unwrap(),
+        );
+        let id = sid(&name);
+        let result = store
+            .append_with(&id, Append::new([Message::user("b")]).count("tokens", 1))
+            .await;
+        assert!(
+            matches!(result, Err(Error::Corrupt { .. })),
+            "{what} {fields:?}: {result:?}"
+        );
+        let after = (
+            server.cli(&["HGETALL", &header]).unwrap(),
+            server.cli(&["LLEN", &messages]).unwrap(),
+        );
+        assert_eq!(before, after, "{what} {fields:?}: something was written");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counters_saturate_at_i64_max_exactly() {
+    let server = RedisServer::start().unwrap();
+    let store = RedisStore::builder().connect(&server.url()).await.unwrap();
+    let id = sid("big-counters");
+    let big = i64::MAX.unsigned_abs() - 10;
+    store
+        .append_with(
+            &id,
+            Append::new([])
+                .count("near", big)
+                .count("huge", u64::MAX)
+                .count("small", 1),
+        )
+        .await
+        .unwrap();
+    store
+        .append_with(
+            &id,
+            Append::new([])
+                .count("near", 4)
+                .count("huge", 1)
+                .count("small", 2),
+        )
+        .await
+        .unwrap();
+    let counters = store.load(&id).await.unwrap().unwrap().counters;
+    let max = i64::MAX.unsigned_abs();
+    assert_eq!(
+        counters,
+        BTreeMap::from([
+            ("huge".to_owned(), max),
+            ("near".to_owned(), big + 4),
+            ("small".to_owned(), 3),
+        ])
+    );
+    store
+        .append_with(&id, Append::new([]).count("near", 100))
+        .await
+        .unwrap();
+    let counters = store.load(&id).await.unwrap().unwrap().counters;
+    assert_eq!(counters["near"], max, "saturates instead of failing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsafe_eviction_policies_are_reported_at_connect() {
+    let hour = Duration::from_secs(3600);
+    for (policy, ttl, refused) in [
+        ("noeviction", true, false),
+        ("volatile-lru", false, false),
+        ("volatile-lru", true, true),
+        ("volatile-ttl", true, true),
+        ("allkeys-lru", false, true),
+        ("allkeys-random", true, true),
+    ] {
+        let server = RedisServer::builder()
+            .config("maxmemory-policy", policy)
+            .start()
+            .unwrap();
+        let builder = RedisStore::builder().on_unsafe_eviction(EvictionPolicyCheck::Refuse);
+        let builder = if ttl { builder.ttl(hour) } else { builder };
+        let result = builder.connect(&server.url()).await;
+        match result {
+            Err(statestore_redis::Error::UnsafeEvictionPolicy { policy: found, .. }) if refused => {
+                assert_eq!(found, policy);
+            }
+            Ok(store) if !refused => {
+                assert_eq!(store.eviction_policy().await.as_deref(), Some(policy));
+            }
+            other => panic!("{policy} (ttl: {ttl}): {other:?}"),
+        }
+        // The default only warns.
+        let builder = if ttl {
+            RedisStore::builder().ttl(hour)
+        } else {
+            RedisStore::builder()
+        };
+        builder.connect(&server.url()).await.unwrap();
+    }
+    let err = RedisStore::builder()
+        .on_unsafe_eviction(EvictionPolicyCheck::Refuse)
+        .connect(
+            &RedisServer::builder()
+                .config("maxmemory-policy", "allkeys-lfu")
+                .start()
+                .unwrap()
+                .url(),
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("allkeys-lfu") && err.contains("CONFIG SET maxmemory-policy noeviction"),
+        "{err}"
+    );
+
+    // A user that may not read the config: the policy is unknown, not unsafe.
+    let server = RedisServer::builder()
+        .config("maxmemory-policy", "allkeys-lru")
+        .acl_user("app", "pw", "~* +@all -config")
+        .start()
+        .unwrap();
+    let store = RedisStore::builder()
+        .on_unsafe_eviction(EvictionPolicyCheck::Refuse)
+        .connect(&server.url())
+        .await
+        .unwrap();
+    assert_eq!(store.eviction_policy().await, None);
+}
