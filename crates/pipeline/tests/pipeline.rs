@@ -9,7 +9,7 @@
     reason = "test code"
 )]
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -24,7 +24,7 @@ use statestore_core::{
 };
 use statestore_memory::MemoryStore;
 use statestore_redis::RedisStore;
-use statestore_redis::testing::RedisServer;
+use statestore_redis::testing::{FaultProxy, RedisServer};
 
 fn memory() -> Arc<dyn Store> {
     Arc::new(MemoryStore::new())
@@ -745,6 +745,116 @@ async fn a_turn_whose_write_reply_was_lost_is_retried_with_its_id_and_stored_onc
         .unwrap();
     assert!(!again.replayed);
     assert_ne!(again.turn_id, turn_id);
+}
+
+/// Arms a [`FaultProxy`] in the last hook before the turn's write, so the
+/// write is the request whose reply is lost.
+struct LoseTheWriteReply {
+    proxy: Arc<FaultProxy>,
+    armed: AtomicBool,
+}
+
+#[async_trait]
+impl Middleware for LoseTheWriteReply {
+    async fn after(&self, _ctx: &ExecContext, _response: &mut ChatResponse) -> Result<(), Error> {
+        if self.armed.swap(false, Ordering::SeqCst) {
+            self.proxy.drop_next_reply();
+        }
+        Ok(())
+    }
+}
+
+/// The same failure on real Redis: a proxy between the store and the
+/// server lets the turn's write through and drops the connection before
+/// its reply. The caller retries with the turn id: one stored turn, one
+/// model call, the same reply.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_turn_whose_write_reply_is_lost_on_redis_is_retried_with_its_id_and_stored_once() {
+    let server = RedisServer::start().unwrap();
+    let proxy = Arc::new(FaultProxy::start(server.port()).await.unwrap());
+    let store = RedisStore::builder()
+        .response_timeout(std::time::Duration::from_secs(5))
+        .connect(&proxy.url())
+        .await
+        .unwrap();
+    let provider = Arc::new(Counted::default());
+    let lose = Arc::new(LoseTheWriteReply {
+        proxy: Arc::clone(&proxy),
+        armed: AtomicBool::new(false),
+    });
+    let pipe = Pipeline::builder(Arc::new(store), provider.clone())
+        .middleware(lose.clone())
+        .build();
+    pipe.execute("lost", Role::User, "Hi, I'm Alice")
+        .await
+        .unwrap();
+
+    lose.armed.store(true, Ordering::SeqCst);
+    let turn_id = IdempotencyKey::random();
+    let options = || ExecOptions::new().turn_id(turn_id.clone());
+    let err = pipe
+        .execute_with("lost", Role::User, "What's my name?", options())
+        .await
+        .unwrap_err();
+    assert_eq!(proxy.dropped_replies(), 1, "the write's reply was lost");
+    assert_eq!(err.write_outcome(), WriteOutcome::Unknown, "{err}");
+    assert!(err.is_transient(), "{err}");
+    assert_eq!(err.turn_id(), Some(&turn_id));
+    assert_eq!(provider.calls.load(Ordering::SeqCst), 2);
+
+    // Retry with the same turn id until the store answers again.
+    let mut retried = None;
+    for _ in 0..100 {
+        match pipe
+            .execute_with("lost", Role::User, "What's my name?", options())
+            .await
+        {
+            Ok(done) => {
+                retried = Some(done);
+                break;
+            }
+            Err(e) => {
+                assert!(e.is_transient(), "{e}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+    let retried = retried.expect("the store answered again");
+    assert!(
+        retried.replayed,
+        "the turn had landed: replayed, not run again"
+    );
+    assert_eq!(retried.reply.text(), "Your name is Alice");
+    assert_eq!(
+        provider.calls.load(Ordering::SeqCst),
+        2,
+        "no second model call"
+    );
+
+    let direct = RedisStore::builder().connect(&server.url()).await.unwrap();
+    let state = direct
+        .load(&SessionId::new("lost").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    let texts: Vec<String> = state
+        .messages
+        .iter()
+        .map(|m| m.text().into_owned())
+        .collect();
+    assert_eq!(
+        texts,
+        [
+            "Hi, I'm Alice",
+            "Nice to meet you, Alice!",
+            "What's my name?",
+            "Your name is Alice"
+        ],
+        "the turn is stored exactly once"
+    );
+    assert_eq!(state.counters[counters::TURNS], 2);
+    assert_eq!(state.counters[counters::MODEL_CALLS], 2);
+    assert_eq!(retried.version, state.version);
 }
 
 #[tokio::test]
