@@ -14,9 +14,11 @@
     reason = "test code"
 )]
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use pipeline::openai::RetryPolicy;
 use pipeline::{
     ChatRequest, ChatResponse, Error, FinishReason, OpenAiProvider, OpenAiProviderBuilder,
     Provider, StreamEvent, ToolSpec, Usage,
@@ -794,6 +796,61 @@ async fn server_error_storm_gives_up_after_max_retries() {
     assert_eq!(server.count(), 3);
     // Exponential backoff: 10 ms, then 20 ms.
     assert_eq!(logs.delays_ms(), [10, 20]);
+}
+
+#[tokio::test]
+async fn an_injected_random_source_makes_the_jittered_backoff_exact() {
+    let (logs, _guard) = capture_logs();
+    let server = Server::start(vec![Reply::json(
+        503,
+        error_body("overloaded", "server_error", None),
+    )])
+    .await;
+    // The jitter factor is 0.5 + r / 2 for each draw r of the source.
+    const DRAWS: [f64; 4] = [0.0, 0.5, 1.0, 0.25];
+    let next = Arc::new(AtomicUsize::new(0));
+    let source = Arc::clone(&next);
+    let policy = RetryPolicy::default()
+        .max_retries(4)
+        .initial_backoff(Duration::from_millis(8))
+        .max_backoff(Duration::from_millis(40))
+        .random_source(move || DRAWS[source.fetch_add(1, Ordering::SeqCst) % DRAWS.len()]);
+    // Backoffs 8, 16, 32 and 64 capped at 40 ms, scaled by 0.5, 0.75, 1
+    // and 0.625.
+    let expected = [4, 12, 32, 25];
+
+    let err = builder(&server)
+        .retry(policy.clone())
+        .build()
+        .unwrap()
+        .chat(&ask("hi"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Status {
+                status: 503,
+                attempts: 5,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(server.count(), 5);
+    assert_eq!(logs.delays_ms(), expected);
+    assert_eq!(next.load(Ordering::SeqCst), 4, "one draw per retry");
+
+    // The same sequence from the policy itself, to the nanosecond.
+    next.store(0, Ordering::SeqCst);
+    let delays: Vec<Duration> = (1..=4).map(|retry| policy.delay(retry, None)).collect();
+    assert_eq!(delays, expected.map(Duration::from_millis));
+    // A server's wait is not jittered: no draw.
+    assert_eq!(
+        policy.delay(1, Some(Duration::from_millis(7))),
+        Duration::from_millis(7)
+    );
+    assert_eq!(next.load(Ordering::SeqCst), 4);
 }
 
 #[tokio::test]
