@@ -1,0 +1,299 @@
+//! One execution, as the [module documentation](super) lists its steps: the
+//! attempt loop under the session lock (step 1), the load (2), one attempt
+//! — window, middleware, model and tool calls, the write, the summary (3 to
+//! 8) — and counting each model call.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use context_window::{History, Window, annotate, select};
+use statestore_core::{
+    Append, Appended, Error as StoreError, Expect, IdempotencyKey, Message, SessionId, Summary,
+};
+
+use super::tools::ToolRuns;
+use super::{
+    Concurrency, ExecContext, Executed, MIN_MESSAGE_TOKENS, OnDelta, Pipeline, counters, log_tag,
+    reborrow,
+};
+use crate::{ChatRequest, ChatResponse, Error, StreamEvent, Usage};
+
+/// Loaded history: what the window is chosen from.
+struct Loaded {
+    messages: Vec<Arc<Message>>,
+    first_position: u64,
+    total: u64,
+    system_prompt: Option<String>,
+    summaries: Vec<Summary>,
+    expect: Expect,
+    /// What the turn's earlier write did, when it already landed.
+    replay: Option<Appended>,
+}
+
+/// One execute's running state, kept across attempts.
+pub(super) struct Run {
+    pub(super) turn_id: IdempotencyKey,
+    /// Every model call's usage so far.
+    pub(super) usage: Usage,
+    /// Model calls so far.
+    pub(super) model_calls: u64,
+    /// Tool calls run so far.
+    pub(super) tools: ToolRuns,
+}
+
+impl Pipeline {
+    /// Steps 1 to 8 under the session lock: attempts until one is stored,
+    /// is found stored, fails, or the concurrency policy gives up.
+    pub(super) async fn execute_message(
+        &self,
+        id: SessionId,
+        message: Message,
+        turn_id: IdempotencyKey,
+        mut on_event: OnDelta<'_>,
+    ) -> Result<Executed, Error> {
+        let lock = self.session_lock(&id);
+        let _guard = lock.lock().await;
+        let attempts = match self.inner.concurrency {
+            Concurrency::Retry { attempts } => attempts.max(1),
+            Concurrency::Reject => 1,
+        };
+        let mut run = Run {
+            turn_id,
+            usage: Usage::default(),
+            model_calls: 0,
+            tools: ToolRuns::default(),
+        };
+        for attempt in 1..=attempts {
+            if attempt > 1
+                && let Some(f) = on_event.as_mut()
+            {
+                f(StreamEvent::Restart);
+            }
+            if let Some(done) = self
+                .attempt(&id, &message, attempt, &mut run, reborrow(&mut on_event))
+                .await?
+            {
+                return Ok(done);
+            }
+            tracing::debug!(session = %log_tag(&id), attempt, "a concurrent turn landed first");
+        }
+        Err(Error::Busy {
+            id,
+            attempts,
+            usage: run.usage,
+        })
+    }
+
+    async fn load(&self, id: &SessionId, turn_id: &IdempotencyKey) -> Result<Loaded, Error> {
+        let policy = &self.inner.policy;
+        let by_budget = policy.prompt_budget().map(|b| b / MIN_MESSAGE_TOKENS + 1);
+        let bound = match (policy.max_messages, by_budget) {
+            (Some(m), Some(b)) => Some(m.min(b)),
+            (m, b) => m.or(b),
+        };
+        // One more than the window can hold, so a tool exchange cut at the
+        // edge is recognized and left out whole; unbounded: everything.
+        let n = bound.map_or(usize::MAX, |n| n.saturating_add(1));
+        let started = Instant::now();
+        let loaded = self
+            .inner
+            .store
+            .load_recent_with(id, n, Some(turn_id))
+            .await?;
+        let loaded = match loaded {
+            Some(r) => Loaded {
+                first_position: r.first_position(),
+                total: r.total_messages,
+                messages: r.messages,
+                system_prompt: r.system_prompt,
+                summaries: r.summaries,
+                expect: Expect::Version(r.version),
+                replay: r.replay,
+            },
+            None => Loaded {
+                messages: Vec::new(),
+                first_position: 0,
+                total: 0,
+                system_prompt: None,
+                summaries: Vec::new(),
+                expect: Expect::Absent,
+                replay: None,
+            },
+        };
+        tracing::debug!(
+            messages = loaded.messages.len(),
+            replay = loaded.replay.is_some(),
+            elapsed = ?started.elapsed(),
+            "loaded"
+        );
+        Ok(loaded)
+    }
+
+    /// One attempt at the turn: `Ok(None)` when a concurrent turn landed
+    /// first (the attempt is discarded).
+    async fn attempt(
+        &self,
+        id: &SessionId,
+        message: &Message,
+        attempt: u32,
+        run: &mut Run,
+        mut on_event: OnDelta<'_>,
+    ) -> Result<Option<Executed>, Error> {
+        let inner = &self.inner;
+        let mut loaded = self.load(id, &run.turn_id).await?;
+        if let Some(appended) = loaded.replay {
+            let tail = (&loaded.messages[..], loaded.first_position, loaded.total);
+            let turn = self
+                .stored_turn(id, &run.turn_id, appended, Some(tail))
+                .await?;
+            return Ok(Some(Self::replayed(
+                id, run, appended, &turn, on_event, false,
+            )?));
+        }
+        let discarded = run.usage;
+        let prompt = loaded
+            .system_prompt
+            .take()
+            .or_else(|| inner.system_prompt.clone());
+        let mut history = std::mem::take(&mut loaded.messages);
+        history.push(Arc::new(message.clone()));
+        let window: Window = select(
+            History {
+                system_prompt: prompt.as_deref(),
+                summaries: &loaded.summaries,
+                messages: &history,
+                first_position: loaded.first_position,
+            },
+            &inner.policy,
+            &*inner.counter,
+        )?;
+        tracing::debug!(
+            sent = window.messages.len(),
+            dropped = window.dropped,
+            tokens = window.tokens,
+            "window selected"
+        );
+        let ctx = ExecContext {
+            session_id: id.clone(),
+            turn_id: run.turn_id.clone(),
+            attempt,
+        };
+        let mut request = ChatRequest {
+            messages: window.request_messages(),
+            tools: inner.tools.as_ref().map(|t| t.specs()).unwrap_or_default(),
+            temperature: inner.temperature,
+            max_tokens: inner.max_tokens,
+        };
+        for m in &inner.middleware {
+            m.before(&ctx, &mut request).await?;
+        }
+
+        let mut turn: Vec<Message> = vec![message.clone()];
+        let response = self.call(&request, reborrow(&mut on_event), run).await?;
+        let mut response = self
+            .tool_rounds(
+                &mut request,
+                response,
+                &mut turn,
+                attempt,
+                run,
+                &mut on_event,
+            )
+            .await?;
+        for m in inner.middleware.iter().rev() {
+            m.after(&ctx, &mut response).await?;
+        }
+        if !response.message.tool_calls.is_empty() {
+            tracing::warn!(
+                calls = response.message.tool_calls.len(),
+                "the final reply still asks for tools: its calls are not stored"
+            );
+            response.message.tool_calls.clear();
+        }
+
+        // Returned as stored (token count included), as a replay returns it.
+        let mut reply = response.message;
+        annotate(&*inner.counter, &mut reply);
+        turn.push(reply.clone());
+        for m in &mut turn {
+            annotate(&*inner.counter, m);
+        }
+        let stored = turn.len();
+        let append = Append::new(turn)
+            .expect(loaded.expect)
+            .key(run.turn_id.clone())
+            .count(counters::PROMPT_TOKENS, run.usage.prompt_tokens)
+            .count(counters::COMPLETION_TOKENS, run.usage.completion_tokens)
+            .count(counters::MODEL_CALLS, run.model_calls)
+            .count(counters::TURNS, 1);
+        let started = Instant::now();
+        let appended = match inner.store.append_with(id, append).await {
+            Ok(appended) => appended,
+            Err(StoreError::Conflict { .. }) => return Ok(None),
+            Err(source) => {
+                return Err(Error::Save {
+                    id: id.clone(),
+                    turn_id: run.turn_id.clone(),
+                    source,
+                });
+            }
+        };
+        if appended.replayed {
+            // The same turn id landed from another execute since the load:
+            // that turn is the one stored, and this one's reply is void.
+            tracing::debug!("the turn was stored by another execute meanwhile");
+            let turn = self.stored_turn(id, &run.turn_id, appended, None).await?;
+            return Ok(Some(Self::replayed(
+                id, run, appended, &turn, on_event, true,
+            )?));
+        }
+        tracing::debug!(
+            stored,
+            version = appended.version,
+            elapsed = ?started.elapsed(),
+            "turn saved"
+        );
+        if let Some(summarizer) = &inner.summarizer {
+            self.maybe_summarize(id, &window, &**summarizer).await;
+        }
+        Ok(Some(Executed {
+            reply,
+            usage: run.usage,
+            discarded_usage: discarded,
+            model_calls: run.model_calls,
+            version: appended.version,
+            stored,
+            context_messages: window.messages.len().saturating_sub(1),
+            turn_id: run.turn_id.clone(),
+            replayed: false,
+        }))
+    }
+
+    /// Sends one request, counting its usage into `run`.
+    pub(super) async fn call(
+        &self,
+        request: &ChatRequest,
+        on_event: OnDelta<'_>,
+        run: &mut Run,
+    ) -> Result<ChatResponse, Error> {
+        let started = Instant::now();
+        let result = match on_event {
+            Some(f) => self.inner.provider.chat_stream(request, f).await,
+            None => self.inner.provider.chat(request).await,
+        };
+        match &result {
+            Ok(r) => {
+                run.usage += r.usage;
+                run.model_calls += 1;
+                tracing::debug!(
+                    prompt_tokens = r.usage.prompt_tokens,
+                    completion_tokens = r.usage.completion_tokens,
+                    elapsed = ?started.elapsed(),
+                    "provider answered"
+                );
+            }
+            Err(e) => tracing::debug!(error = %e, "provider failed"),
+        }
+        result
+    }
+}
