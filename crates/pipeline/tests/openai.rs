@@ -306,7 +306,36 @@ impl tracing::field::Visit for Fields {
     }
 }
 
-impl tracing::Subscriber for Logs {
+impl Logs {
+    fn push(&self, event: &tracing::Event<'_>) {
+        if event.metadata().target().starts_with("pipeline::openai") {
+            let mut fields = Fields(format!("{}:", event.metadata().level()));
+            event.record(&mut fields);
+            self.0.lock().unwrap().push(fields.0);
+        }
+    }
+}
+
+thread_local! {
+    /// The capture of the test running on this thread, if any.
+    static CAPTURE: std::cell::RefCell<Option<Logs>> = const { std::cell::RefCell::new(None) };
+}
+
+/// The one global subscriber of this test binary: hands each event to the
+/// capture of the thread it happens on. A global subscriber (rather than
+/// one scoped subscriber per test) keeps every callsite enabled: with
+/// scoped subscribers, a callsite first hit on a thread without one is
+/// disabled for every thread until interest is rebuilt, and a test would
+/// see no events at random.
+struct Router;
+
+impl tracing::Subscriber for Router {
+    fn register_callsite(
+        &self,
+        _: &'static tracing::Metadata<'static>,
+    ) -> tracing::subscriber::Interest {
+        tracing::subscriber::Interest::always()
+    }
     fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
         true
     }
@@ -316,22 +345,35 @@ impl tracing::Subscriber for Logs {
     fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
     fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
     fn event(&self, event: &tracing::Event<'_>) {
-        if event.metadata().target().starts_with("pipeline::openai") {
-            let mut fields = Fields(format!("{}:", event.metadata().level()));
-            event.record(&mut fields);
-            self.0.lock().unwrap().push(fields.0);
-        }
+        CAPTURE.with(|c| {
+            if let Some(logs) = &*c.borrow() {
+                logs.push(event);
+            }
+        });
     }
     fn enter(&self, _: &tracing::span::Id) {}
     fn exit(&self, _: &tracing::span::Id) {}
 }
 
+/// Ends a capture when dropped.
+struct CaptureGuard;
+
+impl Drop for CaptureGuard {
+    fn drop(&mut self) {
+        CAPTURE.with(|c| c.borrow_mut().take());
+    }
+}
+
 /// Captures the provider's events on this thread (the tests run on a
 /// current-thread runtime) until the guard drops.
-fn capture_logs() -> (Logs, tracing::subscriber::DefaultGuard) {
+fn capture_logs() -> (Logs, CaptureGuard) {
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(|| {
+        tracing::subscriber::set_global_default(Router).unwrap();
+    });
     let logs = Logs::default();
-    let guard = tracing::subscriber::set_default(logs.clone());
-    (logs, guard)
+    CAPTURE.with(|c| *c.borrow_mut() = Some(logs.clone()));
+    (logs, CaptureGuard)
 }
 
 // ---- helpers ----
