@@ -418,7 +418,15 @@ impl RedisStoreBuilder {
     #[cfg(feature = "cluster")]
     pub async fn connect_cluster(self, urls: &[&str]) -> Result<RedisStore, Error> {
         install_crypto_provider();
-        let address = urls.join(",");
+        // host:port of each seed: never the URLs, which may hold a password.
+        let address = urls
+            .iter()
+            .map(|url| {
+                redis::IntoConnectionInfo::into_connection_info(*url)
+                    .map_or_else(|_| "(invalid URL)".to_owned(), |i| i.addr().to_string())
+            })
+            .collect::<Vec<_>>()
+            .join(",");
         let durable = match urls.first() {
             Some(url) => self.durable(url, true)?,
             None => None,
