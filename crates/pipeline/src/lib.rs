@@ -19,8 +19,3 @@ pub use pipeline::{
 pub use provider::{
     ChatRequest, ChatResponse, FinishReason, OnEvent, Provider, StreamEvent, ToolSpec, Usage,
 };
-
-/// The workspace README's examples, compiled and run as doctests.
-#[cfg(doctest)]
-#[doc = include_str!("../../../README.md")]
-pub struct WorkspaceReadme;
