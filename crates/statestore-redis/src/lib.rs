@@ -1,4 +1,5 @@
 #![doc = include_str!("../README.md")]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod conn;
 mod decode;
@@ -9,6 +10,7 @@ mod keys;
 mod list;
 mod scripts;
 #[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
 
 /// Entry points for the fuzz targets (feature `fuzzing`); not a public API.
@@ -250,6 +252,7 @@ impl RedisStoreBuilder {
     /// Trusts this CA certificate (PEM) for `rediss://` connections made by
     /// this builder, instead of the system's roots.
     #[cfg(feature = "tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
     pub fn tls_root_certificate(mut self, pem: impl Into<Vec<u8>>) -> Self {
         self.tls_root_cert = Some(pem.into());
         self
@@ -416,6 +419,7 @@ impl RedisStoreBuilder {
     ///
     /// As [`RedisStoreBuilder::connect`].
     #[cfg(feature = "cluster")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "cluster")))]
     pub async fn connect_cluster(self, urls: &[&str]) -> Result<RedisStore, Error> {
         install_crypto_provider();
         // host:port of each seed: never the URLs, which may hold a password.
