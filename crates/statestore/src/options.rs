@@ -94,7 +94,7 @@ impl Options {
     }
 
     /// Trusts this CA certificate (PEM) for `rediss://` connections instead
-    /// of the built-in web roots (URL option `tls_ca`, a file path).
+    /// of the system's roots (URL option `tls_ca`, a file path).
     #[cfg(feature = "redis-tls")]
     #[cfg_attr(docsrs, doc(cfg(feature = "redis-tls")))]
     pub fn tls_root_certificate(mut self, pem: impl Into<Vec<u8>>) -> Self {
