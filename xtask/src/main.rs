@@ -4,11 +4,14 @@
 //! ```text
 //! cargo xtask ci      # everything CI checks, on a fresh machine
 //! cargo xtask bench   # every benchmark and redis-benchmark → docs/benchmarks.md
+//! cargo xtask features # clippy of every crate with no default features and each feature alone
 //! ```
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod bench;
 mod json;
+
+use json::Json;
 
 use std::env;
 use std::path::{Path, PathBuf};
@@ -23,6 +26,8 @@ jobs:
   ci     fmt, clippy, tests, rustdoc and cargo-deny: what CI runs
   bench  every criterion suite and redis-benchmark, then writes docs/benchmarks.md
          (`--quick`: 10 samples of 1 s each; other arguments go to criterion, e.g. a filter)
+  features  clippy (-D warnings, all targets) of every crate with no default features and
+         with each feature alone: the combinations `ci` builds besides --all-features
   fuzz   every cargo-fuzz target for a bounded time (default 60 s each; --seconds N)
   soak   the model-checked mixed load on Redis and a cluster for a bounded time (default 300 s; --seconds N)";
 
@@ -30,6 +35,7 @@ fn main() -> ExitCode {
     let args: Vec<String> = env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("ci") => ci(),
+        Some("features") => feature_matrix(),
         Some("bench") => bench::bench(args.get(1..).unwrap_or_default()),
         Some("fuzz") => fuzz(args.get(1..).unwrap_or_default()),
         Some("soak") => soak(args.get(1..).unwrap_or_default()),
@@ -175,9 +181,22 @@ fn ci() -> Result {
             "warnings",
         ]),
     )?;
+    feature_matrix()?;
     run(
         "tests",
         cargo().args(["test", "--workspace", "--all-features"]),
+    )?;
+    // The facade's errors for schemes whose backend is compiled out: tests
+    // gated on `not(feature = ...)`, which --all-features never builds.
+    run(
+        "tests statestore --no-default-features",
+        cargo().args([
+            "test",
+            "-p",
+            "statestore",
+            "--no-default-features",
+            "--tests",
+        ]),
     )?;
     run(
         "rustdoc",
@@ -191,7 +210,8 @@ fn ci() -> Result {
         run(
             &format!("example {krate}/{example}"),
             cargo()
-                .args(["run", "--quiet", "-p", &krate, "--example", &example])
+                .args(["run", "--quiet", "-p", &krate, "--all-features"])
+                .args(["--example", &example])
                 .env("REDIS_URL", redis.url()),
         )?;
     }
@@ -203,6 +223,96 @@ fn ci() -> Result {
         cargo().args(["deny", "check", "licenses", "bans", "sources"]),
     )?;
     eprintln!("\nci: all checks passed");
+    Ok(())
+}
+
+/// The crates under `crates/` (everything but xtask) with their features,
+/// except `default`, as `cargo metadata` reports them.
+fn crate_features() -> Result<Vec<(String, Vec<String>)>> {
+    let output = cargo()
+        .args(["metadata", "--no-deps", "--format-version", "1"])
+        .output()
+        .map_err(|e| format!("cargo metadata: {e}"))?;
+    if !output.status.success() {
+        return Err(format!(
+            "cargo metadata failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    let text = String::from_utf8(output.stdout).map_err(|e| format!("cargo metadata: {e}"))?;
+    let metadata = Json::parse(&text).map_err(|e| format!("cargo metadata: {e}"))?;
+    let Some(Json::Arr(packages)) = metadata.get("packages") else {
+        return Err("cargo metadata: no packages".into());
+    };
+    let crates_dir = root().join("crates");
+    let mut found = Vec::new();
+    for package in packages {
+        let (Some(name), Some(manifest)) = (
+            package.get("name").and_then(Json::str),
+            package.get("manifest_path").and_then(Json::str),
+        ) else {
+            return Err("cargo metadata: a package without name or manifest_path".into());
+        };
+        if !Path::new(manifest).starts_with(&crates_dir) {
+            continue;
+        }
+        let features = match package.get("features") {
+            Some(Json::Obj(members)) => members
+                .iter()
+                .map(|(feature, _)| feature.clone())
+                .filter(|feature| feature != "default")
+                .collect(),
+            _ => Vec::new(),
+        };
+        found.push((name.to_owned(), features));
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// Clippy (`-D warnings`, all targets) of every crate with no default
+/// features and with each feature alone — the combinations the workspace's
+/// `--all-features` build never compiles, where a missing `cfg` or an unused
+/// import hides. `check` is implied: clippy type-checks everything it lints.
+/// Examples and tests that need a feature declare it (`required-features`,
+/// `#![cfg(feature = …)]`) and are skipped without it.
+fn feature_matrix() -> Result {
+    let started = Instant::now();
+    let mut builds = 0;
+    for (krate, features) in crate_features()? {
+        if features.is_empty() {
+            // Its only build is the default one, linted with --all-features.
+            continue;
+        }
+        let mut combinations = vec![vec!["--no-default-features".to_owned()]];
+        for feature in &features {
+            combinations.push(vec![
+                "--no-default-features".to_owned(),
+                "--features".to_owned(),
+                feature.clone(),
+            ]);
+        }
+        for flags in combinations {
+            builds += 1;
+            let label = flags.last().map_or("", String::as_str);
+            let label = if label == "--no-default-features" {
+                "no default features"
+            } else {
+                label
+            };
+            run(
+                &format!("clippy {krate} ({label})"),
+                cargo()
+                    .args(["clippy", "--quiet", "-p", &krate, "--all-targets"])
+                    .args(&flags)
+                    .args(["--", "-D", "warnings"]),
+            )?;
+        }
+    }
+    eprintln!(
+        "\n    (feature combinations: {builds} builds in {:.1}s)",
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 

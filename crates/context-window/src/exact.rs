@@ -269,6 +269,7 @@ fn whole_text_bpe(bpe: &CoreBPE) -> Option<CoreBPE> {
 /// assert_eq!(counter.count_text("Hello, world!"), 4);
 /// ```
 #[cfg(feature = "bpe-openai")]
+#[cfg_attr(docsrs, doc(cfg(feature = "bpe-openai")))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct BpeOpenAi {
     encoding: OpenAiEncoding,

@@ -1,4 +1,5 @@
 #![doc = include_str!("../README.md")]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod compact;
 pub mod count;
@@ -12,5 +13,6 @@ pub use error::Error;
 pub use select::{History, Window, WindowPolicy, select, summary_message};
 
 #[cfg(feature = "bpe-openai")]
+#[cfg_attr(docsrs, doc(cfg(feature = "bpe-openai")))]
 pub use exact::BpeOpenAi;
 pub use exact::{OpenAiEncoding, Tiktoken, exact};

@@ -37,6 +37,7 @@ use crate::{
 
 /// Expands to one `#[tokio::test]` per conformance case. See the
 /// [module docs](crate::conformance).
+#[cfg_attr(docsrs, doc(cfg(feature = "conformance")))]
 #[macro_export]
 macro_rules! conformance_suite {
     ($make:expr) => {

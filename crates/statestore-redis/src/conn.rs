@@ -39,6 +39,7 @@ impl From<redis::aio::ConnectionManager> for Connection {
 }
 
 #[cfg(feature = "deadpool")]
+#[cfg_attr(docsrs, doc(cfg(feature = "deadpool")))]
 impl From<deadpool_redis::Pool> for Connection {
     fn from(p: deadpool_redis::Pool) -> Self {
         Self(Inner::Pool(p))
@@ -46,6 +47,7 @@ impl From<deadpool_redis::Pool> for Connection {
 }
 
 #[cfg(feature = "cluster")]
+#[cfg_attr(docsrs, doc(cfg(feature = "cluster")))]
 impl From<redis::cluster_async::ClusterConnection> for Connection {
     fn from(c: redis::cluster_async::ClusterConnection) -> Self {
         Self(Inner::Cluster(c))

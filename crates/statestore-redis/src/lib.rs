@@ -1,4 +1,5 @@
 #![doc = include_str!("../README.md")]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod conn;
 mod decode;
@@ -9,6 +10,7 @@ mod keys;
 mod list;
 mod scripts;
 #[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
 
 /// Entry points for the fuzz targets (feature `fuzzing`); not a public API.
@@ -250,6 +252,7 @@ impl RedisStoreBuilder {
     /// Trusts this CA certificate (PEM) for `rediss://` connections made by
     /// this builder, instead of the system's roots.
     #[cfg(feature = "tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
     pub fn tls_root_certificate(mut self, pem: impl Into<Vec<u8>>) -> Self {
         self.tls_root_cert = Some(pem.into());
         self
@@ -416,9 +419,18 @@ impl RedisStoreBuilder {
     ///
     /// As [`RedisStoreBuilder::connect`].
     #[cfg(feature = "cluster")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "cluster")))]
     pub async fn connect_cluster(self, urls: &[&str]) -> Result<RedisStore, Error> {
         install_crypto_provider();
-        let address = urls.join(",");
+        // host:port of each seed: never the URLs, which may hold a password.
+        let address = urls
+            .iter()
+            .map(|url| {
+                redis::IntoConnectionInfo::into_connection_info(*url)
+                    .map_or_else(|_| "(invalid URL)".to_owned(), |i| i.addr().to_string())
+            })
+            .collect::<Vec<_>>()
+            .join(",");
         let durable = match urls.first() {
             Some(url) => self.durable(url, true)?,
             None => None,

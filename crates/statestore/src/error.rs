@@ -1,0 +1,101 @@
+//! Why [`open`](crate::open) failed. Operations on an open store return
+//! [`statestore_core::Error`] (re-exported as [`crate::Error`]).
+
+/// Why [`open`](crate::open) or [`open_with`](crate::open_with) could not
+/// open a store.
+///
+/// Every variant carries the URL as given **with any password replaced by
+/// `***`** and without its query, so errors and their `Debug` form can be
+/// logged as they are.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenError {
+    /// The URL is malformed: no `scheme://`, a bad path, host list or
+    /// percent-encoding. The reason says what is wrong.
+    #[error("invalid store URL {url}: {reason}")]
+    InvalidUrl {
+        /// The URL, redacted.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// The scheme is none of `memory`, `sqlite`, `redis`, `rediss`,
+    /// `redis+cluster`, `rediss+cluster`.
+    #[error(
+        "unknown store URL scheme `{scheme}` in {url}: expected memory://, sqlite://, \
+         redis://, rediss://, redis+cluster:// or rediss+cluster://"
+    )]
+    UnknownScheme {
+        /// The URL, redacted.
+        url: String,
+        /// The scheme found.
+        scheme: String,
+    },
+
+    /// The scheme's backend is not compiled in: enable `feature` of the
+    /// `statestore` crate.
+    #[error(
+        "{scheme}:// URLs need the `{feature}` feature of the statestore crate, which this \
+         build does not enable (features = [\"{feature}\"] in Cargo.toml): {url}"
+    )]
+    FeatureDisabled {
+        /// The URL, redacted.
+        url: String,
+        /// The scheme found.
+        scheme: String,
+        /// The feature to enable.
+        feature: &'static str,
+    },
+
+    /// A query option is unknown for this scheme, given twice, or has a
+    /// value that does not parse.
+    #[error("invalid option `{option}` in {url}: {reason}")]
+    InvalidOption {
+        /// The URL, redacted (without its query).
+        url: String,
+        /// The option's name.
+        option: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// The backend could not open the store (memory, SQLite: a file that
+    /// cannot be opened, is not a database, or is locked).
+    #[error("cannot open {url}: {source}")]
+    Open {
+        /// The URL, redacted.
+        url: String,
+        /// The backend's error.
+        #[source]
+        source: statestore_core::Error,
+    },
+
+    /// The Redis store could not be built or could not connect (refused,
+    /// timed out, wrong credentials, unsafe eviction policy, …).
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+    #[error("cannot open {url}: {source}")]
+    Redis {
+        /// The URL, redacted.
+        url: String,
+        /// The Redis backend's error (it names addresses, never passwords).
+        #[source]
+        source: statestore_redis::Error,
+    },
+}
+
+impl OpenError {
+    /// The URL the error is about, with any password replaced by `***`.
+    pub fn url(&self) -> &str {
+        match self {
+            Self::InvalidUrl { url, .. }
+            | Self::UnknownScheme { url, .. }
+            | Self::FeatureDisabled { url, .. }
+            | Self::InvalidOption { url, .. }
+            | Self::Open { url, .. } => url,
+            #[cfg(feature = "redis")]
+            Self::Redis { url, .. } => url,
+        }
+    }
+}

@@ -1,0 +1,65 @@
+#![doc = include_str!("../README.md")]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod error;
+mod open;
+mod options;
+mod url;
+
+pub use error::OpenError;
+pub use open::{open, open_with};
+pub use options::Options;
+
+pub use statestore_core::codec;
+pub use statestore_core::{
+    Append, Appended, BoxError, Content, ContentPart, ConversationState, Counters, Error, Expect,
+    IdempotencyKey, ImageUrl, ListPage, ListQuery, Message, Metadata, RecentState, Result, Role,
+    SessionId, Store, Summary, Timestamp, TokenCount, ToolCall, Version, WriteOutcome, async_trait,
+};
+
+/// The in-memory store: [`MemoryStore`](memory::MemoryStore) (the
+/// `statestore-memory` crate). URL `memory://`.
+#[cfg(feature = "memory")]
+#[cfg_attr(docsrs, doc(cfg(feature = "memory")))]
+pub mod memory {
+    pub use statestore_memory::*;
+}
+
+/// The embedded SQLite store: [`SqliteStore`](sqlite::SqliteStore) (the
+/// `statestore-sqlite` crate). URL `sqlite://path`.
+#[cfg(feature = "sqlite")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
+pub mod sqlite {
+    pub use statestore_sqlite::*;
+}
+
+/// The Redis and Redis Cluster store: [`RedisStore`](redis::RedisStore)
+/// (the `statestore-redis` crate). URLs `redis://`, `rediss://` (feature
+/// `redis-tls`), `redis+cluster://` (feature `redis-cluster`).
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub mod redis {
+    pub use statestore_redis::*;
+}
+
+/// What to send to the model: window selection, token counting and
+/// compaction (the `context-window` crate).
+#[cfg(feature = "window")]
+#[cfg_attr(docsrs, doc(cfg(feature = "window")))]
+pub mod window {
+    pub use context_window::*;
+}
+
+/// `Pipeline::execute(session, role, content)`: windowed load, model call,
+/// one atomic append; providers, middleware and tools (the `pipeline`
+/// crate; its `OpenAiProvider` with feature `openai`).
+#[cfg(feature = "pipeline")]
+#[cfg_attr(docsrs, doc(cfg(feature = "pipeline")))]
+pub mod pipeline {
+    pub use ::pipeline::*;
+}
+
+/// The workspace README's examples, compiled and run as doctests.
+#[cfg(all(doctest, feature = "pipeline", feature = "memory"))]
+#[doc = include_str!("../../../README.md")]
+pub struct WorkspaceReadme;

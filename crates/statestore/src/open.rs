@@ -1,0 +1,273 @@
+//! [`open`] and [`open_with`]: a store from a URL.
+
+use std::sync::Arc;
+
+use statestore_core::Store;
+
+use crate::url::StoreUrl;
+use crate::{OpenError, Options};
+
+/// Opens the store `url` names, with each backend's defaults and the URL's
+/// query options; as [`open_with`] with [`Options::new`]. See the
+/// [crate docs](crate#urls) for the URL forms and options.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # #[cfg(feature = "memory")] {
+/// use statestore::{Message, SessionId};
+///
+/// let url = std::env::var("STATESTORE_URL").unwrap_or_else(|_| "memory://".into());
+/// let store = statestore::open(&url).await?;
+/// let id = SessionId::new("user-123")?;
+/// store.append(&id, vec![Message::user("Hi")], statestore::Expect::Any).await?;
+/// assert_eq!(store.load(&id).await?.map(|s| s.messages.len()), Some(1));
+/// # }
+/// # Ok(()) }
+/// ```
+///
+/// # Errors
+///
+/// [`OpenError::FeatureDisabled`] naming the feature to enable when the
+/// scheme's backend is not compiled in; [`OpenError::InvalidUrl`] or
+/// [`OpenError::InvalidOption`] saying what is wrong with the URL;
+/// [`OpenError::Open`] or [`OpenError::Redis`](OpenError) when the backend
+/// cannot open or connect. No error shows a password.
+pub async fn open(url: &str) -> Result<Arc<dyn Store>, OpenError> {
+    open_with(url, Options::new()).await
+}
+
+/// Opens the store `url` names, with `options` as defaults that the URL's
+/// query options override. See the [crate docs](crate#urls).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), statestore::OpenError> {
+/// # #[cfg(feature = "memory")] {
+/// use std::time::Duration;
+/// use statestore::Options;
+///
+/// // The prefix applies on Redis and is ignored in memory; the URL's ttl wins.
+/// let options = Options::new().prefix("chat:").ttl(Duration::from_secs(3600));
+/// let store = statestore::open_with("memory://?ttl=30m", options).await?;
+/// # drop(store);
+/// # }
+/// # Ok(()) }
+/// ```
+///
+/// # Errors
+///
+/// As [`open`].
+pub async fn open_with(url: &str, options: Options) -> Result<Arc<dyn Store>, OpenError> {
+    let url = StoreUrl::parse(url)?;
+    tracing::debug!(url = url.redacted(), "opening a store");
+    match url.scheme {
+        #[cfg(feature = "memory")]
+        crate::url::Scheme::Memory => memory(&url, options),
+        #[cfg(feature = "sqlite")]
+        crate::url::Scheme::Sqlite => sqlite(&url, options).await,
+        #[cfg(feature = "redis")]
+        crate::url::Scheme::Redis { tls, cluster } => redis(&url, options, tls, cluster).await,
+        // Refused by `StoreUrl::parse` (it names the feature).
+        #[allow(unreachable_patterns)]
+        _ => {
+            drop(options);
+            Err(url.invalid("this build cannot open it"))
+        }
+    }
+}
+
+/// `memory://`.
+#[cfg(feature = "memory")]
+fn memory(url: &StoreUrl, options: Options) -> Result<Arc<dyn Store>, OpenError> {
+    use statestore_memory::MemoryStore;
+
+    if !url.location.is_empty() {
+        return Err(url.invalid("memory:// takes no host or path"));
+    }
+    let query = &url.query;
+    query.allow(&["ttl", "max_sessions"])?;
+    let mut builder = MemoryStore::builder();
+    if let Some(ttl) = query.duration("ttl")?.or(options.ttl) {
+        builder = builder.ttl(ttl);
+    }
+    if let Some(max) = query.number::<usize>("max_sessions")? {
+        if max == 0 {
+            return Err(query.error("max_sessions", "must be at least 1"));
+        }
+        builder = builder.max_sessions(max);
+    }
+    if let Some(limits) = options.limits {
+        builder = builder.limits(limits);
+    }
+    Ok(Arc::new(builder.build()))
+}
+
+/// `sqlite://path`: the path is everything between `://` and `?`,
+/// percent-decoded.
+#[cfg(feature = "sqlite")]
+async fn sqlite(url: &StoreUrl, options: Options) -> Result<Arc<dyn Store>, OpenError> {
+    use statestore_sqlite::{SqliteStore, Synchronous};
+
+    let path = crate::url::decode(&url.location)
+        .map_err(|reason| url.invalid(format!("the path {reason}")))?;
+    if path.is_empty() {
+        return Err(url.invalid(
+            "sqlite:// needs a file path: sqlite://data/chat.db (relative to the working \
+             directory) or sqlite:///var/lib/app/chat.db (absolute)",
+        ));
+    }
+    let query = &url.query;
+    query.allow(&["ttl", "sync", "timeout"])?;
+    let mut builder = SqliteStore::builder();
+    if let Some(ttl) = query.duration("ttl")?.or(options.ttl) {
+        builder = builder.ttl(ttl);
+    }
+    match query.choice("sync", &["full", "normal"])? {
+        Some(0) => builder = builder.synchronous(Synchronous::Full),
+        Some(_) => builder = builder.synchronous(Synchronous::Normal),
+        None => {}
+    }
+    if let Some(timeout) = query.duration("timeout")?.or(options.timeout) {
+        builder = builder.busy_timeout(timeout);
+    }
+    if let Some(limits) = options.limits {
+        builder = builder.limits(limits);
+    }
+    let store = builder
+        .open(&path)
+        .await
+        .map_err(|source| OpenError::Open {
+            url: url.redacted().to_owned(),
+            source,
+        })?;
+    Ok(Arc::new(store))
+}
+
+/// `redis://`, `rediss://`, `redis+cluster://`, `rediss+cluster://`.
+#[cfg(feature = "redis")]
+async fn redis(
+    url: &StoreUrl,
+    options: Options,
+    tls: bool,
+    cluster: bool,
+) -> Result<Arc<dyn Store>, OpenError> {
+    use statestore_redis::{EvictionPolicyCheck, RedisStore};
+
+    let query = &url.query;
+    let mut known = vec![
+        "prefix",
+        "ttl",
+        "timeout",
+        "connect_timeout",
+        "wait_for_replicas",
+        "wait_timeout",
+        "eviction",
+    ];
+    if tls {
+        known.push("tls_ca");
+    }
+    query.allow(&known)?;
+
+    let mut builder = RedisStore::builder();
+    if let Some(prefix) = query.get("prefix").map(str::to_owned).or(options.prefix) {
+        builder = builder.prefix(prefix);
+    }
+    if let Some(ttl) = query.duration("ttl")?.or(options.ttl) {
+        builder = builder.ttl(ttl);
+    }
+    if let Some(timeout) = query.duration("timeout")?.or(options.timeout) {
+        builder = builder.response_timeout(timeout);
+    }
+    if let Some(timeout) = query.duration("connect_timeout")? {
+        builder = builder.connect_timeout(timeout);
+    }
+    let wait_timeout = query.duration("wait_timeout")?;
+    match (query.number::<u32>("wait_for_replicas")?, wait_timeout) {
+        (Some(replicas), timeout) => {
+            let timeout = timeout.unwrap_or(DEFAULT_WAIT_TIMEOUT);
+            builder = builder.wait_for_replicas(replicas, timeout);
+        }
+        (None, Some(_)) => {
+            return Err(query.error("wait_timeout", "it needs wait_for_replicas"));
+        }
+        (None, None) => {}
+    }
+    match query.choice("eviction", &["warn", "refuse", "ignore"])? {
+        Some(0) => builder = builder.on_unsafe_eviction(EvictionPolicyCheck::Warn),
+        Some(1) => builder = builder.on_unsafe_eviction(EvictionPolicyCheck::Refuse),
+        Some(_) => builder = builder.on_unsafe_eviction(EvictionPolicyCheck::Ignore),
+        None => {}
+    }
+    if let Some(limits) = options.limits {
+        builder = builder.limits(limits);
+    }
+    #[cfg(feature = "redis-tls")]
+    {
+        let pem = match query.get("tls_ca") {
+            Some(path) => Some(std::fs::read(path).map_err(|e| {
+                query.error(
+                    "tls_ca",
+                    format!("cannot read the CA certificate {path}: {e}"),
+                )
+            })?),
+            None => options.tls_root_certificate,
+        };
+        if let Some(pem) = pem {
+            builder = builder.tls_root_certificate(pem);
+        }
+    }
+
+    let base = if tls { "rediss" } else { "redis" };
+    let location = url.location.as_str();
+    let (userinfo, hosts) = match location.rsplit_once('@') {
+        Some((userinfo, hosts)) => (Some(userinfo), hosts),
+        None => (None, location),
+    };
+    let connected = if cluster {
+        #[cfg(feature = "redis-cluster")]
+        {
+            let (hosts, path) = hosts.split_once('/').unwrap_or((hosts, ""));
+            if !path.is_empty() {
+                return Err(url.invalid(format!(
+                    "a cluster URL has no /database (Redis Cluster has database 0 only): \
+                     write {}://host:port,host:port",
+                    url.scheme_name
+                )));
+            }
+            let credentials = userinfo.map_or_else(String::new, |u| format!("{u}@"));
+            let mut seeds = Vec::new();
+            for host in hosts.split(',') {
+                if host.is_empty() {
+                    return Err(url.invalid("the host list has an empty entry"));
+                }
+                seeds.push(format!("{base}://{credentials}{host}"));
+            }
+            let seeds: Vec<&str> = seeds.iter().map(String::as_str).collect();
+            builder.connect_cluster(&seeds).await
+        }
+        #[cfg(not(feature = "redis-cluster"))]
+        {
+            // Refused by `StoreUrl::parse`.
+            let _ = userinfo;
+            return Err(url.invalid("this build has no Redis Cluster client"));
+        }
+    } else {
+        if hosts.contains(',') {
+            return Err(url.invalid(format!(
+                "several hosts: for a Redis Cluster write {base}+cluster://host:port,host:port"
+            )));
+        }
+        builder.connect(&format!("{base}://{location}")).await
+    };
+    let store = connected.map_err(|source| OpenError::Redis {
+        url: url.redacted().to_owned(),
+        source,
+    })?;
+    Ok(Arc::new(store))
+}
+
+/// How long a write waits for `wait_for_replicas` when the URL gives no
+/// `wait_timeout`.
+#[cfg(feature = "redis")]
+const DEFAULT_WAIT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
