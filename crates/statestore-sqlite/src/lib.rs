@@ -72,6 +72,7 @@ pub struct SqliteStoreBuilder {
     synchronous: Synchronous,
     busy_timeout: Duration,
     readers: usize,
+    max_batch: usize,
 }
 
 impl Default for SqliteStoreBuilder {
@@ -82,6 +83,7 @@ impl Default for SqliteStoreBuilder {
             synchronous: Synchronous::Full,
             busy_timeout: Duration::from_secs(5),
             readers: 4,
+            max_batch: worker::MAX_BATCH,
         }
     }
 }
@@ -119,6 +121,15 @@ impl SqliteStoreBuilder {
         self
     }
 
+    /// The most writes the writer commits in one transaction (default 512;
+    /// at least 1). `1` turns group commit off — one transaction, and with
+    /// [`Synchronous::Full`] one fsync, per write — which is only useful to
+    /// measure what group commit buys.
+    pub fn max_batch(mut self, n: usize) -> Self {
+        self.max_batch = n.max(1);
+        self
+    }
+
     /// Opens (creating if needed) the database at `path`, on a thread of
     /// its own so the async runtime never blocks.
     ///
@@ -150,10 +161,12 @@ impl SqliteStoreBuilder {
     /// As [`SqliteStoreBuilder::open`].
     pub fn open_blocking(self, path: impl AsRef<Path>) -> Result<SqliteStore> {
         let path = path.as_ref().to_path_buf();
+        let file: Arc<Path> = Arc::from(path.as_path());
         let ctx = OpCtx {
             op: "open",
             id: schema::file_id(),
             busy: self.busy_timeout,
+            path: Arc::clone(&file),
         };
         let mut writer = sql(&ctx, Connection::open(&path))?;
         sql(&ctx, writer.busy_timeout(self.busy_timeout))?;
@@ -195,6 +208,8 @@ impl SqliteStoreBuilder {
                 limits: self.limits,
             },
             busy: self.busy_timeout,
+            path: file,
+            max_batch: self.max_batch,
             accesses: Mutex::new(HashMap::new()),
             commits: AtomicU64::new(0),
             writes: AtomicU64::new(0),
@@ -325,6 +340,7 @@ impl SqliteStore {
             op,
             id: id.clone(),
             busy: self.inner.shared.busy,
+            path: Arc::clone(&self.inner.shared.path),
         }
     }
 
