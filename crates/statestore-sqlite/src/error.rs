@@ -29,7 +29,7 @@ pub(crate) struct FileError {
 
 impl std::fmt::Display for FileError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.what, self.source)
+        f.write_str(&self.what)
     }
 }
 
@@ -68,6 +68,20 @@ fn schema_changed(message: Option<&str>) -> bool {
             || m.contains("has no column named")
             || m.starts_with("no such index")
     })
+}
+
+/// `e`'s message followed by those of its sources (skipping repeats).
+pub(crate) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut message = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !message.contains(&text) {
+            message = format!("{message}: {text}");
+        }
+        source = s.source();
+    }
+    message
 }
 
 /// Maps a rusqlite error into the store's error type, naming the file.
@@ -114,25 +128,35 @@ pub(crate) fn map(ctx: &OpCtx, e: rusqlite::Error) -> Error {
             ErrorCode::DiskFull => unavailable(
                 format!(
                     "the disk holding {file} is full or the file reached its size limit \
-                     (SQLITE_FULL); nothing of the failed write was kept"
+                     (SQLITE_FULL); the failed write was not committed"
                 ),
                 e,
             ),
             ErrorCode::SystemIoFailure => {
                 let name = ioerr_name(f.extended_code);
-                let what = if f.extended_code == ffi::SQLITE_IOERR_WRITE
-                    || f.extended_code == ffi::SQLITE_IOERR_FSYNC
-                    || f.extended_code == ffi::SQLITE_IOERR_TRUNCATE
-                {
-                    format!(
+                let what = match f.extended_code {
+                    ffi::SQLITE_IOERR_WRITE | ffi::SQLITE_IOERR_TRUNCATE => format!(
                         "writing {file} failed ({name}): the disk may be full, the file over \
-                         its size limit, or the device failing; nothing of the failed write \
-                         was kept"
-                    )
-                } else {
-                    format!("an I/O error on {file} ({name})")
+                         its size limit, or the device failing; the failed write was not \
+                         committed"
+                    ),
+                    ffi::SQLITE_IOERR_FSYNC => format!(
+                        "syncing {file} to disk failed ({name}): the device may be failing; \
+                         the failed write may or may not be on disk"
+                    ),
+                    _ => format!("an I/O error on {file} ({name})"),
                 };
                 unavailable(what, e)
+            }
+            ErrorCode::ReadOnly if f.extended_code == ffi::SQLITE_READONLY_DIRECTORY => {
+                unavailable(
+                    format!(
+                        "the directory holding {file} is not writable \
+                         (SQLITE_READONLY_DIRECTORY): a WAL database needs its -wal and -shm \
+                         files beside it"
+                    ),
+                    e,
+                )
             }
             ErrorCode::ReadOnly => unavailable(
                 format!(

@@ -27,7 +27,7 @@ use rusqlite::Connection;
 use statestore_core::{Error, Result, SessionId};
 use tokio::sync::oneshot;
 
-use crate::error::{OpCtx, map};
+use crate::error::{OpCtx, chain, map};
 use crate::ops::{self, Config};
 
 /// The most writes committed in one transaction, by default.
@@ -86,16 +86,20 @@ impl BatchFailure {
             Error::Corrupt { .. } => FailureKind::Corrupt,
             _ => FailureKind::Backend,
         };
-        // `Display` of the mapped error and its source chain: the file and the cause.
-        let mut message = e.to_string();
-        let mut source = std::error::Error::source(e);
-        while let Some(s) = source {
-            let text = s.to_string();
-            if !message.contains(&text) {
-                message = format!("{message}: {text}");
+        // What went wrong and where, without the operation of the batch
+        // (each write's error names its own).
+        let message = match e {
+            Error::Unavailable { source, .. } | Error::Backend { source, .. } => {
+                chain(source.as_ref())
             }
-            source = s.source();
-        }
+            Error::Corrupt {
+                detail,
+                source: Some(source),
+                ..
+            } => format!("{detail}: {}", chain(source.as_ref())),
+            Error::Corrupt { detail, .. } => detail.clone(),
+            other => other.to_string(),
+        };
         Self {
             kind,
             message,

@@ -200,10 +200,12 @@ async fn foreign_files_are_refused_as_corrupt() {
         .unwrap()
         .execute_batch("CREATE TABLE sessions (x); INSERT INTO sessions VALUES (1);")
         .unwrap();
-    assert!(matches!(
-        SqliteStore::open(&other).await,
-        Err(Error::Corrupt { .. })
-    ));
+    let err = SqliteStore::open(&other).await.unwrap_err();
+    assert!(matches!(err, Error::Corrupt { .. }), "got {err:?}");
+    assert!(
+        err.to_string().contains(&other.display().to_string()),
+        "{err}"
+    );
     // Not a database at all.
     let junk = dir.path().join("junk.sqlite3");
     std::fs::write(
@@ -213,11 +215,18 @@ async fn foreign_files_are_refused_as_corrupt() {
     .unwrap();
     let err = SqliteStore::open(&junk).await.unwrap_err();
     assert!(matches!(err, Error::Corrupt { .. }), "got {err:?}");
+    assert!(
+        err.to_string().contains(&junk.display().to_string()),
+        "{err}"
+    );
     // A path that cannot be a file.
-    let err = SqliteStore::open(dir.path().join("missing-dir/x.sqlite3"))
-        .await
-        .unwrap_err();
+    let missing = dir.path().join("missing-dir/x.sqlite3");
+    let err = SqliteStore::open(&missing).await.unwrap_err();
     assert!(matches!(err, Error::Unavailable { .. }), "got {err:?}");
+    assert!(
+        err.to_string().contains(&missing.display().to_string()),
+        "{err}"
+    );
 }
 
 /// Rows damaged behind the store's back fail with `Corrupt` for their own
