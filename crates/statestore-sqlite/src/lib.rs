@@ -368,7 +368,13 @@ impl SqliteStore {
 
     /// Records that a read found `id` at `now`; the writer applies it with
     /// its next batch (the sliding expiry and `last_accessed_at`).
+    ///
+    /// Without a TTL nothing depends on it (reads report the access time
+    /// themselves), so nothing is recorded: a read costs no commit.
     fn accessed(&self, id: &SessionId, now: i64) {
+        if self.inner.shared.cfg.ttl.is_none() {
+            return;
+        }
         let first = {
             let mut map = self
                 .inner

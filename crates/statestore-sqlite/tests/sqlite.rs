@@ -418,3 +418,32 @@ async fn purge_expired_deletes_the_rows() {
     }
     assert_eq!(t.store.purge_expired().await.unwrap(), 0);
 }
+
+/// Without a TTL a read records nothing, so it costs the writer no commit
+/// (with `synchronous=FULL`, no fsync): a turn's load and append make one
+/// commit, not two.
+#[tokio::test]
+async fn reads_cost_no_commit_without_a_ttl() {
+    let t = TempStore::open(SqliteStore::builder()).await;
+    let id = sid("read-only-traffic");
+    t.store
+        .append(&id, vec![Message::user("hi")], Expect::Any)
+        .await
+        .unwrap();
+    let before = t.store.stats();
+    for _ in 0..50 {
+        assert!(t.store.load_recent(&id, 20).await.unwrap().is_some());
+        assert!(t.store.load(&id).await.unwrap().is_some());
+    }
+    // A write queued behind any pending refresh batch flushes it out first.
+    t.store
+        .append(&id, vec![Message::user("again")], Expect::Version(1))
+        .await
+        .unwrap();
+    let after = t.store.stats();
+    assert_eq!(
+        after.commits - before.commits,
+        1,
+        "only the append committed: {before:?} → {after:?}"
+    );
+}
