@@ -447,3 +447,46 @@ async fn reads_cost_no_commit_without_a_ttl() {
         "only the append committed: {before:?} → {after:?}"
     );
 }
+
+/// Expired sessions' rows are deleted by the writer along with ordinary
+/// writes (the indexed sweep, at most 16 sessions a batch), without
+/// `purge_expired`.
+#[tokio::test]
+async fn writes_sweep_expired_sessions() {
+    let ttl = Duration::from_millis(200);
+    let t = TempStore::open(SqliteStore::builder().ttl(ttl)).await;
+    for i in 0..20 {
+        t.store
+            .append(
+                &sid(&format!("old-{i}")),
+                vec![Message::user("m")],
+                Expect::Any,
+            )
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(ttl * 2).await;
+    let count = |table: &str| -> i64 {
+        raw(&t)
+            .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+            .unwrap()
+    };
+    assert_eq!(count("sessions"), 20, "nothing deleted before a write");
+    // One write batch: sweeps 16 of the 20 (the budget) and adds its own.
+    t.store
+        .append(&sid("new-0"), vec![Message::user("n")], Expect::Any)
+        .await
+        .unwrap();
+    assert_eq!(count("sessions"), 20 - 16 + 1);
+    // The next takes the rest.
+    t.store
+        .append(&sid("new-1"), vec![Message::user("n")], Expect::Any)
+        .await
+        .unwrap();
+    assert_eq!(count("sessions"), 2);
+    assert_eq!(
+        count("messages"),
+        2,
+        "the expired sessions' messages went too"
+    );
+}
