@@ -68,7 +68,7 @@ const DEFAULT_COUNTER: &str = "bpe-openai/";
 const PIPELINE: &str = "pipeline/execute(offline provider, history 100)";
 const SQLITE_TURN: &str = "sqlite/turn(append 2 + load_recent 20)";
 const SQLITE_TURN_RELAXED: &str = "sqlite/turn(append 2 + load_recent 20), synchronous=NORMAL";
-const SQLITE_CONCURRENT: &str = "sqlite/64 sessions, one turn each, durable";
+const SQLITE_CONCURRENT: &str = "sqlite/64 sessions taking turns, durable";
 const SQLITE_GROUP: &str = "group commit";
 const SQLITE_SINGLE: &str = "one commit per turn (max_batch 1)";
 const SQLITE_FLOOR: &str = "sqlite/fdatasync floor/write 4 KiB + fdatasync";
@@ -163,6 +163,7 @@ pub(crate) fn bench(args: &[String]) -> Result {
     let minutes = wall.elapsed().as_secs_f64() / 60.0;
     let run = RunInfo {
         date,
+        cpu: cpu(),
         quick,
         filters: filters.iter().map(|s| s.to_string()).collect(),
         criterion_args: criterion_args.iter().map(|s| s.to_string()).collect(),
@@ -175,9 +176,13 @@ pub(crate) fn bench(args: &[String]) -> Result {
         m.run.clone_from(&run.date);
     }
     let measured = results.len();
+    // Suites print some metrics outside criterion, whatever the filter: a
+    // filtered run keeps only those of the groups it measured.
+    let ran: Vec<String> = results.iter().map(|m| format!("{}/", m.group)).collect();
     let current = Record {
         metrics: metrics
             .into_iter()
+            .filter(|(id, _)| filters.is_empty() || ran.iter().any(|g| id.starts_with(g.as_str())))
             .map(|(id, value)| Metric {
                 id,
                 value,
@@ -383,6 +388,7 @@ fn import_page(page: &str) -> Option<Record> {
     let mode = machine.get("run").cloned().unwrap_or_default();
     let run = RunInfo {
         date: date.clone(),
+        cpu: machine.get("CPU").cloned().unwrap_or_else(|| "?".into()),
         quick: mode.starts_with("quick"),
         filters: Vec::new(),
         criterion_args: Vec::new(),
@@ -489,6 +495,7 @@ impl Record {
             .map(|r| {
                 Json::Obj(vec![
                     ("date".into(), s(&r.date)),
+                    ("cpu".into(), s(&r.cpu)),
                     ("commit".into(), s(&r.git)),
                     ("quick".into(), Json::Bool(r.quick)),
                     ("criterion_args".into(), strs(&r.criterion_args)),
@@ -605,6 +612,7 @@ impl Record {
         for r in j.get("runs").map(Json::arr).unwrap_or_default() {
             runs.push(RunInfo {
                 date: text(r, "date")?,
+                cpu: text(r, "cpu").unwrap_or_else(|_| "?".into()),
                 git: text(r, "commit")?,
                 quick: r.get("quick") == Some(&Json::Bool(true)),
                 criterion_args: strs(r, "criterion_args"),
@@ -950,6 +958,8 @@ fn git_describe() -> String {
 struct RunInfo {
     /// When it started (`date -u`, to the minute): also its id in the record.
     date: String,
+    /// "2 × model name", from `/proc/cpuinfo`.
+    cpu: String,
     quick: bool,
     filters: Vec<String>,
     criterion_args: Vec<String>,
@@ -959,17 +969,20 @@ struct RunInfo {
     git: String,
 }
 
+/// "cores × model name".
+fn cpu() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map_or_else(|| "?".to_owned(), |(_, v)| v.trim().to_owned());
+    let cores = std::thread::available_parallelism().map_or(0, usize::from);
+    format!("{cores} × {model}")
+}
+
 /// The machine and the versions, as table rows.
 fn machine(run: &RunInfo) -> Vec<(String, String)> {
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let field = |name: &str| {
-        cpuinfo
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_once(':'))
-            .map(|(_, v)| v.trim().to_owned())
-    };
-    let cores = std::thread::available_parallelism().map_or(0, usize::from);
     let memory = std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|m| {
@@ -1049,13 +1062,7 @@ fn machine(run: &RunInfo) -> Vec<(String, String)> {
             "took".into(),
             format!("{:.1} min (building the benchmarks included)", run.minutes),
         ),
-        (
-            "CPU".into(),
-            format!(
-                "{cores} × {}",
-                field("model name").unwrap_or_else(|| "?".into())
-            ),
-        ),
+        ("CPU".into(), run.cpu.clone()),
         ("memory".into(), memory),
         ("OS".into(), format!("{os}, Linux {kernel}")),
         (
@@ -1205,8 +1212,8 @@ fn targets(r: &Lookup<'_>, redis_bench: &BTreeMap<String, RedisBench>) -> Vec<Ta
         ),
     ];
 
-    let what = "SQLite, 64 sessions taking a turn each, durable: turns/s with group commit ÷ \
-                one commit per turn (max_batch 1, the same 64 tasks)";
+    let what = "SQLite, 64 sessions taking turns, durable: turns/s with group commit ÷ one \
+                commit per turn (max_batch 1, the same 64 tasks)";
     out.push(
         match (
             r.get(&format!("{SQLITE_CONCURRENT}/{SQLITE_GROUP}"))
@@ -1624,7 +1631,7 @@ fn render(record: &Record) -> String {
     );
     let derived = derived(&r, metrics);
     if !derived.is_empty() {
-        let _ = writeln!(d, "Derived from the same run:\n");
+        let _ = writeln!(d, "Derived:\n");
         for line in derived {
             let _ = writeln!(d, "- {line}");
         }
@@ -1646,14 +1653,15 @@ fn render(record: &Record) -> String {
             d,
             "\nThe figures on this page come from these runs (`{RECORD}` records which run \
              measured what; a filtered run replaces only what it ran):\n\n\
-             | run | commit | mode | filter | took | load average before, after |\n\
-             |---|---|---|---|---|---|"
+             | run | CPU | commit | mode | filter | took | load average before, after |\n\
+             |---|---|---|---|---|---|---|"
         );
         for r in &record.runs {
             let _ = writeln!(
                 d,
-                "| {} | {} | {} | {} | {:.1} min | {}; {} |",
+                "| {} | {} | {} | {} | {} | {:.1} min | {}; {} |",
                 r.date,
+                cell(&r.cpu),
                 cell(&r.git),
                 if r.quick { "quick" } else { "full" },
                 if r.filters.is_empty() {
@@ -1828,6 +1836,7 @@ mod tests {
     fn run(date: &str, filters: &[&str]) -> RunInfo {
         RunInfo {
             date: date.into(),
+            cpu: "2 × test".into(),
             quick: !filters.is_empty(),
             filters: filters.iter().map(|f| f.to_string()).collect(),
             criterion_args: Vec::new(),
@@ -1953,6 +1962,7 @@ mod tests {
             | date | 2026-11-25 21:38 UTC |\n| commit | dd8a6f1 |\n\
             | run | full: criterion defaults (3 s warm-up, 5 s measurement, 100 samples) |\n\
             | took | 8.6 min (building the benchmarks included) |\n\
+            | CPU | 2 × Intel(R) Xeon(R) Processor |\n\
             | load average (1, 5, 15 min) | 1.37 1.34 1.59 before, 3.59 2.15 1.78 after |\n\n\
             ## The ceiling: redis-benchmark\n\n\
             | test | requests/s (median) | min – max | p50 latency | server time per call |\n\
@@ -1973,6 +1983,7 @@ mod tests {
         assert_eq!(record.metrics.len(), 1);
         assert_eq!(record.runs[0].date, "2026-11-25 21:38 UTC");
         assert_eq!(record.runs[0].load_after, "3.59 2.15 1.78");
+        assert_eq!(record.runs[0].cpu, "2 × Intel(R) Xeon(R) Processor");
         let out = render(&record);
         for row in [
             "| 10 | **600 ns** | 598 ns – 601 ns | 5.38 ns |",

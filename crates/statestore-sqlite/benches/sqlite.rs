@@ -3,10 +3,10 @@
 //! - one turn (`load_recent(20)`, then `append` of 2 guarded by the version
 //!   it returned) at 10 / 100 / 1,000 / 10,000 messages, with
 //!   `synchronous=FULL` (durable: an fsync per commit) and `NORMAL`;
-//! - 64 sessions taking one turn each at once, durable: with group commit
-//!   (the default) and with `max_batch(1)` — one transaction, one fsync, per
-//!   write, the same 64 concurrent tasks — plus the writer's writes per
-//!   commit (`bench-metric:` lines);
+//! - 64 tasks, one per session, taking turns back to back, durable: with
+//!   group commit (the default) and with `max_batch(1)` — one transaction,
+//!   one fsync, per write, the same 64 concurrent tasks — plus the writer's
+//!   writes per commit (`bench-metric:` lines);
 //! - the floor under every durable commit: one 4 KiB write + `fdatasync`
 //!   on a file in the same temp dir.
 //!
@@ -37,7 +37,7 @@ use statestore_sqlite::{SqliteStore, Synchronous};
 const LENGTHS: [usize; 4] = [10, 100, 1_000, 10_000];
 const TURN: &str = "sqlite/turn(append 2 + load_recent 20)";
 const TURN_RELAXED: &str = "sqlite/turn(append 2 + load_recent 20), synchronous=NORMAL";
-const CONCURRENT: &str = "sqlite/64 sessions, one turn each, durable";
+const CONCURRENT: &str = "sqlite/64 sessions taking turns, durable";
 const FLOOR: &str = "sqlite/fdatasync floor";
 const SESSIONS: usize = 64;
 
@@ -134,12 +134,15 @@ fn per_turn_relaxed(c: &mut Criterion) {
     per_turn(c, TURN_RELAXED, Synchronous::Normal, dir.path());
 }
 
-/// 64 tasks, one per session, each taking one turn (`load_recent(20)`,
-/// then a guarded `append` of 2), all at once; `synchronous=FULL`. With
-/// group commit the writer commits whatever queued up together; with
-/// `max_batch(1)` every append is its own transaction and fsync — the same
-/// tasks, so the difference is the batching alone. Then the fsync floor,
-/// in the same temp dir.
+/// 64 tasks, one per session, each taking turns (`load_recent(20)`, then
+/// a guarded `append` of 2) back to back; `synchronous=FULL`. One
+/// iteration is 64 turns (one per session on average): the tasks run
+/// `iters` turns each without waiting for one another, so this is the
+/// steady state, with one ramp-up and drain per sample. With group commit
+/// the writer commits whatever queued up together; with `max_batch(1)`
+/// every append is its own transaction and fsync — the same tasks, so the
+/// difference is the batching alone. Then the fsync floor, in the same
+/// temp dir.
 fn concurrent(c: &mut Criterion) {
     let rt = runtime();
     let dir = tempfile::tempdir().unwrap();
@@ -170,17 +173,23 @@ fn concurrent(c: &mut Criterion) {
         });
         let before = store.stats();
         group.bench_function(label, |b| {
-            b.to_async(&rt).iter(|| {
+            b.to_async(&rt).iter_custom(|iters| {
                 let (store, ids) = (store.clone(), Arc::clone(&ids));
                 async move {
+                    let start = Instant::now();
                     let mut tasks = tokio::task::JoinSet::new();
                     for i in 0..SESSIONS {
                         let (store, ids) = (store.clone(), Arc::clone(&ids));
-                        tasks.spawn(async move { turn(&store, &ids[i]).await });
+                        tasks.spawn(async move {
+                            for _ in 0..iters {
+                                turn(&store, &ids[i]).await;
+                            }
+                        });
                     }
                     while let Some(r) = tasks.join_next().await {
                         r.unwrap();
                     }
+                    start.elapsed()
                 }
             });
         });
