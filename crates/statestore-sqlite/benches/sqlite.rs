@@ -75,8 +75,12 @@ async fn turn(store: &SqliteStore, id: &SessionId) {
 /// One turn at a fixed history length, as in the memory and Redis suites:
 /// the session is re-forked from a template every `len / 100` turns
 /// (outside the timed region), so it grows by at most 2 % (20 % at length
-/// 10) while measured. Flat sampling: a durable turn costs an fsync, and
-/// criterion's default linear sampling would run thousands of them.
+/// 10) while measured. The re-fork writes the whole history into the WAL,
+/// which no real turn does, so it is checkpointed right away, untimed too:
+/// otherwise a timed commit would pay SQLite's automatic checkpoint of
+/// those pages, a cost that grows with the history. Flat sampling: a
+/// durable turn costs an fsync, and criterion's default linear sampling
+/// would run thousands of them.
 fn per_turn(c: &mut Criterion, group_name: &str, synchronous: Synchronous, dir: &Path) {
     let rt = runtime();
     let file = if synchronous == Synchronous::Full {
@@ -91,6 +95,8 @@ fn per_turn(c: &mut Criterion, group_name: &str, synchronous: Synchronous, dir: 
                 .open(dir.join(file)),
         )
         .unwrap();
+    let checkpointer = rusqlite::Connection::open(dir.join(file)).unwrap();
+    checkpointer.busy_timeout(Duration::from_secs(5)).unwrap();
     let mut group = c.benchmark_group(group_name);
     group.sampling_mode(SamplingMode::Flat);
     let id = SessionId::new("turn").unwrap();
@@ -102,12 +108,16 @@ fn per_turn(c: &mut Criterion, group_name: &str, synchronous: Synchronous, dir: 
         group.bench_with_input(BenchmarkId::from_parameter(len), &len, |b, _| {
             b.to_async(&rt).iter_custom(|iters| {
                 let (store, template, id) = (&store, &template, &id);
+                let checkpointer = &checkpointer;
                 async move {
                     let mut total = Duration::ZERO;
                     let mut done = 0;
                     while done < iters {
                         store.delete(id).await.unwrap();
                         store.fork(template, id).await.unwrap();
+                        checkpointer
+                            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+                            .unwrap();
                         let n = turns_per_fork.min(iters - done);
                         let start = Instant::now();
                         for _ in 0..n {
