@@ -72,15 +72,23 @@ async fn turn(store: &SqliteStore, id: &SessionId) {
         .unwrap();
 }
 
-/// One turn at a fixed history length, as in the memory and Redis suites:
-/// the session is re-forked from a template every `len / 100` turns
-/// (outside the timed region), so it grows by at most 2 % (20 % at length
-/// 10) while measured. The re-fork writes the whole history into the WAL,
-/// which no real turn does, so it is checkpointed right away, untimed too:
-/// otherwise a timed commit would pay SQLite's automatic checkpoint of
-/// those pages, a cost that grows with the history. Flat sampling: a
-/// durable turn costs an fsync, and criterion's default linear sampling
-/// would run thousands of them.
+/// Timed turns between two resets of the sessions (at every length).
+const TURNS_PER_RESET: u64 = 100;
+
+/// One turn at a fixed history length. As in the memory and Redis suites,
+/// a session takes at most `len / 100` turns (at least 1) before it is
+/// re-forked from a template outside the timed region, so it grows by at
+/// most 2 % (20 % at length 10) while measured. Unlike them, the turns go
+/// round-robin over `100 / (len / 100)` forks of the template, so that the
+/// reset — deletes, forks, and their fsyncs — comes once per 100 timed
+/// turns at every length: on this disk an fsync right after others is
+/// slower, and resetting before every turn at length 10 would charge that
+/// to the short history. The reset's pages are checkpointed (untimed), or
+/// a timed commit would pay SQLite's automatic checkpoint of a whole
+/// history; then one untimed write elsewhere takes the WAL restart, whose
+/// first commit syncs the WAL header even with `synchronous=NORMAL`.
+/// Flat sampling: a durable turn costs an fsync, and criterion's default
+/// linear sampling would run thousands of them.
 fn per_turn(c: &mut Criterion, group_name: &str, synchronous: Synchronous, dir: &Path) {
     let rt = runtime();
     let file = if synchronous == Synchronous::Full {
@@ -97,33 +105,49 @@ fn per_turn(c: &mut Criterion, group_name: &str, synchronous: Synchronous, dir: 
         .unwrap();
     let checkpointer = rusqlite::Connection::open(dir.join(file)).unwrap();
     checkpointer.busy_timeout(Duration::from_secs(5)).unwrap();
+    let absorb = SessionId::new("wal-restart").unwrap();
     let mut group = c.benchmark_group(group_name);
     group.sampling_mode(SamplingMode::Flat);
-    let id = SessionId::new("turn").unwrap();
     for len in LENGTHS {
         let template = SessionId::new(format!("template-{len}")).unwrap();
         rt.block_on(store.append(&template, history(len), Expect::Absent))
             .unwrap();
-        let turns_per_fork = (len / 100).max(1) as u64;
+        let turns_per_fork = (len as u64 / 100).max(1);
+        let forks = (TURNS_PER_RESET / turns_per_fork).max(1);
+        let ids: Vec<SessionId> = (0..forks)
+            .map(|j| SessionId::new(format!("turn-{len}-{j}")).unwrap())
+            .collect();
+        // Turns taken since the last reset; the first call resets.
+        let used = std::cell::Cell::new(u64::MAX);
         group.bench_with_input(BenchmarkId::from_parameter(len), &len, |b, _| {
             b.to_async(&rt).iter_custom(|iters| {
-                let (store, template, id) = (&store, &template, &id);
-                let checkpointer = &checkpointer;
+                let (store, template, ids, used) = (&store, &template, &ids, &used);
+                let (checkpointer, absorb) = (&checkpointer, &absorb);
                 async move {
                     let mut total = Duration::ZERO;
                     let mut done = 0;
                     while done < iters {
-                        store.delete(id).await.unwrap();
-                        store.fork(template, id).await.unwrap();
-                        checkpointer
-                            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
-                            .unwrap();
-                        let n = turns_per_fork.min(iters - done);
+                        if used.get() >= forks * turns_per_fork {
+                            for id in ids {
+                                store.delete(id).await.unwrap();
+                                store.fork(template, id).await.unwrap();
+                            }
+                            checkpointer
+                                .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+                                .unwrap();
+                            store
+                                .append(absorb, vec![Message::user("restart")], Expect::Any)
+                                .await
+                                .unwrap();
+                            used.set(0);
+                        }
+                        let n = (forks * turns_per_fork - used.get()).min(iters - done);
                         let start = Instant::now();
-                        for _ in 0..n {
-                            turn(store, id).await;
+                        for t in used.get()..used.get() + n {
+                            turn(store, &ids[usize::try_from(t % forks).unwrap()]).await;
                         }
                         total += start.elapsed();
+                        used.set(used.get() + n);
                         done += n;
                     }
                     total
