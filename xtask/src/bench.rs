@@ -1410,34 +1410,35 @@ fn derived(r: &Lookup<'_>, metrics: &[Metric]) -> Vec<String> {
             manager / pool
         ));
     }
-    if let Some(floor) = r.get(SQLITE_FLOOR) {
-        let fsync_s = floor.median * 1e-9;
-        for (label, what) in [
-            (SQLITE_GROUP, "with group commit"),
-            (SQLITE_SINGLE, "with one commit per turn"),
-        ] {
-            let Some(turns) = r
-                .get(&format!("{SQLITE_CONCURRENT}/{label}"))
-                .and_then(Measured::per_second)
-            else {
-                continue;
-            };
-            let per_commit = metric(
-                metrics,
-                &format!("{SQLITE_CONCURRENT}/{label}/writes per commit"),
-            )
+    for (label, what) in [
+        (SQLITE_GROUP, "with group commit"),
+        (SQLITE_SINGLE, "with one commit per turn"),
+    ] {
+        let id = format!("{SQLITE_CONCURRENT}/{label}");
+        let Some(turns) = r.get(&id).and_then(Measured::per_second) else {
+            continue;
+        };
+        // The fdatasync measured right after this benchmark, else the
+        // floor benchmark of the group.
+        let (fsync_ns, source) = match metric(metrics, &format!("{id}/fdatasync right after")) {
+            Some(us) => (us * 1e3, "measured right after it"),
+            None => match r.get(SQLITE_FLOOR) {
+                Some(floor) => (floor.median, "the floor benchmark"),
+                None => continue,
+            },
+        };
+        let per_commit = metric(metrics, &format!("{id}/writes per commit"))
             .map_or_else(String::new, |w| {
-                format!(" (the writer committed {w:.1} writes per transaction)")
+                format!("; the writer committed {w:.1} writes per transaction")
             });
-            out.push(format!(
-                "SQLite, 64 sessions durable, {what}: {}/s turns ÷ (1 ÷ one fdatasync of {}) = \
-                 **{:.1} turns per fsync time**{per_commit}: 1 means fsync-bound, more means \
-                 several turns share each fsync.",
-                thousands(turns),
-                time(floor.median),
-                turns * fsync_s
-            ));
-        }
+        out.push(format!(
+            "SQLite, 64 sessions durable, {what}: {}/s turns × one fdatasync of {} ({source}) = \
+             **{:.1} turns per fsync time**{per_commit}. About 1 means fsync-bound; more means \
+             turns share fsyncs.",
+            thousands(turns),
+            time(fsync_ns),
+            turns * fsync_ns * 1e-9
+        ));
     }
     if let Some(one) = r.get(&format!("{THREADS}/1 thread")) {
         for two in [
@@ -1467,7 +1468,7 @@ fn metric(metrics: &[Metric], id: &str) -> Option<f64> {
 }
 
 /// One turn at each history length, every store side by side.
-fn per_turn_table(r: &Lookup<'_>) -> Option<String> {
+fn per_turn_table(r: &Lookup<'_>, metrics: &[Metric]) -> Option<String> {
     let stores = [
         ("memory", MEMORY_TURN),
         ("Redis (loopback)", REDIS_TURN),
@@ -1496,9 +1497,14 @@ fn per_turn_table(r: &Lookup<'_>) -> Option<String> {
     for len in [10, 100, 1_000, 10_000] {
         let _ = write!(d, "| {} |", thousands(f64::from(len)));
         for (_, group) in &present {
-            let cell = r
+            let mut cell = r
                 .get(&format!("{group}/{len}"))
                 .map_or_else(|| "—".into(), |m| time(m.median));
+            if *group == SQLITE_TURN
+                && let Some(us) = metric(metrics, &format!("{group}/{len}/fdatasync right after"))
+            {
+                let _ = write!(cell, " (fdatasync right after: {})", time(us * 1e3));
+            }
             let _ = write!(d, " {cell} |");
         }
         d.push('\n');
@@ -1637,7 +1643,7 @@ fn render(record: &Record) -> String {
         }
         let _ = writeln!(d);
     }
-    if let Some(table) = per_turn_table(&r) {
+    if let Some(table) = per_turn_table(&r, metrics) {
         let _ = writeln!(d, "{table}");
     }
     if let Some(table) = redis_turn_table(&r, metrics) {

@@ -8,7 +8,10 @@
 //!   one fsync, per write, the same 64 concurrent tasks — plus the writer's
 //!   writes per commit (`bench-metric:` lines);
 //! - the floor under every durable commit: one 4 KiB write + `fdatasync`
-//!   on a file in the same temp dir.
+//!   on a file in the same temp dir — as a benchmark, and as the median of
+//!   50 measured right after each SQLite benchmark (`bench-metric:
+//!   …/fdatasync right after`), because on a VM the disk's fsync latency
+//!   moves by an order of magnitude within minutes.
 //!
 //! ```text
 //! cargo bench -p statestore-sqlite --bench sqlite
@@ -57,6 +60,48 @@ fn history(len: usize) -> Vec<Message> {
             ))
         })
         .collect()
+}
+
+/// A file for fsync probes, preallocated and synced so that each
+/// `fdatasync` flushes data, not the size (as a WAL reused after a
+/// checkpoint).
+fn probe_file(dir: &Path) -> std::fs::File {
+    const SLOTS: u64 = 256;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(dir.join("fsync-probe"))
+        .unwrap();
+    file.set_len(SLOTS * 4096).unwrap();
+    file.sync_all().unwrap();
+    file
+}
+
+/// One 4 KiB write + `fdatasync` into slot `i`.
+fn write_and_sync(file: &std::fs::File, i: u64) {
+    file.write_all_at(&[0x5a_u8; 4096], (i % 256) * 4096)
+        .unwrap();
+    file.sync_data().unwrap();
+}
+
+/// Prints the median of 50 write + `fdatasync`s now, under `id`.
+fn print_fsync(dir: &Path, id: &str) {
+    let file = probe_file(dir);
+    let mut times: Vec<Duration> = (0..50)
+        .map(|i| {
+            let start = Instant::now();
+            write_and_sync(&file, i);
+            start.elapsed()
+        })
+        .collect();
+    times.sort();
+    println!(
+        "bench-metric: {id}/fdatasync right after = {:.1} µs (median of 50 4 KiB writes + \
+         fdatasync, same temp dir)",
+        times[times.len() / 2].as_secs_f64() * 1e6
+    );
 }
 
 async fn turn(store: &SqliteStore, id: &SessionId) {
@@ -154,6 +199,7 @@ fn per_turn(c: &mut Criterion, group_name: &str, synchronous: Synchronous, dir: 
                 }
             });
         });
+        print_fsync(dir, &format!("{group_name}/{len}"));
     }
     group.finish();
 }
@@ -234,6 +280,7 @@ fn concurrent(c: &mut Criterion) {
              {writes} writes while measured)",
             writes as f64 / commits.max(1) as f64
         );
+        print_fsync(dir.path(), &format!("{CONCURRENT}/{label}"));
     }
     group.finish();
 
@@ -241,24 +288,11 @@ fn concurrent(c: &mut Criterion) {
     let mut group = c.benchmark_group(FLOOR);
     group.throughput(Throughput::Elements(1));
     group.sampling_mode(SamplingMode::Flat);
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .read(true)
-        .write(true)
-        .open(dir.path().join("floor"))
-        .unwrap();
-    // Preallocated and synced, so each fdatasync flushes data, not the size
-    // (as a WAL reused after a checkpoint).
-    const SLOTS: u64 = 256;
-    file.set_len(SLOTS * 4096).unwrap();
-    file.sync_all().unwrap();
-    let block = [0x5a_u8; 4096];
+    let file = probe_file(dir.path());
     let mut slot = 0u64;
     group.bench_function("write 4 KiB + fdatasync", |b| {
         b.iter(|| {
-            file.write_all_at(&block, (slot % SLOTS) * 4096).unwrap();
-            file.sync_data().unwrap();
+            write_and_sync(&file, slot);
             slot += 1;
         });
     });
