@@ -71,7 +71,7 @@ const SQLITE_TURN_RELAXED: &str = "sqlite/turn(append 2 + load_recent 20), synch
 const SQLITE_CONCURRENT: &str = "sqlite/64 sessions taking turns, durable";
 const SQLITE_GROUP: &str = "group commit";
 const SQLITE_SINGLE: &str = "one commit per turn (max_batch 1)";
-const SQLITE_FLOOR: &str = "sqlite/fdatasync floor/write 4 KiB + fdatasync";
+const SQLITE_FLOOR: &str = "sqlite/fdatasync floor/append 4 KiB + fdatasync";
 const THREADS: &str = "memory/turns on threads(append 2 + load_recent 20, history 100)";
 
 const DOC: &str = "docs/benchmarks.md";
