@@ -1,5 +1,6 @@
 //! Just enough JSON to read criterion's `estimates.json` and
-//! `benchmark.json` (std only, like the rest of the xtask).
+//! `benchmark.json`, and to read and write `docs/benchmarks.json` (std
+//! only, like the rest of the xtask).
 
 /// A parsed JSON value.
 #[derive(Debug, Clone, PartialEq)]
@@ -54,6 +55,80 @@ impl Json {
             _ => None,
         }
     }
+
+    pub(crate) fn arr(&self) -> &[Json] {
+        match self {
+            Json::Arr(items) => items,
+            _ => &[],
+        }
+    }
+
+    /// The document as text: one member or item per line, indented.
+    pub(crate) fn write(&self) -> String {
+        let mut out = String::new();
+        self.write_to(&mut out, 0);
+        out.push('\n');
+        out
+    }
+
+    fn write_to(&self, out: &mut String, depth: usize) {
+        let indent = |out: &mut String, depth: usize| {
+            out.push('\n');
+            out.push_str(&"  ".repeat(depth));
+        };
+        match self {
+            Json::Null => out.push_str("null"),
+            Json::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+            // Rust's shortest round-trip form; JSON has no NaN or infinity.
+            Json::Num(n) if n.is_finite() => out.push_str(&format!("{n:?}")),
+            Json::Num(_) => out.push_str("null"),
+            Json::Str(s) => write_string(out, s),
+            Json::Arr(items) if items.is_empty() => out.push_str("[]"),
+            Json::Arr(items) => {
+                out.push('[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    indent(out, depth + 1);
+                    item.write_to(out, depth + 1);
+                }
+                indent(out, depth);
+                out.push(']');
+            }
+            Json::Obj(members) if members.is_empty() => out.push_str("{}"),
+            Json::Obj(members) => {
+                out.push('{');
+                for (i, (key, value)) in members.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    indent(out, depth + 1);
+                    write_string(out, key);
+                    out.push_str(": ");
+                    value.write_to(out, depth + 1);
+                }
+                indent(out, depth);
+                out.push('}');
+            }
+        }
+    }
+}
+
+fn write_string(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if u32::from(c) < 0x20 => out.push_str(&format!("\\u{:04x}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
 }
 
 struct Parser<'a> {
@@ -234,5 +309,30 @@ mod tests {
         );
         assert!(Json::parse("{\"a\":1,}").is_err());
         assert!(Json::parse("[1] x").is_err());
+    }
+
+    #[test]
+    fn writes_what_it_reads() {
+        let v = Json::Obj(vec![
+            ("name".into(), Json::Str("a \"b\" \\ µ\n\u{1}".into())),
+            ("n".into(), Json::Num(1234.5678e-3)),
+            ("big".into(), Json::Num(3.0e20)),
+            ("nan".into(), Json::Num(f64::NAN)),
+            (
+                "list".into(),
+                Json::Arr(vec![
+                    Json::Null,
+                    Json::Bool(true),
+                    Json::Arr(vec![]),
+                    Json::Obj(vec![]),
+                ]),
+            ),
+        ]);
+        let back = Json::parse(&v.write()).unwrap();
+        assert_eq!(back.get("name"), v.get("name"));
+        assert_eq!(back.get("n"), v.get("n"));
+        assert_eq!(back.get("big"), v.get("big"));
+        assert_eq!(back.get("nan"), Some(&Json::Null));
+        assert_eq!(back.get("list"), v.get("list"));
     }
 }

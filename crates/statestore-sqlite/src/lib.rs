@@ -73,6 +73,7 @@ pub struct SqliteStoreBuilder {
     synchronous: Synchronous,
     busy_timeout: Duration,
     readers: usize,
+    max_batch: usize,
 }
 
 impl Default for SqliteStoreBuilder {
@@ -83,6 +84,7 @@ impl Default for SqliteStoreBuilder {
             synchronous: Synchronous::Full,
             busy_timeout: Duration::from_secs(5),
             readers: 4,
+            max_batch: worker::MAX_BATCH,
         }
     }
 }
@@ -120,6 +122,15 @@ impl SqliteStoreBuilder {
         self
     }
 
+    /// The most writes the writer commits in one transaction (default 512;
+    /// at least 1). `1` turns group commit off — one transaction, and with
+    /// [`Synchronous::Full`] one fsync, per write — which is only useful to
+    /// measure what group commit buys.
+    pub fn max_batch(mut self, n: usize) -> Self {
+        self.max_batch = n.max(1);
+        self
+    }
+
     /// Opens (creating if needed) the database at `path`, on a thread of
     /// its own so the async runtime never blocks.
     ///
@@ -151,10 +162,12 @@ impl SqliteStoreBuilder {
     /// As [`SqliteStoreBuilder::open`].
     pub fn open_blocking(self, path: impl AsRef<Path>) -> Result<SqliteStore> {
         let path = path.as_ref().to_path_buf();
+        let file: Arc<Path> = Arc::from(path.as_path());
         let ctx = OpCtx {
             op: "open",
             id: schema::file_id(),
             busy: self.busy_timeout,
+            path: Arc::clone(&file),
         };
         let mut writer = sql(&ctx, Connection::open(&path))?;
         sql(&ctx, writer.busy_timeout(self.busy_timeout))?;
@@ -196,6 +209,8 @@ impl SqliteStoreBuilder {
                 limits: self.limits,
             },
             busy: self.busy_timeout,
+            path: file,
+            max_batch: self.max_batch,
             accesses: Mutex::new(HashMap::new()),
             commits: AtomicU64::new(0),
             writes: AtomicU64::new(0),
@@ -326,6 +341,7 @@ impl SqliteStore {
             op,
             id: id.clone(),
             busy: self.inner.shared.busy,
+            path: Arc::clone(&self.inner.shared.path),
         }
     }
 
@@ -353,7 +369,13 @@ impl SqliteStore {
 
     /// Records that a read found `id` at `now`; the writer applies it with
     /// its next batch (the sliding expiry and `last_accessed_at`).
+    ///
+    /// Without a TTL nothing depends on it (reads report the access time
+    /// themselves), so nothing is recorded: a read costs no commit.
     fn accessed(&self, id: &SessionId, now: i64) {
+        if self.inner.shared.cfg.ttl.is_none() {
+            return;
+        }
         let first = {
             let mut map = self
                 .inner

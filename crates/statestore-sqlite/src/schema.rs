@@ -5,7 +5,7 @@
 //!
 //! | table | key | holds |
 //! |-------|-----|-------|
-//! | `sessions` | `id TEXT PRIMARY KEY` | one row per session: `user_id`, `version`, `message_count`, `summary_count`, `system_prompt`, `metadata` (a JSON object), `counters` (a JSON object of name → integer), `created_at`, `updated_at`, `last_accessed_at` (ms since the Unix epoch), `expires_at` (ms; `NULL`: never), `write_seq` (the sequence number of the session's newest keyed write) |
+//! | `sessions` | `id TEXT PRIMARY KEY` | one row per session: `user_id`, `version`, `message_count`, `summary_count`, `system_prompt`, `metadata` (a JSON object), `counters` (a JSON object of name → integer), `created_at`, `updated_at`, `last_accessed_at` (ms since the Unix epoch; moved by writes, `touch` and — with a TTL only — reads), `expires_at` (ms; `NULL`: never), `write_seq` (the sequence number of the session's newest keyed write) |
 //! | `messages` | `(session, position) WITHOUT ROWID` | the history, append-only: `body` is one message as JSON (`statestore_core::codec::encode_message`); positions run `0..message_count` with no gap |
 //! | `summaries` | `(session, idx) WITHOUT ROWID` | summaries, oldest first: `body` is one [`Summary`](statestore_core::Summary) as JSON; `idx` runs `0..summary_count` |
 //! | `writes` | `(session, key) WITHOUT ROWID` | remembered keyed appends: what the write did (`version`, `first_position`, `count`) and its `seq`; the newest [`REMEMBERED_WRITES`](statestore_core::REMEMBERED_WRITES) per session are kept |
@@ -30,6 +30,14 @@
 //! version 2 will be one more function), and refuses a newer one with
 //! [`Error::UnsupportedSchema`] — whose `id` is [`FILE_ID`], since the whole
 //! file is concerned.
+//!
+//! Every open then compares the file's tables, columns and indexes with
+//! the ones the migrations create (in an in-memory database): a table or
+//! column dropped, renamed or retyped, or an index dropped, by someone else
+//! is refused with [`Error::Corrupt`] naming the file. Tables and indexes a
+//! user adds beside the store's are tolerated. A change made while a store
+//! is open surfaces as [`Error::Corrupt`] from the first statement that
+//! meets it ("no such table/column").
 //!
 //! # Pragmas
 //!
@@ -129,7 +137,7 @@ pub(crate) fn prepare(conn: &mut Connection, ctx: &OpCtx) -> Result<()> {
     // Cheap check first, without the write lock: most opens find the file current.
     let found = user_version(conn, ctx)?;
     if found == FILE_SCHEMA_VERSION {
-        return Ok(());
+        return verify(conn, ctx);
     }
     if found > FILE_SCHEMA_VERSION {
         return Err(newer(found));
@@ -155,7 +163,10 @@ pub(crate) fn prepare(conn: &mut Connection, ctx: &OpCtx) -> Result<()> {
         if objects > 0 {
             return Err(Error::Corrupt {
                 id: file_id(),
-                detail: "the database holds tables but no statestore schema version".into(),
+                detail: format!(
+                    "{} holds tables but no statestore schema version: another program's database",
+                    ctx.path.display()
+                ),
                 source: None,
             });
         }
@@ -168,5 +179,102 @@ pub(crate) fn prepare(conn: &mut Connection, ctx: &OpCtx) -> Result<()> {
         ctx,
         tx.pragma_update(None, "user_version", i64::from(FILE_SCHEMA_VERSION)),
     )?;
-    sql(ctx, tx.commit())
+    sql(ctx, tx.commit())?;
+    verify(conn, ctx)
+}
+
+/// The columns (name, declared type, `NOT NULL`, position in the primary
+/// key) of every table and the (name, table) of every index in the
+/// database on `conn`, in name order.
+type Layout = (
+    Vec<(String, Vec<(String, String, bool, i64)>)>,
+    Vec<(String, String)>,
+);
+
+fn layout(conn: &Connection) -> rusqlite::Result<Layout> {
+    let tables: Vec<String> = conn
+        .prepare(
+            "SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%'
+             ORDER BY name",
+        )?
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut columns = Vec::with_capacity(tables.len());
+    for table in tables {
+        let mut cols: Vec<(String, String, bool, i64)> = conn
+            .prepare(r#"SELECT name, type, "notnull", pk FROM pragma_table_info(?1)"#)?
+            .query_map([&table], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        cols.sort();
+        columns.push((table, cols));
+    }
+    let indexes = conn
+        .prepare(
+            "SELECT name, tbl_name FROM sqlite_schema WHERE type = 'index'
+             AND name NOT LIKE 'sqlite_%' ORDER BY name",
+        )?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok((columns, indexes))
+}
+
+/// Checks that the file's tables, columns and indexes are exactly those
+/// the migrations create (built in an in-memory database to compare with):
+/// a table renamed or dropped, a column dropped, renamed, added or retyped,
+/// or an index dropped by someone else is [`Error::Corrupt`] naming the
+/// file, at open rather than at the first statement that trips over it.
+fn verify(conn: &Connection, ctx: &OpCtx) -> Result<()> {
+    let reference = Connection::open_in_memory().and_then(|mem| {
+        for migrate in MIGRATIONS {
+            migrate(&mem)?;
+        }
+        layout(&mem)
+    });
+    let (want_tables, want_indexes) = sql(ctx, reference)?;
+    let (got_tables, got_indexes) = sql(ctx, layout(conn))?;
+    let file = ctx.path.display();
+    let mut problems = Vec::new();
+    for (table, want) in &want_tables {
+        match got_tables.iter().find(|(t, _)| t == table) {
+            None => problems.push(format!("table {table} is missing")),
+            Some((_, got)) if got != want => {
+                let names = |cols: &[(String, String, bool, i64)]| {
+                    cols.iter()
+                        .map(|(n, ty, nn, pk)| {
+                            format!(
+                                "{n} {ty}{}{}",
+                                if *nn { " NOT NULL" } else { "" },
+                                if *pk > 0 { " (key)" } else { "" }
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                problems.push(format!(
+                    "table {table} has columns [{}], expected [{}]",
+                    names(got),
+                    names(want)
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    for (index, table) in &want_indexes {
+        if !got_indexes.iter().any(|(i, t)| i == index && t == table) {
+            problems.push(format!("index {index} on {table} is missing"));
+        }
+    }
+    if problems.is_empty() {
+        return Ok(());
+    }
+    Err(Error::Corrupt {
+        id: file_id(),
+        detail: format!(
+            "the tables of {file} were changed by someone else (schema version {FILE_SCHEMA_VERSION}): {}",
+            problems.join("; ")
+        ),
+        source: None,
+    })
 }

@@ -27,10 +27,10 @@ use rusqlite::Connection;
 use statestore_core::{Error, Result, SessionId};
 use tokio::sync::oneshot;
 
-use crate::error::{OpCtx, map};
+use crate::error::{OpCtx, chain, map};
 use crate::ops::{self, Config};
 
-/// The most writes committed in one transaction.
+/// The most writes committed in one transaction, by default.
 pub(crate) const MAX_BATCH: usize = 512;
 /// Expired sessions deleted, at most, by one batch.
 pub(crate) const SWEEP_BUDGET: usize = 16;
@@ -40,6 +40,10 @@ pub(crate) const SWEEP_BUDGET: usize = 16;
 pub(crate) struct Shared {
     pub(crate) cfg: Config,
     pub(crate) busy: std::time::Duration,
+    /// The database file, named by errors.
+    pub(crate) path: Arc<std::path::Path>,
+    /// The most writes in one transaction.
+    pub(crate) max_batch: usize,
     /// Accesses recorded by reads, applied by the writer's next batch.
     pub(crate) accesses: Mutex<HashMap<SessionId, i64>>,
     pub(crate) commits: AtomicU64,
@@ -57,48 +61,95 @@ impl Shared {
 /// Why a whole batch failed; turned into each write's error.
 #[derive(Debug)]
 pub(crate) struct BatchFailure {
-    timeout: bool,
-    unavailable: bool,
+    kind: FailureKind,
     message: String,
     busy: std::time::Duration,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FailureKind {
+    Timeout,
+    Unavailable,
+    Corrupt,
+    Backend,
+}
+
 impl BatchFailure {
     fn new(ctx: &OpCtx, e: rusqlite::Error) -> Self {
-        let mapped = map(ctx, e);
+        Self::from_error(ctx, &map(ctx, e))
+    }
+
+    fn from_error(ctx: &OpCtx, e: &Error) -> Self {
+        let kind = match e {
+            Error::Timeout { .. } => FailureKind::Timeout,
+            Error::Unavailable { .. } => FailureKind::Unavailable,
+            Error::Corrupt { .. } => FailureKind::Corrupt,
+            _ => FailureKind::Backend,
+        };
+        // What went wrong and where, without the operation of the batch
+        // (each write's error names its own).
+        let message = match e {
+            Error::Unavailable { source, .. } | Error::Backend { source, .. } => {
+                chain(source.as_ref())
+            }
+            Error::Corrupt {
+                detail,
+                source: Some(source),
+                ..
+            } => format!("{detail}: {}", chain(source.as_ref())),
+            Error::Corrupt { detail, .. } => detail.clone(),
+            other => other.to_string(),
+        };
         Self {
-            timeout: matches!(mapped, Error::Timeout { .. }),
-            unavailable: matches!(mapped, Error::Unavailable { .. }),
-            message: mapped.to_string(),
+            kind,
+            message,
             busy: ctx.busy,
         }
     }
 
-    fn error(&self, op: &'static str) -> Error {
-        if self.timeout {
-            Error::Timeout {
+    /// The whole transaction was rolled back by SQLite because of `cause`
+    /// (the error of the write that hit it).
+    fn rolled_back(ctx: &OpCtx, cause: &Error) -> Self {
+        let mut f = Self::from_error(ctx, cause);
+        f.message = format!(
+            "the batch's transaction was rolled back by SQLite, so this write was not kept: {}",
+            f.message
+        );
+        if f.kind == FailureKind::Corrupt {
+            // The other writes of the batch are not themselves corrupt.
+            f.kind = FailureKind::Unavailable;
+        }
+        f
+    }
+
+    fn error(&self, op: &'static str, id: &SessionId) -> Error {
+        match self.kind {
+            FailureKind::Timeout => Error::Timeout {
                 operation: op,
                 after: self.busy,
-            }
-        } else if self.unavailable {
-            Error::Unavailable {
+            },
+            FailureKind::Unavailable => Error::Unavailable {
                 operation: op,
                 source: self.message.clone().into(),
-            }
-        } else {
-            Error::Backend {
+            },
+            FailureKind::Corrupt => Error::Corrupt {
+                id: id.clone(),
+                detail: self.message.clone(),
+                source: None,
+            },
+            FailureKind::Backend => Error::Backend {
                 operation: op,
                 source: self.message.clone().into(),
-            }
+            },
         }
     }
 }
 
 /// One queued write.
 pub(crate) trait Job: Send {
-    /// Runs the write inside the batch's transaction; `true` when it
-    /// succeeded (and its changes are kept).
-    fn run(&mut self, conn: &Connection, cfg: &Config) -> bool;
+    /// Runs the write inside the batch's transaction; `Ok` when it
+    /// succeeded (and its changes are kept), else its error.
+    fn run(&mut self, conn: &Connection, cfg: &Config) -> Result<(), &Error>;
     /// Answers the caller once the batch is over: `failure` when the
     /// batch did not commit.
     fn finish(self: Box<Self>, failure: Option<&BatchFailure>);
@@ -116,14 +167,15 @@ where
     T: Send,
     F: FnOnce(&Connection, &OpCtx, &Config) -> Result<T> + Send,
 {
-    fn run(&mut self, conn: &Connection, cfg: &Config) -> bool {
-        let Some(work) = self.work.take() else {
-            return false;
-        };
-        let result = work(conn, &self.ctx, cfg);
-        let ok = result.is_ok();
-        self.result = Some(result);
-        ok
+    fn run(&mut self, conn: &Connection, cfg: &Config) -> Result<(), &Error> {
+        if let Some(work) = self.work.take() {
+            self.result = Some(work(conn, &self.ctx, cfg).map_err(|e| in_file(&self.ctx, e)));
+        }
+        match &self.result {
+            Some(Ok(_)) => Ok(()),
+            Some(Err(e)) => Err(e),
+            None => Ok(()),
+        }
     }
 
     fn finish(self: Box<Self>, failure: Option<&BatchFailure>) {
@@ -131,7 +183,7 @@ where
         let answer = match (self.result, failure) {
             (Some(Err(e)), _) => Err(e),
             (Some(Ok(v)), None) => Ok(v),
-            (_, Some(f)) => Err(f.error(op)),
+            (_, Some(f)) => Err(f.error(op, &self.ctx.id)),
             (None, None) => Err(crate::error::stopped(op)),
         };
         // The caller may have given up waiting; the write stands regardless.
@@ -171,6 +223,7 @@ pub(crate) fn writer(conn: Connection, rx: Receiver<ToWriter>, shared: Arc<Share
         op: "commit",
         id: crate::schema::file_id(),
         busy: shared.busy,
+        path: Arc::clone(&shared.path),
     };
     while let Ok(first) = rx.recv() {
         let mut jobs = Vec::new();
@@ -179,7 +232,7 @@ pub(crate) fn writer(conn: Connection, rx: Receiver<ToWriter>, shared: Arc<Share
             if let ToWriter::Write(job) = msg {
                 jobs.push(job);
             }
-            if jobs.len() >= MAX_BATCH {
+            if jobs.len() >= shared.max_batch {
                 break;
             }
             next = rx.try_recv().ok();
@@ -237,21 +290,15 @@ fn run_batch(
     let mut written = 0;
     for job in jobs.iter_mut() {
         savepoint(conn, "SAVEPOINT write").map_err(fail)?;
-        if job.run(conn, &shared.cfg) {
-            written += 1;
-            savepoint(conn, "RELEASE write").map_err(fail)?;
-        } else {
-            if conn.is_autocommit() {
-                // SQLite rolled the whole transaction back (I/O error, full
-                // disk): the batch's earlier writes are gone too.
-                return Err(BatchFailure {
-                    timeout: false,
-                    unavailable: true,
-                    message: "SQLite rolled the transaction back after an error".into(),
-                    busy: ctx.busy,
-                });
+        match job.run(conn, &shared.cfg) {
+            Ok(()) => {
+                written += 1;
+                savepoint(conn, "RELEASE write").map_err(fail)?;
             }
-            savepoint(conn, "ROLLBACK TO write; RELEASE write").map_err(fail)?;
+            // SQLite rolled the whole transaction back (I/O error, full
+            // disk): the batch's earlier writes are gone too.
+            Err(e) if conn.is_autocommit() => return Err(BatchFailure::rolled_back(ctx, e)),
+            Err(_) => savepoint(conn, "ROLLBACK TO write; RELEASE write").map_err(fail)?,
         }
     }
     // Bookkeeping that needs no durability of its own rides along.
@@ -269,12 +316,7 @@ fn run_batch(
             Err(e) => {
                 tracing::warn!(error = %e, "refreshing accesses or sweeping expired sessions failed");
                 if conn.is_autocommit() {
-                    return Err(BatchFailure {
-                        timeout: false,
-                        unavailable: true,
-                        message: "SQLite rolled the transaction back after an error".into(),
-                        busy: ctx.busy,
-                    });
+                    return Err(BatchFailure::rolled_back(ctx, &e));
                 }
                 savepoint(conn, "ROLLBACK TO upkeep; RELEASE upkeep").map_err(fail)?;
             }
@@ -282,6 +324,23 @@ fn run_batch(
     }
     conn.execute_batch("COMMIT").map_err(fail)?;
     Ok(written)
+}
+
+/// A [`Error::Corrupt`] found by decoding a row names its session; this
+/// adds the file, as every error mapped from SQLite already does.
+fn in_file(ctx: &OpCtx, e: Error) -> Error {
+    match e {
+        Error::Corrupt { id, detail, source } => {
+            let file = ctx.path.display().to_string();
+            let detail = if detail.contains(&file) {
+                detail
+            } else {
+                format!("{detail} (in {file})")
+            };
+            Error::Corrupt { id, detail, source }
+        }
+        other => other,
+    }
 }
 
 /// A read: runs on one of the reader threads' connections.
@@ -313,7 +372,7 @@ where
         // One read transaction: every SELECT of the operation sees the same snapshot.
         let answer = match conn.transaction() {
             Ok(tx) => {
-                let out = work(&tx, &ctx);
+                let out = work(&tx, &ctx).map_err(|e| in_file(&ctx, e));
                 // A read transaction has nothing to keep; ending it cannot lose data.
                 let _ = tx.finish();
                 out

@@ -200,10 +200,12 @@ async fn foreign_files_are_refused_as_corrupt() {
         .unwrap()
         .execute_batch("CREATE TABLE sessions (x); INSERT INTO sessions VALUES (1);")
         .unwrap();
-    assert!(matches!(
-        SqliteStore::open(&other).await,
-        Err(Error::Corrupt { .. })
-    ));
+    let err = SqliteStore::open(&other).await.unwrap_err();
+    assert!(matches!(err, Error::Corrupt { .. }), "got {err:?}");
+    assert!(
+        err.to_string().contains(&other.display().to_string()),
+        "{err}"
+    );
     // Not a database at all.
     let junk = dir.path().join("junk.sqlite3");
     std::fs::write(
@@ -213,11 +215,18 @@ async fn foreign_files_are_refused_as_corrupt() {
     .unwrap();
     let err = SqliteStore::open(&junk).await.unwrap_err();
     assert!(matches!(err, Error::Corrupt { .. }), "got {err:?}");
+    assert!(
+        err.to_string().contains(&junk.display().to_string()),
+        "{err}"
+    );
     // A path that cannot be a file.
-    let err = SqliteStore::open(dir.path().join("missing-dir/x.sqlite3"))
-        .await
-        .unwrap_err();
+    let missing = dir.path().join("missing-dir/x.sqlite3");
+    let err = SqliteStore::open(&missing).await.unwrap_err();
     assert!(matches!(err, Error::Unavailable { .. }), "got {err:?}");
+    assert!(
+        err.to_string().contains(&missing.display().to_string()),
+        "{err}"
+    );
 }
 
 /// Rows damaged behind the store's back fail with `Corrupt` for their own
@@ -408,4 +417,76 @@ async fn purge_expired_deletes_the_rows() {
         assert_eq!(n, 0, "{table} still holds rows");
     }
     assert_eq!(t.store.purge_expired().await.unwrap(), 0);
+}
+
+/// Without a TTL a read records nothing, so it costs the writer no commit
+/// (with `synchronous=FULL`, no fsync): a turn's load and append make one
+/// commit, not two.
+#[tokio::test]
+async fn reads_cost_no_commit_without_a_ttl() {
+    let t = TempStore::open(SqliteStore::builder()).await;
+    let id = sid("read-only-traffic");
+    t.store
+        .append(&id, vec![Message::user("hi")], Expect::Any)
+        .await
+        .unwrap();
+    let before = t.store.stats();
+    for _ in 0..50 {
+        assert!(t.store.load_recent(&id, 20).await.unwrap().is_some());
+        assert!(t.store.load(&id).await.unwrap().is_some());
+    }
+    // A write queued behind any pending refresh batch flushes it out first.
+    t.store
+        .append(&id, vec![Message::user("again")], Expect::Version(1))
+        .await
+        .unwrap();
+    let after = t.store.stats();
+    assert_eq!(
+        after.commits - before.commits,
+        1,
+        "only the append committed: {before:?} → {after:?}"
+    );
+}
+
+/// Expired sessions' rows are deleted by the writer along with ordinary
+/// writes (the indexed sweep, at most 16 sessions a batch), without
+/// `purge_expired`.
+#[tokio::test]
+async fn writes_sweep_expired_sessions() {
+    let ttl = Duration::from_millis(200);
+    let t = TempStore::open(SqliteStore::builder().ttl(ttl)).await;
+    for i in 0..20 {
+        t.store
+            .append(
+                &sid(&format!("old-{i}")),
+                vec![Message::user("m")],
+                Expect::Any,
+            )
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(ttl * 2).await;
+    let count = |table: &str| -> i64 {
+        raw(&t)
+            .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+            .unwrap()
+    };
+    assert_eq!(count("sessions"), 20, "nothing deleted before a write");
+    // One write batch: sweeps 16 of the 20 (the budget) and adds its own.
+    t.store
+        .append(&sid("new-0"), vec![Message::user("n")], Expect::Any)
+        .await
+        .unwrap();
+    assert_eq!(count("sessions"), 20 - 16 + 1);
+    // The next takes the rest.
+    t.store
+        .append(&sid("new-1"), vec![Message::user("n")], Expect::Any)
+        .await
+        .unwrap();
+    assert_eq!(count("sessions"), 2);
+    assert_eq!(
+        count("messages"),
+        2,
+        "the expired sessions' messages went too"
+    );
 }
