@@ -227,39 +227,25 @@ pub(crate) fn refresh(
     Ok(n)
 }
 
-fn insert_messages(
+/// Inserts `bodies` at positions `first..` of a session's messages or
+/// summaries (`insert` is [`INSERT_MESSAGE`] or [`INSERT_SUMMARY`]).
+fn insert_rows(
     conn: &Connection,
     ctx: &OpCtx,
+    insert: &str,
     id: &SessionId,
     first: u64,
     bodies: &[String],
 ) -> Result<()> {
-    let mut st = sql(
-        ctx,
-        conn.prepare_cached("INSERT INTO messages (session, position, body) VALUES (?1, ?2, ?3)"),
-    )?;
-    for (pos, body) in (first..).zip(bodies) {
-        sql(ctx, st.execute(params![id.as_str(), to_i64(pos), body]))?;
+    let mut st = sql(ctx, conn.prepare_cached(insert))?;
+    for (at, body) in (first..).zip(bodies) {
+        sql(ctx, st.execute(params![id.as_str(), to_i64(at), body]))?;
     }
     Ok(())
 }
 
-fn insert_summaries(
-    conn: &Connection,
-    ctx: &OpCtx,
-    id: &SessionId,
-    first: u64,
-    bodies: &[String],
-) -> Result<()> {
-    let mut st = sql(
-        ctx,
-        conn.prepare_cached("INSERT INTO summaries (session, idx, body) VALUES (?1, ?2, ?3)"),
-    )?;
-    for (idx, body) in (first..).zip(bodies) {
-        sql(ctx, st.execute(params![id.as_str(), to_i64(idx), body]))?;
-    }
-    Ok(())
-}
+const INSERT_MESSAGE: &str = "INSERT INTO messages (session, position, body) VALUES (?1, ?2, ?3)";
+const INSERT_SUMMARY: &str = "INSERT INTO summaries (session, idx, body) VALUES (?1, ?2, ?3)";
 
 fn remembered(
     conn: &Connection,
@@ -438,7 +424,14 @@ pub(crate) fn append(
             Appended::new(head.version + 1, head.message_count, n)
         }
     };
-    insert_messages(conn, ctx, id, appended.first_position, &args.bodies)?;
+    insert_rows(
+        conn,
+        ctx,
+        INSERT_MESSAGE,
+        id,
+        appended.first_position,
+        &args.bodies,
+    )?;
     if let Some(key) = &args.key {
         let seq = head.map_or(0, |h| h.write_seq) + 1;
         sql(
@@ -559,8 +552,8 @@ pub(crate) fn save(
             head.version + 1
         }
     };
-    insert_messages(conn, ctx, id, 0, &args.messages)?;
-    insert_summaries(conn, ctx, id, 0, &args.summaries)?;
+    insert_rows(conn, ctx, INSERT_MESSAGE, id, 0, &args.messages)?;
+    insert_rows(conn, ctx, INSERT_SUMMARY, id, 0, &args.summaries)?;
     Ok(version)
 }
 
@@ -676,9 +669,10 @@ pub(crate) fn add_summary(
             ),
         });
     }
-    insert_summaries(
+    insert_rows(
         conn,
         ctx,
+        INSERT_SUMMARY,
         id,
         head.summary_count,
         &[json_text(id, summary)?],
