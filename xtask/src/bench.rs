@@ -31,7 +31,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Instant, SystemTime};
 
-use crate::json::Json;
+use serde::{Deserialize, Serialize};
+
 use crate::{Result, TempRedis, cargo, ensure_redis, root, run};
 
 /// Criterion settings of the two modes.
@@ -80,38 +81,58 @@ const RECORD: &str = "docs/benchmarks.json";
 const ANALYSIS: &str = "## Analysis";
 
 /// One criterion benchmark's result (times in nanoseconds).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Measured {
     group: String,
     /// The id within the group: function and/or parameter.
     name: String,
     full_id: String,
+    #[serde(rename = "median_ns", default = "nan", deserialize_with = "exact::f64")]
     median: f64,
+    #[serde(rename = "lower_ns", default = "nan", deserialize_with = "exact::f64")]
     lower: f64,
+    #[serde(rename = "upper_ns", default = "nan", deserialize_with = "exact::f64")]
     upper: f64,
+    #[serde(rename = "mad_ns", default = "nan", deserialize_with = "exact::f64")]
     mad: f64,
+    /// As criterion writes it: `{"Elements": 64}`, or null.
+    #[serde(default)]
     throughput: Option<Throughput>,
-    /// When its estimates were written: the order benchmarks ran in.
+    /// When its estimates were written: the order benchmarks ran in (not
+    /// recorded: the record keeps the order).
+    #[serde(skip, default = "unix_epoch")]
     written: SystemTime,
     /// The run that measured it ([`RunInfo::date`]).
     run: String,
 }
 
 /// A `bench-metric:` line: a measurement other than time, printed by a suite.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Metric {
     id: String,
     value: String,
     run: String,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 enum Throughput {
-    Elements(f64),
+    Elements(#[serde(deserialize_with = "exact::f64")] f64),
     /// Bytes, reported in MiB/s.
-    Bytes(f64),
+    Bytes(#[serde(deserialize_with = "exact::f64")] f64),
     /// Bytes, reported in MB/s.
-    BytesDecimal(f64),
+    BytesDecimal(#[serde(deserialize_with = "exact::f64")] f64),
+}
+
+impl Throughput {
+    /// Criterion's `throughput` in `benchmark.json` (`{"Elements": 64}`);
+    /// kinds the page has no rate for (bits, elements and bytes) are none.
+    fn from_criterion(t: &serde_json::Value) -> Option<Self> {
+        let n = |key: &str| t.get(key).and_then(serde_json::Value::as_f64);
+        n("Elements")
+            .map(Throughput::Elements)
+            .or_else(|| n("Bytes").map(Throughput::Bytes))
+            .or_else(|| n("BytesDecimal").map(Throughput::BytesDecimal))
+    }
 }
 
 impl Measured {
@@ -130,6 +151,15 @@ struct RedisBench {
     rps: Vec<f64>,
     p50_ms: Vec<f64>,
     usec_per_call: Option<f64>,
+}
+
+/// `redis-benchmark`'s results, with the run that measured them.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct RedisRun {
+    run: String,
+    /// By test name; in the file, a list of objects naming their test.
+    #[serde(with = "redis_tests")]
+    tests: BTreeMap<String, RedisBench>,
 }
 
 pub(crate) fn bench(args: &[String]) -> Result {
@@ -189,7 +219,10 @@ pub(crate) fn bench(args: &[String]) -> Result {
                 run: run.date.clone(),
             })
             .collect(),
-        redis: redis_bench.map(|b| (run.date.clone(), b)),
+        redis: redis_bench.map(|tests| RedisRun {
+            run: run.date.clone(),
+            tests,
+        }),
         runs: vec![run],
         results,
     };
@@ -199,9 +232,7 @@ pub(crate) fn bench(args: &[String]) -> Result {
     } else {
         match std::fs::read_to_string(&record_path) {
             Ok(text) => {
-                let previous = Json::parse(&text)
-                    .map_err(|e| e.to_string())
-                    .and_then(|j| Record::from_json(&j))
+                let previous = Record::from_json(&text)
                     .map_err(|e| format!("{}: {e}", record_path.display()))?;
                 previous.merge(current)
             }
@@ -232,7 +263,7 @@ pub(crate) fn bench(args: &[String]) -> Result {
             Err(e) => return Err(format!("{}: {e}", record_path.display())),
         }
     };
-    std::fs::write(&record_path, record.to_json().write())
+    std::fs::write(&record_path, record.to_json()?)
         .map_err(|e| format!("{}: {e}", record_path.display()))?;
 
     let doc = render(&record);
@@ -418,19 +449,26 @@ fn import_page(page: &str) -> Option<Record> {
         runs: vec![run],
         results,
         metrics,
-        redis: (!redis.is_empty()).then_some((date, redis)),
+        redis: (!redis.is_empty()).then_some(RedisRun {
+            run: date,
+            tests: redis,
+        }),
     })
 }
 
 /// What the page is rendered from: `docs/benchmarks.json`.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct Record {
     /// The runs the figures below come from, newest first.
+    #[serde(default)]
     runs: Vec<RunInfo>,
+    #[serde(default)]
     results: Vec<Measured>,
+    #[serde(default)]
     metrics: Vec<Metric>,
     /// `redis-benchmark`, with the run that measured it.
-    redis: Option<(String, BTreeMap<String, RedisBench>)>,
+    #[serde(rename = "redis_benchmark", default)]
+    redis: Option<RedisRun>,
 }
 
 impl Record {
@@ -470,7 +508,7 @@ impl Record {
         let used = |date: &str| {
             results.iter().any(|m| m.run == date)
                 || metrics.iter().any(|m| m.run == date)
-                || redis.as_ref().is_some_and(|(r, _)| r == date)
+                || redis.as_ref().is_some_and(|r| r.run == date)
         };
         runs.retain(|r| used(&r.date));
         Record {
@@ -485,194 +523,129 @@ impl Record {
         self.runs.iter().find(|r| r.date == date)
     }
 
-    fn to_json(&self) -> Json {
-        let s = |v: &str| Json::Str(v.to_owned());
-        let strs = |v: &[String]| Json::Arr(v.iter().map(|x| s(x)).collect());
-        let nums = |v: &[f64]| Json::Arr(v.iter().map(|x| Json::Num(*x)).collect());
-        let runs = self
-            .runs
-            .iter()
-            .map(|r| {
-                Json::Obj(vec![
-                    ("date".into(), s(&r.date)),
-                    ("cpu".into(), s(&r.cpu)),
-                    ("commit".into(), s(&r.git)),
-                    ("quick".into(), Json::Bool(r.quick)),
-                    ("criterion_args".into(), strs(&r.criterion_args)),
-                    ("filters".into(), strs(&r.filters)),
-                    ("minutes".into(), Json::Num(r.minutes)),
-                    ("load_before".into(), s(&r.load_before)),
-                    ("load_after".into(), s(&r.load_after)),
-                ])
-            })
-            .collect();
-        let results = self
-            .results
-            .iter()
-            .map(|m| {
-                let throughput = match m.throughput {
-                    None => Json::Null,
-                    Some(Throughput::Elements(n)) => {
-                        Json::Obj(vec![("Elements".into(), Json::Num(n))])
-                    }
-                    Some(Throughput::Bytes(n)) => Json::Obj(vec![("Bytes".into(), Json::Num(n))]),
-                    Some(Throughput::BytesDecimal(n)) => {
-                        Json::Obj(vec![("BytesDecimal".into(), Json::Num(n))])
-                    }
-                };
-                Json::Obj(vec![
-                    ("group".into(), s(&m.group)),
-                    ("name".into(), s(&m.name)),
-                    ("full_id".into(), s(&m.full_id)),
-                    ("median_ns".into(), Json::Num(m.median)),
-                    ("lower_ns".into(), Json::Num(m.lower)),
-                    ("upper_ns".into(), Json::Num(m.upper)),
-                    ("mad_ns".into(), Json::Num(m.mad)),
-                    ("throughput".into(), throughput),
-                    ("run".into(), s(&m.run)),
-                ])
-            })
-            .collect();
-        let metrics = self
-            .metrics
-            .iter()
-            .map(|m| {
-                Json::Obj(vec![
-                    ("id".into(), s(&m.id)),
-                    ("value".into(), s(&m.value)),
-                    ("run".into(), s(&m.run)),
-                ])
-            })
-            .collect();
-        let redis = match &self.redis {
-            None => Json::Null,
-            Some((run, tests)) => Json::Obj(vec![
-                ("run".into(), s(run)),
-                (
-                    "tests".into(),
-                    Json::Arr(
-                        tests
-                            .iter()
-                            .map(|(test, b)| {
-                                Json::Obj(vec![
-                                    ("test".into(), s(test)),
-                                    ("rps".into(), nums(&b.rps)),
-                                    ("p50_ms".into(), nums(&b.p50_ms)),
-                                    (
-                                        "usec_per_call".into(),
-                                        b.usec_per_call.map_or(Json::Null, Json::Num),
-                                    ),
-                                ])
-                            })
-                            .collect(),
-                    ),
-                ),
-            ]),
-        };
-        Json::Obj(vec![
-            (
-                "about".into(),
-                s(
-                    "Written by `cargo xtask bench`; docs/benchmarks.md is rendered from it. \
-                   Filtered runs merge into it (see xtask/src/bench.rs).",
-                ),
-            ),
-            ("runs".into(), Json::Arr(runs)),
-            ("results".into(), Json::Arr(results)),
-            ("metrics".into(), Json::Arr(metrics)),
-            ("redis_benchmark".into(), redis),
-        ])
+    /// The record as `docs/benchmarks.json` holds it.
+    fn to_json(&self) -> Result<String> {
+        #[derive(Serialize)]
+        struct File<'a> {
+            about: &'static str,
+            #[serde(flatten)]
+            record: &'a Record,
+        }
+        let mut text = serde_json::to_string_pretty(&File {
+            about: ABOUT,
+            record: self,
+        })
+        .map_err(|e| format!("{RECORD}: {e}"))?;
+        text.push('\n');
+        Ok(text)
     }
 
-    fn from_json(j: &Json) -> std::result::Result<Record, String> {
-        let text = |v: &Json, key: &str| {
-            v.get(key)
-                .and_then(Json::str)
-                .map(str::to_owned)
-                .ok_or_else(|| format!("no {key}"))
-        };
-        let num = |v: &Json, key: &str| v.get(key).and_then(Json::num).unwrap_or(f64::NAN);
-        let strs = |v: &Json, key: &str| -> Vec<String> {
-            v.get(key)
-                .map(Json::arr)
-                .unwrap_or_default()
-                .iter()
-                .filter_map(|x| x.str().map(str::to_owned))
-                .collect()
-        };
-        let nums = |v: &Json, key: &str| -> Vec<f64> {
-            v.get(key)
-                .map(Json::arr)
-                .unwrap_or_default()
-                .iter()
-                .filter_map(Json::num)
-                .collect()
-        };
-        let mut runs = Vec::new();
-        for r in j.get("runs").map(Json::arr).unwrap_or_default() {
-            runs.push(RunInfo {
-                date: text(r, "date")?,
-                cpu: text(r, "cpu").unwrap_or_else(|_| "?".into()),
-                git: text(r, "commit")?,
-                quick: r.get("quick") == Some(&Json::Bool(true)),
-                criterion_args: strs(r, "criterion_args"),
-                filters: strs(r, "filters"),
-                minutes: num(r, "minutes"),
-                load_before: text(r, "load_before").unwrap_or_default(),
-                load_after: text(r, "load_after").unwrap_or_default(),
-            });
+    /// Reads `docs/benchmarks.json` (its `about` is ignored).
+    fn from_json(text: &str) -> std::result::Result<Record, String> {
+        serde_json::from_str(text).map_err(|e| e.to_string())
+    }
+}
+
+/// What `docs/benchmarks.json` says about itself.
+const ABOUT: &str = "Written by `cargo xtask bench`; docs/benchmarks.md is rendered from it. \
+                     Filtered runs merge into it (see xtask/src/bench.rs).";
+
+fn nan() -> f64 {
+    f64::NAN
+}
+
+fn unknown() -> String {
+    "?".into()
+}
+
+fn unix_epoch() -> SystemTime {
+    SystemTime::UNIX_EPOCH
+}
+
+/// Figures read back exactly. serde_json's own float parsing (without its
+/// `float_roundtrip` feature, which would change float parsing in every
+/// crate of a workspace build) can be one unit in the last place off for
+/// 17-digit numbers, so every filtered run would nudge figures it did not
+/// measure. Each number's text is parsed by std instead (`RawValue`: the
+/// additive `raw_value` feature). JSON has no NaN: serde_json writes a
+/// non-finite figure as `null`, which reads back as NaN ("?" on the page).
+mod exact {
+    use serde::de::Error as _;
+    use serde::{Deserialize, Deserializer};
+    use serde_json::value::RawValue;
+
+    struct Figure(f64);
+
+    impl<'de> Deserialize<'de> for Figure {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            let raw = <&'de RawValue>::deserialize(d)?;
+            raw.get()
+                .parse()
+                .map(Figure)
+                .map_err(|_| D::Error::custom(format!("not a number: {}", raw.get())))
         }
-        let mut results = Vec::new();
-        for m in j.get("results").map(Json::arr).unwrap_or_default() {
-            let t = m.get("throughput");
-            let n = |key: &str| t.and_then(|t| t.get(key)).and_then(Json::num);
-            results.push(Measured {
-                group: text(m, "group")?,
-                name: text(m, "name")?,
-                full_id: text(m, "full_id")?,
-                median: num(m, "median_ns"),
-                lower: num(m, "lower_ns"),
-                upper: num(m, "upper_ns"),
-                mad: num(m, "mad_ns"),
-                throughput: n("Elements")
-                    .map(Throughput::Elements)
-                    .or_else(|| n("Bytes").map(Throughput::Bytes))
-                    .or_else(|| n("BytesDecimal").map(Throughput::BytesDecimal)),
-                written: SystemTime::UNIX_EPOCH,
-                run: text(m, "run")?,
-            });
-        }
-        let mut metrics = Vec::new();
-        for m in j.get("metrics").map(Json::arr).unwrap_or_default() {
-            metrics.push(Metric {
-                id: text(m, "id")?,
-                value: text(m, "value")?,
-                run: text(m, "run")?,
-            });
-        }
-        let redis = match j.get("redis_benchmark") {
-            Some(r @ Json::Obj(_)) => {
-                let mut tests = BTreeMap::new();
-                for t in r.get("tests").map(Json::arr).unwrap_or_default() {
-                    tests.insert(
-                        text(t, "test")?,
-                        RedisBench {
-                            rps: nums(t, "rps"),
-                            p50_ms: nums(t, "p50_ms"),
-                            usec_per_call: t.get("usec_per_call").and_then(Json::num),
-                        },
-                    );
-                }
-                Some((text(r, "run")?, tests))
-            }
-            _ => None,
-        };
-        Ok(Record {
-            runs,
-            results,
-            metrics,
-            redis,
-        })
+    }
+
+    pub(super) fn f64<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        Ok(Option::<Figure>::deserialize(d)?.map_or(f64::NAN, |f| f.0))
+    }
+
+    pub(super) fn option<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+        Ok(Option::<Figure>::deserialize(d)?.map(|f| f.0))
+    }
+
+    pub(super) fn list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<f64>, D::Error> {
+        Ok(Vec::<Option<Figure>>::deserialize(d)?
+            .into_iter()
+            .map(|f| f.map_or(f64::NAN, |f| f.0))
+            .collect())
+    }
+}
+
+/// `redis-benchmark`'s tests as a list of objects, each naming its test.
+mod redis_tests {
+    use super::{RedisBench, exact};
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use std::collections::BTreeMap;
+
+    #[derive(Serialize, Deserialize)]
+    struct Row {
+        test: String,
+        #[serde(default, deserialize_with = "exact::list")]
+        rps: Vec<f64>,
+        #[serde(default, deserialize_with = "exact::list")]
+        p50_ms: Vec<f64>,
+        #[serde(default, deserialize_with = "exact::option")]
+        usec_per_call: Option<f64>,
+    }
+
+    pub(super) fn serialize<S: Serializer>(
+        tests: &BTreeMap<String, RedisBench>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.collect_seq(tests.iter().map(|(test, b)| Row {
+            test: test.clone(),
+            rps: b.rps.clone(),
+            p50_ms: b.p50_ms.clone(),
+            usec_per_call: b.usec_per_call,
+        }))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<BTreeMap<String, RedisBench>, D::Error> {
+        let rows = Vec::<Row>::deserialize(d)?;
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                let bench = RedisBench {
+                    rps: r.rps,
+                    p50_ms: r.p50_ms,
+                    usec_per_call: r.usec_per_call,
+                };
+                (r.test, bench)
+            })
+            .collect())
     }
 }
 
@@ -758,9 +731,39 @@ fn criterion_results(since: SystemTime) -> Result<Vec<Measured>> {
     Ok(found)
 }
 
-fn read_json(path: &Path) -> Result<Json> {
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    Json::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+    serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Criterion's `new/benchmark.json`: which benchmark.
+#[derive(Deserialize)]
+struct CriterionId {
+    group_id: String,
+    function_id: Option<String>,
+    value_str: Option<String>,
+    full_id: String,
+    /// See [`Throughput::from_criterion`].
+    throughput: Option<serde_json::Value>,
+}
+
+/// Criterion's `new/estimates.json`, the parts the page shows.
+#[derive(Deserialize)]
+struct CriterionEstimates {
+    median: CriterionEstimate,
+    median_abs_dev: Option<CriterionEstimate>,
+}
+
+#[derive(Deserialize)]
+struct CriterionEstimate {
+    point_estimate: f64,
+    confidence_interval: CriterionInterval,
+}
+
+#[derive(Deserialize)]
+struct CriterionInterval {
+    lower_bound: f64,
+    upper_bound: f64,
 }
 
 fn read_result(new: &Path, since: SystemTime) -> Result<Option<Measured>> {
@@ -771,37 +774,25 @@ fn read_result(new: &Path, since: SystemTime) -> Result<Option<Measured>> {
     if written < since {
         return Ok(None);
     }
-    let estimates = read_json(&estimates_path)?;
-    let benchmark = read_json(&new.join("benchmark.json"))?;
-    let text = |key: &str| benchmark.get(key).and_then(Json::str).map(str::to_owned);
-    let bad = |what: &str| format!("{}: no {what}", new.display());
-    let number = |path: &[&str]| estimates.at(path).and_then(Json::num);
-    let group = text("group_id").ok_or_else(|| bad("group_id"))?;
-    let full_id = text("full_id").ok_or_else(|| bad("full_id"))?;
-    let name = match (text("function_id"), text("value_str")) {
+    let estimates: CriterionEstimates = read_json(&estimates_path)?;
+    let id: CriterionId = read_json(&new.join("benchmark.json"))?;
+    let name = match (id.function_id, id.value_str) {
         (Some(f), Some(v)) => format!("{f}/{v}"),
         (Some(f), None) => f,
         (None, Some(v)) => v,
-        (None, None) => full_id.clone(),
+        (None, None) => id.full_id.clone(),
     };
-    let throughput = benchmark.get("throughput").and_then(|t| {
-        let n = |key: &str| t.get(key).and_then(Json::num);
-        n("Elements")
-            .map(Throughput::Elements)
-            .or_else(|| n("Bytes").map(Throughput::Bytes))
-            .or_else(|| n("BytesDecimal").map(Throughput::BytesDecimal))
-    });
     Ok(Some(Measured {
-        group,
+        group: id.group_id,
         name,
-        full_id,
-        median: number(&["median", "point_estimate"]).ok_or_else(|| bad("median"))?,
-        lower: number(&["median", "confidence_interval", "lower_bound"])
-            .ok_or_else(|| bad("median interval"))?,
-        upper: number(&["median", "confidence_interval", "upper_bound"])
-            .ok_or_else(|| bad("median interval"))?,
-        mad: number(&["median_abs_dev", "point_estimate"]).unwrap_or(f64::NAN),
-        throughput,
+        full_id: id.full_id,
+        median: estimates.median.point_estimate,
+        lower: estimates.median.confidence_interval.lower_bound,
+        upper: estimates.median.confidence_interval.upper_bound,
+        mad: estimates
+            .median_abs_dev
+            .map_or(f64::NAN, |m| m.point_estimate),
+        throughput: id.throughput.as_ref().and_then(Throughput::from_criterion),
         written,
         run: String::new(),
     }))
@@ -954,19 +945,31 @@ fn git_describe() -> String {
     }
 }
 
-#[derive(Debug, Clone)]
+/// One run of `cargo xtask bench`. Fields in the order the record file
+/// lists them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct RunInfo {
     /// When it started (`date -u`, to the minute): also its id in the record.
     date: String,
     /// "2 × model name", from `/proc/cpuinfo`.
+    #[serde(default = "unknown")]
     cpu: String,
-    quick: bool,
-    filters: Vec<String>,
-    criterion_args: Vec<String>,
-    minutes: f64,
-    load_before: String,
-    load_after: String,
+    /// The commit measured (`git rev-parse --short HEAD`, "with uncommitted
+    /// changes" when `crates/` or `xtask/` differ from it).
+    #[serde(rename = "commit")]
     git: String,
+    #[serde(default)]
+    quick: bool,
+    #[serde(default)]
+    criterion_args: Vec<String>,
+    #[serde(default)]
+    filters: Vec<String>,
+    #[serde(default = "nan", deserialize_with = "exact::f64")]
+    minutes: f64,
+    #[serde(default)]
+    load_before: String,
+    #[serde(default)]
+    load_after: String,
 }
 
 /// "cores × model name".
@@ -1577,7 +1580,7 @@ fn render(record: &Record) -> String {
     let results = record.results.as_slice();
     let metrics = record.metrics.as_slice();
     let empty = BTreeMap::new();
-    let redis_bench = record.redis.as_ref().map_or(&empty, |(_, b)| b);
+    let redis_bench = record.redis.as_ref().map_or(&empty, |r| &r.tests);
     let Some(run) = record.runs.first() else {
         return "# Benchmarks\n\nNo run recorded.\n".into();
     };
@@ -1723,8 +1726,8 @@ fn render(record: &Record) -> String {
     if redis_bench.is_empty() {
         let _ = writeln!(d, "Not measured.\n");
     } else {
-        if let Some((date, _)) = &record.redis {
-            let _ = writeln!(d, "_Measured {}._\n", run_label(record, date));
+        if let Some(redis) = &record.redis {
+            let _ = writeln!(d, "_Measured {}._\n", run_label(record, &redis.run));
         }
         let _ = writeln!(
             d,
@@ -1833,8 +1836,8 @@ fn render(record: &Record) -> String {
 #[cfg(test)]
 mod tests {
     use super::{
-        Json, Measured, Metric, Record, RedisBench, RunInfo, Throughput, import_page, parse_csv,
-        render, sig3, thousands, time,
+        Measured, Metric, Record, RedisBench, RedisRun, RunInfo, Throughput, import_page,
+        parse_csv, read_result, render, sig3, thousands, time,
     };
     use std::collections::BTreeMap;
     use std::time::SystemTime;
@@ -1890,7 +1893,10 @@ mod tests {
                 measured("b", "1", 30.0, "old"),
             ],
             metrics: vec![metric("a/1/x", "old"), metric("b/1/y", "old")],
-            redis: Some(("old".into(), tests)),
+            redis: Some(RedisRun {
+                run: "old".into(),
+                tests,
+            }),
         };
         let new = Record {
             runs: vec![run("new", &["a/1"])],
@@ -1918,7 +1924,7 @@ mod tests {
         );
         let ids: Vec<&str> = merged.metrics.iter().map(|m| m.id.as_str()).collect();
         assert_eq!(ids, ["b/1/y", "a/1/z"], "group a's old metrics replaced");
-        assert_eq!(merged.redis.as_ref().map(|(r, _)| r.as_str()), Some("old"));
+        assert_eq!(merged.redis.as_ref().map(|r| r.run.as_str()), Some("old"));
         let runs: Vec<&str> = merged.runs.iter().map(|r| r.date.as_str()).collect();
         assert_eq!(runs, ["new", "old"], "newest first; unused runs dropped");
 
@@ -1942,21 +1948,33 @@ mod tests {
                 usec_per_call: Some(0.21),
             },
         );
+        let mut seventeen_digits = measured("a", "b", 2029.9999999999998, "2026-11-26 01:30 UTC");
+        seventeen_digits.throughput = Some(Throughput::Bytes(0.9997204770000001));
+        seventeen_digits.mad = f64::NAN;
         let record = Record {
             runs: vec![run("2026-11-26 01:30 UTC", &["sqlite"])],
-            results: vec![measured(
-                "sqlite/x \"y\"",
-                "10",
-                1234.5,
-                "2026-11-26 01:30 UTC",
-            )],
+            results: vec![
+                measured("sqlite/x \"y\"", "10", 1234.5, "2026-11-26 01:30 UTC"),
+                seventeen_digits,
+            ],
             metrics: vec![metric("sqlite/x/m", "2026-11-26 01:30 UTC")],
-            redis: Some(("2026-11-26 01:30 UTC".into(), tests)),
+            redis: Some(RedisRun {
+                run: "2026-11-26 01:30 UTC".into(),
+                tests,
+            }),
         };
-        let text = record.to_json().write();
-        let back = Record::from_json(&Json::parse(&text).unwrap()).unwrap();
-        assert_eq!(back.to_json().write(), text);
+        let text = record.to_json().unwrap();
+        let back = Record::from_json(&text).unwrap();
+        assert_eq!(back.to_json().unwrap(), text);
         assert_eq!(back.results[0].median, 1234.5);
+        // Figures come back bit for bit, and NaN (written as null) as NaN.
+        assert_eq!(back.results[1].median, 2029.9999999999998);
+        assert!(matches!(
+            back.results[1].throughput,
+            Some(Throughput::Bytes(n)) if n == 0.9997204770000001
+        ));
+        assert!(back.results[1].mad.is_nan());
+        assert!(text.contains("\"mad_ns\": null"));
         assert_eq!(back.runs[0].filters, ["sqlite"]);
     }
 
@@ -2003,6 +2021,43 @@ mod tests {
         }
     }
 
+    /// Criterion's `new/{estimates,benchmark}.json`, trimmed to what is read.
+    #[test]
+    fn reads_criterion_output() {
+        let dir = std::env::temp_dir().join(format!("xtask-criterion-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("estimates.json"),
+            r#"{"mean":{"confidence_interval":{"confidence_level":0.95,"lower_bound":1.0,
+                "upper_bound":2.0},"point_estimate":1.5,"standard_error":0.1},
+                "median":{"confidence_interval":{"confidence_level":0.95,"lower_bound":1.5e3,
+                "upper_bound":1700.25},"point_estimate":1600,"standard_error":12.0},
+                "median_abs_dev":{"confidence_interval":{"confidence_level":0.95,
+                "lower_bound":1,"upper_bound":3},"point_estimate":2.5,"standard_error":0.5},
+                "slope":null,"std_dev":null}"#,
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("benchmark.json"),
+            r#"{"group_id":"redis/a \"b\" \u00b5","function_id":"f","value_str":"10",
+                "throughput":{"Elements":64},"full_id":"redis/a \"b\" µ/f/10",
+                "directory_name":"redis/a _b_ µ/f/10","title":"redis/a \"b\" µ/f/10"}"#,
+        )
+        .unwrap();
+        let m = read_result(&dir, SystemTime::UNIX_EPOCH).unwrap().unwrap();
+        assert_eq!(m.group, "redis/a \"b\" µ");
+        assert_eq!(m.name, "f/10");
+        assert_eq!(
+            (m.median, m.lower, m.upper, m.mad),
+            (1600.0, 1500.0, 1700.25, 2.5)
+        );
+        assert!(matches!(m.throughput, Some(Throughput::Elements(n)) if n == 64.0));
+        // Not yet written by this run: skipped.
+        let later = SystemTime::now() + std::time::Duration::from_secs(3600);
+        assert!(read_result(&dir, later).unwrap().is_none());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[test]
     fn reads_redis_benchmark_csv() {
         let csv = "\"test\",\"rps\",\"avg_latency_ms\",\"min_latency_ms\",\"p50_latency_ms\"\n\
@@ -2023,5 +2078,25 @@ mod tests {
         assert_eq!(sig3(f64::NAN), "?");
         assert_eq!(thousands(1_234_567.4), "1,234,567");
         assert_eq!(thousands(999.0), "999");
+    }
+}
+
+#[cfg(test)]
+mod committed_record {
+    /// `docs/benchmarks.json` as committed is in the format this code
+    /// writes: reading it and writing it back changes nothing, and the
+    /// page renders from it.
+    #[test]
+    fn the_committed_record_reads_and_writes_unchanged() {
+        let path = crate::root().join(super::RECORD);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let record = super::Record::from_json(&text).unwrap();
+        assert!(!record.results.is_empty());
+        // Not assert_eq: the record is long.
+        assert!(
+            record.to_json().unwrap() == text,
+            "{} is not what the code would write from it",
+            path.display()
+        );
     }
 }
