@@ -7,6 +7,7 @@
 //! ```text
 //! cargo xtask ci      # everything CI checks, on a fresh machine
 //! cargo xtask bench   # every benchmark and redis-benchmark → docs/benchmarks.md
+//! cargo xtask bench --render # docs/benchmarks.md again from docs/benchmarks.json
 //! cargo xtask features # clippy of every crate with no default features and each feature alone
 //! ```
 #![allow(clippy::print_stdout, clippy::print_stderr)]
@@ -25,7 +26,8 @@ const USAGE: &str = "usage: cargo xtask <job>
 jobs:
   ci     fmt, clippy, tests, rustdoc and cargo-deny: what CI runs
   bench  every criterion suite and redis-benchmark, then writes docs/benchmarks.md
-         (`--quick`: 10 samples of 1 s each; other arguments go to criterion, e.g. a filter)
+         (`--quick`: 10 samples of 1 s each; other arguments go to criterion, e.g. a filter;
+         `--render`: the page again from docs/benchmarks.json, nothing run; `--help`)
   features  clippy (-D warnings, all targets) of every crate with no default features and
          with each feature alone: the combinations `ci` builds besides --all-features
   fuzz   every cargo-fuzz target for a bounded time (default 60 s each; --seconds N)
