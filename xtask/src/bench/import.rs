@@ -156,6 +156,7 @@ pub(super) fn import_page(page: &str) -> Option<Record> {
             .map(|l| l.trim_end_matches(" after").to_owned())
             .unwrap_or_default(),
         git: machine.get("commit").cloned().unwrap_or_default(),
+        host: None,
     };
     for m in &mut results {
         m.run.clone_from(&date);

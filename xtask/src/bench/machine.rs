@@ -2,7 +2,7 @@
 
 use std::process::Command;
 
-use super::record::RunInfo;
+use super::record::{Host, RunInfo};
 use crate::root;
 
 pub(super) fn load_average() -> String {
@@ -57,8 +57,8 @@ pub(super) fn cpu() -> String {
     format!("{cores} × {model}")
 }
 
-/// The machine and the versions, as table rows.
-pub(super) fn machine(run: &RunInfo) -> Vec<(String, String)> {
+/// What this machine is and runs, now.
+pub(super) fn host() -> Host {
     let memory = std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|m| {
@@ -112,6 +112,19 @@ pub(super) fn machine(run: &RunInfo) -> Vec<(String, String)> {
     .iter()
     .filter_map(|k| locked(k))
     .collect();
+    Host {
+        memory,
+        os: format!("{os}, Linux {kernel}"),
+        rustc: output("rustc", &["-V"]).unwrap_or_else(|| "?".into()),
+        redis_server: redis,
+        crates: crates.join(", "),
+    }
+}
+
+/// The machine and the versions, as table rows: as recorded by the run,
+/// else (a run recorded without them) this machine's.
+pub(super) fn machine(run: &RunInfo) -> Vec<(String, String)> {
+    let host = run.host.clone().unwrap_or_else(host);
     let mode = if run.quick {
         "quick (`--quick`)"
     } else {
@@ -139,18 +152,15 @@ pub(super) fn machine(run: &RunInfo) -> Vec<(String, String)> {
             format!("{:.1} min (building the benchmarks included)", run.minutes),
         ),
         ("CPU".into(), run.cpu.clone()),
-        ("memory".into(), memory),
-        ("OS".into(), format!("{os}, Linux {kernel}")),
+        ("memory".into(), host.memory),
+        ("OS".into(), host.os),
         (
             "load average (1, 5, 15 min)".into(),
             format!("{} before, {} after", run.load_before, run.load_after),
         ),
-        (
-            "rustc".into(),
-            output("rustc", &["-V"]).unwrap_or_else(|| "?".into()),
-        ),
-        ("redis-server".into(), redis),
-        ("crates".into(), crates.join(", ")),
+        ("rustc".into(), host.rustc),
+        ("redis-server".into(), host.redis_server),
+        ("crates".into(), host.crates),
     ]);
     rows
 }

@@ -130,6 +130,7 @@ fn measure(quick: bool, filters: &[String]) -> Result {
         load_before,
         load_after: machine::load_average(),
         git,
+        host: Some(machine::host()),
     };
     for m in &mut results {
         m.run.clone_from(&run.date);

@@ -116,6 +116,26 @@ pub(super) struct RunInfo {
     pub(super) load_before: String,
     #[serde(default)]
     pub(super) load_after: String,
+    /// What the run found on the machine besides the CPU. Runs recorded
+    /// before it was kept have none: the page then describes the machine
+    /// rendering it, as it always did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) host: Option<Host>,
+}
+
+/// The machine and the versions a run measured with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(super) struct Host {
+    /// "23.5 GiB"
+    pub(super) memory: String,
+    /// "Debian GNU/Linux 12 (bookworm), Linux 6.1.0"
+    pub(super) os: String,
+    /// `rustc -V`
+    pub(super) rustc: String,
+    pub(super) redis_server: String,
+    /// The versions of the crates the figures depend on most, from
+    /// `Cargo.lock`: "criterion 0.8.2, redis 1.8.1, …".
+    pub(super) crates: String,
 }
 
 /// What the page is rendered from: `docs/benchmarks.json`.

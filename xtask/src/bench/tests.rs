@@ -1,7 +1,7 @@
 //! The record, its merge and the page, tested together on small records.
 
 use super::import::import_page;
-use super::record::{Measured, Metric, Record, RedisBench, RedisRun, RunInfo, Throughput};
+use super::record::{Host, Measured, Metric, Record, RedisBench, RedisRun, RunInfo, Throughput};
 use super::render::render;
 use std::collections::BTreeMap;
 use std::time::SystemTime;
@@ -17,6 +17,7 @@ fn run(date: &str, filters: &[&str]) -> RunInfo {
         load_before: "0.5 0.4 0.3".into(),
         load_after: "1.0 0.9 0.8".into(),
         git: "abc1234".into(),
+        host: None,
     }
 }
 
@@ -115,8 +116,17 @@ fn the_record_reads_back_what_it_wrote() {
     let mut seventeen_digits = measured("a", "b", 2029.9999999999998, "2026-11-26 01:30 UTC");
     seventeen_digits.throughput = Some(Throughput::Bytes(0.9997204770000001));
     seventeen_digits.mad = f64::NAN;
+    // The machine as the run recorded it, not the one rendering the page.
+    let mut with_host = run("2026-11-26 01:30 UTC", &["sqlite"]);
+    with_host.host = Some(Host {
+        memory: "1.0 GiB".into(),
+        os: "Plan 9, Linux 0.1".into(),
+        rustc: "rustc 1.0.0".into(),
+        redis_server: "1.0".into(),
+        crates: "criterion 0.0.1".into(),
+    });
     let record = Record {
-        runs: vec![run("2026-11-26 01:30 UTC", &["sqlite"])],
+        runs: vec![with_host],
         results: vec![
             measured("sqlite/x \"y\"", "10", 1234.5, "2026-11-26 01:30 UTC"),
             seventeen_digits,
@@ -140,6 +150,10 @@ fn the_record_reads_back_what_it_wrote() {
     assert!(back.results[1].mad.is_nan());
     assert!(text.contains("\"mad_ns\": null"));
     assert_eq!(back.runs[0].filters, ["sqlite"]);
+    assert_eq!(back.runs[0].host, record.runs[0].host);
+    let page = render(&back);
+    assert!(page.contains("| OS | Plan 9, Linux 0.1 |"), "{page}");
+    assert!(page.contains("| crates | criterion 0.0.1 |"), "{page}");
 }
 
 /// The page written before the record existed is read back into one:
