@@ -6,6 +6,7 @@
 //!
 //! ```text
 //! cargo xtask ci      # everything CI checks, on a fresh machine
+//! cargo xtask tidy    # source checks that need no build (part of ci)
 //! cargo xtask bench   # every benchmark and redis-benchmark → docs/benchmarks.md
 //! cargo xtask bench --render # docs/benchmarks.md again from docs/benchmarks.json
 //! cargo xtask features # clippy of every crate with no default features and each feature alone
@@ -13,6 +14,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod bench;
+mod tidy;
 
 use std::env;
 use std::path::{Path, PathBuf};
@@ -24,7 +26,9 @@ type Result<T = ()> = std::result::Result<T, String>;
 const USAGE: &str = "usage: cargo xtask <job>
 
 jobs:
-  ci     fmt, clippy, tests, rustdoc and cargo-deny: what CI runs
+  ci     fmt, tidy, clippy, tests, rustdoc and cargo-deny: what CI runs
+  tidy   source checks that need no build (Lua and key layout in one place each, feature
+         docs, conformance cases named in docs/design.md, files over 600 lines), file:line
   bench  every criterion suite and redis-benchmark, then writes docs/benchmarks.md
          (`--quick`: 10 samples of 1 s each; other arguments go to criterion, e.g. a filter;
          `--render`: the page again from docs/benchmarks.json, nothing run; `--help`)
@@ -38,6 +42,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("ci") => ci(),
         Some("features") => feature_matrix(),
+        Some("tidy") => tidy::tidy(),
         Some("bench") => bench::bench(args.get(1..).unwrap_or_default()),
         Some("fuzz") => fuzz(args.get(1..).unwrap_or_default()),
         Some("soak") => soak(args.get(1..).unwrap_or_default()),
@@ -171,6 +176,7 @@ fn ci() -> Result {
     ensure_cargo_tool("deny", "cargo-deny")?;
     ensure_redis()?;
     run("rustfmt", cargo().args(["fmt", "--all", "--", "--check"]))?;
+    tidy::tidy()?;
     run(
         "clippy",
         cargo().args([
