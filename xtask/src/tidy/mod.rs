@@ -57,12 +57,8 @@ const LONG_FILES: &[(&str, &str)] = &[
         "being split on branch redis-harness",
     ),
     (
-        "crates/statestore-memory/src/lib.rs",
-        "split in the next commit of branch xtask-tidy",
-    ),
-    (
         "crates/statestore-sqlite/src/ops.rs",
-        "split in the next commit of branch xtask-tidy",
+        "split in a coming commit of branch xtask-tidy",
     ),
 ];
 
