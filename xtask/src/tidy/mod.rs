@@ -56,10 +56,6 @@ const LONG_FILES: &[(&str, &str)] = &[
         "crates/statestore-redis/src/testing/server.rs",
         "being split on branch redis-harness",
     ),
-    (
-        "crates/statestore-sqlite/src/ops.rs",
-        "split in a coming commit of branch xtask-tidy",
-    ),
 ];
 
 /// One finding: where, and what is wrong.
