@@ -1,17 +1,20 @@
 //! Project automation, one subcommand per job (the rust-analyzer pattern).
-//! Dependency-free on purpose: it must build before anything else works.
+//! Its only dependencies are serde and serde_json (small, pure Rust, already
+//! in the workspace's lock file) for the JSON it reads and writes: criterion's
+//! estimates, `cargo metadata` and `docs/benchmarks.json`. Nothing that needs
+//! a C toolchain or a system library, so it builds before anything else works.
 //!
 //! ```text
 //! cargo xtask ci      # everything CI checks, on a fresh machine
+//! cargo xtask tidy    # source checks that need no build (part of ci)
 //! cargo xtask bench   # every benchmark and redis-benchmark → docs/benchmarks.md
+//! cargo xtask bench --render # docs/benchmarks.md again from docs/benchmarks.json
 //! cargo xtask features # clippy of every crate with no default features and each feature alone
 //! ```
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod bench;
-mod json;
-
-use json::Json;
+mod tidy;
 
 use std::env;
 use std::path::{Path, PathBuf};
@@ -23,9 +26,12 @@ type Result<T = ()> = std::result::Result<T, String>;
 const USAGE: &str = "usage: cargo xtask <job>
 
 jobs:
-  ci     fmt, clippy, tests, rustdoc and cargo-deny: what CI runs
+  ci     fmt, tidy, clippy, tests, rustdoc and cargo-deny: what CI runs
+  tidy   source checks that need no build (Lua and key layout in one place each, feature
+         docs, conformance cases named in docs/design.md, files over 600 lines), file:line
   bench  every criterion suite and redis-benchmark, then writes docs/benchmarks.md
-         (`--quick`: 10 samples of 1 s each; other arguments go to criterion, e.g. a filter)
+         (`--quick`: 10 samples of 1 s each; other arguments go to criterion, e.g. a filter;
+         `--render`: the page again from docs/benchmarks.json, nothing run; `--help`)
   features  clippy (-D warnings, all targets) of every crate with no default features and
          with each feature alone: the combinations `ci` builds besides --all-features
   fuzz   every cargo-fuzz target for a bounded time (default 60 s each; --seconds N)
@@ -36,6 +42,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("ci") => ci(),
         Some("features") => feature_matrix(),
+        Some("tidy") => tidy::tidy(),
         Some("bench") => bench::bench(args.get(1..).unwrap_or_default()),
         Some("fuzz") => fuzz(args.get(1..).unwrap_or_default()),
         Some("soak") => soak(args.get(1..).unwrap_or_default()),
@@ -169,6 +176,7 @@ fn ci() -> Result {
     ensure_cargo_tool("deny", "cargo-deny")?;
     ensure_redis()?;
     run("rustfmt", cargo().args(["fmt", "--all", "--", "--check"]))?;
+    tidy::tidy()?;
     run(
         "clippy",
         cargo().args([
@@ -239,32 +247,32 @@ fn crate_features() -> Result<Vec<(String, Vec<String>)>> {
             String::from_utf8_lossy(&output.stderr)
         ));
     }
-    let text = String::from_utf8(output.stdout).map_err(|e| format!("cargo metadata: {e}"))?;
-    let metadata = Json::parse(&text).map_err(|e| format!("cargo metadata: {e}"))?;
-    let Some(Json::Arr(packages)) = metadata.get("packages") else {
-        return Err("cargo metadata: no packages".into());
-    };
+    #[derive(serde::Deserialize)]
+    struct Metadata {
+        packages: Vec<Package>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Package {
+        name: String,
+        manifest_path: PathBuf,
+        /// Feature → what it enables; sorted by name.
+        #[serde(default)]
+        features: std::collections::BTreeMap<String, serde_json::Value>,
+    }
+    let metadata: Metadata =
+        serde_json::from_slice(&output.stdout).map_err(|e| format!("cargo metadata: {e}"))?;
     let crates_dir = root().join("crates");
     let mut found = Vec::new();
-    for package in packages {
-        let (Some(name), Some(manifest)) = (
-            package.get("name").and_then(Json::str),
-            package.get("manifest_path").and_then(Json::str),
-        ) else {
-            return Err("cargo metadata: a package without name or manifest_path".into());
-        };
-        if !Path::new(manifest).starts_with(&crates_dir) {
+    for package in metadata.packages {
+        if !package.manifest_path.starts_with(&crates_dir) {
             continue;
         }
-        let features = match package.get("features") {
-            Some(Json::Obj(members)) => members
-                .iter()
-                .map(|(feature, _)| feature.clone())
-                .filter(|feature| feature != "default")
-                .collect(),
-            _ => Vec::new(),
-        };
-        found.push((name.to_owned(), features));
+        let features = package
+            .features
+            .into_keys()
+            .filter(|feature| feature != "default")
+            .collect();
+        found.push((package.name, features));
     }
     found.sort();
     Ok(found)
@@ -419,4 +427,22 @@ fn soak(args: &[String]) -> Result {
             .args(["--test", "soak", "--", "--ignored", "--nocapture"])
             .env("SOAK_SECONDS", seconds.to_string()),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    /// `cargo metadata` read with serde_json: the crates under `crates/`,
+    /// each with its features but `default`.
+    #[test]
+    fn lists_the_crates_and_their_features() {
+        let crates = super::crate_features().unwrap();
+        let redis = crates
+            .iter()
+            .find(|(name, _)| name == "statestore-redis")
+            .map(|(_, features)| features)
+            .unwrap();
+        assert!(redis.iter().any(|f| f == "cluster"), "{redis:?}");
+        assert!(crates.iter().all(|(name, features)| name != "xtask"
+            && !features.iter().any(|f| f == "default")));
+    }
 }

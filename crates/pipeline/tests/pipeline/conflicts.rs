@@ -1,0 +1,177 @@
+//! Conflicting writers: retries run each tool call once and count every
+//! model call, `Busy` reports the usage spent, a streaming caller sees
+//! `Restart`.
+
+use super::*;
+use crate::tools::{Weather, weather_call};
+
+/// Another app instance's turn landing between this attempt's load and its
+/// write, in the first `attempts` attempts.
+struct Interloper {
+    store: Arc<dyn Store>,
+    attempts: u32,
+}
+
+#[async_trait]
+impl Middleware for Interloper {
+    async fn before(&self, ctx: &ExecContext, _: &mut ChatRequest) -> Result<(), Error> {
+        if ctx.attempt <= self.attempts {
+            self.store
+                .append(
+                    &ctx.session_id,
+                    vec![Message::user("from another instance")],
+                    Expect::Any,
+                )
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// Counts runs per (call id, arguments).
+#[derive(Default)]
+struct Ledger {
+    runs: Mutex<Vec<(String, String)>>,
+}
+
+#[async_trait]
+impl ToolHandler for Ledger {
+    fn specs(&self) -> Vec<ToolSpec> {
+        Weather {
+            calls: AtomicUsize::new(0),
+        }
+        .specs()
+    }
+    async fn call(&self, call: &ToolCall) -> Result<String, BoxError> {
+        self.runs
+            .lock()
+            .unwrap()
+            .push((call.id.clone(), call.arguments.clone()));
+        Ok(format!("sent to {}", call.arguments))
+    }
+}
+
+#[tokio::test]
+async fn conflict_retries_run_each_tool_call_once_and_count_every_model_call() {
+    let store = memory();
+    let provider = Arc::new(Scripted::new(vec![
+        // Attempt 1, discarded.
+        weather_call("c1", "Paris", ""),
+        reply(Message::assistant("a1")),
+        // Attempt 2 asks again under the same id, discarded.
+        weather_call("c1", "Paris", ""),
+        reply(Message::assistant("a2")),
+        // Attempt 3: fresh ids (as real providers make), one call new.
+        reply(Message::assistant("").with_tool_calls(vec![
+            ToolCall::new("z7", "weather", "Paris"),
+            ToolCall::new("z8", "weather", "Oslo"),
+        ])),
+        reply(Message::assistant("Sent both.")),
+    ]));
+    let tools = Arc::new(Ledger::default());
+    let pipe = Pipeline::builder(Arc::clone(&store), provider)
+        .tools(tools.clone())
+        .middleware(Arc::new(Interloper {
+            store: Arc::clone(&store),
+            attempts: 2,
+        }))
+        .build();
+    let done = pipe.execute("mail", Role::User, "send").await.unwrap();
+    assert_eq!(done.reply.text(), "Sent both.");
+    assert_eq!(
+        *tools.runs.lock().unwrap(),
+        [
+            ("c1".to_owned(), "Paris".to_owned()),
+            ("z8".to_owned(), "Oslo".to_owned())
+        ],
+        "a tool call ran again on a retry"
+    );
+    // Six model calls at 10 + 2 tokens each; four of them discarded.
+    assert_eq!(done.model_calls, 6);
+    assert_eq!(done.usage.prompt_tokens, 60);
+    assert_eq!(done.usage.completion_tokens, 12);
+    assert_eq!(done.discarded_usage.prompt_tokens, 40);
+    let state = store
+        .load(&SessionId::new("mail").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(state.counters[counters::MODEL_CALLS], 6);
+    assert_eq!(state.counters[counters::PROMPT_TOKENS], 60);
+    assert_eq!(state.counters[counters::COMPLETION_TOKENS], 12);
+    assert_eq!(state.counters[counters::TURNS], 1);
+    let texts: Vec<String> = state
+        .messages
+        .iter()
+        .map(|m| m.text().into_owned())
+        .collect();
+    assert_eq!(
+        texts,
+        [
+            "from another instance",
+            "from another instance",
+            "send",
+            "",
+            "sent to Paris",
+            "sent to Oslo",
+            "Sent both."
+        ]
+    );
+    assert_eq!(state.messages[4].tool_call_id.as_deref(), Some("z7"));
+}
+
+#[tokio::test]
+async fn busy_reports_the_usage_it_spent() {
+    let store = memory();
+    let pipe = Pipeline::builder(Arc::clone(&store), Arc::new(Scripted::new(vec![])))
+        .concurrency(Concurrency::Retry { attempts: 3 })
+        .middleware(Arc::new(Interloper {
+            store: Arc::clone(&store),
+            attempts: u32::MAX,
+        }))
+        .build();
+    let err = pipe.execute("busy", Role::User, "hi").await.unwrap_err();
+    let Error::Busy {
+        attempts, usage, ..
+    } = err
+    else {
+        panic!("{err}");
+    };
+    assert_eq!(attempts, 3);
+    assert_eq!(
+        usage,
+        Usage {
+            prompt_tokens: 30,
+            completion_tokens: 6
+        }
+    );
+    assert_eq!(err.write_outcome(), WriteOutcome::NotWritten);
+}
+
+#[tokio::test]
+async fn a_streaming_caller_sees_restart_before_the_reasked_reply() {
+    let store = memory();
+    let pipe = Pipeline::builder(Arc::clone(&store), Arc::new(OfflineProvider::new()))
+        .middleware(Arc::new(Interloper {
+            store: Arc::clone(&store),
+            attempts: 1,
+        }))
+        .build();
+    let mut events = Vec::new();
+    let done = pipe
+        .execute_streaming("restart", Role::User, "hello", &mut |e: StreamEvent<'_>| {
+            events.push(format!("{e:?}"));
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        events,
+        [
+            r#"Delta("You said: hello")"#,
+            "Restart",
+            r#"Delta("You said: hello")"#,
+            "Done"
+        ]
+    );
+    assert_eq!(done.model_calls, 2);
+}

@@ -1,0 +1,188 @@
+//! The writes: what each one does to a missing and to an existing session
+//! ([`Write`]), applied by the one write path of the session map.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use statestore_core::codec::Limits;
+use statestore_core::{
+    Append, Appended, ConversationState, Error, Expect, Metadata, Result, SessionId, Summary,
+    Timestamp, Version,
+};
+
+use crate::session::{Session, check_missing};
+
+/// What a write does to a session that is missing and to one that exists.
+pub(crate) trait Write {
+    type Out;
+    /// The outcome of an earlier identical write, when this one repeats it:
+    /// then nothing is written and the version stays.
+    fn replay(&self, _session: &Session) -> Option<Self::Out> {
+        None
+    }
+    /// A new session, or the error for a missing one.
+    fn create(self, id: &SessionId) -> Result<(Session, Self::Out)>;
+    /// Changes an existing session; the version is bumped afterwards unless
+    /// this fails.
+    fn update(self, id: &SessionId, session: &mut Session) -> Result<Self::Out>;
+}
+
+fn merge(metadata: &mut Metadata, patch: Metadata) {
+    for (k, v) in patch {
+        if v.is_null() {
+            metadata.remove(&k);
+        } else {
+            metadata.insert(k, v);
+        }
+    }
+}
+
+pub(crate) struct AppendOp<'a> {
+    pub(crate) append: Append,
+    pub(crate) limits: &'a Limits,
+}
+
+impl AppendOp<'_> {
+    /// Appends to `s` (already checked), adds the counters, remembers the key.
+    fn apply(self, s: &mut Session) -> Appended {
+        let Append {
+            messages,
+            key,
+            counters,
+            ..
+        } = self.append;
+        let appended = Appended::new(
+            s.version + 1,
+            s.messages.len() as u64,
+            messages.len() as u64,
+        );
+        s.messages.extend(messages.into_iter().map(Arc::new));
+        for (name, delta) in counters {
+            let total = s.counters.entry(name).or_insert(0);
+            *total = total.saturating_add(delta);
+        }
+        s.remember(key, appended);
+        appended
+    }
+}
+
+impl Write for AppendOp<'_> {
+    type Out = Appended;
+    fn replay(&self, s: &Session) -> Option<Appended> {
+        s.remembered(self.append.key.as_ref()?)
+    }
+    fn create(self, id: &SessionId) -> Result<(Session, Appended)> {
+        check_missing(id, self.append.expect)?;
+        self.limits
+            .check_message_count(id, self.append.messages.len() as u64)?;
+        let mut s = Session::empty();
+        let appended = self.apply(&mut s);
+        Ok((s, appended))
+    }
+    fn update(self, id: &SessionId, s: &mut Session) -> Result<Appended> {
+        s.check(id, self.append.expect)?;
+        self.limits
+            .check_message_count(id, (s.messages.len() + self.append.messages.len()) as u64)?;
+        Ok(self.apply(s))
+    }
+}
+
+pub(crate) struct Save<'a> {
+    pub(crate) state: &'a ConversationState,
+    pub(crate) expect: Expect,
+}
+
+impl Write for Save<'_> {
+    type Out = Version;
+    fn create(self, id: &SessionId) -> Result<(Session, Version)> {
+        check_missing(id, self.expect)?;
+        let session = Session {
+            created_at: self.state.created_at,
+            ..Session::from_state(self.state)
+        };
+        Ok((session, 1))
+    }
+    fn update(self, id: &SessionId, s: &mut Session) -> Result<Version> {
+        s.check(id, self.expect)?;
+        let created_at = s.created_at;
+        let version = s.version;
+        let writes = std::mem::take(&mut s.writes);
+        *s = Session {
+            created_at,
+            version,
+            writes,
+            ..Session::from_state(self.state)
+        };
+        Ok(version + 1)
+    }
+}
+
+pub(crate) struct Fork(pub(crate) Session);
+
+impl Write for Fork {
+    type Out = Version;
+    fn create(self, _: &SessionId) -> Result<(Session, Version)> {
+        let now = Timestamp::now();
+        let session = Session {
+            version: 0,
+            writes: VecDeque::new(),
+            created_at: now,
+            updated_at: now,
+            last_accessed_at: now,
+            ..self.0
+        };
+        Ok((session, 1))
+    }
+    fn update(self, id: &SessionId, _: &mut Session) -> Result<Version> {
+        Err(Error::AlreadyExists { id: id.clone() })
+    }
+}
+
+pub(crate) struct MergeMetadata {
+    pub(crate) patch: Metadata,
+    pub(crate) expect: Expect,
+}
+
+impl Write for MergeMetadata {
+    type Out = Version;
+    fn create(self, id: &SessionId) -> Result<(Session, Version)> {
+        check_missing(id, self.expect)?;
+        let mut s = Session::empty();
+        merge(&mut s.metadata, self.patch);
+        Ok((s, 1))
+    }
+    fn update(self, id: &SessionId, s: &mut Session) -> Result<Version> {
+        s.check(id, self.expect)?;
+        merge(&mut s.metadata, self.patch);
+        Ok(s.version + 1)
+    }
+}
+
+pub(crate) struct AddSummary {
+    pub(crate) summary: Summary,
+    pub(crate) expect: Expect,
+}
+
+impl Write for AddSummary {
+    type Out = Version;
+    fn create(self, id: &SessionId) -> Result<(Session, Version)> {
+        Err(Error::NotFound { id: id.clone() })
+    }
+    fn update(self, id: &SessionId, s: &mut Session) -> Result<Version> {
+        s.check(id, self.expect)?;
+        let range = &self.summary.covers;
+        if range.start >= range.end || range.end > s.messages.len() as u64 {
+            return Err(Error::InvalidArgument {
+                id: id.clone(),
+                reason: format!(
+                    "summary covers messages {}..{}, but the history holds {}",
+                    range.start,
+                    range.end,
+                    s.messages.len()
+                ),
+            });
+        }
+        s.summaries.push(self.summary);
+        Ok(s.version + 1)
+    }
+}

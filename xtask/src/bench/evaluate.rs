@@ -1,0 +1,437 @@
+//! How a row of [`TARGETS`] becomes a verdict: what a target is, the kinds
+//! of figure it can have, and [`evaluate`], the one loop over the table. A
+//! target whose benchmarks did not run reads "not measured", naming what
+//! is missing.
+
+use std::collections::BTreeMap;
+
+use super::format::{median_of, sig3, thousands, time};
+use super::record::{Measured, RedisBench};
+use super::targets::TARGETS;
+
+/// One target: a row of [`TARGETS`].
+#[derive(Debug)]
+pub(super) struct Target {
+    /// What is measured, as the page's row says it.
+    pub(super) what: &'static str,
+    pub(super) figure: Figure,
+    /// The threshold as the page states it ("≤ 1.5×"); [`Self::pass`] is
+    /// what is checked.
+    pub(super) required: &'static str,
+    pub(super) pass: Pass,
+}
+
+/// The threshold and its direction. It also says which end of a group is
+/// the worst: the highest for an upper bound, the lowest for a lower one.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Pass {
+    AtMost(f64),
+    Below(f64),
+    AtLeast(f64),
+}
+
+impl Pass {
+    fn check(self, x: f64) -> bool {
+        match self {
+            Pass::AtMost(limit) => x <= limit,
+            Pass::Below(limit) => x < limit,
+            Pass::AtLeast(limit) => x >= limit,
+        }
+    }
+
+    /// Whether `x` is worse than `than` against this threshold.
+    fn worse(self, x: f64, than: f64) -> bool {
+        match self {
+            Pass::AtMost(_) | Pass::Below(_) => x > than,
+            Pass::AtLeast(_) => x < than,
+        }
+    }
+}
+
+/// How a target's figure is computed from the results.
+#[derive(Debug)]
+pub(super) enum Figure {
+    /// One quantity over another: "a ÷ b = **ratio**".
+    Ratio {
+        over: Quantity,
+        under: Quantity,
+        shown: Shown,
+    },
+    /// The worst, against the threshold, of the benchmarks of `groups`
+    /// whose name starts with `names`: "**figure** (`label`name)".
+    Worst {
+        groups: Groups,
+        names: &'static str,
+        each: Each,
+        shown: Shown,
+        label: &'static str,
+    },
+    /// Growth with the input: for every benchmark `{counter}/{long}` of
+    /// `groups` (with `counter` starting with `names`), its median per unit
+    /// at `long` over that of `{counter}/{short}`; the worst of them:
+    /// "**ratio** (worst: group, counter)".
+    Growth {
+        groups: Groups,
+        names: &'static str,
+        long: u32,
+        short: u32,
+        shown: Shown,
+    },
+}
+
+/// One number from the results.
+#[derive(Debug)]
+pub(super) enum Quantity {
+    /// A benchmark's median time (group, name); shown as a time.
+    Median(&'static str, &'static str),
+    /// A benchmark's throughput per second at its median (group, name);
+    /// shown as "n/s".
+    Rate(&'static str, &'static str),
+    /// The median requests per second of a `redis-benchmark` test.
+    RedisBenchmark(&'static str),
+}
+
+/// What [`Figure::Worst`] compares benchmarks by.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Each {
+    Median,
+    Rate,
+}
+
+/// Which criterion groups a figure reads.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Groups {
+    One(&'static str),
+    /// Every group whose id starts with this.
+    Prefix(&'static str),
+}
+
+/// How a figure is written.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Shown {
+    /// "1.11×", with this many decimals.
+    Times(usize),
+    /// A fraction as "67 %".
+    Percent,
+    /// Nanoseconds as "752 ns".
+    Time,
+    /// Bytes per second as "31.2 MB/s".
+    MegabytesPerSecond,
+}
+
+/// A target evaluated: a row of the page's table.
+#[derive(Debug, Clone)]
+pub(super) struct Verdict {
+    pub(super) what: &'static str,
+    pub(super) required: &'static str,
+    pub(super) measured: String,
+    /// The figure checked, when its benchmarks ran.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(super) figure: Option<f64>,
+    /// `None`: not measured.
+    pub(super) pass: Option<bool>,
+}
+
+/// The results the targets and the page's tables read.
+pub(super) struct Lookup<'a> {
+    pub(super) results: &'a [Measured],
+    pub(super) redis: &'a BTreeMap<String, RedisBench>,
+}
+
+impl<'a> Lookup<'a> {
+    pub(super) fn get(&self, full_id: &str) -> Option<&'a Measured> {
+        self.results.iter().find(|m| m.full_id == full_id)
+    }
+
+    pub(super) fn group(&self, group: &str) -> Vec<&'a Measured> {
+        self.results.iter().filter(|m| m.group == group).collect()
+    }
+
+    fn groups(&self, groups: Groups) -> impl Iterator<Item = &'a Measured> {
+        self.results.iter().filter(move |m| match groups {
+            Groups::One(g) => m.group == g,
+            Groups::Prefix(p) => m.group.starts_with(p),
+        })
+    }
+}
+
+/// Every target of [`TARGETS`] against the results.
+pub(super) fn evaluate(r: &Lookup<'_>) -> Vec<Verdict> {
+    TARGETS.iter().map(|t| t.evaluate(r)).collect()
+}
+
+impl Target {
+    pub(super) fn evaluate(&self, r: &Lookup<'_>) -> Verdict {
+        let (figure, measured) = match self.figure.compute(r, self.pass) {
+            Ok((figure, measured)) => (Some(figure), measured),
+            Err(absent) => (None, format!("not measured ({absent} did not run)")),
+        };
+        Verdict {
+            what: self.what,
+            required: self.required,
+            measured,
+            figure,
+            pass: figure.map(|x| self.pass.check(x)),
+        }
+    }
+}
+
+impl Figure {
+    /// The figure and how the page writes it, or what did not run.
+    fn compute(&self, r: &Lookup<'_>, pass: Pass) -> Result<(f64, String), String> {
+        match self {
+            Figure::Ratio { over, under, shown } => match (over.read(r), under.read(r)) {
+                (Some(a), Some(b)) => {
+                    let x = a / b;
+                    let text = format!(
+                        "{} ÷ {} = **{}**",
+                        over.show(a),
+                        under.show(b),
+                        shown.show(x)
+                    );
+                    Ok((x, text))
+                }
+                (a, b) => {
+                    let mut absent: Vec<String> = Vec::new();
+                    for (value, quantity) in [(a, over), (b, under)] {
+                        let source = quantity.source();
+                        if value.is_none() && !absent.contains(&source) {
+                            absent.push(source);
+                        }
+                    }
+                    Err(absent.join(" and "))
+                }
+            },
+            Figure::Worst {
+                groups,
+                names,
+                each,
+                shown,
+                label,
+            } => {
+                let candidates = r
+                    .groups(*groups)
+                    .filter(|m| m.name.starts_with(names))
+                    .filter_map(|m| Some((m, each.of(m)?)));
+                let by_figure = |a: &(&Measured, f64), b: &(&Measured, f64)| a.1.total_cmp(&b.1);
+                let worst = match pass {
+                    Pass::AtMost(_) | Pass::Below(_) => candidates.max_by(by_figure),
+                    Pass::AtLeast(_) => candidates.min_by(by_figure),
+                };
+                let (m, x) = worst.ok_or_else(|| groups.source())?;
+                Ok((x, format!("**{}** ({label}{})", shown.show(x), m.name)))
+            }
+            Figure::Growth {
+                groups,
+                names,
+                long,
+                short,
+                shown,
+            } => {
+                let mut worst: Option<(f64, String)> = None;
+                for at_long in r.groups(*groups) {
+                    let Some(counter) = at_long.name.strip_suffix(&format!("/{long}")) else {
+                        continue;
+                    };
+                    if !counter.starts_with(names) {
+                        continue;
+                    }
+                    let Some(at_short) = r.get(&format!("{}/{counter}/{short}", at_long.group))
+                    else {
+                        continue;
+                    };
+                    let x =
+                        (at_long.median / f64::from(*long)) / (at_short.median / f64::from(*short));
+                    if worst.as_ref().is_none_or(|(w, _)| pass.worse(x, *w)) {
+                        worst = Some((x, format!("{}, {counter}", at_long.group)));
+                    }
+                }
+                let (x, which) = worst.ok_or_else(|| groups.source())?;
+                Ok((x, format!("**{}** (worst: {which})", shown.show(x))))
+            }
+        }
+    }
+}
+
+impl Quantity {
+    fn read(&self, r: &Lookup<'_>) -> Option<f64> {
+        match self {
+            Quantity::Median(group, name) => r.get(&format!("{group}/{name}")).map(|m| m.median),
+            Quantity::Rate(group, name) => r
+                .get(&format!("{group}/{name}"))
+                .and_then(Measured::per_second),
+            Quantity::RedisBenchmark(test) => r
+                .redis
+                .get(*test)
+                .map(|b| median_of(&b.rps))
+                .filter(|x| x.is_finite()),
+        }
+    }
+
+    fn show(&self, x: f64) -> String {
+        match self {
+            Quantity::Median(..) => time(x),
+            Quantity::Rate(..) | Quantity::RedisBenchmark(_) => format!("{}/s", thousands(x)),
+        }
+    }
+
+    /// What did not run when this is missing.
+    fn source(&self) -> String {
+        match self {
+            Quantity::Median(group, _) | Quantity::Rate(group, _) => format!("`{group}`"),
+            Quantity::RedisBenchmark(_) => "redis-benchmark".into(),
+        }
+    }
+}
+
+impl Each {
+    fn of(self, m: &Measured) -> Option<f64> {
+        match self {
+            Each::Median => Some(m.median),
+            Each::Rate => m.per_second(),
+        }
+    }
+}
+
+impl Groups {
+    fn source(self) -> String {
+        match self {
+            Groups::One(group) => format!("`{group}`"),
+            Groups::Prefix(prefix) => format!("`{prefix}*`"),
+        }
+    }
+}
+
+impl Shown {
+    fn show(self, x: f64) -> String {
+        match self {
+            Shown::Times(decimals) => format!("{x:.decimals$}×"),
+            Shown::Percent => format!("{:.0} %", x * 100.0),
+            Shown::Time => time(x),
+            Shown::MegabytesPerSecond => format!("{} MB/s", sig3(x / 1e6)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Lookup, Pass, TARGETS, Target, evaluate};
+    use crate::bench::record::{Measured, RedisBench, Throughput};
+    use std::collections::BTreeMap;
+    use std::time::SystemTime;
+
+    fn measured(group: &str, name: &str, median: f64, throughput: Option<Throughput>) -> Measured {
+        Measured {
+            group: group.into(),
+            name: name.into(),
+            full_id: format!("{group}/{name}"),
+            median,
+            lower: median,
+            upper: median,
+            mad: 0.0,
+            throughput,
+            written: SystemTime::UNIX_EPOCH,
+            run: String::new(),
+        }
+    }
+
+    fn target(what: &str) -> &'static Target {
+        TARGETS.iter().find(|t| t.what.starts_with(what)).unwrap()
+    }
+
+    /// The stated threshold and the checked one agree in direction.
+    #[test]
+    fn every_row_states_its_threshold() {
+        for t in TARGETS {
+            let sign = match t.pass {
+                Pass::AtMost(_) => "≤",
+                Pass::Below(_) => "<",
+                Pass::AtLeast(_) => "≥",
+            };
+            assert!(t.required.contains(sign), "{}: {}", t.what, t.required);
+        }
+        let mut whats: Vec<&str> = TARGETS.iter().map(|t| t.what).collect();
+        whats.sort_unstable();
+        whats.dedup();
+        assert_eq!(whats.len(), TARGETS.len(), "two targets with one name");
+    }
+
+    #[test]
+    fn ratios_pass_miss_and_name_what_did_not_run() {
+        let group = "memory/turn(append 2 + load_recent 20)";
+        let results = [
+            measured(group, "10", 600.0, None),
+            measured(group, "10000", 1_000.0, None),
+        ];
+        let redis = BTreeMap::new();
+        let r = Lookup {
+            results: &results,
+            redis: &redis,
+        };
+        let flat = target("memory: per-turn").evaluate(&r);
+        assert_eq!(flat.measured, "1.00 µs ÷ 600 ns = **1.67×**");
+        assert_eq!(
+            (flat.pass, flat.figure.map(|x| x > 1.6)),
+            (Some(false), Some(true))
+        );
+
+        let share = target("64 sessions: Redis appends/s").evaluate(&r);
+        assert_eq!(share.pass, None);
+        assert_eq!(
+            share.measured,
+            "not measured (`redis/64 sessions, continuous calls` and redis-benchmark did not run)"
+        );
+    }
+
+    #[test]
+    fn the_worst_of_a_group_is_checked() {
+        let group = "count/english";
+        let mb = Some(Throughput::BytesDecimal(1e6));
+        let results = [
+            // 1 MB in 20 ms: 50 MB/s; in 50 ms: 20 MB/s, the slowest.
+            measured(group, "bpe-openai/cl100k", 20e6, mb),
+            measured(group, "bpe-openai/o200k", 50e6, mb),
+            // Not the default counter: not checked.
+            measured(group, "tiktoken-rs/o200k", 500e6, mb),
+        ];
+        let mut redis = BTreeMap::new();
+        redis.insert("RPUSH".to_owned(), RedisBench::default());
+        let r = Lookup {
+            results: &results,
+            redis: &redis,
+        };
+        let verdicts = evaluate(&r);
+        let english = verdicts
+            .iter()
+            .find(|v| v.what.starts_with("token counting on English"))
+            .unwrap();
+        assert_eq!(english.measured, "**20.0 MB/s** (bpe-openai/o200k)");
+        assert_eq!(english.pass, Some(false));
+        let worst = verdicts
+            .iter()
+            .find(|v| v.what.starts_with("token counting, worst case"))
+            .unwrap();
+        assert_eq!(worst.measured, "not measured (`count/worst-*` did not run)");
+    }
+
+    #[test]
+    fn growth_is_per_unit_and_reports_the_worst() {
+        let results = [
+            measured("count/worst-a", "bpe-openai/x/10000", 1e4, None),
+            measured("count/worst-a", "bpe-openai/x/1000000", 1.5e6, None),
+            measured("count/worst-space", "bpe-openai/x/10000", 1e4, None),
+            measured("count/worst-space", "bpe-openai/x/1000000", 3e6, None),
+        ];
+        let redis = BTreeMap::new();
+        let r = Lookup {
+            results: &results,
+            redis: &redis,
+        };
+        let v = target("token counting, worst case").evaluate(&r);
+        assert_eq!(
+            v.measured,
+            "**3.00×** (worst: count/worst-space, bpe-openai/x)"
+        );
+        assert_eq!(v.pass, Some(false));
+    }
+}

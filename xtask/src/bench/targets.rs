@@ -1,0 +1,157 @@
+//! The targets at the top of `docs/benchmarks.md`: one table, [`TARGETS`].
+//! Each row says what is measured, how its figure comes from the results
+//! ([`Figure`]) and what the figure must reach ([`Pass`]); [`evaluate`]
+//! (the one loop, in [`super::evaluate`]) turns every row into a verdict
+//! the same way. Adding a target is adding a row here; a new kind of
+//! figure is a new [`Figure`] variant there.
+
+#[cfg(doc)]
+use super::evaluate::evaluate;
+use super::evaluate::{Each, Figure, Groups, Pass, Quantity, Shown, Target};
+
+// Benchmark groups the targets and the page's derived figures read.
+pub(super) const MEMORY_TURN: &str = "memory/turn(append 2 + load_recent 20)";
+pub(super) const REDIS_TURN: &str = "redis/turn(append 2 + load_recent 20)";
+pub(super) const BLOB_TURN: &str = "redis/blob baseline turn(GET + parse + push 2 + SET)";
+pub(super) const CONTINUOUS: &str = "redis/64 sessions, continuous calls";
+pub(super) const SELECT: &str = "context-window/select over 10,000 cached messages";
+pub(super) const COUNT_ENGLISH: &str = "count/english";
+/// `count/worst-a`, `count/worst-space`: one character repeated.
+pub(super) const COUNT_WORST: &str = "count/worst-";
+/// The default exact counter (the `bpe-openai` feature) is what the
+/// counting targets are checked on.
+pub(super) const DEFAULT_COUNTER: &str = "bpe-openai/";
+pub(super) const PIPELINE: &str = "pipeline/execute(offline provider, history 100)";
+pub(super) const SQLITE_TURN: &str = "sqlite/turn(append 2 + load_recent 20)";
+pub(super) const SQLITE_TURN_RELAXED: &str =
+    "sqlite/turn(append 2 + load_recent 20), synchronous=NORMAL";
+pub(super) const SQLITE_CONCURRENT: &str = "sqlite/64 sessions taking turns, durable";
+pub(super) const SQLITE_GROUP: &str = "group commit";
+pub(super) const SQLITE_SINGLE: &str = "one commit per turn (max_batch 1)";
+pub(super) const SQLITE_FLOOR: &str = "sqlite/fdatasync floor/append 4 KiB + fdatasync";
+pub(super) const THREADS: &str = "memory/turns on threads(append 2 + load_recent 20, history 100)";
+pub(super) const APPEND_MANAGER: &str = "append 1 message, ConnectionManager";
+
+/// Every target, in the order the page lists them.
+pub(super) const TARGETS: &[Target] = &[
+    Target {
+        what: "memory: per-turn cost at 10,000 messages ÷ at 10",
+        figure: Figure::Ratio {
+            over: Quantity::Median(MEMORY_TURN, "10000"),
+            under: Quantity::Median(MEMORY_TURN, "10"),
+            shown: Shown::Times(2),
+        },
+        required: "≤ 1.5×",
+        pass: Pass::AtMost(1.5),
+    },
+    Target {
+        what: "Redis: per-turn cost at 10,000 messages ÷ at 10",
+        figure: Figure::Ratio {
+            over: Quantity::Median(REDIS_TURN, "10000"),
+            under: Quantity::Median(REDIS_TURN, "10"),
+            shown: Shown::Times(2),
+        },
+        required: "≤ 1.5×",
+        pass: Pass::AtMost(1.5),
+    },
+    Target {
+        what: "SQLite, durable (synchronous=FULL): per-turn cost at 10,000 messages ÷ at 10",
+        figure: Figure::Ratio {
+            over: Quantity::Median(SQLITE_TURN, "10000"),
+            under: Quantity::Median(SQLITE_TURN, "10"),
+            shown: Shown::Times(2),
+        },
+        required: "≤ 1.5×",
+        pass: Pass::AtMost(1.5),
+    },
+    Target {
+        what: "SQLite, relaxed (synchronous=NORMAL): per-turn cost at 10,000 messages ÷ at 10",
+        figure: Figure::Ratio {
+            over: Quantity::Median(SQLITE_TURN_RELAXED, "10000"),
+            under: Quantity::Median(SQLITE_TURN_RELAXED, "10"),
+            shown: Shown::Times(2),
+        },
+        required: "≤ 1.5×",
+        pass: Pass::AtMost(1.5),
+    },
+    Target {
+        what: "SQLite, 64 sessions taking turns, durable: turns/s with group commit ÷ one commit \
+               per turn (max_batch 1, the same 64 tasks)",
+        figure: Figure::Ratio {
+            over: Quantity::Rate(SQLITE_CONCURRENT, SQLITE_GROUP),
+            under: Quantity::Rate(SQLITE_CONCURRENT, SQLITE_SINGLE),
+            shown: Shown::Times(1),
+        },
+        required: "≥ 10×",
+        pass: Pass::AtLeast(10.0),
+    },
+    Target {
+        what: "Redis at 10,000 messages: whole-blob baseline turn ÷ our turn",
+        figure: Figure::Ratio {
+            over: Quantity::Median(BLOB_TURN, "10000"),
+            under: Quantity::Median(REDIS_TURN, "10000"),
+            shown: Shown::Times(0),
+        },
+        required: "≥ 100× faster",
+        pass: Pass::AtLeast(100.0),
+    },
+    Target {
+        what: "64 sessions: Redis appends/s (ConnectionManager) ÷ redis-benchmark RPUSH -c 64",
+        figure: Figure::Ratio {
+            over: Quantity::Rate(CONTINUOUS, APPEND_MANAGER),
+            under: Quantity::RedisBenchmark("RPUSH"),
+            shown: Shown::Percent,
+        },
+        required: "≥ 50 %",
+        pass: Pass::AtLeast(0.5),
+    },
+    Target {
+        what: "memory store: append 2 + load_recent(20), slowest of the four lengths",
+        figure: Figure::Worst {
+            groups: Groups::One(MEMORY_TURN),
+            names: "",
+            each: Each::Median,
+            shown: Shown::Time,
+            label: "at ",
+        },
+        required: "< 5 µs",
+        pass: Pass::Below(5_000.0),
+    },
+    Target {
+        what: "token counting on English, default exact counter (bpe-openai), slowest encoding",
+        figure: Figure::Worst {
+            groups: Groups::One(COUNT_ENGLISH),
+            names: DEFAULT_COUNTER,
+            each: Each::Rate,
+            shown: Shown::MegabytesPerSecond,
+            label: "",
+        },
+        required: "≥ 25 MB/s",
+        pass: Pass::AtLeast(25e6),
+    },
+    Target {
+        what: "token counting, worst case (one character repeated): time per byte at 1 MB ÷ at \
+               10 kB",
+        figure: Figure::Growth {
+            groups: Groups::Prefix(COUNT_WORST),
+            names: DEFAULT_COUNTER,
+            long: 1_000_000,
+            short: 10_000,
+            shown: Shown::Times(2),
+        },
+        required: "linear: ≤ 2×",
+        pass: Pass::AtMost(2.0),
+    },
+    Target {
+        what: "window selection over 10,000 cached messages, slowest policy",
+        figure: Figure::Worst {
+            groups: Groups::One(SELECT),
+            names: "",
+            each: Each::Median,
+            shown: Shown::Time,
+            label: "",
+        },
+        required: "< 100 µs",
+        pass: Pass::Below(100_000.0),
+    },
+];

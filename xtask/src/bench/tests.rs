@@ -1,0 +1,217 @@
+//! The record, its merge and the page, tested together on small records.
+
+use super::import::import_page;
+use super::record::{Host, Measured, Metric, Record, RedisBench, RedisRun, RunInfo, Throughput};
+use super::render::render;
+use std::collections::BTreeMap;
+use std::time::SystemTime;
+
+fn run(date: &str, filters: &[&str]) -> RunInfo {
+    RunInfo {
+        date: date.into(),
+        cpu: "2 × test".into(),
+        quick: !filters.is_empty(),
+        filters: filters.iter().map(|f| f.to_string()).collect(),
+        criterion_args: Vec::new(),
+        minutes: 1.5,
+        load_before: "0.5 0.4 0.3".into(),
+        load_after: "1.0 0.9 0.8".into(),
+        git: "abc1234".into(),
+        host: None,
+    }
+}
+
+fn measured(group: &str, name: &str, median: f64, run: &str) -> Measured {
+    Measured {
+        group: group.into(),
+        name: name.into(),
+        full_id: format!("{group}/{name}"),
+        median,
+        lower: median * 0.9,
+        upper: median * 1.1,
+        mad: median / 100.0,
+        throughput: Some(Throughput::Elements(64.0)),
+        written: SystemTime::UNIX_EPOCH,
+        run: run.into(),
+    }
+}
+
+fn metric(id: &str, run: &str) -> Metric {
+    Metric {
+        id: id.into(),
+        value: format!("1.00 ({run})"),
+        run: run.into(),
+    }
+}
+
+/// A filtered run replaces what it ran and keeps the rest with its
+/// run; runs nothing refers to any more are dropped.
+#[test]
+fn filtered_runs_merge_by_benchmark() {
+    let mut tests = BTreeMap::new();
+    tests.insert("RPUSH".to_owned(), RedisBench::default());
+    let old = Record {
+        runs: vec![run("old", &[]), run("older", &[])],
+        results: vec![
+            measured("a", "1", 10.0, "old"),
+            measured("a", "2", 20.0, "old"),
+            measured("b", "1", 30.0, "old"),
+        ],
+        metrics: vec![metric("a/1/x", "old"), metric("b/1/y", "old")],
+        redis: Some(RedisRun {
+            run: "old".into(),
+            tests,
+        }),
+    };
+    let new = Record {
+        runs: vec![run("new", &["a/1"])],
+        results: vec![
+            measured("a", "1", 11.0, "new"),
+            measured("c", "1", 5.0, "new"),
+        ],
+        metrics: vec![metric("a/1/z", "new")],
+        redis: None,
+    };
+    let merged = old.merge(new);
+    let got: Vec<(&str, f64, &str)> = merged
+        .results
+        .iter()
+        .map(|m| (m.full_id.as_str(), m.median, m.run.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("a/1", 11.0, "new"),
+            ("a/2", 20.0, "old"),
+            ("b/1", 30.0, "old"),
+            ("c/1", 5.0, "new")
+        ]
+    );
+    let ids: Vec<&str> = merged.metrics.iter().map(|m| m.id.as_str()).collect();
+    assert_eq!(ids, ["b/1/y", "a/1/z"], "group a's old metrics replaced");
+    assert_eq!(merged.redis.as_ref().map(|r| r.run.as_str()), Some("old"));
+    let runs: Vec<&str> = merged.runs.iter().map(|r| r.date.as_str()).collect();
+    assert_eq!(runs, ["new", "old"], "newest first; unused runs dropped");
+
+    // The page names the run of each group.
+    let page = render(&merged);
+    assert!(page.contains("### `a`\n\n_Measured new, quick run of abc1234, filter `a/1`; old, full run of abc1234._"), "{page}");
+    assert!(
+        page.contains("### `b`\n\n_Measured old, full run of abc1234._"),
+        "{page}"
+    );
+}
+
+#[test]
+fn the_record_reads_back_what_it_wrote() {
+    let mut tests = BTreeMap::new();
+    tests.insert(
+        "RPUSH".to_owned(),
+        RedisBench {
+            rps: vec![1.0, 2.5],
+            p50_ms: vec![0.25],
+            usec_per_call: Some(0.21),
+        },
+    );
+    let mut seventeen_digits = measured("a", "b", 2029.9999999999998, "2026-11-26 01:30 UTC");
+    seventeen_digits.throughput = Some(Throughput::Bytes(0.9997204770000001));
+    seventeen_digits.mad = f64::NAN;
+    // The machine as the run recorded it, not the one rendering the page.
+    let mut with_host = run("2026-11-26 01:30 UTC", &["sqlite"]);
+    with_host.host = Some(Host {
+        memory: "1.0 GiB".into(),
+        os: "Plan 9, Linux 0.1".into(),
+        rustc: "rustc 1.0.0".into(),
+        redis_server: "1.0".into(),
+        crates: "criterion 0.0.1".into(),
+    });
+    let record = Record {
+        runs: vec![with_host],
+        results: vec![
+            measured("sqlite/x \"y\"", "10", 1234.5, "2026-11-26 01:30 UTC"),
+            seventeen_digits,
+        ],
+        metrics: vec![metric("sqlite/x/m", "2026-11-26 01:30 UTC")],
+        redis: Some(RedisRun {
+            run: "2026-11-26 01:30 UTC".into(),
+            tests,
+        }),
+    };
+    let text = record.to_json().unwrap();
+    let back = Record::from_json(&text).unwrap();
+    assert_eq!(back.to_json().unwrap(), text);
+    assert_eq!(back.results[0].median, 1234.5);
+    // Figures come back bit for bit, and NaN (written as null) as NaN.
+    assert_eq!(back.results[1].median, 2029.9999999999998);
+    assert!(matches!(
+        back.results[1].throughput,
+        Some(Throughput::Bytes(n)) if n == 0.9997204770000001
+    ));
+    assert!(back.results[1].mad.is_nan());
+    assert!(text.contains("\"mad_ns\": null"));
+    assert_eq!(back.runs[0].filters, ["sqlite"]);
+    assert_eq!(back.runs[0].host, record.runs[0].host);
+    let page = render(&back);
+    assert!(page.contains("| OS | Plan 9, Linux 0.1 |"), "{page}");
+    assert!(page.contains("| crates | criterion 0.0.1 |"), "{page}");
+}
+
+/// The page written before the record existed is read back into one:
+/// rendering it again gives the same result rows.
+#[test]
+fn imports_a_page_without_a_record() {
+    let page = "# Benchmarks\n\n## Machine\n\n| | |\n|---|---|\n\
+        | date | 2026-11-25 21:38 UTC |\n| commit | dd8a6f1 |\n\
+        | run | full: criterion defaults (3 s warm-up, 5 s measurement, 100 samples) |\n\
+        | took | 8.6 min (building the benchmarks included) |\n\
+        | CPU | 2 × Intel(R) Xeon(R) Processor |\n\
+        | load average (1, 5, 15 min) | 1.37 1.34 1.59 before, 3.59 2.15 1.78 after |\n\n\
+        ## The ceiling: redis-benchmark\n\n\
+        | test | requests/s (median) | min – max | p50 latency | server time per call |\n\
+        |---|---|---|---|---|\n\
+        | RPUSH | 121,507 | 116,795 – 127,033 | 271 µs | 0.21 µs |\n\n\
+        ## Results\n\n### `memory/turn(append 2 + load_recent 20)`\n\n\
+        | benchmark | median | 95 % CI of the median | MAD |\n|---|---|---|---|\n\
+        | 10 | **600 ns** | 598 ns – 601 ns | 5.38 ns |\n\
+        | 10000 | **665 ns** | 661 ns – 667 ns | 10.3 ns |\n\n\
+        ### `redis/64 sessions, one turn each`\n\n\
+        | benchmark | median | 95 % CI of the median | MAD | throughput |\n|---|---|---|---|---|\n\
+        | ConnectionManager | **4.21 ms** | 4.11 ms – 4.28 ms | 405 µs | 15,191/s |\n\n\
+        ### Other measurements\n\n| measurement | value |\n|---|---|\n\
+        | memory/bytes per stored message | 319 bytes (text 57 bytes) |\n\n\
+        ## Analysis\n\n| not | a result |\n";
+    let record = import_page(page).unwrap();
+    assert_eq!(record.results.len(), 3);
+    assert_eq!(record.metrics.len(), 1);
+    assert_eq!(record.runs[0].date, "2026-11-25 21:38 UTC");
+    assert_eq!(record.runs[0].load_after, "3.59 2.15 1.78");
+    assert_eq!(record.runs[0].cpu, "2 × Intel(R) Xeon(R) Processor");
+    let out = render(&record);
+    for row in [
+        "| 10 | **600 ns** | 598 ns – 601 ns | 5.38 ns |",
+        "| 10000 | **665 ns** | 661 ns – 667 ns | 10.3 ns |",
+        "| ConnectionManager | **4.21 ms** | 4.11 ms – 4.28 ms | 405 µs | 15,191/s |",
+        "| RPUSH | 121,507 | 116,795 – 127,033 | 271 µs | 0.21 µs |",
+        "| memory/bytes per stored message | 319 bytes (text 57 bytes) | 2026-11-25 21:38 UTC |",
+        "| memory: per-turn cost at 10,000 messages ÷ at 10 | ≤ 1.5× | 665 ns ÷ 600 ns = **1.11×** | PASS |",
+    ] {
+        assert!(out.contains(row), "missing {row}\n{out}");
+    }
+}
+
+/// `docs/benchmarks.json` as committed is in the format this code
+/// writes: reading it and writing it back changes nothing, and the
+/// page renders from it.
+#[test]
+fn the_committed_record_reads_and_writes_unchanged() {
+    let path = crate::root().join(super::RECORD);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let record = Record::from_json(&text).unwrap();
+    assert!(!record.results.is_empty());
+    // Not assert_eq: the record is long.
+    assert!(
+        record.to_json().unwrap() == text,
+        "{} is not what the code would write from it",
+        path.display()
+    );
+}
