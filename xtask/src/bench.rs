@@ -32,7 +32,7 @@ use std::process::{Command, Stdio};
 use std::time::{Instant, SystemTime};
 
 use crate::json::Json;
-use crate::{Result, TempRedis, cargo, ensure_redis, root, run};
+use crate::{Result, cargo, ensure_redis, root, run, temp_redis};
 
 /// Criterion settings of the two modes.
 const QUICK_ARGS: [&str; 6] = [
@@ -816,8 +816,8 @@ fn redis_benchmark(quick: bool) -> Result<BTreeMap<String, RedisBench>> {
     } else {
         (FULL_REQUESTS, FULL_RUNS)
     };
-    let server = TempRedis::start()?;
-    let port = server.port.to_string();
+    let server = temp_redis()?;
+    let port = server.port().to_string();
     let mut tests: BTreeMap<String, RedisBench> = BTreeMap::new();
     for i in 1..=runs {
         let step = format!("redis-benchmark {i}/{runs}");

@@ -1,5 +1,7 @@
 //! Project automation, one subcommand per job (the rust-analyzer pattern).
-//! Dependency-free on purpose: it must build before anything else works.
+//! Few dependencies on purpose: it must build before anything else works.
+//! `redis-test-server` (no features: std and rustix) starts its throwaway
+//! redis-servers.
 //!
 //! ```text
 //! cargo xtask ci      # everything CI checks, on a fresh machine
@@ -12,6 +14,7 @@ mod bench;
 mod json;
 
 use json::Json;
+use redis_test_server::RedisServer;
 
 use std::env;
 use std::path::{Path, PathBuf};
@@ -124,6 +127,12 @@ fn examples() -> Result<Vec<(String, String)>> {
     Ok(found)
 }
 
+/// A throwaway redis-server (see `redis-test-server`): loopback only, a
+/// fresh directory, killed and removed on drop.
+fn temp_redis() -> Result<RedisServer> {
+    RedisServer::start().map_err(|e| format!("cannot start redis-server: {e}"))
+}
+
 fn on_path(program: &str) -> bool {
     Command::new(program)
         .arg("--version")
@@ -205,7 +214,7 @@ fn ci() -> Result {
             .env("RUSTDOCFLAGS", "-D warnings"),
     )?;
     // Examples that need Redis read REDIS_URL: give them a throwaway server.
-    let redis = TempRedis::start()?;
+    let redis = temp_redis()?;
     for (krate, example) in examples()? {
         run(
             &format!("example {krate}/{example}"),
@@ -314,55 +323,6 @@ fn feature_matrix() -> Result {
         started.elapsed().as_secs_f64()
     );
     Ok(())
-}
-
-/// A redis-server on a free loopback port, killed on drop.
-struct TempRedis {
-    child: std::process::Child,
-    port: u16,
-}
-
-impl TempRedis {
-    fn start() -> Result<Self> {
-        use std::io::{Read, Write};
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map_err(|e| format!("no free port: {e}"))?
-            .port();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no", "--dir"])
-            .arg(env::temp_dir())
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .map_err(|e| format!("cannot start redis-server: {e}"))?;
-        let server = Self { child, port };
-        let deadline = Instant::now() + std::time::Duration::from_secs(10);
-        while Instant::now() < deadline {
-            let pong = std::net::TcpStream::connect(("127.0.0.1", port)).and_then(|mut s| {
-                s.write_all(b"PING\r\n")?;
-                let mut buf = [0u8; 7];
-                s.read_exact(&mut buf)?;
-                Ok(buf)
-            });
-            if pong.is_ok_and(|b| &b == b"+PONG\r\n") {
-                return Ok(server);
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        Err(format!("redis-server on port {port} did not answer PING"))
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for TempRedis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// The fuzz targets in `fuzz/`, each run for a bounded time with the

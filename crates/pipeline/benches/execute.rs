@@ -25,10 +25,10 @@ use std::time::{Duration, Instant};
 use context_window::{CharEstimate, WindowPolicy, annotate};
 use criterion::{Criterion, criterion_group, criterion_main};
 use pipeline::{OfflineProvider, Pipeline};
+use redis_test_server::RedisServer;
 use statestore_core::{Expect, Message, Role, SessionId, Store};
 use statestore_memory::MemoryStore;
 use statestore_redis::RedisStore;
-use statestore_redis::testing::RedisServer;
 
 /// Executes between re-forks of the session from its template (untimed):
 /// the history grows from 100 to at most 100 + 2 × this while measured.

@@ -17,9 +17,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use redis_test_server::RedisServer;
 use statestore_core::{Expect, Message, SessionId, Store};
 use statestore_redis::RedisStore;
-use statestore_redis::testing::RedisServer;
 
 const LENGTHS: [usize; 4] = [10, 100, 1_000, 10_000];
 const GROUP_TURN: &str = "redis/turn(append 2 + load_recent 20)";

@@ -9,9 +9,6 @@ mod eviction;
 mod keys;
 mod list;
 mod scripts;
-#[cfg(feature = "testing")]
-#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
-pub mod testing;
 
 /// Entry points for the fuzz targets (feature `fuzzing`); not a public API.
 #[cfg(feature = "fuzzing")]

@@ -1,6 +1,5 @@
 //! `list` on a large keyspace, on a real server: every call does bounded
 //! work and the listing ends.
-#![cfg(feature = "testing")]
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -10,8 +9,8 @@
 
 use std::collections::BTreeSet;
 
+use redis_test_server::RedisServer;
 use statestore_core::{ConversationState, Expect, ListQuery, Message, SessionId, Store};
-use statestore_redis::testing::RedisServer;
 use statestore_redis::{LIST_MAX_SCAN_STEPS, RedisStore};
 
 fn sid(s: &str) -> SessionId {

@@ -5,7 +5,6 @@
 //! it measures, it does not judge (tests never assert times); run it with
 //! `cargo test -p statestore-redis --all-features --test server_time --
 //! --ignored --nocapture`. It does assert the call counts.
-#![cfg(feature = "testing")]
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -15,9 +14,9 @@
 
 use std::time::Duration;
 
+use redis_test_server::RedisServer;
 use statestore_core::{Expect, Message, SessionId, Store};
 use statestore_redis::RedisStore;
-use statestore_redis::testing::RedisServer;
 
 const CALLS: u64 = 10_000;
 
