@@ -123,30 +123,13 @@ fn execute(c: &mut Criterion) {
                         .unwrap();
                 }
             });
-            let info = server.cli(&["INFO", "commandstats"]).unwrap();
-            for line in info.lines() {
-                let Some((command, fields)) = line
-                    .trim()
-                    .strip_prefix("cmdstat_")
-                    .and_then(|l| l.split_once(':'))
-                else {
-                    continue;
-                };
-                let field = |key: &str| {
-                    fields
-                        .split(',')
-                        .find_map(|f| f.strip_prefix(key)?.strip_prefix('='))
-                        .and_then(|v| v.parse::<f64>().ok())
-                };
-                if let (true, Some(calls), Some(usec)) = (
-                    command.starts_with("eval"),
-                    field("calls"),
-                    field("usec_per_call"),
-                ) {
+            for (command, stat) in server.command_stats_detailed().unwrap() {
+                if command.starts_with("eval") {
                     println!(
                         "bench-metric: {GROUP}/redis/{command} calls per execute = {:.2} \
-                         ({usec:.2} µs server time per call)",
-                        calls / 100.0
+                         ({:.2} µs server time per call)",
+                        stat.calls as f64 / 100.0,
+                        stat.usec_per_call
                     );
                 }
             }

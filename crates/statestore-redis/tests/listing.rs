@@ -26,10 +26,10 @@ async fn scans(stats: &mut redis::aio::MultiplexedConnection) -> u64 {
         .query_async(stats)
         .await
         .unwrap();
-    info.lines()
-        .find_map(|l| l.strip_prefix("cmdstat_scan:calls="))
-        .and_then(|rest| rest.split(',').next())
-        .map_or(0, |calls| calls.parse().unwrap())
+    redis_test_server::parse_command_stats(&info)
+        .unwrap()
+        .get("scan")
+        .map_or(0, |scan| scan.calls)
 }
 
 /// Lists every page, checking that each call's SCAN work is bounded.
