@@ -236,7 +236,8 @@ fn ci() -> Result {
 }
 
 /// The crates under `crates/` (everything but xtask) with their features,
-/// except `default`, as `cargo metadata` reports them.
+/// except `default` and internal ones (`__fuzzing`), as `cargo metadata`
+/// reports them.
 fn crate_features() -> Result<Vec<(String, Vec<String>)>> {
     let output = cargo()
         .args(["metadata", "--no-deps", "--format-version", "1"])
@@ -269,7 +270,9 @@ fn crate_features() -> Result<Vec<(String, Vec<String>)>> {
             Some(Json::Obj(members)) => members
                 .iter()
                 .map(|(feature, _)| feature.clone())
-                .filter(|feature| feature != "default")
+                // `__name`: internal (the fuzz targets' entry points), not
+                // a combination users build.
+                .filter(|feature| feature != "default" && !feature.starts_with("__"))
                 .collect(),
             _ => Vec::new(),
         };

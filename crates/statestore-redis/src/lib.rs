@@ -10,8 +10,8 @@ mod keys;
 mod list;
 mod scripts;
 
-/// Entry points for the fuzz targets (feature `fuzzing`); not a public API.
-#[cfg(feature = "fuzzing")]
+/// Entry points for the fuzz targets (feature `__fuzzing`); not a public API.
+#[cfg(feature = "__fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing {
     use statestore_core::SessionId;
