@@ -57,7 +57,9 @@ pub use error::Error;
 pub use eviction::EvictionPolicyCheck;
 pub use list::{LIST_MAX_SCAN_STEPS, LIST_SCAN_COUNT};
 
+use conn::ClientResult;
 use decode::Reply;
+use error::{client_error, timed_out};
 use keys::{Keys, SessionKeys};
 use scripts::Scripts;
 
@@ -341,13 +343,13 @@ impl RedisStoreBuilder {
             let client =
                 redis::Client::build_with_tls(info, certs).map_err(|e| Error::Connect {
                     address: address.clone(),
-                    source: e,
+                    source: Box::new(e),
                 })?;
             return Ok((client, address));
         }
         let client = redis::Client::open(info).map_err(|e| Error::Connect {
             address: address.clone(),
-            source: e,
+            source: Box::new(e),
         })?;
         Ok((client, address))
     }
@@ -381,19 +383,14 @@ impl RedisStoreBuilder {
         connect: impl Future<Output = redis::RedisResult<C>>,
         durable: Option<durable::Durable>,
     ) -> Result<RedisStore, Error> {
-        let connect_error = |source| Error::Connect {
+        let connect_error = |source: statestore_core::BoxError| Error::Connect {
             address: address.clone(),
             source,
         };
         let conn = tokio::time::timeout(self.connect_timeout * 3, connect)
             .await
-            .map_err(|_| {
-                connect_error(redis::RedisError::from(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    "timed out",
-                )))
-            })?
-            .map_err(connect_error)?;
+            .map_err(|elapsed| connect_error(Box::new(elapsed)))?
+            .map_err(|e| connect_error(Box::new(e)))?;
         let check = self.eviction_check;
         let store = self.assemble(conn.into(), durable)?;
         store.preload(&address).await?;
@@ -445,7 +442,7 @@ impl RedisStoreBuilder {
         };
         let client = builder.build().map_err(|e| Error::Connect {
             address: address.clone(),
-            source: e,
+            source: Box::new(e),
         })?;
         self.finish(address, client.get_async_connection(), durable)
             .await
@@ -490,7 +487,7 @@ impl RedisStore {
     pub async fn preload_scripts(&self) -> Result<()> {
         let scripts = self.inner.scripts.all();
         let load = self.inner.conn.preload(&scripts);
-        self.timed("preload_scripts", load).await
+        self.timed("preload_scripts", None, load).await
     }
 
     /// The server's `maxmemory-policy` (on a cluster, one node's), or
@@ -502,7 +499,7 @@ impl RedisStore {
             .arg("maxmemory-policy")
             .clone();
         let reply = self
-            .timed("eviction_policy", self.inner.conn.query(&cmd))
+            .timed("eviction_policy", None, self.inner.conn.query(&cmd))
             .await;
         let policy = match reply {
             Ok(redis::Value::Map(pairs)) => pairs.into_iter().next().map(|(_, v)| v),
@@ -522,22 +519,22 @@ impl RedisStore {
     async fn preload(&self, address: &str) -> Result<(), Error> {
         self.preload_scripts().await.map_err(|e| Error::Connect {
             address: address.to_owned(),
-            source: redis::RedisError::from(std::io::Error::other(e.to_string())),
+            source: Box::new(e),
         })
     }
 
-    /// Runs `fut` under the response timeout, mapping client errors.
+    /// Runs `fut` of `operation` (on session `id`, when there is one) under
+    /// the response timeout, mapping client errors.
     async fn timed<T>(
         &self,
         operation: &'static str,
-        fut: impl Future<Output = redis::RedisResult<T>>,
+        id: Option<&SessionId>,
+        fut: impl Future<Output = ClientResult<T>>,
     ) -> Result<T> {
-        match tokio::time::timeout(self.inner.timeout, fut).await {
-            Err(_) => Err(StoreError::Timeout {
-                operation,
-                after: self.inner.timeout,
-            }),
-            Ok(Err(e)) => Err(client_error(operation, self.inner.timeout, e)),
+        let after = self.inner.timeout;
+        match tokio::time::timeout(after, fut).await {
+            Err(_) => Err(timed_out(operation, id, after)),
+            Ok(Err(e)) => Err(client_error(operation, id, after, e)),
             Ok(Ok(v)) => Ok(v),
         }
     }
@@ -564,7 +561,8 @@ impl RedisStore {
         id: &SessionId,
         inv: &ScriptInvocation<'_>,
     ) -> Result<Reply> {
-        let value = self.timed(operation, self.inner.conn.invoke(inv)).await?;
+        let invoke = self.inner.conn.invoke(operation, id, inv);
+        let value = self.timed(operation, Some(id), invoke).await?;
         decode::reply(id, value)
     }
 
@@ -584,7 +582,14 @@ impl RedisStore {
             (Some(durable), Some(wait)) => {
                 let header = self.inner.keys.session(id).header;
                 let (value, acked) = durable
-                    .write(operation, &self.inner.conn, inv, &header, wait, timeout)
+                    .write(
+                        (operation, id),
+                        &self.inner.conn,
+                        inv,
+                        &header,
+                        wait,
+                        timeout,
+                    )
                     .await?;
                 (value, Some(acked))
             }
@@ -593,15 +598,12 @@ impl RedisStore {
                 // refused the rest): WAIT may take its own timeout on top.
                 let limit = timeout + wait.map_or(Duration::ZERO, |w| w.1);
                 let wait = wait.map(|(n, t)| (n, u64::try_from(t.as_millis()).unwrap_or(u64::MAX)));
-                let call = self.inner.conn.invoke_durable(inv, wait);
+                let call = self.inner.conn.invoke_durable(operation, id, inv, wait);
                 match tokio::time::timeout(limit, call).await {
-                    Err(_) => {
-                        return Err(StoreError::Timeout {
-                            operation,
-                            after: limit,
-                        });
+                    Err(_) => return Err(timed_out(operation, Some(id), limit)),
+                    Ok(result) => {
+                        result.map_err(|e| client_error(operation, Some(id), limit, e))?
                     }
-                    Ok(result) => result.map_err(|e| client_error(operation, limit, e))?,
                 }
             }
         };
@@ -610,6 +612,14 @@ impl RedisStore {
             // A WAIT that failed after the script ran acknowledged nothing.
             let acknowledged = acked.map_or(0, |n| u32::try_from(n.max(0)).unwrap_or(u32::MAX));
             if acknowledged < required {
+                tracing::warn!(
+                    operation,
+                    session = %id,
+                    acknowledged,
+                    required,
+                    "fewer replicas acknowledged the write than required; it was applied on \
+                     the primary but may be lost in a failover"
+                );
                 return Err(StoreError::NotReplicated {
                     operation,
                     id: id.clone(),
@@ -717,27 +727,6 @@ fn expect_args(inv: &mut ScriptInvocation<'_>, expect: Expect) {
         Expect::Version(v) => inv.arg("v").arg(v),
         Expect::Absent => inv.arg("n").arg(0),
     };
-}
-
-fn client_error(operation: &'static str, after: Duration, e: redis::RedisError) -> StoreError {
-    if e.is_timeout() {
-        StoreError::Timeout { operation, after }
-    } else if e.is_connection_refusal()
-        || e.is_io_error()
-        || e.is_cluster_error()
-        || e.is_connection_dropped()
-        || e.is_unrecoverable_error()
-    {
-        StoreError::Unavailable {
-            operation,
-            source: Box::new(e),
-        }
-    } else {
-        StoreError::Backend {
-            operation,
-            source: Box::new(e),
-        }
-    }
 }
 
 fn json(id: &SessionId, value: &impl serde::Serialize) -> Result<Vec<u8>> {
@@ -892,19 +881,18 @@ impl Store for RedisStore {
     async fn exists(&self, id: &SessionId) -> Result<bool> {
         let keys = self.inner.keys.session(id);
         let cmd = redis::cmd("EXISTS").arg(&keys.header).clone();
-        let value = self.timed("exists", self.inner.conn.query(&cmd)).await?;
+        let value = self
+            .timed("exists", Some(id), self.inner.conn.query(&cmd))
+            .await?;
         Ok(decode::int(&value) == Some(1))
     }
 
     async fn list(&self, query: &ListQuery) -> Result<ListPage> {
         let fut = list::page(&self.inner.conn, &self.inner.keys, query);
         match tokio::time::timeout(self.inner.timeout * 4, fut).await {
-            Err(_) => Err(StoreError::Timeout {
-                operation: "list",
-                after: self.inner.timeout * 4,
-            }),
+            Err(_) => Err(timed_out("list", None, self.inner.timeout * 4)),
             Ok(result) => result.map_err(|e| match e {
-                list::ListError::Client(e) => client_error("list", self.inner.timeout, e),
+                list::ListError::Client(e) => client_error("list", None, self.inner.timeout, e),
                 list::ListError::Store(e) => e,
             }),
         }
