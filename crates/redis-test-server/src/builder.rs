@@ -77,7 +77,7 @@ impl ServerBuilder {
     }
 
     /// Serves TLS only (feature `tls`): generates a fresh CA and a server certificate for
-    /// `127.0.0.1` and `localhost` (see [`TlsFiles`]), listens with TLS on the
+    /// `127.0.0.1` and `localhost` (see [`TlsFiles`](crate::TlsFiles)), listens with TLS on the
     /// chosen port and without TLS nowhere (`port 0`), and does not ask
     /// clients for certificates (`tls-auth-clients no`).
     #[cfg(feature = "tls")]
