@@ -1,8 +1,9 @@
 //! Project automation, one subcommand per job (the rust-analyzer pattern).
-//! Its only dependencies are serde and serde_json (small, pure Rust, already
-//! in the workspace's lock file) for the JSON it reads and writes: criterion's
-//! estimates, `cargo metadata` and `docs/benchmarks.json`. Nothing that needs
-//! a C toolchain or a system library, so it builds before anything else works.
+//! Few dependencies on purpose, so it builds before anything else works:
+//! serde and serde_json (small, pure Rust) for the JSON it reads and writes
+//! (criterion's estimates, `cargo metadata`, `docs/benchmarks.json`), and
+//! `redis-test-server` with no features (std and rustix) for its throwaway
+//! redis-servers. Nothing that needs a C toolchain or a system library.
 //!
 //! ```text
 //! cargo xtask ci      # everything CI checks, on a fresh machine
@@ -15,6 +16,8 @@
 
 mod bench;
 mod tidy;
+
+use redis_test_server::RedisServer;
 
 use std::env;
 use std::path::{Path, PathBuf};
@@ -131,6 +134,12 @@ fn examples() -> Result<Vec<(String, String)>> {
     Ok(found)
 }
 
+/// A throwaway redis-server (see `redis-test-server`): loopback only, a
+/// fresh directory, killed and removed on drop.
+fn temp_redis() -> Result<RedisServer> {
+    RedisServer::start().map_err(|e| format!("cannot start redis-server: {e}"))
+}
+
 fn on_path(program: &str) -> bool {
     Command::new(program)
         .arg("--version")
@@ -213,7 +222,7 @@ fn ci() -> Result {
             .env("RUSTDOCFLAGS", "-D warnings"),
     )?;
     // Examples that need Redis read REDIS_URL: give them a throwaway server.
-    let redis = TempRedis::start()?;
+    let redis = temp_redis()?;
     for (krate, example) in examples()? {
         run(
             &format!("example {krate}/{example}"),
@@ -235,7 +244,8 @@ fn ci() -> Result {
 }
 
 /// The crates under `crates/` (everything but xtask) with their features,
-/// except `default`, as `cargo metadata` reports them.
+/// except `default` and internal ones (`__fuzzing`), as `cargo metadata`
+/// reports them.
 fn crate_features() -> Result<Vec<(String, Vec<String>)>> {
     let output = cargo()
         .args(["metadata", "--no-deps", "--format-version", "1"])
@@ -270,7 +280,9 @@ fn crate_features() -> Result<Vec<(String, Vec<String>)>> {
         let features = package
             .features
             .into_keys()
-            .filter(|feature| feature != "default")
+            // `__name`: internal (the fuzz targets' entry points), not a
+            // combination users build.
+            .filter(|feature| feature != "default" && !feature.starts_with("__"))
             .collect();
         found.push((package.name, features));
     }
@@ -322,55 +334,6 @@ fn feature_matrix() -> Result {
         started.elapsed().as_secs_f64()
     );
     Ok(())
-}
-
-/// A redis-server on a free loopback port, killed on drop.
-struct TempRedis {
-    child: std::process::Child,
-    port: u16,
-}
-
-impl TempRedis {
-    fn start() -> Result<Self> {
-        use std::io::{Read, Write};
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map_err(|e| format!("no free port: {e}"))?
-            .port();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no", "--dir"])
-            .arg(env::temp_dir())
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .map_err(|e| format!("cannot start redis-server: {e}"))?;
-        let server = Self { child, port };
-        let deadline = Instant::now() + std::time::Duration::from_secs(10);
-        while Instant::now() < deadline {
-            let pong = std::net::TcpStream::connect(("127.0.0.1", port)).and_then(|mut s| {
-                s.write_all(b"PING\r\n")?;
-                let mut buf = [0u8; 7];
-                s.read_exact(&mut buf)?;
-                Ok(buf)
-            });
-            if pong.is_ok_and(|b| &b == b"+PONG\r\n") {
-                return Ok(server);
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        Err(format!("redis-server on port {port} did not answer PING"))
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for TempRedis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// The fuzz targets in `fuzz/`, each run for a bounded time with the

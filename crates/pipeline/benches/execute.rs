@@ -25,10 +25,10 @@ use std::time::{Duration, Instant};
 use context_window::{CharEstimate, WindowPolicy, annotate};
 use criterion::{Criterion, criterion_group, criterion_main};
 use pipeline::{OfflineProvider, Pipeline};
+use redis_test_server::RedisServer;
 use statestore_core::{Expect, Message, Role, SessionId, Store};
 use statestore_memory::MemoryStore;
 use statestore_redis::RedisStore;
-use statestore_redis::testing::RedisServer;
 
 /// Executes between re-forks of the session from its template (untimed):
 /// the history grows from 100 to at most 100 + 2 × this while measured.
@@ -123,30 +123,13 @@ fn execute(c: &mut Criterion) {
                         .unwrap();
                 }
             });
-            let info = server.cli(&["INFO", "commandstats"]).unwrap();
-            for line in info.lines() {
-                let Some((command, fields)) = line
-                    .trim()
-                    .strip_prefix("cmdstat_")
-                    .and_then(|l| l.split_once(':'))
-                else {
-                    continue;
-                };
-                let field = |key: &str| {
-                    fields
-                        .split(',')
-                        .find_map(|f| f.strip_prefix(key)?.strip_prefix('='))
-                        .and_then(|v| v.parse::<f64>().ok())
-                };
-                if let (true, Some(calls), Some(usec)) = (
-                    command.starts_with("eval"),
-                    field("calls"),
-                    field("usec_per_call"),
-                ) {
+            for (command, stat) in server.command_stats_detailed().unwrap() {
+                if command.starts_with("eval") {
                     println!(
                         "bench-metric: {GROUP}/redis/{command} calls per execute = {:.2} \
-                         ({usec:.2} µs server time per call)",
-                        calls / 100.0
+                         ({:.2} µs server time per call)",
+                        stat.calls as f64 / 100.0,
+                        stat.usec_per_call
                     );
                 }
             }

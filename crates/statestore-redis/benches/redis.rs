@@ -17,9 +17,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use redis_test_server::RedisServer;
 use statestore_core::{Expect, Message, SessionId, Store};
 use statestore_redis::RedisStore;
-use statestore_redis::testing::RedisServer;
 
 const LENGTHS: [usize; 4] = [10, 100, 1_000, 10_000];
 const GROUP_TURN: &str = "redis/turn(append 2 + load_recent 20)";
@@ -143,7 +143,8 @@ fn print_round_trip(rt: &tokio::runtime::Runtime, server: &RedisServer, id: &str
 /// Prints a `bench-metric:` line with the server's time per call of each
 /// command starting with `prefix` since the last stats reset.
 fn print_server_costs(server: &RedisServer, id: &str, prefix: &str) {
-    for (command, calls, usec) in server_costs(server) {
+    for (command, stat) in server.command_stats_detailed().unwrap() {
+        let (calls, usec) = (stat.calls, stat.usec_per_call);
         if command.starts_with(prefix) && calls > 0 {
             println!("bench-metric: {id}/server time per {command} = {usec:.2} µs ({calls} calls)");
         }
@@ -194,25 +195,6 @@ fn concurrent_sessions(c: &mut Criterion) {
         });
     }
     group.finish();
-}
-
-/// Server-side cost per call, from `INFO commandstats`: `(command,
-/// calls, usec_per_call)` for every command with calls.
-fn server_costs(server: &RedisServer) -> Vec<(String, u64, f64)> {
-    let info = server.cli(&["INFO", "commandstats"]).unwrap();
-    info.lines()
-        .filter_map(|line| {
-            let (name, fields) = line.trim().strip_prefix("cmdstat_")?.split_once(':')?;
-            let field = |key: &str| {
-                fields
-                    .split(',')
-                    .find_map(|f| f.strip_prefix(key)?.strip_prefix('='))
-            };
-            let calls = field("calls")?.parse().ok()?;
-            let usec = field("usec_per_call")?.parse().ok()?;
-            Some((name.to_owned(), calls, usec))
-        })
-        .collect()
 }
 
 /// Continuous load from 64 sessions at once — each of 64 tasks issues its

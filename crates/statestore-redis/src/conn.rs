@@ -2,7 +2,13 @@
 //! run a script, run a command, pipeline reads, and scan every master.
 
 use redis::aio::ConnectionLike;
-use redis::{Cmd, RedisResult, ScriptInvocation, Value};
+use redis::{Cmd, RedisFuture, ScriptInvocation, Value};
+use statestore_core::SessionId;
+
+use crate::error::ClientError;
+
+/// What a call on a [`Connection`] returns.
+pub(crate) type ClientResult<T> = Result<T, ClientError>;
 
 /// A connection to Redis a [`RedisStore`](crate::RedisStore) runs on.
 ///
@@ -55,13 +61,66 @@ impl From<redis::cluster_async::ClusterConnection> for Connection {
 }
 
 #[cfg(feature = "deadpool")]
-fn pool_error(e: deadpool_redis::PoolError) -> redis::RedisError {
+fn pool_error(e: deadpool_redis::PoolError) -> ClientError {
     match e {
-        deadpool_redis::PoolError::Backend(e) => e,
-        other => redis::RedisError::from(std::io::Error::new(
-            std::io::ErrorKind::TimedOut,
-            format!("connection pool: {other}"),
-        )),
+        deadpool_redis::PoolError::Backend(e) => ClientError::Redis(e),
+        other => ClientError::Pool(other),
+    }
+}
+
+/// A connection that logs each `NOSCRIPT` reply passing through it: redis-rs
+/// answers one by loading the script and running it again (a second round
+/// trip), which happens after a restart, a failover or `SCRIPT FLUSH`.
+pub(crate) struct NoscriptLogged<'c, C> {
+    conn: &'c mut C,
+    operation: &'static str,
+    id: &'c SessionId,
+}
+
+impl<'c, C> NoscriptLogged<'c, C> {
+    pub(crate) fn new(conn: &'c mut C, operation: &'static str, id: &'c SessionId) -> Self {
+        Self {
+            conn,
+            operation,
+            id,
+        }
+    }
+}
+
+impl<C: ConnectionLike + Send> ConnectionLike for NoscriptLogged<'_, C> {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        Box::pin(async move {
+            let reply = self.conn.req_packed_command(cmd).await;
+            // A server's error reply arrives as a value (`query_async` turns
+            // it into an `Err` later); a client may also report it as one.
+            let noscript = match &reply {
+                Ok(Value::ServerError(e)) => e.kind() == Some(redis::ServerErrorKind::NoScript),
+                Err(e) => e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript),
+                Ok(_) => false,
+            };
+            if noscript {
+                tracing::debug!(
+                    operation = self.operation,
+                    session = %self.id,
+                    "NOSCRIPT: the server does not have the script (restart, failover or \
+                     SCRIPT FLUSH); loading it and running it again"
+                );
+            }
+            reply
+        })
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        self.conn.req_packed_commands(pipeline, offset, count)
+    }
+
+    fn get_db(&self) -> i64 {
+        self.conn.get_db()
     }
 }
 
@@ -101,9 +160,17 @@ impl Connection {
         }
     }
 
-    /// Runs a script (`EVALSHA`, loading it after `NOSCRIPT`).
-    pub(crate) async fn invoke(&self, inv: &ScriptInvocation<'_>) -> RedisResult<Value> {
-        with_conn!(self, c => inv.invoke_async(c).await)
+    /// Runs a script of `operation` on session `id` (`EVALSHA`, loading it
+    /// after `NOSCRIPT`, logged).
+    pub(crate) async fn invoke(
+        &self,
+        operation: &'static str,
+        id: &SessionId,
+        inv: &ScriptInvocation<'_>,
+    ) -> ClientResult<Value> {
+        Ok(with_conn!(self, c => {
+            inv.invoke_async(&mut NoscriptLogged::new(c, operation, id)).await
+        })?)
     }
 
     /// Whether every checkout is a connection of its own that does not
@@ -126,19 +193,26 @@ impl Connection {
     /// failed after the script ran.
     pub(crate) async fn invoke_durable(
         &self,
+        operation: &'static str,
+        id: &SessionId,
         inv: &ScriptInvocation<'_>,
         wait: Option<(u32, u64)>,
-    ) -> RedisResult<(Value, Option<Option<i64>>)> {
+    ) -> ClientResult<(Value, Option<Option<i64>>)> {
         let Some((replicas, timeout_ms)) = wait else {
-            return Ok((self.invoke(inv).await?, None));
+            return Ok((self.invoke(operation, id, inv).await?, None));
         };
         let wait_cmd = redis::cmd("WAIT").arg(replicas).arg(timeout_ms).clone();
         with_conn!(self, c => {
-            let value = inv.invoke_async(c).await?;
+            let value = inv.invoke_async(&mut NoscriptLogged::new(c, operation, id)).await?;
             let acked = match c.req_packed_command(&wait_cmd).await {
                 Ok(n) => redis::from_redis_value(n).ok(),
                 Err(e) => {
-                    tracing::warn!(error = %e, "WAIT failed after the write script ran");
+                    tracing::warn!(
+                        operation,
+                        session = %id,
+                        error = %e,
+                        "WAIT failed after the write script ran"
+                    );
                     None
                 }
             };
@@ -147,14 +221,18 @@ impl Connection {
     }
 
     /// Runs one keyed command (routed by its key on a cluster).
-    pub(crate) async fn query(&self, cmd: &Cmd) -> RedisResult<Value> {
-        with_conn!(self, c => c.req_packed_command(cmd).await)
+    pub(crate) async fn query(&self, cmd: &Cmd) -> ClientResult<Value> {
+        Ok(with_conn!(self, c => c.req_packed_command(cmd).await)?)
     }
 
     /// `HGET key field` for each key, in one pipelined round trip (on a
     /// cluster, where keys of different slots cannot share a pipeline, as
     /// concurrent requests over the multiplexed connections).
-    pub(crate) async fn hget_many(&self, keys: &[Vec<u8>], field: &str) -> RedisResult<Vec<Value>> {
+    pub(crate) async fn hget_many(
+        &self,
+        keys: &[Vec<u8>],
+        field: &str,
+    ) -> ClientResult<Vec<Value>> {
         #[cfg(feature = "cluster")]
         if let Inner::Cluster(c) = &self.0 {
             let mut tasks = tokio::task::JoinSet::new();
@@ -165,8 +243,7 @@ impl Connection {
             }
             let mut out = vec![Value::Nil; keys.len()];
             while let Some(done) = tasks.join_next().await {
-                let (i, value) = done
-                    .map_err(|e| redis::RedisError::from(std::io::Error::other(e.to_string())))?;
+                let (i, value) = done.map_err(ClientError::Task)?;
                 if let Some(slot) = out.get_mut(i) {
                     *slot = value?;
                 }
@@ -177,12 +254,12 @@ impl Connection {
         for key in keys {
             pipe.cmd("HGET").arg(key).arg(field);
         }
-        with_conn!(self, c => pipe.query_async(c).await)
+        Ok(with_conn!(self, c => pipe.query_async(c).await)?)
     }
 
     /// Loads every script on every node, so the first call of each is one
     /// round trip too.
-    pub(crate) async fn preload(&self, scripts: &[&redis::Script]) -> RedisResult<()> {
+    pub(crate) async fn preload(&self, scripts: &[&redis::Script]) -> ClientResult<()> {
         for script in scripts {
             with_conn!(self, c => script.prepare_invoke().load_async(c).await)?;
         }
@@ -191,7 +268,7 @@ impl Connection {
 
     /// The nodes a listing must scan, as `host:port`, in a stable order:
     /// every master of a cluster, or `[""]` (this connection) otherwise.
-    pub(crate) async fn scan_nodes(&self) -> RedisResult<Vec<String>> {
+    pub(crate) async fn scan_nodes(&self) -> ClientResult<Vec<String>> {
         match &self.0 {
             #[cfg(feature = "cluster")]
             Inner::Cluster(c) => {
@@ -212,7 +289,7 @@ impl Connection {
     /// `(first slot, last slot, master host:port)` for every slot range of
     /// the cluster, from `CLUSTER NODES`.
     #[cfg(feature = "cluster")]
-    pub(crate) async fn slot_masters(&self) -> RedisResult<Vec<(u16, u16, String)>> {
+    pub(crate) async fn slot_masters(&self) -> ClientResult<Vec<(u16, u16, String)>> {
         let Inner::Cluster(c) = &self.0 else {
             return Ok(Vec::new());
         };
@@ -234,7 +311,7 @@ impl Connection {
         cursor: u64,
         pattern: &str,
         count: usize,
-    ) -> RedisResult<(u64, Vec<Vec<u8>>)> {
+    ) -> ClientResult<(u64, Vec<Vec<u8>>)> {
         let mut cmd = redis::cmd("SCAN");
         cmd.arg(cursor)
             .arg("MATCH")
@@ -266,11 +343,8 @@ impl Connection {
 }
 
 #[cfg(feature = "cluster")]
-fn bad_node(node: &str) -> redis::RedisError {
-    redis::RedisError::from(std::io::Error::new(
-        std::io::ErrorKind::InvalidInput,
-        format!("cluster node {node:?} is not host:port"),
-    ))
+fn bad_node(node: &str) -> ClientError {
+    ClientError::BadNode(node.to_owned())
 }
 
 /// `host:port` of each master in `CLUSTER NODES` output that is not failed,

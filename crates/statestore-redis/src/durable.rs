@@ -43,13 +43,12 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use redis::aio::{ConnectionLike, MultiplexedConnection};
-use redis::{
-    AsyncConnectionConfig, ConnectionInfo, RedisError, RedisResult, ScriptInvocation, Value,
-};
-use statestore_core::{Error as StoreError, Result};
+use redis::{AsyncConnectionConfig, ConnectionInfo, RedisError, ScriptInvocation, Value};
+use statestore_core::{Error as StoreError, Result, SessionId};
 use tokio::sync::{Semaphore, SemaphorePermit};
 
-use crate::conn::Connection;
+use crate::conn::{ClientResult, Connection, NoscriptLogged};
+use crate::error::{ClientError, client_error, timed_out};
 
 /// Makes clients for the store's server, or for one node of its cluster,
 /// with the credentials, database and TLS settings of the URL the store was
@@ -64,10 +63,10 @@ pub(crate) struct Factory {
 impl Factory {
     /// A client for `node` (`host:port`), or for the URL's own address when
     /// `node` is empty.
-    fn client(&self, node: &str) -> RedisResult<redis::Client> {
+    fn client(&self, node: &str) -> ClientResult<redis::Client> {
         let mut info = self.info.clone();
         if !node.is_empty() {
-            let bad = || invalid(format!("cluster node {node:?} is not host:port"));
+            let bad = || ClientError::BadNode(node.to_owned());
             let (host, port) = node.rsplit_once(':').ok_or_else(bad)?;
             let port: u16 = port.parse().map_err(|_| bad())?;
             let host = host.to_owned();
@@ -88,17 +87,10 @@ impl Factory {
                 client_tls: None,
                 root_cert: Some(root.clone()),
             };
-            return redis::Client::build_with_tls(info, certs);
+            return Ok(redis::Client::build_with_tls(info, certs)?);
         }
-        redis::Client::open(info)
+        Ok(redis::Client::open(info)?)
     }
-}
-
-fn invalid(message: String) -> RedisError {
-    RedisError::from(std::io::Error::new(
-        std::io::ErrorKind::InvalidInput,
-        message,
-    ))
 }
 
 /// The pool of connections for durable writes. See the module docs.
@@ -159,8 +151,8 @@ impl Durable {
         }
     }
 
-    /// Runs the write script `inv` on a leased connection to the node of
-    /// `key`, then `WAIT replicas wait` on the same connection. Returns the
+    /// Runs the write script `inv` of `operation` on session `id` on a leased
+    /// connection to the node of `key`, then `WAIT replicas wait` on the same connection. Returns the
     /// script's reply and how many replicas acknowledged, or `None` when the
     /// `WAIT` did not answer after the script ran.
     ///
@@ -171,19 +163,20 @@ impl Durable {
     /// error, mapped, when connecting or the script fails.
     pub(crate) async fn write(
         &self,
-        operation: &'static str,
+        (operation, id): (&'static str, &SessionId),
         shared: &Connection,
         inv: &ScriptInvocation<'_>,
         key: &str,
         (replicas, wait): (u32, Duration),
         timeout: Duration,
     ) -> Result<(Value, Option<i64>)> {
-        let fail = |e| crate::client_error(operation, timeout, e);
+        let fail = |e| client_error(operation, Some(id), timeout, e);
         let permit = tokio::time::timeout(timeout, self.permits.acquire())
             .await
             .map_err(|_| {
                 tracing::warn!(
                     operation,
+                    session = %id,
                     size = self.size,
                     "every durable-write connection is busy; nothing was sent"
                 );
@@ -192,10 +185,10 @@ impl Durable {
                     after: timeout,
                 }
             })?
-            .map_err(|e| fail(RedisError::from(std::io::Error::other(e.to_string()))))?;
+            .map_err(|e| fail(ClientError::Closed(e)))?;
         let node = self.node_for(shared, key).await.map_err(fail)?;
         let mut lease = self.lease(node, permit).await.map_err(fail)?;
-        let mut value = self.script(operation, &mut lease, inv, timeout).await;
+        let mut value = self.script((operation, id), &mut lease, inv, timeout).await;
         if let Err(ScriptError::Client(e)) = &value
             && e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::Moved)
             && let Some((node, _)) = e.redirect_node()
@@ -205,22 +198,19 @@ impl Durable {
             self.forget_slots();
             let permit = self.release(lease);
             lease = self.lease(node, permit).await.map_err(fail)?;
-            value = self.script(operation, &mut lease, inv, timeout).await;
+            value = self.script((operation, id), &mut lease, inv, timeout).await;
         }
         let value = match value {
             Ok(value) => value,
             Err(e) => {
                 self.forget_slots();
                 return Err(match e {
-                    ScriptError::Timeout => StoreError::Timeout {
-                        operation,
-                        after: timeout,
-                    },
+                    ScriptError::Timeout => timed_out(operation, Some(id), timeout),
                     ScriptError::Client(e) if e.is_cluster_error() => StoreError::Unavailable {
                         operation,
                         source: Box::new(e),
                     },
-                    ScriptError::Client(e) => fail(e),
+                    ScriptError::Client(e) => fail(e.into()),
                 });
             }
         };
@@ -235,11 +225,20 @@ impl Durable {
                 Ok((value, redis::from_redis_value(n).ok()))
             }
             Ok(Err(e)) => {
-                tracing::warn!(operation, error = %e, "WAIT failed after the write script ran");
+                tracing::warn!(
+                    operation,
+                    session = %id,
+                    error = %e,
+                    "WAIT failed after the write script ran"
+                );
                 Ok((value, None))
             }
             Err(_) => {
-                tracing::warn!(operation, "WAIT did not answer after the write script ran");
+                tracing::warn!(
+                    operation,
+                    session = %id,
+                    "WAIT did not answer after the write script ran"
+                );
                 Ok((value, None))
             }
         }
@@ -248,15 +247,21 @@ impl Durable {
     /// Runs the script on the lease under `timeout`.
     async fn script(
         &self,
-        operation: &'static str,
+        (operation, id): (&'static str, &SessionId),
         lease: &mut Lease<'_>,
         inv: &ScriptInvocation<'_>,
         timeout: Duration,
     ) -> Result<Value, ScriptError> {
-        match tokio::time::timeout(timeout, inv.invoke_async(&mut lease.conn)).await {
+        let mut conn = NoscriptLogged::new(&mut lease.conn, operation, id);
+        match tokio::time::timeout(timeout, inv.invoke_async(&mut conn)).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(e)) => {
-                tracing::debug!(operation, error = %e, "durable write script failed");
+                tracing::debug!(
+                    operation,
+                    session = %id,
+                    error = %e,
+                    "durable write script failed"
+                );
                 Err(ScriptError::Client(e))
             }
             Err(_) => Err(ScriptError::Timeout),
@@ -264,7 +269,11 @@ impl Durable {
     }
 
     /// An idle connection to `node`, or a new one.
-    async fn lease<'a>(&self, node: String, permit: SemaphorePermit<'a>) -> RedisResult<Lease<'a>> {
+    async fn lease<'a>(
+        &self,
+        node: String,
+        permit: SemaphorePermit<'a>,
+    ) -> ClientResult<Lease<'a>> {
         let idle = self
             .idle
             .lock()
@@ -275,14 +284,10 @@ impl Durable {
             None => {
                 let client = self.factory.client(&node)?;
                 let connect = client.get_multiplexed_async_connection_with_config(&self.config);
-                tokio::time::timeout(self.connect_timeout * 2, connect)
+                let limit = self.connect_timeout * 2;
+                tokio::time::timeout(limit, connect)
                     .await
-                    .map_err(|_| {
-                        RedisError::from(std::io::Error::new(
-                            std::io::ErrorKind::TimedOut,
-                            "connecting timed out",
-                        ))
-                    })??
+                    .map_err(|_| ClientError::ConnectTimeout(limit))??
             }
         };
         Ok(Lease {
@@ -310,7 +315,7 @@ impl Durable {
 
     /// The node to write `key` on: `""` (the URL's) on a standalone server,
     /// the master serving its slot on a cluster.
-    async fn node_for(&self, shared: &Connection, key: &str) -> RedisResult<String> {
+    async fn node_for(&self, shared: &Connection, key: &str) -> ClientResult<String> {
         #[cfg(feature = "cluster")]
         if let Some(slots) = &self.slots {
             let slot = redis::cluster_routing::Slot::for_key(key);
@@ -330,12 +335,7 @@ impl Durable {
             if let Ok(mut slots) = slots.lock() {
                 *slots = map;
             }
-            return node.ok_or_else(|| {
-                RedisError::from(std::io::Error::new(
-                    std::io::ErrorKind::NotConnected,
-                    format!("no master serves the slot of {key:?}"),
-                ))
-            });
+            return node.ok_or_else(|| ClientError::NoMaster(key.to_owned()));
         }
         let _ = (shared, key);
         Ok(String::new())

@@ -32,12 +32,12 @@
 //! `N / (LIST_SCAN_COUNT × LIST_MAX_SCAN_STEPS)` calls: 1 M keys are ~1 000
 //! steps in ~100 calls.
 
-use redis::RedisError;
 use serde::{Deserialize, Serialize};
 use statestore_core::{Error, ListPage, ListQuery, SessionId};
 
 use crate::conn::Connection;
 use crate::decode;
+use crate::error::ClientError;
 use crate::keys::Keys;
 
 /// `COUNT` of every `SCAN` step of [`Store::list`](statestore_core::Store::list).
@@ -48,13 +48,19 @@ pub const LIST_SCAN_COUNT: usize = 1000;
 pub const LIST_MAX_SCAN_STEPS: usize = 10;
 
 pub(crate) enum ListError {
-    Client(RedisError),
+    Client(ClientError),
     Store(Error),
 }
 
-impl From<RedisError> for ListError {
-    fn from(e: RedisError) -> Self {
+impl From<ClientError> for ListError {
+    fn from(e: ClientError) -> Self {
         Self::Client(e)
+    }
+}
+
+impl From<redis::RedisError> for ListError {
+    fn from(e: redis::RedisError) -> Self {
+        Self::Client(e.into())
     }
 }
 

@@ -2,18 +2,13 @@
 //! standalone server (ConnectionManager and deadpool pool), a 3-master
 //! Redis Cluster, a server that requires an ACL user, and a TLS server.
 //! Each case runs on a fresh key prefix.
-#![cfg(all(
-    feature = "testing",
-    feature = "cluster",
-    feature = "tls",
-    feature = "deadpool"
-))]
+#![cfg(all(feature = "cluster", feature = "tls", feature = "deadpool"))]
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use redis_test_server::{RedisCluster, RedisServer};
 use statestore_core::conformance::run_all;
-use statestore_redis::testing::{RedisCluster, RedisServer};
 use statestore_redis::{RedisStore, RedisStoreBuilder};
 
 fn fresh() -> RedisStoreBuilder {

@@ -1,7 +1,7 @@
 //! Durable writes (`wait_for_replicas`) on real servers: a lagging replica
 //! delays only the writes waiting for it, and each `WAIT` runs on the
 //! connection that made the write.
-#![cfg(all(feature = "testing", feature = "cluster"))]
+#![cfg(feature = "cluster")]
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -13,9 +13,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use redis_test_server::{RedisCluster, RedisServer};
 use statestore_core::{Error, Expect, Message, SessionId, Store};
 use statestore_redis::RedisStore;
-use statestore_redis::testing::{RedisCluster, RedisServer};
 
 fn sid(s: &str) -> SessionId {
     SessionId::new(s).unwrap()

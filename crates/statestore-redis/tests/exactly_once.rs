@@ -3,7 +3,7 @@
 //! connection before its reply, so the client cannot know whether the
 //! append landed. Retrying with the same key — by the caller, or by the
 //! cluster client on its own — must be a replay, never a second append.
-#![cfg(all(feature = "testing", feature = "cluster"))]
+#![cfg(feature = "cluster")]
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -14,11 +14,11 @@
 
 use std::time::Duration;
 
+use redis_test_server::{FaultProxy, RedisCluster, RedisServer};
 use statestore_core::{
     Append, Appended, Error, Expect, IdempotencyKey, Message, SessionId, Store, WriteOutcome,
 };
 use statestore_redis::RedisStore;
-use statestore_redis::testing::{FaultProxy, RedisCluster, RedisServer};
 
 fn sid(s: &str) -> SessionId {
     SessionId::new(s).unwrap()

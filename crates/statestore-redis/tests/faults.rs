@@ -2,7 +2,7 @@
 //! with AOF, a failed-over cluster master. Every call must come back with
 //! a typed error (never hang, never panic), the same store must recover by
 //! itself, and nothing acknowledged may be lost.
-#![cfg(all(feature = "testing", feature = "cluster"))]
+#![cfg(feature = "cluster")]
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -13,9 +13,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use redis_test_server::{RedisCluster, RedisServer};
 use statestore_core::{Error, Expect, Message, SessionId, Store};
 use statestore_redis::RedisStore;
-use statestore_redis::testing::{RedisCluster, RedisServer};
 
 fn sid(s: &str) -> SessionId {
     SessionId::new(s).unwrap()

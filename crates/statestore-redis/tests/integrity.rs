@@ -3,7 +3,6 @@
 //! operation that relies on that key, and nothing is written; sessions of
 //! the previous storage layout are adopted; the connect-time check of
 //! `maxmemory-policy`.
-#![cfg(feature = "testing")]
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -14,11 +13,11 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use redis_test_server::RedisServer;
 use statestore_core::{
     Append, ConversationState, Error, Expect, IdempotencyKey, Message, Metadata, SessionId, Store,
     Summary,
 };
-use statestore_redis::testing::RedisServer;
 use statestore_redis::{EvictionPolicyCheck, RedisStore};
 
 fn sid(s: &str) -> SessionId {

@@ -1,6 +1,5 @@
 //! `list` on a large keyspace, on a real server: every call does bounded
 //! work and the listing ends.
-#![cfg(feature = "testing")]
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -10,8 +9,8 @@
 
 use std::collections::BTreeSet;
 
+use redis_test_server::RedisServer;
 use statestore_core::{ConversationState, Expect, ListQuery, Message, SessionId, Store};
-use statestore_redis::testing::RedisServer;
 use statestore_redis::{LIST_MAX_SCAN_STEPS, RedisStore};
 
 fn sid(s: &str) -> SessionId {
@@ -27,10 +26,10 @@ async fn scans(stats: &mut redis::aio::MultiplexedConnection) -> u64 {
         .query_async(stats)
         .await
         .unwrap();
-    info.lines()
-        .find_map(|l| l.strip_prefix("cmdstat_scan:calls="))
-        .and_then(|rest| rest.split(',').next())
-        .map_or(0, |calls| calls.parse().unwrap())
+    redis_test_server::parse_command_stats(&info)
+        .unwrap()
+        .get("scan")
+        .map_or(0, |scan| scan.calls)
 }
 
 /// Lists every page, checking that each call's SCAN work is bounded.

@@ -1,7 +1,7 @@
 //! Redis-specific behaviour on real servers: round trips per operation,
 //! tenant isolation by prefix, foreign data, TTL on every key, size limits,
 //! connection failures and credentials.
-#![cfg(all(feature = "testing", feature = "tls"))]
+#![cfg(feature = "tls")]
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -13,12 +13,12 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use redis::AsyncCommands;
+use redis_test_server::RedisServer;
 use statestore_core::codec::Limits;
 use statestore_core::{
     Append, ConversationState, Error, Expect, IdempotencyKey, ListQuery, Message, Metadata,
     SessionId, Store, Summary,
 };
-use statestore_redis::testing::RedisServer;
 use statestore_redis::{RedisStore, RedisStoreBuilder};
 
 fn sid(s: &str) -> SessionId {

@@ -5,7 +5,6 @@
 //! it measures, it does not judge (tests never assert times); run it with
 //! `cargo test -p statestore-redis --all-features --test server_time --
 //! --ignored --nocapture`. It does assert the call counts.
-#![cfg(feature = "testing")]
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -15,28 +14,19 @@
 
 use std::time::Duration;
 
+use redis_test_server::RedisServer;
 use statestore_core::{Expect, Message, SessionId, Store};
 use statestore_redis::RedisStore;
-use statestore_redis::testing::RedisServer;
 
 const CALLS: u64 = 10_000;
 
 /// `(calls, usec_per_call)` of EVALSHA since the last reset.
 fn evalsha(server: &RedisServer) -> (u64, f64) {
-    let info = server.cli(&["INFO", "commandstats"]).unwrap();
-    let line = info
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("cmdstat_evalsha:"))
-        .unwrap_or_default();
-    let field = |key: &str| {
-        line.split(',')
-            .find_map(|f| f.strip_prefix(key)?.strip_prefix('='))
-            .unwrap_or("0")
-    };
-    (
-        field("calls").parse().unwrap(),
-        field("usec_per_call").parse().unwrap(),
-    )
+    server
+        .command_stats_detailed()
+        .unwrap()
+        .get("evalsha")
+        .map_or((0, 0.0), |s| (s.calls, s.usec_per_call))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,15 +2,15 @@
 //! (64 tasks, 200 sessions, append / load_recent / fork / delete) repeated
 //! on fresh prefixes for `SOAK_SECONDS` (default 60) on a standalone server
 //! and on a 3-master cluster. Ignored in `cargo xtask ci`.
-#![cfg(all(feature = "testing", feature = "cluster"))]
+#![cfg(feature = "cluster")]
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use redis_test_server::{RedisCluster, RedisServer};
 use statestore_core::conformance::mixed_load_matches_a_model;
 use statestore_redis::RedisStore;
-use statestore_redis::testing::{RedisCluster, RedisServer};
 
 fn budget() -> Duration {
     let secs = std::env::var("SOAK_SECONDS")

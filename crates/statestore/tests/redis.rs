@@ -12,8 +12,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use redis_test_server::RedisServer;
 use statestore::{Expect, Message, OpenError, SessionId, Store};
-use statestore_redis::testing::RedisServer;
 
 async fn round_trip(store: &Arc<dyn Store>, id: &str) {
     let id = SessionId::new(id).unwrap();
@@ -279,7 +279,7 @@ async fn rediss_with_tls_ca_opens_and_round_trips() {
 #[cfg(feature = "redis-cluster")]
 #[tokio::test]
 async fn cluster_url_opens_through_seed_nodes() {
-    use statestore_redis::testing::RedisCluster;
+    use redis_test_server::RedisCluster;
 
     let cluster = RedisCluster::start(3, 0).unwrap();
     let seeds: Vec<String> = cluster

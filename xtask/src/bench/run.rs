@@ -10,7 +10,7 @@ use std::time::{Instant, SystemTime};
 use serde::Deserialize;
 
 use super::record::{Measured, RedisBench, Throughput};
-use crate::{Result, TempRedis, cargo, root};
+use crate::{Result, cargo, root, temp_redis};
 
 /// Criterion settings of the two modes.
 pub(super) const QUICK_ARGS: [&str; 6] = [
@@ -193,8 +193,8 @@ pub(super) fn redis_benchmark(quick: bool) -> Result<BTreeMap<String, RedisBench
     } else {
         (FULL_REQUESTS, FULL_RUNS)
     };
-    let server = TempRedis::start()?;
-    let port = server.port.to_string();
+    let server = temp_redis()?;
+    let port = server.port().to_string();
     let mut tests: BTreeMap<String, RedisBench> = BTreeMap::new();
     for i in 1..=runs {
         let step = format!("redis-benchmark {i}/{runs}");
@@ -233,27 +233,15 @@ pub(super) fn redis_benchmark(quick: bool) -> Result<BTreeMap<String, RedisBench
             entry.p50_ms.extend(p50);
         }
     }
-    let info = Command::new("redis-cli")
-        .args(["-h", "127.0.0.1", "-p", &port, "INFO", "commandstats"])
-        .output()
-        .map_err(|e| format!("redis-cli: {e}"))?;
-    for line in String::from_utf8_lossy(&info.stdout).lines() {
-        let Some((command, fields)) = line
-            .trim()
-            .strip_prefix("cmdstat_")
-            .and_then(|l| l.split_once(':'))
-        else {
-            continue;
-        };
-        let usec = fields
-            .split(',')
-            .find_map(|f| f.strip_prefix("usec_per_call="))
-            .and_then(|u| u.parse().ok());
+    let stats = server
+        .command_stats_detailed()
+        .map_err(|e| format!("INFO commandstats: {e}"))?;
+    for (command, stat) in stats {
         for (test, bench) in &mut tests {
             let name = test.split_whitespace().next().unwrap_or_default();
             let name = name.split('_').next().unwrap_or_default();
-            if name.eq_ignore_ascii_case(command) {
-                bench.usec_per_call = usec;
+            if name.eq_ignore_ascii_case(&command) {
+                bench.usec_per_call = Some(stat.usec_per_call);
             }
         }
     }

@@ -72,7 +72,7 @@ async fn end_to_end_two_turns_on_memory() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn end_to_end_two_turns_on_redis() {
-    let redis = statestore_redis::testing::RedisServer::start().unwrap();
+    let redis = redis_test_server::RedisServer::start().unwrap();
     let store = statestore_redis::RedisStore::builder()
         .connect(&redis.url())
         .await

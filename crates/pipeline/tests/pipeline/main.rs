@@ -29,12 +29,12 @@ use pipeline::{
     Middleware, OfflineProvider, Pipeline, Provider, StreamEvent, ToolHandler, ToolSpec, Usage,
     counters,
 };
+use redis_test_server::{FaultProxy, RedisServer};
 use statestore_core::{
     BoxError, Expect, IdempotencyKey, Message, Role, SessionId, Store, ToolCall, WriteOutcome,
 };
 use statestore_memory::MemoryStore;
 use statestore_redis::RedisStore;
-use statestore_redis::testing::{FaultProxy, RedisServer};
 
 fn memory() -> Arc<dyn Store> {
     Arc::new(MemoryStore::new())

@@ -17,7 +17,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// The only address the harness ever binds or connects to.
-pub(super) const LOOPBACK: &str = "127.0.0.1";
+pub(crate) const LOOPBACK: &str = "127.0.0.1";
 
 /// Redis Cluster's bus listens on the client port plus this.
 const CLUSTER_BUS_OFFSET: u16 = 10_000;
@@ -34,7 +34,7 @@ static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
 /// port is free too). Another process may still take it before redis-server
 /// binds it: callers retry with a new port when startup fails on
 /// "Address already in use".
-pub(super) fn free_port(cluster: bool) -> io::Result<u16> {
+pub(crate) fn free_port(cluster: bool) -> io::Result<u16> {
     for _ in 0..1_000 {
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
         let port = listener.local_addr()?.port();
@@ -71,12 +71,12 @@ pub(super) fn free_port(cluster: bool) -> io::Result<u16> {
 
 /// A fresh, private directory under the system temp dir, removed on drop.
 #[derive(Debug)]
-pub(super) struct ScratchDir {
+pub(crate) struct ScratchDir {
     path: PathBuf,
 }
 
 impl ScratchDir {
-    pub(super) fn new() -> io::Result<Self> {
+    pub(crate) fn new() -> io::Result<Self> {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         let base = std::env::temp_dir();
         for _ in 0..100 {
@@ -85,7 +85,7 @@ impl ScratchDir {
                 .map(|d| d.subsec_nanos())
                 .unwrap_or_default();
             let path = base.join(format!(
-                "statestore-redis-{}-{}-{nanos}",
+                "redis-test-server-{}-{}-{nanos}",
                 std::process::id(),
                 COUNTER.fetch_add(1, Ordering::Relaxed),
             ));
@@ -101,7 +101,7 @@ impl ScratchDir {
         ))
     }
 
-    pub(super) fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 }
@@ -114,16 +114,16 @@ impl Drop for ScratchDir {
 
 /// What a finished program printed.
 #[derive(Debug)]
-pub(super) struct Captured {
-    pub(super) status: ExitStatus,
-    pub(super) stdout: String,
-    pub(super) stderr: String,
+pub(crate) struct Captured {
+    pub(crate) status: ExitStatus,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
 }
 
 impl Captured {
     /// `stdout` (without its trailing newlines) on a zero exit status, else an
     /// error quoting both streams.
-    pub(super) fn into_stdout(self, what: &str) -> io::Result<String> {
+    pub(crate) fn into_stdout(self, what: &str) -> io::Result<String> {
         if self.status.success() {
             Ok(self.stdout.trim_end_matches(['\n', '\r']).to_owned())
         } else {
@@ -139,7 +139,7 @@ impl Captured {
 
 /// Runs `program` with `args`, capturing its output; kills it (and reports
 /// [`io::ErrorKind::TimedOut`]) if it has not exited within `timeout`.
-pub(super) fn run<I, S>(program: &str, args: I, timeout: Duration) -> io::Result<Captured>
+pub(crate) fn run<I, S>(program: &str, args: I, timeout: Duration) -> io::Result<Captured>
 where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
@@ -196,7 +196,7 @@ fn reader(pipe: Option<impl Pipe>) -> JoinHandle<Vec<u8>> {
 }
 
 /// Turns "program not found" into an error that says what to install.
-pub(super) fn spawn_error(program: &str, err: io::Error) -> io::Error {
+pub(crate) fn spawn_error(program: &str, err: io::Error) -> io::Error {
     if err.kind() != io::ErrorKind::NotFound {
         return io::Error::new(err.kind(), format!("could not run {program}: {err}"));
     }
@@ -216,18 +216,18 @@ pub(super) fn spawn_error(program: &str, err: io::Error) -> io::Error {
 
 /// Byte lengths of the server's log files, to quote only what a launch added.
 #[derive(Debug, Clone, Copy, Default)]
-pub(super) struct LogMark {
+pub(crate) struct LogMark {
     log: u64,
     stdout: u64,
     stderr: u64,
 }
 
-pub(super) const LOG_FILE: &str = "redis.log";
-pub(super) const STDOUT_FILE: &str = "stdout.log";
-pub(super) const STDERR_FILE: &str = "stderr.log";
+pub(crate) const LOG_FILE: &str = "redis.log";
+pub(crate) const STDOUT_FILE: &str = "stdout.log";
+pub(crate) const STDERR_FILE: &str = "stderr.log";
 
 impl LogMark {
-    pub(super) fn now(dir: &Path) -> Self {
+    pub(crate) fn now(dir: &Path) -> Self {
         let len = |name: &str| fs::metadata(dir.join(name)).map_or(0, |m| m.len());
         Self {
             log: len(LOG_FILE),
@@ -237,7 +237,7 @@ impl LogMark {
     }
 
     /// The last lines each log file got since this mark.
-    pub(super) fn tail(&self, dir: &Path) -> String {
+    pub(crate) fn tail(&self, dir: &Path) -> String {
         let mut out = String::new();
         for (name, from) in [
             (LOG_FILE, self.log),
@@ -275,7 +275,7 @@ impl LogMark {
 /// when this process died without running destructors (killed, aborted, a
 /// server kept in a `static`), so no redis-server outlives its test run.
 #[derive(Debug)]
-pub(super) struct Watchdog {
+pub(crate) struct Watchdog {
     child: Option<Child>,
 }
 
@@ -287,14 +287,14 @@ sleep 0.2
 "#;
 
 impl Watchdog {
-    pub(super) fn spawn(pid: u32, dir: &Path) -> io::Result<Self> {
+    pub(crate) fn spawn(pid: u32, dir: &Path) -> io::Result<Self> {
         if pid <= 1 {
             return Err(io::Error::other(format!("refusing to watch pid {pid}")));
         }
         let child = Command::new("/bin/sh")
             .arg("-c")
             .arg(WATCHDOG_SCRIPT)
-            .arg("statestore-redis-watchdog")
+            .arg("redis-test-server-watchdog")
             .arg(pid.to_string())
             .arg(dir)
             .stdin(Stdio::piped())
@@ -306,7 +306,7 @@ impl Watchdog {
     }
 
     /// Kills the watchdog before it can fire (its stdin is closed only after).
-    pub(super) fn disarm(&mut self) {
+    pub(crate) fn disarm(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();

@@ -4,8 +4,8 @@ use std::io;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::process::{self, LOOPBACK};
-use super::server::{RedisServer, info_field};
+use crate::process::{self, LOOPBACK};
+use crate::server::{RedisServer, info_field};
 
 /// How long `redis-cli --cluster create` may take.
 const CREATE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -26,7 +26,7 @@ const SLOTS: &str = "16384";
 ///
 /// ```no_run
 /// # fn main() -> std::io::Result<()> {
-/// use statestore_redis::testing::RedisCluster;
+/// use redis_test_server::RedisCluster;
 ///
 /// let mut cluster = RedisCluster::start(3, 1)?;
 /// let seeds = cluster.urls(); // for a cluster client
@@ -52,7 +52,7 @@ impl RedisCluster {
     /// # Errors
     ///
     /// Fewer than 3 masters; a node that does not start (see
-    /// [`ServerBuilder::start`](super::ServerBuilder::start));
+    /// [`ServerBuilder::start`](crate::ServerBuilder::start));
     /// `redis-cli --cluster create` failing (its output is quoted); or the
     /// cluster not being ready within 60 s (the unmet condition is named).
     pub fn start(masters: usize, replicas_per_master: usize) -> io::Result<RedisCluster> {

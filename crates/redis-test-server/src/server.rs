@@ -1,9 +1,10 @@
-//! One throwaway `redis-server` process and its builder.
+//! [`RedisServer`]: one throwaway `redis-server` process — starting it
+//! (from a [`ServerBuilder`](crate::ServerBuilder)), crashing, pausing and
+//! restarting it, and `redis-cli` against it.
 
-use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fmt;
-use std::fs::{self, OpenOptions};
+use std::fs::OpenOptions;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -14,254 +15,20 @@ use std::time::{Duration, Instant};
 
 use rustix::process::{Pid, Signal, kill_process};
 
-use super::process::{
-    self, Captured, LOG_FILE, LOOPBACK, LogMark, STDERR_FILE, STDOUT_FILE, ScratchDir, Watchdog,
+use crate::ServerBuilder;
+use crate::process::{
+    self, Captured, LOOPBACK, LogMark, STDERR_FILE, STDOUT_FILE, ScratchDir, Watchdog,
 };
-use super::tls::{self, TlsFiles};
+use crate::tls::TlsFiles;
 
 /// How long a server may take to answer PING after it was spawned.
-const READY_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const READY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long one `redis-cli` call may take (a paused server never answers).
 const CLI_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long a readiness probe may take.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// How many fresh ports [`ServerBuilder::start`] tries when the chosen port
-/// was taken by someone else before the server could bind it.
-const START_ATTEMPTS: usize = 5;
-
-/// Cluster node timeout: short, so that failover tests finish quickly, but
-/// long enough not to fail over spuriously on a busy two-core machine.
-const CLUSTER_NODE_TIMEOUT_MS: u32 = 3_000;
-
-/// One ACL user of a [`ServerBuilder`].
-#[derive(Clone)]
-struct AclUser {
-    name: String,
-    password: String,
-    rules: String,
-}
-
-/// Configures a [`RedisServer`] before starting it: see [`RedisServer::builder`].
-///
-/// Every server binds `127.0.0.1` only, on a port chosen free at start,
-/// with its working directory, config and logs in a fresh temporary
-/// directory; no RDB snapshots, no AOF unless asked for.
-#[derive(Clone, Default)]
-pub struct ServerBuilder {
-    users: Vec<AclUser>,
-    tls: bool,
-    appendonly_always: bool,
-    extra: Vec<(String, String)>,
-    cluster: bool,
-}
-
-impl fmt::Debug for ServerBuilder {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ServerBuilder")
-            .field(
-                "acl_users",
-                &self.users.iter().map(|u| &u.name).collect::<Vec<_>>(),
-            )
-            .field("tls", &self.tls)
-            .field("appendonly_always", &self.appendonly_always)
-            .field("config", &self.extra)
-            .field("cluster", &self.cluster)
-            .finish()
-    }
-}
-
-impl ServerBuilder {
-    /// Adds the ACL user `user` with password `password` and ACL `rules`
-    /// (for example `"~myapp:* +@all"`), and turns the `default` user off, so
-    /// that only the configured users can run commands.
-    ///
-    /// The first user added is the one [`RedisServer::url`] and
-    /// [`RedisServer::cli`] authenticate as. The rules are written to the
-    /// config file as given; user and password are quoted, and may contain
-    /// any character but a line break.
-    #[must_use]
-    pub fn acl_user(mut self, user: &str, password: &str, rules: &str) -> Self {
-        self.users.push(AclUser {
-            name: user.to_owned(),
-            password: password.to_owned(),
-            rules: rules.to_owned(),
-        });
-        self
-    }
-
-    /// Serves TLS only: generates a fresh CA and a server certificate for
-    /// `127.0.0.1` and `localhost` (see [`TlsFiles`]), listens with TLS on the
-    /// chosen port and without TLS nowhere (`port 0`), and does not ask
-    /// clients for certificates (`tls-auth-clients no`).
-    #[must_use]
-    pub fn tls(mut self) -> Self {
-        self.tls = true;
-        self
-    }
-
-    /// Turns the append-only file on, fsynced on every write
-    /// (`appendonly yes`, `appendfsync always`): data written before a
-    /// [`RedisServer::kill`] is there again after [`RedisServer::restart`].
-    #[must_use]
-    pub fn appendonly_always(mut self) -> Self {
-        self.appendonly_always = true;
-        self
-    }
-
-    /// Adds the line `key value` to the server's config file, after the
-    /// harness's own lines (so it overrides them). `value` is written as
-    /// given: quote it yourself if it needs quoting.
-    #[must_use]
-    pub fn config(mut self, key: &str, value: &str) -> Self {
-        self.extra.push((key.to_owned(), value.to_owned()));
-        self
-    }
-
-    /// Makes this server a Redis Cluster node (`cluster-enabled yes`), with a
-    /// port below 55000 whose bus port (port + 10000) is free too.
-    pub(super) fn cluster_node(mut self) -> Self {
-        self.cluster = true;
-        self
-    }
-
-    /// Starts the server and waits until it answers PING.
-    ///
-    /// # Errors
-    ///
-    /// Fails when `redis-server` is not installed (the message says which
-    /// package to install), when a setting contains a line break, or when the
-    /// server exits or does not answer within 10 s (the message quotes the
-    /// end of its log). A port taken between choosing and binding it is
-    /// retried with a new port.
-    pub fn start(self) -> io::Result<RedisServer> {
-        self.validate()?;
-        let dir = ScratchDir::new()?;
-        let tls = if self.tls {
-            Some(tls::generate(dir.path())?)
-        } else {
-            None
-        };
-        let mut server = RedisServer {
-            port: 0,
-            config_path: dir.path().join("redis.conf"),
-            process: None,
-            paused: AtomicBool::new(false),
-            tls,
-            user: self
-                .users
-                .first()
-                .map(|u| (u.name.clone(), u.password.clone())),
-            dir,
-        };
-        let mut last = None;
-        for _ in 0..START_ATTEMPTS {
-            server.port = process::free_port(self.cluster)?;
-            fs::write(&server.config_path, self.config_text(&server))?;
-            match server.launch(Instant::now() + READY_TIMEOUT) {
-                Ok(()) => return Ok(server),
-                Err(Launch::AddrInUse(e)) => last = Some(e),
-                Err(Launch::Failed(e)) => return Err(e),
-            }
-        }
-        Err(last.unwrap_or_else(|| io::Error::other("redis-server did not start")))
-    }
-
-    fn validate(&self) -> io::Result<()> {
-        let settings = self
-            .users
-            .iter()
-            .flat_map(|u| [&u.name, &u.password, &u.rules])
-            .chain(self.extra.iter().flat_map(|(k, v)| [k, v]));
-        for setting in settings {
-            if setting.contains(['\n', '\r', '\0']) {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    format!("a redis.conf setting cannot contain a line break: {setting:?}"),
-                ));
-            }
-        }
-        if self.users.iter().any(|u| u.name.is_empty()) {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "an ACL user name cannot be empty",
-            ));
-        }
-        Ok(())
-    }
-
-    fn config_text(&self, server: &RedisServer) -> String {
-        let dir = server.dir();
-        let mut lines = vec![format!("bind {LOOPBACK}")];
-        match &server.tls {
-            Some(tls) => lines.extend([
-                "port 0".to_owned(),
-                format!("tls-port {}", server.port),
-                format!("tls-cert-file {}", quote_path(&tls.server_cert)),
-                format!("tls-key-file {}", quote_path(&tls.server_key)),
-                format!("tls-ca-cert-file {}", quote_path(&tls.ca_cert)),
-                "tls-auth-clients no".to_owned(),
-            ]),
-            None => lines.push(format!("port {}", server.port)),
-        }
-        lines.extend([
-            "daemonize no".to_owned(),
-            format!("dir {}", quote_path(dir)),
-            format!("logfile {}", quote_path(&dir.join(LOG_FILE))),
-            "save \"\"".to_owned(),
-        ]);
-        if self.appendonly_always {
-            lines.extend(["appendonly yes".to_owned(), "appendfsync always".to_owned()]);
-        } else {
-            lines.push("appendonly no".to_owned());
-        }
-        if self.cluster {
-            lines.extend([
-                "cluster-enabled yes".to_owned(),
-                "cluster-config-file nodes.conf".to_owned(),
-                format!("cluster-node-timeout {CLUSTER_NODE_TIMEOUT_MS}"),
-                // Replicas sync at once, not after the default 5 s wait for
-                // more replicas to share a diskless transfer.
-                "repl-diskless-sync-delay 0".to_owned(),
-            ]);
-        }
-        lines.extend(self.extra.iter().map(|(k, v)| format!("{k} {v}")));
-        if !self.users.is_empty() {
-            lines.push("user default off".to_owned());
-        }
-        for user in &self.users {
-            lines.push(format!(
-                "user {} on {} {}",
-                quote(&user.name),
-                quote(&format!(">{}", user.password)),
-                user.rules
-            ));
-        }
-        let mut text = lines.join("\n");
-        text.push('\n');
-        text
-    }
-}
-
-/// A redis.conf argument in double quotes (redis unescapes `\\` and `\"`).
-fn quote(value: &str) -> String {
-    let mut out = String::with_capacity(value.len() + 2);
-    out.push('"');
-    for c in value.chars() {
-        if c == '"' || c == '\\' {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out.push('"');
-    out
-}
-
-fn quote_path(path: &Path) -> String {
-    quote(&path.to_string_lossy())
-}
 
 /// Percent-encodes everything but RFC 3986's unreserved characters, for the
 /// user-info part of a URL.
@@ -279,7 +46,7 @@ fn percent_encode(value: &str) -> String {
 
 /// Why a launch failed: a port someone else took (retry elsewhere), or
 /// anything else (give up).
-enum Launch {
+pub(crate) enum Launch {
     AddrInUse(io::Error),
     Failed(io::Error),
 }
@@ -292,7 +59,7 @@ impl From<io::Error> for Launch {
 
 /// A live redis-server child and the watchdog that would clean up after it.
 #[derive(Debug)]
-struct Running {
+pub(crate) struct Running {
     child: Child,
     watchdog: Watchdog,
 }
@@ -327,7 +94,7 @@ impl Drop for Running {
 ///
 /// ```no_run
 /// # fn main() -> std::io::Result<()> {
-/// use statestore_redis::testing::RedisServer;
+/// use redis_test_server::RedisServer;
 ///
 /// let server = RedisServer::start()?;
 /// assert_eq!(server.cli(&["PING"])?, "PONG");
@@ -337,14 +104,14 @@ impl Drop for Running {
 /// # }
 /// ```
 pub struct RedisServer {
-    port: u16,
-    config_path: PathBuf,
-    process: Option<Running>,
-    paused: AtomicBool,
-    tls: Option<TlsFiles>,
-    user: Option<(String, String)>,
+    pub(crate) port: u16,
+    pub(crate) config_path: PathBuf,
+    pub(crate) process: Option<Running>,
+    pub(crate) paused: AtomicBool,
+    pub(crate) tls: Option<TlsFiles>,
+    pub(crate) user: Option<(String, String)>,
     // Last: removed after the process is gone.
-    dir: ScratchDir,
+    pub(crate) dir: ScratchDir,
 }
 
 impl fmt::Debug for RedisServer {
@@ -415,7 +182,7 @@ impl RedisServer {
     /// Whether the server process is running and not paused, as far as the
     /// harness knows (it was not [`kill`](Self::kill)ed or
     /// [`pause`](Self::pause)d).
-    pub(super) fn is_serving(&self) -> bool {
+    pub(crate) fn is_serving(&self) -> bool {
         self.process.is_some() && !self.paused.load(Ordering::Relaxed)
     }
 
@@ -489,7 +256,7 @@ impl RedisServer {
     }
 
     /// Spawns redis-server with the config file and waits until it is ready.
-    fn launch(&mut self, deadline: Instant) -> Result<(), Launch> {
+    pub(crate) fn launch(&mut self, deadline: Instant) -> Result<(), Launch> {
         let dir = self.dir.path();
         let mark = LogMark::now(dir);
         let append = |name: &str| {
@@ -565,50 +332,6 @@ impl RedisServer {
         pong && self
             .cli_with_timeout(&["INFO", "server"], PROBE_TIMEOUT)
             .is_ok_and(|info| info_field(&info, "process_id") == Some(pid.to_string().as_str()))
-    }
-
-    /// `INFO commandstats` as `{"evalsha": calls, "set": calls, ...}`: command
-    /// names as Redis reports them without the `cmdstat_` prefix, lowercased
-    /// (subcommands look like `config|resetstat`). The harness's own commands
-    /// (`ping`, `info`, `auth`, ...) are counted too.
-    ///
-    /// # Errors
-    ///
-    /// As [`cli`](Self::cli).
-    pub fn command_stats(&self) -> io::Result<BTreeMap<String, u64>> {
-        let info = self.cli(&["INFO", "commandstats"])?;
-        let mut stats = BTreeMap::new();
-        for line in info.lines() {
-            let Some((name, fields)) = line
-                .trim()
-                .strip_prefix("cmdstat_")
-                .and_then(|rest| rest.split_once(':'))
-            else {
-                continue;
-            };
-            let calls = fields
-                .split(',')
-                .find_map(|field| field.strip_prefix("calls="))
-                .and_then(|calls| calls.parse::<u64>().ok())
-                .ok_or_else(|| {
-                    io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!("unexpected INFO commandstats line: {line}"),
-                    )
-                })?;
-            stats.insert(name.to_ascii_lowercase(), calls);
-        }
-        Ok(stats)
-    }
-
-    /// Resets the server's statistics (`CONFIG RESETSTAT`), command stats
-    /// included.
-    ///
-    /// # Errors
-    ///
-    /// As [`cli`](Self::cli).
-    pub fn reset_stats(&self) -> io::Result<()> {
-        self.cli(&["CONFIG", "RESETSTAT"]).map(drop)
     }
 
     /// Runs `redis-cli` against this server — with `--tls --cacert` and
@@ -687,7 +410,7 @@ fn not_running() -> io::Error {
 }
 
 /// The value of `key:value` in an INFO reply.
-pub(super) fn info_field<'a>(info: &'a str, key: &str) -> Option<&'a str> {
+pub(crate) fn info_field<'a>(info: &'a str, key: &str) -> Option<&'a str> {
     info.lines().find_map(|line| {
         line.trim_end()
             .split_once(':')
@@ -707,52 +430,6 @@ mod tests {
             percent_encode("p@ss:w/rd %é"),
             "p%40ss%3Aw%2Frd%20%25%C3%A9"
         );
-    }
-
-    #[test]
-    fn config_values_are_quoted() {
-        assert_eq!(quote(r#"a "b" \c"#), r#""a \"b\" \\c""#);
-    }
-
-    #[test]
-    fn config_text_has_the_harness_lines_then_extras_then_users() {
-        let builder =
-            RedisServer::builder()
-                .config("maxmemory", "1mb")
-                .acl_user("app", "pw", "~app:* +@all");
-        let text = builder.config_text(&RedisServer {
-            port: 41234,
-            config_path: PathBuf::new(),
-            process: None,
-            paused: AtomicBool::new(false),
-            tls: None,
-            user: None,
-            dir: ScratchDir::new().expect("scratch dir"),
-        });
-        let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines[0], "bind 127.0.0.1");
-        assert!(lines.contains(&"port 41234"));
-        assert!(lines.contains(&"save \"\""));
-        assert!(lines.contains(&"appendonly no"));
-        assert!(!text.contains("cluster-enabled"));
-        assert_eq!(
-            &lines[lines.len() - 3..],
-            &[
-                "maxmemory 1mb",
-                "user default off",
-                r#"user "app" on ">pw" ~app:* +@all"#
-            ]
-        );
-    }
-
-    #[test]
-    fn line_breaks_in_settings_are_refused() {
-        let err = RedisServer::builder()
-            .acl_user("app", "pw\nuser default on", "+@all")
-            .start()
-            .err()
-            .map(|e| e.kind());
-        assert_eq!(err, Some(io::ErrorKind::InvalidInput));
     }
 
     #[test]

@@ -1,7 +1,6 @@
 //! The test harness itself, against real redis-server processes: standalone,
-//! ACL, TLS, AOF restart, pause/resume, and clusters with and without
-//! replicas.
-#![cfg(feature = "testing")]
+//! ACL, TLS, AOF restart, pause/resume, command stats, the fault proxy, and
+//! clusters with and without replicas.
 
 use std::error::Error;
 use std::io::{self, Read, Write};
@@ -12,7 +11,7 @@ use std::process::{Command, Output};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use statestore_redis::testing::{RedisCluster, RedisServer, ServerBuilder, TlsFiles};
+use redis_test_server::{RedisCluster, RedisServer, ServerBuilder, TlsFiles};
 
 type TestResult = Result<(), Box<dyn Error>>;
 
@@ -94,6 +93,27 @@ fn cli_fails_on_error_replies() -> TestResult {
     server.cli(&["SET", "k", "not a number"])?;
     let err = server.cli(&["INCR", "k"]).err().ok_or("INCR succeeded")?;
     assert!(err.to_string().contains("not an integer"), "{err}");
+    Ok(())
+}
+
+#[test]
+fn command_stats_count_calls_since_the_last_reset() -> TestResult {
+    let server = RedisServer::start()?;
+    server.cli(&["SET", "k", "0"])?;
+    server.reset_stats()?;
+    server.cli(&["SET", "k", "1"])?;
+    server.cli(&["SET", "k", "2"])?;
+    server.cli(&["INCR", "k"])?;
+    let stats = server.command_stats()?;
+    assert_eq!(stats.get("set"), Some(&2), "{stats:?}");
+    assert_eq!(stats.get("incr"), Some(&1), "{stats:?}");
+    assert_eq!(stats.get("get"), None, "{stats:?}");
+    let detailed = server.command_stats_detailed()?;
+    let set = detailed.get("set").ok_or("no set")?;
+    assert_eq!(set.calls, 2);
+    // Redis prints usec_per_call with two decimals.
+    let mean = set.usec as f64 / set.calls as f64;
+    assert!((mean - set.usec_per_call).abs() < 0.01, "{set:?}");
     Ok(())
 }
 
@@ -201,6 +221,7 @@ fn acl_server_refuses_the_default_user_and_accepts_the_configured_one() -> TestR
     Ok(())
 }
 
+#[cfg(feature = "tls")]
 #[test]
 fn tls_server_answers_over_tls_with_its_ca_only() -> TestResult {
     let server = RedisServer::builder().tls().start()?;
@@ -211,15 +232,6 @@ fn tls_server_answers_over_tls_with_its_ca_only() -> TestResult {
     assert_eq!(std::fs::read(&tls.ca_cert)?, tls.ca_cert_pem);
     assert_ne!(tls.ca_cert_pem, tls.other_ca_cert_pem);
     assert_eq!(server.cli(&["PING"])?, "PONG");
-
-    server.reset_stats()?;
-    server.cli(&["SET", "k", "1"])?;
-    server.cli(&["SET", "k", "2"])?;
-    server.cli(&["INCR", "k"])?;
-    let stats = server.command_stats()?;
-    assert_eq!(stats.get("set"), Some(&2), "{stats:?}");
-    assert_eq!(stats.get("incr"), Some(&1), "{stats:?}");
-    assert_eq!(stats.get("get"), None, "{stats:?}");
 
     let p = port.to_string();
     let ca = tls.ca_cert.to_string_lossy();
@@ -404,7 +416,6 @@ fn three_master_cluster_is_ok_and_reports_its_masters() -> TestResult {
     }
     assert_eq!(holders, 3, "30 keys should land on every master");
 
-    #[cfg(feature = "cluster")]
     runtime()?.block_on(async {
         use redis::AsyncCommands;
         let client = redis::cluster::ClusterClient::new(cluster.urls())?;
@@ -470,7 +481,7 @@ fn a_cluster_needs_three_masters() {
 }
 
 /// Env var that makes [`child_process_scenario`] act; unset, it does nothing.
-const SCENARIO: &str = "STATESTORE_HARNESS_SCENARIO";
+const SCENARIO: &str = "REDIS_TEST_SERVER_SCENARIO";
 
 /// Runs [`child_process_scenario`] in a child copy of this test binary.
 fn run_scenario(name: &str, path: Option<&str>) -> io::Result<Output> {
@@ -546,4 +557,44 @@ fn a_missing_redis_server_says_what_to_install() -> TestResult {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("1 passed"));
     Ok(())
+}
+
+#[cfg(feature = "proxy")]
+#[test]
+fn the_proxy_forwards_and_loses_exactly_the_reply_it_was_told_to() -> TestResult {
+    use redis_test_server::FaultProxy;
+
+    let server = RedisServer::start()?;
+    runtime()?.block_on(async {
+        let proxy = FaultProxy::start(server.port()).await?;
+        assert_eq!(proxy.url(), format!("redis://127.0.0.1:{}", proxy.port()));
+        let client = redis::Client::open(proxy.url())?;
+        let mut conn = client.get_multiplexed_async_connection().await?;
+        let () = redis::cmd("SET")
+            .arg("k")
+            .arg("1")
+            .query_async(&mut conn)
+            .await?;
+
+        proxy.drop_next_reply();
+        assert!(proxy.is_armed());
+        let lost = redis::cmd("SET")
+            .arg("k")
+            .arg("2")
+            .query_async::<()>(&mut conn)
+            .await;
+        assert!(lost.is_err(), "the reply arrived");
+        assert!(!proxy.is_armed());
+        assert_eq!(proxy.dropped_replies(), 1);
+        // The request ran although its reply was lost.
+        assert_eq!(server.cli(&["GET", "k"])?, "2");
+
+        // Later connections are forwarded normally.
+        let mut again = client.get_multiplexed_async_connection().await?;
+        let value: String = redis::cmd("GET").arg("k").query_async(&mut again).await?;
+        assert_eq!(value, "2");
+        assert!(proxy.connections() >= 2);
+        assert_eq!(proxy.dropped_replies(), 1);
+        Ok::<_, Box<dyn Error>>(())
+    })
 }

@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 const BUFFER: usize = 64 * 1024;
 
 /// A TCP proxy on a free loopback port in front of one server (a
-/// [`RedisServer`](super::RedisServer) or cluster node), forwarding bytes
+/// [`RedisServer`](crate::RedisServer) or cluster node), forwarding bytes
 /// both ways until told to [`drop_next_reply`](Self::drop_next_reply):
 /// then it forwards the next chunk a client sends (one request, for a
 /// client that sends one at a time) to the server, waits until the server
@@ -27,7 +27,7 @@ const BUFFER: usize = 64 * 1024;
 ///
 /// ```no_run
 /// # async fn demo() -> std::io::Result<()> {
-/// use statestore_redis::testing::{FaultProxy, RedisServer};
+/// use redis_test_server::{FaultProxy, RedisServer};
 ///
 /// let server = RedisServer::start()?;
 /// let proxy = FaultProxy::start(server.port()).await?;

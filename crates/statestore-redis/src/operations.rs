@@ -1,0 +1,215 @@
+//! The [`Store`] operations of [`RedisStore`]: each one script call, one
+//! round trip (`fork`: a snapshot of the source, then a create-only write of
+//! the target; `list`: bounded `SCAN` steps, see `list.rs`).
+
+use statestore_core::{
+    Append, Appended, ConversationState, Error as StoreError, Expect, IdempotencyKey, ListPage,
+    ListQuery, Metadata, RecentState, Result, SessionId, Store, Summary, Version, async_trait,
+};
+
+use crate::decode::{self, Reply};
+use crate::error::{client_error, timed_out};
+use crate::list;
+use crate::store::{
+    Contents, RedisStore, counter_value, expect_args, json, metadata_pairs, now_ms,
+};
+
+#[async_trait]
+impl Store for RedisStore {
+    async fn load(&self, id: &SessionId) -> Result<Option<ConversationState>> {
+        self.snapshot("load", id, None, None)
+            .await?
+            .map(|s| s.into_state(id))
+            .transpose()
+    }
+
+    async fn load_recent_with(
+        &self,
+        id: &SessionId,
+        n: usize,
+        lookup: Option<&IdempotencyKey>,
+    ) -> Result<Option<RecentState>> {
+        self.snapshot("load_recent", id, Some(n), lookup)
+            .await?
+            .map(|s| s.into_recent(id))
+            .transpose()
+    }
+
+    async fn save(&self, state: &ConversationState, expect: Expect) -> Result<Version> {
+        let id = &state.id;
+        self.inner
+            .limits
+            .check_message_count(id, state.messages.len() as u64)?;
+        let messages = self.encode_messages(id, state.messages.iter().map(|m| &**m))?;
+        let summaries = state
+            .summaries
+            .iter()
+            .map(|s| json(id, s))
+            .collect::<Result<Vec<_>>>()?;
+        let metadata = metadata_pairs(id, &state.metadata)?;
+        let contents = Contents {
+            created_at: state.created_at.as_unix_millis(),
+            user_id: state.user_id.as_deref(),
+            system_prompt: state.system_prompt.as_deref(),
+            messages: &messages,
+            summaries: &summaries,
+            metadata: &metadata,
+            counters: &state.counters,
+        };
+        self.save_encoded("save", id, contents, expect).await
+    }
+
+    async fn append_with(&self, id: &SessionId, append: Append) -> Result<Appended> {
+        let Append {
+            messages,
+            expect,
+            key,
+            counters,
+            ..
+        } = append;
+        let encoded = self.encode_messages(id, messages.iter())?;
+        let keys = self.inner.keys.session(id);
+        let mut inv = self.call(&self.inner.scripts.append, &keys, true);
+        expect_args(&mut inv, expect);
+        let max = self.inner.limits.max_messages;
+        inv.arg(max.map_or(-1, |m| i64::try_from(m).unwrap_or(i64::MAX)));
+        // An unkeyed append gets a key of its own, so that a request the
+        // client library re-sends by itself is a replay, not a second append.
+        let (kind, key) = match key {
+            Some(key) => ("k", key),
+            None => ("g", IdempotencyKey::random()),
+        };
+        inv.arg(kind).arg(key.as_str()).arg(counters.len());
+        for (name, delta) in &counters {
+            inv.arg(name.as_bytes()).arg(counter_value(*delta));
+        }
+        for m in &encoded {
+            inv.arg(m);
+        }
+        let limits = &self.inner.limits;
+        let appended = self
+            .write("append", id, &inv, |r| {
+                decode::appended(id, expect, limits, r)
+            })
+            .await?;
+        // The caller made one call: a replay of the store's own key is the
+        // client's re-send of that call, whose write is this call's.
+        Ok(if kind == "g" {
+            Appended::new(appended.version, appended.first_position, appended.messages)
+        } else {
+            appended
+        })
+    }
+
+    async fn fork(&self, source: &SessionId, target: &SessionId) -> Result<Version> {
+        statestore_core::check_fork_ids(source, target)?;
+        // 1. One consistent snapshot of the source (one script, its slot).
+        let snapshot = self
+            .snapshot("fork", source, None, None)
+            .await?
+            .ok_or_else(|| StoreError::NotFound { id: source.clone() })?;
+        let raw = snapshot.into_raw(source)?;
+        // 2. Create-only write of the whole target (one script, its slot):
+        // the target appears complete or not at all, and never overwrites.
+        let contents = Contents {
+            created_at: now_ms(),
+            user_id: raw.user_id.as_deref(),
+            system_prompt: raw.system_prompt.as_deref(),
+            messages: &raw.messages,
+            summaries: &raw.summaries,
+            metadata: &raw.metadata,
+            counters: &raw.counters,
+        };
+        match self
+            .save_encoded("fork", target, contents, Expect::Absent)
+            .await
+        {
+            Err(StoreError::Conflict { .. }) => {
+                Err(StoreError::AlreadyExists { id: target.clone() })
+            }
+            other => other,
+        }
+    }
+
+    async fn delete(&self, id: &SessionId) -> Result<bool> {
+        let keys = self.inner.keys.session(id);
+        let mut inv = self.inner.scripts.delete.prepare_invoke();
+        for key in keys.all() {
+            inv.key(key);
+        }
+        match self.run("delete", id, &inv).await? {
+            Reply::Ok(rest) => Ok(rest.first().and_then(decode::int) == Some(1)),
+            _ => Err(StoreError::Corrupt {
+                id: id.clone(),
+                detail: "delete returned an unexpected reply".into(),
+                source: None,
+            }),
+        }
+    }
+
+    async fn exists(&self, id: &SessionId) -> Result<bool> {
+        let keys = self.inner.keys.session(id);
+        let cmd = redis::cmd("EXISTS").arg(&keys.header).clone();
+        let value = self
+            .timed("exists", Some(id), self.inner.conn.query(&cmd))
+            .await?;
+        Ok(decode::int(&value) == Some(1))
+    }
+
+    async fn list(&self, query: &ListQuery) -> Result<ListPage> {
+        let fut = list::page(&self.inner.conn, &self.inner.keys, query);
+        match tokio::time::timeout(self.inner.timeout * 4, fut).await {
+            Err(_) => Err(timed_out("list", None, self.inner.timeout * 4)),
+            Ok(result) => result.map_err(|e| match e {
+                list::ListError::Client(e) => client_error("list", None, self.inner.timeout, e),
+                list::ListError::Store(e) => e,
+            }),
+        }
+    }
+
+    async fn merge_metadata(
+        &self,
+        id: &SessionId,
+        patch: Metadata,
+        expect: Expect,
+    ) -> Result<Version> {
+        let keys = self.inner.keys.session(id);
+        let mut inv = self.call(&self.inner.scripts.merge_metadata, &keys, true);
+        expect_args(&mut inv, expect);
+        let (set, delete): (Vec<_>, Vec<_>) = patch.iter().partition(|(_, v)| !v.is_null());
+        inv.arg(set.len());
+        for (k, v) in set {
+            inv.arg(k.as_bytes()).arg(json(id, v)?);
+        }
+        for (k, _) in delete {
+            inv.arg(k.as_bytes());
+        }
+        self.write("merge_metadata", id, &inv, self.version(id, expect))
+            .await
+    }
+
+    async fn add_summary(
+        &self,
+        id: &SessionId,
+        summary: Summary,
+        expect: Expect,
+    ) -> Result<Version> {
+        let keys = self.inner.keys.session(id);
+        let mut inv = self.call(&self.inner.scripts.add_summary, &keys, true);
+        expect_args(&mut inv, expect);
+        inv.arg(summary.covers.start)
+            .arg(summary.covers.end)
+            .arg(json(id, &summary)?);
+        self.write("add_summary", id, &inv, self.version(id, expect))
+            .await
+    }
+
+    async fn touch(&self, id: &SessionId) -> Result<bool> {
+        let keys = self.inner.keys.session(id);
+        let inv = self.call(&self.inner.scripts.touch, &keys, true);
+        match self.run("touch", id, &inv).await? {
+            Reply::Ok(_) => Ok(true),
+            _ => Ok(false),
+        }
+    }
+}

@@ -1,0 +1,354 @@
+//! [`RedisStore`]: its state, and how one operation runs — a script call
+//! under the response timeout, a write followed by `WAIT` when durability
+//! is asked for, replies decoded into outcomes — with the helpers that
+//! encode script arguments. The [`Store`](statestore_core::Store)
+//! operations themselves are in `operations.rs`.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use redis::{Script, ScriptInvocation};
+use statestore_core::codec::{self, Limits, SCHEMA_VERSION};
+use statestore_core::{
+    Counters, Error as StoreError, Expect, IdempotencyKey, Message, Metadata, Result, SessionId,
+    Version,
+};
+
+use crate::RedisStoreBuilder;
+use crate::conn::{ClientResult, Connection};
+use crate::decode::{self, Reply};
+use crate::durable;
+use crate::error::{Error, client_error, timed_out};
+use crate::keys::{Keys, SessionKeys};
+use crate::scripts::Scripts;
+
+/// A [`Store`](statestore_core::Store) on Redis or Redis Cluster. See the [crate docs](crate).
+///
+/// Cloning is cheap; clones share the connection.
+#[derive(Clone)]
+pub struct RedisStore {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) conn: Connection,
+    pub(crate) keys: Keys,
+    pub(crate) scripts: Scripts,
+    pub(crate) ttl: Option<Duration>,
+    pub(crate) sliding_ttl: bool,
+    pub(crate) limits: Limits,
+    pub(crate) timeout: Duration,
+    pub(crate) wait_for_replicas: Option<(u32, Duration)>,
+    /// Connections for durable writes; see [`durable`].
+    pub(crate) durable: Option<durable::Durable>,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("connection", &self.inner.conn)
+            .field("prefix", &self.inner.keys.prefix())
+            .field("ttl", &self.inner.ttl)
+            .field("sliding_ttl", &self.inner.sliding_ttl)
+            .field("limits", &self.inner.limits)
+            .field("timeout", &self.inner.timeout)
+            .field("wait_for_replicas", &self.inner.wait_for_replicas)
+            .field("durable", &self.inner.durable)
+            .finish()
+    }
+}
+
+impl RedisStore {
+    /// Configure a store: prefix, TTL, limits, timeouts; then
+    /// [`build`](RedisStoreBuilder::build) it on your connection or
+    /// [`connect`](RedisStoreBuilder::connect) to a URL.
+    pub fn builder() -> RedisStoreBuilder {
+        RedisStoreBuilder::default()
+    }
+
+    /// Loads every script on the server (every master of a cluster) now, so
+    /// no later call needs a second round trip for `NOSCRIPT`.
+    ///
+    /// # Errors
+    ///
+    /// When the server cannot be reached.
+    pub async fn preload_scripts(&self) -> Result<()> {
+        let scripts = self.inner.scripts.all();
+        let load = self.inner.conn.preload(&scripts);
+        self.timed("preload_scripts", None, load).await
+    }
+
+    /// The server's `maxmemory-policy` (on a cluster, one node's), or
+    /// `None` when it cannot be read — for example when the ACL user may not
+    /// run `CONFIG GET` (logged at debug level).
+    pub async fn eviction_policy(&self) -> Option<String> {
+        let cmd = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg("maxmemory-policy")
+            .clone();
+        let reply = self
+            .timed("eviction_policy", None, self.inner.conn.query(&cmd))
+            .await;
+        let policy = match reply {
+            Ok(redis::Value::Map(pairs)) => pairs.into_iter().next().map(|(_, v)| v),
+            Ok(redis::Value::Array(items)) => items.into_iter().nth(1),
+            Ok(_) => None,
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot read maxmemory-policy");
+                None
+            }
+        };
+        policy
+            .as_ref()
+            .and_then(decode::bytes)
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+    }
+
+    pub(crate) async fn preload(&self, address: &str) -> Result<(), Error> {
+        self.preload_scripts().await.map_err(|e| Error::Connect {
+            address: address.to_owned(),
+            source: Box::new(e),
+        })
+    }
+
+    /// Runs `fut` of `operation` (on session `id`, when there is one) under
+    /// the response timeout, mapping client errors.
+    pub(crate) async fn timed<T>(
+        &self,
+        operation: &'static str,
+        id: Option<&SessionId>,
+        fut: impl Future<Output = ClientResult<T>>,
+    ) -> Result<T> {
+        let after = self.inner.timeout;
+        match tokio::time::timeout(after, fut).await {
+            Err(_) => Err(timed_out(operation, id, after)),
+            Ok(Err(e)) => Err(client_error(operation, id, after, e)),
+            Ok(Ok(v)) => Ok(v),
+        }
+    }
+
+    /// A script call with the five keys of `id` and the common arguments.
+    pub(crate) fn call<'a>(
+        &self,
+        script: &'a Script,
+        keys: &SessionKeys,
+        ttl: bool,
+    ) -> ScriptInvocation<'a> {
+        let mut inv = script.prepare_invoke();
+        for key in keys.all() {
+            inv.key(key);
+        }
+        // Reaches PEXPIRE as this decimal string, never as a Lua number
+        // (which prints in exponent notation from 1e17 on).
+        let ttl_ms = match self.inner.ttl {
+            Some(t) if ttl => millis(t),
+            _ => 0,
+        };
+        inv.arg(SCHEMA_VERSION).arg(now_ms()).arg(ttl_ms);
+        inv
+    }
+
+    pub(crate) async fn run(
+        &self,
+        operation: &'static str,
+        id: &SessionId,
+        inv: &ScriptInvocation<'_>,
+    ) -> Result<Reply> {
+        let invoke = self.inner.conn.invoke(operation, id, inv);
+        let value = self.timed(operation, Some(id), invoke).await?;
+        decode::reply(id, value)
+    }
+
+    /// Runs a write script (then `WAIT`, when configured); `decode` turns
+    /// its reply into the outcome or the error it stands for.
+    pub(crate) async fn write<T>(
+        &self,
+        operation: &'static str,
+        id: &SessionId,
+        inv: &ScriptInvocation<'_>,
+        decode: impl FnOnce(Reply) -> Result<T>,
+    ) -> Result<T> {
+        let wait = self.inner.wait_for_replicas;
+        let timeout = self.inner.timeout;
+        // `acked`: None without waiting; Some(None) when the WAIT failed.
+        let (value, acked) = match (&self.inner.durable, wait) {
+            (Some(durable), Some(wait)) => {
+                let header = self.inner.keys.session(id).header;
+                let (value, acked) = durable
+                    .write(
+                        (operation, id),
+                        &self.inner.conn,
+                        inv,
+                        &header,
+                        wait,
+                        timeout,
+                    )
+                    .await?;
+                (value, Some(acked))
+            }
+            _ => {
+                // Without a pool only an exclusive checkout waits (`build`
+                // refused the rest): WAIT may take its own timeout on top.
+                let limit = timeout + wait.map_or(Duration::ZERO, |w| w.1);
+                let wait = wait.map(|(n, t)| (n, u64::try_from(t.as_millis()).unwrap_or(u64::MAX)));
+                let call = self.inner.conn.invoke_durable(operation, id, inv, wait);
+                match tokio::time::timeout(limit, call).await {
+                    Err(_) => return Err(timed_out(operation, Some(id), limit)),
+                    Ok(result) => {
+                        result.map_err(|e| client_error(operation, Some(id), limit, e))?
+                    }
+                }
+            }
+        };
+        let outcome = decode(decode::reply(id, value)?)?;
+        if let (Some((required, _)), Some(acked)) = (wait, acked) {
+            // A WAIT that failed after the script ran acknowledged nothing.
+            let acknowledged = acked.map_or(0, |n| u32::try_from(n.max(0)).unwrap_or(u32::MAX));
+            if acknowledged < required {
+                tracing::warn!(
+                    operation,
+                    session = %id,
+                    acknowledged,
+                    required,
+                    "fewer replicas acknowledged the write than required; it was applied on \
+                     the primary but may be lost in a failover"
+                );
+                return Err(StoreError::NotReplicated {
+                    operation,
+                    id: id.clone(),
+                    acknowledged,
+                    required,
+                });
+            }
+        }
+        Ok(outcome)
+    }
+
+    /// Decodes a write's reply into the new version.
+    pub(crate) fn version(
+        &self,
+        id: &SessionId,
+        expect: Expect,
+    ) -> impl FnOnce(Reply) -> Result<Version> {
+        move |reply| decode::written(id, expect, &self.inner.limits, reply)
+    }
+
+    pub(crate) async fn snapshot(
+        &self,
+        operation: &'static str,
+        id: &SessionId,
+        newest: Option<usize>,
+        lookup: Option<&IdempotencyKey>,
+    ) -> Result<Option<decode::Snapshot>> {
+        let keys = self.inner.keys.session(id);
+        let sliding = self.inner.sliding_ttl;
+        let mut inv = self.call(&self.inner.scripts.load, &keys, sliding);
+        let n = newest.map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX));
+        inv.arg(n)
+            .arg(if sliding { "1" } else { "0" })
+            .arg(lookup.map_or("", IdempotencyKey::as_str));
+        let reply = self.run(operation, id, &inv).await?;
+        decode::snapshot(id, reply)
+    }
+
+    pub(crate) fn encode_messages<'m>(
+        &self,
+        id: &SessionId,
+        messages: impl ExactSizeIterator<Item = &'m Message>,
+    ) -> Result<Vec<Vec<u8>>> {
+        let encoded = messages
+            .map(|m| codec::encode_message(id, m))
+            .collect::<Result<Vec<_>>>()?;
+        self.inner
+            .limits
+            .check_message_sizes(id, encoded.iter().map(Vec::len))?;
+        Ok(encoded)
+    }
+
+    /// The `SAVE` script with already-encoded contents.
+    pub(crate) async fn save_encoded(
+        &self,
+        operation: &'static str,
+        id: &SessionId,
+        contents: Contents<'_>,
+        expect: Expect,
+    ) -> Result<Version> {
+        let keys = self.inner.keys.session(id);
+        let mut inv = self.call(&self.inner.scripts.save, &keys, true);
+        expect_args(&mut inv, expect);
+        inv.arg(contents.created_at);
+        for field in [contents.user_id, contents.system_prompt] {
+            match field {
+                Some(v) => inv.arg("1").arg(v),
+                None => inv.arg("0").arg(""),
+            };
+        }
+        inv.arg(contents.messages.len())
+            .arg(contents.summaries.len())
+            .arg(contents.metadata.len() / 2)
+            .arg(contents.counters.len());
+        for part in [contents.messages, contents.summaries, contents.metadata] {
+            for item in part {
+                inv.arg(item);
+            }
+        }
+        for (name, value) in contents.counters {
+            inv.arg(name.as_bytes()).arg(counter_value(*value));
+        }
+        self.write(operation, id, &inv, self.version(id, expect))
+            .await
+    }
+}
+
+/// What `SAVE` writes, encoded.
+pub(crate) struct Contents<'a> {
+    pub(crate) created_at: u64,
+    pub(crate) user_id: Option<&'a str>,
+    pub(crate) system_prompt: Option<&'a str>,
+    pub(crate) messages: &'a [Vec<u8>],
+    pub(crate) summaries: &'a [Vec<u8>],
+    /// Field, value, field, value, …
+    pub(crate) metadata: &'a [Vec<u8>],
+    pub(crate) counters: &'a Counters,
+}
+
+/// A counter value as Redis keeps it: `HINCRBY` works on `i64`, so values
+/// (and increments) saturate at `i64::MAX`.
+pub(crate) fn counter_value(value: u64) -> String {
+    value.min(i64::MAX.unsigned_abs()).to_string()
+}
+
+pub(crate) fn expect_args(inv: &mut ScriptInvocation<'_>, expect: Expect) {
+    match expect {
+        Expect::Any => inv.arg("a").arg(0),
+        Expect::Version(v) => inv.arg("v").arg(v),
+        Expect::Absent => inv.arg("n").arg(0),
+    };
+}
+
+pub(crate) fn json(id: &SessionId, value: &impl serde::Serialize) -> Result<Vec<u8>> {
+    serde_json::to_vec(value).map_err(|e| StoreError::InvalidArgument {
+        id: id.clone(),
+        reason: format!("cannot be serialized: {e}"),
+    })
+}
+
+pub(crate) fn metadata_pairs(id: &SessionId, metadata: &Metadata) -> Result<Vec<Vec<u8>>> {
+    let mut out = Vec::with_capacity(metadata.len() * 2);
+    for (k, v) in metadata {
+        out.push(k.as_bytes().to_vec());
+        out.push(json(id, v)?);
+    }
+    Ok(out)
+}
+
+pub(crate) fn now_ms() -> u64 {
+    let d = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO);
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+pub(crate) fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+}
