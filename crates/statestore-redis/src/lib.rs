@@ -3,6 +3,7 @@
 
 mod conn;
 mod decode;
+mod diagnose;
 mod durable;
 mod error;
 mod eviction;
@@ -56,6 +57,7 @@ use statestore_core::{
 };
 
 pub use conn::Connection;
+pub use diagnose::{Diagnosis, NodeReport};
 pub use error::Error;
 pub use eviction::EvictionPolicyCheck;
 pub use list::{LIST_MAX_SCAN_STEPS, LIST_SCAN_COUNT};
