@@ -458,12 +458,14 @@ fn report_cut(
     if removed == 0 {
         let _ = writeln!(
             text,
-            "nothing to remove from {id}: {left} messages (version {version})"
+            "nothing to remove from {id}: {} (version {version})",
+            ui::count(left, "message")
         );
     } else {
         let _ = writeln!(
             text,
-            "removed {removed} messages from {id}; {left} remain (version {version})"
+            "removed {} from {id}; {left} remain (version {version})",
+            ui::count(removed as u64, "message")
         );
     }
     ui.out(&text)

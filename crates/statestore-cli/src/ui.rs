@@ -192,6 +192,15 @@ pub(crate) fn thousands(n: u64) -> String {
     out
 }
 
+/// `n` and `noun`, plural unless `n` is 1: `1 session`, `1,204 sessions`.
+pub(crate) fn count(n: u64, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{} {noun}s", thousands(n))
+    }
+}
+
 /// Bytes for people: `512 B`, `3.4 KiB`, `1.2 MiB`, `5.0 GiB`.
 pub(crate) fn bytes(n: u64) -> String {
     const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
