@@ -24,10 +24,15 @@ pub(crate) const FORMAT: &str = "statestore-export";
 pub(crate) const VERSION: u32 = 1;
 
 /// Sessions loaded at once by export and migrate.
-const READ_WIDTH: usize = 16;
+const READ_WIDTH: usize = 32;
 
-/// Sessions written at once by import.
-const WRITE_WIDTH: usize = 32;
+/// Sessions written at once by import: enough for the SQLite store's group
+/// commit to fill its batches.
+const WRITE_WIDTH: usize = 128;
+
+/// Bytes of sessions (as read from the file) being written at once by
+/// import: the bound that counts when sessions are large.
+const WRITE_BYTES: usize = 16 * 1024 * 1024;
 
 /// Conflicting ids listed on stderr before "… and N more".
 const CONFLICTS_LISTED: usize = 20;
@@ -428,6 +433,7 @@ pub(crate) async fn import(ui: &Ui, url: &str, args: ImportArgs) -> Result<(), C
     let mut tasks = tokio::task::JoinSet::new();
     let mut line_no = 1u64;
     let mut broken: Option<(u64, String)> = None;
+    let mut in_flight = 0usize;
     loop {
         if read(&mut input, &mut line)? == 0 {
             break;
@@ -444,13 +450,15 @@ pub(crate) async fn import(ui: &Ui, url: &str, args: ImportArgs) -> Result<(), C
                 break;
             }
         };
-        while tasks.len() >= WRITE_WIDTH {
-            join_one(&mut tasks, &mut tally).await?;
+        while !tasks.is_empty() && (tasks.len() >= WRITE_WIDTH || in_flight >= WRITE_BYTES) {
+            in_flight -= join_one(&mut tasks, &mut tally).await?;
         }
         let store = Arc::clone(&store);
+        let size = line.len();
+        in_flight += size;
         tasks.spawn(async move {
             let copied = put(&*store, &session).await?;
-            Ok::<_, CliError>((session.id, copied))
+            Ok::<_, CliError>((session.id, copied, size))
         });
     }
     while !tasks.is_empty() {
@@ -487,22 +495,22 @@ pub(crate) async fn import(ui: &Ui, url: &str, args: ImportArgs) -> Result<(), C
     tally.conflicts(ui, args.ignore_conflicts)
 }
 
-type PutResult = Result<(SessionId, Copied), CliError>;
+type PutResult = Result<(SessionId, Copied, usize), CliError>;
 
-/// Waits for one write of `tasks` and counts it.
+/// Waits for one write of `tasks` and counts it; returns its size.
 async fn join_one(
     tasks: &mut tokio::task::JoinSet<PutResult>,
     tally: &mut Tally,
-) -> Result<(), CliError> {
+) -> Result<usize, CliError> {
     let Some(done) = tasks.join_next().await else {
-        return Ok(());
+        return Ok(0);
     };
-    let (id, copied) = done.map_err(|e| CliError::Io {
+    let (id, copied, size) = done.map_err(|e| CliError::Io {
         what: "a writer task stopped".into(),
         source: std::io::Error::other(e),
     })??;
     tally.add(id, copied);
-    Ok(())
+    Ok(size)
 }
 
 pub(crate) async fn migrate(ui: &Ui, args: MigrateArgs) -> Result<(), CliError> {
