@@ -108,14 +108,13 @@ impl CliError {
     /// 2 for usage errors (bad options, URLs, ids), 1 for everything else.
     pub(crate) fn exit_code(&self) -> u8 {
         match self {
-            Self::Usage { .. } => 2,
-            Self::Open(e) => match e {
+            Self::Usage { .. }
+            | Self::Open(
                 OpenError::InvalidUrl { .. }
                 | OpenError::UnknownScheme { .. }
                 | OpenError::InvalidOption { .. }
-                | OpenError::FeatureDisabled { .. } => 2,
-                _ => 1,
-            },
+                | OpenError::FeatureDisabled { .. },
+            ) => 2,
             _ => 1,
         }
     }

@@ -128,11 +128,15 @@ fn a_killed_migrate_is_completed_exactly_by_the_next_run() {
     run.assert_code(0);
     let doc = run.json();
     assert_eq!(
-        doc["written"].as_u64().unwrap() as usize,
+        usize::try_from(doc["written"].as_u64().unwrap()).unwrap(),
         1_000 - copied,
         "{doc}"
     );
-    assert_eq!(doc["unchanged"].as_u64().unwrap() as usize, copied, "{doc}");
+    assert_eq!(
+        usize::try_from(doc["unchanged"].as_u64().unwrap()).unwrap(),
+        copied,
+        "{doc}"
+    );
     assert_eq!(doc["conflicts"], serde_json::json!([]));
     assert_eq!(doc["destination_sessions"], 1_000);
     // Exactly the source: every session whole, none twice.
