@@ -13,7 +13,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::redis::RedisServer;
+use common::redis::{RedisCluster, RedisServer};
 use common::{Env, RICH, Shape, export_file, numbered};
 
 /// Sessions in the store at `url`.
@@ -165,4 +165,44 @@ fn migrate_refuses_one_store_for_both_and_reports_unreachable_ones() {
         run.stderr
     );
     assert!(!run.stderr.contains("hunter2"), "{}", run.stderr);
+}
+
+#[test]
+fn a_redis_cluster_takes_the_same_sessions_and_commands() {
+    let env = Env::new();
+    let mut ids = numbered(40);
+    ids.extend(["a:b{c}*", "ü/../x", "with space"].map(str::to_owned));
+    let expected = export_file(&ids, RICH);
+    let seed = env.path("seed.jsonl");
+    std::fs::write(&seed, &expected).unwrap();
+    let a = env.sqlite("a.db");
+    env.ok(&["--store", &a, "import", seed.to_str().unwrap()]);
+
+    let cluster = RedisCluster::start(3, 0).unwrap();
+    let hosts: Vec<String> = cluster
+        .urls()
+        .iter()
+        .map(|u| u.trim_start_matches("redis://").to_owned())
+        .collect();
+    let c = format!("redis+cluster://{}", hosts.join(","));
+    let out = env.ok(&["migrate", "--from", &a, "--to", &c]);
+    assert!(out.contains(": 43 written"), "{out}");
+    assert!(env.ok(&["--store", &c, "export"]) == expected);
+    assert_eq!(count(&env, &c), 43);
+
+    assert_eq!(
+        env.ok(&["--store", &c, "chat", "--session", "k", "Hi, I'm Alice"]),
+        "Nice to meet you, Alice!\n"
+    );
+    assert_eq!(
+        env.ok(&["--store", &c, "chat", "--session", "k", "What's my name?"]),
+        "Your name is Alice\n"
+    );
+    let doctor = env.ok(&["--store", &c, "doctor"]);
+    assert!(doctor.contains("Redis Cluster"), "{doctor}");
+    assert_eq!(
+        doctor.matches("ok    eviction").count(),
+        3,
+        "every master:\n{doctor}"
+    );
 }
