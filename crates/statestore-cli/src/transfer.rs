@@ -426,7 +426,7 @@ pub(crate) async fn import(ui: &Ui, url: &str, args: ImportArgs) -> Result<(), C
     // changes nothing.
     check_header(&line, &name)?;
     let store = open(url).await?;
-    let bar = ui.progress(size, "importing");
+    let bar = ui.progress_bytes(size, "importing");
     bar.inc(line.len() as u64);
 
     let mut tally = Tally::default();

@@ -116,6 +116,15 @@ impl Ui {
     /// A progress bar on stderr for `total` steps, or a hidden one when
     /// stderr is not a terminal.
     pub(crate) fn progress(&self, total: u64, what: &str) -> indicatif::ProgressBar {
+        self.bar(total, what, "{pos}/{len}")
+    }
+
+    /// [`Ui::progress`] counting bytes.
+    pub(crate) fn progress_bytes(&self, total: u64, what: &str) -> indicatif::ProgressBar {
+        self.bar(total, what, "{bytes}/{total_bytes}")
+    }
+
+    fn bar(&self, total: u64, what: &str, counts: &str) -> indicatif::ProgressBar {
         if !self.err_terminal || total == 0 {
             return indicatif::ProgressBar::hidden();
         }
@@ -123,12 +132,13 @@ impl Ui {
             Some(total),
             indicatif::ProgressDrawTarget::stderr(),
         );
-        let template = if self.color_err {
-            "{msg} [{bar:30.cyan/blue}] {pos}/{len} ({per_sec}, {eta} left)"
+        let bar_part = if self.color_err {
+            "{bar:30.cyan/blue}"
         } else {
-            "{msg} [{bar:30}] {pos}/{len} ({per_sec}, {eta} left)"
+            "{bar:30}"
         };
-        if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
+        let template = format!("{{msg}} [{bar_part}] {counts} ({{eta}} left)");
+        if let Ok(style) = indicatif::ProgressStyle::with_template(&template) {
             bar.set_style(style.progress_chars("=> "));
         }
         bar.set_message(what.to_owned());
