@@ -468,8 +468,8 @@ pub(crate) async fn import(ui: &Ui, url: &str, args: ImportArgs) -> Result<(), C
     if let Some((at, why)) = broken {
         return Err(CliError::Failed {
             message: format!(
-                "line {at} of {name} is not a session ({why}). The {} before it were imported \
-                 ({}); nothing from line {at} on",
+                "line {at} of {name} is not a session ({why}). {} before it: {}; nothing from \
+                 line {at} on was imported",
                 ui::count(tally.total(), "session"),
                 tally.summary()
             ),

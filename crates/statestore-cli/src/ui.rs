@@ -214,13 +214,13 @@ pub(crate) fn count(n: u64, noun: &str) -> String {
 /// Bytes for people: `512 B`, `3.4 KiB`, `1.2 MiB`, `5.0 GiB`.
 pub(crate) fn bytes(n: u64) -> String {
     const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
-    if n < 1024 {
+    if n < 1000 {
         return format!("{n} B");
     }
     #[allow(clippy::cast_precision_loss, reason = "a rounded figure for display")]
     let mut value = n as f64 / 1024.0;
     let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
+    while value >= 1000.0 && unit + 1 < UNITS.len() {
         value /= 1024.0;
         unit += 1;
     }
@@ -230,11 +230,18 @@ pub(crate) fn bytes(n: u64) -> String {
 /// A duration for people: `45s`, `12m`, `3h 20m`, `2d 4h`.
 pub(crate) fn duration(d: Duration) -> String {
     let s = d.as_secs();
+    let two = |big: u64, big_unit: &str, small: u64, small_unit: &str| {
+        if small == 0 {
+            format!("{big}{big_unit}")
+        } else {
+            format!("{big}{big_unit} {small}{small_unit}")
+        }
+    };
     match s {
         0..60 => format!("{s}s"),
-        60..3600 => format!("{}m {}s", s / 60, s % 60),
-        3600..86_400 => format!("{}h {}m", s / 3600, (s % 3600) / 60),
-        _ => format!("{}d {}h", s / 86_400, (s % 86_400) / 3600),
+        60..3600 => two(s / 60, "m", s % 60, "s"),
+        3600..86_400 => two(s / 3600, "h", (s % 3600) / 60, "m"),
+        _ => two(s / 86_400, "d", (s % 86_400) / 3600, "h"),
     }
 }
 
@@ -284,6 +291,9 @@ mod tests {
         assert_eq!(bytes(3 * 1024 * 1024), "3.0 MiB");
         assert_eq!(duration(Duration::from_secs(59)), "59s");
         assert_eq!(duration(Duration::from_secs(3 * 3600 + 20 * 60)), "3h 20m");
+        assert_eq!(duration(Duration::from_secs(86_400)), "1d");
+        assert_eq!(bytes(1_000_000), "976.6 KiB");
+        assert_eq!(bytes(1_024_000), "1.0 MiB");
         assert_eq!(
             timestamp(statestore::Timestamp::from_unix_millis(1_700_000_000_000)),
             "2023-11-14 22:13:20Z"

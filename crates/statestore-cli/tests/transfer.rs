@@ -168,7 +168,7 @@ fn a_corrupt_line_stops_the_import_at_its_line() {
     assert!(run.stderr.contains("line 5 of"), "{}", run.stderr);
     assert!(
         run.stderr
-            .contains("The 3 sessions before it were imported"),
+            .contains("3 sessions before it: 3 written, 0 already there and equal"),
         "{}",
         run.stderr
     );
