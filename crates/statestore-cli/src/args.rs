@@ -25,9 +25,11 @@ STATESTORE_LOG (error, warn, info, debug, trace; default warn).";
     help_expected = true
 )]
 pub(crate) struct Cli {
-    /// The store: sqlite://PATH, redis://[USER:PASSWORD@]HOST[:PORT][/DB], rediss://…,
-    /// redis+cluster://HOST:PORT,HOST:PORT, memory:// (default: an SQLite file, see --help)
+    /// The store's URL (`--help` lists the forms and the default).
     #[arg(
+        help = "The store: sqlite://PATH, redis://[USER:PASSWORD@]HOST[:PORT][/DB], rediss://…, \
+                redis+cluster://HOST:PORT,HOST:PORT, memory:// (default: an SQLite file, see \
+                --help)",
         long,
         global = true,
         env = "STATESTORE_URL",
