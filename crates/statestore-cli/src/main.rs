@@ -9,9 +9,12 @@
 
 mod args;
 mod chat;
+mod copy;
+mod cut;
 mod doctor;
 mod error;
 mod sessions;
+mod show;
 mod store;
 mod transfer;
 mod ui;
@@ -62,11 +65,11 @@ async fn run(ui: &Ui, cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Chat(args) => chat::run(ui, &store::resolve(store)?, args).await,
         Command::List(args) => sessions::list(ui, &store::resolve(store)?, args).await,
-        Command::Show(args) => sessions::show(ui, &store::resolve(store)?, args).await,
+        Command::Show(args) => show::show(ui, &store::resolve(store)?, args).await,
         Command::Fork(args) => sessions::fork(ui, &store::resolve(store)?, args).await,
         Command::Delete(args) => sessions::delete(ui, &store::resolve(store)?, args).await,
-        Command::Trim(args) => sessions::trim(ui, &store::resolve(store)?, args).await,
-        Command::Compact(args) => sessions::compact(ui, &store::resolve(store)?, args).await,
+        Command::Trim(args) => cut::trim(ui, &store::resolve(store)?, args).await,
+        Command::Compact(args) => cut::compact(ui, &store::resolve(store)?, args).await,
         Command::Stats(args) => sessions::stats(ui, &store::resolve(store)?, args).await,
         Command::Export(args) => transfer::export(ui, &store::resolve(store)?, args).await,
         Command::Import(args) => transfer::import(ui, &store::resolve(store)?, args).await,

@@ -1,25 +1,23 @@
-//! `list`, `show`, `fork`, `delete`, `trim`, `compact`, `stats`.
+//! `list`, `fork`, `delete`, `stats` (and what `show`, `trim` and
+//! `compact` share with them).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
 use std::sync::Arc;
 
 use serde_json::json;
-use statestore::window::{self, CharEstimate, Summarizer, WindowPolicy};
-use statestore::{
-    BoxError, ConversationState, Message, Role, SessionId, Store, Summary, Timestamp,
-};
+use statestore::{ConversationState, SessionId, Store, Timestamp};
 
-use crate::args::{CompactArgs, DeleteArgs, ForkArgs, ListArgs, ShowArgs, StatsArgs, TrimArgs};
+use crate::args::{DeleteArgs, ForkArgs, ListArgs, StatsArgs};
 use crate::error::CliError;
 use crate::store::{all_ids, open, ordered};
-use crate::ui::{self, Align, Paint, Ui};
+use crate::ui::{self, Align, Ui};
 
 /// Sessions read at once by commands that read many.
 const READ_WIDTH: usize = 16;
 
 /// The usage counters the pipeline keeps, in display order.
-const USAGE: [&str; 4] = ["prompt_tokens", "completion_tokens", "model_calls", "turns"];
+pub(crate) const USAGE: [&str; 4] = ["prompt_tokens", "completion_tokens", "model_calls", "turns"];
 
 pub(crate) async fn list(ui: &Ui, url: &str, args: ListArgs) -> Result<(), CliError> {
     let store = open(url).await?;
@@ -116,7 +114,7 @@ pub(crate) async fn list(ui: &Ui, url: &str, args: ListArgs) -> Result<(), CliEr
 }
 
 /// Loads `id` or fails with "not found".
-async fn load(store: &dyn Store, id: &SessionId) -> Result<ConversationState, CliError> {
+pub(crate) async fn load(store: &dyn Store, id: &SessionId) -> Result<ConversationState, CliError> {
     store
         .load(id)
         .await
@@ -124,215 +122,11 @@ async fn load(store: &dyn Store, id: &SessionId) -> Result<ConversationState, Cl
         .ok_or_else(|| not_found(id))
 }
 
-fn not_found(id: &SessionId) -> CliError {
+pub(crate) fn not_found(id: &SessionId) -> CliError {
     CliError::Failed {
         message: format!("session {id} not found"),
         hint: Some("`statestore list` shows the sessions there are".into()),
     }
-}
-
-pub(crate) async fn show(ui: &Ui, url: &str, args: ShowArgs) -> Result<(), CliError> {
-    let store = open(url).await?;
-    let mut state = load(&*store, &args.id).await?;
-    let total = state.messages.len();
-    let first = args.last.map_or(0, |n| total.saturating_sub(n));
-    let ttl = crate::store::url_ttl(url);
-    if ui.json {
-        let messages: Vec<serde_json::Value> = state
-            .messages
-            .iter()
-            .enumerate()
-            .skip(first)
-            .map(|(i, m)| {
-                let mut v = serde_json::to_value(&**m).unwrap_or_default();
-                if let Some(o) = v.as_object_mut() {
-                    o.insert("position".into(), json!(i));
-                }
-                v
-            })
-            .collect();
-        state.messages.clear();
-        let mut doc = serde_json::to_value(&state).unwrap_or_default();
-        if let Some(o) = doc.as_object_mut() {
-            o.insert("messages".into(), json!(messages));
-            o.insert("total_messages".into(), json!(total));
-            o.insert("ttl_seconds".into(), json!(ttl.map(|t| t.as_secs())));
-        }
-        return ui.out_json(&doc);
-    }
-    ui.out(&render(ui, &state, first, ttl))
-}
-
-/// The human-readable `show`.
-fn render(
-    ui: &Ui,
-    state: &ConversationState,
-    first: usize,
-    ttl: Option<std::time::Duration>,
-) -> String {
-    let mut out = String::new();
-    let bold = |s: &str| ui.paint(false, Paint::Bold, s);
-    let dim = |s: &str| ui.paint(false, Paint::Dim, s);
-    let field = |out: &mut String, name: &str, value: &str| {
-        let _ = writeln!(out, "{}  {value}", bold(&format!("{name:<9}")));
-    };
-    field(&mut out, "session", state.id.as_str());
-    field(&mut out, "user", state.user_id.as_deref().unwrap_or("-"));
-    field(&mut out, "version", &state.version.to_string());
-    field(&mut out, "created", &ui::timestamp(state.created_at));
-    field(&mut out, "updated", &ui::timestamp(state.updated_at));
-    let expires = match ttl {
-        None => "never (the store has no TTL)".to_owned(),
-        Some(t) => format!(
-            "{} after the last access; this read restarted the clock, so {} left",
-            ui::duration(t),
-            ui::duration(t)
-        ),
-    };
-    field(&mut out, "expires", &expires);
-    let total = state.messages.len();
-    let shown = if first == 0 {
-        format!("{total}")
-    } else {
-        format!("{total} (the last {} shown)", total - first)
-    };
-    field(&mut out, "messages", &shown);
-    let mut usage: Vec<String> = USAGE
-        .iter()
-        .filter_map(|k| {
-            state
-                .counters
-                .get(*k)
-                .map(|v| format!("{k} {}", ui::thousands(*v)))
-        })
-        .collect();
-    usage.extend(
-        state
-            .counters
-            .iter()
-            .filter(|(k, _)| !USAGE.contains(&k.as_str()))
-            .map(|(k, v)| format!("{k} {}", ui::thousands(*v))),
-    );
-    field(
-        &mut out,
-        "usage",
-        &if usage.is_empty() {
-            "-".into()
-        } else {
-            usage.join(", ")
-        },
-    );
-    if let Some(prompt) = &state.system_prompt {
-        field(&mut out, "system", &one_line(prompt, 200));
-    }
-    if !state.metadata.is_empty() {
-        field(
-            &mut out,
-            "metadata",
-            &serde_json::to_string(&state.metadata).unwrap_or_default(),
-        );
-    }
-    if !state.summaries.is_empty() {
-        let _ = writeln!(out, "\n{}", bold("summaries"));
-        for s in &state.summaries {
-            let covers = if s.covers.is_empty() {
-                "of deleted messages".to_owned()
-            } else {
-                format!(
-                    "of #{}..#{}",
-                    s.covers.start,
-                    s.covers.end.saturating_sub(1)
-                )
-            };
-            let _ = writeln!(
-                out,
-                "  {}\n    {}",
-                dim(&format!("{covers}, made {}:", ui::timestamp(s.created_at))),
-                indent(&s.content, 4)
-            );
-        }
-    }
-    if total > 0 {
-        let _ = writeln!(out, "\n{}", bold("messages"));
-    }
-    // Tool results by the call they answer, so each is shown under its call.
-    let mut results: HashMap<&str, (usize, &Message)> = HashMap::new();
-    for (i, m) in state.messages.iter().enumerate() {
-        if let (Role::Tool, Some(call)) = (m.role, m.tool_call_id.as_deref()) {
-            results.entry(call).or_insert((i, m));
-        }
-    }
-    let mut paired: HashSet<usize> = HashSet::new();
-    for (i, m) in state.messages.iter().enumerate().skip(first) {
-        if paired.contains(&i) {
-            continue;
-        }
-        let role = format!("{:<9}", m.role.as_str());
-        let head = format!("{}  {}", dim(&format!("#{i:<3}")), bold(&role));
-        let text = m.text();
-        if m.role == Role::Tool {
-            let call = m.tool_call_id.as_deref().unwrap_or("?");
-            let _ = writeln!(
-                out,
-                "{head}  {} {}",
-                dim(&format!("result of {call} (its call is not shown):")),
-                indent(&text, 17)
-            );
-            continue;
-        }
-        if !text.is_empty() || m.tool_calls.is_empty() {
-            let _ = writeln!(out, "{head}  {}", indent(&text, 17));
-        }
-        for (n, call) in m.tool_calls.iter().enumerate() {
-            let lead = if n == 0 && text.is_empty() {
-                head.clone()
-            } else {
-                " ".repeat(15)
-            };
-            let _ = writeln!(
-                out,
-                "{lead}  {} {}({}) {}",
-                dim("calls"),
-                call.name,
-                one_line(&call.arguments, 200),
-                dim(&format!("[{}]", call.id))
-            );
-            match results.get(call.id.as_str()) {
-                Some((at, result)) => {
-                    paired.insert(*at);
-                    let _ = writeln!(
-                        out,
-                        "{}  {} {}",
-                        " ".repeat(15),
-                        dim(&format!("→ #{at}")),
-                        indent(&result.text(), 17 + 2 + at.to_string().len() + 2)
-                    );
-                }
-                None => {
-                    let _ = writeln!(out, "{}  {}", " ".repeat(15), dim("→ (no result stored)"));
-                }
-            }
-        }
-    }
-    out
-}
-
-/// `text` with every line after the first indented by `width` spaces.
-fn indent(text: &str, width: usize) -> String {
-    text.replace('\n', &format!("\n{}", " ".repeat(width)))
-}
-
-/// `text` on one line, cut to `max` characters.
-fn one_line(text: &str, max: usize) -> String {
-    let flat: String = text
-        .chars()
-        .map(|c| if c == '\n' { ' ' } else { c })
-        .collect();
-    if flat.chars().count() <= max {
-        return flat;
-    }
-    let cut: String = flat.chars().take(max.saturating_sub(1)).collect();
-    format!("{cut}…")
 }
 
 pub(crate) async fn fork(ui: &Ui, url: &str, args: ForkArgs) -> Result<(), CliError> {
@@ -396,167 +190,6 @@ pub(crate) async fn delete(ui: &Ui, url: &str, args: DeleteArgs) -> Result<(), C
         ),
         hint: Some("`statestore list` shows the sessions there are".into()),
     })
-}
-
-pub(crate) async fn trim(ui: &Ui, url: &str, args: TrimArgs) -> Result<(), CliError> {
-    let store = open(url).await?;
-    let policy = WindowPolicy::default().max_messages(args.keep);
-    let doing = format!("trimming session {}", args.id);
-    let compacted = window::compact(&*store, &args.id, &policy, &CharEstimate)
-        .await
-        .map_err(|source| CliError::Window {
-            doing: doing.clone(),
-            source,
-        })?
-        .ok_or_else(|| not_found(&args.id))?;
-    let left = remaining(&*store, &args.id).await?;
-    report_cut(
-        ui,
-        &args.id,
-        compacted.removed,
-        left,
-        compacted.version,
-        None,
-    )
-}
-
-/// Messages the session holds now.
-async fn remaining(store: &dyn Store, id: &SessionId) -> Result<u64, CliError> {
-    Ok(store
-        .load_recent(id, 0)
-        .await
-        .map_err(CliError::read(format!("reading session {id}")))?
-        .map_or(0, |r| r.total_messages))
-}
-
-fn report_cut(
-    ui: &Ui,
-    id: &SessionId,
-    removed: usize,
-    left: u64,
-    version: u64,
-    summary: Option<&Summary>,
-) -> Result<(), CliError> {
-    if ui.json {
-        return ui.out_json(&json!({
-            "session": id.as_str(),
-            "removed": removed,
-            "remaining": left,
-            "version": version,
-            "summary": summary.map(|s| &s.content),
-        }));
-    }
-    let mut text = String::new();
-    if let Some(s) = summary {
-        let _ = writeln!(
-            text,
-            "summarized messages #0..#{} ({} characters)",
-            s.covers.end.saturating_sub(1),
-            s.content.chars().count()
-        );
-    }
-    if removed == 0 {
-        let _ = writeln!(
-            text,
-            "nothing to remove from {id}: {} (version {version})",
-            ui::count(left, "message")
-        );
-    } else {
-        let _ = writeln!(
-            text,
-            "removed {} from {id}; {left} remain (version {version})",
-            ui::count(removed as u64, "message")
-        );
-    }
-    ui.out(&text)
-}
-
-pub(crate) async fn compact(ui: &Ui, url: &str, args: CompactArgs) -> Result<(), CliError> {
-    let store = open(url).await?;
-    let exists = store
-        .exists(&args.id)
-        .await
-        .map_err(CliError::read(format!("reading session {}", args.id)))?;
-    if !exists {
-        return Err(not_found(&args.id));
-    }
-    let policy = WindowPolicy::default().max_messages(args.keep);
-    let summarizer: Arc<dyn Summarizer> = {
-        let provider = crate::chat::provider()?;
-        if provider.name() == "offline" {
-            Arc::new(Extractive)
-        } else {
-            Arc::new(statestore::pipeline::ProviderSummarizer::new(provider))
-        }
-    };
-    let doing = format!("summarizing session {}", args.id);
-    let summary =
-        window::summarize_dropped(&*store, &args.id, &policy, &CharEstimate, &*summarizer)
-            .await
-            .map_err(|source| CliError::Window { doing, source })?;
-    let doing = format!(
-        "deleting the summarized messages of session {} (the summary is stored)",
-        args.id
-    );
-    let compacted = window::compact(&*store, &args.id, &policy, &CharEstimate)
-        .await
-        .map_err(|source| CliError::Window { doing, source })?
-        .ok_or_else(|| not_found(&args.id))?;
-    let left = remaining(&*store, &args.id).await?;
-    report_cut(
-        ui,
-        &args.id,
-        compacted.removed,
-        left,
-        compacted.version,
-        summary.as_ref(),
-    )
-}
-
-/// The offline summarizer: the older summary, then each message's first
-/// line, cut short — no model, deterministic.
-#[derive(Debug)]
-struct Extractive;
-
-/// The longest summary [`Extractive`] writes, in characters.
-const EXTRACT_MAX: usize = 4_000;
-
-#[statestore::async_trait]
-impl Summarizer for Extractive {
-    async fn summarize(
-        &self,
-        previous: Option<&Summary>,
-        messages: &[Arc<Message>],
-    ) -> Result<String, BoxError> {
-        let mut lines = Vec::new();
-        if let Some(p) = previous {
-            lines.push(p.content.clone());
-        }
-        for m in messages {
-            let text = m.text();
-            let first = text.lines().next().unwrap_or_default();
-            match m.role {
-                Role::Tool => {}
-                _ if !m.tool_calls.is_empty() => {
-                    let names: Vec<&str> = m.tool_calls.iter().map(|c| c.name.as_str()).collect();
-                    lines.push(format!("{}: called {}", m.role, names.join(", ")));
-                }
-                _ if !first.is_empty() => {
-                    lines.push(format!("{}: {}", m.role, one_line(first, 160)))
-                }
-                _ => {}
-            }
-        }
-        let text = lines.join("\n");
-        // Keep the newest part when it is long.
-        let count = text.chars().count();
-        Ok(if count > EXTRACT_MAX {
-            let tail: String = text.chars().skip(count - EXTRACT_MAX + 1).collect();
-            format!("…{tail}")
-        } else {
-            text
-        })
-    }
 }
 
 pub(crate) async fn stats(ui: &Ui, url: &str, args: StatsArgs) -> Result<(), CliError> {
