@@ -286,6 +286,30 @@ impl Connection {
         }
     }
 
+    /// Runs one command without keys on `node` (from
+    /// [`Connection::scan_nodes`]): on a cluster, on that master; otherwise
+    /// on this connection's server.
+    pub(crate) async fn query_node(&self, node: &str, cmd: &Cmd) -> RedisResult<Value> {
+        match &self.0 {
+            #[cfg(feature = "cluster")]
+            Inner::Cluster(c) => {
+                let (host, port) = node.rsplit_once(':').ok_or_else(|| bad_node(node))?;
+                let port: u16 = port.parse().map_err(|_| bad_node(node))?;
+                let routing = redis::cluster_routing::RoutingInfo::SingleNode(
+                    redis::cluster_routing::SingleNodeRoutingInfo::ByAddress {
+                        host: host.to_owned(),
+                        port,
+                    },
+                );
+                c.clone().route_command(cmd.clone(), routing).await
+            }
+            _ => {
+                let _ = node;
+                with_conn!(self, c => c.req_packed_command(cmd).await)
+            }
+        }
+    }
+
     /// `(first slot, last slot, master host:port)` for every slot range of
     /// the cluster, from `CLUSTER NODES`.
     #[cfg(feature = "cluster")]

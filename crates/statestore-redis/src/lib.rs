@@ -4,6 +4,7 @@
 mod builder;
 mod conn;
 mod decode;
+mod diagnose;
 mod durable;
 mod error;
 mod eviction;
@@ -22,6 +23,7 @@ pub use builder::{
     DEFAULT_DURABLE_CONNECTIONS, DEFAULT_MAX_MESSAGE_BYTES, MAX_TTL, RedisStoreBuilder,
 };
 pub use conn::Connection;
+pub use diagnose::{Diagnosis, NodeReport};
 pub use error::Error;
 pub use eviction::EvictionPolicyCheck;
 pub use list::{LIST_MAX_SCAN_STEPS, LIST_SCAN_COUNT};

@@ -429,3 +429,58 @@ async fn unsafe_eviction_policies_are_reported_at_connect() {
         .unwrap();
     assert_eq!(store.eviction_policy().await, None);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn diagnose_reports_the_settings_sessions_depend_on() {
+    let server = RedisServer::builder()
+        .config("maxmemory-policy", "allkeys-lru")
+        .config("maxmemory", "100mb")
+        .appendonly_always()
+        .start()
+        .unwrap();
+    let store = RedisStore::builder()
+        .prefix("app:")
+        .ttl(Duration::from_secs(60))
+        .connect(&server.url())
+        .await
+        .unwrap();
+    let d = store.diagnose().await.unwrap();
+    assert_eq!(d.prefix, "app:");
+    assert_eq!(d.ttl, Some(Duration::from_secs(60)));
+    assert!(!d.cluster);
+    assert_eq!(d.nodes.len(), 1);
+    let node = &d.nodes[0];
+    assert!(node.errors.is_empty(), "{:?}", node.errors);
+    assert!(
+        node.redis_version
+            .as_deref()
+            .is_some_and(|v| v.contains('.'))
+    );
+    assert_eq!(node.mode.as_deref(), Some("standalone"));
+    assert_eq!(node.role.as_deref(), Some("master"));
+    assert_eq!(node.maxmemory, Some(100 * 1024 * 1024));
+    assert_eq!(node.maxmemory_policy.as_deref(), Some("allkeys-lru"));
+    assert!(node.eviction_risk.is_some());
+    assert_eq!(node.appendonly, Some(true));
+    assert_eq!(node.appendfsync.as_deref(), Some("always"));
+    assert_eq!(node.save.as_deref(), Some(""));
+
+    // A user refused CONFIG: those fields unknown, and why.
+    let server = RedisServer::builder()
+        .acl_user("app", "pw", "~* +@all -config")
+        .start()
+        .unwrap();
+    let store = RedisStore::builder().connect(&server.url()).await.unwrap();
+    let d = store.diagnose().await.unwrap();
+    let node = &d.nodes[0];
+    assert!(node.redis_version.is_some());
+    assert_eq!(node.maxmemory_policy, None);
+    assert_eq!(node.eviction_risk, None);
+    assert!(
+        node.errors
+            .iter()
+            .any(|e| e.contains("CONFIG GET") && e.contains("no permissions")),
+        "{:?}",
+        node.errors
+    );
+}

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod diagnose;
 mod error;
 mod ops;
 pub mod schema;
@@ -19,6 +20,8 @@ use statestore_core::{
     Append, Appended, ConversationState, Error, Expect, IdempotencyKey, ListPage, ListQuery,
     Metadata, RecentState, Result, SessionId, Store, Summary, Version, async_trait,
 };
+
+pub use crate::diagnose::Diagnosis;
 
 use crate::error::{OpCtx, sql, stopped};
 use crate::ops::{AppendArgs, Config, SaveArgs};
@@ -334,6 +337,35 @@ impl SqliteStore {
                 return Ok(total);
             }
         }
+    }
+
+    /// Checks the file: the SQLite version, the file's schema version, the
+    /// journal mode, the durability setting, `PRAGMA integrity_check`, the
+    /// size and free space, and how many sessions it holds. Runs on a
+    /// reader connection: writes go on meanwhile. The integrity check reads
+    /// the whole file, so it takes time in proportion to its size.
+    ///
+    /// # Errors
+    ///
+    /// As any read.
+    pub async fn diagnose(&self) -> Result<Diagnosis> {
+        let facts = self
+            .read("diagnose", &schema::file_id(), diagnose::read)
+            .await?;
+        Ok(Diagnosis {
+            path: self.inner.path.clone(),
+            sqlite_version: facts.sqlite_version,
+            schema_version: facts.schema_version,
+            supported_schema_version: schema::FILE_SCHEMA_VERSION,
+            journal_mode: facts.journal_mode,
+            synchronous: self.inner.synchronous,
+            busy_timeout: self.inner.shared.busy,
+            ttl: self.inner.shared.cfg.ttl,
+            integrity: facts.integrity,
+            size_bytes: facts.size_bytes,
+            free_bytes: facts.free_bytes,
+            sessions: facts.sessions,
+        })
     }
 
     fn ctx(&self, op: &'static str, id: &SessionId) -> OpCtx {

@@ -250,8 +250,26 @@ async fn an_overwritten_page_fails_only_the_sessions_on_it() {
             assert!(out.intact.contains(name), "{name} was affected: {out:?}");
         }
     }
+    // diagnose() says which file is sound.
+    let sound = SqliteStore::open(&original)
+        .await
+        .unwrap()
+        .diagnose()
+        .await
+        .unwrap();
+    assert!(sound.is_intact(), "{sound:?}");
+    assert_eq!(sound.journal_mode, "wal");
+    assert_eq!(sound.schema_version, schema::FILE_SCHEMA_VERSION);
+    assert_eq!(sound.sessions, names.len() as u64);
+    assert!(sound.size_bytes > 24 * 8 * 1_500, "{sound:?}");
     // ... and take writes.
     let store = SqliteStore::open(&damaged).await.unwrap();
+    let report = store.diagnose().await.unwrap();
+    assert!(!report.is_intact(), "{report:?}");
+    note(&format!(
+        "integrity_check of the damaged file: {:?}",
+        report.integrity
+    ));
     let v = store
         .append(
             &sid("s03"),

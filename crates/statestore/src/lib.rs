@@ -7,8 +7,9 @@ mod options;
 mod url;
 
 pub use error::OpenError;
-pub use open::{open, open_with};
+pub use open::{Backend, open, open_backend, open_with};
 pub use options::Options;
+pub use url::redact as redact_url;
 
 pub use statestore_core::codec;
 pub use statestore_core::{

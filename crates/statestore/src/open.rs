@@ -59,15 +59,75 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>, OpenError> {
 ///
 /// As [`open`].
 pub async fn open_with(url: &str, options: Options) -> Result<Arc<dyn Store>, OpenError> {
+    Ok(open_backend(url, options).await?.into_store())
+}
+
+/// The concrete store a URL opened: for what only one backend offers
+/// (`SqliteStore::diagnose`, `RedisStore::diagnose`, `SqliteStore::purge_expired`, …).
+/// [`Backend::into_store`] makes it the `Arc<dyn Store>` that [`open`] returns.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Backend {
+    /// `memory://`.
+    #[cfg(feature = "memory")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "memory")))]
+    Memory(statestore_memory::MemoryStore),
+    /// `sqlite://`.
+    #[cfg(feature = "sqlite")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
+    Sqlite(statestore_sqlite::SqliteStore),
+    /// `redis://`, `rediss://`, `redis+cluster://`, `rediss+cluster://`.
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+    Redis(statestore_redis::RedisStore),
+}
+
+impl Backend {
+    /// The store behind the trait, as [`open`] returns it.
+    #[must_use]
+    pub fn into_store(self) -> Arc<dyn Store> {
+        match self {
+            #[cfg(feature = "memory")]
+            Self::Memory(store) => Arc::new(store),
+            #[cfg(feature = "sqlite")]
+            Self::Sqlite(store) => Arc::new(store),
+            #[cfg(feature = "redis")]
+            Self::Redis(store) => Arc::new(store),
+        }
+    }
+}
+
+/// [`open_with`], returning the concrete store instead of `Arc<dyn Store>`.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), statestore::OpenError> {
+/// # #[cfg(feature = "memory")] {
+/// use statestore::{Backend, Options};
+///
+/// match statestore::open_backend("memory://", Options::new()).await? {
+///     Backend::Memory(store) => drop(store),
+///     other => drop(other.into_store()),
+/// }
+/// # }
+/// # Ok(()) }
+/// ```
+///
+/// # Errors
+///
+/// As [`open`].
+pub async fn open_backend(url: &str, options: Options) -> Result<Backend, OpenError> {
     let url = StoreUrl::parse(url)?;
     tracing::debug!(url = url.redacted(), "opening a store");
     match url.scheme {
         #[cfg(feature = "memory")]
-        crate::url::Scheme::Memory => memory(&url, options),
+        crate::url::Scheme::Memory => memory(&url, options).map(Backend::Memory),
         #[cfg(feature = "sqlite")]
-        crate::url::Scheme::Sqlite => sqlite(&url, options).await,
+        crate::url::Scheme::Sqlite => sqlite(&url, options).await.map(Backend::Sqlite),
         #[cfg(feature = "redis")]
-        crate::url::Scheme::Redis { tls, cluster } => redis(&url, options, tls, cluster).await,
+        crate::url::Scheme::Redis { tls, cluster } => {
+            redis(&url, options, tls, cluster).await.map(Backend::Redis)
+        }
         // Refused by `StoreUrl::parse` (it names the feature).
         #[allow(unreachable_patterns)]
         _ => {
@@ -79,7 +139,7 @@ pub async fn open_with(url: &str, options: Options) -> Result<Arc<dyn Store>, Op
 
 /// `memory://`.
 #[cfg(feature = "memory")]
-fn memory(url: &StoreUrl, options: Options) -> Result<Arc<dyn Store>, OpenError> {
+fn memory(url: &StoreUrl, options: Options) -> Result<statestore_memory::MemoryStore, OpenError> {
     use statestore_memory::MemoryStore;
 
     if !url.location.is_empty() {
@@ -100,13 +160,16 @@ fn memory(url: &StoreUrl, options: Options) -> Result<Arc<dyn Store>, OpenError>
     if let Some(limits) = options.limits {
         builder = builder.limits(limits);
     }
-    Ok(Arc::new(builder.build()))
+    Ok(builder.build())
 }
 
 /// `sqlite://path`: the path is everything between `://` and `?`,
 /// percent-decoded.
 #[cfg(feature = "sqlite")]
-async fn sqlite(url: &StoreUrl, options: Options) -> Result<Arc<dyn Store>, OpenError> {
+async fn sqlite(
+    url: &StoreUrl,
+    options: Options,
+) -> Result<statestore_sqlite::SqliteStore, OpenError> {
     use statestore_sqlite::{SqliteStore, Synchronous};
 
     let path = crate::url::decode(&url.location)
@@ -141,7 +204,7 @@ async fn sqlite(url: &StoreUrl, options: Options) -> Result<Arc<dyn Store>, Open
             url: url.redacted().to_owned(),
             source,
         })?;
-    Ok(Arc::new(store))
+    Ok(store)
 }
 
 /// `redis://`, `rediss://`, `redis+cluster://`, `rediss+cluster://`.
@@ -151,7 +214,7 @@ async fn redis(
     options: Options,
     tls: bool,
     cluster: bool,
-) -> Result<Arc<dyn Store>, OpenError> {
+) -> Result<statestore_redis::RedisStore, OpenError> {
     use statestore_redis::{EvictionPolicyCheck, RedisStore};
 
     let query = &url.query;
@@ -260,11 +323,10 @@ async fn redis(
         }
         builder.connect(&format!("{base}://{location}")).await
     };
-    let store = connected.map_err(|source| OpenError::Redis {
+    connected.map_err(|source| OpenError::Redis {
         url: url.redacted().to_owned(),
         source,
-    })?;
-    Ok(Arc::new(store))
+    })
 }
 
 /// How long a write waits for `wait_for_replicas` when the URL gives no

@@ -313,7 +313,8 @@ pub(crate) fn decode(text: &str) -> Result<String, String> {
 /// password there). Everything up to the last `@` counts as credentials, so
 /// a password holding `/`, `?`, `#` or `@` is hidden all the same. `memory`
 /// and `sqlite` URLs hold no credentials: only their query is dropped.
-pub(crate) fn redact(url: &str) -> String {
+#[must_use]
+pub fn redact(url: &str) -> String {
     let cut = |s: &str| s.split(['?', '#']).next().unwrap_or_default().to_owned();
     let (scheme, rest) = match url.split_once("://") {
         Some((scheme, rest)) => (Some(scheme), rest),

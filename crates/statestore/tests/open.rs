@@ -310,3 +310,21 @@ mod compiled_out {
         assert_needs("redis+cluster://u:hunter2@a:1,b:2", "redis-cluster").await;
     }
 }
+
+#[cfg(feature = "memory")]
+#[tokio::test]
+async fn open_backend_returns_the_concrete_store() {
+    let backend = statestore::open_backend("memory://", statestore::Options::new())
+        .await
+        .unwrap();
+    assert!(matches!(backend, statestore::Backend::Memory(_)));
+    round_trip(&backend.into_store(), "concrete").await;
+}
+
+#[test]
+fn redact_url_hides_passwords() {
+    assert_eq!(
+        statestore::redact_url("redis://app:hunter2@h:6379?prefix=x"),
+        "redis://app:***@h:6379"
+    );
+}

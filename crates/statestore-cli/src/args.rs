@@ -1,0 +1,280 @@
+//! The command line: every command, option and its help.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use statestore::SessionId;
+
+const EXIT_CODES: &str = "\
+Exit codes: 0 done; 1 failed (store unreachable, session not found, import conflicts, a check
+failed: the message says what to do next); 2 usage (a bad option, URL or session id).
+
+Environment: STATESTORE_URL (the store, as --store), STATESTORE_HOME (where the default store
+lives), OPENAI_API_KEY, OPENAI_BASE_URL, OPENAI_MODEL (chat with a real model), NO_COLOR,
+STATESTORE_LOG (error, warn, info, debug, trace; default warn).";
+
+/// Conversation state that survives between runs: chat with a session that continues where
+/// it left off, and list, inspect, copy, cut, move and back up sessions on any backend.
+#[derive(Debug, Parser)]
+#[command(
+    name = "statestore",
+    version,
+    after_help = EXIT_CODES,
+    after_long_help = EXIT_CODES,
+    max_term_width = 100,
+    help_expected = true
+)]
+pub(crate) struct Cli {
+    /// The store's URL (`--help` lists the forms and the default).
+    #[arg(
+        help = "The store: sqlite://PATH, redis://[USER:PASSWORD@]HOST[:PORT][/DB], rediss://…, \
+                redis+cluster://HOST:PORT,HOST:PORT, memory:// (default: an SQLite file, see \
+                --help)",
+        long,
+        global = true,
+        env = "STATESTORE_URL",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
+    pub(crate) store: Option<String>,
+
+    /// Machine-readable output on stdout: one JSON document (JSON Lines for export)
+    #[arg(long, global = true)]
+    pub(crate) json: bool,
+
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Send a message and stream the reply; the session remembers it for the next run
+    #[command(after_help = "Examples:
+  statestore chat \"Hi, I'm Alice\"
+  statestore chat \"What's my name?\"          # a new process, the same conversation
+  statestore chat --session support-42       # no message on a terminal: an interactive chat
+  echo 'Summarize our chat' | statestore chat
+
+Without OPENAI_API_KEY an offline model answers (it remembers names, otherwise echoes).")]
+    Chat(ChatArgs),
+
+    /// List sessions (sorted by id) with their size and token usage
+    #[command(after_help = "Examples:
+  statestore list
+  statestore list --user alice --limit 20
+  statestore list --ids-only --limit 0 --json")]
+    List(ListArgs),
+
+    /// Show one session: messages, tool calls with their results, summaries, usage, version
+    #[command(after_help = "Example:
+  statestore show default --last 10")]
+    Show(ShowArgs),
+
+    /// Copy a session to a new id (the copy starts at version 1; the source is unchanged)
+    #[command(after_help = "Example:
+  statestore fork default default-experiment")]
+    Fork(ForkArgs),
+
+    /// Delete sessions
+    #[command(after_help = "Example:
+  statestore delete old-1 old-2")]
+    Delete(DeleteArgs),
+
+    /// Delete all but the newest messages of a session (no summary; see compact)
+    #[command(after_help = "Example:
+  statestore trim default --keep 20
+
+Never splits a tool call from its results and always keeps the newest user message and what
+follows it, so slightly more than N may stay. Guarded by the session's version: a turn stored
+meanwhile is never lost.")]
+    Trim(TrimArgs),
+
+    /// Summarize the older messages of a session, then delete them (the summary stays)
+    #[command(after_help = "Example:
+  statestore compact default --keep 10
+
+The summary is written by the model (OPENAI_API_KEY) or, offline, extracted from the messages.
+Both steps are guarded by the session's version.")]
+    Compact(CompactArgs),
+
+    /// Totals over all sessions: sessions, messages, bytes, token usage
+    #[command(after_help = "Example:
+  statestore stats --json")]
+    Stats(StatsArgs),
+
+    /// Write sessions as JSON Lines: a header line, then one session per line, sorted by id
+    #[command(after_help = "Examples:
+  statestore export -o backup.jsonl
+  statestore export --user alice > alice.jsonl
+
+Streams: memory stays flat for any number of sessions. Each session is read consistently;
+the file is not one snapshot of the whole store. The store's bookkeeping (version,
+updated_at, last_accessed_at, TTL) is not exported; created_at and the usage counters are.")]
+    Export(ExportArgs),
+
+    /// Read sessions written by export; sessions already there are left alone
+    #[command(after_help = "Examples:
+  statestore import backup.jsonl
+  statestore --store redis://localhost:6379 import backup.jsonl
+
+A session that is absent is written; one that is present and equal is left as it is; one
+that is present and different is a conflict: reported, never overwritten (exit 1 unless
+--ignore-conflicts). Importing the same file again changes nothing.")]
+    Import(ImportArgs),
+
+    /// Copy every session from one store to another; safe to interrupt and run again
+    #[command(after_help = "Example:
+  statestore migrate --from sqlite:///var/lib/app/sessions.db --to redis://localhost:6379
+
+Sessions already copied are skipped (compared, not overwritten), so an interrupted migrate
+resumes where it stopped. Ends with a check that the destination holds every session.")]
+    Migrate(MigrateArgs),
+
+    /// Check the store: connection, versions, durability and safety settings, integrity
+    #[command(after_help = "Example:
+  statestore --store redis://localhost:6379 doctor")]
+    Doctor(DoctorArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ChatArgs {
+    /// The session to continue (created by its first message)
+    #[arg(long, short, default_value = "default", value_parser = session_id)]
+    pub(crate) session: SessionId,
+
+    /// The message; without one, an interactive chat on a terminal, or stdin otherwise
+    #[arg(value_name = "MESSAGE")]
+    pub(crate) message: Vec<String>,
+
+    /// Send at most this many recent messages to the model
+    #[arg(long, default_value_t = 40, value_name = "N")]
+    pub(crate) window: usize,
+
+    /// The system prompt sent before the history (not stored)
+    #[arg(
+        long,
+        default_value = "You are a helpful assistant.",
+        value_name = "TEXT"
+    )]
+    pub(crate) system: String,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ListArgs {
+    /// Only this user's sessions
+    #[arg(long, value_name = "USER")]
+    pub(crate) user: Option<String>,
+
+    /// Show at most N sessions (0: all)
+    #[arg(long, default_value_t = 100, value_name = "N")]
+    pub(crate) limit: usize,
+
+    /// Only ids: reads no session, so it does not count as an access on stores with a TTL
+    #[arg(long)]
+    pub(crate) ids_only: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ShowArgs {
+    /// The session
+    #[arg(value_parser = session_id)]
+    pub(crate) id: SessionId,
+
+    /// Only the newest N messages
+    #[arg(long, value_name = "N")]
+    pub(crate) last: Option<usize>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ForkArgs {
+    /// The session to copy
+    #[arg(value_parser = session_id)]
+    pub(crate) source: SessionId,
+    /// The new session's id (must not exist)
+    #[arg(value_parser = session_id)]
+    pub(crate) target: SessionId,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DeleteArgs {
+    /// The sessions
+    #[arg(required = true, value_parser = session_id)]
+    pub(crate) ids: Vec<SessionId>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct TrimArgs {
+    /// The session
+    #[arg(value_parser = session_id)]
+    pub(crate) id: SessionId,
+    /// Keep (at least) the newest N messages
+    #[arg(long, value_name = "N")]
+    pub(crate) keep: usize,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CompactArgs {
+    /// The session
+    #[arg(value_parser = session_id)]
+    pub(crate) id: SessionId,
+    /// Keep (at least) the newest N messages; the rest is summarized and deleted
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    pub(crate) keep: usize,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct StatsArgs {
+    /// Only this user's sessions
+    #[arg(long, value_name = "USER")]
+    pub(crate) user: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ExportArgs {
+    /// Only this user's sessions
+    #[arg(long, value_name = "USER")]
+    pub(crate) user: Option<String>,
+    /// Write to FILE (replaced only once the export is complete) instead of stdout
+    #[arg(long, short, value_name = "FILE")]
+    pub(crate) output: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ImportArgs {
+    /// The file written by export; - for stdin
+    #[arg(value_name = "FILE")]
+    pub(crate) file: PathBuf,
+    /// Exit 0 even when sessions conflicted (they are still reported and left alone)
+    #[arg(long)]
+    pub(crate) ignore_conflicts: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct MigrateArgs {
+    /// The store to copy from
+    #[arg(long, value_name = "URL")]
+    pub(crate) from: String,
+    /// The store to copy to
+    #[arg(long, value_name = "URL")]
+    pub(crate) to: String,
+    /// Only this user's sessions
+    #[arg(long, value_name = "USER")]
+    pub(crate) user: Option<String>,
+    /// Exit 0 even when sessions conflicted (they are still reported and left alone)
+    #[arg(long)]
+    pub(crate) ignore_conflicts: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DoctorArgs {}
+
+/// A session id as clap parses it: validated, with the reason on failure.
+fn session_id(s: &str) -> Result<SessionId, String> {
+    SessionId::new(s).map_err(|e| match e {
+        statestore::Error::InvalidId { reason, .. } => format!(
+            "{reason} (a session id is 1 to {} bytes of text without control characters)",
+            SessionId::MAX_LEN
+        ),
+        other => other.to_string(),
+    })
+}

@@ -1,0 +1,279 @@
+//! The export format (JSON Lines: a header line, then one session per
+//! line) and the one routine import and migrate copy a session with.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use statestore::{
+    ConversationState, Counters, Expect, Message, Metadata, SessionId, Store, Summary, Timestamp,
+};
+
+use crate::error::CliError;
+use crate::ui::{self, Ui};
+
+/// The `format` of an export's header line.
+pub(crate) const FORMAT: &str = "statestore-export";
+
+/// The format version this build writes, and the newest it reads.
+pub(crate) const VERSION: u32 = 1;
+
+/// Conflicting ids listed on stderr before "… and N more".
+const CONFLICTS_LISTED: usize = 20;
+
+/// The first line of an export.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Header {
+    format: String,
+    version: u32,
+}
+
+impl Header {
+    /// The header line this build writes, newline included.
+    pub(crate) fn line() -> String {
+        let header = Self {
+            format: FORMAT.into(),
+            version: VERSION,
+        };
+        format!("{}\n", serde_json::to_string(&header).unwrap_or_default())
+    }
+}
+
+/// One session as exported: everything it holds except the store's
+/// bookkeeping (version, `updated_at`, `last_accessed_at`, expiry), which
+/// an import starts afresh. Fields in this order on every line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Exported {
+    pub(crate) id: SessionId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    user_id: Option<String>,
+    created_at: Timestamp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    system_prompt: Option<String>,
+    #[serde(default, skip_serializing_if = "Metadata::is_empty")]
+    metadata: Metadata,
+    #[serde(default, skip_serializing_if = "Counters::is_empty")]
+    counters: Counters,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    summaries: Vec<Summary>,
+    #[serde(default)]
+    messages: Vec<Arc<Message>>,
+}
+
+impl From<ConversationState> for Exported {
+    fn from(s: ConversationState) -> Self {
+        Self {
+            id: s.id,
+            user_id: s.user_id,
+            created_at: s.created_at,
+            system_prompt: s.system_prompt,
+            metadata: s.metadata,
+            counters: s.counters,
+            summaries: s.summaries,
+            messages: s.messages,
+        }
+    }
+}
+
+impl Exported {
+    /// The state to save (messages shared, not copied).
+    fn to_state(&self) -> ConversationState {
+        let mut state = ConversationState::new(self.id.clone());
+        state.user_id.clone_from(&self.user_id);
+        state.created_at = self.created_at;
+        state.system_prompt.clone_from(&self.system_prompt);
+        state.metadata.clone_from(&self.metadata);
+        state.counters.clone_from(&self.counters);
+        state.summaries.clone_from(&self.summaries);
+        state.messages.clone_from(&self.messages);
+        state
+    }
+
+    /// The session's line, newline included.
+    pub(crate) fn line(&self) -> String {
+        let mut line = serde_json::to_string(self).unwrap_or_default();
+        line.push('\n');
+        line
+    }
+}
+
+/// What copying one session into a store did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Copied {
+    /// It was absent and is now written.
+    Written,
+    /// It was there already, equal.
+    Unchanged,
+    /// It was there already, different: left as it is.
+    Conflict,
+}
+
+/// Writes `session` into `store` if it is absent (create-only, so a
+/// repeated or concurrent copy cannot apply twice), else compares.
+pub(crate) async fn put(store: &dyn Store, session: &Exported) -> Result<Copied, CliError> {
+    let id = &session.id;
+    let state = session.to_state();
+    // A session deleted between the refused write and the comparing read
+    // is written on the next round.
+    for _ in 0..3 {
+        match store.save(&state, Expect::Absent).await {
+            Ok(_) => return Ok(Copied::Written),
+            Err(statestore::Error::Conflict { .. } | statestore::Error::AlreadyExists { .. }) => {
+                let existing = store
+                    .load(id)
+                    .await
+                    .map_err(CliError::read(format!("reading session {id} to compare")))?;
+                if let Some(existing) = existing {
+                    return Ok(if Exported::from(existing) == *session {
+                        Copied::Unchanged
+                    } else {
+                        Copied::Conflict
+                    });
+                }
+            }
+            Err(e) => return Err(CliError::write(format!("writing session {id}"))(e)),
+        }
+    }
+    Err(CliError::failed(format!(
+        "session {id} was deleted and recreated by someone else while it was being copied; run \
+         the command again"
+    )))
+}
+
+/// Tallies of a copy.
+#[derive(Debug, Default)]
+pub(crate) struct Tally {
+    written: u64,
+    unchanged: u64,
+    conflicts: Vec<SessionId>,
+}
+
+impl Tally {
+    pub(crate) fn add(&mut self, id: SessionId, copied: Copied) {
+        match copied {
+            Copied::Written => self.written += 1,
+            Copied::Unchanged => self.unchanged += 1,
+            Copied::Conflict => self.conflicts.push(id),
+        }
+    }
+
+    pub(crate) fn total(&self) -> u64 {
+        self.written + self.unchanged + self.conflicts.len() as u64
+    }
+
+    pub(crate) fn json(&self) -> serde_json::Value {
+        let conflicts: Vec<&str> = self.conflicts.iter().map(SessionId::as_str).collect();
+        json!({
+            "written": self.written,
+            "unchanged": self.unchanged,
+            "conflicts": conflicts,
+        })
+    }
+
+    pub(crate) fn summary(&self) -> String {
+        format!(
+            "{} written, {} already there and equal, {}",
+            ui::thousands(self.written),
+            ui::thousands(self.unchanged),
+            ui::count(self.conflicts.len() as u64, "conflict")
+        )
+    }
+
+    /// Lists the conflicts on stderr; the error that makes them exit 1
+    /// unless `ignore`.
+    pub(crate) fn conflicts(&mut self, ui: &Ui, ignore: bool) -> Result<(), CliError> {
+        if self.conflicts.is_empty() {
+            return Ok(());
+        }
+        self.conflicts.sort();
+        for id in self.conflicts.iter().take(CONFLICTS_LISTED) {
+            ui.warn(&format!(
+                "conflict: session {id} exists with different content; left as it is"
+            ));
+        }
+        if self.conflicts.len() > CONFLICTS_LISTED {
+            ui.warn(&format!(
+                "… and {} more conflicts",
+                self.conflicts.len() - CONFLICTS_LISTED
+            ));
+        }
+        if ignore {
+            return Ok(());
+        }
+        Err(CliError::Failed {
+            message: format!(
+                "{} conflicted: present in the destination with different content, not \
+                 overwritten",
+                ui::count(self.conflicts.len() as u64, "session")
+            ),
+            hint: Some(
+                "compare them with `statestore show`; delete the destination's copy to take the \
+                 imported one, or pass --ignore-conflicts to keep the destination's"
+                    .into(),
+            ),
+        })
+    }
+}
+
+/// Checks an export's first line.
+pub(crate) fn check_header(line: &str, file: &str) -> Result<(), CliError> {
+    let not_export = |why: String| CliError::Failed {
+        message: format!("{file} is not a statestore export: {why}; nothing was imported"),
+        hint: Some("import reads files written by `statestore export`".into()),
+    };
+    if line.trim().is_empty() {
+        return Err(not_export("it is empty".into()));
+    }
+    let header: Header = serde_json::from_str(line.trim_end())
+        .map_err(|e| not_export(format!("its first line is not the header ({e})")))?;
+    if header.format != FORMAT {
+        return Err(not_export(format!(
+            "its format is {:?}, not {FORMAT:?}",
+            header.format
+        )));
+    }
+    if header.version > VERSION {
+        return Err(CliError::Failed {
+            message: format!(
+                "{file} was written in export format version {}; this statestore reads up to \
+                 version {VERSION}. Nothing was imported",
+                header.version
+            ),
+            hint: Some("import it with a newer statestore".into()),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_are_checked() {
+        assert!(check_header("{\"format\":\"statestore-export\",\"version\":1}\n", "f").is_ok());
+        let newer = check_header("{\"format\":\"statestore-export\",\"version\":2}", "f")
+            .unwrap_err()
+            .to_string();
+        assert!(newer.contains("version 2"), "{newer}");
+        assert!(check_header("{\"format\":\"other\",\"version\":1}", "f").is_err());
+        assert!(check_header("", "f").is_err());
+        assert!(check_header("{\"id\":\"a\"}", "f").is_err());
+    }
+
+    #[test]
+    fn lines_round_trip_and_refuse_unknown_fields() {
+        let mut state =
+            ConversationState::new(SessionId::new("a").unwrap_or_else(|_| unreachable!()));
+        state.push(Message::user("hi"));
+        state.version = 7;
+        let line = Exported::from(state).line();
+        assert!(!line.contains("version"), "{line}");
+        assert!(!line.contains("updated_at"), "{line}");
+        let back: Exported = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(back.line(), line);
+        let extra = line.replacen("{", "{\"surprise\":1,", 1);
+        assert!(serde_json::from_str::<Exported>(&extra).is_err());
+    }
+}

@@ -1,0 +1,372 @@
+//! `doctor`: can the store be reached, and are its settings what the store
+//! needs to keep sessions whole and durable.
+
+use std::time::Instant;
+
+use serde_json::json;
+use statestore::{Backend, Options};
+
+use crate::args::DoctorArgs;
+use crate::error::CliError;
+use crate::ui::{self, Paint, Ui};
+
+/// How one check came out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Status {
+    Ok,
+    Info,
+    Warn,
+    Fail,
+}
+
+impl Status {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Info => "info",
+            Self::Warn => "warn",
+            Self::Fail => "FAIL",
+        }
+    }
+}
+
+/// One line of the report.
+#[derive(Debug)]
+struct Check {
+    status: Status,
+    name: String,
+    detail: String,
+}
+
+#[derive(Debug, Default)]
+struct Report(Vec<Check>);
+
+impl Report {
+    fn add(&mut self, status: Status, name: impl Into<String>, detail: impl Into<String>) {
+        self.0.push(Check {
+            status,
+            name: name.into(),
+            detail: detail.into(),
+        });
+    }
+}
+
+pub(crate) async fn run(ui: &Ui, url: &str, _args: DoctorArgs) -> Result<(), CliError> {
+    let shown = statestore::redact_url(url);
+    let mut report = Report::default();
+    let started = Instant::now();
+    let backend = match statestore::open_backend(url, Options::new()).await {
+        Ok(b) => b,
+        Err(e) => {
+            report.add(Status::Fail, "connect", format!("{shown}: {e}"));
+            print(ui, &shown, &report)?;
+            return Err(CliError::Open(e));
+        }
+    };
+    report.add(
+        Status::Ok,
+        "connect",
+        format!("{shown} (opened in {} ms)", started.elapsed().as_millis()),
+    );
+    match backend {
+        Backend::Sqlite(store) => sqlite(&store, &mut report).await,
+        Backend::Redis(store) => redis(&store, &mut report).await,
+        Backend::Memory(_) => report.add(
+            Status::Warn,
+            "durability",
+            "memory:// lives in this process only: every session is gone when it exits",
+        ),
+        _ => report.add(Status::Info, "backend", "no checks for this backend"),
+    }
+    print(ui, &shown, &report)?;
+    let failed = report.0.iter().filter(|c| c.status == Status::Fail).count();
+    if failed == 0 {
+        return Ok(());
+    }
+    Err(CliError::Failed {
+        message: format!("{failed} of the checks above failed"),
+        hint: Some("each failed check says how to fix it".into()),
+    })
+}
+
+fn print(ui: &Ui, shown: &str, report: &Report) -> Result<(), CliError> {
+    if ui.json {
+        let checks: Vec<serde_json::Value> = report
+            .0
+            .iter()
+            .map(|c| {
+                json!({
+                    "status": c.status.label().to_ascii_lowercase(),
+                    "check": c.name,
+                    "detail": c.detail,
+                })
+            })
+            .collect();
+        let ok = !report.0.iter().any(|c| c.status == Status::Fail);
+        return ui.out_json(&json!({ "store": shown, "ok": ok, "checks": checks }));
+    }
+    let width = report
+        .0
+        .iter()
+        .map(|c| c.name.chars().count())
+        .max()
+        .unwrap_or(0);
+    let mut text = String::new();
+    for c in &report.0 {
+        let paint = match c.status {
+            Status::Ok => Paint::Green,
+            Status::Info => Paint::Dim,
+            Status::Warn => Paint::Yellow,
+            Status::Fail => Paint::Red,
+        };
+        let label = ui.paint(false, paint, &format!("{:<4}", c.status.label()));
+        text.push_str(&format!("{label}  {:<width$}  {}\n", c.name, c.detail));
+    }
+    ui.out(&text)
+}
+
+async fn sqlite(store: &statestore::sqlite::SqliteStore, report: &mut Report) {
+    let started = Instant::now();
+    let d = match store.diagnose().await {
+        Ok(d) => d,
+        Err(e) => {
+            report.add(Status::Fail, "read", format!("cannot read the file: {e}"));
+            return;
+        }
+    };
+    report.add(Status::Info, "file", d.path.display().to_string());
+    report.add(
+        Status::Info,
+        "sqlite",
+        format!("SQLite {}", d.sqlite_version),
+    );
+    let (status, detail) = if d.schema_version == d.supported_schema_version {
+        (
+            Status::Ok,
+            format!(
+                "{} (this build writes {})",
+                d.schema_version, d.supported_schema_version
+            ),
+        )
+    } else {
+        (
+            Status::Fail,
+            format!(
+                "{}, this build reads up to {}: use a newer statestore",
+                d.schema_version, d.supported_schema_version
+            ),
+        )
+    };
+    report.add(status, "schema", detail);
+    let (status, detail) = if d.journal_mode == "wal" {
+        (
+            Status::Ok,
+            "wal: readers never wait for the writer".to_owned(),
+        )
+    } else {
+        (
+            Status::Fail,
+            format!(
+                "{}: the store needs wal (it sets it when it opens the file; another program \
+                 changed it: PRAGMA journal_mode=WAL)",
+                d.journal_mode
+            ),
+        )
+    };
+    report.add(status, "journal mode", detail);
+    let (status, detail) = match d.synchronous {
+        statestore::sqlite::Synchronous::Full => (
+            Status::Ok,
+            "full: every acknowledged write survives a power loss".to_owned(),
+        ),
+        _ => (
+            Status::Warn,
+            "normal (?sync=normal): writes survive a crash of the process, the last ones may be \
+             lost in a power loss"
+                .to_owned(),
+        ),
+    };
+    report.add(status, "durability", detail);
+    if d.is_intact() {
+        report.add(
+            Status::Ok,
+            "integrity",
+            format!("integrity_check ok ({} ms)", started.elapsed().as_millis()),
+        );
+    } else {
+        report.add(
+            Status::Fail,
+            "integrity",
+            format!(
+                "integrity_check found problems: {}. Export what still reads (statestore \
+                 export), then restore from a backup or import into a new file",
+                d.integrity.join("; ")
+            ),
+        );
+    }
+    report.add(
+        Status::Info,
+        "size",
+        format!(
+            "{}, {} of it free pages; {}",
+            ui::bytes(d.size_bytes),
+            ui::bytes(d.free_bytes),
+            ui::count(d.sessions, "session")
+        ),
+    );
+    report.add(
+        Status::Info,
+        "ttl",
+        d.ttl.map_or_else(
+            || "none: sessions stay until deleted".to_owned(),
+            |t| format!("{} after the last access", ui::duration(t)),
+        ),
+    );
+}
+
+async fn redis(store: &statestore::redis::RedisStore, report: &mut Report) {
+    let d = match store.diagnose().await {
+        Ok(d) => d,
+        Err(e) => {
+            report.add(
+                Status::Fail,
+                "server",
+                format!("cannot ask the server: {e}"),
+            );
+            return;
+        }
+    };
+    report.add(
+        Status::Info,
+        "store",
+        format!(
+            "{}, key prefix {:?}, storage schema {}, {}",
+            if d.cluster { "Redis Cluster" } else { "Redis" },
+            d.prefix,
+            d.schema_version,
+            d.ttl.map_or_else(
+                || "no TTL".to_owned(),
+                |t| format!("TTL {} after the last access", ui::duration(t))
+            )
+        ),
+    );
+    for node in &d.nodes {
+        let at = if node.node.is_empty() {
+            String::new()
+        } else {
+            format!(" {}", node.node)
+        };
+        let version = node.redis_version.as_deref().unwrap_or("unknown");
+        let major: u32 = version
+            .split('.')
+            .next()
+            .and_then(|m| m.parse().ok())
+            .unwrap_or(0);
+        let (status, detail) = if node.redis_version.is_none() {
+            (
+                Status::Warn,
+                "the server did not say (INFO refused?)".to_owned(),
+            )
+        } else if major < 6 {
+            (
+                Status::Fail,
+                format!("{version}: the store needs Redis 6.0 or newer (SCAN … TYPE)"),
+            )
+        } else {
+            (
+                Status::Ok,
+                format!(
+                    "{version}, {} {}{}",
+                    node.mode.as_deref().unwrap_or("?"),
+                    node.role.as_deref().unwrap_or("?"),
+                    node.replicas
+                        .map(|r| format!(", {r} replicas"))
+                        .unwrap_or_default()
+                ),
+            )
+        };
+        report.add(status, format!("server{at}"), detail);
+        let memory = match (node.used_memory, node.maxmemory) {
+            (Some(used), Some(0)) => format!("{} used, no maxmemory limit", ui::bytes(used)),
+            (Some(used), Some(max)) => {
+                format!("{} used of maxmemory {}", ui::bytes(used), ui::bytes(max))
+            }
+            (Some(used), None) => format!("{} used", ui::bytes(used)),
+            _ => "unknown".to_owned(),
+        };
+        report.add(Status::Info, format!("memory{at}"), memory);
+        let (status, detail) = match (&node.maxmemory_policy, node.eviction_risk) {
+            (None, _) => (
+                Status::Warn,
+                "unknown (CONFIG GET refused): make sure it is noeviction".to_owned(),
+            ),
+            (Some(p), Some(reason)) => (
+                Status::Fail,
+                format!(
+                    "{p}: {reason}, and a session missing some of its keys reads as corrupt. \
+                     Fix: CONFIG SET maxmemory-policy noeviction (and in redis.conf)"
+                ),
+            ),
+            (Some(p), None) if p == "noeviction" => (
+                Status::Ok,
+                "noeviction: when memory is full writes fail; nothing is evicted".to_owned(),
+            ),
+            (Some(p), None) => (
+                Status::Ok,
+                format!("{p}: evicts only keys with a TTL, and this store sets none"),
+            ),
+        };
+        report.add(status, format!("eviction{at}"), detail);
+        let snapshots = node.save.as_deref().map(|s| !s.trim().is_empty());
+        let (status, detail) = match (node.appendonly, node.appendfsync.as_deref(), snapshots) {
+            (Some(true), Some("always"), _) => (
+                Status::Ok,
+                "AOF, appendfsync always: every acknowledged write survives a crash".to_owned(),
+            ),
+            (Some(true), Some("everysec"), _) => (
+                Status::Ok,
+                "AOF, appendfsync everysec: a crash loses at most about a second of writes"
+                    .to_owned(),
+            ),
+            (Some(true), fsync, _) => (
+                Status::Warn,
+                format!(
+                    "AOF, appendfsync {}: the OS decides when writes reach the disk; a crash \
+                     may lose more. Fix: CONFIG SET appendfsync everysec",
+                    fsync.unwrap_or("?")
+                ),
+            ),
+            (Some(false), _, Some(true)) => (
+                Status::Warn,
+                format!(
+                    "RDB snapshots only (save \"{}\"): a crash loses the writes since the last \
+                     snapshot. Fix: CONFIG SET appendonly yes",
+                    node.save.as_deref().unwrap_or_default()
+                ),
+            ),
+            (Some(false), _, Some(false)) => (
+                Status::Warn,
+                "none (no AOF, no snapshots): a restart loses every session. Fix: CONFIG SET \
+                 appendonly yes"
+                    .to_owned(),
+            ),
+            _ => (Status::Warn, "unknown (CONFIG GET refused)".to_owned()),
+        };
+        report.add(status, format!("persistence{at}"), detail);
+        for (what, last) in [
+            ("last snapshot", &node.rdb_last_bgsave_status),
+            ("last AOF write", &node.aof_last_write_status),
+        ] {
+            if last.as_deref() == Some("err") {
+                report.add(
+                    Status::Fail,
+                    format!("disk{at}"),
+                    format!("the {what} failed: check the server's log and disk"),
+                );
+            }
+        }
+        for e in &node.errors {
+            report.add(Status::Info, format!("access{at}"), e.clone());
+        }
+    }
+}

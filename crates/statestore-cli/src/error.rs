@@ -1,0 +1,231 @@
+//! [`CliError`]: everything a command can fail with, its exit code, what to
+//! do next, and whether anything was written.
+
+use statestore::pipeline;
+use statestore::{OpenError, WriteOutcome};
+
+/// Why a command failed. Messages never contain a password or an API key:
+/// store URLs are shown redacted (`statestore::redact_url`), and the
+/// library errors wrapped here redact theirs.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub(crate) enum CliError {
+    /// The command line asks for something impossible (exit 2).
+    #[error("{message}")]
+    Usage {
+        /// What is wrong.
+        message: String,
+        /// What to do instead.
+        hint: Option<String>,
+    },
+
+    /// The store could not be opened.
+    #[error(transparent)]
+    Open(#[from] OpenError),
+
+    /// A store operation failed.
+    #[error("{doing}: {source}")]
+    Store {
+        /// What the command was doing, e.g. `deleting session "a"`.
+        doing: String,
+        /// Whether the operation writes (then the error says what was written).
+        write: bool,
+        /// The store's error.
+        #[source]
+        source: statestore::Error,
+    },
+
+    /// A chat turn failed.
+    #[error("{0}")]
+    Chat(#[from] pipeline::Error),
+
+    /// Compaction or trimming failed.
+    #[error("{doing}: {source}")]
+    Window {
+        /// What the command was doing.
+        doing: String,
+        /// The error.
+        #[source]
+        source: statestore::window::Error,
+    },
+
+    /// Reading or writing a file or stream failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// Which file or stream, and what was being done.
+        what: String,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The command ran and found something wrong (a session missing,
+    /// conflicts, a corrupt import line, a failed check).
+    #[error("{message}")]
+    Failed {
+        /// What happened, and what was and was not done.
+        message: String,
+        /// What to do next.
+        hint: Option<String>,
+    },
+}
+
+impl CliError {
+    /// A store error while `doing` something that only reads.
+    pub(crate) fn read(doing: impl Into<String>) -> impl FnOnce(statestore::Error) -> Self {
+        let doing = doing.into();
+        move |source| Self::Store {
+            doing,
+            write: false,
+            source,
+        }
+    }
+
+    /// A store error while `doing` something that writes.
+    pub(crate) fn write(doing: impl Into<String>) -> impl FnOnce(statestore::Error) -> Self {
+        let doing = doing.into();
+        move |source| Self::Store {
+            doing,
+            write: true,
+            source,
+        }
+    }
+
+    /// An I/O error on `what`.
+    pub(crate) fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Self {
+        let what = what.into();
+        move |source| Self::Io { what, source }
+    }
+
+    /// A failure without a hint.
+    pub(crate) fn failed(message: impl Into<String>) -> Self {
+        Self::Failed {
+            message: message.into(),
+            hint: None,
+        }
+    }
+
+    /// 2 for usage errors (bad options, URLs, ids), 1 for everything else.
+    pub(crate) fn exit_code(&self) -> u8 {
+        match self {
+            Self::Usage { .. }
+            | Self::Open(
+                OpenError::InvalidUrl { .. }
+                | OpenError::UnknownScheme { .. }
+                | OpenError::InvalidOption { .. }
+                | OpenError::FeatureDisabled { .. },
+            ) => 2,
+            _ => 1,
+        }
+    }
+
+    /// Whether this is stdout closed by its reader (`statestore list | head`):
+    /// not an error.
+    pub(crate) fn is_broken_pipe(&self) -> bool {
+        matches!(self, Self::Io { source, .. } if source.kind() == std::io::ErrorKind::BrokenPipe)
+    }
+
+    /// What a failed write left behind, for errors of writes.
+    pub(crate) fn written(&self) -> Option<&'static str> {
+        let outcome = match self {
+            Self::Store {
+                write: true,
+                source,
+                ..
+            } => source.write_outcome(),
+            Self::Chat(e) => e.write_outcome(),
+            Self::Window { source, .. } => match source {
+                statestore::window::Error::Store(e) => e.write_outcome(),
+                _ => WriteOutcome::NotWritten,
+            },
+            _ => return None,
+        };
+        Some(match outcome {
+            WriteOutcome::NotWritten => "nothing was written",
+            WriteOutcome::Written => {
+                "the write was applied but may not be durable (not acknowledged by enough replicas)"
+            }
+            _ => {
+                "the write may or may not have been applied: look with `statestore show` before \
+                 running it again"
+            }
+        })
+    }
+
+    /// What to do next.
+    pub(crate) fn hint(&self) -> Option<String> {
+        use statestore::Error as E;
+        let store_hint = |e: &E| -> Option<String> {
+            Some(match e {
+                E::NotFound { .. } => "`statestore list` shows the sessions there are".into(),
+                E::AlreadyExists { .. } => "choose another id, or delete that session first".into(),
+                E::Conflict { .. } => {
+                    "the session changed meanwhile (another process wrote to it): run the \
+                     command again"
+                        .into()
+                }
+                E::Unavailable { .. } | E::Timeout { .. } => {
+                    "is the store running and reachable? `statestore doctor` checks the \
+                     connection and the settings"
+                        .into()
+                }
+                E::Corrupt { .. } | E::UnsupportedSchema { .. } => {
+                    "`statestore doctor` checks the store".into()
+                }
+                _ => return None,
+            })
+        };
+        match self {
+            Self::Usage { hint, .. } | Self::Failed { hint, .. } => hint.clone(),
+            Self::Open(e) => Some(match e {
+                OpenError::InvalidUrl { .. }
+                | OpenError::UnknownScheme { .. }
+                | OpenError::InvalidOption { .. } => {
+                    "store URLs look like sqlite:///var/lib/app/sessions.db, \
+                     redis://user:password@host:6379/0, redis+cluster://h1:7000,h2:7001 or \
+                     memory:// (see `statestore --help`)"
+                        .into()
+                }
+                OpenError::Open { .. } => {
+                    "check that the file's directory exists and is writable, and that the file \
+                     is a statestore database; `statestore doctor` says more"
+                        .into()
+                }
+                _ => "is the server running and reachable at that address, with those \
+                      credentials? Set the store with --store or STATESTORE_URL"
+                    .into(),
+            }),
+            Self::Store { source, .. } => store_hint(source),
+            Self::Chat(e) => match e {
+                pipeline::Error::Auth { .. } => {
+                    Some("check OPENAI_API_KEY (and OPENAI_BASE_URL if you set it)".into())
+                }
+                pipeline::Error::Config { .. } => {
+                    Some("check OPENAI_API_KEY, OPENAI_BASE_URL and OPENAI_MODEL".into())
+                }
+                pipeline::Error::Timeout { .. }
+                | pipeline::Error::Transport(_)
+                | pipeline::Error::RateLimited { .. } => Some(
+                    "the model's endpoint did not answer: try again, or unset OPENAI_API_KEY to \
+                     use the offline model"
+                        .into(),
+                ),
+                pipeline::Error::ContextLengthExceeded { .. } => Some(
+                    "send fewer messages (--window) or compact the session (`statestore \
+                     compact`)"
+                        .into(),
+                ),
+                pipeline::Error::Busy { .. } => {
+                    Some("another process is writing to the session: try again".into())
+                }
+                pipeline::Error::Store(e) => store_hint(e),
+                _ => None,
+            },
+            Self::Window { source, .. } => match source {
+                statestore::window::Error::Store(e) => store_hint(e),
+                _ => None,
+            },
+            Self::Io { .. } => None,
+        }
+    }
+}

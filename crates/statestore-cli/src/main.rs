@@ -1,0 +1,118 @@
+#![doc = include_str!("../README.md")]
+// The binary's output goes through explicit, locked stdout/stderr handles
+// (`ui.rs`); these lints guard library crates against stray prints.
+#![allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a command-line program: its output is what it is for"
+)]
+
+mod args;
+mod chat;
+mod copy;
+mod cut;
+mod doctor;
+mod error;
+mod sessions;
+mod show;
+mod store;
+mod transfer;
+mod ui;
+
+use std::process::ExitCode;
+
+use clap::{CommandFactory, FromArgMatches};
+
+use crate::args::{Cli, Command};
+use crate::error::CliError;
+use crate::ui::Ui;
+
+fn main() -> ExitCode {
+    init_logging();
+    let help = store::default_location_help();
+    let matches = Cli::command()
+        .mut_arg("store", |a| a.long_help(help))
+        .get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    let ui = Ui::new(cli.json);
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            return ui.fail(&CliError::Io {
+                what: "cannot start the async runtime".into(),
+                source: e,
+            });
+        }
+    };
+    let result = runtime.block_on(run(&ui, cli));
+    let code = match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.is_broken_pipe() => ExitCode::SUCCESS,
+        Err(e) => ui.fail(&e),
+    };
+    peak_rss_report(&ui);
+    code
+}
+
+async fn run(ui: &Ui, cli: Cli) -> Result<(), CliError> {
+    let store = cli.store.filter(|s| !s.is_empty());
+    match cli.command {
+        Command::Chat(args) => chat::run(ui, &store::resolve(store)?, args).await,
+        Command::List(args) => sessions::list(ui, &store::resolve(store)?, args).await,
+        Command::Show(args) => show::show(ui, &store::resolve(store)?, args).await,
+        Command::Fork(args) => sessions::fork(ui, &store::resolve(store)?, args).await,
+        Command::Delete(args) => sessions::delete(ui, &store::resolve(store)?, args).await,
+        Command::Trim(args) => cut::trim(ui, &store::resolve(store)?, args).await,
+        Command::Compact(args) => cut::compact(ui, &store::resolve(store)?, args).await,
+        Command::Stats(args) => sessions::stats(ui, &store::resolve(store)?, args).await,
+        Command::Export(args) => transfer::export(ui, &store::resolve(store)?, args).await,
+        Command::Import(args) => transfer::import(ui, &store::resolve(store)?, args).await,
+        Command::Migrate(args) => transfer::migrate(ui, args).await,
+        Command::Doctor(args) => doctor::run(ui, &store::resolve(store)?, args).await,
+    }
+}
+
+/// Library warnings (an unsafe Redis eviction policy, a failed summary) to
+/// stderr; `STATESTORE_LOG=debug` (or `info`, `trace`, `error`, `off`) for
+/// more or less.
+fn init_logging() {
+    use tracing_subscriber::filter::LevelFilter;
+    let level = match std::env::var("STATESTORE_LOG").as_deref() {
+        Ok("off") => LevelFilter::OFF,
+        Ok("error") => LevelFilter::ERROR,
+        Ok("info") => LevelFilter::INFO,
+        Ok("debug") => LevelFilter::DEBUG,
+        Ok("trace") => LevelFilter::TRACE,
+        _ => LevelFilter::WARN,
+    };
+    tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .without_time()
+        .init();
+}
+
+/// With `STATESTORE_REPORT_PEAK_RSS` set, prints the process's peak
+/// resident memory (`VmHWM` of `/proc/self/status`, Linux) to stderr at
+/// exit — how the tests check that export and import hold a bounded number
+/// of sessions, whatever the number exported. Not for operators.
+fn peak_rss_report(ui: &Ui) {
+    if std::env::var_os("STATESTORE_REPORT_PEAK_RSS").is_none() {
+        return;
+    }
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    if let Some(line) = status.lines().find(|l| l.starts_with("VmHWM:")) {
+        let kib = line
+            .trim_start_matches("VmHWM:")
+            .trim()
+            .trim_end_matches(" kB");
+        ui.diag(&format!("peak_rss_kib={kib}"));
+    }
+}

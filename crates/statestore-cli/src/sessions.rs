@@ -1,0 +1,291 @@
+//! `list`, `fork`, `delete`, `stats` (and what `show`, `trim` and
+//! `compact` share with them).
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use serde_json::json;
+use statestore::{ConversationState, SessionId, Store, Timestamp};
+
+use crate::args::{DeleteArgs, ForkArgs, ListArgs, StatsArgs};
+use crate::error::CliError;
+use crate::store::{all_ids, open, ordered};
+use crate::ui::{self, Align, Ui};
+
+/// Sessions read at once by commands that read many.
+const READ_WIDTH: usize = 16;
+
+/// The usage counters the pipeline keeps, in display order.
+pub(crate) const USAGE: [&str; 4] = ["prompt_tokens", "completion_tokens", "model_calls", "turns"];
+
+pub(crate) async fn list(ui: &Ui, url: &str, args: ListArgs) -> Result<(), CliError> {
+    let store = open(url).await?;
+    let ids = all_ids(&*store, args.user.as_deref()).await?;
+    let total = ids.len();
+    let shown = if args.limit == 0 {
+        &ids[..]
+    } else {
+        ids.get(..args.limit.min(total)).unwrap_or(&ids[..])
+    };
+    if args.ids_only {
+        if ui.json {
+            let list: Vec<&str> = shown.iter().map(SessionId::as_str).collect();
+            ui.out_json(&json!({ "total": total, "sessions": list }))?;
+        } else {
+            let mut text = String::new();
+            for id in shown {
+                let _ = writeln!(text, "{id}", id = id.as_str());
+            }
+            ui.out(&text)?;
+        }
+    } else {
+        let mut rows = Vec::with_capacity(shown.len());
+        let mut docs = Vec::with_capacity(shown.len());
+        let reader = Arc::clone(&store);
+        ordered(
+            shown,
+            READ_WIDTH,
+            move |id| {
+                let store = Arc::clone(&reader);
+                async move {
+                    store
+                        .load_recent(&id, 0)
+                        .await
+                        .map_err(CliError::read(format!("reading session {id}")))
+                }
+            },
+            |id, recent| {
+                // Deleted or expired since it was listed: not shown.
+                let Some(r) = recent else { return Ok(()) };
+                let counter = |name: &str| r.counters.get(name).copied().unwrap_or(0);
+                let tokens = counter("prompt_tokens").saturating_add(counter("completion_tokens"));
+                if ui.json {
+                    docs.push(json!({
+                        "id": id.as_str(),
+                        "user_id": r.user_id,
+                        "messages": r.total_messages,
+                        "summaries": r.summaries.len(),
+                        "version": r.version,
+                        "counters": r.counters,
+                    }));
+                } else {
+                    rows.push(vec![
+                        id.as_str().to_owned(),
+                        r.user_id.clone().unwrap_or_else(|| "-".into()),
+                        ui::thousands(r.total_messages),
+                        ui::thousands(counter("turns")),
+                        ui::thousands(tokens),
+                        r.version.to_string(),
+                    ]);
+                }
+                Ok(())
+            },
+        )
+        .await?;
+        if ui.json {
+            ui.out_json(&json!({ "total": total, "sessions": docs }))?;
+        } else if !rows.is_empty() {
+            ui.out(&ui::table(
+                &[
+                    ("ID", Align::Left),
+                    ("USER", Align::Left),
+                    ("MESSAGES", Align::Right),
+                    ("TURNS", Align::Right),
+                    ("TOKENS", Align::Right),
+                    ("VERSION", Align::Right),
+                ],
+                &rows,
+            ))?;
+        }
+    }
+    if !ui.json {
+        if total == 0 {
+            ui.diag("no sessions");
+        } else if shown.len() < total {
+            ui.diag(&format!(
+                "{} of {} sessions shown (--limit 0 shows all)",
+                ui::thousands(shown.len() as u64),
+                ui::thousands(total as u64)
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Loads `id` or fails with "not found".
+pub(crate) async fn load(store: &dyn Store, id: &SessionId) -> Result<ConversationState, CliError> {
+    store
+        .load(id)
+        .await
+        .map_err(CliError::read(format!("reading session {id}")))?
+        .ok_or_else(|| not_found(id))
+}
+
+pub(crate) fn not_found(id: &SessionId) -> CliError {
+    CliError::Failed {
+        message: format!("session {id} not found"),
+        hint: Some("`statestore list` shows the sessions there are".into()),
+    }
+}
+
+pub(crate) async fn fork(ui: &Ui, url: &str, args: ForkArgs) -> Result<(), CliError> {
+    let store = open(url).await?;
+    let version = store
+        .fork(&args.source, &args.target)
+        .await
+        .map_err(CliError::write(format!(
+            "forking session {} to {}",
+            args.source, args.target
+        )))?;
+    if ui.json {
+        ui.out_json(&json!({
+            "source": args.source.as_str(),
+            "target": args.target.as_str(),
+            "version": version,
+        }))
+    } else {
+        ui.out(&format!(
+            "forked {} to {} (version {version})\n",
+            args.source, args.target
+        ))
+    }
+}
+
+pub(crate) async fn delete(ui: &Ui, url: &str, args: DeleteArgs) -> Result<(), CliError> {
+    let store = open(url).await?;
+    let mut deleted = Vec::new();
+    let mut missing = Vec::new();
+    for id in &args.ids {
+        let existed = store
+            .delete(id)
+            .await
+            .map_err(CliError::write(format!("deleting session {id}")))?;
+        if existed {
+            deleted.push(id.as_str());
+        } else {
+            missing.push(id.as_str());
+        }
+    }
+    if ui.json {
+        ui.out_json(&json!({ "deleted": deleted, "not_found": missing }))?;
+    } else {
+        let mut text = String::new();
+        for id in &deleted {
+            let _ = writeln!(text, "deleted {id:?}");
+        }
+        ui.out(&text)?;
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(CliError::Failed {
+        message: format!(
+            "not found (nothing deleted for them): {}",
+            missing
+                .iter()
+                .map(|id| format!("{id:?}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        hint: Some("`statestore list` shows the sessions there are".into()),
+    })
+}
+
+pub(crate) async fn stats(ui: &Ui, url: &str, args: StatsArgs) -> Result<(), CliError> {
+    let store = open(url).await?;
+    let ids = all_ids(&*store, args.user.as_deref()).await?;
+    let bar = ui.progress(ids.len() as u64, "reading");
+    let mut sessions = 0u64;
+    let mut messages = 0u64;
+    let mut summaries = 0u64;
+    let mut bytes = 0u64;
+    let mut users = HashSet::new();
+    let mut counters: BTreeMap<String, u64> = BTreeMap::new();
+    let mut oldest: Option<Timestamp> = None;
+    let mut newest: Option<Timestamp> = None;
+    let reader = Arc::clone(&store);
+    ordered(
+        &ids,
+        READ_WIDTH,
+        move |id| {
+            let store = Arc::clone(&reader);
+            async move {
+                let state = store
+                    .load(&id)
+                    .await
+                    .map_err(CliError::read(format!("reading session {id}")))?;
+                // Measured here, in the worker, so only figures travel.
+                Ok(state.map(|s| {
+                    let size = serde_json::to_vec(&s).map_or(0, |v| v.len() as u64);
+                    (s, size)
+                }))
+            }
+        },
+        |_, loaded| {
+            bar.inc(1);
+            let Some((s, size)) = loaded else {
+                return Ok(());
+            };
+            sessions += 1;
+            messages += s.messages.len() as u64;
+            summaries += s.summaries.len() as u64;
+            bytes += size;
+            if let Some(u) = s.user_id {
+                users.insert(u);
+            }
+            for (k, v) in s.counters {
+                let total = counters.entry(k).or_insert(0);
+                *total = total.saturating_add(v);
+            }
+            oldest = Some(oldest.map_or(s.created_at, |o| o.min(s.created_at)));
+            newest = Some(newest.map_or(s.updated_at, |n| n.max(s.updated_at)));
+            Ok(())
+        },
+    )
+    .await?;
+    bar.finish_and_clear();
+    if ui.json {
+        return ui.out_json(&json!({
+            "sessions": sessions,
+            "users": users.len(),
+            "messages": messages,
+            "summaries": summaries,
+            "bytes": bytes,
+            "counters": counters,
+            "oldest_created_at": oldest,
+            "newest_updated_at": newest,
+        }));
+    }
+    let mut rows = vec![
+        vec!["sessions".to_owned(), ui::thousands(sessions)],
+        vec!["users".to_owned(), ui::thousands(users.len() as u64)],
+        vec!["messages".to_owned(), ui::thousands(messages)],
+        vec!["summaries".to_owned(), ui::thousands(summaries)],
+        vec![
+            "size as JSON".to_owned(),
+            format!("{} ({} bytes)", ui::bytes(bytes), ui::thousands(bytes)),
+        ],
+    ];
+    for name in USAGE {
+        rows.push(vec![
+            name.to_owned(),
+            ui::thousands(counters.get(name).copied().unwrap_or(0)),
+        ]);
+    }
+    for (name, v) in counters
+        .iter()
+        .filter(|(k, _)| !USAGE.contains(&k.as_str()))
+    {
+        rows.push(vec![name.clone(), ui::thousands(*v)]);
+    }
+    if let (Some(o), Some(n)) = (oldest, newest) {
+        rows.push(vec!["oldest created".to_owned(), ui::timestamp(o)]);
+        rows.push(vec!["last written".to_owned(), ui::timestamp(n)]);
+    }
+    ui.out(
+        &ui::table(&[("", Align::Left), ("", Align::Left)], &rows)
+            .split_once('\n')
+            .map_or(String::new(), |(_, rest)| rest.to_owned()),
+    )
+}

@@ -1,0 +1,218 @@
+//! Which store a command uses: `--store`, `STATESTORE_URL`, or the default
+//! SQLite file; opening it; and listing its sessions.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use statestore::{ListQuery, SessionId, Store};
+
+use crate::error::CliError;
+
+/// The file name of the default store.
+const DB_FILE: &str = "sessions.db";
+
+/// The default store's file: `$STATESTORE_HOME/sessions.db`, else
+/// `$XDG_DATA_HOME/statestore/sessions.db`, else
+/// `$HOME/.local/share/statestore/sessions.db`. Empty variables count as
+/// unset (as the XDG spec says).
+pub(crate) fn default_db_path() -> Option<PathBuf> {
+    let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+    if let Some(home) = var("STATESTORE_HOME") {
+        return Some(PathBuf::from(home).join(DB_FILE));
+    }
+    if let Some(data) = var("XDG_DATA_HOME") {
+        return Some(PathBuf::from(data).join("statestore").join(DB_FILE));
+    }
+    var("HOME").map(|home| {
+        PathBuf::from(home)
+            .join(".local/share/statestore")
+            .join(DB_FILE)
+    })
+}
+
+/// The long help of `--store`, naming where the default store is.
+pub(crate) fn default_location_help() -> String {
+    let here = default_db_path().map_or_else(
+        || "(no HOME: set STATESTORE_HOME or --store)".to_owned(),
+        |p| p.display().to_string(),
+    );
+    format!(
+        "The store, as a URL:
+  sqlite://PATH          an SQLite file: sqlite:///abs/path or sqlite://rel/path
+  redis://[USER:PASSWORD@]HOST[:PORT][/DB]
+                         Redis (rediss:// for TLS)
+  redis+cluster://HOST:PORT,HOST:PORT
+                         Redis Cluster
+  memory://              in this process only, gone when it exits
+Options follow a ?: redis://localhost:6379?prefix=app:&ttl=24h
+
+Default: an SQLite file, created when needed, at
+  $STATESTORE_HOME/sessions.db, else
+  $XDG_DATA_HOME/statestore/sessions.db, else
+  $HOME/.local/share/statestore/sessions.db
+Here that is {here}"
+    )
+}
+
+/// The store URL a command uses: `given` (`--store` or `STATESTORE_URL`),
+/// or the default file's, creating its directory.
+pub(crate) fn resolve(given: Option<String>) -> Result<String, CliError> {
+    if let Some(url) = given {
+        return Ok(url);
+    }
+    let path = default_db_path().ok_or_else(|| CliError::Usage {
+        message: "no store given and no default location: HOME is not set".into(),
+        hint: Some("set STATESTORE_HOME to a directory, or pass --store URL".into()),
+    })?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(CliError::io(format!(
+            "cannot create the default store's directory {}",
+            dir.display()
+        )))?;
+    }
+    sqlite_url(&path)
+}
+
+/// `sqlite://` + the absolute path, percent-encoding what would end the
+/// path in a URL.
+fn sqlite_url(path: &std::path::Path) -> Result<String, CliError> {
+    let absolute = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .map_err(CliError::io("cannot read the working directory"))?
+            .join(path)
+    };
+    let text = absolute.to_str().ok_or_else(|| CliError::Usage {
+        message: format!(
+            "the default store's path is not UTF-8: {}",
+            absolute.display()
+        ),
+        hint: Some("set STATESTORE_HOME to a UTF-8 path, or pass --store URL".into()),
+    })?;
+    let mut url = String::from("sqlite://");
+    for c in text.chars() {
+        match c {
+            '%' => url.push_str("%25"),
+            '?' => url.push_str("%3F"),
+            '#' => url.push_str("%23"),
+            c => url.push(c),
+        }
+    }
+    Ok(url)
+}
+
+/// Opens the store at `url`.
+pub(crate) async fn open(url: &str) -> Result<Arc<dyn Store>, CliError> {
+    Ok(statestore::open(url).await?)
+}
+
+/// The `ttl` option of a store URL, when it has a valid one (for `show`'s
+/// "expires"; the store itself parsed and applied it already).
+pub(crate) fn url_ttl(url: &str) -> Option<Duration> {
+    let (_, query) = url.split_once('?')?;
+    let value = query
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("ttl="))?;
+    let split = value
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(value.len());
+    let (digits, unit) = value.split_at(split);
+    let n: u64 = digits.parse().ok()?;
+    let seconds = match unit {
+        "ms" => return Some(Duration::from_millis(n)),
+        "" | "s" => n,
+        "m" => n.checked_mul(60)?,
+        "h" => n.checked_mul(3600)?,
+        "d" => n.checked_mul(86_400)?,
+        _ => return None,
+    };
+    Some(Duration::from_secs(seconds))
+}
+
+/// Every session id of the store (one user's, with `user`), sorted. Holds
+/// ids only — tens of bytes each — never sessions.
+pub(crate) async fn all_ids(
+    store: &dyn Store,
+    user: Option<&str>,
+) -> Result<Vec<SessionId>, CliError> {
+    let mut ids = Vec::new();
+    let mut query = ListQuery {
+        user_id: user.map(str::to_owned),
+        cursor: None,
+        limit: 1000,
+    };
+    loop {
+        let page = store
+            .list(&query)
+            .await
+            .map_err(CliError::read("listing sessions"))?;
+        ids.extend(page.ids);
+        match page.next_cursor {
+            Some(cursor) => query.cursor = Some(cursor),
+            None => break,
+        }
+    }
+    ids.sort();
+    ids.dedup();
+    Ok(ids)
+}
+
+/// Runs `work` for each of `ids`, at most `width` at once, and hands the
+/// results to `sink` in the order of `ids`: concurrent round trips, ordered
+/// output, and never more than `width` results held.
+pub(crate) async fn ordered<T, W, F>(
+    ids: &[SessionId],
+    width: usize,
+    work: W,
+    mut sink: impl FnMut(&SessionId, T) -> Result<(), CliError>,
+) -> Result<(), CliError>
+where
+    T: Send + 'static,
+    W: Fn(SessionId) -> F,
+    F: std::future::Future<Output = Result<T, CliError>> + Send + 'static,
+{
+    let mut pending = std::collections::VecDeque::with_capacity(width);
+    let mut next = ids.iter();
+    loop {
+        while pending.len() < width.max(1) {
+            let Some(id) = next.next() else { break };
+            pending.push_back((id, tokio::spawn(work(id.clone()))));
+        }
+        let Some((id, task)) = pending.pop_front() else {
+            return Ok(());
+        };
+        let result = task.await.map_err(|e| CliError::Io {
+            what: "a worker task stopped".into(),
+            source: std::io::Error::other(e),
+        })??;
+        sink(id, result)?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ttl_from_url() {
+        assert_eq!(
+            url_ttl("redis://h?prefix=a&ttl=30m"),
+            Some(Duration::from_secs(1800))
+        );
+        assert_eq!(url_ttl("sqlite:///x?ttl=90"), Some(Duration::from_secs(90)));
+        assert_eq!(url_ttl("sqlite:///x"), None);
+        assert_eq!(url_ttl("memory://?ttl=1y"), None);
+    }
+
+    #[test]
+    fn sqlite_urls_escape_what_ends_a_path() {
+        assert_eq!(
+            sqlite_url(std::path::Path::new("/a b/50%?#/s.db"))
+                .ok()
+                .as_deref(),
+            Some("sqlite:///a b/50%25%3F%23/s.db")
+        );
+    }
+}

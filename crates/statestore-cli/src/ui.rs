@@ -1,0 +1,318 @@
+//! Output conventions: data to stdout, diagnostics and progress to stderr;
+//! colour only on a terminal and without `NO_COLOR`; progress bars only
+//! when stderr is a terminal; tables for people, `--json` for scripts.
+
+use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use crate::error::CliError;
+
+/// How this run writes its output.
+#[derive(Debug, Clone)]
+pub(crate) struct Ui {
+    /// `--json`: machine-readable stdout.
+    pub(crate) json: bool,
+    /// Colour on stdout.
+    color_out: bool,
+    /// Colour on stderr.
+    color_err: bool,
+    /// Whether stderr is a terminal (progress bars, prompts).
+    pub(crate) err_terminal: bool,
+}
+
+/// A colour for [`Ui::paint`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Paint {
+    Red,
+    Yellow,
+    Green,
+    Dim,
+    Bold,
+}
+
+impl Ui {
+    pub(crate) fn new(json: bool) -> Self {
+        let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+        let err_terminal = std::io::stderr().is_terminal();
+        Self {
+            json,
+            color_out: !no_color && std::io::stdout().is_terminal(),
+            color_err: !no_color && err_terminal,
+            err_terminal,
+        }
+    }
+
+    /// `text` in `paint` when stdout (`err == false`) or stderr takes colour.
+    pub(crate) fn paint(&self, err: bool, paint: Paint, text: &str) -> String {
+        let on = if err { self.color_err } else { self.color_out };
+        if !on {
+            return text.to_owned();
+        }
+        let code = match paint {
+            Paint::Red => "31;1",
+            Paint::Yellow => "33;1",
+            Paint::Green => "32",
+            Paint::Dim => "2",
+            Paint::Bold => "1",
+        };
+        format!("\x1b[{code}m{text}\x1b[0m")
+    }
+
+    /// Writes `text` to stdout (the command's data).
+    pub(crate) fn out(&self, text: &str) -> Result<(), CliError> {
+        let mut out = std::io::stdout().lock();
+        out.write_all(text.as_bytes())
+            .and_then(|()| out.flush())
+            .map_err(CliError::io("writing to stdout"))
+    }
+
+    /// Writes `value` as one JSON document and a newline to stdout.
+    pub(crate) fn out_json(&self, value: &serde_json::Value) -> Result<(), CliError> {
+        let text = serde_json::to_string_pretty(value).unwrap_or_default();
+        self.out(&format!("{text}\n"))
+    }
+
+    /// One diagnostic line to stderr. Failures to write to stderr are
+    /// ignored: there is nowhere left to report them.
+    pub(crate) fn diag(&self, line: &str) {
+        let mut err = std::io::stderr().lock();
+        let _ = writeln!(err, "{line}");
+    }
+
+    /// A warning line to stderr.
+    pub(crate) fn warn(&self, line: &str) {
+        let label = self.paint(true, Paint::Yellow, "warning:");
+        self.diag(&format!("{label} {line}"));
+    }
+
+    /// Reports `e` on stderr (error, what was written, what to do next)
+    /// and returns its exit code.
+    pub(crate) fn fail(&self, e: &CliError) -> ExitCode {
+        let mut message = e.to_string();
+        // The chain of causes, each once (thiserror's `transparent` and
+        // `{source}` in messages already show some).
+        let mut source = std::error::Error::source(e);
+        while let Some(s) = source {
+            let text = s.to_string();
+            if !message.contains(&text) {
+                message.push_str(": ");
+                message.push_str(&text);
+            }
+            source = s.source();
+        }
+        let label = self.paint(true, Paint::Red, "error:");
+        self.diag(&format!("{label} {message}"));
+        if let Some(written) = e.written() {
+            self.diag(&format!("       ({written})"));
+        }
+        if let Some(hint) = e.hint() {
+            let label = self.paint(true, Paint::Bold, "hint:");
+            self.diag(&format!("{label}  {hint}"));
+        }
+        ExitCode::from(e.exit_code())
+    }
+
+    /// A progress bar on stderr for `total` steps, or a hidden one when
+    /// stderr is not a terminal.
+    pub(crate) fn progress(&self, total: u64, what: &str) -> indicatif::ProgressBar {
+        self.bar(total, what, "{pos}/{len}")
+    }
+
+    /// [`Ui::progress`] counting bytes.
+    pub(crate) fn progress_bytes(&self, total: u64, what: &str) -> indicatif::ProgressBar {
+        self.bar(total, what, "{bytes}/{total_bytes}")
+    }
+
+    fn bar(&self, total: u64, what: &str, counts: &str) -> indicatif::ProgressBar {
+        if !self.err_terminal || total == 0 {
+            return indicatif::ProgressBar::hidden();
+        }
+        let bar = indicatif::ProgressBar::with_draw_target(
+            Some(total),
+            indicatif::ProgressDrawTarget::stderr(),
+        );
+        let bar_part = if self.color_err {
+            "{bar:30.cyan/blue}"
+        } else {
+            "{bar:30}"
+        };
+        let template = format!("{{msg}} [{bar_part}] {counts} ({{eta}} left)");
+        if let Ok(style) = indicatif::ProgressStyle::with_template(&template) {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        bar.set_message(what.to_owned());
+        bar.enable_steady_tick(Duration::from_millis(200));
+        bar
+    }
+}
+
+/// Column alignment for [`table`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Align {
+    Left,
+    Right,
+}
+
+/// A plain-text table: a header row and aligned columns separated by two
+/// spaces, each line ending in a newline.
+pub(crate) fn table(header: &[(&str, Align)], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|(h, _)| h.chars().count()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut s = String::new();
+        let last = cells.len().saturating_sub(1);
+        for (i, ((cell, (_, align)), w)) in cells.iter().zip(header).zip(&widths).enumerate() {
+            let pad = w.saturating_sub(cell.chars().count());
+            if *align == Align::Right {
+                s.push_str(&" ".repeat(pad));
+            }
+            s.push_str(cell);
+            if *align == Align::Left && i != last {
+                s.push_str(&" ".repeat(pad));
+            }
+            if i != last {
+                s.push_str("  ");
+            }
+        }
+        s.push('\n');
+        s
+    };
+    let mut out = line(header.iter().map(|(h, _)| *h).collect());
+    for row in rows {
+        out.push_str(&line(row.iter().map(String::as_str).collect()));
+    }
+    out
+}
+
+/// `n` with thousands separators: `12,345`.
+pub(crate) fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// `n` and `noun`, plural unless `n` is 1: `1 session`, `1,204 sessions`.
+pub(crate) fn count(n: u64, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{} {noun}s", thousands(n))
+    }
+}
+
+/// Bytes for people: `512 B`, `3.4 KiB`, `1.2 MiB`, `5.0 GiB`.
+pub(crate) fn bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if n < 1000 {
+        return format!("{n} B");
+    }
+    #[allow(clippy::cast_precision_loss, reason = "a rounded figure for display")]
+    let mut value = n as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1000.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS.get(unit).copied().unwrap_or("TiB"))
+}
+
+/// A duration for people: `45s`, `12m`, `3h 20m`, `2d 4h`.
+pub(crate) fn duration(d: Duration) -> String {
+    let s = d.as_secs();
+    let two = |big: u64, big_unit: &str, small: u64, small_unit: &str| {
+        if small == 0 {
+            format!("{big}{big_unit}")
+        } else {
+            format!("{big}{big_unit} {small}{small_unit}")
+        }
+    };
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => two(s / 60, "m", s % 60, "s"),
+        3600..86_400 => two(s / 3600, "h", (s % 3600) / 60, "m"),
+        _ => two(s / 86_400, "d", (s % 86_400) / 3600, "h"),
+    }
+}
+
+/// A timestamp as UTC `YYYY-MM-DD HH:MM:SS` (no time-zone database needed).
+pub(crate) fn timestamp(t: statestore::Timestamp) -> String {
+    let ms = t.as_unix_millis();
+    if ms == 0 {
+        return "-".into();
+    }
+    let secs = ms / 1000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (y, m, d) = civil_from_days(i64::try_from(days).unwrap_or(0));
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian
+/// calendar (Howard Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = u32::try_from(doy - (153 * mp + 2) / 5 + 1).unwrap_or(1);
+    let m = u32::try_from(if mp < 10 { mp + 3 } else { mp - 9 }).unwrap_or(1);
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(1234), "1,234");
+        assert_eq!(thousands(1_234_567), "1,234,567");
+        assert_eq!(bytes(512), "512 B");
+        assert_eq!(bytes(1536), "1.5 KiB");
+        assert_eq!(bytes(3 * 1024 * 1024), "3.0 MiB");
+        assert_eq!(duration(Duration::from_secs(59)), "59s");
+        assert_eq!(duration(Duration::from_secs(3 * 3600 + 20 * 60)), "3h 20m");
+        assert_eq!(duration(Duration::from_secs(86_400)), "1d");
+        assert_eq!(bytes(1_000_000), "976.6 KiB");
+        assert_eq!(bytes(1_024_000), "1.0 MiB");
+        assert_eq!(
+            timestamp(statestore::Timestamp::from_unix_millis(1_700_000_000_000)),
+            "2023-11-14 22:13:20Z"
+        );
+        assert_eq!(
+            timestamp(statestore::Timestamp::from_unix_millis(951_782_400_000)),
+            "2000-02-29 00:00:00Z"
+        );
+    }
+
+    #[test]
+    fn tables_align() {
+        let t = table(
+            &[("ID", Align::Left), ("N", Align::Right)],
+            &[
+                vec!["a".into(), "10".into()],
+                vec!["long-id".into(), "2".into()],
+            ],
+        );
+        assert_eq!(t, "ID        N\na        10\nlong-id   2\n");
+    }
+}
