@@ -289,7 +289,7 @@ impl Connection {
     /// Runs one command without keys on `node` (from
     /// [`Connection::scan_nodes`]): on a cluster, on that master; otherwise
     /// on this connection's server.
-    pub(crate) async fn query_node(&self, node: &str, cmd: &Cmd) -> RedisResult<Value> {
+    pub(crate) async fn query_node(&self, node: &str, cmd: &Cmd) -> ClientResult<Value> {
         match &self.0 {
             #[cfg(feature = "cluster")]
             Inner::Cluster(c) => {
@@ -301,11 +301,11 @@ impl Connection {
                         port,
                     },
                 );
-                c.clone().route_command(cmd.clone(), routing).await
+                Ok(c.clone().route_command(cmd.clone(), routing).await?)
             }
             _ => {
                 let _ = node;
-                with_conn!(self, c => c.req_packed_command(cmd).await)
+                Ok(with_conn!(self, c => c.req_packed_command(cmd).await)?)
             }
         }
     }

@@ -77,7 +77,7 @@ impl crate::RedisStore {
     /// cannot be listed.
     pub async fn diagnose(&self) -> Result<Diagnosis> {
         let conn = &self.inner.conn;
-        let nodes = self.timed("diagnose", conn.scan_nodes()).await?;
+        let nodes = self.timed("diagnose", None, conn.scan_nodes()).await?;
         let mut reports = Vec::with_capacity(nodes.len());
         for node in nodes {
             let mut report = NodeReport {
@@ -85,7 +85,11 @@ impl crate::RedisStore {
                 ..NodeReport::default()
             };
             match self
-                .timed("diagnose", conn.query_node(&node, &redis::cmd("INFO")))
+                .timed(
+                    "diagnose",
+                    None,
+                    conn.query_node(&node, &redis::cmd("INFO")),
+                )
                 .await
             {
                 Ok(Value::ServerError(e)) => report.errors.push(format!("INFO: {e}")),
@@ -112,7 +116,10 @@ impl crate::RedisStore {
                 "save",
             ] {
                 let cmd = redis::cmd("CONFIG").arg("GET").arg(name).clone();
-                match self.timed("diagnose", conn.query_node(&node, &cmd)).await {
+                match self
+                    .timed("diagnose", None, conn.query_node(&node, &cmd))
+                    .await
+                {
                     Ok(Value::ServerError(e)) => {
                         report.errors.push(format!("CONFIG GET {name}: {e}"));
                         // The same ACL refuses the others too.

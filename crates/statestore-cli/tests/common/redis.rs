@@ -2,5 +2,5 @@
 //! harness crate.
 
 #[allow(unused_imports, reason = "only some test binaries start a cluster")]
-pub use statestore_redis::testing::RedisCluster;
-pub use statestore_redis::testing::RedisServer;
+pub use redis_test_server::RedisCluster;
+pub use redis_test_server::RedisServer;
