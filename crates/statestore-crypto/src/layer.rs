@@ -42,6 +42,9 @@ pub(crate) struct Layer {
     compression: Compression,
     plaintext_ok: bool,
     known: Mutex<HashMap<SessionId, Known>>,
+    /// Appends to one session through this layer take turns, so they do
+    /// not make each other retry.
+    appending: SessionLocks,
 }
 
 impl Layer {
@@ -58,6 +61,7 @@ impl Layer {
             compression,
             plaintext_ok,
             known: Mutex::new(HashMap::new()),
+            appending: SessionLocks::default(),
         }
     }
 
@@ -180,6 +184,10 @@ impl Layer {
                 .seal_messages(id, 0, &append.messages)?;
             return self.inner.append_with(id, with_messages(&append, sealed, append.expect)).await;
         }
+        // Appends through this layer to one session take turns: each then
+        // finds the session where the previous one left it (no read, no
+        // retry). Other processes' writes still make an append re-read.
+        let _turn = self.appending.lock(id).await;
         let caller = append.expect;
         // Where the messages will land, without a read when this layer knows.
         let mut plan = match caller {
@@ -407,6 +415,48 @@ impl Layer {
             expected: expect,
             actual: None,
         })
+    }
+}
+
+/// One async mutex per session with an append in progress, removed when
+/// the last holder is done.
+#[derive(Default)]
+struct SessionLocks {
+    map: Mutex<HashMap<SessionId, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+struct SessionTurn<'a> {
+    locks: &'a SessionLocks,
+    id: &'a SessionId,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl SessionLocks {
+    async fn lock<'a>(&'a self, id: &'a SessionId) -> SessionTurn<'a> {
+        let mutex = Arc::clone(
+            self.map
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .entry(id.clone())
+                .or_default(),
+        );
+        SessionTurn {
+            locks: self,
+            id,
+            guard: Some(mutex.lock_owned().await),
+        }
+    }
+}
+
+impl Drop for SessionTurn<'_> {
+    fn drop(&mut self) {
+        drop(self.guard.take());
+        let mut map = self.locks.map.lock().unwrap_or_else(PoisonError::into_inner);
+        // Clones are only taken under the map lock: a count of 1 means
+        // no one else holds or waits for this session's mutex.
+        if map.get(self.id).is_some_and(|m| Arc::strong_count(m) == 1) {
+            map.remove(self.id);
+        }
     }
 }
 
