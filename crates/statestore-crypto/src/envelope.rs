@@ -506,6 +506,7 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::indexing_slicing, reason = "test code")]
     use super::*;
     use crate::Key;
+    use statestore_core::Role;
 
     fn ring(id: &str, byte: u8) -> KeyRing {
         KeyRing::new(Key::from_bytes(id, &[byte; 32]).unwrap())
@@ -553,8 +554,64 @@ mod tests {
             .open_bytes(&sealed, &id, &Place::SystemPrompt, true)
             .unwrap();
         assert_eq!(opened, text.as_bytes());
-        let random: Vec<u8> = (0..200u32).map(|i| (i * 7919 % 251) as u8).collect();
+        let random: Vec<u8> = (0..50)
+            .flat_map(|_| chacha20poly1305::XChaCha20Poly1305::generate_nonce(&mut OsRng))
+            .collect();
         let sealed = sealer.seal_bytes(&random, &id, &Place::SystemPrompt);
         assert_eq!(sealed[2], CODEC_NONE, "incompressible bytes are stored as they are");
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+        /// Any body round-trips, compressed or not, encrypted or not; any
+        /// single changed byte of an encrypted envelope, or another
+        /// session or place, is refused — never accepted, never a panic.
+        #[test]
+        fn round_trip_and_any_single_byte_tamper_is_refused(
+            body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600),
+            repeat in 1usize..4,
+            session in "[a-z{}:*]{1,12}",
+            key in "[a-z]{0,8}",
+            position in 0u64..1000,
+            at in proptest::prelude::any::<proptest::sample::Index>(),
+            flip in 1u8..=255,
+            encrypt in proptest::prelude::any::<bool>(),
+        ) {
+            let body = body.repeat(repeat);
+            let keys = ring("k1", 1);
+            let sealer = Sealer {
+                keys: encrypt.then_some(&keys),
+                compression: Compression::zstd().threshold(64),
+            };
+            let id = SessionId::new(&session).unwrap();
+            let places = [
+                Place::Metadata(&key),
+                Place::Message { position, role: Role::User, token_count: None, timestamp: None },
+                Place::Summary { index: position, covers: 0..position, token_count: None, created_at: Timestamp::from_unix_millis(position) },
+                Place::SystemPrompt,
+            ];
+            for place in &places {
+                let sealed = sealer.seal(&body, &id, place);
+                proptest::prop_assert!(sealed.starts_with(PREFIX));
+                let opened = sealer.open(&sealed, &id, place, true);
+                proptest::prop_assert_eq!(opened.as_deref(), Ok(body.as_slice()));
+                if !encrypt {
+                    continue;
+                }
+                let mut bytes = decode_text(&sealed).unwrap();
+                let i = at.index(bytes.len());
+                bytes[i] ^= flip;
+                proptest::prop_assert!(sealer.open_bytes(&bytes, &id, place, false).is_err(), "byte {i} changed");
+                let other = SessionId::new(format!("{session}x")).unwrap();
+                proptest::prop_assert_eq!(
+                    sealer.open(&sealed, &other, place, false),
+                    Err(Fault::Integrity("k1".into()))
+                );
+                for elsewhere in places.iter().filter(|p| p.field() != place.field()) {
+                    proptest::prop_assert!(sealer.open(&sealed, &id, elsewhere, false).is_err());
+                }
+            }
+        }
     }
 }
