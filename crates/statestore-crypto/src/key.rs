@@ -69,18 +69,20 @@ impl Key {
 
     fn make(id: String, bytes: &[u8], source: &str) -> Result<Self> {
         check_id(&id, source)?;
-        let array: [u8; Self::LEN] = bytes.try_into().map_err(|_| Error::InvalidKey {
-            source_name: source.to_owned(),
-            reason: format!(
-                "key {id:?} is {} bytes long; keys are {} bytes",
-                bytes.len(),
-                Self::LEN
-            ),
-        })?;
-        Ok(Self {
-            id,
-            bytes: Zeroizing::new(array),
-        })
+        if bytes.len() != Self::LEN {
+            return Err(Error::InvalidKey {
+                source_name: source.to_owned(),
+                reason: format!(
+                    "key {id:?} is {} bytes long; keys are {} bytes",
+                    bytes.len(),
+                    Self::LEN
+                ),
+            });
+        }
+        // Copied straight into zeroizing storage: no stray copy on the stack.
+        let mut array = Zeroizing::new([0u8; Self::LEN]);
+        array.copy_from_slice(bytes);
+        Ok(Self { id, bytes: array })
     }
 
     /// The key's id.
