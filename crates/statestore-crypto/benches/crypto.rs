@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use statestore_core::{Append, Expect, IdempotencyKey, Message, SessionId, Store, ToolCall};
-use statestore_crypto::{Compression, Encrypted, Key, KeyRing, __bench};
+use statestore_crypto::{__bench, Compression, Encrypted, Key, KeyRing};
 use statestore_redis::testing::RedisServer;
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -48,18 +48,127 @@ fn ring() -> KeyRing {
 struct Words(u64);
 
 const VOCABULARY: &[&str] = &[
-    "the", "to", "and", "of", "a", "in", "is", "that", "for", "it", "you", "with", "on", "this",
-    "as", "be", "are", "can", "your", "or", "if", "will", "not", "use", "data", "function",
-    "value", "request", "user", "file", "error", "return", "should", "when", "we", "have", "from",
-    "by", "an", "which", "example", "time", "how", "model", "code", "each", "would", "more",
-    "also", "because", "first", "then", "configuration", "server", "response", "string", "make",
-    "sure", "need", "result", "test", "case", "any", "new", "there", "here", "some", "like",
-    "what", "their", "other", "into", "after", "before", "only", "these", "so", "just",
-    "database", "query", "field", "option", "default", "performance", "memory", "session",
-    "connection", "timeout", "retry", "key", "list", "call", "tool", "output", "input", "line",
-    "step", "change", "version", "update", "check", "run", "build", "install", "package",
-    "because", "instead", "however", "therefore", "simple", "quickly", "carefully", "Paris",
-    "Alice", "weather", "temperature", "account", "invoice", "payment", "schedule", "meeting",
+    "the",
+    "to",
+    "and",
+    "of",
+    "a",
+    "in",
+    "is",
+    "that",
+    "for",
+    "it",
+    "you",
+    "with",
+    "on",
+    "this",
+    "as",
+    "be",
+    "are",
+    "can",
+    "your",
+    "or",
+    "if",
+    "will",
+    "not",
+    "use",
+    "data",
+    "function",
+    "value",
+    "request",
+    "user",
+    "file",
+    "error",
+    "return",
+    "should",
+    "when",
+    "we",
+    "have",
+    "from",
+    "by",
+    "an",
+    "which",
+    "example",
+    "time",
+    "how",
+    "model",
+    "code",
+    "each",
+    "would",
+    "more",
+    "also",
+    "because",
+    "first",
+    "then",
+    "configuration",
+    "server",
+    "response",
+    "string",
+    "make",
+    "sure",
+    "need",
+    "result",
+    "test",
+    "case",
+    "any",
+    "new",
+    "there",
+    "here",
+    "some",
+    "like",
+    "what",
+    "their",
+    "other",
+    "into",
+    "after",
+    "before",
+    "only",
+    "these",
+    "so",
+    "just",
+    "database",
+    "query",
+    "field",
+    "option",
+    "default",
+    "performance",
+    "memory",
+    "session",
+    "connection",
+    "timeout",
+    "retry",
+    "key",
+    "list",
+    "call",
+    "tool",
+    "output",
+    "input",
+    "line",
+    "step",
+    "change",
+    "version",
+    "update",
+    "check",
+    "run",
+    "build",
+    "install",
+    "package",
+    "because",
+    "instead",
+    "however",
+    "therefore",
+    "simple",
+    "quickly",
+    "carefully",
+    "Paris",
+    "Alice",
+    "weather",
+    "temperature",
+    "account",
+    "invoice",
+    "payment",
+    "schedule",
+    "meeting",
 ];
 
 impl Words {
@@ -94,7 +203,11 @@ impl Words {
                     sentence.push_str(w);
                 }
             }
-            sentence.push_str(if self.next() % 5 == 0 { "? " } else { ". " });
+            sentence.push_str(if self.next().is_multiple_of(5) {
+                "? "
+            } else {
+                ". "
+            });
             out.push_str(&sentence);
         }
         out.truncate(bytes);
@@ -130,7 +243,9 @@ fn conversation() -> Vec<Message> {
         if turn % 3 == 2 {
             let id = format!("call_{turn}");
             let args = serde_json::json!({"query": words.text(40), "limit": 5}).to_string();
-            out.push(Message::assistant("").with_tool_calls(vec![ToolCall::new(&id, "search", args)]));
+            out.push(
+                Message::assistant("").with_tool_calls(vec![ToolCall::new(&id, "search", args)]),
+            );
             out.push(Message::tool(&id, words.tool_result()));
         }
         out.push(Message::assistant(words.text(1200)));
@@ -192,8 +307,13 @@ fn bench_turns(
     store: &dyn Store,
 ) {
     let mut words = Words(42);
-    let history: Vec<Message> = (0..40).map(|i| kib_message(&mut words, i % 2 == 0)).collect();
-    let (q, a) = (kib_message(&mut words, true), kib_message(&mut words, false));
+    let history: Vec<Message> = (0..40)
+        .map(|i| kib_message(&mut words, i % 2 == 0))
+        .collect();
+    let (q, a) = (
+        kib_message(&mut words, true),
+        kib_message(&mut words, false),
+    );
     let id = SessionId::new(format!("turn-{name}")).unwrap();
     group.bench_function(BenchmarkId::from_parameter(name), |b| {
         b.to_async(rt).iter_custom(|iters| {
@@ -203,7 +323,10 @@ fn bench_turns(
                 let mut done = 0;
                 while done < iters {
                     store.delete(id).await.unwrap();
-                    store.append(id, history.clone(), Expect::Any).await.unwrap();
+                    store
+                        .append(id, history.clone(), Expect::Any)
+                        .await
+                        .unwrap();
                     let n = 200.min(iters - done);
                     let start = Instant::now();
                     for _ in 0..n {
@@ -290,7 +413,10 @@ fn print_sizes(bodies: &[Vec<u8>], keys: &KeyRing) {
     let id = SessionId::new("sizes").unwrap();
     let stored = |store: &dyn Store| {
         rt.block_on(async {
-            store.append(&id, messages.clone(), Expect::Any).await.unwrap();
+            store
+                .append(&id, messages.clone(), Expect::Any)
+                .await
+                .unwrap();
         });
     };
     let raw_size = |plain: &Arc<dyn Store>| -> usize {
@@ -337,10 +463,7 @@ fn codecs(c: &mut Criterion) {
     let mut group = c.benchmark_group("crypto/codec");
     group.throughput(Throughput::Bytes(total as u64));
     for level in [1, 3, 9] {
-        let packed: usize = bodies
-            .iter()
-            .map(|b| zstd_len(b, level))
-            .sum();
+        let packed: usize = bodies.iter().map(|b| zstd_len(b, level)).sum();
         println!(
             "bench-metric: crypto/codec/zstd-{level} = {packed} of {total} bytes ({:.1} %)",
             packed as f64 * 100.0 / total as f64
@@ -396,7 +519,10 @@ fn codecs(c: &mut Criterion) {
 }
 
 fn zstd_len(body: &[u8], level: i32) -> usize {
-    zstd::bulk::compress(body, level).unwrap().len().min(body.len())
+    zstd::bulk::compress(body, level)
+        .unwrap()
+        .len()
+        .min(body.len())
 }
 
 fn config() -> Criterion {

@@ -310,10 +310,9 @@ pub(crate) fn header(bytes: &[u8]) -> Result<Header<'_>, Fault> {
             if key_len == 0 {
                 return Err(Fault::Malformed("an empty key id".into()));
             }
-            let (Some(key_id), Some(nonce)) = (
-                rest.get(..key_len),
-                rest.get(key_len..key_len + NONCE_LEN),
-            ) else {
+            let (Some(key_id), Some(nonce)) =
+                (rest.get(..key_len), rest.get(key_len..key_len + NONCE_LEN))
+            else {
                 return Err(truncated());
             };
             let key_id = std::str::from_utf8(key_id)
@@ -392,7 +391,9 @@ fn decompress(packed: &[u8]) -> Result<Vec<u8>, Fault> {
             .decompress(packed, capacity)
             .map_err(|_| Fault::Malformed("the zstd frame does not decompress".into()))?;
         if body.len() as u64 != size {
-            return Err(Fault::Malformed("the zstd frame is shorter than it claims".into()));
+            return Err(Fault::Malformed(
+                "the zstd frame is shorter than it claims".into(),
+            ));
         }
         Ok(body)
     })
@@ -409,7 +410,12 @@ pub(crate) struct Sealer<'a> {
 
 impl Sealer<'_> {
     /// The envelope bytes of `body`, bound to `session` and `place`.
-    pub(crate) fn seal_bytes(&self, body: &[u8], session: &SessionId, place: &Place<'_>) -> Vec<u8> {
+    pub(crate) fn seal_bytes(
+        &self,
+        body: &[u8],
+        session: &SessionId,
+        place: &Place<'_>,
+    ) -> Vec<u8> {
         let packed = match self.compression.zstd {
             Some((level, threshold)) if body.len() >= threshold => compress(body, level),
             _ => None,
@@ -558,7 +564,10 @@ mod tests {
             .flat_map(|_| chacha20poly1305::XChaCha20Poly1305::generate_nonce(&mut OsRng))
             .collect();
         let sealed = sealer.seal_bytes(&random, &id, &Place::SystemPrompt);
-        assert_eq!(sealed[2], CODEC_NONE, "incompressible bytes are stored as they are");
+        assert_eq!(
+            sealed[2], CODEC_NONE,
+            "incompressible bytes are stored as they are"
+        );
     }
 
     proptest::proptest! {

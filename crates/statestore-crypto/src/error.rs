@@ -56,7 +56,9 @@ pub enum Error {
 
     /// The value is encrypted under a key id the key ring does not hold
     /// (removed too early, or a ring from another deployment).
-    #[error("session {id}: {field} is encrypted with key {key_id:?}, which the key ring does not hold")]
+    #[error(
+        "session {id}: {field} is encrypted with key {key_id:?}, which the key ring does not hold"
+    )]
     UnknownKey {
         /// The session.
         id: SessionId,
@@ -97,7 +99,9 @@ pub enum Error {
 
     /// The envelope has a format version this build does not read (written
     /// by a newer version of this crate).
-    #[error("session {id}: {field} uses envelope format {found}; this build reads format {supported}")]
+    #[error(
+        "session {id}: {field} uses envelope format {found}; this build reads format {supported}"
+    )]
     UnsupportedFormat {
         /// The session.
         id: SessionId,
@@ -123,7 +127,9 @@ pub enum Error {
     /// [`Encrypted::reencrypt`](crate::Encrypted::reencrypt) lost the race
     /// against other writers this many times in a row and gave up; nothing
     /// was written. Run it again (`rotate_all` resumes).
-    #[error("session {id}: re-encryption gave up after {attempts} conflicting writes; nothing was written")]
+    #[error(
+        "session {id}: re-encryption gave up after {attempts} conflicting writes; nothing was written"
+    )]
     Busy {
         /// The session.
         id: SessionId,

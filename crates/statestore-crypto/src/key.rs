@@ -55,9 +55,8 @@ impl Key {
     /// [`Error::InvalidKey`] when `id` is not a legal key id.
     pub fn generate(id: impl Into<String>) -> Result<Self> {
         use chacha20poly1305::KeyInit as _;
-        let key = chacha20poly1305::XChaCha20Poly1305::generate_key(
-            &mut chacha20poly1305::aead::OsRng,
-        );
+        let key =
+            chacha20poly1305::XChaCha20Poly1305::generate_key(&mut chacha20poly1305::aead::OsRng);
         let mut bytes = Zeroizing::new([0u8; Self::LEN]);
         bytes.copy_from_slice(&key);
         let mut key = key;
@@ -96,9 +95,8 @@ impl Key {
     /// returned string is zeroized when dropped.
     #[must_use]
     pub fn to_line(&self) -> Zeroizing<String> {
-        let encoded = Zeroizing::new(
-            base64::engine::general_purpose::STANDARD.encode(self.bytes.as_slice()),
-        );
+        let encoded =
+            Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(self.bytes.as_slice()));
         Zeroizing::new(format!("{} base64:{}", self.id, encoded.as_str()))
     }
 
@@ -330,12 +328,13 @@ impl KeyRing {
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         let source = path.display().to_string();
-        let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
-            Error::InvalidKey {
-                source_name: source.clone(),
-                reason: e.to_string(),
-            }
-        })?);
+        let text =
+            Zeroizing::new(
+                std::fs::read_to_string(path).map_err(|e| Error::InvalidKey {
+                    source_name: source.clone(),
+                    reason: e.to_string(),
+                })?,
+            );
         #[cfg(unix)]
         if let Ok(meta) = std::fs::metadata(path) {
             use std::os::unix::fs::PermissionsExt as _;
@@ -474,8 +473,11 @@ mod tests {
 
     #[test]
     fn semicolons_separate_entries_and_one_id_is_one_key() {
-        let ring =
-            KeyRing::parse(&format!("a base64:{B64}; b hex:{} current", "01".repeat(32))).unwrap();
+        let ring = KeyRing::parse(&format!(
+            "a base64:{B64}; b hex:{} current",
+            "01".repeat(32)
+        ))
+        .unwrap();
         assert_eq!(ring.current_id(), "b");
         assert!(ring.contains("a"));
         let same = ring

@@ -160,7 +160,11 @@ impl Layer {
             .map_err(|e| self.err(e))
     }
 
-    pub(crate) async fn save(&self, state: &ConversationState, expect: Expect) -> StoreResult<Version> {
+    pub(crate) async fn save(
+        &self,
+        state: &ConversationState,
+        expect: Expect,
+    ) -> StoreResult<Version> {
         let _gate = self.gate.read().await;
         let keys = self.keys();
         let sealed = self.codec(keys.as_ref()).seal_state(state)?;
@@ -176,13 +180,18 @@ impl Layer {
         }
     }
 
-    pub(crate) async fn append_with(&self, id: &SessionId, append: Append) -> StoreResult<Appended> {
+    pub(crate) async fn append_with(
+        &self,
+        id: &SessionId,
+        append: Append,
+    ) -> StoreResult<Appended> {
         if !self.encrypting() {
             // Compressed values are not bound to a position.
-            let sealed = self
-                .codec(None)
-                .seal_messages(id, 0, &append.messages)?;
-            return self.inner.append_with(id, with_messages(&append, sealed, append.expect)).await;
+            let sealed = self.codec(None).seal_messages(id, 0, &append.messages)?;
+            return self
+                .inner
+                .append_with(id, with_messages(&append, sealed, append.expect))
+                .await;
         }
         // Appends through this layer to one session take turns: each then
         // finds the session where the previous one left it (no read, no
@@ -325,7 +334,11 @@ impl Layer {
         tracing::warn!(session = %id, "re-binding gave up: too many concurrent writes");
     }
 
-    pub(crate) async fn fork(&self, source: &SessionId, target: &SessionId) -> StoreResult<Version> {
+    pub(crate) async fn fork(
+        &self,
+        source: &SessionId,
+        target: &SessionId,
+    ) -> StoreResult<Version> {
         check_fork_ids(source, target)?;
         // Values are bound to their session: a fork re-seals them for the
         // target instead of copying them.
@@ -336,7 +349,9 @@ impl Layer {
         state.created_at = Timestamp::now();
         match self.save(&state, Expect::Absent).await {
             Ok(v) => Ok(v),
-            Err(StoreError::Conflict { .. }) => Err(StoreError::AlreadyExists { id: target.clone() }),
+            Err(StoreError::Conflict { .. }) => {
+                Err(StoreError::AlreadyExists { id: target.clone() })
+            }
             Err(e) => Err(e),
         }
     }
@@ -451,7 +466,11 @@ impl SessionLocks {
 impl Drop for SessionTurn<'_> {
     fn drop(&mut self) {
         drop(self.guard.take());
-        let mut map = self.locks.map.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut map = self
+            .locks
+            .map
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         // Clones are only taken under the map lock: a count of 1 means
         // no one else holds or waits for this session's mutex.
         if map.get(self.id).is_some_and(|m| Arc::strong_count(m) == 1) {
@@ -461,7 +480,11 @@ impl Drop for SessionTurn<'_> {
 }
 
 /// `append` with other messages and guard, its key and counters kept.
-fn with_messages(append: &Append, messages: Vec<statestore_core::Message>, expect: Expect) -> Append {
+fn with_messages(
+    append: &Append,
+    messages: Vec<statestore_core::Message>,
+    expect: Expect,
+) -> Append {
     let mut out = Append::new(messages).expect(expect);
     out.key.clone_from(&append.key);
     out.counters.clone_from(&append.counters);
@@ -658,7 +681,11 @@ macro_rules! delegate_store {
             ) -> StoreResult<Option<RecentState>> {
                 self.layer.load_recent_with(id, n, lookup).await
             }
-            async fn save(&self, state: &ConversationState, expect: Expect) -> StoreResult<Version> {
+            async fn save(
+                &self,
+                state: &ConversationState,
+                expect: Expect,
+            ) -> StoreResult<Version> {
                 self.layer.save(state, expect).await
             }
             async fn append_with(&self, id: &SessionId, append: Append) -> StoreResult<Appended> {

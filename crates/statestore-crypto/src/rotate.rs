@@ -219,7 +219,11 @@ impl Encrypted {
     ///
     /// The store's errors from listing (nothing was written by the failed
     /// call; sessions before it were re-encrypted).
-    pub async fn rotate_all<F>(&self, options: RotateOptions, mut progress: F) -> Result<RotationReport>
+    pub async fn rotate_all<F>(
+        &self,
+        options: RotateOptions,
+        mut progress: F,
+    ) -> Result<RotationReport>
     where
         F: FnMut(&RotationProgress<'_>) + Send,
     {

@@ -139,7 +139,12 @@ impl Codec<'_> {
         })
     }
 
-    pub(crate) fn open_message(&self, id: &SessionId, position: u64, m: &Message) -> Result<Message> {
+    pub(crate) fn open_message(
+        &self,
+        id: &SessionId,
+        position: u64,
+        m: &Message,
+    ) -> Result<Message> {
         let field = || Field::Message(position);
         let Some(sealed) = m.metadata.get(SEALED_KEY) else {
             self.plain(id, field())?;
@@ -248,7 +253,8 @@ impl Codec<'_> {
         if !self.encrypting() {
             return Ok(value.clone());
         }
-        let body = serde_json::to_vec(value).map_err(|e| serialization(id, "a metadata value", &e))?;
+        let body =
+            serde_json::to_vec(value).map_err(|e| serialization(id, "a metadata value", &e))?;
         Ok(self.sealer.seal(&body, id, &Place::Metadata(key)).into())
     }
 
@@ -299,7 +305,11 @@ impl Codec<'_> {
             .collect()
     }
 
-    fn seal_metadata(&self, id: &SessionId, metadata: &Metadata) -> statestore_core::Result<Metadata> {
+    fn seal_metadata(
+        &self,
+        id: &SessionId,
+        metadata: &Metadata,
+    ) -> statestore_core::Result<Metadata> {
         metadata
             .iter()
             .map(|(k, v)| Ok((k.clone(), self.seal_value(id, k, v)?)))
@@ -348,7 +358,10 @@ impl Codec<'_> {
                 .into_iter()
                 .map(Arc::new)
                 .collect(),
-            system_prompt: state.system_prompt.as_deref().map(|p| self.seal_prompt(id, p)),
+            system_prompt: state
+                .system_prompt
+                .as_deref()
+                .map(|p| self.seal_prompt(id, p)),
             summaries: (0..)
                 .zip(&state.summaries)
                 .map(|(i, s)| self.seal_summary(id, i, s))
@@ -397,7 +410,10 @@ impl Codec<'_> {
     /// `raw` with every value not encrypted under the current key
     /// re-sealed under it, and how many values that was. Values already
     /// under the current key are kept byte for byte (not opened).
-    pub(crate) fn rekey_state(&self, raw: &ConversationState) -> Result<(ConversationState, usize)> {
+    pub(crate) fn rekey_state(
+        &self,
+        raw: &ConversationState,
+    ) -> Result<(ConversationState, usize)> {
         let Some(keys) = self.sealer.keys else {
             return Ok((raw.clone(), 0));
         };

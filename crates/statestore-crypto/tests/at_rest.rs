@@ -3,7 +3,12 @@
 //! raw state, in every Redis key (dumped and read by type), or in the
 //! SQLite file and its WAL. A control run without the layer finds every
 //! secret the same way, so the searches are known to work.
-#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
+#![allow(
+    clippy::panic,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code"
+)]
 
 mod support;
 
@@ -59,7 +64,9 @@ async fn plant(store: &dyn Store) {
             Message::assistant(long).with_metadata("note", "SECRET-MSG-META"),
         ]);
     state.metadata = meta;
-    state.summaries.push(Summary::new(0..2, "user said SECRET-SUMMARY"));
+    state
+        .summaries
+        .push(Summary::new(0..2, "user said SECRET-SUMMARY"));
     store.save(&state, Expect::Any).await.unwrap();
     store
         .append_with(
@@ -79,7 +86,11 @@ async fn plant(store: &dyn Store) {
         .unwrap();
     store.fork(&id, &sid("alice-health-copy")).await.unwrap();
     // And everything reads back.
-    let copy = store.load(&sid("alice-health-copy")).await.unwrap().unwrap();
+    let copy = store
+        .load(&sid("alice-health-copy"))
+        .await
+        .unwrap()
+        .unwrap();
     let shown = format!("{copy:?}");
     for secret in SECRETS {
         assert!(shown.contains(secret), "{secret} does not read back");
@@ -109,7 +120,10 @@ async fn the_memory_store_holds_no_secret() {
     let control = support::memory();
     plant(&*control).await;
     let state = control.load(&sid("alice-health")).await.unwrap().unwrap();
-    assert_eq!(found_in(&serde_json::to_vec(&state).unwrap()).len(), SECRETS.len());
+    assert_eq!(
+        found_in(&serde_json::to_vec(&state).unwrap()).len(),
+        SECRETS.len()
+    );
 }
 
 /// Every key on the server: `DUMP` (the serialized value) and its content
@@ -117,18 +131,41 @@ async fn the_memory_store_holds_no_secret() {
 async fn redis_bytes(url: &str) -> Vec<u8> {
     let client = redis::Client::open(url).unwrap();
     let mut con = client.get_multiplexed_async_connection().await.unwrap();
-    let keys: Vec<String> = redis::cmd("KEYS").arg("*").query_async(&mut con).await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*")
+        .query_async(&mut con)
+        .await
+        .unwrap();
     assert!(!keys.is_empty());
     let mut out = Vec::new();
     for key in keys {
         out.extend(key.as_bytes());
-        let dump: Vec<u8> = redis::cmd("DUMP").arg(&key).query_async(&mut con).await.unwrap();
+        let dump: Vec<u8> = redis::cmd("DUMP")
+            .arg(&key)
+            .query_async(&mut con)
+            .await
+            .unwrap();
         out.extend(dump);
-        let kind: String = redis::cmd("TYPE").arg(&key).query_async(&mut con).await.unwrap();
+        let kind: String = redis::cmd("TYPE")
+            .arg(&key)
+            .query_async(&mut con)
+            .await
+            .unwrap();
         let values: Vec<Vec<u8>> = match kind.as_str() {
-            "list" => redis::cmd("LRANGE").arg(&key).arg(0).arg(-1).query_async(&mut con).await,
+            "list" => {
+                redis::cmd("LRANGE")
+                    .arg(&key)
+                    .arg(0)
+                    .arg(-1)
+                    .query_async(&mut con)
+                    .await
+            }
             "hash" => redis::cmd("HGETALL").arg(&key).query_async(&mut con).await,
-            "string" => redis::cmd("GET").arg(&key).query_async(&mut con).await.map(|v: Vec<u8>| vec![v]),
+            "string" => redis::cmd("GET")
+                .arg(&key)
+                .query_async(&mut con)
+                .await
+                .map(|v: Vec<u8>| vec![v]),
             other => panic!("unexpected key type {other}"),
         }
         .unwrap();
@@ -146,7 +183,10 @@ async fn redis_keys_hold_no_secret() {
 
     let control = support::redis_server();
     plant(&*support::redis_store(&control.url()).await).await;
-    assert_eq!(found_in(&redis_bytes(&control.url()).await).len(), SECRETS.len());
+    assert_eq!(
+        found_in(&redis_bytes(&control.url()).await).len(),
+        SECRETS.len()
+    );
 }
 
 /// Every file in the store's directory (the database, `-wal`, `-shm`).

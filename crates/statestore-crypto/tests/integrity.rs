@@ -4,7 +4,13 @@
 //! fields (through the store underneath, and by hand with Redis commands),
 //! changed clear fields, a wrong key, a missing key id, a truncated
 //! envelope, an unknown format version, plaintext where ciphertext belongs.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, reason = "test code")]
+#![allow(
+    clippy::panic,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    reason = "test code"
+)]
 
 mod support;
 
@@ -35,7 +41,10 @@ async fn seed(layer: &Encrypted, id: &SessionId) {
 /// that wrote nothing and names `id`.
 fn typed(result: statestore_core::Result<impl std::fmt::Debug>, id: &SessionId) -> Error {
     let e = result.expect_err("tampered data must not read");
-    assert!(matches!(&e, StoreError::Decryption { id: got, .. } if got == id), "{e:?}");
+    assert!(
+        matches!(&e, StoreError::Decryption { id: got, .. } if got == id),
+        "{e:?}"
+    );
     assert_eq!(e.write_outcome(), WriteOutcome::NotWritten);
     assert_eq!(Error::from_store(&e).and_then(Error::session), Some(id));
     match e {
@@ -75,7 +84,10 @@ async fn swaps_give_integrity_errors(inner: Arc<dyn Store>) {
     state.messages[0] = Arc::clone(&good_a.messages[0]);
     put(&inner, &state).await;
     assert_integrity(&typed(layer.load(&b).await, &b), Field::Message(0));
-    assert_integrity(&typed(layer.load_recent(&b, 2).await, &b), Field::Message(0));
+    assert_integrity(
+        &typed(layer.load_recent(&b, 2).await, &b),
+        Field::Message(0),
+    );
 
     // Two positions swapped.
     let mut state = good_b.clone();
@@ -83,7 +95,10 @@ async fn swaps_give_integrity_errors(inner: Arc<dyn Store>) {
     put(&inner, &state).await;
     assert_integrity(&typed(layer.load(&b).await, &b), Field::Message(0));
     // The newest message alone is checked at its own position too.
-    assert_integrity(&typed(layer.load_recent(&b, 1).await, &b), Field::Message(1));
+    assert_integrity(
+        &typed(layer.load_recent(&b, 1).await, &b),
+        Field::Message(1),
+    );
 
     // A role flipped from user to system (roles are clear, but bound).
     let mut state = good_b.clone();
@@ -91,7 +106,10 @@ async fn swaps_give_integrity_errors(inner: Arc<dyn Store>) {
     m.role = Role::System;
     state.messages[1] = Arc::new(m);
     put(&inner, &state).await;
-    assert_integrity(&typed(layer.load_recent(&b, 1).await, &b), Field::Message(1));
+    assert_integrity(
+        &typed(layer.load_recent(&b, 1).await, &b),
+        Field::Message(1),
+    );
 
     // Summaries swapped; a summary's range changed.
     let mut state = good_b.clone();
@@ -110,7 +128,10 @@ async fn swaps_give_integrity_errors(inner: Arc<dyn Store>) {
     state.metadata.insert("a".into(), vb);
     state.metadata.insert("b".into(), va);
     put(&inner, &state).await;
-    assert_integrity(&typed(layer.load(&b).await, &b), Field::Metadata("a".into()));
+    assert_integrity(
+        &typed(layer.load(&b).await, &b),
+        Field::Metadata("a".into()),
+    );
 
     // A summary's ciphertext as the system prompt; a metadata value too.
     let mut state = good_b.clone();
@@ -120,7 +141,10 @@ async fn swaps_give_integrity_errors(inner: Arc<dyn Store>) {
     let mut state = good_b.clone();
     state.system_prompt = state.metadata["a"].as_str().map(str::to_owned);
     put(&inner, &state).await;
-    assert_integrity(&typed(layer.load_recent(&b, 0).await, &b), Field::SystemPrompt);
+    assert_integrity(
+        &typed(layer.load_recent(&b, 0).await, &b),
+        Field::SystemPrompt,
+    );
 
     // Clear text beside a sealed body.
     let mut state = good_b.clone();
@@ -130,19 +154,28 @@ async fn swaps_give_integrity_errors(inner: Arc<dyn Store>) {
     put(&inner, &state).await;
     assert!(matches!(
         typed(layer.load(&b).await, &b),
-        Error::Malformed { field: Field::Message(0), .. }
+        Error::Malformed {
+            field: Field::Message(0),
+            ..
+        }
     ));
 
     // Restored, everything reads again; session a was never affected.
     put(&inner, &good_b).await;
     assert_eq!(layer.load(&b).await.unwrap().unwrap().messages.len(), 2);
-    assert_eq!(layer.load(&a).await.unwrap().unwrap().messages[1].text(), "second");
+    assert_eq!(
+        layer.load(&a).await.unwrap().unwrap().messages[1].text(),
+        "second"
+    );
 
     // A fork re-binds to the target: its ciphertext is not the source's.
     layer.fork(&a, &sid("a2")).await.unwrap();
     let forked = raw(&inner, &sid("a2")).await;
     assert_ne!(forked.messages[0], good_a.messages[0]);
-    assert_eq!(layer.load(&sid("a2")).await.unwrap().unwrap().messages[0].text(), "first");
+    assert_eq!(
+        layer.load(&sid("a2")).await.unwrap().unwrap().messages[0].text(),
+        "first"
+    );
 }
 
 #[tokio::test]
@@ -186,13 +219,31 @@ async fn hand_edited_redis_keys_fail() {
         });
         c
     };
-    let from_x: String = cmd(&["LINDEX", "app:{x}:m", "1"]).query_async(&mut con).await.unwrap();
-    let () = cmd(&["LSET", "app:{y}:m", "1", &from_x]).query_async(&mut con).await.unwrap();
-    assert_integrity(&typed(layer.load_recent(&sid("y"), 1).await, &sid("y")), Field::Message(1));
+    let from_x: String = cmd(&["LINDEX", "app:{x}:m", "1"])
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let () = cmd(&["LSET", "app:{y}:m", "1", &from_x])
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert_integrity(
+        &typed(layer.load_recent(&sid("y"), 1).await, &sid("y")),
+        Field::Message(1),
+    );
 
-    let b: String = cmd(&["HGET", "app:{x}:d", "b"]).query_async(&mut con).await.unwrap();
-    let () = cmd(&["HSET", "app:{x}:d", "a", &b]).query_async(&mut con).await.unwrap();
-    assert_integrity(&typed(layer.load(&sid("x")).await, &sid("x")), Field::Metadata("a".into()));
+    let b: String = cmd(&["HGET", "app:{x}:d", "b"])
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let () = cmd(&["HSET", "app:{x}:d", "a", &b])
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert_integrity(
+        &typed(layer.load(&sid("x")).await, &sid("x")),
+        Field::Metadata("a".into()),
+    );
 }
 
 /// The message at position 0 of `id`, as stored, with its sealed text
@@ -209,12 +260,17 @@ async fn edit_sealed(inner: &Arc<dyn Store>, id: &SessionId, edit: impl Fn(&str)
 fn envelope(text: &str) -> Vec<u8> {
     use base64::Engine as _;
     let b64 = text.strip_prefix("sealed:").unwrap();
-    base64::engine::general_purpose::STANDARD_NO_PAD.decode(b64).unwrap()
+    base64::engine::general_purpose::STANDARD_NO_PAD
+        .decode(b64)
+        .unwrap()
 }
 
 fn text(bytes: &[u8]) -> String {
     use base64::Engine as _;
-    format!("sealed:{}", base64::engine::general_purpose::STANDARD_NO_PAD.encode(bytes))
+    format!(
+        "sealed:{}",
+        base64::engine::general_purpose::STANDARD_NO_PAD.encode(bytes)
+    )
 }
 
 #[tokio::test]
@@ -222,7 +278,10 @@ async fn wrong_key_missing_key_truncation_and_unknown_format_are_typed() {
     let inner = support::memory();
     let layer = Encrypted::new(Arc::clone(&inner), ring("k1", 1));
     let id = sid("s");
-    layer.append(&id, vec![Message::user("hello")], Expect::Any).await.unwrap();
+    layer
+        .append(&id, vec![Message::user("hello")], Expect::Any)
+        .await
+        .unwrap();
     let good = raw(&inner, &id).await;
 
     // The right id, other bytes: authentication fails, naming k1.
@@ -231,7 +290,10 @@ async fn wrong_key_missing_key_truncation_and_unknown_format_are_typed() {
     // A ring without k1.
     let other = Encrypted::new(Arc::clone(&inner), ring("k2", 1));
     let e = typed(other.load(&id).await, &id);
-    assert!(matches!(&e, Error::UnknownKey { key_id, field: Field::Message(0), .. } if key_id == "k1"), "{e:?}");
+    assert!(
+        matches!(&e, Error::UnknownKey { key_id, field: Field::Message(0), .. } if key_id == "k1"),
+        "{e:?}"
+    );
     let store_error = other.load(&id).await.unwrap_err();
     assert!(
         matches!(&store_error, StoreError::Decryption { key_id: Some(k), .. } if k == "k1"),
@@ -251,35 +313,64 @@ async fn wrong_key_missing_key_truncation_and_unknown_format_are_typed() {
     }
     // Not base64.
     edit_sealed(&inner, &id, |t| format!("{t}!")).await;
-    assert!(matches!(typed(layer.load(&id).await, &id), Error::Malformed { .. }));
+    assert!(matches!(
+        typed(layer.load(&id).await, &id),
+        Error::Malformed { .. }
+    ));
     // A format version from the future.
     let mut future = full.clone();
     future[0] = 2;
     edit_sealed(&inner, &id, |_| text(&future)).await;
     let e = typed(layer.load(&id).await, &id);
-    assert!(matches!(e, Error::UnsupportedFormat { found: 2, supported: 1, .. }), "{e:?}");
+    assert!(
+        matches!(
+            e,
+            Error::UnsupportedFormat {
+                found: 2,
+                supported: 1,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
 
     // Plaintext where ciphertext belongs: refused, unless migrating.
-    put(&inner, &ConversationState::new(id.clone()).with_messages([Message::user("plain")])).await;
+    put(
+        &inner,
+        &ConversationState::new(id.clone()).with_messages([Message::user("plain")]),
+    )
+    .await;
     assert!(matches!(
         typed(layer.load(&id).await, &id),
-        Error::NotEncrypted { field: Field::Message(0), .. }
+        Error::NotEncrypted {
+            field: Field::Message(0),
+            ..
+        }
     ));
     let migrating = Encrypted::builder(Arc::clone(&inner), ring("k1", 1))
         .accept_plaintext(true)
         .build();
-    assert_eq!(migrating.load(&id).await.unwrap().unwrap().messages[0].text(), "plain");
+    assert_eq!(
+        migrating.load(&id).await.unwrap().unwrap().messages[0].text(),
+        "plain"
+    );
     let mut patch = Metadata::new();
     patch.insert("plain".into(), serde_json::json!({"clear": true}));
     inner.merge_metadata(&id, patch, Expect::Any).await.unwrap();
     assert!(matches!(
         typed(layer.load_recent(&id, 0).await, &id),
-        Error::NotEncrypted { field: Field::Metadata(_), .. }
+        Error::NotEncrypted {
+            field: Field::Metadata(_),
+            ..
+        }
     ));
 
     // Restored: reads again.
     put(&inner, &good).await;
-    assert_eq!(layer.load(&id).await.unwrap().unwrap().messages[0].text(), "hello");
+    assert_eq!(
+        layer.load(&id).await.unwrap().unwrap().messages[0].text(),
+        "hello"
+    );
 }
 
 #[tokio::test]
@@ -287,10 +378,16 @@ async fn errors_never_show_content_or_key_material() {
     let inner = support::memory();
     let layer = Encrypted::new(Arc::clone(&inner), ring("k1", 0x5a));
     let id = sid("s");
-    layer.append(&id, vec![Message::user("TOP-SECRET-CONTENT")], Expect::Any).await.unwrap();
+    layer
+        .append(&id, vec![Message::user("TOP-SECRET-CONTENT")], Expect::Any)
+        .await
+        .unwrap();
     let wrong = Encrypted::new(inner, ring("k1", 0x5b));
     let e = wrong.load(&id).await.unwrap_err();
     let shown = format!("{e} {e:?} {wrong:?}");
     assert!(!shown.contains("TOP-SECRET-CONTENT"), "{shown}");
-    assert!(!shown.contains("90, 90, 90") && !shown.contains("5a5a"), "{shown}");
+    assert!(
+        !shown.contains("90, 90, 90") && !shown.contains("5a5a"),
+        "{shown}"
+    );
 }

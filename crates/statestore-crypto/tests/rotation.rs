@@ -5,7 +5,13 @@
 //! Also: `rotate_all` resumes and reports failures; an append whose
 //! planned positions went stale (the session re-created meanwhile) is
 //! re-bound.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, reason = "test code")]
+#![allow(
+    clippy::panic,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    reason = "test code"
+)]
 
 mod support;
 
@@ -31,7 +37,10 @@ async fn rotation_under_load(inner: Arc<dyn Store>) {
         let id = sid(&format!("conv-{s}"));
         let history: Vec<Message> = (0..10).map(|i| Message::user(format!("old {i}"))).collect();
         layer.append(&id, history, Expect::Any).await.unwrap();
-        layer.add_summary(&id, Summary::new(0..5, "early"), Expect::Any).await.unwrap();
+        layer
+            .add_summary(&id, Summary::new(0..5, "early"), Expect::Any)
+            .await
+            .unwrap();
         let mut patch = statestore_core::Metadata::new();
         patch.insert("topic".into(), format!("topic {s}").into());
         layer.merge_metadata(&id, patch, Expect::Any).await.unwrap();
@@ -54,12 +63,22 @@ async fn rotation_under_load(inner: Arc<dyn Store>) {
                     switched.wait().await;
                 }
                 let id = sid(&format!("conv-{}", (w + t) % SESSIONS));
-                let turn = [Message::user(format!("{w}:{t}:q")), Message::assistant(format!("{w}:{t}:a"))];
+                let turn = [
+                    Message::user(format!("{w}:{t}:q")),
+                    Message::assistant(format!("{w}:{t}:a")),
+                ];
                 if w % 2 == 0 {
-                    layer.append_with(&id, Append::new(turn).key(turn_key(w, t))).await.unwrap();
+                    layer
+                        .append_with(&id, Append::new(turn).key(turn_key(w, t)))
+                        .await
+                        .unwrap();
                 } else {
                     loop {
-                        let read = layer.load_recent_with(&id, 4, Some(&turn_key(w, t))).await.unwrap().unwrap();
+                        let read = layer
+                            .load_recent_with(&id, 4, Some(&turn_key(w, t)))
+                            .await
+                            .unwrap()
+                            .unwrap();
                         if read.replay.is_some() {
                             break;
                         }
@@ -80,7 +99,9 @@ async fn rotation_under_load(inner: Arc<dyn Store>) {
     // Mid-way: k2 becomes current (k1 still decrypts), then every session
     // is re-encrypted while the writers go on.
     half.wait().await;
-    let rotated = KeyRing::new(key("k2", 2)).with_old_key(key("k1", 1)).unwrap();
+    let rotated = KeyRing::new(key("k2", 2))
+        .with_old_key(key("k1", 1))
+        .unwrap();
     layer.set_keyring(rotated).await;
     switched.wait().await;
     let report = layer
@@ -94,21 +115,42 @@ async fn rotation_under_load(inner: Arc<dyn Store>) {
     }
     // Everything written after the switch was under k2 already: a second
     // run has nothing to do.
-    let again = layer.rotate_all(RotateOptions::default(), |_| {}).await.unwrap();
-    assert_eq!((again.sessions, again.reencrypted, again.values), (SESSIONS as u64, 0, 0));
+    let again = layer
+        .rotate_all(RotateOptions::default(), |_| {})
+        .await
+        .unwrap();
+    assert_eq!(
+        (again.sessions, again.reencrypted, again.values),
+        (SESSIONS as u64, 0, 0)
+    );
 
     // k1 gone: k2 alone reads every session, every turn exactly once.
     let fresh = Encrypted::new(Arc::clone(&inner), ring("k2", 2));
     let mut seen: BTreeMap<(usize, usize), usize> = BTreeMap::new();
     let mut total = 0;
     for s in 0..SESSIONS {
-        let state = fresh.load(&sid(&format!("conv-{s}"))).await.unwrap().unwrap();
+        let state = fresh
+            .load(&sid(&format!("conv-{s}")))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(state.metadata["topic"], format!("topic {s}"));
         assert_eq!(state.summaries[0].content, "early");
-        let texts: Vec<String> = state.messages.iter().map(|m| m.text().into_owned()).collect();
-        assert_eq!(texts[..10], (0..10).map(|i| format!("old {i}")).collect::<Vec<_>>()[..]);
+        let texts: Vec<String> = state
+            .messages
+            .iter()
+            .map(|m| m.text().into_owned())
+            .collect();
+        assert_eq!(
+            texts[..10],
+            (0..10).map(|i| format!("old {i}")).collect::<Vec<_>>()[..]
+        );
         for pair in texts[10..].chunks(2) {
-            let q: Vec<usize> = pair[0].trim_end_matches(":q").split(':').map(|n| n.parse().unwrap()).collect();
+            let q: Vec<usize> = pair[0]
+                .trim_end_matches(":q")
+                .split(':')
+                .map(|n| n.parse().unwrap())
+                .collect();
             assert_eq!(pair[1], format!("{}:{}:a", q[0], q[1]), "a turn was split");
             *seen.entry((q[0], q[1])).or_default() += 1;
         }
@@ -122,11 +164,20 @@ async fn rotation_under_load(inner: Arc<dyn Store>) {
     let id = sid("conv-0");
     let before = fresh.load_recent(&id, 0).await.unwrap().unwrap();
     let again = fresh
-        .append_with(&id, Append::new([Message::user("retry")]).key(turn_key(0, 0)))
+        .append_with(
+            &id,
+            Append::new([Message::user("retry")]).key(turn_key(0, 0)),
+        )
         .await
         .unwrap();
-    assert!(again.replayed, "the rotation's save forgot the remembered writes");
-    assert_eq!(fresh.load_recent(&id, 0).await.unwrap().unwrap().version, before.version);
+    assert!(
+        again.replayed,
+        "the rotation's save forgot the remembered writes"
+    );
+    assert_eq!(
+        fresh.load_recent(&id, 0).await.unwrap().unwrap().version,
+        before.version
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -151,13 +202,20 @@ async fn rotate_all_resumes_skips_current_sessions_and_reports_failures() {
     let layer = Encrypted::new(Arc::clone(&inner), ring("k1", 1));
     for s in 0..10 {
         layer
-            .append(&sid(&format!("s{s}")), vec![Message::user("hi")], Expect::Any)
+            .append(
+                &sid(&format!("s{s}")),
+                vec![Message::user("hi")],
+                Expect::Any,
+            )
             .await
             .unwrap();
     }
     // One session written with a key no ring holds.
     let stray = Encrypted::new(Arc::clone(&inner), ring("lost", 7));
-    stray.append(&sid("s5"), vec![Message::user("x")], Expect::Any).await.unwrap();
+    stray
+        .append(&sid("s5"), vec![Message::user("x")], Expect::Any)
+        .await
+        .unwrap();
 
     layer
         .set_keyring(layer.keyring().with_current_key(key("k2", 2)).unwrap())
@@ -184,11 +242,17 @@ async fn rotate_all_resumes_skips_current_sessions_and_reports_failures() {
     assert_eq!(first.failed.len(), 1);
     let (failed_id, e) = &first.failed[0];
     assert_eq!(failed_id, &sid("s5"));
-    assert!(matches!(e, Error::UnknownKey { key_id, .. } if key_id == "lost"), "{e:?}");
+    assert!(
+        matches!(e, Error::UnknownKey { key_id, .. } if key_id == "lost"),
+        "{e:?}"
+    );
 
     // Resuming from the second page: nothing left to do but s5.
     let resumed = layer
-        .rotate_all(RotateOptions::default().page_size(3).resume_from(resume), |_| {})
+        .rotate_all(
+            RotateOptions::default().page_size(3).resume_from(resume),
+            |_| {},
+        )
         .await
         .unwrap();
     assert_eq!(resumed.reencrypted, 0);
@@ -199,7 +263,10 @@ async fn rotate_all_resumes_skips_current_sessions_and_reports_failures() {
     let v = inner.load(&sid("s0")).await.unwrap().unwrap().version;
     let done = layer.reencrypt(&sid("s0")).await.unwrap();
     assert_eq!((done.values, done.version), (0, Some(v)));
-    assert_eq!(layer.reencrypt(&sid("missing")).await.unwrap().version, None);
+    assert_eq!(
+        layer.reencrypt(&sid("missing")).await.unwrap().version,
+        None
+    );
 }
 
 #[tokio::test]
@@ -207,7 +274,11 @@ async fn plaintext_sessions_migrate_through_rotation() {
     let inner = support::memory();
     let id = sid("legacy");
     inner
-        .append(&id, vec![Message::user("written before encryption")], Expect::Any)
+        .append(
+            &id,
+            vec![Message::user("written before encryption")],
+            Expect::Any,
+        )
         .await
         .unwrap();
     let strict = Encrypted::new(Arc::clone(&inner), ring("k1", 1));
@@ -215,11 +286,17 @@ async fn plaintext_sessions_migrate_through_rotation() {
     let migrating = Encrypted::builder(Arc::clone(&inner), ring("k1", 1))
         .accept_plaintext(true)
         .build();
-    let report = migrating.rotate_all(RotateOptions::default(), |_| {}).await.unwrap();
+    let report = migrating
+        .rotate_all(RotateOptions::default(), |_| {})
+        .await
+        .unwrap();
     assert_eq!(report.values, 1);
     let raw = inner.load(&id).await.unwrap().unwrap();
     assert!(!format!("{raw:?}").contains("before encryption"));
-    assert_eq!(strict.load(&id).await.unwrap().unwrap().messages[0].text(), "written before encryption");
+    assert_eq!(
+        strict.load(&id).await.unwrap().unwrap().messages[0].text(),
+        "written before encryption"
+    );
 }
 
 /// The layer planned an append at the positions it last saw, but the
@@ -231,13 +308,20 @@ async fn an_append_landing_elsewhere_than_planned_is_rebound() {
     let layer = Encrypted::new(Arc::clone(&inner), ring("k1", 1));
     let other = Encrypted::new(Arc::clone(&inner), ring("k1", 1));
     let id = sid("aba");
-    layer.append(&id, vec![Message::user("one")], Expect::Any).await.unwrap();
+    layer
+        .append(&id, vec![Message::user("one")], Expect::Any)
+        .await
+        .unwrap();
     let seen = layer.load_recent(&id, 0).await.unwrap().unwrap();
     assert_eq!((seen.version, seen.total_messages), (1, 1));
     // Re-created elsewhere: version 1 again, two messages.
     other.delete(&id).await.unwrap();
     other
-        .append(&id, vec![Message::user("x"), Message::user("y")], Expect::Any)
+        .append(
+            &id,
+            vec![Message::user("x"), Message::user("y")],
+            Expect::Any,
+        )
         .await
         .unwrap();
     let done = layer

@@ -113,10 +113,20 @@ impl Store for Sqlite {
     async fn list(&self, query: &ListQuery) -> Result<ListPage> {
         self.store.list(query).await
     }
-    async fn merge_metadata(&self, id: &SessionId, patch: Metadata, expect: Expect) -> Result<Version> {
+    async fn merge_metadata(
+        &self,
+        id: &SessionId,
+        patch: Metadata,
+        expect: Expect,
+    ) -> Result<Version> {
         self.store.merge_metadata(id, patch, expect).await
     }
-    async fn add_summary(&self, id: &SessionId, summary: Summary, expect: Expect) -> Result<Version> {
+    async fn add_summary(
+        &self,
+        id: &SessionId,
+        summary: Summary,
+        expect: Expect,
+    ) -> Result<Version> {
         self.store.add_summary(id, summary, expect).await
     }
     async fn touch(&self, id: &SessionId) -> Result<bool> {
