@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use statestore_core::{
     Append, Appended, ConversationState, Error as StoreError, Expect, IdempotencyKey, ListPage,
-    ListQuery, Metadata, RecentState, Result as StoreResult, SessionId, Store, Summary, Timestamp,
-    Version, async_trait, check_fork_ids,
+    ListQuery, Message, Metadata, RecentState, Result as StoreResult, SessionId, Store, Summary,
+    Timestamp, Version, async_trait, check_fork_ids,
 };
 
 use crate::envelope::Sealer;
@@ -45,7 +45,15 @@ pub(crate) struct Layer {
     /// Appends to one session through this layer take turns, so they do
     /// not make each other retry.
     appending: SessionLocks,
+    /// Messages recently opened or sealed here: (session, position) → (as
+    /// stored, opened). A stored message equal to the one cached opens to
+    /// the cached one (decryption is deterministic), so a turn's window is
+    /// not decrypted again every turn.
+    opened: Mutex<HashMap<(SessionId, u64), (Arc<Message>, Arc<Message>)>>,
 }
+
+/// Messages the layer keeps opened, at most.
+const OPENED_CAPACITY: usize = 16_384;
 
 impl Layer {
     fn new(
@@ -62,6 +70,7 @@ impl Layer {
             plaintext_ok,
             known: Mutex::new(HashMap::new()),
             appending: SessionLocks::default(),
+            opened: Mutex::new(HashMap::new()),
         }
     }
 
@@ -129,17 +138,83 @@ impl Layer {
         }
     }
 
+    /// Forgets every opened message (the key ring changed).
+    pub(crate) fn clear_opened(&self) {
+        self.opened
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+    }
+
+    fn cache_opened(
+        &self,
+        id: &SessionId,
+        entries: impl IntoIterator<Item = (u64, Arc<Message>, Arc<Message>)>,
+    ) {
+        let mut opened = self.opened.lock().unwrap_or_else(PoisonError::into_inner);
+        for (position, stored, open) in entries {
+            if opened.len() >= OPENED_CAPACITY {
+                opened.clear();
+            }
+            opened.insert((id.clone(), position), (stored, open));
+        }
+    }
+
+    /// `messages` (stored from position `first`) opened, from the cache
+    /// where the stored form is unchanged.
+    fn open_messages(
+        &self,
+        codec: Codec<'_>,
+        id: &SessionId,
+        first: u64,
+        messages: Vec<Arc<Message>>,
+    ) -> crate::Result<Vec<Arc<Message>>> {
+        let mut out = Vec::with_capacity(messages.len());
+        let mut fresh = Vec::new();
+        {
+            let opened = self.opened.lock().unwrap_or_else(PoisonError::into_inner);
+            for (position, stored) in (first..).zip(&messages) {
+                match opened.get(&(id.clone(), position)) {
+                    Some((was, open)) if Arc::ptr_eq(was, stored) || **was == **stored => {
+                        out.push(Some(Arc::clone(open)));
+                    }
+                    _ => out.push(None),
+                }
+            }
+        }
+        let mut result = Vec::with_capacity(messages.len());
+        for ((position, stored), cached) in (first..).zip(messages).zip(out) {
+            let open = match cached {
+                Some(open) => open,
+                None => {
+                    let open = Arc::new(codec.open_message(id, position, &stored)?);
+                    fresh.push((position, stored, Arc::clone(&open)));
+                    open
+                }
+            };
+            result.push(open);
+        }
+        if !fresh.is_empty() {
+            self.cache_opened(id, fresh);
+        }
+        Ok(result)
+    }
+
     pub(crate) async fn load(&self, id: &SessionId) -> StoreResult<Option<ConversationState>> {
-        let Some(raw) = self.inner.load(id).await? else {
+        let Some(mut raw) = self.inner.load(id).await? else {
             self.forget(id);
             return Ok(None);
         };
         self.remember(id, raw.version, raw.messages.len() as u64);
         let keys = self.keys();
-        self.codec(keys.as_ref())
-            .open_state(&raw)
-            .map(Some)
-            .map_err(|e| self.err(e))
+        let codec = self.codec(keys.as_ref());
+        let messages = std::mem::take(&mut raw.messages);
+        let open = || -> crate::Result<ConversationState> {
+            let mut state = codec.open_state(&raw)?;
+            state.messages = self.open_messages(codec, id, 0, messages)?;
+            Ok(state)
+        };
+        open().map(Some).map_err(|e| self.err(e))
     }
 
     pub(crate) async fn load_recent_with(
@@ -154,10 +229,16 @@ impl Layer {
         };
         self.remember(id, raw.version, raw.total_messages);
         let keys = self.keys();
-        self.codec(keys.as_ref())
-            .open_recent(raw)
-            .map(Some)
-            .map_err(|e| self.err(e))
+        let codec = self.codec(keys.as_ref());
+        let mut raw = raw;
+        let first = raw.first_position();
+        let messages = std::mem::take(&mut raw.messages);
+        let open = || -> crate::Result<RecentState> {
+            let mut recent = codec.open_recent(raw)?;
+            recent.messages = self.open_messages(codec, id, first, messages)?;
+            Ok(recent)
+        };
+        open().map(Some).map_err(|e| self.err(e))
     }
 
     pub(crate) async fn save(
@@ -244,6 +325,7 @@ impl Layer {
             let keys = self.keys();
             let codec = self.codec(keys.as_ref());
             let sealed = codec.seal_messages(id, first, &append.messages)?;
+            let stored: Vec<Arc<Message>> = sealed.iter().cloned().map(Arc::new).collect();
             match self
                 .inner
                 .append_with(id, with_messages(&append, sealed, guard))
@@ -252,7 +334,15 @@ impl Layer {
                 Ok(done) if done.replayed => return Ok(done),
                 Ok(done) => {
                     self.remember(id, done.version, done.first_position + done.messages);
-                    if done.first_position != first {
+                    if done.first_position == first {
+                        self.cache_opened(
+                            id,
+                            (first..)
+                                .zip(stored)
+                                .zip(&append.messages)
+                                .map(|((p, s), m)| (p, s, Arc::new(m.clone()))),
+                        );
+                    } else {
                         self.repair(id, &done, first, codec).await;
                     }
                     drop(gate);
@@ -617,6 +707,8 @@ impl Encrypted {
     pub async fn set_keyring(&self, keys: KeyRing) {
         let _exclusive = self.layer.gate.write().await;
         *self.keys.write().unwrap_or_else(PoisonError::into_inner) = keys;
+        // Cached plaintext must not outlive a key removed from the ring.
+        self.layer.clear_opened();
     }
 }
 
