@@ -353,6 +353,12 @@ fn per_turn(c: &mut Criterion) {
         .build();
     bench_turns(&mut group, &rt, "encrypted", &uncompressed);
     group.finish();
+    interleaved(
+        &rt,
+        "memory",
+        &*plain,
+        &[("encrypted+zstd", &layered), ("encrypted", &uncompressed)],
+    );
 
     let server = RedisServer::start().unwrap();
     let mut group = c.benchmark_group("crypto/turn(redis, 1 KB messages)");
@@ -364,6 +370,70 @@ fn per_turn(c: &mut Criterion) {
     let layered = Encrypted::new(Arc::clone(&redis), ring());
     bench_turns(&mut group, &rt, "encrypted+zstd", &layered);
     group.finish();
+    let uncompressed = Encrypted::builder(Arc::clone(&redis), ring())
+        .compression(Compression::none())
+        .build();
+    interleaved(
+        &rt,
+        "redis",
+        &*redis,
+        &[("encrypted+zstd", &layered), ("encrypted", &uncompressed)],
+    );
+}
+
+/// The layer's overhead measured in alternation with the plain store (a
+/// shared VM's load moves between criterion's sequential runs): 30 rounds
+/// of 100 turns each, plain and layered in turn; medians per turn.
+fn interleaved(
+    rt: &tokio::runtime::Runtime,
+    backend: &str,
+    plain: &dyn Store,
+    layered: &[(&str, &dyn Store)],
+) {
+    let mut words = Words(42);
+    let history: Vec<Message> = (0..40)
+        .map(|i| kib_message(&mut words, i % 2 == 0))
+        .collect();
+    let (q, a) = (
+        kib_message(&mut words, true),
+        kib_message(&mut words, false),
+    );
+    let mut stores: Vec<(&str, &dyn Store)> = vec![("plain", plain)];
+    stores.extend_from_slice(layered);
+    let mut times: Vec<Vec<f64>> = vec![Vec::new(); stores.len()];
+    rt.block_on(async {
+        for _ in 0..30 {
+            for (i, (name, store)) in stores.iter().enumerate() {
+                let id = SessionId::new(format!("interleaved-{name}")).unwrap();
+                store.delete(&id).await.unwrap();
+                store
+                    .append(&id, history.clone(), Expect::Any)
+                    .await
+                    .unwrap();
+                turn(*store, &id, &q, &a).await;
+                let start = Instant::now();
+                for _ in 0..100 {
+                    turn(*store, &id, &q, &a).await;
+                }
+                times[i].push(start.elapsed().as_secs_f64() * 1e6 / 100.0);
+            }
+        }
+    });
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let base = median(&mut times[0]);
+    println!(
+        "bench-metric: crypto/interleaved({backend})/plain = {base:.1} µs per turn (median of 30 rounds of 100)"
+    );
+    for (i, (name, _)) in stores.iter().enumerate().skip(1) {
+        let t = median(&mut times[i]);
+        println!(
+            "bench-metric: crypto/interleaved({backend})/{name} = {t:.1} µs per turn, +{:.1} % over plain",
+            (t / base - 1.0) * 100.0
+        );
+    }
 }
 
 fn seal_and_open(c: &mut Criterion) {
