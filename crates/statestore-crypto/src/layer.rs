@@ -49,8 +49,11 @@ pub(crate) struct Layer {
     /// stored, opened). A stored message equal to the one cached opens to
     /// the cached one (decryption is deterministic), so a turn's window is
     /// not decrypted again every turn.
-    opened: Mutex<HashMap<(SessionId, u64), (Arc<Message>, Arc<Message>)>>,
+    opened: Mutex<HashMap<(SessionId, u64), Opened>>,
 }
+
+/// A message as stored, and opened.
+type Opened = (Arc<Message>, Arc<Message>);
 
 /// Messages the layer keeps opened, at most.
 const OPENED_CAPACITY: usize = 16_384;
