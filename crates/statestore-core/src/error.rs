@@ -102,6 +102,28 @@ pub enum Error {
         source: Option<BoxError>,
     },
 
+    /// A value of the session is encrypted and cannot be decrypted: its key
+    /// id is not in the key ring, the key is wrong, the bytes were changed,
+    /// or the value was moved there from another session, position or
+    /// field. Raised by encryption layers (`statestore-crypto`), for the
+    /// session alone; nothing was written. `source`, when present, is the
+    /// layer's own typed error.
+    #[error("session {id}: cannot decrypt {detail}{}", match key_id {
+        Some(k) => format!(" (key id {k:?})"),
+        None => String::new(),
+    })]
+    Decryption {
+        /// The session.
+        id: SessionId,
+        /// The key id the stored value names, when it could be read.
+        key_id: Option<String>,
+        /// Which value, e.g. `"message 3"` (never its content).
+        detail: String,
+        /// The layer's error.
+        #[source]
+        source: Option<BoxError>,
+    },
+
     /// The session was written by a newer version of this library, with a
     /// schema this version cannot read. Upgrade the reader.
     #[error("session {id} uses storage schema {found}; this build reads up to {supported}")]
@@ -195,7 +217,9 @@ impl Error {
                 WriteOutcome::Unknown
             }
             Self::NotReplicated { .. } => WriteOutcome::Written,
-            // Refused by a check that runs before anything is written.
+            // Refused by a check that runs before anything is written. An
+            // encryption layer raises `Decryption` only from reads, and from
+            // the read a write of its own starts with (fork, re-encryption).
             _ => WriteOutcome::NotWritten,
         }
     }
@@ -237,6 +261,22 @@ mod tests {
         assert_eq!(
             e.to_string(),
             r#"conflict on session "a b": expected version 3, found no session"#
+        );
+    }
+
+    #[test]
+    fn a_decryption_failure_wrote_nothing_and_names_the_key() {
+        let e = Error::Decryption {
+            id: SessionId::new("s").unwrap(),
+            key_id: Some("2025-06".into()),
+            detail: "message 3".into(),
+            source: None,
+        };
+        assert_eq!(e.write_outcome(), WriteOutcome::NotWritten);
+        assert!(!e.is_transient());
+        assert_eq!(
+            e.to_string(),
+            r#"session "s": cannot decrypt message 3 (key id "2025-06")"#
         );
     }
 }

@@ -60,6 +60,15 @@ pub mod pipeline {
     pub use ::pipeline::*;
 }
 
+/// Encryption at rest with key rotation, and compression:
+/// [`Encrypted`](crypto::Encrypted) and [`Compressed`](crypto::Compressed)
+/// wrap any `Arc<dyn Store>` (the `statestore-crypto` crate).
+#[cfg(feature = "crypto")]
+#[cfg_attr(docsrs, doc(cfg(feature = "crypto")))]
+pub mod crypto {
+    pub use statestore_crypto::*;
+}
+
 /// The workspace README's examples, compiled and run as doctests.
 #[cfg(all(doctest, feature = "pipeline", feature = "memory"))]
 #[doc = include_str!("../../../README.md")]

@@ -1,0 +1,511 @@
+//! The envelope: what one sealed value looks like at rest.
+//!
+//! ```text
+//! byte  0      format version (1)
+//! byte  1      algorithm: 0 none (compression only), 1 XChaCha20-Poly1305
+//! byte  2      compression: 0 none, 1 zstd (a frame that records its size)
+//! byte  3      key id length k (0 for algorithm 0, 1..=64 otherwise)
+//! 4..4+k       key id (ASCII)
+//! then         24-byte random nonce (algorithm 1)
+//! then         the body (compressed or not), encrypted, then the 16-byte tag (algorithm 1)
+//! ```
+//!
+//! Stored as text: `sealed:` and the unpadded standard base64 of those bytes.
+//!
+//! The associated data of the AEAD is a domain string, the whole header
+//! (format, algorithm, compression flag, key id, nonce) and the value's
+//! [`Binding`]: the session id and the place of the value — a message's
+//! position with its clear role, token count and timestamp; a summary's
+//! index with its range, token count and time; a metadata key; the system
+//! prompt. Each variable-length part is length-prefixed, so no two
+//! bindings encode alike. Changing any header byte, moving the value to
+//! another session, position or field, or changing the clear fields it
+//! travels with fails authentication.
+
+use std::cell::RefCell;
+use std::ops::Range;
+
+use base64::Engine as _;
+use chacha20poly1305::aead::{AeadCore as _, AeadInPlace as _, OsRng};
+use statestore_core::{Role, SessionId, Timestamp, TokenCount};
+
+use crate::{Error, Field, KeyRing};
+
+/// The envelope format this build writes and reads.
+pub(crate) const FORMAT: u8 = 1;
+/// How a sealed value starts when stored as text.
+pub(crate) const PREFIX: &str = "sealed:";
+/// The largest body a compressed envelope may expand to.
+pub(crate) const MAX_BODY: u64 = 64 << 20;
+
+const ALG_NONE: u8 = 0;
+const ALG_XCHACHA: u8 = 1;
+const CODEC_NONE: u8 = 0;
+const CODEC_ZSTD: u8 = 1;
+const NONCE_LEN: usize = 24;
+const TAG_LEN: usize = 16;
+const AAD_DOMAIN: &[u8] = b"statestore-crypto/envelope\0";
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD_NO_PAD;
+
+/// Compression of sealed bodies: zstd above a size threshold (the
+/// default), or none.
+///
+/// A body is compressed before it is encrypted when it is at least
+/// `threshold` bytes long, and stored compressed only when that made it
+/// smaller; the envelope records which. See the crate README for the
+/// measurements behind the defaults.
+///
+/// ```
+/// use statestore_crypto::Compression;
+///
+/// let c = Compression::zstd().level(3).threshold(256);
+/// assert_eq!(c.threshold_bytes(), Some(256));
+/// assert_eq!(Compression::none().threshold_bytes(), None);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Compression {
+    zstd: Option<(i32, usize)>,
+}
+
+impl Compression {
+    /// The default zstd level.
+    pub const DEFAULT_LEVEL: i32 = 3;
+    /// The default threshold, in bytes of the serialized body.
+    pub const DEFAULT_THRESHOLD: usize = 256;
+
+    /// No compression.
+    #[must_use]
+    pub const fn none() -> Self {
+        Self { zstd: None }
+    }
+
+    /// zstd at [`Compression::DEFAULT_LEVEL`] for bodies of at least
+    /// [`Compression::DEFAULT_THRESHOLD`] bytes.
+    #[must_use]
+    pub const fn zstd() -> Self {
+        Self {
+            zstd: Some((Self::DEFAULT_LEVEL, Self::DEFAULT_THRESHOLD)),
+        }
+    }
+
+    /// Sets the zstd level (1 fastest … 19 smallest; negative: faster still).
+    #[must_use]
+    pub const fn level(self, level: i32) -> Self {
+        match self.zstd {
+            Some((_, t)) => Self {
+                zstd: Some((level, t)),
+            },
+            None => self,
+        }
+    }
+
+    /// Compresses only bodies of at least `bytes` bytes.
+    #[must_use]
+    pub const fn threshold(self, bytes: usize) -> Self {
+        match self.zstd {
+            Some((l, _)) => Self {
+                zstd: Some((l, bytes)),
+            },
+            None => self,
+        }
+    }
+
+    /// The threshold, or `None` when compression is off.
+    #[must_use]
+    pub const fn threshold_bytes(&self) -> Option<usize> {
+        match self.zstd {
+            Some((_, t)) => Some(t),
+            None => None,
+        }
+    }
+}
+
+impl Default for Compression {
+    fn default() -> Self {
+        Self::zstd()
+    }
+}
+
+/// The place a value is bound to (with its session id).
+#[derive(Clone, Debug)]
+pub(crate) enum Place<'a> {
+    Message {
+        position: u64,
+        role: Role,
+        token_count: Option<&'a TokenCount>,
+        timestamp: Option<Timestamp>,
+    },
+    Summary {
+        index: u64,
+        covers: Range<u64>,
+        token_count: Option<u32>,
+        created_at: Timestamp,
+    },
+    Metadata(&'a str),
+    SystemPrompt,
+}
+
+impl Place<'_> {
+    pub(crate) fn field(&self) -> Field {
+        match self {
+            Self::Message { position, .. } => Field::Message(*position),
+            Self::Summary { index, .. } => Field::Summary(*index),
+            Self::Metadata(k) => Field::Metadata((*k).to_owned()),
+            Self::SystemPrompt => Field::SystemPrompt,
+        }
+    }
+
+    fn encode(&self, out: &mut Vec<u8>) {
+        fn bytes(out: &mut Vec<u8>, b: &[u8]) {
+            out.extend_from_slice(&(b.len() as u64).to_be_bytes());
+            out.extend_from_slice(b);
+        }
+        match self {
+            Self::Message {
+                position,
+                role,
+                token_count,
+                timestamp,
+            } => {
+                out.push(1);
+                out.extend_from_slice(&position.to_be_bytes());
+                bytes(out, role.as_str().as_bytes());
+                match token_count {
+                    Some(t) => {
+                        out.push(1);
+                        bytes(out, t.encoding.as_bytes());
+                        out.extend_from_slice(&t.tokens.to_be_bytes());
+                    }
+                    None => out.push(0),
+                }
+                match timestamp {
+                    Some(t) => {
+                        out.push(1);
+                        out.extend_from_slice(&t.as_unix_millis().to_be_bytes());
+                    }
+                    None => out.push(0),
+                }
+            }
+            Self::Summary {
+                index,
+                covers,
+                token_count,
+                created_at,
+            } => {
+                out.push(2);
+                out.extend_from_slice(&index.to_be_bytes());
+                out.extend_from_slice(&covers.start.to_be_bytes());
+                out.extend_from_slice(&covers.end.to_be_bytes());
+                match token_count {
+                    Some(t) => {
+                        out.push(1);
+                        out.extend_from_slice(&t.to_be_bytes());
+                    }
+                    None => out.push(0),
+                }
+                out.extend_from_slice(&created_at.as_unix_millis().to_be_bytes());
+            }
+            Self::Metadata(key) => {
+                out.push(3);
+                bytes(out, key.as_bytes());
+            }
+            Self::SystemPrompt => out.push(4),
+        }
+    }
+}
+
+/// What went wrong opening an envelope, before the session and field are
+/// attached ([`Fault::at`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Fault {
+    Malformed(String),
+    Format(u8),
+    UnknownKey(String),
+    Integrity(String),
+    NotEncrypted,
+}
+
+impl Fault {
+    pub(crate) fn at(self, id: &SessionId, field: Field) -> Error {
+        let id = id.clone();
+        match self {
+            Self::Malformed(reason) => Error::Malformed { id, field, reason },
+            Self::Format(found) => Error::UnsupportedFormat {
+                id,
+                field,
+                found,
+                supported: FORMAT,
+            },
+            Self::UnknownKey(key_id) => Error::UnknownKey { id, field, key_id },
+            Self::Integrity(key_id) => Error::Integrity { id, field, key_id },
+            Self::NotEncrypted => Error::NotEncrypted { id, field },
+        }
+    }
+}
+
+/// A parsed envelope header.
+#[derive(Debug)]
+pub(crate) struct Header<'a> {
+    algorithm: u8,
+    codec: u8,
+    key_id: &'a str,
+    nonce: &'a [u8],
+    /// Header length in bytes.
+    len: usize,
+}
+
+impl Header<'_> {
+    /// Whether the envelope is encrypted under `key_id`.
+    pub(crate) fn encrypted_under(&self, key_id: &str) -> bool {
+        self.algorithm == ALG_XCHACHA && self.key_id == key_id
+    }
+}
+
+/// Whether `text` is a sealed value's text form.
+pub(crate) fn is_sealed(text: &str) -> bool {
+    text.starts_with(PREFIX)
+}
+
+/// The envelope bytes of a sealed value's text.
+pub(crate) fn decode_text(text: &str) -> Result<Vec<u8>, Fault> {
+    let b64 = text
+        .strip_prefix(PREFIX)
+        .ok_or_else(|| Fault::Malformed(format!("it does not start with {PREFIX:?}")))?;
+    B64.decode(b64)
+        .map_err(|_| Fault::Malformed("it is not valid base64".into()))
+}
+
+/// Parses the header of envelope `bytes`.
+pub(crate) fn header(bytes: &[u8]) -> Result<Header<'_>, Fault> {
+    let truncated = || Fault::Malformed(format!("truncated at {} bytes", bytes.len()));
+    let [format, algorithm, codec, key_len, rest @ ..] = bytes else {
+        // A format byte alone still says which format it claims.
+        return match bytes.first() {
+            Some(&f) if f != FORMAT => Err(Fault::Format(f)),
+            _ => Err(truncated()),
+        };
+    };
+    if *format != FORMAT {
+        return Err(Fault::Format(*format));
+    }
+    if !matches!(*codec, CODEC_NONE | CODEC_ZSTD) {
+        return Err(Fault::Malformed(format!("unknown compression {codec}")));
+    }
+    let key_len = usize::from(*key_len);
+    match *algorithm {
+        ALG_NONE => {
+            if key_len != 0 {
+                return Err(Fault::Malformed("a key id on an unencrypted value".into()));
+            }
+            Ok(Header {
+                algorithm: ALG_NONE,
+                codec: *codec,
+                key_id: "",
+                nonce: &[],
+                len: 4,
+            })
+        }
+        ALG_XCHACHA => {
+            if key_len == 0 {
+                return Err(Fault::Malformed("an empty key id".into()));
+            }
+            let (Some(key_id), Some(nonce)) =
+                (rest.get(..key_len), rest.get(key_len..key_len + NONCE_LEN))
+            else {
+                return Err(truncated());
+            };
+            let key_id = std::str::from_utf8(key_id)
+                .map_err(|_| Fault::Malformed("the key id is not UTF-8".into()))?;
+            let len = 4 + key_len + NONCE_LEN;
+            if bytes.len() < len + TAG_LEN {
+                return Err(truncated());
+            }
+            Ok(Header {
+                algorithm: ALG_XCHACHA,
+                codec: *codec,
+                key_id,
+                nonce,
+                len,
+            })
+        }
+        other => Err(Fault::Malformed(format!("unknown algorithm {other}"))),
+    }
+}
+
+fn associated_data(header: &[u8], session: &SessionId, place: &Place<'_>) -> Vec<u8> {
+    let id = session.as_str().as_bytes();
+    let mut aad = Vec::with_capacity(AAD_DOMAIN.len() + header.len() + id.len() + 48);
+    aad.extend_from_slice(AAD_DOMAIN);
+    aad.extend_from_slice(&(header.len() as u64).to_be_bytes());
+    aad.extend_from_slice(header);
+    aad.extend_from_slice(&(id.len() as u64).to_be_bytes());
+    aad.extend_from_slice(id);
+    place.encode(&mut aad);
+    aad
+}
+
+thread_local! {
+    static COMPRESSOR: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
+        const { RefCell::new(None) };
+    static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        const { RefCell::new(None) };
+}
+
+/// `body` compressed with zstd at `level`, when that is smaller. The
+/// compression contexts are kept per thread: making one costs more than
+/// compressing a message.
+fn compress(body: &[u8], level: i32) -> Option<Vec<u8>> {
+    COMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.as_ref().is_none_or(|(l, _)| *l != level) {
+            *slot = zstd::bulk::Compressor::new(level).ok().map(|c| (level, c));
+        }
+        let (_, compressor) = slot.as_mut()?;
+        let packed = compressor.compress(body).ok()?;
+        (packed.len() < body.len()).then_some(packed)
+    })
+}
+
+fn decompress(packed: &[u8]) -> Result<Vec<u8>, Fault> {
+    let size = match zstd::zstd_safe::get_frame_content_size(packed) {
+        Ok(Some(size)) => size,
+        Ok(None) => return Err(Fault::Malformed("a zstd frame without its size".into())),
+        Err(_) => return Err(Fault::Malformed("not a zstd frame".into())),
+    };
+    if size > MAX_BODY {
+        return Err(Fault::Malformed(format!(
+            "the body claims {size} bytes; the limit is {MAX_BODY}"
+        )));
+    }
+    let capacity = usize::try_from(size).map_err(|_| Fault::Malformed("too large".into()))?;
+    DECOMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.is_none() {
+            *slot = zstd::bulk::Decompressor::new().ok();
+        }
+        let decompressor = slot
+            .as_mut()
+            .ok_or_else(|| Fault::Malformed("no zstd context".into()))?;
+        let body = decompressor
+            .decompress(packed, capacity)
+            .map_err(|_| Fault::Malformed("the zstd frame does not decompress".into()))?;
+        if body.len() as u64 != size {
+            return Err(Fault::Malformed(
+                "the zstd frame is shorter than it claims".into(),
+            ));
+        }
+        Ok(body)
+    })
+}
+
+/// Seals and opens values for one session: encryption with the current
+/// key of a ring (or none: compression only), compression per
+/// [`Compression`].
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Sealer<'a> {
+    pub(crate) keys: Option<&'a KeyRing>,
+    pub(crate) compression: Compression,
+}
+
+impl Sealer<'_> {
+    /// The envelope bytes of `body`, bound to `session` and `place`.
+    pub(crate) fn seal_bytes(
+        &self,
+        body: &[u8],
+        session: &SessionId,
+        place: &Place<'_>,
+    ) -> Vec<u8> {
+        let packed = match self.compression.zstd {
+            Some((level, threshold)) if body.len() >= threshold => compress(body, level),
+            _ => None,
+        };
+        let (codec, payload) = match &packed {
+            Some(p) => (CODEC_ZSTD, p.as_slice()),
+            None => (CODEC_NONE, body),
+        };
+        let Some(keys) = self.keys else {
+            let mut out = Vec::with_capacity(4 + payload.len());
+            out.extend_from_slice(&[FORMAT, ALG_NONE, codec, 0]);
+            out.extend_from_slice(payload);
+            return out;
+        };
+        let key = keys.current();
+        let key_id = key.id().as_bytes();
+        let nonce = chacha20poly1305::XChaCha20Poly1305::generate_nonce(&mut OsRng);
+        let header_len = 4 + key_id.len() + NONCE_LEN;
+        let mut out = Vec::with_capacity(header_len + payload.len() + TAG_LEN);
+        // Key ids are checked to be 1..=64 bytes when a key is made.
+        let key_len = u8::try_from(key_id.len()).unwrap_or(u8::MAX);
+        out.extend_from_slice(&[FORMAT, ALG_XCHACHA, codec, key_len]);
+        out.extend_from_slice(key_id);
+        out.extend_from_slice(&nonce);
+        let aad = associated_data(&out, session, place);
+        out.extend_from_slice(payload);
+        let (_, text) = out.split_at_mut(header_len);
+        match key.cipher().encrypt_in_place_detached(&nonce, &aad, text) {
+            Ok(tag) => out.extend_from_slice(&tag),
+            // Only for bodies over 256 GiB, which no store accepts.
+            Err(_) => out.truncate(header_len),
+        }
+        out
+    }
+
+    /// The text form of [`Sealer::seal_bytes`].
+    pub(crate) fn seal(&self, body: &[u8], session: &SessionId, place: &Place<'_>) -> String {
+        let bytes = self.seal_bytes(body, session, place);
+        let mut text = String::with_capacity(PREFIX.len() + bytes.len() * 4 / 3 + 4);
+        text.push_str(PREFIX);
+        B64.encode_string(&bytes, &mut text);
+        text
+    }
+
+    /// The body of envelope `bytes` bound to `session` and `place`.
+    /// `plaintext_ok`: whether an unencrypted envelope is acceptable.
+    pub(crate) fn open_bytes(
+        &self,
+        bytes: &[u8],
+        session: &SessionId,
+        place: &Place<'_>,
+        plaintext_ok: bool,
+    ) -> Result<Vec<u8>, Fault> {
+        let header = header(bytes)?;
+        let (head, rest) = bytes.split_at(header.len);
+        let packed = if header.algorithm == ALG_XCHACHA {
+            let key = match self.keys.and_then(|k| k.get(header.key_id)) {
+                Some(key) => key,
+                None => return Err(Fault::UnknownKey(header.key_id.to_owned())),
+            };
+            let (text, tag) = rest.split_at(rest.len() - TAG_LEN);
+            let mut body = text.to_vec();
+            let aad = associated_data(head, session, place);
+            key.cipher()
+                .decrypt_in_place_detached(header.nonce.into(), &aad, &mut body, tag.into())
+                .map_err(|_| Fault::Integrity(header.key_id.to_owned()))?;
+            body
+        } else {
+            if self.keys.is_some() && !plaintext_ok {
+                return Err(Fault::NotEncrypted);
+            }
+            rest.to_vec()
+        };
+        match header.codec {
+            CODEC_ZSTD => decompress(&packed),
+            _ => Ok(packed),
+        }
+    }
+
+    /// [`Sealer::open_bytes`] of a value's text form.
+    pub(crate) fn open(
+        &self,
+        text: &str,
+        session: &SessionId,
+        place: &Place<'_>,
+        plaintext_ok: bool,
+    ) -> Result<Vec<u8>, Fault> {
+        self.open_bytes(&decode_text(text)?, session, place, plaintext_ok)
+    }
+}
+
+#[cfg(test)]
+mod tests;

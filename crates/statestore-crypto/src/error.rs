@@ -1,0 +1,236 @@
+//! The crate's one error type, and how it maps into the store's.
+
+use std::fmt;
+
+use statestore_core::SessionId;
+
+/// Which stored value of a session an error is about. Names a place, never
+/// content: metadata keys are stored in the clear anyway.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Field {
+    /// The message at this position of the history (0-based).
+    Message(u64),
+    /// The summary at this index of the session's summaries (0-based).
+    Summary(u64),
+    /// The session metadata value under this key.
+    Metadata(String),
+    /// The session's system prompt.
+    SystemPrompt,
+}
+
+impl fmt::Display for Field {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Message(p) => write!(f, "message {p}"),
+            Self::Summary(i) => write!(f, "summary {i}"),
+            Self::Metadata(k) => write!(f, "metadata value {k:?}"),
+            Self::SystemPrompt => f.write_str("the system prompt"),
+        }
+    }
+}
+
+/// Everything this crate can fail with.
+///
+/// Messages name the session, the [`Field`] and the key id involved, and
+/// never contain key material or stored content. Through the [`Store`]
+/// interface these errors arrive as [`statestore_core::Error::Decryption`]
+/// (encrypted values) or [`statestore_core::Error::Corrupt`] (compressed
+/// values), with this error as their source: [`Error::from_store`] finds it.
+///
+/// [`Store`]: statestore_core::Store
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A key or key ring could not be made: wrong length, bad encoding, a
+    /// bad key id, a duplicate id, no current key, an unset environment
+    /// variable or an unreadable file. `source` names where it came from
+    /// (`"bytes"`, `"environment variable KEYS"`, a path, with a line number).
+    #[error("invalid key ({source_name}): {reason}")]
+    InvalidKey {
+        /// Where the key came from.
+        source_name: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// The value is encrypted under a key id the key ring does not hold
+    /// (removed too early, or a ring from another deployment).
+    #[error(
+        "session {id}: {field} is encrypted with key {key_id:?}, which the key ring does not hold"
+    )]
+    UnknownKey {
+        /// The session.
+        id: SessionId,
+        /// The value.
+        field: Field,
+        /// The key id its envelope names.
+        key_id: String,
+    },
+
+    /// Authentication failed: the key under this id is not the one that
+    /// encrypted the value, the bytes were changed, or the value was moved
+    /// here from another session, position or field.
+    #[error(
+        "session {id}: {field} failed authentication under key {key_id:?} \
+         (a wrong key, changed bytes, or a value moved from another session, position or field)"
+    )]
+    Integrity {
+        /// The session.
+        id: SessionId,
+        /// The value.
+        field: Field,
+        /// The key id its envelope names.
+        key_id: String,
+    },
+
+    /// The stored value is not an envelope this crate wrote: not base64,
+    /// truncated, an unknown algorithm or compression, clear fields beside
+    /// a sealed body, a body that does not decompress or parse.
+    #[error("session {id}: {field} is not a valid envelope: {reason}")]
+    Malformed {
+        /// The session.
+        id: SessionId,
+        /// The value.
+        field: Field,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// The envelope has a format version this build does not read (written
+    /// by a newer version of this crate).
+    #[error(
+        "session {id}: {field} uses envelope format {found}; this build reads format {supported}"
+    )]
+    UnsupportedFormat {
+        /// The session.
+        id: SessionId,
+        /// The value.
+        field: Field,
+        /// The format version found.
+        found: u8,
+        /// The one this build reads and writes.
+        supported: u8,
+    },
+
+    /// An encrypting layer found a value stored unencrypted (written
+    /// without the layer, or by a compression-only layer). Allow it while
+    /// migrating with [`EncryptedBuilder::accept_plaintext`](crate::EncryptedBuilder::accept_plaintext).
+    #[error("session {id}: {field} is stored unencrypted")]
+    NotEncrypted {
+        /// The session.
+        id: SessionId,
+        /// The value.
+        field: Field,
+    },
+
+    /// [`Encrypted::reencrypt`](crate::Encrypted::reencrypt) lost the race
+    /// against other writers this many times in a row and gave up; nothing
+    /// was written. Run it again (`rotate_all` resumes).
+    #[error(
+        "session {id}: re-encryption gave up after {attempts} conflicting writes; nothing was written"
+    )]
+    Busy {
+        /// The session.
+        id: SessionId,
+        /// Attempts made.
+        attempts: u32,
+    },
+
+    /// The underlying store failed.
+    #[error(transparent)]
+    Store(#[from] statestore_core::Error),
+}
+
+impl Error {
+    /// The session the error is about, when it is about one.
+    #[must_use]
+    pub fn session(&self) -> Option<&SessionId> {
+        match self {
+            Self::UnknownKey { id, .. }
+            | Self::Integrity { id, .. }
+            | Self::Malformed { id, .. }
+            | Self::UnsupportedFormat { id, .. }
+            | Self::NotEncrypted { id, .. }
+            | Self::Busy { id, .. } => Some(id),
+            Self::InvalidKey { .. } | Self::Store(_) => None,
+        }
+    }
+
+    /// The key id the error is about, when it names one.
+    #[must_use]
+    pub fn key_id(&self) -> Option<&str> {
+        match self {
+            Self::UnknownKey { key_id, .. } | Self::Integrity { key_id, .. } => Some(key_id),
+            _ => None,
+        }
+    }
+
+    /// The stored value the error is about, when it is about one.
+    #[must_use]
+    pub fn field(&self) -> Option<&Field> {
+        match self {
+            Self::UnknownKey { field, .. }
+            | Self::Integrity { field, .. }
+            | Self::Malformed { field, .. }
+            | Self::UnsupportedFormat { field, .. }
+            | Self::NotEncrypted { field, .. } => Some(field),
+            _ => None,
+        }
+    }
+
+    /// The error of this crate a store error carries as its source, if any:
+    /// how a caller of [`Store`](statestore_core::Store) methods on a layer
+    /// tells a missing key from tampered bytes.
+    ///
+    /// ```
+    /// # use statestore_crypto::Error;
+    /// # fn check(e: &statestore_core::Error) {
+    /// if let Some(Error::UnknownKey { key_id, .. }) = Error::from_store(e) {
+    ///     eprintln!("add key {key_id} back to the ring");
+    /// }
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn from_store(error: &statestore_core::Error) -> Option<&Self> {
+        let source = match error {
+            statestore_core::Error::Decryption {
+                source: Some(s), ..
+            }
+            | statestore_core::Error::Corrupt {
+                source: Some(s), ..
+            } => s,
+            _ => return None,
+        };
+        source.downcast_ref::<Self>()
+    }
+
+    /// Into the store's error: encryption failures become
+    /// [`statestore_core::Error::Decryption`], failures of a
+    /// compression-only layer [`statestore_core::Error::Corrupt`], both with
+    /// `self` as their source.
+    pub(crate) fn into_store(self, encrypted: bool) -> statestore_core::Error {
+        let (Some(id), Some(field)) = (self.session().cloned(), self.field().cloned()) else {
+            return match self {
+                Self::Store(e) => e,
+                other => statestore_core::Error::Backend {
+                    operation: "encryption layer",
+                    source: Box::new(other),
+                },
+            };
+        };
+        if encrypted {
+            statestore_core::Error::Decryption {
+                id,
+                key_id: self.key_id().map(str::to_owned),
+                detail: field.to_string(),
+                source: Some(Box::new(self)),
+            }
+        } else {
+            statestore_core::Error::corrupt(&id, format!("{field} cannot be decompressed"), self)
+        }
+    }
+}
+
+/// `Result<T, statestore_crypto::Error>`.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

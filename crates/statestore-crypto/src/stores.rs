@@ -1,0 +1,241 @@
+//! [`Encrypted`] and [`Compressed`]: the public `Store`s, each a thin
+//! wrapper that delegates every operation to the shared [`Layer`].
+
+use std::sync::{Arc, PoisonError, RwLock};
+
+use statestore_core::{
+    Append, Appended, ConversationState, Expect, IdempotencyKey, ListPage, ListQuery, Metadata,
+    RecentState, Result as StoreResult, SessionId, Store, Summary, Version, async_trait,
+};
+
+use crate::layer::Layer;
+use crate::{Compression, KeyRing};
+
+/// A [`Store`] that encrypts (and compresses) what it writes to another
+/// store, and decrypts what it reads. See the [crate docs](crate).
+///
+/// ```
+/// use std::sync::Arc;
+/// use statestore_core::{Expect, Message, SessionId, Store};
+/// use statestore_crypto::{Encrypted, Key, KeyRing};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let plain = Arc::new(statestore_memory::MemoryStore::new());
+/// let keys = KeyRing::new(Key::from_bytes("2025-06", &[42u8; 32])?);
+/// let store = Encrypted::new(plain.clone(), keys);
+///
+/// let id = SessionId::new("s")?;
+/// store.append(&id, vec![Message::user("my card is 4111 1111")], Expect::Any).await?;
+/// assert_eq!(store.load(&id).await?.unwrap().messages[0].text(), "my card is 4111 1111");
+/// // What the backend holds:
+/// let raw = plain.load(&id).await?.unwrap();
+/// assert!(!format!("{raw:?}").contains("4111"));
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct Encrypted {
+    pub(crate) layer: Layer,
+    keys: Arc<RwLock<KeyRing>>,
+}
+
+/// Builds an [`Encrypted`] layer with options.
+#[derive(Debug)]
+#[must_use]
+pub struct EncryptedBuilder {
+    inner: Arc<dyn Store>,
+    keys: KeyRing,
+    compression: Compression,
+    plaintext_ok: bool,
+}
+
+impl EncryptedBuilder {
+    /// Compression of bodies before encryption (default:
+    /// [`Compression::zstd`]).
+    pub fn compression(mut self, compression: Compression) -> Self {
+        self.compression = compression;
+        self
+    }
+
+    /// Whether values stored unencrypted (by the store alone, or a
+    /// [`Compressed`] layer) are read as they are — for migrating an
+    /// existing store: turn it on, run [`Encrypted::rotate_all`], turn it
+    /// off. Default `false`: such a value is an error
+    /// ([`Error::NotEncrypted`](crate::Error::NotEncrypted)), so no one
+    /// who can write to the backend can slip clear text into a
+    /// conversation.
+    pub fn accept_plaintext(mut self, accept: bool) -> Self {
+        self.plaintext_ok = accept;
+        self
+    }
+
+    /// The layer.
+    #[must_use]
+    pub fn build(self) -> Encrypted {
+        let keys = Arc::new(RwLock::new(self.keys));
+        Encrypted {
+            layer: Layer::new(
+                self.inner,
+                Some(Arc::clone(&keys)),
+                self.compression,
+                self.plaintext_ok,
+            ),
+            keys,
+        }
+    }
+}
+
+impl Encrypted {
+    /// Encrypts with `keys`' current key, compresses with the default
+    /// [`Compression`], refuses unencrypted values.
+    #[must_use]
+    pub fn new(inner: Arc<dyn Store>, keys: KeyRing) -> Self {
+        Self::builder(inner, keys).build()
+    }
+
+    /// A builder, to set compression or accept unencrypted values.
+    pub fn builder(inner: Arc<dyn Store>, keys: KeyRing) -> EncryptedBuilder {
+        EncryptedBuilder {
+            inner,
+            keys,
+            compression: Compression::default(),
+            plaintext_ok: false,
+        }
+    }
+
+    /// The store underneath (holding ciphertext).
+    #[must_use]
+    pub fn inner(&self) -> &Arc<dyn Store> {
+        &self.layer.inner
+    }
+
+    /// The key ring in use.
+    #[must_use]
+    pub fn keyring(&self) -> KeyRing {
+        self.keys
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Replaces the key ring: every write that starts afterwards uses its
+    /// current key. Waits for writes already sealing with the old ring to
+    /// finish, so when it returns nothing sealed with the old key is still
+    /// on its way to the store (from this layer; other processes switch
+    /// when they load the new ring).
+    pub async fn set_keyring(&self, keys: KeyRing) {
+        let _exclusive = self.layer.gate.write().await;
+        *self.keys.write().unwrap_or_else(PoisonError::into_inner) = keys;
+        // Cached plaintext must not outlive a key removed from the ring.
+        self.layer.clear_opened();
+    }
+}
+
+/// A [`Store`] that compresses large bodies it writes to another store
+/// (zstd), without encryption: smaller Redis memory and SQLite files.
+/// Values below the threshold, and values that do not shrink, are stored
+/// as they are; metadata is never compressed. Reads both.
+///
+/// ```
+/// use std::sync::Arc;
+/// use statestore_core::{Expect, Message, SessionId, Store};
+/// use statestore_crypto::Compressed;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> statestore_core::Result<()> {
+/// let store = Compressed::new(Arc::new(statestore_memory::MemoryStore::new()));
+/// let id = SessionId::new("s")?;
+/// let long = "the same sentence, said again. ".repeat(100);
+/// store.append(&id, vec![Message::user(long.clone())], Expect::Any).await?;
+/// assert_eq!(store.load(&id).await?.unwrap().messages[0].text(), long);
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct Compressed {
+    layer: Layer,
+}
+
+impl Compressed {
+    /// Compresses with the default [`Compression`] (zstd).
+    #[must_use]
+    pub fn new(inner: Arc<dyn Store>) -> Self {
+        Self::with_compression(inner, Compression::default())
+    }
+
+    /// Compresses as `compression` says.
+    #[must_use]
+    pub fn with_compression(inner: Arc<dyn Store>, compression: Compression) -> Self {
+        Self {
+            layer: Layer::new(inner, None, compression, true),
+        }
+    }
+
+    /// The store underneath.
+    #[must_use]
+    pub fn inner(&self) -> &Arc<dyn Store> {
+        &self.layer.inner
+    }
+}
+
+macro_rules! delegate_store {
+    ($ty:ty) => {
+        #[async_trait]
+        impl Store for $ty {
+            async fn load(&self, id: &SessionId) -> StoreResult<Option<ConversationState>> {
+                self.layer.load(id).await
+            }
+            async fn load_recent_with(
+                &self,
+                id: &SessionId,
+                n: usize,
+                lookup: Option<&IdempotencyKey>,
+            ) -> StoreResult<Option<RecentState>> {
+                self.layer.load_recent_with(id, n, lookup).await
+            }
+            async fn save(
+                &self,
+                state: &ConversationState,
+                expect: Expect,
+            ) -> StoreResult<Version> {
+                self.layer.save(state, expect).await
+            }
+            async fn append_with(&self, id: &SessionId, append: Append) -> StoreResult<Appended> {
+                self.layer.append_with(id, append).await
+            }
+            async fn fork(&self, source: &SessionId, target: &SessionId) -> StoreResult<Version> {
+                self.layer.fork(source, target).await
+            }
+            async fn delete(&self, id: &SessionId) -> StoreResult<bool> {
+                self.layer.delete(id).await
+            }
+            async fn exists(&self, id: &SessionId) -> StoreResult<bool> {
+                self.layer.inner.exists(id).await
+            }
+            async fn list(&self, query: &ListQuery) -> StoreResult<ListPage> {
+                self.layer.inner.list(query).await
+            }
+            async fn merge_metadata(
+                &self,
+                id: &SessionId,
+                patch: Metadata,
+                expect: Expect,
+            ) -> StoreResult<Version> {
+                self.layer.merge_metadata(id, patch, expect).await
+            }
+            async fn add_summary(
+                &self,
+                id: &SessionId,
+                summary: Summary,
+                expect: Expect,
+            ) -> StoreResult<Version> {
+                self.layer.add_summary(id, summary, expect).await
+            }
+            async fn touch(&self, id: &SessionId) -> StoreResult<bool> {
+                self.layer.inner.touch(id).await
+            }
+        }
+    };
+}
+
+delegate_store!(Encrypted);
+delegate_store!(Compressed);

@@ -1,0 +1,135 @@
+//! Helpers shared by the integration tests: keys, layers over each
+//! backend, and the throwaway Redis harness (in one place, so that moving
+//! to another harness crate changes only `redis_server` below).
+#![allow(
+    dead_code,
+    unreachable_pub,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test helpers; each test binary uses a part"
+)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use statestore_core::{
+    Append, Appended, ConversationState, Expect, IdempotencyKey, ListPage, ListQuery, Metadata,
+    RecentState, Result, SessionId, Store, Summary, Version, async_trait,
+};
+use statestore_crypto::{Encrypted, Key, KeyRing};
+
+/// The Redis test harness. Switching harness crates: change these two lines.
+pub use redis_test_server::RedisServer;
+pub fn redis_server() -> RedisServer {
+    RedisServer::start().expect("redis-server starts")
+}
+
+pub fn sid(s: &str) -> SessionId {
+    SessionId::new(s).unwrap()
+}
+
+pub fn key(id: &str, byte: u8) -> Key {
+    Key::from_bytes(id, &[byte; 32]).unwrap()
+}
+
+pub fn ring(id: &str, byte: u8) -> KeyRing {
+    KeyRing::new(key(id, byte))
+}
+
+pub fn memory() -> Arc<dyn Store> {
+    Arc::new(statestore_memory::MemoryStore::new())
+}
+
+/// A SQLite store on a file in its own temp dir, removed when it is dropped.
+#[derive(Debug)]
+pub struct Sqlite {
+    pub store: Arc<dyn Store>,
+    pub dir: tempfile::TempDir,
+}
+
+impl Sqlite {
+    pub async fn open() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let store = statestore_sqlite::SqliteStore::builder()
+            .open(dir.path().join("store.sqlite3"))
+            .await
+            .unwrap();
+        Self {
+            store: Arc::new(store),
+            dir,
+        }
+    }
+
+    pub fn path(&self) -> std::path::PathBuf {
+        self.dir.path().join("store.sqlite3")
+    }
+}
+
+/// A fresh key prefix per store on a shared server.
+pub async fn redis_store(url: &str) -> Arc<dyn Store> {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let prefix = format!("t{}:", N.fetch_add(1, Ordering::Relaxed));
+    Arc::new(
+        statestore_redis::RedisStore::builder()
+            .prefix(prefix)
+            .connect(url)
+            .await
+            .unwrap(),
+    )
+}
+
+pub fn encrypted(inner: Arc<dyn Store>) -> Encrypted {
+    Encrypted::new(inner, ring("k1", 1))
+}
+
+#[async_trait]
+impl Store for Sqlite {
+    async fn load(&self, id: &SessionId) -> Result<Option<ConversationState>> {
+        self.store.load(id).await
+    }
+    async fn load_recent_with(
+        &self,
+        id: &SessionId,
+        n: usize,
+        lookup: Option<&IdempotencyKey>,
+    ) -> Result<Option<RecentState>> {
+        self.store.load_recent_with(id, n, lookup).await
+    }
+    async fn save(&self, state: &ConversationState, expect: Expect) -> Result<Version> {
+        self.store.save(state, expect).await
+    }
+    async fn append_with(&self, id: &SessionId, append: Append) -> Result<Appended> {
+        self.store.append_with(id, append).await
+    }
+    async fn fork(&self, source: &SessionId, target: &SessionId) -> Result<Version> {
+        self.store.fork(source, target).await
+    }
+    async fn delete(&self, id: &SessionId) -> Result<bool> {
+        self.store.delete(id).await
+    }
+    async fn exists(&self, id: &SessionId) -> Result<bool> {
+        self.store.exists(id).await
+    }
+    async fn list(&self, query: &ListQuery) -> Result<ListPage> {
+        self.store.list(query).await
+    }
+    async fn merge_metadata(
+        &self,
+        id: &SessionId,
+        patch: Metadata,
+        expect: Expect,
+    ) -> Result<Version> {
+        self.store.merge_metadata(id, patch, expect).await
+    }
+    async fn add_summary(
+        &self,
+        id: &SessionId,
+        summary: Summary,
+        expect: Expect,
+    ) -> Result<Version> {
+        self.store.add_summary(id, summary, expect).await
+    }
+    async fn touch(&self, id: &SessionId) -> Result<bool> {
+        self.store.touch(id).await
+    }
+}
