@@ -226,10 +226,15 @@ impl<'a> SummaryCost<'a> {
 
     /// Tokens the summaries sent with a window starting at history
     /// position `start` cost.
+    #[inline]
     fn at(&mut self, counter: &dyn TokenCounter, start: u64) -> usize {
         if self.summaries.is_empty() {
             return 0;
         }
+        self.counted(counter, start)
+    }
+
+    fn counted(&mut self, counter: &dyn TokenCounter, start: u64) -> usize {
         let before = self
             .summaries
             .iter()
@@ -273,10 +278,7 @@ pub fn select<'a>(
     let h = history.into();
     let n = h.messages.len();
     let budget = policy.prompt_budget();
-    let mut walk = Walk::new(
-        h.messages,
-        budget.map(|_| (counter, counter.encoding())),
-    );
+    let mut walk = Walk::new(h.messages, budget.map(|_| (counter, counter.encoding())));
 
     // The mandatory tail: the units from the newest back to the one holding
     // the newest user message. With no user message nothing is mandatory,
@@ -329,7 +331,9 @@ pub fn select<'a>(
     // the walk stops at the first unit that breaks one.
     let mut candidates = candidates.into_iter();
     while let Some(u) = candidates.next().or_else(|| walk.next_unit()) {
-        if policy.max_messages.is_some_and(|max| sent + u.sendable > max)
+        if policy
+            .max_messages
+            .is_some_and(|max| sent + u.sendable > max)
             || policy.max_user_turns.is_some_and(|turns| users >= turns)
         {
             break;
@@ -354,17 +358,21 @@ pub fn select<'a>(
         }
     }
 
-    // The messages from `start`, as the walk says they are sent.
-    let changes = walk.changes();
-    let mut changed = changes.iter().rev().skip_while(|(i, _)| *i < start).peekable();
+    // The messages from `start`, as the walk says they are sent: runs
+    // sent as stored between the few that are not.
     let mut messages: Vec<Arc<Message>> = Vec::with_capacity(n - start);
-    for (i, m) in h.messages.iter().enumerate().skip(start) {
-        match changed.next_if(|(j, _)| *j == i) {
-            None => messages.push(Arc::clone(m)),
-            Some((_, Change::Strip(copy))) => messages.push(Arc::clone(copy)),
-            Some((_, Change::Skip)) => {}
+    let mut from = start;
+    for (i, change) in walk.changes().iter().rev() {
+        if *i < start {
+            continue;
         }
+        messages.extend(h.messages.get(from..*i).unwrap_or_default().iter().cloned());
+        if let Change::Strip(copy) = change {
+            messages.push(Arc::clone(copy));
+        }
+        from = i + 1;
     }
+    messages.extend(h.messages.get(from..).unwrap_or_default().iter().cloned());
     let first_position = position(start);
     Ok(Window {
         system_prompt: h.system_prompt.map(str::to_owned),

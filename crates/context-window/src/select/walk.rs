@@ -147,8 +147,46 @@ impl<'a> Walk<'a> {
         change
     }
 
+    /// Tokens `m` costs as sent, when the walk counts.
+    #[inline]
+    fn tokens(&self, m: &Message) -> usize {
+        let Some((counter, encoding)) = self.counter else {
+            return 0;
+        };
+        match &m.token_count {
+            // The cache check of `message_tokens`, with the encoding looked
+            // up once per selection.
+            Some(c) if c.encoding == encoding => c.tokens as usize,
+            _ => message_tokens(counter, m),
+        }
+    }
+
     /// The next unit back, or `None` once the oldest message is walked.
+    #[inline]
     pub(super) fn next_unit(&mut self) -> Option<Unit> {
+        let i = self.next.checked_sub(1)?;
+        let m = self.messages.get(i)?;
+        // Most units are one message sent as stored: no call, no result.
+        let plain = match m.role {
+            Role::Tool => false,
+            Role::Assistant => m.tool_calls.is_empty(),
+            _ => true,
+        };
+        if plain && self.answered.is_empty() {
+            self.next = i;
+            return Some(Unit {
+                start: i,
+                sendable: 1,
+                has_user: m.role == Role::User,
+                tokens: self.tokens(m),
+            });
+        }
+        self.exchange()
+    }
+
+    /// The next unit back when it may hold calls and results.
+    #[inline(never)]
+    fn exchange(&mut self) -> Option<Unit> {
         if self.next == 0 {
             return None;
         }
@@ -183,14 +221,7 @@ impl<'a> Walk<'a> {
             };
             if let Some(sent) = sent {
                 unit.sendable += 1;
-                if let Some((counter, encoding)) = self.counter {
-                    unit.tokens += match &sent.token_count {
-                        // The cache check of `message_tokens`, with the
-                        // encoding looked up once per selection.
-                        Some(c) if c.encoding == encoding => c.tokens as usize,
-                        _ => message_tokens(counter, sent),
-                    };
-                }
+                unit.tokens += self.tokens(sent);
             }
             if let Some(change) = change {
                 self.changes.push((i, change));
