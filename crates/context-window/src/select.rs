@@ -33,19 +33,25 @@
 //! through the last tool result answering it (overlapping spans merged), or
 //! a single message. A window is a suffix of units, minus what is never
 //! sent (orphan results, messages whose calls were all unanswered and that
-//! hold nothing else), with unanswered calls stripped. Each limit — messages,
-//! user turns, tokens — gives a lowest admissible start; the mandatory
-//! tail (from the newest user message) caps it from above. Token costs come
-//! from [`message_tokens`], i.e. from each message's cached count when it
-//! has one, so selecting over long stored histories tokenizes nothing seen
-//! before; scanning stops as soon as the messages alone exceed the budget.
+//! hold nothing else), with unanswered calls stripped. The units are cut
+//! from the newest message backwards ([`walk`]) and only as far as needed:
+//! first the mandatory tail (through the newest user message), then older
+//! units while every limit — messages, user turns, tokens — still admits
+//! them; the first that breaks one ends the walk, so selection costs what
+//! the window holds, not what the history holds. Token costs come from
+//! [`message_tokens`](crate::message_tokens), i.e. from each message's
+//! cached count when it has one, so selecting over long stored histories
+//! tokenizes nothing seen before (summaries are counted once each).
 
 use std::sync::Arc;
 
 use statestore_core::{ConversationState, Message, RecentState, Role, Summary};
 
 use crate::Error;
-use crate::count::{REPLY_PRIMING, TokenCounter, count_message, message_tokens};
+use crate::count::{PER_MESSAGE, REPLY_PRIMING, TokenCounter, count_message};
+use walk::{Change, Unit, Walk};
+
+mod walk;
 
 /// The limits a window must respect; all that are set apply at once.
 ///
@@ -178,133 +184,6 @@ impl Window {
     }
 }
 
-/// A run of messages that is sent or dropped as a whole.
-#[derive(Debug, Clone, Copy)]
-struct Unit {
-    /// Index of the first message (in the given history).
-    start: usize,
-    /// Messages sent for this unit (those never sent excluded).
-    sendable: usize,
-    /// Whether it holds a user message.
-    has_user: bool,
-}
-
-/// How the history's messages are sent, besides as stored.
-#[derive(Debug, Default)]
-struct Sending {
-    /// Messages never sent: tool results answering no call stored before
-    /// them, and messages whose calls were all unanswered with no content.
-    skip: Vec<bool>,
-    /// Copies of messages with their unanswered calls stripped, by index,
-    /// ascending.
-    stripped: Vec<(usize, Arc<Message>)>,
-}
-
-impl Sending {
-    fn skipped(&self, i: usize) -> bool {
-        self.skip.get(i).copied().unwrap_or(true)
-    }
-
-    fn stripped(&self, i: usize) -> Option<&Arc<Message>> {
-        self.stripped
-            .binary_search_by_key(&i, |(j, _)| *j)
-            .ok()
-            .and_then(|k| self.stripped.get(k))
-            .map(|(_, m)| m)
-    }
-}
-
-/// Cuts `messages` into units, and finds what is not sent as stored: tool
-/// results that answer no call stored before them, and calls no result
-/// answers.
-fn units(messages: &[Arc<Message>]) -> (Vec<Unit>, Sending) {
-    let n = messages.len();
-    // Every tool call so far, as (id, index of the assistant message that
-    // made it, answered yet). Answers almost always follow their call
-    // closely, so a search from the newest end finds them in a step or
-    // two: cheaper than hashing every id of a long history.
-    let mut calls: Vec<(&str, usize, bool)> = Vec::new();
-    // For each assistant-with-calls index, the last index answering it.
-    let mut span_end: Vec<usize> = (0..n).collect();
-    let mut skip = vec![false; n];
-    for (i, m) in messages.iter().enumerate() {
-        if m.role == Role::Assistant {
-            calls.extend(m.tool_calls.iter().map(|c| (c.id.as_str(), i, false)));
-        }
-        if m.role == Role::Tool {
-            let call = m
-                .tool_call_id
-                .as_deref()
-                .and_then(|id| calls.iter_mut().rev().find(|(c, _, _)| *c == id));
-            match call {
-                Some((_, a, answered)) => {
-                    *answered = true;
-                    if let Some(end) = span_end.get_mut(*a) {
-                        *end = (*end).max(i);
-                    }
-                }
-                None => {
-                    if let Some(o) = skip.get_mut(i) {
-                        *o = true;
-                    }
-                }
-            }
-        }
-    }
-    // Assistant messages with unanswered calls: sent stripped, or not at all.
-    let mut stripped = Vec::new();
-    let mut k = 0;
-    while k < calls.len() {
-        let Some(&(_, a, _)) = calls.get(k) else {
-            break;
-        };
-        let made = calls.get(k..).map_or(0, |rest| {
-            rest.iter().take_while(|(_, owner, _)| *owner == a).count()
-        });
-        let own = calls.get(k..k + made).unwrap_or_default();
-        k += made.max(1);
-        if own.iter().all(|(_, _, answered)| *answered) {
-            continue;
-        }
-        let Some(original) = messages.get(a) else {
-            continue;
-        };
-        let mut copy = Message::clone(original);
-        let mut answered = own.iter().map(|(_, _, answered)| *answered);
-        copy.tool_calls.retain(|_| answered.next().unwrap_or(false));
-        if copy.tool_calls.is_empty() && copy.content.is_empty() {
-            if let Some(o) = skip.get_mut(a) {
-                *o = true;
-            }
-        } else {
-            // Counted again when sent: the cached count included the calls.
-            copy.token_count = None;
-            stripped.push((a, Arc::new(copy)));
-        }
-    }
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < n {
-        // Merge overlapping call/answer spans into one unit.
-        let mut end = span_end.get(i).copied().unwrap_or(i);
-        let mut j = i;
-        while j <= end {
-            end = end.max(span_end.get(j).copied().unwrap_or(j));
-            j += 1;
-        }
-        let range = i..=end;
-        let slice = messages.get(range.clone()).unwrap_or_default();
-        let flags = skip.get(range).unwrap_or_default();
-        out.push(Unit {
-            start: i,
-            sendable: flags.iter().filter(|o| !**o).count(),
-            has_user: slice.iter().any(|m| m.role == Role::User),
-        });
-        i = end + 1;
-    }
-    (out, Sending { skip, stripped })
-}
-
 /// Summaries sent with a window starting at history position `start`:
 /// those about earlier messages (or about messages no longer stored), minus
 /// those a later summary's range contains.
@@ -325,6 +204,65 @@ fn summaries_for(summaries: &[Summary], start: u64) -> Vec<&Summary> {
         .collect()
 }
 
+/// The summaries' cost as the window's start moves back, each summary
+/// counted once.
+struct SummaryCost<'a> {
+    summaries: &'a [Summary],
+    /// Each summary's cost, once counted.
+    each: Vec<Option<usize>>,
+    /// The last answer, by how many summaries start before the window: the
+    /// summaries sent depend on nothing else.
+    last: Option<(usize, usize)>,
+}
+
+impl<'a> SummaryCost<'a> {
+    fn new(summaries: &'a [Summary]) -> Self {
+        Self {
+            summaries,
+            each: vec![None; summaries.len()],
+            last: None,
+        }
+    }
+
+    /// Tokens the summaries sent with a window starting at history
+    /// position `start` cost.
+    #[inline]
+    fn at(&mut self, counter: &dyn TokenCounter, start: u64) -> usize {
+        if self.summaries.is_empty() {
+            return 0;
+        }
+        self.counted(counter, start)
+    }
+
+    fn counted(&mut self, counter: &dyn TokenCounter, start: u64) -> usize {
+        let before = self
+            .summaries
+            .iter()
+            .filter(|s| s.covers.start < start)
+            .count();
+        if let Some((b, cost)) = self.last
+            && b == before
+        {
+            return cost;
+        }
+        let mut cost = 0;
+        for s in summaries_for(self.summaries, start) {
+            let k = self
+                .summaries
+                .iter()
+                .position(|t| std::ptr::eq(t, s))
+                .unwrap_or(0);
+            cost += match self.each.get_mut(k) {
+                Some(Some(c)) => *c,
+                Some(slot) => *slot.insert(count_message(counter, &summary_message(s))),
+                None => count_message(counter, &summary_message(s)),
+            };
+        }
+        self.last = Some((before, cost));
+        cost
+    }
+}
+
 /// Selects the window for `history` under `policy`, counting tokens with
 /// `counter` (only when the policy has a token budget).
 ///
@@ -338,80 +276,45 @@ pub fn select<'a>(
     counter: &dyn TokenCounter,
 ) -> Result<Window, Error> {
     let h = history.into();
-    let (units, sending) = units(h.messages);
-    let position =
-        |k: usize| h.first_position + units.get(k).map_or(h.messages.len(), |u| u.start) as u64;
+    let n = h.messages.len();
+    let budget = policy.prompt_budget();
+    let mut walk = Walk::new(h.messages, budget.map(|_| (counter, counter.encoding())));
 
-    // The mandatory tail starts at the unit holding the newest user message.
-    let mandatory = units
-        .iter()
-        .rposition(|u| u.has_user)
-        .unwrap_or(units.len());
-
-    // Lowest start each count limit allows.
-    let mut lowest = 0;
-    if let Some(max) = policy.max_messages {
-        let mut sent = 0;
-        let mut k = units.len();
-        while k > 0 {
-            let next = sent + units.get(k - 1).map_or(0, |u| u.sendable);
-            if next > max {
-                break;
-            }
-            sent = next;
-            k -= 1;
+    // The mandatory tail: the units from the newest back to the one holding
+    // the newest user message. With no user message nothing is mandatory,
+    // and the units walked are the first candidates.
+    let mut tail: Vec<Unit> = Vec::new();
+    let mut mandatory = false;
+    while let Some(u) = walk.next_unit() {
+        tail.push(u);
+        if u.has_user {
+            mandatory = true;
+            break;
         }
-        lowest = lowest.max(k);
     }
-    if let Some(turns) = policy.max_user_turns {
-        let mut seen = 0;
-        let mut k = units.len();
-        while k > 0 && seen < turns {
-            k -= 1;
-            if units.get(k).is_some_and(|u| u.has_user) {
-                seen += 1;
-            }
+    let (mut start, mut sent, mut users, mut tokens) = (n, 0, 0, 0);
+    let mut candidates = Vec::new();
+    if mandatory {
+        for u in &tail {
+            start = u.start;
+            sent += u.sendable;
+            users += usize::from(u.has_user);
+            tokens += u.tokens;
         }
-        if seen < turns {
-            k = 0;
-        }
-        lowest = lowest.max(k);
+    } else {
+        candidates = tail;
     }
-    let lowest = lowest.min(mandatory);
+    let position = |start: usize| h.first_position + start as u64;
 
-    let mut start = lowest;
-    let mut tokens = None;
-    if let Some(budget) = policy.prompt_budget() {
-        let fixed = REPLY_PRIMING
-            + h.system_prompt
-                .map_or(0, |p| count_message(counter, &Message::system(p)));
-        let summary_cost = |k: usize| -> usize {
-            if h.summaries.is_empty() {
-                return 0;
-            }
-            summaries_for(h.summaries, position(k))
-                .into_iter()
-                .map(|s| count_message(counter, &summary_message(s)))
-                .sum()
-        };
-        let encoding = counter.encoding();
-        let unit_cost = |k: usize| -> usize {
-            let Some(u) = units.get(k) else { return 0 };
-            let end = units.get(k + 1).map_or(h.messages.len(), |next| next.start);
-            (u.start..end)
-                .filter(|&i| !sending.skipped(i))
-                .filter_map(|i| sending.stripped(i).or_else(|| h.messages.get(i)))
-                .map(|m| match &m.token_count {
-                    // The cache check of `message_tokens`, with the
-                    // encoding looked up once per selection.
-                    Some(c) if c.encoding == encoding => c.tokens as usize,
-                    _ => message_tokens(counter, m),
-                })
-                .sum()
-        };
-        // Messages from the end back to the mandatory start.
-        let mut messages_cost: usize = (mandatory..units.len()).map(unit_cost).sum();
-        let required = fixed + messages_cost + summary_cost(mandatory);
+    let mut summaries = SummaryCost::new(h.summaries);
+    let mut cost = None;
+    let fixed = REPLY_PRIMING
+        + h.system_prompt.map_or(0, |p| {
+            // `count_message` of the system message, without building it.
+            PER_MESSAGE + counter.count_text(Role::System.as_str()) + counter.count_text(p)
+        });
+    if let Some(budget) = budget {
+        let required = fixed + tokens + summaries.at(counter, position(start));
         if required > budget {
             return Err(Error::BudgetExceeded {
                 required,
@@ -420,33 +323,56 @@ pub fn select<'a>(
                 reserved: policy.reserve_output,
             });
         }
-        start = mandatory;
-        let mut best = required;
-        let mut k = mandatory;
-        while k > lowest {
-            k -= 1;
-            messages_cost += unit_cost(k);
-            if fixed + messages_cost > budget {
-                break; // more history only costs more
-            }
-            let total = fixed + messages_cost + summary_cost(k);
-            if total <= budget {
-                start = k;
-                best = total;
-            }
-        }
-        tokens = Some(best);
+        cost = Some(required);
     }
 
-    let first = units.get(start).map_or(h.messages.len(), |u| u.start);
-    let messages: Vec<Arc<Message>> = h
-        .messages
-        .iter()
-        .enumerate()
-        .skip(first)
-        .filter(|(i, _)| !sending.skipped(*i))
-        .map(|(i, m)| Arc::clone(sending.stripped(i).unwrap_or(m)))
-        .collect();
+    // Older units while every limit admits them: the count limits hold
+    // for a suffix, and the messages alone only cost more further back, so
+    // the walk stops at the first unit that breaks one.
+    let mut candidates = candidates.into_iter();
+    while let Some(u) = candidates.next().or_else(|| walk.next_unit()) {
+        if policy
+            .max_messages
+            .is_some_and(|max| sent + u.sendable > max)
+            || policy.max_user_turns.is_some_and(|turns| users >= turns)
+        {
+            break;
+        }
+        sent += u.sendable;
+        users += usize::from(u.has_user);
+        match budget {
+            Some(budget) => {
+                tokens += u.tokens;
+                if fixed + tokens > budget {
+                    break;
+                }
+                // Fewer summaries are sent from further back: a start
+                // whose summaries do not fit may be followed by one whose do.
+                let total = fixed + tokens + summaries.at(counter, position(u.start));
+                if total <= budget {
+                    start = u.start;
+                    cost = Some(total);
+                }
+            }
+            None => start = u.start,
+        }
+    }
+
+    // The messages from `start`, as the walk says they are sent: runs
+    // sent as stored between the few that are not.
+    let mut messages: Vec<Arc<Message>> = Vec::with_capacity(n - start);
+    let mut from = start;
+    for (i, change) in walk.changes().iter().rev() {
+        if *i < start {
+            continue;
+        }
+        messages.extend(h.messages.get(from..*i).unwrap_or_default().iter().cloned());
+        if let Change::Strip(copy) = change {
+            messages.push(Arc::clone(copy));
+        }
+        from = i + 1;
+    }
+    messages.extend(h.messages.get(from..).unwrap_or_default().iter().cloned());
     let first_position = position(start);
     Ok(Window {
         system_prompt: h.system_prompt.map(str::to_owned),
@@ -454,9 +380,9 @@ pub fn select<'a>(
             .into_iter()
             .cloned()
             .collect(),
-        dropped: h.messages.len() - messages.len(),
+        dropped: n - messages.len(),
         messages,
         first_position,
-        tokens,
+        tokens: cost,
     })
 }

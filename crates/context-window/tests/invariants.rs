@@ -1,7 +1,10 @@
 //! The selection invariants of `src/select.rs`, checked on random
 //! conversations with tool calls, missing answers (calls no result answers,
 //! with or without text beside them), orphan tool results, summaries and
-//! every combination of limits.
+//! every combination of limits; and the walk that stops at the limits
+//! checked window for window against the full-history selection it
+//! replaced (`reference.rs`), on histories with far answers, reused call
+//! ids, duplicate answers and several summaries.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -19,6 +22,9 @@ use context_window::{
 };
 use proptest::prelude::*;
 use statestore_core::{Message, Role, Summary, ToolCall};
+
+#[path = "invariants/reference.rs"]
+mod reference;
 
 #[derive(Debug, Clone)]
 enum Event {
@@ -314,6 +320,138 @@ fn earlier_start(messages: &[Arc<Message>], start: usize) -> usize {
         match target {
             Some(t) if t < s => s = t,
             _ => return s,
+        }
+    }
+}
+
+/// One step of a history for the comparison with the reference: answers
+/// may come long after their call, call ids may repeat, and a call may be
+/// answered twice.
+#[derive(Debug, Clone)]
+enum Step {
+    User(usize),
+    Assistant(usize),
+    /// Calls (argument lengths), each reusing an earlier id when `Some`
+    /// (an index into the ids so far), and the text beside them.
+    Calls(Vec<(usize, Option<usize>)>, usize),
+    /// A result for an earlier id (an index into the ids so far, from the
+    /// newest), or an orphan when there is none.
+    Answer(usize, usize),
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        4 => (0..60usize).prop_map(Step::User),
+        3 => (0..60usize).prop_map(Step::Assistant),
+        2 => (
+            prop::collection::vec((0..30usize, prop::option::weighted(0.15, 0..40usize)), 1..4),
+            prop_oneof![Just(0usize), 1..20usize],
+        )
+            .prop_map(|(calls, text)| Step::Calls(calls, text)),
+        4 => (prop_oneof![4 => 0..3usize, 1 => 0..60usize], 0..30usize)
+            .prop_map(|(back, n)| Step::Answer(back, n)),
+    ]
+}
+
+fn build_steps(steps: &[Step]) -> Vec<Arc<Message>> {
+    let mut ids: Vec<String> = Vec::new();
+    let mut out = Vec::new();
+    for s in steps {
+        match s {
+            Step::User(n) => out.push(Message::user("u".repeat(*n))),
+            Step::Assistant(n) => out.push(Message::assistant("a".repeat(*n))),
+            Step::Calls(calls, text) => {
+                let calls: Vec<ToolCall> = calls
+                    .iter()
+                    .map(|(n, reuse)| {
+                        let id = match reuse.and_then(|k| ids.get(k)) {
+                            Some(id) => id.clone(),
+                            None => format!("c{}", ids.len()),
+                        };
+                        ids.push(id.clone());
+                        ToolCall::new(id, "f", "x".repeat(*n))
+                    })
+                    .collect();
+                out.push(Message::assistant("t".repeat(*text)).with_tool_calls(calls));
+            }
+            Step::Answer(back, n) => {
+                let id = ids
+                    .len()
+                    .checked_sub(back + 1)
+                    .map_or_else(|| format!("gone{}", out.len()), |k| ids[k].clone());
+                out.push(Message::tool(id, "r".repeat(*n)));
+            }
+        }
+    }
+    // Half the messages carry a cached count, as stored messages do.
+    out.into_iter()
+        .enumerate()
+        .map(|(i, mut m)| {
+            if i % 2 == 0 {
+                context_window::annotate(&CharEstimate, &mut m);
+            }
+            Arc::new(m)
+        })
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2_000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn the_walk_selects_what_the_full_history_selection_did(
+        steps in prop::collection::vec(step(), 0..120),
+        limits in (
+            prop::option::of(0..60usize),
+            prop::option::of(0..12usize),
+            prop::option::of((0..3_000usize, 0..200usize)),
+        ),
+        prompt in prop::option::of(0..80usize),
+        ranges in prop::collection::vec((0..130u64, 0..40u64), 0..4),
+        offset in 0..5u64,
+    ) {
+        let messages = build_steps(&steps);
+        let (m, t, b) = limits;
+        let mut policy = WindowPolicy::default();
+        if let Some(m) = m {
+            policy = policy.max_messages(m);
+        }
+        if let Some(t) = t {
+            policy = policy.max_user_turns(t);
+        }
+        if let Some((c, r)) = b {
+            policy = policy.token_budget(c, r);
+        }
+        let prompt = prompt.map(|n| "s".repeat(n));
+        let summaries: Vec<Summary> = ranges
+            .iter()
+            .map(|&(start, len)| Summary::new(start..start + len, format!("summary {start}")))
+            .collect();
+        let history = History {
+            system_prompt: prompt.as_deref(),
+            summaries: &summaries,
+            messages: &messages,
+            first_position: offset,
+        };
+        let stored = |m: &Arc<Message>| messages.iter().any(|s| Arc::ptr_eq(s, m));
+        match (select(history, &policy, &CharEstimate), reference::select(history, &policy, &CharEstimate)) {
+            (Ok(walked), Ok(full)) => {
+                prop_assert_eq!(&walked, &full);
+                for (w, f) in walked.messages.iter().zip(&full.messages) {
+                    prop_assert_eq!(stored(w), stored(f), "a stored message copied, or a copy not made");
+                    if stored(w) {
+                        prop_assert!(Arc::ptr_eq(w, f));
+                    }
+                }
+            }
+            (
+                Err(Error::BudgetExceeded { required: a, budget: x, .. }),
+                Err(Error::BudgetExceeded { required: b, budget: y, .. }),
+            ) => {
+                prop_assert_eq!(a, b);
+                prop_assert_eq!(x, y);
+            }
+            (walked, full) => prop_assert!(false, "walk {:?}, full history {:?}", walked, full),
         }
     }
 }

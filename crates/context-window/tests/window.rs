@@ -75,6 +75,37 @@ async fn selecting_over_cached_history_tokenizes_nothing() {
     assert!(w.tokens.unwrap() > 0);
 }
 
+/// Summaries are counted once each, not once per unit the walk passes.
+#[test]
+fn each_summary_is_counted_once_per_selection() {
+    let counter = Counting::default();
+    let messages: Vec<Message> = (0..10_000)
+        .map(|i| {
+            let mut m = if i % 2 == 0 {
+                Message::user(format!("question {i}"))
+            } else {
+                Message::assistant(format!("answer {i}"))
+            };
+            annotate(&counter, &mut m);
+            m
+        })
+        .collect();
+    let mut state = ConversationState::new(sid("summarized"))
+        .with_system_prompt("be brief")
+        .with_messages(messages);
+    state.summaries = (0..3)
+        .map(|k| Summary::new(k * 100..(k + 1) * 100, format!("part {k}")))
+        .collect();
+    counter.calls.store(0, Ordering::Relaxed);
+    // About half the history fits: the walk passes ~5,000 messages.
+    let policy = WindowPolicy::default().token_budget(40_000, 0);
+    let window = select(&state, &policy, &counter).unwrap();
+    assert!(window.dropped > 1_000 && !window.messages.is_empty());
+    assert_eq!(window.summaries.len(), 3);
+    // The system prompt and each summary: role and text.
+    assert_eq!(counter.calls.load(Ordering::Relaxed), 2 + 3 * 2);
+}
+
 #[test]
 fn the_newest_user_message_alone_over_budget_is_an_error_not_a_truncation() {
     let state = ConversationState::new(sid("big"))

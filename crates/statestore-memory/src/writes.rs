@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use statestore_core::codec::Limits;
 use statestore_core::{
-    Append, Appended, ConversationState, Error, Expect, Metadata, Result, SessionId, Summary,
-    Timestamp, Version,
+    Append, Appended, Content, ContentPart, ConversationState, Error, Expect, Message, Metadata,
+    Result, SessionId, Summary, Timestamp, Version,
 };
 
 use crate::session::{Session, check_missing};
@@ -37,6 +37,41 @@ fn merge(metadata: &mut Metadata, patch: Metadata) {
     }
 }
 
+/// Gives back the spare capacity of a message's buffers before it is
+/// stored for the session's lifetime: text built with `format!` or pushed
+/// piecewise carries up to as much again unused (in the footprint bench,
+/// 49 spare bytes on 57 of text). A buffer with spare room is copied into
+/// an exact one, and the old one freed whole, rather than shrunk in place:
+/// an in-place shrink leaves the spare bytes as a hole next to the text,
+/// which the counting allocator credits but the process's resident size
+/// keeps (measured: same RSS). Buffers already exact are not touched.
+fn shrink(m: &mut Message) {
+    match &mut m.content {
+        Content::Text(t) => exact(t),
+        Content::Parts(parts) => {
+            for part in parts {
+                match part {
+                    ContentPart::Text { text } => exact(text),
+                    ContentPart::ImageUrl { image_url } => exact(&mut image_url.url),
+                    // Parts added to the enum later keep their buffers.
+                    #[allow(unreachable_patterns)]
+                    _ => {}
+                }
+            }
+        }
+    }
+    for call in &mut m.tool_calls {
+        exact(&mut call.arguments);
+    }
+}
+
+/// Replaces `s` by an exact copy when it has spare capacity.
+fn exact(s: &mut String) {
+    if s.capacity() > s.len() {
+        *s = s.as_str().to_owned();
+    }
+}
+
 pub(crate) struct AppendOp<'a> {
     pub(crate) append: Append,
     pub(crate) limits: &'a Limits,
@@ -56,7 +91,10 @@ impl AppendOp<'_> {
             s.messages.len() as u64,
             messages.len() as u64,
         );
-        s.messages.extend(messages.into_iter().map(Arc::new));
+        s.messages.extend(messages.into_iter().map(|mut m| {
+            shrink(&mut m);
+            Arc::new(m)
+        }));
         for (name, delta) in counters {
             let total = s.counters.entry(name).or_insert(0);
             *total = total.saturating_add(delta);

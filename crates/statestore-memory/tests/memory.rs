@@ -253,3 +253,46 @@ async fn reads_and_forks_share_messages_instead_of_copying() {
     assert_eq!(Arc::strong_count(&a.messages[999]), 6);
     assert_eq!(Arc::strong_count(&a.messages[0]), 5);
 }
+
+/// Appended text is stored without the spare capacity it was built with,
+/// and stays equal to what was appended.
+#[tokio::test]
+async fn appended_text_is_stored_without_spare_capacity() {
+    use statestore_core::{Content, ContentPart, ToolCall};
+
+    fn roomy(s: &str) -> String {
+        let mut t = String::with_capacity(1_000);
+        t.push_str(s);
+        t
+    }
+    let store = MemoryStore::new();
+    let id = sid("roomy");
+    let mut call = ToolCall::new("c1", "lookup", "");
+    call.arguments = roomy(r#"{"q":"x"}"#);
+    let sent = vec![
+        Message::user(roomy("a question")),
+        Message::user(vec![ContentPart::text(roomy("a part"))]),
+        Message::assistant("").with_tool_calls(vec![call]),
+    ];
+    // (A clone would be exact already: the roomy originals are appended.)
+    let expected = sent.clone();
+    store.append(&id, sent, Expect::Any).await.unwrap();
+    let stored = store.load(&id).await.unwrap().unwrap();
+    let stored: Vec<Message> = stored.messages.iter().map(|m| (**m).clone()).collect();
+    assert_eq!(stored, expected);
+
+    let state = store.load(&id).await.unwrap().unwrap();
+    let Content::Text(text) = &state.messages[0].content else {
+        panic!("text content expected");
+    };
+    assert_eq!(text.capacity(), text.len());
+    let Content::Parts(parts) = &state.messages[1].content else {
+        panic!("parts expected");
+    };
+    let ContentPart::Text { text } = &parts[0] else {
+        panic!("a text part expected");
+    };
+    assert_eq!(text.capacity(), text.len());
+    let arguments = &state.messages[2].tool_calls[0].arguments;
+    assert_eq!(arguments.capacity(), arguments.len());
+}

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use super::format::{median_of, sig3, thousands, time};
-use super::record::{Measured, RedisBench};
+use super::record::{Measured, Metric, RedisBench};
 use super::targets::TARGETS;
 
 /// One target: a row of [`TARGETS`].
@@ -77,6 +77,10 @@ pub(super) enum Figure {
         short: u32,
         shown: Shown,
     },
+    /// The worst, against the threshold, of the `bench-metric:` lines whose
+    /// id starts with `prefix` (each the number leading its value):
+    /// "**figure** (rest of the id)".
+    Metric { prefix: &'static str, shown: Shown },
 }
 
 /// One number from the results.
@@ -117,6 +121,8 @@ pub(super) enum Shown {
     Time,
     /// Bytes per second as "31.2 MB/s".
     MegabytesPerSecond,
+    /// Bytes as "210 B".
+    Bytes,
 }
 
 /// A target evaluated: a row of the page's table.
@@ -136,6 +142,8 @@ pub(super) struct Verdict {
 pub(super) struct Lookup<'a> {
     pub(super) results: &'a [Measured],
     pub(super) redis: &'a BTreeMap<String, RedisBench>,
+    /// The `bench-metric:` lines.
+    pub(super) metrics: &'a [Metric],
 }
 
 impl<'a> Lookup<'a> {
@@ -249,8 +257,34 @@ impl Figure {
                 let (x, which) = worst.ok_or_else(|| groups.source())?;
                 Ok((x, format!("**{}** (worst: {which})", shown.show(x))))
             }
+            Figure::Metric { prefix, shown } => {
+                let mut worst: Option<(f64, &str)> = None;
+                for m in r.metrics {
+                    let Some(which) = m.id.strip_prefix(prefix) else {
+                        continue;
+                    };
+                    let Some(x) = leading_number(&m.value) else {
+                        continue;
+                    };
+                    if worst.is_none_or(|(w, _)| pass.worse(x, w)) {
+                        worst = Some((x, which));
+                    }
+                }
+                let (x, which) = worst.ok_or_else(|| format!("`{prefix}*`"))?;
+                Ok((x, format!("**{}** ({which})", shown.show(x))))
+            }
         }
     }
+}
+
+/// The number leading a `bench-metric:` value (`"210 bytes (…)"` → 210).
+pub(super) fn leading_number(value: &str) -> Option<f64> {
+    value
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+        .filter(|x: &f64| x.is_finite())
 }
 
 impl Quantity {
@@ -309,6 +343,7 @@ impl Shown {
             Shown::Percent => format!("{:.0} %", x * 100.0),
             Shown::Time => time(x),
             Shown::MegabytesPerSecond => format!("{} MB/s", sig3(x / 1e6)),
+            Shown::Bytes => format!("{} B", thousands(x)),
         }
     }
 }
@@ -316,7 +351,7 @@ impl Shown {
 #[cfg(test)]
 mod tests {
     use super::{Lookup, Pass, TARGETS, Target, evaluate};
-    use crate::bench::record::{Measured, RedisBench, Throughput};
+    use crate::bench::record::{Measured, Metric, RedisBench, Throughput};
     use std::collections::BTreeMap;
     use std::time::SystemTime;
 
@@ -367,6 +402,7 @@ mod tests {
         let r = Lookup {
             results: &results,
             redis: &redis,
+            metrics: &[],
         };
         let flat = target("memory: per-turn").evaluate(&r);
         assert_eq!(flat.measured, "1.00 µs ÷ 600 ns = **1.67×**");
@@ -399,6 +435,7 @@ mod tests {
         let r = Lookup {
             results: &results,
             redis: &redis,
+            metrics: &[],
         };
         let verdicts = evaluate(&r);
         let english = verdicts
@@ -426,6 +463,7 @@ mod tests {
         let r = Lookup {
             results: &results,
             redis: &redis,
+            metrics: &[],
         };
         let v = target("token counting, worst case").evaluate(&r);
         assert_eq!(
@@ -433,5 +471,80 @@ mod tests {
             "**3.00×** (worst: count/worst-space, bpe-openai/x)"
         );
         assert_eq!(v.pass, Some(false));
+    }
+
+    /// A figure read from `bench-metric:` lines: the worst of those the
+    /// prefix names, its number leading the value.
+    #[test]
+    fn metrics_are_read_by_prefix_and_the_worst_is_checked() {
+        let metric = |id: &str, value: &str| Metric {
+            id: id.into(),
+            value: value.into(),
+            run: String::new(),
+        };
+        let redis = BTreeMap::new();
+        let overhead = target("memory store: overhead per stored message");
+        let metrics = [
+            metric(
+                "memory/overhead per stored message/100000 messages in 1 session (heap)",
+                "140 bytes (197 bytes per message − 57 bytes of text)",
+            ),
+            metric(
+                "memory/overhead per stored message/100000 messages in 1,000 sessions (heap)",
+                "151 bytes (208 bytes per message − 57 bytes of text)",
+            ),
+            // Not the overhead: not read.
+            metric(
+                "memory/bytes per stored message/100000 messages in 1 session (heap)",
+                "999 bytes",
+            ),
+        ];
+        let r = Lookup {
+            results: &[],
+            redis: &redis,
+            metrics: &metrics,
+        };
+        let v = overhead.evaluate(&r);
+        assert_eq!(
+            v.measured,
+            "**151 B** (100000 messages in 1,000 sessions (heap))"
+        );
+        assert_eq!(v.pass, Some(false));
+        let r = Lookup {
+            results: &[],
+            redis: &redis,
+            metrics: metrics.get(..1).unwrap_or_default(),
+        };
+        assert_eq!(overhead.evaluate(&r).pass, Some(true));
+        let r = Lookup {
+            results: &[],
+            redis: &redis,
+            metrics: metrics.get(2..).unwrap_or_default(),
+        };
+        let v = overhead.evaluate(&r);
+        assert_eq!(v.pass, None);
+        assert_eq!(
+            v.measured,
+            "not measured (`memory/overhead per stored message/*` did not run)"
+        );
+    }
+
+    /// Selection is checked on its slowest policy, against "≤ 100 µs".
+    #[test]
+    fn selection_is_checked_on_its_slowest_policy() {
+        let group = "context-window/select over 10,000 cached messages";
+        let results = [
+            measured(group, "budget fits all", 100_000.0, None),
+            measured(group, "20 messages + 128k budget", 1_000.0, None),
+        ];
+        let redis = BTreeMap::new();
+        let r = Lookup {
+            results: &results,
+            redis: &redis,
+            metrics: &[],
+        };
+        let v = target("window selection").evaluate(&r);
+        assert_eq!(v.measured, "**100 µs** (budget fits all)");
+        assert_eq!(v.pass, Some(true), "the bound is inclusive");
     }
 }

@@ -26,7 +26,8 @@
 //! mode, filter) that measured it. An **unfiltered** run replaces the
 //! record. A **filtered** run (`cargo xtask bench --quick sqlite`) merges:
 //! the benchmarks it ran replace their previous figures (matched by
-//! criterion id), its metrics replace those of the groups it ran, and
+//! criterion id), its metrics replace those of the groups it ran (and
+//! those whose id contains its filter or a `|` alternative of it), and
 //! everything else — with its own run date — is kept. `redis-benchmark`
 //! runs only when there is no filter or a filter mentions `redis`; the
 //! previous figures are kept otherwise. Each group's heading on the page
@@ -67,7 +68,11 @@ page's hand-written analysis (from \"## Analysis\" on) is kept.
   --render  re-render docs/benchmarks.md from docs/benchmarks.json; runs nothing
   filter    passed to criterion: only the matching benchmarks run, and their
             figures replace theirs in the record, every other figure is kept
-            (redis-benchmark runs only when a filter mentions redis)
+            (redis-benchmark runs only when a filter mentions redis); the
+            bench-metric lines kept are those of the groups that ran and
+            those whose id contains the filter or one of its |-separated
+            alternatives (\"select|stored message\": the selection group
+            and the memory footprint)
   -h, --help  this text";
 
 pub(crate) fn bench(args: &[String]) -> Result {
@@ -137,12 +142,14 @@ fn measure(quick: bool, filters: &[String]) -> Result {
     }
     let measured = results.len();
     // Suites print some metrics outside criterion, whatever the filter: a
-    // filtered run keeps only those of the groups it measured.
+    // filtered run keeps only those of the groups it measured, and those
+    // a filter names: criterion takes one regex, so each `|` alternative of
+    // it counts (`cargo xtask bench --quick "select|stored message"`).
     let ran: Vec<String> = results.iter().map(|m| format!("{}/", m.group)).collect();
     let current = Record {
         metrics: metrics
             .into_iter()
-            .filter(|(id, _)| filters.is_empty() || ran.iter().any(|g| id.starts_with(g.as_str())))
+            .filter(|(id, _)| metric_kept(id, filters, &ran))
             .map(|(id, value)| Metric {
                 id,
                 value,
@@ -202,6 +209,19 @@ fn measure(quick: bool, filters: &[String]) -> Result {
         record.results.len()
     );
     Ok(())
+}
+
+/// Whether a run with `filters` that measured the groups `ran` (each with
+/// a trailing `/`) keeps the metric `id`: every metric of an unfiltered
+/// run; those of the groups it ran, and those whose id contains a filter
+/// or one of its `|` alternatives (criterion takes one regex).
+fn metric_kept(id: &str, filters: &[String], ran: &[String]) -> bool {
+    filters.is_empty()
+        || ran.iter().any(|g| id.starts_with(g.as_str()))
+        || filters
+            .iter()
+            .flat_map(|f| f.split('|'))
+            .any(|alt| !alt.is_empty() && id.contains(alt))
 }
 
 /// `--render`: the page again from the record, nothing run.

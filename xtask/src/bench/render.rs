@@ -102,7 +102,7 @@ fn metric(metrics: &[Metric], id: &str) -> Option<f64> {
     metrics
         .iter()
         .find(|m| m.id == id)
-        .and_then(|m| m.value.split_whitespace().next()?.parse().ok())
+        .and_then(|m| evaluate::leading_number(&m.value))
 }
 
 /// One turn at each history length, every store side by side.
@@ -222,6 +222,7 @@ pub(super) fn render(record: &Record) -> String {
     let r = Lookup {
         results,
         redis: redis_bench,
+        metrics,
     };
     let mut d = String::new();
     let _ = writeln!(d, "# Benchmarks\n");

@@ -215,3 +215,29 @@ fn the_committed_record_reads_and_writes_unchanged() {
         path.display()
     );
 }
+
+/// A filtered run keeps the metrics of the groups it ran and those its
+/// filter names, alternative by alternative.
+#[test]
+fn filtered_runs_keep_the_metrics_they_name() {
+    use super::metric_kept;
+    let footprint = "memory/overhead per stored message/100000 messages in 1 session (heap)";
+    let evalsha = "redis/turn(append 2 + load_recent 20)/10/server time per evalsha";
+    let ran = ["context-window/select over 10,000 cached messages/".to_owned()];
+    let filters = |f: &str| vec![f.to_owned()];
+    assert!(metric_kept(footprint, &[], &ran));
+    assert!(metric_kept(
+        footprint,
+        &filters("select|stored message"),
+        &ran
+    ));
+    assert!(!metric_kept(
+        evalsha,
+        &filters("select|stored message"),
+        &ran
+    ));
+    assert!(!metric_kept(footprint, &filters("select"), &ran));
+    assert!(!metric_kept(footprint, &filters("select|"), &ran));
+    let redis_ran = ["redis/turn(append 2 + load_recent 20)/".to_owned()];
+    assert!(metric_kept(evalsha, &filters("redis/turn"), &redis_ran));
+}
