@@ -174,7 +174,9 @@ impl CliError {
                      connection and the settings"
                         .into()
                 }
-                E::Decryption { key_id: Some(k), .. } => format!(
+                E::Decryption {
+                    key_id: Some(k), ..
+                } => format!(
                     "reading it needs key {k:?}, the very key that encrypted it: add its line to \
                      the key file (--keys) if it is missing; a different key under that id \
                      fails too"

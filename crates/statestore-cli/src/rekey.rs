@@ -166,6 +166,9 @@ pub(crate) async fn run(ui: &Ui, url: &str, args: RotateKeysArgs) -> Result<(), 
         }
         ui.out(&text)?;
     }
+    if report.reencrypted > 0 {
+        residue(ui, url);
+    }
     if report.failed.is_empty() {
         return Ok(());
     }
@@ -187,4 +190,22 @@ pub(crate) async fn run(ui: &Ui, url: &str, args: RotateKeysArgs) -> Result<(), 
 /// One row of the failures table: the session, the kind, the message.
 fn failure_row(id: &SessionId, e: &CryptoError) -> Vec<String> {
     vec![id.as_str().to_owned(), kind(e).to_owned(), e.to_string()]
+}
+
+/// Warns that the backend's files may still hold the values just replaced:
+/// the store rewrote them, but neither SQLite nor Redis erases old bytes
+/// on disk at once.
+fn residue(ui: &Ui, url: &str) {
+    let what = "the replaced values (the old plaintext or old-key ciphertext)";
+    if url.starts_with("sqlite:") {
+        ui.warn(&format!(
+            "the SQLite file can still hold {what} in free pages until it is vacuumed: with no \
+             process using it, run `sqlite3 FILE 'VACUUM'`"
+        ));
+    } else if url.starts_with("redis") || url.starts_with("rediss") {
+        ui.warn(&format!(
+            "Redis's RDB and AOF files can still hold {what} until they are rewritten: \
+             BGREWRITEAOF (AOF) or BGSAVE (RDB), then remove older backups"
+        ));
+    }
 }
