@@ -9,7 +9,8 @@ const EXIT_CODES: &str = "\
 Exit codes: 0 done; 1 failed (store unreachable, session not found, import conflicts, a check
 failed: the message says what to do next); 2 usage (a bad option, URL or session id).
 
-Environment: STATESTORE_URL (the store, as --store), STATESTORE_HOME (where the default store
+Environment: STATESTORE_URL (the store, as --store), STATESTORE_KEYS_FILE (as --keys),
+STATESTORE_KEYS (the key ring itself, `;` between keys), STATESTORE_HOME (where the default store
 lives), OPENAI_API_KEY, OPENAI_BASE_URL, OPENAI_MODEL (chat with a real model), NO_COLOR,
 STATESTORE_LOG (error, warn, info, debug, trace; default warn).";
 
@@ -37,6 +38,18 @@ pub(crate) struct Cli {
         value_name = "URL"
     )]
     pub(crate) store: Option<String>,
+
+    /// The key ring file: with it, every command reads and writes the store encrypted
+    #[arg(
+        help = "Encrypt at rest: the key ring file (one `ID base64:KEY [current]` per line; see \
+                rotate-keys --help). Every command then reads plaintext and the store holds \
+                ciphertext",
+        long,
+        global = true,
+        env = "STATESTORE_KEYS_FILE",
+        value_name = "FILE"
+    )]
+    pub(crate) keys: Option<PathBuf>,
 
     /// Machine-readable output on stdout: one JSON document (JSON Lines for export)
     #[arg(long, global = true)]
@@ -109,7 +122,11 @@ Both steps are guarded by the session's version.")]
 
 Streams: memory stays flat for any number of sessions. Each session is read consistently;
 the file is not one snapshot of the whole store. The store's bookkeeping (version,
-updated_at, last_accessed_at, TTL) is not exported; created_at and the usage counters are.")]
+updated_at, last_accessed_at, TTL) is not exported; created_at and the usage counters are.
+
+With --keys the file holds the conversations decrypted, in plaintext: keep it as safe as the
+key file. --encrypted writes the ciphertext as stored instead (readable only with the keys;
+import it back with import --encrypted).")]
     Export(ExportArgs),
 
     /// Read sessions written by export; sessions already there are left alone
@@ -130,10 +147,47 @@ Sessions already copied are skipped (compared, not overwritten), so an interrupt
 resumes where it stopped. Ends with a check that the destination holds every session.")]
     Migrate(MigrateArgs),
 
+    /// Re-encrypt every session not under the key ring's current key (resumable)
+    #[command(after_help = ROTATE_HELP)]
+    RotateKeys(RotateKeysArgs),
+
     /// Check the store: connection, versions, durability and safety settings, integrity
     #[command(after_help = "Example:
   statestore --store redis://localhost:6379 doctor")]
     Doctor(DoctorArgs),
+}
+
+const ROTATE_HELP: &str = "\
+Example: a new key k2 becomes current, k1 stays to decrypt what it encrypted
+  $ cat keys                       # before: one key, current
+  k1 base64:<32 random bytes in base64> current
+  $ printf 'k2 base64:%s current\\n' \"$(openssl rand -base64 32)\" >> keys
+  $ sed -i 's/^\\(k1 .*\\) current$/\\1/' keys   # k1 no longer current
+  $ chmod 600 keys
+  $ statestore --store redis://localhost:6379 rotate-keys --keys keys
+  Then, once it reports no failures, delete k1's line from the file.
+
+Every process using the store must get the new file first (it then writes with k2 at once and
+still reads k1). Sessions already under the current key are read and left alone, so running it
+again resumes; --resume-from starts at the page of a cursor it printed. A session that cannot be
+re-encrypted (a key missing from the file, changed bytes) is listed with why, the others go on,
+and the exit code is 1.
+
+Encrypting a store written without --keys: rotate-keys --keys FILE --encrypt-plaintext.";
+
+#[derive(Debug, Args)]
+pub(crate) struct RotateKeysArgs {
+    /// Also encrypt values stored unencrypted (a store written without --keys)
+    #[arg(long)]
+    pub(crate) encrypt_plaintext: bool,
+
+    /// Start at this cursor (printed by an interrupted or failed run) instead of the beginning
+    #[arg(long, value_name = "CURSOR")]
+    pub(crate) resume_from: Option<String>,
+
+    /// Only this user's sessions
+    #[arg(long, value_name = "USER")]
+    pub(crate) user: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -237,6 +291,9 @@ pub(crate) struct ExportArgs {
     /// Write to FILE (replaced only once the export is complete) instead of stdout
     #[arg(long, short, value_name = "FILE")]
     pub(crate) output: Option<PathBuf>,
+    /// With --keys: write the values as stored (ciphertext), not decrypted
+    #[arg(long)]
+    pub(crate) encrypted: bool,
 }
 
 #[derive(Debug, Args)]
@@ -247,6 +304,9 @@ pub(crate) struct ImportArgs {
     /// Exit 0 even when sessions conflicted (they are still reported and left alone)
     #[arg(long)]
     pub(crate) ignore_conflicts: bool,
+    /// With --keys: the file was written by `export --encrypted`; store its values as they are
+    #[arg(long)]
+    pub(crate) encrypted: bool,
 }
 
 #[derive(Debug, Args)]

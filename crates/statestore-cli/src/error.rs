@@ -35,6 +35,10 @@ pub(crate) enum CliError {
         source: statestore::Error,
     },
 
+    /// The key ring (`--keys`, `STATESTORE_KEYS`) could not be read.
+    #[error("{0}")]
+    Keys(#[from] statestore::crypto::Error),
+
     /// A chat turn failed.
     #[error("{0}")]
     Chat(#[from] pipeline::Error),
@@ -109,6 +113,7 @@ impl CliError {
     pub(crate) fn exit_code(&self) -> u8 {
         match self {
             Self::Usage { .. }
+            | Self::Keys(_)
             | Self::Open(
                 OpenError::InvalidUrl { .. }
                 | OpenError::UnknownScheme { .. }
@@ -169,6 +174,19 @@ impl CliError {
                      connection and the settings"
                         .into()
                 }
+                E::Decryption {
+                    key_id: Some(k), ..
+                } => format!(
+                    "reading it needs key {k:?}, the very key that encrypted it: add its line to \
+                     the key file (--keys) if it is missing; a different key under that id \
+                     fails too"
+                ),
+                E::Decryption { key_id: None, .. } => {
+                    "the value is not what this key ring encrypted: a store written without \
+                     --keys is encrypted with `statestore rotate-keys --keys FILE \
+                     --encrypt-plaintext`; otherwise `statestore doctor` checks the store"
+                        .into()
+                }
                 E::Corrupt { .. } | E::UnsupportedSchema { .. } => {
                     "`statestore doctor` checks the store".into()
                 }
@@ -177,6 +195,12 @@ impl CliError {
         };
         match self {
             Self::Usage { hint, .. } | Self::Failed { hint, .. } => hint.clone(),
+            Self::Keys(_) => Some(
+                "a key file has one key per line, `ID base64:KEY` (32 bytes) or `ID hex:KEY`, \
+                 exactly one ending in `current`; `statestore rotate-keys --help` shows how to \
+                 make one"
+                    .into(),
+            ),
             Self::Open(e) => Some(match e {
                 OpenError::InvalidUrl { .. }
                 | OpenError::UnknownScheme { .. }

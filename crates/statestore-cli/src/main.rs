@@ -13,6 +13,7 @@ mod copy;
 mod cut;
 mod doctor;
 mod error;
+mod rekey;
 mod sessions;
 mod show;
 mod store;
@@ -62,6 +63,7 @@ fn main() -> ExitCode {
 
 async fn run(ui: &Ui, cli: Cli) -> Result<(), CliError> {
     let store = cli.store.filter(|s| !s.is_empty());
+    store::load_keys(cli.keys.as_deref())?;
     match cli.command {
         Command::Chat(args) => chat::run(ui, &store::resolve(store)?, args).await,
         Command::List(args) => sessions::list(ui, &store::resolve(store)?, args).await,
@@ -74,6 +76,7 @@ async fn run(ui: &Ui, cli: Cli) -> Result<(), CliError> {
         Command::Export(args) => transfer::export(ui, &store::resolve(store)?, args).await,
         Command::Import(args) => transfer::import(ui, &store::resolve(store)?, args).await,
         Command::Migrate(args) => transfer::migrate(ui, args).await,
+        Command::RotateKeys(args) => rekey::run(ui, &store::resolve(store)?, args).await,
         Command::Doctor(args) => doctor::run(ui, &store::resolve(store)?, args).await,
     }
 }

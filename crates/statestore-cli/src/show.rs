@@ -15,6 +15,17 @@ use crate::ui::{self, Paint, Ui};
 pub(crate) async fn show(ui: &Ui, url: &str, args: ShowArgs) -> Result<(), CliError> {
     let store = open(url).await?;
     let mut state = load(&*store, &args.id).await?;
+    if crate::store::keys().is_none()
+        && state
+            .messages
+            .iter()
+            .any(|m| m.metadata.contains_key("statestore.sealed"))
+    {
+        ui.warn(
+            "this session is encrypted: its messages show empty without the key ring; give it \
+             with --keys FILE",
+        );
+    }
     let total = state.messages.len();
     let first = args.last.map_or(0, |n| total.saturating_sub(n));
     let ttl = crate::store::url_ttl(url);

@@ -1,10 +1,11 @@
 //! Which store a command uses: `--store`, `STATESTORE_URL`, or the default
 //! SQLite file; opening it; and listing its sessions.
 
-use std::path::PathBuf;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use statestore::crypto::{Encrypted, KeyRing};
 use statestore::{ListQuery, SessionId, Store};
 
 use crate::error::CliError;
@@ -103,8 +104,43 @@ fn sqlite_url(path: &std::path::Path) -> Result<String, CliError> {
     Ok(url)
 }
 
-/// Opens the store at `url`.
+/// The key ring of this run (`--keys`, `STATESTORE_KEYS_FILE` or
+/// `STATESTORE_KEYS`), set once by `main` before any store is opened.
+static KEYS: OnceLock<Option<KeyRing>> = OnceLock::new();
+
+/// Reads the key ring: `file` (`--keys` or `STATESTORE_KEYS_FILE`), else
+/// the ring text in `STATESTORE_KEYS`, else none; and makes it the one
+/// every [`open`] of this run uses.
+pub(crate) fn load_keys(file: Option<&Path>) -> Result<(), CliError> {
+    let ring = match file {
+        Some(path) => Some(KeyRing::from_file(path)?),
+        None if std::env::var_os("STATESTORE_KEYS").is_some_and(|v| !v.is_empty()) => {
+            Some(KeyRing::from_env("STATESTORE_KEYS")?)
+        }
+        None => None,
+    };
+    // Set once, from main; a second call keeps the first ring.
+    let _ = KEYS.set(ring);
+    Ok(())
+}
+
+/// This run's key ring, if it has one.
+pub(crate) fn keys() -> Option<&'static KeyRing> {
+    KEYS.get().and_then(Option::as_ref)
+}
+
+/// Opens the store at `url`: encrypted with this run's key ring when it
+/// has one, so commands see plaintext and the backend holds ciphertext.
 pub(crate) async fn open(url: &str) -> Result<Arc<dyn Store>, CliError> {
+    let backend = open_backend(url).await?;
+    Ok(match keys() {
+        Some(ring) => Arc::new(Encrypted::new(backend, ring.clone())),
+        None => backend,
+    })
+}
+
+/// Opens the store at `url` as it is, without the encryption layer.
+pub(crate) async fn open_backend(url: &str) -> Result<Arc<dyn Store>, CliError> {
     Ok(statestore::open(url).await?)
 }
 

@@ -12,7 +12,7 @@ use statestore::{SessionId, Store};
 use crate::args::{ExportArgs, ImportArgs, MigrateArgs};
 use crate::copy::{Copied, Exported, Header, Tally, check_header, put};
 use crate::error::CliError;
-use crate::store::{all_ids, open, ordered};
+use crate::store::{all_ids, open, open_backend, ordered};
 use crate::ui::{self, Ui};
 
 /// Sessions loaded at once by export and migrate.
@@ -101,7 +101,7 @@ impl Sink {
 }
 
 pub(crate) async fn export(ui: &Ui, url: &str, args: ExportArgs) -> Result<(), CliError> {
-    let store = open(url).await?;
+    let store = open_for(url, args.encrypted, "export").await?;
     let ids = all_ids(&*store, args.user.as_deref()).await?;
     let mut sink = Sink::open(args.output.as_deref())?;
     let result = write_export(ui, &store, &ids, &mut sink).await;
@@ -195,7 +195,7 @@ pub(crate) async fn import(ui: &Ui, url: &str, args: ImportArgs) -> Result<(), C
     // The header is checked before the store is opened: a wrong file
     // changes nothing.
     check_header(&line, &name)?;
-    let store = open(url).await?;
+    let store = open_for(url, args.encrypted, "import").await?;
     let bar = ui.progress_bytes(size, "importing");
     bar.inc(line.len() as u64);
 
@@ -281,6 +281,25 @@ async fn join_one(
     })??;
     tally.add(id, copied);
     Ok(size)
+}
+
+/// The store, decrypted through the key ring; or with `encrypted` (which
+/// needs a key ring, so the flag cannot pass a plaintext store for an
+/// encrypted one unnoticed) the values as the backend holds them.
+async fn open_for(url: &str, encrypted: bool, what: &str) -> Result<Arc<dyn Store>, CliError> {
+    if !encrypted {
+        return open(url).await;
+    }
+    if crate::store::keys().is_none() {
+        return Err(CliError::Usage {
+            message: format!("{what} --encrypted is for an encrypted store: it needs its key ring"),
+            hint: Some(
+                "give the key file with --keys FILE (or STATESTORE_KEYS_FILE, STATESTORE_KEYS)"
+                    .into(),
+            ),
+        });
+    }
+    open_backend(url).await
 }
 
 pub(crate) async fn migrate(ui: &Ui, args: MigrateArgs) -> Result<(), CliError> {

@@ -235,8 +235,19 @@ fn help_has_an_example_for_every_command() {
         "the default store is named:\n{top}"
     );
     for cmd in [
-        "chat", "list", "show", "fork", "delete", "trim", "compact", "stats", "export", "import",
-        "migrate", "doctor",
+        "chat",
+        "list",
+        "show",
+        "fork",
+        "delete",
+        "trim",
+        "compact",
+        "stats",
+        "export",
+        "import",
+        "migrate",
+        "doctor",
+        "rotate-keys",
     ] {
         let help = env.ok(&[cmd, "--help"]);
         assert!(
