@@ -48,11 +48,22 @@ pub(crate) async fn run(ui: &Ui, url: &str, args: ChatArgs) -> Result<(), CliErr
         builder = builder.token_counter(Arc::new(CharEstimate));
     }
     let pipe = builder.build();
+    // The turn's futures are boxed: nested inline, the pipeline's streaming
+    // future makes this one too deep for rustc's layout computation on a
+    // fresh (non-incremental) build ("queries overflow the depth limit").
     if !args.message.is_empty() {
-        return turn(ui, &pipe, &args.session, &args.message.join(" ")).await;
+        return Box::pin(turn(ui, &pipe, &args.session, &args.message.join(" "))).await;
     }
     if std::io::stdin().is_terminal() && !ui.json {
-        return interactive(ui, &pipe, &*store, &args.session, url, &*provider).await;
+        return Box::pin(interactive(
+            ui,
+            &pipe,
+            &*store,
+            &args.session,
+            url,
+            &*provider,
+        ))
+        .await;
     }
     let mut text = String::new();
     std::io::stdin()
@@ -65,7 +76,7 @@ pub(crate) async fn run(ui: &Ui, url: &str, args: ChatArgs) -> Result<(), CliErr
             hint: Some("statestore chat \"Hi, I'm Alice\"".into()),
         });
     }
-    turn(ui, &pipe, &args.session, text).await
+    Box::pin(turn(ui, &pipe, &args.session, text)).await
 }
 
 /// One turn: the reply streamed to stdout (or, with `--json`, one document
