@@ -1,4 +1,8 @@
 #![doc = include_str!("../README.md")]
+// The pipeline's streaming turn over the encrypted store layer nests deep
+// futures; computing their layout needs more than rustc's default query
+// depth of 128 in a fresh, feature-unified workspace build.
+#![recursion_limit = "256"]
 // The binary's output goes through explicit, locked stdout/stderr handles
 // (`ui.rs`); these lints guard library crates against stray prints.
 #![allow(
