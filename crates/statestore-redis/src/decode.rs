@@ -19,6 +19,10 @@ pub(crate) enum Reply {
     Conflict(Option<Version>),
     TooLarge(u64),
     Range(u64),
+    /// `FORK`: the target's state, as the reply it stands for.
+    Target(Value),
+    /// `FORK` on a server without `COPY`: nothing written.
+    NoCopy,
 }
 
 fn corrupt(id: &SessionId, detail: impl Into<String>) -> Error {
@@ -69,6 +73,8 @@ pub(crate) fn reply(id: &SessionId, value: Value) -> Result<Reply> {
         b"conflict" => Reply::Conflict(first_int.and_then(|v| u64::try_from(v).ok())),
         b"too_large" => Reply::TooLarge(first_int.and_then(|v| u64::try_from(v).ok()).unwrap_or(0)),
         b"range" => Reply::Range(first_int.and_then(|v| u64::try_from(v).ok()).unwrap_or(0)),
+        b"target" => Reply::Target(rest.pop().unwrap_or(Value::Nil)),
+        b"nocopy" => Reply::NoCopy,
         b"schema" => {
             return Err(Error::UnsupportedSchema {
                 id: id.clone(),
@@ -157,7 +163,9 @@ fn refused(id: &SessionId, expect: Expect, limits: &Limits, reply: Reply) -> Err
             id: id.clone(),
             reason: format!("summary range is empty or reaches past the {len} stored messages"),
         },
-        Reply::Ok(_) | Reply::Replayed(_) => corrupt(id, "a write returned an unexpected status"),
+        Reply::Ok(_) | Reply::Replayed(_) | Reply::Target(_) | Reply::NoCopy => {
+            corrupt(id, "a write returned an unexpected status")
+        }
     }
 }
 
@@ -216,36 +224,72 @@ fn header(id: &SessionId, flat: Vec<Value>) -> Result<Header> {
     Ok(h)
 }
 
-/// Parses an `ok` reply of `LOAD`; `None` for `missing`.
-pub(crate) fn snapshot(id: &SessionId, reply: Reply) -> Result<Option<Snapshot>> {
-    let rest = match reply {
+/// Parses the replies of a load's transaction (`Store::snapshot`): the
+/// `LOAD` script's, then the header, the newest `newest` messages (all for
+/// `None`), the summaries and the metadata; `None` for `missing`. What was
+/// read must match the counts the script found in the header: anything
+/// else is a torn session, and a read refused for a key's type is one
+/// holding foreign data.
+pub(crate) fn snapshot(
+    id: &SessionId,
+    replies: Vec<Value>,
+    newest: Option<usize>,
+) -> Result<Option<Snapshot>> {
+    let mut it = replies.into_iter();
+    let checked = reply(id, it.next().unwrap_or(Value::Nil))?;
+    let rest = match checked {
         Reply::Ok(rest) => rest,
         Reply::Missing => return Ok(None),
         _ => return Err(corrupt(id, "load returned an unexpected status")),
     };
-    let mut it = rest.into_iter();
-    let mut next_array = || it.next().and_then(array);
-    let (Some(h), Some(messages), Some(summaries), Some(metadata)) =
-        (next_array(), next_array(), next_array(), next_array())
+    let mut counts = rest.iter().take(3).map(|v| int(v).and_then(|n| u64::try_from(n).ok()));
+    let (Some(Some(nm)), Some(Some(ns)), Some(Some(nd))) =
+        (counts.next(), counts.next(), counts.next())
     else {
-        return Err(corrupt(id, "load returned a malformed reply"));
+        return Err(corrupt(id, "load returned malformed counts"));
     };
-    let total = it
-        .next()
-        .as_ref()
-        .and_then(int)
-        .and_then(|n| u64::try_from(n).ok())
-        .ok_or_else(|| corrupt(id, "load returned no message count"))?;
-    let record = match it.next().as_ref().and_then(bytes) {
+    let record = match rest.get(3).and_then(bytes) {
         None => None,
         Some(raw) => Some(record(id, raw)?.replay()),
     };
+    let mut read = |what: &str| -> Result<Vec<Value>> {
+        match it.next() {
+            Some(Value::ServerError(e)) => Err(corrupt(
+                id,
+                format!("its {what} key holds another type of value ({e:?})"),
+            )),
+            Some(Value::Map(pairs)) => Ok(pairs.into_iter().flat_map(|(k, v)| [k, v]).collect()),
+            Some(v) => array(v).ok_or_else(|| corrupt(id, format!("its {what} is not a list"))),
+            None => Err(corrupt(id, "load returned a malformed reply")),
+        }
+    };
+    let header_flat = read("header")?;
+    let messages = read("message list")?;
+    let summaries = read("summary list")?;
+    let metadata = read("metadata hash")?;
+    let expected = newest.map_or(nm, |n| nm.min(u64::try_from(n).unwrap_or(u64::MAX)));
+    for (what, recorded, found) in [
+        ("message list entries", expected, messages.len()),
+        ("summary list entries", ns, summaries.len()),
+        ("metadata hash entries", 2 * nd, metadata.len()),
+    ] {
+        if u64::try_from(found).ok() != Some(recorded) {
+            return Err(corrupt(
+                id,
+                format!(
+                    "its header records {recorded} {what} but {found} were read: a key was \
+                     evicted or changed outside this library (see maxmemory-policy in the crate \
+                     docs)"
+                ),
+            ));
+        }
+    }
     Ok(Some(Snapshot {
-        header: header(id, h)?,
+        header: header(id, header_flat)?,
         messages,
         summaries,
         metadata,
-        total,
+        total: nm,
         record,
     }))
 }

@@ -1,6 +1,9 @@
 //! The [`Store`] operations of [`RedisStore`]: each one script call, one
-//! round trip (`fork`: a snapshot of the source, then a create-only write of
-//! the target; `list`: bounded `SCAN` steps, see `list.rs`).
+//! round trip (loads: one `MULTI … EXEC` holding a script, see
+//! `scripts.rs`; `fork`: one script copying on the server where both
+//! sessions share a slot — always on a standalone server — else a snapshot
+//! of the source, then a create-only write of the target; `list`: bounded
+//! `SCAN` steps, see `list.rs`).
 
 use statestore_core::{
     Append, Appended, ConversationState, Error as StoreError, Expect, IdempotencyKey, ListPage,
@@ -73,13 +76,18 @@ impl Store for RedisStore {
         expect_args(&mut inv, expect);
         let max = self.inner.limits.max_messages;
         inv.arg(max.map_or(-1, |m| i64::try_from(m).unwrap_or(i64::MAX)));
-        // An unkeyed append gets a key of its own, so that a request the
-        // client library re-sends by itself is a replay, not a second append.
+        // An unkeyed append gets a key of its own where the client library
+        // may re-send a request by itself (the cluster client), so that the
+        // re-send is a replay, not a second append; elsewhere it needs none.
         let (kind, key) = match key {
-            Some(key) => ("k", key),
-            None => ("g", IdempotencyKey::random()),
+            Some(key) => ("k", Some(key)),
+            None if self.inner.conn.resends() => ("g", Some(IdempotencyKey::random())),
+            None => ("", None),
         };
-        inv.arg(kind).arg(key.as_str()).arg(counters.len());
+        inv.arg(kind)
+            .arg(key.as_ref().map_or("", IdempotencyKey::as_str))
+            .arg(counters.len())
+            .arg(encoded.len());
         for (name, delta) in &counters {
             inv.arg(name.as_bytes()).arg(counter_value(*delta));
         }
@@ -103,14 +111,51 @@ impl Store for RedisStore {
 
     async fn fork(&self, source: &SessionId, target: &SessionId) -> Result<Version> {
         statestore_core::check_fork_ids(source, target)?;
-        // 1. One consistent snapshot of the source (one script, its slot).
+        let (from, to) = (self.inner.keys.session(source), self.inner.keys.session(target));
+        if self.inner.conn.same_slot(&from.header, &to.header) {
+            // One script copies the keys on the server (`COPY`).
+            let mut inv = self.call(&self.inner.scripts.fork, &from, true);
+            for key in to.all() {
+                inv.key(key);
+            }
+            inv.arg(if self.inner.sliding_ttl { "1" } else { "0" });
+            let copied = self
+                .write("fork", source, &inv, |reply| match reply {
+                    Reply::Ok(_) => Ok(Some(1)),
+                    Reply::NoCopy => Ok(None),
+                    Reply::Missing => Err(StoreError::NotFound { id: source.clone() }),
+                    Reply::Target(state) => match decode::reply(target, state)? {
+                        Reply::Conflict(_) => Err(StoreError::AlreadyExists { id: target.clone() }),
+                        _ => Err(StoreError::Corrupt {
+                            id: target.clone(),
+                            detail: "fork returned an unexpected reply about its target".into(),
+                            source: None,
+                        }),
+                    },
+                    _ => Err(StoreError::Corrupt {
+                        id: source.clone(),
+                        detail: "fork returned an unexpected reply".into(),
+                        source: None,
+                    }),
+                })
+                .await;
+            // Errors name the source, except those about the target's
+            // state (the script reports them apart).
+            match copied {
+                Ok(Some(version)) => return Ok(version),
+                Ok(None) => {} // no COPY (Redis < 6.2): copy through the client
+                Err(e) => return Err(e),
+            }
+        }
+        // Across slots: a snapshot of the source (one transaction on its
+        // slot), then a create-only write of the whole target (one script on
+        // its slot): the target appears complete or not at all, and never
+        // overwrites.
         let snapshot = self
             .snapshot("fork", source, None, None)
             .await?
             .ok_or_else(|| StoreError::NotFound { id: source.clone() })?;
         let raw = snapshot.into_raw(source)?;
-        // 2. Create-only write of the whole target (one script, its slot):
-        // the target appears complete or not at all, and never overwrites.
         let contents = Contents {
             created_at: now_ms(),
             user_id: raw.user_id.as_deref(),

@@ -233,6 +233,11 @@ impl RedisStore {
         move |reply| decode::written(id, expect, &self.inner.limits, reply)
     }
 
+    /// One consistent snapshot of session `id`: the header, the newest
+    /// `newest` messages (all for `None`), the summaries, the metadata and,
+    /// asked about `lookup`, what the write under it did — one `MULTI …
+    /// EXEC` round trip: the `LOAD` script's checks (and the access, when
+    /// reads count as one), then plain reads (see `scripts.rs`).
     pub(crate) async fn snapshot(
         &self,
         operation: &'static str,
@@ -242,13 +247,35 @@ impl RedisStore {
     ) -> Result<Option<decode::Snapshot>> {
         let keys = self.inner.keys.session(id);
         let sliding = self.inner.sliding_ttl;
-        let mut inv = self.call(&self.inner.scripts.load, &keys, sliding);
-        let n = newest.map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX));
-        inv.arg(n)
+        let script = &self.inner.scripts.load;
+        let ttl_ms = match self.inner.ttl {
+            Some(t) if sliding => millis(t),
+            _ => 0,
+        };
+        let mut pipe = redis::pipe();
+        pipe.atomic().ignore_errors();
+        pipe.cmd("EVALSHA").arg(script.get_hash()).arg(5);
+        for key in keys.all() {
+            pipe.arg(key);
+        }
+        pipe.arg(SCHEMA_VERSION)
+            .arg(now_ms())
+            .arg(ttl_ms)
             .arg(if sliding { "1" } else { "0" })
             .arg(lookup.map_or("", IdempotencyKey::as_str));
-        let reply = self.run(operation, id, &inv).await?;
-        decode::snapshot(id, reply)
+        pipe.cmd("HGETALL").arg(&keys.header);
+        // The newest n: `LRANGE -n -1`; none: an empty range.
+        let (start, stop) = match newest {
+            None => (0, -1),
+            Some(0) => (1, 0),
+            Some(n) => (i64::try_from(n).map_or(i64::MIN, |n| -n), -1),
+        };
+        pipe.cmd("LRANGE").arg(&keys.messages).arg(start).arg(stop);
+        pipe.cmd("LRANGE").arg(&keys.summaries).arg(0).arg(-1);
+        pipe.cmd("HGETALL").arg(&keys.metadata);
+        let run = (self.inner.conn).transaction(operation, id, script, &keys.header, &pipe);
+        let replies = self.timed(operation, Some(id), run).await?;
+        decode::snapshot(id, replies, newest)
     }
 
     pub(crate) fn encode_messages<'m>(
