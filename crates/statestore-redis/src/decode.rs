@@ -10,17 +10,19 @@ use statestore_core::{
     Summary, Timestamp, Version,
 };
 
-/// A script's reply, by status (see `scripts.rs`).
+/// A script's reply, by status (see `scripts.rs`): one string, the status
+/// and then its numbers, separated by spaces.
 pub(crate) enum Reply {
-    Ok(Vec<Value>),
+    /// The numbers after `ok`.
+    Ok(Vec<u64>),
     /// An append already applied under the same key: what it did.
-    Replayed(Vec<Value>),
+    Replayed(Vec<u64>),
     Missing,
     Conflict(Option<Version>),
     TooLarge(u64),
     Range(u64),
     /// `FORK`: the target's state, as the reply it stands for.
-    Target(Value),
+    Target(Vec<u8>),
     /// `FORK` on a server without `COPY`: nothing written.
     NoCopy,
 }
@@ -56,43 +58,46 @@ fn array(v: Value) -> Option<Vec<Value>> {
     }
 }
 
-/// Splits a reply into its status and payload. `corrupt` and `schema`
-/// statuses become errors here.
+/// Splits a script's reply — one string: a status, then its arguments —
+/// into a [`Reply`]. `corrupt` and `schema` statuses become errors here.
 pub(crate) fn reply(id: &SessionId, value: Value) -> Result<Reply> {
-    let mut items = array(value)
-        .ok_or_else(|| corrupt(id, "a script returned something that is not an array"))?
-        .into_iter();
-    let status = items.next();
-    let status = status.as_ref().and_then(bytes).unwrap_or_default();
-    let mut rest: Vec<Value> = items.collect();
-    let first_int = rest.first().and_then(int);
+    let text = match value {
+        Value::BulkString(b) => b,
+        Value::SimpleString(s) => s.into_bytes(),
+        _ => return Err(corrupt(id, "a script returned something that is not a string")),
+    };
+    let (status, rest) = match text.iter().position(|b| *b == b' ') {
+        Some(at) => text.split_at(at),
+        None => (text.as_slice(), &[][..]),
+    };
+    let rest = rest.get(1..).unwrap_or_default();
+    let numbers = || -> Result<Vec<u64>> {
+        std::str::from_utf8(rest)
+            .ok()
+            .and_then(|t| t.split(' ').map(|n| n.parse().ok()).collect::<Option<Vec<u64>>>())
+            .ok_or_else(|| corrupt(id, "a script returned malformed numbers"))
+    };
+    let first = || -> Option<i64> { std::str::from_utf8(rest).ok()?.parse().ok() };
     Ok(match status {
-        b"ok" => Reply::Ok(rest),
-        b"replayed" => Reply::Replayed(rest),
+        b"ok" if rest.is_empty() => Reply::Ok(Vec::new()),
+        b"ok" => Reply::Ok(numbers()?),
+        b"replayed" => Reply::Replayed(numbers()?),
         b"missing" => Reply::Missing,
-        b"conflict" => Reply::Conflict(first_int.and_then(|v| u64::try_from(v).ok())),
-        b"too_large" => Reply::TooLarge(first_int.and_then(|v| u64::try_from(v).ok()).unwrap_or(0)),
-        b"range" => Reply::Range(first_int.and_then(|v| u64::try_from(v).ok()).unwrap_or(0)),
-        b"target" => Reply::Target(rest.pop().unwrap_or(Value::Nil)),
+        b"conflict" => Reply::Conflict(first().and_then(|v| u64::try_from(v).ok())),
+        b"too_large" => Reply::TooLarge(first().and_then(|v| u64::try_from(v).ok()).unwrap_or(0)),
+        b"range" => Reply::Range(first().and_then(|v| u64::try_from(v).ok()).unwrap_or(0)),
+        b"target" => Reply::Target(rest.to_vec()),
         b"nocopy" => Reply::NoCopy,
         b"schema" => {
             return Err(Error::UnsupportedSchema {
                 id: id.clone(),
-                found: first_int
+                found: first()
                     .and_then(|v| u32::try_from(v).ok())
                     .unwrap_or(u32::MAX),
                 supported: SCHEMA_VERSION,
             });
         }
-        b"corrupt" => {
-            let detail = rest
-                .pop()
-                .as_ref()
-                .and_then(bytes)
-                .map(|b| String::from_utf8_lossy(b).into_owned())
-                .unwrap_or_default();
-            return Err(corrupt(id, detail));
-        }
+        b"corrupt" => return Err(corrupt(id, String::from_utf8_lossy(rest))),
         other => {
             return Err(corrupt(
                 id,
@@ -115,8 +120,7 @@ pub(crate) fn written(
     match reply {
         Reply::Ok(rest) => rest
             .first()
-            .and_then(int)
-            .and_then(|v| u64::try_from(v).ok())
+            .copied()
             .ok_or_else(|| corrupt(id, "a write returned no version")),
         other => Err(refused(id, expect, limits, other)),
     }
@@ -134,12 +138,7 @@ pub(crate) fn appended(
         Reply::Replayed(rest) => (rest, true),
         other => return Err(refused(id, expect, limits, other)),
     };
-    let mut numbers = rest
-        .iter()
-        .map(|v| int(v).and_then(|n| u64::try_from(n).ok()));
-    let (Some(Some(version)), Some(Some(first)), Some(Some(count))) =
-        (numbers.next(), numbers.next(), numbers.next())
-    else {
+    let &[version, first, count] = rest.as_slice() else {
         return Err(corrupt(id, "an append returned a malformed outcome"));
     };
     let outcome = Appended::new(version, first, count);
@@ -237,20 +236,20 @@ pub(crate) fn snapshot(
 ) -> Result<Option<Snapshot>> {
     let mut it = replies.into_iter();
     let checked = reply(id, it.next().unwrap_or(Value::Nil))?;
-    let rest = match checked {
-        Reply::Ok(rest) => rest,
+    let counts = match checked {
+        Reply::Ok(counts) => counts,
         Reply::Missing => return Ok(None),
         _ => return Err(corrupt(id, "load returned an unexpected status")),
     };
-    let mut counts = rest.iter().take(3).map(|v| int(v).and_then(|n| u64::try_from(n).ok()));
-    let (Some(Some(nm)), Some(Some(ns)), Some(Some(nd))) =
-        (counts.next(), counts.next(), counts.next())
-    else {
-        return Err(corrupt(id, "load returned malformed counts"));
-    };
-    let record = match rest.get(3).and_then(bytes) {
-        None => None,
-        Some(raw) => Some(record(id, raw)?.replay()),
+    let (nm, ns, nd, record) = match *counts.as_slice() {
+        [nm, ns, nd] => (nm, ns, nd, None),
+        [nm, ns, nd, version, first, count] => (
+            nm,
+            ns,
+            nd,
+            Some(Appended::new(version, first, count).replay()),
+        ),
+        _ => return Err(corrupt(id, "load returned malformed counts")),
     };
     let mut read = |what: &str| -> Result<Vec<Value>> {
         match it.next() {
@@ -292,23 +291,6 @@ pub(crate) fn snapshot(
         total: nm,
         record,
     }))
-}
-
-/// A remembered write as the scripts store it: `"version first count"`.
-fn record(id: &SessionId, raw: &[u8]) -> Result<Appended> {
-    let text = std::str::from_utf8(raw).unwrap_or_default();
-    let mut numbers = text.split(' ').map(|n| n.parse::<u64>().ok());
-    match (
-        numbers.next(),
-        numbers.next(),
-        numbers.next(),
-        numbers.next(),
-    ) {
-        (Some(Some(version)), Some(Some(first)), Some(Some(count)), None) => {
-            Ok(Appended::new(version, first, count))
-        }
-        _ => Err(corrupt(id, "a remembered write is malformed")),
-    }
 }
 
 impl Snapshot {

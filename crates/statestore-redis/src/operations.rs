@@ -79,15 +79,12 @@ impl Store for RedisStore {
         // An unkeyed append gets a key of its own where the client library
         // may re-send a request by itself (the cluster client), so that the
         // re-send is a replay, not a second append; elsewhere it needs none.
-        let (kind, key) = match key {
-            Some(key) => ("k", Some(key)),
-            None if self.inner.conn.resends() => ("g", Some(IdempotencyKey::random())),
-            None => ("", None),
+        let field = match key {
+            Some(key) => format!("k:{}", key.as_str()),
+            None if self.inner.conn.resends() => format!("g:{}", IdempotencyKey::random().as_str()),
+            None => String::new(),
         };
-        inv.arg(kind)
-            .arg(key.as_ref().map_or("", IdempotencyKey::as_str))
-            .arg(counters.len())
-            .arg(encoded.len());
+        inv.arg(&field).arg(counters.len()).arg(encoded.len());
         for (name, delta) in &counters {
             inv.arg(name.as_bytes()).arg(counter_value(*delta));
         }
@@ -102,7 +99,7 @@ impl Store for RedisStore {
             .await?;
         // The caller made one call: a replay of the store's own key is the
         // client's re-send of that call, whose write is this call's.
-        Ok(if kind == "g" {
+        Ok(if field.starts_with('g') {
             Appended::new(appended.version, appended.first_position, appended.messages)
         } else {
             appended
@@ -124,7 +121,7 @@ impl Store for RedisStore {
                     Reply::Ok(_) => Ok(Some(1)),
                     Reply::NoCopy => Ok(None),
                     Reply::Missing => Err(StoreError::NotFound { id: source.clone() }),
-                    Reply::Target(state) => match decode::reply(target, state)? {
+                    Reply::Target(state) => match decode::reply(target, redis::Value::BulkString(state))? {
                         Reply::Conflict(_) => Err(StoreError::AlreadyExists { id: target.clone() }),
                         _ => Err(StoreError::Corrupt {
                             id: target.clone(),
@@ -183,7 +180,7 @@ impl Store for RedisStore {
             inv.key(key);
         }
         match self.run("delete", id, &inv).await? {
-            Reply::Ok(rest) => Ok(rest.first().and_then(decode::int) == Some(1)),
+            Reply::Ok(rest) => Ok(rest.first() == Some(&1)),
             _ => Err(StoreError::Corrupt {
                 id: id.clone(),
                 detail: "delete returned an unexpected reply".into(),

@@ -104,22 +104,25 @@
 //! is the [`Scripts`] table and its tests.
 
 use redis::Script;
+use statestore_core::codec::SCHEMA_VERSION;
 
-/// The start of every script: its keys and common arguments, and the two
-/// helpers that word error replies (two closures, ~1k instructions).
+/// The start of every script: its keys and common arguments, the schema
+/// this build writes (`@SCHEMA@`, filled in by [`Scripts::new`]), and the
+/// two helpers that word error replies (two closures, ~1k instructions).
 macro_rules! prelude {
     () => {
         r#"
+local rcall, rpcall = redis.call, redis.pcall
 local H, M, S, D, W = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local SCHEMA, NOW, TTL = ARGV[1], ARGV[2], ARGV[3]
+local SCHEMA, NOW, TTL = '@SCHEMA@', ARGV[1], ARGV[2]
 
 local function wrong_type(key, role, want)
-  return { 'corrupt', 'its ' .. role .. ' key holds a ' .. redis.call('TYPE', key)['ok'] .. ', not a ' .. want }
+  return 'corrupt its ' .. role .. ' key holds a ' .. rcall('TYPE', key)['ok'] .. ', not a ' .. want
 end
 
 local function torn(what, recorded, found)
-  return { 'corrupt', 'its header records ' .. recorded .. ' ' .. what .. ' but ' .. found ..
-    ' are stored: a key was evicted or changed outside this library (see maxmemory-policy in the crate docs)' }
+  return 'corrupt its header records ' .. recorded .. ' ' .. what .. ' but ' .. found ..
+    ' are stored: a key was evicted or changed outside this library (see maxmemory-policy in the crate docs)'
 end
 "#
     };
@@ -144,18 +147,18 @@ if V then
   if v ~= V then
     -- No `n`, or one an older version of this crate left behind when it
     -- bumped the version: adopt the lengths of the keys.
-    local g = redis.call('HMGET', H, 'schema', 'cv', 'nm', 'ns', 'nd', 'wk', 'wg')
+    local g = rcall('HMGET', H, 'schema', 'cv', 'nm', 'ns', 'nd', 'wk', 'wg')
     for i = 1, 7 do
       local x = g[i]
       if x and (#x > 14 or not string.find(x, '^%d+$')) then
-        return { 'corrupt', 'its header has a count that is not an integer' }
+        return 'corrupt its header has a count that is not an integer'
       end
     end
     if not g[1] or #V > 14 or not string.find(V, '^%d+$') then
-      return { 'corrupt', 'its header has no integer schema and version' }
+      return 'corrupt its header has no integer schema and version'
     end
-    if tonumber(g[1]) > tonumber(SCHEMA) then return { 'schema', g[1] } end
-    local lm, ls, ld = redis.pcall('LLEN', M), redis.pcall('LLEN', S), redis.pcall('HLEN', D)
+    if tonumber(g[1]) > tonumber(SCHEMA) then return 'schema ' .. g[1] end
+    local lm, ls, ld = rpcall('LLEN', M), rpcall('LLEN', S), rpcall('HLEN', D)
     if type(lm) == 'table' then return wrong_type(M, 'message list', 'list') end
     if type(ls) == 'table' then return wrong_type(S, 'summary list', 'list') end
     if type(ld) == 'table' then return wrong_type(D, 'metadata hash', 'hash') end
@@ -171,13 +174,13 @@ if V then
     stale = true
     old_fields = (g[2] or g[3] or g[4] or g[5] or g[6] or g[7]) ~= nil
   elseif s ~= SCHEMA and tonumber(s) > tonumber(SCHEMA) then
-    return { 'schema', s }
+    return 'schema ' .. s
   end
   if #V > 14 or #nm > 14 or #wk > 14 or #wg > 14 then
-    return { 'corrupt', 'its header has a count that is not an integer' }
+    return 'corrupt its header has a count that is not an integer'
   end
-elseif redis.call('EXISTS', H) == 1 then
-  return { 'corrupt', 'its header has no integer schema and version' }
+elseif rcall('EXISTS', H) == 1 then
+  return 'corrupt its header has no integer schema and version'
 end
 "#
     };
@@ -190,7 +193,7 @@ end
 macro_rules! check_len {
     ($key:literal, $count:literal, $cmd:literal, $role:literal, $want:literal) => {
         concat!(
-            "\ndo\n  local l = redis.pcall('",
+            "\ndo\n  local l = rpcall('",
             $cmd,
             "', ",
             $key,
@@ -218,12 +221,12 @@ macro_rules! check_len {
 macro_rules! leftovers {
     () => {
         r#"
-leftovers = redis.call('EXISTS', M, S, D, W) > 0
+leftovers = rcall('EXISTS', M, S, D, W) > 0
 if leftovers then
-  if type(redis.pcall('LLEN', M)) == 'table' then return wrong_type(M, 'message list', 'list') end
-  if type(redis.pcall('LLEN', S)) == 'table' then return wrong_type(S, 'summary list', 'list') end
-  if type(redis.pcall('HLEN', D)) == 'table' then return wrong_type(D, 'metadata hash', 'hash') end
-  if type(redis.pcall('HLEN', W)) == 'table' then return wrong_type(W, 'remembered-writes', 'hash') end
+  if type(rpcall('LLEN', M)) == 'table' then return wrong_type(M, 'message list', 'list') end
+  if type(rpcall('LLEN', S)) == 'table' then return wrong_type(S, 'summary list', 'list') end
+  if type(rpcall('HLEN', D)) == 'table' then return wrong_type(D, 'metadata hash', 'hash') end
+  if type(rpcall('HLEN', W)) == 'table' then return wrong_type(W, 'remembered-writes', 'hash') end
 end
 "#
     };
@@ -235,26 +238,26 @@ macro_rules! expire_all {
     () => {
         r#"
 if TTL ~= '0' then
-  redis.call('PEXPIRE', H, TTL)
-  if nm ~= '0' then redis.call('PEXPIRE', M, TTL) end
-  if ns ~= '0' then redis.call('PEXPIRE', S, TTL) end
-  if nd ~= '0' then redis.call('PEXPIRE', D, TTL) end
-  if wk ~= '0' or wg ~= '0' then redis.call('PEXPIRE', W, TTL) end
+  rcall('PEXPIRE', H, TTL)
+  if nm ~= '0' then rcall('PEXPIRE', M, TTL) end
+  if ns ~= '0' then rcall('PEXPIRE', S, TTL) end
+  if nd ~= '0' then rcall('PEXPIRE', D, TTL) end
+  if wk ~= '0' or wg ~= '0' then rcall('PEXPIRE', W, TTL) end
 end
 "#
     };
 }
 
-/// The expectation (ARGV 4, 5) against `V`: returns `conflict` when it
-/// fails.
+/// The expectation (ARGV 3: `a` any, `n` absent, else the exact version)
+/// against `V`: returns `conflict` when it fails.
 macro_rules! expect {
     () => {
         r#"
-local mode = ARGV[4]
-if mode == 'n' then
-  if V then return { 'conflict', V } end
-elseif mode == 'v' and V ~= ARGV[5] then
-  return { 'conflict', V or -1 }
+local want = ARGV[3]
+if want == 'n' then
+  if V then return 'conflict ' .. V end
+elseif want ~= 'a' and V ~= want then
+  return 'conflict ' .. (V or '-1')
 end
 "#
     };
@@ -268,18 +271,18 @@ macro_rules! bump {
         r#"
 local packed = s .. ' ' .. nv .. ' ' .. nm .. ' ' .. ns .. ' ' .. nd .. ' ' .. wk .. ' ' .. wg
 if V then
-  redis.call('HSET', H, 'version', nv, 'n', packed, 'updated_at', NOW, 'last_accessed_at', NOW)
-  if old_fields then redis.call('HDEL', H, 'cv', 'nm', 'ns', 'nd', 'wk', 'wg') end
+  rcall('HSET', H, 'version', nv, 'n', packed, 'updated_at', NOW, 'last_accessed_at', NOW)
+  if old_fields then rcall('HDEL', H, 'cv', 'nm', 'ns', 'nd', 'wk', 'wg') end
 else
-  redis.call('HSET', H, 'schema', SCHEMA, 'version', nv, 'n', packed, 'created_at', NOW,
+  rcall('HSET', H, 'schema', SCHEMA, 'version', nv, 'n', packed, 'created_at', NOW,
     'updated_at', NOW, 'last_accessed_at', NOW)
 end
 "#
     };
 }
 
-/// `RPUSH key ARGV[i..last]` (or `HSET` with an even range) in chunks of
-/// 1,000; `$sum` receives the sum of the replies.
+/// `$cmd $key $list[$first..$last]` (`RPUSH`, or `HSET`/`HDEL` with an
+/// even range) in chunks of 1,000; adds the replies to `pushed`.
 macro_rules! push {
     ($cmd:literal, $key:literal, $list:literal, $first:literal, $last:literal) => {
         concat!(
@@ -287,7 +290,7 @@ macro_rules! push {
             $first,
             ", ",
             $last,
-            "\n  while i <= last do\n    local j = i + 999\n    if j > last then j = last end\n    pushed = pushed + redis.call('",
+            "\n  while i <= last do\n    local j = i + 999\n    if j > last then j = last end\n    pushed = pushed + rcall('",
             $cmd,
             "', ",
             $key,
@@ -299,37 +302,38 @@ macro_rules! push {
 }
 
 /// `append_with(id, append)`.
-/// ARGV 6: max messages per session (`-1`: unlimited); 7: the key's kind
-/// (`k` the caller's, `g` made by the store, `''` none); 8: the key; 9:
-/// the number of counters `C`; 10: the number of messages; 11..10+2C:
-/// counter name, increment (decimal, at most `i64::MAX`); then the
-/// messages.
-/// Returns `ok, version, first position, messages` — or `replayed` and the
-/// same three for a key already remembered, having written nothing but the
-/// access time. The key is looked up after the integrity checks and before
-/// the expectation, so a repeat is a replay whatever it expects.
+/// ARGV 3: the expectation; 4: max messages per session (`-1`:
+/// unlimited); 5: the key as its field in the remembered writes (`k:<key>`
+/// the caller's, `g:<key>` one the store made, `''` none); 6: the number
+/// of counters `C`; 7: the number of messages; 8..7+2C: counter name,
+/// increment (decimal, at most `i64::MAX`); then the messages.
+/// Returns `ok <version> <first position> <messages>` — or `replayed` and
+/// the same three for a key already remembered, having written nothing but
+/// the access time. The key is looked up after the integrity checks and
+/// before the expectation, so a repeat is a replay whatever it expects.
 const APPEND: &str = concat!(
     prelude!(),
     r#"
-local nc, kind, key = tonumber(ARGV[9]), ARGV[7], ARGV[8]
+local nc, field = tonumber(ARGV[6]), ARGV[5]
 local f, fields
 if nc == 0 then
-  f = redis.pcall('HMGET', H, 'version', 'n')
+  f = rpcall('HMGET', H, 'version', 'n')
 else
   fields = { 'version', 'n' }
-  for i = 1, nc do fields[i + 2] = 'c:' .. ARGV[9 + 2 * i] end
-  f = redis.pcall('HMGET', H, unpack(fields))
+  for i = 1, nc do fields[i + 2] = 'c:' .. ARGV[6 + 2 * i] end
+  f = rpcall('HMGET', H, unpack(fields))
 end
 "#,
     header!(),
     r#"
-local count = #ARGV - 10 - 2 * nc
-local first, evict, field, slot, leftovers = nil, nil, nil, nil, false
+local count = #ARGV - 7 - 2 * nc
+local first, evict, slot, leftovers = nil, nil, nil, false
 if V then
+  first = tonumber(nm)
   if not stale then
-"#,
-    check_len!("M", "nm", "LLEN", "message list", "list"),
-    r#"
+    local l = rpcall('LLEN', M)
+    if type(l) == 'table' then return wrong_type(M, 'message list', 'list') end
+    if l ~= first then return torn('message list entries', nm, l) end
     if ns ~= '0' then
 "#,
     check_len!("S", "ns", "LLEN", "summary list", "list"),
@@ -341,8 +345,7 @@ if V then
     r#"
     end
   end
-  first = tonumber(nm)
-  if kind ~= '' then
+  if field ~= '' then
     -- Remembered writes: caller keys ('k', 64 deep = REMEMBERED_WRITES) and
     -- keys the store made for unkeyed appends ('g', 16 deep). The key, the
     -- ring slot this write takes, and the newest slot (which must exist
@@ -350,22 +353,20 @@ if V then
     local qk, qg = tonumber(wk), tonumber(wg)
     local newest
     if qk > 0 then newest = 'K' .. ((qk - 1) % 64) elseif qg > 0 then newest = 'G' .. ((qg - 1) % 16) end
-    if kind == 'k' then slot = 'K' .. (qk % 64) else slot = 'G' .. (qg % 16) end
-    field = kind .. ':' .. key
-    local w = redis.pcall('HMGET', W, field, slot, newest or slot)
+    if string.byte(field) == 107 then slot = 'K' .. (qk % 64) else slot = 'G' .. (qg % 16) end
+    local w = rpcall('HMGET', W, field, slot, newest or slot)
     if w.err then return wrong_type(W, 'remembered-writes', 'hash') end
     if newest and not w[3] then
-      return { 'corrupt', 'its header records remembered writes but they are gone: a key was ' ..
-        'evicted or changed outside this library (see maxmemory-policy in the crate docs)' }
+      return 'corrupt its header records remembered writes but they are gone: a key was ' ..
+        'evicted or changed outside this library (see maxmemory-policy in the crate docs)'
     end
     if w[1] then
-      local a, b, c = string.match(w[1], '^(%d+) (%d+) (%d+)$')
-      if not a then return { 'corrupt', 'a remembered write is malformed' } end
-      redis.call('HSET', H, 'last_accessed_at', NOW)
+      if not string.find(w[1], '^%d+ %d+ %d+$') then return 'corrupt a remembered write is malformed' end
+      rcall('HSET', H, 'last_accessed_at', NOW)
 "#,
     expire_all!(),
     r#"
-      return { 'replayed', a, b, c }
+      return 'replayed ' .. w[1]
     end
     evict = w[2]
   end
@@ -378,12 +379,11 @@ else
     expect!(),
     r#"
   s, nm, ns, nd, wk, wg, first = SCHEMA, '0', '0', '0', '0', '0', 0
-  if kind ~= '' then
-    field = kind .. ':' .. key
-    if kind == 'k' then slot = 'K0' else slot = 'G0' end
+  if field ~= '' then
+    if string.byte(field) == 107 then slot = 'K0' else slot = 'G0' end
   end
 end
-if ARGV[6] ~= '-1' and first + count > tonumber(ARGV[6]) then return { 'too_large', first + count } end
+if ARGV[4] ~= '-1' and first + count > tonumber(ARGV[4]) then return 'too_large ' .. (first + count) end
 -- Counters: check every value before the first write.
 local dec_le, dec_add
 if nc > 0 then
@@ -409,55 +409,56 @@ if nc > 0 then
     local cur = f[2 + i]
     -- A value as HINCRBY keeps it: '0' or 1-19 digits up to i64::MAX.
     if cur and not (cur == '0' or (string.find(cur, '^[1-9]%d*$') and dec_le(cur, '9223372036854775807'))) then
-      return { 'corrupt', 'its counter ' .. ARGV[9 + 2 * i] .. ' is not an integer from 0 to 2^63-1' }
+      return 'corrupt its counter ' .. ARGV[6 + 2 * i] .. ' is not an integer from 0 to 2^63-1'
     end
   end
 end
 -- Every check passed: write.
-if leftovers then redis.call('DEL', M, S, D, W) end
+if leftovers then rcall('DEL', M, S, D, W) end
 local pushed = 0
 "#,
-    push!("RPUSH", "M", "ARGV", "11 + 2 * nc", "#ARGV"),
+    push!("RPUSH", "M", "ARGV", "8 + 2 * nc", "#ARGV"),
     r#"
 local old_nm = nm
-nm = tostring(first + count)
+if count > 0 then nm = tostring(first + count) end
 for i = 1, nc do
-  local cur, delta = f[2 + i] or '0', ARGV[10 + 2 * i]
+  local cur, delta = f[2 + i] or '0', ARGV[7 + 2 * i]
   if #cur < 18 and #delta < 18 then
-    redis.call('HINCRBY', H, fields[2 + i], delta)
+    rcall('HINCRBY', H, fields[2 + i], delta)
   else
     local sum = dec_add(cur, delta)
     if not dec_le(sum, '9223372036854775807') then sum = '9223372036854775807' end
-    redis.call('HSET', H, fields[2 + i], sum)
+    rcall('HSET', H, fields[2 + i], sum)
   end
 end
 local nv = '1'
 if V then nv = tostring(tonumber(V) + 1) end
-if kind ~= '' then
-  if evict then redis.call('HDEL', W, kind .. ':' .. evict) end
-  redis.call('HSET', W, slot, key, field, nv .. ' ' .. old_nm .. ' ' .. ARGV[10])
-  if kind == 'k' then wk = tostring(tonumber(wk) + 1) else wg = tostring(tonumber(wg) + 1) end
+local outcome = nv .. ' ' .. old_nm .. ' ' .. ARGV[7]
+if field ~= '' then
+  if evict then rcall('HDEL', W, string.sub(field, 1, 2) .. evict) end
+  rcall('HSET', W, slot, string.sub(field, 3), field, outcome)
+  if string.byte(field) == 107 then wk = tostring(tonumber(wk) + 1) else wg = tostring(tonumber(wg) + 1) end
 end
 "#,
     bump!(),
     expire_all!(),
     r#"
-return { 'ok', nv, old_nm, ARGV[10] }
+return 'ok ' .. outcome
 "#
 );
 
 /// The check a load runs first in its transaction (see the module docs):
 /// the header, and — when the read counts as an access — that no key is
 /// torn, then `last_accessed_at` and the TTL.
-/// ARGV 4: `1` to count the read as an access; 5: a caller key to look up
-/// (`''`: none).
-/// Returns `ok, nm, ns, nd, record`: the counts the transaction's reads
-/// must match, and what the write under the key did
-/// (`"version first count"`) or nil.
+/// ARGV 2: the TTL as in every script, or `-` when the read is not an
+/// access; 3: a caller key to look up (`''`: none).
+/// Returns `ok <nm> <ns> <nd>`, the counts the transaction's reads must
+/// match, followed by what the write under the key did
+/// (`<version> <first> <count>`) when it is remembered.
 const LOAD: &str = concat!(
     prelude!(),
     r#"
-local f = redis.pcall('HMGET', H, 'version', 'n')
+local f = rpcall('HMGET', H, 'version', 'n')
 "#,
     header!(),
     r#"
@@ -466,9 +467,9 @@ if not V then
 "#,
     leftovers!(),
     r#"
-  return { 'missing' }
+  return 'missing'
 end
-local access = ARGV[4] == '1'
+local access = TTL ~= '-'
 if access and not stale then
   if nm ~= '0' then
 "#,
@@ -486,37 +487,38 @@ if access and not stale then
     r#"
   end
 end
-local record = false
-if ARGV[5] ~= '' and wk ~= '0' then
-  local w = redis.pcall('HMGET', W, 'k:' .. ARGV[5], 'K' .. ((tonumber(wk) - 1) % 64))
+local reply = 'ok ' .. nm .. ' ' .. ns .. ' ' .. nd
+if ARGV[3] ~= '' and wk ~= '0' then
+  local w = rpcall('HMGET', W, 'k:' .. ARGV[3], 'K' .. ((tonumber(wk) - 1) % 64))
   if w.err then return wrong_type(W, 'remembered-writes', 'hash') end
   if not w[2] then
-    return { 'corrupt', 'its header records remembered writes but they are gone: a key was ' ..
-      'evicted or changed outside this library (see maxmemory-policy in the crate docs)' }
+    return 'corrupt its header records remembered writes but they are gone: a key was ' ..
+      'evicted or changed outside this library (see maxmemory-policy in the crate docs)'
   end
-  record = w[1]
+  if w[1] then reply = reply .. ' ' .. w[1] end
 end
 if access then
-  redis.call('HSET', H, 'last_accessed_at', NOW)
+  rcall('HSET', H, 'last_accessed_at', NOW)
 "#,
     expire_all!(),
     r#"
 end
-return { 'ok', nm, ns, nd, record }
+return reply
 "#
 );
 
 /// `save(state, expect)`: replaces everything but `created_at` and the
 /// remembered writes.
-/// ARGV 6: created_at for a new session; 7/8: has user id, user id;
-/// 9/10: has system prompt, prompt; 11/12/13/14: counts of messages,
-/// summaries, metadata pairs and counters; then the messages, the
-/// summaries, the metadata as field, value pairs and the counters as name,
-/// value pairs.
+/// ARGV 3: the expectation; 4: created_at for a new session; 5/6: has
+/// user id, user id; 7/8: has system prompt, prompt; 9/10/11/12: counts of
+/// messages, summaries, metadata pairs and counters; then the messages,
+/// the summaries, the metadata as field, value pairs and the counters as
+/// name, value pairs.
+/// Returns `ok <version>`.
 const SAVE: &str = concat!(
     prelude!(),
     r#"
-local f = redis.pcall('HMGET', H, 'version', 'n', 'created_at')
+local f = rpcall('HMGET', H, 'version', 'n', 'created_at')
 "#,
     header!(),
     r#"
@@ -548,52 +550,53 @@ end
 "#,
     expect!(),
     r#"
-nm, ns, nd = ARGV[11], ARGV[12], ARGV[13]
-local nc = tonumber(ARGV[14])
+nm, ns, nd = ARGV[9], ARGV[10], ARGV[11]
+local nc = tonumber(ARGV[12])
 local nv = '1'
 if V then nv = tostring(tonumber(V) + 1) end
-local h = { 'schema', SCHEMA, 'version', nv, 'created_at', f[3] or ARGV[6], 'updated_at', NOW,
+local h = { 'schema', SCHEMA, 'version', nv, 'created_at', f[3] or ARGV[4], 'updated_at', NOW,
   'last_accessed_at', NOW, 'n', SCHEMA .. ' ' .. nv .. ' ' .. nm .. ' ' .. ns .. ' ' .. nd .. ' ' .. wk .. ' ' .. wg }
-if ARGV[7] == '1' then h[#h + 1], h[#h + 2] = 'user_id', ARGV[8] end
-if ARGV[9] == '1' then h[#h + 1], h[#h + 2] = 'system_prompt', ARGV[10] end
-local i = 15 + tonumber(nm) + tonumber(ns) + 2 * tonumber(nd)
+if ARGV[5] == '1' then h[#h + 1], h[#h + 2] = 'user_id', ARGV[6] end
+if ARGV[7] == '1' then h[#h + 1], h[#h + 2] = 'system_prompt', ARGV[8] end
+local i = 13 + tonumber(nm) + tonumber(ns) + 2 * tonumber(nd)
 for k = i, i + 2 * nc - 1, 2 do
   h[#h + 1], h[#h + 2] = 'c:' .. ARGV[k], ARGV[k + 1]
 end
 -- Every check passed: write.
-if leftovers then redis.call('DEL', W) end
-redis.call('DEL', H, M, S, D)
+if leftovers then rcall('DEL', W) end
+rcall('DEL', H, M, S, D)
 local pushed = 0
 "#,
-    push!("RPUSH", "M", "ARGV", "15", "14 + tonumber(nm)"),
+    push!("RPUSH", "M", "ARGV", "13", "12 + tonumber(nm)"),
     push!(
         "RPUSH",
         "S",
         "ARGV",
-        "15 + tonumber(nm)",
-        "14 + tonumber(nm) + tonumber(ns)"
+        "13 + tonumber(nm)",
+        "12 + tonumber(nm) + tonumber(ns)"
     ),
     push!(
         "HSET",
         "D",
         "ARGV",
-        "15 + tonumber(nm) + tonumber(ns)",
-        "14 + tonumber(nm) + tonumber(ns) + 2 * tonumber(nd)"
+        "13 + tonumber(nm) + tonumber(ns)",
+        "12 + tonumber(nm) + tonumber(ns) + 2 * tonumber(nd)"
     ),
     push!("HSET", "H", "h", "1", "#h"),
     expire_all!(),
     r#"
-return { 'ok', nv }
+return 'ok ' .. nv
 "#
 );
 
 /// `merge_metadata(id, patch, expect)`.
-/// ARGV 6: number of field, value pairs to set; then the pairs; then the
-/// fields to delete.
+/// ARGV 3: the expectation; 4: number of field, value pairs to set; then
+/// the pairs; then the fields to delete.
+/// Returns `ok <version>`.
 const MERGE_METADATA: &str = concat!(
     prelude!(),
     r#"
-local f = redis.pcall('HMGET', H, 'version', 'n')
+local f = rpcall('HMGET', H, 'version', 'n')
 "#,
     header!(),
     r#"
@@ -624,11 +627,11 @@ end
     expect!(),
     r#"
 -- Every check passed: write.
-if leftovers then redis.call('DEL', M, S, D, W) end
-local first_del = 7 + 2 * tonumber(ARGV[6])
+if leftovers then rcall('DEL', M, S, D, W) end
+local first_del = 5 + 2 * tonumber(ARGV[4])
 local pushed = 0
 "#,
-    push!("HSET", "D", "ARGV", "7", "first_del - 1"),
+    push!("HSET", "D", "ARGV", "5", "first_del - 1"),
     r#"
 local added = pushed
 pushed = 0
@@ -642,20 +645,22 @@ if V then nv = tostring(tonumber(V) + 1) end
     bump!(),
     expire_all!(),
     r#"
-return { 'ok', nv }
+return 'ok ' .. nv
 "#
 );
 
 /// `add_summary(id, summary, expect)`.
-/// ARGV 6/7: the covered range's start and end; 8: the summary's JSON.
+/// ARGV 3: the expectation; 4/5: the covered range's start and end; 6:
+/// the summary's JSON.
+/// Returns `ok <version>`, or `range <messages>`.
 const ADD_SUMMARY: &str = concat!(
     prelude!(),
     r#"
-local f = redis.pcall('HMGET', H, 'version', 'n')
+local f = rpcall('HMGET', H, 'version', 'n')
 "#,
     header!(),
     r#"
-if not V then return { 'missing' } end
+if not V then return 'missing' end
 if not stale then
 "#,
     check_len!("M", "nm", "LLEN", "message list", "list"),
@@ -670,29 +675,30 @@ end
 "#,
     expect!(),
     r#"
-local first, last, total = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(nm)
-if first >= last or last > total then return { 'range', nm } end
+local first, last, total = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(nm)
+if first >= last or last > total then return 'range ' .. nm end
 -- Every check passed: write.
-redis.call('RPUSH', S, ARGV[8])
+rcall('RPUSH', S, ARGV[6])
 ns = tostring(tonumber(ns) + 1)
 local nv = tostring(tonumber(V) + 1)
 "#,
     bump!(),
     expire_all!(),
     r#"
-return { 'ok', nv }
+return 'ok ' .. nv
 "#
 );
 
 /// `touch(id)`: updates `last_accessed_at` and restarts the TTL.
+/// Returns `ok` or `missing`.
 const TOUCH: &str = concat!(
     prelude!(),
     r#"
-local f = redis.pcall('HMGET', H, 'version', 'n')
+local f = rpcall('HMGET', H, 'version', 'n')
 "#,
     header!(),
     r#"
-if not V then return { 'missing' } end
+if not V then return 'missing' end
 if not stale then
   if nm ~= '0' then
 "#,
@@ -710,31 +716,31 @@ if not stale then
     r#"
   end
 end
-redis.call('HSET', H, 'last_accessed_at', NOW)
+rcall('HSET', H, 'last_accessed_at', NOW)
 "#,
     expire_all!(),
     r#"
-return { 'ok' }
+return 'ok'
 "#
 );
 
 /// `fork(source, target)` when both sessions' keys share a slot (always on
 /// a standalone server): a server-side copy with `COPY` (Redis ≥ 6.2) in
 /// one atomic step. KEYS 1–5: the source's five keys (its remembered
-/// writes are not copied); 6–10: the target's. ARGV 4: `1` when the read
+/// writes are not copied); 6–10: the target's. ARGV 3: `1` when the read
 /// of the source counts as an access.
-/// Returns `ok, 1`; `missing` (no source), `target` and the reply the
-/// target's state is (`conflict` when it exists, `corrupt`), or `nocopy`
-/// (no `COPY` on this server), having written nothing.
+/// Returns `ok 1`; `missing` (no source); `target` and the reply the
+/// target's state stands for (`conflict` when it exists, `corrupt`); or
+/// `nocopy` (no `COPY` on this server) — having written nothing.
 const FORK: &str = concat!(
     prelude!(),
     r#"
 local TH, TM, TS, TD, TW = KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10]
-local f = redis.pcall('HMGET', H, 'version', 'n')
+local f = rpcall('HMGET', H, 'version', 'n')
 "#,
     header!(),
     r#"
-if not V then return { 'missing' } end
+if not V then return 'missing' end
 if not stale then
   if nm ~= '0' then
 "#,
@@ -752,65 +758,62 @@ if not stale then
     r#"
   end
 end
--- The target: absent, leftovers checked.
--- Problems of the target are reported as `target` and the reply they
--- would be for it.
-local t = redis.pcall('HGET', TH, 'version')
-if type(t) == 'table' then return { 'target', wrong_type(TH, 'header', 'hash') } end
-if t then return { 'target', { 'conflict', t } } end
-if redis.call('EXISTS', TH) == 1 then
-  return { 'target', { 'corrupt', 'its header has no integer schema and version' } }
-end
-local leftovers = redis.call('EXISTS', TM, TS, TD, TW) > 0
+-- The target: absent, leftovers checked. Problems of the target are
+-- reported as `target` and the reply they would be for it.
+local t = rpcall('HGET', TH, 'version')
+if type(t) == 'table' then return 'target ' .. wrong_type(TH, 'header', 'hash') end
+if t then return 'target conflict ' .. t end
+if rcall('EXISTS', TH) == 1 then return 'target corrupt its header has no integer schema and version' end
+local leftovers = rcall('EXISTS', TM, TS, TD, TW) > 0
 if leftovers then
-  if type(redis.pcall('LLEN', TM)) == 'table' then return { 'target', wrong_type(TM, 'message list', 'list') } end
-  if type(redis.pcall('LLEN', TS)) == 'table' then return { 'target', wrong_type(TS, 'summary list', 'list') } end
-  if type(redis.pcall('HLEN', TD)) == 'table' then return { 'target', wrong_type(TD, 'metadata hash', 'hash') } end
-  if type(redis.pcall('HLEN', TW)) == 'table' then
-    return { 'target', wrong_type(TW, 'remembered-writes', 'hash') }
+  if type(rpcall('LLEN', TM)) == 'table' then return 'target ' .. wrong_type(TM, 'message list', 'list') end
+  if type(rpcall('LLEN', TS)) == 'table' then return 'target ' .. wrong_type(TS, 'summary list', 'list') end
+  if type(rpcall('HLEN', TD)) == 'table' then return 'target ' .. wrong_type(TD, 'metadata hash', 'hash') end
+  if type(rpcall('HLEN', TW)) == 'table' then
+    return 'target ' .. wrong_type(TW, 'remembered-writes', 'hash')
   end
 end
 -- Every check passed. The first COPY also tells whether the server has it.
-local c = redis.pcall('COPY', H, TH)
+local c = rpcall('COPY', H, TH)
 if type(c) == 'table' then
-  if string.find(string.lower(c.err), 'unknown', 1, true) then return { 'nocopy' } end
+  if string.find(string.lower(c.err), 'unknown', 1, true) then return 'nocopy' end
   return c
 end
-if leftovers then redis.call('DEL', TM, TS, TD, TW) end
-if nm ~= '0' then redis.call('COPY', M, TM) end
-if ns ~= '0' then redis.call('COPY', S, TS) end
-if nd ~= '0' then redis.call('COPY', D, TD) end
-redis.call('HSET', TH, 'version', '1', 'n', s .. ' 1 ' .. nm .. ' ' .. ns .. ' ' .. nd .. ' 0 0',
+if leftovers then rcall('DEL', TM, TS, TD, TW) end
+if nm ~= '0' then rcall('COPY', M, TM) end
+if ns ~= '0' then rcall('COPY', S, TS) end
+if nd ~= '0' then rcall('COPY', D, TD) end
+rcall('HSET', TH, 'version', '1', 'n', s .. ' 1 ' .. nm .. ' ' .. ns .. ' ' .. nd .. ' 0 0',
   'created_at', NOW, 'updated_at', NOW, 'last_accessed_at', NOW)
-if old_fields then redis.call('HDEL', TH, 'cv', 'nm', 'ns', 'nd', 'wk', 'wg') end
+if old_fields then rcall('HDEL', TH, 'cv', 'nm', 'ns', 'nd', 'wk', 'wg') end
 -- COPY copies each key's TTL: the target's restarts, or has none.
 if TTL ~= '0' then
-  redis.call('PEXPIRE', TH, TTL)
-  if nm ~= '0' then redis.call('PEXPIRE', TM, TTL) end
-  if ns ~= '0' then redis.call('PEXPIRE', TS, TTL) end
-  if nd ~= '0' then redis.call('PEXPIRE', TD, TTL) end
+  rcall('PEXPIRE', TH, TTL)
+  if nm ~= '0' then rcall('PEXPIRE', TM, TTL) end
+  if ns ~= '0' then rcall('PEXPIRE', TS, TTL) end
+  if nd ~= '0' then rcall('PEXPIRE', TD, TTL) end
 else
-  redis.call('PERSIST', TH)
-  if nm ~= '0' then redis.call('PERSIST', TM) end
-  if ns ~= '0' then redis.call('PERSIST', TS) end
-  if nd ~= '0' then redis.call('PERSIST', TD) end
+  rcall('PERSIST', TH)
+  if nm ~= '0' then rcall('PERSIST', TM) end
+  if ns ~= '0' then rcall('PERSIST', TS) end
+  if nd ~= '0' then rcall('PERSIST', TD) end
 end
-if ARGV[4] == '1' then
-  redis.call('HSET', H, 'last_accessed_at', NOW)
+if ARGV[3] == '1' then
+  rcall('HSET', H, 'last_accessed_at', NOW)
 "#,
     expire_all!(),
     r#"
 end
-return { 'ok', 1 }
+return 'ok 1'
 "#
 );
 
-/// `delete(id)`: removes all five keys (freed in the background);
-/// returns whether the header existed.
+/// `delete(id)`: removes all five keys (freed in the background).
+/// Returns `ok 1` when the header existed, else `ok 0`.
 const DELETE: &str = r#"
 local existed = redis.call('EXISTS', KEYS[1])
 redis.call('UNLINK', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
-return { 'ok', existed }
+return 'ok ' .. existed
 "#;
 
 /// The compiled scripts (their SHA1s are computed once).
@@ -826,17 +829,22 @@ pub(crate) struct Scripts {
     pub(crate) delete: Script,
 }
 
+/// A script's text with the schema this build writes filled in.
+fn script(text: &str) -> Script {
+    Script::new(&text.replace("@SCHEMA@", &SCHEMA_VERSION.to_string()))
+}
+
 impl Scripts {
     pub(crate) fn new() -> Self {
         Self {
-            append: Script::new(APPEND),
-            load: Script::new(LOAD),
-            save: Script::new(SAVE),
-            merge_metadata: Script::new(MERGE_METADATA),
-            add_summary: Script::new(ADD_SUMMARY),
-            touch: Script::new(TOUCH),
-            fork: Script::new(FORK),
-            delete: Script::new(DELETE),
+            append: script(APPEND),
+            load: script(LOAD),
+            save: script(SAVE),
+            merge_metadata: script(MERGE_METADATA),
+            add_summary: script(ADD_SUMMARY),
+            touch: script(TOUCH),
+            fork: script(FORK),
+            delete: script(DELETE),
         }
     }
 
@@ -861,7 +869,7 @@ mod tests {
     fn the_caller_ring_remembers_what_core_promises() {
         let deep = statestore_core::REMEMBERED_WRITES;
         for (script, needle) in [
-            (super::APPEND, format!("'K' .. (qk % {deep})")),
+            (super::APPEND, format!("slot = 'K' .. (qk % {deep})")),
             (super::APPEND, format!("'K' .. ((qk - 1) % {deep})")),
             (super::LOAD, format!("'K' .. ((tonumber(wk) - 1) % {deep})")),
         ] {
@@ -869,6 +877,27 @@ mod tests {
                 script.contains(&needle),
                 "the caller ring must be {deep} deep ({needle:?})"
             );
+        }
+    }
+
+    #[test]
+    fn every_script_is_filled_in_and_replies_with_one_string() {
+        let scripts = super::Scripts::new();
+        assert_eq!(scripts.all().len(), 8);
+        for text in [
+            super::APPEND,
+            super::LOAD,
+            super::SAVE,
+            super::MERGE_METADATA,
+            super::ADD_SUMMARY,
+            super::TOUCH,
+            super::FORK,
+        ] {
+            assert!(text.contains("'@SCHEMA@'"));
+            // A table reply costs the server ~7k instructions more than a
+            // string: every `return` hands back a string (or, from FORK, a
+            // pcall error as it came).
+            assert!(!text.contains("return {"), "a table reply");
         }
     }
 }

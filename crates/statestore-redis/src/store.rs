@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use redis::{Script, ScriptInvocation};
-use statestore_core::codec::{self, Limits, SCHEMA_VERSION};
+use statestore_core::codec::{self, Limits};
 use statestore_core::{
     Counters, Error as StoreError, Expect, IdempotencyKey, Message, Metadata, Result, SessionId,
     Version,
@@ -144,7 +144,7 @@ impl RedisStore {
             Some(t) if ttl => millis(t),
             _ => 0,
         };
-        inv.arg(SCHEMA_VERSION).arg(now_ms()).arg(ttl_ms);
+        inv.arg(now_ms()).arg(ttl_ms);
         inv
     }
 
@@ -248,21 +248,20 @@ impl RedisStore {
         let keys = self.inner.keys.session(id);
         let sliding = self.inner.sliding_ttl;
         let script = &self.inner.scripts.load;
-        let ttl_ms = match self.inner.ttl {
-            Some(t) if sliding => millis(t),
-            _ => 0,
-        };
         let mut pipe = redis::pipe();
         pipe.atomic().ignore_errors();
         pipe.cmd("EVALSHA").arg(script.get_hash()).arg(5);
         for key in keys.all() {
             pipe.arg(key);
         }
-        pipe.arg(SCHEMA_VERSION)
-            .arg(now_ms())
-            .arg(ttl_ms)
-            .arg(if sliding { "1" } else { "0" })
-            .arg(lookup.map_or("", IdempotencyKey::as_str));
+        pipe.arg(now_ms());
+        // The TTL, or `-` when reads do not count as accesses.
+        match self.inner.ttl {
+            _ if !sliding => pipe.arg("-"),
+            Some(t) => pipe.arg(millis(t)),
+            None => pipe.arg(0),
+        };
+        pipe.arg(lookup.map_or("", IdempotencyKey::as_str));
         pipe.cmd("HGETALL").arg(&keys.header);
         // The newest n: `LRANGE -n -1`; none: an empty range.
         let (start, stop) = match newest {
@@ -345,11 +344,13 @@ pub(crate) fn counter_value(value: u64) -> String {
     value.min(i64::MAX.unsigned_abs()).to_string()
 }
 
+/// The expectation as the scripts take it (ARGV 3): `a` (any), `n` (must
+/// not exist) or the exact version.
 pub(crate) fn expect_args(inv: &mut ScriptInvocation<'_>, expect: Expect) {
     match expect {
-        Expect::Any => inv.arg("a").arg(0),
-        Expect::Version(v) => inv.arg("v").arg(v),
-        Expect::Absent => inv.arg("n").arg(0),
+        Expect::Any => inv.arg("a"),
+        Expect::Version(v) => inv.arg(v),
+        Expect::Absent => inv.arg("n"),
     };
 }
 
