@@ -447,7 +447,10 @@ fn discarded_for(e: &redis::RedisError) -> Option<Vec<redis::ServerErrorKind>> {
         return None;
     }
     let errors = e.clone().into_server_errors()?;
-    let kinds: Vec<K> = errors.iter().filter_map(|(_, error)| error.kind()).collect();
+    let kinds: Vec<K> = errors
+        .iter()
+        .filter_map(|(_, error)| error.kind())
+        .collect();
     let passing = !kinds.is_empty()
         && kinds.len() == errors.len()
         && kinds.iter().all(|k| {

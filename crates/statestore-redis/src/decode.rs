@@ -64,7 +64,12 @@ pub(crate) fn reply(id: &SessionId, value: Value) -> Result<Reply> {
     let text = match value {
         Value::BulkString(b) => b,
         Value::SimpleString(s) => s.into_bytes(),
-        _ => return Err(corrupt(id, "a script returned something that is not a string")),
+        _ => {
+            return Err(corrupt(
+                id,
+                "a script returned something that is not a string",
+            ));
+        }
     };
     let (status, rest) = match text.iter().position(|b| *b == b' ') {
         Some(at) => text.split_at(at),
@@ -74,7 +79,11 @@ pub(crate) fn reply(id: &SessionId, value: Value) -> Result<Reply> {
     let numbers = || -> Result<Vec<u64>> {
         std::str::from_utf8(rest)
             .ok()
-            .and_then(|t| t.split(' ').map(|n| n.parse().ok()).collect::<Option<Vec<u64>>>())
+            .and_then(|t| {
+                t.split(' ')
+                    .map(|n| n.parse().ok())
+                    .collect::<Option<Vec<u64>>>()
+            })
             .ok_or_else(|| corrupt(id, "a script returned malformed numbers"))
     };
     let first = || -> Option<i64> { std::str::from_utf8(rest).ok()?.parse().ok() };

@@ -108,7 +108,10 @@ impl Store for RedisStore {
 
     async fn fork(&self, source: &SessionId, target: &SessionId) -> Result<Version> {
         statestore_core::check_fork_ids(source, target)?;
-        let (from, to) = (self.inner.keys.session(source), self.inner.keys.session(target));
+        let (from, to) = (
+            self.inner.keys.session(source),
+            self.inner.keys.session(target),
+        );
         if self.inner.conn.same_slot(&from.header, &to.header) {
             // One script copies the keys on the server (`COPY`).
             let mut inv = self.call(&self.inner.scripts.fork, &from, true);
@@ -121,14 +124,18 @@ impl Store for RedisStore {
                     Reply::Ok(_) => Ok(Some(1)),
                     Reply::NoCopy => Ok(None),
                     Reply::Missing => Err(StoreError::NotFound { id: source.clone() }),
-                    Reply::Target(state) => match decode::reply(target, redis::Value::BulkString(state))? {
-                        Reply::Conflict(_) => Err(StoreError::AlreadyExists { id: target.clone() }),
-                        _ => Err(StoreError::Corrupt {
-                            id: target.clone(),
-                            detail: "fork returned an unexpected reply about its target".into(),
-                            source: None,
-                        }),
-                    },
+                    Reply::Target(state) => {
+                        match decode::reply(target, redis::Value::BulkString(state))? {
+                            Reply::Conflict(_) => {
+                                Err(StoreError::AlreadyExists { id: target.clone() })
+                            }
+                            _ => Err(StoreError::Corrupt {
+                                id: target.clone(),
+                                detail: "fork returned an unexpected reply about its target".into(),
+                                source: None,
+                            }),
+                        }
+                    }
                     _ => Err(StoreError::Corrupt {
                         id: source.clone(),
                         detail: "fork returned an unexpected reply".into(),

@@ -263,8 +263,24 @@ async fn sessions_of_the_previous_layout_are_adopted() {
     let id = sid("previous");
     for args in [
         vec![
-            "HSET", "{previous}:h", "schema", "1", "version", "5", "cv", "5", "nm", "2", "ns",
-            "0", "nd", "0", "wk", "0", "wg", "0",
+            "HSET",
+            "{previous}:h",
+            "schema",
+            "1",
+            "version",
+            "5",
+            "cv",
+            "5",
+            "nm",
+            "2",
+            "ns",
+            "0",
+            "nd",
+            "0",
+            "wk",
+            "0",
+            "wg",
+            "0",
         ],
         vec!["RPUSH", "{previous}:m", r#"{"role":"user","content":"a"}"#],
     ] {

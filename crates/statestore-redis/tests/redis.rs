@@ -288,7 +288,10 @@ async fn the_hot_path_runs_few_commands_inside_redis() {
         // …and a load asked about a key one HMGET of the ring.
         let stats = commands_for(&server, || async {
             let key = IdempotencyKey::new("turn-2").unwrap();
-            s.load_recent_with(&id, 21, Some(&key)).await.unwrap().unwrap();
+            s.load_recent_with(&id, 21, Some(&key))
+                .await
+                .unwrap()
+                .unwrap();
         })
         .await;
         let mut lookup = vec![("hgetall", 2), ("hmget", 2), ("hset", 1), ("llen", 1)];
