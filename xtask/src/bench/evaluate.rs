@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use super::format::{median_of, sig3, thousands, time};
-use super::record::{Measured, RedisBench};
+use super::record::{Measured, Metric, RedisBench};
 use super::targets::TARGETS;
 
 /// One target: a row of [`TARGETS`].
@@ -77,6 +77,24 @@ pub(super) enum Figure {
         short: u32,
         shown: Shown,
     },
+    /// One quantity less another: "a − b = **difference**" (a time).
+    Difference { over: Quantity, under: Quantity },
+    /// For each of `names`: the median of `{group}/{name}` less `times` ×
+    /// the `bench-metric:` `{group}/{name}/{metric}` (in µs) measured
+    /// beside it; the worst: "a − 2 × b = **excess** (at name)" (a time).
+    Excess {
+        group: &'static str,
+        names: &'static [&'static str],
+        times: f64,
+        metric: &'static str,
+    },
+    /// The worst of the `bench-metric:` values `{group}/{name}/{metric}`
+    /// (in µs) for each of `names`: "**value** (at name)" (a time).
+    WorstMetric {
+        group: &'static str,
+        names: &'static [&'static str],
+        metric: &'static str,
+    },
 }
 
 /// One number from the results.
@@ -136,11 +154,20 @@ pub(super) struct Verdict {
 pub(super) struct Lookup<'a> {
     pub(super) results: &'a [Measured],
     pub(super) redis: &'a BTreeMap<String, RedisBench>,
+    pub(super) metrics: &'a [Metric],
 }
 
 impl<'a> Lookup<'a> {
     pub(super) fn get(&self, full_id: &str) -> Option<&'a Measured> {
         self.results.iter().find(|m| m.full_id == full_id)
+    }
+
+    /// The number leading a `bench-metric:` value (`"23.4 µs (…)"` → 23.4).
+    pub(super) fn metric(&self, id: &str) -> Option<f64> {
+        self.metrics
+            .iter()
+            .find(|m| m.id == id)
+            .and_then(|m| m.value.split_whitespace().next()?.parse().ok())
     }
 
     pub(super) fn group(&self, group: &str) -> Vec<&'a Measured> {
@@ -249,6 +276,59 @@ impl Figure {
                 let (x, which) = worst.ok_or_else(|| groups.source())?;
                 Ok((x, format!("**{}** (worst: {which})", shown.show(x))))
             }
+            Figure::Difference { over, under } => match (over.read(r), under.read(r)) {
+                (Some(a), Some(b)) => Ok((
+                    a - b,
+                    format!("{} − {} = **{}**", over.show(a), under.show(b), time(a - b)),
+                )),
+                (None, _) => Err(over.source()),
+                (_, None) => Err(under.source()),
+            },
+            Figure::Excess {
+                group,
+                names,
+                times,
+                metric,
+            } => {
+                let mut worst: Option<(f64, String)> = None;
+                for name in *names {
+                    let (Some(m), Some(us)) = (
+                        r.get(&format!("{group}/{name}")),
+                        r.metric(&format!("{group}/{name}/{metric}")),
+                    ) else {
+                        continue;
+                    };
+                    let x = m.median - times * us * 1e3;
+                    if worst.as_ref().is_none_or(|(w, _)| pass.worse(x, *w)) {
+                        let text = format!(
+                            "{} − {times} × {} = **{}** (at {name})",
+                            time(m.median),
+                            time(us * 1e3),
+                            time(x)
+                        );
+                        worst = Some((x, text));
+                    }
+                }
+                worst.ok_or_else(|| format!("`{group}` with its {metric}"))
+            }
+            Figure::WorstMetric {
+                group,
+                names,
+                metric,
+            } => {
+                let mut worst: Option<(f64, &str)> = None;
+                for name in *names {
+                    let Some(us) = r.metric(&format!("{group}/{name}/{metric}")) else {
+                        continue;
+                    };
+                    let x = us * 1e3;
+                    if worst.is_none_or(|(w, _)| pass.worse(x, w)) {
+                        worst = Some((x, name));
+                    }
+                }
+                let (x, name) = worst.ok_or_else(|| format!("`{group}` with its {metric}"))?;
+                Ok((x, format!("**{}** (at {name})", time(x))))
+            }
         }
     }
 }
@@ -316,7 +396,7 @@ impl Shown {
 #[cfg(test)]
 mod tests {
     use super::{Lookup, Pass, TARGETS, Target, evaluate};
-    use crate::bench::record::{Measured, RedisBench, Throughput};
+    use crate::bench::record::{Measured, Metric, RedisBench, Throughput};
     use std::collections::BTreeMap;
     use std::time::SystemTime;
 
@@ -367,6 +447,7 @@ mod tests {
         let r = Lookup {
             results: &results,
             redis: &redis,
+            metrics: &[],
         };
         let flat = target("memory: per-turn").evaluate(&r);
         assert_eq!(flat.measured, "1.00 µs ÷ 600 ns = **1.67×**");
@@ -399,6 +480,7 @@ mod tests {
         let r = Lookup {
             results: &results,
             redis: &redis,
+            metrics: &[],
         };
         let verdicts = evaluate(&r);
         let english = verdicts
@@ -426,6 +508,7 @@ mod tests {
         let r = Lookup {
             results: &results,
             redis: &redis,
+            metrics: &[],
         };
         let v = target("token counting, worst case").evaluate(&r);
         assert_eq!(
@@ -433,5 +516,72 @@ mod tests {
             "**3.00×** (worst: count/worst-space, bpe-openai/x)"
         );
         assert_eq!(v.pass, Some(false));
+    }
+
+    /// Turns against the round trips measured beside them, the server's
+    /// time from metrics, and a difference of two medians.
+    #[test]
+    fn excesses_metrics_and_differences() {
+        let turn = "redis/turn(append 2 + load_recent 20)";
+        let mut results = vec![
+            measured(turn, "10", 200_000.0, None),
+            measured(turn, "100", 190_000.0, None),
+            measured(
+                "pipeline/execute(offline provider, history 100)",
+                "redis",
+                201_000.0,
+                None,
+            ),
+        ];
+        let metric = |id: String, value: &str| Metric {
+            id,
+            value: value.into(),
+            run: String::new(),
+        };
+        let metrics = vec![
+            metric(format!("{turn}/10/PING round trip"), "90.0 µs (median)"),
+            metric(format!("{turn}/100/PING round trip"), "70.0 µs (median)"),
+            metric(
+                format!("{turn}/10/server time per store call"),
+                "5.50 µs (…)",
+            ),
+            metric(
+                format!("{turn}/100/server time per store call"),
+                "6.50 µs (…)",
+            ),
+        ];
+        let redis = BTreeMap::new();
+        let r = Lookup {
+            results: &results,
+            redis: &redis,
+            metrics: &metrics,
+        };
+        // 200 − 2 × 90 = 20 µs at 10; 190 − 2 × 70 = 50 µs at 100: the worst.
+        let excess = target("Redis turn − 2 ×").evaluate(&r);
+        assert_eq!(
+            excess.measured,
+            "190 µs − 2 × 70.0 µs = **50.0 µs** (at 100)"
+        );
+        assert_eq!(excess.pass, Some(false));
+        let server = target("Redis: the server's time").evaluate(&r);
+        assert_eq!(server.measured, "**6.50 µs** (at 100)");
+        assert_eq!(server.pass, Some(false));
+        let overhead = target("Redis: pipeline").evaluate(&r);
+        assert_eq!(overhead.measured, "201 µs − 190 µs = **11.0 µs**");
+        assert_eq!(overhead.pass, Some(true));
+
+        results.clear();
+        let r = Lookup {
+            results: &results,
+            redis: &redis,
+            metrics: &[],
+        };
+        let absent = target("Redis turn − 2 ×").evaluate(&r);
+        assert_eq!(absent.pass, None);
+        assert!(
+            absent.measured.starts_with("not measured"),
+            "{}",
+            absent.measured
+        );
     }
 }
