@@ -314,6 +314,8 @@ macro_rules! push {
 const APPEND: &str = concat!(
     prelude!(),
     r#"
+local RING_NOTE = 'remembered writes of this session: k:<key> and g:<key> hold what the write did, ' ..
+  'K<n> and G<n> the key in ring slot n'
 local nc, field = tonumber(ARGV[6]), ARGV[5]
 local f, fields
 if nc == 0 then
@@ -436,7 +438,14 @@ if V then nv = tostring(tonumber(V) + 1) end
 local outcome = nv .. ' ' .. old_nm .. ' ' .. ARGV[7]
 if field ~= '' then
   if evict then rcall('HDEL', W, string.sub(field, 1, 2) .. evict) end
-  rcall('HSET', W, slot, string.sub(field, 3), field, outcome)
+  if (wk == '0' and wg == '0') or stale then
+    -- A new hash (or one an older version made): with a value over 64
+    -- bytes (hash-max-listpack-value) Redis keeps it as a hash table, so
+    -- looking a key up costs O(1), not a scan of its 128 entries.
+    rcall('HSET', W, '~', RING_NOTE, slot, string.sub(field, 3), field, outcome)
+  else
+    rcall('HSET', W, slot, string.sub(field, 3), field, outcome)
+  end
   if string.byte(field) == 107 then wk = tostring(tonumber(wk) + 1) else wg = tostring(tonumber(wg) + 1) end
 end
 "#,

@@ -285,6 +285,13 @@ async fn the_hot_path_runs_few_commands_inside_redis() {
         keyed.extend([("rpush", 1), ("pexpire", expire(3))]);
         keyed.retain(|(_, n)| *n > 0);
         assert_eq!(inside(stats), counts(&keyed), "keyed append, ttl {ttl:?}");
+        // The remembered writes are a hash table: finding a key is O(1),
+        // not a scan of 128 listpack entries.
+        let writes = format!("{}{{hot}}:w", if ttl.is_some() { "t:" } else { "" });
+        assert_eq!(
+            server.cli(&["OBJECT", "ENCODING", &writes]).unwrap(),
+            "hashtable"
+        );
         // …and a load asked about a key one HMGET of the ring.
         let stats = commands_for(&server, || async {
             let key = IdempotencyKey::new("turn-2").unwrap();
