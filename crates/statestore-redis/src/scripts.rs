@@ -4,26 +4,28 @@
 //! All scripts take the five keys of one session (`keys.rs`), always in the
 //! order header, messages, summaries, metadata, remembered writes, so they
 //! all hash to one cluster slot (`FORK` takes the source's five keys, then
-//! the target's, and runs only where both share a slot). The first
-//! three arguments are always:
+//! the target's, and runs only where both share a slot). The schema
+//! version this build writes (`statestore_core::codec::SCHEMA_VERSION`)
+//! is part of each script's text. The first two arguments are always:
 //!
 //! | ARGV | meaning |
 //! |------|---------|
-//! | 1 | the schema version this build writes (`statestore_core::codec::SCHEMA_VERSION`) |
-//! | 2 | now, in ms since the epoch (client clock; stored, never compared) |
-//! | 3 | TTL in ms to apply to every key, `0` for none (a decimal string, passed to `PEXPIRE` as given) |
+//! | 1 | now, in ms since the epoch (client clock; stored, never compared) |
+//! | 2 | TTL in ms to apply to every key, `0` for none (a decimal string, passed to `PEXPIRE` as given) |
 //!
-//! Writers then take the expectation: ARGV 4 is `a` (any), `v` (exact
-//! version, ARGV 5, compared as the decimal string the header holds) or `n`
-//! (must not exist).
+//! Writers then take the expectation, ARGV 3: `a` (any), `n` (must not
+//! exist), or the exact version (compared as the decimal string the header
+//! holds).
 //!
-//! Every script returns an array whose first element is a status:
-//! `ok` (then results), `replayed` (an append already applied under the
-//! same key: then what it did), `missing`, `conflict` (then the version
-//! found, `-1` for none), `corrupt` (then a description), `schema` (then
-//! the schema found), `too_large` (then the message count that would
-//! result), `range` (then the history length) or `nocopy` (`FORK` on a
-//! server without `COPY`; nothing written).
+//! Every script returns one string: a status, then its arguments,
+//! separated by spaces (a table reply would cost the server ~7k
+//! instructions more): `ok` (then results), `replayed` (an append already
+//! applied under the same key: then what it did), `missing`, `conflict`
+//! (then the version found, `-1` for none), `corrupt` (then a
+//! description), `schema` (then the schema found), `too_large` (then the
+//! message count that would result), `range` (then the history length),
+//! `target` (`FORK`: then the reply the target's state stands for) or
+//! `nocopy` (`FORK` on a server without `COPY`; nothing written).
 //!
 //! # Reads run outside Lua
 //!
@@ -168,8 +170,9 @@ if V then
       if tonumber(g[4] or '0') ~= ls then return torn('summary list entries', g[4] or '0', ls) end
       if tonumber(g[5] or '0') ~= ld then return torn('metadata hash entries', g[5] or '0', ld) end
     end
+    -- Ring positions: the larger of the old fields' and a stale `n`'s.
     local k, q = tonumber(g[6] or '0'), tonumber(g[7] or '0')
-    if g[2] ~= V and wk then k, q = math.max(k, tonumber(wk)), math.max(q, tonumber(wg)) end
+    if wk then k, q = math.max(k, tonumber(wk)), math.max(q, tonumber(wg)) end
     s, nm, ns, nd, wk, wg = g[1], tostring(lm), tostring(ls), tostring(ld), tostring(k), tostring(q)
     stale = true
     old_fields = (g[2] or g[3] or g[4] or g[5] or g[6] or g[7]) ~= nil
