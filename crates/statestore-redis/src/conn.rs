@@ -2,9 +2,10 @@
 //! run a script, run a command, pipeline reads, and scan every master.
 
 use redis::aio::ConnectionLike;
-use redis::{Cmd, RedisFuture, ScriptInvocation, Value};
+use redis::{Cmd, Value};
 use statestore_core::SessionId;
 
+use crate::call::ScriptCall;
 use crate::error::ClientError;
 
 /// What a call on a [`Connection`] returns.
@@ -68,62 +69,6 @@ fn pool_error(e: deadpool_redis::PoolError) -> ClientError {
     }
 }
 
-/// A connection that logs each `NOSCRIPT` reply passing through it: redis-rs
-/// answers one by loading the script and running it again (a second round
-/// trip), which happens after a restart, a failover or `SCRIPT FLUSH`.
-pub(crate) struct NoscriptLogged<'c, C> {
-    conn: &'c mut C,
-    operation: &'static str,
-    id: &'c SessionId,
-}
-
-impl<'c, C> NoscriptLogged<'c, C> {
-    pub(crate) fn new(conn: &'c mut C, operation: &'static str, id: &'c SessionId) -> Self {
-        Self {
-            conn,
-            operation,
-            id,
-        }
-    }
-}
-
-impl<C: ConnectionLike + Send> ConnectionLike for NoscriptLogged<'_, C> {
-    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        Box::pin(async move {
-            let reply = self.conn.req_packed_command(cmd).await;
-            // A server's error reply arrives as a value (`query_async` turns
-            // it into an `Err` later); a client may also report it as one.
-            let noscript = match &reply {
-                Ok(Value::ServerError(e)) => e.kind() == Some(redis::ServerErrorKind::NoScript),
-                Err(e) => e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript),
-                Ok(_) => false,
-            };
-            if noscript {
-                tracing::debug!(
-                    operation = self.operation,
-                    session = %self.id,
-                    "NOSCRIPT: the server does not have the script (restart, failover or \
-                     SCRIPT FLUSH); loading it and running it again"
-                );
-            }
-            reply
-        })
-    }
-
-    fn req_packed_commands<'a>(
-        &'a mut self,
-        pipeline: &'a redis::Pipeline,
-        offset: usize,
-        count: usize,
-    ) -> RedisFuture<'a, Vec<Value>> {
-        self.conn.req_packed_commands(pipeline, offset, count)
-    }
-
-    fn get_db(&self) -> i64 {
-        self.conn.get_db()
-    }
-}
-
 /// Runs `$body` with `$c` bound to a `&mut impl ConnectionLike`.
 macro_rules! with_conn {
     ($self:expr, $c:ident => $body:expr) => {
@@ -166,11 +111,9 @@ impl Connection {
         &self,
         operation: &'static str,
         id: &SessionId,
-        inv: &ScriptInvocation<'_>,
+        call: &ScriptCall<'_>,
     ) -> ClientResult<Value> {
-        Ok(with_conn!(self, c => {
-            inv.invoke_async(&mut NoscriptLogged::new(c, operation, id)).await
-        })?)
+        Ok(with_conn!(self, c => call.run(c, operation, id).await)?)
     }
 
     /// Whether every checkout is a connection of its own that does not
@@ -195,15 +138,15 @@ impl Connection {
         &self,
         operation: &'static str,
         id: &SessionId,
-        inv: &ScriptInvocation<'_>,
+        call: &ScriptCall<'_>,
         wait: Option<(u32, u64)>,
     ) -> ClientResult<(Value, Option<Option<i64>>)> {
         let Some((replicas, timeout_ms)) = wait else {
-            return Ok((self.invoke(operation, id, inv).await?, None));
+            return Ok((self.invoke(operation, id, call).await?, None));
         };
         let wait_cmd = redis::cmd("WAIT").arg(replicas).arg(timeout_ms).clone();
         with_conn!(self, c => {
-            let value = inv.invoke_async(&mut NoscriptLogged::new(c, operation, id)).await?;
+            let value = call.run(c, operation, id).await?;
             let acked = match c.req_packed_command(&wait_cmd).await {
                 Ok(n) => redis::from_redis_value(n).ok(),
                 Err(e) => {

@@ -10,11 +10,12 @@ use statestore_core::{
     ListQuery, Metadata, RecentState, Result, SessionId, Store, Summary, Version, async_trait,
 };
 
+use crate::call::ScriptCall;
 use crate::decode::{self, Reply};
 use crate::error::{client_error, timed_out};
 use crate::list;
 use crate::store::{
-    Contents, RedisStore, counter_value, expect_args, json, metadata_pairs, now_ms,
+    Contents, RedisStore, counter_value, expect_args, json, json_arg, metadata_pairs, now_ms,
 };
 
 #[async_trait]
@@ -70,12 +71,11 @@ impl Store for RedisStore {
             counters,
             ..
         } = append;
-        let encoded = self.encode_messages(id, messages.iter())?;
         let keys = self.inner.keys.session(id);
-        let mut inv = self.call(&self.inner.scripts.append, &keys, true);
-        expect_args(&mut inv, expect);
+        let mut call = self.call(&self.inner.scripts.append, &keys.all(), true);
+        expect_args(&mut call, expect);
         let max = self.inner.limits.max_messages;
-        inv.arg(max.map_or(-1, |m| i64::try_from(m).unwrap_or(i64::MAX)));
+        call.arg(max.map_or(-1, |m| i64::try_from(m).unwrap_or(i64::MAX)));
         // An unkeyed append gets a key of its own where the client library
         // may re-send a request by itself (the cluster client), so that the
         // re-send is a replay, not a second append; elsewhere it needs none.
@@ -84,16 +84,22 @@ impl Store for RedisStore {
             None if self.inner.conn.resends() => format!("g:{}", IdempotencyKey::random().as_str()),
             None => String::new(),
         };
-        inv.arg(&field).arg(counters.len()).arg(encoded.len());
+        call.arg(&field).arg(counters.len()).arg(messages.len());
         for (name, delta) in &counters {
-            inv.arg(name.as_bytes()).arg(counter_value(*delta));
+            call.arg(name.as_bytes()).arg(counter_value(*delta));
         }
-        for m in &encoded {
-            inv.arg(m);
+        // The messages, serialized straight into the command; checked
+        // against the size limit before anything is sent.
+        let mut sizes = Vec::with_capacity(messages.len());
+        for m in &messages {
+            sizes.push(json_arg(id, &mut call, m)?);
         }
+        self.inner
+            .limits
+            .check_message_sizes(id, sizes.into_iter())?;
         let limits = &self.inner.limits;
         let appended = self
-            .write("append", id, &inv, |r| {
+            .write("append", id, &call, |r| {
                 decode::appended(id, expect, limits, r)
             })
             .await?;
@@ -114,13 +120,13 @@ impl Store for RedisStore {
         );
         if self.inner.conn.same_slot(&from.header, &to.header) {
             // One script copies the keys on the server (`COPY`).
-            let mut inv = self.call(&self.inner.scripts.fork, &from, true);
-            for key in to.all() {
-                inv.key(key);
-            }
-            inv.arg(if self.inner.sliding_ttl { "1" } else { "0" });
+            let [h, m, s, d, w] = from.all();
+            let [th, tm, ts, td, tw] = to.all();
+            let keys = [h, m, s, d, w, th, tm, ts, td, tw];
+            let mut call = self.call(&self.inner.scripts.fork, &keys, true);
+            call.arg(if self.inner.sliding_ttl { "1" } else { "0" });
             let copied = self
-                .write("fork", source, &inv, |reply| match reply {
+                .write("fork", source, &call, |reply| match reply {
                     Reply::Ok(_) => Ok(Some(1)),
                     Reply::NoCopy => Ok(None),
                     Reply::Missing => Err(StoreError::NotFound { id: source.clone() }),
@@ -182,11 +188,8 @@ impl Store for RedisStore {
 
     async fn delete(&self, id: &SessionId) -> Result<bool> {
         let keys = self.inner.keys.session(id);
-        let mut inv = self.inner.scripts.delete.prepare_invoke();
-        for key in keys.all() {
-            inv.key(key);
-        }
-        match self.run("delete", id, &inv).await? {
+        let call = ScriptCall::new(&self.inner.scripts.delete, &keys.all());
+        match self.run("delete", id, &call).await? {
             Reply::Ok(rest) => Ok(rest.first() == Some(&1)),
             _ => Err(StoreError::Corrupt {
                 id: id.clone(),
@@ -223,17 +226,18 @@ impl Store for RedisStore {
         expect: Expect,
     ) -> Result<Version> {
         let keys = self.inner.keys.session(id);
-        let mut inv = self.call(&self.inner.scripts.merge_metadata, &keys, true);
-        expect_args(&mut inv, expect);
+        let mut call = self.call(&self.inner.scripts.merge_metadata, &keys.all(), true);
+        expect_args(&mut call, expect);
         let (set, delete): (Vec<_>, Vec<_>) = patch.iter().partition(|(_, v)| !v.is_null());
-        inv.arg(set.len());
+        call.arg(set.len());
         for (k, v) in set {
-            inv.arg(k.as_bytes()).arg(json(id, v)?);
+            call.arg(k.as_bytes());
+            json_arg(id, &mut call, v)?;
         }
         for (k, _) in delete {
-            inv.arg(k.as_bytes());
+            call.arg(k.as_bytes());
         }
-        self.write("merge_metadata", id, &inv, self.version(id, expect))
+        self.write("merge_metadata", id, &call, self.version(id, expect))
             .await
     }
 
@@ -244,19 +248,18 @@ impl Store for RedisStore {
         expect: Expect,
     ) -> Result<Version> {
         let keys = self.inner.keys.session(id);
-        let mut inv = self.call(&self.inner.scripts.add_summary, &keys, true);
-        expect_args(&mut inv, expect);
-        inv.arg(summary.covers.start)
-            .arg(summary.covers.end)
-            .arg(json(id, &summary)?);
-        self.write("add_summary", id, &inv, self.version(id, expect))
+        let mut call = self.call(&self.inner.scripts.add_summary, &keys.all(), true);
+        expect_args(&mut call, expect);
+        call.arg(summary.covers.start).arg(summary.covers.end);
+        json_arg(id, &mut call, &summary)?;
+        self.write("add_summary", id, &call, self.version(id, expect))
             .await
     }
 
     async fn touch(&self, id: &SessionId) -> Result<bool> {
         let keys = self.inner.keys.session(id);
-        let inv = self.call(&self.inner.scripts.touch, &keys, true);
-        match self.run("touch", id, &inv).await? {
+        let call = self.call(&self.inner.scripts.touch, &keys.all(), true);
+        match self.run("touch", id, &call).await? {
             Reply::Ok(_) => Ok(true),
             _ => Ok(false),
         }
