@@ -85,8 +85,11 @@ impl Store for RedisStore {
             None => String::new(),
         };
         call.arg(&field).arg(counters.len()).arg(messages.len());
-        for (name, delta) in &counters {
-            call.arg(name.as_bytes()).arg(counter_value(*delta));
+        for name in counters.keys() {
+            call.arg(format!("c:{name}"));
+        }
+        for delta in counters.values() {
+            call.arg(counter_value(*delta));
         }
         // The messages, serialized straight into the command; checked
         // against the size limit before anything is sent.

@@ -308,8 +308,9 @@ macro_rules! push {
 /// ARGV 3: the expectation; 4: max messages per session (`-1`:
 /// unlimited); 5: the key as its field in the remembered writes (`k:<key>`
 /// the caller's, `g:<key>` one the store made, `''` none); 6: the number
-/// of counters `C`; 7: the number of messages; 8..7+2C: counter name,
-/// increment (decimal, at most `i64::MAX`); then the messages.
+/// of counters `C`; 7: the number of messages; 8..7+C: the counters'
+/// header fields (`c:<name>`); 8+C..7+2C: their increments (decimal, at
+/// most `i64::MAX`); then the messages.
 /// Returns `ok <version> <first position> <messages>` — or `replayed` and
 /// the same three for a key already remembered, having written nothing but
 /// the access time. The key is looked up after the integrity checks and
@@ -320,13 +321,11 @@ const APPEND: &str = concat!(
 local RING_NOTE = 'remembered writes of this session: k:<key> and g:<key> hold what the write did, ' ..
   'K<n> and G<n> the key in ring slot n'
 local nc, field = tonumber(ARGV[6]), ARGV[5]
-local f, fields
+local f
 if nc == 0 then
   f = rpcall('HMGET', H, 'version', 'n')
 else
-  fields = { 'version', 'n' }
-  for i = 1, nc do fields[i + 2] = 'c:' .. ARGV[6 + 2 * i] end
-  f = rpcall('HMGET', H, unpack(fields))
+  f = rpcall('HMGET', H, 'version', 'n', unpack(ARGV, 8, 7 + nc))
 end
 "#,
     header!(),
@@ -414,7 +413,7 @@ if nc > 0 then
     local cur = f[2 + i]
     -- A value as HINCRBY keeps it: '0' or 1-19 digits up to i64::MAX.
     if cur and not (cur == '0' or (string.find(cur, '^[1-9]%d*$') and dec_le(cur, '9223372036854775807'))) then
-      return 'corrupt its counter ' .. ARGV[6 + 2 * i] .. ' is not an integer from 0 to 2^63-1'
+      return 'corrupt its counter ' .. string.sub(ARGV[7 + i], 3) .. ' is not an integer from 0 to 2^63-1'
     end
   end
 end
@@ -427,13 +426,13 @@ local pushed = 0
 local old_nm = nm
 if count > 0 then nm = tostring(first + count) end
 for i = 1, nc do
-  local cur, delta = f[2 + i] or '0', ARGV[7 + 2 * i]
+  local cur, delta = f[2 + i] or '0', ARGV[7 + nc + i]
   if #cur < 18 and #delta < 18 then
-    rcall('HINCRBY', H, fields[2 + i], delta)
+    rcall('HINCRBY', H, ARGV[7 + i], delta)
   else
     local sum = dec_add(cur, delta)
     if not dec_le(sum, '9223372036854775807') then sum = '9223372036854775807' end
-    rcall('HSET', H, fields[2 + i], sum)
+    rcall('HSET', H, ARGV[7 + i], sum)
   end
 end
 local nv = '1'
@@ -463,7 +462,8 @@ return 'ok ' .. outcome
 /// the header, and — when the read counts as an access — that no key is
 /// torn, then `last_accessed_at` and the TTL.
 /// ARGV 2: the TTL as in every script, or `-` when the read is not an
-/// access; 3: a caller key to look up (`''`: none).
+/// access; 3: a caller key to look up, as its field (`k:<key>`; `''`:
+/// none).
 /// Returns `ok <nm> <ns> <nd>`, the counts the transaction's reads must
 /// match, followed by what the write under the key did
 /// (`<version> <first> <count>`) when it is remembered.
@@ -501,7 +501,7 @@ if access and not stale then
 end
 local reply = 'ok ' .. nm .. ' ' .. ns .. ' ' .. nd
 if ARGV[3] ~= '' and wk ~= '0' then
-  local w = rpcall('HMGET', W, 'k:' .. ARGV[3], 'K' .. ((tonumber(wk) - 1) % 64))
+  local w = rpcall('HMGET', W, ARGV[3], 'K' .. ((tonumber(wk) - 1) % 64))
   if w.err then return wrong_type(W, 'remembered-writes', 'hash') end
   if not w[2] then
     return 'corrupt its header records remembered writes but they are gone: a key was ' ..

@@ -255,7 +255,7 @@ impl RedisStore {
             Some(t) => pipe.arg(millis(t)),
             None => pipe.arg(0),
         };
-        pipe.arg(lookup.map_or("", IdempotencyKey::as_str));
+        pipe.arg(lookup.map_or_else(String::new, |key| format!("k:{}", key.as_str())));
         pipe.cmd("HGETALL").arg(&keys.header);
         // The newest n: `LRANGE -n -1`; none: an empty range.
         let (start, stop) = match newest {
