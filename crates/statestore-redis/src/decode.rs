@@ -232,6 +232,26 @@ fn header(id: &SessionId, flat: Vec<Value>) -> Result<Header> {
     Ok(h)
 }
 
+/// The next reply of a load's transaction as a list of values: an array,
+/// a map flattened to field, value, …, or an integer as a list of one;
+/// a command refused for the key's type is foreign data (`Corrupt`).
+fn next_list(
+    id: &SessionId,
+    replies: &mut impl Iterator<Item = Value>,
+    what: &str,
+) -> Result<Vec<Value>> {
+    match replies.next() {
+        Some(Value::ServerError(e)) => Err(corrupt(
+            id,
+            format!("its {what} key holds another type of value ({e:?})"),
+        )),
+        Some(Value::Map(pairs)) => Ok(pairs.into_iter().flat_map(|(k, v)| [k, v]).collect()),
+        Some(Value::Int(n)) => Ok(vec![Value::Int(n)]),
+        Some(v) => array(v).ok_or_else(|| corrupt(id, format!("its {what} is not a list"))),
+        None => Err(corrupt(id, "load returned a malformed reply")),
+    }
+}
+
 /// Parses the replies of a load's transaction (`Store::snapshot`): the
 /// `LOAD` script's, then the header, the newest `newest` messages (all for
 /// `None`), the summaries and the metadata; `None` for `missing`. What was
@@ -260,22 +280,31 @@ pub(crate) fn snapshot(
         ),
         _ => return Err(corrupt(id, "load returned malformed counts")),
     };
-    let mut read = |what: &str| -> Result<Vec<Value>> {
-        match it.next() {
-            Some(Value::ServerError(e)) => Err(corrupt(
-                id,
-                format!("its {what} key holds another type of value ({e:?})"),
-            )),
-            Some(Value::Map(pairs)) => Ok(pairs.into_iter().flat_map(|(k, v)| [k, v]).collect()),
-            Some(v) => array(v).ok_or_else(|| corrupt(id, format!("its {what} is not a list"))),
-            None => Err(corrupt(id, "load returned a malformed reply")),
-        }
-    };
+    let mut read = |what: &str| next_list(id, &mut it, what);
     let header_flat = read("header")?;
-    let messages = read("message list")?;
+    // No messages asked for: the list's length instead, checked below.
+    let (messages, listed) = match newest {
+        Some(0) => match read("message list length")?.as_slice() {
+            [Value::Int(len)] => (Vec::new(), Some(u64::try_from(*len).unwrap_or(u64::MAX))),
+            _ => return Err(corrupt(id, "load returned a malformed message count")),
+        },
+        _ => (read("message list")?, None),
+    };
     let summaries = read("summary list")?;
     let metadata = read("metadata hash")?;
     let expected = newest.map_or(nm, |n| nm.min(u64::try_from(n).unwrap_or(u64::MAX)));
+    if let Some(len) = listed
+        && len != nm
+    {
+        return Err(corrupt(
+            id,
+            format!(
+                "its header records {nm} message list entries but {len} are stored: a key was \
+                 evicted or changed outside this library (see maxmemory-policy in the crate \
+                 docs)"
+            ),
+        ));
+    }
     for (what, recorded, found) in [
         ("message list entries", expected, messages.len()),
         ("summary list entries", ns, summaries.len()),

@@ -257,13 +257,16 @@ impl RedisStore {
         };
         pipe.arg(lookup.map_or_else(String::new, |key| format!("k:{}", key.as_str())));
         pipe.cmd("HGETALL").arg(&keys.header);
-        // The newest n: `LRANGE -n -1`; none: an empty range.
-        let (start, stop) = match newest {
-            None => (0, -1),
-            Some(0) => (1, 0),
-            Some(n) => (i64::try_from(n).map_or(i64::MIN, |n| -n), -1),
+        // The newest n: `LRANGE -n -1`; none: `LLEN`, for the client to
+        // check the count against the header.
+        match newest {
+            Some(0) => pipe.cmd("LLEN").arg(&keys.messages),
+            None => pipe.cmd("LRANGE").arg(&keys.messages).arg(0).arg(-1),
+            Some(n) => {
+                let start = i64::try_from(n).map_or(i64::MIN, |n| -n);
+                pipe.cmd("LRANGE").arg(&keys.messages).arg(start).arg(-1)
+            }
         };
-        pipe.cmd("LRANGE").arg(&keys.messages).arg(start).arg(stop);
         pipe.cmd("LRANGE").arg(&keys.summaries).arg(0).arg(-1);
         pipe.cmd("HGETALL").arg(&keys.metadata);
         let run = (self.inner.conn).transaction(operation, id, script, &keys.header, &pipe);
