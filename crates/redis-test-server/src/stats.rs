@@ -98,6 +98,36 @@ impl RedisServer {
         parse_command_stats(&self.cli(&["INFO", "commandstats"])?)
     }
 
+    /// The CPU time the server process has used since it started, in
+    /// seconds (`used_cpu_sys + used_cpu_user` of `INFO cpu`). Unlike the
+    /// times of `INFO commandstats` (wall-clock time in each command), it
+    /// does not grow while the server waits for a CPU another process
+    /// holds, and it counts reading requests and writing replies too.
+    ///
+    /// # Errors
+    ///
+    /// As [`cli`](Self::cli); [`io::ErrorKind::InvalidData`] when the reply
+    /// lacks either field.
+    pub fn cpu_seconds(&self) -> io::Result<f64> {
+        let info = self.cli(&["INFO", "cpu"])?;
+        let field = |name: &str| {
+            info.lines().find_map(|l| {
+                l.trim()
+                    .strip_prefix(name)?
+                    .strip_prefix(':')?
+                    .parse::<f64>()
+                    .ok()
+            })
+        };
+        match (field("used_cpu_sys"), field("used_cpu_user")) {
+            (Some(sys), Some(user)) => Ok(sys + user),
+            _ => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("INFO cpu without used_cpu_sys and used_cpu_user: {info}"),
+            )),
+        }
+    }
+
     /// Resets the server's statistics (`CONFIG RESETSTAT`), command stats
     /// included.
     ///

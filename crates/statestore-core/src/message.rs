@@ -95,7 +95,7 @@ impl fmt::Display for Role {
 /// OpenAI's Chat Completions format.
 ///
 /// Plain text serializes as a JSON string, parts as a JSON array.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
 pub enum Content {
     /// A single piece of text.
@@ -139,6 +139,40 @@ impl Content {
 impl Default for Content {
     fn default() -> Self {
         Self::Text(String::new())
+    }
+}
+
+/// A string is [`Content::Text`], an array [`Content::Parts`] — decided by
+/// the JSON value's type, without buffering the value first as
+/// `#[serde(untagged)]` would (which made decoding a stored message about
+/// twice as slow).
+impl<'de> Deserialize<'de> for Content {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Body;
+        impl<'de> serde::de::Visitor<'de> for Body {
+            type Value = Content;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string or an array of content parts")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Content, E> {
+                Ok(Content::Text(text.to_owned()))
+            }
+
+            fn visit_string<E: serde::de::Error>(self, text: String) -> Result<Content, E> {
+                Ok(Content::Text(text))
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                parts: A,
+            ) -> Result<Content, A::Error> {
+                let parts = serde::de::value::SeqAccessDeserializer::new(parts);
+                Vec::<ContentPart>::deserialize(parts).map(Content::Parts)
+            }
+        }
+        d.deserialize_any(Body)
     }
 }
 
@@ -422,5 +456,26 @@ mod tests {
         let back: Message = serde_json::from_str(&json).unwrap();
         assert_eq!(back, m);
         assert_eq!(back.text(), "look\nat this");
+    }
+
+    #[test]
+    fn content_is_text_or_parts_and_nothing_else() {
+        let text: Content = serde_json::from_str(r#""a \"quoted\" line\n""#).unwrap();
+        assert_eq!(text, Content::Text("a \"quoted\" line\n".into()));
+        let parts: Content = serde_json::from_str(r#"[{"type":"text","text":"x"}]"#).unwrap();
+        assert_eq!(parts, Content::Parts(vec![ContentPart::text("x")]));
+        assert_eq!(
+            serde_json::from_str::<Content>("[]").unwrap(),
+            Content::Parts(Vec::new())
+        );
+        for other in [
+            "null",
+            "1",
+            "true",
+            r#"{"text":"x"}"#,
+            r#"[{"type":"video"}]"#,
+        ] {
+            assert!(serde_json::from_str::<Content>(other).is_err(), "{other}");
+        }
     }
 }

@@ -18,12 +18,14 @@ use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use redis_test_server::RedisServer;
+use statestore_core::codec;
 use statestore_core::{Expect, Message, SessionId, Store};
 use statestore_redis::RedisStore;
 
 const LENGTHS: [usize; 4] = [10, 100, 1_000, 10_000];
 const GROUP_TURN: &str = "redis/turn(append 2 + load_recent 20)";
 const GROUP_BLOB: &str = "redis/blob baseline turn(GET + parse + push 2 + SET)";
+const GROUP_RAW: &str = "redis/LRANGE of the same messages, not decoded (load's floor)";
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -97,22 +99,97 @@ fn per_turn(c: &mut Criterion) {
                 }
             });
         });
-        // The server's own time per script call at this length, from 100
-        // turns on a fresh fork (the timed loop's forks would skew it).
+        // The server's own cost per store call at this length, from 100
+        // turns' calls on a fresh fork (the timed loop's forks would skew
+        // it): the loads, then the appends.
         rt.block_on(async {
             store.delete(&id).await.unwrap();
             store.fork(&template, &id).await.unwrap();
         });
-        server.reset_stats().unwrap();
-        rt.block_on(async {
-            for _ in 0..100 {
-                turn(&store, &id).await;
+        let (store_ref, id_ref) = (&store, &id);
+        let (load, version) = server_cost(&rt, &server, 100, || async {
+            store_ref
+                .load_recent(id_ref, 20)
+                .await
+                .unwrap()
+                .unwrap()
+                .version
+        });
+        let mut next = version;
+        let (append, _) = server_cost(&rt, &server, 100, || {
+            let expect = Expect::Version(next);
+            next += 1;
+            async move {
+                let turn = vec![
+                    Message::user("What's my name?"),
+                    Message::assistant("Your name is Alice."),
+                ];
+                store_ref.append(id_ref, turn, expect).await.unwrap()
             }
         });
-        print_server_costs(&server, &format!("{GROUP_TURN}/{len}"), "eval");
+        println!(
+            "bench-metric: {GROUP_TURN}/{len}/server time per store call = {:.2} µs \
+             (load_recent {:.2} µs, append {:.2} µs; server CPU per call {:.1} µs; 200 calls)",
+            (load.usec + append.usec) / 2.0,
+            load.usec,
+            append.usec,
+            (load.cpu + append.cpu) / 2.0,
+        );
         print_round_trip(&rt, &server, &format!("{GROUP_TURN}/{len}"));
     }
     group.finish();
+}
+
+/// The server's cost per call of `calls` sequential store calls.
+struct ServerCost {
+    /// Time in the commands the client sent (`INFO commandstats`): an
+    /// `EVALSHA`, or a transaction's `MULTI` and `EXEC` (whose time
+    /// includes the script and reads it ran), in µs per call.
+    usec: f64,
+    /// The server's CPU time per call (`INFO cpu`), in µs: parsing requests
+    /// and writing replies included.
+    cpu: f64,
+}
+
+/// Runs `calls` calls of `op` one after the other and returns the server's
+/// cost per call, and the last call's output.
+fn server_cost<T, F, Fut>(
+    rt: &tokio::runtime::Runtime,
+    server: &RedisServer,
+    calls: u32,
+    mut op: F,
+) -> (ServerCost, T)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = T>,
+{
+    server.reset_stats().unwrap();
+    let cpu = server.cpu_seconds().unwrap();
+    let mut last = None;
+    rt.block_on(async {
+        for _ in 0..calls {
+            last = Some(op().await);
+        }
+    });
+    let cpu = server.cpu_seconds().unwrap() - cpu;
+    let stats = server.command_stats_detailed().unwrap();
+    let transactions = stats.get("exec").map_or(0, |s| s.calls);
+    // A transaction's time includes the scripts it ran.
+    let sent: &[&str] = if transactions > 0 {
+        &["multi", "exec"]
+    } else {
+        &["evalsha"]
+    };
+    let usec: u64 = sent
+        .iter()
+        .filter_map(|c| stats.get(*c))
+        .map(|s| s.usec)
+        .sum();
+    let cost = ServerCost {
+        usec: usec as f64 / f64::from(calls),
+        cpu: cpu * 1e6 / f64::from(calls),
+    };
+    (cost, last.unwrap())
 }
 
 /// The loopback round trip right now: the median of 1,000 PINGs on a
@@ -267,17 +344,26 @@ fn throughput(c: &mut Criterion) {
                     }
                 });
             });
-            print_server_costs(&server, &format!("{group_name}/{name}"), "eval");
+            for command in ["evalsha", "exec"] {
+                print_server_costs(&server, &format!("{group_name}/{name}"), command);
+            }
         }
     }
     group.finish();
 }
 
+/// `load` of a whole session, beside its floor — a plain `LRANGE` of the
+/// same messages' bytes, received as byte strings and not decoded — and a
+/// fork (then delete) of the same session.
 fn load_and_fork(c: &mut Criterion) {
     let rt = runtime();
     let server = RedisServer::start().unwrap();
     let store = rt
         .block_on(RedisStore::builder().connect(&server.url()))
+        .unwrap();
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut conn = rt
+        .block_on(client.get_multiplexed_async_connection())
         .unwrap();
     let mut group = c.benchmark_group("redis/load");
     for len in LENGTHS {
@@ -286,6 +372,45 @@ fn load_and_fork(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::from_parameter(len), &len, |b, _| {
             b.to_async(&rt)
                 .iter(|| async { black_box(store.load(&id).await.unwrap()) });
+        });
+    }
+    group.finish();
+    let mut group = c.benchmark_group(GROUP_RAW);
+    for len in LENGTHS {
+        // The bytes `fill` stored: the same messages, encoded the same way.
+        let id = SessionId::new(format!("load-{len}")).unwrap();
+        let stored = rt.block_on(store.load(&id)).unwrap().unwrap();
+        let key = format!("raw-{len}");
+        rt.block_on(async {
+            let _: () = redis::cmd("DEL")
+                .arg(&key)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            for chunk in stored.messages.chunks(1000) {
+                let mut push = redis::cmd("RPUSH");
+                push.arg(&key);
+                for m in chunk {
+                    push.arg(codec::encode_message(&id, m).unwrap());
+                }
+                let _: () = push.query_async(&mut conn).await.unwrap();
+            }
+        });
+        group.bench_with_input(BenchmarkId::from_parameter(len), &len, |b, _| {
+            b.to_async(&rt).iter(|| {
+                let (mut conn, key) = (conn.clone(), &key);
+                async move {
+                    let bytes: Vec<Vec<u8>> = redis::cmd("LRANGE")
+                        .arg(key)
+                        .arg(0)
+                        .arg(-1)
+                        .query_async(&mut conn)
+                        .await
+                        .unwrap();
+                    assert_eq!(bytes.len(), len);
+                    black_box(bytes)
+                }
+            });
         });
     }
     group.finish();

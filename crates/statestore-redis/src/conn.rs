@@ -2,9 +2,10 @@
 //! run a script, run a command, pipeline reads, and scan every master.
 
 use redis::aio::ConnectionLike;
-use redis::{Cmd, RedisFuture, ScriptInvocation, Value};
+use redis::{Cmd, Value};
 use statestore_core::SessionId;
 
+use crate::call::ScriptCall;
 use crate::error::ClientError;
 
 /// What a call on a [`Connection`] returns.
@@ -68,62 +69,6 @@ fn pool_error(e: deadpool_redis::PoolError) -> ClientError {
     }
 }
 
-/// A connection that logs each `NOSCRIPT` reply passing through it: redis-rs
-/// answers one by loading the script and running it again (a second round
-/// trip), which happens after a restart, a failover or `SCRIPT FLUSH`.
-pub(crate) struct NoscriptLogged<'c, C> {
-    conn: &'c mut C,
-    operation: &'static str,
-    id: &'c SessionId,
-}
-
-impl<'c, C> NoscriptLogged<'c, C> {
-    pub(crate) fn new(conn: &'c mut C, operation: &'static str, id: &'c SessionId) -> Self {
-        Self {
-            conn,
-            operation,
-            id,
-        }
-    }
-}
-
-impl<C: ConnectionLike + Send> ConnectionLike for NoscriptLogged<'_, C> {
-    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        Box::pin(async move {
-            let reply = self.conn.req_packed_command(cmd).await;
-            // A server's error reply arrives as a value (`query_async` turns
-            // it into an `Err` later); a client may also report it as one.
-            let noscript = match &reply {
-                Ok(Value::ServerError(e)) => e.kind() == Some(redis::ServerErrorKind::NoScript),
-                Err(e) => e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript),
-                Ok(_) => false,
-            };
-            if noscript {
-                tracing::debug!(
-                    operation = self.operation,
-                    session = %self.id,
-                    "NOSCRIPT: the server does not have the script (restart, failover or \
-                     SCRIPT FLUSH); loading it and running it again"
-                );
-            }
-            reply
-        })
-    }
-
-    fn req_packed_commands<'a>(
-        &'a mut self,
-        pipeline: &'a redis::Pipeline,
-        offset: usize,
-        count: usize,
-    ) -> RedisFuture<'a, Vec<Value>> {
-        self.conn.req_packed_commands(pipeline, offset, count)
-    }
-
-    fn get_db(&self) -> i64 {
-        self.conn.get_db()
-    }
-}
-
 /// Runs `$body` with `$c` bound to a `&mut impl ConnectionLike`.
 macro_rules! with_conn {
     ($self:expr, $c:ident => $body:expr) => {
@@ -166,11 +111,9 @@ impl Connection {
         &self,
         operation: &'static str,
         id: &SessionId,
-        inv: &ScriptInvocation<'_>,
+        call: &ScriptCall<'_>,
     ) -> ClientResult<Value> {
-        Ok(with_conn!(self, c => {
-            inv.invoke_async(&mut NoscriptLogged::new(c, operation, id)).await
-        })?)
+        Ok(with_conn!(self, c => call.run(c, operation, id).await)?)
     }
 
     /// Whether every checkout is a connection of its own that does not
@@ -195,15 +138,15 @@ impl Connection {
         &self,
         operation: &'static str,
         id: &SessionId,
-        inv: &ScriptInvocation<'_>,
+        call: &ScriptCall<'_>,
         wait: Option<(u32, u64)>,
     ) -> ClientResult<(Value, Option<Option<i64>>)> {
         let Some((replicas, timeout_ms)) = wait else {
-            return Ok((self.invoke(operation, id, inv).await?, None));
+            return Ok((self.invoke(operation, id, call).await?, None));
         };
         let wait_cmd = redis::cmd("WAIT").arg(replicas).arg(timeout_ms).clone();
         with_conn!(self, c => {
-            let value = inv.invoke_async(&mut NoscriptLogged::new(c, operation, id)).await?;
+            let value = call.run(c, operation, id).await?;
             let acked = match c.req_packed_command(&wait_cmd).await {
                 Ok(n) => redis::from_redis_value(n).ok(),
                 Err(e) => {
@@ -223,6 +166,101 @@ impl Connection {
     /// Runs one keyed command (routed by its key on a cluster).
     pub(crate) async fn query(&self, cmd: &Cmd) -> ClientResult<Value> {
         Ok(with_conn!(self, c => c.req_packed_command(cmd).await)?)
+    }
+
+    /// Runs `pipe` — an atomic pipeline (`MULTI … EXEC`) whose commands
+    /// all touch keys of one slot, so a cluster routes it to that slot's
+    /// master — and returns each command's reply, a failed command's as a
+    /// [`Value::ServerError`]. When the first command is an `EVALSHA` of
+    /// `script` that the server does not have (`NOSCRIPT`: nothing in the
+    /// transaction was written by it), the script is loaded and the
+    /// transaction run once more.
+    pub(crate) async fn transaction(
+        &self,
+        operation: &'static str,
+        id: &SessionId,
+        script: &redis::Script,
+        key: &str,
+        pipe: &redis::Pipeline,
+    ) -> ClientResult<Vec<Value>> {
+        let mut replies = self.exec(key, pipe).await?;
+        let noscript = matches!(
+            replies.first(),
+            Some(Value::ServerError(e)) if e.kind() == Some(redis::ServerErrorKind::NoScript)
+        );
+        if noscript {
+            tracing::debug!(
+                operation,
+                session = %id,
+                "NOSCRIPT: the server does not have the script (restart, failover or \
+                 SCRIPT FLUSH); loading it and running it again"
+            );
+            with_conn!(self, c => script.prepare_invoke().load_async(c).await)?;
+            replies = self.exec(key, pipe).await?;
+        }
+        Ok(replies)
+    }
+
+    /// Runs the transaction `pipe` on the slot of `key`. A transaction the
+    /// server discarded (nothing ran) because its slot is served elsewhere
+    /// (`MOVED`, `READONLY`) is sent again, twice at most, after a plain
+    /// command on the key — which the cluster client, unlike a transaction,
+    /// follows to the right node, refreshing its slot map. One discarded
+    /// for a passing state (a failover, a migration, a server loading its
+    /// data) fails with [`ClientError::Discarded`], which is transient.
+    async fn exec(&self, key: &str, pipe: &redis::Pipeline) -> ClientResult<Vec<Value>> {
+        let mut attempt = 0;
+        loop {
+            let result: redis::RedisResult<Vec<Value>> =
+                with_conn!(self, c => pipe.query_async(c).await);
+            let Err(e) = result else {
+                return Ok(result?);
+            };
+            let Some(kinds) = discarded_for(&e) else {
+                return Err(e.into());
+            };
+            let moved = kinds.iter().any(|k| {
+                matches!(
+                    k,
+                    redis::ServerErrorKind::Moved | redis::ServerErrorKind::ReadOnly
+                )
+            });
+            attempt += 1;
+            if !moved || attempt > 2 {
+                return Err(ClientError::Discarded(e));
+            }
+            tracing::debug!(error = %e, "a transaction went to a node not serving its slot");
+            let exists = redis::cmd("EXISTS").arg(key).clone();
+            self.query(&exists).await?;
+        }
+    }
+    /// Whether the client library may send a request again by itself —
+    /// after a dropped connection, not knowing whether the first one ran —
+    /// so that an unkeyed append needs a key of its own to apply once. Only
+    /// the cluster client does (its `retries`); `ConnectionManager` and
+    /// deadpool report the error instead.
+    pub(crate) fn resends(&self) -> bool {
+        match &self.0 {
+            #[cfg(feature = "cluster")]
+            Inner::Cluster(_) => true,
+            _ => false,
+        }
+    }
+
+    /// Whether two keys may be used by one script: always on a standalone
+    /// server; on a cluster when they hash to one slot.
+    pub(crate) fn same_slot(&self, a: &str, b: &str) -> bool {
+        match &self.0 {
+            #[cfg(feature = "cluster")]
+            Inner::Cluster(_) => {
+                use redis::cluster_routing::Slot;
+                Slot::for_key(a) == Slot::for_key(b)
+            }
+            _ => {
+                let _ = (a, b);
+                true
+            }
+        }
     }
 
     /// `HGET key field` for each key, in one pipelined round trip (on a
@@ -364,6 +402,37 @@ impl Connection {
         };
         Ok(redis::from_redis_value(reply)?)
     }
+}
+
+/// The errors that made the server discard a transaction (`EXECABORT`)
+/// when they all stand for a passing state of the server or cluster —
+/// `MOVED`, `ASK`, `READONLY`, `TRYAGAIN`, `CLUSTERDOWN`, `MASTERDOWN`,
+/// `LOADING` — and `None` for any other error.
+fn discarded_for(e: &redis::RedisError) -> Option<Vec<redis::ServerErrorKind>> {
+    use redis::ServerErrorKind as K;
+    if e.kind() != redis::ErrorKind::Server(K::ExecAbort) {
+        return None;
+    }
+    let errors = e.clone().into_server_errors()?;
+    let kinds: Vec<K> = errors
+        .iter()
+        .filter_map(|(_, error)| error.kind())
+        .collect();
+    let passing = !kinds.is_empty()
+        && kinds.len() == errors.len()
+        && kinds.iter().all(|k| {
+            matches!(
+                k,
+                K::Moved
+                    | K::Ask
+                    | K::ReadOnly
+                    | K::TryAgain
+                    | K::ClusterDown
+                    | K::MasterDown
+                    | K::BusyLoading
+            )
+        });
+    passing.then_some(kinds)
 }
 
 #[cfg(feature = "cluster")]

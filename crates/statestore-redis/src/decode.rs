@@ -10,15 +10,21 @@ use statestore_core::{
     Summary, Timestamp, Version,
 };
 
-/// A script's reply, by status (see `scripts.rs`).
+/// A script's reply, by status (see `scripts.rs`): one string, the status
+/// and then its numbers, separated by spaces.
 pub(crate) enum Reply {
-    Ok(Vec<Value>),
+    /// The numbers after `ok`.
+    Ok(Vec<u64>),
     /// An append already applied under the same key: what it did.
-    Replayed(Vec<Value>),
+    Replayed(Vec<u64>),
     Missing,
     Conflict(Option<Version>),
     TooLarge(u64),
     Range(u64),
+    /// `FORK`: the target's state, as the reply it stands for.
+    Target(Vec<u8>),
+    /// `FORK` on a server without `COPY`: nothing written.
+    NoCopy,
 }
 
 fn corrupt(id: &SessionId, detail: impl Into<String>) -> Error {
@@ -52,41 +58,55 @@ fn array(v: Value) -> Option<Vec<Value>> {
     }
 }
 
-/// Splits a reply into its status and payload. `corrupt` and `schema`
-/// statuses become errors here.
+/// Splits a script's reply — one string: a status, then its arguments —
+/// into a [`Reply`]. `corrupt` and `schema` statuses become errors here.
 pub(crate) fn reply(id: &SessionId, value: Value) -> Result<Reply> {
-    let mut items = array(value)
-        .ok_or_else(|| corrupt(id, "a script returned something that is not an array"))?
-        .into_iter();
-    let status = items.next();
-    let status = status.as_ref().and_then(bytes).unwrap_or_default();
-    let mut rest: Vec<Value> = items.collect();
-    let first_int = rest.first().and_then(int);
+    let text = match value {
+        Value::BulkString(b) => b,
+        Value::SimpleString(s) => s.into_bytes(),
+        _ => {
+            return Err(corrupt(
+                id,
+                "a script returned something that is not a string",
+            ));
+        }
+    };
+    let (status, rest) = match text.iter().position(|b| *b == b' ') {
+        Some(at) => text.split_at(at),
+        None => (text.as_slice(), &[][..]),
+    };
+    let rest = rest.get(1..).unwrap_or_default();
+    let numbers = || -> Result<Vec<u64>> {
+        std::str::from_utf8(rest)
+            .ok()
+            .and_then(|t| {
+                t.split(' ')
+                    .map(|n| n.parse().ok())
+                    .collect::<Option<Vec<u64>>>()
+            })
+            .ok_or_else(|| corrupt(id, "a script returned malformed numbers"))
+    };
+    let first = || -> Option<i64> { std::str::from_utf8(rest).ok()?.parse().ok() };
     Ok(match status {
-        b"ok" => Reply::Ok(rest),
-        b"replayed" => Reply::Replayed(rest),
+        b"ok" if rest.is_empty() => Reply::Ok(Vec::new()),
+        b"ok" => Reply::Ok(numbers()?),
+        b"replayed" => Reply::Replayed(numbers()?),
         b"missing" => Reply::Missing,
-        b"conflict" => Reply::Conflict(first_int.and_then(|v| u64::try_from(v).ok())),
-        b"too_large" => Reply::TooLarge(first_int.and_then(|v| u64::try_from(v).ok()).unwrap_or(0)),
-        b"range" => Reply::Range(first_int.and_then(|v| u64::try_from(v).ok()).unwrap_or(0)),
+        b"conflict" => Reply::Conflict(first().and_then(|v| u64::try_from(v).ok())),
+        b"too_large" => Reply::TooLarge(first().and_then(|v| u64::try_from(v).ok()).unwrap_or(0)),
+        b"range" => Reply::Range(first().and_then(|v| u64::try_from(v).ok()).unwrap_or(0)),
+        b"target" => Reply::Target(rest.to_vec()),
+        b"nocopy" => Reply::NoCopy,
         b"schema" => {
             return Err(Error::UnsupportedSchema {
                 id: id.clone(),
-                found: first_int
+                found: first()
                     .and_then(|v| u32::try_from(v).ok())
                     .unwrap_or(u32::MAX),
                 supported: SCHEMA_VERSION,
             });
         }
-        b"corrupt" => {
-            let detail = rest
-                .pop()
-                .as_ref()
-                .and_then(bytes)
-                .map(|b| String::from_utf8_lossy(b).into_owned())
-                .unwrap_or_default();
-            return Err(corrupt(id, detail));
-        }
+        b"corrupt" => return Err(corrupt(id, String::from_utf8_lossy(rest))),
         other => {
             return Err(corrupt(
                 id,
@@ -109,8 +129,7 @@ pub(crate) fn written(
     match reply {
         Reply::Ok(rest) => rest
             .first()
-            .and_then(int)
-            .and_then(|v| u64::try_from(v).ok())
+            .copied()
             .ok_or_else(|| corrupt(id, "a write returned no version")),
         other => Err(refused(id, expect, limits, other)),
     }
@@ -128,12 +147,7 @@ pub(crate) fn appended(
         Reply::Replayed(rest) => (rest, true),
         other => return Err(refused(id, expect, limits, other)),
     };
-    let mut numbers = rest
-        .iter()
-        .map(|v| int(v).and_then(|n| u64::try_from(n).ok()));
-    let (Some(Some(version)), Some(Some(first)), Some(Some(count))) =
-        (numbers.next(), numbers.next(), numbers.next())
-    else {
+    let &[version, first, count] = rest.as_slice() else {
         return Err(corrupt(id, "an append returned a malformed outcome"));
     };
     let outcome = Appended::new(version, first, count);
@@ -157,7 +171,9 @@ fn refused(id: &SessionId, expect: Expect, limits: &Limits, reply: Reply) -> Err
             id: id.clone(),
             reason: format!("summary range is empty or reaches past the {len} stored messages"),
         },
-        Reply::Ok(_) | Reply::Replayed(_) => corrupt(id, "a write returned an unexpected status"),
+        Reply::Ok(_) | Reply::Replayed(_) | Reply::Target(_) | Reply::NoCopy => {
+            corrupt(id, "a write returned an unexpected status")
+        }
     }
 }
 
@@ -216,55 +232,103 @@ fn header(id: &SessionId, flat: Vec<Value>) -> Result<Header> {
     Ok(h)
 }
 
-/// Parses an `ok` reply of `LOAD`; `None` for `missing`.
-pub(crate) fn snapshot(id: &SessionId, reply: Reply) -> Result<Option<Snapshot>> {
-    let rest = match reply {
-        Reply::Ok(rest) => rest,
+/// The next reply of a load's transaction as a list of values: an array,
+/// a map flattened to field, value, …, or an integer as a list of one;
+/// a command refused for the key's type is foreign data (`Corrupt`).
+fn next_list(
+    id: &SessionId,
+    replies: &mut impl Iterator<Item = Value>,
+    what: &str,
+) -> Result<Vec<Value>> {
+    match replies.next() {
+        Some(Value::ServerError(e)) => Err(corrupt(
+            id,
+            format!("its {what} key holds another type of value ({e:?})"),
+        )),
+        Some(Value::Map(pairs)) => Ok(pairs.into_iter().flat_map(|(k, v)| [k, v]).collect()),
+        Some(Value::Int(n)) => Ok(vec![Value::Int(n)]),
+        Some(v) => array(v).ok_or_else(|| corrupt(id, format!("its {what} is not a list"))),
+        None => Err(corrupt(id, "load returned a malformed reply")),
+    }
+}
+
+/// Parses the replies of a load's transaction (`Store::snapshot`): the
+/// `LOAD` script's, then the header, the newest `newest` messages (all for
+/// `None`), the summaries and the metadata; `None` for `missing`. What was
+/// read must match the counts the script found in the header: anything
+/// else is a torn session, and a read refused for a key's type is one
+/// holding foreign data.
+pub(crate) fn snapshot(
+    id: &SessionId,
+    replies: Vec<Value>,
+    newest: Option<usize>,
+) -> Result<Option<Snapshot>> {
+    let mut it = replies.into_iter();
+    let checked = reply(id, it.next().unwrap_or(Value::Nil))?;
+    let counts = match checked {
+        Reply::Ok(counts) => counts,
         Reply::Missing => return Ok(None),
         _ => return Err(corrupt(id, "load returned an unexpected status")),
     };
-    let mut it = rest.into_iter();
-    let mut next_array = || it.next().and_then(array);
-    let (Some(h), Some(messages), Some(summaries), Some(metadata)) =
-        (next_array(), next_array(), next_array(), next_array())
-    else {
-        return Err(corrupt(id, "load returned a malformed reply"));
+    let (nm, ns, nd, record) = match *counts.as_slice() {
+        [nm, ns, nd] => (nm, ns, nd, None),
+        [nm, ns, nd, version, first, count] => (
+            nm,
+            ns,
+            nd,
+            Some(Appended::new(version, first, count).replay()),
+        ),
+        _ => return Err(corrupt(id, "load returned malformed counts")),
     };
-    let total = it
-        .next()
-        .as_ref()
-        .and_then(int)
-        .and_then(|n| u64::try_from(n).ok())
-        .ok_or_else(|| corrupt(id, "load returned no message count"))?;
-    let record = match it.next().as_ref().and_then(bytes) {
-        None => None,
-        Some(raw) => Some(record(id, raw)?.replay()),
+    let mut read = |what: &str| next_list(id, &mut it, what);
+    let header_flat = read("header")?;
+    // No messages asked for: the list's length instead, checked below.
+    let (messages, listed) = match newest {
+        Some(0) => match read("message list length")?.as_slice() {
+            [Value::Int(len)] => (Vec::new(), Some(u64::try_from(*len).unwrap_or(u64::MAX))),
+            _ => return Err(corrupt(id, "load returned a malformed message count")),
+        },
+        _ => (read("message list")?, None),
     };
+    let summaries = read("summary list")?;
+    let metadata = read("metadata hash")?;
+    let expected = newest.map_or(nm, |n| nm.min(u64::try_from(n).unwrap_or(u64::MAX)));
+    if let Some(len) = listed
+        && len != nm
+    {
+        return Err(corrupt(
+            id,
+            format!(
+                "its header records {nm} message list entries but {len} are stored: a key was \
+                 evicted or changed outside this library (see maxmemory-policy in the crate \
+                 docs)"
+            ),
+        ));
+    }
+    for (what, recorded, found) in [
+        ("message list entries", expected, messages.len()),
+        ("summary list entries", ns, summaries.len()),
+        ("metadata hash entries", 2 * nd, metadata.len()),
+    ] {
+        if u64::try_from(found).ok() != Some(recorded) {
+            return Err(corrupt(
+                id,
+                format!(
+                    "its header records {recorded} {what} but {found} were read: a key was \
+                     evicted or changed outside this library (see maxmemory-policy in the crate \
+                     docs)"
+                ),
+            ));
+        }
+    }
     Ok(Some(Snapshot {
-        header: header(id, h)?,
+        header: header(id, header_flat)?,
         messages,
         summaries,
         metadata,
-        total,
+        total: nm,
         record,
     }))
-}
-
-/// A remembered write as the scripts store it: `"version first count"`.
-fn record(id: &SessionId, raw: &[u8]) -> Result<Appended> {
-    let text = std::str::from_utf8(raw).unwrap_or_default();
-    let mut numbers = text.split(' ').map(|n| n.parse::<u64>().ok());
-    match (
-        numbers.next(),
-        numbers.next(),
-        numbers.next(),
-        numbers.next(),
-    ) {
-        (Some(Some(version)), Some(Some(first)), Some(Some(count)), None) => {
-            Ok(Appended::new(version, first, count))
-        }
-        _ => Err(corrupt(id, "a remembered write is malformed")),
-    }
 }
 
 impl Snapshot {

@@ -43,11 +43,12 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use redis::aio::{ConnectionLike, MultiplexedConnection};
-use redis::{AsyncConnectionConfig, ConnectionInfo, RedisError, ScriptInvocation, Value};
+use redis::{AsyncConnectionConfig, ConnectionInfo, RedisError, Value};
 use statestore_core::{Error as StoreError, Result, SessionId};
 use tokio::sync::{Semaphore, SemaphorePermit};
 
-use crate::conn::{ClientResult, Connection, NoscriptLogged};
+use crate::call::ScriptCall;
+use crate::conn::{ClientResult, Connection};
 use crate::error::{ClientError, client_error, timed_out};
 
 /// Makes clients for the store's server, or for one node of its cluster,
@@ -151,7 +152,7 @@ impl Durable {
         }
     }
 
-    /// Runs the write script `inv` of `operation` on session `id` on a leased
+    /// Runs the write script `call` of `operation` on session `id` on a leased
     /// connection to the node of `key`, then `WAIT replicas wait` on the same connection. Returns the
     /// script's reply and how many replicas acknowledged, or `None` when the
     /// `WAIT` did not answer after the script ran.
@@ -165,7 +166,7 @@ impl Durable {
         &self,
         (operation, id): (&'static str, &SessionId),
         shared: &Connection,
-        inv: &ScriptInvocation<'_>,
+        call: &ScriptCall<'_>,
         key: &str,
         (replicas, wait): (u32, Duration),
         timeout: Duration,
@@ -188,7 +189,9 @@ impl Durable {
             .map_err(|e| fail(ClientError::Closed(e)))?;
         let node = self.node_for(shared, key).await.map_err(fail)?;
         let mut lease = self.lease(node, permit).await.map_err(fail)?;
-        let mut value = self.script((operation, id), &mut lease, inv, timeout).await;
+        let mut value = self
+            .script((operation, id), &mut lease, call, timeout)
+            .await;
         if let Err(ScriptError::Client(e)) = &value
             && e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::Moved)
             && let Some((node, _)) = e.redirect_node()
@@ -198,7 +201,9 @@ impl Durable {
             self.forget_slots();
             let permit = self.release(lease);
             lease = self.lease(node, permit).await.map_err(fail)?;
-            value = self.script((operation, id), &mut lease, inv, timeout).await;
+            value = self
+                .script((operation, id), &mut lease, call, timeout)
+                .await;
         }
         let value = match value {
             Ok(value) => value,
@@ -249,11 +254,11 @@ impl Durable {
         &self,
         (operation, id): (&'static str, &SessionId),
         lease: &mut Lease<'_>,
-        inv: &ScriptInvocation<'_>,
+        call: &ScriptCall<'_>,
         timeout: Duration,
     ) -> Result<Value, ScriptError> {
-        let mut conn = NoscriptLogged::new(&mut lease.conn, operation, id);
-        match tokio::time::timeout(timeout, inv.invoke_async(&mut conn)).await {
+        let run = call.run(&mut lease.conn, operation, id);
+        match tokio::time::timeout(timeout, run).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(e)) => {
                 tracing::debug!(

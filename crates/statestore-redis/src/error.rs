@@ -100,6 +100,10 @@ pub(crate) enum ClientError {
     /// A concurrent request's task panicked or was cancelled.
     #[cfg(feature = "cluster")]
     Task(tokio::task::JoinError),
+    /// The server discarded a transaction (nothing ran) for a passing state:
+    /// its slot moved or is migrating, the cluster is failing over, the
+    /// server is loading its data.
+    Discarded(redis::RedisError),
     /// The durable-write connections were closed.
     Closed(tokio::sync::AcquireError),
 }
@@ -129,6 +133,11 @@ impl fmt::Display for ClientError {
             Self::NoMaster(key) => write!(f, "no master serves the slot of {key:?}"),
             #[cfg(feature = "cluster")]
             Self::Task(e) => write!(f, "a concurrent request failed: {e}"),
+            Self::Discarded(e) => write!(
+                f,
+                "the transaction was discarded, nothing ran (the cluster is failing over or \
+                 resharding, or the server is loading): {e}"
+            ),
             Self::Closed(e) => write!(f, "the durable-write connections are closed: {e}"),
         }
     }
@@ -142,6 +151,7 @@ impl std::error::Error for ClientError {
             Self::Pool(e) => Some(e),
             #[cfg(feature = "cluster")]
             Self::Task(e) => Some(e),
+            Self::Discarded(e) => Some(e),
             Self::Closed(e) => Some(e),
             #[cfg(feature = "cluster")]
             Self::NoMaster(_) => None,

@@ -21,22 +21,39 @@
 //!
 //! | field | holds |
 //! |-------|-------|
-//! | `schema` | the storage schema (`statestore_core::codec::SCHEMA_VERSION`) |
+//! | `schema` | the storage schema (`statestore_core::codec::SCHEMA_VERSION`), written when the session is created |
 //! | `version` | the session's version |
+//! | `n` | `"<schema> <version> <nm> <ns> <nd> <wk> <wg>"`: the counts below, valid while its version is `version` |
 //! | `created_at`, `updated_at`, `last_accessed_at` | ms since the epoch |
 //! | `user_id`, `system_prompt` | absent when unset |
-//! | `nm`, `ns`, `nd` | how many messages, summaries and metadata fields the other keys hold |
-//! | `cv` | the version at which `nm`/`ns`/`nd` were written |
-//! | `wk`, `wg` | how many caller-keyed / store-keyed appends were ever remembered (ring sequence numbers) |
 //! | `c:<name>` | counter `name`, a decimal integer (at most `i64::MAX`) |
+//!
+//! `n` packs what every script needs besides `version` into one field, so
+//! a script reads the header with one `HMGET` of two fields and records a
+//! write with one `HSET` of four (each field a script sends or receives
+//! costs Redis ~2k instructions; see `scripts.rs`): `nm`, `ns`, `nd` are
+//! how many messages, summaries and metadata fields the other keys hold;
+//! `wk`, `wg` how many caller-keyed / store-keyed appends were ever
+//! remembered (ring sequence numbers, below). A later layout must keep
+//! `n`'s first number its schema, or drop `n`.
 //!
 //! The counts make a **torn session** detectable: when eviction (or a hand
 //! `DEL`) removed one key of a session and left the header, its length no
 //! longer matches the header and every script refuses the session as
 //! corrupt instead of serving or extending a partial history. The counts
-//! are trusted only while `cv == version`: a session last written by an
-//! older version of this crate (which keeps no counts, but bumps the
-//! version) has its current lengths adopted, and recorded by the next write.
+//! are trusted only while `n`'s version is `version`: a session last
+//! written by an older version of this crate (which bumps the version but
+//! not `n`) has its current lengths adopted, and recorded by the next
+//! write.
+//!
+//! The previous layout kept the counts in fields `nm`, `ns`, `nd`, `wk`,
+//! `wg`, valid while `cv` was the version. A header with those is adopted
+//! like a stale `n` — its counts compared with the keys' lengths when `cv`
+//! says they are current — and the next write deletes the old fields. A
+//! version of this crate from before `n` reading or writing a session this
+//! one wrote finds no `cv` and adopts the lengths too; not seeing `n`'s
+//! ring positions, it may reuse ring slots and so forget remembered keys
+//! early (the ring position adopted afterwards is the larger of the two).
 //!
 //! # Remembered writes
 //!
@@ -49,14 +66,21 @@
 //! | `K<slot>` | the caller key in ring slot `slot` = `wk mod 64` |
 //! | `g:<key>` | an append keyed by the store (unkeyed by the caller), as `k:` |
 //! | `G<slot>` | the store key in ring slot `slot` = `wg mod 16` |
+//! | `~` | a note on the above, longer than 64 bytes on purpose (below) |
 //!
 //! Recording a key takes the next slot and deletes the record of the key
 //! that held it, so the hash stays bounded (at most 64 + 16 records) and
-//! every operation on it is O(1). Caller keys are remembered exactly 64
-//! deep (`statestore_core::REMEMBERED_WRITES`); store keys only need to
-//! outlive a client library's own re-send of one request, and have their
-//! own ring so they never push a caller's key out. Deleting or expiring
-//! the session removes the hash; `fork` does not copy it; `save` keeps it.
+//! every operation on it is O(1): the note, written with the hash, is
+//! longer than Redis's `hash-max-listpack-value` (64 bytes by default), so
+//! Redis keeps the hash as a hash table rather than a listpack, which it
+//! would scan entry by entry on every lookup (45k instructions of a keyed
+//! append, measured, with the ring full). Caller keys are remembered
+//! exactly 64 deep (`statestore_core::REMEMBERED_WRITES`); store keys only
+//! need to outlive a client library's own re-send of one request — which
+//! only the cluster client does, so only there do unkeyed appends get one
+//! — and have their own ring so they never push a caller's key out.
+//! Deleting or expiring the session removes the hash; `fork` does not
+//! copy it; `save` keeps it.
 
 //! # Escaping ids
 //!

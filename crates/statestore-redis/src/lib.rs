@@ -2,6 +2,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod builder;
+mod call;
 mod conn;
 mod decode;
 mod diagnose;

@@ -1,17 +1,21 @@
 //! The [`Store`] operations of [`RedisStore`]: each one script call, one
-//! round trip (`fork`: a snapshot of the source, then a create-only write of
-//! the target; `list`: bounded `SCAN` steps, see `list.rs`).
+//! round trip (loads: one `MULTI … EXEC` holding a script, see
+//! `scripts.rs`; `fork`: one script copying on the server where both
+//! sessions share a slot — always on a standalone server — else a snapshot
+//! of the source, then a create-only write of the target; `list`: bounded
+//! `SCAN` steps, see `list.rs`).
 
 use statestore_core::{
     Append, Appended, ConversationState, Error as StoreError, Expect, IdempotencyKey, ListPage,
     ListQuery, Metadata, RecentState, Result, SessionId, Store, Summary, Version, async_trait,
 };
 
+use crate::call::ScriptCall;
 use crate::decode::{self, Reply};
 use crate::error::{client_error, timed_out};
 use crate::list;
 use crate::store::{
-    Contents, RedisStore, counter_value, expect_args, json, metadata_pairs, now_ms,
+    Contents, RedisStore, counter_value, expect_args, json, json_arg, metadata_pairs, now_ms,
 };
 
 #[async_trait]
@@ -67,34 +71,44 @@ impl Store for RedisStore {
             counters,
             ..
         } = append;
-        let encoded = self.encode_messages(id, messages.iter())?;
         let keys = self.inner.keys.session(id);
-        let mut inv = self.call(&self.inner.scripts.append, &keys, true);
-        expect_args(&mut inv, expect);
+        let mut call = self.call(&self.inner.scripts.append, &keys.all(), true);
+        expect_args(&mut call, expect);
         let max = self.inner.limits.max_messages;
-        inv.arg(max.map_or(-1, |m| i64::try_from(m).unwrap_or(i64::MAX)));
-        // An unkeyed append gets a key of its own, so that a request the
-        // client library re-sends by itself is a replay, not a second append.
-        let (kind, key) = match key {
-            Some(key) => ("k", key),
-            None => ("g", IdempotencyKey::random()),
+        call.arg(max.map_or(-1, |m| i64::try_from(m).unwrap_or(i64::MAX)));
+        // An unkeyed append gets a key of its own where the client library
+        // may re-send a request by itself (the cluster client), so that the
+        // re-send is a replay, not a second append; elsewhere it needs none.
+        let field = match key {
+            Some(key) => format!("k:{}", key.as_str()),
+            None if self.inner.conn.resends() => format!("g:{}", IdempotencyKey::random().as_str()),
+            None => String::new(),
         };
-        inv.arg(kind).arg(key.as_str()).arg(counters.len());
-        for (name, delta) in &counters {
-            inv.arg(name.as_bytes()).arg(counter_value(*delta));
+        call.arg(&field).arg(counters.len()).arg(messages.len());
+        for name in counters.keys() {
+            call.arg(format!("c:{name}"));
         }
-        for m in &encoded {
-            inv.arg(m);
+        for delta in counters.values() {
+            call.arg(counter_value(*delta));
         }
+        // The messages, serialized straight into the command; checked
+        // against the size limit before anything is sent.
+        let mut sizes = Vec::with_capacity(messages.len());
+        for m in &messages {
+            sizes.push(json_arg(id, &mut call, m)?);
+        }
+        self.inner
+            .limits
+            .check_message_sizes(id, sizes.into_iter())?;
         let limits = &self.inner.limits;
         let appended = self
-            .write("append", id, &inv, |r| {
+            .write("append", id, &call, |r| {
                 decode::appended(id, expect, limits, r)
             })
             .await?;
         // The caller made one call: a replay of the store's own key is the
         // client's re-send of that call, whose write is this call's.
-        Ok(if kind == "g" {
+        Ok(if field.starts_with('g') {
             Appended::new(appended.version, appended.first_position, appended.messages)
         } else {
             appended
@@ -103,14 +117,58 @@ impl Store for RedisStore {
 
     async fn fork(&self, source: &SessionId, target: &SessionId) -> Result<Version> {
         statestore_core::check_fork_ids(source, target)?;
-        // 1. One consistent snapshot of the source (one script, its slot).
+        let (from, to) = (
+            self.inner.keys.session(source),
+            self.inner.keys.session(target),
+        );
+        if self.inner.conn.same_slot(&from.header, &to.header) {
+            // One script copies the keys on the server (`COPY`).
+            let [h, m, s, d, w] = from.all();
+            let [th, tm, ts, td, tw] = to.all();
+            let keys = [h, m, s, d, w, th, tm, ts, td, tw];
+            let mut call = self.call(&self.inner.scripts.fork, &keys, true);
+            call.arg(if self.inner.sliding_ttl { "1" } else { "0" });
+            let copied = self
+                .write("fork", source, &call, |reply| match reply {
+                    Reply::Ok(_) => Ok(Some(1)),
+                    Reply::NoCopy => Ok(None),
+                    Reply::Missing => Err(StoreError::NotFound { id: source.clone() }),
+                    Reply::Target(state) => {
+                        match decode::reply(target, redis::Value::BulkString(state))? {
+                            Reply::Conflict(_) => {
+                                Err(StoreError::AlreadyExists { id: target.clone() })
+                            }
+                            _ => Err(StoreError::Corrupt {
+                                id: target.clone(),
+                                detail: "fork returned an unexpected reply about its target".into(),
+                                source: None,
+                            }),
+                        }
+                    }
+                    _ => Err(StoreError::Corrupt {
+                        id: source.clone(),
+                        detail: "fork returned an unexpected reply".into(),
+                        source: None,
+                    }),
+                })
+                .await;
+            // Errors name the source, except those about the target's
+            // state (the script reports them apart).
+            match copied {
+                Ok(Some(version)) => return Ok(version),
+                Ok(None) => {} // no COPY (Redis < 6.2): copy through the client
+                Err(e) => return Err(e),
+            }
+        }
+        // Across slots: a snapshot of the source (one transaction on its
+        // slot), then a create-only write of the whole target (one script on
+        // its slot): the target appears complete or not at all, and never
+        // overwrites.
         let snapshot = self
             .snapshot("fork", source, None, None)
             .await?
             .ok_or_else(|| StoreError::NotFound { id: source.clone() })?;
         let raw = snapshot.into_raw(source)?;
-        // 2. Create-only write of the whole target (one script, its slot):
-        // the target appears complete or not at all, and never overwrites.
         let contents = Contents {
             created_at: now_ms(),
             user_id: raw.user_id.as_deref(),
@@ -133,12 +191,9 @@ impl Store for RedisStore {
 
     async fn delete(&self, id: &SessionId) -> Result<bool> {
         let keys = self.inner.keys.session(id);
-        let mut inv = self.inner.scripts.delete.prepare_invoke();
-        for key in keys.all() {
-            inv.key(key);
-        }
-        match self.run("delete", id, &inv).await? {
-            Reply::Ok(rest) => Ok(rest.first().and_then(decode::int) == Some(1)),
+        let call = ScriptCall::new(&self.inner.scripts.delete, &keys.all());
+        match self.run("delete", id, &call).await? {
+            Reply::Ok(rest) => Ok(rest.first() == Some(&1)),
             _ => Err(StoreError::Corrupt {
                 id: id.clone(),
                 detail: "delete returned an unexpected reply".into(),
@@ -174,17 +229,18 @@ impl Store for RedisStore {
         expect: Expect,
     ) -> Result<Version> {
         let keys = self.inner.keys.session(id);
-        let mut inv = self.call(&self.inner.scripts.merge_metadata, &keys, true);
-        expect_args(&mut inv, expect);
+        let mut call = self.call(&self.inner.scripts.merge_metadata, &keys.all(), true);
+        expect_args(&mut call, expect);
         let (set, delete): (Vec<_>, Vec<_>) = patch.iter().partition(|(_, v)| !v.is_null());
-        inv.arg(set.len());
+        call.arg(set.len());
         for (k, v) in set {
-            inv.arg(k.as_bytes()).arg(json(id, v)?);
+            call.arg(k.as_bytes());
+            json_arg(id, &mut call, v)?;
         }
         for (k, _) in delete {
-            inv.arg(k.as_bytes());
+            call.arg(k.as_bytes());
         }
-        self.write("merge_metadata", id, &inv, self.version(id, expect))
+        self.write("merge_metadata", id, &call, self.version(id, expect))
             .await
     }
 
@@ -195,19 +251,18 @@ impl Store for RedisStore {
         expect: Expect,
     ) -> Result<Version> {
         let keys = self.inner.keys.session(id);
-        let mut inv = self.call(&self.inner.scripts.add_summary, &keys, true);
-        expect_args(&mut inv, expect);
-        inv.arg(summary.covers.start)
-            .arg(summary.covers.end)
-            .arg(json(id, &summary)?);
-        self.write("add_summary", id, &inv, self.version(id, expect))
+        let mut call = self.call(&self.inner.scripts.add_summary, &keys.all(), true);
+        expect_args(&mut call, expect);
+        call.arg(summary.covers.start).arg(summary.covers.end);
+        json_arg(id, &mut call, &summary)?;
+        self.write("add_summary", id, &call, self.version(id, expect))
             .await
     }
 
     async fn touch(&self, id: &SessionId) -> Result<bool> {
         let keys = self.inner.keys.session(id);
-        let inv = self.call(&self.inner.scripts.touch, &keys, true);
-        match self.run("touch", id, &inv).await? {
+        let call = self.call(&self.inner.scripts.touch, &keys.all(), true);
+        match self.run("touch", id, &call).await? {
             Reply::Ok(_) => Ok(true),
             _ => Ok(false),
         }

@@ -3,567 +3,829 @@
 //!
 //! All scripts take the five keys of one session (`keys.rs`), always in the
 //! order header, messages, summaries, metadata, remembered writes, so they
-//! all hash to one cluster slot. The first three arguments are always:
+//! all hash to one cluster slot (`FORK` takes the source's five keys, then
+//! the target's, and runs only where both share a slot). The schema
+//! version this build writes (`statestore_core::codec::SCHEMA_VERSION`)
+//! is part of each script's text. The first two arguments are always:
 //!
 //! | ARGV | meaning |
 //! |------|---------|
-//! | 1 | the schema version this build writes (`statestore_core::codec::SCHEMA_VERSION`) |
-//! | 2 | now, in ms since the epoch (client clock; stored, never compared) |
-//! | 3 | TTL in ms to apply to every key, `0` for none (a decimal string, passed to `PEXPIRE` as given) |
+//! | 1 | now, in ms since the epoch (client clock; stored, never compared) |
+//! | 2 | TTL in ms to apply to every key, `0` for none (a decimal string, passed to `PEXPIRE` as given) |
 //!
-//! Writers then take the expectation: ARGV 4 is `a` (any), `v` (exact
-//! version, ARGV 5) or `n` (must not exist).
+//! Writers then take the expectation, ARGV 3: `a` (any), `n` (must not
+//! exist), or the exact version (compared as the decimal string the header
+//! holds).
 //!
-//! Every script returns an array whose first element is a status:
-//! `ok` (then results), `replayed` (an append already applied under the
-//! same key: then what it did), `missing`, `conflict` (then the version
-//! found, `-1` for none), `corrupt` (then a description), `schema` (then
-//! the schema found), `too_large` (then the message count that would
-//! result) or `range` (then the history length).
+//! Every script returns one string: a status, then its arguments,
+//! separated by spaces (a table reply would cost the server ~7k
+//! instructions more): `ok` (then results), `replayed` (an append already
+//! applied under the same key: then what it did), `missing`, `conflict`
+//! (then the version found, `-1` for none), `corrupt` (then a
+//! description), `schema` (then the schema found), `too_large` (then the
+//! message count that would result), `range` (then the history length),
+//! `target` (`FORK`: then the reply the target's state stands for) or
+//! `nocopy` (`FORK` on a server without `COPY`; nothing written).
 //!
-//! Invariants every script keeps:
+//! # Reads run outside Lua
+//!
+//! A load is one `MULTI … EXEC` transaction (`store.rs`): `LOAD` below,
+//! which checks the header (and, when the read counts as an access, that no
+//! key is torn, before it updates `last_accessed_at` and the TTL), then
+//! `HGETALL` of the header, `LRANGE` of the newest messages, `LRANGE` of the
+//! summaries and `HGETALL` of the metadata as plain commands. Atomic like a
+//! script, one round trip like a script, but the bulk of a load — every
+//! message — goes from Redis to the client without being converted into
+//! Lua strings and back (which costs ~2.7k instructions per message in the
+//! server, against ~0.3k for a plain `LRANGE`). The client compares what it
+//! received with the counts `LOAD` returned.
+//!
+//! # Invariants every script keeps
+//!
 //! - **Nothing is written before every check passed.** Redis does not roll
-//!   back a script that fails half way, so the header (one `HMGET`, or the
-//!   `HGETALL` a load needs anyway), the types and lengths of the keys the
-//!   script relies on, the schema, the expectation, limits and counter
-//!   values are all checked first. A key of the wrong type is detected by
-//!   `redis.pcall` returning an error (`WRONGTYPE`) on the read that checks
-//!   its length, which is why no `TYPE` calls are needed; every key a
-//!   script writes is read (with `pcall`) before the first write.
-//! - **A torn session is refused**: the header records how many messages,
-//!   summaries and metadata fields the other keys hold (`nm`, `ns`, `nd`,
-//!   valid while `cv == version`). Every script compares the lengths it
-//!   reads with them — always for the keys it writes or returns, and for
-//!   every key whose count is not zero, since such a key must exist — and
-//!   answers `corrupt` when eviction (or anything else) removed or changed
-//!   a key behind the header's back. A key whose count is zero is not read
-//!   unless the script writes it. Remembered writes are checked by the
-//!   scripts that read them (append, and a load asked about a key): the
+//!   back a script that fails half way, so the header (one `HMGET`), the
+//!   types and lengths of the keys the script relies on, the schema, the
+//!   expectation, limits and counter values are all checked first. A key of
+//!   the wrong type is detected by `redis.pcall` returning an error
+//!   (`WRONGTYPE`) on the read that checks its length, which is why no
+//!   `TYPE` calls are needed (`TYPE` runs only to word the error); every
+//!   key a script writes is read (with `pcall`) before the first write.
+//! - **A torn session is refused**: the header's `n` field records how many
+//!   messages, summaries and metadata fields the other keys hold (valid
+//!   while the version it records is the header's `version`, see
+//!   `keys.rs`). Every script compares the lengths it reads with them —
+//!   always for the keys it writes, and for every key whose count is not
+//!   zero, since such a key must exist — and answers `corrupt` when
+//!   eviction (or anything else) removed or changed a key behind the
+//!   header's back. A key whose count is zero is not read unless the
+//!   script writes it. A load that only reads leaves the comparison of
+//!   what it read to the client; a load that counts as an access compares
+//!   first, since it writes. Remembered writes are checked by the scripts
+//!   that read them (a keyed append, and a load asked about a key): the
 //!   newest ring slot the header records must exist. Counts of a header an
-//!   older version of this crate wrote (no `cv`, or a stale one) are
-//!   adopted from the keys' current lengths.
+//!   older version of this crate wrote (no `n`, or a stale one) are adopted
+//!   from the keys' current lengths — compared with the older version's own
+//!   `nm`/`ns`/`nd` when its `cv` says they are current — and the next
+//!   write records them in `n` and deletes the old fields.
 //! - **Creating a session starts from nothing**: leftover keys of a session
 //!   without a header are checked (a key of a type this crate never writes
 //!   there is `corrupt`) and deleted, so no stray data is ever adopted.
-//! - **TTL moves for all keys at once** (`expire_all`, on every key that
-//!   exists), in the same atomic step as the write, so a session never
-//!   half-expires.
-//! - **Numbers are exact**: header integers are checked strictly
-//!   (`^%d+$`, at most 14 digits, so a Lua double holds them exactly and
-//!   prints them without an exponent);
-//!   counters are added with `HINCRBY` on decimal strings, and near
-//!   `i64::MAX` in exact decimal arithmetic, saturating there.
+//! - **TTL moves for all keys at once** (on every key that exists), in the
+//!   same atomic step as the write, so a session never half-expires.
+//! - **Numbers are exact**: the header's numbers are digit strings (the
+//!   pattern that splits `n` accepts nothing else), at most 14 digits where
+//!   the script computes with them, so a Lua double holds them exactly and
+//!   prints them without an exponent; counters are added with `HINCRBY` on
+//!   decimal strings, and near `i64::MAX` in exact decimal arithmetic,
+//!   saturating there.
 //! - **Argument lists are pushed in chunks of 1,000**, below Lua's `unpack`
 //!   limit, so a save of any size works.
 //!
+//! # What a call costs the server, and why the scripts look like this
+//!
+//! Measured with callgrind on redis 7.0 (instructions, which unlike times
+//! do not move with the machine's load; ~13,000 per µs on the benchmark
+//! VM): an `EVALSHA` costs ~10k before its body runs, plus ~1.1k per key
+//! and argument; each `redis.call` ~3k, plus ~1.5–2.5k per field or element
+//! it sends or returns (every reply is converted into Lua values and back);
+//! a Lua closure ~0.45k; `tonumber` of a string ~1.3k and a number
+//! concatenated into a string ~2k (`strtod` and `sprintf` underneath). So
+//! the scripts have no per-call helper library — the checks are inlined
+//! Lua text, repeated through the `macro_rules!` below — they read the
+//! header with one `HMGET` of two fields (`version` and the packed `n`),
+//! compare numbers as the strings Redis returns where they can, convert
+//! each number at most once, and write the header with one `HSET` of four
+//! fields. Redis Functions (`FCALL`) were measured too: ~4.7k instructions
+//! less per call than `EVALSHA` for the same body, not worth a library
+//! that must be versioned and loaded on every node by hand.
+//!
 //! This file is longer than the workspace's 600-line limit on purpose: it
-//! is almost all Lua text — the shared prelude and one script per operation
-//! — kept in one file so that every script can be read, and checked
-//! against the invariants above, in one place. The Rust around it is the
-//! [`Scripts`] table and one test.
+//! is almost all Lua text — the shared snippets and one script per
+//! operation — kept in one file so that every script can be read, and
+//! checked against the invariants above, in one place. The Rust around it
+//! is the [`Scripts`] table and its tests.
 
 use redis::Script;
+use statestore_core::codec::SCHEMA_VERSION;
 
-/// Shared Lua helpers, prepended to every script.
-///
-/// Written to allocate little: a script's own time is dominated by what it
-/// allocates (every table, closure and concatenated string), so there are
-/// no lookup tables, the header is read into one table built by a single
-/// constructor, and constant strings (interned by Lua) are passed around
-/// instead of tables of options.
+/// The start of every script: its keys and common arguments, the schema
+/// this build writes (`@SCHEMA@`, filled in by [`Scripts::new`]), and the
+/// two helpers that word error replies (two closures, ~1k instructions).
 macro_rules! prelude {
     () => {
         r#"
+local rcall, rpcall = redis.call, redis.pcall
 local H, M, S, D, W = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local SCHEMA = tonumber(ARGV[1])
-local NOW = ARGV[2]
-local TTL = ARGV[3]
--- Remembered writes: caller keys ('k', 64 deep = REMEMBERED_WRITES) and
--- keys the store made for unkeyed appends ('g', 16 deep).
-local RING_K, RING_G = 64, 16
-
-local function corrupt(detail)
-  return { 'corrupt', detail }
-end
-
--- Whether a pcall reply is an error (a key of the wrong type).
-local function failed(r)
-  return type(r) == 'table' and r.err ~= nil
-end
+local SCHEMA, NOW, TTL = '@SCHEMA@', ARGV[1], ARGV[2]
 
 local function wrong_type(key, role, want)
-  return corrupt('its ' .. role .. ' key holds a ' .. redis.call('TYPE', key)['ok'] .. ', not a ' .. want)
+  return 'corrupt its ' .. role .. ' key holds a ' .. rcall('TYPE', key)['ok'] .. ', not a ' .. want
 end
 
 local function torn(what, recorded, found)
-  return corrupt('its header records ' .. recorded .. ' ' .. what .. ' but ' .. found ..
-    ' are stored: a key was evicted or changed outside this library (see maxmemory-policy in the crate docs)')
-end
-
-local function writes_gone()
-  return corrupt('its header records remembered writes but they are gone: a key was evicted ' ..
-    'or changed outside this library (see maxmemory-policy in the crate docs)')
-end
-
--- A non-negative integer header field (at most 14 digits: exact as a
--- Lua number, and printed without an exponent), or nil.
-local function int(s)
-  if s and #s <= 14 and string.find(s, '^%d+$') then return tonumber(s) end
-  return nil
-end
-
--- Checks the header fields schema, version, cv, nm, ns, nd, wk, wg (false
--- when absent) and returns h, or nil and an error reply. h holds version;
--- nm, ns, nd (the recorded counts); fresh (whether those counts are valid:
--- written at this version); wk, wg (ring sequences, 0 when absent).
-local function parse_header(schema, version, cv, nm, ns, nd, wk, wg)
-  local s, v = int(schema), int(version)
-  if s == nil or v == nil then return nil, corrupt('its header has no integer schema and version') end
-  if s > SCHEMA then return nil, { 'schema', s } end
-  local h = { version = v, fresh = cv == version and nm ~= false and ns ~= false and nd ~= false,
-    nm = int(nm or '0'), ns = int(ns or '0'), nd = int(nd or '0'), wk = int(wk or '0'), wg = int(wg or '0') }
-  if not (h.nm and h.ns and h.nd and h.wk and h.wg) then
-    return nil, corrupt('its header has a count that is not an integer')
-  end
-  return h
-end
-
--- Reads the header with one HMGET of its fields and the `...` fields after
--- them (their values are h.f[9], h.f[10], ...). Returns h, or nil when the
--- session does not exist, or nil and an error reply.
-local function read_header(...)
-  local f = redis.pcall('HMGET', H, 'schema', 'version', 'cv', 'nm', 'ns', 'nd', 'wk', 'wg', ...)
-  if failed(f) then return nil, wrong_type(H, 'header', 'hash') end
-  if not f[1] and not f[2] and redis.call('EXISTS', H) == 0 then return nil, nil end
-  local h, err = parse_header(f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8])
-  if h then h.f = f end
-  return h, err
-end
-
--- Checks one key's length (`cmd` is LLEN or HLEN) against the count the
--- header records in h[field]: when `always`, when that count is not zero
--- (the key must exist), and whenever the counts are not fresh (then
--- adopting the length found). Returns an error reply for a key of the
--- wrong type or a torn session.
-local function check_len(h, field, key, cmd, role, want, always)
-  if always or h[field] > 0 or not h.fresh then
-    local n = redis.pcall(cmd, key)
-    if failed(n) then return wrong_type(key, role, want) end
-    if h.fresh and n ~= h[field] then return torn(role .. ' entries', h[field], n) end
-    h[field] = n
-  end
-  return nil
-end
-
--- check_len for the messages, summaries and metadata; `m`, `s`, `d`: the
--- keys the script writes (checked even when their count is zero).
-local function check(h, m, s, d)
-  return check_len(h, 'nm', M, 'LLEN', 'message list', 'list', m)
-    or check_len(h, 'ns', S, 'LLEN', 'summary list', 'list', s)
-    or check_len(h, 'nd', D, 'HLEN', 'metadata hash', 'hash', d)
-end
-
--- For a session without a header: an error reply when a leftover key holds
--- a type this crate never writes there; else whether any leftover exists.
-local function check_leftovers()
-  if redis.call('EXISTS', M, S, D, W) == 0 then return nil, false end
-  if failed(redis.pcall('LLEN', M)) then return wrong_type(M, 'message list', 'list') end
-  if failed(redis.pcall('LLEN', S)) then return wrong_type(S, 'summary list', 'list') end
-  if failed(redis.pcall('HLEN', D)) then return wrong_type(D, 'metadata hash', 'hash') end
-  if failed(redis.pcall('HLEN', W)) then return wrong_type(W, 'remembered-writes', 'hash') end
-  return nil, true
-end
-
--- The ring slot field the newest remembered write took, or nil for none.
-local function newest_slot(h)
-  if h.wk > 0 then return 'K' .. ((h.wk - 1) % RING_K) end
-  if h.wg > 0 then return 'G' .. ((h.wg - 1) % RING_G) end
-  return nil
-end
-
-local function expect_ok(version)
-  local mode = ARGV[4]
-  if mode == 'a' then return true end
-  if mode == 'n' then return version == nil end
-  return version ~= nil and version == tonumber(ARGV[5])
-end
-
-local function conflict(version)
-  return { 'conflict', version or -1 }
-end
-
--- Restarts the TTL of every key of the session that exists.
-local function expire_all(h)
-  if TTL == '0' then return end
-  redis.call('PEXPIRE', H, TTL)
-  if h.nm > 0 then redis.call('PEXPIRE', M, TTL) end
-  if h.ns > 0 then redis.call('PEXPIRE', S, TTL) end
-  if h.nd > 0 then redis.call('PEXPIRE', D, TTL) end
-  if h.wk + h.wg > 0 then redis.call('PEXPIRE', W, TTL) end
-end
-
--- `cmd key list[first..last]` in chunks (RPUSH, or HSET with an even
--- chunk); returns the sum of the replies.
-local function push(cmd, key, list, first, last)
-  local total, i = 0, first
-  while i <= last do
-    local j = math.min(i + 999, last)
-    total = total + redis.call(cmd, key, unpack(list, i, j))
-    i = j + 1
-  end
-  return total
-end
-
--- Records a write in the header with one HSET: the next version (1 for a
--- new session, h.version == nil), timestamps, and the counts the write
--- left, marked fresh. Returns the new version.
-local function bump(h)
-  if h.version == nil then
-    redis.call('HSET', H, 'schema', SCHEMA, 'version', 1, 'cv', 1, 'created_at', NOW, 'updated_at', NOW,
-      'last_accessed_at', NOW, 'nm', h.nm, 'ns', h.ns, 'nd', h.nd, 'wk', h.wk, 'wg', h.wg)
-    return 1
-  end
-  local v = h.version + 1
-  redis.call('HSET', H, 'version', v, 'cv', v, 'updated_at', NOW, 'last_accessed_at', NOW,
-    'nm', h.nm, 'ns', h.ns, 'nd', h.nd, 'wk', h.wk, 'wg', h.wg)
-  return v
-end
-
--- Checks a write's target: h (nil: creating the session; err: the header
--- could not be read), the keys it writes (`m`, `s`, `d`, see check) and
--- the expectation. Returns h (a new header when creating), whether
--- leftovers must be deleted, and an error reply or nil.
-local function target(h, err, m, s, d)
-  if err then return nil, false, err end
-  if h then
-    err = check(h, m, s, d)
-    if err then return nil, false, err end
-    if not expect_ok(h.version) then return nil, false, conflict(h.version) end
-    return h, false, nil
-  end
-  local leftovers
-  err, leftovers = check_leftovers()
-  if err then return nil, false, err end
-  if not expect_ok(nil) then return nil, false, conflict(nil) end
-  return { nm = 0, ns = 0, nd = 0, wk = 0, wg = 0, f = {} }, leftovers, nil
+  return 'corrupt its header records ' .. recorded .. ' ' .. what .. ' but ' .. found ..
+    ' are stored: a key was evicted or changed outside this library (see maxmemory-policy in the crate docs)'
 end
 "#
     };
 }
 
-/// Exact counter arithmetic, for the append script.
-macro_rules! counters {
+/// Parses the header from `f`, the reply of `HMGET H version n …`: defines
+/// `V` (the `version` field, nil when the session does not exist) and the
+/// strings `s, nm, ns, nd, wk, wg` (schema, counts and ring sequences),
+/// adopting them from an older layout (`stale`, and `old_fields` when its
+/// fields must be deleted by the next write); returns an error reply for a
+/// header that is not a hash, has no version, is of a newer schema or has
+/// numbers out of range.
+macro_rules! header {
     () => {
         r#"
-local I64MAX = '9223372036854775807'
-
--- Decimal strings without leading zeros: a <= b.
-local function dec_le(a, b)
-  if #a ~= #b then return #a < #b end
-  return a <= b
-end
-
--- A counter value as HINCRBY keeps it: '0' or 1-19 digits up to i64::MAX.
-local function counter_ok(s)
-  return s == '0' or (string.find(s, '^[1-9]%d*$') ~= nil and dec_le(s, I64MAX))
-end
-
--- a + b for decimal strings, exactly.
-local function dec_add(a, b)
-  local out, carry, i, j = {}, 0, #a, #b
-  while i > 0 or j > 0 or carry > 0 do
-    local d = carry
-    if i > 0 then d = d + string.byte(a, i) - 48 end
-    if j > 0 then d = d + string.byte(b, j) - 48 end
-    table.insert(out, 1, d % 10)
-    carry = (d - d % 10) / 10
-    i, j = i - 1, j - 1
+if f.err then return wrong_type(H, 'header', 'hash') end
+local V, stale, old_fields, s, v, nm, ns, nd, wk, wg = f[1], false, false
+if V then
+  if f[2] then
+    s, v, nm, ns, nd, wk, wg = string.match(f[2], '^(%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+)$')
   end
-  return table.concat(out)
+  if v ~= V then
+    -- No `n`, or one an older version of this crate left behind when it
+    -- bumped the version: adopt the lengths of the keys.
+    local g = rcall('HMGET', H, 'schema', 'cv', 'nm', 'ns', 'nd', 'wk', 'wg')
+    for i = 1, 7 do
+      local x = g[i]
+      if x and (#x > 14 or not string.find(x, '^%d+$')) then
+        return 'corrupt its header has a count that is not an integer'
+      end
+    end
+    if not g[1] or #V > 14 or not string.find(V, '^%d+$') then
+      return 'corrupt its header has no integer schema and version'
+    end
+    if tonumber(g[1]) > tonumber(SCHEMA) then return 'schema ' .. g[1] end
+    local lm, ls, ld = rpcall('LLEN', M), rpcall('LLEN', S), rpcall('HLEN', D)
+    if type(lm) == 'table' then return wrong_type(M, 'message list', 'list') end
+    if type(ls) == 'table' then return wrong_type(S, 'summary list', 'list') end
+    if type(ld) == 'table' then return wrong_type(D, 'metadata hash', 'hash') end
+    if g[2] == V then
+      -- Counts the older version recorded at this version: still checked.
+      if tonumber(g[3] or '0') ~= lm then return torn('message list entries', g[3] or '0', lm) end
+      if tonumber(g[4] or '0') ~= ls then return torn('summary list entries', g[4] or '0', ls) end
+      if tonumber(g[5] or '0') ~= ld then return torn('metadata hash entries', g[5] or '0', ld) end
+    end
+    -- Ring positions: the larger of the old fields' and a stale `n`'s.
+    local k, q = tonumber(g[6] or '0'), tonumber(g[7] or '0')
+    if wk then k, q = math.max(k, tonumber(wk)), math.max(q, tonumber(wg)) end
+    s, nm, ns, nd, wk, wg = g[1], tostring(lm), tostring(ls), tostring(ld), tostring(k), tostring(q)
+    stale = true
+    old_fields = (g[2] or g[3] or g[4] or g[5] or g[6] or g[7]) ~= nil
+  elseif s ~= SCHEMA and tonumber(s) > tonumber(SCHEMA) then
+    return 'schema ' .. s
+  end
+  if #V > 14 or #nm > 14 or #wk > 14 or #wg > 14 then
+    return 'corrupt its header has a count that is not an integer'
+  end
+elseif rcall('EXISTS', H) == 1 then
+  return 'corrupt its header has no integer schema and version'
 end
 "#
+    };
+}
+
+/// Compares the length of one key (`$cmd` is `LLEN` or `HLEN`) with the
+/// count `$count` (a string) the header records for it; returns the error
+/// reply for a key of the wrong type or a torn session. Not needed after
+/// the counts were adopted (`stale`): they are those lengths.
+macro_rules! check_len {
+    ($key:literal, $count:literal, $cmd:literal, $role:literal, $want:literal) => {
+        concat!(
+            "\ndo\n  local l = rpcall('",
+            $cmd,
+            "', ",
+            $key,
+            ")\n  if type(l) == 'table' then return wrong_type(",
+            $key,
+            ", '",
+            $role,
+            "', '",
+            $want,
+            "') end\n  if l ~= tonumber(",
+            $count,
+            ") then return torn('",
+            $role,
+            " entries', ",
+            $count,
+            ", l) end\nend\n"
+        )
+    };
+}
+
+/// For a session without a header: returns an error reply when a leftover
+/// key holds a type this crate never writes there; sets `leftovers` (a
+/// local the script declares) to whether any leftover exists (to be
+/// deleted by a write).
+macro_rules! leftovers {
+    () => {
+        r#"
+leftovers = rcall('EXISTS', M, S, D, W) > 0
+if leftovers then
+  if type(rpcall('LLEN', M)) == 'table' then return wrong_type(M, 'message list', 'list') end
+  if type(rpcall('LLEN', S)) == 'table' then return wrong_type(S, 'summary list', 'list') end
+  if type(rpcall('HLEN', D)) == 'table' then return wrong_type(D, 'metadata hash', 'hash') end
+  if type(rpcall('HLEN', W)) == 'table' then return wrong_type(W, 'remembered-writes', 'hash') end
+end
+"#
+    };
+}
+
+/// Restarts the TTL of every key of the session that exists, by the
+/// counts `nm`, `ns`, `nd`, `wk`, `wg` (strings) as the script leaves them.
+macro_rules! expire_all {
+    () => {
+        r#"
+if TTL ~= '0' then
+  rcall('PEXPIRE', H, TTL)
+  if nm ~= '0' then rcall('PEXPIRE', M, TTL) end
+  if ns ~= '0' then rcall('PEXPIRE', S, TTL) end
+  if nd ~= '0' then rcall('PEXPIRE', D, TTL) end
+  if wk ~= '0' or wg ~= '0' then rcall('PEXPIRE', W, TTL) end
+end
+"#
+    };
+}
+
+/// The expectation (ARGV 3: `a` any, `n` absent, else the exact version)
+/// against `V`: returns `conflict` when it fails.
+macro_rules! expect {
+    () => {
+        r#"
+local want = ARGV[3]
+if want == 'n' then
+  if V then return 'conflict ' .. V end
+elseif want ~= 'a' and V ~= want then
+  return 'conflict ' .. (V or '-1')
+end
+"#
+    };
+}
+
+/// Records a write in the header: the new version `nv` (a string), the
+/// counts in `n`, the timestamps; creates the header when `V` is nil, and
+/// deletes the fields of an older layout.
+macro_rules! bump {
+    () => {
+        r#"
+local packed = s .. ' ' .. nv .. ' ' .. nm .. ' ' .. ns .. ' ' .. nd .. ' ' .. wk .. ' ' .. wg
+if V then
+  rcall('HSET', H, 'version', nv, 'n', packed, 'updated_at', NOW, 'last_accessed_at', NOW)
+  if old_fields then rcall('HDEL', H, 'cv', 'nm', 'ns', 'nd', 'wk', 'wg') end
+else
+  rcall('HSET', H, 'schema', SCHEMA, 'version', nv, 'n', packed, 'created_at', NOW,
+    'updated_at', NOW, 'last_accessed_at', NOW)
+end
+"#
+    };
+}
+
+/// `$cmd $key $list[$first..$last]` (`RPUSH`, or `HSET`/`HDEL` with an
+/// even range) in chunks of 1,000; adds the replies to `pushed`.
+macro_rules! push {
+    ($cmd:literal, $key:literal, $list:literal, $first:literal, $last:literal) => {
+        concat!(
+            "\ndo\n  local i, last = ",
+            $first,
+            ", ",
+            $last,
+            "\n  while i <= last do\n    local j = i + 999\n    if j > last then j = last end\n    pushed = pushed + rcall('",
+            $cmd,
+            "', ",
+            $key,
+            ", unpack(",
+            $list,
+            ", i, j))\n    i = j + 1\n  end\nend\n"
+        )
     };
 }
 
 /// `append_with(id, append)`.
-/// ARGV 6: max messages per session (`-1`: unlimited); 7: the key's kind
-/// (`k` the caller's, `g` made by the store); 8: the key; 9: the number of
-/// counters `C`; 10..9+2C: counter name, increment (decimal, at most
-/// `i64::MAX`); then the messages.
-/// Returns `ok, version, first position, messages` — or `replayed` and the
-/// same three for a key already remembered, having written nothing but the
-/// access time. The key is looked up after the integrity checks and before
-/// the expectation, so a repeat is a replay whatever it expects.
+/// ARGV 3: the expectation; 4: max messages per session (`-1`:
+/// unlimited); 5: the key as its field in the remembered writes (`k:<key>`
+/// the caller's, `g:<key>` one the store made, `''` none); 6: the number
+/// of counters `C`; 7: the number of messages; 8..7+C: the counters'
+/// header fields (`c:<name>`); 8+C..7+2C: their increments (decimal, at
+/// most `i64::MAX`); then the messages.
+/// Returns `ok <version> <first position> <messages>` — or `replayed` and
+/// the same three for a key already remembered, having written nothing but
+/// the access time. The key is looked up after the integrity checks and
+/// before the expectation, so a repeat is a replay whatever it expects.
 const APPEND: &str = concat!(
     prelude!(),
-    counters!(),
     r#"
-local kind, key = ARGV[7], ARGV[8]
-local nc = tonumber(ARGV[9])
-local h, err
+local RING_NOTE = 'remembered writes of this session: k:<key> and g:<key> hold what the write did, ' ..
+  'K<n> and G<n> the key in ring slot n'
+local nc, field = tonumber(ARGV[6]), ARGV[5]
+local f
 if nc == 0 then
-  h, err = read_header()
+  f = rpcall('HMGET', H, 'version', 'n')
 else
-  local fields = {}
-  for i = 1, nc do fields[i] = 'c:' .. ARGV[8 + 2 * i] end
-  h, err = read_header(unpack(fields))
+  f = rpcall('HMGET', H, 'version', 'n', unpack(ARGV, 8, 7 + nc))
 end
-if err then return err end
-local field = kind .. ':' .. key
-local leftovers, evict = false, false
-if h then
-  err = check(h, true, false, false)
-  if err then return err end
-  -- The key, the ring slot this write takes, and the newest slot (which
-  -- must exist when the header records remembered writes).
-  local slot
-  if kind == 'k' then slot = 'K' .. (h.wk % RING_K) else slot = 'G' .. (h.wg % RING_G) end
-  local newest = newest_slot(h)
-  local w = redis.pcall('HMGET', W, field, slot, newest or slot)
-  if failed(w) then return wrong_type(W, 'remembered-writes', 'hash') end
-  if newest and not w[3] then return writes_gone() end
-  if w[1] then
-    local v, first, n = string.match(w[1], '^(%d+) (%d+) (%d+)$')
-    if not v then return corrupt('a remembered write is malformed') end
-    redis.call('HSET', H, 'last_accessed_at', NOW)
-    expire_all(h)
-    return { 'replayed', v, first, n }
+"#,
+    header!(),
+    r#"
+local count = #ARGV - 7 - 2 * nc
+local first, evict, slot, leftovers = nil, nil, nil, false
+if V then
+  first = tonumber(nm)
+  if not stale then
+    local l = rpcall('LLEN', M)
+    if type(l) == 'table' then return wrong_type(M, 'message list', 'list') end
+    if l ~= first then return torn('message list entries', nm, l) end
+    if ns ~= '0' then
+"#,
+    check_len!("S", "ns", "LLEN", "summary list", "list"),
+    r#"
+    end
+    if nd ~= '0' then
+"#,
+    check_len!("D", "nd", "HLEN", "metadata hash", "hash"),
+    r#"
+    end
   end
-  evict = w[2]
-  if not expect_ok(h.version) then return conflict(h.version) end
+  if field ~= '' then
+    -- Remembered writes: caller keys ('k', 64 deep = REMEMBERED_WRITES) and
+    -- keys the store made for unkeyed appends ('g', 16 deep). The key, the
+    -- ring slot this write takes, and the newest slot (which must exist
+    -- when the header records remembered writes).
+    local qk, qg = tonumber(wk), tonumber(wg)
+    local newest
+    if qk > 0 then newest = 'K' .. ((qk - 1) % 64) elseif qg > 0 then newest = 'G' .. ((qg - 1) % 16) end
+    if string.byte(field) == 107 then slot = 'K' .. (qk % 64) else slot = 'G' .. (qg % 16) end
+    local w = rpcall('HMGET', W, field, slot, newest or slot)
+    if w.err then return wrong_type(W, 'remembered-writes', 'hash') end
+    if newest and not w[3] then
+      return 'corrupt its header records remembered writes but they are gone: a key was ' ..
+        'evicted or changed outside this library (see maxmemory-policy in the crate docs)'
+    end
+    if w[1] then
+      if not string.find(w[1], '^%d+ %d+ %d+$') then return 'corrupt a remembered write is malformed' end
+      rcall('HSET', H, 'last_accessed_at', NOW)
+"#,
+    expire_all!(),
+    r#"
+      return 'replayed ' .. w[1]
+    end
+    evict = w[2]
+  end
+"#,
+    expect!(),
+    r#"
 else
-  h, leftovers, err = target(nil, nil)
-  if err then return err end
+"#,
+    leftovers!(),
+    expect!(),
+    r#"
+  s, nm, ns, nd, wk, wg, first = SCHEMA, '0', '0', '0', '0', '0', 0
+  if field ~= '' then
+    if string.byte(field) == 107 then slot = 'K0' else slot = 'G0' end
+  end
 end
-local n = #ARGV - 9 - 2 * nc
-local max = tonumber(ARGV[6])
-if max >= 0 and h.nm + n > max then return { 'too_large', h.nm + n } end
+if ARGV[4] ~= '-1' and first + count > tonumber(ARGV[4]) then return 'too_large ' .. (first + count) end
 -- Counters: check every value before the first write.
-for i = 1, nc do
-  local cur = h.f[8 + i]
-  if cur and not counter_ok(cur) then
-    return corrupt('its counter ' .. ARGV[8 + 2 * i] .. ' is not an integer from 0 to 2^63-1')
+local dec_le, dec_add
+if nc > 0 then
+  -- Decimal strings without leading zeros: a <= b.
+  dec_le = function(a, b)
+    if #a ~= #b then return #a < #b end
+    return a <= b
+  end
+  -- a + b for decimal strings, exactly.
+  dec_add = function(a, b)
+    local out, carry, i, j = {}, 0, #a, #b
+    while i > 0 or j > 0 or carry > 0 do
+      local d = carry
+      if i > 0 then d = d + string.byte(a, i) - 48 end
+      if j > 0 then d = d + string.byte(b, j) - 48 end
+      table.insert(out, 1, d % 10)
+      carry = (d - d % 10) / 10
+      i, j = i - 1, j - 1
+    end
+    return table.concat(out)
+  end
+  for i = 1, nc do
+    local cur = f[2 + i]
+    -- A value as HINCRBY keeps it: '0' or 1-19 digits up to i64::MAX.
+    if cur and not (cur == '0' or (string.find(cur, '^[1-9]%d*$') and dec_le(cur, '9223372036854775807'))) then
+      return 'corrupt its counter ' .. string.sub(ARGV[7 + i], 3) .. ' is not an integer from 0 to 2^63-1'
+    end
   end
 end
 -- Every check passed: write.
-if leftovers then redis.call('DEL', M, S, D, W) end
-local first = h.nm
-push('RPUSH', M, ARGV, 10 + 2 * nc, #ARGV)
-h.nm = h.nm + n
+if leftovers then rcall('DEL', M, S, D, W) end
+local pushed = 0
+"#,
+    push!("RPUSH", "M", "ARGV", "8 + 2 * nc", "#ARGV"),
+    r#"
+local old_nm = nm
+if count > 0 then nm = tostring(first + count) end
 for i = 1, nc do
-  local name, cur, delta = 'c:' .. ARGV[8 + 2 * i], h.f[8 + i] or '0', ARGV[9 + 2 * i]
+  local cur, delta = f[2 + i] or '0', ARGV[7 + nc + i]
   if #cur < 18 and #delta < 18 then
-    redis.call('HINCRBY', H, name, delta)
+    rcall('HINCRBY', H, ARGV[7 + i], delta)
   else
     local sum = dec_add(cur, delta)
-    if not dec_le(sum, I64MAX) then sum = I64MAX end
-    redis.call('HSET', H, name, sum)
+    if not dec_le(sum, '9223372036854775807') then sum = '9223372036854775807' end
+    rcall('HSET', H, ARGV[7 + i], sum)
   end
 end
-local v = (h.version or 0) + 1
-if evict then redis.call('HDEL', W, string.sub(field, 1, 2) .. evict) end
-local slot
-if kind == 'k' then
-  slot = 'K' .. (h.wk % RING_K)
-  h.wk = h.wk + 1
-else
-  slot = 'G' .. (h.wg % RING_G)
-  h.wg = h.wg + 1
+local nv = '1'
+if V then nv = tostring(tonumber(V) + 1) end
+local outcome = nv .. ' ' .. old_nm .. ' ' .. ARGV[7]
+if field ~= '' then
+  if evict then rcall('HDEL', W, string.sub(field, 1, 2) .. evict) end
+  if (wk == '0' and wg == '0') or stale then
+    -- A new hash (or one an older version made): with a value over 64
+    -- bytes (hash-max-listpack-value) Redis keeps it as a hash table, so
+    -- looking a key up costs O(1), not a scan of its 128 entries.
+    rcall('HSET', W, '~', RING_NOTE, slot, string.sub(field, 3), field, outcome)
+  else
+    rcall('HSET', W, slot, string.sub(field, 3), field, outcome)
+  end
+  if string.byte(field) == 107 then wk = tostring(tonumber(wk) + 1) else wg = tostring(tonumber(wg) + 1) end
 end
-redis.call('HSET', W, slot, key, field, v .. ' ' .. first .. ' ' .. n)
-bump(h)
-expire_all(h)
-return { 'ok', v, first, n }
+"#,
+    bump!(),
+    expire_all!(),
+    r#"
+return 'ok ' .. outcome
 "#
 );
 
-/// `load(id)` and `load_recent_with(id, n, lookup)`, one consistent snapshot.
-/// ARGV 4: how many of the newest messages (`-1`: all); 5: `1` to count
-/// the read as an access (update `last_accessed_at`, restart the TTL);
-/// 6: a caller key to look up (`''`: none).
-/// Returns `ok, header (flat), messages, summaries, metadata (flat), total,
-/// record` where record is what the write under the key did
-/// (`"version first count"`) or nil.
+/// The check a load runs first in its transaction (see the module docs):
+/// the header, and — when the read counts as an access — that no key is
+/// torn, then `last_accessed_at` and the TTL.
+/// ARGV 2: the TTL as in every script, or `-` when the read is not an
+/// access; 3: a caller key to look up, as its field (`k:<key>`; `''`:
+/// none).
+/// Returns `ok <nm> <ns> <nd>`, the counts the transaction's reads must
+/// match, followed by what the write under the key did
+/// (`<version> <first> <count>`) when it is remembered.
 const LOAD: &str = concat!(
     prelude!(),
     r#"
--- The whole header, which the reply needs anyway, instead of an HMGET.
-local flat = redis.pcall('HGETALL', H)
-if failed(flat) then return wrong_type(H, 'header', 'hash') end
-if #flat == 0 then
-  local err = check_leftovers()
-  if err then return err end
-  return { 'missing' }
+local f = rpcall('HMGET', H, 'version', 'n')
+"#,
+    header!(),
+    r#"
+if not V then
+  local leftovers
+"#,
+    leftovers!(),
+    r#"
+  return 'missing'
 end
-local schema, version, cv, nm, ns, nd, wk, wg = false, false, false, false, false, false, false, false
-local accessed
-for i = 1, #flat, 2 do
-  local k = flat[i]
-  if k == 'version' then version = flat[i + 1]
-  elseif k == 'schema' then schema = flat[i + 1]
-  elseif k == 'cv' then cv = flat[i + 1]
-  elseif k == 'nm' then nm = flat[i + 1]
-  elseif k == 'ns' then ns = flat[i + 1]
-  elseif k == 'nd' then nd = flat[i + 1]
-  elseif k == 'wk' then wk = flat[i + 1]
-  elseif k == 'wg' then wg = flat[i + 1]
-  elseif k == 'last_accessed_at' then accessed = i + 1
+local access = TTL ~= '-'
+if access and not stale then
+  if nm ~= '0' then
+"#,
+    check_len!("M", "nm", "LLEN", "message list", "list"),
+    r#"
+  end
+  if ns ~= '0' then
+"#,
+    check_len!("S", "ns", "LLEN", "summary list", "list"),
+    r#"
+  end
+  if nd ~= '0' then
+"#,
+    check_len!("D", "nd", "HLEN", "metadata hash", "hash"),
+    r#"
   end
 end
-local h, err = parse_header(schema, version, cv, nm, ns, nd, wk, wg)
-if err then return err end
-local n = tonumber(ARGV[4])
--- Stale counts are adopted from the lengths. Fresh ones are checked by the
--- reads below (a key is evicted whole, so a short read means a torn
--- session), and by LLEN for a window of no messages.
-if not h.fresh then
-  err = check(h, false, false, false)
-elseif n == 0 then
-  err = check_len(h, 'nm', M, 'LLEN', 'message list', 'list', false)
-end
-if err then return err end
-local total, msgs = h.nm, {}
-if n ~= 0 and total > 0 then
-  local first = 0
-  if n > 0 and n < total then first = total - n end
-  msgs = redis.pcall('LRANGE', M, first, -1)
-  if failed(msgs) then return wrong_type(M, 'message list', 'list') end
-  if #msgs ~= total - first then return torn('message list entries', total, redis.call('LLEN', M)) end
-end
-local sums, meta = {}, {}
-if h.ns > 0 then
-  sums = redis.pcall('LRANGE', S, 0, -1)
-  if failed(sums) then return wrong_type(S, 'summary list', 'list') end
-  if #sums ~= h.ns then return torn('summary list entries', h.ns, #sums) end
-end
-if h.nd > 0 then
-  meta = redis.pcall('HGETALL', D)
-  if failed(meta) then return wrong_type(D, 'metadata hash', 'hash') end
-  if #meta ~= 2 * h.nd then return torn('metadata hash entries', h.nd, #meta / 2) end
-end
-local record = false
-if ARGV[6] ~= '' and h.wk > 0 then
-  local w = redis.pcall('HMGET', W, 'k:' .. ARGV[6], newest_slot(h))
-  if failed(w) then return wrong_type(W, 'remembered-writes', 'hash') end
-  if not w[2] then return writes_gone() end
-  record = w[1]
-end
-if ARGV[5] == '1' then
-  redis.call('HSET', H, 'last_accessed_at', NOW)
-  expire_all(h)
-  if accessed then
-    flat[accessed] = NOW
-  else
-    flat[#flat + 1], flat[#flat + 2] = 'last_accessed_at', NOW
+local reply = 'ok ' .. nm .. ' ' .. ns .. ' ' .. nd
+if ARGV[3] ~= '' and wk ~= '0' then
+  local w = rpcall('HMGET', W, ARGV[3], 'K' .. ((tonumber(wk) - 1) % 64))
+  if w.err then return wrong_type(W, 'remembered-writes', 'hash') end
+  if not w[2] then
+    return 'corrupt its header records remembered writes but they are gone: a key was ' ..
+      'evicted or changed outside this library (see maxmemory-policy in the crate docs)'
   end
+  if w[1] then reply = reply .. ' ' .. w[1] end
 end
-return { 'ok', flat, msgs, sums, meta, total, record }
+if access then
+  rcall('HSET', H, 'last_accessed_at', NOW)
+"#,
+    expire_all!(),
+    r#"
+end
+return reply
 "#
 );
 
 /// `save(state, expect)`: replaces everything but `created_at` and the
 /// remembered writes.
-/// ARGV 6: created_at for a new session; 7/8: has user id, user id;
-/// 9/10: has system prompt, prompt; 11/12/13/14: counts of messages,
-/// summaries, metadata pairs and counters; then the messages, the
-/// summaries, the metadata as field, value pairs and the counters as name,
-/// value pairs.
+/// ARGV 3: the expectation; 4: created_at for a new session; 5/6: has
+/// user id, user id; 7/8: has system prompt, prompt; 9/10/11/12: counts of
+/// messages, summaries, metadata pairs and counters; then the messages,
+/// the summaries, the metadata as field, value pairs and the counters as
+/// name, value pairs.
+/// Returns `ok <version>`.
 const SAVE: &str = concat!(
     prelude!(),
     r#"
-local h, err = read_header('created_at')
-local leftovers
-h, leftovers, err = target(h, err, false, false, false)
-if err then return err end
-local nm, ns, nd, nc = tonumber(ARGV[11]), tonumber(ARGV[12]), tonumber(ARGV[13]), tonumber(ARGV[14])
-local v = (h.version or 0) + 1
-local f = { 'schema', SCHEMA, 'version', v, 'cv', v, 'created_at', h.f[9] or ARGV[6],
-  'updated_at', NOW, 'last_accessed_at', NOW, 'nm', nm, 'ns', ns, 'nd', nd, 'wk', h.wk, 'wg', h.wg }
-if ARGV[7] == '1' then f[#f + 1], f[#f + 2] = 'user_id', ARGV[8] end
-if ARGV[9] == '1' then f[#f + 1], f[#f + 2] = 'system_prompt', ARGV[10] end
-local i = 15 + nm + ns + 2 * nd
+local f = rpcall('HMGET', H, 'version', 'n', 'created_at')
+"#,
+    header!(),
+    r#"
+local leftovers = false
+if V then
+  if not stale then
+    if nm ~= '0' then
+"#,
+    check_len!("M", "nm", "LLEN", "message list", "list"),
+    r#"
+    end
+    if ns ~= '0' then
+"#,
+    check_len!("S", "ns", "LLEN", "summary list", "list"),
+    r#"
+    end
+    if nd ~= '0' then
+"#,
+    check_len!("D", "nd", "HLEN", "metadata hash", "hash"),
+    r#"
+    end
+  end
+else
+"#,
+    leftovers!(),
+    r#"
+  wk, wg = '0', '0'
+end
+"#,
+    expect!(),
+    r#"
+nm, ns, nd = ARGV[9], ARGV[10], ARGV[11]
+local nc = tonumber(ARGV[12])
+local nv = '1'
+if V then nv = tostring(tonumber(V) + 1) end
+local h = { 'schema', SCHEMA, 'version', nv, 'created_at', f[3] or ARGV[4], 'updated_at', NOW,
+  'last_accessed_at', NOW, 'n', SCHEMA .. ' ' .. nv .. ' ' .. nm .. ' ' .. ns .. ' ' .. nd .. ' ' .. wk .. ' ' .. wg }
+if ARGV[5] == '1' then h[#h + 1], h[#h + 2] = 'user_id', ARGV[6] end
+if ARGV[7] == '1' then h[#h + 1], h[#h + 2] = 'system_prompt', ARGV[8] end
+local i = 13 + tonumber(nm) + tonumber(ns) + 2 * tonumber(nd)
 for k = i, i + 2 * nc - 1, 2 do
-  f[#f + 1], f[#f + 2] = 'c:' .. ARGV[k], ARGV[k + 1]
+  h[#h + 1], h[#h + 2] = 'c:' .. ARGV[k], ARGV[k + 1]
 end
 -- Every check passed: write.
-if leftovers then redis.call('DEL', W) end
-redis.call('DEL', H, M, S, D)
-i = 15
-push('RPUSH', M, ARGV, i, i + nm - 1)
-i = i + nm
-push('RPUSH', S, ARGV, i, i + ns - 1)
-i = i + ns
-push('HSET', D, ARGV, i, i + 2 * nd - 1)
-push('HSET', H, f, 1, #f)
-h.nm, h.ns, h.nd = nm, ns, nd
-expire_all(h)
-return { 'ok', v }
+if leftovers then rcall('DEL', W) end
+rcall('DEL', H, M, S, D)
+local pushed = 0
+"#,
+    push!("RPUSH", "M", "ARGV", "13", "12 + tonumber(nm)"),
+    push!(
+        "RPUSH",
+        "S",
+        "ARGV",
+        "13 + tonumber(nm)",
+        "12 + tonumber(nm) + tonumber(ns)"
+    ),
+    push!(
+        "HSET",
+        "D",
+        "ARGV",
+        "13 + tonumber(nm) + tonumber(ns)",
+        "12 + tonumber(nm) + tonumber(ns) + 2 * tonumber(nd)"
+    ),
+    push!("HSET", "H", "h", "1", "#h"),
+    expire_all!(),
+    r#"
+return 'ok ' .. nv
 "#
 );
 
 /// `merge_metadata(id, patch, expect)`.
-/// ARGV 6: number of field, value pairs to set; then the pairs; then the
-/// fields to delete.
+/// ARGV 3: the expectation; 4: number of field, value pairs to set; then
+/// the pairs; then the fields to delete.
+/// Returns `ok <version>`.
 const MERGE_METADATA: &str = concat!(
     prelude!(),
     r#"
-local h, err = read_header()
-local leftovers
-h, leftovers, err = target(h, err, false, false, true)
-if err then return err end
-if leftovers then redis.call('DEL', M, S, D, W) end
-local first_del = 7 + 2 * tonumber(ARGV[6])
-local added = push('HSET', D, ARGV, 7, first_del - 1)
-local removed = push('HDEL', D, ARGV, first_del, #ARGV)
-h.nd = h.nd + added - removed
-local v = bump(h)
-expire_all(h)
-return { 'ok', v }
+local f = rpcall('HMGET', H, 'version', 'n')
+"#,
+    header!(),
+    r#"
+local leftovers = false
+if V then
+  if not stale then
+    if nm ~= '0' then
+"#,
+    check_len!("M", "nm", "LLEN", "message list", "list"),
+    r#"
+    end
+    if ns ~= '0' then
+"#,
+    check_len!("S", "ns", "LLEN", "summary list", "list"),
+    r#"
+    end
+"#,
+    check_len!("D", "nd", "HLEN", "metadata hash", "hash"),
+    r#"
+  end
+else
+"#,
+    leftovers!(),
+    r#"
+  s, nm, ns, nd, wk, wg = SCHEMA, '0', '0', '0', '0', '0'
+end
+"#,
+    expect!(),
+    r#"
+-- Every check passed: write.
+if leftovers then rcall('DEL', M, S, D, W) end
+local first_del = 5 + 2 * tonumber(ARGV[4])
+local pushed = 0
+"#,
+    push!("HSET", "D", "ARGV", "5", "first_del - 1"),
+    r#"
+local added = pushed
+pushed = 0
+"#,
+    push!("HDEL", "D", "ARGV", "first_del", "#ARGV"),
+    r#"
+nd = tostring(tonumber(nd) + added - pushed)
+local nv = '1'
+if V then nv = tostring(tonumber(V) + 1) end
+"#,
+    bump!(),
+    expire_all!(),
+    r#"
+return 'ok ' .. nv
 "#
 );
 
 /// `add_summary(id, summary, expect)`.
-/// ARGV 6/7: the covered range's start and end; 8: the summary's JSON.
+/// ARGV 3: the expectation; 4/5: the covered range's start and end; 6:
+/// the summary's JSON.
+/// Returns `ok <version>`, or `range <messages>`.
 const ADD_SUMMARY: &str = concat!(
     prelude!(),
     r#"
-local h, err = read_header()
-if err then return err end
-if h == nil then return { 'missing' } end
-err = check(h, true, true, false)
-if err then return err end
-if not expect_ok(h.version) then return conflict(h.version) end
-local first, last = tonumber(ARGV[6]), tonumber(ARGV[7])
-if first >= last or last > h.nm then return { 'range', h.nm } end
-redis.call('RPUSH', S, ARGV[8])
-h.ns = h.ns + 1
-local v = bump(h)
-expire_all(h)
-return { 'ok', v }
+local f = rpcall('HMGET', H, 'version', 'n')
+"#,
+    header!(),
+    r#"
+if not V then return 'missing' end
+if not stale then
+"#,
+    check_len!("M", "nm", "LLEN", "message list", "list"),
+    check_len!("S", "ns", "LLEN", "summary list", "list"),
+    r#"
+  if nd ~= '0' then
+"#,
+    check_len!("D", "nd", "HLEN", "metadata hash", "hash"),
+    r#"
+  end
+end
+"#,
+    expect!(),
+    r#"
+local first, last, total = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(nm)
+if first >= last or last > total then return 'range ' .. nm end
+-- Every check passed: write.
+rcall('RPUSH', S, ARGV[6])
+ns = tostring(tonumber(ns) + 1)
+local nv = tostring(tonumber(V) + 1)
+"#,
+    bump!(),
+    expire_all!(),
+    r#"
+return 'ok ' .. nv
 "#
 );
 
 /// `touch(id)`: updates `last_accessed_at` and restarts the TTL.
+/// Returns `ok` or `missing`.
 const TOUCH: &str = concat!(
     prelude!(),
     r#"
-local h, err = read_header()
-if err then return err end
-if h == nil then return { 'missing' } end
-err = check(h, false, false, false)
-if err then return err end
-redis.call('HSET', H, 'last_accessed_at', NOW)
-expire_all(h)
-return { 'ok' }
+local f = rpcall('HMGET', H, 'version', 'n')
+"#,
+    header!(),
+    r#"
+if not V then return 'missing' end
+if not stale then
+  if nm ~= '0' then
+"#,
+    check_len!("M", "nm", "LLEN", "message list", "list"),
+    r#"
+  end
+  if ns ~= '0' then
+"#,
+    check_len!("S", "ns", "LLEN", "summary list", "list"),
+    r#"
+  end
+  if nd ~= '0' then
+"#,
+    check_len!("D", "nd", "HLEN", "metadata hash", "hash"),
+    r#"
+  end
+end
+rcall('HSET', H, 'last_accessed_at', NOW)
+"#,
+    expire_all!(),
+    r#"
+return 'ok'
 "#
 );
 
-/// `delete(id)`: removes all five keys (freed in the background);
-/// returns whether the header existed.
+/// `fork(source, target)` when both sessions' keys share a slot (always on
+/// a standalone server): a server-side copy with `COPY` (Redis ≥ 6.2) in
+/// one atomic step. KEYS 1–5: the source's five keys (its remembered
+/// writes are not copied); 6–10: the target's. ARGV 3: `1` when the read
+/// of the source counts as an access.
+/// Returns `ok 1`; `missing` (no source); `target` and the reply the
+/// target's state stands for (`conflict` when it exists, `corrupt`); or
+/// `nocopy` (no `COPY` on this server) — having written nothing.
+const FORK: &str = concat!(
+    prelude!(),
+    r#"
+local TH, TM, TS, TD, TW = KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10]
+local f = rpcall('HMGET', H, 'version', 'n')
+"#,
+    header!(),
+    r#"
+if not V then return 'missing' end
+if not stale then
+  if nm ~= '0' then
+"#,
+    check_len!("M", "nm", "LLEN", "message list", "list"),
+    r#"
+  end
+  if ns ~= '0' then
+"#,
+    check_len!("S", "ns", "LLEN", "summary list", "list"),
+    r#"
+  end
+  if nd ~= '0' then
+"#,
+    check_len!("D", "nd", "HLEN", "metadata hash", "hash"),
+    r#"
+  end
+end
+-- The target: absent, leftovers checked. Problems of the target are
+-- reported as `target` and the reply they would be for it.
+local t = rpcall('HGET', TH, 'version')
+if type(t) == 'table' then return 'target ' .. wrong_type(TH, 'header', 'hash') end
+if t then return 'target conflict ' .. t end
+if rcall('EXISTS', TH) == 1 then return 'target corrupt its header has no integer schema and version' end
+local leftovers = rcall('EXISTS', TM, TS, TD, TW) > 0
+if leftovers then
+  if type(rpcall('LLEN', TM)) == 'table' then return 'target ' .. wrong_type(TM, 'message list', 'list') end
+  if type(rpcall('LLEN', TS)) == 'table' then return 'target ' .. wrong_type(TS, 'summary list', 'list') end
+  if type(rpcall('HLEN', TD)) == 'table' then return 'target ' .. wrong_type(TD, 'metadata hash', 'hash') end
+  if type(rpcall('HLEN', TW)) == 'table' then
+    return 'target ' .. wrong_type(TW, 'remembered-writes', 'hash')
+  end
+end
+-- Every check passed. The first COPY also tells whether the server has it.
+local c = rpcall('COPY', H, TH)
+if type(c) == 'table' then
+  if string.find(string.lower(c.err), 'unknown', 1, true) then return 'nocopy' end
+  return c
+end
+if leftovers then rcall('DEL', TM, TS, TD, TW) end
+if nm ~= '0' then rcall('COPY', M, TM) end
+if ns ~= '0' then rcall('COPY', S, TS) end
+if nd ~= '0' then rcall('COPY', D, TD) end
+rcall('HSET', TH, 'version', '1', 'n', s .. ' 1 ' .. nm .. ' ' .. ns .. ' ' .. nd .. ' 0 0',
+  'created_at', NOW, 'updated_at', NOW, 'last_accessed_at', NOW)
+if old_fields then rcall('HDEL', TH, 'cv', 'nm', 'ns', 'nd', 'wk', 'wg') end
+-- COPY copies each key's TTL: the target's restarts, or has none.
+if TTL ~= '0' then
+  rcall('PEXPIRE', TH, TTL)
+  if nm ~= '0' then rcall('PEXPIRE', TM, TTL) end
+  if ns ~= '0' then rcall('PEXPIRE', TS, TTL) end
+  if nd ~= '0' then rcall('PEXPIRE', TD, TTL) end
+else
+  rcall('PERSIST', TH)
+  if nm ~= '0' then rcall('PERSIST', TM) end
+  if ns ~= '0' then rcall('PERSIST', TS) end
+  if nd ~= '0' then rcall('PERSIST', TD) end
+end
+if ARGV[3] == '1' then
+  rcall('HSET', H, 'last_accessed_at', NOW)
+"#,
+    expire_all!(),
+    r#"
+end
+return 'ok 1'
+"#
+);
+
+/// `delete(id)`: removes all five keys (freed in the background).
+/// Returns `ok 1` when the header existed, else `ok 0`.
 const DELETE: &str = r#"
 local existed = redis.call('EXISTS', KEYS[1])
 redis.call('UNLINK', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
-return { 'ok', existed }
+return 'ok ' .. existed
 "#;
 
 /// The compiled scripts (their SHA1s are computed once).
@@ -575,24 +837,31 @@ pub(crate) struct Scripts {
     pub(crate) merge_metadata: Script,
     pub(crate) add_summary: Script,
     pub(crate) touch: Script,
+    pub(crate) fork: Script,
     pub(crate) delete: Script,
+}
+
+/// A script's text with the schema this build writes filled in.
+fn script(text: &str) -> Script {
+    Script::new(&text.replace("@SCHEMA@", &SCHEMA_VERSION.to_string()))
 }
 
 impl Scripts {
     pub(crate) fn new() -> Self {
         Self {
-            append: Script::new(APPEND),
-            load: Script::new(LOAD),
-            save: Script::new(SAVE),
-            merge_metadata: Script::new(MERGE_METADATA),
-            add_summary: Script::new(ADD_SUMMARY),
-            touch: Script::new(TOUCH),
-            delete: Script::new(DELETE),
+            append: script(APPEND),
+            load: script(LOAD),
+            save: script(SAVE),
+            merge_metadata: script(MERGE_METADATA),
+            add_summary: script(ADD_SUMMARY),
+            touch: script(TOUCH),
+            fork: script(FORK),
+            delete: script(DELETE),
         }
     }
 
     /// Every script, for preloading.
-    pub(crate) fn all(&self) -> [&Script; 7] {
+    pub(crate) fn all(&self) -> [&Script; 8] {
         [
             &self.append,
             &self.load,
@@ -600,6 +869,7 @@ impl Scripts {
             &self.merge_metadata,
             &self.add_summary,
             &self.touch,
+            &self.fork,
             &self.delete,
         ]
     }
@@ -609,7 +879,37 @@ impl Scripts {
 mod tests {
     #[test]
     fn the_caller_ring_remembers_what_core_promises() {
-        let ring = format!("RING_K, RING_G = {},", statestore_core::REMEMBERED_WRITES);
-        assert!(super::APPEND.contains(&ring), "RING_K must be {ring}");
+        let deep = statestore_core::REMEMBERED_WRITES;
+        for (script, needle) in [
+            (super::APPEND, format!("slot = 'K' .. (qk % {deep})")),
+            (super::APPEND, format!("'K' .. ((qk - 1) % {deep})")),
+            (super::LOAD, format!("'K' .. ((tonumber(wk) - 1) % {deep})")),
+        ] {
+            assert!(
+                script.contains(&needle),
+                "the caller ring must be {deep} deep ({needle:?})"
+            );
+        }
+    }
+
+    #[test]
+    fn every_script_is_filled_in_and_replies_with_one_string() {
+        let scripts = super::Scripts::new();
+        assert_eq!(scripts.all().len(), 8);
+        for text in [
+            super::APPEND,
+            super::LOAD,
+            super::SAVE,
+            super::MERGE_METADATA,
+            super::ADD_SUMMARY,
+            super::TOUCH,
+            super::FORK,
+        ] {
+            assert!(text.contains("'@SCHEMA@'"));
+            // A table reply costs the server ~7k instructions more than a
+            // string: every `return` hands back a string (or, from FORK, a
+            // pcall error as it came).
+            assert!(!text.contains("return {"), "a table reply");
+        }
     }
 }

@@ -7,19 +7,20 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use redis::{Script, ScriptInvocation};
-use statestore_core::codec::{self, Limits, SCHEMA_VERSION};
+use redis::Script;
+use statestore_core::codec::{self, Limits};
 use statestore_core::{
     Counters, Error as StoreError, Expect, IdempotencyKey, Message, Metadata, Result, SessionId,
     Version,
 };
 
 use crate::RedisStoreBuilder;
+use crate::call::ScriptCall;
 use crate::conn::{ClientResult, Connection};
 use crate::decode::{self, Reply};
 use crate::durable;
 use crate::error::{Error, client_error, timed_out};
-use crate::keys::{Keys, SessionKeys};
+use crate::keys::Keys;
 use crate::scripts::Scripts;
 
 /// A [`Store`](statestore_core::Store) on Redis or Redis Cluster. See the [crate docs](crate).
@@ -127,34 +128,27 @@ impl RedisStore {
         }
     }
 
-    /// A script call with the five keys of `id` and the common arguments.
-    pub(crate) fn call<'a>(
-        &self,
-        script: &'a Script,
-        keys: &SessionKeys,
-        ttl: bool,
-    ) -> ScriptInvocation<'a> {
-        let mut inv = script.prepare_invoke();
-        for key in keys.all() {
-            inv.key(key);
-        }
+    /// A script call with `keys` (a session's five, in order) and the
+    /// common arguments: now and the TTL (`0` unless `ttl`).
+    pub(crate) fn call<'a>(&self, script: &'a Script, keys: &[&str], ttl: bool) -> ScriptCall<'a> {
+        let mut call = ScriptCall::new(script, keys);
         // Reaches PEXPIRE as this decimal string, never as a Lua number
         // (which prints in exponent notation from 1e17 on).
         let ttl_ms = match self.inner.ttl {
             Some(t) if ttl => millis(t),
             _ => 0,
         };
-        inv.arg(SCHEMA_VERSION).arg(now_ms()).arg(ttl_ms);
-        inv
+        call.arg(now_ms()).arg(ttl_ms);
+        call
     }
 
     pub(crate) async fn run(
         &self,
         operation: &'static str,
         id: &SessionId,
-        inv: &ScriptInvocation<'_>,
+        call: &ScriptCall<'_>,
     ) -> Result<Reply> {
-        let invoke = self.inner.conn.invoke(operation, id, inv);
+        let invoke = self.inner.conn.invoke(operation, id, call);
         let value = self.timed(operation, Some(id), invoke).await?;
         decode::reply(id, value)
     }
@@ -165,7 +159,7 @@ impl RedisStore {
         &self,
         operation: &'static str,
         id: &SessionId,
-        inv: &ScriptInvocation<'_>,
+        call: &ScriptCall<'_>,
         decode: impl FnOnce(Reply) -> Result<T>,
     ) -> Result<T> {
         let wait = self.inner.wait_for_replicas;
@@ -178,7 +172,7 @@ impl RedisStore {
                     .write(
                         (operation, id),
                         &self.inner.conn,
-                        inv,
+                        call,
                         &header,
                         wait,
                         timeout,
@@ -191,8 +185,8 @@ impl RedisStore {
                 // refused the rest): WAIT may take its own timeout on top.
                 let limit = timeout + wait.map_or(Duration::ZERO, |w| w.1);
                 let wait = wait.map(|(n, t)| (n, u64::try_from(t.as_millis()).unwrap_or(u64::MAX)));
-                let call = self.inner.conn.invoke_durable(operation, id, inv, wait);
-                match tokio::time::timeout(limit, call).await {
+                let run = self.inner.conn.invoke_durable(operation, id, call, wait);
+                match tokio::time::timeout(limit, run).await {
                     Err(_) => return Err(timed_out(operation, Some(id), limit)),
                     Ok(result) => {
                         result.map_err(|e| client_error(operation, Some(id), limit, e))?
@@ -233,6 +227,11 @@ impl RedisStore {
         move |reply| decode::written(id, expect, &self.inner.limits, reply)
     }
 
+    /// One consistent snapshot of session `id`: the header, the newest
+    /// `newest` messages (all for `None`), the summaries, the metadata and,
+    /// asked about `lookup`, what the write under it did — one `MULTI …
+    /// EXEC` round trip: the `LOAD` script's checks (and the access, when
+    /// reads count as one), then plain reads (see `scripts.rs`).
     pub(crate) async fn snapshot(
         &self,
         operation: &'static str,
@@ -242,13 +241,37 @@ impl RedisStore {
     ) -> Result<Option<decode::Snapshot>> {
         let keys = self.inner.keys.session(id);
         let sliding = self.inner.sliding_ttl;
-        let mut inv = self.call(&self.inner.scripts.load, &keys, sliding);
-        let n = newest.map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX));
-        inv.arg(n)
-            .arg(if sliding { "1" } else { "0" })
-            .arg(lookup.map_or("", IdempotencyKey::as_str));
-        let reply = self.run(operation, id, &inv).await?;
-        decode::snapshot(id, reply)
+        let script = &self.inner.scripts.load;
+        let mut pipe = redis::pipe();
+        pipe.atomic().ignore_errors();
+        pipe.cmd("EVALSHA").arg(script.get_hash()).arg(5);
+        for key in keys.all() {
+            pipe.arg(key);
+        }
+        pipe.arg(now_ms());
+        // The TTL, or `-` when reads do not count as accesses.
+        match self.inner.ttl {
+            _ if !sliding => pipe.arg("-"),
+            Some(t) => pipe.arg(millis(t)),
+            None => pipe.arg(0),
+        };
+        pipe.arg(lookup.map_or_else(String::new, |key| format!("k:{}", key.as_str())));
+        pipe.cmd("HGETALL").arg(&keys.header);
+        // The newest n: `LRANGE -n -1`; none: `LLEN`, for the client to
+        // check the count against the header.
+        match newest {
+            Some(0) => pipe.cmd("LLEN").arg(&keys.messages),
+            None => pipe.cmd("LRANGE").arg(&keys.messages).arg(0).arg(-1),
+            Some(n) => {
+                let start = i64::try_from(n).map_or(i64::MIN, |n| -n);
+                pipe.cmd("LRANGE").arg(&keys.messages).arg(start).arg(-1)
+            }
+        };
+        pipe.cmd("LRANGE").arg(&keys.summaries).arg(0).arg(-1);
+        pipe.cmd("HGETALL").arg(&keys.metadata);
+        let run = (self.inner.conn).transaction(operation, id, script, &keys.header, &pipe);
+        let replies = self.timed(operation, Some(id), run).await?;
+        decode::snapshot(id, replies, newest)
     }
 
     pub(crate) fn encode_messages<'m>(
@@ -274,28 +297,28 @@ impl RedisStore {
         expect: Expect,
     ) -> Result<Version> {
         let keys = self.inner.keys.session(id);
-        let mut inv = self.call(&self.inner.scripts.save, &keys, true);
-        expect_args(&mut inv, expect);
-        inv.arg(contents.created_at);
+        let mut call = self.call(&self.inner.scripts.save, &keys.all(), true);
+        expect_args(&mut call, expect);
+        call.arg(contents.created_at);
         for field in [contents.user_id, contents.system_prompt] {
             match field {
-                Some(v) => inv.arg("1").arg(v),
-                None => inv.arg("0").arg(""),
+                Some(v) => call.arg("1").arg(v),
+                None => call.arg("0").arg(""),
             };
         }
-        inv.arg(contents.messages.len())
+        call.arg(contents.messages.len())
             .arg(contents.summaries.len())
             .arg(contents.metadata.len() / 2)
             .arg(contents.counters.len());
         for part in [contents.messages, contents.summaries, contents.metadata] {
             for item in part {
-                inv.arg(item);
+                call.arg(item);
             }
         }
         for (name, value) in contents.counters {
-            inv.arg(name.as_bytes()).arg(counter_value(*value));
+            call.arg(name.as_bytes()).arg(counter_value(*value));
         }
-        self.write(operation, id, &inv, self.version(id, expect))
+        self.write(operation, id, &call, self.version(id, expect))
             .await
     }
 }
@@ -318,12 +341,27 @@ pub(crate) fn counter_value(value: u64) -> String {
     value.min(i64::MAX.unsigned_abs()).to_string()
 }
 
-pub(crate) fn expect_args(inv: &mut ScriptInvocation<'_>, expect: Expect) {
+/// The expectation as the scripts take it (ARGV 3): `a` (any), `n` (must
+/// not exist) or the exact version.
+pub(crate) fn expect_args(call: &mut ScriptCall<'_>, expect: Expect) {
     match expect {
-        Expect::Any => inv.arg("a").arg(0),
-        Expect::Version(v) => inv.arg("v").arg(v),
-        Expect::Absent => inv.arg("n").arg(0),
+        Expect::Any => call.arg("a"),
+        Expect::Version(v) => call.arg(v),
+        Expect::Absent => call.arg("n"),
     };
+}
+
+/// `value` as JSON, written straight into `call` as its next argument;
+/// returns its length.
+pub(crate) fn json_arg(
+    id: &SessionId,
+    call: &mut ScriptCall<'_>,
+    value: &impl serde::Serialize,
+) -> Result<usize> {
+    call.json(value).map_err(|e| StoreError::InvalidArgument {
+        id: id.clone(),
+        reason: format!("cannot be serialized: {e}"),
+    })
 }
 
 pub(crate) fn json(id: &SessionId, value: &impl serde::Serialize) -> Result<Vec<u8>> {

@@ -176,7 +176,7 @@ async fn the_wait_runs_on_the_connection_that_wrote_not_the_shared_one() {
         .cli(&["CLIENT", "LIST"])
         .unwrap()
         .lines()
-        .filter(|l| l.contains(" cmd=evalsha "))
+        .filter(|l| l.contains(" cmd=exec "))
         .map(str::to_owned)
         .collect();
     assert_eq!(shared.len(), 1, "{shared:#?}");

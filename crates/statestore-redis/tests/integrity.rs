@@ -76,6 +76,13 @@ async fn a_session_missing_a_key_is_corrupt_and_nothing_is_written() {
         .connect(&server.url())
         .await
         .unwrap();
+    // Reads that are not accesses write nothing, so the script does not
+    // check lengths first: the client compares what it read.
+    let pure = RedisStore::builder()
+        .sliding_ttl(false)
+        .connect(&server.url())
+        .await
+        .unwrap();
     let id = sid("torn");
     for suffix in ["m", "s", "d", "w"] {
         server.cli(&["DEL", "{torn}:h"]).unwrap();
@@ -104,6 +111,18 @@ async fn a_session_missing_a_key_is_corrupt_and_nothing_is_written() {
             is_corrupt(
                 &format!("load_recent(0) without :{suffix}"),
                 store.load_recent(&id, 0).await,
+            );
+            is_corrupt(
+                &format!("a pure load without :{suffix}"),
+                pure.load(&id).await,
+            );
+            is_corrupt(
+                &format!("a pure load_recent(1) without :{suffix}"),
+                pure.load_recent(&id, 1).await,
+            );
+            is_corrupt(
+                &format!("a pure load_recent(0) without :{suffix}"),
+                pure.load_recent(&id, 0).await,
             );
             is_corrupt(
                 &format!("save without :{suffix}"),
@@ -251,13 +270,64 @@ async fn sessions_of_the_previous_layout_are_adopted() {
         .await
         .unwrap();
     assert_eq!((appended.version, appended.first_position), (4, 2));
-    // The write recorded the counts, now checked.
-    let counts = server
-        .cli(&["HMGET", "{old}:h", "nm", "ns", "nd", "cv"])
-        .unwrap();
-    assert_eq!(counts, "3\n0\n1\n4");
+    // The write recorded the counts in `n` (schema, version, messages,
+    // summaries, metadata fields, caller keys, store keys), now checked.
+    let counts = server.cli(&["HGET", "{old}:h", "n"]).unwrap();
+    assert_eq!(counts, "1 4 3 0 1 1 0");
     server.cli(&["DEL", "{old}:m"]).unwrap();
     assert!(matches!(store.load(&id).await, Err(Error::Corrupt { .. })));
+
+    // The fields of the previous layout (counts valid while `cv` is the
+    // version) are checked when current, and deleted by the next write.
+    let id = sid("previous");
+    for args in [
+        vec![
+            "HSET",
+            "{previous}:h",
+            "schema",
+            "1",
+            "version",
+            "5",
+            "cv",
+            "5",
+            "nm",
+            "2",
+            "ns",
+            "0",
+            "nd",
+            "0",
+            "wk",
+            "0",
+            "wg",
+            "0",
+        ],
+        vec!["RPUSH", "{previous}:m", r#"{"role":"user","content":"a"}"#],
+    ] {
+        server.cli(&args).unwrap();
+    }
+    assert!(
+        matches!(store.load(&id).await, Err(Error::Corrupt { .. })),
+        "its current counts say 2 messages, 1 is stored"
+    );
+    server
+        .cli(&["RPUSH", "{previous}:m", r#"{"role":"user","content":"b"}"#])
+        .unwrap();
+    assert_eq!(store.load(&id).await.unwrap().unwrap().messages.len(), 2);
+    store
+        .append(&id, vec![Message::user("c")], Expect::Version(5))
+        .await
+        .unwrap();
+    assert_eq!(
+        server.cli(&["HGET", "{previous}:h", "n"]).unwrap(),
+        "1 6 3 0 0 0 0"
+    );
+    for old in ["cv", "nm", "ns", "nd", "wk", "wg"] {
+        assert_eq!(
+            server.cli(&["HEXISTS", "{previous}:h", old]).unwrap(),
+            "0",
+            "{old}"
+        );
+    }
 
     // An older writer appending to a session this version wrote bumps the
     // version but not the counts: they are stale, not a torn session.

@@ -88,14 +88,27 @@ async fn every_operation_is_one_round_trip() {
     let history: Vec<Message> = (0..500).map(|i| Message::user(format!("m{i}"))).collect();
     s.append(&id, history, Expect::Any).await.unwrap();
 
+    // A write is one script; a load is one transaction holding one script
+    // and plain reads (`MULTI`, `EVALSHA`, the reads, `EXEC`: one round
+    // trip).
     let one_script = BTreeMap::from([("evalsha".to_owned(), 1)]);
+    let one_transaction = BTreeMap::from([
+        ("evalsha".to_owned(), 1),
+        ("exec".to_owned(), 1),
+        ("multi".to_owned(), 1),
+    ]);
     macro_rules! assert_one_script {
         ($what:literal, $op:expr) => {
             let stats = commands_for(&server, || async {
                 $op;
             })
             .await;
-            assert_eq!(top_level(&stats), one_script, "{}: {stats:?}", $what);
+            let expected = if $what.starts_with("load") {
+                &one_transaction
+            } else {
+                &one_script
+            };
+            assert_eq!(&top_level(&stats), expected, "{}: {stats:?}", $what);
         };
     }
     assert_one_script!(
@@ -177,16 +190,22 @@ async fn every_operation_is_one_round_trip() {
     .await;
     assert_eq!(stats, BTreeMap::from([("exists".to_owned(), 1)]), "exists");
 
-    // fork: a snapshot script on the source, a create-only script on the target.
+    // fork: one script copying the keys on the server (a standalone server
+    // has one slot; across cluster slots it is a snapshot, then a
+    // create-only script on the target).
     let stats = commands_for(&server, || async {
         s.fork(&id, &other).await.unwrap();
     })
     .await;
-    assert_eq!(
-        top_level(&stats),
-        BTreeMap::from([("evalsha".to_owned(), 2)]),
-        "fork: {stats:?}"
-    );
+    assert_eq!(top_level(&stats), one_script, "fork: {stats:?}");
+    assert_eq!(stats.get("copy"), Some(&4), "fork: {stats:?}");
+    let copy = s.load(&other).await.unwrap().unwrap();
+    let original = s.load(&id).await.unwrap().unwrap();
+    assert_eq!(copy.messages, original.messages);
+    assert_eq!(copy.summaries, original.summaries);
+    assert_eq!(copy.metadata, original.metadata);
+    assert_eq!(copy.counters, original.counters);
+    assert_eq!(copy.version, 1);
 
     // load_recent reads only the tail: one LRANGE of 20, whatever the length.
     let stats = commands_for(&server, || async {
@@ -200,6 +219,93 @@ async fn every_operation_is_one_round_trip() {
         Some(&2),
         "messages tail + summaries: {stats:?}"
     );
+}
+
+/// The commands each hot-path script runs inside Redis, counted: what the
+/// server's time per call is made of (see `scripts.rs`). A command added to
+/// one of these is paid by every turn.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hot_path_runs_few_commands_inside_redis() {
+    let server = RedisServer::start().unwrap();
+    let inside = |stats: BTreeMap<String, u64>| -> BTreeMap<String, u64> {
+        stats
+            .into_iter()
+            .filter(|(name, _)| !TOP_LEVEL_ONLY.contains(&name.as_str()))
+            .collect()
+    };
+    let counts = |pairs: &[(&str, u64)]| -> BTreeMap<String, u64> {
+        pairs.iter().map(|(n, c)| ((*n).to_owned(), *c)).collect()
+    };
+    for ttl in [None, Some(Duration::from_secs(60))] {
+        let builder = RedisStore::builder().prefix(if ttl.is_some() { "t:" } else { "" });
+        let s = store(&server, ttl.map_or(builder.clone(), |t| builder.ttl(t))).await;
+        // One PEXPIRE per existing key with a TTL: header, messages (and,
+        // once there are remembered writes, their hash).
+        let expire = |keys: u64| if ttl.is_some() { keys } else { 0 };
+        let id = sid("hot");
+        let history: Vec<Message> = (0..30).map(|i| Message::user(format!("m{i}"))).collect();
+        s.append(&id, history, Expect::Any).await.unwrap();
+        let version = s.load_recent(&id, 0).await.unwrap().unwrap().version;
+
+        // The benchmark's turn: load_recent(20), then an unkeyed append of
+        // two guarded by the version. The load checks the header (HMGET),
+        // the message count (LLEN: it writes the access time, HSET), then
+        // reads the header, the tail, the summaries and the metadata.
+        let stats = commands_for(&server, || async {
+            s.load_recent(&id, 20).await.unwrap().unwrap();
+        })
+        .await;
+        let mut load = vec![("hgetall", 2), ("hmget", 1), ("hset", 1), ("llen", 1)];
+        load.extend([("lrange", 2), ("pexpire", expire(2))]);
+        load.retain(|(_, n)| *n > 0);
+        assert_eq!(inside(stats), counts(&load), "load_recent, ttl {ttl:?}");
+        let stats = commands_for(&server, || async {
+            let turn = vec![Message::user("q"), Message::assistant("a")];
+            s.append(&id, turn, Expect::Version(version)).await.unwrap();
+        })
+        .await;
+        let mut append = vec![("hmget", 1), ("hset", 1), ("llen", 1), ("rpush", 1)];
+        append.push(("pexpire", expire(2)));
+        append.retain(|(_, n)| *n > 0);
+        assert_eq!(inside(stats), counts(&append), "append, ttl {ttl:?}");
+
+        // The pipeline's turn: a keyed append with four counters adds the
+        // remembered-writes ring (HMGET, HSET) and one HINCRBY a counter…
+        let stats = commands_for(&server, || async {
+            let turn = Append::new([Message::user("q"), Message::assistant("a")])
+                .key(IdempotencyKey::new("turn-1").unwrap())
+                .count("prompt_tokens", 10)
+                .count("completion_tokens", 3)
+                .count("model_calls", 1)
+                .count("turns", 1);
+            s.append_with(&id, turn).await.unwrap();
+        })
+        .await;
+        let mut keyed = vec![("hincrby", 4), ("hmget", 2), ("hset", 2), ("llen", 1)];
+        keyed.extend([("rpush", 1), ("pexpire", expire(3))]);
+        keyed.retain(|(_, n)| *n > 0);
+        assert_eq!(inside(stats), counts(&keyed), "keyed append, ttl {ttl:?}");
+        // The remembered writes are a hash table: finding a key is O(1),
+        // not a scan of 128 listpack entries.
+        let writes = format!("{}{{hot}}:w", if ttl.is_some() { "t:" } else { "" });
+        assert_eq!(
+            server.cli(&["OBJECT", "ENCODING", &writes]).unwrap(),
+            "hashtable"
+        );
+        // …and a load asked about a key one HMGET of the ring.
+        let stats = commands_for(&server, || async {
+            let key = IdempotencyKey::new("turn-2").unwrap();
+            s.load_recent_with(&id, 21, Some(&key))
+                .await
+                .unwrap()
+                .unwrap();
+        })
+        .await;
+        let mut lookup = vec![("hgetall", 2), ("hmget", 2), ("hset", 1), ("llen", 1)];
+        lookup.extend([("lrange", 2), ("pexpire", expire(3))]);
+        lookup.retain(|(_, n)| *n > 0);
+        assert_eq!(inside(stats), counts(&lookup), "lookup, ttl {ttl:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

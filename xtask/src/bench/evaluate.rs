@@ -81,6 +81,24 @@ pub(super) enum Figure {
     /// id starts with `prefix` (each the number leading its value):
     /// "**figure** (rest of the id)".
     Metric { prefix: &'static str, shown: Shown },
+    /// One quantity less another: "a − b = **difference**" (a time).
+    Difference { over: Quantity, under: Quantity },
+    /// For each of `names`: the median of `{group}/{name}` less `times` ×
+    /// the `bench-metric:` `{group}/{name}/{metric}` (in µs) measured
+    /// beside it; the worst: "a − 2 × b = **excess** (at name)" (a time).
+    Excess {
+        group: &'static str,
+        names: &'static [&'static str],
+        times: f64,
+        metric: &'static str,
+    },
+    /// The worst of the `bench-metric:` values `{group}/{name}/{metric}`
+    /// (in µs) for each of `names`: "**value** (at name)" (a time).
+    WorstMetric {
+        group: &'static str,
+        names: &'static [&'static str],
+        metric: &'static str,
+    },
 }
 
 /// One number from the results.
@@ -149,6 +167,14 @@ pub(super) struct Lookup<'a> {
 impl<'a> Lookup<'a> {
     pub(super) fn get(&self, full_id: &str) -> Option<&'a Measured> {
         self.results.iter().find(|m| m.full_id == full_id)
+    }
+
+    /// The number leading a `bench-metric:` value (`"23.4 µs (…)"` → 23.4).
+    pub(super) fn metric(&self, id: &str) -> Option<f64> {
+        self.metrics
+            .iter()
+            .find(|m| m.id == id)
+            .and_then(|m| m.value.split_whitespace().next()?.parse().ok())
     }
 
     pub(super) fn group(&self, group: &str) -> Vec<&'a Measured> {
@@ -272,6 +298,59 @@ impl Figure {
                 }
                 let (x, which) = worst.ok_or_else(|| format!("`{prefix}*`"))?;
                 Ok((x, format!("**{}** ({which})", shown.show(x))))
+            }
+            Figure::Difference { over, under } => match (over.read(r), under.read(r)) {
+                (Some(a), Some(b)) => Ok((
+                    a - b,
+                    format!("{} − {} = **{}**", over.show(a), under.show(b), time(a - b)),
+                )),
+                (None, _) => Err(over.source()),
+                (_, None) => Err(under.source()),
+            },
+            Figure::Excess {
+                group,
+                names,
+                times,
+                metric,
+            } => {
+                let mut worst: Option<(f64, String)> = None;
+                for name in *names {
+                    let (Some(m), Some(us)) = (
+                        r.get(&format!("{group}/{name}")),
+                        r.metric(&format!("{group}/{name}/{metric}")),
+                    ) else {
+                        continue;
+                    };
+                    let x = m.median - times * us * 1e3;
+                    if worst.as_ref().is_none_or(|(w, _)| pass.worse(x, *w)) {
+                        let text = format!(
+                            "{} − {times} × {} = **{}** (at {name})",
+                            time(m.median),
+                            time(us * 1e3),
+                            time(x)
+                        );
+                        worst = Some((x, text));
+                    }
+                }
+                worst.ok_or_else(|| format!("`{group}` with its {metric}"))
+            }
+            Figure::WorstMetric {
+                group,
+                names,
+                metric,
+            } => {
+                let mut worst: Option<(f64, &str)> = None;
+                for name in *names {
+                    let Some(us) = r.metric(&format!("{group}/{name}/{metric}")) else {
+                        continue;
+                    };
+                    let x = us * 1e3;
+                    if worst.is_none_or(|(w, _)| pass.worse(x, w)) {
+                        worst = Some((x, name));
+                    }
+                }
+                let (x, name) = worst.ok_or_else(|| format!("`{group}` with its {metric}"))?;
+                Ok((x, format!("**{}** (at {name})", time(x))))
             }
         }
     }
@@ -546,5 +625,72 @@ mod tests {
         let v = target("window selection").evaluate(&r);
         assert_eq!(v.measured, "**100 µs** (budget fits all)");
         assert_eq!(v.pass, Some(true), "the bound is inclusive");
+    }
+
+    /// Turns against the round trips measured beside them, the server's
+    /// time from metrics, and a difference of two medians.
+    #[test]
+    fn excesses_metrics_and_differences() {
+        let turn = "redis/turn(append 2 + load_recent 20)";
+        let mut results = vec![
+            measured(turn, "10", 200_000.0, None),
+            measured(turn, "100", 190_000.0, None),
+            measured(
+                "pipeline/execute(offline provider, history 100)",
+                "redis",
+                201_000.0,
+                None,
+            ),
+        ];
+        let metric = |id: String, value: &str| Metric {
+            id,
+            value: value.into(),
+            run: String::new(),
+        };
+        let metrics = vec![
+            metric(format!("{turn}/10/PING round trip"), "90.0 µs (median)"),
+            metric(format!("{turn}/100/PING round trip"), "70.0 µs (median)"),
+            metric(
+                format!("{turn}/10/server time per store call"),
+                "5.50 µs (…)",
+            ),
+            metric(
+                format!("{turn}/100/server time per store call"),
+                "6.50 µs (…)",
+            ),
+        ];
+        let redis = BTreeMap::new();
+        let r = Lookup {
+            results: &results,
+            redis: &redis,
+            metrics: &metrics,
+        };
+        // 200 − 2 × 90 = 20 µs at 10; 190 − 2 × 70 = 50 µs at 100: the worst.
+        let excess = target("Redis turn − 2 ×").evaluate(&r);
+        assert_eq!(
+            excess.measured,
+            "190 µs − 2 × 70.0 µs = **50.0 µs** (at 100)"
+        );
+        assert_eq!(excess.pass, Some(false));
+        let server = target("Redis: the server's time").evaluate(&r);
+        assert_eq!(server.measured, "**6.50 µs** (at 100)");
+        assert_eq!(server.pass, Some(false));
+        let overhead = target("Redis: pipeline").evaluate(&r);
+        assert_eq!(overhead.measured, "201 µs − 190 µs = **11.0 µs**");
+        assert_eq!(overhead.pass, Some(true));
+
+        results.clear();
+        let r = Lookup {
+            results: &results,
+            redis: &redis,
+            metrics: &[],
+        };
+        let absent = target("Redis turn − 2 ×").evaluate(&r);
+        assert_eq!(absent.pass, None);
+        assert!(
+            absent.measured.starts_with("not measured"),
+            "{}",
+            absent.measured
+        );
     }
 }

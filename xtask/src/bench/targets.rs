@@ -9,11 +9,18 @@
 use super::evaluate::evaluate;
 use super::evaluate::{Each, Figure, Groups, Pass, Quantity, Shown, Target};
 
+/// The history lengths the turn benchmarks run at.
+const LENGTHS: &[&str] = &["10", "100", "1000", "10000"];
+
 // Benchmark groups the targets and the page's derived figures read.
 pub(super) const MEMORY_TURN: &str = "memory/turn(append 2 + load_recent 20)";
 pub(super) const REDIS_TURN: &str = "redis/turn(append 2 + load_recent 20)";
 pub(super) const BLOB_TURN: &str = "redis/blob baseline turn(GET + parse + push 2 + SET)";
 pub(super) const CONTINUOUS: &str = "redis/64 sessions, continuous calls";
+pub(super) const REDIS_LOAD: &str = "redis/load";
+/// A plain `LRANGE` of a session's messages, the floor under `load`.
+pub(super) const REDIS_RAW: &str = "redis/LRANGE of the same messages, not decoded (load's floor)";
+pub(super) const REDIS_FORK: &str = "redis/fork+delete";
 pub(super) const SELECT: &str = "context-window/select over 10,000 cached messages";
 pub(super) const COUNT_ENGLISH: &str = "count/english";
 /// `count/worst-a`, `count/worst-space`: one character repeated.
@@ -99,14 +106,67 @@ pub(super) const TARGETS: &[Target] = &[
         pass: Pass::AtLeast(100.0),
     },
     Target {
+        what: "Redis turn − 2 × the loopback round trip measured right after it, slowest of the \
+               four lengths",
+        figure: Figure::Excess {
+            group: REDIS_TURN,
+            names: LENGTHS,
+            times: 2.0,
+            metric: "PING round trip",
+        },
+        required: "≤ 20 µs",
+        pass: Pass::AtMost(20_000.0),
+    },
+    Target {
+        what: "Redis: the server's time per store call in a turn (`INFO commandstats`), slowest \
+               of the four lengths",
+        figure: Figure::WorstMetric {
+            group: REDIS_TURN,
+            names: LENGTHS,
+            metric: "server time per store call",
+        },
+        required: "≤ 6 µs",
+        pass: Pass::AtMost(6_000.0),
+    },
+    Target {
+        what: "Redis: pipeline `execute` − store turn at 100 messages",
+        figure: Figure::Difference {
+            over: Quantity::Median(PIPELINE, "redis"),
+            under: Quantity::Median(REDIS_TURN, "100"),
+        },
+        required: "≤ 15 µs",
+        pass: Pass::AtMost(15_000.0),
+    },
+    Target {
         what: "64 sessions: Redis appends/s (ConnectionManager) ÷ redis-benchmark RPUSH -c 64",
         figure: Figure::Ratio {
             over: Quantity::Rate(CONTINUOUS, APPEND_MANAGER),
             under: Quantity::RedisBenchmark("RPUSH"),
             shown: Shown::Percent,
         },
-        required: "≥ 50 %",
-        pass: Pass::AtLeast(0.5),
+        required: "≥ 80 %",
+        pass: Pass::AtLeast(0.8),
+    },
+    Target {
+        what: "Redis `load` of 10,000 messages ÷ a plain `LRANGE` of the same messages, not \
+               decoded",
+        figure: Figure::Ratio {
+            over: Quantity::Median(REDIS_LOAD, "10000"),
+            under: Quantity::Median(REDIS_RAW, "10000"),
+            shown: Shown::Times(2),
+        },
+        required: "≤ 2×",
+        pass: Pass::AtMost(2.0),
+    },
+    Target {
+        what: "Redis `fork` of 10,000 messages (and the delete after it) ÷ `load` of them",
+        figure: Figure::Ratio {
+            over: Quantity::Median(REDIS_FORK, "10000"),
+            under: Quantity::Median(REDIS_LOAD, "10000"),
+            shown: Shown::Times(2),
+        },
+        required: "≤ 2×",
+        pass: Pass::AtMost(2.0),
     },
     Target {
         what: "memory store: append 2 + load_recent(20), slowest of the four lengths",
