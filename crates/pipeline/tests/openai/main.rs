@@ -60,6 +60,11 @@ fn builder(server: &Server) -> OpenAiProviderBuilder {
         .jitter(false)
 }
 
+/// Builds the provider and asks it "hi".
+async fn say_hi(builder: OpenAiProviderBuilder) -> Result<ChatResponse, Error> {
+    builder.build().unwrap().chat(&ask("hi")).await
+}
+
 fn ask(text: &str) -> ChatRequest {
     ChatRequest {
         messages: vec![Arc::new(Message::user(text))],

@@ -62,12 +62,7 @@ async fn missing_usage_counts_zero() {
         ),
     )])
     .await;
-    let reply = builder(&server)
-        .build()
-        .unwrap()
-        .chat(&ask("hi"))
-        .await
-        .unwrap();
+    let reply = say_hi(builder(&server)).await.unwrap();
     assert_eq!(reply.usage, Usage::default());
     assert_eq!(reply.finish_reason, FinishReason::Length);
     assert_eq!(reply.message.text(), "ok");
@@ -87,12 +82,7 @@ async fn invalid_bodies_are_invalid_responses() {
     ];
     for reply in bodies {
         let server = Server::start(vec![reply.clone()]).await;
-        let err = builder(&server)
-            .build()
-            .unwrap()
-            .chat(&ask("hi"))
-            .await
-            .unwrap_err();
+        let err = say_hi(builder(&server)).await.unwrap_err();
         assert!(
             matches!(err, Error::InvalidResponse { .. }),
             "{reply:?} gave {err:?}"

@@ -54,13 +54,7 @@ async fn rate_limit_storm_gives_up_after_max_retries() {
             .header("retry-after", "7"),
     ])
     .await;
-    let err = builder(&server)
-        .max_retries(3)
-        .build()
-        .unwrap()
-        .chat(&ask("hi"))
-        .await
-        .unwrap_err();
+    let err = say_hi(builder(&server).max_retries(3)).await.unwrap_err();
     match err {
         Error::RateLimited {
             attempts,
@@ -88,14 +82,13 @@ async fn server_error_storm_gives_up_after_max_retries() {
         ),
     )])
     .await;
-    let err = builder(&server)
-        .max_retries(2)
-        .retry_base_delay(Duration::from_millis(10))
-        .build()
-        .unwrap()
-        .chat(&ask("hi"))
-        .await
-        .unwrap_err();
+    let err = say_hi(
+        builder(&server)
+            .max_retries(2)
+            .retry_base_delay(Duration::from_millis(10)),
+    )
+    .await
+    .unwrap_err();
     match &err {
         Error::Status {
             status,
@@ -138,11 +131,7 @@ async fn an_injected_random_source_makes_the_jittered_backoff_exact() {
     // and 0.625.
     let expected = [4, 12, 32, 25];
 
-    let err = builder(&server)
-        .retry(policy.clone())
-        .build()
-        .unwrap()
-        .chat(&ask("hi"))
+    let err = say_hi(builder(&server).retry(policy.clone()))
         .await
         .unwrap_err();
     assert!(
@@ -180,12 +169,7 @@ async fn transient_5xx_then_success() {
         hello(),
     ])
     .await;
-    let reply = builder(&server)
-        .build()
-        .unwrap()
-        .chat(&ask("hi"))
-        .await
-        .unwrap();
+    let reply = say_hi(builder(&server)).await.unwrap();
     assert_eq!(reply.message.text(), "Hello!");
     assert_eq!(server.count(), 3);
 }
@@ -193,13 +177,7 @@ async fn transient_5xx_then_success() {
 #[tokio::test]
 async fn non_json_error_body_becomes_the_message_truncated() {
     let server = Server::start(vec![Reply::raw(503, &"overloaded ".repeat(100))]).await;
-    let err = builder(&server)
-        .max_retries(0)
-        .build()
-        .unwrap()
-        .chat(&ask("hi"))
-        .await
-        .unwrap_err();
+    let err = say_hi(builder(&server).max_retries(0)).await.unwrap_err();
     let Error::Status {
         status,
         attempts,
@@ -225,12 +203,7 @@ async fn context_length_exceeded_is_distinct_and_not_retried() {
         ),
     )])
     .await;
-    let err = builder(&server)
-        .build()
-        .unwrap()
-        .chat(&ask("hi"))
-        .await
-        .unwrap_err();
+    let err = say_hi(builder(&server)).await.unwrap_err();
     match &err {
         Error::ContextLengthExceeded { message } => {
             assert!(message.starts_with("This model's maximum context length is 128000"));
@@ -252,12 +225,7 @@ async fn other_4xx_are_not_retried() {
         ),
     )])
     .await;
-    let err = builder(&server)
-        .build()
-        .unwrap()
-        .chat(&ask("hi"))
-        .await
-        .unwrap_err();
+    let err = say_hi(builder(&server)).await.unwrap_err();
     match err {
         Error::Status {
             status: 400,
@@ -269,12 +237,7 @@ async fn other_4xx_are_not_retried() {
     assert_eq!(server.count(), 1);
 
     let server = Server::start(vec![Reply::raw(404, "")]).await;
-    let err = builder(&server)
-        .build()
-        .unwrap()
-        .chat(&ask("hi"))
-        .await
-        .unwrap_err();
+    let err = say_hi(builder(&server)).await.unwrap_err();
     match err {
         Error::Status {
             status: 404,
@@ -298,12 +261,7 @@ async fn auth_failures_are_not_retried() {
             ),
         )])
         .await;
-        let err = builder(&server)
-            .build()
-            .unwrap()
-            .chat(&ask("hi"))
-            .await
-            .unwrap_err();
+        let err = say_hi(builder(&server)).await.unwrap_err();
         match err {
             Error::Auth { status: s, message } => {
                 assert_eq!(s, status);
@@ -318,14 +276,13 @@ async fn auth_failures_are_not_retried() {
 #[tokio::test]
 async fn a_server_that_never_answers_times_out_after_the_retries() {
     let server = Server::start(vec![Reply::hang()]).await;
-    let err = builder(&server)
-        .timeout(Duration::from_millis(200))
-        .max_retries(2)
-        .build()
-        .unwrap()
-        .chat(&ask("hi"))
-        .await
-        .unwrap_err();
+    let err = say_hi(
+        builder(&server)
+            .timeout(Duration::from_millis(200))
+            .max_retries(2),
+    )
+    .await
+    .unwrap_err();
     match err {
         Error::Timeout { after } => assert_eq!(after, Duration::from_millis(200)),
         other => panic!("expected Timeout, got {other:?}"),

@@ -100,11 +100,7 @@ async fn conflict_retries_run_each_tool_call_once_and_count_every_model_call() {
     assert_eq!(state.counters[counters::PROMPT_TOKENS], 60);
     assert_eq!(state.counters[counters::COMPLETION_TOKENS], 12);
     assert_eq!(state.counters[counters::TURNS], 1);
-    let texts: Vec<String> = state
-        .messages
-        .iter()
-        .map(|m| m.text().into_owned())
-        .collect();
+    let texts = texts(&state.messages);
     assert_eq!(
         texts,
         [

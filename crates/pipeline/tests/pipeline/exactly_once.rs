@@ -273,21 +273,8 @@ async fn a_turn_whose_write_reply_was_lost_is_retried_with_its_id_and_stored_onc
         .await
         .unwrap()
         .unwrap();
-    let texts: Vec<String> = state
-        .messages
-        .iter()
-        .map(|m| m.text().into_owned())
-        .collect();
-    assert_eq!(
-        texts,
-        [
-            "Hi, I'm Alice",
-            "Nice to meet you, Alice!",
-            "What's my name?",
-            "Your name is Alice"
-        ],
-        "the turn is stored once"
-    );
+    let texts = texts(&state.messages);
+    assert_eq!(texts, ALICE_TURNS, "the turn is stored once");
     assert_eq!(state.counters[counters::TURNS], 2);
     assert_eq!(retried.version, state.version);
 
@@ -390,21 +377,8 @@ async fn a_turn_whose_write_reply_is_lost_on_redis_is_retried_with_its_id_and_st
         .await
         .unwrap()
         .unwrap();
-    let texts: Vec<String> = state
-        .messages
-        .iter()
-        .map(|m| m.text().into_owned())
-        .collect();
-    assert_eq!(
-        texts,
-        [
-            "Hi, I'm Alice",
-            "Nice to meet you, Alice!",
-            "What's my name?",
-            "Your name is Alice"
-        ],
-        "the turn is stored exactly once"
-    );
+    let texts = texts(&state.messages);
+    assert_eq!(texts, ALICE_TURNS, "the turn is stored exactly once");
     assert_eq!(state.counters[counters::TURNS], 2);
     assert_eq!(state.counters[counters::MODEL_CALLS], 2);
     assert_eq!(retried.version, state.version);
@@ -538,11 +512,7 @@ async fn the_same_turn_run_twice_at_once_is_stored_once() {
         .await
         .unwrap()
         .unwrap();
-    let texts: Vec<String> = state
-        .messages
-        .iter()
-        .map(|m| m.text().into_owned())
-        .collect();
+    let texts = texts(&state.messages);
     assert_eq!(texts, ["hi", "from the twin"]);
     assert_eq!(state.counters[counters::TURNS], 1);
 }

@@ -36,6 +36,19 @@ use statestore_core::{
 use statestore_memory::MemoryStore;
 use statestore_redis::RedisStore;
 
+/// The two turns of the seed page's Alice example, as stored.
+const ALICE_TURNS: [&str; 4] = [
+    "Hi, I'm Alice",
+    "Nice to meet you, Alice!",
+    "What's my name?",
+    "Your name is Alice",
+];
+
+/// The text of each message.
+fn texts(messages: &[Arc<Message>]) -> Vec<String> {
+    messages.iter().map(|m| m.text().into_owned()).collect()
+}
+
 fn memory() -> Arc<dyn Store> {
     Arc::new(MemoryStore::new())
 }

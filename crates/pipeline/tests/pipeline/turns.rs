@@ -19,20 +19,8 @@ async fn quick_start(store: Arc<dyn Store>) {
 
     let id = SessionId::new("user-123-conversation").unwrap();
     let state = store.load(&id).await.unwrap().unwrap();
-    let texts: Vec<String> = state
-        .messages
-        .iter()
-        .map(|m| m.text().into_owned())
-        .collect();
-    assert_eq!(
-        texts,
-        [
-            "Hi, I'm Alice",
-            "Nice to meet you, Alice!",
-            "What's my name?",
-            "Your name is Alice"
-        ]
-    );
+    let texts = texts(&state.messages);
+    assert_eq!(texts, ALICE_TURNS);
     assert_eq!(state.version, 2, "one write per turn");
     let counted = &state.counters;
     assert_eq!(counted[counters::TURNS], 2);
