@@ -21,7 +21,7 @@ use redis_test_server::RedisServer;
 
 use std::env;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode};
+use std::process::{Command, ExitCode, Stdio};
 use std::time::Instant;
 
 type Result<T = ()> = std::result::Result<T, String>;
@@ -37,6 +37,7 @@ jobs:
          `--render`: the page again from docs/benchmarks.json, nothing run; `--help`)
   features  clippy (-D warnings, all targets) of every crate with no default features and
          with each feature alone: the combinations `ci` builds besides --all-features
+  examples  builds every example with the workspace's features and runs it (part of ci)
   fuzz   every cargo-fuzz target for a bounded time (default 60 s each; --seconds N)
   soak   the model-checked mixed load on Redis and a cluster for a bounded time (default 300 s; --seconds N)";
 
@@ -45,6 +46,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("ci") => ci(),
         Some("features") => feature_matrix(),
+        Some("examples") => examples(),
         Some("tidy") => tidy::tidy(),
         Some("bench") => bench::bench(args.get(1..).unwrap_or_default()),
         Some("fuzz") => fuzz(args.get(1..).unwrap_or_default()),
@@ -110,25 +112,78 @@ fn ensure_cargo_tool(subcommand: &str, krate: &str) -> Result {
     )
 }
 
-/// Every `crates/<crate>/examples/<name>.rs`, as (crate, name). Examples
-/// assert what they demonstrate, so running them is a test.
-fn examples() -> Result<Vec<(String, String)>> {
-    let mut found = Vec::new();
-    let crates = root().join("crates");
-    let dirs = std::fs::read_dir(&crates).map_err(|e| format!("{}: {e}", crates.display()))?;
-    for krate in dirs.flatten() {
-        let Ok(files) = std::fs::read_dir(krate.path().join("examples")) else {
+/// Builds and runs every example. Examples that need Redis read `REDIS_URL`:
+/// they get a throwaway server. They are built once with the workspace's
+/// features (the test build's dependencies, so next to nothing compiles) and
+/// run from the binaries: `cargo run -p <crate>` per example would rebuild
+/// the dependency graph with each crate's own feature set (about five
+/// minutes in all).
+fn examples() -> Result {
+    let redis = temp_redis()?;
+    for (name, binary) in built_examples()? {
+        run(
+            &format!("example {name}"),
+            Command::new(&binary)
+                .current_dir(root())
+                .env("REDIS_URL", redis.url()),
+        )?;
+    }
+    Ok(())
+}
+
+/// Builds every example of the workspace (`--all-features`) and returns each
+/// one's name and binary. Examples assert what they demonstrate, so running
+/// them is a test.
+fn built_examples() -> Result<Vec<(String, PathBuf)>> {
+    let step = "build examples";
+    let started = Instant::now();
+    let mut cmd = cargo();
+    cmd.args(["build", "--workspace", "--all-features", "--examples"])
+        .arg("--message-format=json-render-diagnostics")
+        .stdout(Stdio::piped());
+    eprintln!("\n==> {step}\n    $ {cmd:?}");
+    let output = cmd
+        .output()
+        .map_err(|e| format!("{step}: could not start: {e}"))?;
+    eprintln!("    ({step}: {:.1}s)", started.elapsed().as_secs_f64());
+    if !output.status.success() {
+        return Err(format!("{step} failed ({})", output.status));
+    }
+    #[derive(serde::Deserialize)]
+    struct Artifact {
+        reason: String,
+        #[serde(default)]
+        target: Option<Target>,
+        #[serde(default)]
+        executable: Option<PathBuf>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Target {
+        name: String,
+        kind: Vec<String>,
+    }
+    let mut found: Vec<(String, PathBuf)> = Vec::new();
+    for line in String::from_utf8_lossy(&output.stdout).lines() {
+        let Ok(a) = serde_json::from_str::<Artifact>(line) else {
             continue;
         };
-        for file in files.flatten() {
-            let path = file.path();
-            if path.extension().is_some_and(|e| e == "rs")
-                && let Some(stem) = path.file_stem().and_then(|s| s.to_str())
-            {
-                let krate = krate.file_name().to_string_lossy().into_owned();
-                found.push((krate, stem.to_owned()));
+        if let (Some(target), Some(executable)) = (a.target, a.executable)
+            && a.reason == "compiler-artifact"
+            && target.kind.iter().any(|k| k == "example")
+        {
+            if found.iter().any(|(n, _)| *n == target.name) {
+                // Cargo puts every example at target/debug/examples/<name>:
+                // two of one name overwrite each other.
+                return Err(format!(
+                    "two examples are named `{}`: rename one (cargo builds both to one path)",
+                    target.name
+                ));
             }
+            found.push((target.name, executable));
         }
+    }
+    if found.is_empty() {
+        return Err(format!("{step}: cargo reported no example binaries"));
     }
     found.sort();
     Ok(found)
@@ -221,18 +276,7 @@ fn ci() -> Result {
             .args(["doc", "--workspace", "--no-deps", "--all-features"])
             .env("RUSTDOCFLAGS", "-D warnings"),
     )?;
-    // Examples that need Redis read REDIS_URL: give them a throwaway server.
-    let redis = temp_redis()?;
-    for (krate, example) in examples()? {
-        run(
-            &format!("example {krate}/{example}"),
-            cargo()
-                .args(["run", "--quiet", "-p", &krate, "--all-features"])
-                .args(["--example", &example])
-                .env("REDIS_URL", redis.url()),
-        )?;
-    }
-    drop(redis);
+    examples()?;
     // Advisories need the advisory database from GitHub, which these
     // machines cannot reach; run `cargo deny check advisories` where online.
     run(

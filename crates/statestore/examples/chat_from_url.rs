@@ -2,8 +2,8 @@
 //! (`statestore`), the backend chosen by a URL.
 //!
 //! ```text
-//! cargo run -p statestore --features openai --example quick_start
-//! STATESTORE_URL=sqlite://chat.db cargo run -p statestore --features openai,sqlite --example quick_start
+//! cargo run -p statestore --features openai --example chat_from_url
+//! STATESTORE_URL=sqlite://chat.db cargo run -p statestore --features openai,sqlite --example chat_from_url
 //! ```
 //!
 //! The store is `STATESTORE_URL`, else `REDIS_URL` (with a key prefix of its
