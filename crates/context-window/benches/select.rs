@@ -5,6 +5,11 @@
 //! cargo bench -p context-window --bench select
 //! ```
 //!
+//! The target's group measures [`select_borrowed`], the selection as the
+//! pipeline makes it (the window borrowed from the history, the request
+//! built from it); the second group measures [`select`], which also clones
+//! every message sent into an owned `Window`.
+//!
 //! The history is a chat with a tool exchange every tenth turn (an
 //! assistant message with two tool calls and both results), which is what
 //! selection has to keep together.
@@ -20,7 +25,9 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use context_window::{CharEstimate, History, TokenCounter, WindowPolicy, annotate, select};
+use context_window::{
+    CharEstimate, History, TokenCounter, WindowPolicy, annotate, select, select_borrowed,
+};
 use criterion::{Criterion, criterion_group, criterion_main};
 use statestore_core::{Message, ToolCall};
 
@@ -90,8 +97,7 @@ fn selection(c: &mut Criterion) {
         messages: &messages,
         first_position: 0,
     };
-    let mut group = c.benchmark_group("context-window/select over 10,000 cached messages");
-    for (name, policy) in [
+    let policies = [
         // Every message fits: the whole history is scanned and sent.
         (
             "budget fits all",
@@ -109,16 +115,28 @@ fn selection(c: &mut Criterion) {
                 .max_messages(20)
                 .token_budget(128_000, 4_000),
         ),
-    ] {
+    ];
+    let mut group = c.benchmark_group("context-window/select over 10,000 cached messages");
+    for (name, policy) in policies {
         // Check the setup once: a window, and no message tokenized (only
         // the system prompt's role and text are counted).
         let counter = Counting::default();
-        let window = select(history, &policy, &counter).unwrap();
-        assert!(!window.messages.is_empty());
+        let window = select_borrowed(history, &policy, &counter).unwrap();
+        assert!(!window.is_empty());
         assert!(
             counter.0.load(Ordering::Relaxed) <= 2,
             "selection tokenized messages"
         );
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                black_box(select_borrowed(black_box(history), &policy, &CharEstimate).unwrap())
+            });
+        });
+    }
+    group.finish();
+    let mut group =
+        c.benchmark_group("context-window/select into an owned Window, 10,000 cached messages");
+    for (name, policy) in policies {
         group.bench_function(name, |b| {
             b.iter(|| black_box(select(black_box(history), &policy, &CharEstimate).unwrap()));
         });

@@ -10,7 +10,9 @@ mod select;
 pub use compact::{Compacted, Summarizer, compact, summarize_dropped};
 pub use count::{CharEstimate, TokenCounter, annotate, count_message, message_tokens};
 pub use error::Error;
-pub use select::{History, Window, WindowPolicy, select, summary_message};
+pub use select::{
+    History, Selection, SentMessages, Window, WindowPolicy, select, select_borrowed, summary_message,
+};
 
 #[cfg(feature = "bpe-openai")]
 #[cfg_attr(docsrs, doc(cfg(feature = "bpe-openai")))]

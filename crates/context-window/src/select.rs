@@ -49,8 +49,10 @@ use statestore_core::{ConversationState, Message, RecentState, Role, Summary};
 
 use crate::Error;
 use crate::count::{PER_MESSAGE, REPLY_PRIMING, TokenCounter, count_message};
+pub use selection::{Selection, SentMessages};
 use walk::{Change, Unit, Walk};
 
+mod selection;
 mod walk;
 
 /// The limits a window must respect; all that are set apply at once.
@@ -174,14 +176,31 @@ impl Window {
     /// messages, see [`summary_message`]), then the window's messages.
     #[must_use]
     pub fn request_messages(&self) -> Vec<Arc<Message>> {
-        let mut out = Vec::with_capacity(self.messages.len() + self.summaries.len() + 1);
-        if let Some(p) = &self.system_prompt {
-            out.push(Arc::new(Message::system(p.as_str())));
-        }
-        out.extend(self.summaries.iter().map(|s| Arc::new(summary_message(s))));
-        out.extend(self.messages.iter().cloned());
-        out
+        request_messages(
+            self.system_prompt.as_deref(),
+            &self.summaries,
+            self.messages.iter(),
+        )
     }
+}
+
+/// The request's messages: the system prompt, the summaries, `messages`.
+fn request_messages<'m, S: std::borrow::Borrow<Summary>>(
+    system_prompt: Option<&str>,
+    summaries: &[S],
+    messages: impl ExactSizeIterator<Item = &'m Arc<Message>>,
+) -> Vec<Arc<Message>> {
+    let mut out = Vec::with_capacity(messages.len() + summaries.len() + 1);
+    if let Some(p) = system_prompt {
+        out.push(Arc::new(Message::system(p)));
+    }
+    out.extend(
+        summaries
+            .iter()
+            .map(|s| Arc::new(summary_message(s.borrow()))),
+    );
+    out.extend(messages.cloned());
+    out
 }
 
 /// Summaries sent with a window starting at history position `start`:
@@ -266,6 +285,11 @@ impl<'a> SummaryCost<'a> {
 /// Selects the window for `history` under `policy`, counting tokens with
 /// `counter` (only when the policy has a token budget).
 ///
+/// The owned form of [`select_borrowed`]: every message sent is cloned
+/// into the [`Window`] (a reference-count increment each). A caller that
+/// only builds a request from the window can use [`select_borrowed`] and
+/// skip that copy.
+///
 /// # Errors
 ///
 /// [`Error::BudgetExceeded`] when the system prompt, the summaries and the
@@ -275,6 +299,49 @@ pub fn select<'a>(
     policy: &WindowPolicy,
     counter: &dyn TokenCounter,
 ) -> Result<Window, Error> {
+    select_borrowed(history, policy, counter).map(|s| s.to_window())
+}
+
+/// Selects the window for `history` under `policy` as a [`Selection`]
+/// borrowing the history: what [`select`] returns, without copying the
+/// messages sent (the selection is where the window starts, plus the few
+/// messages not sent as stored). Its cost is the walk's, which stops at the
+/// first limit.
+///
+/// ```
+/// use std::sync::Arc;
+///
+/// use context_window::{CharEstimate, History, WindowPolicy, select_borrowed};
+/// use statestore_core::Message;
+///
+/// let messages: Vec<Arc<Message>> = (0..10)
+///     .map(|i| Arc::new(Message::user(format!("message {i}"))))
+///     .collect();
+/// let history = History {
+///     system_prompt: Some("Be brief."),
+///     summaries: &[],
+///     messages: &messages,
+///     first_position: 0,
+/// };
+/// let policy = WindowPolicy::default().max_messages(3);
+/// let selection = select_borrowed(history, &policy, &CharEstimate)?;
+/// assert_eq!(selection.start(), 7);
+/// assert_eq!(selection.len(), 3);
+/// assert!(selection.messages().zip(&messages[7..]).all(|(a, b)| Arc::ptr_eq(a, b)));
+/// // The request: the system prompt, then the three messages.
+/// assert_eq!(selection.request_messages().len(), 4);
+/// # Ok::<(), context_window::Error>(())
+/// ```
+///
+/// # Errors
+///
+/// [`Error::BudgetExceeded`] when the system prompt, the summaries and the
+/// newest user message with everything after it do not fit the budget.
+pub fn select_borrowed<'a>(
+    history: impl Into<History<'a>>,
+    policy: &WindowPolicy,
+    counter: &dyn TokenCounter,
+) -> Result<Selection<'a>, Error> {
     let h = history.into();
     let n = h.messages.len();
     let budget = policy.prompt_budget();
@@ -358,30 +425,24 @@ pub fn select<'a>(
         }
     }
 
-    // The messages from `start`, as the walk says they are sent: runs
-    // sent as stored between the few that are not.
-    let mut messages: Vec<Arc<Message>> = Vec::with_capacity(n - start);
-    let mut from = start;
-    for (i, change) in walk.changes().iter().rev() {
-        if *i < start {
-            continue;
-        }
-        messages.extend(h.messages.get(from..*i).unwrap_or_default().iter().cloned());
-        if let Change::Strip(copy) = change {
-            messages.push(Arc::clone(copy));
-        }
-        from = i + 1;
-    }
-    messages.extend(h.messages.get(from..).unwrap_or_default().iter().cloned());
+    // The messages from `start` not sent as stored, oldest first.
+    let mut changes = walk.into_changes();
+    changes.truncate(changes.partition_point(|(i, _)| *i >= start));
+    changes.reverse();
+    let skipped = changes
+        .iter()
+        .filter(|(_, c)| matches!(c, Change::Skip))
+        .count();
+    let sent = n - start - skipped;
     let first_position = position(start);
-    Ok(Window {
-        system_prompt: h.system_prompt.map(str::to_owned),
-        summaries: summaries_for(h.summaries, first_position)
-            .into_iter()
-            .cloned()
-            .collect(),
-        dropped: n - messages.len(),
-        messages,
+    Ok(Selection {
+        system_prompt: h.system_prompt,
+        summaries: summaries_for(h.summaries, first_position),
+        messages: h.messages.get(start..).unwrap_or_default(),
+        start,
+        changes,
+        sent,
+        dropped: n - sent,
         first_position,
         tokens: cost,
     })

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use context_window::count::REPLY_PRIMING;
 use context_window::{
     CharEstimate, Error, History, TokenCounter, WindowPolicy, count_message, select,
+    select_borrowed,
 };
 use proptest::prelude::*;
 use statestore_core::{Message, Role, Summary, ToolCall};
@@ -437,6 +438,24 @@ proptest! {
         match (select(history, &policy, &CharEstimate), reference::select(history, &policy, &CharEstimate)) {
             (Ok(walked), Ok(full)) => {
                 prop_assert_eq!(&walked, &full);
+                // The borrowed selection is the same window, sharing every
+                // message with the history from its start (or the copy).
+                let borrowed = select_borrowed(history, &policy, &CharEstimate).unwrap();
+                prop_assert_eq!(borrowed.len(), full.messages.len());
+                prop_assert_eq!(borrowed.messages().len(), full.messages.len());
+                prop_assert_eq!(borrowed.is_empty(), full.messages.is_empty());
+                prop_assert_eq!(borrowed.dropped(), full.dropped);
+                prop_assert_eq!(borrowed.tokens(), full.tokens);
+                prop_assert_eq!(borrowed.first_position(), full.first_position);
+                prop_assert_eq!(borrowed.start() as u64 + offset, full.first_position);
+                prop_assert_eq!(borrowed.request_messages(), full.request_messages());
+                prop_assert_eq!(&borrowed.to_window(), &full);
+                for (b, w) in borrowed.messages().zip(&walked.messages) {
+                    prop_assert!(Arc::ptr_eq(b, w) || !stored(w), "the borrowed selection copied a stored message");
+                }
+                if borrowed.is_contiguous() {
+                    prop_assert!(borrowed.messages().eq(&messages[borrowed.start()..]));
+                }
                 for (w, f) in walked.messages.iter().zip(&full.messages) {
                     prop_assert_eq!(stored(w), stored(f), "a stored message copied, or a copy not made");
                     if stored(w) {

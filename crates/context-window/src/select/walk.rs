@@ -38,7 +38,7 @@ pub(super) struct Unit {
 }
 
 /// A message sent other than as stored.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(super) enum Change {
     /// Never sent: a tool result answering no call stored before it, or a
     /// message whose calls were all unanswered and that holds nothing else.
@@ -84,8 +84,8 @@ impl<'a> Walk<'a> {
     }
 
     /// Messages walked that are not sent as stored, newest first.
-    pub(super) fn changes(&self) -> &[(usize, Change)] {
-        &self.changes
+    pub(super) fn into_changes(self) -> Vec<(usize, Change)> {
+        self.changes
     }
 
     /// The call the tool result at `r` answers: the last call with `id` in

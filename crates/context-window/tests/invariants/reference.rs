@@ -1,6 +1,11 @@
 //! The selection as it was before it stopped at the limits: it cuts the
 //! whole history into units first. Kept as the oracle the incremental walk
 //! of `src/select.rs` must agree with, window for window.
+//!
+//! It intentionally duplicates the selection logic of `src/select.rs` and
+//! `src/select/walk.rs` (units, call matching, stripping, the limits) in
+//! its simpler, whole-history form: an independent implementation to check
+//! the optimized one against, not code to share or deduplicate with it.
 
 use std::sync::Arc;
 

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use context_window::{History, Window, annotate, select};
+use context_window::{History, Selection, annotate, select_borrowed};
 use statestore_core::{
     Append, Appended, Error as StoreError, Expect, IdempotencyKey, Message, SessionId, Summary,
 };
@@ -157,7 +157,8 @@ impl Pipeline {
             .or_else(|| inner.system_prompt.clone());
         let mut history = std::mem::take(&mut loaded.messages);
         history.push(Arc::new(message.clone()));
-        let window: Window = select(
+        // Borrowed: the request is built straight from the history.
+        let window: Selection<'_> = select_borrowed(
             History {
                 system_prompt: prompt.as_deref(),
                 summaries: &loaded.summaries,
@@ -168,9 +169,9 @@ impl Pipeline {
             &*inner.counter,
         )?;
         tracing::debug!(
-            sent = window.messages.len(),
-            dropped = window.dropped,
-            tokens = window.tokens,
+            sent = window.len(),
+            dropped = window.dropped(),
+            tokens = window.tokens(),
             "window selected"
         );
         let ctx = ExecContext {
@@ -263,7 +264,7 @@ impl Pipeline {
             model_calls: run.model_calls,
             version: appended.version,
             stored,
-            context_messages: window.messages.len().saturating_sub(1),
+            context_messages: window.len().saturating_sub(1),
             turn_id: run.turn_id.clone(),
             replayed: false,
         }))

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use context_window::{Summarizer, Window};
+use context_window::{Selection, Summarizer};
 use statestore_core::{BoxError, Message, SessionId};
 
 use super::{Pipeline, log_tag};
@@ -16,17 +16,17 @@ impl Pipeline {
     pub(super) async fn maybe_summarize(
         &self,
         id: &SessionId,
-        window: &Window,
+        window: &Selection<'_>,
         summarizer: &dyn Summarizer,
     ) {
         let covered = window
-            .summaries
+            .summaries()
             .iter()
             .filter(|s| s.covers.start == 0)
             .map(|s| s.covers.end)
             .max()
             .unwrap_or(0);
-        if window.first_position <= covered {
+        if window.first_position() <= covered {
             return;
         }
         let result = context_window::summarize_dropped(
