@@ -11,7 +11,8 @@ pub use compact::{Compacted, Summarizer, compact, summarize_dropped};
 pub use count::{CharEstimate, TokenCounter, annotate, count_message, message_tokens};
 pub use error::Error;
 pub use select::{
-    History, Selection, SentMessages, Window, WindowPolicy, select, select_borrowed, summary_message,
+    History, Selection, SentMessages, Window, WindowPolicy, select, select_borrowed,
+    summary_message,
 };
 
 #[cfg(feature = "bpe-openai")]

@@ -396,14 +396,14 @@ pub fn select_borrowed<'a>(
     // Older units while every limit admits them: the count limits hold
     // for a suffix, and the messages alone only cost more further back, so
     // the walk stops at the first unit that breaks one.
-    let mut candidates = candidates.into_iter();
-    while let Some(u) = candidates.next().or_else(|| walk.next_unit()) {
+    // One unit older: whether the walk goes on.
+    let mut admit = |u: Unit| -> bool {
         if policy
             .max_messages
             .is_some_and(|max| sent + u.sendable > max)
             || policy.max_user_turns.is_some_and(|turns| users >= turns)
         {
-            break;
+            return false;
         }
         sent += u.sendable;
         users += usize::from(u.has_user);
@@ -411,7 +411,7 @@ pub fn select_borrowed<'a>(
             Some(budget) => {
                 tokens += u.tokens;
                 if fixed + tokens > budget {
-                    break;
+                    return false;
                 }
                 // Fewer summaries are sent from further back: a start
                 // whose summaries do not fit may be followed by one whose do.
@@ -422,6 +422,14 @@ pub fn select_borrowed<'a>(
                 }
             }
             None => start = u.start,
+        }
+        true
+    };
+    if candidates.into_iter().all(&mut admit) {
+        while let Some(u) = walk.next_unit() {
+            if !admit(u) {
+                break;
+            }
         }
     }
 
