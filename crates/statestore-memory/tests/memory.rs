@@ -254,6 +254,84 @@ async fn reads_and_forks_share_messages_instead_of_copying() {
     assert_eq!(Arc::strong_count(&a.messages[0]), 5);
 }
 
+/// Every field of a message comes back as it was appended: through
+/// `load`, `load_recent`, `fork` and `save`.
+#[tokio::test]
+async fn every_field_round_trips() {
+    use statestore_core::{ContentPart, ImageUrl, Role, Timestamp, TokenCount, ToolCall};
+
+    let mut metadata = statestore_core::Metadata::new();
+    metadata.insert("k".into(), serde_json::json!({"nested": [1, 2]}));
+    let full = |role: Role, content: statestore_core::Content| Message {
+        role,
+        content,
+        name: Some("alice".into()),
+        tool_calls: vec![
+            ToolCall::new("c1", "lookup", r#"{"q":1}"#),
+            ToolCall::new("c2", "fetch", "{}"),
+        ],
+        tool_call_id: Some("c0".into()),
+        metadata: metadata.clone(),
+        token_count: Some(TokenCount {
+            encoding: "o200k_base".into(),
+            tokens: 42,
+        }),
+        timestamp: Some(Timestamp::from(
+            std::time::UNIX_EPOCH + Duration::from_millis(1_234),
+        )),
+    };
+    let mut sent = vec![
+        full(Role::Assistant, "text and everything".into()),
+        full(
+            Role::User,
+            vec![
+                ContentPart::text("a part"),
+                ContentPart::ImageUrl {
+                    image_url: ImageUrl {
+                        url: "https://example.com/a.png".into(),
+                        detail: Some("low".into()),
+                    },
+                },
+            ]
+            .into(),
+        ),
+        full(Role::Tool, String::new().into()),
+        full(Role::User, Vec::<ContentPart>::new().into()),
+    ];
+    // Bare messages too: no timestamp, no count, empty text.
+    let mut bare = Message::user("");
+    bare.timestamp = None;
+    sent.push(bare.clone());
+    let mut counted = Message::system("counted");
+    counted.token_count = Some(TokenCount {
+        encoding: "cl100k_base".into(),
+        tokens: 7,
+    });
+    sent.push(counted);
+    let store = MemoryStore::new();
+    let id = sid("full");
+    store.append(&id, sent.clone(), Expect::Any).await.unwrap();
+    let check = |state: &ConversationState| {
+        let stored: Vec<Message> = state.messages[..sent.len()]
+            .iter()
+            .map(|m| (**m).clone())
+            .collect();
+        assert_eq!(stored, sent);
+    };
+    check(&store.load(&id).await.unwrap().unwrap());
+    let after: Vec<Message> = (0..100).map(|i| Message::user(format!("m{i}"))).collect();
+    store.append(&id, after, Expect::Any).await.unwrap();
+    let state = store.load(&id).await.unwrap().unwrap();
+    check(&state);
+    let recent = store.load_recent(&id, 106).await.unwrap().unwrap();
+    assert_eq!(recent.messages, state.messages);
+    store.fork(&id, &sid("full-copy")).await.unwrap();
+    check(&store.load(&sid("full-copy")).await.unwrap().unwrap());
+    // Saved back, the state is the same again.
+    store.save(&state, Expect::Any).await.unwrap();
+    check(&store.load(&id).await.unwrap().unwrap());
+}
+
 /// Appended text is stored without the spare capacity it was built with,
 /// and stays equal to what was appended.
 #[tokio::test]
