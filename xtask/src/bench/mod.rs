@@ -35,6 +35,7 @@
 //! page draws on. A benchmark removed or renamed lingers until the next
 //! unfiltered run.
 
+mod chart;
 mod evaluate;
 mod format;
 mod import;
@@ -242,6 +243,17 @@ fn render_only() -> Result {
 /// analysis.
 fn write_page(record: &Record) -> Result {
     let doc = render::render(record);
+    let no_redis = std::collections::BTreeMap::new();
+    let lookup = evaluate::Lookup {
+        results: &record.results,
+        redis: record.redis.as_ref().map_or(&no_redis, |r| &r.tests),
+        metrics: &record.metrics,
+    };
+    for chart in render::charts(&lookup) {
+        let path = root().join("docs").join(chart.file);
+        let (svg, _) = chart.chart.svg();
+        std::fs::write(&path, svg).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
     let path = root().join(DOC);
     let analysis = std::fs::read_to_string(&path)
         .ok()
