@@ -2,7 +2,6 @@
 //! from several benchmarks, the machine, how to reproduce, redis-benchmark
 //! and a table per criterion group.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use super::chart::{Chart, Series};
@@ -109,7 +108,11 @@ pub(super) fn charts(r: &Lookup<'_>) -> Vec<PageChart> {
 /// Figures computed from two benchmarks.
 fn derived(r: &Lookup<'_>, metrics: &[Metric]) -> Vec<String> {
     let mut out = Vec::new();
-    for (store, turn) in [("memory", MEMORY_TURN), ("redis", REDIS_TURN)] {
+    for (store, turn) in [
+        ("memory", MEMORY_TURN),
+        ("redis", REDIS_TURN),
+        ("sqlite", SQLITE_TURN),
+    ] {
         if let (Some(exec), Some(turn)) = (
             r.get(&format!("{PIPELINE}/{store}")),
             r.get(&format!("{turn}/100")),
@@ -356,15 +359,10 @@ fn run_label(record: &Record, date: &str) -> String {
 pub(super) fn render(record: &Record) -> String {
     let results = record.results.as_slice();
     let metrics = record.metrics.as_slice();
-    let empty = BTreeMap::new();
-    let redis_bench = record.redis.as_ref().map_or(&empty, |r| &r.tests);
+    let r = Lookup::of(record);
+    let redis_bench = r.redis;
     let Some(run) = record.runs.first() else {
         return "# Benchmarks\n\nNo run recorded.\n".into();
-    };
-    let r = Lookup {
-        results,
-        redis: redis_bench,
-        metrics,
     };
     let mut d = String::new();
     let _ = writeln!(d, "# Benchmarks\n");
@@ -388,6 +386,14 @@ pub(super) fn render(record: &Record) -> String {
             record.runs.len(),
             run.filters.join(" ")
         )
+    };
+    let source = if !run.quick && record.runs.iter().any(|r| r.quick) {
+        format!(
+            "{source}. Some figures come from a **quick** run (fewer, shorter samples — \
+             indicative only): each group's heading says which"
+        )
+    } else {
+        source
     };
     let _ = writeln!(
         d,
@@ -518,7 +524,12 @@ pub(super) fn render(record: &Record) -> String {
          `redis-benchmark` {runs} times against a throwaway server, runs the criterion suites \
          (each Redis suite starts its own throwaway server; the SQLite suite uses files in a temp \
          dir), records `target/criterion/**/new/{{benchmark,estimates}}.json` and the suites' \
-         `bench-metric:` lines in `{RECORD}`, and renders this page from that record. A \
+         `bench-metric:` lines in `{RECORD}`, and renders this page and its charts from that \
+         record. Criterion's defaults (100 samples over 5 s after 3 s of warm-up) apply \
+         except where a benchmark's iteration is long: the turn benchmarks at 100,000 \
+         messages, the whole-blob turns over 4 MiB or more of JSON (100,000 short messages, \
+         10,000 of the realistic mix) and the durable SQLite groups take 10 or 100 flat \
+         samples, so that a full run stays under about 25 minutes on this machine. A \
          filtered run merges into the record: it replaces the benchmarks it ran and keeps \
          every other figure with the date of the run that measured it; it runs \
          `redis-benchmark` only when a filter mentions `redis`.\n"
