@@ -58,12 +58,19 @@ const BOTTOM: f64 = 380.0;
 /// The decades covering `[min, max]` (both positive): `10^floor(log min)`
 /// to `10^ceil(log max)`, at least two.
 pub(super) fn decades(min: f64, max: f64) -> Vec<f64> {
-    let low = min.log10().floor() as i32;
-    let mut high = max.log10().ceil() as i32;
-    if high <= low {
-        high = low + 1;
+    if !(min.is_finite() && max.is_finite() && min > 0.0 && max >= min) {
+        return Vec::new();
     }
-    (low..=high).map(|e| 10f64.powi(e)).collect()
+    let low = min.log10().floor();
+    let high = max.log10().ceil().max(low + 1.0);
+    let mut out = Vec::new();
+    // Whole exponents, exact in f64.
+    let mut exponent = low;
+    while exponent <= high {
+        out.push(10f64.powf(exponent));
+        exponent += 1.0;
+    }
+    out
 }
 
 /// Where `value` falls between `low` and `high` (decades) on a log axis
@@ -71,6 +78,11 @@ pub(super) fn decades(min: f64, max: f64) -> Vec<f64> {
 pub(super) fn log_scale(value: f64, low: f64, high: f64, from: f64, to: f64) -> f64 {
     let t = (value.log10() - low.log10()) / (high.log10() - low.log10());
     from + t * (to - from)
+}
+
+/// Whether a point can be drawn on log axes.
+fn plottable(&(x, y): &(f64, f64)) -> bool {
+    x.is_finite() && y.is_finite() && x > 0.0 && y > 0.0
 }
 
 fn escape(text: &str) -> String {
@@ -120,7 +132,7 @@ impl Chart {
         let drawn: Vec<&Series> = self
             .series
             .iter()
-            .filter(|s| s.points.iter().any(|&(x, y)| x > 0.0 && y > 0.0))
+            .filter(|s| s.points.iter().any(plottable))
             .collect();
         let missing: Vec<String> = self
             .series
@@ -146,7 +158,7 @@ impl Chart {
         let points = drawn
             .iter()
             .flat_map(|s| s.points.iter().copied())
-            .filter(|&(x, y)| x > 0.0 && y > 0.0);
+            .filter(plottable);
         let (mut x_min, mut x_max, mut y_min, mut y_max) =
             (f64::INFINITY, 0.0_f64, f64::INFINITY, 0.0_f64);
         for (x, y) in points {
@@ -179,12 +191,8 @@ impl Chart {
                         .get(i % MARKERS.len())
                         .copied()
                         .unwrap_or(Marker::Circle);
-                    let mut pts: Vec<(f64, f64)> = s
-                        .points
-                        .iter()
-                        .copied()
-                        .filter(|&(x, y)| x > 0.0 && y > 0.0)
-                        .collect();
+                    let mut pts: Vec<(f64, f64)> =
+                        s.points.iter().copied().filter(plottable).collect();
                     pts.sort_by(|a, b| a.0.total_cmp(&b.0));
                     let line: Vec<String> = pts
                         .iter()
@@ -311,6 +319,7 @@ mod tests {
         assert_eq!(decades(3.0, 420.0), vec![1.0, 10.0, 100.0, 1e3]);
         // One point still gets a decade to sit in.
         assert_eq!(decades(10.0, 10.0), vec![10.0, 100.0]);
+        assert!(decades(f64::INFINITY, f64::INFINITY).is_empty());
     }
 
     #[test]
@@ -333,7 +342,7 @@ mod tests {
             },
             Series {
                 name: "Redis".into(),
-                points: vec![],
+                points: vec![(10.0, f64::INFINITY), (100.0, 0.0)],
             },
         ])
         .svg();
