@@ -1,10 +1,11 @@
 //! What `Pipeline::execute` costs on top of the store: one execute with the
 //! offline provider (no network, a few microseconds of "model") on the
-//! memory store and on a throwaway local redis-server, against a history of
-//! about 100 messages. Compare with the stores' own per-turn benchmarks at
-//! length 100 (`memory/turn…/100`, `redis/turn…/100`): the difference is the
-//! pipeline's overhead (id check, token annotation, window selection,
-//! request building, per-session lock; usage rides on the turn's one write).
+//! memory store, on a throwaway local redis-server and on SQLite (durable,
+//! in a temp dir), against a history of about 100 messages. Compare with the
+//! stores' own per-turn benchmarks at length 100 (`memory/turn…/100`,
+//! `redis/turn…/100`, `sqlite/turn…/100`): the difference is the pipeline's
+//! overhead (id check, token annotation, window selection, request
+//! building, per-session lock; usage rides on the turn's one write).
 //!
 //! ```text
 //! cargo bench -p pipeline --bench execute
@@ -29,6 +30,7 @@ use redis_test_server::RedisServer;
 use statestore_core::{Expect, Message, Role, SessionId, Store};
 use statestore_memory::MemoryStore;
 use statestore_redis::RedisStore;
+use statestore_sqlite::SqliteStore;
 
 /// Executes between re-forks of the session from its template (untimed):
 /// the history grows from 100 to at most 100 + 2 × this while measured.
@@ -66,10 +68,16 @@ fn execute(c: &mut Criterion) {
     let redis = rt
         .block_on(RedisStore::builder().connect(&server.url()))
         .unwrap();
+    // Durable (`synchronous=FULL`, the default), in a temp dir.
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = rt
+        .block_on(SqliteStore::builder().open(dir.path().join("execute.sqlite3")))
+        .unwrap();
     let mut group = c.benchmark_group(GROUP);
-    let stores: [(&str, Arc<dyn Store>); 2] = [
+    let stores: [(&str, Arc<dyn Store>); 3] = [
         ("memory", Arc::new(MemoryStore::new())),
         ("redis", Arc::new(redis)),
+        ("sqlite", Arc::new(sqlite)),
     ];
     let template_id = SessionId::new("template").unwrap();
     let session = "bench-session";

@@ -12,13 +12,22 @@
 )]
 
 use std::hint::black_box;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{
+    BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
+};
 use statestore_core::{Expect, Message, SessionId, Store};
 use statestore_memory::MemoryStore;
 
 const LENGTHS: [usize; 4] = [10, 100, 1_000, 10_000];
+/// The history lengths of the turn benchmark (the page's chart runs from
+/// 10 to 100,000).
+const TURN_LENGTHS: [usize; 5] = [10, 100, 1_000, 10_000, 100_000];
+/// The session counts of the sessions benchmark, as in the other stores'
+/// suites.
+const SESSION_COUNTS: [usize; 5] = [1, 4, 16, 64, 256];
 
 fn filled(len: usize) -> (MemoryStore, SessionId) {
     let store = MemoryStore::new();
@@ -47,8 +56,14 @@ fn per_turn(c: &mut Criterion) {
         .build()
         .unwrap();
     let mut group = c.benchmark_group("memory/turn(append 2 + load_recent 20)");
-    for len in LENGTHS {
+    for len in TURN_LENGTHS {
         let (store, template) = filled(len);
+        if len >= 100_000 {
+            // A fork of 100,000 messages every 1,000 turns, untimed: fewer
+            // samples keep the run short.
+            group.sample_size(10);
+            group.sampling_mode(SamplingMode::Flat);
+        }
         let id = SessionId::new("bench-turn").unwrap();
         let turns_per_fork = (len / 100).max(1) as u64;
         let user = Message::user("What's my name?");
@@ -189,5 +204,68 @@ fn threads(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, per_turn, load_and_fork, threads);
+/// N sessions (N from [`SESSION_COUNTS`]) taking one turn each at once on
+/// a two-thread runtime, as in the SQLite and Redis suites: one iteration
+/// is N turns, spawned together and awaited. Each session starts with 100
+/// messages and grows by 2 per iteration while measured.
+fn concurrent_sessions(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .unwrap();
+    let mut group = c.benchmark_group("memory/sessions, one turn each at once");
+    for sessions in SESSION_COUNTS {
+        let (store, template) = filled(100);
+        let store = Arc::new(store);
+        let ids: Arc<Vec<SessionId>> = Arc::new(
+            (0..sessions)
+                .map(|i| SessionId::new(format!("s{i}")).unwrap())
+                .collect(),
+        );
+        rt.block_on(async {
+            for id in ids.iter() {
+                store.fork(&template, id).await.unwrap();
+            }
+        });
+        group.throughput(Throughput::Elements(sessions as u64));
+        group.bench_with_input(
+            BenchmarkId::from_parameter(sessions),
+            &sessions,
+            |b, &sessions| {
+                b.to_async(&rt).iter(|| {
+                    let (store, ids) = (Arc::clone(&store), Arc::clone(&ids));
+                    async move {
+                        let mut tasks = tokio::task::JoinSet::new();
+                        for i in 0..sessions {
+                            let (store, ids) = (Arc::clone(&store), Arc::clone(&ids));
+                            tasks.spawn(async move {
+                                let id = &ids[i];
+                                let recent = store.load_recent(id, 20).await.unwrap().unwrap();
+                                black_box(&recent);
+                                let turn = vec![
+                                    Message::user("What's my name?"),
+                                    Message::assistant("Your name is Alice."),
+                                ];
+                                let v = Expect::Version(recent.version);
+                                black_box(store.append(id, turn, v).await.unwrap());
+                            });
+                        }
+                        while let Some(r) = tasks.join_next().await {
+                            r.unwrap();
+                        }
+                    }
+                });
+            },
+        );
+    }
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    per_turn,
+    load_and_fork,
+    threads,
+    concurrent_sessions
+);
 criterion_main!(benches);

@@ -16,15 +16,106 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{
+    BenchmarkGroup, BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group,
+    criterion_main, measurement::WallTime,
+};
 use redis_test_server::RedisServer;
 use statestore_core::codec;
 use statestore_core::{Expect, Message, SessionId, Store};
 use statestore_redis::RedisStore;
 
 const LENGTHS: [usize; 4] = [10, 100, 1_000, 10_000];
+/// The history lengths of the turn benchmarks (the page's chart runs from
+/// 10 to 100,000).
+const TURN_LENGTHS: [usize; 5] = [10, 100, 1_000, 10_000, 100_000];
+/// The lengths of the realistic-mix comparison (target 4).
+const MIX_LENGTHS: [usize; 2] = [1_000, 10_000];
 const GROUP_TURN: &str = "redis/turn(append 2 + load_recent 20)";
 const GROUP_BLOB: &str = "redis/blob baseline turn(GET + parse + push 2 + SET)";
+const GROUP_TURN_MIX: &str = "redis/turn, realistic mix(append 2 + load_recent 20)";
+const GROUP_BLOB_MIX: &str = "redis/blob baseline turn, realistic mix(GET + parse + push 2 + SET)";
+const GROUP_SESSIONS: &str = "redis/sessions, one turn each at once";
+/// The session counts of [`GROUP_SESSIONS`].
+const SESSION_COUNTS: [usize; 5] = [1, 4, 16, 64, 256];
+
+/// Histories of at least this many bytes of JSON (100,000 short messages,
+/// 10,000 of the realistic mix) are measured with [`few_samples`].
+const HEAVY_BYTES: usize = 4 << 20;
+
+/// For benchmarks over a history of [`HEAVY_BYTES`] or more, where a
+/// whole-blob turn takes tens of milliseconds or more: 10 samples, flat, so
+/// that the full run stays within minutes. Applies to the benchmarks of
+/// `group` added after it.
+fn few_samples(group: &mut BenchmarkGroup<'_, WallTime>) {
+    group.sample_size(10);
+    group.sampling_mode(SamplingMode::Flat);
+}
+
+/// A realistic conversation, defined once here and used by both sides of
+/// the realistic-mix comparison: a user message of 300 B, an assistant reply
+/// of 1.2 KB, and every third turn, before the reply, an assistant tool call
+/// (about 100 B of arguments) and the tool's result of 3 KB. So 8 messages
+/// per 3 turns, about 950 B per message on average. The turn measured
+/// appends an ordinary user message and reply of the same sizes.
+mod realistic_mix {
+    use statestore_core::{Message, ToolCall};
+
+    /// How the page states the mix (a `bench-metric:` line).
+    pub(crate) const DEFINITION: &str = "user 300 B, assistant 1.2 KB, and every third turn a \
+        tool call (100 B of arguments) and its 3 KB result before the reply: 8 messages per 3 \
+        turns, about 950 B per message";
+    const USER: usize = 300;
+    const ASSISTANT: usize = 1_200;
+    const TOOL_ARGUMENTS: usize = 100;
+    const TOOL_RESULT: usize = 3_000;
+
+    /// Text of exactly `bytes` bytes, starting with `tag`.
+    fn text(tag: &str, bytes: usize) -> String {
+        let mut s = format!("{tag}: ");
+        while s.len() < bytes {
+            s.push_str("ordinary words of a conversation, ");
+        }
+        s.truncate(bytes);
+        s
+    }
+
+    /// The first `len` messages of the conversation.
+    pub(crate) fn history(len: usize) -> Vec<Message> {
+        let mut out = Vec::with_capacity(len + 3);
+        let mut turn = 0;
+        while out.len() < len {
+            out.push(Message::user(text(&format!("user {turn}"), USER)));
+            if turn % 3 == 2 {
+                let id = format!("call-{turn}");
+                let arguments = format!("{{\"query\":\"{}\"}}", text("q", TOOL_ARGUMENTS - 13));
+                out.push(
+                    Message::assistant("")
+                        .with_tool_calls(vec![ToolCall::new(&id, "search", arguments)]),
+                );
+                out.push(Message::tool(
+                    id,
+                    text(&format!("result {turn}"), TOOL_RESULT),
+                ));
+            }
+            out.push(Message::assistant(text(
+                &format!("assistant {turn}"),
+                ASSISTANT,
+            )));
+            turn += 1;
+        }
+        out.truncate(len);
+        out
+    }
+
+    /// The turn appended: a user message and the reply.
+    pub(crate) fn turn() -> Vec<Message> {
+        vec![
+            Message::user(text("user, now", USER)),
+            Message::assistant(text("assistant, now", ASSISTANT)),
+        ]
+    }
+}
 const GROUP_RAW: &str = "redis/LRANGE of the same messages, not decoded (load's floor)";
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -35,48 +126,100 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
+/// The short messages (about 60 B) most benchmarks use.
+fn short_history(len: usize) -> Vec<Message> {
+    (0..len)
+        .map(|i| {
+            Message::user(format!(
+                "message {i}: some ordinary chat text of moderate length"
+            ))
+        })
+        .collect()
+}
+
+/// The short turn most benchmarks append.
+fn short_turn() -> Vec<Message> {
+    vec![
+        Message::user("What's my name?"),
+        Message::assistant("Your name is Alice."),
+    ]
+}
+
 async fn fill(store: &dyn Store, id: &SessionId, len: usize) {
+    fill_with(store, id, short_history(len)).await;
+}
+
+/// Stores `history` as the session `id`, 1,000 messages per append.
+async fn fill_with(store: &dyn Store, id: &SessionId, history: Vec<Message>) {
     let _ = store.delete(id).await.unwrap();
-    for chunk in (0..len).collect::<Vec<_>>().chunks(1000) {
-        let batch = chunk
-            .iter()
-            .map(|i| {
-                Message::user(format!(
-                    "message {i}: some ordinary chat text of moderate length"
-                ))
-            })
-            .collect();
-        store.append(id, batch, Expect::Any).await.unwrap();
+    for chunk in history.chunks(1000) {
+        store.append(id, chunk.to_vec(), Expect::Any).await.unwrap();
     }
 }
 
 async fn turn(store: &dyn Store, id: &SessionId) {
+    turn_of(store, id, short_turn()).await;
+}
+
+/// `load_recent(20)`, then an append of `messages` guarded by its version.
+async fn turn_of(store: &dyn Store, id: &SessionId, messages: Vec<Message>) {
     let recent = store.load_recent(id, 20).await.unwrap().unwrap();
     black_box(&recent);
-    let turn = vec![
-        Message::user("What's my name?"),
-        Message::assistant("Your name is Alice."),
-    ];
     store
-        .append(id, turn, Expect::Version(recent.version))
+        .append(id, messages, Expect::Version(recent.version))
         .await
         .unwrap();
 }
 
-/// One turn at a fixed history length: the session is re-forked from a
-/// template every `len / 100` turns (outside the timed region), so it grows
-/// by at most 2 % (20 % at length 10) while measured.
+/// One turn at a fixed history length, short messages (10 to 100,000).
 fn per_turn(c: &mut Criterion) {
+    turns(c, GROUP_TURN, &TURN_LENGTHS, short_history, short_turn);
+}
+
+/// One turn over the realistic mix, at 1,000 and 10,000 messages; it is
+/// printed as a `bench-metric:` line so that the page states it.
+fn per_turn_realistic(c: &mut Criterion) {
+    // Under the group's id, so that every run measuring it keeps it.
+    println!(
+        "bench-metric: {GROUP_TURN_MIX}/the mix = {}",
+        realistic_mix::DEFINITION
+    );
+    turns(
+        c,
+        GROUP_TURN_MIX,
+        &MIX_LENGTHS,
+        realistic_mix::history,
+        realistic_mix::turn,
+    );
+}
+
+/// One turn (`load_recent(20)`, then an append of `new_turn()` guarded by
+/// its version) at each of `lengths` messages of `history`: the session is
+/// re-forked from a template every `len / 100` turns (outside the timed
+/// region), so it grows by at most 2 % (20 % at length 10) while measured.
+/// Then the server's time per call and the loopback round trip, as
+/// `bench-metric:` lines.
+fn turns(
+    c: &mut Criterion,
+    group_name: &str,
+    lengths: &[usize],
+    history: fn(usize) -> Vec<Message>,
+    new_turn: fn() -> Vec<Message>,
+) {
     let rt = runtime();
     let server = RedisServer::start().unwrap();
     let store = rt
         .block_on(RedisStore::builder().connect(&server.url()))
         .unwrap();
-    let mut group = c.benchmark_group(GROUP_TURN);
+    let mut group = c.benchmark_group(group_name);
     let id = SessionId::new("turn").unwrap();
-    for len in LENGTHS {
+    for &len in lengths {
         let template = SessionId::new(format!("template-{len}")).unwrap();
-        rt.block_on(fill(&store, &template, len));
+        let history = history(len);
+        if serde_json::to_vec(&history).unwrap().len() >= HEAVY_BYTES {
+            few_samples(&mut group);
+        }
+        rt.block_on(fill_with(&store, &template, history));
         let turns_per_fork = (len / 100).max(1) as u64;
         group.bench_with_input(BenchmarkId::from_parameter(len), &len, |b, _| {
             b.to_async(&rt).iter_custom(|iters| {
@@ -90,7 +233,7 @@ fn per_turn(c: &mut Criterion) {
                         let n = turns_per_fork.min(iters - done);
                         let start = Instant::now();
                         for _ in 0..n {
-                            turn(store, id).await;
+                            turn_of(store, id, new_turn()).await;
                         }
                         total += start.elapsed();
                         done += n;
@@ -119,23 +262,17 @@ fn per_turn(c: &mut Criterion) {
         let (append, _) = server_cost(&rt, &server, 100, || {
             let expect = Expect::Version(next);
             next += 1;
-            async move {
-                let turn = vec![
-                    Message::user("What's my name?"),
-                    Message::assistant("Your name is Alice."),
-                ];
-                store_ref.append(id_ref, turn, expect).await.unwrap()
-            }
+            async move { store_ref.append(id_ref, new_turn(), expect).await.unwrap() }
         });
         println!(
-            "bench-metric: {GROUP_TURN}/{len}/server time per store call = {:.2} µs \
+            "bench-metric: {group_name}/{len}/server time per store call = {:.2} µs \
              (load_recent {:.2} µs, append {:.2} µs; server CPU per call {:.1} µs; 200 calls)",
             (load.usec + append.usec) / 2.0,
             load.usec,
             append.usec,
             (load.cpu + append.cpu) / 2.0,
         );
-        print_round_trip(&rt, &server, &format!("{GROUP_TURN}/{len}"));
+        print_round_trip(&rt, &server, &format!("{group_name}/{len}"));
     }
     group.finish();
 }
@@ -228,48 +365,49 @@ fn print_server_costs(server: &RedisServer, id: &str, prefix: &str) {
     }
 }
 
-/// 64 sessions taking one turn each, concurrently: ConnectionManager (one
-/// multiplexed connection) against a deadpool-redis pool.
+/// N sessions (N from [`SESSION_COUNTS`]) taking one turn each at once
+/// through one `ConnectionManager` (one multiplexed connection): one
+/// iteration is N turns, spawned together and awaited. Each session holds
+/// 100 short messages (and grows by 2 per iteration while measured).
 fn concurrent_sessions(c: &mut Criterion) {
-    const SESSIONS: usize = 64;
     let rt = runtime();
     let server = RedisServer::start().unwrap();
-    let manager = rt
-        .block_on(RedisStore::builder().prefix("m:").connect(&server.url()))
-        .unwrap();
-    let pool = deadpool_redis::Config::from_url(server.url())
-        .create_pool(Some(deadpool_redis::Runtime::Tokio1))
-        .unwrap();
-    let pooled = RedisStore::builder().prefix("p:").build(pool).unwrap();
-    let ids: Arc<Vec<SessionId>> = Arc::new(
-        (0..SESSIONS)
-            .map(|i| SessionId::new(format!("s{i}")).unwrap())
-            .collect(),
+    let store: Arc<dyn Store> = Arc::new(
+        rt.block_on(RedisStore::builder().connect(&server.url()))
+            .unwrap(),
     );
-    let mut group = c.benchmark_group("redis/64 sessions, one turn each");
-    group.throughput(Throughput::Elements(SESSIONS as u64));
-    for (name, store) in [("ConnectionManager", manager), ("deadpool Pool", pooled)] {
-        let store: Arc<dyn Store> = Arc::new(store);
+    let mut group = c.benchmark_group(GROUP_SESSIONS);
+    for sessions in SESSION_COUNTS {
+        let ids: Arc<Vec<SessionId>> = Arc::new(
+            (0..sessions)
+                .map(|i| SessionId::new(format!("s{sessions}-{i}")).unwrap())
+                .collect(),
+        );
         rt.block_on(async {
             for id in ids.iter() {
                 fill(&*store, id, 100).await;
             }
         });
-        group.bench_function(name, |b| {
-            b.to_async(&rt).iter(|| {
-                let (store, ids) = (Arc::clone(&store), Arc::clone(&ids));
-                async move {
-                    let mut tasks = tokio::task::JoinSet::new();
-                    for i in 0..SESSIONS {
-                        let (store, ids) = (Arc::clone(&store), Arc::clone(&ids));
-                        tasks.spawn(async move { turn(&*store, &ids[i]).await });
+        group.throughput(Throughput::Elements(sessions as u64));
+        group.bench_with_input(
+            BenchmarkId::from_parameter(sessions),
+            &sessions,
+            |b, &sessions| {
+                b.to_async(&rt).iter(|| {
+                    let (store, ids) = (Arc::clone(&store), Arc::clone(&ids));
+                    async move {
+                        let mut tasks = tokio::task::JoinSet::new();
+                        for i in 0..sessions {
+                            let (store, ids) = (Arc::clone(&store), Arc::clone(&ids));
+                            tasks.spawn(async move { turn(&*store, &ids[i]).await });
+                        }
+                        while let Some(r) = tasks.join_next().await {
+                            r.unwrap();
+                        }
                     }
-                    while let Some(r) = tasks.join_next().await {
-                        r.unwrap();
-                    }
-                }
-            });
-        });
+                });
+            },
+        );
     }
     group.finish();
 }
@@ -430,25 +568,45 @@ fn load_and_fork(c: &mut Criterion) {
 
 /// The design most systems use, as a baseline on the same server and
 /// data: the whole conversation as one JSON value — GET, parse, push the
-/// turn, serialize, SET.
+/// turn, serialize, SET. Short messages from 10 to 100,000.
 fn blob_baseline_turn(c: &mut Criterion) {
+    blob_turns(c, GROUP_BLOB, &TURN_LENGTHS, short_history, short_turn);
+}
+
+/// The baseline over the realistic mix, at the lengths of
+/// [`per_turn_realistic`].
+fn blob_baseline_turn_realistic(c: &mut Criterion) {
+    blob_turns(
+        c,
+        GROUP_BLOB_MIX,
+        &MIX_LENGTHS,
+        realistic_mix::history,
+        realistic_mix::turn,
+    );
+}
+
+/// One whole-blob turn at each of `lengths` messages of `history`, the
+/// turn `new_turn()`; the history's length is kept fixed.
+fn blob_turns(
+    c: &mut Criterion,
+    group_name: &str,
+    lengths: &[usize],
+    history: fn(usize) -> Vec<Message>,
+    new_turn: fn() -> Vec<Message>,
+) {
     let rt = runtime();
     let server = RedisServer::start().unwrap();
     let client = redis::Client::open(server.url()).unwrap();
     let mut conn = rt
         .block_on(client.get_multiplexed_async_connection())
         .unwrap();
-    let mut group = c.benchmark_group(GROUP_BLOB);
-    for len in LENGTHS {
+    let mut group = c.benchmark_group(group_name);
+    for &len in lengths {
         let key = format!("blob-{len}");
-        let history: Vec<Message> = (0..len)
-            .map(|i| {
-                Message::user(format!(
-                    "message {i}: some ordinary chat text of moderate length"
-                ))
-            })
-            .collect();
-        let bytes = serde_json::to_vec(&history).unwrap();
+        let bytes = serde_json::to_vec(&history(len)).unwrap();
+        if bytes.len() >= HEAVY_BYTES {
+            few_samples(&mut group);
+        }
         rt.block_on(async {
             let _: () = redis::AsyncCommands::set(&mut conn, &key, bytes)
                 .await
@@ -463,9 +621,9 @@ fn blob_baseline_turn(c: &mut Criterion) {
                     let raw: Vec<u8> = redis::AsyncCommands::get(&mut conn, &key).await.unwrap();
                     let mut history: Vec<Message> = serde_json::from_slice(&raw).unwrap();
                     // Keep the length fixed so every iteration measures `len`.
-                    history.truncate(len.saturating_sub(2));
-                    history.push(Message::user("What's my name?"));
-                    history.push(Message::assistant("Your name is Alice."));
+                    let turn = new_turn();
+                    history.truncate(len.saturating_sub(turn.len()));
+                    history.extend(turn);
                     let out = serde_json::to_vec(&history).unwrap();
                     let _: () = redis::AsyncCommands::set(&mut conn, &key, out)
                         .await
@@ -474,9 +632,9 @@ fn blob_baseline_turn(c: &mut Criterion) {
             });
         });
         for command in ["get", "set"] {
-            print_server_costs(&server, &format!("{GROUP_BLOB}/{len}"), command);
+            print_server_costs(&server, &format!("{group_name}/{len}"), command);
         }
-        print_round_trip(&rt, &server, &format!("{GROUP_BLOB}/{len}"));
+        print_round_trip(&rt, &server, &format!("{group_name}/{len}"));
     }
     group.finish();
 }
@@ -485,6 +643,8 @@ criterion_group!(
     benches,
     per_turn,
     blob_baseline_turn,
+    per_turn_realistic,
+    blob_baseline_turn_realistic,
     concurrent_sessions,
     throughput,
     load_and_fork

@@ -1,12 +1,14 @@
 //! SQLite store costs, files in a temp dir on the same disk throughout:
 //!
 //! - one turn (`load_recent(20)`, then `append` of 2 guarded by the version
-//!   it returned) at 10 / 100 / 1,000 / 10,000 messages, with
+//!   it returned) at 10 / 100 / 1,000 / 10,000 / 100,000 messages, with
 //!   `synchronous=FULL` (durable: an fsync per commit) and `NORMAL`;
 //! - 64 tasks, one per session, taking turns back to back, durable: with
 //!   group commit (the default) and with `max_batch(1)` — one transaction,
 //!   one fsync, per write, the same 64 concurrent tasks — plus the writer's
 //!   writes per commit (`bench-metric:` lines);
+//! - N sessions (1 to 256) taking one turn each at once, durable;
+//! - `load` and `fork` (then delete) of 10 to 10,000 messages;
 //! - the floor under every durable commit: 4 KiB appended to a file in the
 //!   same temp dir + `fdatasync` — as a benchmark, and as the median of
 //!   50 measured right after each SQLite benchmark (`bench-metric:
@@ -38,6 +40,13 @@ use statestore_core::{Expect, Message, SessionId, Store};
 use statestore_sqlite::{SqliteStore, Synchronous};
 
 const LENGTHS: [usize; 4] = [10, 100, 1_000, 10_000];
+/// The history lengths of the turn benchmarks (the page's chart runs from
+/// 10 to 100,000).
+const TURN_LENGTHS: [usize; 5] = [10, 100, 1_000, 10_000, 100_000];
+/// The session counts of the sessions benchmark, as in the other stores'
+/// suites.
+const SESSION_COUNTS: [usize; 5] = [1, 4, 16, 64, 256];
+const SESSIONS_AT_ONCE: &str = "sqlite/sessions, one turn each at once, durable";
 const TURN: &str = "sqlite/turn(append 2 + load_recent 20)";
 const TURN_RELAXED: &str = "sqlite/turn(append 2 + load_recent 20), synchronous=NORMAL";
 const CONCURRENT: &str = "sqlite/64 sessions taking turns, durable";
@@ -152,7 +161,12 @@ fn per_turn(c: &mut Criterion, group_name: &str, synchronous: Synchronous, dir: 
     let absorb = SessionId::new("wal-restart").unwrap();
     let mut group = c.benchmark_group(group_name);
     group.sampling_mode(SamplingMode::Flat);
-    for len in LENGTHS {
+    for len in TURN_LENGTHS {
+        if len >= 100_000 {
+            // A reset forks 100,000 messages: fewer samples keep the run
+            // short.
+            group.sample_size(10);
+        }
         let template = SessionId::new(format!("template-{len}")).unwrap();
         rt.block_on(store.append(&template, history(len), Expect::Absent))
             .unwrap();
@@ -298,5 +312,98 @@ fn concurrent(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, per_turn_durable, per_turn_relaxed, concurrent);
+/// N sessions (N from [`SESSION_COUNTS`]) taking one turn each at once,
+/// durable, group commit (the default): one iteration is N turns, spawned
+/// together on a two-thread runtime and awaited — the same shape as the
+/// memory and Redis suites' sessions benchmarks. Each session starts with
+/// 100 messages and grows by 2 per iteration while measured.
+fn sessions_at_once(c: &mut Criterion) {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let store = rt
+        .block_on(SqliteStore::builder().open(dir.path().join("sessions.sqlite3")))
+        .unwrap();
+    let mut group = c.benchmark_group(SESSIONS_AT_ONCE);
+    group.sampling_mode(SamplingMode::Flat);
+    for sessions in SESSION_COUNTS {
+        let ids: Arc<Vec<SessionId>> = Arc::new(
+            (0..sessions)
+                .map(|i| SessionId::new(format!("s{sessions}-{i}")).unwrap())
+                .collect(),
+        );
+        rt.block_on(async {
+            for id in ids.iter() {
+                store
+                    .append(id, history(100), Expect::Absent)
+                    .await
+                    .unwrap();
+            }
+        });
+        group.throughput(Throughput::Elements(sessions as u64));
+        group.bench_with_input(
+            BenchmarkId::from_parameter(sessions),
+            &sessions,
+            |b, &sessions| {
+                b.to_async(&rt).iter(|| {
+                    let (store, ids) = (store.clone(), Arc::clone(&ids));
+                    async move {
+                        let mut tasks = tokio::task::JoinSet::new();
+                        for i in 0..sessions {
+                            let (store, ids) = (store.clone(), Arc::clone(&ids));
+                            tasks.spawn(async move { turn(&store, &ids[i]).await });
+                        }
+                        while let Some(r) = tasks.join_next().await {
+                            r.unwrap();
+                        }
+                    }
+                });
+            },
+        );
+        print_fsync(dir.path(), &format!("{SESSIONS_AT_ONCE}/{sessions}"));
+    }
+    group.finish();
+}
+
+/// `load` of a whole session and a fork (then delete) of it, as in the
+/// memory and Redis suites; `synchronous=FULL`.
+fn load_and_fork(c: &mut Criterion) {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let store = rt
+        .block_on(SqliteStore::builder().open(dir.path().join("load.sqlite3")))
+        .unwrap();
+    let mut group = c.benchmark_group("sqlite/load");
+    for len in LENGTHS {
+        let id = SessionId::new(format!("load-{len}")).unwrap();
+        rt.block_on(store.append(&id, history(len), Expect::Absent))
+            .unwrap();
+        group.bench_with_input(BenchmarkId::from_parameter(len), &len, |b, _| {
+            b.to_async(&rt)
+                .iter(|| async { black_box(store.load(&id).await.unwrap()) });
+        });
+    }
+    group.finish();
+    let mut group = c.benchmark_group("sqlite/fork+delete");
+    group.sampling_mode(SamplingMode::Flat);
+    let target = SessionId::new("fork-target").unwrap();
+    for len in LENGTHS {
+        let id = SessionId::new(format!("load-{len}")).unwrap();
+        group.bench_with_input(BenchmarkId::from_parameter(len), &len, |b, _| {
+            b.to_async(&rt).iter(|| async {
+                store.fork(&id, &target).await.unwrap();
+                store.delete(&target).await.unwrap()
+            });
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    per_turn_durable,
+    per_turn_relaxed,
+    concurrent,
+    sessions_at_once,
+    load_and_fork
+);
 criterion_main!(benches);

@@ -150,7 +150,6 @@ pub(super) struct Verdict {
     pub(super) required: &'static str,
     pub(super) measured: String,
     /// The figure checked, when its benchmarks ran.
-    #[cfg_attr(not(test), allow(dead_code))]
     pub(super) figure: Option<f64>,
     /// `None`: not measured.
     pub(super) pass: Option<bool>,
@@ -162,6 +161,18 @@ pub(super) struct Lookup<'a> {
     pub(super) redis: &'a BTreeMap<String, RedisBench>,
     /// The `bench-metric:` lines.
     pub(super) metrics: &'a [Metric],
+}
+
+impl<'a> Lookup<'a> {
+    /// Everything `record` holds.
+    pub(super) fn of(record: &'a super::record::Record) -> Self {
+        static NO_REDIS: BTreeMap<String, RedisBench> = BTreeMap::new();
+        Lookup {
+            results: &record.results,
+            redis: record.redis.as_ref().map_or(&NO_REDIS, |r| &r.tests),
+            metrics: &record.metrics,
+        }
+    }
 }
 
 impl<'a> Lookup<'a> {

@@ -35,6 +35,7 @@
 //! page draws on. A benchmark removed or renamed lingers until the next
 //! unfiltered run.
 
+mod chart;
 mod evaluate;
 mod format;
 mod import;
@@ -208,6 +209,16 @@ fn measure(quick: bool, filters: &[String]) -> Result {
          {minutes:.1} min)",
         record.results.len()
     );
+    // An unfiltered run is the whole page: every target must come from it.
+    if filters.is_empty() {
+        let unmeasured = not_measured(&record);
+        if !unmeasured.is_empty() {
+            return Err(format!(
+                "targets not measured by this full run (their benchmark did not run): {}",
+                unmeasured.join("; ")
+            ));
+        }
+    }
     Ok(())
 }
 
@@ -222,6 +233,15 @@ fn metric_kept(id: &str, filters: &[String], ran: &[String]) -> bool {
             .iter()
             .flat_map(|f| f.split('|'))
             .any(|alt| !alt.is_empty() && id.contains(alt))
+}
+
+/// The targets `record` has no figure for.
+fn not_measured(record: &Record) -> Vec<&'static str> {
+    evaluate::evaluate(&evaluate::Lookup::of(record))
+        .into_iter()
+        .filter(|v| v.figure.is_none())
+        .map(|v| v.what)
+        .collect()
 }
 
 /// `--render`: the page again from the record, nothing run.
@@ -242,6 +262,11 @@ fn render_only() -> Result {
 /// analysis.
 fn write_page(record: &Record) -> Result {
     let doc = render::render(record);
+    for chart in render::charts(&evaluate::Lookup::of(record)) {
+        let path = root().join("docs").join(chart.file);
+        let (svg, _) = chart.chart.svg();
+        std::fs::write(&path, svg).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
     let path = root().join(DOC);
     let analysis = std::fs::read_to_string(&path)
         .ok()

@@ -2,24 +2,117 @@
 //! from several benchmarks, the machine, how to reproduce, redis-benchmark
 //! and a table per criterion group.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+use super::chart::{Chart, Series};
 use super::evaluate::{self, Lookup};
 use super::format::{cell, median_of, rate, sig3, thousands, time};
 use super::machine::machine;
 use super::record::{Measured, Metric, Record, RedisBench};
+use super::run::ceiling_test;
 use super::run::{CLIENTS, FULL_REQUESTS, FULL_RUNS, QUICK_REQUESTS, QUICK_RUNS};
 use super::targets::{
-    APPEND_MANAGER, BLOB_TURN, CONTINUOUS, MEMORY_TURN, PIPELINE, REDIS_TURN, SQLITE_CONCURRENT,
-    SQLITE_FLOOR, SQLITE_GROUP, SQLITE_SINGLE, SQLITE_TURN, SQLITE_TURN_RELAXED, THREADS,
+    APPEND_MANAGER, BLOB_TURN, BLOB_TURN_MIX, CONTINUOUS, MEMORY_SESSIONS, MEMORY_TURN, PIPELINE,
+    REALISTIC_MIX, REDIS_SESSIONS, REDIS_TURN, REDIS_TURN_MIX, SESSION_COUNTS, SQLITE_CONCURRENT,
+    SQLITE_FLOOR, SQLITE_GROUP, SQLITE_SESSIONS, SQLITE_SINGLE, SQLITE_TURN, SQLITE_TURN_RELAXED,
+    THREADS,
 };
 use super::{ANALYSIS, RECORD};
+
+/// The history lengths of the per-turn tables and chart.
+const HISTORY_LENGTHS: [u32; 5] = [10, 100, 1_000, 10_000, 100_000];
+
+/// A chart the page embeds: its file under `docs/`, what it shows.
+pub(super) struct PageChart {
+    pub(super) file: &'static str,
+    pub(super) alt: &'static str,
+    pub(super) chart: Chart,
+}
+
+/// The points of a group whose benchmarks are named by a number: `(that
+/// number, y of the benchmark)`.
+fn numbered(r: &Lookup<'_>, group: &str, y: fn(&Measured) -> Option<f64>) -> Vec<(f64, f64)> {
+    r.group(group)
+        .into_iter()
+        .filter_map(|m| Some((m.name.parse::<f64>().ok()?, y(m)?)))
+        .collect()
+}
+
+/// The page's charts, from the same record as its tables.
+pub(super) fn charts(r: &Lookup<'_>) -> Vec<PageChart> {
+    let turn_series = [
+        ("memory", MEMORY_TURN),
+        ("SQLite, durable", SQLITE_TURN),
+        ("SQLite, relaxed", SQLITE_TURN_RELAXED),
+        ("Redis (loopback)", REDIS_TURN),
+        ("whole-blob baseline (Redis)", BLOB_TURN),
+    ];
+    let turn = Chart {
+        title: "One turn (load_recent 20 + append 2) against history length".into(),
+        x_label: "messages in the session".into(),
+        y_label: "time per turn (median)".into(),
+        x_tick: thousands,
+        // Decades: "1 µs", not "1.00 µs".
+        y_tick: |ns| time(ns).replace(".00 ", " ").replace(".0 ", " "),
+        series: turn_series
+            .into_iter()
+            .map(|(name, group)| Series {
+                name: name.into(),
+                points: numbered(r, group, |m| Some(m.median)),
+            })
+            .collect(),
+    };
+    let mut session_series: Vec<Series> = [
+        ("memory", MEMORY_SESSIONS),
+        ("SQLite, durable", SQLITE_SESSIONS),
+        ("Redis (loopback)", REDIS_SESSIONS),
+    ]
+    .into_iter()
+    .map(|(name, group)| Series {
+        name: name.into(),
+        points: numbered(r, group, Measured::per_second),
+    })
+    .collect();
+    session_series.push(Series {
+        name: "Redis ceiling: redis-benchmark RPUSH/s ÷ 2".into(),
+        points: SESSION_COUNTS
+            .iter()
+            .filter_map(|&n| {
+                let bench = r.redis.get(&ceiling_test(n))?;
+                Some((f64::from(n), median_of(&bench.rps) / 2.0))
+            })
+            .collect(),
+    });
+    let sessions = Chart {
+        title: "Turns per second against concurrent sessions".into(),
+        x_label: "sessions taking a turn at once".into(),
+        y_label: "turns per second".into(),
+        x_tick: thousands,
+        y_tick: |v| format!("{}/s", thousands(v)),
+        series: session_series,
+    };
+    vec![
+        PageChart {
+            file: "bench-turn.svg",
+            alt: "Per-turn latency against history length, log-log",
+            chart: turn,
+        },
+        PageChart {
+            file: "bench-sessions.svg",
+            alt: "Turns per second against concurrent sessions, log-log",
+            chart: sessions,
+        },
+    ]
+}
 
 /// Figures computed from two benchmarks.
 fn derived(r: &Lookup<'_>, metrics: &[Metric]) -> Vec<String> {
     let mut out = Vec::new();
-    for (store, turn) in [("memory", MEMORY_TURN), ("redis", REDIS_TURN)] {
+    for (store, turn) in [
+        ("memory", MEMORY_TURN),
+        ("redis", REDIS_TURN),
+        ("sqlite", SQLITE_TURN),
+    ] {
         if let (Some(exec), Some(turn)) = (
             r.get(&format!("{PIPELINE}/{store}")),
             r.get(&format!("{turn}/100")),
@@ -132,7 +225,13 @@ fn per_turn_table(r: &Lookup<'_>, metrics: &[Metric]) -> Option<String> {
     d.push_str("\n|---|");
     d.push_str(&"---|".repeat(present.len()));
     d.push('\n');
-    for len in [10, 100, 1_000, 10_000] {
+    for len in HISTORY_LENGTHS {
+        if present
+            .iter()
+            .all(|(_, group)| r.get(&format!("{group}/{len}")).is_none())
+        {
+            continue;
+        }
         let _ = write!(d, "| {} |", thousands(f64::from(len)));
         for (_, group) in &present {
             let mut cell = r
@@ -154,7 +253,7 @@ fn per_turn_table(r: &Lookup<'_>, metrics: &[Metric]) -> Option<String> {
 /// round trip measured right after each and the server's own time.
 fn redis_turn_table(r: &Lookup<'_>, metrics: &[Metric]) -> Option<String> {
     let mut rows = String::new();
-    for len in [10, 100, 1_000, 10_000] {
+    for len in HISTORY_LENGTHS {
         let (Some(ours), Some(blob)) = (
             r.get(&format!("{REDIS_TURN}/{len}")),
             r.get(&format!("{BLOB_TURN}/{len}")),
@@ -203,6 +302,43 @@ fn redis_turn_table(r: &Lookup<'_>, metrics: &[Metric]) -> Option<String> {
     })
 }
 
+/// Our Redis turn and the blob turn over the realistic message mix.
+fn realistic_mix_table(r: &Lookup<'_>, metrics: &[Metric]) -> Option<String> {
+    let mut rows = String::new();
+    for len in HISTORY_LENGTHS {
+        let (Some(ours), Some(blob)) = (
+            r.get(&format!("{REDIS_TURN_MIX}/{len}")),
+            r.get(&format!("{BLOB_TURN_MIX}/{len}")),
+        ) else {
+            continue;
+        };
+        let _ = writeln!(
+            rows,
+            "| {} | {} | {} | **{:.0}×** |",
+            thousands(f64::from(len)),
+            time(ours.median),
+            time(blob.median),
+            blob.median / ours.median
+        );
+    }
+    let mix = metrics
+        .iter()
+        .find(|m| m.id == REALISTIC_MIX)
+        .map_or("(the mix was not printed by this run)", |m| {
+            m.value.as_str()
+        });
+    (!rows.is_empty()).then(|| {
+        format!(
+            "Redis per turn over a realistic message mix — {mix} — our turn against the \
+             whole-blob baseline (the whole history as one JSON value: GET, parse, push the \
+             turn, serialize, SET) on the same server and the same messages. The tables above \
+             use short messages (about 60 B).\n\n\
+             | messages | our turn | blob turn | blob ÷ ours |\n\
+             |---|---|---|---|\n{rows}"
+        )
+    })
+}
+
 /// "2026-11-26 01:30 UTC, quick run of abc1234" for a run date.
 fn run_label(record: &Record, date: &str) -> String {
     match record.run(date) {
@@ -223,15 +359,10 @@ fn run_label(record: &Record, date: &str) -> String {
 pub(super) fn render(record: &Record) -> String {
     let results = record.results.as_slice();
     let metrics = record.metrics.as_slice();
-    let empty = BTreeMap::new();
-    let redis_bench = record.redis.as_ref().map_or(&empty, |r| &r.tests);
+    let r = Lookup::of(record);
+    let redis_bench = r.redis;
     let Some(run) = record.runs.first() else {
         return "# Benchmarks\n\nNo run recorded.\n".into();
-    };
-    let r = Lookup {
-        results,
-        redis: redis_bench,
-        metrics,
     };
     let mut d = String::new();
     let _ = writeln!(d, "# Benchmarks\n");
@@ -255,6 +386,14 @@ pub(super) fn render(record: &Record) -> String {
             record.runs.len(),
             run.filters.join(" ")
         )
+    };
+    let source = if !run.quick && record.runs.iter().any(|r| r.quick) {
+        format!(
+            "{source}. Some figures come from a **quick** run (fewer, shorter samples — \
+             indicative only): each group's heading says which"
+        )
+    } else {
+        source
     };
     let _ = writeln!(
         d,
@@ -299,6 +438,27 @@ pub(super) fn render(record: &Record) -> String {
     }
     if let Some(table) = redis_turn_table(&r, metrics) {
         let _ = writeln!(d, "{table}");
+    }
+    if let Some(table) = realistic_mix_table(&r, metrics) {
+        let _ = writeln!(d, "{table}");
+    }
+    let _ = writeln!(
+        d,
+        "## Charts\n\nDrawn by `cargo xtask bench` from the same record as the tables (log-log; \
+         a series with no figure in the record is left out and named under the legend). The \
+         ceiling is `redis-benchmark -t rpush -c N` at each session count, halved because a \
+         turn is two store calls.\n"
+    );
+    for c in charts(&r) {
+        let (_, missing) = c.chart.svg();
+        let _ = writeln!(d, "![{}]({})\n", c.alt, c.file);
+        if !missing.is_empty() {
+            let _ = writeln!(
+                d,
+                "_Not in the record, left out: {}._\n",
+                missing.join("; ")
+            );
+        }
     }
 
     let _ = writeln!(d, "## Machine\n\n| | |\n|---|---|");
@@ -364,7 +524,12 @@ pub(super) fn render(record: &Record) -> String {
          `redis-benchmark` {runs} times against a throwaway server, runs the criterion suites \
          (each Redis suite starts its own throwaway server; the SQLite suite uses files in a temp \
          dir), records `target/criterion/**/new/{{benchmark,estimates}}.json` and the suites' \
-         `bench-metric:` lines in `{RECORD}`, and renders this page from that record. A \
+         `bench-metric:` lines in `{RECORD}`, and renders this page and its charts from that \
+         record. Criterion's defaults (100 samples over 5 s after 3 s of warm-up) apply \
+         except where a benchmark's iteration is long: the turn benchmarks at 100,000 \
+         messages, the whole-blob turns over 4 MiB or more of JSON (100,000 short messages, \
+         10,000 of the realistic mix) and the durable SQLite groups take 10 or 100 flat \
+         samples, so that a full run stays under about 25 minutes on this machine. A \
          filtered run merges into the record: it replaces the benchmarks it ran and keeps \
          every other figure with the date of the run that measured it; it runs \
          `redis-benchmark` only when a filter mentions `redis`.\n"

@@ -10,6 +10,7 @@ use std::time::{Instant, SystemTime};
 use serde::Deserialize;
 
 use super::record::{Measured, RedisBench, Throughput};
+use super::targets::SESSION_COUNTS;
 use crate::{Result, cargo, root, temp_redis};
 
 /// Criterion settings of the two modes.
@@ -31,6 +32,16 @@ pub(super) const QUICK_REQUESTS: u32 = 100_000;
 pub(super) const FULL_REQUESTS: u32 = 500_000;
 pub(super) const QUICK_RUNS: usize = 3;
 pub(super) const FULL_RUNS: usize = 5;
+
+/// The `redis-benchmark` test name of the RPUSH ceiling at `clients`
+/// connections: plain `RPUSH` at [`CLIENTS`] (what the targets read).
+pub(super) fn ceiling_test(clients: u32) -> String {
+    if clients == CLIENTS {
+        "RPUSH".to_owned()
+    } else {
+        format!("RPUSH (-c {clients})")
+    }
+}
 
 /// `cargo bench` over every bench target of the workspace (`--bench '*'`
 /// leaves out the libraries' libtest harnesses, which reject criterion's
@@ -229,6 +240,34 @@ pub(super) fn redis_benchmark(quick: bool) -> Result<BTreeMap<String, RedisBench
         eprint!("{csv}");
         for (test, rps, p50) in parse_csv(&csv)? {
             let entry = tests.entry(format!("{test} {ONE_CLIENT}")).or_default();
+            entry.rps.push(rps);
+            entry.p50_ms.extend(p50);
+        }
+    }
+    // The RPUSH ceiling at every session count of the sessions chart
+    // ([`CLIENTS`] is measured above), once each.
+    for clients in SESSION_COUNTS.into_iter().filter(|&c| c != CLIENTS) {
+        let step = format!("redis-benchmark -t rpush -c {clients}");
+        eprintln!("\n==> {step}");
+        let out = Command::new("redis-benchmark")
+            .args(["-h", "127.0.0.1", "-p", &port])
+            .args([
+                "-c",
+                &clients.to_string(),
+                "-n",
+                &QUICK_REQUESTS.to_string(),
+            ])
+            .args(["-t", "rpush", "--csv"])
+            .stderr(Stdio::inherit())
+            .output()
+            .map_err(|e| format!("{step}: could not start: {e}"))?;
+        if !out.status.success() {
+            return Err(format!("{step} failed ({})", out.status));
+        }
+        let csv = String::from_utf8_lossy(&out.stdout);
+        eprint!("{csv}");
+        for (_, rps, p50) in parse_csv(&csv)? {
+            let entry = tests.entry(ceiling_test(clients)).or_default();
             entry.rps.push(rps);
             entry.p50_ms.extend(p50);
         }

@@ -241,3 +241,90 @@ fn filtered_runs_keep_the_metrics_they_name() {
     let redis_ran = ["redis/turn(append 2 + load_recent 20)/".to_owned()];
     assert!(metric_kept(evalsha, &filters("redis/turn"), &redis_ran));
 }
+
+/// The page embeds both charts, drawn from the record's turn and sessions
+/// groups (with the redis-benchmark ceilings), names what is missing, and
+/// states the realistic mix beside its table.
+#[test]
+fn the_page_embeds_charts_from_the_record() {
+    use super::chart::Series;
+    use super::evaluate::Lookup;
+    use super::render::charts;
+    use super::targets::{
+        BLOB_TURN_MIX, MEMORY_SESSIONS, MEMORY_TURN, REALISTIC_MIX, REDIS_TURN_MIX,
+    };
+    let mut tests = BTreeMap::new();
+    for (test, rps) in [("RPUSH", 200_000.0), ("RPUSH (-c 1)", 20_000.0)] {
+        tests.insert(
+            test.to_owned(),
+            RedisBench {
+                rps: vec![rps],
+                ..RedisBench::default()
+            },
+        );
+    }
+    let record = Record {
+        runs: vec![run("now", &[])],
+        results: vec![
+            measured(MEMORY_TURN, "10", 600.0, "now"),
+            measured(MEMORY_TURN, "100000", 700.0, "now"),
+            measured(MEMORY_SESSIONS, "1", 1_000.0, "now"),
+            measured(REDIS_TURN_MIX, "1000", 300_000.0, "now"),
+            measured(BLOB_TURN_MIX, "1000", 60_000_000.0, "now"),
+        ],
+        metrics: vec![Metric {
+            id: REALISTIC_MIX.into(),
+            value: "user 300 B, assistant 1.2 KB".into(),
+            run: "now".into(),
+        }],
+        redis: Some(RedisRun {
+            run: "now".into(),
+            tests,
+        }),
+    };
+    let page = render(&record);
+    assert!(page.contains("![Per-turn latency against history length, log-log](bench-turn.svg)"));
+    assert!(page.contains("(bench-sessions.svg)"));
+    assert!(page.contains("realistic message mix — user 300 B, assistant 1.2 KB —"));
+    assert!(page.contains("| 1,000 | 300 µs | 60.0 ms | **200×** |"));
+    assert!(
+        page.contains("| 100,000 | 700 ns |"),
+        "the turn table reaches 100,000"
+    );
+    let charts = charts(&Lookup::of(&record));
+    let points = |file: &str, series: &str| -> Vec<(f64, f64)> {
+        let chart = charts.iter().find(|c| c.file == file).expect("the chart");
+        let s: &Series = chart
+            .chart
+            .series
+            .iter()
+            .find(|s| s.name.starts_with(series))
+            .expect("the series");
+        s.points.clone()
+    };
+    assert_eq!(
+        points("bench-turn.svg", "memory"),
+        vec![(10.0, 600.0), (100_000.0, 700.0)]
+    );
+    // 64 turns (the test throughput) in 1 µs.
+    let memory = points("bench-sessions.svg", "memory");
+    assert!(
+        matches!(memory.as_slice(), [(x, y)] if *x == 1.0 && (y - 64e6).abs() < 1.0),
+        "{memory:?}"
+    );
+    // The ceiling is RPUSH/s halved, at -c 1 and at -c 64.
+    assert_eq!(
+        points("bench-sessions.svg", "Redis ceiling"),
+        vec![(1.0, 10_000.0), (64.0, 100_000.0)]
+    );
+    let (_, missing) = charts
+        .iter()
+        .find(|c| c.file == "bench-turn.svg")
+        .expect("the turn chart")
+        .chart
+        .svg();
+    assert!(
+        missing.iter().any(|m| m == "Redis (loopback)"),
+        "{missing:?}"
+    );
+}
