@@ -35,6 +35,7 @@
 //! page draws on. A benchmark removed or renamed lingers until the next
 //! unfiltered run.
 
+mod crypto;
 mod evaluate;
 mod format;
 mod import;

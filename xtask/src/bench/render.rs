@@ -300,6 +300,9 @@ pub(super) fn render(record: &Record) -> String {
     if let Some(table) = redis_turn_table(&r, metrics) {
         let _ = writeln!(d, "{table}");
     }
+    if let Some(section) = super::crypto::section(&r) {
+        let _ = writeln!(d, "{section}");
+    }
 
     let _ = writeln!(d, "## Machine\n\n| | |\n|---|---|");
     for (k, v) in machine(run) {

@@ -41,6 +41,10 @@ pub(super) const APPEND_MANAGER: &str = "append 1 message, ConnectionManager";
 /// `bench-metric:` lines of the footprint suite: heap bytes per stored
 /// message minus its text bytes, by the counting allocator.
 pub(super) const MEMORY_OVERHEAD: &str = "memory/overhead per stored message/";
+/// `bench-metric:` line of the crypto suite: a Redis turn through the
+/// default layer (encrypted + zstd) ÷ the plain Redis turn, medians of
+/// rounds interleaved in the same run.
+pub(super) const CRYPTO_REDIS_RATIO: &str = "crypto/layer÷plain(redis)/";
 
 /// Every target, in the order the page lists them.
 pub(super) const TARGETS: &[Target] = &[
@@ -226,5 +230,16 @@ pub(super) const TARGETS: &[Target] = &[
         },
         required: "≤ 150 B",
         pass: Pass::AtMost(150.0),
+    },
+    Target {
+        what: "Redis turn (load_recent_with 20 + append of two 1 KB messages) through the \
+               encryption layer (encrypted + zstd) ÷ the plain Redis turn, medians of 30 \
+               interleaved rounds of 100 turns in one run",
+        figure: Figure::Metric {
+            prefix: CRYPTO_REDIS_RATIO,
+            shown: Shown::Times(2),
+        },
+        required: "≤ 1.10×",
+        pass: Pass::AtMost(1.10),
     },
 ];
