@@ -539,7 +539,7 @@ fn codecs(c: &mut Criterion) {
     let total: usize = bodies.iter().map(Vec::len).sum();
     let mut group = c.benchmark_group("crypto/codec");
     group.throughput(Throughput::Bytes(total as u64));
-    for level in [1, 3, 9] {
+    for level in [-5, -1, 1, 3, 9] {
         let packed: usize = bodies.iter().map(|b| zstd_len(b, level)).sum();
         println!(
             "bench-metric: crypto/codec/zstd-{level} = {packed} of {total} bytes ({:.1} %)",
