@@ -193,14 +193,16 @@ fn failure_row(id: &SessionId, e: &CryptoError) -> Vec<String> {
 }
 
 /// Warns that the backend's files may still hold the values just replaced:
-/// the store rewrote them, but neither SQLite nor Redis erases old bytes
-/// on disk at once.
+/// the store rewrote them, but Redis does not erase old bytes on disk at
+/// once, and SQLite (which zeroes what it frees, `secure_delete`) only
+/// since this version.
 fn residue(ui: &Ui, url: &str) {
     let what = "the replaced values (the old plaintext or old-key ciphertext)";
     if url.starts_with("sqlite:") {
         ui.warn(&format!(
-            "the SQLite file can still hold {what} in free pages until it is vacuumed: with no \
-             process using it, run `sqlite3 FILE 'VACUUM'`"
+            "the store zeroed {what} as it replaced them, but a SQLite file written by an \
+             earlier version of statestore can still hold values in pages freed then: with no \
+             process using it, run `sqlite3 FILE 'VACUUM'` once"
         ));
     } else if url.starts_with("redis") || url.starts_with("rediss") {
         ui.warn(&format!(

@@ -323,8 +323,10 @@ fn encrypt_plaintext_then_everything_is_current() {
         (doc["sessions"].as_u64(), doc["reencrypted"].as_u64()),
         (Some(4), Some(4))
     );
-    // Every stored value is encrypted; the file's free pages may still
-    // hold the old rows until VACUUM, which the command says.
+    // Every stored value is encrypted. The store zeroes what it frees
+    // (statestore-crypto's at_rest test checks the file and the
+    // checkpointed WAL); a file written by an earlier version may still
+    // hold some until VACUUM, which the command says.
     let sealed = ok(&env, &url, Some(&k1), &["export", "--encrypted"]);
     assert!(found(sealed.as_bytes()).is_empty(), "{sealed}");
     assert!(run.stderr.contains("VACUUM"), "{}", run.stderr);
@@ -353,6 +355,24 @@ fn encrypt_plaintext_then_everything_is_current() {
     let run = common::Run::from(run);
     run.assert_code(0);
     assert_eq!(run.json()["failed"], serde_json::json!([]));
+}
+
+/// A session that cannot be re-encrypted is reported once: in the
+/// command's table, not again as a library warning on stderr.
+#[test]
+fn a_failed_session_is_reported_once() {
+    let env = Env::new();
+    let url = env.sqlite("s.db");
+    seed(&env, &url, None);
+    let k1 = key_file(&env, "k1", &[("k1", 1, true)]);
+    let run = on(&env, &url, Some(&k1), &["rotate-keys"]);
+    run.assert_code(1);
+    let both = format!("{}{}", run.stdout, run.stderr);
+    for id in ["alice-1", "alice-2", "bob-1", "chat-1"] {
+        let line = format!("session {id:?}: message 0 is stored unencrypted");
+        assert_eq!(both.matches(&line).count(), 1, "{id}:\n{both}");
+    }
+    assert!(!run.stderr.contains("WARN"), "{}", run.stderr);
 }
 
 #[test]

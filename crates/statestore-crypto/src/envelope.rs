@@ -70,7 +70,7 @@ pub struct Compression {
 
 impl Compression {
     /// The default zstd level.
-    pub const DEFAULT_LEVEL: i32 = 3;
+    pub const DEFAULT_LEVEL: i32 = 1;
     /// The default threshold, in bytes of the serialized body.
     pub const DEFAULT_THRESHOLD: usize = 256;
 

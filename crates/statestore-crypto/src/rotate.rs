@@ -244,8 +244,11 @@ impl Encrypted {
                         report.values += done.values as u64;
                     }
                     Ok(_) => {}
+                    // Reported to the caller (the callback and the report),
+                    // which says it to the user: a warning here would say it
+                    // twice.
                     Err(e) => {
-                        tracing::warn!(session = %id, error = %e, "re-encryption failed");
+                        tracing::debug!(session = %id, error = %e, "re-encryption failed");
                     }
                 }
                 let failed = report.failed.len() as u64 + u64::from(outcome.is_err());

@@ -228,3 +228,72 @@ async fn the_sqlite_file_and_its_wal_hold_no_secret() {
         }
     }
 }
+
+/// Encrypting a plaintext SQLite store in place (what `rotate-keys
+/// --encrypt-plaintext` does) leaves none of the old plaintext in the
+/// file's free pages or freed cells, nor in the WAL after a checkpoint:
+/// the store runs with `secure_delete`. Checked on the bytes of every
+/// file while the store is open (after `wal_checkpoint(TRUNCATE)`) and
+/// after it is closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn encrypting_a_sqlite_store_in_place_leaves_no_plaintext_behind() {
+    let sqlite = support::Sqlite::open().await;
+    let path = sqlite.path();
+    let dir = sqlite.dir.path().to_owned();
+    let store = Arc::new(sqlite);
+    plant(&*store).await;
+    // Control: the plaintext is there before.
+    checkpoint(&path);
+    assert_eq!(found_in(&dir_bytes(&dir)).len(), SECRETS.len(), "control");
+
+    let layer = statestore_crypto::Encrypted::builder(store.clone(), support::ring("k1", 1))
+        .accept_plaintext(true)
+        .build();
+    let report = layer
+        .rotate_all(statestore_crypto::RotateOptions::default(), |_| {})
+        .await
+        .unwrap();
+    assert!(report.failed.is_empty(), "{report:?}");
+    assert_eq!(report.sessions, 2);
+    // Every value reads back through a layer that refuses plaintext.
+    let strict = support::encrypted(store.clone());
+    let copy = strict
+        .load(&sid("alice-health-copy"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(format!("{copy:?}").contains("SECRET-APPENDED"));
+    drop((layer, strict));
+
+    checkpoint(&path);
+    assert_eq!(
+        found_in(&dir_bytes(&dir)),
+        Vec::<&str>::new(),
+        "while open, after a checkpoint"
+    );
+    let Ok(sqlite) = Arc::try_unwrap(store) else {
+        panic!("the store is still shared")
+    };
+    let support::Sqlite { store, dir: tmp } = sqlite;
+    drop(store);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(
+        found_in(&dir_bytes(tmp.path())),
+        Vec::<&str>::new(),
+        "after closing"
+    );
+}
+
+/// Copies the WAL into the database file and truncates it, from a
+/// connection of its own (as an operator's `sqlite3` would).
+fn checkpoint(path: &std::path::Path) {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    conn.busy_timeout(std::time::Duration::from_secs(5))
+        .unwrap();
+    let (busy, _, _): (i64, i64, i64) = conn
+        .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .unwrap();
+    assert_eq!(busy, 0, "the checkpoint was blocked");
+}

@@ -188,6 +188,11 @@ impl SqliteStoreBuilder {
             &ctx,
             writer.pragma_update(None, "synchronous", self.synchronous.pragma()),
         )?;
+        // Deleted and overwritten content is zeroed, not left in free
+        // pages and freed cells: after a store is encrypted in place, the
+        // plaintext it replaced is gone from the file (and, once
+        // checkpointed, from the WAL).
+        sql(&ctx, writer.pragma_update(None, "secure_delete", true))?;
         schema::prepare(&mut writer, &ctx)?;
 
         let mut readers = Vec::with_capacity(self.readers);

@@ -36,6 +36,7 @@
 //! unfiltered run.
 
 mod chart;
+mod crypto;
 mod evaluate;
 mod format;
 mod import;

@@ -460,6 +460,9 @@ pub(super) fn render(record: &Record) -> String {
             );
         }
     }
+    if let Some(section) = super::crypto::section(&r) {
+        let _ = writeln!(d, "{section}");
+    }
 
     let _ = writeln!(d, "## Machine\n\n| | |\n|---|---|");
     for (k, v) in machine(run) {

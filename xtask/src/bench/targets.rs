@@ -59,6 +59,10 @@ pub(super) const REDIS_SESSIONS: &str = "redis/sessions, one turn each at once";
 /// The session counts of the sessions groups and of the `redis-benchmark
 /// -t rpush` ceilings beside them.
 pub(super) const SESSION_COUNTS: [u32; 5] = [1, 4, 16, 64, 256];
+/// `bench-metric:` line of the crypto suite: a Redis turn through the
+/// default layer (encrypted + zstd) ÷ the plain Redis turn, medians of
+/// rounds interleaved in the same run.
+pub(super) const CRYPTO_REDIS_RATIO: &str = "crypto/layer÷plain(redis)/";
 
 /// Every target, in the order the page lists them.
 pub(super) const TARGETS: &[Target] = &[
@@ -254,5 +258,16 @@ pub(super) const TARGETS: &[Target] = &[
         },
         required: "≤ 150 B",
         pass: Pass::AtMost(150.0),
+    },
+    Target {
+        what: "Redis turn (load_recent_with 20 + append of two 1 KB messages) through the \
+               encryption layer (encrypted + zstd) ÷ the plain Redis turn, medians of 30 \
+               interleaved rounds of 100 turns in one run",
+        figure: Figure::Metric {
+            prefix: CRYPTO_REDIS_RATIO,
+            shown: Shown::Times(2),
+        },
+        required: "≤ 1.10×",
+        pass: Pass::AtMost(1.10),
     },
 ];
