@@ -238,7 +238,8 @@ pub(super) const TARGETS: &[Target] = &[
         pass: Pass::AtMost(2.0),
     },
     Target {
-        what: "window selection over 10,000 cached messages, slowest policy",
+        what: "window selection over 10,000 cached messages (`select_borrowed`; the owned `select` is \
+               listed beside it), slowest policy",
         figure: Figure::Worst {
             groups: Groups::One(SELECT),
             names: "",
