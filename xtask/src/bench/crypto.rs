@@ -22,7 +22,7 @@ pub(super) fn section(r: &Lookup<'_>) -> Option<String> {
     let mut any = false;
     let _ = writeln!(
         d,
-        "### Encryption layer (`statestore-crypto`)\n\nOne turn (`load_recent_with(20)` + a \
+        "## Encryption layer (`statestore-crypto`)\n\nOne turn (`load_recent_with(20)` + a \
          version-guarded append of two 1 KB messages) on the plain store and through the \
          layer, medians of 30 interleaved rounds of 100 turns (`bench-metric: \
          crypto/interleaved(…)`):\n\n| store | plain | layer | added per turn | layer ÷ plain |\n\

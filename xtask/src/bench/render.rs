@@ -532,7 +532,7 @@ pub(super) fn render(record: &Record) -> String {
          except where a benchmark's iteration is long: the turn benchmarks at 100,000 \
          messages, the whole-blob turns over 4 MiB or more of JSON (100,000 short messages, \
          10,000 of the realistic mix) and the durable SQLite groups take 10 or 100 flat \
-         samples, so that a full run stays under about 25 minutes on this machine. A \
+         samples, so that a full run takes about half an hour on this machine (building included). A \
          filtered run merges into the record: it replaces the benchmarks it ran and keeps \
          every other figure with the date of the run that measured it; it runs \
          `redis-benchmark` only when a filter mentions `redis`.\n"
