@@ -25,9 +25,9 @@ use std::time::{Duration, Instant};
 
 use context_window::{CharEstimate, WindowPolicy, annotate};
 use criterion::{Criterion, criterion_group, criterion_main};
-use pipeline::{OfflineProvider, Pipeline};
+use pipeline::{OfflineProvider, Pipeline, counters};
 use redis_test_server::RedisServer;
-use statestore_core::{Expect, Message, Role, SessionId, Store};
+use statestore_core::{Append, Expect, IdempotencyKey, Message, Role, SessionId, Store};
 use statestore_memory::MemoryStore;
 use statestore_redis::RedisStore;
 use statestore_sqlite::SqliteStore;
@@ -37,6 +37,31 @@ use statestore_sqlite::SqliteStore;
 const EXECUTES_PER_FORK: u64 = 50;
 
 const GROUP: &str = "pipeline/execute(offline provider, history 100)";
+/// The two store calls an execute makes, made directly: what the pipeline
+/// adds is `execute` less this, what the store adds for keys and counters
+/// is this less the stores' own turn benchmark.
+const STORE_CALLS: &str =
+    "pipeline/an execute's store calls alone(load_recent_with 21 + keyed append 2, 4 counters)";
+
+/// `load_recent_with(21, key)`, then the keyed, counting append of a turn
+/// guarded by the version it read: the calls `execute` makes, without it.
+async fn store_calls(store: &dyn Store, id: &SessionId, user: &Message, reply: &Message) {
+    let key = IdempotencyKey::random();
+    let read = store
+        .load_recent_with(id, 21, Some(&key))
+        .await
+        .unwrap()
+        .unwrap();
+    black_box(&read.messages);
+    let append = Append::new([user.clone(), reply.clone()])
+        .expect(Expect::Version(read.version))
+        .key(key)
+        .count(counters::PROMPT_TOKENS, 120)
+        .count(counters::COMPLETION_TOKENS, 8)
+        .count(counters::MODEL_CALLS, 1)
+        .count(counters::TURNS, 1);
+    black_box(store.append_with(id, append).await.unwrap());
+}
 
 async fn template(store: &dyn Store, id: &SessionId) {
     let _ = store.delete(id).await.unwrap();
@@ -82,6 +107,8 @@ fn execute(c: &mut Criterion) {
     let template_id = SessionId::new("template").unwrap();
     let session = "bench-session";
     let id = SessionId::new(session).unwrap();
+    let stores_again: Vec<(&str, Arc<dyn Store>)> =
+        stores.iter().map(|(n, s)| (*n, Arc::clone(s))).collect();
     for (name, store) in stores {
         rt.block_on(template(&*store, &template_id));
         let pipe = Pipeline::builder(Arc::clone(&store), Arc::new(OfflineProvider::new()))
@@ -145,6 +172,35 @@ fn execute(c: &mut Criterion) {
                 cpu * 1e6 / 100.0
             );
         }
+    }
+    group.finish();
+
+    let mut group = c.benchmark_group(STORE_CALLS);
+    let user = Message::user("What's my name?");
+    let reply = Message::assistant("I don't know your name yet.");
+    for (name, store) in &stores_again {
+        group.bench_function(*name, |b| {
+            b.to_async(&rt).iter_custom(|iters| {
+                let (store, template_id, id, user, reply) =
+                    (store, &template_id, &id, &user, &reply);
+                async move {
+                    let mut total = Duration::ZERO;
+                    let mut done = 0;
+                    while done < iters {
+                        store.delete(id).await.unwrap();
+                        store.fork(template_id, id).await.unwrap();
+                        let n = EXECUTES_PER_FORK.min(iters - done);
+                        let start = Instant::now();
+                        for _ in 0..n {
+                            store_calls(&**store, id, user, reply).await;
+                        }
+                        total += start.elapsed();
+                        done += n;
+                    }
+                    total
+                }
+            });
+        });
     }
     group.finish();
 }
