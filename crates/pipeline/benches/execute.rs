@@ -43,6 +43,31 @@ const GROUP: &str = "pipeline/execute(offline provider, history 100)";
 const STORE_CALLS: &str =
     "pipeline/an execute's store calls alone(load_recent_with 21 + keyed append 2, 4 counters)";
 
+/// The time `step` takes run `iters` times, the session re-forked from its
+/// template (untimed) every [`EXECUTES_PER_FORK`] steps.
+async fn on_fresh_forks(
+    iters: u64,
+    store: &dyn Store,
+    template: &SessionId,
+    id: &SessionId,
+    step: impl AsyncFn(),
+) -> Duration {
+    let mut total = Duration::ZERO;
+    let mut done = 0;
+    while done < iters {
+        store.delete(id).await.unwrap();
+        store.fork(template, id).await.unwrap();
+        let n = EXECUTES_PER_FORK.min(iters - done);
+        let start = Instant::now();
+        for _ in 0..n {
+            step().await;
+        }
+        total += start.elapsed();
+        done += n;
+    }
+    total
+}
+
 /// `load_recent_with(21, key)`, then the keyed, counting append of a turn
 /// guarded by the version it read: the calls `execute` makes, without it.
 async fn store_calls(store: &dyn Store, id: &SessionId, user: &Message, reply: &Message) {
@@ -121,26 +146,13 @@ fn execute(c: &mut Criterion) {
         group.bench_function(name, |b| {
             b.to_async(&rt).iter_custom(|iters| {
                 let (store, pipe, template_id, id) = (&store, &pipe, &template_id, &id);
-                async move {
-                    let mut total = Duration::ZERO;
-                    let mut done = 0;
-                    while done < iters {
-                        store.delete(id).await.unwrap();
-                        store.fork(template_id, id).await.unwrap();
-                        let n = EXECUTES_PER_FORK.min(iters - done);
-                        let start = Instant::now();
-                        for _ in 0..n {
-                            let out = pipe
-                                .execute(session, Role::User, "What's my name?")
-                                .await
-                                .unwrap();
-                            black_box(out);
-                        }
-                        total += start.elapsed();
-                        done += n;
-                    }
-                    total
-                }
+                on_fresh_forks(iters, &**store, template_id, id, async || {
+                    let out = pipe
+                        .execute(session, Role::User, "What's my name?")
+                        .await
+                        .unwrap();
+                    black_box(out);
+                })
             });
         });
         if name == "redis" {
@@ -183,22 +195,9 @@ fn execute(c: &mut Criterion) {
             b.to_async(&rt).iter_custom(|iters| {
                 let (store, template_id, id, user, reply) =
                     (store, &template_id, &id, &user, &reply);
-                async move {
-                    let mut total = Duration::ZERO;
-                    let mut done = 0;
-                    while done < iters {
-                        store.delete(id).await.unwrap();
-                        store.fork(template_id, id).await.unwrap();
-                        let n = EXECUTES_PER_FORK.min(iters - done);
-                        let start = Instant::now();
-                        for _ in 0..n {
-                            store_calls(&**store, id, user, reply).await;
-                        }
-                        total += start.elapsed();
-                        done += n;
-                    }
-                    total
-                }
+                on_fresh_forks(iters, &**store, template_id, id, async || {
+                    store_calls(&**store, id, user, reply).await;
+                })
             });
         });
     }
