@@ -217,6 +217,23 @@ macro_rules! check_len {
     };
 }
 
+/// The three length checks of a current header: each of the message list,
+/// summary list and metadata hash that the header counts as non-empty must
+/// hold exactly that many entries ([`check_len!`]).
+macro_rules! check_lens {
+    () => {
+        concat!(
+            "\nif nm ~= '0' then\n",
+            check_len!("M", "nm", "LLEN", "message list", "list"),
+            "end\nif ns ~= '0' then\n",
+            check_len!("S", "ns", "LLEN", "summary list", "list"),
+            "end\nif nd ~= '0' then\n",
+            check_len!("D", "nd", "HLEN", "metadata hash", "hash"),
+            "end\n"
+        )
+    };
+}
+
 /// For a session without a header: returns an error reply when a leftover
 /// key holds a type this crate never writes there; sets `leftovers` (a
 /// local the script declares) to whether any leftover exists (to be
@@ -483,21 +500,9 @@ if not V then
 end
 local access = TTL ~= '-'
 if access and not stale then
-  if nm ~= '0' then
 "#,
-    check_len!("M", "nm", "LLEN", "message list", "list"),
+    check_lens!(),
     r#"
-  end
-  if ns ~= '0' then
-"#,
-    check_len!("S", "ns", "LLEN", "summary list", "list"),
-    r#"
-  end
-  if nd ~= '0' then
-"#,
-    check_len!("D", "nd", "HLEN", "metadata hash", "hash"),
-    r#"
-  end
 end
 local reply = 'ok ' .. nm .. ' ' .. ns .. ' ' .. nd
 if ARGV[3] ~= '' and wk ~= '0' then
@@ -537,21 +542,9 @@ local f = rpcall('HMGET', H, 'version', 'n', 'created_at')
 local leftovers = false
 if V then
   if not stale then
-    if nm ~= '0' then
 "#,
-    check_len!("M", "nm", "LLEN", "message list", "list"),
+    check_lens!(),
     r#"
-    end
-    if ns ~= '0' then
-"#,
-    check_len!("S", "ns", "LLEN", "summary list", "list"),
-    r#"
-    end
-    if nd ~= '0' then
-"#,
-    check_len!("D", "nd", "HLEN", "metadata hash", "hash"),
-    r#"
-    end
   end
 else
 "#,
@@ -712,21 +705,9 @@ local f = rpcall('HMGET', H, 'version', 'n')
     r#"
 if not V then return 'missing' end
 if not stale then
-  if nm ~= '0' then
 "#,
-    check_len!("M", "nm", "LLEN", "message list", "list"),
+    check_lens!(),
     r#"
-  end
-  if ns ~= '0' then
-"#,
-    check_len!("S", "ns", "LLEN", "summary list", "list"),
-    r#"
-  end
-  if nd ~= '0' then
-"#,
-    check_len!("D", "nd", "HLEN", "metadata hash", "hash"),
-    r#"
-  end
 end
 rcall('HSET', H, 'last_accessed_at', NOW)
 "#,
@@ -754,21 +735,9 @@ local f = rpcall('HMGET', H, 'version', 'n')
     r#"
 if not V then return 'missing' end
 if not stale then
-  if nm ~= '0' then
 "#,
-    check_len!("M", "nm", "LLEN", "message list", "list"),
+    check_lens!(),
     r#"
-  end
-  if ns ~= '0' then
-"#,
-    check_len!("S", "ns", "LLEN", "summary list", "list"),
-    r#"
-  end
-  if nd ~= '0' then
-"#,
-    check_len!("D", "nd", "HLEN", "metadata hash", "hash"),
-    r#"
-  end
 end
 -- The target: absent, leftovers checked. Problems of the target are
 -- reported as `target` and the reply they would be for it.
