@@ -130,6 +130,39 @@ pub enum Error {
         source: Option<statestore_core::Error>,
     },
 
+    /// The turn is stored (the store remembers its turn id), but the
+    /// session's history was rewritten since (a `save`: the seed's
+    /// trim-by-save, a compaction, an import), so its messages can no
+    /// longer be told apart from the others and its reply cannot be shown.
+    /// Do not run it again under a new id: it would be stored twice.
+    #[error(
+        "turn {turn_id} of session {id} is stored, but the history was rewritten since: \
+         its reply can no longer be shown"
+    )]
+    TurnRewritten {
+        /// The session.
+        id: SessionId,
+        /// The turn's id.
+        turn_id: IdempotencyKey,
+    },
+
+    /// Loading the window failed while retrying a turn whose id the caller
+    /// chose ([`ExecOptions::turn_id`](crate::ExecOptions::turn_id)),
+    /// before the store could say whether an earlier attempt of the turn
+    /// was stored: the outcome of that earlier attempt is still unknown
+    /// ([`WriteOutcome::Unknown`]). Retry with the same turn id, never a
+    /// new one.
+    #[error("turn {turn_id} of session {id}: cannot tell whether it is stored: {source}")]
+    Lookup {
+        /// The session.
+        id: SessionId,
+        /// The turn's id: retry with it.
+        turn_id: IdempotencyKey,
+        /// The store's error.
+        #[source]
+        source: statestore_core::Error,
+    },
+
     /// The context window could not be built.
     #[error(transparent)]
     Window(#[from] context_window::Error),
@@ -155,11 +188,13 @@ impl Error {
     ///
     /// How to execute again depends on [`Error::write_outcome`]:
     ///
-    /// - [`WriteOutcome::NotWritten`] — every error except a failed
-    ///   [`Error::Save`]: nothing of the turn was stored, so a retry with
-    ///   the same turn id or a new one is safe.
+    /// - [`WriteOutcome::NotWritten`] — every error but the ones below:
+    ///   nothing of the turn was stored, so a retry with the same turn id
+    ///   or a new one is safe.
     /// - [`WriteOutcome::Unknown`] — [`Error::Save`] with a timeout or a
-    ///   dropped connection: the turn may have landed. Retry **with the same
+    ///   dropped connection, and [`Error::Lookup`] (a retry of a turn id
+    ///   you chose that failed before the store could say whether an
+    ///   earlier attempt landed): the turn may have landed. Retry **with the same
     ///   turn id** ([`Error::turn_id`]); a new id could store the turn twice.
     /// - [`WriteOutcome::Written`] — the turn landed (for example without
     ///   enough replica acknowledgements): a retry with the same turn id
@@ -177,6 +212,7 @@ impl Error {
             Self::Status { status, .. } => *status >= 500,
             Self::Store(e)
             | Self::Save { source: e, .. }
+            | Self::Lookup { source: e, .. }
             | Self::TurnUnreadable {
                 source: Some(e), ..
             } => e.is_transient(),
@@ -184,12 +220,16 @@ impl Error {
         }
     }
 
-    /// What this error says about the turn's write (see
+    /// What this error says about the turn — this attempt's write and any
+    /// earlier attempt's under the same turn id (see
     /// [`Error::is_transient`]): the store's verdict for a failed
-    /// [`Error::Save`], [`WriteOutcome::Written`] for
-    /// [`Error::TurnUnreadable`], and [`WriteOutcome::NotWritten`] for every
-    /// other error — they all happen before the write (a failed load wrote
-    /// nothing, whatever the store's error).
+    /// [`Error::Save`]; [`WriteOutcome::Written`] for
+    /// [`Error::TurnUnreadable`] and [`Error::TurnRewritten`];
+    /// [`WriteOutcome::Unknown`] for [`Error::Lookup`] (a retry of a turn
+    /// that failed before the store said whether the turn was stored); and
+    /// [`WriteOutcome::NotWritten`] for every other error — they all happen
+    /// before the write, and after the store said the turn was not stored
+    /// (or, for a turn id the pipeline made, when it cannot have been).
     ///
     /// ```
     /// use std::time::Duration;
@@ -216,19 +256,24 @@ impl Error {
     pub fn write_outcome(&self) -> WriteOutcome {
         match self {
             Self::Save { source, .. } => source.write_outcome(),
-            Self::TurnUnreadable { .. } => WriteOutcome::Written,
+            Self::TurnUnreadable { .. } | Self::TurnRewritten { .. } => WriteOutcome::Written,
+            Self::Lookup { .. } => WriteOutcome::Unknown,
             _ => WriteOutcome::NotWritten,
         }
     }
 
-    /// The id of the turn whose write failed or cannot be read back — what
+    /// The id of the turn whose write failed, whose outcome is unknown, or
+    /// that cannot be read back — what
     /// to pass to [`ExecOptions::turn_id`](crate::ExecOptions::turn_id)
     /// when retrying a turn whose id the pipeline generated. `None` for
     /// errors that stored nothing.
     #[must_use]
     pub fn turn_id(&self) -> Option<&IdempotencyKey> {
         match self {
-            Self::Save { turn_id, .. } | Self::TurnUnreadable { turn_id, .. } => Some(turn_id),
+            Self::Save { turn_id, .. }
+            | Self::TurnUnreadable { turn_id, .. }
+            | Self::TurnRewritten { turn_id, .. }
+            | Self::Lookup { turn_id, .. } => Some(turn_id),
             _ => None,
         }
     }

@@ -76,6 +76,7 @@ macro_rules! __conformance_with_cases {
             keyed_appends_apply_once,
             concurrent_repeats_of_a_key_apply_once,
             load_recent_finds_remembered_writes,
+            replays_after_a_rewrite_are_never_another_writes,
             counters_add_up_atomically,
         }
     };
@@ -1305,6 +1306,149 @@ pub async fn load_recent_finds_remembered_writes(store: Arc<dyn Store>) {
     assert_eq!(r.replay, None);
     let r = store.load_recent(&id, 1).await.unwrap().unwrap();
     assert_eq!(r.replay, None, "no key asked, none reported");
+}
+
+/// Checks that `key`'s write on `id` is remembered, as a replay that
+/// writes nothing, and that wherever its positions point (when it still
+/// has them) are exactly the messages it wrote (`want`).
+async fn assert_replays_its_own(store: &Arc<dyn Store>, id: &SessionId, k: &str, want: &[&str]) {
+    let before = store.load(id).await.unwrap().unwrap();
+    let looked = store
+        .load_recent_with(id, usize::MAX, Some(&key(k)))
+        .await
+        .unwrap()
+        .unwrap();
+    let record = looked.replay.unwrap_or_else(|| panic!("{k} is forgotten"));
+    assert!(record.replayed, "{k}: {record:?}");
+    let repeat = store
+        .append_with(
+            id,
+            Append::new([user("repeat")]).key(key(k)).count("calls", 1),
+        )
+        .await
+        .unwrap();
+    assert_eq!(repeat, record, "{k}: the repeat and the lookup disagree");
+    let after = store.load(id).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            after.version,
+            texts(&after.messages),
+            after.counters.get("calls")
+        ),
+        (
+            before.version,
+            texts(&before.messages),
+            before.counters.get("calls")
+        ),
+        "{k}: a repeat wrote"
+    );
+    if let Some(at) = record.positions() {
+        let got = after
+            .messages
+            .get(at.start as usize..at.end as usize)
+            .map(texts);
+        assert_eq!(
+            got.as_deref(),
+            Some(&want.iter().map(|t| (*t).to_owned()).collect::<Vec<_>>()[..]),
+            "{k}: its positions {at:?} locate other messages: {:?}",
+            texts(&after.messages)
+        );
+    }
+}
+
+pub async fn replays_after_a_rewrite_are_never_another_writes(store: Arc<dyn Store>) {
+    let id = sid("rewritten");
+    for t in 0..3 {
+        let (q, a) = (format!("q{t}"), format!("a{t}"));
+        store
+            .append_with(
+                &id,
+                Append::new([user(&q), Message::assistant(a.as_str())])
+                    .key(key(&format!("t{t}")))
+                    .count("calls", 1),
+            )
+            .await
+            .unwrap();
+    }
+    for t in 0..3 {
+        let r = store
+            .load_recent_with(&id, 0, Some(&key(&format!("t{t}"))))
+            .await
+            .unwrap()
+            .unwrap()
+            .replay
+            .unwrap();
+        assert!(r.positions().is_some(), "nothing was rewritten yet: {r:?}");
+    }
+    assert_replays_its_own(&store, &id, "t1", &["q1", "a1"]).await;
+
+    // The seed's trim: load, keep the newest messages, save.
+    let mut state = store.load(&id).await.unwrap().unwrap();
+    state.keep_last(3);
+    store
+        .save(&state, Expect::Version(state.version))
+        .await
+        .unwrap();
+    for (k, want) in [
+        ("t0", ["q0", "a0"]),
+        ("t1", ["q1", "a1"]),
+        ("t2", ["q2", "a2"]),
+    ] {
+        assert_replays_its_own(&store, &id, k, &want).await;
+    }
+
+    // A write after the rewrite is located again; a summary moves nothing.
+    store
+        .append_with(
+            &id,
+            Append::new([user("q3"), Message::assistant("a3")]).key(key("t3")),
+        )
+        .await
+        .unwrap();
+    let now = store.load_recent(&id, 0).await.unwrap().unwrap();
+    store
+        .add_summary(
+            &id,
+            Summary::new(0..2, "earlier"),
+            Expect::Version(now.version),
+        )
+        .await
+        .unwrap();
+    let r = store
+        .load_recent_with(&id, 0, Some(&key("t3")))
+        .await
+        .unwrap()
+        .unwrap()
+        .replay
+        .unwrap();
+    assert_eq!(r.positions(), Some(3..5), "{r:?}");
+    assert_replays_its_own(&store, &id, "t3", &["q3", "a3"]).await;
+
+    // A compaction: a save with a fresh state of fewer messages.
+    let state = ConversationState::new(id.clone()).with_messages([Message::assistant("a2")]);
+    store.save(&state, Expect::Any).await.unwrap();
+    for (k, want) in [
+        ("t0", ["q0", "a0"]),
+        ("t1", ["q1", "a1"]),
+        ("t2", ["q2", "a2"]),
+        ("t3", ["q3", "a3"]),
+    ] {
+        assert_replays_its_own(&store, &id, k, &want).await;
+    }
+
+    // A fork starts with no remembered writes, or with ones that are its own.
+    let fork = sid("rewritten-fork");
+    store.fork(&id, &fork).await.unwrap();
+    let there = store
+        .append_with(&fork, Append::new([user("on the fork")]).key(key("t3")))
+        .await
+        .unwrap();
+    if there.replayed {
+        assert_replays_its_own(&store, &fork, "t3", &["q3", "a3"]).await;
+    } else {
+        let loaded = store.load(&fork).await.unwrap().unwrap();
+        assert_eq!(texts(&loaded.messages), ["a2", "on the fork"]);
+    }
 }
 
 pub async fn counters_add_up_atomically(store: Arc<dyn Store>) {

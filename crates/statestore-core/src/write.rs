@@ -21,6 +21,18 @@
 //! key up in the same read that loads a window, which is how a pipeline
 //! retrying a turn finds out that the turn already landed.
 //!
+//! # Rewrites of the history
+//!
+//! [`Store::save`](crate::Store::save) replaces the history (the seed's
+//! trim-by-save, a compaction, an import): positions remembered before it
+//! would point at other messages. So the save, in the same atomic step,
+//! marks every remembered write of the session as
+//! [`Appended::rewritten`]: its key is still remembered (a repeat is still
+//! a replay, never a second copy), but its [`Appended::positions`] are
+//! `None`. A replay therefore never locates another write's messages.
+//! `fork` does not copy remembered writes: a key repeated on the fork
+//! applies there as a new write.
+//!
 //! # Counters
 //!
 //! [`Counters`] are named totals kept beside the history (the pipeline
@@ -219,6 +231,14 @@ pub struct Appended {
     /// same key: nothing was written now.
     #[serde(default)]
     pub replayed: bool,
+    /// `true` when the session's history was rewritten
+    /// ([`Store::save`](crate::Store::save): a trim, a compaction, an
+    /// import) after this write: its messages may have moved or gone, so
+    /// `first_position` no longer locates them and
+    /// [`Appended::positions`] is `None`. The write still counts as
+    /// applied: a repeat of its key stays a replay.
+    #[serde(default)]
+    pub rewritten: bool,
 }
 
 impl Appended {
@@ -230,6 +250,7 @@ impl Appended {
             first_position,
             messages,
             replayed: false,
+            rewritten: false,
         }
     }
 
@@ -242,10 +263,34 @@ impl Appended {
         }
     }
 
-    /// The positions of the messages written.
+    /// The same outcome, not flagged as a replay: for a backend whose
+    /// client re-sent one call, so that the replay it got back is the
+    /// outcome of that very call.
     #[must_use]
-    pub fn positions(&self) -> std::ops::Range<u64> {
-        self.first_position..self.first_position.saturating_add(self.messages)
+    pub fn applied_now(self) -> Self {
+        Self {
+            replayed: false,
+            ..self
+        }
+    }
+
+    /// The same outcome, flagged as overtaken by a rewrite of the history
+    /// (see [`Appended::rewritten`]).
+    #[must_use]
+    pub fn rewritten(self) -> Self {
+        Self {
+            rewritten: true,
+            ..self
+        }
+    }
+
+    /// The positions of the messages written, in the session's current
+    /// history; `None` when a rewrite of the history since the write
+    /// ([`Appended::rewritten`]) means they are no longer known.
+    #[must_use]
+    pub fn positions(&self) -> Option<std::ops::Range<u64>> {
+        (!self.rewritten)
+            .then(|| self.first_position..self.first_position.saturating_add(self.messages))
     }
 }
 

@@ -397,7 +397,7 @@ impl Layer {
             };
             let mut state = raw.clone();
             let mut fixed = 0;
-            for (k, position) in (0..).zip(done.positions()) {
+            for (k, position) in (0..).zip(done.positions().into_iter().flatten()) {
                 let Some(m) = usize::try_from(position)
                     .ok()
                     .and_then(|p| state.messages.get_mut(p))

@@ -144,7 +144,11 @@ impl Write for Save<'_> {
         s.check(id, self.expect)?;
         let created_at = s.created_at;
         let version = s.version;
-        let writes = std::mem::take(&mut s.writes);
+        // The history is replaced: remembered positions no longer hold.
+        let mut writes = std::mem::take(&mut s.writes);
+        for (_, done) in &mut writes {
+            *done = done.rewritten();
+        }
         *s = Session {
             created_at,
             version,

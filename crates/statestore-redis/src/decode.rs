@@ -147,10 +147,11 @@ pub(crate) fn appended(
         Reply::Replayed(rest) => (rest, true),
         other => return Err(refused(id, expect, limits, other)),
     };
-    let &[version, first, count] = rest.as_slice() else {
-        return Err(corrupt(id, "an append returned a malformed outcome"));
+    let outcome = match *rest.as_slice() {
+        [version, first, count] => Appended::new(version, first, count),
+        [version, first, count, 1] if replayed => Appended::new(version, first, count).rewritten(),
+        _ => return Err(corrupt(id, "an append returned a malformed outcome")),
     };
-    let outcome = Appended::new(version, first, count);
     Ok(if replayed { outcome.replay() } else { outcome })
 }
 
@@ -277,6 +278,12 @@ pub(crate) fn snapshot(
             ns,
             nd,
             Some(Appended::new(version, first, count).replay()),
+        ),
+        [nm, ns, nd, version, first, count, 1] => (
+            nm,
+            ns,
+            nd,
+            Some(Appended::new(version, first, count).rewritten().replay()),
         ),
         _ => return Err(corrupt(id, "load returned malformed counts")),
     };

@@ -27,6 +27,7 @@
 //! | `created_at`, `updated_at`, `last_accessed_at` | ms since the epoch |
 //! | `user_id`, `system_prompt` | absent when unset |
 //! | `c:<name>` | counter `name`, a decimal integer (at most `i64::MAX`) |
+//! | `r` | the version of the last `save` of the session while it had remembered writes; absent if none |
 //!
 //! `n` packs what every script needs besides `version` into one field, so
 //! a script reads the header with one `HMGET` of two fields and records a
@@ -80,7 +81,10 @@
 //! only the cluster client does, so only there do unkeyed appends get one
 //! — and have their own ring so they never push a caller's key out.
 //! Deleting or expiring the session removes the hash; `fork` does not
-//! copy it; `save` keeps it.
+//! copy it; `save` keeps it, and records its own version in the header's
+//! `r`: a remembered write whose version is lower was overtaken by a
+//! rewrite of the history, and is returned without positions
+//! (`Appended::rewritten`).
 
 //! # Escaping ids
 //!

@@ -109,7 +109,7 @@ impl Store for RedisStore {
         // The caller made one call: a replay of the store's own key is the
         // client's re-send of that call, whose write is this call's.
         Ok(if field.starts_with('g') {
-            Appended::new(appended.version, appended.first_position, appended.messages)
+            appended.applied_now()
         } else {
             appended
         })

@@ -321,6 +321,21 @@ macro_rules! push {
     };
 }
 
+/// Sets `rec` to the remembered write `w1` (`"<version> <first> <count>"`),
+/// followed by ` 1` when a `save` rewrote the history after it: the header
+/// field `r` holds the version of the last save of a session that had
+/// remembered writes, and every write older than it has lost its
+/// positions (`Appended::rewritten`). Read only when a key was found.
+macro_rules! remembered {
+    () => {
+        r#"
+local rec = w1
+local rv = rcall('HGET', H, 'r')
+if rv and tonumber(string.match(w1, '^%d+')) < tonumber(rv) then rec = w1 .. ' 1' end
+"#
+    };
+}
+
 /// `append_with(id, append)`.
 /// ARGV 3: the expectation; 4: max messages per session (`-1`:
 /// unlimited); 5: the key as its field in the remembered writes (`k:<key>`
@@ -329,7 +344,8 @@ macro_rules! push {
 /// header fields (`c:<name>`); 8+C..7+2C: their increments (decimal, at
 /// most `i64::MAX`); then the messages.
 /// Returns `ok <version> <first position> <messages>` — or `replayed` and
-/// the same three for a key already remembered, having written nothing but
+/// the same three (and ` 1` when a save rewrote the history since:
+/// [`remembered!`]) for a key already remembered, having written nothing but
 /// the access time. The key is looked up after the integrity checks and
 /// before the expectation, so a repeat is a replay whatever it expects.
 const APPEND: &str = concat!(
@@ -383,11 +399,15 @@ if V then
     end
     if w[1] then
       if not string.find(w[1], '^%d+ %d+ %d+$') then return 'corrupt a remembered write is malformed' end
+      local w1 = w[1]
+"#,
+    remembered!(),
+    r#"
       rcall('HSET', H, 'last_accessed_at', NOW)
 "#,
     expire_all!(),
     r#"
-      return 'replayed ' .. w[1]
+      return 'replayed ' .. rec
     end
     evict = w[2]
   end
@@ -483,7 +503,8 @@ return 'ok ' .. outcome
 /// none).
 /// Returns `ok <nm> <ns> <nd>`, the counts the transaction's reads must
 /// match, followed by what the write under the key did
-/// (`<version> <first> <count>`) when it is remembered.
+/// (`<version> <first> <count>`, and ` 1` when rewritten since:
+/// [`remembered!`]) when it is remembered.
 const LOAD: &str = concat!(
     prelude!(),
     r#"
@@ -512,7 +533,14 @@ if ARGV[3] ~= '' and wk ~= '0' then
     return 'corrupt its header records remembered writes but they are gone: a key was ' ..
       'evicted or changed outside this library (see maxmemory-policy in the crate docs)'
   end
-  if w[1] then reply = reply .. ' ' .. w[1] end
+  if w[1] then
+    if not string.find(w[1], '^%d+ %d+ %d+$') then return 'corrupt a remembered write is malformed' end
+    local w1 = w[1]
+"#,
+    remembered!(),
+    r#"
+    reply = reply .. ' ' .. rec
+  end
 end
 if access then
   rcall('HSET', H, 'last_accessed_at', NOW)
@@ -525,7 +553,8 @@ return reply
 );
 
 /// `save(state, expect)`: replaces everything but `created_at` and the
-/// remembered writes.
+/// remembered writes, which lose their positions (header field `r`, see
+/// [`remembered!`]).
 /// ARGV 3: the expectation; 4: created_at for a new session; 5/6: has
 /// user id, user id; 7/8: has system prompt, prompt; 9/10/11/12: counts of
 /// messages, summaries, metadata pairs and counters; then the messages,
@@ -561,6 +590,8 @@ local nv = '1'
 if V then nv = tostring(tonumber(V) + 1) end
 local h = { 'schema', SCHEMA, 'version', nv, 'created_at', f[3] or ARGV[4], 'updated_at', NOW,
   'last_accessed_at', NOW, 'n', SCHEMA .. ' ' .. nv .. ' ' .. nm .. ' ' .. ns .. ' ' .. nd .. ' ' .. wk .. ' ' .. wg }
+-- Remembered writes keep their keys but lose their positions (`r`).
+if wk ~= '0' or wg ~= '0' then h[#h + 1], h[#h + 2] = 'r', nv end
 if ARGV[5] == '1' then h[#h + 1], h[#h + 2] = 'user_id', ARGV[6] end
 if ARGV[7] == '1' then h[#h + 1], h[#h + 2] = 'system_prompt', ARGV[8] end
 local i = 13 + tonumber(nm) + tonumber(ns) + 2 * tonumber(nd)
@@ -766,7 +797,12 @@ if ns ~= '0' then rcall('COPY', S, TS) end
 if nd ~= '0' then rcall('COPY', D, TD) end
 rcall('HSET', TH, 'version', '1', 'n', s .. ' 1 ' .. nm .. ' ' .. ns .. ' ' .. nd .. ' 0 0',
   'created_at', NOW, 'updated_at', NOW, 'last_accessed_at', NOW)
-if old_fields then rcall('HDEL', TH, 'cv', 'nm', 'ns', 'nd', 'wk', 'wg') end
+-- The target has no remembered writes, hence no rewrite mark (`r`).
+if old_fields then
+  rcall('HDEL', TH, 'r', 'cv', 'nm', 'ns', 'nd', 'wk', 'wg')
+else
+  rcall('HDEL', TH, 'r')
+end
 -- COPY copies each key's TTL: the target's restarts, or has none.
 if TTL ~= '0' then
   rcall('PEXPIRE', TH, TTL)

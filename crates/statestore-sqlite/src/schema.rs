@@ -8,7 +8,7 @@
 //! | `sessions` | `id TEXT PRIMARY KEY` | one row per session: `user_id`, `version`, `message_count`, `summary_count`, `system_prompt`, `metadata` (a JSON object), `counters` (a JSON object of name → integer), `created_at`, `updated_at`, `last_accessed_at` (ms since the Unix epoch; moved by writes, `touch` and — with a TTL only — reads), `expires_at` (ms; `NULL`: never), `write_seq` (the sequence number of the session's newest keyed write) |
 //! | `messages` | `(session, position) WITHOUT ROWID` | the history, append-only: `body` is one message as JSON (`statestore_core::codec::encode_message`); positions run `0..message_count` with no gap |
 //! | `summaries` | `(session, idx) WITHOUT ROWID` | summaries, oldest first: `body` is one [`Summary`](statestore_core::Summary) as JSON; `idx` runs `0..summary_count` |
-//! | `writes` | `(session, key) WITHOUT ROWID` | remembered keyed appends: what the write did (`version`, `first_position`, `count`) and its `seq`; the newest [`REMEMBERED_WRITES`](statestore_core::REMEMBERED_WRITES) per session are kept |
+//! | `writes` | `(session, key) WITHOUT ROWID` | remembered keyed appends: what the write did (`version`, `first_position`, `count`) and its `seq`; `first_position` is `-1` once a `save` rewrote the history after the write (its positions no longer hold: `Appended::rewritten`); the newest [`REMEMBERED_WRITES`](statestore_core::REMEMBERED_WRITES) per session are kept |
 //!
 //! | index | on | serves |
 //! |-------|----|--------|

@@ -33,6 +33,9 @@ struct Loaded {
 /// One execute's running state, kept across attempts.
 pub(super) struct Run {
     pub(super) turn_id: IdempotencyKey,
+    /// Whether the caller chose the turn id (it may then be a retry of a
+    /// turn an earlier call stored).
+    pub(super) chosen: bool,
     /// Every model call's usage so far.
     pub(super) usage: Usage,
     /// Model calls so far.
@@ -48,7 +51,7 @@ impl Pipeline {
         &self,
         id: SessionId,
         message: Message,
-        turn_id: IdempotencyKey,
+        turn_id: Option<IdempotencyKey>,
         mut on_event: OnDelta<'_>,
     ) -> Result<Executed, Error> {
         let lock = self.session_lock(&id);
@@ -58,7 +61,8 @@ impl Pipeline {
             Concurrency::Reject => 1,
         };
         let mut run = Run {
-            turn_id,
+            chosen: turn_id.is_some(),
+            turn_id: turn_id.unwrap_or_else(IdempotencyKey::random),
             usage: Usage::default(),
             model_calls: 0,
             tools: ToolRuns::default(),
@@ -140,7 +144,20 @@ impl Pipeline {
         mut on_event: OnDelta<'_>,
     ) -> Result<Option<Executed>, Error> {
         let inner = &self.inner;
-        let mut loaded = self.load(id, &run.turn_id).await?;
+        let mut loaded = match self.load(id, &run.turn_id).await {
+            Ok(loaded) => loaded,
+            // Whether an earlier call (or another instance, meanwhile)
+            // stored this turn is not known: only a turn id made here is
+            // surely not stored.
+            Err(Error::Store(source)) if run.chosen => {
+                return Err(Error::Lookup {
+                    id: id.clone(),
+                    turn_id: run.turn_id.clone(),
+                    source,
+                });
+            }
+            Err(e) => return Err(e),
+        };
         if let Some(appended) = loaded.replay {
             let tail = (&loaded.messages[..], loaded.first_position, loaded.total);
             let turn = self

@@ -3,7 +3,8 @@
 //!
 //! # One execution, in order
 //!
-//! Every execution is one *turn* with a turn id (an [`IdempotencyKey`]):
+//! Every execution is one *turn* with a turn id (an
+//! [`IdempotencyKey`](statestore_core::IdempotencyKey)):
 //! the caller's ([`ExecOptions::turn_id`]) or a fresh one.
 //!
 //! 1. **Lock** the session in this process (executions of one session run
@@ -113,7 +114,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 
 use context_window::annotate;
-use statestore_core::{Content, IdempotencyKey, Message, Role, SessionId, Store};
+use statestore_core::{Content, Message, Role, SessionId, Store};
 use tracing::Instrument;
 
 use crate::{Error, OnEvent, StreamEvent};
@@ -265,8 +266,7 @@ impl Pipeline {
             session = %log_tag(&id),
             provider = self.inner.provider.name()
         );
-        let turn_id = options.turn_id.unwrap_or_else(IdempotencyKey::random);
-        self.execute_message(id, message, turn_id, None)
+        self.execute_message(id, message, options.turn_id, None)
             .instrument(span)
             .await
     }
@@ -317,9 +317,8 @@ impl Pipeline {
             provider = self.inner.provider.name(),
             streaming = true
         );
-        let turn_id = options.turn_id.unwrap_or_else(IdempotencyKey::random);
         let result = self
-            .execute_message(id, message, turn_id, Some(&mut *on_event))
+            .execute_message(id, message, options.turn_id, Some(&mut *on_event))
             .instrument(span)
             .await;
         if result.is_ok() {

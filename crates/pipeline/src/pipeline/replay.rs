@@ -24,7 +24,12 @@ impl Pipeline {
             turn_id: turn_id.clone(),
             source,
         };
-        let range = appended.positions();
+        let Some(range) = appended.positions() else {
+            return Err(Error::TurnRewritten {
+                id: id.clone(),
+                turn_id: turn_id.clone(),
+            });
+        };
         let slice = |messages: &[Arc<Message>], first: u64| -> Option<Vec<Arc<Message>>> {
             let start = usize::try_from(range.start.checked_sub(first)?).ok()?;
             let len = usize::try_from(appended.messages).ok()?;

@@ -142,7 +142,11 @@ fn remembered(
         )
         .and_then(|mut st| {
             st.query_row([id.as_str(), key.as_str()], |r| {
-                Ok(Appended::new(get_u64(r, 0)?, get_u64(r, 1)?, get_u64(r, 2)?).replay())
+                // A negative first position: a save rewrote the history since.
+                let first: i64 = r.get(1)?;
+                let done =
+                    Appended::new(get_u64(r, 0)?, first.max(0).cast_unsigned(), get_u64(r, 2)?);
+                Ok(if first < 0 { done.rewritten() } else { done }.replay())
             })
             .optional()
         }),

@@ -175,6 +175,13 @@ pub(crate) fn save(
             1
         }
         Some(head) => {
+            // The history is replaced: remembered positions no longer hold
+            // (`schema.rs`, table `writes`).
+            sql(
+                ctx,
+                conn.prepare_cached("UPDATE writes SET first_position = -1 WHERE session = ?1")
+                    .and_then(|mut st| st.execute([id.as_str()])),
+            )?;
             for table in ["messages", "summaries"] {
                 let q = format!("DELETE FROM {table} WHERE session = ?1");
                 sql(
