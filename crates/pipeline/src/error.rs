@@ -61,6 +61,20 @@ pub enum Error {
     #[error("cannot reach the provider: {0}")]
     Transport(#[source] statestore_core::BoxError),
 
+    /// A streamed answer had a chunk that is not a chat completion chunk
+    /// (not UTF-8, not JSON, or not the shape of one) on the last attempt
+    /// allowed. Such a chunk ends its attempt there, and the attempt is
+    /// retried like a stream cut short; the attempts before this one failed
+    /// too, in this or another retried way. Transient, like a cut stream.
+    #[error("the provider's stream was malformed on the last of {attempts} attempts: {detail}")]
+    MalformedStream {
+        /// Attempts made.
+        attempts: u32,
+        /// What was wrong with the last attempt's chunk: where it broke,
+        /// never what it said.
+        detail: String,
+    },
+
     /// The provider's answer is not a chat completion.
     #[error("the provider's response is not valid: {detail}")]
     InvalidResponse {
@@ -184,7 +198,8 @@ pub enum Error {
 
 impl Error {
     /// Whether executing again later may succeed (rate limits, timeouts,
-    /// unreachable provider or store, 5xx answers, a busy session).
+    /// unreachable provider or store, 5xx answers, malformed streams, a
+    /// busy session).
     ///
     /// How to execute again depends on [`Error::write_outcome`]:
     ///
@@ -208,6 +223,7 @@ impl Error {
             Self::RateLimited { .. }
             | Self::Timeout { .. }
             | Self::Transport(_)
+            | Self::MalformedStream { .. }
             | Self::Busy { .. } => true,
             Self::Status { status, .. } => *status >= 500,
             Self::Store(e)

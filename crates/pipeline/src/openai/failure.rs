@@ -24,8 +24,19 @@ pub(super) enum Failure {
     Stalled,
     /// A stream ended before it was complete.
     CutShort(&'static str),
+    /// A stream chunk that is not a chat completion chunk: the attempt ends
+    /// there and is retried like a stream cut short. The detail says where
+    /// the chunk broke, never what it said.
+    Malformed(String),
+    /// A stream reported an error whose status (`error.code`) is 429 or
+    /// 5xx: retried like that HTTP status. `body` is the event's data,
+    /// which has the shape of an error body.
+    ErrorEvent {
+        status: u16,
+        body: Vec<u8>,
+    },
     /// An answer that is not a chat completion, or a stream that reported
-    /// an error: refused, not retried.
+    /// an error with no retryable status: refused, not retried.
     Invalid(Error),
 }
 
@@ -39,6 +50,8 @@ impl Failure {
             Self::Transport(_) => "transport error".to_owned(),
             Self::Stalled => "stream stalled".to_owned(),
             Self::CutShort(_) => "stream cut short".to_owned(),
+            Self::Malformed(_) => "malformed stream chunk".to_owned(),
+            Self::ErrorEvent { status, .. } => format!("error event in the stream ({status})"),
             Self::Invalid(_) => "invalid response".to_owned(),
         }
     }
@@ -59,28 +72,41 @@ impl OpenAiProvider {
                 std::io::ErrorKind::UnexpectedEof,
                 detail,
             ))),
+            Failure::Malformed(detail) => Error::MalformedStream { attempts, detail },
             Failure::Invalid(e) => e,
             Failure::Status {
                 status,
                 retry_after,
                 body,
-            } => {
-                let info = ErrorInfo::from_body(status, &body);
-                let message = self.redact(info.message);
-                match status {
-                    429 => Error::RateLimited {
-                        attempts,
-                        retry_after,
-                    },
-                    400 if info.context_length => Error::ContextLengthExceeded { message },
-                    401 | 403 => Error::Auth { status, message },
-                    _ => Error::Status {
-                        status,
-                        attempts,
-                        message,
-                    },
-                }
+            } => self.status_error(status, retry_after, &body, attempts),
+            Failure::ErrorEvent { status, body } => {
+                self.status_error(status, None, &body, attempts)
             }
+        }
+    }
+
+    /// The error for HTTP status `status` with error body `body`.
+    fn status_error(
+        &self,
+        status: u16,
+        retry_after: Option<Duration>,
+        body: &[u8],
+        attempts: u32,
+    ) -> Error {
+        let info = ErrorInfo::from_body(status, body);
+        let message = self.redact(info.message);
+        match status {
+            429 => Error::RateLimited {
+                attempts,
+                retry_after,
+            },
+            400 if info.context_length => Error::ContextLengthExceeded { message },
+            401 | 403 => Error::Auth { status, message },
+            _ => Error::Status {
+                status,
+                attempts,
+                message,
+            },
         }
     }
 

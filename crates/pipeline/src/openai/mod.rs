@@ -78,6 +78,8 @@
 //! | no connection (refused, reset, DNS) | [`Error::Transport`] |
 //! | a stream silent for the idle timeout | [`Error::Timeout`] (with the idle timeout) |
 //! | a stream dropped mid-way, or ended before `[DONE]` without a `finish_reason` | [`Error::Transport`] |
+//! | a stream chunk that is not a chat completion chunk | [`Error::MalformedStream`] |
+//! | an `error` event in a stream whose `error.code` is 429 or 5xx | as that HTTP status: [`Error::RateLimited`], [`Error::Status`] |
 //!
 //! The delay before retry *n* (1-based) is `initial_backoff × 2^(n-1)`,
 //! never more than [`max_backoff`](RetryPolicy::max_backoff), scaled by a
@@ -104,10 +106,24 @@
 //! stream had already delivered text to the callback, the callback gets
 //! [`StreamEvent::Restart`] before the retry: the text shown so far is void
 //! and the next [`StreamEvent::Delta`]s start the reply again, so the text
-//! after the last `Restart` is the reply's. An event that is not valid JSON
-//! (except an unfinished one where the body ends, which is a cut), or an
-//! `error` reported inside the stream, is [`Error::InvalidResponse`] and is
-//! not retried, whichever attempt it comes in.
+//! after the last `Restart` is the reply's.
+//!
+//! A malformed chunk — a line that is not UTF-8, an event whose data is
+//! not JSON, or JSON that is not a chunk (not an object with `choices`,
+//! `usage` or `error`, or a field of the wrong type) — ends the attempt
+//! there: nothing after it is read, the connection is dropped, and the
+//! attempt is retried like a stream cut at that point (so after a
+//! `finish_reason` the reply is complete). Its error says where the chunk
+//! broke, never what it said.
+//!
+//! An `error` event (`{"error": {...}}`) also ends the attempt. It is
+//! retried only when its `error.code` is a status worth retrying (429 or
+//! 5xx, as a number or a string of digits, as vLLM, llama.cpp and
+//! OpenRouter send it), with the same budget and the error of that status
+//! at the end. Any other error event — OpenAI's own carry no status — is
+//! [`Error::InvalidResponse`] and is not retried, whichever attempt it
+//! comes in: the server answered, and said the request failed, possibly
+//! after it was paid for.
 //!
 //! Attempts and retries are logged with `tracing` at debug level (attempt,
 //! status, delay); neither the key nor any message content is logged.

@@ -205,9 +205,12 @@ impl OpenAiProvider {
                 );
                 return Err(self.final_error(failure, attempt));
             }
-            Failure::Timeout | Failure::Transport(_) | Failure::Stalled | Failure::CutShort(_) => {
-                None
-            }
+            Failure::Timeout
+            | Failure::Transport(_)
+            | Failure::Stalled
+            | Failure::CutShort(_)
+            | Failure::Malformed(_)
+            | Failure::ErrorEvent { .. } => None,
         };
         if self.retry.is_last(attempt) {
             tracing::debug!(

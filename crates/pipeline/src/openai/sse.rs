@@ -51,7 +51,12 @@ impl OpenAiProvider {
         self.read_stream(response, on_event, delivered).await
     }
 
-    /// Reads a `text/event-stream` answer to its end.
+    /// Reads a `text/event-stream` answer to its end, or to the first
+    /// chunk that is not a chat completion chunk or reports an error.
+    ///
+    /// Every early return drops `response` with its body unread, which
+    /// closes the connection (one whose body was not read to the end is
+    /// never reused): nothing more of a failed attempt is read.
     async fn read_stream(
         &self,
         mut response: reqwest::Response,
@@ -67,12 +72,16 @@ impl OpenAiProvider {
                 .map_err(|_| Failure::Stalled)?
                 .map_err(Failure::Transport)?;
             let Some(bytes) = chunk else { break };
-            for data in decoder.feed(&bytes).map_err(Failure::Invalid)? {
-                let done = state
-                    .apply(&data, on_event, delivered, redact)
-                    .map_err(Failure::Invalid)?;
-                if done {
-                    return Ok(state.finish());
+            for data in decoder.feed(&bytes) {
+                let data = match data {
+                    Ok(data) => data,
+                    Err(detail) => return state.malformed(detail.to_owned()),
+                };
+                match state.apply(&data, on_event, delivered, redact) {
+                    Ok(false) => {}
+                    Ok(true) => return Ok(state.finish()),
+                    Err(Failure::Malformed(detail)) => return state.malformed(detail),
+                    Err(failure) => return Err(failure),
                 }
             }
         }
@@ -84,16 +93,16 @@ impl OpenAiProvider {
             .map_err(|_| Failure::CutShort("the stream ended in the middle of an event"))?;
         for data in rest {
             let data = data.trim();
-            if data != "[DONE]" && serde_json::from_str::<WireChunk>(data).is_err() {
+            if data != "[DONE]" && serde_json::from_str::<serde_json::Value>(data).is_err() {
                 return Err(Failure::CutShort(
                     "the stream ended in the middle of an event",
                 ));
             }
-            let done = state
-                .apply(data, on_event, delivered, redact)
-                .map_err(Failure::Invalid)?;
-            if done {
-                return Ok(state.finish());
+            match state.apply(data, on_event, delivered, redact) {
+                Ok(false) => {}
+                Ok(true) => return Ok(state.finish()),
+                Err(Failure::Malformed(detail)) => return state.malformed(detail),
+                Err(failure) => return Err(failure),
             }
         }
         if state.finish_reason.is_none() {
@@ -113,17 +122,26 @@ struct SseDecoder {
 }
 
 impl SseDecoder {
-    fn feed(&mut self, bytes: &[u8]) -> Result<Vec<String>, Error> {
+    /// The data of the events `bytes` completes, in order; a line that is
+    /// not UTF-8 ends them with an error (what is wrong), after the events
+    /// before it.
+    fn feed(&mut self, bytes: &[u8]) -> Vec<Result<String, &'static str>> {
         self.buffer.extend_from_slice(bytes);
         let mut events = Vec::new();
         while let Some(end) = self.buffer.iter().position(|b| *b == b'\n') {
             let line: Vec<u8> = self.buffer.drain(..=end).collect();
-            self.line(&line, &mut events)?;
+            let mut complete = Vec::new();
+            let read = self.line(&line, &mut complete);
+            events.extend(complete.into_iter().map(Ok));
+            if let Err(detail) = read {
+                events.push(Err(detail));
+                break;
+            }
         }
-        Ok(events)
+        events
     }
 
-    fn finish(&mut self) -> Result<Vec<String>, Error> {
+    fn finish(&mut self) -> Result<Vec<String>, &'static str> {
         let mut events = Vec::new();
         let rest = std::mem::take(&mut self.buffer);
         if !rest.is_empty() {
@@ -133,10 +151,8 @@ impl SseDecoder {
         Ok(events)
     }
 
-    fn line(&mut self, raw: &[u8], events: &mut Vec<String>) -> Result<(), Error> {
-        let line = std::str::from_utf8(raw).map_err(|_| Error::InvalidResponse {
-            detail: "the event stream is not UTF-8".to_owned(),
-        })?;
+    fn line(&mut self, raw: &[u8], events: &mut Vec<String>) -> Result<(), &'static str> {
+        let line = std::str::from_utf8(raw).map_err(|_| "a line of the stream is not UTF-8")?;
         let line = line.trim_end_matches(['\n', '\r']);
         if line.is_empty() {
             events.extend(self.data.take());
@@ -173,14 +189,17 @@ struct PartialToolCall {
 }
 
 impl StreamState {
-    /// Applies one event's data; `true` at `[DONE]`.
+    /// Applies one event's data; `true` at `[DONE]`. A chunk that is not a
+    /// chat completion chunk is [`Failure::Malformed`]; one that reports an
+    /// error is [`Failure::ErrorEvent`] when its status is retryable, else
+    /// [`Failure::Invalid`].
     fn apply(
         &mut self,
         data: &str,
         on_event: &mut OnEvent<'_>,
         delivered: &mut bool,
         redact: impl Fn(String) -> String,
-    ) -> Result<bool, Error> {
+    ) -> Result<bool, Failure> {
         let data = data.trim();
         if data == "[DONE]" {
             return Ok(true);
@@ -188,23 +207,34 @@ impl StreamState {
         if data.is_empty() {
             return Ok(false);
         }
-        let chunk: WireChunk = serde_json::from_str(data).map_err(|e| Error::InvalidResponse {
-            detail: format!("a stream chunk is not valid: {e}"),
-        })?;
+        let chunk: WireChunk = serde_json::from_str(data).map_err(|e| malformed(&e))?;
         if let Some(error) = chunk.error {
+            if let Some(status) = error_status(error.code.as_ref()) {
+                return Err(Failure::ErrorEvent {
+                    status,
+                    body: data.as_bytes().to_vec(),
+                });
+            }
             let message = match error.message {
                 Some(serde_json::Value::String(m)) => redact(truncate(&m)),
                 _ => "no explanation".to_owned(),
             };
-            return Err(Error::InvalidResponse {
+            return Err(Failure::Invalid(Error::InvalidResponse {
                 detail: format!("the stream reported an error: {message}"),
-            });
+            }));
+        }
+        if chunk.choices.is_none() && chunk.usage.is_none() {
+            return Err(Failure::Malformed(
+                "a chunk is JSON but not a chat completion chunk: it has no choices, usage or error"
+                    .to_owned(),
+            ));
         }
         if let Some(usage) = chunk.usage {
             self.usage = Some(usage.into());
         }
         for choice in chunk
             .choices
+            .unwrap_or_default()
             .into_iter()
             .filter(|c| c.index.unwrap_or(0) == 0)
         {
@@ -252,6 +282,20 @@ impl StreamState {
         Ok(false)
     }
 
+    /// The attempt's outcome at a malformed chunk: like a stream cut there,
+    /// the reply when it already had its `finish_reason`, else
+    /// [`Failure::Malformed`].
+    fn malformed(self, detail: String) -> Result<ChatResponse, Failure> {
+        if self.finish_reason.is_none() {
+            return Err(Failure::Malformed(detail));
+        }
+        tracing::debug!(
+            detail,
+            "a malformed stream chunk after the finish_reason: the reply is complete"
+        );
+        Ok(self.finish())
+    }
+
     fn finish(self) -> ChatResponse {
         let tool_calls: Vec<ToolCall> = self
             .tool_calls
@@ -267,6 +311,30 @@ impl StreamState {
     }
 }
 
+/// What is wrong with a chunk `serde_json` could not read: where, never
+/// what it said (a type error quotes the value).
+fn malformed(e: &serde_json::Error) -> Failure {
+    let what = match e.classify() {
+        serde_json::error::Category::Data => "a chunk is JSON but not a chat completion chunk",
+        serde_json::error::Category::Eof => "a chunk is not JSON: it ends early",
+        serde_json::error::Category::Syntax | serde_json::error::Category::Io => {
+            "a chunk is not JSON"
+        }
+    };
+    Failure::Malformed(format!("{what} (line {}, column {})", e.line(), e.column()))
+}
+
+/// The status an error event gives in `error.code` (a number, or a string
+/// of digits) when it is one to retry: 429 or 5xx.
+fn error_status(code: Option<&serde_json::Value>) -> Option<u16> {
+    let status = match code? {
+        serde_json::Value::Number(n) => u16::try_from(n.as_u64()?).ok()?,
+        serde_json::Value::String(s) => s.trim().parse::<u16>().ok()?,
+        _ => return None,
+    };
+    (status == 429 || (500..=599).contains(&status)).then_some(status)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -277,8 +345,8 @@ mod tests {
         for split in 0..stream.len() {
             let (a, b) = stream.split_at(split);
             let mut d = SseDecoder::default();
-            let mut events = d.feed(a).unwrap();
-            events.extend(d.feed(b).unwrap());
+            let mut events: Vec<String> = d.feed(a).into_iter().map(Result::unwrap).collect();
+            events.extend(d.feed(b).into_iter().map(Result::unwrap));
             events.extend(d.finish().unwrap());
             assert_eq!(
                 events,
@@ -286,5 +354,15 @@ mod tests {
                 "split at {split}"
             );
         }
+    }
+
+    #[test]
+    fn sse_decoder_stops_at_a_line_that_is_not_utf8() {
+        let mut d = SseDecoder::default();
+        let events = d.feed(b"data: a\n\ndata: \xff\n\ndata: b\n\n");
+        assert_eq!(
+            events,
+            [Ok("a".to_owned()), Err("a line of the stream is not UTF-8")]
+        );
     }
 }

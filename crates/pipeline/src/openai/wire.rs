@@ -314,8 +314,10 @@ pub(super) struct WireError {
 
 #[derive(Deserialize)]
 pub(super) struct WireChunk {
+    /// `None` when the field is missing: a chunk has `choices` (empty in
+    /// the usage chunk), `usage` or `error`.
     #[serde(default)]
-    pub(super) choices: Vec<WireChunkChoice>,
+    pub(super) choices: Option<Vec<WireChunkChoice>>,
     #[serde(default)]
     pub(super) usage: Option<WireUsage>,
     #[serde(default)]

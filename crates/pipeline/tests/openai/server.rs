@@ -37,6 +37,14 @@ pub(crate) enum Body {
     /// Like `Chunks`, then the connection is closed without ending the
     /// body (a connection dropped mid-stream).
     ChunksThenClose(Vec<Vec<u8>>),
+    /// Like `Chunks`, then waits (a few seconds at most) for the client to
+    /// hang up, counting it in [`Server::hangups`] if it does; else sends
+    /// `rest` and ends the body. A client that stops reading after
+    /// `chunks` hangs up; one that keeps reading gets `rest`.
+    ChunksThenWatch {
+        chunks: Vec<Vec<u8>>,
+        rest: Vec<Vec<u8>>,
+    },
     /// No answer at all while the connection stays open.
     Hang,
 }
@@ -96,6 +104,15 @@ impl Reply {
         Self::sse_body(Body::ChunksThenClose(vec![sse_text(events)]))
     }
 
+    /// `events`, then the [watch](Body::ChunksThenWatch) for the client
+    /// hanging up, then `rest` if it did not.
+    pub(crate) fn sse_then_watch(events: &[&str], rest: &[&str]) -> Self {
+        Self::sse_body(Body::ChunksThenWatch {
+            chunks: vec![sse_text(events)],
+            rest: vec![sse_text(rest)],
+        })
+    }
+
     pub(crate) fn sse_body(body: Body) -> Self {
         Self {
             status: 200,
@@ -113,6 +130,11 @@ impl Reply {
 pub(crate) struct Server {
     pub(crate) port: u16,
     pub(crate) requests: Arc<Mutex<Vec<Recorded>>>,
+    /// Connections the client closed while a [watch](Body::ChunksThenWatch)
+    /// waited.
+    hangups: Arc<AtomicUsize>,
+    /// Requests answered to the end (or to the client's hanging up).
+    served: Arc<AtomicUsize>,
 }
 
 impl Server {
@@ -124,17 +146,33 @@ impl Server {
         let port = listener.local_addr().unwrap().port();
         let requests = Arc::new(Mutex::new(Vec::new()));
         let script = Arc::new(script);
+        let hangups = Arc::new(AtomicUsize::new(0));
         let seen = Arc::clone(&requests);
+        let served = Arc::new(AtomicUsize::new(0));
+        let hung_up = Arc::clone(&hangups);
+        let done = Arc::clone(&served);
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 let script = Arc::clone(&script);
                 let seen = Arc::clone(&seen);
+                let hung_up = Arc::clone(&hung_up);
+                let done = Arc::clone(&done);
                 tokio::spawn(async move {
-                    let _ = serve(stream, &script, &seen).await;
+                    // An error answering (the client hung up mid-write)
+                    // still ends the request.
+                    let read = serve(stream, &script, &seen, &hung_up).await;
+                    if !matches!(read, Ok(false)) {
+                        done.fetch_add(1, Ordering::SeqCst);
+                    }
                 });
             }
         });
-        Self { port, requests }
+        Self {
+            port,
+            requests,
+            hangups,
+            served,
+        }
     }
 
     pub(crate) fn base_url(&self) -> String {
@@ -148,14 +186,27 @@ impl Server {
     pub(crate) fn count(&self) -> usize {
         self.requests.lock().unwrap().len()
     }
+
+    /// How many times the client hung up while a watch waited, once every
+    /// request so far is answered: a watch ends when the client hangs up,
+    /// or a few seconds later when it does not. (Waits as long as a reply
+    /// that hangs: not for those.)
+    pub(crate) async fn hangups(&self) -> usize {
+        while self.served.load(Ordering::SeqCst) < self.count() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        self.hangups.load(Ordering::SeqCst)
+    }
 }
 
-/// Reads one request from `stream`, records it, and answers it.
+/// Reads one request from `stream`, records it, and answers it; `true`
+/// once a request was read.
 pub(crate) async fn serve(
     mut stream: TcpStream,
     script: &[Reply],
     seen: &Mutex<Vec<Recorded>>,
-) -> std::io::Result<()> {
+    hangups: &AtomicUsize,
+) -> std::io::Result<bool> {
     let mut buf = Vec::new();
     let mut tmp = [0u8; 4096];
     let head_end = loop {
@@ -164,7 +215,7 @@ pub(crate) async fn serve(
         }
         let n = stream.read(&mut tmp).await?;
         if n == 0 {
-            return Ok(());
+            return Ok(false);
         }
         buf.extend_from_slice(&tmp[..n]);
     };
@@ -185,7 +236,7 @@ pub(crate) async fn serve(
     while body.len() < length {
         let n = stream.read(&mut tmp).await?;
         if n == 0 {
-            return Ok(());
+            return Ok(false);
         }
         body.extend_from_slice(&tmp[..n]);
     }
@@ -217,29 +268,50 @@ pub(crate) async fn serve(
             stream.write_all(head.as_bytes()).await?;
             stream.write_all(&bytes).await?;
         }
+        Body::ChunksThenWatch { chunks, rest } => {
+            head.push_str("transfer-encoding: chunked\r\n\r\n");
+            stream.write_all(head.as_bytes()).await?;
+            write_chunks(&mut stream, chunks).await?;
+            // The request was read whole and the client sends nothing
+            // more: a read ends only when it hangs up.
+            let watch = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut tmp));
+            if let Ok(Ok(0) | Err(_)) = watch.await {
+                hangups.fetch_add(1, Ordering::SeqCst);
+                return Ok(true);
+            }
+            write_chunks(&mut stream, rest).await?;
+            stream.write_all(b"0\r\n\r\n").await?;
+        }
         Body::Chunks(chunks) | Body::ChunksThenHang(chunks) | Body::ChunksThenClose(chunks) => {
             head.push_str("transfer-encoding: chunked\r\n\r\n");
             stream.write_all(head.as_bytes()).await?;
-            for chunk in chunks {
-                stream
-                    .write_all(format!("{:x}\r\n", chunk.len()).as_bytes())
-                    .await?;
-                stream.write_all(&chunk).await?;
-                stream.write_all(b"\r\n").await?;
-                stream.flush().await?;
-                // Let the client see the pieces one by one.
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
+            write_chunks(&mut stream, chunks).await?;
             if then_hang {
                 hang().await;
             }
             if then_close {
                 // Dropped without the last chunk: the body never ends.
-                return Ok(());
+                return Ok(true);
             }
             stream.write_all(b"0\r\n\r\n").await?;
         }
     }
     stream.flush().await?;
-    stream.shutdown().await
+    stream.shutdown().await?;
+    Ok(true)
+}
+
+/// `chunks` in chunked transfer encoding, one at a time.
+async fn write_chunks(stream: &mut TcpStream, chunks: Vec<Vec<u8>>) -> std::io::Result<()> {
+    for chunk in chunks {
+        stream
+            .write_all(format!("{:x}\r\n", chunk.len()).as_bytes())
+            .await?;
+        stream.write_all(&chunk).await?;
+        stream.write_all(b"\r\n").await?;
+        stream.flush().await?;
+        // Let the client see the pieces one by one.
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    Ok(())
 }

@@ -268,6 +268,15 @@ async fn a_stream_that_keeps_breaking_fails_transiently_after_the_last_attempt()
         ("truncated", Reply::sse(&STREAM[..4], 40)),
         ("dropped", Reply::sse_then_close(&STREAM[..4])),
         ("stalled", Reply::sse_then_hang(&STREAM[..4])),
+        (
+            "malformed",
+            Reply::sse(
+                &[
+                    STREAM[0], STREAM[1], STREAM[2], STREAM[3], "{oops", STREAM[4],
+                ],
+                40,
+            ),
+        ),
     ];
     for (fault, reply) in faults {
         let (logs, _guard) = capture_logs();
@@ -283,6 +292,10 @@ async fn a_stream_that_keeps_breaking_fails_transiently_after_the_last_attempt()
         match (fault, &err) {
             ("stalled", Error::Timeout { after }) => assert_eq!(*after, idle),
             ("truncated" | "dropped", Error::Transport(_)) => {}
+            ("malformed", Error::MalformedStream { attempts, detail }) => {
+                assert_eq!(*attempts, 3);
+                assert!(detail.contains("not JSON"), "{detail}");
+            }
             _ => panic!("{fault}: unexpected {err:?}"),
         }
         // Exactly `max_retries + 1` attempts, with the non-streaming backoff.
@@ -327,30 +340,161 @@ async fn broken_streams_and_statuses_share_one_attempt_budget() {
     );
 }
 
+/// Stream chunks that are not chat completion chunks, by what is wrong.
+const MALFORMED: &[(&str, &str)] = &[
+    ("unfinished JSON", r#"{"choices": [{"delta": {"content": "#),
+    ("plain text", "Bonjour, this is not JSON"),
+    ("not an object", "[1, 2, 3]"),
+    ("a string", r#""chat.completion.chunk""#),
+    ("null", "null"),
+    ("an object that is no chunk", r#"{"hello": "world"}"#),
+    ("an empty object", "{}"),
+    ("choices not a list", r#"{"choices": "secret words"}"#),
+    (
+        "content not a string",
+        r#"{"choices": [{"index": 0, "delta": {"content": 42}}]}"#,
+    ),
+];
+
 #[tokio::test]
-async fn garbage_and_error_events_are_refused_without_a_retry() {
-    let garbage = "{\"choices\": [{\"delta\": {\"content\": ";
-    let error = r#"{"error": {"message": "the model crashed", "type": "server_error"}}"#;
-    for bad in [garbage, error] {
-        // A bad event on the first attempt: one request.
+async fn a_malformed_chunk_ends_the_attempt_and_is_retried() {
+    let mut cases: Vec<(&str, Reply)> = MALFORMED
+        .iter()
+        .map(|(what, bad)| {
+            (
+                *what,
+                Reply::sse_then_watch(&[STREAM[1], bad], &STREAM[2..]),
+            )
+        })
+        .collect();
+    // A data line that is not UTF-8.
+    let mut not_utf8 = sse_text(&[STREAM[1]]);
+    not_utf8.extend_from_slice(b"data: \xff\xfe\n\n");
+    cases.push((
+        "not UTF-8",
+        Reply::sse_body(Body::ChunksThenWatch {
+            chunks: vec![not_utf8],
+            rest: vec![sse_text(&STREAM[2..])],
+        }),
+    ));
+    for (what, bad) in cases {
+        let (logs, _guard) = capture_logs();
+        let server = Server::start(vec![bad, text_stream(&["Salut", " !"])]).await;
+        let provider = builder(&server).build().unwrap();
+        let (reply, seen) = stream_events(&provider, &ask("Salut")).await;
+        let reply = reply.unwrap_or_else(|e| panic!("{what}: {e:?}"));
+        assert_second_reply(&reply);
+        assert_eq!(
+            seen,
+            [delta("Bonjour"), Seen::Restart, delta("Salut"), delta(" !")],
+            "{what}"
+        );
+        assert_eq!(shown(&seen), reply.message.text(), "{what}");
+        // The attempt ended at the bad chunk: the client hung up while the
+        // server still had the rest of the stream to send.
+        assert_eq!(server.hangups().await, 1, "{what}: the client kept reading");
+        assert_eq!(server.count(), 2, "{what}");
+        // The retry waited the first backoff, like any broken stream.
+        assert_eq!(logs.delays_ms(), [5], "{what}");
+    }
+}
+
+#[tokio::test]
+async fn a_malformed_chunk_before_any_text_needs_no_restart() {
+    let server = Server::start(vec![
+        Reply::sse_then_watch(&[STREAM[0], "not json"], &STREAM[1..]),
+        text_stream(&["Salut", " !"]),
+    ])
+    .await;
+    let provider = builder(&server).build().unwrap();
+    let (reply, seen) = stream_events(&provider, &ask("Salut")).await;
+    assert_second_reply(&reply.unwrap());
+    assert_eq!(seen, [delta("Salut"), delta(" !")]);
+    assert_eq!(server.hangups().await, 1);
+    assert_eq!(server.count(), 2);
+}
+
+#[tokio::test]
+async fn a_malformed_chunk_after_the_finish_reason_ends_a_complete_reply() {
+    // Like a stream cut after its finish_reason: the reply is complete, the
+    // rest (here the usage and [DONE]) is not read.
+    let stop = r#"{"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#;
+    let server = Server::start(vec![
+        Reply::sse_then_watch(&[STREAM[1], stop, "garbage"], &STREAM[10..]),
+        text_stream(&["never", " sent"]),
+    ])
+    .await;
+    let provider = builder(&server).build().unwrap();
+    let (reply, seen) = stream_events(&provider, &ask("Salut")).await;
+    let reply = reply.unwrap();
+    assert_eq!(reply.message.text(), "Bonjour");
+    assert_eq!(reply.finish_reason, FinishReason::Stop);
+    assert_eq!(reply.usage, Usage::default());
+    assert_eq!(seen, [delta("Bonjour")]);
+    assert_eq!(server.hangups().await, 1);
+    assert_eq!(server.count(), 1);
+}
+
+#[tokio::test]
+async fn a_malformed_error_names_no_content() {
+    for (what, bad) in MALFORMED {
+        let server = Server::start(vec![Reply::sse(&[STREAM[1], bad], 40)]).await;
+        let provider = builder(&server).max_retries(0).build().unwrap();
+        let (result, _) = stream_events(&provider, &ask("Salut")).await;
+        let err = result.unwrap_err();
+        assert!(
+            matches!(err, Error::MalformedStream { attempts: 1, .. }),
+            "{what}: {err:?}"
+        );
+        let text = format!("{err} {err:?}");
+        for content in ["secret words", "Bonjour", "hello", "world"] {
+            assert!(!text.contains(content), "{what}: {text}");
+        }
+    }
+}
+
+fn error_event(code: Option<Value>) -> String {
+    let mut error =
+        json!({"message": format!("the model crashed ({KEY})"), "type": "server_error"});
+    if let Some(code) = code {
+        error["code"] = code;
+    }
+    json!({ "error": error }).to_string()
+}
+
+#[tokio::test]
+async fn an_error_event_without_a_retryable_status_is_refused_without_a_retry() {
+    for code in [
+        None,
+        Some(json!(null)),
+        Some(json!("server_error")),
+        Some(json!(400)),
+        Some(json!("404")),
+    ] {
+        let bad = error_event(code.clone());
+        // On the first attempt: one request, and reading stops there.
         let server = Server::start(vec![
-            Reply::sse(&[STREAM[1], bad, STREAM[2]], 40),
+            Reply::sse_then_watch(&[STREAM[1], &bad], &STREAM[2..]),
             text_stream(&["Salut", " !"]),
         ])
         .await;
         let provider = builder(&server).build().unwrap();
         let (result, seen) = stream_events(&provider, &ask("Salut")).await;
-        assert!(
-            matches!(result, Err(Error::InvalidResponse { .. })),
-            "{result:?}"
-        );
-        assert_eq!(seen, [delta("Bonjour")]);
-        assert_eq!(server.count(), 1);
+        match &result {
+            Err(Error::InvalidResponse { detail }) => {
+                assert!(detail.contains("the model crashed"), "{detail}");
+                assert_no_key("the error", detail);
+            }
+            other => panic!("{code:?}: {other:?}"),
+        }
+        assert_eq!(seen, [delta("Bonjour")], "{code:?}");
+        assert_eq!(server.count(), 1, "{code:?}");
+        assert_eq!(server.hangups().await, 1, "{code:?}");
 
         // After a retried fault: refused on the attempt it comes in.
         let server = Server::start(vec![
             Reply::sse(&STREAM[..3], 40),
-            Reply::sse(&[STREAM[1], bad, STREAM[2]], 40),
+            Reply::sse(&[STREAM[1], &bad, STREAM[2]], 40),
             text_stream(&["Salut", " !"]),
         ])
         .await;
@@ -358,7 +502,7 @@ async fn garbage_and_error_events_are_refused_without_a_retry() {
         let (result, seen) = stream_events(&provider, &ask("Salut")).await;
         assert!(
             matches!(result, Err(Error::InvalidResponse { .. })),
-            "{result:?}"
+            "{code:?}: {result:?}"
         );
         assert_eq!(
             seen,
@@ -369,8 +513,80 @@ async fn garbage_and_error_events_are_refused_without_a_retry() {
                 delta("Bonjour")
             ]
         );
-        assert_eq!(server.count(), 2);
+        assert_eq!(server.count(), 2, "{code:?}");
     }
+}
+
+#[tokio::test]
+async fn an_error_event_with_a_retryable_status_is_retried() {
+    for code in [json!(503), json!(500), json!(429), json!("502")] {
+        let bad = error_event(Some(code.clone()));
+        let server = Server::start(vec![
+            Reply::sse_then_watch(&[STREAM[1], &bad], &STREAM[2..]),
+            text_stream(&["Salut", " !"]),
+        ])
+        .await;
+        let provider = builder(&server).build().unwrap();
+        let (reply, seen) = stream_events(&provider, &ask("Salut")).await;
+        assert_second_reply(&reply.unwrap());
+        assert_eq!(
+            seen,
+            [delta("Bonjour"), Seen::Restart, delta("Salut"), delta(" !")],
+            "{code}"
+        );
+        assert_eq!(server.hangups().await, 1, "{code}");
+        assert_eq!(server.count(), 2, "{code}");
+    }
+}
+
+#[tokio::test]
+async fn an_error_event_that_keeps_coming_fails_like_its_status() {
+    let (logs, _guard) = capture_logs();
+    let bad = error_event(Some(json!(503)));
+    let server = Server::start(vec![Reply::sse(&[STREAM[1], &bad], 40)]).await;
+    let provider = builder(&server).max_retries(2).build().unwrap();
+    let (result, seen) = stream_events(&provider, &ask("Salut")).await;
+    let err = result.unwrap_err();
+    match &err {
+        Error::Status {
+            status: 503,
+            attempts: 3,
+            message,
+        } => {
+            assert!(message.contains("the model crashed"), "{message}");
+            assert_no_key("the error", message);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(err.is_transient());
+    assert_eq!(server.count(), 3);
+    assert_eq!(logs.delays_ms(), [5, 10]);
+    assert_eq!(
+        seen,
+        [
+            delta("Bonjour"),
+            Seen::Restart,
+            delta("Bonjour"),
+            Seen::Restart,
+            delta("Bonjour")
+        ]
+    );
+
+    let bad = error_event(Some(json!(429)));
+    let server = Server::start(vec![Reply::sse(&[STREAM[1], &bad], 40)]).await;
+    let provider = builder(&server).max_retries(1).build().unwrap();
+    let (result, _) = stream_events(&provider, &ask("Salut")).await;
+    assert!(
+        matches!(
+            result,
+            Err(Error::RateLimited {
+                attempts: 2,
+                retry_after: None
+            })
+        ),
+        "{result:?}"
+    );
+    assert_eq!(server.count(), 2);
 }
 
 #[tokio::test]
