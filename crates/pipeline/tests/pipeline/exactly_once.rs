@@ -11,6 +11,8 @@ struct Watched {
     inner: MemoryStore,
     calls: Mutex<std::collections::BTreeMap<&'static str, usize>>,
     lose_next_reply: std::sync::atomic::AtomicBool,
+    /// Fails the next window load with a timeout (nothing read).
+    fail_next_load: std::sync::atomic::AtomicBool,
 }
 
 impl Watched {
@@ -48,6 +50,12 @@ impl Store for Watched {
         lookup: Option<&IdempotencyKey>,
     ) -> statestore_core::Result<Option<statestore_core::RecentState>> {
         self.count("load_recent_with");
+        if self.fail_next_load.swap(false, Ordering::SeqCst) {
+            return Err(statestore_core::Error::Timeout {
+                operation: "load",
+                after: std::time::Duration::from_secs(2),
+            });
+        }
         self.inner.load_recent_with(id, n, lookup).await
     }
     async fn save(
@@ -515,4 +523,154 @@ async fn the_same_turn_run_twice_at_once_is_stored_once() {
     let texts = texts(&state.messages);
     assert_eq!(texts, ["hi", "from the twin"]);
     assert_eq!(state.counters[counters::TURNS], 1);
+}
+
+/// The seed's context-window pattern — load, keep the newest messages,
+/// save — between a turn and its retry: the retry is never answered with
+/// another turn's reply, and never runs the turn again. On every backend.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_after_the_seeds_trim_never_returns_another_turns_reply() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = RedisServer::start().unwrap();
+    let stores: Vec<(&str, Arc<dyn Store>)> = vec![
+        ("memory", memory()),
+        (
+            "sqlite",
+            Arc::new(
+                statestore_sqlite::SqliteStore::open(dir.path().join("s.db"))
+                    .await
+                    .unwrap(),
+            ),
+        ),
+        (
+            "redis",
+            Arc::new(RedisStore::builder().connect(&server.url()).await.unwrap()),
+        ),
+    ];
+    for (name, store) in stores {
+        let provider = Arc::new(Counted::default());
+        let pipe = Pipeline::builder(Arc::clone(&store), provider.clone()).build();
+        let id = SessionId::new("trimmed").unwrap();
+        let turns = ["Hi, I'm Alice", "What's my name?", "What's my name?"];
+        let mut replies = Vec::new();
+        for (t, text) in turns.iter().enumerate() {
+            let done = pipe
+                .execute_with(
+                    "trimmed",
+                    Role::User,
+                    *text,
+                    ExecOptions::new().turn_id(IdempotencyKey::new(format!("t{t}")).unwrap()),
+                )
+                .await
+                .unwrap();
+            replies.push(done.reply.text().into_owned());
+        }
+        assert_eq!(replies[0], "Nice to meet you, Alice!", "{name}");
+
+        // Before the trim a retry replays each turn's own reply.
+        let again = pipe
+            .execute_with(
+                "trimmed",
+                Role::User,
+                "Hi, I'm Alice",
+                ExecOptions::new().turn_id(IdempotencyKey::new("t0").unwrap()),
+            )
+            .await
+            .unwrap();
+        assert!(again.replayed, "{name}");
+        assert_eq!(again.reply.text(), replies[0], "{name}");
+
+        let mut state = store.load(&id).await.unwrap().unwrap();
+        state.keep_last(4);
+        store
+            .save(&state, Expect::Version(state.version))
+            .await
+            .unwrap();
+        let before = store.load(&id).await.unwrap().unwrap();
+        for t in 0..3 {
+            let turn_id = IdempotencyKey::new(format!("t{t}")).unwrap();
+            let retried = pipe
+                .execute_with(
+                    "trimmed",
+                    Role::User,
+                    turns[t],
+                    ExecOptions::new().turn_id(turn_id.clone()),
+                )
+                .await;
+            match retried {
+                Ok(done) => {
+                    assert!(done.replayed, "{name}: t{t} ran again");
+                    assert_eq!(done.reply.text(), replies[t], "{name}: t{t}");
+                }
+                Err(e) => {
+                    assert!(
+                        matches!(&e, Error::TurnRewritten { turn_id: k, .. } if *k == turn_id),
+                        "{name}: t{t}: {e}"
+                    );
+                    assert_eq!(e.write_outcome(), WriteOutcome::Written, "{name}");
+                    assert!(!e.is_transient(), "{name}");
+                }
+            }
+        }
+        let after = store.load(&id).await.unwrap().unwrap();
+        assert_eq!(
+            (after.version, texts(&after.messages)),
+            (before.version, texts(&before.messages)),
+            "{name}: a retry wrote"
+        );
+        assert_eq!(
+            provider.calls.load(Ordering::SeqCst),
+            3,
+            "{name}: a retry asked the model"
+        );
+    }
+}
+
+/// A retry of a turn whose earlier attempt may have landed, failing before
+/// the store said whether it did, is an unknown outcome — not "nothing
+/// written", which would invite a new turn id and a second copy.
+#[tokio::test]
+async fn a_retry_that_fails_before_its_lookup_is_an_unknown_outcome() {
+    let store = Arc::new(Watched::default());
+    let provider = Arc::new(Counted::default());
+    let pipe = Pipeline::builder(store.clone(), provider.clone()).build();
+    let turn_id = IdempotencyKey::new("t-lookup").unwrap();
+    let chosen = || ExecOptions::new().turn_id(turn_id.clone());
+
+    // The write is applied, its reply lost.
+    store.lose_next_reply.store(true, Ordering::SeqCst);
+    let err = pipe
+        .execute_with("lookup", Role::User, "Hi, I'm Alice", chosen())
+        .await
+        .unwrap_err();
+    assert_eq!(err.write_outcome(), WriteOutcome::Unknown, "{err}");
+
+    // The retry's load times out: still unknown, and it names the turn.
+    store.fail_next_load.store(true, Ordering::SeqCst);
+    let err = pipe
+        .execute_with("lookup", Role::User, "Hi, I'm Alice", chosen())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Lookup { .. }), "{err}");
+    assert_eq!(err.write_outcome(), WriteOutcome::Unknown, "{err}");
+    assert_eq!(err.turn_id(), Some(&turn_id));
+    assert!(err.is_transient(), "{err}");
+
+    // A turn id the pipeline made cannot have been stored before.
+    store.fail_next_load.store(true, Ordering::SeqCst);
+    let err = pipe
+        .execute("lookup", Role::User, "Hello again")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Store(_)), "{err}");
+    assert_eq!(err.write_outcome(), WriteOutcome::NotWritten, "{err}");
+
+    // And the retry that gets through replays the stored turn.
+    let done = pipe
+        .execute_with("lookup", Role::User, "Hi, I'm Alice", chosen())
+        .await
+        .unwrap();
+    assert!(done.replayed);
+    assert_eq!(done.reply.text(), "Nice to meet you, Alice!");
+    assert_eq!(provider.calls.load(Ordering::SeqCst), 1);
 }
