@@ -135,24 +135,39 @@ pub(crate) fn written(
     }
 }
 
-/// What an `ok` or `replayed` reply to an append says it did.
+/// A remembered write as the scripts return it: `<rewritten> <version>
+/// <first> <count>`, then the token the append carried, if any.
+fn remembered(numbers: &[u64]) -> Option<(Appended, Option<u64>)> {
+    let (rewritten, version, first, count, token) = match *numbers {
+        [r, v, f, c] => (r, v, f, c, None),
+        [r, v, f, c, t] => (r, v, f, c, Some(t)),
+        _ => return None,
+    };
+    let done = Appended::new(version, first, count).replay();
+    match rewritten {
+        0 => Some((done, token)),
+        1 => Some((done.rewritten(), token)),
+        _ => None,
+    }
+}
+
+/// What an `ok` or `replayed` reply to an append says it did, and for a
+/// replay the token the remembered write carried.
 pub(crate) fn appended(
     id: &SessionId,
     expect: Expect,
     limits: &Limits,
     reply: Reply,
-) -> Result<Appended> {
-    let (rest, replayed) = match reply {
-        Reply::Ok(rest) => (rest, false),
-        Reply::Replayed(rest) => (rest, true),
+) -> Result<(Appended, Option<u64>)> {
+    let outcome = match reply {
+        Reply::Ok(rest) => match *rest.as_slice() {
+            [version, first, count] => Some((Appended::new(version, first, count), None)),
+            _ => None,
+        },
+        Reply::Replayed(rest) => remembered(&rest),
         other => return Err(refused(id, expect, limits, other)),
     };
-    let outcome = match *rest.as_slice() {
-        [version, first, count] => Appended::new(version, first, count),
-        [version, first, count, 1] if replayed => Appended::new(version, first, count).rewritten(),
-        _ => return Err(corrupt(id, "an append returned a malformed outcome")),
-    };
-    Ok(if replayed { outcome.replay() } else { outcome })
+    outcome.ok_or_else(|| corrupt(id, "an append returned a malformed outcome"))
 }
 
 /// The error for a write's reply that is not `ok`.
@@ -273,18 +288,10 @@ pub(crate) fn snapshot(
     };
     let (nm, ns, nd, record) = match *counts.as_slice() {
         [nm, ns, nd] => (nm, ns, nd, None),
-        [nm, ns, nd, version, first, count] => (
-            nm,
-            ns,
-            nd,
-            Some(Appended::new(version, first, count).replay()),
-        ),
-        [nm, ns, nd, version, first, count, 1] => (
-            nm,
-            ns,
-            nd,
-            Some(Appended::new(version, first, count).rewritten().replay()),
-        ),
+        [nm, ns, nd, ref record @ ..] => match remembered(record) {
+            Some((done, _)) => (nm, ns, nd, Some(done)),
+            None => return Err(corrupt(id, "load returned a malformed remembered write")),
+        },
         _ => return Err(corrupt(id, "load returned malformed counts")),
     };
     let mut read = |what: &str| next_list(id, &mut it, what);

@@ -79,10 +79,17 @@ impl Store for RedisStore {
         // An unkeyed append gets a key of its own where the client library
         // may re-send a request by itself (the cluster client), so that the
         // re-send is a replay, not a second append; elsewhere it needs none.
-        let field = match key {
-            Some(key) => format!("k:{}", key.as_str()),
-            None if self.inner.conn.resends() => format!("g:{}", IdempotencyKey::random().as_str()),
-            None => String::new(),
+        //
+        // There a caller's key also carries a token of this call, kept
+        // with the write: a replay that carries it back is this call's own
+        // write, re-sent by the client — not an earlier call's.
+        let resends = self.inner.conn.resends();
+        let token = resends.then(call_token);
+        let field = match (key, token) {
+            (Some(key), Some(token)) => format!("{token} k:{}", key.as_str()),
+            (Some(key), None) => format!("k:{}", key.as_str()),
+            (None, _) if resends => format!("g:{}", IdempotencyKey::random().as_str()),
+            (None, _) => String::new(),
         };
         call.arg(&field).arg(counters.len()).arg(messages.len());
         for name in counters.keys() {
@@ -101,14 +108,16 @@ impl Store for RedisStore {
             .limits
             .check_message_sizes(id, sizes.into_iter())?;
         let limits = &self.inner.limits;
-        let appended = self
+        let (appended, remembered_token) = self
             .write("append", id, &call, |r| {
                 decode::appended(id, expect, limits, r)
             })
             .await?;
-        // The caller made one call: a replay of the store's own key is the
-        // client's re-send of that call, whose write is this call's.
-        Ok(if field.starts_with('g') {
+        // The caller made one call: a replay of the store's own key, or of
+        // a key carrying this call's token, is the client's re-send of that
+        // call, whose write is this call's.
+        let own = field.starts_with('g') || (token.is_some() && remembered_token == token);
+        Ok(if appended.replayed && own {
             appended.applied_now()
         } else {
             appended
@@ -267,4 +276,11 @@ impl Store for RedisStore {
             _ => Ok(false),
         }
     }
+}
+
+/// A token unique to one append call (see `append_with`): 63 random bits,
+/// decimal, so that a script tells it from a field by its first byte.
+fn call_token() -> u64 {
+    use std::hash::{BuildHasher, RandomState};
+    RandomState::new().hash_one(IdempotencyKey::random()) >> 1
 }

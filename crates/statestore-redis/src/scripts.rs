@@ -321,17 +321,21 @@ macro_rules! push {
     };
 }
 
-/// Sets `rec` to the remembered write `w1` (`"<version> <first> <count>"`),
-/// followed by ` 1` when a `save` rewrote the history after it: the header
-/// field `r` holds the version of the last save of a session that had
-/// remembered writes, and every write older than it has lost its
+/// Checks the remembered write `w1` (`"<version> <first> <count>"`, then
+/// ` <token>` when the append carried one) and sets `rec` to it, preceded
+/// by `1 ` when a `save` rewrote the history after it and `0 ` when not:
+/// the header field `r` holds the version of the last save of a session
+/// that had remembered writes, and every write older than it has lost its
 /// positions (`Appended::rewritten`). Read only when a key was found.
 macro_rules! remembered {
     () => {
         r#"
-local rec = w1
+if not (string.find(w1, '^%d+ %d+ %d+$') or string.find(w1, '^%d+ %d+ %d+ %d+$')) then
+  return 'corrupt a remembered write is malformed'
+end
+local rec = '0 ' .. w1
 local rv = rcall('HGET', H, 'r')
-if rv and tonumber(string.match(w1, '^%d+')) < tonumber(rv) then rec = w1 .. ' 1' end
+if rv and tonumber(string.match(w1, '^%d+')) < tonumber(rv) then rec = '1 ' .. w1 end
 "#
     };
 }
@@ -339,21 +343,33 @@ if rv and tonumber(string.match(w1, '^%d+')) < tonumber(rv) then rec = w1 .. ' 1
 /// `append_with(id, append)`.
 /// ARGV 3: the expectation; 4: max messages per session (`-1`:
 /// unlimited); 5: the key as its field in the remembered writes (`k:<key>`
-/// the caller's, `g:<key>` one the store made, `''` none); 6: the number
-/// of counters `C`; 7: the number of messages; 8..7+C: the counters'
-/// header fields (`c:<name>`); 8+C..7+2C: their increments (decimal, at
-/// most `i64::MAX`); then the messages.
-/// Returns `ok <version> <first position> <messages>` — or `replayed` and
-/// the same three (and ` 1` when a save rewrote the history since:
-/// [`remembered!`]) for a key already remembered, having written nothing but
-/// the access time. The key is looked up after the integrity checks and
+/// the caller's, `g:<key>` one the store made, `''` none), preceded by a
+/// decimal token and a space when the client may re-send the call (the
+/// token is remembered with the write, so the re-send's replay is known
+/// as the call's own); 6: the number of counters `C`; 7: the number of
+/// messages; 8..7+C: the counters' header fields (`c:<name>`);
+/// 8+C..7+2C: their increments (decimal, at most `i64::MAX`); then the
+/// messages.
+/// Returns `ok <version> <first position> <messages>` — or `replayed`,
+/// `1` when a save rewrote the history since (else `0`, see
+/// [`remembered!`]), the same three and the token, if any, for a key
+/// already remembered, having written nothing but the access time. The key is looked up after the integrity checks and
 /// before the expectation, so a repeat is a replay whatever it expects.
 const APPEND: &str = concat!(
     prelude!(),
     r#"
 local RING_NOTE = 'remembered writes of this session: k:<key> and g:<key> hold what the write did, ' ..
   'K<n> and G<n> the key in ring slot n'
-local nc, field = tonumber(ARGV[6]), ARGV[5]
+local nc, field, token = tonumber(ARGV[6]), ARGV[5], ''
+do
+  -- `<token> <field>`: a token this call's client made (see ARGV 5).
+  local b = string.byte(field)
+  if b and b >= 48 and b <= 57 then
+    local sp = string.find(field, ' ', 1, true)
+    if not sp then return 'corrupt an append key without its field' end
+    token, field = ' ' .. string.sub(field, 1, sp - 1), string.sub(field, sp + 1)
+  end
+end
 local f
 if nc == 0 then
   f = rpcall('HMGET', H, 'version', 'n')
@@ -384,13 +400,13 @@ if V then
   end
   if field ~= '' then
     -- Remembered writes: caller keys ('k', 64 deep = REMEMBERED_WRITES) and
-    -- keys the store made for unkeyed appends ('g', 16 deep). The key, the
+    -- keys the store made for unkeyed appends ('g', 64 deep too). The key, the
     -- ring slot this write takes, and the newest slot (which must exist
     -- when the header records remembered writes).
     local qk, qg = tonumber(wk), tonumber(wg)
     local newest
-    if qk > 0 then newest = 'K' .. ((qk - 1) % 64) elseif qg > 0 then newest = 'G' .. ((qg - 1) % 16) end
-    if string.byte(field) == 107 then slot = 'K' .. (qk % 64) else slot = 'G' .. (qg % 16) end
+    if qk > 0 then newest = 'K' .. ((qk - 1) % 64) elseif qg > 0 then newest = 'G' .. ((qg - 1) % 64) end
+    if string.byte(field) == 107 then slot = 'K' .. (qk % 64) else slot = 'G' .. (qg % 64) end
     local w = rpcall('HMGET', W, field, slot, newest or slot)
     if w.err then return wrong_type(W, 'remembered-writes', 'hash') end
     if newest and not w[3] then
@@ -398,7 +414,6 @@ if V then
         'evicted or changed outside this library (see maxmemory-policy in the crate docs)'
     end
     if w[1] then
-      if not string.find(w[1], '^%d+ %d+ %d+$') then return 'corrupt a remembered write is malformed' end
       local w1 = w[1]
 "#,
     remembered!(),
@@ -481,9 +496,9 @@ if field ~= '' then
     -- A new hash (or one an older version made): with a value over 64
     -- bytes (hash-max-listpack-value) Redis keeps it as a hash table, so
     -- looking a key up costs O(1), not a scan of its 128 entries.
-    rcall('HSET', W, '~', RING_NOTE, slot, string.sub(field, 3), field, outcome)
+    rcall('HSET', W, '~', RING_NOTE, slot, string.sub(field, 3), field, outcome .. token)
   else
-    rcall('HSET', W, slot, string.sub(field, 3), field, outcome)
+    rcall('HSET', W, slot, string.sub(field, 3), field, outcome .. token)
   end
   if string.byte(field) == 107 then wk = tostring(tonumber(wk) + 1) else wg = tostring(tonumber(wg) + 1) end
 end
@@ -502,9 +517,9 @@ return 'ok ' .. outcome
 /// access; 3: a caller key to look up, as its field (`k:<key>`; `''`:
 /// none).
 /// Returns `ok <nm> <ns> <nd>`, the counts the transaction's reads must
-/// match, followed by what the write under the key did
-/// (`<version> <first> <count>`, and ` 1` when rewritten since:
-/// [`remembered!`]) when it is remembered.
+/// match, followed by what the write under the key did (`<rewritten>
+/// <version> <first> <count>` and its token, if any: [`remembered!`]) when
+/// it is remembered.
 const LOAD: &str = concat!(
     prelude!(),
     r#"
@@ -534,7 +549,6 @@ if ARGV[3] ~= '' and wk ~= '0' then
       'evicted or changed outside this library (see maxmemory-policy in the crate docs)'
   end
   if w[1] then
-    if not string.find(w[1], '^%d+ %d+ %d+$') then return 'corrupt a remembered write is malformed' end
     local w1 = w[1]
 "#,
     remembered!(),
@@ -888,6 +902,8 @@ mod tests {
         for (script, needle) in [
             (super::APPEND, format!("slot = 'K' .. (qk % {deep})")),
             (super::APPEND, format!("'K' .. ((qk - 1) % {deep})")),
+            (super::APPEND, format!("slot = 'G' .. (qg % {deep})")),
+            (super::APPEND, format!("'G' .. ((qg - 1) % {deep})")),
             (super::LOAD, format!("'K' .. ((tonumber(wk) - 1) % {deep})")),
         ] {
             assert!(

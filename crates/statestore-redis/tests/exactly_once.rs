@@ -230,7 +230,9 @@ async fn the_cluster_clients_own_resend_is_a_replay() {
     );
     assert_eq!(state.version, 2);
 
-    // A keyed append with counters: the same, and the caller can tell.
+    // A keyed append with counters: the same, and the re-send's replay is
+    // known as this call's own write (its token came back with it): not
+    // reported as an earlier call's.
     node.reset_stats().unwrap();
     proxy.drop_next_reply();
     let appended = store
@@ -245,9 +247,35 @@ async fn the_cluster_clients_own_resend_is_a_replay() {
         .expect("the cluster client re-sends after the dropped connection");
     assert_eq!(proxy.dropped_replies(), 3);
     assert_eq!(evalsha_calls(node), 2);
-    assert!(appended.replayed, "what ran was the re-send's replay");
+    assert!(
+        !appended.replayed,
+        "the write is this call's, though what ran last was the re-send's replay"
+    );
     assert_eq!((appended.version, appended.first_position), (3, 3));
     let state = store.load(&id).await.unwrap().unwrap();
     assert_eq!(state.messages.len(), 5, "applied once");
     assert_eq!(state.counters.get("turns"), Some(&1), "counted once");
+
+    // A second call with the key is a replay of the first call's write.
+    let repeat = store
+        .append_with(
+            &id,
+            Append::new(turn(2))
+                .key(IdempotencyKey::new("turn-2").unwrap())
+                .count("turns", 1),
+        )
+        .await
+        .unwrap();
+    assert!(repeat.replayed, "another call's write");
+    assert_eq!((repeat.version, repeat.first_position), (3, 3));
+    assert_eq!(
+        store
+            .load(&id)
+            .await
+            .unwrap()
+            .unwrap()
+            .counters
+            .get("turns"),
+        Some(&1)
+    );
 }
