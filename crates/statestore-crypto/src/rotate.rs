@@ -126,8 +126,11 @@ impl Encrypted {
     /// # Errors
     ///
     /// A value that cannot be decrypted ([`Error::UnknownKey`],
-    /// [`Error::Integrity`], …); [`Error::Busy`]; the store's errors. In
-    /// every case nothing was written.
+    /// [`Error::Integrity`], …) or [`Error::Busy`]: nothing was written.
+    /// The store's errors ([`Error::Store`]): [`Error::write_outcome`]
+    /// keeps the store's answer — a `Timeout` or `Unavailable` of the save
+    /// is `Unknown` (it may have been applied; running this again finds
+    /// out, and writes nothing when it was).
     pub async fn reencrypt(&self, id: &SessionId) -> Result<Reencrypted> {
         let layer = &self.layer;
         for attempt in 1..=MAX_ATTEMPTS {

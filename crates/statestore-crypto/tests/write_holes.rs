@@ -1,6 +1,7 @@
 //! Writes of the layer that must say the truth when something fails
 //! between plan and write, or after it: an append that landed elsewhere
-//! than its messages were sealed for. Each over a real `MemoryStore`
+//! than its messages were sealed for, a re-encryption whose save timed
+//! out. Each over a real `MemoryStore`
 //! behind [`Faulty`], which injects one fault.
 #![allow(
     clippy::panic,
@@ -20,8 +21,8 @@ use statestore_core::{
     ListQuery, Message, Metadata, RecentState, Result, SessionId, Store, Summary, Version,
     WriteOutcome, async_trait,
 };
-use statestore_crypto::{Encrypted, Error, Field};
-use support::{ring, sid};
+use statestore_crypto::{Encrypted, Error, Field, RotateOptions};
+use support::{key, ring, sid};
 
 /// What [`Faulty::append_with`] does after the store applied the append.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,6 +42,8 @@ enum SaveFault {
     None,
     /// Refused before it reaches the store: `Unavailable`.
     Unavailable,
+    /// Applied, then the reply is lost: `Timeout`.
+    TimeoutAfterApply,
     /// Another writer's metadata write lands just before it: `Conflict`.
     Race,
 }
@@ -99,6 +102,10 @@ impl Store for Faulty {
                 operation: "save",
                 source: "connection refused".into(),
             }),
+            SaveFault::TimeoutAfterApply => {
+                self.store.save(state, expect).await?;
+                Err(timeout("save"))
+            }
             SaveFault::Race => {
                 // Removes a key no one set: a write all the same.
                 let mut patch = Metadata::new();
@@ -340,4 +347,47 @@ async fn misplaced_appends_are_rebound_by_the_next_append() {
             "keyed: {keyed}"
         );
     }
+}
+
+/// The re-encryption's save was applied and its reply lost: the error
+/// keeps the store's outcome (`Unknown`), in `rotate_all`'s report too, and
+/// a rerun finds it done.
+#[tokio::test]
+async fn reencrypt_after_a_save_timeout_reports_unknown() {
+    let faulty = Faulty::over(support::memory());
+    let layer = Encrypted::new(Arc::clone(&faulty) as Arc<dyn Store>, ring("k1", 1));
+    for s in ["a", "b"] {
+        layer
+            .append(&sid(s), vec![Message::user("hi")], Expect::Any)
+            .await
+            .unwrap();
+    }
+    layer
+        .set_keyring(layer.keyring().with_current_key(key("k2", 2)).unwrap())
+        .await;
+    faulty.save_fault(SaveFault::TimeoutAfterApply);
+    let e = layer.reencrypt(&sid("a")).await.unwrap_err();
+    assert!(
+        matches!(e, Error::Store(StoreError::Timeout { .. })),
+        "{e:?}"
+    );
+    assert_eq!(e.write_outcome(), WriteOutcome::Unknown);
+    // `a` is done (its save was applied); `b` times out the same way.
+    let report = layer
+        .rotate_all(RotateOptions::default(), |_| {})
+        .await
+        .unwrap();
+    assert_eq!((report.sessions, report.reencrypted), (2, 0));
+    let [(failed, e)] = &report.failed[..] else {
+        panic!("{:?}", report.failed);
+    };
+    assert_eq!(failed, &sid("b"));
+    assert_eq!(e.write_outcome(), WriteOutcome::Unknown);
+
+    faulty.save_fault(SaveFault::None);
+    assert_eq!(
+        layer.reencrypt(&sid("b")).await.unwrap().values,
+        0,
+        "it was applied"
+    );
 }
