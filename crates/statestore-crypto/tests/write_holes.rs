@@ -1,7 +1,7 @@
 //! Writes of the layer that must say the truth when something fails
 //! between plan and write, or after it: an append that landed elsewhere
 //! than its messages were sealed for, a re-encryption whose save timed
-//! out. Each over a real `MemoryStore`
+//! out, a listing that repeats an id. Each over a real `MemoryStore`
 //! behind [`Faulty`], which injects one fault.
 #![allow(
     clippy::panic,
@@ -13,6 +13,7 @@
 
 mod support;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -54,6 +55,10 @@ struct Faulty {
     store: Arc<dyn Store>,
     after_append: Mutex<AfterAppend>,
     save: Mutex<SaveFault>,
+    /// Each page after the first starts again with the previous page's
+    /// last id (what a Redis `SCAN` may do).
+    repeat_listed: AtomicBool,
+    last_listed: Mutex<Option<SessionId>>,
 }
 
 impl Faulty {
@@ -62,6 +67,8 @@ impl Faulty {
             store,
             after_append: Mutex::new(AfterAppend::Reply),
             save: Mutex::new(SaveFault::None),
+            repeat_listed: AtomicBool::new(false),
+            last_listed: Mutex::new(None),
         })
     }
 
@@ -143,7 +150,16 @@ impl Store for Faulty {
         self.store.exists(id).await
     }
     async fn list(&self, query: &ListQuery) -> Result<ListPage> {
-        self.store.list(query).await
+        let mut page = self.store.list(query).await?;
+        if self.repeat_listed.load(Ordering::Relaxed) {
+            let mut last = self.last_listed.lock().unwrap();
+            if let (Some(cursor), Some(previous)) = (&query.cursor, last.take()) {
+                assert!(previous.as_str() <= cursor.as_str());
+                page.ids.insert(0, previous);
+            }
+            last.clone_from(&page.ids.last().cloned());
+        }
+        Ok(page)
     }
     async fn merge_metadata(
         &self,
@@ -390,4 +406,50 @@ async fn reencrypt_after_a_save_timeout_reports_unknown() {
         0,
         "it was applied"
     );
+}
+
+/// A listing repeats ids across pages: each session is visited, counted
+/// and reported once.
+#[tokio::test]
+async fn rotate_all_visits_an_id_listed_twice_once() {
+    let faulty = Faulty::over(support::memory());
+    let layer = Encrypted::new(Arc::clone(&faulty) as Arc<dyn Store>, ring("k1", 1));
+    for s in 0..10 {
+        layer
+            .append(
+                &sid(&format!("s{s}")),
+                vec![Message::user("hi")],
+                Expect::Any,
+            )
+            .await
+            .unwrap();
+    }
+    // One session no ring can read: it fails, once.
+    Encrypted::new(Arc::clone(&faulty.store), ring("lost", 7))
+        .append(&sid("s5"), vec![Message::user("x")], Expect::Any)
+        .await
+        .unwrap();
+    layer
+        .set_keyring(layer.keyring().with_current_key(key("k2", 2)).unwrap())
+        .await;
+    faulty.repeat_listed.store(true, Ordering::Relaxed);
+
+    let mut visited = Vec::new();
+    let report = layer
+        .rotate_all(RotateOptions::default().page_size(3), |p| {
+            visited.push(p.id.clone());
+            assert_eq!(p.sessions, visited.len() as u64);
+        })
+        .await
+        .unwrap();
+    let mut unique = visited.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(visited.len(), 10, "{visited:?}");
+    assert_eq!(unique.len(), 10);
+    assert_eq!(
+        (report.sessions, report.reencrypted, report.failed.len()),
+        (10, 9, 1)
+    );
+    assert_eq!(report.values, 9);
 }
