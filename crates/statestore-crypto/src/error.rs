@@ -2,7 +2,9 @@
 
 use std::fmt;
 
-use statestore_core::SessionId;
+use std::ops::Range;
+
+use statestore_core::{SessionId, WriteOutcome};
 
 /// Which stored value of a session an error is about. Names a place, never
 /// content: metadata keys are stored in the clear anyway.
@@ -36,7 +38,9 @@ impl fmt::Display for Field {
 /// never contain key material or stored content. Through the [`Store`]
 /// interface these errors arrive as [`statestore_core::Error::Decryption`]
 /// (encrypted values) or [`statestore_core::Error::Corrupt`] (compressed
-/// values), with this error as their source: [`Error::from_store`] finds it.
+/// values), or — [`Error::NotRebound`], raised after a write —
+/// [`statestore_core::Error::Backend`], with this error as their source:
+/// [`Error::from_store`] finds it.
 ///
 /// [`Store`]: statestore_core::Store
 #[derive(Debug, thiserror::Error)]
@@ -137,6 +141,41 @@ pub enum Error {
         attempts: u32,
     },
 
+    /// An append **was written**, at `positions`, but its messages were
+    /// sealed for other positions (the session was deleted and re-created
+    /// up to the same version between the layer's plan and the write), and
+    /// re-sealing them where they landed failed: the store failed
+    /// (`source`) or kept changing. Until they are re-bound, reads of those
+    /// positions fail with [`Error::Integrity`].
+    ///
+    /// Do not repeat the append as a new write. Retry it with the same
+    /// idempotency key through the same layer: the retry re-binds the
+    /// messages, and only then returns the replay. An append without a key
+    /// is re-bound by the next append to the session through this layer.
+    ///
+    /// Through [`Store`](statestore_core::Store) it arrives as
+    /// [`statestore_core::Error::Backend`] (operation `"append"`, whose
+    /// `write_outcome()` is `Unknown`: the store's error has no way to say
+    /// `Written` but for replication) with this error as its source;
+    /// [`Error::write_outcome`] says `Written`.
+    #[error(
+        "session {id}: an append was written at positions {}..{} but its messages are sealed \
+         for other positions, and re-binding them failed ({reason}); reads of those positions \
+         fail until a retry with the same idempotency key re-binds them",
+        positions.start, positions.end
+    )]
+    NotRebound {
+        /// The session.
+        id: SessionId,
+        /// Where the append's messages landed.
+        positions: Range<u64>,
+        /// Why re-binding failed.
+        reason: String,
+        /// The store's error, when it failed.
+        #[source]
+        source: Option<Box<statestore_core::Error>>,
+    },
+
     /// The underlying store failed.
     #[error(transparent)]
     Store(#[from] statestore_core::Error),
@@ -152,7 +191,8 @@ impl Error {
             | Self::Malformed { id, .. }
             | Self::UnsupportedFormat { id, .. }
             | Self::NotEncrypted { id, .. }
-            | Self::Busy { id, .. } => Some(id),
+            | Self::Busy { id, .. }
+            | Self::NotRebound { id, .. } => Some(id),
             Self::InvalidKey { .. } | Self::Store(_) => None,
         }
     }
@@ -179,6 +219,20 @@ impl Error {
         }
     }
 
+    /// What this error says about the write that failed: a store error
+    /// keeps the store's answer (a `Timeout` of a re-encryption's save is
+    /// `Unknown`: it may have been applied); [`Error::NotRebound`] was
+    /// `Written`; every other error of this crate is raised before anything
+    /// is written.
+    #[must_use]
+    pub fn write_outcome(&self) -> WriteOutcome {
+        match self {
+            Self::Store(e) => e.write_outcome(),
+            Self::NotRebound { .. } => WriteOutcome::Written,
+            _ => WriteOutcome::NotWritten,
+        }
+    }
+
     /// The error of this crate a store error carries as its source, if any:
     /// how a caller of [`Store`](statestore_core::Store) methods on a layer
     /// tells a missing key from tampered bytes.
@@ -199,7 +253,8 @@ impl Error {
             }
             | statestore_core::Error::Corrupt {
                 source: Some(s), ..
-            } => s,
+            }
+            | statestore_core::Error::Backend { source: s, .. } => s,
             _ => return None,
         };
         source.downcast_ref::<Self>()
@@ -208,8 +263,15 @@ impl Error {
     /// Into the store's error: encryption failures become
     /// [`statestore_core::Error::Decryption`], failures of a
     /// compression-only layer [`statestore_core::Error::Corrupt`], both with
-    /// `self` as their source.
+    /// `self` as their source; [`Error::NotRebound`] a
+    /// [`statestore_core::Error::Backend`] of the append.
     pub(crate) fn into_store(self, encrypted: bool) -> statestore_core::Error {
+        if matches!(self, Self::NotRebound { .. }) {
+            return statestore_core::Error::Backend {
+                operation: "append",
+                source: Box::new(self),
+            };
+        }
         let (Some(id), Some(field)) = (self.session().cloned(), self.field().cloned()) else {
             return match self {
                 Self::Store(e) => e,

@@ -9,20 +9,22 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use statestore_core::{
     Append, Appended, ConversationState, Error as StoreError, Expect, IdempotencyKey, Message,
     Metadata, RecentState, Result as StoreResult, SessionId, Store, Summary, Timestamp, Version,
-    check_fork_ids,
+    WriteOutcome, check_fork_ids,
 };
 
 use crate::envelope::Sealer;
 use crate::seal::Codec;
 use crate::{Compression, KeyRing};
 
+mod rebind;
+
+use rebind::Sent;
+
 /// Sessions whose (version, message count) the layer remembers, at most.
 const KNOWN_CAPACITY: usize = 65_536;
 /// Attempts of an unguarded append or summary before giving up (each lost
 /// attempt means another writer's write landed: the store makes progress).
 const MAX_UNGUARDED_ATTEMPTS: u32 = 10_000;
-/// Attempts to re-bind messages an append placed elsewhere than expected.
-const REPAIR_ATTEMPTS: u32 = 16;
 
 /// A session's version and message count, as last seen by this layer.
 #[derive(Clone, Copy, Debug)]
@@ -52,6 +54,11 @@ pub(crate) struct Layer {
     /// the cached one (decryption is deterministic), so a turn's window is
     /// not decrypted again every turn.
     opened: Mutex<HashMap<(SessionId, u64), Opened>>,
+    /// Attempts of appends that may sit elsewhere than their messages
+    /// were sealed for: their reply was lost, or their re-binding failed.
+    /// Re-bound when their key is replayed, or by the session's next
+    /// append through this layer.
+    unbound: Mutex<HashMap<SessionId, Vec<Arc<Sent>>>>,
 }
 
 /// A message as stored, and opened.
@@ -76,6 +83,7 @@ impl Layer {
             known: Mutex::new(HashMap::new()),
             appending: SessionLocks::default(),
             opened: Mutex::new(HashMap::new()),
+            unbound: Mutex::new(HashMap::new()),
         }
     }
 
@@ -283,6 +291,7 @@ impl Layer {
         // finds the session where the previous one left it (no read, no
         // retry). Other processes' writes still make an append re-read.
         let _turn = self.appending.lock(id).await;
+        self.rebind_others(id, append.key.as_ref()).await;
         let caller = append.expect;
         // Where the messages will land, without a read when this layer knows.
         let mut plan = match caller {
@@ -306,7 +315,14 @@ impl Layer {
                     if let Some(r) = &read {
                         self.remember(id, r.version, r.total_messages);
                         if let Some(replay) = r.replay {
-                            return Ok(replay);
+                            let attempts = self.unbound_of(id, append.key.as_ref());
+                            if attempts.is_empty() {
+                                return Ok(replay);
+                            }
+                            let _gate = self.gate.read().await;
+                            let keys = self.keys();
+                            let codec = self.codec(keys.as_ref());
+                            return self.rebind_landed(id, &replay, &attempts, codec).await;
                         }
                     }
                     let found = read.map(|r| (r.version, r.total_messages));
@@ -331,15 +347,22 @@ impl Layer {
             let codec = self.codec(keys.as_ref());
             let sealed = codec.seal_messages(id, first, &append.messages)?;
             let stored: Vec<Arc<Message>> = sealed.iter().cloned().map(Arc::new).collect();
+            let sent = || Sent {
+                planned: first,
+                stored: stored.clone(),
+                plain: append.messages.clone(),
+                key: append.key.clone(),
+            };
             match self
                 .inner
                 .append_with(id, with_messages(&append, sealed, guard))
                 .await
             {
-                Ok(done) if done.replayed => return Ok(done),
                 Ok(done) => {
-                    self.remember(id, done.version, done.first_position + done.messages);
-                    if done.first_position == first {
+                    if !done.replayed {
+                        self.remember(id, done.version, done.first_position + done.messages);
+                    }
+                    if done.first_position == first && !done.replayed {
                         self.cache_opened(
                             id,
                             (first..)
@@ -347,11 +370,16 @@ impl Layer {
                                 .zip(&append.messages)
                                 .map(|((p, s), m)| (p, s, Arc::new(m.clone()))),
                         );
-                    } else {
-                        self.repair(id, &done, first, codec).await;
+                        self.settled(id, append.key.as_ref());
+                        return Ok(done);
                     }
+                    // This attempt's own bytes (re-sent by the client, or
+                    // landed elsewhere), or an earlier attempt's.
+                    let mut attempts = self.unbound_of(id, append.key.as_ref());
+                    attempts.push(Arc::new(sent()));
+                    let result = self.rebind_landed(id, &done, &attempts, codec).await;
                     drop(gate);
-                    return Ok(done);
+                    return result;
                 }
                 // A conflict on a guard this layer chose: someone else's
                 // write landed first. Nothing was written; read and retry
@@ -361,6 +389,10 @@ impl Layer {
                 }
                 Err(e) => {
                     self.forget(id);
+                    if e.write_outcome() != WriteOutcome::NotWritten && !stored.is_empty() {
+                        // It may have landed, and elsewhere than planned.
+                        self.record_unbound(id, vec![Arc::new(sent())]);
+                    }
                     return Err(e);
                 }
             }
@@ -370,63 +402,6 @@ impl Layer {
             expected: caller,
             actual: None,
         })
-    }
-
-    /// The append landed at other positions than the ones its messages
-    /// were sealed for: the session was deleted and re-created up to the
-    /// same version between the read that planned it and the write (or
-    /// since this layer last saw it). Re-seal those messages for the
-    /// positions they have — only messages that still open at their
-    /// planned positions, which no other write can have produced — in one
-    /// version-guarded save.
-    async fn repair(&self, id: &SessionId, done: &Appended, planned: u64, codec: Codec<'_>) {
-        tracing::warn!(
-            session = %id,
-            planned,
-            landed = done.first_position,
-            "an append landed elsewhere than planned (the session was re-created); re-binding its messages"
-        );
-        for _ in 0..REPAIR_ATTEMPTS {
-            let raw = match self.inner.load(id).await {
-                Ok(Some(raw)) => raw,
-                Ok(None) => return,
-                Err(e) => {
-                    tracing::warn!(session = %id, error = %e, "re-binding failed");
-                    return;
-                }
-            };
-            let mut state = raw.clone();
-            let mut fixed = 0;
-            for (k, position) in (0..).zip(done.positions().into_iter().flatten()) {
-                let Some(m) = usize::try_from(position)
-                    .ok()
-                    .and_then(|p| state.messages.get_mut(p))
-                else {
-                    break;
-                };
-                if let Ok(open) = codec.open_message(id, planned + k, m)
-                    && let Ok(sealed) = codec.seal_message(id, position, &open)
-                {
-                    *m = Arc::new(sealed);
-                    fixed += 1;
-                }
-            }
-            if fixed == 0 {
-                return;
-            }
-            match self.inner.save(&state, Expect::Version(raw.version)).await {
-                Ok(v) => {
-                    self.remember(id, v, state.messages.len() as u64);
-                    return;
-                }
-                Err(StoreError::Conflict { .. }) => {}
-                Err(e) => {
-                    tracing::warn!(session = %id, error = %e, "re-binding failed");
-                    return;
-                }
-            }
-        }
-        tracing::warn!(session = %id, "re-binding gave up: too many concurrent writes");
     }
 
     pub(crate) async fn fork(

@@ -1,6 +1,8 @@
 //! Key rotation: [`Encrypted::reencrypt`] for one session,
 //! [`Encrypted::rotate_all`] for every session.
 
+use std::collections::HashSet;
+
 use statestore_core::{Error as StoreError, Expect, ListQuery, SessionId, Version};
 
 use crate::{Encrypted, Error, Result};
@@ -95,7 +97,7 @@ pub struct RotationProgress<'a> {
 #[derive(Debug, Default)]
 #[non_exhaustive]
 pub struct RotationReport {
-    /// Sessions visited.
+    /// Sessions visited (each once, even when listed on two pages).
     pub sessions: u64,
     /// Sessions re-encrypted.
     pub reencrypted: u64,
@@ -126,8 +128,11 @@ impl Encrypted {
     /// # Errors
     ///
     /// A value that cannot be decrypted ([`Error::UnknownKey`],
-    /// [`Error::Integrity`], …); [`Error::Busy`]; the store's errors. In
-    /// every case nothing was written.
+    /// [`Error::Integrity`], …) or [`Error::Busy`]: nothing was written.
+    /// The store's errors ([`Error::Store`]): [`Error::write_outcome`]
+    /// keeps the store's answer — a `Timeout` or `Unavailable` of the save
+    /// is `Unknown` (it may have been applied; running this again finds
+    /// out, and writes nothing when it was).
     pub async fn reencrypt(&self, id: &SessionId) -> Result<Reencrypted> {
         let layer = &self.layer;
         for attempt in 1..=MAX_ATTEMPTS {
@@ -179,6 +184,10 @@ impl Encrypted {
     /// [`Store::list`](statestore_core::Store::list) page at a time),
     /// calling `progress` after each. What the CLI's `rotate-keys` runs.
     ///
+    /// Each listed session is visited once, even when the store lists it
+    /// on two pages (a Redis `SCAN` may): the run keeps the ids it visited
+    /// (some tens of bytes each).
+    ///
     /// Resumable: running it again skips sessions already under the
     /// current key (one load each, no write), and
     /// [`RotationProgress::resume_from`] restarts from the page where a
@@ -228,6 +237,7 @@ impl Encrypted {
         F: FnMut(&RotationProgress<'_>) + Send,
     {
         let mut report = RotationReport::default();
+        let mut visited: HashSet<SessionId> = HashSet::new();
         let mut query = ListQuery {
             user_id: options.user_id,
             cursor: options.cursor,
@@ -236,6 +246,9 @@ impl Encrypted {
         loop {
             let page = self.layer.inner.list(&query).await?;
             for id in &page.ids {
+                if !visited.insert(id.clone()) {
+                    continue;
+                }
                 let outcome = self.reencrypt(id).await;
                 report.sessions += 1;
                 match &outcome {
