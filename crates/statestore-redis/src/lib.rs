@@ -27,5 +27,5 @@ pub use conn::Connection;
 pub use diagnose::{Diagnosis, NodeReport};
 pub use error::Error;
 pub use eviction::EvictionPolicyCheck;
-pub use list::{LIST_MAX_SCAN_STEPS, LIST_SCAN_COUNT};
+pub use list::{LIST_MAX_SCAN_STEPS, LIST_SCAN_COUNT, LIST_WINDOW};
 pub use store::RedisStore;
