@@ -69,11 +69,13 @@ pub struct Executed {
     /// The model's final reply (for a replay: the stored one).
     pub reply: Message,
     /// Tokens used by every model call of this execute: tool rounds and
-    /// attempts discarded after a conflict included; what the write added
-    /// to the session's counters. Zero for a replay found at load.
+    /// attempts discarded after a conflict included. When the execute
+    /// stored the turn (`!replayed`), the write added exactly this to the
+    /// session's counters; for a replay it is in no counter
+    /// ([`Executed::uncounted_usage`]). Zero for a replay found at load.
     pub usage: Usage,
-    /// The part of `usage` spent on attempts discarded after a conflict
-    /// (for a replay: all of `usage`, which is in no counter).
+    /// The part of `usage` whose replies were thrown away: attempts
+    /// discarded after a conflict, and for a replay all of `usage`.
     pub discarded_usage: Usage,
     /// Model calls made by this execute (counted like `usage`).
     pub model_calls: u64,
@@ -88,7 +90,25 @@ pub struct Executed {
     /// The turn's id: the one given in [`ExecOptions::turn_id`], or the
     /// one made for it.
     pub turn_id: IdempotencyKey,
-    /// `true` when the turn was already stored under this id and was
-    /// returned as stored, without calling the model.
+    /// `true` when the turn was stored under this id by another call (an
+    /// earlier execute, or one running at the same time) and is returned
+    /// as stored. Never set for this execute's own write — not even when
+    /// the store's client re-sent it after a dropped connection and got
+    /// the store's replay back: that write is this execute's, and counted.
     pub replayed: bool,
+}
+
+impl Executed {
+    /// The part of [`Executed::usage`] that is in no session counter: all
+    /// of it for a replay, none otherwise. Billing is exact with the
+    /// counters plus this (and [`Error::Busy`](crate::Error::Busy)'s
+    /// `usage`): every token the provider reported is in exactly one.
+    #[must_use]
+    pub fn uncounted_usage(&self) -> Usage {
+        if self.replayed {
+            self.usage
+        } else {
+            Usage::default()
+        }
+    }
 }

@@ -171,3 +171,135 @@ async fn a_streaming_caller_sees_restart_before_the_reasked_reply() {
     );
     assert_eq!(done.model_calls, 2);
 }
+
+/// A provider that adds up what it reports: what a bill must account for.
+#[derive(Debug)]
+struct Tally {
+    inner: Arc<dyn Provider>,
+    usage: Mutex<Usage>,
+}
+
+impl Tally {
+    fn new(inner: Arc<dyn Provider>) -> Self {
+        Self {
+            inner,
+            usage: Mutex::default(),
+        }
+    }
+    fn reported(&self) -> Usage {
+        *self.usage.lock().unwrap()
+    }
+}
+
+#[async_trait]
+impl Provider for Tally {
+    fn name(&self) -> &str {
+        "tally"
+    }
+    async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, Error> {
+        let response = self.inner.chat(request).await?;
+        *self.usage.lock().unwrap() += response.usage;
+        Ok(response)
+    }
+}
+
+/// The session's token counters.
+async fn counted(store: &Arc<dyn Store>, id: &str) -> Usage {
+    let state = store
+        .load(&SessionId::new(id).unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    Usage {
+        prompt_tokens: state.counters[counters::PROMPT_TOKENS],
+        completion_tokens: state.counters[counters::COMPLETION_TOKENS],
+    }
+}
+
+/// Billing is exact on every path: the session's counters plus what the
+/// executes report as uncounted (and `Busy`'s usage) are what the provider
+/// reported — a plain turn, a turn retried after conflicts, a replay found
+/// at load, the same turn run twice at once, a turn whose attempts all
+/// conflicted.
+#[tokio::test]
+async fn counters_plus_uncounted_usage_are_what_the_provider_reported() {
+    let store = memory();
+    let provider = Arc::new(Tally::new(Arc::new(OfflineProvider::new())));
+    let mut uncounted = Usage::default();
+    let plain = Pipeline::builder(Arc::clone(&store), provider.clone()).build();
+    let conflicted = Pipeline::builder(Arc::clone(&store), provider.clone())
+        .middleware(Arc::new(Interloper {
+            store: Arc::clone(&store),
+            attempts: 2,
+        }))
+        .build();
+    let turn = IdempotencyKey::new("t1").unwrap();
+
+    let done = plain
+        .execute("bill", Role::User, "Hi, I'm Alice")
+        .await
+        .unwrap();
+    assert!(!done.replayed);
+    uncounted += done.uncounted_usage();
+    let done = conflicted
+        .execute_with(
+            "bill",
+            Role::User,
+            "What's my name?",
+            ExecOptions::new().turn_id(turn.clone()),
+        )
+        .await
+        .unwrap();
+    assert!(!done.replayed);
+    assert_eq!(done.model_calls, 3, "two attempts discarded");
+    uncounted += done.uncounted_usage();
+    let done = plain
+        .execute_with(
+            "bill",
+            Role::User,
+            "What's my name?",
+            ExecOptions::new().turn_id(turn.clone()),
+        )
+        .await
+        .unwrap();
+    assert!(done.replayed);
+    uncounted += done.uncounted_usage();
+    // The same turn id on two pipelines at once: one stores, one replays
+    // (after paying for its own model call, which no counter holds).
+    let other = Pipeline::builder(Arc::clone(&store), provider.clone()).build();
+    let (a, b) = tokio::join!(
+        plain.execute_with(
+            "bill",
+            Role::User,
+            "again",
+            ExecOptions::new().turn_id(IdempotencyKey::new("t2").unwrap())
+        ),
+        other.execute_with(
+            "bill",
+            Role::User,
+            "again",
+            ExecOptions::new().turn_id(IdempotencyKey::new("t2").unwrap())
+        ),
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(usize::from(a.replayed) + usize::from(b.replayed), 1);
+    uncounted += a.uncounted_usage();
+    uncounted += b.uncounted_usage();
+    // Every attempt conflicts: Busy carries what was spent.
+    let busy = Pipeline::builder(Arc::clone(&store), provider.clone())
+        .concurrency(Concurrency::Retry { attempts: 2 })
+        .middleware(Arc::new(Interloper {
+            store: Arc::clone(&store),
+            attempts: 2,
+        }))
+        .build();
+    match busy.execute("bill", Role::User, "busy").await {
+        Err(Error::Busy { usage, .. }) => uncounted += usage,
+        other => panic!("{other:?}"),
+    }
+
+    let mut total = counted(&store, "bill").await;
+    total += uncounted;
+    assert_eq!(total, provider.reported());
+    assert!(provider.reported().total() > 0);
+}

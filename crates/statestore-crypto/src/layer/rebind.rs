@@ -67,7 +67,8 @@ impl Layer {
                 self.record_unbound(id, attempts.to_vec());
                 Err(self.err(crate::Error::NotRebound {
                     id: id.clone(),
-                    positions: done.first_position..done.first_position.saturating_add(done.messages),
+                    positions: done.first_position
+                        ..done.first_position.saturating_add(done.messages),
                     reason,
                     source: source.map(Box::new),
                 }))
