@@ -138,6 +138,9 @@ impl CliError {
                 source,
                 ..
             } => source.write_outcome(),
+            Self::Chat(
+                pipeline::Error::TurnRewritten { .. } | pipeline::Error::TurnUnreadable { .. },
+            ) => return Some("the turn is stored: do not send it again as a new turn"),
             Self::Chat(e) => e.write_outcome(),
             Self::Window { source, .. } => match source {
                 statestore::window::Error::Store(e) => e.write_outcome(),

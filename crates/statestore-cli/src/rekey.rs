@@ -175,9 +175,23 @@ pub(crate) async fn run(ui: &Ui, url: &str, args: RotateKeysArgs) -> Result<(), 
     let resume = resume_from
         .as_deref()
         .map_or_else(String::new, |c| format!(" (or --resume-from {c})"));
+    // What each failure left behind: a write that timed out may have landed.
+    let unknown = report
+        .failed
+        .iter()
+        .filter(|(_, e)| e.write_outcome() != statestore::WriteOutcome::NotWritten)
+        .count() as u64;
+    let written = match unknown {
+        0 => "nothing was written to them".to_owned(),
+        n if n == failed => "each may have been re-encrypted all the same".to_owned(),
+        n => format!(
+            "{} may have been re-encrypted all the same; nothing was written to the others",
+            ui::count(n, "session")
+        ),
+    };
     Err(CliError::Failed {
         message: format!(
-            "{} could not be re-encrypted (nothing was written to them)",
+            "{} could not be re-encrypted ({written})",
             ui::count(failed, "session")
         ),
         hint: Some(format!(

@@ -32,6 +32,7 @@ struct Loaded {
 
 /// One execute's running state, kept across attempts.
 pub(super) struct Run {
+    pub(super) session_id: SessionId,
     pub(super) turn_id: IdempotencyKey,
     /// Whether the caller chose the turn id (it may then be a retry of a
     /// turn an earlier call stored).
@@ -61,6 +62,7 @@ impl Pipeline {
             Concurrency::Reject => 1,
         };
         let mut run = Run {
+            session_id: id.clone(),
             chosen: turn_id.is_some(),
             turn_id: turn_id.unwrap_or_else(IdempotencyKey::random),
             usage: Usage::default(),

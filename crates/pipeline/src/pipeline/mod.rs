@@ -124,7 +124,7 @@ pub use builder::PipelineBuilder;
 pub use middleware::{ExecContext, Middleware};
 pub use options::{Concurrency, ExecOptions, Executed};
 pub use summarize::ProviderSummarizer;
-pub use tools::ToolHandler;
+pub use tools::{ToolContext, ToolHandler};
 
 /// The least a message can cost in a request (framing plus a role token),
 /// which bounds how many messages a token budget can hold.

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use statestore_core::{BoxError, Message, ToolCall};
+use statestore_core::{BoxError, IdempotencyKey, Message, SessionId, ToolCall};
 
 use super::execute::Run;
 use super::{OnDelta, Pipeline, reborrow};
@@ -31,6 +31,74 @@ pub trait ToolHandler: Send + Sync {
 
     /// Runs one call; the returned text becomes the tool message.
     async fn call(&self, call: &ToolCall) -> Result<String, BoxError>;
+
+    /// Runs one call knowing what it belongs to — the session, the turn
+    /// and a stable [`ToolContext::idempotency_key`] to pass to a system
+    /// with side effects (a payment API, a mailer), so that it can refuse
+    /// to apply the call twice even when the turn is retried. The
+    /// pipeline calls this; the default runs [`ToolHandler::call`].
+    async fn call_in(&self, ctx: &ToolContext, call: &ToolCall) -> Result<String, BoxError> {
+        let _ = ctx;
+        self.call(call).await
+    }
+}
+
+/// What a tool call belongs to (see [`ToolHandler::call_in`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ToolContext {
+    /// The session.
+    pub session_id: SessionId,
+    /// The turn's id: the caller's, or the one the pipeline made.
+    pub turn_id: IdempotencyKey,
+    /// The call's id, as the model gave it.
+    pub call_id: String,
+    /// 32 hex digits derived from the session, the turn id and the call
+    /// id alone (FNV-1a, 128 bits): the same for every run of this call,
+    /// in any process — a retry of the turn with its turn id included —
+    /// and different for any other call. Unique, not secret.
+    pub idempotency_key: String,
+}
+
+impl ToolContext {
+    /// The context of call `call_id` of turn `turn_id` in `session_id`.
+    #[must_use]
+    pub fn new(session_id: SessionId, turn_id: IdempotencyKey, call_id: impl Into<String>) -> Self {
+        let call_id = call_id.into();
+        let idempotency_key = format!(
+            "{:032x}",
+            fnv1a_128(&[
+                session_id.as_str().as_bytes(),
+                turn_id.as_str().as_bytes(),
+                call_id.as_bytes()
+            ])
+        );
+        Self {
+            session_id,
+            turn_id,
+            call_id,
+            idempotency_key,
+        }
+    }
+}
+
+/// FNV-1a over `parts`, each followed by its length (so that no two lists
+/// of parts hash the same bytes).
+fn fnv1a_128(parts: &[&[u8]]) -> u128 {
+    const OFFSET: u128 = 0x6c62_272e_07bb_0142_62b8_2175_6295_c58d;
+    const PRIME: u128 = 0x0000_0000_0100_0000_0000_0000_0000_013b;
+    let mut h = OFFSET;
+    for part in parts {
+        for b in part
+            .iter()
+            .copied()
+            .chain((part.len() as u64).to_le_bytes())
+        {
+            h ^= u128::from(b);
+            h = h.wrapping_mul(PRIME);
+        }
+    }
+    h
 }
 
 impl Pipeline {
@@ -65,7 +133,11 @@ impl Pipeline {
             if let Some(tools) = handler {
                 rounds += 1;
                 for call in &calls.tool_calls {
-                    let output = run.tools.run(&**tools, call, attempt, &mut reused).await?;
+                    let owner = (&run.session_id, &run.turn_id);
+                    let output = run
+                        .tools
+                        .run(&**tools, owner, call, attempt, &mut reused)
+                        .await?;
                     results.push(Message::tool(call.id.clone(), output));
                 }
             } else {
@@ -129,6 +201,7 @@ impl ToolRuns {
     pub(super) async fn run(
         &mut self,
         handler: &dyn ToolHandler,
+        (session, turn_id): (&SessionId, &IdempotencyKey),
         call: &ToolCall,
         attempt: u32,
         reused: &mut Vec<usize>,
@@ -149,10 +222,14 @@ impl ToolRuns {
             reused.push(i);
             return Ok(output);
         }
-        let output = handler.call(call).await.map_err(|source| Error::Tool {
-            name: call.name.clone(),
-            source,
-        })?;
+        let ctx = ToolContext::new(session.clone(), turn_id.clone(), call.id.clone());
+        let output = handler
+            .call_in(&ctx, call)
+            .await
+            .map_err(|source| Error::Tool {
+                name: call.name.clone(),
+                source,
+            })?;
         self.done.push(ToolRun {
             id: call.id.clone(),
             name: call.name.clone(),
@@ -161,5 +238,39 @@ impl ToolRuns {
             attempt,
         });
         Ok(output)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tool_keys_are_stable_and_tell_calls_apart() {
+        let ctx = |s: &str, t: &str, c: &str| {
+            ToolContext::new(
+                SessionId::new(s).unwrap(),
+                IdempotencyKey::new(t).unwrap(),
+                c,
+            )
+            .idempotency_key
+        };
+        let key = ctx("s", "turn-1", "call_a");
+        assert_eq!(key.len(), 32);
+        assert_eq!(key, ctx("s", "turn-1", "call_a"), "stable");
+        // The value itself is fixed: another process derives the same.
+        assert_eq!(
+            key,
+            format!("{:032x}", fnv1a_128(&[b"s", b"turn-1", b"call_a"]))
+        );
+        for other in [
+            ctx("s2", "turn-1", "call_a"),
+            ctx("s", "turn-2", "call_a"),
+            ctx("s", "turn-1", "call_b"),
+            // Where one part ends matters.
+            ctx("s", "turn-1c", "all_a"),
+        ] {
+            assert_ne!(key, other);
+        }
     }
 }

@@ -224,3 +224,68 @@ async fn a_session_with_dangling_tool_calls_recovers() {
     assert_eq!(sent[1].tool_calls.len(), 1, "the answered call stays");
     assert_eq!(sent[2].tool_call_id.as_deref(), Some("a"));
 }
+
+/// Records the context each call ran in.
+#[derive(Default)]
+struct Payments {
+    seen: Mutex<Vec<pipeline::ToolContext>>,
+}
+
+#[async_trait]
+impl ToolHandler for Payments {
+    fn specs(&self) -> Vec<ToolSpec> {
+        Weather {
+            calls: AtomicUsize::new(0),
+        }
+        .specs()
+    }
+    async fn call(&self, _: &ToolCall) -> Result<String, BoxError> {
+        Err("the pipeline must call call_in".into())
+    }
+    async fn call_in(
+        &self,
+        ctx: &pipeline::ToolContext,
+        call: &ToolCall,
+    ) -> Result<String, BoxError> {
+        self.seen.lock().unwrap().push(ctx.clone());
+        Ok(format!("paid {}", call.arguments))
+    }
+}
+
+/// A tool learns its session, turn and call, and a key derived from them
+/// alone — the same one a retry of the turn in another process derives.
+#[tokio::test]
+async fn tools_run_with_their_turns_context_and_a_stable_key() {
+    let provider = Arc::new(Scripted::new(vec![
+        reply(Message::assistant("").with_tool_calls(vec![
+            ToolCall::new("c1", "weather", "10 EUR"),
+            ToolCall::new("c2", "weather", "20 EUR"),
+        ])),
+        reply(Message::assistant("Paid both.")),
+    ]));
+    let tools = Arc::new(Payments::default());
+    let pipe = Pipeline::builder(memory(), provider)
+        .tools(tools.clone())
+        .build();
+    let turn = IdempotencyKey::new("order-17").unwrap();
+    let done = pipe
+        .execute_with(
+            "shop",
+            Role::User,
+            "pay",
+            ExecOptions::new().turn_id(turn.clone()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(done.reply.text(), "Paid both.");
+    let seen = tools.seen.lock().unwrap().clone();
+    let session = SessionId::new("shop").unwrap();
+    assert_eq!(
+        seen,
+        [
+            pipeline::ToolContext::new(session.clone(), turn.clone(), "c1"),
+            pipeline::ToolContext::new(session, turn, "c2"),
+        ]
+    );
+    assert_ne!(seen[0].idempotency_key, seen[1].idempotency_key);
+}
