@@ -77,6 +77,7 @@ macro_rules! __conformance_with_cases {
             concurrent_repeats_of_a_key_apply_once,
             load_recent_finds_remembered_writes,
             replays_after_a_rewrite_are_never_another_writes,
+            saves_carry_remembered_writes,
             counters_add_up_atomically,
         }
     };
@@ -1449,6 +1450,91 @@ pub async fn replays_after_a_rewrite_are_never_another_writes(store: Arc<dyn Sto
         let loaded = store.load(&fork).await.unwrap().unwrap();
         assert_eq!(texts(&loaded.messages), ["a2", "on the fork"]);
     }
+}
+
+pub async fn saves_carry_remembered_writes(store: Arc<dyn Store>) {
+    let source = sid("carry-source");
+    for (k, n) in [("k1", 2), ("k2", 1)] {
+        let messages = (0..n).map(|i| user(&format!("{k}-{i}")));
+        store
+            .append_with(&source, Append::new(messages).key(key(k)))
+            .await
+            .unwrap();
+    }
+    let mut state = store.load(&source).await.unwrap().unwrap();
+    let listed: Vec<(&str, u64, bool)> = state
+        .writes
+        .iter()
+        .map(|w| (w.key.as_str(), w.outcome.messages, w.outcome.rewritten))
+        .collect();
+    assert_eq!(listed, [("k1", 2, false), ("k2", 1, false)], "load lists them");
+    assert_eq!(state.writes[1].outcome.positions(), Some(2..3));
+
+    // Copied to another session (an import, a migration): its keys come along.
+    let copy = sid("carry-copy");
+    state.id = copy.clone();
+    store.save(&state, Expect::Absent).await.unwrap();
+    for (k, n) in [("k1", 2), ("k2", 1)] {
+        let repeat = store
+            .append_with(&copy, Append::new([user("again")]).key(key(k)))
+            .await
+            .unwrap();
+        assert!(repeat.replayed, "{k} was not carried: {repeat:?}");
+        assert_eq!(repeat.messages, n, "{k}");
+        assert!(repeat.positions().is_none(), "{k}: {repeat:?}");
+    }
+    let loaded = store.load(&copy).await.unwrap().unwrap();
+    assert_eq!(loaded.messages.len(), 3, "a carried key wrote");
+    assert_eq!(loaded.version, 1);
+    let keys: BTreeSet<&str> = loaded.writes.iter().map(|w| w.key.as_str()).collect();
+    assert_eq!(keys, BTreeSet::from(["k1", "k2"]));
+
+    // Saving the loaded state back (the seed's load → trim → save) keeps
+    // them; a save adds keys it carries that are new, and keeps the rest.
+    let mut again = store.load(&source).await.unwrap().unwrap();
+    again.keep_last(1);
+    again.writes.push(crate::RememberedWrite::new(
+        key("k9"),
+        crate::Appended::new(7, 0, 4),
+    ));
+    store
+        .save(&again, Expect::Version(again.version))
+        .await
+        .unwrap();
+    let loaded = store.load(&source).await.unwrap().unwrap();
+    let listed: BTreeSet<(&str, u64, bool)> = loaded
+        .writes
+        .iter()
+        .map(|w| (w.key.as_str(), w.outcome.messages, w.outcome.rewritten))
+        .collect();
+    assert_eq!(
+        listed,
+        BTreeSet::from([("k1", 2, true), ("k2", 1, true), ("k9", 4, true)])
+    );
+
+    // Bounded: of many carried in, the newest REMEMBERED_WRITES are kept.
+    let many = sid("carry-many");
+    let mut state = ConversationState::new(many.clone()).with_messages([user("x")]);
+    state.writes = (0..REMEMBERED_WRITES + 6)
+        .map(|i| {
+            crate::RememberedWrite::new(
+                key(&format!("w{i}")),
+                crate::Appended::new(i as u64 + 1, 0, 1),
+            )
+        })
+        .collect();
+    store.save(&state, Expect::Absent).await.unwrap();
+    let newest = format!("w{}", REMEMBERED_WRITES + 5);
+    let repeat = store
+        .append_with(&many, Append::new([user("y")]).key(key(&newest)))
+        .await
+        .unwrap();
+    assert!(repeat.replayed, "the newest carried key");
+    let kept = store.load(&many).await.unwrap().unwrap().writes.len();
+    assert!(
+        (REMEMBERED_WRITES..=REMEMBERED_WRITES + 6).contains(&kept),
+        "{kept} kept"
+    );
 }
 
 pub async fn counters_add_up_atomically(store: Arc<dyn Store>) {

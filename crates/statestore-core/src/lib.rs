@@ -21,4 +21,6 @@ pub use message::{
 };
 pub use state::{ConversationState, Expect, ListPage, ListQuery, RecentState, Summary, Version};
 pub use store::{Store, check_fork_ids};
-pub use write::{Append, Appended, Counters, IdempotencyKey, REMEMBERED_WRITES, WriteOutcome};
+pub use write::{
+    Append, Appended, Counters, IdempotencyKey, REMEMBERED_WRITES, RememberedWrite, WriteOutcome,
+};

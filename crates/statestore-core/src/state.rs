@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Appended, Counters, Message, Metadata, SessionId, Timestamp};
+use crate::{Appended, Counters, Message, Metadata, RememberedWrite, SessionId, Timestamp};
 
 /// A session's version: 1 when it is created, one more after every write.
 ///
@@ -118,6 +118,13 @@ pub struct ConversationState {
     /// stores them as given.
     #[serde(default, skip_serializing_if = "Counters::is_empty")]
     pub counters: Counters,
+    /// The keyed writes the session remembers, oldest first (see
+    /// [`crate::write`]): [`Store::load`](crate::Store::load) returns them,
+    /// and [`Store::save`](crate::Store::save) adds the ones the session
+    /// does not remember yet ([`RememberedWrite::carried`]) — so a session
+    /// copied to another store keeps its memory of writes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub writes: Vec<RememberedWrite>,
     /// The stored version; ignored by [`Store::save`](crate::Store::save),
     /// which takes an [`Expect`] instead.
     #[serde(default)]
@@ -146,6 +153,7 @@ impl ConversationState {
             summaries: Vec::new(),
             metadata: Metadata::new(),
             counters: Counters::new(),
+            writes: Vec::new(),
             version: 0,
             created_at: now,
             updated_at: now,

@@ -75,6 +75,14 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// seed's `Save`. `state.version` is ignored; `expect` guards the write.
     /// `created_at` is kept from the stored session when there is one, and
     /// taken from `state` when the session is created (so imports keep it).
+    ///
+    /// Remembered writes are not replaced: the session keeps every key it
+    /// remembers — without positions, since the history is replaced
+    /// ([`Appended::rewritten`](crate::Appended::rewritten)) — and adds the
+    /// keys of `state.writes` it does not remember yet
+    /// ([`RememberedWrite::carried`](crate::RememberedWrite::carried)), up to
+    /// [`REMEMBERED_WRITES`](crate::REMEMBERED_WRITES) in all. A retry of
+    /// a keyed write is a replay after any save, never a second copy.
     async fn save(&self, state: &ConversationState, expect: Expect) -> Result<Version>;
 
     /// Appends `messages` to the history without reading or rewriting it:

@@ -294,6 +294,41 @@ impl Appended {
     }
 }
 
+/// A keyed write a session remembers: its key and what it did, as a
+/// repeat of the key would return it (see the [module docs](crate::write)).
+///
+/// [`ConversationState::writes`](crate::ConversationState::writes) lists
+/// them, oldest first, so that a session moved to another store (export
+/// and import, migrate) keeps its memory of writes: a turn retried after
+/// the move is a replay there, not a second copy.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct RememberedWrite {
+    /// The write's key.
+    pub key: IdempotencyKey,
+    /// What the write did.
+    pub outcome: Appended,
+}
+
+impl RememberedWrite {
+    /// The write under `key` that did `outcome`.
+    #[must_use]
+    pub fn new(key: IdempotencyKey, outcome: Appended) -> Self {
+        Self { key, outcome }
+    }
+
+    /// What a store that did not make this write remembers of it when a
+    /// [`Store::save`](crate::Store::save) carries it in: its message count
+    /// only — the version and positions were the old history's
+    /// ([`Appended::rewritten`], version 0).
+    #[must_use]
+    pub fn carried(&self) -> Appended {
+        Appended::new(0, 0, self.outcome.messages)
+            .rewritten()
+            .replay()
+    }
+}
+
 /// What a failed call says about its write (see [`Error::write_outcome`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]

@@ -473,6 +473,7 @@ impl CloneHeader for ConversationState {
             summaries: Vec::new(),
             metadata: Metadata::new(),
             counters: self.counters.clone(),
+            writes: self.writes.clone(),
             version: self.version,
             created_at: self.created_at,
             updated_at: self.updated_at,

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use statestore_core::{
     Appended, ConversationState, Counters, Error, Expect, IdempotencyKey, Message, Metadata,
-    REMEMBERED_WRITES, Result, SessionId, Summary, Timestamp, Version,
+    REMEMBERED_WRITES, RememberedWrite, Result, SessionId, Summary, Timestamp, Version,
 };
 
 #[derive(Clone)]
@@ -63,6 +63,11 @@ impl Session {
             summaries: self.summaries.clone(),
             metadata: self.metadata.clone(),
             counters: self.counters.clone(),
+            writes: self
+                .writes
+                .iter()
+                .map(|(k, a)| RememberedWrite::new(k.clone(), a.replay()))
+                .collect(),
             version: self.version,
             created_at: self.created_at,
             updated_at: self.updated_at,
@@ -84,6 +89,16 @@ impl Session {
             .iter()
             .find(|(k, _)| k == key)
             .map(|(_, a)| a.replay())
+    }
+
+    /// Remembers the writes a save carries in that are not remembered yet
+    /// ([`RememberedWrite::carried`]).
+    pub(crate) fn carry(&mut self, writes: &[RememberedWrite]) {
+        for w in writes {
+            if self.remembered(&w.key).is_none() {
+                self.remember(Some(w.key.clone()), w.carried());
+            }
+        }
     }
 
     /// Remembers a keyed write, forgetting the oldest beyond the bound.

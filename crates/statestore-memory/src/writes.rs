@@ -134,10 +134,11 @@ impl Write for Save<'_> {
     type Out = Version;
     fn create(self, id: &SessionId) -> Result<(Session, Version)> {
         check_missing(id, self.expect)?;
-        let session = Session {
+        let mut session = Session {
             created_at: self.state.created_at,
             ..Session::from_state(self.state)
         };
+        session.carry(&self.state.writes);
         Ok((session, 1))
     }
     fn update(self, id: &SessionId, s: &mut Session) -> Result<Version> {
@@ -155,6 +156,7 @@ impl Write for Save<'_> {
             writes,
             ..Session::from_state(self.state)
         };
+        s.carry(&self.state.writes);
         Ok(version + 1)
     }
 }

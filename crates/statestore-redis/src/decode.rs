@@ -6,8 +6,8 @@ use std::sync::Arc;
 use redis::Value;
 use statestore_core::codec::{self, Limits, SCHEMA_VERSION};
 use statestore_core::{
-    Appended, ConversationState, Counters, Error, Expect, Metadata, RecentState, Result, SessionId,
-    Summary, Timestamp, Version,
+    Appended, ConversationState, Counters, Error, Expect, IdempotencyKey, Metadata, RecentState,
+    RememberedWrite, Result, SessionId, Summary, Timestamp, Version,
 };
 
 /// A script's reply, by status (see `scripts.rs`): one string, the status
@@ -202,6 +202,8 @@ pub(crate) struct Snapshot {
     metadata: Vec<Value>,
     total: u64,
     record: Option<Appended>,
+    /// The remembered-writes hash, flat (whole loads only).
+    writes: Vec<Value>,
 }
 
 #[derive(Default)]
@@ -213,6 +215,8 @@ struct Header {
     user_id: Option<String>,
     system_prompt: Option<String>,
     counters: Counters,
+    /// `r`: remembered writes of a lower version lost their positions.
+    rewritten_at: Option<u64>,
 }
 
 fn header(id: &SessionId, flat: Vec<Value>) -> Result<Header> {
@@ -237,6 +241,7 @@ fn header(id: &SessionId, flat: Vec<Value>) -> Result<Header> {
             b"last_accessed_at" => h.last_accessed_at = Timestamp::from_unix_millis(number()?),
             b"user_id" => h.user_id = Some(text()?),
             b"system_prompt" => h.system_prompt = Some(text()?),
+            b"r" => h.rewritten_at = Some(number()?),
             counter if counter.starts_with(b"c:") => {
                 let name = std::str::from_utf8(counter.get(2..).unwrap_or_default())
                     .map_err(|_| corrupt(id, "a counter name is not UTF-8 text"))?;
@@ -306,6 +311,11 @@ pub(crate) fn snapshot(
     };
     let summaries = read("summary list")?;
     let metadata = read("metadata hash")?;
+    // A whole load also reads the remembered writes.
+    let writes = match newest {
+        None => read("remembered-writes hash")?,
+        Some(_) => Vec::new(),
+    };
     let expected = newest.map_or(nm, |n| nm.min(u64::try_from(n).unwrap_or(u64::MAX)));
     if let Some(len) = listed
         && len != nm
@@ -342,11 +352,53 @@ pub(crate) fn snapshot(
         metadata,
         total: nm,
         record,
+        writes,
     }))
+}
+
+/// The caller-keyed writes of a remembered-writes hash (`keys.rs`), flat
+/// as `HGETALL` returns it, ordered by version; `rewritten_at` is the
+/// header's `r`.
+fn remembered_writes(
+    id: &SessionId,
+    flat: &[Value],
+    rewritten_at: Option<u64>,
+) -> Result<Vec<RememberedWrite>> {
+    let bad = || corrupt(id, "a remembered write is malformed");
+    let mut writes = Vec::new();
+    for pair in flat.chunks_exact(2) {
+        let [field, record] = pair else { continue };
+        let field = bytes(field).ok_or_else(bad)?;
+        let Some(key) = field.strip_prefix(b"k:") else {
+            continue;
+        };
+        let key = std::str::from_utf8(key)
+            .ok()
+            .and_then(|k| IdempotencyKey::new(k).ok())
+            .ok_or_else(bad)?;
+        let numbers: Vec<u64> = std::str::from_utf8(bytes(record).ok_or_else(bad)?)
+            .ok()
+            .and_then(|t| t.split(' ').map(|n| n.parse().ok()).collect())
+            .ok_or_else(bad)?;
+        let (version, first, count) = match *numbers.as_slice() {
+            [v, f, c] | [v, f, c, _] => (v, f, c),
+            _ => return Err(bad()),
+        };
+        let done = Appended::new(version, first, count).replay();
+        let done = if rewritten_at.is_some_and(|r| version < r) {
+            done.rewritten()
+        } else {
+            done
+        };
+        writes.push(RememberedWrite::new(key, done));
+    }
+    writes.sort_by_key(|w| w.outcome.version);
+    Ok(writes)
 }
 
 impl Snapshot {
     fn parts(self, id: &SessionId) -> Result<Parts> {
+        let writes = remembered_writes(id, &self.writes, self.header.rewritten_at)?;
         let messages = self
             .messages
             .iter()
@@ -384,6 +436,7 @@ impl Snapshot {
             metadata,
             total: self.total,
             record: self.record,
+            writes,
         })
     }
 
@@ -397,6 +450,7 @@ impl Snapshot {
             summaries: p.summaries,
             metadata: p.metadata,
             counters: p.header.counters,
+            writes: p.writes,
             version: p.header.version,
             created_at: p.header.created_at,
             updated_at: p.header.updated_at,
@@ -428,6 +482,7 @@ struct Parts {
     metadata: Metadata,
     total: u64,
     record: Option<Appended>,
+    writes: Vec<RememberedWrite>,
 }
 
 /// A snapshot's contents as stored bytes, for copying (fork) without

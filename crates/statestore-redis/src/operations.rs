@@ -51,6 +51,11 @@ impl Store for RedisStore {
             .map(|s| json(id, s))
             .collect::<Result<Vec<_>>>()?;
         let metadata = metadata_pairs(id, &state.metadata)?;
+        let carried: Vec<(String, u64)> = state
+            .writes
+            .iter()
+            .map(|w| (format!("k:{}", w.key.as_str()), w.outcome.messages))
+            .collect();
         let contents = Contents {
             created_at: state.created_at.as_unix_millis(),
             user_id: state.user_id.as_deref(),
@@ -59,6 +64,7 @@ impl Store for RedisStore {
             summaries: &summaries,
             metadata: &metadata,
             counters: &state.counters,
+            carried: &carried,
         };
         self.save_encoded("save", id, contents, expect).await
     }
@@ -186,6 +192,7 @@ impl Store for RedisStore {
             summaries: &raw.summaries,
             metadata: &raw.metadata,
             counters: &raw.counters,
+            carried: &[],
         };
         match self
             .save_encoded("fork", target, contents, Expect::Absent)

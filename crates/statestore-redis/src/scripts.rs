@@ -573,7 +573,10 @@ return reply
 /// user id, user id; 7/8: has system prompt, prompt; 9/10/11/12: counts of
 /// messages, summaries, metadata pairs and counters; then the messages,
 /// the summaries, the metadata as field, value pairs and the counters as
-/// name, value pairs.
+/// name, value pairs; then the number of remembered writes the state
+/// carries in, and each as field (`k:<key>`), message count — remembered
+/// when the session does not remember the key yet, as `0 0 <count>`
+/// (version 0: positions unknown, `RememberedWrite::carried`).
 /// Returns `ok <version>`.
 const SAVE: &str = concat!(
     prelude!(),
@@ -602,18 +605,42 @@ nm, ns, nd = ARGV[9], ARGV[10], ARGV[11]
 local nc = tonumber(ARGV[12])
 local nv = '1'
 if V then nv = tostring(tonumber(V) + 1) end
+local i = 13 + tonumber(nm) + tonumber(ns) + 2 * tonumber(nd)
+local cw = i + 2 * nc
+local ncw = tonumber(ARGV[cw])
+if ncw > 0 and V and type(rpcall('HLEN', W)) == 'table' then
+  return wrong_type(W, 'remembered-writes', 'hash')
+end
+-- Every check passed: write.
+if leftovers then rcall('DEL', W) end
+if ncw > 0 then
+  -- Carried-in writes take the next caller-ring slots, as an append's do.
+  if rcall('EXISTS', W) == 0 then
+    rcall('HSET', W, '~', 'remembered writes of this session: k:<key> and g:<key> hold what ' ..
+      'the write did, K<n> and G<n> the key in ring slot n')
+  end
+  local q = tonumber(wk)
+  for k = cw + 1, cw + 2 * ncw - 1, 2 do
+    local field = ARGV[k]
+    if rcall('HEXISTS', W, field) == 0 then
+      local slot = 'K' .. (q % 64)
+      local old = rcall('HGET', W, slot)
+      if old then rcall('HDEL', W, 'k:' .. old) end
+      rcall('HSET', W, slot, string.sub(field, 3), field, '0 0 ' .. ARGV[k + 1])
+      q = q + 1
+    end
+  end
+  wk = tostring(q)
+end
 local h = { 'schema', SCHEMA, 'version', nv, 'created_at', f[3] or ARGV[4], 'updated_at', NOW,
   'last_accessed_at', NOW, 'n', SCHEMA .. ' ' .. nv .. ' ' .. nm .. ' ' .. ns .. ' ' .. nd .. ' ' .. wk .. ' ' .. wg }
 -- Remembered writes keep their keys but lose their positions (`r`).
 if wk ~= '0' or wg ~= '0' then h[#h + 1], h[#h + 2] = 'r', nv end
 if ARGV[5] == '1' then h[#h + 1], h[#h + 2] = 'user_id', ARGV[6] end
 if ARGV[7] == '1' then h[#h + 1], h[#h + 2] = 'system_prompt', ARGV[8] end
-local i = 13 + tonumber(nm) + tonumber(ns) + 2 * tonumber(nd)
 for k = i, i + 2 * nc - 1, 2 do
   h[#h + 1], h[#h + 2] = 'c:' .. ARGV[k], ARGV[k + 1]
 end
--- Every check passed: write.
-if leftovers then rcall('DEL', W) end
 rcall('DEL', H, M, S, D)
 local pushed = 0
 "#,

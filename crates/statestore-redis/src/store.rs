@@ -269,6 +269,9 @@ impl RedisStore {
         };
         pipe.cmd("LRANGE").arg(&keys.summaries).arg(0).arg(-1);
         pipe.cmd("HGETALL").arg(&keys.metadata);
+        if newest.is_none() {
+            pipe.cmd("HGETALL").arg(&keys.writes);
+        }
         let run = (self.inner.conn).transaction(operation, id, script, &keys.header, &pipe);
         let replies = self.timed(operation, Some(id), run).await?;
         decode::snapshot(id, replies, newest)
@@ -318,6 +321,10 @@ impl RedisStore {
         for (name, value) in contents.counters {
             call.arg(name.as_bytes()).arg(counter_value(*value));
         }
+        call.arg(contents.carried.len());
+        for (field, count) in contents.carried {
+            call.arg(field).arg(count);
+        }
         self.write(operation, id, &call, self.version(id, expect))
             .await
     }
@@ -333,6 +340,9 @@ pub(crate) struct Contents<'a> {
     /// Field, value, field, value, …
     pub(crate) metadata: &'a [Vec<u8>],
     pub(crate) counters: &'a Counters,
+    /// Remembered writes the state carries in: field (`k:<key>`) and
+    /// message count.
+    pub(crate) carried: &'a [(String, u64)],
 }
 
 /// A counter value as Redis keeps it: `HINCRBY` works on `i64`, so values

@@ -23,8 +23,8 @@ use rusqlite::types::Type;
 use rusqlite::{Connection, OptionalExtension};
 use statestore_core::codec::{self, Limits};
 use statestore_core::{
-    Appended, Counters, Error, Expect, IdempotencyKey, Message, Metadata, Result, SessionId,
-    Summary, Timestamp, Version,
+    Appended, Counters, Error, Expect, IdempotencyKey, Message, Metadata, RememberedWrite, Result,
+    SessionId, Summary, Timestamp, Version,
 };
 
 use crate::error::{OpCtx, sql};
@@ -129,6 +129,19 @@ pub(crate) fn encode_summaries(id: &SessionId, summaries: &[Summary]) -> Result<
     summaries.iter().map(|s| json_text(id, s)).collect()
 }
 
+/// A row of `writes` from its `version`, `first_position`, `count`
+/// columns at `at..at + 3`, as a repeat would return it.
+fn outcome(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<Appended> {
+    // A negative first position: a save rewrote the history since.
+    let first: i64 = r.get(at + 1)?;
+    let done = Appended::new(
+        get_u64(r, at)?,
+        first.max(0).cast_unsigned(),
+        get_u64(r, at + 2)?,
+    );
+    Ok(if first < 0 { done.rewritten() } else { done }.replay())
+}
+
 fn remembered(
     conn: &Connection,
     ctx: &OpCtx,
@@ -141,14 +154,30 @@ fn remembered(
             "SELECT version, first_position, count FROM writes WHERE session = ?1 AND key = ?2",
         )
         .and_then(|mut st| {
-            st.query_row([id.as_str(), key.as_str()], |r| {
-                // A negative first position: a save rewrote the history since.
-                let first: i64 = r.get(1)?;
-                let done =
-                    Appended::new(get_u64(r, 0)?, first.max(0).cast_unsigned(), get_u64(r, 2)?);
-                Ok(if first < 0 { done.rewritten() } else { done }.replay())
-            })
-            .optional()
+            st.query_row([id.as_str(), key.as_str()], |r| outcome(r, 0))
+                .optional()
         }),
     )
+}
+
+/// Every write the session remembers, oldest first.
+fn all_remembered(conn: &Connection, ctx: &OpCtx, id: &SessionId) -> Result<Vec<RememberedWrite>> {
+    let rows: Vec<(String, Appended)> = sql(
+        ctx,
+        conn.prepare_cached(
+            "SELECT key, version, first_position, count FROM writes WHERE session = ?1
+             ORDER BY seq",
+        )
+        .and_then(|mut st| {
+            st.query_map([id.as_str()], |r| Ok((r.get(0)?, outcome(r, 1)?)))?
+                .collect()
+        }),
+    )?;
+    rows.into_iter()
+        .map(|(key, done)| {
+            let key = IdempotencyKey::new(&key)
+                .map_err(|e| Error::corrupt(id, "a remembered write has an invalid key", e))?;
+            Ok(RememberedWrite::new(key, done))
+        })
+        .collect()
 }

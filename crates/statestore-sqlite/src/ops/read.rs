@@ -10,7 +10,9 @@ use statestore_core::{
     SessionId, Summary,
 };
 
-use super::{get_u64, parse_counters, parse_metadata, parse_summary, remembered, to_i64, ts};
+use super::{
+    all_remembered, get_u64, parse_counters, parse_metadata, parse_summary, remembered, to_i64, ts,
+};
 use crate::error::{OpCtx, corrupt, sql};
 
 const LIVE: &str = "(expires_at IS NULL OR expires_at > ?2)";
@@ -128,6 +130,7 @@ pub(crate) fn load(conn: &Connection, ctx: &OpCtx, now: i64) -> Result<Option<Co
     };
     let messages = messages_from(conn, ctx, &h, 0)?;
     let summaries = summaries(conn, ctx, &h)?;
+    let writes = all_remembered(conn, ctx, id)?;
     Ok(Some(ConversationState {
         id: id.clone(),
         metadata: parse_metadata(id, &h.metadata)?,
@@ -136,6 +139,7 @@ pub(crate) fn load(conn: &Connection, ctx: &OpCtx, now: i64) -> Result<Option<Co
         messages,
         system_prompt: h.system_prompt,
         summaries,
+        writes,
         version: h.version,
         created_at: ts(h.created_at),
         updated_at: ts(h.updated_at),

@@ -131,6 +131,8 @@ pub(crate) struct SaveArgs {
     pub(crate) summaries: Vec<String>,
     pub(crate) created_at: i64,
     pub(crate) expect: Expect,
+    /// The remembered writes the state carries: key and message count.
+    pub(crate) writes: Vec<(IdempotencyKey, u64)>,
 }
 
 impl SaveArgs {
@@ -146,6 +148,11 @@ impl SaveArgs {
             summaries: encode_summaries(id, &state.summaries)?,
             created_at: to_i64(state.created_at.as_unix_millis()),
             expect,
+            writes: state
+                .writes
+                .iter()
+                .map(|w| (w.key.clone(), w.outcome.messages))
+                .collect(),
         })
     }
 }
@@ -215,7 +222,55 @@ pub(crate) fn save(
     };
     insert_rows(conn, ctx, INSERT_MESSAGE, id, 0, &args.messages)?;
     insert_rows(conn, ctx, INSERT_SUMMARY, id, 0, &args.summaries)?;
+    carry(conn, ctx, id, head.map_or(0, |h| h.write_seq), &args.writes)?;
     Ok(version)
+}
+
+/// Remembers the writes a save carries that the session does not remember
+/// yet, without positions and at version 0 (`RememberedWrite::carried`),
+/// newest sequence numbers last; forgets beyond `REMEMBERED_WRITES`.
+fn carry(
+    conn: &Connection,
+    ctx: &OpCtx,
+    id: &SessionId,
+    mut seq: u64,
+    writes: &[(IdempotencyKey, u64)],
+) -> Result<()> {
+    if writes.is_empty() {
+        return Ok(());
+    }
+    for (key, count) in writes {
+        let added = sql(
+            ctx,
+            conn.prepare_cached(
+                "INSERT OR IGNORE INTO writes (session, key, version, first_position, count, seq)
+                 VALUES (?1, ?2, 0, -1, ?3, ?4)",
+            )
+            .and_then(|mut st| {
+                st.execute(params![
+                    id.as_str(),
+                    key.as_str(),
+                    to_i64(*count),
+                    to_i64(seq + 1)
+                ])
+            }),
+        )?;
+        if added > 0 {
+            seq += 1;
+        }
+    }
+    let forget_through = to_i64(seq.saturating_sub(REMEMBERED_WRITES as u64));
+    sql(
+        ctx,
+        conn.prepare_cached("DELETE FROM writes WHERE session = ?1 AND seq <= ?2")
+            .and_then(|mut st| st.execute(params![id.as_str(), forget_through])),
+    )?;
+    sql(
+        ctx,
+        conn.prepare_cached("UPDATE sessions SET write_seq = ?2 WHERE id = ?1")
+            .and_then(|mut st| st.execute(params![id.as_str(), to_i64(seq)])),
+    )?;
+    Ok(())
 }
 
 /// `source` copied to `ctx.id` with `INSERT … SELECT`s in the write's transaction.
