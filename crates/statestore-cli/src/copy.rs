@@ -6,7 +6,8 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use statestore::{
-    ConversationState, Counters, Expect, Message, Metadata, SessionId, Store, Summary, Timestamp,
+    Appended, ConversationState, Counters, Expect, IdempotencyKey, Message, Metadata,
+    RememberedWrite, SessionId, Store, Summary, Timestamp,
 };
 
 use crate::error::CliError;
@@ -16,7 +17,9 @@ use crate::ui::{self, Ui};
 pub(crate) const FORMAT: &str = "statestore-export";
 
 /// The format version this build writes, and the newest it reads.
-pub(crate) const VERSION: u32 = 1;
+/// Version 2 added each session's remembered writes (`writes`); version 1
+/// files, which have none, still import.
+pub(crate) const VERSION: u32 = 2;
 
 /// Conflicting ids listed on stderr before "… and N more".
 const CONFLICTS_LISTED: usize = 20;
@@ -42,6 +45,11 @@ impl Header {
 /// One session as exported: everything it holds except the store's
 /// bookkeeping (version, `updated_at`, `last_accessed_at`, expiry), which
 /// an import starts afresh. Fields in this order on every line.
+///
+/// `writes` are the keyed writes (turn ids) the session remembers, in key
+/// order, each with its message count: an import carries them into the
+/// new store (`Store::save`), so a turn retried after a cutover is a replay
+/// there, not a second copy.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Exported {
@@ -59,6 +67,17 @@ pub(crate) struct Exported {
     summaries: Vec<Summary>,
     #[serde(default)]
     messages: Vec<Arc<Message>>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    writes: Vec<ExportedWrite>,
+}
+
+/// A remembered write as exported: what survives a move (its positions
+/// and version belong to the old store).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExportedWrite {
+    key: IdempotencyKey,
+    messages: u64,
 }
 
 impl From<ConversationState> for Exported {
@@ -72,6 +91,19 @@ impl From<ConversationState> for Exported {
             counters: s.counters,
             summaries: s.summaries,
             messages: s.messages,
+            // In key order: the same session exports the same line from
+            // any store (at most REMEMBERED_WRITES of them, all of which
+            // an import keeps, so their order does not matter).
+            writes: s
+                .writes
+                .into_iter()
+                .map(|w| ExportedWrite {
+                    key: w.key,
+                    messages: w.outcome.messages,
+                })
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect(),
         }
     }
 }
@@ -87,6 +119,11 @@ impl Exported {
         state.counters.clone_from(&self.counters);
         state.summaries.clone_from(&self.summaries);
         state.messages.clone_from(&self.messages);
+        state.writes = self
+            .writes
+            .iter()
+            .map(|w| RememberedWrite::new(w.key.clone(), Appended::new(0, 0, w.messages)))
+            .collect();
         state
     }
 

@@ -221,12 +221,12 @@ fn files_that_are_not_exports_are_refused_before_anything_is_written() {
     let a = env.path("never.db");
     let url = format!("sqlite://{}", a.display());
     let file = env.path("f.jsonl");
-    let newer = "{\"format\":\"statestore-export\",\"version\":2}\n".to_owned()
+    let newer = "{\"format\":\"statestore-export\",\"version\":3}\n".to_owned()
         + &session_line("x", 0, RICH);
     for (content, says) in [
         (
             newer.as_str(),
-            "export format version 2; this statestore reads up to version 1",
+            "export format version 3; this statestore reads up to version 2",
         ),
         ("{\"id\":\"x\"}\n", "its first line is not the header"),
         ("hello\n", "its first line is not the header"),
@@ -350,4 +350,84 @@ fn ten_thousand_sessions_stream_in_flat_memory() {
             "{what}: {big} KiB for 10,000 sessions, {small} KiB for 1,000; {added_kib} KiB added"
         );
     }
+}
+
+/// Export format version 1 (before remembered writes) still imports.
+#[test]
+fn version_one_files_still_import() {
+    let env = Env::new();
+    let file = env.path("v1.jsonl");
+    let v1 = export_file(&numbered(3), RICH).replacen("\"version\":2", "\"version\":1", 1);
+    std::fs::write(&file, &v1).unwrap();
+    let a = env.sqlite("a.db");
+    let out = env.ok(&["--store", &a, "import", file.to_str().unwrap()]);
+    assert!(
+        out.ends_with(": 3 written, 0 already there and equal, 0 conflicts\n"),
+        "{out}"
+    );
+    assert_eq!(
+        env.ok(&["--store", &a, "export"]),
+        export_file(&numbered(3), RICH)
+    );
+}
+
+/// A turn stored on SQLite, moved to Redis and back by export and import:
+/// its turn id comes along, so a retry of it after either cutover is a
+/// replay, not a second copy.
+#[test]
+fn remembered_writes_move_with_their_sessions_sqlite_redis_sqlite() {
+    use statestore::{Append, IdempotencyKey, Message, SessionId};
+
+    let env = Env::new();
+    let a = env.sqlite("a.db");
+    let b = env.sqlite("b.db");
+    let server = RedisServer::start().unwrap();
+    let r = format!("{}?prefix=m:", server.url());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let id = SessionId::new("moved").unwrap();
+    let turn = || {
+        Append::new([Message::user("Hi"), Message::assistant("Hello!")])
+            .key(IdempotencyKey::new("turn-7").unwrap())
+    };
+    let retry = |url: &str| {
+        rt.block_on(async {
+            let store = statestore::open(url).await.unwrap();
+            let again = store.append_with(&id, turn()).await.unwrap();
+            let state = store.load(&id).await.unwrap().unwrap();
+            (again.replayed, again.messages, state.messages.len())
+        })
+    };
+    rt.block_on(async {
+        let store = statestore::open(&a).await.unwrap();
+        store.append_with(&id, turn()).await.unwrap();
+    });
+
+    let e1 = env.path("e1.jsonl");
+    env.ok(&["--store", &a, "export", "-o", e1.to_str().unwrap()]);
+    let line = read(&e1);
+    assert!(
+        line.contains(r#""writes":[{"key":"turn-7","messages":2}]"#),
+        "{line}"
+    );
+    env.ok(&["--store", &r, "import", e1.to_str().unwrap()]);
+    assert_eq!(retry(&r), (true, 2, 2), "a retry on Redis after the move");
+
+    let e2 = env.path("e2.jsonl");
+    env.ok(&["--store", &r, "export", "-o", e2.to_str().unwrap()]);
+    assert_eq!(read(&e2), line, "the same line from Redis");
+    env.ok(&["--store", &b, "import", e2.to_str().unwrap()]);
+    assert_eq!(
+        retry(&b),
+        (true, 2, 2),
+        "a retry on SQLite after moving back"
+    );
+    // Re-importing is still "equal": the writes compare too.
+    let out = env.ok(&["--store", &b, "import", e2.to_str().unwrap()]);
+    assert!(
+        out.ends_with(": 0 written, 1 already there and equal, 0 conflicts\n"),
+        "{out}"
+    );
 }

@@ -1467,7 +1467,11 @@ pub async fn saves_carry_remembered_writes(store: Arc<dyn Store>) {
         .iter()
         .map(|w| (w.key.as_str(), w.outcome.messages, w.outcome.rewritten))
         .collect();
-    assert_eq!(listed, [("k1", 2, false), ("k2", 1, false)], "load lists them");
+    assert_eq!(
+        listed,
+        [("k1", 2, false), ("k2", 1, false)],
+        "load lists them"
+    );
     assert_eq!(state.writes[1].outcome.positions(), Some(2..3));
 
     // Copied to another session (an import, a migration): its keys come along.

@@ -216,7 +216,7 @@ pub fn session_line(id: &str, n: u64, shape: Shape) -> String {
 }
 
 /// The export header line.
-pub const HEADER: &str = "{\"format\":\"statestore-export\",\"version\":1}\n";
+pub const HEADER: &str = "{\"format\":\"statestore-export\",\"version\":2}\n";
 
 /// A whole export file of `ids` (sorted here, as export sorts them).
 pub fn export_file(ids: &[String], shape: Shape) -> String {
