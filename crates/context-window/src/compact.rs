@@ -17,7 +17,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use statestore_core::{
-    BoxError, ConversationState, Error as StoreError, Expect, Message, SessionId, Store, Summary,
+    Append, BoxError, ConversationState, Counters, Error as StoreError, Expect, Message, SessionId,
+    Store, Summary,
 };
 
 use crate::select::{History, WindowPolicy, select};
@@ -37,12 +38,29 @@ pub trait Summarizer: Send + Sync {
         previous: Option<&Summary>,
         messages: &[Arc<Message>],
     ) -> Result<String, BoxError>;
+
+    /// [`Summarizer::summarize`], and what the call cost as counter
+    /// increments (a model's: its tokens and one model call, under the
+    /// names the session counts them by), which [`summarize_dropped`] adds
+    /// to the session's counters. The default reports no cost.
+    async fn summarize_counted(
+        &self,
+        previous: Option<&Summary>,
+        messages: &[Arc<Message>],
+    ) -> Result<(String, Counters), BoxError> {
+        Ok((self.summarize(previous, messages).await?, Counters::new()))
+    }
 }
 
 /// Summarizes the messages that `policy`'s window drops and no summary
 /// covers yet, and stores the result as a summary covering everything from
 /// the first message to the window's start. Returns it, or `None` when
 /// nothing needed summarizing (or the session does not exist).
+///
+/// What every summarizer call cost ([`Summarizer::summarize_counted`]) —
+/// calls whose summary lost a race with a concurrent write and was made
+/// again included — is added to the session's counters afterwards, in one
+/// more write, whether or not a summary was stored.
 ///
 /// # Errors
 ///
@@ -54,6 +72,30 @@ pub async fn summarize_dropped(
     policy: &WindowPolicy,
     counter: &dyn TokenCounter,
     summarizer: &dyn Summarizer,
+) -> Result<Option<Summary>, Error> {
+    let mut cost = Counters::new();
+    let result = summarize_until_stored(store, id, policy, counter, summarizer, &mut cost).await;
+    if !cost.is_empty() {
+        let mut append = Append::new([]);
+        for (name, delta) in cost {
+            append = append.count(name, delta);
+        }
+        // Counted even when the summary failed: the calls were paid for.
+        if let Err(e) = store.append_with(id, append).await {
+            tracing::warn!(error = %e, "the summarizer's usage could not be counted");
+        }
+    }
+    result
+}
+
+/// [`summarize_dropped`] but for counting: adds each call's cost to `cost`.
+async fn summarize_until_stored(
+    store: &dyn Store,
+    id: &SessionId,
+    policy: &WindowPolicy,
+    counter: &dyn TokenCounter,
+    summarizer: &dyn Summarizer,
+    cost: &mut Counters,
 ) -> Result<Option<Summary>, Error> {
     let mut attempts = 0;
     loop {
@@ -74,10 +116,14 @@ pub async fn summarize_dropped(
         let from = usize::try_from(covered).unwrap_or(usize::MAX);
         let to = usize::try_from(window.first_position).unwrap_or(usize::MAX);
         let dropped = state.messages.get(from..to).unwrap_or_default();
-        let content = summarizer
-            .summarize(previous, dropped)
+        let (content, spent) = summarizer
+            .summarize_counted(previous, dropped)
             .await
             .map_err(Error::Summarizer)?;
+        for (name, delta) in spent {
+            let total = cost.entry(name).or_insert(0);
+            *total = total.saturating_add(delta);
+        }
         let summary = Summary::new(0..window.first_position, content);
         match store
             .add_summary(id, summary.clone(), Expect::Version(state.version))

@@ -368,3 +368,53 @@ async fn compaction_keeps_summaries_meaningful() {
     assert_eq!(w.summaries.len(), 1);
     assert_eq!(w.messages.len(), 4);
 }
+
+/// A summarizer that costs one "call" and, the first time, lets another
+/// writer's turn land before its summary is stored.
+struct RacedSummarizer {
+    store: Arc<MemoryStore>,
+    raced: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl Summarizer for RacedSummarizer {
+    async fn summarize(&self, _: Option<&Summary>, _: &[Arc<Message>]) -> Result<String, BoxError> {
+        Ok("summary".into())
+    }
+    async fn summarize_counted(
+        &self,
+        previous: Option<&Summary>,
+        messages: &[Arc<Message>],
+    ) -> Result<(String, statestore_core::Counters), BoxError> {
+        if !self.raced.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            self.store
+                .append(&sid("raced"), vec![Message::user("meanwhile")], Expect::Any)
+                .await?;
+        }
+        let text = self.summarize(previous, messages).await?;
+        Ok((text, [("calls".to_owned(), 1)].into()))
+    }
+}
+
+/// Every summarizer call is counted in the session, the one whose summary
+/// lost the race included.
+#[tokio::test]
+async fn every_summarizer_call_is_counted() {
+    let store = Arc::new(MemoryStore::new());
+    let id = sid("raced");
+    let msgs: Vec<Message> = (0..10).map(|i| Message::user(format!("m{i}"))).collect();
+    store.append(&id, msgs, Expect::Any).await.unwrap();
+    let summarizer = RacedSummarizer {
+        store: Arc::clone(&store),
+        raced: false.into(),
+    };
+    let policy = WindowPolicy::default().max_messages(4);
+    let s = summarize_dropped(&*store, &id, &policy, &CharEstimate, &summarizer)
+        .await
+        .unwrap()
+        .expect("a summary");
+    assert_eq!(s.covers, 0..7, "made again on the new history");
+    let state = store.load(&id).await.unwrap().unwrap();
+    assert_eq!(state.counters.get("calls"), Some(&2), "both calls counted");
+    assert_eq!(state.messages.len(), 11, "the count wrote no message");
+}

@@ -64,9 +64,13 @@
 //!
 //! # Usage
 //!
-//! Every model call is counted — tool rounds, the final call above, and
-//! the calls of attempts discarded after a conflict (see below), which were
-//! paid for too. The write of step 7 adds them to the session's counters
+//! Every model call is counted — tool rounds, the final call above, the
+//! calls of attempts discarded after a conflict (see below), which were
+//! paid for too, and the summarizer's (step 8: a [`ProviderSummarizer`]
+//! reports its usage, and `context_window::summarize_dropped` adds it to
+//! the counters in one more write, retries after a race included; it is
+//! not part of [`Executed::usage`]). The write of step 7 adds the turn's
+//! calls to the session's counters
 //! ([`counters`]: `prompt_tokens`, `completion_tokens`, `model_calls`, and
 //! `turns`, one per stored turn), read back in
 //! `RecentState::counters`/`ConversationState::counters`.
@@ -157,7 +161,8 @@ pub mod counters {
     pub const PROMPT_TOKENS: &str = "prompt_tokens";
     /// Completion tokens of every model call, discarded attempts included.
     pub const COMPLETION_TOKENS: &str = "completion_tokens";
-    /// Model calls (tool rounds and discarded attempts included).
+    /// Model calls (tool rounds, discarded attempts and the summarizer's
+    /// included).
     pub const MODEL_CALLS: &str = "model_calls";
     /// Turns stored (one per successful execute; replays add nothing).
     pub const TURNS: &str = "turns";

@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use context_window::{Selection, Summarizer};
-use statestore_core::{BoxError, Message, SessionId};
+use statestore_core::{BoxError, Counters, Message, SessionId};
 
-use super::{Pipeline, log_tag};
+use super::{Pipeline, counters, log_tag};
 use crate::{ChatRequest, Provider};
 
 impl Pipeline {
@@ -64,6 +64,16 @@ impl Summarizer for ProviderSummarizer {
         previous: Option<&statestore_core::Summary>,
         messages: &[Arc<Message>],
     ) -> Result<String, BoxError> {
+        Ok(self.summarize_counted(previous, messages).await?.0)
+    }
+
+    /// The summary, and the call's usage under the pipeline's
+    /// [`counters`](super::counters) names.
+    async fn summarize_counted(
+        &self,
+        previous: Option<&statestore_core::Summary>,
+        messages: &[Arc<Message>],
+    ) -> Result<(String, Counters), BoxError> {
         let mut text = String::new();
         if let Some(p) = previous {
             text.push_str("Summary so far: ");
@@ -87,6 +97,17 @@ impl Summarizer for ProviderSummarizer {
             ..ChatRequest::default()
         };
         let response = self.provider.chat(&request).await.map_err(Box::new)?;
-        Ok(response.message.text().into_owned())
+        let cost = Counters::from([
+            (
+                counters::PROMPT_TOKENS.to_owned(),
+                response.usage.prompt_tokens,
+            ),
+            (
+                counters::COMPLETION_TOKENS.to_owned(),
+                response.usage.completion_tokens,
+            ),
+            (counters::MODEL_CALLS.to_owned(), 1),
+        ]);
+        Ok((response.message.text().into_owned(), cost))
     }
 }

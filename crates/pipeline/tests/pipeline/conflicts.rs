@@ -303,3 +303,39 @@ async fn counters_plus_uncounted_usage_are_what_the_provider_reported() {
     assert_eq!(total, provider.reported());
     assert!(provider.reported().total() > 0);
 }
+
+/// The summarizer's model calls are counted too: with a window that drops
+/// messages, every turn's summary call lands in the session's counters, so
+/// counters + uncounted usage still equal what the provider reported.
+#[tokio::test]
+async fn the_summarizers_calls_are_counted() {
+    let store = memory();
+    let provider = Arc::new(Tally::new(Arc::new(OfflineProvider::new())));
+    let pipe = Pipeline::builder(Arc::clone(&store), provider.clone())
+        .window(WindowPolicy::default().max_messages(2))
+        .summarizer(Arc::new(pipeline::ProviderSummarizer::new(
+            provider.clone(),
+        )))
+        .build();
+    let mut uncounted = Usage::default();
+    let mut turns = 0;
+    for text in ["Hi, I'm Alice", "What's my name?", "Thanks", "Bye"] {
+        let done = pipe.execute("summed", Role::User, text).await.unwrap();
+        uncounted += done.uncounted_usage();
+        turns += done.model_calls;
+    }
+    let state = store
+        .load(&SessionId::new("summed").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!state.summaries.is_empty(), "the window dropped messages");
+    assert!(
+        state.counters[counters::MODEL_CALLS] > turns,
+        "the summarizer's calls are in model_calls: {:?}",
+        state.counters
+    );
+    let mut total = counted(&store, "summed").await;
+    total += uncounted;
+    assert_eq!(total, provider.reported());
+}
