@@ -13,6 +13,13 @@
 //! | `P{E}:d`   | hash | metadata: one field per key, the value as JSON text |
 //! | `P{E}:w`   | hash | remembered writes (below) |
 //!
+//! One more key shares the tag without being part of the session: `P{E}:x`,
+//! a string, the **deletion mark**. On the cluster client, which re-sends
+//! requests by itself, a `delete` that finds the session sets it to a
+//! token of the call, for 60 s, so that the client's re-send of that call
+//! reports the deletion it made rather than "did not exist"
+//! (`scripts.rs`). Listing never sees it (only `:h` keys are listed).
+//!
 //! A session exists exactly when its header exists; the other keys are
 //! absent while empty (Redis deletes empty lists and hashes). Every key
 //! carries the same TTL, moved together by every script.
@@ -65,21 +72,23 @@
 //! |-------|-------|
 //! | `k:<key>` | a caller-keyed append: `"<version> <first position> <messages>"` |
 //! | `K<slot>` | the caller key in ring slot `slot` = `wk mod 64` |
-//! | `g:<key>` | an append keyed by the store (unkeyed by the caller), as `k:` |
+//! | `g:<key>` | a write keyed by the store (on the cluster client: an unkeyed append, a `save`, `merge_metadata`, `add_summary`, or the `fork` that made the session), as `k:` (for writes other than appends: `"<version> 0 0"`) |
 //! | `G<slot>` | the store key in ring slot `slot` = `wg mod 16` |
 //! | `~` | a note on the above, longer than 64 bytes on purpose (below) |
 //!
 //! Recording a key takes the next slot and deletes the record of the key
-//! that held it, so the hash stays bounded (at most 64 + 16 records) and
+//! that held it, so the hash stays bounded (at most 64 + 64 records) and
 //! every operation on it is O(1): the note, written with the hash, is
 //! longer than Redis's `hash-max-listpack-value` (64 bytes by default), so
 //! Redis keeps the hash as a hash table rather than a listpack, which it
 //! would scan entry by entry on every lookup (45k instructions of a keyed
 //! append, measured, with the ring full). Caller keys are remembered
-//! exactly 64 deep (`statestore_core::REMEMBERED_WRITES`); store keys only
+//! exactly 64 deep (`statestore_core::REMEMBERED_WRITES`); store keys
 //! need to outlive a client library's own re-send of one request — which
-//! only the cluster client does, so only there do unkeyed appends get one
-//! — and have their own ring so they never push a caller's key out.
+//! only the cluster client does, so only there do writes get one — and
+//! have their own ring, 64 deep too, so they never push a caller's key
+//! out: a re-send is a replay unless more than 64 other writes of the
+//! session landed between the call and its re-send.
 //! Deleting or expiring the session removes the hash; `fork` does not
 //! copy it; `save` keeps it, and records its own version in the header's
 //! `r`: a remembered write whose version is lower was overtaken by a
@@ -117,6 +126,8 @@ pub(crate) struct SessionKeys {
     pub(crate) metadata: String,
     /// The remembered-writes hash.
     pub(crate) writes: String,
+    /// The deletion mark (not one of the session's keys: see the docs above).
+    pub(crate) deleted: String,
 }
 
 impl SessionKeys {
@@ -173,6 +184,7 @@ impl Keys {
             summaries: format!("{base}:s"),
             metadata: format!("{base}:d"),
             writes: format!("{base}:w"),
+            deleted: format!("{base}:x"),
         }
     }
 

@@ -15,7 +15,8 @@ use crate::decode::{self, Reply};
 use crate::error::{client_error, timed_out};
 use crate::list;
 use crate::store::{
-    Contents, RedisStore, counter_value, expect_args, json, json_arg, metadata_pairs, now_ms,
+    Contents, RedisStore, call_key, counter_value, expect_args, guard_args, json, json_arg,
+    metadata_pairs, now_ms,
 };
 
 #[async_trait]
@@ -94,7 +95,7 @@ impl Store for RedisStore {
         let field = match (key, token) {
             (Some(key), Some(token)) => format!("{token} k:{}", key.as_str()),
             (Some(key), None) => format!("k:{}", key.as_str()),
-            (None, _) if resends => format!("g:{}", IdempotencyKey::random().as_str()),
+            (None, _) if resends => call_key(),
             (None, _) => String::new(),
         };
         call.arg(&field).arg(counters.len()).arg(messages.len());
@@ -143,6 +144,10 @@ impl Store for RedisStore {
             let keys = [h, m, s, d, w, th, tm, ts, td, tw];
             let mut call = self.call(&self.inner.scripts.fork, &keys, true);
             call.arg(if self.inner.sliding_ttl { "1" } else { "0" });
+            // A re-send of a fork that ran finds the target made by it.
+            if self.inner.conn.resends() {
+                call.arg(call_key());
+            }
             let copied = self
                 .write("fork", source, &call, |reply| match reply {
                     Reply::Ok(_) => Ok(Some(1)),
@@ -207,7 +212,18 @@ impl Store for RedisStore {
 
     async fn delete(&self, id: &SessionId) -> Result<bool> {
         let keys = self.inner.keys.session(id);
-        let call = ScriptCall::new(&self.inner.scripts.delete, &keys.all());
+        // A re-send of a delete that ran reports the deletion it made.
+        let token = self.inner.conn.resends().then(call_token);
+        let mut call = match token {
+            Some(_) => {
+                let [h, m, s, d, w] = keys.all();
+                ScriptCall::new(&self.inner.scripts.delete, &[h, m, s, d, w, &keys.deleted])
+            }
+            None => ScriptCall::new(&self.inner.scripts.delete, &keys.all()),
+        };
+        if let Some(token) = token {
+            call.arg(token);
+        }
         match self.run("delete", id, &call).await? {
             Reply::Ok(rest) => Ok(rest.first() == Some(&1)),
             _ => Err(StoreError::Corrupt {
@@ -246,7 +262,7 @@ impl Store for RedisStore {
     ) -> Result<Version> {
         let keys = self.inner.keys.session(id);
         let mut call = self.call(&self.inner.scripts.merge_metadata, &keys.all(), true);
-        expect_args(&mut call, expect);
+        guard_args(&mut call, expect, self.inner.conn.resends());
         let (set, delete): (Vec<_>, Vec<_>) = patch.iter().partition(|(_, v)| !v.is_null());
         call.arg(set.len());
         for (k, v) in set {
@@ -268,7 +284,7 @@ impl Store for RedisStore {
     ) -> Result<Version> {
         let keys = self.inner.keys.session(id);
         let mut call = self.call(&self.inner.scripts.add_summary, &keys.all(), true);
-        expect_args(&mut call, expect);
+        guard_args(&mut call, expect, self.inner.conn.resends());
         call.arg(summary.covers.start).arg(summary.covers.end);
         json_arg(id, &mut call, &summary)?;
         self.write("add_summary", id, &call, self.version(id, expect))

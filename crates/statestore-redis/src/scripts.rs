@@ -17,6 +17,19 @@
 //! exist), or the exact version (compared as the decimal string the header
 //! holds).
 //!
+//! # Calls the client re-sends
+//!
+//! The cluster client sends a request again by itself after a dropped
+//! connection, not knowing whether the first one ran. So on that client
+//! every write carries a key the store made for the call, and remembers it
+//! (in the store ring of the remembered writes, `keys.rs`) in the same
+//! atomic step: a re-send of a call that ran finds its key and returns
+//! what the first run did, having written nothing — for `APPEND` (its key
+//! field), `SAVE`, `MERGE_METADATA`, `ADD_SUMMARY` ([`write_key!`],
+//! [`replayed_call!`], [`remember_call!`]), `FORK` (the target remembers
+//! the key) and `DELETE` (a deletion mark holds the call's token for 60 s).
+//! `TOUCH` needs none: running it twice does what running it once does.
+//!
 //! Every script returns one string: a status, then its arguments,
 //! separated by spaces (a table reply would cost the server ~7k
 //! instructions more): `ok` (then results), `replayed` (an append already
@@ -268,16 +281,76 @@ end
     };
 }
 
-/// The expectation (ARGV 3: `a` any, `n` absent, else the exact version)
-/// against `V`: returns `conflict` when it fails.
+/// Splits ARGV 3 of a writer into `want`, the expectation (`a` any, `n`
+/// absent, else the exact version), and `wfield`: where the client may
+/// re-send a call by itself (the cluster client), the expectation is
+/// followed by a space and a key the store made for this call, as its
+/// field in the remembered writes (`g:<key>`), else `''` (see
+/// [`replayed_call!`]).
+macro_rules! write_key {
+    () => {
+        r#"
+local want, wfield = ARGV[3], ''
+do
+  local sp = string.find(want, ' ', 1, true)
+  if sp then want, wfield = string.sub(want, 1, sp - 1), string.sub(want, sp + 1) end
+end
+"#
+    };
+}
+
+/// The expectation `want` ([`write_key!`]) against `V`: returns `conflict`
+/// when it fails.
 macro_rules! expect {
     () => {
         r#"
-local want = ARGV[3]
 if want == 'n' then
   if V then return 'conflict ' .. V end
 elseif want ~= 'a' and V ~= want then
   return 'conflict ' .. (V or '-1')
+end
+"#
+    };
+}
+
+/// For a call that carries a key of its own (`wfield`, [`write_key!`]):
+/// when the session remembers it, the call ran before and this is the
+/// client's re-send — returns that run's outcome, `ok <version>`, having
+/// written nothing; else sets `wslot` (the store ring slot the call will
+/// take) and `wevict` (the key that slot held). Runs after the header and
+/// before the expectation, so a re-send is never a conflict.
+macro_rules! replayed_call {
+    () => {
+        r#"
+local wslot, wevict
+if wfield ~= '' then
+  wslot = 'G' .. (tonumber(wg) % 64)
+  if V then
+    local w = rpcall('HMGET', W, wfield, wslot)
+    if w.err then return wrong_type(W, 'remembered-writes', 'hash') end
+    if w[1] then return 'ok ' .. string.match(w[1], '^%d+') end
+    wevict = w[2]
+  end
+end
+"#
+    };
+}
+
+/// Remembers a call's own key (`wfield`, [`replayed_call!`]) with its
+/// outcome, the new version `nv`: `"<version> 0 0"` in ring slot `wslot`
+/// of the store keys, forgetting the key that slot held. Before the
+/// header is written ([`bump!`] records `wg`).
+macro_rules! remember_call {
+    () => {
+        r#"
+if wfield ~= '' then
+  if wevict then rcall('HDEL', W, 'g:' .. wevict) end
+  if (wk == '0' and wg == '0') or stale then
+    rcall('HSET', W, '~', 'remembered writes of this session: k:<key> and g:<key> hold what ' ..
+      'the write did, K<n> and G<n> the key in ring slot n')
+  end
+  rcall('HSET', W, wslot, string.sub(wfield, 3), wfield, nv .. ' 0 0')
+  wg = tostring(tonumber(wg) + 1)
 end
 "#
     };
@@ -357,6 +430,7 @@ if rv and tonumber(string.match(w1, '^%d+')) < tonumber(rv) then rec = '1 ' .. w
 /// before the expectation, so a repeat is a replay whatever it expects.
 const APPEND: &str = concat!(
     prelude!(),
+    write_key!(),
     r#"
 local RING_NOTE = 'remembered writes of this session: k:<key> and g:<key> hold what the write did, ' ..
   'K<n> and G<n> the key in ring slot n'
@@ -566,7 +640,8 @@ return reply
 "#
 );
 
-/// `save(state, expect)`: replaces everything but `created_at` and the
+/// `save(state, expect)` (ARGV 3: the expectation and maybe the call's
+/// own key, [`write_key!`]): replaces everything but `created_at` and the
 /// remembered writes, which lose their positions (header field `r`, see
 /// [`remembered!`]).
 /// ARGV 3: the expectation; 4: created_at for a new session; 5/6: has
@@ -580,6 +655,7 @@ return reply
 /// Returns `ok <version>`.
 const SAVE: &str = concat!(
     prelude!(),
+    write_key!(),
     r#"
 local f = rpcall('HMGET', H, 'version', 'n', 'created_at')
 "#,
@@ -599,6 +675,7 @@ else
   wk, wg = '0', '0'
 end
 "#,
+    replayed_call!(),
     expect!(),
     r#"
 nm, ns, nd = ARGV[9], ARGV[10], ARGV[11]
@@ -632,6 +709,9 @@ if ncw > 0 then
   end
   wk = tostring(q)
 end
+"#,
+    remember_call!(),
+    r#"
 local h = { 'schema', SCHEMA, 'version', nv, 'created_at', f[3] or ARGV[4], 'updated_at', NOW,
   'last_accessed_at', NOW, 'n', SCHEMA .. ' ' .. nv .. ' ' .. nm .. ' ' .. ns .. ' ' .. nd .. ' ' .. wk .. ' ' .. wg }
 -- Remembered writes keep their keys but lose their positions (`r`).
@@ -667,11 +747,12 @@ return 'ok ' .. nv
 );
 
 /// `merge_metadata(id, patch, expect)`.
-/// ARGV 3: the expectation; 4: number of field, value pairs to set; then
+/// ARGV 3: the expectation and maybe the call's own key ([`write_key!`]); 4: number of field, value pairs to set; then
 /// the pairs; then the fields to delete.
 /// Returns `ok <version>`.
 const MERGE_METADATA: &str = concat!(
     prelude!(),
+    write_key!(),
     r#"
 local f = rpcall('HMGET', H, 'version', 'n')
 "#,
@@ -701,6 +782,7 @@ else
   s, nm, ns, nd, wk, wg = SCHEMA, '0', '0', '0', '0', '0'
 end
 "#,
+    replayed_call!(),
     expect!(),
     r#"
 -- Every check passed: write.
@@ -719,6 +801,7 @@ nd = tostring(tonumber(nd) + added - pushed)
 local nv = '1'
 if V then nv = tostring(tonumber(V) + 1) end
 "#,
+    remember_call!(),
     bump!(),
     expire_all!(),
     r#"
@@ -727,11 +810,12 @@ return 'ok ' .. nv
 );
 
 /// `add_summary(id, summary, expect)`.
-/// ARGV 3: the expectation; 4/5: the covered range's start and end; 6:
+/// ARGV 3: the expectation and maybe the call's own key ([`write_key!`]); 4/5: the covered range's start and end; 6:
 /// the summary's JSON.
 /// Returns `ok <version>`, or `range <messages>`.
 const ADD_SUMMARY: &str = concat!(
     prelude!(),
+    write_key!(),
     r#"
 local f = rpcall('HMGET', H, 'version', 'n')
 "#,
@@ -750,6 +834,7 @@ if not stale then
   end
 end
 "#,
+    replayed_call!(),
     expect!(),
     r#"
 local first, last, total = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(nm)
@@ -759,6 +844,7 @@ rcall('RPUSH', S, ARGV[6])
 ns = tostring(tonumber(ns) + 1)
 local nv = tostring(tonumber(V) + 1)
 "#,
+    remember_call!(),
     bump!(),
     expire_all!(),
     r#"
@@ -793,7 +879,9 @@ return 'ok'
 /// a standalone server): a server-side copy with `COPY` (Redis ≥ 6.2) in
 /// one atomic step. KEYS 1–5: the source's five keys (its remembered
 /// writes are not copied); 6–10: the target's. ARGV 3: `1` when the read
-/// of the source counts as an access.
+/// of the source counts as an access; 4: where the client may re-send a
+/// call, a key the store made for this call as its field (`g:<key>`,
+/// remembered by the target: a re-send of a fork that ran returns `ok 1`).
 /// Returns `ok 1`; `missing` (no source); `target` and the reply the
 /// target's state stands for (`conflict` when it exists, `corrupt`); or
 /// `nocopy` (no `COPY` on this server) — having written nothing.
@@ -801,6 +889,7 @@ const FORK: &str = concat!(
     prelude!(),
     r#"
 local TH, TM, TS, TD, TW = KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10]
+local wfield = ARGV[4] or ''
 local f = rpcall('HMGET', H, 'version', 'n')
 "#,
     header!(),
@@ -811,6 +900,8 @@ if not stale then
     check_lens!(),
     r#"
 end
+-- A call re-sent by the client after it ran: the target remembers it.
+if wfield ~= '' and type(rpcall('HGET', TW, wfield)) == 'string' then return 'ok 1' end
 -- The target: absent, leftovers checked. Problems of the target are
 -- reported as `target` and the reply they would be for it.
 local t = rpcall('HGET', TH, 'version')
@@ -836,7 +927,14 @@ if leftovers then rcall('DEL', TM, TS, TD, TW) end
 if nm ~= '0' then rcall('COPY', M, TM) end
 if ns ~= '0' then rcall('COPY', S, TS) end
 if nd ~= '0' then rcall('COPY', D, TD) end
-rcall('HSET', TH, 'version', '1', 'n', s .. ' 1 ' .. nm .. ' ' .. ns .. ' ' .. nd .. ' 0 0',
+local twg = '0'
+if wfield ~= '' then
+  -- The call's own key, so that a re-send finds the fork made.
+  rcall('HSET', TW, '~', 'remembered writes of this session: k:<key> and g:<key> hold what ' ..
+    'the write did, K<n> and G<n> the key in ring slot n', 'G0', string.sub(wfield, 3), wfield, '1 0 0')
+  twg = '1'
+end
+rcall('HSET', TH, 'version', '1', 'n', s .. ' 1 ' .. nm .. ' ' .. ns .. ' ' .. nd .. ' 0 ' .. twg,
   'created_at', NOW, 'updated_at', NOW, 'last_accessed_at', NOW)
 -- The target has no remembered writes, hence no rewrite mark (`r`).
 if old_fields then
@@ -850,6 +948,7 @@ if TTL ~= '0' then
   if nm ~= '0' then rcall('PEXPIRE', TM, TTL) end
   if ns ~= '0' then rcall('PEXPIRE', TS, TTL) end
   if nd ~= '0' then rcall('PEXPIRE', TD, TTL) end
+  if twg ~= '0' then rcall('PEXPIRE', TW, TTL) end
 else
   rcall('PERSIST', TH)
   if nm ~= '0' then rcall('PERSIST', TM) end
@@ -867,9 +966,22 @@ return 'ok 1'
 );
 
 /// `delete(id)`: removes all five keys (freed in the background).
+/// Where the client may re-send a call (the cluster client), ARGV 1 is a
+/// token the store made for this call and KEYS 6 the session's deletion
+/// mark (`keys.rs`): a delete that finds the session leaves the token
+/// there for 60 s, and a re-send that finds the session gone and its own
+/// token there reports what the first run did.
 /// Returns `ok 1` when the header existed, else `ok 0`.
 const DELETE: &str = r#"
 local existed = redis.call('EXISTS', KEYS[1])
+local token = ARGV[1]
+if token then
+  if existed == 1 then
+    redis.call('SET', KEYS[6], token, 'PX', 60000)
+  elseif redis.call('GET', KEYS[6]) == token then
+    return 'ok 1'
+  end
+end
 redis.call('UNLINK', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
 return 'ok ' .. existed
 "#;

@@ -301,7 +301,7 @@ impl RedisStore {
     ) -> Result<Version> {
         let keys = self.inner.keys.session(id);
         let mut call = self.call(&self.inner.scripts.save, &keys.all(), true);
-        expect_args(&mut call, expect);
+        guard_args(&mut call, expect, self.inner.conn.resends());
         call.arg(contents.created_at);
         for field in [contents.user_id, contents.system_prompt] {
             match field {
@@ -359,6 +359,27 @@ pub(crate) fn expect_args(call: &mut ScriptCall<'_>, expect: Expect) {
         Expect::Version(v) => call.arg(v),
         Expect::Absent => call.arg("n"),
     };
+}
+
+/// The expectation of a write other than an append, followed — where the
+/// client may re-send the call by itself — by a key made for this call
+/// (`scripts.rs`, "Calls the client re-sends").
+pub(crate) fn guard_args(call: &mut ScriptCall<'_>, expect: Expect, resends: bool) {
+    let want = match expect {
+        Expect::Any => "a".to_owned(),
+        Expect::Version(v) => v.to_string(),
+        Expect::Absent => "n".to_owned(),
+    };
+    if resends {
+        call.arg(format!("{want} {}", call_key()));
+    } else {
+        call.arg(want);
+    }
+}
+
+/// A key of one call, as its field in the remembered writes (`g:<key>`).
+pub(crate) fn call_key() -> String {
+    format!("g:{}", IdempotencyKey::random().as_str())
 }
 
 /// `value` as JSON, written straight into `call` as its next argument;

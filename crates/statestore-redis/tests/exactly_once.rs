@@ -147,12 +147,12 @@ fn evalsha_calls(node: &RedisServer) -> u64 {
         .unwrap_or(0)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_cluster_clients_own_resend_is_a_replay() {
+/// A 3-master cluster whose first node announces a [`FaultProxy`]'s port,
+/// so that every client reaches that node's slots through the proxy (the
+/// cluster bus keeps its own port), and seeds of the other nodes.
+async fn proxied_cluster() -> (RedisCluster, FaultProxy, Vec<String>) {
     let cluster = RedisCluster::start(3, 0).unwrap();
     let node = &cluster.nodes()[0];
-    // The node announces the proxy's port: every client reaches its slots
-    // through the proxy (the cluster bus keeps its own port).
     let proxy = FaultProxy::start(node.port()).await.unwrap();
     node.cli(&[
         "CONFIG",
@@ -175,6 +175,13 @@ async fn the_cluster_clients_own_resend_is_a_replay() {
     }
     assert!(seen, "the new address did not spread");
     let seeds: Vec<String> = cluster.nodes()[1..].iter().map(RedisServer::url).collect();
+    (cluster, proxy, seeds)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cluster_clients_own_resend_is_a_replay() {
+    let (cluster, proxy, seeds) = proxied_cluster().await;
+    let node = &cluster.nodes()[0];
     let seeds: Vec<&str> = seeds.iter().map(String::as_str).collect();
 
     // The control: a plain INCR through the same client is applied twice,
@@ -278,4 +285,98 @@ async fn the_cluster_clients_own_resend_is_a_replay() {
             .get("turns"),
         Some(&1)
     );
+}
+
+/// Every kind of write, its reply dropped and the request re-sent by the
+/// cluster client: applied once, and the call reports what its first run
+/// did — no `Conflict` for a save or metadata merge that happened, no
+/// second summary, no `AlreadyExists` for the fork it made, no `false` from
+/// the delete that deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_write_the_cluster_client_resends_applies_once() {
+    let (cluster, proxy, seeds) = proxied_cluster().await;
+    let node = &cluster.nodes()[0];
+    let seeds: Vec<&str> = seeds.iter().map(String::as_str).collect();
+    let store = RedisStore::builder()
+        .response_timeout(Duration::from_secs(5))
+        .connect_cluster(&seeds)
+        .await
+        .unwrap();
+    let id = id_on(node, "every");
+    store.append(&id, turn(1), Expect::Any).await.unwrap();
+    let mut dropped = 0;
+    // Drops the reply of the next request to the node; checks that it ran
+    // twice there (once dropped, once re-sent).
+    let mut resent = async |what: &str| {
+        node.reset_stats().unwrap();
+        proxy.drop_next_reply();
+        dropped += 1;
+        (what.to_owned(), dropped)
+    };
+    let check = |what: &str, expected: u64| {
+        assert_eq!(
+            proxy.dropped_replies(),
+            expected,
+            "{what}: no reply was dropped"
+        );
+        assert_eq!(evalsha_calls(node), 2, "{what}: not re-sent");
+    };
+
+    let mut state = store.load(&id).await.unwrap().unwrap();
+    state.keep_last(1);
+    let (what, n) = resent("save").await;
+    let version = store.save(&state, Expect::Version(1)).await.unwrap();
+    check(&what, n);
+    assert_eq!(version, 2);
+    assert_eq!(store.load(&id).await.unwrap().unwrap().version, 2);
+
+    let mut patch = statestore_core::Metadata::new();
+    patch.insert("plan".into(), serde_json::json!("pro"));
+    let (what, n) = resent("merge_metadata").await;
+    let version = store
+        .merge_metadata(&id, patch, Expect::Version(2))
+        .await
+        .unwrap();
+    check(&what, n);
+    assert_eq!(version, 3);
+
+    store.append(&id, turn(2), Expect::Any).await.unwrap();
+    let (what, n) = resent("add_summary").await;
+    let version = store
+        .add_summary(
+            &id,
+            statestore_core::Summary::new(0..1, "earlier"),
+            Expect::Version(4),
+        )
+        .await
+        .unwrap();
+    check(&what, n);
+    assert_eq!(version, 5);
+    let loaded = store.load(&id).await.unwrap().unwrap();
+    assert_eq!(loaded.summaries.len(), 1, "one summary");
+    assert_eq!(loaded.version, 5);
+
+    // The fork's target on the proxied node: its write is the one re-sent.
+    let target = id_on(node, "every-fork");
+    let (what, n) = resent("fork").await;
+    // The source is read first (on its node, also behind the proxy): the
+    // dropped reply may be that read's, re-sent as harmlessly.
+    let forked = store.fork(&id, &target).await;
+    assert_eq!(forked.unwrap(), 1, "{what}");
+    assert_eq!(proxy.dropped_replies(), n, "{what}: no reply was dropped");
+    let copy = store.load(&target).await.unwrap().unwrap();
+    assert_eq!(copy.version, 1);
+    assert_eq!(copy.messages.len(), loaded.messages.len());
+
+    let (what, n) = resent("delete").await;
+    assert!(store.delete(&target).await.unwrap(), "{what}: it deleted");
+    check(&what, n);
+    assert!(!store.exists(&target).await.unwrap());
+    // A later delete, a new call, finds nothing.
+    assert!(!store.delete(&target).await.unwrap());
+
+    let (what, n) = resent("touch").await;
+    assert!(store.touch(&id).await.unwrap());
+    check(&what, n);
+    assert_eq!(store.load(&id).await.unwrap().unwrap().version, 5);
 }
