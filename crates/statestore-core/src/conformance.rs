@@ -78,6 +78,7 @@ macro_rules! __conformance_with_cases {
             load_recent_finds_remembered_writes,
             replays_after_a_rewrite_are_never_another_writes,
             saves_carry_remembered_writes,
+            pending_progress_is_seen_only_by_its_key_until_its_write,
             counters_add_up_atomically,
         }
     };
@@ -1539,6 +1540,105 @@ pub async fn saves_carry_remembered_writes(store: Arc<dyn Store>) {
         (REMEMBERED_WRITES..=REMEMBERED_WRITES + 6).contains(&kept),
         "{kept} kept"
     );
+}
+
+pub async fn pending_progress_is_seen_only_by_its_key_until_its_write(store: Arc<dyn Store>) {
+    let id = sid("pending");
+    // Made once each: messages carry their creation time.
+    let made: Vec<crate::Pending> = (0..4)
+        .map(|n| {
+            crate::Pending::new(
+                (0..n).map(|i| user(&format!("round {i}"))).collect(),
+                [("calls".to_owned(), n as u64)].into(),
+            )
+        })
+        .collect();
+    let progress = |n: usize| made[n].clone();
+    // Before the session exists: recorded, but no session appears.
+    store
+        .put_pending(&id, &key("t1"), &progress(1))
+        .await
+        .unwrap();
+    assert!(!store.exists(&id).await.unwrap());
+    assert!(store.load(&id).await.unwrap().is_none());
+    assert!(
+        store
+            .list(&ListQuery::default())
+            .await
+            .unwrap()
+            .ids
+            .is_empty()
+    );
+    assert_eq!(
+        store.load_pending(&id, &key("t1")).await.unwrap(),
+        Some(progress(1))
+    );
+    assert!(store.load_pending(&id, &key("t2")).await.unwrap().is_none());
+
+    // With the session: the window read asked about the key carries it,
+    // nothing else shows it, and recording it changes no version.
+    store
+        .append(&id, vec![user("hi")], Expect::Any)
+        .await
+        .unwrap();
+    store
+        .put_pending(&id, &key("t1"), &progress(2))
+        .await
+        .unwrap();
+    let r = store
+        .load_recent_with(&id, 10, Some(&key("t1")))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(r.pending, Some(progress(2)), "replaced");
+    assert_eq!((r.version, r.replay), (1, None));
+    assert_eq!(texts(&r.messages), ["hi"]);
+    let plain = store.load_recent(&id, 10).await.unwrap().unwrap();
+    assert_eq!(plain.pending, None);
+    let whole = store.load(&id).await.unwrap().unwrap();
+    assert_eq!(
+        (whole.version, texts(&whole.messages)),
+        (1, vec!["hi".to_owned()])
+    );
+    assert!(whole.writes.is_empty());
+
+    // The write under the key ends it; recording it afterwards is ignored.
+    store
+        .append_with(
+            &id,
+            Append::new([user("q"), Message::assistant("a")]).key(key("t1")),
+        )
+        .await
+        .unwrap();
+    let r = store
+        .load_recent_with(&id, 10, Some(&key("t1")))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(r.replay.is_some());
+    assert_eq!(r.pending, None);
+    store
+        .put_pending(&id, &key("t1"), &progress(3))
+        .await
+        .unwrap();
+    assert!(store.load_pending(&id, &key("t1")).await.unwrap().is_none());
+
+    // A fork does not copy progress; deleting the session removes it.
+    store
+        .put_pending(&id, &key("t2"), &progress(1))
+        .await
+        .unwrap();
+    let fork = sid("pending-fork");
+    store.fork(&id, &fork).await.unwrap();
+    assert!(
+        store
+            .load_pending(&fork, &key("t2"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(store.delete(&id).await.unwrap());
+    assert!(store.load_pending(&id, &key("t2")).await.unwrap().is_none());
 }
 
 pub async fn counters_add_up_atomically(store: Arc<dyn Store>) {

@@ -22,5 +22,6 @@ pub use message::{
 pub use state::{ConversationState, Expect, ListPage, ListQuery, RecentState, Summary, Version};
 pub use store::{Store, check_fork_ids};
 pub use write::{
-    Append, Appended, Counters, IdempotencyKey, REMEMBERED_WRITES, RememberedWrite, WriteOutcome,
+    Append, Appended, Counters, IdempotencyKey, Pending, REMEMBERED_WRITES, RememberedWrite,
+    WriteOutcome,
 };

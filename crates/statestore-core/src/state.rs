@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Appended, Counters, Message, Metadata, RememberedWrite, SessionId, Timestamp};
+use crate::{
+    Appended, Counters, Message, Metadata, Pending, RememberedWrite, SessionId, Timestamp,
+};
 
 /// A session's version: 1 when it is created, one more after every write.
 ///
@@ -236,6 +238,11 @@ pub struct RecentState {
     /// when the session remembers it (flagged as a replay); `None` when it
     /// was not asked for or is not remembered.
     pub replay: Option<Appended>,
+    /// The progress recorded under the key asked about in
+    /// [`Store::load_recent_with`](crate::Store::load_recent_with)
+    /// ([`Store::put_pending`](crate::Store::put_pending)), while the
+    /// write under that key is not made; `None` otherwise.
+    pub pending: Option<Pending>,
     /// The version these messages were read at; pass it to
     /// [`Store::append`](crate::Store::append) as [`Expect::Version`] to make
     /// a read-decide-append cycle safe against concurrent turns.

@@ -4,7 +4,7 @@ use async_trait::async_trait;
 
 use crate::{
     Append, Appended, ConversationState, Expect, IdempotencyKey, ListPage, ListQuery, Message,
-    Metadata, RecentState, Result, SessionId, Summary, Version,
+    Metadata, Pending, RecentState, Result, SessionId, Summary, Version,
 };
 
 /// A place conversations live between pipeline executions.
@@ -158,6 +158,39 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         summary: Summary,
         expect: Expect,
     ) -> Result<Version>;
+
+    /// Records `pending` as the progress of the keyed write `key` is still
+    /// to make on session `id` (the pipeline: a turn between its tool
+    /// rounds), replacing what was recorded before under `key`.
+    ///
+    /// Progress is invisible to every read but [`Store::load_pending`] and
+    /// a [`Store::load_recent_with`] that asks about `key`
+    /// ([`RecentState::pending`](crate::RecentState::pending)), and only
+    /// while no write under `key` is remembered: the append under `key`
+    /// removes it in its atomic step. It neither creates the session nor
+    /// changes its version, never appears in `load`, `list`, exports or
+    /// windows, is removed by `delete`, is not copied by `fork`, and lasts
+    /// no longer than the store's TTL from the last `put_pending`.
+    ///
+    /// A retry is safe: it records the same progress again.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::TooLarge`](crate::Error::TooLarge) for a message over the
+    /// size limit; store failures.
+    async fn put_pending(
+        &self,
+        id: &SessionId,
+        key: &IdempotencyKey,
+        pending: &Pending,
+    ) -> Result<()>;
+
+    /// The progress recorded under `key` ([`Store::put_pending`]), when
+    /// there is some and no write under `key` is remembered — whether or
+    /// not the session exists yet (a session's first turn). Sessions that
+    /// exist answer the same in [`Store::load_recent_with`], in the read
+    /// that loads the window.
+    async fn load_pending(&self, id: &SessionId, key: &IdempotencyKey) -> Result<Option<Pending>>;
 
     /// Records an access: restarts the session's expiry clock and updates
     /// `last_accessed_at`, without changing its version. `false` when the

@@ -329,6 +329,29 @@ impl RememberedWrite {
     }
 }
 
+/// What a keyed write still to be made has done so far — for the
+/// pipeline, a turn's messages after each completed tool round and the
+/// usage spent on them — kept by [`Store::put_pending`](crate::Store::put_pending)
+/// so that a retry of the turn, in any process, resumes where the last
+/// one stopped.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Pending {
+    /// The messages made so far, in order.
+    pub messages: Vec<Message>,
+    /// What was spent on them, as counter increments.
+    #[serde(default, skip_serializing_if = "Counters::is_empty")]
+    pub counters: Counters,
+}
+
+impl Pending {
+    /// Progress of `messages`, having spent `counters`.
+    #[must_use]
+    pub fn new(messages: Vec<Message>, counters: Counters) -> Self {
+        Self { messages, counters }
+    }
+}
+
 /// What a failed call says about its write (see [`Error::write_outcome`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]

@@ -144,6 +144,8 @@ pub(crate) enum Place<'a> {
     },
     Metadata(&'a str),
     SystemPrompt,
+    /// The progress of the write under this key (`Store::put_pending`).
+    Pending(&'a str),
 }
 
 impl Place<'_> {
@@ -153,6 +155,7 @@ impl Place<'_> {
             Self::Summary { index, .. } => Field::Summary(*index),
             Self::Metadata(k) => Field::Metadata((*k).to_owned()),
             Self::SystemPrompt => Field::SystemPrompt,
+            Self::Pending(k) => Field::Pending((*k).to_owned()),
         }
     }
 
@@ -211,6 +214,10 @@ impl Place<'_> {
                 bytes(out, key.as_bytes());
             }
             Self::SystemPrompt => out.push(4),
+            Self::Pending(key) => {
+                out.push(5);
+                bytes(out, key.as_bytes());
+            }
         }
     }
 }

@@ -19,6 +19,9 @@ pub enum Field {
     Metadata(String),
     /// The session's system prompt.
     SystemPrompt,
+    /// The progress recorded under this key (a turn between its tool
+    /// rounds).
+    Pending(String),
 }
 
 impl fmt::Display for Field {
@@ -28,6 +31,7 @@ impl fmt::Display for Field {
             Self::Summary(i) => write!(f, "summary {i}"),
             Self::Metadata(k) => write!(f, "metadata value {k:?}"),
             Self::SystemPrompt => f.write_str("the system prompt"),
+            Self::Pending(k) => write!(f, "the progress of write {k:?}"),
         }
     }
 }

@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use statestore_core::{
     Append, Appended, ConversationState, Error as StoreError, Expect, IdempotencyKey, Message,
-    Metadata, RecentState, Result as StoreResult, SessionId, Store, Summary, Timestamp, Version,
-    WriteOutcome, check_fork_ids,
+    Metadata, Pending, RecentState, Result as StoreResult, SessionId, Store, Summary, Timestamp,
+    Version, WriteOutcome, check_fork_ids,
 };
 
 use crate::envelope::Sealer;
@@ -249,9 +249,42 @@ impl Layer {
         let open = || -> crate::Result<RecentState> {
             let mut recent = codec.open_recent(raw)?;
             recent.messages = self.open_messages(codec, id, first, messages)?;
+            if let (Some(stored), Some(key)) = (&recent.pending, lookup) {
+                recent.pending = Some(codec.open_pending(id, key.as_str(), stored)?);
+            }
             Ok(recent)
         };
         open().map(Some).map_err(|e| self.err(e))
+    }
+
+    /// Progress is sealed whole, bound to the session and its key.
+    pub(crate) async fn put_pending(
+        &self,
+        id: &SessionId,
+        key: &IdempotencyKey,
+        pending: &Pending,
+    ) -> StoreResult<()> {
+        let keys = self.keys();
+        let sealed = self
+            .codec(keys.as_ref())
+            .seal_pending(id, key.as_str(), pending)?;
+        self.inner.put_pending(id, key, &sealed).await
+    }
+
+    pub(crate) async fn load_pending(
+        &self,
+        id: &SessionId,
+        key: &IdempotencyKey,
+    ) -> StoreResult<Option<Pending>> {
+        let Some(stored) = self.inner.load_pending(id, key).await? else {
+            return Ok(None);
+        };
+        let keys = self.keys();
+        let codec = self.codec(keys.as_ref());
+        codec
+            .open_pending(id, key.as_str(), &stored)
+            .map(Some)
+            .map_err(|e| self.err(e))
     }
 
     pub(crate) async fn save(

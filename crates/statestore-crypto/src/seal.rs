@@ -4,7 +4,8 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use statestore_core::{
-    Content, ConversationState, Message, Metadata, RecentState, SessionId, Summary, ToolCall,
+    Content, ConversationState, Message, Metadata, Pending, RecentState, SessionId, Summary,
+    ToolCall,
 };
 
 use crate::envelope::{self, Place, Sealer};
@@ -232,6 +233,46 @@ impl Codec<'_> {
             content: self.open_text(&s.content, id, &summary_place(index, s))?,
             ..s.clone()
         })
+    }
+
+    /// Progress as the inner store keeps it: one message whose text is the
+    /// whole progress as JSON, sealed and bound to the session and `key`.
+    pub(crate) fn seal_pending(
+        &self,
+        id: &SessionId,
+        key: &str,
+        pending: &Pending,
+    ) -> statestore_core::Result<Pending> {
+        let json = serde_json::to_string(pending).map_err(|e| {
+            statestore_core::Error::InvalidArgument {
+                id: id.clone(),
+                reason: format!("progress cannot be serialized: {e}"),
+            }
+        })?;
+        let sealed = self.seal_text(&json, id, &Place::Pending(key));
+        Ok(Pending::new(
+            vec![Message::assistant(sealed)],
+            Default::default(),
+        ))
+    }
+
+    /// The progress [`Codec::seal_pending`] stored.
+    pub(crate) fn open_pending(
+        &self,
+        id: &SessionId,
+        key: &str,
+        stored: &Pending,
+    ) -> Result<Pending> {
+        let malformed = |reason: &str| Error::Malformed {
+            id: id.clone(),
+            field: crate::Field::Pending(key.to_owned()),
+            reason: reason.into(),
+        };
+        let [one] = stored.messages.as_slice() else {
+            return Err(malformed("not one sealed message"));
+        };
+        let json = self.open_text(&one.text(), id, &Place::Pending(key))?;
+        serde_json::from_str(&json).map_err(|_| malformed("the progress is not valid JSON"))
     }
 
     pub(crate) fn seal_prompt(&self, id: &SessionId, prompt: &str) -> String {

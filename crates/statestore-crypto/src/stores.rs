@@ -5,7 +5,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 
 use statestore_core::{
     Append, Appended, ConversationState, Expect, IdempotencyKey, ListPage, ListQuery, Metadata,
-    RecentState, Result as StoreResult, SessionId, Store, Summary, Version, async_trait,
+    Pending, RecentState, Result as StoreResult, SessionId, Store, Summary, Version, async_trait,
 };
 
 use crate::layer::Layer;
@@ -232,6 +232,21 @@ macro_rules! delegate_store {
             }
             async fn touch(&self, id: &SessionId) -> StoreResult<bool> {
                 self.layer.inner.touch(id).await
+            }
+            async fn put_pending(
+                &self,
+                id: &SessionId,
+                key: &IdempotencyKey,
+                pending: &Pending,
+            ) -> StoreResult<()> {
+                self.layer.put_pending(id, key, pending).await
+            }
+            async fn load_pending(
+                &self,
+                id: &SessionId,
+                key: &IdempotencyKey,
+            ) -> StoreResult<Option<Pending>> {
+                self.layer.load_pending(id, key).await
             }
         }
     };

@@ -180,6 +180,22 @@ impl Store for Faulty {
     async fn touch(&self, id: &SessionId) -> Result<bool> {
         self.store.touch(id).await
     }
+
+    async fn put_pending(
+        &self,
+        id: &SessionId,
+        key: &IdempotencyKey,
+        pending: &statestore_core::Pending,
+    ) -> statestore_core::Result<()> {
+        self.store.put_pending(id, key, pending).await
+    }
+    async fn load_pending(
+        &self,
+        id: &SessionId,
+        key: &IdempotencyKey,
+    ) -> statestore_core::Result<Option<statestore_core::Pending>> {
+        self.store.load_pending(id, key).await
+    }
 }
 
 /// A layer over `faulty` that last saw session `aba` at version 1 with

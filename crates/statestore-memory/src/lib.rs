@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod pending;
 mod recency;
 mod session;
 mod shards;
@@ -13,7 +14,8 @@ use std::time::Duration;
 use statestore_core::codec::{self, Limits};
 use statestore_core::{
     Append, Appended, ConversationState, Error, Expect, IdempotencyKey, ListPage, ListQuery,
-    Message, Metadata, RecentState, Result, SessionId, Store, Summary, Version, async_trait,
+    Message, Metadata, Pending, RecentState, Result, SessionId, Store, Summary, Version,
+    async_trait,
 };
 
 use shards::{Inner, Slot, lock};
@@ -26,6 +28,7 @@ use writes::{AddSummary, AppendOp, Fork, MergeMetadata, Save};
 #[derive(Clone)]
 pub struct MemoryStore {
     inner: Arc<Inner>,
+    pending: Arc<pending::PendingWrites>,
 }
 
 /// Configures a [`MemoryStore`]; from [`MemoryStore::builder`].
@@ -63,6 +66,7 @@ impl MemoryStoreBuilder {
     pub fn build(self) -> MemoryStore {
         MemoryStore {
             inner: Arc::new(Inner::new(self.ttl, self.max_sessions, self.limits)),
+            pending: Arc::default(),
         }
     }
 }
@@ -189,21 +193,30 @@ impl Store for MemoryStore {
         n: usize,
         lookup: Option<&IdempotencyKey>,
     ) -> Result<Option<RecentState>> {
-        Ok(self.inner.read(id, |s| {
-            let start = s.messages.len().saturating_sub(n);
-            RecentState {
-                id: id.clone(),
-                user_id: s.user_id.clone(),
-                messages: s.messages.get(start..).unwrap_or_default().to_vec(),
-                total_messages: s.messages.len() as u64,
-                system_prompt: s.system_prompt.clone(),
-                summaries: s.summaries.clone(),
-                metadata: s.metadata.clone(),
-                counters: s.counters.clone(),
-                replay: lookup.and_then(|k| s.remembered(k)),
-                version: s.version,
-            }
-        }))
+        Ok(self
+            .inner
+            .read(id, |s| {
+                let start = s.messages.len().saturating_sub(n);
+                RecentState {
+                    id: id.clone(),
+                    user_id: s.user_id.clone(),
+                    messages: s.messages.get(start..).unwrap_or_default().to_vec(),
+                    total_messages: s.messages.len() as u64,
+                    system_prompt: s.system_prompt.clone(),
+                    summaries: s.summaries.clone(),
+                    metadata: s.metadata.clone(),
+                    counters: s.counters.clone(),
+                    replay: lookup.and_then(|k| s.remembered(k)),
+                    pending: None,
+                    version: s.version,
+                }
+            })
+            .map(|mut r| {
+                if let (None, Some(key)) = (&r.replay, lookup) {
+                    r.pending = self.pending.get(id, key);
+                }
+                r
+            }))
     }
 
     async fn save(&self, state: &ConversationState, expect: Expect) -> Result<Version> {
@@ -218,13 +231,20 @@ impl Store for MemoryStore {
 
     async fn append_with(&self, id: &SessionId, append: Append) -> Result<Appended> {
         self.check_sizes(id, &append.messages)?;
-        self.inner.write(
+        let key = append.key.clone();
+        let done = self.inner.write(
             id,
             AppendOp {
                 append,
                 limits: &self.inner.limits,
             },
-        )
+        )?;
+        // A lookup after the write finds it remembered, which hides any
+        // progress left: forgetting it now is only tidying.
+        if let Some(key) = key {
+            self.pending.remove(id, &key);
+        }
+        Ok(done)
     }
 
     async fn fork(&self, source: &SessionId, target: &SessionId) -> Result<Version> {
@@ -237,6 +257,7 @@ impl Store for MemoryStore {
     }
 
     async fn delete(&self, id: &SessionId) -> Result<bool> {
+        self.pending.remove_session(id);
         let mut map = lock(self.inner.shard(id));
         Ok(self.inner.remove_locked(&mut map, id, None))
     }
@@ -301,5 +322,35 @@ impl Store for MemoryStore {
 
     async fn touch(&self, id: &SessionId) -> Result<bool> {
         Ok(self.inner.read(id, |_| ()).is_some())
+    }
+
+    async fn put_pending(
+        &self,
+        id: &SessionId,
+        key: &IdempotencyKey,
+        pending: &Pending,
+    ) -> Result<()> {
+        self.check_sizes(id, &pending.messages)?;
+        if self
+            .inner
+            .read(id, |s| s.remembered(key))
+            .flatten()
+            .is_none()
+        {
+            self.pending.put(id, key, pending.clone(), self.inner.ttl);
+        }
+        Ok(())
+    }
+
+    async fn load_pending(&self, id: &SessionId, key: &IdempotencyKey) -> Result<Option<Pending>> {
+        if self
+            .inner
+            .read(id, |s| s.remembered(key))
+            .flatten()
+            .is_some()
+        {
+            return Ok(None);
+        }
+        Ok(self.pending.get(id, key))
     }
 }

@@ -208,7 +208,7 @@ impl Connection {
     /// follows to the right node, refreshing its slot map. One discarded
     /// for a passing state (a failover, a migration, a server loading its
     /// data) fails with [`ClientError::Discarded`], which is transient.
-    async fn exec(&self, key: &str, pipe: &redis::Pipeline) -> ClientResult<Vec<Value>> {
+    pub(crate) async fn exec(&self, key: &str, pipe: &redis::Pipeline) -> ClientResult<Vec<Value>> {
         let mut attempt = 0;
         loop {
             let result: redis::RedisResult<Vec<Value>> =

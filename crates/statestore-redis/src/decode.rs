@@ -204,6 +204,8 @@ pub(crate) struct Snapshot {
     record: Option<Appended>,
     /// The remembered-writes hash, flat (whole loads only).
     writes: Vec<Value>,
+    /// The progress recorded under the key asked about, if any.
+    pending: Option<Value>,
 }
 
 #[derive(Default)]
@@ -283,6 +285,7 @@ pub(crate) fn snapshot(
     id: &SessionId,
     replies: Vec<Value>,
     newest: Option<usize>,
+    lookup: bool,
 ) -> Result<Option<Snapshot>> {
     let mut it = replies.into_iter();
     let checked = reply(id, it.next().unwrap_or(Value::Nil))?;
@@ -315,6 +318,16 @@ pub(crate) fn snapshot(
     let writes = match newest {
         None => read("remembered-writes hash")?,
         Some(_) => Vec::new(),
+    };
+    let pending = match it.next() {
+        Some(Value::Nil) | None => None,
+        Some(Value::ServerError(e)) if lookup => {
+            return Err(corrupt(
+                id,
+                format!("its progress key holds another type of value ({e:?})"),
+            ));
+        }
+        Some(v) => lookup.then_some(v),
     };
     let expected = newest.map_or(nm, |n| nm.min(u64::try_from(n).unwrap_or(u64::MAX)));
     if let Some(len) = listed
@@ -353,6 +366,7 @@ pub(crate) fn snapshot(
         total: nm,
         record,
         writes,
+        pending,
     }))
 }
 
@@ -434,6 +448,10 @@ impl Snapshot {
             messages,
             summaries,
             metadata,
+            pending: match (&self.record, &self.pending) {
+                (None, Some(v)) => Some(pending(id, v)?),
+                _ => None,
+            },
             total: self.total,
             record: self.record,
             writes,
@@ -470,6 +488,7 @@ impl Snapshot {
             metadata: p.metadata,
             counters: p.header.counters,
             replay: p.record,
+            pending: p.pending,
             version: p.header.version,
         })
     }
@@ -483,6 +502,7 @@ struct Parts {
     total: u64,
     record: Option<Appended>,
     writes: Vec<RememberedWrite>,
+    pending: Option<statestore_core::Pending>,
 }
 
 /// A snapshot's contents as stored bytes, for copying (fork) without
@@ -522,4 +542,11 @@ impl Snapshot {
             counters: self.header.counters,
         })
     }
+}
+
+/// Progress recorded under a key (`keys.rs`: the progress hash), from the
+/// bytes stored.
+pub(crate) fn pending(id: &SessionId, value: &Value) -> Result<statestore_core::Pending> {
+    let raw = bytes(value).ok_or_else(|| corrupt(id, "recorded progress is not a string"))?;
+    serde_json::from_slice(raw).map_err(|e| Error::corrupt(id, "recorded progress is not valid", e))
 }

@@ -20,6 +20,15 @@
 //! reports the deletion it made rather than "did not exist"
 //! (`scripts.rs`). Listing never sees it (only `:h` keys are listed).
 //!
+//! And `P{E}:p`, a hash, the **progress** of keyed writes still to be made
+//! (`Store::put_pending`: a turn between its tool rounds): field `k:<key>`,
+//! value one `statestore_core::Pending` as JSON. It may exist before the
+//! session does, so it is not one of the session's keys and no script
+//! counts it: `PENDING` writes a field unless the key's write is
+//! remembered and gives the hash the store's TTL; `APPEND` deletes the
+//! field of its key; `DELETE` removes the hash; loads asked about a key
+//! read its field.
+//!
 //! A session exists exactly when its header exists; the other keys are
 //! absent while empty (Redis deletes empty lists and hashes). Every key
 //! carries the same TTL, moved together by every script.
@@ -128,6 +137,8 @@ pub(crate) struct SessionKeys {
     pub(crate) writes: String,
     /// The deletion mark (not one of the session's keys: see the docs above).
     pub(crate) deleted: String,
+    /// The progress of writes still to be made (see the docs above).
+    pub(crate) pending: String,
 }
 
 impl SessionKeys {
@@ -185,6 +196,7 @@ impl Keys {
             metadata: format!("{base}:d"),
             writes: format!("{base}:w"),
             deleted: format!("{base}:x"),
+            pending: format!("{base}:p"),
         }
     }
 

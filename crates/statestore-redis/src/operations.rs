@@ -7,7 +7,8 @@
 
 use statestore_core::{
     Append, Appended, ConversationState, Error as StoreError, Expect, IdempotencyKey, ListPage,
-    ListQuery, Metadata, RecentState, Result, SessionId, Store, Summary, Version, async_trait,
+    ListQuery, Metadata, Pending, RecentState, Result, SessionId, Store, Summary, Version,
+    async_trait,
 };
 
 use crate::call::ScriptCall;
@@ -79,7 +80,13 @@ impl Store for RedisStore {
             ..
         } = append;
         let keys = self.inner.keys.session(id);
-        let mut call = self.call(&self.inner.scripts.append, &keys.all(), true);
+        // A caller's key may have progress recorded, which the write ends.
+        let [h, m, s, d, w] = keys.all();
+        let script_keys: &[&str] = match key {
+            Some(_) => &[h, m, s, d, w, &keys.pending],
+            None => &[h, m, s, d, w],
+        };
+        let mut call = self.call(&self.inner.scripts.append, script_keys, true);
         expect_args(&mut call, expect);
         let max = self.inner.limits.max_messages;
         call.arg(max.map_or(-1, |m| i64::try_from(m).unwrap_or(i64::MAX)));
@@ -214,12 +221,13 @@ impl Store for RedisStore {
         let keys = self.inner.keys.session(id);
         // A re-send of a delete that ran reports the deletion it made.
         let token = self.inner.conn.resends().then(call_token);
+        let [h, m, s, d, w] = keys.all();
         let mut call = match token {
-            Some(_) => {
-                let [h, m, s, d, w] = keys.all();
-                ScriptCall::new(&self.inner.scripts.delete, &[h, m, s, d, w, &keys.deleted])
-            }
-            None => ScriptCall::new(&self.inner.scripts.delete, &keys.all()),
+            Some(_) => ScriptCall::new(
+                &self.inner.scripts.delete,
+                &[h, m, s, d, w, &keys.pending, &keys.deleted],
+            ),
+            None => ScriptCall::new(&self.inner.scripts.delete, &[h, m, s, d, w, &keys.pending]),
         };
         if let Some(token) = token {
             call.arg(token);
@@ -289,6 +297,34 @@ impl Store for RedisStore {
         json_arg(id, &mut call, &summary)?;
         self.write("add_summary", id, &call, self.version(id, expect))
             .await
+    }
+
+    async fn put_pending(
+        &self,
+        id: &SessionId,
+        key: &IdempotencyKey,
+        pending: &Pending,
+    ) -> Result<()> {
+        // Each message within the size limit, as an append would check it;
+        // stored as one document.
+        self.encode_messages(id, pending.messages.iter())?;
+        let keys = self.inner.keys.session(id);
+        let mut call = ScriptCall::new(&self.inner.scripts.pending, &[&keys.writes, &keys.pending]);
+        call.arg(format!("k:{}", key.as_str()));
+        json_arg(id, &mut call, pending)?;
+        call.arg(self.ttl_ms());
+        match self.run("put_pending", id, &call).await? {
+            Reply::Ok(_) => Ok(()),
+            _ => Err(StoreError::Corrupt {
+                id: id.clone(),
+                detail: "put_pending returned an unexpected reply".into(),
+                source: None,
+            }),
+        }
+    }
+
+    async fn load_pending(&self, id: &SessionId, key: &IdempotencyKey) -> Result<Option<Pending>> {
+        self.pending(id, key).await
     }
 
     async fn touch(&self, id: &SessionId) -> Result<bool> {

@@ -575,6 +575,8 @@ if field ~= '' then
     rcall('HSET', W, slot, string.sub(field, 3), field, outcome .. token)
   end
   if string.byte(field) == 107 then wk = tostring(tonumber(wk) + 1) else wg = tostring(tonumber(wg) + 1) end
+  -- The progress recorded under a caller's key is done with.
+  if KEYS[6] then rcall('HDEL', KEYS[6], field) end
 end
 "#,
     bump!(),
@@ -965,9 +967,10 @@ return 'ok 1'
 "#
 );
 
-/// `delete(id)`: removes all five keys (freed in the background).
+/// `delete(id)`: removes all five keys and the progress hash (KEYS 6),
+/// freed in the background.
 /// Where the client may re-send a call (the cluster client), ARGV 1 is a
-/// token the store made for this call and KEYS 6 the session's deletion
+/// token the store made for this call and KEYS 7 the session's deletion
 /// mark (`keys.rs`): a delete that finds the session leaves the token
 /// there for 60 s, and a re-send that finds the session gone and its own
 /// token there reports what the first run did.
@@ -977,13 +980,25 @@ local existed = redis.call('EXISTS', KEYS[1])
 local token = ARGV[1]
 if token then
   if existed == 1 then
-    redis.call('SET', KEYS[6], token, 'PX', 60000)
-  elseif redis.call('GET', KEYS[6]) == token then
+    redis.call('SET', KEYS[7], token, 'PX', 60000)
+  elseif redis.call('GET', KEYS[7]) == token then
     return 'ok 1'
   end
 end
-redis.call('UNLINK', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
+redis.call('UNLINK', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6])
 return 'ok ' .. existed
+"#;
+
+/// `put_pending(id, key, pending)`: KEYS 1: the remembered-writes hash; 2:
+/// the progress hash. ARGV 1: the key's field (`k:<key>`); 2: the
+/// progress as JSON; 3: the TTL in ms, `0` for none. Records the progress
+/// unless the key's write is remembered; returns `ok`.
+const PENDING: &str = r#"
+local done = redis.pcall('HEXISTS', KEYS[1], ARGV[1])
+if done == 1 then return 'ok' end
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+if ARGV[3] ~= '0' then redis.call('PEXPIRE', KEYS[2], ARGV[3]) end
+return 'ok'
 "#;
 
 /// The compiled scripts (their SHA1s are computed once).
@@ -997,6 +1012,7 @@ pub(crate) struct Scripts {
     pub(crate) touch: Script,
     pub(crate) fork: Script,
     pub(crate) delete: Script,
+    pub(crate) pending: Script,
 }
 
 /// A script's text with the schema this build writes filled in.
@@ -1015,11 +1031,12 @@ impl Scripts {
             touch: script(TOUCH),
             fork: script(FORK),
             delete: script(DELETE),
+            pending: script(PENDING),
         }
     }
 
     /// Every script, for preloading.
-    pub(crate) fn all(&self) -> [&Script; 8] {
+    pub(crate) fn all(&self) -> [&Script; 9] {
         [
             &self.append,
             &self.load,
@@ -1029,6 +1046,7 @@ impl Scripts {
             &self.touch,
             &self.fork,
             &self.delete,
+            &self.pending,
         ]
     }
 }
@@ -1055,7 +1073,7 @@ mod tests {
     #[test]
     fn every_script_is_filled_in_and_replies_with_one_string() {
         let scripts = super::Scripts::new();
-        assert_eq!(scripts.all().len(), 8);
+        assert_eq!(scripts.all().len(), 9);
         for text in [
             super::APPEND,
             super::LOAD,

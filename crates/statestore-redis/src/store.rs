@@ -132,14 +132,53 @@ impl RedisStore {
     /// common arguments: now and the TTL (`0` unless `ttl`).
     pub(crate) fn call<'a>(&self, script: &'a Script, keys: &[&str], ttl: bool) -> ScriptCall<'a> {
         let mut call = ScriptCall::new(script, keys);
-        // Reaches PEXPIRE as this decimal string, never as a Lua number
-        // (which prints in exponent notation from 1e17 on).
-        let ttl_ms = match self.inner.ttl {
-            Some(t) if ttl => millis(t),
-            _ => 0,
-        };
+        let ttl_ms = if ttl { self.ttl_ms() } else { 0 };
         call.arg(now_ms()).arg(ttl_ms);
         call
+    }
+
+    /// The TTL in ms, `0` for none. Reaches PEXPIRE as a decimal string,
+    /// never as a Lua number (which prints in exponent notation from 1e17
+    /// on).
+    pub(crate) fn ttl_ms(&self) -> u64 {
+        self.inner.ttl.map_or(0, millis)
+    }
+
+    /// [`Store::load_pending`](statestore_core::Store::load_pending): one
+    /// transaction reading whether the key's write is remembered and the
+    /// progress recorded under it.
+    pub(crate) async fn pending(
+        &self,
+        id: &SessionId,
+        key: &IdempotencyKey,
+    ) -> Result<Option<statestore_core::Pending>> {
+        let keys = self.inner.keys.session(id);
+        let field = format!("k:{}", key.as_str());
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("HEXISTS")
+            .arg(&keys.writes)
+            .arg(&field)
+            .cmd("HGET")
+            .arg(&keys.pending)
+            .arg(&field);
+        let replies = self
+            .timed(
+                "load_pending",
+                Some(id),
+                self.inner.conn.exec(&keys.writes, &pipe),
+            )
+            .await?;
+        match replies.as_slice() {
+            [done, _] if decode::int(done) == Some(1) => Ok(None),
+            [_, redis::Value::Nil] => Ok(None),
+            [_, body] => decode::pending(id, body).map(Some),
+            _ => Err(StoreError::Corrupt {
+                id: id.clone(),
+                detail: "load_pending returned a malformed reply".into(),
+                source: None,
+            }),
+        }
     }
 
     pub(crate) async fn run(
@@ -272,9 +311,15 @@ impl RedisStore {
         if newest.is_none() {
             pipe.cmd("HGETALL").arg(&keys.writes);
         }
+        // The progress recorded under the key asked about.
+        if let Some(key) = lookup {
+            pipe.cmd("HGET")
+                .arg(&keys.pending)
+                .arg(format!("k:{}", key.as_str()));
+        }
         let run = (self.inner.conn).transaction(operation, id, script, &keys.header, &pipe);
         let replies = self.timed(operation, Some(id), run).await?;
-        decode::snapshot(id, replies, newest)
+        decode::snapshot(id, replies, newest, lookup.is_some())
     }
 
     pub(crate) fn encode_messages<'m>(

@@ -18,7 +18,7 @@ use rusqlite::{Connection, OpenFlags};
 use statestore_core::codec::Limits;
 use statestore_core::{
     Append, Appended, ConversationState, Error, Expect, IdempotencyKey, ListPage, ListQuery,
-    Metadata, RecentState, Result, SessionId, Store, Summary, Version, async_trait,
+    Metadata, Pending, RecentState, Result, SessionId, Store, Summary, Version, async_trait,
 };
 
 pub use crate::diagnose::Diagnosis;
@@ -541,5 +541,34 @@ impl Store for SqliteStore {
 
     async fn touch(&self, id: &SessionId) -> Result<bool> {
         self.write("touch", id, ops::touch).await
+    }
+
+    async fn put_pending(
+        &self,
+        id: &SessionId,
+        key: &IdempotencyKey,
+        pending: &Pending,
+    ) -> Result<()> {
+        let limits = &self.inner.shared.cfg.limits;
+        // Each message within the size limit, as an append would check it.
+        ops::encode_messages(id, limits, pending.messages.iter())?;
+        let body = serde_json::to_string(pending).map_err(|e| Error::InvalidArgument {
+            id: id.clone(),
+            reason: format!("progress cannot be serialized: {e}"),
+        })?;
+        let key = key.clone();
+        self.write("put_pending", id, move |conn, ctx, cfg| {
+            ops::put_pending(conn, ctx, cfg, &key, &body)
+        })
+        .await
+    }
+
+    async fn load_pending(&self, id: &SessionId, key: &IdempotencyKey) -> Result<Option<Pending>> {
+        let now = ops::now_ms();
+        let key = key.clone();
+        self.read("load_pending", id, move |conn, ctx| {
+            ops::load_pending(conn, ctx, &key, now)
+        })
+        .await
     }
 }

@@ -1,7 +1,7 @@
 //! The file layout — every table, index and pragma this crate relies on is
 //! defined here.
 //!
-//! # Tables (schema version 1)
+//! # Tables (schema version 2)
 //!
 //! | table | key | holds |
 //! |-------|-----|-------|
@@ -10,11 +10,14 @@
 //! | `summaries` | `(session, idx) WITHOUT ROWID` | summaries, oldest first: `body` is one [`Summary`](statestore_core::Summary) as JSON; `idx` runs `0..summary_count` |
 //! | `writes` | `(session, key) WITHOUT ROWID` | remembered keyed appends: what the write did (`version`, `first_position`, `count`) and its `seq`; `first_position` is `-1` once a `save` rewrote the history after the write (its positions no longer hold: `Appended::rewritten`); the newest [`REMEMBERED_WRITES`](statestore_core::REMEMBERED_WRITES) per session are kept |
 //!
+//! | `pending` | `(session, key) WITHOUT ROWID` | progress of keyed writes still to be made (`Store::put_pending`: a turn between its tool rounds): `body` is one `statestore_core::Pending` as JSON, `expires_at` as for sessions (ms; `NULL`: never); not part of the session — it may exist before the session does — but deleted with it (schema version 2) |
+//!
 //! | index | on | serves |
 //! |-------|----|--------|
 //! | `sessions_by_user` | `sessions(user_id, id)` | `list` of one user's sessions, in id order, from a cursor |
 //! | `sessions_by_expiry` | `sessions(expires_at)` where not `NULL` | the expiry sweep: the oldest expired sessions first |
 //! | `writes_by_seq` | `writes(session, seq)` | forgetting a session's oldest remembered writes |
+//! | `pending_by_expiry` | `pending(expires_at)` where not `NULL` | the expiry sweep of progress no turn came back for |
 //!
 //! A session exists exactly when its `sessions` row exists and has not
 //! expired (`expires_at IS NULL OR expires_at > now`); its rows in the other
@@ -52,7 +55,7 @@ use statestore_core::{Error, Result, SessionId};
 use crate::error::{OpCtx, sql};
 
 /// The schema version this build writes, and the newest it opens.
-pub const FILE_SCHEMA_VERSION: u32 = 1;
+pub const FILE_SCHEMA_VERSION: u32 = 2;
 
 /// The session id named by errors about the whole file (a newer schema, a
 /// file that is not a store): `*`.
@@ -60,7 +63,7 @@ pub const FILE_ID: &str = "*";
 
 /// Migration `i` takes a file from schema version `i` to `i + 1`.
 const MIGRATIONS: [fn(&Connection) -> rusqlite::Result<()>; FILE_SCHEMA_VERSION as usize] =
-    [create_v1];
+    [create_v1, add_pending_v2];
 
 /// Version 0 (an empty file) to 1.
 fn create_v1(conn: &Connection) -> rusqlite::Result<()> {
@@ -104,6 +107,20 @@ fn create_v1(conn: &Connection) -> rusqlite::Result<()> {
              PRIMARY KEY (session, key)
          ) WITHOUT ROWID;
          CREATE INDEX writes_by_seq ON writes(session, seq);",
+    )
+}
+
+/// Version 1 to 2: the `pending` table.
+fn add_pending_v2(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(
+        "CREATE TABLE pending (
+             session    TEXT NOT NULL,
+             key        TEXT NOT NULL,
+             body       TEXT NOT NULL,
+             expires_at INTEGER,
+             PRIMARY KEY (session, key)
+         ) WITHOUT ROWID;
+         CREATE INDEX pending_by_expiry ON pending(expires_at) WHERE expires_at IS NOT NULL;",
     )
 }
 

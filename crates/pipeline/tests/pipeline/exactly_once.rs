@@ -131,6 +131,22 @@ impl Store for Watched {
         self.count("touch");
         self.inner.touch(id).await
     }
+
+    async fn put_pending(
+        &self,
+        id: &SessionId,
+        key: &IdempotencyKey,
+        pending: &statestore_core::Pending,
+    ) -> statestore_core::Result<()> {
+        self.inner.put_pending(id, key, pending).await
+    }
+    async fn load_pending(
+        &self,
+        id: &SessionId,
+        key: &IdempotencyKey,
+    ) -> statestore_core::Result<Option<statestore_core::Pending>> {
+        self.inner.load_pending(id, key).await
+    }
 }
 
 /// The offline provider, counting the calls it answers.

@@ -11,10 +11,11 @@ mod read;
 mod rows;
 mod write;
 
-pub(crate) use read::{exists, list, load, load_recent};
+pub(crate) use read::{exists, list, load, load_pending, load_recent};
 pub(crate) use rows::refresh;
 pub(crate) use write::{
-    AppendArgs, SaveArgs, add_summary, append, delete, fork, merge_metadata, save, sweep, touch,
+    AppendArgs, SaveArgs, add_summary, append, delete, fork, merge_metadata, put_pending, save,
+    sweep, touch,
 };
 
 use std::time::Duration;

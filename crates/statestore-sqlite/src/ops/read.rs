@@ -6,7 +6,7 @@ use std::sync::Arc;
 use rusqlite::{Connection, OptionalExtension, params};
 use statestore_core::codec;
 use statestore_core::{
-    ConversationState, IdempotencyKey, ListPage, ListQuery, Message, RecentState, Result,
+    ConversationState, IdempotencyKey, ListPage, ListQuery, Message, Pending, RecentState, Result,
     SessionId, Summary,
 };
 
@@ -169,6 +169,10 @@ pub(crate) fn load_recent(
         Some(key) => remembered(conn, ctx, id, key)?,
         None => None,
     };
+    let pending = match (lookup, &replay) {
+        (Some(key), None) => pending(conn, ctx, key, now)?,
+        _ => None,
+    };
     Ok(Some(RecentState {
         id: id.clone(),
         metadata: parse_metadata(id, &h.metadata)?,
@@ -179,6 +183,7 @@ pub(crate) fn load_recent(
         system_prompt: h.system_prompt,
         summaries,
         replay,
+        pending,
         version: h.version,
     }))
 }
@@ -243,4 +248,44 @@ pub(crate) fn list(
         }
     }
     Ok(ListPage { ids, next_cursor })
+}
+
+/// The progress recorded under `key` that has not expired.
+fn pending(
+    conn: &Connection,
+    ctx: &OpCtx,
+    key: &IdempotencyKey,
+    now: i64,
+) -> Result<Option<Pending>> {
+    let id = &ctx.id;
+    let body: Option<String> = sql(
+        ctx,
+        conn.prepare_cached(
+            "SELECT body FROM pending WHERE session = ?1 AND key = ?2
+             AND (expires_at IS NULL OR expires_at > ?3)",
+        )
+        .and_then(|mut st| {
+            st.query_row(params![id.as_str(), key.as_str(), now], |r| r.get(0))
+                .optional()
+        }),
+    )?;
+    body.map(|b| {
+        serde_json::from_str(&b)
+            .map_err(|e| statestore_core::Error::corrupt(id, "recorded progress is not valid", e))
+    })
+    .transpose()
+}
+
+/// [`Store::load_pending`](statestore_core::Store::load_pending): the
+/// progress under `key` unless its write is remembered.
+pub(crate) fn load_pending(
+    conn: &Connection,
+    ctx: &OpCtx,
+    key: &IdempotencyKey,
+    now: i64,
+) -> Result<Option<Pending>> {
+    if remembered(conn, ctx, &ctx.id, key)?.is_some() {
+        return Ok(None);
+    }
+    pending(conn, ctx, key, now)
 }

@@ -62,7 +62,7 @@ pub(super) fn live_head(
 
 /// Deletes every row of `id`; whether it had a session row.
 pub(super) fn delete_rows(conn: &Connection, ctx: &OpCtx, id: &str) -> Result<bool> {
-    for table in ["messages", "summaries", "writes"] {
+    for table in ["messages", "summaries", "writes", "pending"] {
         let q = format!("DELETE FROM {table} WHERE session = ?1");
         sql(
             ctx,

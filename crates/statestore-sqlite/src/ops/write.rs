@@ -87,6 +87,11 @@ pub(crate) fn append(
         &args.bodies,
     )?;
     if let Some(key) = &args.key {
+        sql(
+            ctx,
+            conn.prepare_cached("DELETE FROM pending WHERE session = ?1 AND key = ?2")
+                .and_then(|mut st| st.execute([id.as_str(), key.as_str()])),
+        )?;
         let seq = head.map_or(0, |h| h.write_seq) + 1;
         sql(
             ctx,
@@ -419,8 +424,35 @@ pub(crate) fn delete(conn: &Connection, ctx: &OpCtx) -> Result<bool> {
     Ok(live)
 }
 
+/// Records the progress of `key`'s write still to be made (replacing what
+/// was recorded), unless that write is remembered already.
+pub(crate) fn put_pending(
+    conn: &Connection,
+    ctx: &OpCtx,
+    cfg: &Config,
+    key: &IdempotencyKey,
+    body: &str,
+) -> Result<()> {
+    let id = &ctx.id;
+    if remembered(conn, ctx, id, key)?.is_some() {
+        return Ok(());
+    }
+    let now = now_ms();
+    sql(
+        ctx,
+        conn.prepare_cached(
+            "INSERT OR REPLACE INTO pending (session, key, body, expires_at) VALUES (?1, ?2, ?3, ?4)",
+        )
+        .and_then(|mut st| {
+            st.execute(params![id.as_str(), key.as_str(), body, cfg.expires_at(now)])
+        }),
+    )?;
+    Ok(())
+}
+
 /// Deletes up to `budget` expired sessions, oldest expiry first (the
-/// `sessions_by_expiry` index); returns how many.
+/// `sessions_by_expiry` index), and up to `budget` expired progress
+/// records; returns how many sessions.
 pub(crate) fn sweep(conn: &Connection, ctx: &OpCtx, budget: usize) -> Result<usize> {
     let now = now_ms();
     let ids: Vec<String> = sql(
@@ -437,5 +469,13 @@ pub(crate) fn sweep(conn: &Connection, ctx: &OpCtx, budget: usize) -> Result<usi
     for id in &ids {
         delete_rows(conn, ctx, id)?;
     }
+    sql(
+        ctx,
+        conn.prepare_cached(
+            "DELETE FROM pending WHERE (session, key) IN (SELECT session, key FROM pending
+             WHERE expires_at IS NOT NULL AND expires_at <= ?1 ORDER BY expires_at LIMIT ?2)",
+        )
+        .and_then(|mut st| st.execute(params![now, to_i64(budget as u64)])),
+    )?;
     Ok(ids.len())
 }
