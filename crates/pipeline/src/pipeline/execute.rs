@@ -8,7 +8,8 @@ use std::time::Instant;
 
 use context_window::{History, Selection, annotate, select_borrowed};
 use statestore_core::{
-    Append, Appended, Error as StoreError, Expect, IdempotencyKey, Message, SessionId, Summary,
+    Append, Appended, Counters, Error as StoreError, Expect, IdempotencyKey, Message, Pending,
+    SessionId, Summary,
 };
 
 use super::tools::ToolRuns;
@@ -28,6 +29,8 @@ struct Loaded {
     expect: Expect,
     /// What the turn's earlier write did, when it already landed.
     replay: Option<Appended>,
+    /// What an earlier run of the turn recorded before it stopped.
+    pending: Option<Pending>,
 }
 
 /// One execute's running state, kept across attempts.
@@ -43,6 +46,30 @@ pub(super) struct Run {
     pub(super) model_calls: u64,
     /// Tool calls run so far.
     pub(super) tools: ToolRuns,
+}
+
+impl Run {
+    /// The usage so far as the counters a turn adds to.
+    pub(super) fn counters(&self) -> Counters {
+        Counters::from([
+            (counters::PROMPT_TOKENS.to_owned(), self.usage.prompt_tokens),
+            (
+                counters::COMPLETION_TOKENS.to_owned(),
+                self.usage.completion_tokens,
+            ),
+            (counters::MODEL_CALLS.to_owned(), self.model_calls),
+        ])
+    }
+
+    /// Adds what an earlier run of the turn spent ([`Run::counters`]).
+    fn absorb(&mut self, spent: &Counters) {
+        let get = |name: &str| spent.get(name).copied().unwrap_or(0);
+        self.usage += Usage {
+            prompt_tokens: get(counters::PROMPT_TOKENS),
+            completion_tokens: get(counters::COMPLETION_TOKENS),
+        };
+        self.model_calls += get(counters::MODEL_CALLS);
+    }
 }
 
 impl Pipeline {
@@ -90,7 +117,8 @@ impl Pipeline {
         })
     }
 
-    async fn load(&self, id: &SessionId, turn_id: &IdempotencyKey) -> Result<Loaded, Error> {
+    async fn load(&self, id: &SessionId, run: &Run) -> Result<Loaded, Error> {
+        let turn_id = &run.turn_id;
         let policy = &self.inner.policy;
         let by_budget = policy.prompt_budget().map(|b| b / MIN_MESSAGE_TOKENS + 1);
         let bound = match (policy.max_messages, by_budget) {
@@ -115,6 +143,7 @@ impl Pipeline {
                 summaries: r.summaries,
                 expect: Expect::Version(r.version),
                 replay: r.replay,
+                pending: r.pending,
             },
             None => Loaded {
                 messages: Vec::new(),
@@ -124,6 +153,14 @@ impl Pipeline {
                 summaries: Vec::new(),
                 expect: Expect::Absent,
                 replay: None,
+                // A session's first turn may have stopped between rounds
+                // too; only a turn id the caller chose can have (one more
+                // read, on a new session only).
+                pending: if run.chosen {
+                    self.inner.store.load_pending(id, turn_id).await?
+                } else {
+                    None
+                },
             },
         };
         tracing::debug!(
@@ -146,7 +183,7 @@ impl Pipeline {
         mut on_event: OnDelta<'_>,
     ) -> Result<Option<Executed>, Error> {
         let inner = &self.inner;
-        let mut loaded = match self.load(id, &run.turn_id).await {
+        let mut loaded = match self.load(id, run).await {
             Ok(loaded) => loaded,
             // Whether an earlier call (or another instance, meanwhile)
             // stored this turn is not known: only a turn id made here is
@@ -170,12 +207,28 @@ impl Pipeline {
             )?));
         }
         let discarded = run.usage;
+        // An earlier run of this turn stopped between tool rounds: go on
+        // from its last completed round (a restart after a conflict starts
+        // over on the new history instead, reusing the tools' results).
+        let resumed = match loaded.pending.take() {
+            Some(p) if attempt == 1 && !p.messages.is_empty() => Some(p),
+            _ => None,
+        };
+        let mut turn: Vec<Message> = match &resumed {
+            Some(p) => {
+                run.absorb(&p.counters);
+                run.tools.seed(&p.messages);
+                tracing::debug!(messages = p.messages.len(), "resuming the turn");
+                p.messages.clone()
+            }
+            None => vec![message.clone()],
+        };
         let prompt = loaded
             .system_prompt
             .take()
             .or_else(|| inner.system_prompt.clone());
         let mut history = std::mem::take(&mut loaded.messages);
-        history.push(Arc::new(message.clone()));
+        history.push(Arc::new(turn.first().unwrap_or(message).clone()));
         // Borrowed: the request is built straight from the history.
         let window: Selection<'_> = select_borrowed(
             History {
@@ -204,18 +257,22 @@ impl Pipeline {
             temperature: inner.temperature,
             max_tokens: inner.max_tokens,
         };
+        // Resumed rounds follow the window, where they were sent before.
+        let rounds_done = turn.iter().filter(|m| !m.tool_calls.is_empty()).count();
+        request
+            .messages
+            .extend(turn.iter().skip(1).cloned().map(Arc::new));
         for m in &inner.middleware {
             m.before(&ctx, &mut request).await?;
         }
 
-        let mut turn: Vec<Message> = vec![message.clone()];
         let response = self.call(&request, reborrow(&mut on_event), run).await?;
         let mut response = self
             .tool_rounds(
                 &mut request,
                 response,
                 &mut turn,
-                attempt,
+                (attempt, rounds_done),
                 run,
                 &mut on_event,
             )

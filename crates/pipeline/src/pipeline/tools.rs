@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use statestore_core::{BoxError, IdempotencyKey, Message, SessionId, ToolCall};
+use statestore_core::{BoxError, IdempotencyKey, Message, Pending, SessionId, ToolCall};
 
 use super::execute::Run;
 use super::{OnDelta, Pipeline, reborrow};
@@ -114,12 +114,11 @@ impl Pipeline {
         request: &mut ChatRequest,
         mut response: ChatResponse,
         turn: &mut Vec<Message>,
-        attempt: u32,
+        (attempt, mut rounds): (u32, usize),
         run: &mut Run,
         on_event: &mut OnDelta<'_>,
     ) -> Result<ChatResponse, Error> {
         let inner = &self.inner;
-        let mut rounds = 0;
         // Results of discarded attempts already standing in for a call of
         // this attempt.
         let mut reused = Vec::new();
@@ -164,6 +163,9 @@ impl Pipeline {
                 .extend(results.iter().cloned().map(Arc::new));
             turn.push(calls);
             turn.extend(results);
+            if handler.is_some() {
+                self.record_progress(turn, run).await;
+            }
             if handler.is_none() {
                 // The final answer, with no tools to ask for.
                 request.tools.clear();
@@ -173,6 +175,21 @@ impl Pipeline {
             response = self.call(request, reborrow(on_event), run).await?;
         }
         Ok(response)
+    }
+}
+
+impl Pipeline {
+    /// Records the turn so far under its id (`Store::put_pending`), so
+    /// that a retry — in any process — goes on from this round. Best
+    /// effort: when the store fails, the turn goes on without it.
+    async fn record_progress(&self, turn: &[Message], run: &Run) {
+        let pending = Pending::new(turn.to_vec(), run.counters());
+        if let Err(e) = (self.inner.store)
+            .put_pending(&run.session_id, &run.turn_id, &pending)
+            .await
+        {
+            tracing::warn!(error = %e, "the turn's progress could not be recorded");
+        }
     }
 }
 
@@ -194,6 +211,29 @@ pub(super) struct ToolRuns {
 }
 
 impl ToolRuns {
+    /// Takes the calls an earlier run of the turn completed (its recorded
+    /// progress) as run by this execute's first attempt, so that a
+    /// restart after a conflict reuses their results too.
+    pub(super) fn seed(&mut self, turn: &[Message]) {
+        for m in turn {
+            for call in &m.tool_calls {
+                let output = turn
+                    .iter()
+                    .find(|r| r.tool_call_id.as_deref() == Some(&call.id))
+                    .map(|r| r.text().into_owned());
+                if let Some(output) = output {
+                    self.done.push(ToolRun {
+                        id: call.id.clone(),
+                        name: call.name.clone(),
+                        arguments: call.arguments.clone(),
+                        output,
+                        attempt: 1,
+                    });
+                }
+            }
+        }
+    }
+
     /// The result of `call` in `attempt`: a stored one when this call id
     /// already ran with the same tool and arguments, or when a discarded
     /// attempt made the same call and its result is not yet used in this

@@ -138,6 +138,7 @@ impl Store for Watched {
         key: &IdempotencyKey,
         pending: &statestore_core::Pending,
     ) -> statestore_core::Result<()> {
+        self.count("put_pending");
         self.inner.put_pending(id, key, pending).await
     }
     async fn load_pending(
@@ -145,6 +146,7 @@ impl Store for Watched {
         id: &SessionId,
         key: &IdempotencyKey,
     ) -> statestore_core::Result<Option<statestore_core::Pending>> {
+        self.count("load_pending");
         self.inner.load_pending(id, key).await
     }
 }
@@ -689,4 +691,133 @@ async fn a_retry_that_fails_before_its_lookup_is_an_unknown_outcome() {
     assert!(done.replayed);
     assert_eq!(done.reply.text(), "Nice to meet you, Alice!");
     assert_eq!(provider.calls.load(Ordering::SeqCst), 1);
+}
+
+/// A turn with k tool rounds is one load, k progress records and one
+/// write; a turn without tools still one load and one write.
+#[tokio::test]
+async fn a_turn_with_k_tool_rounds_is_one_load_k_records_and_one_write() {
+    use crate::tools::{Weather, weather_call};
+    let store = Arc::new(Watched::default());
+    let provider = Arc::new(Scripted::new(vec![
+        weather_call("c1", "Paris", ""),
+        weather_call("c2", "Oslo", ""),
+        reply(Message::assistant("Sunny in both.")),
+        reply(Message::assistant("No tools this time.")),
+    ]));
+    let pipe = Pipeline::builder(store.clone(), provider)
+        .tools(Arc::new(Weather {
+            calls: AtomicUsize::new(0),
+        }))
+        .build();
+    pipe.execute("rounds", Role::User, "weather?")
+        .await
+        .unwrap();
+    assert_eq!(
+        store.take_calls(),
+        [
+            ("append_with", 1),
+            ("load_recent_with", 1),
+            ("put_pending", 2)
+        ]
+    );
+    pipe.execute("rounds", Role::User, "thanks").await.unwrap();
+    assert_eq!(
+        store.take_calls(),
+        [("append_with", 1), ("load_recent_with", 1)]
+    );
+}
+
+/// A turn that failed in its second tool round is retried with its turn
+/// id: the first round's tool does not run again, the model is not asked
+/// for it again, and the stored turn is whole, every model call counted.
+#[tokio::test]
+async fn a_turn_retried_after_a_failed_round_resumes_from_the_last_completed_one() {
+    use crate::tools::weather_call;
+
+    /// Fails the first run of the call for Oslo.
+    #[derive(Default)]
+    struct Flaky {
+        runs: Mutex<Vec<String>>,
+    }
+    #[async_trait]
+    impl ToolHandler for Flaky {
+        fn specs(&self) -> Vec<ToolSpec> {
+            crate::tools::Weather {
+                calls: AtomicUsize::new(0),
+            }
+            .specs()
+        }
+        async fn call(&self, call: &ToolCall) -> Result<String, BoxError> {
+            let mut runs = self.runs.lock().unwrap();
+            runs.push(call.arguments.clone());
+            if call.arguments == "Oslo" && runs.iter().filter(|a| *a == "Oslo").count() == 1 {
+                return Err("the weather service is down".into());
+            }
+            Ok(format!("sunny in {}", call.arguments))
+        }
+    }
+
+    let store = memory();
+    let provider = Arc::new(Scripted::new(vec![
+        weather_call("c1", "Paris", ""),
+        weather_call("c2", "Oslo", ""),
+        // The retry: the model is asked for round 2 again, not round 1.
+        weather_call("c3", "Oslo", ""),
+        reply(Message::assistant("Sunny in both.")),
+    ]));
+    let tools = Arc::new(Flaky::default());
+    let pipe = Pipeline::builder(Arc::clone(&store), provider.clone())
+        .tools(tools.clone())
+        .build();
+    let turn = IdempotencyKey::new("weather-1").unwrap();
+    let options = || ExecOptions::new().turn_id(turn.clone());
+    let err = pipe
+        .execute_with("resume", Role::User, "weather?", options())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Tool { .. }), "{err}");
+    let done = pipe
+        .execute_with("resume", Role::User, "weather?", options())
+        .await
+        .unwrap();
+    assert!(!done.replayed);
+    assert_eq!(done.reply.text(), "Sunny in both.");
+    assert_eq!(
+        *tools.runs.lock().unwrap(),
+        ["Paris", "Oslo", "Oslo"],
+        "Paris ran once"
+    );
+    let requests = provider.requests.lock().unwrap().clone();
+    assert_eq!(requests.len(), 4);
+    // The retry's first request already holds round 1.
+    let tools_sent = |r: &ChatRequest| r.messages.iter().filter(|m| m.role == Role::Tool).count();
+    assert_eq!(tools_sent(&requests[2]), 1);
+    let state = store
+        .load(&SessionId::new("resume").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        texts(&state.messages),
+        [
+            "weather?",
+            "",
+            "sunny in Paris",
+            "",
+            "sunny in Oslo",
+            "Sunny in both."
+        ]
+    );
+    // Round 1's call counted through the recorded progress; the call that
+    // asked for the failed round was spent by a run that failed.
+    assert_eq!(state.counters[counters::MODEL_CALLS], 3);
+    assert_eq!(done.model_calls, 3);
+    assert_eq!(state.counters[counters::TURNS], 1);
+    // Nothing is left to resume, and a retry now is a replay.
+    let again = pipe
+        .execute_with("resume", Role::User, "weather?", options())
+        .await
+        .unwrap();
+    assert!(again.replayed);
 }
