@@ -20,7 +20,9 @@
 //!    history plus the new message; build the request.
 //! 4. **Middleware** `before` hooks, in the order added.
 //! 5. **Call** the provider; while the reply asks for tools and a
-//!    [`ToolHandler`] is set, run them and call again (at most
+//!    [`ToolHandler`] is set, run them, **record the turn so far** under
+//!    its id (`Store::put_pending`, one write per round: see [resumable
+//!    turns](#resumable-turns)), and call again (at most
 //!    `max_tool_rounds` rounds; see [tool calls a turn cannot
 //!    run](#tool-calls-a-turn-cannot-run)).
 //! 6. **Middleware** `after` hooks, in reverse order.
@@ -48,6 +50,20 @@
 //! the id of a failed write when you did not choose one. The turn id names
 //! the turn: a retry with the same id returns the stored turn even if its
 //! content differs.
+//!
+//! # Resumable turns
+//!
+//! The load of step 2 also reads the progress an earlier run of the turn
+//! recorded after its last completed tool round (for a session that does
+//! not exist yet and a turn id the caller chose, in one more read). A
+//! retry with the same turn id — after an error, or in another process
+//! after a crash — goes on from there: the completed rounds' tools are not
+//! run again, the model is not asked again for them, and their usage,
+//! recorded with them, is counted in the turn's write. A restart after a
+//! conflict starts over on the new history instead, reusing those tools'
+//! results. [`ToolHandler::call_in`] gives each call an idempotency key
+//! that is the same in every run, for side effects a crash in the middle
+//! of a round could otherwise repeat.
 //!
 //! # Tool calls a turn cannot run
 //!
