@@ -8,14 +8,15 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use statestore_core::{
     Append, Appended, ConversationState, Error as StoreError, Expect, IdempotencyKey, Message,
-    Metadata, Pending, RecentState, Result as StoreResult, SessionId, Store, Summary, Timestamp,
-    Version, WriteOutcome, check_fork_ids,
+    Metadata, RecentState, Result as StoreResult, SessionId, Store, Summary, Timestamp, Version,
+    WriteOutcome, check_fork_ids,
 };
 
 use crate::envelope::Sealer;
 use crate::seal::Codec;
 use crate::{Compression, KeyRing};
 
+mod pending;
 mod rebind;
 
 use rebind::Sent;
@@ -255,36 +256,6 @@ impl Layer {
             Ok(recent)
         };
         open().map(Some).map_err(|e| self.err(e))
-    }
-
-    /// Progress is sealed whole, bound to the session and its key.
-    pub(crate) async fn put_pending(
-        &self,
-        id: &SessionId,
-        key: &IdempotencyKey,
-        pending: &Pending,
-    ) -> StoreResult<()> {
-        let keys = self.keys();
-        let sealed = self
-            .codec(keys.as_ref())
-            .seal_pending(id, key.as_str(), pending)?;
-        self.inner.put_pending(id, key, &sealed).await
-    }
-
-    pub(crate) async fn load_pending(
-        &self,
-        id: &SessionId,
-        key: &IdempotencyKey,
-    ) -> StoreResult<Option<Pending>> {
-        let Some(stored) = self.inner.load_pending(id, key).await? else {
-            return Ok(None);
-        };
-        let keys = self.keys();
-        let codec = self.codec(keys.as_ref());
-        codec
-            .open_pending(id, key.as_str(), &stored)
-            .map(Some)
-            .map_err(|e| self.err(e))
     }
 
     pub(crate) async fn save(
