@@ -10,20 +10,18 @@ use std::time::{Duration, Instant};
 
 use statestore_core::{IdempotencyKey, Pending, SessionId};
 
+/// Progress by session and key, with when it expires.
+type BySession = HashMap<SessionId, HashMap<IdempotencyKey, (Arc<Pending>, Option<Instant>)>>;
+
 /// Every session's recorded progress, by session and key, with when it
 /// expires (the store's TTL after it was recorded).
 #[derive(Debug, Default)]
 pub(crate) struct PendingWrites {
-    map: Mutex<HashMap<SessionId, HashMap<IdempotencyKey, (Arc<Pending>, Option<Instant>)>>>,
+    map: Mutex<BySession>,
 }
 
 impl PendingWrites {
-    fn lock(
-        &self,
-    ) -> std::sync::MutexGuard<
-        '_,
-        HashMap<SessionId, HashMap<IdempotencyKey, (Arc<Pending>, Option<Instant>)>>,
-    > {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BySession> {
         self.map
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
