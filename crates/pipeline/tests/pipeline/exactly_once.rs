@@ -821,3 +821,41 @@ async fn a_turn_retried_after_a_failed_round_resumes_from_the_last_completed_one
         .unwrap();
     assert!(again.replayed);
 }
+
+/// On Redis, a turn with k tool rounds is 2 + k round trips: the load, one
+/// progress record per round, the write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_turn_with_k_tool_rounds_is_two_plus_k_round_trips_on_redis() {
+    use crate::tools::{Weather, weather_call};
+    let server = RedisServer::start().unwrap();
+    let store = Arc::new(RedisStore::builder().connect(&server.url()).await.unwrap());
+    let provider = Arc::new(Scripted::new(vec![
+        reply(Message::assistant("warmed up")),
+        weather_call("c1", "Paris", ""),
+        weather_call("c2", "Oslo", ""),
+        weather_call("c3", "Rome", ""),
+        reply(Message::assistant("Sunny everywhere.")),
+    ]));
+    let pipe = Pipeline::builder(store, provider)
+        .tools(Arc::new(Weather {
+            calls: AtomicUsize::new(0),
+        }))
+        .build();
+    pipe.execute("rt-tools", Role::User, "warm up")
+        .await
+        .unwrap();
+    server.reset_stats().unwrap();
+    pipe.execute("rt-tools", Role::User, "weather?")
+        .await
+        .unwrap();
+    let stats = server.command_stats().unwrap();
+    let count = |name: &str| stats.get(name).copied().unwrap_or(0);
+    // One transaction (the load, whose script runs inside it), three
+    // progress scripts and the write's script.
+    assert_eq!(
+        (count("multi"), count("exec"), count("evalsha")),
+        (1, 1, 1 + 3 + 1),
+        "{stats:?}"
+    );
+    assert_eq!(count("exec") + count("evalsha") - 1, 2 + 3, "round trips");
+}
