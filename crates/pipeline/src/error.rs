@@ -146,9 +146,11 @@ pub enum Error {
 
     /// The turn is stored (the store remembers its turn id), but the
     /// session's history was rewritten since (a `save`: the seed's
-    /// trim-by-save, a compaction, an import), so its messages can no
-    /// longer be told apart from the others and its reply cannot be shown.
-    /// Do not run it again under a new id: it would be stored twice.
+    /// trim-by-save, a compaction, an import) and no longer holds its
+    /// reply (found by its stamp,
+    /// [`TURN_METADATA_KEY`](crate::TURN_METADATA_KEY)), so the reply
+    /// cannot be shown. Do not run it again under a new id: it would be
+    /// stored twice.
     #[error(
         "turn {turn_id} of session {id} is stored, but the history was rewritten since: \
          its reply can no longer be shown"

@@ -291,6 +291,12 @@ impl Pipeline {
         // Returned as stored (token count included), as a replay returns it.
         let mut reply = response.message;
         annotate(&*inner.counter, &mut reply);
+        // Stamped with its turn, so that a retry finds it wherever a
+        // rewrite of the history moved it.
+        reply.metadata.insert(
+            super::TURN_METADATA_KEY.to_owned(),
+            run.turn_id.as_str().into(),
+        );
         turn.push(reply.clone());
         for m in &mut turn {
             annotate(&*inner.counter, m);

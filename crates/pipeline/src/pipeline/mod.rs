@@ -146,6 +146,11 @@ pub use options::{Concurrency, ExecOptions, Executed};
 pub use summarize::ProviderSummarizer;
 pub use tools::{ToolContext, ToolHandler};
 
+/// The metadata key under which a stored reply names its turn id: a retry
+/// of the turn after the history was rewritten (trimmed, compacted,
+/// imported) finds its reply by it. Never sent to the model.
+pub const TURN_METADATA_KEY: &str = "statestore.turn";
+
 /// The least a message can cost in a request (framing plus a role token),
 /// which bounds how many messages a token budget can hold.
 pub const MIN_MESSAGE_TOKENS: usize = 4;

@@ -25,10 +25,7 @@ impl Pipeline {
             source,
         };
         let Some(range) = appended.positions() else {
-            return Err(Error::TurnRewritten {
-                id: id.clone(),
-                turn_id: turn_id.clone(),
-            });
+            return self.stamped_reply(id, turn_id).await;
         };
         let slice = |messages: &[Arc<Message>], first: u64| -> Option<Vec<Arc<Message>>> {
             let start = usize::try_from(range.start.checked_sub(first)?).ok()?;
@@ -62,6 +59,48 @@ impl Pipeline {
         slice(&recent.messages, recent.first_position()).ok_or_else(|| unreadable(None))
     }
 
+    /// The reply of a turn whose positions a rewrite of the history made
+    /// unknown, found by its stamp ([`TURN_METADATA_KEY`](super::TURN_METADATA_KEY)):
+    /// the newest assistant message naming the turn. The rest of the turn
+    /// is not looked for (a trim may have cut it); without the reply,
+    /// [`Error::TurnRewritten`]. Reads the whole session: a rare path.
+    async fn stamped_reply(
+        &self,
+        id: &SessionId,
+        turn_id: &IdempotencyKey,
+    ) -> Result<Vec<Arc<Message>>, Error> {
+        let state = self
+            .inner
+            .store
+            .load(id)
+            .await
+            .map_err(|e| Error::TurnUnreadable {
+                id: id.clone(),
+                turn_id: turn_id.clone(),
+                source: Some(e),
+            })?;
+        let found = state.and_then(|s| {
+            s.messages
+                .iter()
+                .rev()
+                .find(|m| {
+                    m.role == Role::Assistant
+                        && m.metadata
+                            .get(super::TURN_METADATA_KEY)
+                            .and_then(|v| v.as_str())
+                            == Some(turn_id.as_str())
+                })
+                .cloned()
+        });
+        match found {
+            Some(reply) => Ok(vec![reply]),
+            None => Err(Error::TurnRewritten {
+                id: id.clone(),
+                turn_id: turn_id.clone(),
+            }),
+        }
+    }
+
     /// The result of a turn found stored under its id.
     pub(super) fn replayed(
         id: &SessionId,
@@ -90,7 +129,7 @@ impl Pipeline {
             discarded_usage: run.usage,
             model_calls: run.model_calls,
             version: appended.version,
-            stored: turn.len(),
+            stored: usize::try_from(appended.messages).unwrap_or(turn.len()),
             context_messages: 0,
             turn_id: run.turn_id.clone(),
             replayed: true,

@@ -615,12 +615,17 @@ async fn a_retry_after_the_seeds_trim_never_returns_another_turns_reply() {
                     ExecOptions::new().turn_id(turn_id.clone()),
                 )
                 .await;
+            // The trim kept the last two turns: their replies are found by
+            // their stamps; the first turn's reply is gone.
             match retried {
                 Ok(done) => {
+                    assert!(t > 0, "{name}: t0's reply was trimmed away");
                     assert!(done.replayed, "{name}: t{t} ran again");
                     assert_eq!(done.reply.text(), replies[t], "{name}: t{t}");
+                    assert_eq!(done.stored, 2, "{name}: t{t}");
                 }
                 Err(e) => {
+                    assert_eq!(t, 0, "{name}: t{t}: {e}");
                     assert!(
                         matches!(&e, Error::TurnRewritten { turn_id: k, .. } if *k == turn_id),
                         "{name}: t{t}: {e}"
