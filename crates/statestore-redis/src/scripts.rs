@@ -336,23 +336,35 @@ end
     };
 }
 
+/// The note the remembered-writes hash is created with (`keys.rs`): a Lua
+/// string over 64 bytes (`hash-max-listpack-value`), so that Redis keeps
+/// the hash as a hash table.
+macro_rules! ring_note {
+    () => {
+        "'remembered writes of this session: k:<key> and g:<key> hold what the write did, K<n> and G<n> the key in ring slot n'"
+    };
+}
+
 /// Remembers a call's own key (`wfield`, [`replayed_call!`]) with its
 /// outcome, the new version `nv`: `"<version> 0 0"` in ring slot `wslot`
 /// of the store keys, forgetting the key that slot held. Before the
 /// header is written ([`bump!`] records `wg`).
 macro_rules! remember_call {
     () => {
-        r#"
+        concat!(
+            r#"
 if wfield ~= '' then
   if wevict then rcall('HDEL', W, 'g:' .. wevict) end
   if (wk == '0' and wg == '0') or stale then
-    rcall('HSET', W, '~', 'remembered writes of this session: k:<key> and g:<key> hold what ' ..
-      'the write did, K<n> and G<n> the key in ring slot n')
+    rcall('HSET', W, '~', "#,
+            ring_note!(),
+            r#")
   end
   rcall('HSET', W, wslot, string.sub(wfield, 3), wfield, nv .. ' 0 0')
   wg = tostring(tonumber(wg) + 1)
 end
 "#
+        )
     };
 }
 
@@ -431,9 +443,9 @@ if rv and tonumber(string.match(w1, '^%d+')) < tonumber(rv) then rec = '1 ' .. w
 const APPEND: &str = concat!(
     prelude!(),
     write_key!(),
+    "\nlocal RING_NOTE = ",
+    ring_note!(),
     r#"
-local RING_NOTE = 'remembered writes of this session: k:<key> and g:<key> hold what the write did, ' ..
-  'K<n> and G<n> the key in ring slot n'
 local nc, field, token = tonumber(ARGV[6]), ARGV[5], ''
 do
   -- `<token> <field>`: a token this call's client made (see ARGV 5).
@@ -695,8 +707,9 @@ if leftovers then rcall('DEL', W) end
 if ncw > 0 then
   -- Carried-in writes take the next caller-ring slots, as an append's do.
   if rcall('EXISTS', W) == 0 then
-    rcall('HSET', W, '~', 'remembered writes of this session: k:<key> and g:<key> hold what ' ..
-      'the write did, K<n> and G<n> the key in ring slot n')
+    rcall('HSET', W, '~', "#,
+    ring_note!(),
+    r#")
   end
   local q = tonumber(wk)
   for k = cw + 1, cw + 2 * ncw - 1, 2 do
@@ -932,8 +945,9 @@ if nd ~= '0' then rcall('COPY', D, TD) end
 local twg = '0'
 if wfield ~= '' then
   -- The call's own key, so that a re-send finds the fork made.
-  rcall('HSET', TW, '~', 'remembered writes of this session: k:<key> and g:<key> hold what ' ..
-    'the write did, K<n> and G<n> the key in ring slot n', 'G0', string.sub(wfield, 3), wfield, '1 0 0')
+  rcall('HSET', TW, '~', "#,
+    ring_note!(),
+    r#", 'G0', string.sub(wfield, 3), wfield, '1 0 0')
   twg = '1'
 end
 rcall('HSET', TH, 'version', '1', 'n', s .. ' 1 ' .. nm .. ' ' .. ns .. ' ' .. nd .. ' 0 ' .. twg,

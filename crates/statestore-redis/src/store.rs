@@ -410,16 +410,15 @@ pub(crate) fn expect_args(call: &mut ScriptCall<'_>, expect: Expect) {
 /// client may re-send the call by itself — by a key made for this call
 /// (`scripts.rs`, "Calls the client re-sends").
 pub(crate) fn guard_args(call: &mut ScriptCall<'_>, expect: Expect, resends: bool) {
+    if !resends {
+        return expect_args(call, expect);
+    }
     let want = match expect {
         Expect::Any => "a".to_owned(),
         Expect::Version(v) => v.to_string(),
         Expect::Absent => "n".to_owned(),
     };
-    if resends {
-        call.arg(format!("{want} {}", call_key()));
-    } else {
-        call.arg(want);
-    }
+    call.arg(format!("{want} {}", call_key()));
 }
 
 /// A key of one call, as its field in the remembered writes (`g:<key>`).

@@ -15,7 +15,7 @@ use statestore_core::{
 use super::tools::ToolRuns;
 use super::{
     Concurrency, ExecContext, Executed, MIN_MESSAGE_TOKENS, OnDelta, Pipeline, counters, log_tag,
-    reborrow,
+    reborrow, usage_counters,
 };
 use crate::{ChatRequest, ChatResponse, Error, StreamEvent, Usage};
 
@@ -51,14 +51,7 @@ pub(super) struct Run {
 impl Run {
     /// The usage so far as the counters a turn adds to.
     pub(super) fn counters(&self) -> Counters {
-        Counters::from([
-            (counters::PROMPT_TOKENS.to_owned(), self.usage.prompt_tokens),
-            (
-                counters::COMPLETION_TOKENS.to_owned(),
-                self.usage.completion_tokens,
-            ),
-            (counters::MODEL_CALLS.to_owned(), self.model_calls),
-        ])
+        usage_counters(self.usage, self.model_calls)
     }
 
     /// Adds what an earlier run of the turn spent ([`Run::counters`]).
@@ -302,13 +295,11 @@ impl Pipeline {
             annotate(&*inner.counter, m);
         }
         let stored = turn.len();
-        let append = Append::new(turn)
+        let mut append = Append::new(turn)
             .expect(loaded.expect)
-            .key(run.turn_id.clone())
-            .count(counters::PROMPT_TOKENS, run.usage.prompt_tokens)
-            .count(counters::COMPLETION_TOKENS, run.usage.completion_tokens)
-            .count(counters::MODEL_CALLS, run.model_calls)
-            .count(counters::TURNS, 1);
+            .key(run.turn_id.clone());
+        append.counters = run.counters();
+        let append = append.count(counters::TURNS, 1);
         let started = Instant::now();
         let appended = match inner.store.append_with(id, append).await {
             Ok(appended) => appended,

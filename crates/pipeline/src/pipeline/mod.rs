@@ -137,7 +137,7 @@ use context_window::annotate;
 use statestore_core::{Content, Message, Role, SessionId, Store};
 use tracing::Instrument;
 
-use crate::{Error, OnEvent, StreamEvent};
+use crate::{Error, OnEvent, StreamEvent, Usage};
 use builder::Config;
 
 pub use builder::PipelineBuilder;
@@ -187,6 +187,19 @@ pub mod counters {
     pub const MODEL_CALLS: &str = "model_calls";
     /// Turns stored (one per successful execute; replays add nothing).
     pub const TURNS: &str = "turns";
+}
+
+/// `usage` and `model_calls` as increments of the session [`counters`] a
+/// turn adds to (all but `turns`).
+fn usage_counters(usage: Usage, model_calls: u64) -> statestore_core::Counters {
+    statestore_core::Counters::from([
+        (counters::PROMPT_TOKENS.to_owned(), usage.prompt_tokens),
+        (
+            counters::COMPLETION_TOKENS.to_owned(),
+            usage.completion_tokens,
+        ),
+        (counters::MODEL_CALLS.to_owned(), model_calls),
+    ])
 }
 
 /// Session middleware around a provider. Cheap to clone.

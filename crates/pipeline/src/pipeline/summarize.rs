@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use context_window::{Selection, Summarizer};
 use statestore_core::{BoxError, Counters, Message, SessionId};
 
-use super::{Pipeline, counters, log_tag};
+use super::{Pipeline, log_tag, usage_counters};
 use crate::{ChatRequest, Provider};
 
 impl Pipeline {
@@ -97,17 +97,7 @@ impl Summarizer for ProviderSummarizer {
             ..ChatRequest::default()
         };
         let response = self.provider.chat(&request).await.map_err(Box::new)?;
-        let cost = Counters::from([
-            (
-                counters::PROMPT_TOKENS.to_owned(),
-                response.usage.prompt_tokens,
-            ),
-            (
-                counters::COMPLETION_TOKENS.to_owned(),
-                response.usage.completion_tokens,
-            ),
-            (counters::MODEL_CALLS.to_owned(), 1),
-        ]);
+        let cost = usage_counters(response.usage, 1);
         Ok((response.message.text().into_owned(), cost))
     }
 }

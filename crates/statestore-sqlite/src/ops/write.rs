@@ -110,17 +110,7 @@ pub(crate) fn append(
                 ])
             }),
         )?;
-        let forget_through = to_i64(seq.saturating_sub(REMEMBERED_WRITES as u64));
-        sql(
-            ctx,
-            conn.prepare_cached("DELETE FROM writes WHERE session = ?1 AND seq <= ?2")
-                .and_then(|mut st| st.execute(params![id.as_str(), forget_through])),
-        )?;
-        sql(
-            ctx,
-            conn.prepare_cached("UPDATE sessions SET write_seq = ?2 WHERE id = ?1")
-                .and_then(|mut st| st.execute(params![id.as_str(), to_i64(seq)])),
-        )?;
+        remembered_through(conn, ctx, id, seq)?;
     }
     Ok(appended)
 }
@@ -264,6 +254,12 @@ fn carry(
             seq += 1;
         }
     }
+    remembered_through(conn, ctx, id, seq)
+}
+
+/// Records `seq` as the session's newest remembered write and forgets the
+/// ones beyond [`REMEMBERED_WRITES`] before it.
+fn remembered_through(conn: &Connection, ctx: &OpCtx, id: &SessionId, seq: u64) -> Result<()> {
     let forget_through = to_i64(seq.saturating_sub(REMEMBERED_WRITES as u64));
     sql(
         ctx,
