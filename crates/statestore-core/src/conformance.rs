@@ -30,9 +30,9 @@ use std::sync::Arc;
 use serde_json::json;
 
 use crate::{
-    Append, ContentPart, ConversationState, Counters, Error, Expect, IdempotencyKey, ListQuery,
-    Message, Metadata, REMEMBERED_WRITES, Role, SessionId, Store, Summary, Timestamp, TokenCount,
-    ToolCall,
+    AddSummary, Append, ContentPart, ConversationState, Counters, Error, Expect, IdempotencyKey,
+    ListQuery, Message, Metadata, REMEMBERED_WRITES, Role, SessionId, Store, Summary, Timestamp,
+    TokenCount, ToolCall,
 };
 
 /// Expands to one `#[tokio::test]` per conformance case. See the
@@ -80,6 +80,7 @@ macro_rules! __conformance_with_cases {
             saves_carry_remembered_writes,
             pending_progress_is_seen_only_by_its_key_until_its_write,
             counters_add_up_atomically,
+            writes_merge_metadata_in_their_atomic_step,
         }
     };
 }
@@ -681,6 +682,91 @@ pub async fn merge_metadata_overwrites_and_removes(store: Arc<dyn Store>) {
     );
     assert!(loaded.messages.is_empty());
     assert_eq!(loaded.version, 2);
+}
+
+/// [`Append::metadata`] and [`AddSummary::metadata`] land with their write
+/// or not at all: not on a conflict, a replay or a refused range.
+pub async fn writes_merge_metadata_in_their_atomic_step(store: Arc<dyn Store>) {
+    let id = sid("meta-with-writes");
+    let meta = |s: &ConversationState| serde_json::Value::Object(s.metadata.clone());
+    let key = IdempotencyKey::new("turn-1").unwrap();
+    let first = store
+        .append_with(
+            &id,
+            Append::new([user("hi")])
+                .key(key.clone())
+                .merge_metadata("title", json!("Hi"))
+                .merge_metadata("never-set", serde_json::Value::Null),
+        )
+        .await
+        .unwrap();
+    assert_eq!(first.version, 1);
+    let loaded = store.load(&id).await.unwrap().unwrap();
+    assert_eq!(meta(&loaded), json!({"title": "Hi"}));
+    // A replay merges nothing.
+    let replay = store
+        .append_with(
+            &id,
+            Append::new([user("hi")])
+                .key(key)
+                .merge_metadata("title", json!("Replayed")),
+        )
+        .await
+        .unwrap();
+    assert!(replay.replayed);
+    // A conflict merges nothing.
+    assert!(matches!(
+        store
+            .append_with(
+                &id,
+                Append::new([user("late")])
+                    .expect(Expect::Version(7))
+                    .merge_metadata("title", json!("Conflict")),
+            )
+            .await,
+        Err(Error::Conflict { .. })
+    ));
+    let v = store
+        .append_with(
+            &id,
+            Append::new([Message::assistant("hello")])
+                .expect(Expect::Version(1))
+                .merge_metadata("title", serde_json::Value::Null)
+                .merge_metadata("turns", json!(2)),
+        )
+        .await
+        .unwrap()
+        .version;
+    assert_eq!(v, 2);
+    let recent = store.load_recent(&id, 1).await.unwrap().unwrap();
+    assert_eq!(
+        serde_json::Value::Object(recent.metadata.clone()),
+        json!({"turns": 2})
+    );
+    // Summaries: refused ranges and conflicts merge nothing.
+    for refused in [
+        AddSummary::new(Summary::new(0..9, "past the end")).merge_metadata("s", json!(1)),
+        AddSummary::new(Summary::new(0..1, "stale"))
+            .expect(Expect::Version(1))
+            .merge_metadata("s", json!(1)),
+    ] {
+        assert!(store.add_summary_with(&id, refused).await.is_err());
+    }
+    let v = store
+        .add_summary_with(
+            &id,
+            AddSummary::new(Summary::new(0..2, "greetings"))
+                .expect(Expect::Version(2))
+                .merge_metadata("s", json!(1))
+                .merge_metadata("turns", serde_json::Value::Null),
+        )
+        .await
+        .unwrap();
+    assert_eq!(v, 3);
+    let loaded = store.load(&id).await.unwrap().unwrap();
+    assert_eq!(meta(&loaded), json!({"s": 1}));
+    assert_eq!(loaded.summaries.len(), 1);
+    assert_eq!(loaded.messages.len(), 2);
 }
 
 pub async fn add_summary_validates_its_range(store: Arc<dyn Store>) {

@@ -22,6 +22,6 @@ pub use message::{
 pub use state::{ConversationState, Expect, ListPage, ListQuery, RecentState, Summary, Version};
 pub use store::{Store, check_fork_ids};
 pub use write::{
-    Append, Appended, Counters, IdempotencyKey, Pending, REMEMBERED_WRITES, RememberedWrite,
-    WriteOutcome,
+    AddSummary, Append, Appended, Counters, IdempotencyKey, Pending, REMEMBERED_WRITES,
+    RememberedWrite, WriteOutcome,
 };

@@ -3,8 +3,8 @@
 use async_trait::async_trait;
 
 use crate::{
-    Append, Appended, ConversationState, Expect, IdempotencyKey, ListPage, ListQuery, Message,
-    Metadata, Pending, RecentState, Result, SessionId, Summary, Version,
+    AddSummary, Append, Appended, ConversationState, Expect, IdempotencyKey, ListPage, ListQuery,
+    Message, Metadata, Pending, RecentState, Result, SessionId, Summary, Version,
 };
 
 /// A place conversations live between pipeline executions.
@@ -145,7 +145,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         expect: Expect,
     ) -> Result<Version>;
 
-    /// Adds a summary of older messages.
+    /// Adds a summary of older messages: [`Store::add_summary_with`] with
+    /// no metadata.
     ///
     /// # Errors
     ///
@@ -157,7 +158,20 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         id: &SessionId,
         summary: Summary,
         expect: Expect,
-    ) -> Result<Version>;
+    ) -> Result<Version> {
+        self.add_summary_with(id, AddSummary::new(summary).expect(expect))
+            .await
+    }
+
+    /// Adds `add.summary` after the session's summaries and merges
+    /// `add.metadata` into its metadata, in one atomic step guarded by
+    /// `add.expect`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Store::add_summary`]; nothing is written on any error but a
+    /// store failure (whose `write_outcome()` says).
+    async fn add_summary_with(&self, id: &SessionId, add: AddSummary) -> Result<Version>;
 
     /// Records `pending` as the progress of the keyed write `key` is still
     /// to make on session `id` (the pipeline: a turn between its tool

@@ -48,7 +48,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::{Error, Expect, Message, Version};
+use crate::{Error, Expect, Message, Metadata, Summary, Version};
 
 /// The fewest keyed writes per session every backend remembers.
 pub const REMEMBERED_WRITES: usize = 64;
@@ -185,6 +185,12 @@ pub struct Append {
     pub key: Option<IdempotencyKey>,
     /// Added to the session's [`Counters`] with the messages.
     pub counters: Counters,
+    /// Merged into the session's metadata with the messages, as
+    /// [`Store::merge_metadata`](crate::Store::merge_metadata) merges (a
+    /// `null` value removes the key): a title set by a session's first
+    /// turn, or a layer's own record of the session, lands with the turn or
+    /// not at all. A replay merges nothing.
+    pub metadata: Metadata,
 }
 
 impl Append {
@@ -212,6 +218,62 @@ impl Append {
     pub fn count(mut self, name: impl Into<String>, delta: u64) -> Self {
         let total = self.counters.entry(name.into()).or_insert(0);
         *total = total.saturating_add(delta);
+        self
+    }
+
+    /// Sets metadata `key` to `value` with the messages (`null` removes
+    /// the key); see [`Append::metadata`].
+    pub fn merge_metadata(mut self, key: impl Into<String>, value: serde_json::Value) -> Self {
+        self.metadata.insert(key.into(), value);
+        self
+    }
+}
+
+/// One summary added by [`Store::add_summary_with`](crate::Store::add_summary_with):
+/// the summary, the expectation guarding it, and metadata merged in the
+/// same atomic step.
+///
+/// ```
+/// use statestore_core::{AddSummary, Expect, Summary};
+///
+/// let add = AddSummary::new(Summary::new(0..10, "They met; Alice likes tea."))
+///     .expect(Expect::Version(12))
+///     .merge_metadata("topic", "tea".into());
+/// assert_eq!(add.metadata["topic"], "tea");
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+#[must_use]
+pub struct AddSummary {
+    /// The summary, added after the session's others.
+    pub summary: Summary,
+    /// What the session's version must be (default: any).
+    pub expect: Expect,
+    /// Merged into the session's metadata with the summary, as
+    /// [`Store::merge_metadata`](crate::Store::merge_metadata) merges.
+    pub metadata: Metadata,
+}
+
+impl AddSummary {
+    /// Adds `summary` with no expectation and no metadata.
+    pub fn new(summary: Summary) -> Self {
+        Self {
+            summary,
+            expect: Expect::Any,
+            metadata: Metadata::new(),
+        }
+    }
+
+    /// Guards the write with `expect`.
+    pub fn expect(mut self, expect: Expect) -> Self {
+        self.expect = expect;
+        self
+    }
+
+    /// Sets metadata `key` to `value` with the summary (`null` removes
+    /// the key).
+    pub fn merge_metadata(mut self, key: impl Into<String>, value: serde_json::Value) -> Self {
+        self.metadata.insert(key.into(), value);
         self
     }
 }

@@ -14,8 +14,7 @@ use std::time::Duration;
 use statestore_core::codec::{self, Limits};
 use statestore_core::{
     Append, Appended, ConversationState, Error, Expect, IdempotencyKey, ListPage, ListQuery,
-    Message, Metadata, Pending, RecentState, Result, SessionId, Store, Summary, Version,
-    async_trait,
+    Message, Metadata, Pending, RecentState, Result, SessionId, Store, Version, async_trait,
 };
 
 use shards::{Inner, Slot, lock};
@@ -311,13 +310,12 @@ impl Store for MemoryStore {
         self.inner.write(id, MergeMetadata { patch, expect })
     }
 
-    async fn add_summary(
+    async fn add_summary_with(
         &self,
         id: &SessionId,
-        summary: Summary,
-        expect: Expect,
+        add: statestore_core::AddSummary,
     ) -> Result<Version> {
-        self.inner.write(id, AddSummary { summary, expect })
+        self.inner.write(id, AddSummary(add))
     }
 
     async fn touch(&self, id: &SessionId) -> Result<bool> {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use statestore_core::codec::Limits;
 use statestore_core::{
     Append, Appended, Content, ContentPart, ConversationState, Error, Expect, Message, Metadata,
-    Result, SessionId, Summary, Timestamp, Version,
+    Result, SessionId, Timestamp, Version,
 };
 
 use crate::session::{Session, check_missing};
@@ -84,6 +84,7 @@ impl AppendOp<'_> {
             messages,
             key,
             counters,
+            metadata,
             ..
         } = self.append;
         let appended = Appended::new(
@@ -99,6 +100,7 @@ impl AppendOp<'_> {
             let total = s.counters.entry(name).or_insert(0);
             *total = total.saturating_add(delta);
         }
+        merge(&mut s.metadata, metadata);
         s.remember(key, appended);
         appended
     }
@@ -202,10 +204,7 @@ impl Write for MergeMetadata {
     }
 }
 
-pub(crate) struct AddSummary {
-    pub(crate) summary: Summary,
-    pub(crate) expect: Expect,
-}
+pub(crate) struct AddSummary(pub(crate) statestore_core::AddSummary);
 
 impl Write for AddSummary {
     type Out = Version;
@@ -213,8 +212,14 @@ impl Write for AddSummary {
         Err(Error::NotFound { id: id.clone() })
     }
     fn update(self, id: &SessionId, s: &mut Session) -> Result<Version> {
-        s.check(id, self.expect)?;
-        let range = &self.summary.covers;
+        let statestore_core::AddSummary {
+            summary,
+            expect,
+            metadata,
+            ..
+        } = self.0;
+        s.check(id, expect)?;
+        let range = &summary.covers;
         if range.start >= range.end || range.end > s.messages.len() as u64 {
             return Err(Error::InvalidArgument {
                 id: id.clone(),
@@ -226,7 +231,8 @@ impl Write for AddSummary {
                 ),
             });
         }
-        s.summaries.push(self.summary);
+        s.summaries.push(summary);
+        merge(&mut s.metadata, metadata);
         Ok(s.version + 1)
     }
 }
