@@ -17,8 +17,8 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags};
 use statestore_core::codec::Limits;
 use statestore_core::{
-    Append, Appended, ConversationState, Error, Expect, IdempotencyKey, ListPage, ListQuery,
-    Metadata, Pending, RecentState, Result, SessionId, Store, Summary, Version, async_trait,
+    AddSummary, Append, Appended, ConversationState, Error, Expect, IdempotencyKey, ListPage,
+    ListQuery, Metadata, Pending, RecentState, Result, SessionId, Store, Version, async_trait,
 };
 
 pub use crate::diagnose::Diagnosis;
@@ -479,6 +479,7 @@ impl Store for SqliteStore {
             expect: append.expect,
             key: append.key,
             counters: append.counters,
+            metadata: append.metadata,
         };
         self.write("append", id, move |conn, ctx, cfg| {
             ops::append(conn, ctx, cfg, args)
@@ -527,14 +528,9 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn add_summary(
-        &self,
-        id: &SessionId,
-        summary: Summary,
-        expect: Expect,
-    ) -> Result<Version> {
+    async fn add_summary_with(&self, id: &SessionId, add: AddSummary) -> Result<Version> {
         self.write("add_summary", id, move |conn, ctx, cfg| {
-            ops::add_summary(conn, ctx, cfg, &summary, expect)
+            ops::add_summary(conn, ctx, cfg, add)
         })
         .await
     }

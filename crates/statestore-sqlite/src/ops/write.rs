@@ -1,11 +1,14 @@
 //! The writes, each inside the writer's transaction (and a savepoint of
 //! its own, see `worker`): nothing is changed unless every check passed.
+//! An append's and a summary's metadata patch is merged by the same
+//! `patched` as `merge_metadata`, after their checks (a replay, conflict or
+//! refused range merges nothing), and costs no statement when empty.
 
 use rusqlite::{Connection, params};
 use statestore_core::codec::Limits;
 use statestore_core::{
-    Appended, ConversationState, Counters, Error, Expect, IdempotencyKey, Metadata,
-    REMEMBERED_WRITES, Result, SessionId, Summary, Version,
+    AddSummary, Appended, ConversationState, Counters, Error, Expect, IdempotencyKey, Metadata,
+    REMEMBERED_WRITES, Result, SessionId, Version,
 };
 
 use super::rows::{
@@ -25,6 +28,8 @@ pub(crate) struct AppendArgs {
     pub(crate) expect: Expect,
     pub(crate) key: Option<IdempotencyKey>,
     pub(crate) counters: Counters,
+    /// Merged into the session's metadata as [`merge_metadata`] merges.
+    pub(crate) metadata: Metadata,
 }
 
 pub(crate) fn append(
@@ -48,7 +53,9 @@ pub(crate) fn append(
             check(id, args.expect, None)?;
             cfg.limits.check_message_count(id, n)?;
             let counters = json_text(id, &args.counters)?;
+            let metadata = patched(conn, ctx, id, false, args.metadata)?;
             NewSession {
+                metadata: &metadata,
                 counters: &counters,
                 message_count: n,
                 created_at: now,
@@ -69,6 +76,7 @@ pub(crate) fn append(
                 }
                 write_text(conn, ctx, id, "counters", &json_text(id, &counters)?)?;
             }
+            merge_into(conn, ctx, id, args.metadata)?;
             sql(
                 ctx,
                 conn.prepare_cached("UPDATE sessions SET message_count = ?2 WHERE id = ?1")
@@ -322,6 +330,42 @@ pub(crate) fn fork(
     Ok(1)
 }
 
+/// The metadata of session `id` (empty unless it `exists`) with `patch`
+/// merged, as JSON text: a key's value overwrites, `null` removes the key.
+/// The one merge of every write that carries a patch.
+fn patched(
+    conn: &Connection,
+    ctx: &OpCtx,
+    id: &SessionId,
+    exists: bool,
+    patch: Metadata,
+) -> Result<String> {
+    let mut metadata = if exists {
+        parse_metadata(id, &read_text(conn, ctx, id, "metadata")?)?
+    } else {
+        Metadata::new()
+    };
+    for (k, v) in patch {
+        if v.is_null() {
+            metadata.remove(&k);
+        } else {
+            metadata.insert(k, v);
+        }
+    }
+    json_text(id, &metadata)
+}
+
+/// Merges `patch` into the metadata of the existing session `id`, in the
+/// write's transaction; no statement at all when `patch` is empty (an
+/// append's or a summary's usual case).
+fn merge_into(conn: &Connection, ctx: &OpCtx, id: &SessionId, patch: Metadata) -> Result<()> {
+    if patch.is_empty() {
+        return Ok(());
+    }
+    let text = patched(conn, ctx, id, true, patch)?;
+    write_text(conn, ctx, id, "metadata", &text)
+}
+
 pub(crate) fn merge_metadata(
     conn: &Connection,
     ctx: &OpCtx,
@@ -333,18 +377,7 @@ pub(crate) fn merge_metadata(
     let now = now_ms();
     let head = live_head(conn, ctx, id, now)?;
     check(id, expect, head.map(|h| h.version))?;
-    let mut metadata = match head {
-        None => Metadata::new(),
-        Some(_) => parse_metadata(id, &read_text(conn, ctx, id, "metadata")?)?,
-    };
-    for (k, v) in patch {
-        if v.is_null() {
-            metadata.remove(&k);
-        } else {
-            metadata.insert(k, v);
-        }
-    }
-    let text = json_text(id, &metadata)?;
+    let text = patched(conn, ctx, id, head.is_some(), patch)?;
     match head {
         None => {
             NewSession {
@@ -367,9 +400,14 @@ pub(crate) fn add_summary(
     conn: &Connection,
     ctx: &OpCtx,
     cfg: &Config,
-    summary: &Summary,
-    expect: Expect,
+    add: AddSummary,
 ) -> Result<Version> {
+    let AddSummary {
+        summary,
+        expect,
+        metadata,
+        ..
+    } = add;
     let id = &ctx.id;
     let now = now_ms();
     let Some(head) = live_head(conn, ctx, id, now)? else {
@@ -392,13 +430,14 @@ pub(crate) fn add_summary(
         INSERT_SUMMARY,
         id,
         head.summary_count,
-        &[json_text(id, summary)?],
+        &[json_text(id, &summary)?],
     )?;
     sql(
         ctx,
         conn.prepare_cached("UPDATE sessions SET summary_count = ?2 WHERE id = ?1")
             .and_then(|mut st| st.execute(params![id.as_str(), to_i64(head.summary_count + 1)])),
     )?;
+    merge_into(conn, ctx, id, metadata)?;
     bump(conn, ctx, cfg, id, now)?;
     Ok(head.version + 1)
 }

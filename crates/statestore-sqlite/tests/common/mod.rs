@@ -7,8 +7,8 @@
 )]
 
 use statestore_core::{
-    Append, Appended, ConversationState, Expect, IdempotencyKey, ListPage, ListQuery, Metadata,
-    RecentState, Result, SessionId, Store, Summary, Version, async_trait,
+    AddSummary, Append, Appended, ConversationState, Expect, IdempotencyKey, ListPage, ListQuery,
+    Metadata, RecentState, Result, SessionId, Store, Version, async_trait,
 };
 use statestore_sqlite::{SqliteStore, SqliteStoreBuilder};
 
@@ -67,13 +67,8 @@ impl Store for TempStore {
     ) -> Result<Version> {
         self.store.merge_metadata(id, patch, expect).await
     }
-    async fn add_summary(
-        &self,
-        id: &SessionId,
-        summary: Summary,
-        expect: Expect,
-    ) -> Result<Version> {
-        self.store.add_summary(id, summary, expect).await
+    async fn add_summary_with(&self, id: &SessionId, add: AddSummary) -> Result<Version> {
+        self.store.add_summary_with(id, add).await
     }
     async fn touch(&self, id: &SessionId) -> Result<bool> {
         self.store.touch(id).await
