@@ -6,8 +6,8 @@
 //! `SCAN` steps, see `list.rs`).
 
 use statestore_core::{
-    Append, Appended, ConversationState, Error as StoreError, Expect, IdempotencyKey, ListPage,
-    ListQuery, Metadata, Pending, RecentState, Result, SessionId, Store, Summary, Version,
+    AddSummary, Append, Appended, ConversationState, Error as StoreError, Expect, IdempotencyKey,
+    ListPage, ListQuery, Metadata, Pending, RecentState, Result, SessionId, Store, Version,
     async_trait,
 };
 
@@ -16,8 +16,8 @@ use crate::decode::{self, Reply};
 use crate::error::{client_error, timed_out};
 use crate::list;
 use crate::store::{
-    Contents, RedisStore, call_key, counter_value, expect_args, guard_args, json, json_arg,
-    metadata_pairs, now_ms,
+    Contents, PatchArgs, RedisStore, call_key, counter_value, expect_args, guard_args, json,
+    json_arg, metadata_pairs, now_ms,
 };
 
 #[async_trait]
@@ -77,6 +77,7 @@ impl Store for RedisStore {
             expect,
             key,
             counters,
+            metadata,
             ..
         } = append;
         let keys = self.inner.keys.session(id);
@@ -105,13 +106,28 @@ impl Store for RedisStore {
             (None, _) if resends => call_key(),
             (None, _) => String::new(),
         };
-        call.arg(&field).arg(counters.len()).arg(messages.len());
+        call.arg(&field);
+        // A metadata patch adds its counts to the counters' (ARGV 6); an
+        // append without one sends what it always did.
+        let patch = PatchArgs::new(&metadata);
+        if metadata.is_empty() {
+            call.arg(counters.len());
+        } else {
+            call.arg(format!(
+                "{} {} {}",
+                counters.len(),
+                patch.set_len(),
+                patch.delete_len()
+            ));
+        }
+        call.arg(messages.len());
         for name in counters.keys() {
             call.arg(format!("c:{name}"));
         }
         for delta in counters.values() {
             call.arg(counter_value(*delta));
         }
+        patch.push(id, &mut call)?;
         // The messages, serialized straight into the command; checked
         // against the size limit before anything is sent.
         let mut sizes = Vec::with_capacity(messages.len());
@@ -271,30 +287,28 @@ impl Store for RedisStore {
         let keys = self.inner.keys.session(id);
         let mut call = self.call(&self.inner.scripts.merge_metadata, &keys.all(), true);
         guard_args(&mut call, expect, self.inner.conn.resends());
-        let (set, delete): (Vec<_>, Vec<_>) = patch.iter().partition(|(_, v)| !v.is_null());
-        call.arg(set.len());
-        for (k, v) in set {
-            call.arg(k.as_bytes());
-            json_arg(id, &mut call, v)?;
-        }
-        for (k, _) in delete {
-            call.arg(k.as_bytes());
-        }
+        let patch = PatchArgs::new(&patch);
+        call.arg(patch.set_len());
+        patch.push(id, &mut call)?;
         self.write("merge_metadata", id, &call, self.version(id, expect))
             .await
     }
 
-    async fn add_summary(
-        &self,
-        id: &SessionId,
-        summary: Summary,
-        expect: Expect,
-    ) -> Result<Version> {
+    async fn add_summary_with(&self, id: &SessionId, add: AddSummary) -> Result<Version> {
+        let AddSummary {
+            summary,
+            expect,
+            metadata,
+            ..
+        } = add;
         let keys = self.inner.keys.session(id);
         let mut call = self.call(&self.inner.scripts.add_summary, &keys.all(), true);
         guard_args(&mut call, expect, self.inner.conn.resends());
         call.arg(summary.covers.start).arg(summary.covers.end);
         json_arg(id, &mut call, &summary)?;
+        let patch = PatchArgs::new(&metadata);
+        call.arg(patch.set_len());
+        patch.push(id, &mut call)?;
         self.write("add_summary", id, &call, self.version(id, expect))
             .await
     }

@@ -406,6 +406,25 @@ macro_rules! push {
     };
 }
 
+/// Merges a metadata patch into the metadata hash `D`, after every check
+/// passed: `HSET` of the field, value pairs `ARGV[$set..$set_last]` (each
+/// value JSON text) and `HDEL` of the fields `ARGV[$del..$last]` (the
+/// patch's `null`s), both with [`push!`] (an empty range sends nothing);
+/// adds the fields added to `nd` and subtracts the ones removed, so the
+/// header's count stays right. The one merge of `MERGE_METADATA`, `APPEND`
+/// and `ADD_SUMMARY`.
+macro_rules! merge_patch {
+    ($set:literal, $set_last:literal, $del:literal, $last:literal) => {
+        concat!(
+            "\ndo\n  local pushed = 0\n",
+            push!("HSET", "D", "ARGV", $set, $set_last),
+            "  local added = pushed\n  pushed = 0\n",
+            push!("HDEL", "D", "ARGV", $del, $last),
+            "  nd = tostring(tonumber(nd) + added - pushed)\nend\n"
+        )
+    };
+}
+
 /// Checks the remembered write `w1` (`"<version> <first> <count>"`, then
 /// ` <token>` when the append carried one) and sets `rec` to it, preceded
 /// by `1 ` when a `save` rewrote the history after it and `0 ` when not:
@@ -431,22 +450,39 @@ if rv and tonumber(string.match(w1, '^%d+')) < tonumber(rv) then rec = '1 ' .. w
 /// the caller's, `g:<key>` one the store made, `''` none), preceded by a
 /// decimal token and a space when the client may re-send the call (the
 /// token is remembered with the write, so the re-send's replay is known
-/// as the call's own); 6: the number of counters `C`; 7: the number of
-/// messages; 8..7+C: the counters' header fields (`c:<name>`);
-/// 8+C..7+2C: their increments (decimal, at most `i64::MAX`); then the
-/// messages.
+/// as the call's own); 6: the number of counters `C` — followed, only when
+/// the append carries a metadata patch ([`Append::metadata`]), by a space,
+/// the number `P` of metadata fields to set, a space and the number `Q` to
+/// delete (`"C P Q"`; without a patch the argument list is as before, so
+/// the hot path pays nothing); 7: the number of messages; 8..7+C: the
+/// counters' header fields (`c:<name>`); 8+C..7+2C: their increments
+/// (decimal, at most `i64::MAX`); 8+2C..7+2C+2P: the field, value pairs to
+/// set in the metadata hash (values JSON text, as `MERGE_METADATA` takes
+/// them); 8+2C+2P..7+2C+2P+Q: the fields to delete (the patch's `null`s);
+/// then the messages. The patch is merged ([`merge_patch!`]) only after
+/// every check passed — a replay, a conflict or `too_large` merges
+/// nothing — and the metadata hash is length-checked first whenever a
+/// patch writes it.
 /// Returns `ok <version> <first position> <messages>` — or `replayed`,
 /// `1` when a save rewrote the history since (else `0`, see
 /// [`remembered!`]), the same three and the token, if any, for a key
 /// already remembered, having written nothing but the access time. The key is looked up after the integrity checks and
 /// before the expectation, so a repeat is a replay whatever it expects.
+///
+/// [`Append::metadata`]: statestore_core::Append::metadata
 const APPEND: &str = concat!(
     prelude!(),
     write_key!(),
     "\nlocal RING_NOTE = ",
     ring_note!(),
     r#"
-local nc, field, token = tonumber(ARGV[6]), ARGV[5], ''
+local nc, field, token, np, nq = tonumber(ARGV[6]), ARGV[5], '', 0, 0
+if not nc then
+  -- `<C> <P> <Q>`: the append carries a metadata patch (see ARGV 6).
+  local c, p, q = string.match(ARGV[6], '^(%d+) (%d+) (%d+)$')
+  if not c then return 'corrupt an append with malformed argument counts' end
+  nc, np, nq = tonumber(c), tonumber(p), tonumber(q)
+end
 do
   -- `<token> <field>`: a token this call's client made (see ARGV 5).
   local b = string.byte(field)
@@ -465,7 +501,7 @@ end
 "#,
     header!(),
     r#"
-local count = #ARGV - 7 - 2 * nc
+local count = #ARGV - 7 - 2 * nc - 2 * np - nq
 local first, evict, slot, leftovers = nil, nil, nil, false
 if V then
   first = tonumber(nm)
@@ -478,7 +514,8 @@ if V then
     check_len!("S", "ns", "LLEN", "summary list", "list"),
     r#"
     end
-    if nd ~= '0' then
+    -- The metadata hash: checked when counted, or when a patch writes it.
+    if nd ~= '0' or np + nq > 0 then
 "#,
     check_len!("D", "nd", "HLEN", "metadata hash", "hash"),
     r#"
@@ -559,7 +596,7 @@ end
 if leftovers then rcall('DEL', M, S, D, W) end
 local pushed = 0
 "#,
-    push!("RPUSH", "M", "ARGV", "8 + 2 * nc", "#ARGV"),
+    push!("RPUSH", "M", "ARGV", "8 + 2 * nc + 2 * np + nq", "#ARGV"),
     r#"
 local old_nm = nm
 if count > 0 then nm = tostring(first + count) end
@@ -572,6 +609,12 @@ for i = 1, nc do
     if not dec_le(sum, '9223372036854775807') then sum = '9223372036854775807' end
     rcall('HSET', H, ARGV[7 + i], sum)
   end
+end
+if np + nq > 0 then
+  local mset, mdel = 8 + 2 * nc, 8 + 2 * nc + 2 * np
+"#,
+    merge_patch!("mset", "mdel - 1", "mdel", "mdel + nq - 1"),
+    r#"
 end
 local nv = '1'
 if V then nv = tostring(tonumber(V) + 1) end
@@ -803,16 +846,9 @@ end
 -- Every check passed: write.
 if leftovers then rcall('DEL', M, S, D, W) end
 local first_del = 5 + 2 * tonumber(ARGV[4])
-local pushed = 0
 "#,
-    push!("HSET", "D", "ARGV", "5", "first_del - 1"),
+    merge_patch!("5", "first_del - 1", "first_del", "#ARGV"),
     r#"
-local added = pushed
-pushed = 0
-"#,
-    push!("HDEL", "D", "ARGV", "first_del", "#ARGV"),
-    r#"
-nd = tostring(tonumber(nd) + added - pushed)
 local nv = '1'
 if V then nv = tostring(tonumber(V) + 1) end
 "#,
@@ -824,10 +860,17 @@ return 'ok ' .. nv
 "#
 );
 
-/// `add_summary(id, summary, expect)`.
+/// `add_summary_with(id, add)`.
 /// ARGV 3: the expectation and maybe the call's own key ([`write_key!`]); 4/5: the covered range's start and end; 6:
-/// the summary's JSON.
+/// the summary's JSON; 7: the number `P` of metadata fields to set
+/// ([`AddSummary::metadata`]); 8..7+2P: the field, value pairs (values
+/// JSON text, as `MERGE_METADATA` takes them); then the fields to delete
+/// (the patch's `null`s). The patch is merged ([`merge_patch!`]) only
+/// after every check passed — a conflict or `range` merges nothing — and
+/// the metadata hash is length-checked first whenever a patch writes it.
 /// Returns `ok <version>`, or `range <messages>`.
+///
+/// [`AddSummary::metadata`]: statestore_core::AddSummary::metadata
 const ADD_SUMMARY: &str = concat!(
     prelude!(),
     write_key!(),
@@ -842,7 +885,7 @@ if not stale then
     check_len!("M", "nm", "LLEN", "message list", "list"),
     check_len!("S", "ns", "LLEN", "summary list", "list"),
     r#"
-  if nd ~= '0' then
+  if nd ~= '0' or #ARGV > 7 then
 "#,
     check_len!("D", "nd", "HLEN", "metadata hash", "hash"),
     r#"
@@ -857,6 +900,12 @@ if first >= last or last > total then return 'range ' .. nm end
 -- Every check passed: write.
 rcall('RPUSH', S, ARGV[6])
 ns = tostring(tonumber(ns) + 1)
+if #ARGV > 7 then
+  local first_del = 8 + 2 * tonumber(ARGV[7])
+"#,
+    merge_patch!("8", "first_del - 1", "first_del", "#ARGV"),
+    r#"
+end
 local nv = tostring(tonumber(V) + 1)
 "#,
     remember_call!(),

@@ -455,6 +455,46 @@ pub(crate) fn metadata_pairs(id: &SessionId, metadata: &Metadata) -> Result<Vec<
     Ok(out)
 }
 
+/// A metadata patch as `MERGE_METADATA`, `APPEND` and `ADD_SUMMARY` take
+/// it (`scripts.rs`): the keys to set, each with its value as JSON text,
+/// then the keys to delete (the patch's `null`s).
+pub(crate) struct PatchArgs<'a> {
+    set: Vec<(&'a String, &'a serde_json::Value)>,
+    delete: Vec<&'a String>,
+}
+
+impl<'a> PatchArgs<'a> {
+    pub(crate) fn new(patch: &'a Metadata) -> Self {
+        let (set, delete): (Vec<_>, Vec<_>) = patch.iter().partition(|(_, v)| !v.is_null());
+        Self {
+            set,
+            delete: delete.into_iter().map(|(k, _)| k).collect(),
+        }
+    }
+
+    /// How many keys are set.
+    pub(crate) fn set_len(&self) -> usize {
+        self.set.len()
+    }
+
+    /// How many keys are deleted.
+    pub(crate) fn delete_len(&self) -> usize {
+        self.delete.len()
+    }
+
+    /// Adds the key, value pairs to set, then the keys to delete, to `call`.
+    pub(crate) fn push(&self, id: &SessionId, call: &mut ScriptCall<'_>) -> Result<()> {
+        for (k, v) in &self.set {
+            call.arg(k.as_bytes());
+            json_arg(id, call, v)?;
+        }
+        for k in &self.delete {
+            call.arg(k.as_bytes());
+        }
+        Ok(())
+    }
+}
+
 pub(crate) fn now_ms() -> u64 {
     let d = SystemTime::now()
         .duration_since(UNIX_EPOCH)
