@@ -10,7 +10,7 @@
 //! | `P{E}:h`   | hash | header (below) |
 //! | `P{E}:m`   | list | messages, oldest first, one JSON document each (`statestore_core::codec`) |
 //! | `P{E}:s`   | list | summaries, oldest first, one JSON document each |
-//! | `P{E}:d`   | hash | metadata: one field per key, the value as JSON text |
+//! | `P{E}:d`   | hash | metadata: one field per key, the value as JSON text; written by `save`, `merge_metadata`, and by an append or `add_summary_with` whose metadata patch is not empty (`HSET` of its values, `HDEL` of its `null`s, in the write's own script, `nd` kept right) |
 //! | `P{E}:w`   | hash | remembered writes (below) |
 //!
 //! One more key shares the tag without being part of the session: `P{E}:x`,

@@ -30,6 +30,15 @@
 //! the key) and `DELETE` (a deletion mark holds the call's token for 60 s).
 //! `TOUCH` needs none: running it twice does what running it once does.
 //!
+//! # Metadata patches
+//!
+//! `MERGE_METADATA`, and an `APPEND` or `ADD_SUMMARY` that carries a
+//! metadata patch (`Append::metadata`, `AddSummary::metadata`), merge it
+//! with the one `merge_patch!`: `HSET` of the values (JSON text), `HDEL`
+//! of the `null`s on the metadata hash, `nd` adjusted — after every check
+//! passed, so a replay, a conflict, `too_large` or `range` merges nothing.
+//! An append without a patch sends and runs exactly what it did before.
+//!
 //! Every script returns one string: a status, then its arguments,
 //! separated by spaces (a table reply would cost the server ~7k
 //! instructions more): `ok` (then results), `replayed` (an append already

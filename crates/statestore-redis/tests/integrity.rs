@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use redis_test_server::RedisServer;
 use statestore_core::{
-    Append, ConversationState, Error, Expect, IdempotencyKey, Message, Metadata, SessionId, Store,
-    Summary,
+    AddSummary, Append, ConversationState, Error, Expect, IdempotencyKey, Message, Metadata,
+    SessionId, Store, Summary,
 };
 use statestore_redis::{EvictionPolicyCheck, RedisStore};
 
@@ -163,6 +163,60 @@ async fn a_session_missing_a_key_is_corrupt_and_nothing_is_written() {
         .await
         .unwrap();
     assert_eq!(store.load(&id).await.unwrap().unwrap().messages.len(), 1);
+}
+
+/// A session that counts no metadata does not read its metadata hash on
+/// an append or a summary — unless the write carries a metadata patch,
+/// which writes the hash: then the hash is checked first, and a foreign
+/// one refused with nothing written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_metadata_patch_checks_the_metadata_hash_before_writing_it() {
+    let server = RedisServer::start().unwrap();
+    let store = RedisStore::builder().connect(&server.url()).await.unwrap();
+    let id = sid("torn");
+    for (planted, value) in [("SET", "a string"), ("HSET", "uncounted")] {
+        server.cli(&["DEL", "{torn}:d"]).unwrap();
+        store.delete(&id).await.unwrap();
+        store
+            .append(&id, vec![Message::user("q")], Expect::Any)
+            .await
+            .unwrap();
+        let mut plant = vec![planted, "{torn}:d"];
+        if planted == "HSET" {
+            plant.push("field");
+        }
+        plant.push(value);
+        server.cli(&plant).unwrap();
+        let before = snapshot(&server);
+        is_corrupt(
+            &format!("append with a patch over a {planted}"),
+            store
+                .append_with(
+                    &id,
+                    Append::new([Message::user("more")]).merge_metadata("k", 1.into()),
+                )
+                .await,
+        );
+        is_corrupt(
+            &format!("add_summary_with a patch over a {planted}"),
+            store
+                .add_summary_with(
+                    &id,
+                    AddSummary::new(Summary::new(0..1, "s")).merge_metadata("k", 1.into()),
+                )
+                .await,
+        );
+        assert_eq!(
+            snapshot(&server),
+            before,
+            "a refused patch changed the session ({planted})"
+        );
+        // Without a patch the hash is not the write's business.
+        store
+            .append(&id, vec![Message::user("more")], Expect::Version(1))
+            .await
+            .unwrap();
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,10 +14,11 @@ use std::time::Duration;
 
 use redis::AsyncCommands;
 use redis_test_server::RedisServer;
+use serde_json::json;
 use statestore_core::codec::Limits;
 use statestore_core::{
-    Append, ConversationState, Error, Expect, IdempotencyKey, ListQuery, Message, Metadata,
-    SessionId, Store, Summary,
+    AddSummary, Append, ConversationState, Error, Expect, IdempotencyKey, ListQuery, Message,
+    Metadata, SessionId, Store, Summary,
 };
 use statestore_redis::{RedisStore, RedisStoreBuilder};
 
@@ -308,6 +309,67 @@ async fn the_hot_path_runs_few_commands_inside_redis() {
         lookup.retain(|(_, n)| *n > 0);
         assert_eq!(inside(stats), counts(&lookup), "lookup, ttl {ttl:?}");
     }
+}
+
+/// An append's and a summary's metadata patch is merged by their own
+/// script: the metadata hash checked (HLEN), then one HSET of the values
+/// and one HDEL of the `null`s, and the header's count of metadata fields
+/// (`n`) kept equal to the hash's length.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_metadata_patch_is_merged_by_the_writes_own_script() {
+    let server = RedisServer::start().unwrap();
+    let s = store(&server, RedisStore::builder()).await;
+    let id = sid("patched");
+    // The header's `n`: schema, version, nm, ns, nd, wk, wg.
+    let nd = || {
+        let n = server.cli(&["HGET", "{patched}:h", "n"]).unwrap();
+        n.split(' ').nth(4).unwrap().to_owned()
+    };
+    let hlen = || server.cli(&["HLEN", "{patched}:d"]).unwrap();
+    let first = Append::new([Message::user("q")])
+        .merge_metadata("title", "Hi".into())
+        .merge_metadata("gone", serde_json::Value::Null);
+    s.append_with(&id, first).await.unwrap();
+    assert_eq!((nd(), hlen()), ("1".to_owned(), "1".to_owned()));
+    let stats = commands_for(&server, || async {
+        let turn = Append::new([Message::assistant("a")])
+            .expect(Expect::Version(1))
+            .merge_metadata("title", serde_json::Value::Null)
+            .merge_metadata("turns", 1.into())
+            .merge_metadata("model", "m".into());
+        s.append_with(&id, turn).await.unwrap();
+    })
+    .await;
+    let mut expected: BTreeMap<String, u64> = [("hmget", 1), ("llen", 1), ("hlen", 1)]
+        .into_iter()
+        .chain([("hset", 2), ("hdel", 1), ("rpush", 1), ("evalsha", 1)])
+        .map(|(n, c)| (n.to_owned(), c))
+        .collect();
+    assert_eq!(stats, expected, "append with a patch");
+    assert_eq!((nd(), hlen()), ("2".to_owned(), "2".to_owned()));
+    let stats = commands_for(&server, || async {
+        let add = AddSummary::new(Summary::new(0..2, "s"))
+            .expect(Expect::Version(2))
+            .merge_metadata("turns", serde_json::Value::Null)
+            .merge_metadata("model", serde_json::Value::Null)
+            .merge_metadata("topic", json!({"a": [1, null]}));
+        s.add_summary_with(&id, add).await.unwrap();
+    })
+    .await;
+    expected.insert("llen".into(), 2);
+    assert_eq!(stats, expected, "add_summary_with a patch");
+    assert_eq!((nd(), hlen()), ("1".to_owned(), "1".to_owned()));
+    let state = s.load(&id).await.unwrap().unwrap();
+    assert_eq!(
+        serde_json::Value::Object(state.metadata),
+        json!({"topic": {"a": [1, null]}})
+    );
+    assert_eq!(state.version, 3);
+    // The last field removed: the hash is gone, and so is its count.
+    let last = Append::new([Message::user("q2")]).merge_metadata("topic", serde_json::Value::Null);
+    s.append_with(&id, last).await.unwrap();
+    assert_eq!((nd(), hlen()), ("0".to_owned(), "0".to_owned()));
+    assert!(s.load(&id).await.unwrap().unwrap().metadata.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
