@@ -32,7 +32,10 @@ use statestore_core::{Role, SessionId, Timestamp, TokenCount};
 use crate::{Error, Field, KeyRing};
 
 /// The envelope format this build writes and reads.
-pub(crate) const FORMAT: u8 = 1;
+pub(crate) const FORMAT: u8 = 2;
+/// The format before owner, context and epoch were bound: read while
+/// migrating (with plaintext), never in a session with a manifest.
+const FORMAT_V1: u8 = 1;
 /// How a sealed value starts when stored as text.
 pub(crate) const PREFIX: &str = "sealed:";
 /// The largest body a compressed envelope may expand to.
@@ -127,6 +130,48 @@ impl Default for Compression {
     }
 }
 
+/// A session's epoch: random, renewed by every rewrite of its history,
+/// bound into every value of the session (see `manifest.rs`).
+pub(crate) type Epoch = [u8; 16];
+
+/// Everything a value is bound to besides its [`Place`]: its session, the
+/// session's owner (`user_id`), the layer's context (a tenant, say) and
+/// the session's epoch. Format-1 envelopes bound the session id only.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Scope<'a> {
+    pub(crate) id: &'a SessionId,
+    pub(crate) owner: Option<&'a str>,
+    pub(crate) context: &'a str,
+    /// `None` for values outside the history: the manifest itself, the
+    /// progress of a write; and for sessions written before epochs.
+    pub(crate) epoch: Option<&'a Epoch>,
+}
+
+impl Scope<'_> {
+    fn encode(&self, out: &mut Vec<u8>) {
+        let id = self.id.as_str().as_bytes();
+        out.extend_from_slice(&(id.len() as u64).to_be_bytes());
+        out.extend_from_slice(id);
+        match self.owner {
+            Some(owner) => {
+                out.push(1);
+                out.extend_from_slice(&(owner.len() as u64).to_be_bytes());
+                out.extend_from_slice(owner.as_bytes());
+            }
+            None => out.push(0),
+        }
+        out.extend_from_slice(&(self.context.len() as u64).to_be_bytes());
+        out.extend_from_slice(self.context.as_bytes());
+        match self.epoch {
+            Some(epoch) => {
+                out.push(1);
+                out.extend_from_slice(epoch);
+            }
+            None => out.push(0),
+        }
+    }
+}
+
 /// The place a value is bound to (with its session id).
 #[derive(Clone, Debug)]
 pub(crate) enum Place<'a> {
@@ -146,6 +191,8 @@ pub(crate) enum Place<'a> {
     SystemPrompt,
     /// The progress of the write under this key (`Store::put_pending`).
     Pending(&'a str),
+    /// The session's manifest.
+    Manifest,
 }
 
 impl Place<'_> {
@@ -156,6 +203,7 @@ impl Place<'_> {
             Self::Metadata(k) => Field::Metadata((*k).to_owned()),
             Self::SystemPrompt => Field::SystemPrompt,
             Self::Pending(k) => Field::Pending((*k).to_owned()),
+            Self::Manifest => Field::Manifest,
         }
     }
 
@@ -218,6 +266,7 @@ impl Place<'_> {
                 out.push(5);
                 bytes(out, key.as_bytes());
             }
+            Self::Manifest => out.push(6),
         }
     }
 }
@@ -231,6 +280,9 @@ pub(crate) enum Fault {
     UnknownKey(String),
     Integrity(String),
     NotEncrypted,
+    /// A format-1 value (bound to its session and place only) where its
+    /// session's epoch binds every value.
+    Unbound,
 }
 
 impl Fault {
@@ -247,6 +299,13 @@ impl Fault {
             Self::UnknownKey(key_id) => Error::UnknownKey { id, field, key_id },
             Self::Integrity(key_id) => Error::Integrity { id, field, key_id },
             Self::NotEncrypted => Error::NotEncrypted { id, field },
+            Self::Unbound => Error::Malformed {
+                id,
+                field,
+                reason: "it was sealed in format 1, before owners and histories were bound, \
+                         in a session whose values are all bound"
+                    .into(),
+            },
         }
     }
 }
@@ -254,6 +313,7 @@ impl Fault {
 /// A parsed envelope header.
 #[derive(Debug)]
 pub(crate) struct Header<'a> {
+    format: u8,
     algorithm: u8,
     codec: u8,
     key_id: &'a str,
@@ -266,6 +326,12 @@ impl Header<'_> {
     /// Whether the envelope is encrypted under `key_id`.
     pub(crate) fn encrypted_under(&self, key_id: &str) -> bool {
         self.algorithm == ALG_XCHACHA && self.key_id == key_id
+    }
+
+    /// Whether the envelope is encrypted under `key_id` in this build's
+    /// format.
+    pub(crate) fn current_under(&self, key_id: &str) -> bool {
+        self.format == FORMAT && self.encrypted_under(key_id)
     }
 }
 
@@ -289,11 +355,11 @@ pub(crate) fn header(bytes: &[u8]) -> Result<Header<'_>, Fault> {
     let [format, algorithm, codec, key_len, rest @ ..] = bytes else {
         // A format byte alone still says which format it claims.
         return match bytes.first() {
-            Some(&f) if f != FORMAT => Err(Fault::Format(f)),
+            Some(&f) if f != FORMAT && f != FORMAT_V1 => Err(Fault::Format(f)),
             _ => Err(truncated()),
         };
     };
-    if *format != FORMAT {
+    if *format != FORMAT && *format != FORMAT_V1 {
         return Err(Fault::Format(*format));
     }
     if !matches!(*codec, CODEC_NONE | CODEC_ZSTD) {
@@ -306,6 +372,7 @@ pub(crate) fn header(bytes: &[u8]) -> Result<Header<'_>, Fault> {
                 return Err(Fault::Malformed("a key id on an unencrypted value".into()));
             }
             Ok(Header {
+                format: *format,
                 algorithm: ALG_NONE,
                 codec: *codec,
                 key_id: "",
@@ -329,6 +396,7 @@ pub(crate) fn header(bytes: &[u8]) -> Result<Header<'_>, Fault> {
                 return Err(truncated());
             }
             Ok(Header {
+                format: *format,
                 algorithm: ALG_XCHACHA,
                 codec: *codec,
                 key_id,
@@ -340,14 +408,20 @@ pub(crate) fn header(bytes: &[u8]) -> Result<Header<'_>, Fault> {
     }
 }
 
-fn associated_data(header: &[u8], session: &SessionId, place: &Place<'_>) -> Vec<u8> {
-    let id = session.as_str().as_bytes();
-    let mut aad = Vec::with_capacity(AAD_DOMAIN.len() + header.len() + id.len() + 48);
+/// The associated data of a value with `header`: format 1 bound the
+/// session id and place; format 2 binds the whole [`Scope`].
+fn associated_data(header: &[u8], scope: &Scope<'_>, place: &Place<'_>) -> Vec<u8> {
+    let id = scope.id.as_str().as_bytes();
+    let mut aad = Vec::with_capacity(AAD_DOMAIN.len() + header.len() + id.len() + 96);
     aad.extend_from_slice(AAD_DOMAIN);
     aad.extend_from_slice(&(header.len() as u64).to_be_bytes());
     aad.extend_from_slice(header);
-    aad.extend_from_slice(&(id.len() as u64).to_be_bytes());
-    aad.extend_from_slice(id);
+    if header.first() == Some(&FORMAT_V1) {
+        aad.extend_from_slice(&(id.len() as u64).to_be_bytes());
+        aad.extend_from_slice(id);
+    } else {
+        scope.encode(&mut aad);
+    }
     place.encode(&mut aad);
     aad
 }
@@ -416,13 +490,8 @@ pub(crate) struct Sealer<'a> {
 }
 
 impl Sealer<'_> {
-    /// The envelope bytes of `body`, bound to `session` and `place`.
-    pub(crate) fn seal_bytes(
-        &self,
-        body: &[u8],
-        session: &SessionId,
-        place: &Place<'_>,
-    ) -> Vec<u8> {
+    /// The envelope bytes of `body`, bound to `scope` and `place`.
+    pub(crate) fn seal_bytes(&self, body: &[u8], scope: &Scope<'_>, place: &Place<'_>) -> Vec<u8> {
         let packed = match self.compression.zstd {
             Some((level, threshold)) if body.len() >= threshold => compress(body, level),
             _ => None,
@@ -447,7 +516,7 @@ impl Sealer<'_> {
         out.extend_from_slice(&[FORMAT, ALG_XCHACHA, codec, key_len]);
         out.extend_from_slice(key_id);
         out.extend_from_slice(&nonce);
-        let aad = associated_data(&out, session, place);
+        let aad = associated_data(&out, scope, place);
         out.extend_from_slice(payload);
         let (_, text) = out.split_at_mut(header_len);
         match key.cipher().encrypt_in_place_detached(&nonce, &aad, text) {
@@ -459,24 +528,31 @@ impl Sealer<'_> {
     }
 
     /// The text form of [`Sealer::seal_bytes`].
-    pub(crate) fn seal(&self, body: &[u8], session: &SessionId, place: &Place<'_>) -> String {
-        let bytes = self.seal_bytes(body, session, place);
+    pub(crate) fn seal(&self, body: &[u8], scope: &Scope<'_>, place: &Place<'_>) -> String {
+        let bytes = self.seal_bytes(body, scope, place);
         let mut text = String::with_capacity(PREFIX.len() + bytes.len() * 4 / 3 + 4);
         text.push_str(PREFIX);
         B64.encode_string(&bytes, &mut text);
         text
     }
 
-    /// The body of envelope `bytes` bound to `session` and `place`.
-    /// `plaintext_ok`: whether an unencrypted envelope is acceptable.
+    /// The body of envelope `bytes` bound to `scope` and `place`.
+    /// `plaintext_ok`: whether an unencrypted envelope is acceptable (and,
+    /// outside sessions with an epoch, a format-1 one).
     pub(crate) fn open_bytes(
         &self,
         bytes: &[u8],
-        session: &SessionId,
+        scope: &Scope<'_>,
         place: &Place<'_>,
         plaintext_ok: bool,
     ) -> Result<Vec<u8>, Fault> {
         let header = header(bytes)?;
+        if header.format == FORMAT_V1
+            && header.algorithm == ALG_XCHACHA
+            && (scope.epoch.is_some() || !plaintext_ok)
+        {
+            return Err(Fault::Unbound);
+        }
         let (head, rest) = bytes.split_at(header.len);
         let packed = if header.algorithm == ALG_XCHACHA {
             let key = match self.keys.and_then(|k| k.get(header.key_id)) {
@@ -485,7 +561,7 @@ impl Sealer<'_> {
             };
             let (text, tag) = rest.split_at(rest.len() - TAG_LEN);
             let mut body = text.to_vec();
-            let aad = associated_data(head, session, place);
+            let aad = associated_data(head, scope, place);
             key.cipher()
                 .decrypt_in_place_detached(header.nonce.into(), &aad, &mut body, tag.into())
                 .map_err(|_| Fault::Integrity(header.key_id.to_owned()))?;
@@ -506,11 +582,11 @@ impl Sealer<'_> {
     pub(crate) fn open(
         &self,
         text: &str,
-        session: &SessionId,
+        scope: &Scope<'_>,
         place: &Place<'_>,
         plaintext_ok: bool,
     ) -> Result<Vec<u8>, Fault> {
-        self.open_bytes(&decode_text(text)?, session, place, plaintext_ok)
+        self.open_bytes(&decode_text(text)?, scope, place, plaintext_ok)
     }
 }
 

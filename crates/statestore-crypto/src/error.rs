@@ -22,6 +22,9 @@ pub enum Field {
     /// The progress recorded under this key (a turn between its tool
     /// rounds).
     Pending(String),
+    /// The session's manifest: the sealed record of what the session
+    /// holds, rewritten by every write through the layer.
+    Manifest,
 }
 
 impl fmt::Display for Field {
@@ -32,6 +35,7 @@ impl fmt::Display for Field {
             Self::Metadata(k) => write!(f, "metadata value {k:?}"),
             Self::SystemPrompt => f.write_str("the system prompt"),
             Self::Pending(k) => write!(f, "the progress of write {k:?}"),
+            Self::Manifest => f.write_str("its manifest"),
         }
     }
 }
@@ -132,6 +136,26 @@ pub enum Error {
         field: Field,
     },
 
+    /// The session does not match its manifest — the sealed record of its
+    /// version, owner, message and summary counts, system prompt, metadata
+    /// values and counters that every write through the layer rewrites in
+    /// its own atomic step. Someone with write access to the storage cut
+    /// messages off the history, removed a summary, the system prompt or a
+    /// metadata value, put back an older value, changed a counter, or
+    /// rolled the session's version back. Or the session has no manifest:
+    /// written by an older version of this crate or without the layer
+    /// (bind it: [`Encrypted::rotate_all`](crate::Encrypted::rotate_all)
+    /// through a layer built with
+    /// [`EncryptedBuilder::accept_plaintext`](crate::EncryptedBuilder::accept_plaintext)).
+    /// Nothing is returned from such a session.
+    #[error("session {id}: {reason}: the session does not match its sealed manifest")]
+    Inconsistent {
+        /// The session.
+        id: SessionId,
+        /// What differs.
+        reason: String,
+    },
+
     /// [`Encrypted::reencrypt`](crate::Encrypted::reencrypt) lost the race
     /// against other writers this many times in a row and gave up; nothing
     /// was written. Run it again (`rotate_all` resumes).
@@ -196,6 +220,7 @@ impl Error {
             | Self::UnsupportedFormat { id, .. }
             | Self::NotEncrypted { id, .. }
             | Self::Busy { id, .. }
+            | Self::Inconsistent { id, .. }
             | Self::NotRebound { id, .. } => Some(id),
             Self::InvalidKey { .. } | Self::Store(_) => None,
         }
@@ -214,6 +239,7 @@ impl Error {
     #[must_use]
     pub fn field(&self) -> Option<&Field> {
         match self {
+            Self::Inconsistent { .. } => Some(&Field::Manifest),
             Self::UnknownKey { field, .. }
             | Self::Integrity { field, .. }
             | Self::Malformed { field, .. }

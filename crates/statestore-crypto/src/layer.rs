@@ -8,16 +8,21 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use statestore_core::{
     Append, Appended, ConversationState, Error as StoreError, Expect, IdempotencyKey, Message,
-    Metadata, RecentState, Result as StoreResult, SessionId, Store, Summary, Timestamp, Version,
+    Metadata, RecentState, Result as StoreResult, SessionId, Store, Timestamp, Version,
     WriteOutcome, check_fork_ids,
 };
 
-use crate::envelope::Sealer;
+use crate::envelope::{Epoch, Scope, Sealer};
+use crate::manifest::{self, Manifest, Observed};
 use crate::seal::Codec;
 use crate::{Compression, KeyRing};
 
 mod pending;
+mod plan;
 mod rebind;
+mod writes;
+
+pub(crate) use plan::{Plan, Planned};
 
 use rebind::Sent;
 
@@ -27,11 +32,40 @@ const KNOWN_CAPACITY: usize = 65_536;
 /// attempt means another writer's write landed: the store makes progress).
 const MAX_UNGUARDED_ATTEMPTS: u32 = 10_000;
 
-/// A session's version and message count, as last seen by this layer.
-#[derive(Clone, Copy, Debug)]
+/// A session's version, message count and manifest, as last seen by this
+/// layer.
+#[derive(Clone, Debug)]
 struct Known {
     version: Version,
     total: u64,
+    /// `None`: a session without a manifest, read while migrating.
+    bound: Option<Arc<Bound>>,
+}
+
+/// A bound session's manifest and owner.
+#[derive(Debug)]
+pub(crate) struct Bound {
+    pub(crate) manifest: Manifest,
+    pub(crate) owner: Option<String>,
+}
+
+impl Bound {
+    /// The manifest of a session about to be created (or rewritten) for
+    /// `owner`: a fresh epoch, nothing in it yet.
+    pub(crate) fn fresh_for(owner: Option<String>) -> Arc<Self> {
+        Arc::new(Self {
+            manifest: Manifest {
+                epoch: manifest::new_epoch(),
+                version: 0,
+                messages: 0,
+                summaries: 0,
+                prompt: false,
+                metadata: Default::default(),
+                counters: Default::default(),
+            },
+            owner,
+        })
+    }
 }
 
 /// What [`Encrypted`] and [`Compressed`] share.
@@ -46,6 +80,8 @@ pub(crate) struct Layer {
     pub(crate) gate: tokio::sync::RwLock<()>,
     compression: Compression,
     plaintext_ok: bool,
+    /// Bound into every value and manifest (`EncryptedBuilder::context`).
+    context: String,
     known: Mutex<HashMap<SessionId, Known>>,
     /// Appends to one session through this layer take turns, so they do
     /// not make each other retry.
@@ -62,8 +98,8 @@ pub(crate) struct Layer {
     unbound: Mutex<HashMap<SessionId, Vec<Arc<Sent>>>>,
 }
 
-/// A message as stored, and opened.
-type Opened = (Arc<Message>, Arc<Message>);
+/// A message as stored, and opened, under the session's epoch.
+type Opened = (Arc<Message>, Arc<Message>, Option<Epoch>);
 
 /// Messages the layer keeps opened, at most.
 const OPENED_CAPACITY: usize = 16_384;
@@ -74,6 +110,7 @@ impl Layer {
         keys: Option<Arc<RwLock<KeyRing>>>,
         compression: Compression,
         plaintext_ok: bool,
+        context: String,
     ) -> Self {
         Self {
             inner,
@@ -81,6 +118,7 @@ impl Layer {
             gate: tokio::sync::RwLock::new(()),
             compression,
             plaintext_ok,
+            context,
             known: Mutex::new(HashMap::new()),
             appending: SessionLocks::default(),
             opened: Mutex::new(HashMap::new()),
@@ -108,6 +146,59 @@ impl Layer {
         self.keys.is_some()
     }
 
+    /// What a value of session `id` is bound to besides its place.
+    pub(crate) fn scope<'a>(&'a self, id: &'a SessionId, bound: Option<&'a Bound>) -> Scope<'a> {
+        Scope {
+            id,
+            owner: bound.and_then(|b| b.owner.as_deref()),
+            context: &self.context,
+            epoch: bound.map(|b| &b.manifest.epoch),
+        }
+    }
+
+    /// The manifest of the session `seen`, checked (`None`: a compression
+    /// layer, or a session without one read while migrating).
+    pub(crate) fn verify(
+        &self,
+        codec: Codec<'_>,
+        seen: &Observed<'_>,
+    ) -> crate::Result<Option<Arc<Bound>>> {
+        if !self.encrypting() {
+            return Ok(None);
+        }
+        Ok(codec
+            .checked_manifest(&self.context, seen)?
+            .map(|manifest| {
+                Arc::new(Bound {
+                    manifest,
+                    owner: seen.owner.map(str::to_owned),
+                })
+            }))
+    }
+
+    /// Seals the manifest after a write on `base` into `patch` (the
+    /// write's sealed metadata patch); the new manifest.
+    pub(crate) fn bind_patch(
+        &self,
+        codec: Codec<'_>,
+        id: &SessionId,
+        base: Option<&Arc<Bound>>,
+        added: (u64, u64),
+        counters: &statestore_core::Counters,
+        patch: &mut Metadata,
+    ) -> StoreResult<Option<Arc<Bound>>> {
+        let Some(base) = base else {
+            return Ok(None);
+        };
+        let next = base.manifest.next(added.0, added.1, counters, patch);
+        let (key, value) = codec.seal_manifest(self.scope(id, Some(base)), &next)?;
+        patch.insert(key, value);
+        Ok(Some(Arc::new(Bound {
+            manifest: next,
+            owner: base.owner.clone(),
+        })))
+    }
+
     pub(crate) fn err(&self, e: crate::Error) -> StoreError {
         e.into_store(self.encrypting())
     }
@@ -117,11 +208,25 @@ impl Layer {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .get(id)
-            .copied()
+            .cloned()
     }
 
-    pub(crate) fn remember(&self, id: &SessionId, version: Version, total: u64) {
+    pub(crate) fn remember(
+        &self,
+        id: &SessionId,
+        version: Version,
+        total: u64,
+        bound: Option<Arc<Bound>>,
+    ) {
         if !self.encrypting() {
+            return;
+        }
+        if bound
+            .as_ref()
+            .is_some_and(|b| b.manifest.version != version)
+        {
+            // Not what this layer's manifest says: read before writing.
+            self.forget(id);
             return;
         }
         let mut known = self.known.lock().unwrap_or_else(PoisonError::into_inner);
@@ -129,7 +234,14 @@ impl Layer {
             // Crude but bounded: a forgotten session costs one extra read.
             known.clear();
         }
-        known.insert(id.clone(), Known { version, total });
+        known.insert(
+            id.clone(),
+            Known {
+                version,
+                total,
+                bound,
+            },
+        );
     }
 
     fn forget(&self, id: &SessionId) {
@@ -138,17 +250,6 @@ impl Layer {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .remove(id);
-        }
-    }
-
-    /// After a write (not an append) returned `version`: the message count
-    /// is unchanged when this layer knew the session at `version - 1`.
-    fn advance(&self, id: &SessionId, version: Version) {
-        match self.known(id) {
-            Some(k) if k.version.checked_add(1) == Some(version) => {
-                self.remember(id, version, k.total);
-            }
-            _ => self.forget(id),
         }
     }
 
@@ -163,6 +264,7 @@ impl Layer {
     fn cache_opened(
         &self,
         id: &SessionId,
+        epoch: Option<Epoch>,
         entries: impl IntoIterator<Item = (u64, Arc<Message>, Arc<Message>)>,
     ) {
         let mut opened = self.opened.lock().unwrap_or_else(PoisonError::into_inner);
@@ -170,26 +272,30 @@ impl Layer {
             if opened.len() >= OPENED_CAPACITY {
                 opened.clear();
             }
-            opened.insert((id.clone(), position), (stored, open));
+            opened.insert((id.clone(), position), (stored, open, epoch));
         }
     }
 
     /// `messages` (stored from position `first`) opened, from the cache
-    /// where the stored form is unchanged.
+    /// where the stored form and the epoch are unchanged.
     fn open_messages(
         &self,
         codec: Codec<'_>,
-        id: &SessionId,
+        scope: Scope<'_>,
         first: u64,
         messages: Vec<Arc<Message>>,
     ) -> crate::Result<Vec<Arc<Message>>> {
+        let id = scope.id;
+        let epoch = scope.epoch.copied();
         let mut out = Vec::with_capacity(messages.len());
         let mut fresh = Vec::new();
         {
             let opened = self.opened.lock().unwrap_or_else(PoisonError::into_inner);
             for (position, stored) in (first..).zip(&messages) {
                 match opened.get(&(id.clone(), position)) {
-                    Some((was, open)) if Arc::ptr_eq(was, stored) || **was == **stored => {
+                    Some((was, open, e))
+                        if *e == epoch && (Arc::ptr_eq(was, stored) || **was == **stored) =>
+                    {
                         out.push(Some(Arc::clone(open)));
                     }
                     _ => out.push(None),
@@ -201,7 +307,7 @@ impl Layer {
             let open = match cached {
                 Some(open) => open,
                 None => {
-                    let open = Arc::new(codec.open_message(id, position, &stored)?);
+                    let open = Arc::new(codec.open_message(scope, position, &stored)?);
                     fresh.push((position, stored, Arc::clone(&open)));
                     open
                 }
@@ -209,7 +315,7 @@ impl Layer {
             result.push(open);
         }
         if !fresh.is_empty() {
-            self.cache_opened(id, fresh);
+            self.cache_opened(id, epoch, fresh);
         }
         Ok(result)
     }
@@ -219,16 +325,32 @@ impl Layer {
             self.forget(id);
             return Ok(None);
         };
-        self.remember(id, raw.version, raw.messages.len() as u64);
         let keys = self.keys();
         let codec = self.codec(keys.as_ref());
         let messages = std::mem::take(&mut raw.messages);
-        let open = || -> crate::Result<ConversationState> {
-            let mut state = codec.open_state(&raw)?;
-            state.messages = self.open_messages(codec, id, 0, messages)?;
-            Ok(state)
+        let total = messages.len() as u64;
+        let open = || -> crate::Result<(ConversationState, Option<Arc<Bound>>)> {
+            let mut seen = Observed::state(&raw);
+            seen.messages = total;
+            let bound = self.verify(codec, &seen)?;
+            if self.encrypting() {
+                manifest::strip(&mut raw.metadata);
+            }
+            let scope = self.scope(id, bound.as_deref());
+            let mut state = codec.open_state(scope, &raw)?;
+            state.messages = self.open_messages(codec, scope, 0, messages)?;
+            Ok((state, bound))
         };
-        open().map(Some).map_err(|e| self.err(e))
+        match open() {
+            Ok((state, bound)) => {
+                self.remember(id, state.version, total, bound);
+                Ok(Some(state))
+            }
+            Err(e) => {
+                self.forget(id);
+                Err(self.err(e))
+            }
+        }
     }
 
     pub(crate) async fn load_recent_with(
@@ -241,39 +363,34 @@ impl Layer {
             self.forget(id);
             return Ok(None);
         };
-        self.remember(id, raw.version, raw.total_messages);
         let keys = self.keys();
         let codec = self.codec(keys.as_ref());
-        let mut raw = raw;
         let first = raw.first_position();
-        let messages = std::mem::take(&mut raw.messages);
-        let open = || -> crate::Result<RecentState> {
-            let mut recent = codec.open_recent(raw)?;
-            recent.messages = self.open_messages(codec, id, first, messages)?;
-            if let (Some(stored), Some(key)) = (&recent.pending, lookup) {
-                recent.pending = Some(codec.open_pending(id, key.as_str(), stored)?);
+        let total = raw.total_messages;
+        let open = |mut raw: RecentState| -> crate::Result<(RecentState, Option<Arc<Bound>>)> {
+            let bound = self.verify(codec, &Observed::recent(&raw))?;
+            if self.encrypting() {
+                manifest::strip(&mut raw.metadata);
             }
-            Ok(recent)
+            let messages = std::mem::take(&mut raw.messages);
+            let scope = self.scope(id, bound.as_deref());
+            let pending = raw.pending.take();
+            let mut recent = codec.open_recent(scope, raw)?;
+            recent.messages = self.open_messages(codec, scope, first, messages)?;
+            if let (Some(stored), Some(key)) = (pending, lookup) {
+                let scope = self.scope(id, None);
+                recent.pending = Some(codec.open_pending(scope, key.as_str(), &stored)?);
+            }
+            Ok((recent, bound))
         };
-        open().map(Some).map_err(|e| self.err(e))
-    }
-
-    pub(crate) async fn save(
-        &self,
-        state: &ConversationState,
-        expect: Expect,
-    ) -> StoreResult<Version> {
-        let _gate = self.gate.read().await;
-        let keys = self.keys();
-        let sealed = self.codec(keys.as_ref()).seal_state(state)?;
-        match self.inner.save(&sealed, expect).await {
-            Ok(v) => {
-                self.remember(&state.id, v, state.messages.len() as u64);
-                Ok(v)
+        match open(raw) {
+            Ok((recent, bound)) => {
+                self.remember(id, recent.version, total, bound);
+                Ok(Some(recent))
             }
             Err(e) => {
-                self.forget(&state.id);
-                Err(e)
+                self.forget(id);
+                Err(self.err(e))
             }
         }
     }
@@ -285,10 +402,13 @@ impl Layer {
     ) -> StoreResult<Appended> {
         if !self.encrypting() {
             // Compressed values are not bound to a position.
-            let sealed = self.codec(None).seal_messages(id, 0, &append.messages)?;
+            let codec = self.codec(None);
+            let scope = self.scope(id, None);
+            let sealed = codec.seal_messages(scope, 0, &append.messages)?;
+            let patch = codec.seal_patch(scope, append.metadata.clone())?;
             return self
                 .inner
-                .append_with(id, with_messages(&append, sealed, append.expect))
+                .append_with(id, with_messages(&append, sealed, append.expect, patch))
                 .await;
         }
         // Appends through this layer to one session take turns: each then
@@ -298,77 +418,60 @@ impl Layer {
         self.rebind_others(id, append.key.as_ref()).await;
         let caller = append.expect;
         // Where the messages will land, without a read when this layer knows.
-        let mut plan = match caller {
-            Expect::Absent => Some((Expect::Absent, 0)),
-            Expect::Version(v) => self
-                .known(id)
-                .filter(|k| k.version == v)
-                .map(|k| (caller, k.total)),
-            Expect::Any => self
-                .known(id)
-                .map(|k| (Expect::Version(k.version), k.total)),
-        };
+        let mut plan = self.plan_known(id, caller);
         for _ in 0..MAX_UNGUARDED_ATTEMPTS {
-            let (guard, first) = match plan.take() {
+            let Plan { guard, total, base } = match plan.take() {
                 Some(planned) => planned,
-                None => {
-                    let read = self
-                        .inner
-                        .load_recent_with(id, 0, append.key.as_ref())
-                        .await?;
-                    if let Some(r) = &read {
-                        self.remember(id, r.version, r.total_messages);
-                        if let Some(replay) = r.replay {
-                            let attempts = self.unbound_of(id, append.key.as_ref());
-                            if attempts.is_empty() {
-                                return Ok(replay);
-                            }
-                            let _gate = self.gate.read().await;
-                            let keys = self.keys();
-                            let codec = self.codec(keys.as_ref());
-                            return self.rebind_landed(id, &replay, &attempts, codec).await;
+                None => match self.plan_read(id, caller, append.key.as_ref()).await? {
+                    Planned::Write(plan) => plan,
+                    Planned::Replay(replay) => {
+                        let attempts = self.unbound_of(id, append.key.as_ref());
+                        if attempts.is_empty() {
+                            return Ok(replay);
                         }
+                        let _gate = self.gate.read().await;
+                        let keys = self.keys();
+                        let codec = self.codec(keys.as_ref());
+                        return self.rebind_landed(id, &replay, &attempts, codec).await;
                     }
-                    let found = read.map(|r| (r.version, r.total_messages));
-                    match (caller, found) {
-                        (Expect::Version(v), Some((version, total))) if version == v => {
-                            (caller, total)
-                        }
-                        (Expect::Version(_), found) => {
-                            return Err(StoreError::Conflict {
-                                id: id.clone(),
-                                expected: caller,
-                                actual: found.map(|(v, _)| v),
-                            });
-                        }
-                        (_, Some((version, total))) => (Expect::Version(version), total),
-                        (_, None) => (Expect::Absent, 0),
-                    }
-                }
+                },
             };
+            let first = total;
             let gate = self.gate.read().await;
             let keys = self.keys();
             let codec = self.codec(keys.as_ref());
-            let sealed = codec.seal_messages(id, first, &append.messages)?;
+            let scope = self.scope(id, base.as_deref());
+            let sealed = codec.seal_messages(scope, first, &append.messages)?;
+            let mut patch = codec.seal_patch(scope, append.metadata.clone())?;
+            let added = (append.messages.len() as u64, 0);
+            let next = self.bind_patch(
+                codec,
+                id,
+                base.as_ref(),
+                added,
+                &append.counters,
+                &mut patch,
+            )?;
+            let epoch = base.as_ref().map(|b| b.manifest.epoch);
             let stored: Vec<Arc<Message>> = sealed.iter().cloned().map(Arc::new).collect();
             let sent = || Sent {
                 planned: first,
+                epoch,
                 stored: stored.clone(),
                 plain: append.messages.clone(),
                 key: append.key.clone(),
             };
             match self
                 .inner
-                .append_with(id, with_messages(&append, sealed, guard))
+                .append_with(id, with_messages(&append, sealed, guard, patch))
                 .await
             {
                 Ok(done) => {
-                    if !done.replayed {
-                        self.remember(id, done.version, done.first_position + done.messages);
-                    }
                     if done.first_position == first && !done.replayed {
+                        self.remember(id, done.version, first + done.messages, next);
                         self.cache_opened(
                             id,
+                            epoch,
                             (first..)
                                 .zip(stored)
                                 .zip(&append.messages)
@@ -377,6 +480,7 @@ impl Layer {
                         self.settled(id, append.key.as_ref());
                         return Ok(done);
                     }
+                    self.forget(id);
                     // This attempt's own bytes (re-sent by the client, or
                     // landed elsewhere), or an earlier attempt's.
                     let mut attempts = self.unbound_of(id, append.key.as_ref());
@@ -436,75 +540,6 @@ impl Layer {
         self.forget(id);
         existed
     }
-
-    pub(crate) async fn merge_metadata(
-        &self,
-        id: &SessionId,
-        patch: Metadata,
-        expect: Expect,
-    ) -> StoreResult<Version> {
-        let _gate = self.gate.read().await;
-        let keys = self.keys();
-        let patch = self.codec(keys.as_ref()).seal_patch(id, patch)?;
-        let result = self.inner.merge_metadata(id, patch, expect).await;
-        match &result {
-            Ok(v) => self.advance(id, *v),
-            Err(_) => self.forget(id),
-        }
-        result
-    }
-
-    pub(crate) async fn add_summary(
-        &self,
-        id: &SessionId,
-        summary: Summary,
-        expect: Expect,
-    ) -> StoreResult<Version> {
-        if !self.encrypting() {
-            let sealed = self.codec(None).seal_summary(id, 0, &summary);
-            return self.inner.add_summary(id, sealed, expect).await;
-        }
-        // Summaries are bound to their index: read how many there are.
-        for _ in 0..MAX_UNGUARDED_ATTEMPTS {
-            let Some(read) = self.inner.load_recent(id, 0).await? else {
-                self.forget(id);
-                return Err(StoreError::NotFound { id: id.clone() });
-            };
-            self.remember(id, read.version, read.total_messages);
-            if !expect.admits(Some(read.version)) {
-                return Err(StoreError::Conflict {
-                    id: id.clone(),
-                    expected: expect,
-                    actual: Some(read.version),
-                });
-            }
-            let _gate = self.gate.read().await;
-            let keys = self.keys();
-            let sealed =
-                self.codec(keys.as_ref())
-                    .seal_summary(id, read.summaries.len() as u64, &summary);
-            match self
-                .inner
-                .add_summary(id, sealed, Expect::Version(read.version))
-                .await
-            {
-                Ok(v) => {
-                    self.advance(id, v);
-                    return Ok(v);
-                }
-                Err(StoreError::Conflict { .. }) if expect == Expect::Any => self.forget(id),
-                Err(e) => {
-                    self.forget(id);
-                    return Err(e);
-                }
-            }
-        }
-        Err(StoreError::Conflict {
-            id: id.clone(),
-            expected: expect,
-            actual: None,
-        })
-    }
 }
 
 /// One async mutex per session with an append in progress, removed when
@@ -553,15 +588,18 @@ impl Drop for SessionTurn<'_> {
     }
 }
 
-/// `append` with other messages and guard, its key and counters kept.
+/// `append` with other messages, guard and metadata patch, its key and
+/// counters kept.
 fn with_messages(
     append: &Append,
     messages: Vec<statestore_core::Message>,
     expect: Expect,
+    metadata: Metadata,
 ) -> Append {
     let mut out = Append::new(messages).expect(expect);
     out.key.clone_from(&append.key);
     out.counters.clone_from(&append.counters);
+    out.metadata = metadata;
     out
 }
 
@@ -572,6 +610,7 @@ impl fmt::Debug for Layer {
             .field("keys", &self.keys())
             .field("compression", &self.compression)
             .field("accept_plaintext", &self.plaintext_ok)
+            .field("context", &self.context)
             .finish_non_exhaustive()
     }
 }

@@ -5,6 +5,7 @@ mod envelope;
 mod error;
 mod key;
 mod layer;
+mod manifest;
 mod rotate;
 mod seal;
 mod stores;
@@ -20,14 +21,14 @@ pub use stores::{Compressed, Encrypted, EncryptedBuilder};
 pub mod __bench {
     use statestore_core::SessionId;
 
-    use crate::envelope::{Place, Sealer};
+    use crate::envelope::{Place, Scope, Sealer};
     use crate::{Compression, KeyRing};
 
     /// One value sealed as the system prompt of session `bench`.
     #[must_use]
     pub fn seal(keys: Option<&KeyRing>, compression: Compression, body: &[u8]) -> Option<String> {
         let id = SessionId::new("bench").ok()?;
-        Some(Sealer { keys, compression }.seal(body, &id, &Place::SystemPrompt))
+        Some(Sealer { keys, compression }.seal(body, &scope(&id), &Place::SystemPrompt))
     }
 
     /// [`seal`] undone.
@@ -38,6 +39,17 @@ pub mod __bench {
             keys,
             compression: Compression::none(),
         };
-        sealer.open(text, &id, &Place::SystemPrompt, true).ok()
+        sealer
+            .open(text, &scope(&id), &Place::SystemPrompt, true)
+            .ok()
+    }
+
+    fn scope(id: &SessionId) -> Scope<'_> {
+        Scope {
+            id,
+            owner: None,
+            context: "",
+            epoch: Some(&[0; 16]),
+        }
     }
 }

@@ -149,18 +149,16 @@ impl Encrypted {
                 });
             };
             let keys = self.keyring();
-            let (state, values) = layer.codec(Some(&keys)).rekey_state(&raw)?;
-            if values == 0 {
-                layer.remember(id, raw.version, raw.messages.len() as u64);
+            let Some((state, values, bound)) = layer.rekey(layer.codec(Some(&keys)), &raw)? else {
                 return Ok(Reencrypted {
                     version: Some(raw.version),
-                    values,
+                    values: 0,
                     attempts: attempt,
                 });
-            }
+            };
             match layer.inner.save(&state, Expect::Version(raw.version)).await {
                 Ok(version) => {
-                    layer.remember(id, version, state.messages.len() as u64);
+                    layer.remember(id, version, state.messages.len() as u64, Some(bound));
                     tracing::debug!(session = %id, values, attempt, "re-encrypted");
                     return Ok(Reencrypted {
                         version: Some(version),

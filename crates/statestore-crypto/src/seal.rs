@@ -8,7 +8,7 @@ use statestore_core::{
     ToolCall,
 };
 
-use crate::envelope::{self, Place, Sealer};
+use crate::envelope::{self, Place, Scope, Sealer};
 use crate::{Error, Field, Result};
 
 /// The message metadata key under which a sealed message keeps its body.
@@ -99,7 +99,7 @@ impl Codec<'_> {
 
     pub(crate) fn seal_message(
         &self,
-        id: &SessionId,
+        s: Scope<'_>,
         position: u64,
         m: &Message,
     ) -> statestore_core::Result<Message> {
@@ -110,7 +110,7 @@ impl Codec<'_> {
             tool_call_id: m.tool_call_id.as_deref(),
             metadata: &m.metadata,
         })
-        .map_err(|e| serialization(id, "a message", &e))?;
+        .map_err(|e| serialization(s.id, "a message", &e))?;
         let ambiguous = m.metadata.contains_key(SEALED_KEY);
         if !self.encrypting()
             && !ambiguous
@@ -122,7 +122,7 @@ impl Codec<'_> {
         {
             return Ok(m.clone());
         }
-        let sealed = self.sealer.seal(&body, id, &message_place(position, m));
+        let sealed = self.sealer.seal(&body, &s, &message_place(position, m));
         if !self.worth_sealing(&sealed, body.len(), ambiguous) {
             return Ok(m.clone());
         }
@@ -140,19 +140,14 @@ impl Codec<'_> {
         })
     }
 
-    pub(crate) fn open_message(
-        &self,
-        id: &SessionId,
-        position: u64,
-        m: &Message,
-    ) -> Result<Message> {
+    pub(crate) fn open_message(&self, s: Scope<'_>, position: u64, m: &Message) -> Result<Message> {
         let field = || Field::Message(position);
         let Some(sealed) = m.metadata.get(SEALED_KEY) else {
-            self.plain(id, field())?;
+            self.plain(s.id, field())?;
             return Ok(m.clone());
         };
         let malformed = |reason: &str| Error::Malformed {
-            id: id.clone(),
+            id: s.id.clone(),
             field: field(),
             reason: reason.to_owned(),
         };
@@ -169,8 +164,8 @@ impl Codec<'_> {
         }
         let body = self
             .sealer
-            .open(sealed, id, &message_place(position, m), self.plaintext_ok)
-            .map_err(|f| f.at(id, field()))?;
+            .open(sealed, &s, &message_place(position, m), self.plaintext_ok)
+            .map_err(|f| f.at(s.id, field()))?;
         let body: Body = serde_json::from_slice(&body)
             .map_err(|_| malformed("the sealed body is not a message body"))?;
         Ok(Message {
@@ -185,7 +180,7 @@ impl Codec<'_> {
         })
     }
 
-    fn seal_text(&self, text: &str, id: &SessionId, place: &Place<'_>) -> String {
+    fn seal_text(&self, text: &str, s: Scope<'_>, place: &Place<'_>) -> String {
         let ambiguous = envelope::is_sealed(text);
         if !self.encrypting()
             && !ambiguous
@@ -197,7 +192,7 @@ impl Codec<'_> {
         {
             return text.to_owned();
         }
-        let sealed = self.sealer.seal(text.as_bytes(), id, place);
+        let sealed = self.sealer.seal(text.as_bytes(), &s, place);
         if self.worth_sealing(&sealed, text.len(), ambiguous) {
             sealed
         } else {
@@ -205,33 +200,38 @@ impl Codec<'_> {
         }
     }
 
-    fn open_text(&self, text: &str, id: &SessionId, place: &Place<'_>) -> Result<String> {
+    fn open_text(&self, text: &str, s: Scope<'_>, place: &Place<'_>) -> Result<String> {
         if !envelope::is_sealed(text) {
-            self.plain(id, place.field())?;
+            self.plain(s.id, place.field())?;
             return Ok(text.to_owned());
         }
         let body = self
             .sealer
-            .open(text, id, place, self.plaintext_ok)
-            .map_err(|f| f.at(id, place.field()))?;
+            .open(text, &s, place, self.plaintext_ok)
+            .map_err(|f| f.at(s.id, place.field()))?;
         String::from_utf8(body).map_err(|_| Error::Malformed {
-            id: id.clone(),
+            id: s.id.clone(),
             field: place.field(),
             reason: "the sealed text is not UTF-8".into(),
         })
     }
 
-    pub(crate) fn seal_summary(&self, id: &SessionId, index: u64, s: &Summary) -> Summary {
+    pub(crate) fn seal_summary(&self, s: Scope<'_>, index: u64, summary: &Summary) -> Summary {
         Summary {
-            content: self.seal_text(&s.content, id, &summary_place(index, s)),
-            ..s.clone()
+            content: self.seal_text(&summary.content, s, &summary_place(index, summary)),
+            ..summary.clone()
         }
     }
 
-    pub(crate) fn open_summary(&self, id: &SessionId, index: u64, s: &Summary) -> Result<Summary> {
+    pub(crate) fn open_summary(
+        &self,
+        s: Scope<'_>,
+        index: u64,
+        summary: &Summary,
+    ) -> Result<Summary> {
         Ok(Summary {
-            content: self.open_text(&s.content, id, &summary_place(index, s))?,
-            ..s.clone()
+            content: self.open_text(&summary.content, s, &summary_place(index, summary))?,
+            ..summary.clone()
         })
     }
 
@@ -239,17 +239,17 @@ impl Codec<'_> {
     /// whole progress as JSON, sealed and bound to the session and `key`.
     pub(crate) fn seal_pending(
         &self,
-        id: &SessionId,
+        s: Scope<'_>,
         key: &str,
         pending: &Pending,
     ) -> statestore_core::Result<Pending> {
         let json = serde_json::to_string(pending).map_err(|e| {
             statestore_core::Error::InvalidArgument {
-                id: id.clone(),
+                id: s.id.clone(),
                 reason: format!("progress cannot be serialized: {e}"),
             }
         })?;
-        let sealed = self.seal_text(&json, id, &Place::Pending(key));
+        let sealed = self.seal_text(&json, s, &Place::Pending(key));
         Ok(Pending::new(
             vec![Message::assistant(sealed)],
             Default::default(),
@@ -259,35 +259,35 @@ impl Codec<'_> {
     /// The progress [`Codec::seal_pending`] stored.
     pub(crate) fn open_pending(
         &self,
-        id: &SessionId,
+        s: Scope<'_>,
         key: &str,
         stored: &Pending,
     ) -> Result<Pending> {
         let malformed = |reason: &str| Error::Malformed {
-            id: id.clone(),
+            id: s.id.clone(),
             field: crate::Field::Pending(key.to_owned()),
             reason: reason.into(),
         };
         let [one] = stored.messages.as_slice() else {
             return Err(malformed("not one sealed message"));
         };
-        let json = self.open_text(&one.text(), id, &Place::Pending(key))?;
+        let json = self.open_text(&one.text(), s, &Place::Pending(key))?;
         serde_json::from_str(&json).map_err(|_| malformed("the progress is not valid JSON"))
     }
 
-    pub(crate) fn seal_prompt(&self, id: &SessionId, prompt: &str) -> String {
-        self.seal_text(prompt, id, &Place::SystemPrompt)
+    pub(crate) fn seal_prompt(&self, s: Scope<'_>, prompt: &str) -> String {
+        self.seal_text(prompt, s, &Place::SystemPrompt)
     }
 
-    pub(crate) fn open_prompt(&self, id: &SessionId, prompt: &str) -> Result<String> {
-        self.open_text(prompt, id, &Place::SystemPrompt)
+    pub(crate) fn open_prompt(&self, s: Scope<'_>, prompt: &str) -> Result<String> {
+        self.open_text(prompt, s, &Place::SystemPrompt)
     }
 
     /// A metadata value, sealed (by an encrypting layer; a
     /// compression-only layer leaves metadata as it is).
     pub(crate) fn seal_value(
         &self,
-        id: &SessionId,
+        s: Scope<'_>,
         key: &str,
         value: &serde_json::Value,
     ) -> statestore_core::Result<serde_json::Value> {
@@ -295,13 +295,13 @@ impl Codec<'_> {
             return Ok(value.clone());
         }
         let body =
-            serde_json::to_vec(value).map_err(|e| serialization(id, "a metadata value", &e))?;
-        Ok(self.sealer.seal(&body, id, &Place::Metadata(key)).into())
+            serde_json::to_vec(value).map_err(|e| serialization(s.id, "a metadata value", &e))?;
+        Ok(self.sealer.seal(&body, &s, &Place::Metadata(key)).into())
     }
 
     pub(crate) fn open_value(
         &self,
-        id: &SessionId,
+        s: Scope<'_>,
         key: &str,
         value: &serde_json::Value,
     ) -> Result<serde_json::Value> {
@@ -312,16 +312,16 @@ impl Codec<'_> {
         let text = match value {
             serde_json::Value::String(s) if envelope::is_sealed(s) => s,
             _ => {
-                self.plain(id, place.field())?;
+                self.plain(s.id, place.field())?;
                 return Ok(value.clone());
             }
         };
         let body = self
             .sealer
-            .open(text, id, &place, self.plaintext_ok)
-            .map_err(|f| f.at(id, place.field()))?;
+            .open(text, &s, &place, self.plaintext_ok)
+            .map_err(|f| f.at(s.id, place.field()))?;
         serde_json::from_slice(&body).map_err(|_| Error::Malformed {
-            id: id.clone(),
+            id: s.id.clone(),
             field: place.field(),
             reason: "the sealed value is not JSON".into(),
         })
@@ -330,7 +330,7 @@ impl Codec<'_> {
     /// A metadata patch: values sealed, `null`s (removals) kept.
     pub(crate) fn seal_patch(
         &self,
-        id: &SessionId,
+        s: Scope<'_>,
         patch: Metadata,
     ) -> statestore_core::Result<Metadata> {
         patch
@@ -339,7 +339,7 @@ impl Codec<'_> {
                 let v = if v.is_null() {
                     v
                 } else {
-                    self.seal_value(id, &k, &v)?
+                    self.seal_value(s, &k, &v)?
                 };
                 Ok((k, v))
             })
@@ -348,124 +348,140 @@ impl Codec<'_> {
 
     fn seal_metadata(
         &self,
-        id: &SessionId,
+        s: Scope<'_>,
         metadata: &Metadata,
     ) -> statestore_core::Result<Metadata> {
         metadata
             .iter()
-            .map(|(k, v)| Ok((k.clone(), self.seal_value(id, k, v)?)))
+            .map(|(k, v)| Ok((k.clone(), self.seal_value(s, k, v)?)))
             .collect()
     }
 
-    fn open_metadata(&self, id: &SessionId, metadata: &Metadata) -> Result<Metadata> {
+    fn open_metadata(&self, s: Scope<'_>, metadata: &Metadata) -> Result<Metadata> {
         metadata
             .iter()
-            .map(|(k, v)| Ok((k.clone(), self.open_value(id, k, v)?)))
+            .map(|(k, v)| Ok((k.clone(), self.open_value(s, k, v)?)))
             .collect()
     }
 
     pub(crate) fn seal_messages<'m>(
         &self,
-        id: &SessionId,
+        s: Scope<'_>,
         first: u64,
         messages: impl IntoIterator<Item = &'m Message>,
     ) -> statestore_core::Result<Vec<Message>> {
         (first..)
             .zip(messages)
-            .map(|(p, m)| self.seal_message(id, p, m))
+            .map(|(p, m)| self.seal_message(s, p, m))
             .collect()
     }
 
     fn open_messages(
         &self,
-        id: &SessionId,
+        s: Scope<'_>,
         first: u64,
         messages: &[Arc<Message>],
     ) -> Result<Vec<Arc<Message>>> {
         (first..)
             .zip(messages)
-            .map(|(p, m)| self.open_message(id, p, m).map(Arc::new))
+            .map(|(p, m)| self.open_message(s, p, m).map(Arc::new))
             .collect()
     }
 
+    /// `state` sealed for scope `s` (whose id is `state.id`).
     pub(crate) fn seal_state(
         &self,
+        s: Scope<'_>,
         state: &ConversationState,
     ) -> statestore_core::Result<ConversationState> {
-        let id = &state.id;
         Ok(ConversationState {
             messages: self
-                .seal_messages(id, 0, state.messages.iter().map(|m| &**m))?
+                .seal_messages(s, 0, state.messages.iter().map(|m| &**m))?
                 .into_iter()
                 .map(Arc::new)
                 .collect(),
             system_prompt: state
                 .system_prompt
                 .as_deref()
-                .map(|p| self.seal_prompt(id, p)),
+                .map(|p| self.seal_prompt(s, p)),
             summaries: (0..)
                 .zip(&state.summaries)
-                .map(|(i, s)| self.seal_summary(id, i, s))
+                .map(|(i, summary)| self.seal_summary(s, i, summary))
                 .collect(),
-            metadata: self.seal_metadata(id, &state.metadata)?,
+            metadata: self.seal_metadata(s, &state.metadata)?,
             ..state.clone_header()
         })
     }
 
-    pub(crate) fn open_state(&self, state: &ConversationState) -> Result<ConversationState> {
-        let id = &state.id;
+    /// `state` (its manifest already taken out of its metadata) opened.
+    pub(crate) fn open_state(
+        &self,
+        s: Scope<'_>,
+        state: &ConversationState,
+    ) -> Result<ConversationState> {
         Ok(ConversationState {
-            messages: self.open_messages(id, 0, &state.messages)?,
+            messages: self.open_messages(s, 0, &state.messages)?,
             system_prompt: state
                 .system_prompt
                 .as_deref()
-                .map(|p| self.open_prompt(id, p))
+                .map(|p| self.open_prompt(s, p))
                 .transpose()?,
             summaries: (0..)
                 .zip(&state.summaries)
-                .map(|(i, s)| self.open_summary(id, i, s))
+                .map(|(i, summary)| self.open_summary(s, i, summary))
                 .collect::<Result<_>>()?,
-            metadata: self.open_metadata(id, &state.metadata)?,
+            metadata: self.open_metadata(s, &state.metadata)?,
             ..state.clone_header()
         })
     }
 
-    pub(crate) fn open_recent(&self, recent: RecentState) -> Result<RecentState> {
-        let id = &recent.id;
+    /// `recent` (its manifest already taken out of its metadata) opened.
+    pub(crate) fn open_recent(&self, s: Scope<'_>, recent: RecentState) -> Result<RecentState> {
         Ok(RecentState {
-            messages: self.open_messages(id, recent.first_position(), &recent.messages)?,
+            messages: self.open_messages(s, recent.first_position(), &recent.messages)?,
             system_prompt: recent
                 .system_prompt
                 .as_deref()
-                .map(|p| self.open_prompt(id, p))
+                .map(|p| self.open_prompt(s, p))
                 .transpose()?,
             summaries: (0..)
                 .zip(&recent.summaries)
-                .map(|(i, s)| self.open_summary(id, i, s))
+                .map(|(i, summary)| self.open_summary(s, i, summary))
                 .collect::<Result<_>>()?,
-            metadata: self.open_metadata(id, &recent.metadata)?,
+            metadata: self.open_metadata(s, &recent.metadata)?,
             ..recent
         })
     }
 
-    /// `raw` with every value not encrypted under the current key
-    /// re-sealed under it, and how many values that was. Values already
-    /// under the current key are kept byte for byte (not opened).
+    /// Whether `text` is a value sealed in this build's format under the
+    /// current key (read from its header, not opened).
+    pub(crate) fn is_current(&self, text: &str) -> bool {
+        let Some(keys) = self.sealer.keys else {
+            return false;
+        };
+        envelope::is_sealed(text)
+            && envelope::decode_text(text).ok().is_some_and(|b| {
+                envelope::header(&b).is_ok_and(|h| h.current_under(keys.current_id()))
+            })
+    }
+
+    /// `raw` (its manifest already taken out) with every value opened under
+    /// scope `from` and sealed again for scope `to` — all of them when the
+    /// scopes differ (a session bound for the first time), else only those
+    /// not under the current key (the others are kept byte for byte, not
+    /// opened) — and how many values were sealed again.
     pub(crate) fn rekey_state(
         &self,
+        from: Scope<'_>,
+        to: Scope<'_>,
         raw: &ConversationState,
     ) -> Result<(ConversationState, usize)> {
         let Some(keys) = self.sealer.keys else {
             return Ok((raw.clone(), 0));
         };
-        let current = keys.current_id();
-        let is_current = |text: &str| {
-            envelope::is_sealed(text)
-                && envelope::decode_text(text)
-                    .ok()
-                    .is_some_and(|b| envelope::header(&b).is_ok_and(|h| h.encrypted_under(current)))
-        };
-        let id = &raw.id;
+        let _ = keys;
+        let same = from.epoch == to.epoch && from.owner == to.owner;
+        let is_current = |text: &str| same && self.is_current(text);
         let mut changed = 0;
         let mut state = raw.clone();
         for (p, m) in (0..).zip(state.messages.iter_mut()) {
@@ -473,25 +489,25 @@ impl Codec<'_> {
             if sealed.is_some_and(is_current) {
                 continue;
             }
-            let open = self.open_message(id, p, m)?;
-            *m = Arc::new(self.seal_message(id, p, &open)?);
+            let open = self.open_message(from, p, m)?;
+            *m = Arc::new(self.seal_message(to, p, &open)?);
             changed += 1;
         }
         if let Some(prompt) = &mut state.system_prompt
             && !is_current(prompt)
         {
-            *prompt = self.seal_prompt(id, &self.open_prompt(id, prompt)?);
+            *prompt = self.seal_prompt(to, &self.open_prompt(from, prompt)?);
             changed += 1;
         }
-        for (i, s) in (0..).zip(state.summaries.iter_mut()) {
-            if !is_current(&s.content) {
-                *s = self.seal_summary(id, i, &self.open_summary(id, i, s)?);
+        for (i, summary) in (0..).zip(state.summaries.iter_mut()) {
+            if !is_current(&summary.content) {
+                *summary = self.seal_summary(to, i, &self.open_summary(from, i, summary)?);
                 changed += 1;
             }
         }
         for (k, v) in &mut state.metadata {
             if !v.as_str().is_some_and(is_current) {
-                *v = self.seal_value(id, k, &self.open_value(id, k, v)?)?;
+                *v = self.seal_value(to, k, &self.open_value(from, k, v)?)?;
                 changed += 1;
             }
         }

@@ -4,8 +4,8 @@
 use std::sync::{Arc, PoisonError, RwLock};
 
 use statestore_core::{
-    Append, Appended, ConversationState, Expect, IdempotencyKey, ListPage, ListQuery, Metadata,
-    Pending, RecentState, Result as StoreResult, SessionId, Store, Summary, Version, async_trait,
+    AddSummary, Append, Appended, ConversationState, Expect, IdempotencyKey, ListPage, ListQuery,
+    Metadata, Pending, RecentState, Result as StoreResult, SessionId, Store, Version, async_trait,
 };
 
 use crate::layer::Layer;
@@ -47,9 +47,20 @@ pub struct EncryptedBuilder {
     keys: KeyRing,
     compression: Compression,
     plaintext_ok: bool,
+    context: String,
 }
 
 impl EncryptedBuilder {
+    /// The application context every value and manifest is bound to, for
+    /// example a tenant (`"tenant-a"`) or the store's prefix: a session
+    /// copied into a store read under another context fails to decrypt
+    /// ([`Error::Integrity`](crate::Error::Integrity)). Default: empty.
+    /// Every process reading the same sessions must use the same context.
+    pub fn context(mut self, context: impl Into<String>) -> Self {
+        self.context = context.into();
+        self
+    }
+
     /// Compression of bodies before encryption (default:
     /// [`Compression::zstd`]).
     pub fn compression(mut self, compression: Compression) -> Self {
@@ -79,6 +90,7 @@ impl EncryptedBuilder {
                 Some(Arc::clone(&keys)),
                 self.compression,
                 self.plaintext_ok,
+                self.context,
             ),
             keys,
         }
@@ -100,6 +112,7 @@ impl Encrypted {
             keys,
             compression: Compression::default(),
             plaintext_ok: false,
+            context: String::new(),
         }
     }
 
@@ -166,7 +179,7 @@ impl Compressed {
     #[must_use]
     pub fn with_compression(inner: Arc<dyn Store>, compression: Compression) -> Self {
         Self {
-            layer: Layer::new(inner, None, compression, true),
+            layer: Layer::new(inner, None, compression, true, String::new()),
         }
     }
 
@@ -222,13 +235,12 @@ macro_rules! delegate_store {
             ) -> StoreResult<Version> {
                 self.layer.merge_metadata(id, patch, expect).await
             }
-            async fn add_summary(
+            async fn add_summary_with(
                 &self,
                 id: &SessionId,
-                summary: Summary,
-                expect: Expect,
+                add: AddSummary,
             ) -> StoreResult<Version> {
-                self.layer.add_summary(id, summary, expect).await
+                self.layer.add_summary_with(id, add).await
             }
             async fn touch(&self, id: &SessionId) -> StoreResult<bool> {
                 self.layer.inner.touch(id).await

@@ -19,8 +19,8 @@ use std::time::Duration;
 
 use statestore_core::{
     Append, Appended, ConversationState, Error as StoreError, Expect, IdempotencyKey, ListPage,
-    ListQuery, Message, Metadata, RecentState, Result, SessionId, Store, Summary, Version,
-    WriteOutcome, async_trait,
+    ListQuery, Message, Metadata, RecentState, Result, SessionId, Store, Version, WriteOutcome,
+    async_trait,
 };
 use statestore_crypto::{Encrypted, Error, Field, RotateOptions};
 use support::{key, ring, sid};
@@ -169,13 +169,12 @@ impl Store for Faulty {
     ) -> Result<Version> {
         self.store.merge_metadata(id, patch, expect).await
     }
-    async fn add_summary(
+    async fn add_summary_with(
         &self,
         id: &SessionId,
-        summary: Summary,
-        expect: Expect,
+        add: statestore_core::AddSummary,
     ) -> Result<Version> {
-        self.store.add_summary(id, summary, expect).await
+        self.store.add_summary_with(id, add).await
     }
     async fn touch(&self, id: &SessionId) -> Result<bool> {
         self.store.touch(id).await

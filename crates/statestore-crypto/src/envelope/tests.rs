@@ -3,6 +3,15 @@ use super::*;
 use crate::Key;
 use statestore_core::Role;
 
+fn scope(id: &SessionId) -> Scope<'_> {
+    Scope {
+        id,
+        owner: Some("alice"),
+        context: "tenant",
+        epoch: Some(&[7; 16]),
+    }
+}
+
 fn ring(id: &str, byte: u8) -> KeyRing {
     KeyRing::new(Key::from_bytes(id, &[byte; 32]).unwrap())
 }
@@ -15,10 +24,10 @@ fn the_header_is_authenticated_byte_by_byte() {
         compression: Compression::none(),
     };
     let id = SessionId::new("s").unwrap();
-    let sealed = sealer.seal_bytes(b"hello", &id, &Place::SystemPrompt);
+    let sealed = sealer.seal_bytes(b"hello", &scope(&id), &Place::SystemPrompt);
     assert_eq!(
         sealer
-            .open_bytes(&sealed, &id, &Place::SystemPrompt, false)
+            .open_bytes(&sealed, &scope(&id), &Place::SystemPrompt, false)
             .unwrap(),
         b"hello"
     );
@@ -27,7 +36,7 @@ fn the_header_is_authenticated_byte_by_byte() {
         bad[i] ^= 0x01;
         assert!(
             sealer
-                .open_bytes(&bad, &id, &Place::SystemPrompt, false)
+                .open_bytes(&bad, &scope(&id), &Place::SystemPrompt, false)
                 .is_err(),
             "byte {i}"
         );
@@ -42,17 +51,17 @@ fn compression_is_used_only_when_it_helps() {
     };
     let id = SessionId::new("s").unwrap();
     let text = "the same words again and again ".repeat(20);
-    let sealed = sealer.seal_bytes(text.as_bytes(), &id, &Place::SystemPrompt);
+    let sealed = sealer.seal_bytes(text.as_bytes(), &scope(&id), &Place::SystemPrompt);
     assert_eq!(sealed[2], CODEC_ZSTD);
     assert!(sealed.len() < text.len() / 4);
     let opened = sealer
-        .open_bytes(&sealed, &id, &Place::SystemPrompt, true)
+        .open_bytes(&sealed, &scope(&id), &Place::SystemPrompt, true)
         .unwrap();
     assert_eq!(opened, text.as_bytes());
     let random: Vec<u8> = (0..50)
         .flat_map(|_| chacha20poly1305::XChaCha20Poly1305::generate_nonce(&mut OsRng))
         .collect();
-    let sealed = sealer.seal_bytes(&random, &id, &Place::SystemPrompt);
+    let sealed = sealer.seal_bytes(&random, &scope(&id), &Place::SystemPrompt);
     assert_eq!(
         sealed[2], CODEC_NONE,
         "incompressible bytes are stored as they are"
@@ -90,9 +99,9 @@ proptest::proptest! {
             Place::SystemPrompt,
         ];
         for place in &places {
-            let sealed = sealer.seal(&body, &id, place);
+            let sealed = sealer.seal(&body, &scope(&id), place);
             proptest::prop_assert!(sealed.starts_with(PREFIX));
-            let opened = sealer.open(&sealed, &id, place, true);
+            let opened = sealer.open(&sealed, &scope(&id), place, true);
             proptest::prop_assert_eq!(opened.as_deref(), Ok(body.as_slice()));
             if !encrypt {
                 continue;
@@ -100,14 +109,14 @@ proptest::proptest! {
             let mut bytes = decode_text(&sealed).unwrap();
             let i = at.index(bytes.len());
             bytes[i] ^= flip;
-            proptest::prop_assert!(sealer.open_bytes(&bytes, &id, place, false).is_err(), "byte {i} changed");
+            proptest::prop_assert!(sealer.open_bytes(&bytes, &scope(&id), place, false).is_err(), "byte {i} changed");
             let other = SessionId::new(format!("{session}x")).unwrap();
             proptest::prop_assert_eq!(
-                sealer.open(&sealed, &other, place, false),
+                sealer.open(&sealed, &scope(&other), place, false),
                 Err(Fault::Integrity("k1".into()))
             );
             for elsewhere in places.iter().filter(|p| p.field() != place.field()) {
-                proptest::prop_assert!(sealer.open(&sealed, &id, elsewhere, false).is_err());
+                proptest::prop_assert!(sealer.open(&sealed, &scope(&id), elsewhere, false).is_err());
             }
         }
     }

@@ -13,9 +13,9 @@ impl Layer {
         pending: &Pending,
     ) -> StoreResult<()> {
         let keys = self.keys();
-        let sealed = self
-            .codec(keys.as_ref())
-            .seal_pending(id, key.as_str(), pending)?;
+        let sealed =
+            self.codec(keys.as_ref())
+                .seal_pending(self.scope(id, None), key.as_str(), pending)?;
         self.inner.put_pending(id, key, &sealed).await
     }
 
@@ -30,7 +30,7 @@ impl Layer {
         let keys = self.keys();
         let codec = self.codec(keys.as_ref());
         codec
-            .open_pending(id, key.as_str(), &stored)
+            .open_pending(self.scope(id, None), key.as_str(), &stored)
             .map(Some)
             .map_err(|e| self.err(e))
     }

@@ -11,7 +11,9 @@ use statestore_core::{
     SessionId,
 };
 
-use super::Layer;
+use super::{Bound, Layer};
+use crate::envelope::Epoch;
+use crate::manifest;
 use crate::seal::{Codec, SEALED_KEY};
 
 /// Attempts to re-bind messages an append placed elsewhere than expected.
@@ -26,6 +28,8 @@ const UNBOUND_PER_SESSION: usize = 16;
 pub(super) struct Sent {
     /// The position its first message was sealed for.
     pub(super) planned: u64,
+    /// The epoch it was sealed for (`None`: a session without a manifest).
+    pub(super) epoch: Option<Epoch>,
     /// Its messages exactly as sent: sealed, each with a random nonce, so
     /// no other write stores the same bytes.
     pub(super) stored: Vec<Arc<Message>>,
@@ -76,13 +80,19 @@ impl Layer {
         }
     }
 
-    /// Re-seals, where they now are, the messages of `attempts` stored at
-    /// other positions than the ones they were sealed for, in one
-    /// version-guarded save (again after a lost race). Only a message equal
-    /// byte for byte to one an attempt sent is touched — each carries a
-    /// random nonce, so no other write stored the same bytes; a value moved
-    /// or copied by anyone else keeps failing its check. `Ok` when none of
-    /// them is left misplaced, or the session is gone.
+    /// Re-seals, where they now are and for the session's epoch, the
+    /// messages of `attempts` stored at other positions than the ones they
+    /// were sealed for, or under another epoch (the session was re-created
+    /// between the plan and the write), and seals a new manifest of the
+    /// session as it is, in one version-guarded save (again after a lost
+    /// race). Only a message equal byte for byte to one an attempt sent is
+    /// touched — each carries a random nonce, so no other write stored the
+    /// same bytes; a value moved or copied by anyone else keeps failing its
+    /// check. `Ok` when none of them is left misplaced, or the session is
+    /// gone.
+    ///
+    /// The session's epoch is the one of a manifest no attempt wrote
+    /// (the re-created session's), else the attempts'.
     async fn rebind(
         &self,
         id: &SessionId,
@@ -97,6 +107,10 @@ impl Layer {
                 }
             }
         }
+        let our_keys: Vec<String> = attempts
+            .iter()
+            .filter_map(|a| a.epoch.as_ref().map(manifest::key_of))
+            .collect();
         let mut last = None;
         for _ in 0..REPAIR_ATTEMPTS {
             let mut state = match self.inner.load(id).await {
@@ -104,6 +118,24 @@ impl Layer {
                 Ok(None) => return Ok(()),
                 Err(e) => return Err(("the session could not be read".into(), Some(e))),
             };
+            let manifests: Vec<&String> = state
+                .metadata
+                .keys()
+                .filter(|k| manifest::is_manifest_key(k))
+                .collect();
+            let genuine = manifests
+                .iter()
+                .find(|k| !our_keys.contains(k))
+                .or(manifests.first())
+                .and_then(|k| epoch_of(k));
+            let bound = genuine.map(|epoch| {
+                let mut b = Bound::fresh_for(state.user_id.clone());
+                if let Some(b) = Arc::get_mut(&mut b) {
+                    b.manifest.epoch = epoch;
+                }
+                b
+            });
+            let scope = self.scope(id, bound.as_deref());
             let mut fixed = 0_usize;
             for (position, m) in (0..).zip(state.messages.iter_mut()) {
                 let Some(&(sent, k)) = m
@@ -120,25 +152,32 @@ impl Layer {
                 ) else {
                     continue;
                 };
-                if **m != **mine || sent.planned.checked_add(k) == Some(position) {
+                if **m != **mine
+                    || (sent.planned.checked_add(k) == Some(position) && sent.epoch == genuine)
+                {
                     continue;
                 }
                 let resealed = codec
-                    .seal_message(id, position, plain)
+                    .seal_message(scope, position, plain)
                     .map_err(|e| ("a message could not be sealed".to_owned(), Some(e)))?;
                 *m = Arc::new(resealed);
                 fixed += 1;
             }
-            if fixed == 0 {
+            if fixed == 0 && manifests.len() <= 1 {
                 return Ok(());
             }
-            match self
-                .inner
-                .save(&state, Expect::Version(state.version))
-                .await
-            {
+            manifest::strip(&mut state.metadata);
+            let version = state.version;
+            let bound = match &bound {
+                Some(b) => Some(
+                    self.seal_whole(codec, &mut state, b, version + 1)
+                        .map_err(|e| ("the manifest could not be sealed".to_owned(), Some(e)))?,
+                ),
+                None => None,
+            };
+            match self.inner.save(&state, Expect::Version(version)).await {
                 Ok(v) => {
-                    self.remember(id, v, state.messages.len() as u64);
+                    self.remember(id, v, state.messages.len() as u64, bound);
                     return Ok(());
                 }
                 // Lost a race, or perhaps applied: read again.
@@ -278,4 +317,17 @@ impl Layer {
         }
         self.drop_unbound(id, |a| others.iter().any(|b| Arc::ptr_eq(a, b)));
     }
+}
+
+/// The epoch a manifest's metadata key names.
+fn epoch_of(key: &str) -> Option<Epoch> {
+    let hex = key.strip_prefix(manifest::PREFIX)?;
+    let mut epoch = [0u8; 16];
+    if hex.len() != 32 {
+        return None;
+    }
+    for (i, b) in epoch.iter_mut().enumerate() {
+        *b = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(epoch)
 }

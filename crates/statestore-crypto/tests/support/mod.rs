@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use statestore_core::{
     Append, Appended, ConversationState, Expect, IdempotencyKey, ListPage, ListQuery, Metadata,
-    RecentState, Result, SessionId, Store, Summary, Version, async_trait,
+    RecentState, Result, SessionId, Store, Version, async_trait,
 };
 use statestore_crypto::{Encrypted, Key, KeyRing};
 
@@ -121,13 +121,12 @@ impl Store for Sqlite {
     ) -> Result<Version> {
         self.store.merge_metadata(id, patch, expect).await
     }
-    async fn add_summary(
+    async fn add_summary_with(
         &self,
         id: &SessionId,
-        summary: Summary,
-        expect: Expect,
+        add: statestore_core::AddSummary,
     ) -> Result<Version> {
-        self.store.add_summary(id, summary, expect).await
+        self.store.add_summary_with(id, add).await
     }
     async fn touch(&self, id: &SessionId) -> Result<bool> {
         self.store.touch(id).await

@@ -1,0 +1,245 @@
+//! The writes other than appends — `save`, `merge_metadata`,
+//! `add_summary` — and re-encryption: each rewrites the session's manifest
+//! in its own atomic step (`manifest.rs`).
+
+use std::sync::Arc;
+
+use statestore_core::{
+    AddSummary, ConversationState, Counters, Error as StoreError, Expect, Metadata,
+    Result as StoreResult, SessionId, Version,
+};
+
+use super::{Bound, Layer, MAX_UNGUARDED_ATTEMPTS, Plan, Planned};
+use crate::manifest::{self, Manifest, Observed};
+use crate::seal::Codec;
+
+impl Layer {
+    pub(crate) async fn save(
+        &self,
+        state: &ConversationState,
+        expect: Expect,
+    ) -> StoreResult<Version> {
+        let id = &state.id;
+        let _gate = self.gate.read().await;
+        let keys = self.keys();
+        let codec = self.codec(keys.as_ref());
+        if !self.encrypting() {
+            let sealed = codec.seal_state(self.scope(id, None), state)?;
+            return self.inner.save(&sealed, expect).await;
+        }
+        // The manifest records the version the save makes: guard it.
+        let mut known = match expect {
+            Expect::Any => self
+                .known(id)
+                .map(|k| (Expect::Version(k.version), k.version)),
+            Expect::Version(v) => Some((expect, v)),
+            Expect::Absent => Some((expect, 0)),
+        };
+        for _ in 0..MAX_UNGUARDED_ATTEMPTS {
+            let (guard, before) = match known.take() {
+                Some(planned) => planned,
+                None => match self.inner.load_recent(id, 0).await? {
+                    Some(read) => (Expect::Version(read.version), read.version),
+                    None => (Expect::Absent, 0),
+                },
+            };
+            // A rewrite of the history: a fresh epoch.
+            let bound = Bound::fresh_for(state.user_id.clone());
+            let mut sealed = codec.seal_state(self.scope(id, Some(&bound)), state)?;
+            let bound = self.seal_whole(codec, &mut sealed, &bound, before + 1)?;
+            match self.inner.save(&sealed, guard).await {
+                Ok(v) => {
+                    self.remember(id, v, state.messages.len() as u64, Some(bound));
+                    return Ok(v);
+                }
+                Err(StoreError::Conflict { .. }) if expect == Expect::Any => self.forget(id),
+                Err(e) => {
+                    self.forget(id);
+                    return Err(e);
+                }
+            }
+        }
+        Err(StoreError::Conflict {
+            id: id.clone(),
+            expected: expect,
+            actual: None,
+        })
+    }
+
+    /// Adds to `sealed` (a whole sealed state, without a manifest) the
+    /// manifest of `bound`'s epoch recording it at `version`.
+    pub(crate) fn seal_whole(
+        &self,
+        codec: Codec<'_>,
+        sealed: &mut ConversationState,
+        bound: &Bound,
+        version: Version,
+    ) -> StoreResult<Arc<Bound>> {
+        let manifest = Manifest::of(bound.manifest.epoch, version, sealed);
+        let next = Arc::new(Bound {
+            manifest,
+            owner: sealed.user_id.clone(),
+        });
+        let (key, value) =
+            codec.seal_manifest(self.scope(&sealed.id, Some(&next)), &next.manifest)?;
+        sealed.metadata.insert(key, value);
+        Ok(next)
+    }
+
+    pub(crate) async fn merge_metadata(
+        &self,
+        id: &SessionId,
+        patch: Metadata,
+        expect: Expect,
+    ) -> StoreResult<Version> {
+        if !self.encrypting() {
+            return self.inner.merge_metadata(id, patch, expect).await;
+        }
+        let mut plan = self.plan_known(id, expect);
+        for _ in 0..MAX_UNGUARDED_ATTEMPTS {
+            let Plan { guard, total, base } = match plan.take() {
+                Some(planned) => planned,
+                None => match self.plan_read(id, expect, None).await? {
+                    Planned::Write(plan) => plan,
+                    // No key was asked about.
+                    Planned::Replay(_) => continue,
+                },
+            };
+            let _gate = self.gate.read().await;
+            let keys = self.keys();
+            let codec = self.codec(keys.as_ref());
+            let mut sealed = codec.seal_patch(self.scope(id, base.as_deref()), patch.clone())?;
+            let next = self.bind_patch(
+                codec,
+                id,
+                base.as_ref(),
+                (0, 0),
+                &Counters::new(),
+                &mut sealed,
+            )?;
+            match self.inner.merge_metadata(id, sealed, guard).await {
+                Ok(v) => {
+                    self.remember(id, v, total, next);
+                    return Ok(v);
+                }
+                Err(StoreError::Conflict { .. }) if expect == Expect::Any => self.forget(id),
+                Err(e) => {
+                    self.forget(id);
+                    return Err(e);
+                }
+            }
+        }
+        Err(StoreError::Conflict {
+            id: id.clone(),
+            expected: expect,
+            actual: None,
+        })
+    }
+
+    pub(crate) async fn add_summary_with(
+        &self,
+        id: &SessionId,
+        add: AddSummary,
+    ) -> StoreResult<Version> {
+        let expect = add.expect;
+        if !self.encrypting() {
+            let codec = self.codec(None);
+            let scope = self.scope(id, None);
+            let mut sealed =
+                AddSummary::new(codec.seal_summary(scope, 0, &add.summary)).expect(expect);
+            sealed.metadata = codec.seal_patch(scope, add.metadata)?;
+            return self.inner.add_summary_with(id, sealed).await;
+        }
+        // Summaries are bound to their index: read how many there are.
+        for _ in 0..MAX_UNGUARDED_ATTEMPTS {
+            let Some(read) = self.inner.load_recent(id, 0).await? else {
+                self.forget(id);
+                return Err(StoreError::NotFound { id: id.clone() });
+            };
+            let keys = self.keys();
+            let codec = self.codec(keys.as_ref());
+            let base = self
+                .verify(codec, &Observed::recent(&read))
+                .map_err(|e| self.err(e))?;
+            self.remember(id, read.version, read.total_messages, base.clone());
+            if !expect.admits(Some(read.version)) {
+                return Err(StoreError::Conflict {
+                    id: id.clone(),
+                    expected: expect,
+                    actual: Some(read.version),
+                });
+            }
+            let _gate = self.gate.read().await;
+            let keys = self.keys();
+            let codec = self.codec(keys.as_ref());
+            let scope = self.scope(id, base.as_deref());
+            let index = read.summaries.len() as u64;
+            let mut sealed = AddSummary::new(codec.seal_summary(scope, index, &add.summary))
+                .expect(Expect::Version(read.version));
+            sealed.metadata = codec.seal_patch(scope, add.metadata.clone())?;
+            let next = self.bind_patch(
+                codec,
+                id,
+                base.as_ref(),
+                (0, 1),
+                &Counters::new(),
+                &mut sealed.metadata,
+            )?;
+            match self.inner.add_summary_with(id, sealed).await {
+                Ok(v) => {
+                    self.remember(id, v, read.total_messages, next);
+                    return Ok(v);
+                }
+                Err(StoreError::Conflict { .. }) if expect == Expect::Any => self.forget(id),
+                Err(e) => {
+                    self.forget(id);
+                    return Err(e);
+                }
+            }
+        }
+        Err(StoreError::Conflict {
+            id: id.clone(),
+            expected: expect,
+            actual: None,
+        })
+    }
+
+    /// `raw` (as stored) moved to the current key, for a save at its
+    /// version: `None` when every value, the manifest included, already is.
+    /// A session without a manifest (read while migrating) is bound: every
+    /// value sealed again under a fresh epoch, and a manifest added.
+    pub(crate) fn rekey(
+        &self,
+        codec: Codec<'_>,
+        raw: &ConversationState,
+    ) -> crate::Result<Option<(ConversationState, usize, Arc<Bound>)>> {
+        let id = &raw.id;
+        let base = self.verify(codec, &Observed::state(raw))?;
+        let manifest_current = raw
+            .metadata
+            .iter()
+            .find(|(k, _)| manifest::is_manifest_key(k))
+            .is_some_and(|(_, v)| v.as_str().is_some_and(|t| codec.is_current(t)));
+        let mut plain = raw.clone();
+        manifest::strip(&mut plain.metadata);
+        let to = match &base {
+            Some(b) => Arc::clone(b),
+            None => Bound::fresh_for(raw.user_id.clone()),
+        };
+        let (mut state, mut values) = codec.rekey_state(
+            self.scope(id, base.as_deref()),
+            self.scope(id, Some(&to)),
+            &plain,
+        )?;
+        if !manifest_current {
+            values += 1;
+        }
+        if values == 0 {
+            return Ok(None);
+        }
+        let bound = self
+            .seal_whole(codec, &mut state, &to, raw.version + 1)
+            .map_err(crate::Error::Store)?;
+        Ok(Some((state, values, bound)))
+    }
+}
