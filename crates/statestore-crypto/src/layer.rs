@@ -163,17 +163,25 @@ impl Layer {
         codec: Codec<'_>,
         seen: &Observed<'_>,
     ) -> crate::Result<Option<Arc<Bound>>> {
+        let bound = self.manifest(codec, seen)?;
+        if let Some(b) = &bound {
+            b.manifest.check(seen)?;
+        }
+        Ok(bound)
+    }
+
+    /// [`Layer::verify`] without the check, for reads that check after
+    /// opening the values.
+    fn manifest(&self, codec: Codec<'_>, seen: &Observed<'_>) -> crate::Result<Option<Arc<Bound>>> {
         if !self.encrypting() {
             return Ok(None);
         }
-        Ok(codec
-            .checked_manifest(&self.context, seen)?
-            .map(|manifest| {
-                Arc::new(Bound {
-                    manifest,
-                    owner: seen.owner.map(str::to_owned),
-                })
-            }))
+        Ok(codec.open_manifest(&self.context, seen)?.map(|manifest| {
+            Arc::new(Bound {
+                manifest,
+                owner: seen.owner.map(str::to_owned),
+            })
+        }))
     }
 
     /// Seals the manifest after a write on `base` into `patch` (the
@@ -332,13 +340,13 @@ impl Layer {
         let open = || -> crate::Result<(ConversationState, Option<Arc<Bound>>)> {
             let mut seen = Observed::state(&raw);
             seen.messages = total;
-            let bound = self.verify(codec, &seen)?;
-            if self.encrypting() {
-                manifest::strip(&mut raw.metadata);
-            }
+            let bound = self.manifest(codec, &seen)?;
+            // Reported after the values: a moved value is named as such.
+            let verdict = bound.as_ref().map(|b| b.manifest.check(&seen));
             let scope = self.scope(id, bound.as_deref());
             let mut state = codec.open_state(scope, &raw)?;
             state.messages = self.open_messages(codec, scope, 0, messages)?;
+            verdict.transpose()?;
             Ok((state, bound))
         };
         match open() {
@@ -368,10 +376,10 @@ impl Layer {
         let first = raw.first_position();
         let total = raw.total_messages;
         let open = |mut raw: RecentState| -> crate::Result<(RecentState, Option<Arc<Bound>>)> {
-            let bound = self.verify(codec, &Observed::recent(&raw))?;
-            if self.encrypting() {
-                manifest::strip(&mut raw.metadata);
-            }
+            let seen = Observed::recent(&raw);
+            let bound = self.manifest(codec, &seen)?;
+            // Reported after the values: a moved value is named as such.
+            let verdict = bound.as_ref().map(|b| b.manifest.check(&seen));
             let messages = std::mem::take(&mut raw.messages);
             let scope = self.scope(id, bound.as_deref());
             let pending = raw.pending.take();
@@ -381,6 +389,7 @@ impl Layer {
                 let scope = self.scope(id, None);
                 recent.pending = Some(codec.open_pending(scope, key.as_str(), &stored)?);
             }
+            verdict.transpose()?;
             Ok((recent, bound))
         };
         match open(raw) {

@@ -190,8 +190,16 @@ impl Manifest {
         next
     }
 
-    /// Whether `seen` is what this manifest records; `Err` says how not.
-    pub(crate) fn check(&self, seen: &Observed<'_>) -> std::result::Result<(), String> {
+    /// Whether `seen` is what this manifest records.
+    pub(crate) fn check(&self, seen: &Observed<'_>) -> Result<()> {
+        self.differences(seen)
+            .map_err(|reason| Error::Inconsistent {
+                id: seen.id.clone(),
+                reason,
+            })
+    }
+
+    fn differences(&self, seen: &Observed<'_>) -> std::result::Result<(), String> {
         let differs =
             |what: &str, stored: &dyn std::fmt::Display, recorded: &dyn std::fmt::Display| {
                 Err(format!("{what}: {stored} stored, {recorded} recorded"))
@@ -256,10 +264,12 @@ impl Codec<'_> {
         Ok((key_of(&manifest.epoch), sealed.into()))
     }
 
-    /// The manifest of the session `seen`, checked against it: `None` for
-    /// a session without one when this codec reads plaintext (migrating:
+    /// The manifest of the session `seen`, opened but not yet checked
+    /// against it ([`Manifest::check`]: after the values are opened, so
+    /// that a moved or changed value is reported as such): `None` for a
+    /// session without one when this codec reads plaintext (migrating:
     /// sessions written before manifests, or without the layer).
-    pub(crate) fn checked_manifest(
+    pub(crate) fn open_manifest(
         &self,
         context: &str,
         seen: &Observed<'_>,
@@ -309,7 +319,6 @@ impl Codec<'_> {
                 "its manifest is stored under {key:?}, not under its own epoch"
             )));
         }
-        manifest.check(seen).map_err(inconsistent)?;
         Ok(Some(manifest))
     }
 }

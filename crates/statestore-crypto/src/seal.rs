@@ -9,6 +9,7 @@ use statestore_core::{
 };
 
 use crate::envelope::{self, Place, Scope, Sealer};
+use crate::manifest;
 use crate::{Error, Field, Result};
 
 /// The message metadata key under which a sealed message keeps its body.
@@ -294,6 +295,14 @@ impl Codec<'_> {
         if !self.encrypting() {
             return Ok(value.clone());
         }
+        if manifest::is_manifest_key(key) {
+            return Err(statestore_core::Error::InvalidArgument {
+                id: s.id.clone(),
+                reason: format!(
+                    "metadata key {key:?} is reserved for the encryption layer's manifest"
+                ),
+            });
+        }
         let body =
             serde_json::to_vec(value).map_err(|e| serialization(s.id, "a metadata value", &e))?;
         Ok(self.sealer.seal(&body, &s, &Place::Metadata(key)).into())
@@ -357,9 +366,11 @@ impl Codec<'_> {
             .collect()
     }
 
+    /// Metadata opened, the layer's own entries (the manifest) left out.
     fn open_metadata(&self, s: Scope<'_>, metadata: &Metadata) -> Result<Metadata> {
         metadata
             .iter()
+            .filter(|(k, _)| !(self.encrypting() && manifest::is_manifest_key(k)))
             .map(|(k, v)| Ok((k.clone(), self.open_value(s, k, v)?)))
             .collect()
     }

@@ -211,6 +211,7 @@ async fn rotate_all_resumes_skips_current_sessions_and_reports_failures() {
             .unwrap();
     }
     // One session written with a key no ring holds.
+    inner.delete(&sid("s5")).await.unwrap();
     let stray = Encrypted::new(Arc::clone(&inner), ring("lost", 7));
     stray
         .append(&sid("s5"), vec![Message::user("x")], Expect::Any)
