@@ -12,7 +12,7 @@ use statestore_core::{
     WriteOutcome, check_fork_ids,
 };
 
-use crate::envelope::Sealer;
+use crate::envelope::{Limits, LoadBudget, Sealer};
 use crate::seal::Codec;
 use crate::{Compression, KeyRing};
 
@@ -45,6 +45,8 @@ pub(crate) struct Layer {
     /// sealed with the old key is still on its way.
     pub(crate) gate: tokio::sync::RwLock<()>,
     compression: Compression,
+    /// How much opening values may decompress.
+    pub(crate) limits: Limits,
     plaintext_ok: bool,
     known: Mutex<HashMap<SessionId, Known>>,
     /// Appends to one session through this layer take turns, so they do
@@ -80,6 +82,7 @@ impl Layer {
             keys,
             gate: tokio::sync::RwLock::new(()),
             compression,
+            limits: Limits::default(),
             plaintext_ok,
             known: Mutex::new(HashMap::new()),
             appending: SessionLocks::default(),
@@ -99,6 +102,7 @@ impl Layer {
             sealer: Sealer {
                 keys,
                 compression: self.compression,
+                limits: self.limits,
             },
             plaintext_ok: self.plaintext_ok || keys.is_none(),
         }
@@ -224,6 +228,7 @@ impl Layer {
         let codec = self.codec(keys.as_ref());
         let messages = std::mem::take(&mut raw.messages);
         let open = || -> crate::Result<ConversationState> {
+            let _budget = LoadBudget::start(self.limits.per_load);
             let mut state = codec.open_state(&raw)?;
             state.messages = self.open_messages(codec, id, 0, messages)?;
             Ok(state)
@@ -248,6 +253,7 @@ impl Layer {
         let first = raw.first_position();
         let messages = std::mem::take(&mut raw.messages);
         let open = || -> crate::Result<RecentState> {
+            let _budget = LoadBudget::start(self.limits.per_load);
             let mut recent = codec.open_recent(raw)?;
             recent.messages = self.open_messages(codec, id, first, messages)?;
             if let (Some(stored), Some(key)) = (&recent.pending, lookup) {

@@ -11,7 +11,7 @@ mod stores;
 
 pub use envelope::Compression;
 pub use error::{Error, Field, Result};
-pub use key::{Key, KeyRing};
+pub use key::{Key, KeyFileOptions, KeyRing};
 pub use rotate::{Reencrypted, RotateOptions, RotationProgress, RotationReport};
 pub use stores::{Compressed, Encrypted, EncryptedBuilder};
 
@@ -20,14 +20,20 @@ pub use stores::{Compressed, Encrypted, EncryptedBuilder};
 pub mod __bench {
     use statestore_core::SessionId;
 
-    use crate::envelope::{Place, Sealer};
+    use crate::envelope::{Limits, Place, Sealer};
     use crate::{Compression, KeyRing};
 
     /// One value sealed as the system prompt of session `bench`.
     #[must_use]
     pub fn seal(keys: Option<&KeyRing>, compression: Compression, body: &[u8]) -> Option<String> {
         let id = SessionId::new("bench").ok()?;
-        Some(Sealer { keys, compression }.seal(body, &id, &Place::SystemPrompt))
+        let limits = Limits::default();
+        let sealer = Sealer {
+            keys,
+            compression,
+            limits,
+        };
+        Some(sealer.seal(body, &id, &Place::SystemPrompt))
     }
 
     /// [`seal`] undone.
@@ -37,6 +43,7 @@ pub mod __bench {
         let sealer = Sealer {
             keys,
             compression: Compression::none(),
+            limits: Limits::default(),
         };
         sealer.open(text, &id, &Place::SystemPrompt, true).ok()
     }

@@ -149,7 +149,10 @@ impl Encrypted {
                 });
             };
             let keys = self.keyring();
-            let (state, values) = layer.codec(Some(&keys)).rekey_state(&raw)?;
+            let (state, values) = {
+                let _budget = crate::envelope::LoadBudget::start(layer.limits.per_load);
+                layer.codec(Some(&keys)).rekey_state(&raw)?
+            };
             if values == 0 {
                 layer.remember(id, raw.version, raw.messages.len() as u64);
                 return Ok(Reencrypted {

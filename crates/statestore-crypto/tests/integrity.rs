@@ -284,9 +284,31 @@ async fn wrong_key_missing_key_truncation_and_unknown_format_are_typed() {
         .unwrap();
     let good = raw(&inner, &id).await;
 
-    // The right id, other bytes: authentication fails, naming k1.
+    // The right id, other bytes: the key check value tells it, naming k1
+    // (not an Integrity: nothing was tampered with).
     let wrong = Encrypted::new(Arc::clone(&inner), ring("k1", 9));
-    assert_integrity(&typed(wrong.load(&id).await, &id), Field::Message(0));
+    let e = typed(wrong.load(&id).await, &id);
+    assert!(
+        matches!(&e, Error::WrongKey { key_id, field: Field::Message(0), .. } if key_id == "k1"),
+        "{e:?}"
+    );
+    assert_eq!(e.key_id(), Some("k1"));
+    let store_error = wrong.load(&id).await.unwrap_err();
+    assert!(
+        matches!(&store_error, StoreError::Decryption { key_id: Some(k), .. } if k == "k1"),
+        "{store_error:?}"
+    );
+    assert!(
+        store_error.to_string().contains("message 0"),
+        "{store_error}"
+    );
+    // The right key, a changed body byte: Integrity.
+    let mut flipped = envelope(good.messages[0].metadata[SEALED_KEY].as_str().unwrap());
+    let last = flipped.len() - 20;
+    flipped[last] ^= 1;
+    edit_sealed(&inner, &id, |_| text(&flipped)).await;
+    assert_integrity(&typed(layer.load(&id).await, &id), Field::Message(0));
+    put(&inner, &good).await;
     // A ring without k1.
     let other = Encrypted::new(Arc::clone(&inner), ring("k2", 1));
     let e = typed(other.load(&id).await, &id);
@@ -319,15 +341,15 @@ async fn wrong_key_missing_key_truncation_and_unknown_format_are_typed() {
     ));
     // A format version from the future.
     let mut future = full.clone();
-    future[0] = 2;
+    future[0] = 3;
     edit_sealed(&inner, &id, |_| text(&future)).await;
     let e = typed(layer.load(&id).await, &id);
     assert!(
         matches!(
             e,
             Error::UnsupportedFormat {
-                found: 2,
-                supported: 1,
+                found: 3,
+                supported: 2,
                 ..
             }
         ),
