@@ -140,7 +140,15 @@ impl Key {
     pub fn to_line(&self) -> Zeroizing<String> {
         let encoded =
             Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(self.bytes.as_slice()));
-        Zeroizing::new(format!("{} base64:{}", self.id, encoded.as_str()))
+        // Allocated once at its final size: `format!` may grow (and so
+        // copy and free) its buffer.
+        let mut line = Zeroizing::new(String::with_capacity(
+            self.id.len() + " base64:".len() + encoded.len(),
+        ));
+        line.push_str(&self.id);
+        line.push_str(" base64:");
+        line.push_str(&encoded);
+        line
     }
 
     pub(crate) fn cipher(&self) -> chacha20poly1305::XChaCha20Poly1305 {

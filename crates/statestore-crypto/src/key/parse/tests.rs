@@ -224,6 +224,9 @@ fn semicolons_separate_entries_and_one_id_is_one_key() {
 fn a_key_line_round_trips_with_its_check_value() {
     let key = Key::generate("2025-06").unwrap();
     let line = key.to_line();
+    // Written into one allocation of its final size: no grown-and-freed
+    // (unzeroized) copy of the key text was left behind.
+    assert_eq!(line.capacity(), line.len());
     let ring = KeyRing::parse(&format!("{} current", line.as_str())).unwrap();
     assert!(ring.current().same_bytes(&key));
     assert_eq!(ring.current().check_value(), key.check_value());
