@@ -1,11 +1,12 @@
 //! The envelope: what one sealed value looks like at rest.
 //!
 //! ```text
-//! byte  0      format version (1)
+//! byte  0      format version (2; 1 is still read)
 //! byte  1      algorithm: 0 none (compression only), 1 XChaCha20-Poly1305
 //! byte  2      compression: 0 none, 1 zstd (a frame that records its size)
 //! byte  3      key id length k (0 for algorithm 0, 1..=64 otherwise)
 //! 4..4+k       key id (ASCII)
+//! then         4-byte key check value (algorithm 1, format 2; not in format 1)
 //! then         24-byte random nonce (algorithm 1)
 //! then         the body (compressed or not), encrypted, then the 16-byte tag (algorithm 1)
 //! ```
@@ -13,7 +14,7 @@
 //! Stored as text: `sealed:` and the unpadded standard base64 of those bytes.
 //!
 //! The associated data of the AEAD is a domain string, the whole header
-//! (format, algorithm, compression flag, key id, nonce) and the value's
+//! (format, algorithm, compression flag, key id, check value, nonce) and the value's
 //! [`Binding`]: the session id and the place of the value — a message's
 //! position with its clear role, token count and timestamp; a summary's
 //! index with its range, token count and time; a metadata key; the system
@@ -22,24 +23,25 @@
 //! another session, position or field, or changing the clear fields it
 //! travels with fails authentication.
 
-use std::cell::RefCell;
 use std::ops::Range;
 
 use base64::Engine as _;
 use chacha20poly1305::aead::{AeadCore as _, AeadInPlace as _, OsRng};
 use statestore_core::{Role, SessionId, Timestamp, TokenCount};
 
-use crate::{Error, Field, KeyRing};
+use crate::{Error, Field, Key, KeyRing};
 
-/// The envelope format this build writes and reads.
+mod compression;
+
+pub use compression::Compression;
+pub(crate) use compression::{Limits, LoadBudget};
+
+/// The envelope format this build writes (and the newest it reads).
 pub(crate) const FORMAT: u8 = 2;
-/// The format before owner, context and epoch were bound: read while
-/// migrating (with plaintext), never in a session with a manifest.
-const FORMAT_V1: u8 = 1;
+/// The first format, without a key check value: still read.
+const FORMAT_1: u8 = 1;
 /// How a sealed value starts when stored as text.
 pub(crate) const PREFIX: &str = "sealed:";
-/// The largest body a compressed envelope may expand to.
-pub(crate) const MAX_BODY: u64 = 64 << 20;
 
 const ALG_NONE: u8 = 0;
 const ALG_XCHACHA: u8 = 1;
@@ -50,85 +52,6 @@ const TAG_LEN: usize = 16;
 const AAD_DOMAIN: &[u8] = b"statestore-crypto/envelope\0";
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD_NO_PAD;
-
-/// Compression of sealed bodies: zstd above a size threshold (the
-/// default), or none.
-///
-/// A body is compressed before it is encrypted when it is at least
-/// `threshold` bytes long, and stored compressed only when that made it
-/// smaller; the envelope records which. See the crate README for the
-/// measurements behind the defaults.
-///
-/// ```
-/// use statestore_crypto::Compression;
-///
-/// let c = Compression::zstd().level(3).threshold(256);
-/// assert_eq!(c.threshold_bytes(), Some(256));
-/// assert_eq!(Compression::none().threshold_bytes(), None);
-/// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Compression {
-    zstd: Option<(i32, usize)>,
-}
-
-impl Compression {
-    /// The default zstd level.
-    pub const DEFAULT_LEVEL: i32 = 1;
-    /// The default threshold, in bytes of the serialized body.
-    pub const DEFAULT_THRESHOLD: usize = 256;
-
-    /// No compression.
-    #[must_use]
-    pub const fn none() -> Self {
-        Self { zstd: None }
-    }
-
-    /// zstd at [`Compression::DEFAULT_LEVEL`] for bodies of at least
-    /// [`Compression::DEFAULT_THRESHOLD`] bytes.
-    #[must_use]
-    pub const fn zstd() -> Self {
-        Self {
-            zstd: Some((Self::DEFAULT_LEVEL, Self::DEFAULT_THRESHOLD)),
-        }
-    }
-
-    /// Sets the zstd level (1 fastest … 19 smallest; negative: faster still).
-    #[must_use]
-    pub const fn level(self, level: i32) -> Self {
-        match self.zstd {
-            Some((_, t)) => Self {
-                zstd: Some((level, t)),
-            },
-            None => self,
-        }
-    }
-
-    /// Compresses only bodies of at least `bytes` bytes.
-    #[must_use]
-    pub const fn threshold(self, bytes: usize) -> Self {
-        match self.zstd {
-            Some((l, _)) => Self {
-                zstd: Some((l, bytes)),
-            },
-            None => self,
-        }
-    }
-
-    /// The threshold, or `None` when compression is off.
-    #[must_use]
-    pub const fn threshold_bytes(&self) -> Option<usize> {
-        match self.zstd {
-            Some((_, t)) => Some(t),
-            None => None,
-        }
-    }
-}
-
-impl Default for Compression {
-    fn default() -> Self {
-        Self::zstd()
-    }
-}
 
 /// A session's epoch: random, renewed by every rewrite of its history,
 /// bound into every value of the session (see `manifest.rs`).
@@ -278,11 +201,16 @@ pub(crate) enum Fault {
     Malformed(String),
     Format(u8),
     UnknownKey(String),
+    WrongKey(String),
     Integrity(String),
     NotEncrypted,
     /// A format-1 value (bound to its session and place only) where its
     /// session's epoch binds every value.
     Unbound,
+    /// Over the per-value limit (the limit).
+    BodyTooLarge(u64),
+    /// Over the read's budget (its limit).
+    LoadTooLarge(u64),
 }
 
 impl Fault {
@@ -297,6 +225,7 @@ impl Fault {
                 supported: FORMAT,
             },
             Self::UnknownKey(key_id) => Error::UnknownKey { id, field, key_id },
+            Self::WrongKey(key_id) => Error::WrongKey { id, field, key_id },
             Self::Integrity(key_id) => Error::Integrity { id, field, key_id },
             Self::NotEncrypted => Error::NotEncrypted { id, field },
             Self::Unbound => Error::Malformed {
@@ -306,6 +235,8 @@ impl Fault {
                          in a session whose values are all bound"
                     .into(),
             },
+            Self::BodyTooLarge(limit) => Error::BodyTooLarge { id, field, limit },
+            Self::LoadTooLarge(limit) => Error::LoadTooLarge { id, field, limit },
         }
     }
 }
@@ -317,6 +248,8 @@ pub(crate) struct Header<'a> {
     algorithm: u8,
     codec: u8,
     key_id: &'a str,
+    /// The key check value (format 2 and later).
+    check: Option<&'a [u8]>,
     nonce: &'a [u8],
     /// Header length in bytes.
     len: usize,
@@ -355,11 +288,11 @@ pub(crate) fn header(bytes: &[u8]) -> Result<Header<'_>, Fault> {
     let [format, algorithm, codec, key_len, rest @ ..] = bytes else {
         // A format byte alone still says which format it claims.
         return match bytes.first() {
-            Some(&f) if f != FORMAT && f != FORMAT_V1 => Err(Fault::Format(f)),
+            Some(&f) if !matches!(f, FORMAT_1 | FORMAT) => Err(Fault::Format(f)),
             _ => Err(truncated()),
         };
     };
-    if *format != FORMAT && *format != FORMAT_V1 {
+    if !matches!(*format, FORMAT_1 | FORMAT) {
         return Err(Fault::Format(*format));
     }
     if !matches!(*codec, CODEC_NONE | CODEC_ZSTD) {
@@ -376,6 +309,7 @@ pub(crate) fn header(bytes: &[u8]) -> Result<Header<'_>, Fault> {
                 algorithm: ALG_NONE,
                 codec: *codec,
                 key_id: "",
+                check: None,
                 nonce: &[],
                 len: 4,
             })
@@ -384,14 +318,22 @@ pub(crate) fn header(bytes: &[u8]) -> Result<Header<'_>, Fault> {
             if key_len == 0 {
                 return Err(Fault::Malformed("an empty key id".into()));
             }
-            let (Some(key_id), Some(nonce)) =
-                (rest.get(..key_len), rest.get(key_len..key_len + NONCE_LEN))
-            else {
+            let check_len = if *format == FORMAT_1 {
+                0
+            } else {
+                Key::CHECK_LEN
+            };
+            let nonce_at = key_len + check_len;
+            let (Some(key_id), Some(check), Some(nonce)) = (
+                rest.get(..key_len),
+                rest.get(key_len..nonce_at),
+                rest.get(nonce_at..nonce_at + NONCE_LEN),
+            ) else {
                 return Err(truncated());
             };
             let key_id = std::str::from_utf8(key_id)
                 .map_err(|_| Fault::Malformed("the key id is not UTF-8".into()))?;
-            let len = 4 + key_len + NONCE_LEN;
+            let len = 4 + nonce_at + NONCE_LEN;
             if bytes.len() < len + TAG_LEN {
                 return Err(truncated());
             }
@@ -400,6 +342,7 @@ pub(crate) fn header(bytes: &[u8]) -> Result<Header<'_>, Fault> {
                 algorithm: ALG_XCHACHA,
                 codec: *codec,
                 key_id,
+                check: (check_len > 0).then_some(check),
                 nonce,
                 len,
             })
@@ -416,7 +359,7 @@ fn associated_data(header: &[u8], scope: &Scope<'_>, place: &Place<'_>) -> Vec<u
     aad.extend_from_slice(AAD_DOMAIN);
     aad.extend_from_slice(&(header.len() as u64).to_be_bytes());
     aad.extend_from_slice(header);
-    if header.first() == Some(&FORMAT_V1) {
+    if header.first() == Some(&FORMAT_1) {
         aad.extend_from_slice(&(id.len() as u64).to_be_bytes());
         aad.extend_from_slice(id);
     } else {
@@ -426,60 +369,6 @@ fn associated_data(header: &[u8], scope: &Scope<'_>, place: &Place<'_>) -> Vec<u
     aad
 }
 
-thread_local! {
-    static COMPRESSOR: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
-        const { RefCell::new(None) };
-    static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> =
-        const { RefCell::new(None) };
-}
-
-/// `body` compressed with zstd at `level`, when that is smaller. The
-/// compression contexts are kept per thread: making one costs more than
-/// compressing a message.
-fn compress(body: &[u8], level: i32) -> Option<Vec<u8>> {
-    COMPRESSOR.with(|cell| {
-        let mut slot = cell.borrow_mut();
-        if slot.as_ref().is_none_or(|(l, _)| *l != level) {
-            *slot = zstd::bulk::Compressor::new(level).ok().map(|c| (level, c));
-        }
-        let (_, compressor) = slot.as_mut()?;
-        let packed = compressor.compress(body).ok()?;
-        (packed.len() < body.len()).then_some(packed)
-    })
-}
-
-fn decompress(packed: &[u8]) -> Result<Vec<u8>, Fault> {
-    let size = match zstd::zstd_safe::get_frame_content_size(packed) {
-        Ok(Some(size)) => size,
-        Ok(None) => return Err(Fault::Malformed("a zstd frame without its size".into())),
-        Err(_) => return Err(Fault::Malformed("not a zstd frame".into())),
-    };
-    if size > MAX_BODY {
-        return Err(Fault::Malformed(format!(
-            "the body claims {size} bytes; the limit is {MAX_BODY}"
-        )));
-    }
-    let capacity = usize::try_from(size).map_err(|_| Fault::Malformed("too large".into()))?;
-    DECOMPRESSOR.with(|cell| {
-        let mut slot = cell.borrow_mut();
-        if slot.is_none() {
-            *slot = zstd::bulk::Decompressor::new().ok();
-        }
-        let decompressor = slot
-            .as_mut()
-            .ok_or_else(|| Fault::Malformed("no zstd context".into()))?;
-        let body = decompressor
-            .decompress(packed, capacity)
-            .map_err(|_| Fault::Malformed("the zstd frame does not decompress".into()))?;
-        if body.len() as u64 != size {
-            return Err(Fault::Malformed(
-                "the zstd frame is shorter than it claims".into(),
-            ));
-        }
-        Ok(body)
-    })
-}
-
 /// Seals and opens values for one session: encryption with the current
 /// key of a ring (or none: compression only), compression per
 /// [`Compression`].
@@ -487,13 +376,20 @@ fn decompress(packed: &[u8]) -> Result<Vec<u8>, Fault> {
 pub(crate) struct Sealer<'a> {
     pub(crate) keys: Option<&'a KeyRing>,
     pub(crate) compression: Compression,
+    pub(crate) limits: Limits,
 }
 
 impl Sealer<'_> {
     /// The envelope bytes of `body`, bound to `scope` and `place`.
     pub(crate) fn seal_bytes(&self, body: &[u8], scope: &Scope<'_>, place: &Place<'_>) -> Vec<u8> {
-        let packed = match self.compression.zstd {
-            Some((level, threshold)) if body.len() >= threshold => compress(body, level),
+        // A body over the per-value limit is stored as it is: what this
+        // layer writes, it can read.
+        let packed = match self.compression.for_place(place) {
+            Some((level, threshold))
+                if body.len() >= threshold && body.len() as u64 <= self.limits.per_value =>
+            {
+                compression::compress(body, level)
+            }
             _ => None,
         };
         let (codec, payload) = match &packed {
@@ -509,12 +405,13 @@ impl Sealer<'_> {
         let key = keys.current();
         let key_id = key.id().as_bytes();
         let nonce = chacha20poly1305::XChaCha20Poly1305::generate_nonce(&mut OsRng);
-        let header_len = 4 + key_id.len() + NONCE_LEN;
+        let header_len = 4 + key_id.len() + Key::CHECK_LEN + NONCE_LEN;
         let mut out = Vec::with_capacity(header_len + payload.len() + TAG_LEN);
         // Key ids are checked to be 1..=64 bytes when a key is made.
         let key_len = u8::try_from(key_id.len()).unwrap_or(u8::MAX);
         out.extend_from_slice(&[FORMAT, ALG_XCHACHA, codec, key_len]);
         out.extend_from_slice(key_id);
+        out.extend_from_slice(&key.check_value());
         out.extend_from_slice(&nonce);
         let aad = associated_data(&out, scope, place);
         out.extend_from_slice(payload);
@@ -547,7 +444,7 @@ impl Sealer<'_> {
         plaintext_ok: bool,
     ) -> Result<Vec<u8>, Fault> {
         let header = header(bytes)?;
-        if header.format == FORMAT_V1
+        if header.format == FORMAT_1
             && header.algorithm == ALG_XCHACHA
             && (scope.epoch.is_some() || !plaintext_ok)
         {
@@ -559,6 +456,12 @@ impl Sealer<'_> {
                 Some(key) => key,
                 None => return Err(Fault::UnknownKey(header.key_id.to_owned())),
             };
+            // Told apart before decrypting: another key under this id is
+            // not tampering. (The check value is authenticated with the
+            // rest of the header when it matches.)
+            if header.check.is_some_and(|c| c != key.check_value()) {
+                return Err(Fault::WrongKey(header.key_id.to_owned()));
+            }
             let (text, tag) = rest.split_at(rest.len() - TAG_LEN);
             let mut body = text.to_vec();
             let aad = associated_data(head, scope, place);
@@ -573,7 +476,7 @@ impl Sealer<'_> {
             rest.to_vec()
         };
         match header.codec {
-            CODEC_ZSTD => decompress(&packed),
+            CODEC_ZSTD => compression::decompress(&packed, self.limits),
             _ => Ok(packed),
         }
     }

@@ -1,8 +1,8 @@
 //! The crate's one error type, and how it maps into the store's.
 
 use std::fmt;
-
 use std::ops::Range;
+use std::path::PathBuf;
 
 use statestore_core::{SessionId, WriteOutcome};
 
@@ -66,6 +66,23 @@ pub enum Error {
         reason: String,
     },
 
+    /// A key file that is not private: on Unix, its group or other users
+    /// have some permission on it, or another user owns it. Nothing was
+    /// read from it. Fix it as `reason` says (`chmod 600 <path>`), or read
+    /// it anyway with [`KeyFileOptions::allow_insecure`](crate::KeyFileOptions::allow_insecure)
+    /// (the CLI's `--allow-insecure-key-file`).
+    #[error(
+        "key file {} is not private: {reason}; or allow it explicitly \
+         (KeyFileOptions::allow_insecure, --allow-insecure-key-file)",
+        path.display()
+    )]
+    InsecureKeyFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it, and the command that fixes it.
+        reason: String,
+    },
+
     /// The value is encrypted under a key id the key ring does not hold
     /// (removed too early, or a ring from another deployment).
     #[error(
@@ -80,12 +97,33 @@ pub enum Error {
         key_id: String,
     },
 
-    /// Authentication failed: the key under this id is not the one that
-    /// encrypted the value, the bytes were changed, or the value was moved
-    /// here from another session, position or field.
+    /// The ring's key under this id is not the one that encrypted the
+    /// value: the key check value in the envelope differs from the key's
+    /// ([`Key::check_value`](crate::Key::check_value)). A ring from another
+    /// deployment, or a key id reused for a new key — not tampering, which
+    /// is [`Error::Integrity`] (unless the check value bytes themselves
+    /// were changed). Envelopes of format 1 carry no check value: a wrong
+    /// key there is an [`Error::Integrity`].
+    #[error(
+        "session {id}: {field} is encrypted with another key than the key ring's {key_id:?} \
+         (its key check value differs: the same id names another key)"
+    )]
+    WrongKey {
+        /// The session.
+        id: SessionId,
+        /// The value.
+        field: Field,
+        /// The key id its envelope names.
+        key_id: String,
+    },
+
+    /// Authentication failed: the bytes were changed, or the value was
+    /// moved here from another session, position or field (or, for an
+    /// envelope of format 1, which has no key check value, the key under
+    /// this id is not the one that encrypted it).
     #[error(
         "session {id}: {field} failed authentication under key {key_id:?} \
-         (a wrong key, changed bytes, or a value moved from another session, position or field)"
+         (changed bytes, or a value moved from another session, position or field)"
     )]
     Integrity {
         /// The session.
@@ -109,10 +147,45 @@ pub enum Error {
         reason: String,
     },
 
+    /// One value decompresses to more than the layer's per-value limit
+    /// (`max_decompressed_bytes` of [`EncryptedBuilder`](crate::EncryptedBuilder::max_decompressed_bytes)
+    /// or [`Compressed`](crate::Compressed::max_decompressed_bytes); 8 MiB by
+    /// default). Refused from the size its zstd frame declares, before
+    /// anything is allocated.
+    #[error(
+        "session {id}: {field} decompresses to more than {limit} bytes, the limit per value \
+         (max_decompressed_bytes)"
+    )]
+    BodyTooLarge {
+        /// The session.
+        id: SessionId,
+        /// The value.
+        field: Field,
+        /// The per-value limit, in bytes.
+        limit: u64,
+    },
+
+    /// The values one read opens (a `load`, a `load_recent_with`, a
+    /// re-encryption) together decompress to more than the layer's
+    /// per-load limit (`max_decompressed_bytes_per_load`; 256 MiB by
+    /// default). `field` is the value that went over.
+    #[error(
+        "session {id}: its values decompress to more than {limit} bytes in one read (at {field}), \
+         the limit per load (max_decompressed_bytes_per_load)"
+    )]
+    LoadTooLarge {
+        /// The session.
+        id: SessionId,
+        /// The value that went over the limit.
+        field: Field,
+        /// The per-load limit, in bytes.
+        limit: u64,
+    },
+
     /// The envelope has a format version this build does not read (written
     /// by a newer version of this crate).
     #[error(
-        "session {id}: {field} uses envelope format {found}; this build reads format {supported}"
+        "session {id}: {field} uses envelope format {found}; this build reads formats 1 to {supported}"
     )]
     UnsupportedFormat {
         /// The session.
@@ -121,7 +194,7 @@ pub enum Error {
         field: Field,
         /// The format version found.
         found: u8,
-        /// The one this build reads and writes.
+        /// The newest format this build reads (and the one it writes).
         supported: u8,
     },
 
@@ -215,14 +288,17 @@ impl Error {
     pub fn session(&self) -> Option<&SessionId> {
         match self {
             Self::UnknownKey { id, .. }
+            | Self::WrongKey { id, .. }
             | Self::Integrity { id, .. }
+            | Self::BodyTooLarge { id, .. }
+            | Self::LoadTooLarge { id, .. }
             | Self::Malformed { id, .. }
             | Self::UnsupportedFormat { id, .. }
             | Self::NotEncrypted { id, .. }
             | Self::Busy { id, .. }
             | Self::Inconsistent { id, .. }
             | Self::NotRebound { id, .. } => Some(id),
-            Self::InvalidKey { .. } | Self::Store(_) => None,
+            Self::InvalidKey { .. } | Self::InsecureKeyFile { .. } | Self::Store(_) => None,
         }
     }
 
@@ -230,7 +306,9 @@ impl Error {
     #[must_use]
     pub fn key_id(&self) -> Option<&str> {
         match self {
-            Self::UnknownKey { key_id, .. } | Self::Integrity { key_id, .. } => Some(key_id),
+            Self::UnknownKey { key_id, .. }
+            | Self::WrongKey { key_id, .. }
+            | Self::Integrity { key_id, .. } => Some(key_id),
             _ => None,
         }
     }
@@ -241,7 +319,10 @@ impl Error {
         match self {
             Self::Inconsistent { .. } => Some(&Field::Manifest),
             Self::UnknownKey { field, .. }
+            | Self::WrongKey { field, .. }
             | Self::Integrity { field, .. }
+            | Self::BodyTooLarge { field, .. }
+            | Self::LoadTooLarge { field, .. }
             | Self::Malformed { field, .. }
             | Self::UnsupportedFormat { field, .. }
             | Self::NotEncrypted { field, .. } => Some(field),
@@ -265,13 +346,18 @@ impl Error {
 
     /// The error of this crate a store error carries as its source, if any:
     /// how a caller of [`Store`](statestore_core::Store) methods on a layer
-    /// tells a missing key from tampered bytes.
+    /// tells a missing key from a wrong key from tampered bytes.
     ///
     /// ```
     /// # use statestore_crypto::Error;
     /// # fn check(e: &statestore_core::Error) {
-    /// if let Some(Error::UnknownKey { key_id, .. }) = Error::from_store(e) {
-    ///     eprintln!("add key {key_id} back to the ring");
+    /// match Error::from_store(e) {
+    ///     Some(Error::UnknownKey { key_id, .. }) => eprintln!("add key {key_id} back to the ring"),
+    ///     Some(Error::WrongKey { key_id, .. }) => {
+    ///         eprintln!("the ring's key {key_id} is not the one that encrypted this")
+    ///     }
+    ///     Some(Error::Integrity { .. }) => eprintln!("changed or moved bytes"),
+    ///     _ => {}
     /// }
     /// # }
     /// ```

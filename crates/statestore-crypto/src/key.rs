@@ -2,13 +2,19 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::path::Path;
 use std::sync::Arc;
 
 use base64::Engine as _;
 use zeroize::{Zeroize, Zeroizing};
 
 use crate::{Error, Result};
+
+mod parse;
+
+pub use parse::KeyFileOptions;
+
+/// What the key check value authenticates (with the all-zero nonce).
+const CHECK_DOMAIN: &[u8] = b"statestore-crypto/key-check-value\0";
 
 /// One 256-bit XChaCha20-Poly1305 key and its id.
 ///
@@ -18,6 +24,11 @@ use crate::{Error, Result};
 /// zeroized when the key is dropped and never appear in `Debug`, errors or
 /// logs.
 ///
+/// Each key also has a [check value](Key::check_value): 4 bytes derived
+/// from it, stored in every envelope it seals, so a reader holding another
+/// key under the same id is told [`Error::WrongKey`] rather than
+/// [`Error::Integrity`].
+///
 /// ```
 /// use statestore_crypto::Key;
 ///
@@ -25,11 +36,16 @@ use crate::{Error, Result};
 /// assert_eq!(key.id(), "2025-06");
 /// assert_eq!(format!("{key:?}"), r#"Key { id: "2025-06", .. }"#);
 /// assert!(Key::from_bytes("short", &[7u8; 16]).is_err());
+/// // Same bytes, same check value; other bytes, (almost surely) another.
+/// assert_eq!(key.check_value(), Key::from_bytes("other-id", &[7u8; 32])?.check_value());
+/// assert_ne!(key.check_value(), Key::from_bytes("2025-06", &[8u8; 32])?.check_value());
 /// # Ok::<(), statestore_crypto::Error>(())
 /// ```
 pub struct Key {
     id: String,
     bytes: Zeroizing<[u8; Key::LEN]>,
+    /// [`Key::check_value`], computed once.
+    check: [u8; Key::CHECK_LEN],
 }
 
 impl Key {
@@ -37,6 +53,8 @@ impl Key {
     pub const LEN: usize = 32;
     /// Longest key id, in bytes.
     pub const MAX_ID_LEN: usize = 64;
+    /// Length of a [key check value](Key::check_value), in bytes.
+    pub const CHECK_LEN: usize = 4;
 
     /// A key from its 32 bytes.
     ///
@@ -63,7 +81,7 @@ impl Key {
         key.as_mut_slice().zeroize();
         let id = id.into();
         check_id(&id, "generated")?;
-        Ok(Self { id, bytes })
+        Ok(Self::from_array(id, bytes))
     }
 
     fn make(id: String, bytes: &[u8], source: &str) -> Result<Self> {
@@ -81,7 +99,32 @@ impl Key {
         // Copied straight into zeroizing storage: no stray copy on the stack.
         let mut array = Zeroizing::new([0u8; Self::LEN]);
         array.copy_from_slice(bytes);
-        Ok(Self { id, bytes: array })
+        Ok(Self::from_array(id, array))
+    }
+
+    /// A key of a checked id.
+    fn from_array(id: String, bytes: Zeroizing<[u8; Self::LEN]>) -> Self {
+        let check = check_value(&bytes);
+        Self { id, bytes, check }
+    }
+
+    /// The key check value: the first 4 bytes of the Poly1305 tag that
+    /// XChaCha20-Poly1305 under this key computes for a fixed domain
+    /// string (as associated data, with an empty message) and the all-zero
+    /// nonce. Envelopes (format 2) carry it after the key id, so a value
+    /// sealed with another key under the same id fails with
+    /// [`Error::WrongKey`], not [`Error::Integrity`]; and two processes can
+    /// compare keys by their check values without showing them.
+    ///
+    /// It does not weaken the key: it is 32 bits of the output of a PRF
+    /// keyed by the key (the tag is masked by ChaCha20 keystream of that
+    /// nonce), so it says nothing about the key but whether a guess is
+    /// right — which needs 2²⁵⁶ guesses either way. The all-zero nonce is
+    /// never used to seal a value (those nonces are 192 random bits), and
+    /// the check value is computed once per key, when it is made.
+    #[must_use]
+    pub fn check_value(&self) -> [u8; Self::CHECK_LEN] {
+        self.check
     }
 
     /// The key's id.
@@ -97,7 +140,15 @@ impl Key {
     pub fn to_line(&self) -> Zeroizing<String> {
         let encoded =
             Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(self.bytes.as_slice()));
-        Zeroizing::new(format!("{} base64:{}", self.id, encoded.as_str()))
+        // Allocated once at its final size: `format!` may grow (and so
+        // copy and free) its buffer.
+        let mut line = Zeroizing::new(String::with_capacity(
+            self.id.len() + " base64:".len() + encoded.len(),
+        ));
+        line.push_str(&self.id);
+        line.push_str(" base64:");
+        line.push_str(&encoded);
+        line
     }
 
     pub(crate) fn cipher(&self) -> chacha20poly1305::XChaCha20Poly1305 {
@@ -122,25 +173,48 @@ impl fmt::Debug for Key {
     }
 }
 
-fn check_id(id: &str, source: &str) -> Result<()> {
+fn check_value(bytes: &[u8; Key::LEN]) -> [u8; Key::CHECK_LEN] {
+    use chacha20poly1305::KeyInit as _;
+    use chacha20poly1305::aead::AeadInPlace as _;
+    let cipher = chacha20poly1305::XChaCha20Poly1305::new(bytes.into());
+    let nonce = chacha20poly1305::XNonce::default();
+    let mut check = [0u8; Key::CHECK_LEN];
+    // Encrypting nothing cannot fail (only bodies over 256 GiB do).
+    if let Ok(tag) = cipher.encrypt_in_place_detached(&nonce, CHECK_DOMAIN, &mut []) {
+        for (c, t) in check.iter_mut().zip(tag) {
+            *c = t;
+        }
+    }
+    check
+}
+
+/// Why `id` is not a legal key id, if it is not. Never quotes the id: a
+/// malformed line's first field may be key material.
+fn id_problem(id: &str) -> Option<String> {
     let legal = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':');
-    let reason = if id.is_empty() {
-        "the key id is empty".to_owned()
+    if id.is_empty() {
+        Some("the key id is empty".to_owned())
     } else if id.len() > Key::MAX_ID_LEN {
-        format!(
+        Some(format!(
             "the key id is {} bytes long; the limit is {}",
             id.len(),
             Key::MAX_ID_LEN
-        )
+        ))
     } else if !id.chars().all(legal) {
-        format!("key id {id:?} has characters other than ASCII letters, digits and - _ . :")
+        Some("the key id has characters other than ASCII letters, digits and - _ . :".to_owned())
     } else {
-        return Ok(());
-    };
-    Err(Error::InvalidKey {
-        source_name: source.to_owned(),
-        reason,
-    })
+        None
+    }
+}
+
+fn check_id(id: &str, source: &str) -> Result<()> {
+    match id_problem(id) {
+        None => Ok(()),
+        Some(reason) => Err(Error::InvalidKey {
+            source_name: source.to_owned(),
+            reason,
+        }),
+    }
 }
 
 /// The keys a layer may use: every key in the ring can decrypt, the
@@ -270,171 +344,6 @@ impl KeyRing {
     pub(crate) fn get(&self, id: &str) -> Option<&Key> {
         self.keys.get(id).map(|k| &**k)
     }
-
-    /// A ring from its text format: one key per line, `#` comments and
-    /// blank lines ignored; each line is
-    ///
-    /// ```text
-    /// <key id> <key> [current]
-    /// ```
-    ///
-    /// where `<key>` is `base64:` and the standard base64 of 32 bytes, or
-    /// `hex:` and 64 hex digits. Exactly one line ends with `current`.
-    /// Lines may also be separated by `;` (for environment variables).
-    ///
-    /// ```
-    /// use statestore_crypto::KeyRing;
-    ///
-    /// let ring = KeyRing::parse(
-    ///     "# rotated in June
-    ///      2025-06 base64:AgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgI= current
-    ///      2025-01 hex:0101010101010101010101010101010101010101010101010101010101010101",
-    /// )?;
-    /// assert_eq!(ring.current_id(), "2025-06");
-    /// assert!(ring.contains("2025-01"));
-    /// # Ok::<(), statestore_crypto::Error>(())
-    /// ```
-    ///
-    /// # Errors
-    ///
-    /// [`Error::InvalidKey`] naming the line, never its key.
-    pub fn parse(text: &str) -> Result<Self> {
-        Self::parse_from(text, "text")
-    }
-
-    /// A ring from the environment variable `var`, in the
-    /// [text format](KeyRing::parse) (`;` separates keys).
-    ///
-    /// # Errors
-    ///
-    /// [`Error::InvalidKey`] when the variable is unset, not Unicode, or
-    /// not a valid ring.
-    pub fn from_env(var: &str) -> Result<Self> {
-        let source = format!("environment variable {var}");
-        let text = Zeroizing::new(std::env::var(var).map_err(|e| Error::InvalidKey {
-            source_name: source.clone(),
-            reason: e.to_string(),
-        })?);
-        Self::parse_from(&text, &source)
-    }
-
-    /// A ring from a file in the [text format](KeyRing::parse). On Unix, a
-    /// file that others than its owner can read is logged as a warning.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::InvalidKey`] when the file cannot be read or is not a
-    /// valid ring.
-    pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
-        let path = path.as_ref();
-        let source = path.display().to_string();
-        let text =
-            Zeroizing::new(
-                std::fs::read_to_string(path).map_err(|e| Error::InvalidKey {
-                    source_name: source.clone(),
-                    reason: e.to_string(),
-                })?,
-            );
-        #[cfg(unix)]
-        if let Ok(meta) = std::fs::metadata(path) {
-            use std::os::unix::fs::PermissionsExt as _;
-            if meta.permissions().mode() & 0o077 != 0 {
-                tracing::warn!(
-                    path = %source,
-                    "the key file can be read by other users than its owner; chmod 600 it"
-                );
-            }
-        }
-        Self::parse_from(&text, &source)
-    }
-
-    fn parse_from(text: &str, source: &str) -> Result<Self> {
-        let mut current: Option<Key> = None;
-        let mut others = Vec::new();
-        let lines = text.split(['\n', ';']).enumerate();
-        for (n, line) in lines {
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let at = if text.contains('\n') {
-                format!("{source}, line {}", n + 1)
-            } else {
-                format!("{source}, entry {}", n + 1)
-            };
-            let mut words = line.split_whitespace();
-            let (Some(id), Some(material)) = (words.next(), words.next()) else {
-                return Err(Error::InvalidKey {
-                    source_name: at,
-                    reason: "expected `<key id> base64:<key>` or `<key id> hex:<key>`".into(),
-                });
-            };
-            let is_current = match (words.next(), words.next()) {
-                (None, _) => false,
-                (Some("current"), None) => true,
-                _ => {
-                    return Err(Error::InvalidKey {
-                        source_name: at,
-                        reason: "only `current` may follow the key".into(),
-                    });
-                }
-            };
-            let bytes = decode_material(material).map_err(|reason| Error::InvalidKey {
-                source_name: at.clone(),
-                reason: format!("key {id:?}: {reason}"),
-            })?;
-            let key = Key::make(id.to_owned(), &bytes, &at)?;
-            if is_current {
-                if current.is_some() {
-                    return Err(Error::InvalidKey {
-                        source_name: at,
-                        reason: "a second key is marked current".into(),
-                    });
-                }
-                current = Some(key);
-            } else {
-                others.push((key, at));
-            }
-        }
-        let Some(current) = current else {
-            return Err(Error::InvalidKey {
-                source_name: source.to_owned(),
-                reason: "no key is marked current".into(),
-            });
-        };
-        let mut ring = Self::new(current);
-        for (key, at) in others {
-            ring = ring.insert(key, false, &at)?;
-        }
-        Ok(ring)
-    }
-}
-
-fn decode_material(material: &str) -> std::result::Result<Zeroizing<Vec<u8>>, String> {
-    if let Some(b64) = material.strip_prefix("base64:") {
-        base64::engine::general_purpose::STANDARD
-            .decode(b64)
-            .map(Zeroizing::new)
-            .map_err(|_| "not valid standard base64".to_owned())
-    } else if let Some(hex) = material.strip_prefix("hex:") {
-        if hex.len() % 2 != 0 {
-            return Err("an odd number of hex digits".into());
-        }
-        let mut out = Zeroizing::new(Vec::with_capacity(hex.len() / 2));
-        for pair in hex.as_bytes().chunks(2) {
-            let digit = |b: u8| (b as char).to_digit(16);
-            match pair {
-                [hi, lo] => match (digit(*hi), digit(*lo)) {
-                    (Some(h), Some(l)) => out.push(u8::try_from(h * 16 + l).unwrap_or(0)),
-                    _ => return Err("not hex digits".into()),
-                },
-                _ => return Err("an odd number of hex digits".into()),
-            }
-        }
-        Ok(out)
-    } else {
-        Err("the key must start with `base64:` or `hex:`".into())
-    }
 }
 
 impl fmt::Debug for KeyRing {
@@ -443,62 +352,5 @@ impl fmt::Debug for KeyRing {
             .field("current", &self.current.id)
             .field("keys", &self.keys.keys().collect::<Vec<_>>())
             .finish()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used, reason = "test code")]
-    use super::*;
-
-    const B64: &str = "AgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgI=";
-
-    #[test]
-    fn errors_never_show_key_material() {
-        let secret = "c2VjcmV0LWtleS1tYXRlcmlhbA==";
-        for text in [
-            format!("k1 base64:{secret} current"),
-            format!("k1 hex:{secret} current"),
-            format!("k1 {secret} current"),
-            format!("k1 base64:{B64} current extra"),
-            format!("k1 base64:{B64}"),
-            format!("k1 base64:{B64} current\nk1 hex:{} ", "01".repeat(32)),
-            format!("bad id! base64:{B64} current"),
-        ] {
-            let e = KeyRing::parse(&text).unwrap_err();
-            let shown = format!("{e} {e:?}");
-            assert!(!shown.contains(secret) && !shown.contains(B64), "{shown}");
-        }
-    }
-
-    #[test]
-    fn semicolons_separate_entries_and_one_id_is_one_key() {
-        let ring = KeyRing::parse(&format!(
-            "a base64:{B64}; b hex:{} current",
-            "01".repeat(32)
-        ))
-        .unwrap();
-        assert_eq!(ring.current_id(), "b");
-        assert!(ring.contains("a"));
-        let same = ring
-            .clone()
-            .with_old_key(Key::from_bytes("a", &[2; 32]).unwrap())
-            .unwrap();
-        assert_eq!(same.key_ids().count(), 2);
-        assert!(
-            ring.clone()
-                .with_old_key(Key::from_bytes("a", &[3; 32]).unwrap())
-                .is_err()
-        );
-        assert!(ring.clone().without_key("b").is_err());
-        assert!(!ring.without_key("a").unwrap().contains("a"));
-    }
-
-    #[test]
-    fn a_key_line_round_trips() {
-        let key = Key::generate("2025-06").unwrap();
-        let line = key.to_line();
-        let ring = KeyRing::parse(&format!("{} current", line.as_str())).unwrap();
-        assert!(ring.current().same_bytes(&key));
     }
 }

@@ -12,7 +12,7 @@ use statestore_core::{
     WriteOutcome, check_fork_ids,
 };
 
-use crate::envelope::{Epoch, Scope, Sealer};
+use crate::envelope::{Epoch, Limits, LoadBudget, Scope, Sealer};
 use crate::manifest::{self, Manifest, Observed};
 use crate::seal::Codec;
 use crate::{Compression, KeyRing};
@@ -79,6 +79,8 @@ pub(crate) struct Layer {
     /// sealed with the old key is still on its way.
     pub(crate) gate: tokio::sync::RwLock<()>,
     compression: Compression,
+    /// How much opening values may decompress.
+    pub(crate) limits: Limits,
     plaintext_ok: bool,
     /// Bound into every value and manifest (`EncryptedBuilder::context`).
     context: String,
@@ -111,12 +113,14 @@ impl Layer {
         compression: Compression,
         plaintext_ok: bool,
         context: String,
+        limits: Limits,
     ) -> Self {
         Self {
             inner,
             keys,
             gate: tokio::sync::RwLock::new(()),
             compression,
+            limits,
             plaintext_ok,
             context,
             known: Mutex::new(HashMap::new()),
@@ -137,6 +141,7 @@ impl Layer {
             sealer: Sealer {
                 keys,
                 compression: self.compression,
+                limits: self.limits,
             },
             plaintext_ok: self.plaintext_ok || keys.is_none(),
         }
@@ -338,6 +343,7 @@ impl Layer {
         let messages = std::mem::take(&mut raw.messages);
         let total = messages.len() as u64;
         let open = || -> crate::Result<(ConversationState, Option<Arc<Bound>>)> {
+            let _budget = LoadBudget::start(self.limits.per_load);
             let mut seen = Observed::state(&raw);
             seen.messages = total;
             let bound = self.manifest(codec, &seen)?;
@@ -376,6 +382,7 @@ impl Layer {
         let first = raw.first_position();
         let total = raw.total_messages;
         let open = |mut raw: RecentState| -> crate::Result<(RecentState, Option<Arc<Bound>>)> {
+            let _budget = LoadBudget::start(self.limits.per_load);
             let seen = Observed::recent(&raw);
             let bound = self.manifest(codec, &seen)?;
             // Reported after the values: a moved value is named as such.

@@ -12,7 +12,7 @@ mod stores;
 
 pub use envelope::Compression;
 pub use error::{Error, Field, Result};
-pub use key::{Key, KeyRing};
+pub use key::{Key, KeyFileOptions, KeyRing};
 pub use rotate::{Reencrypted, RotateOptions, RotationProgress, RotationReport};
 pub use stores::{Compressed, Encrypted, EncryptedBuilder};
 
@@ -21,14 +21,19 @@ pub use stores::{Compressed, Encrypted, EncryptedBuilder};
 pub mod __bench {
     use statestore_core::SessionId;
 
-    use crate::envelope::{Place, Scope, Sealer};
+    use crate::envelope::{Limits, Place, Scope, Sealer};
     use crate::{Compression, KeyRing};
 
     /// One value sealed as the system prompt of session `bench`.
     #[must_use]
     pub fn seal(keys: Option<&KeyRing>, compression: Compression, body: &[u8]) -> Option<String> {
         let id = SessionId::new("bench").ok()?;
-        Some(Sealer { keys, compression }.seal(body, &scope(&id), &Place::SystemPrompt))
+        let sealer = Sealer {
+            keys,
+            compression,
+            limits: Limits::default(),
+        };
+        Some(sealer.seal(body, &scope(&id), &Place::SystemPrompt))
     }
 
     /// [`seal`] undone.
@@ -38,6 +43,7 @@ pub mod __bench {
         let sealer = Sealer {
             keys,
             compression: Compression::none(),
+            limits: Limits::default(),
         };
         sealer
             .open(text, &scope(&id), &Place::SystemPrompt, true)

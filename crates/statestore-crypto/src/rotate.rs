@@ -149,7 +149,11 @@ impl Encrypted {
                 });
             };
             let keys = self.keyring();
-            let Some((state, values, bound)) = layer.rekey(layer.codec(Some(&keys)), &raw)? else {
+            let rekeyed = {
+                let _budget = crate::envelope::LoadBudget::start(layer.limits.per_load);
+                layer.rekey(layer.codec(Some(&keys)), &raw)?
+            };
+            let Some((state, values, bound)) = rekeyed else {
                 return Ok(Reencrypted {
                     version: Some(raw.version),
                     values: 0,

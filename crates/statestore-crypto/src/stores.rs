@@ -8,6 +8,7 @@ use statestore_core::{
     Metadata, Pending, RecentState, Result as StoreResult, SessionId, Store, Version, async_trait,
 };
 
+use crate::envelope::Limits;
 use crate::layer::Layer;
 use crate::{Compression, KeyRing};
 
@@ -46,6 +47,7 @@ pub struct EncryptedBuilder {
     inner: Arc<dyn Store>,
     keys: KeyRing,
     compression: Compression,
+    limits: Limits,
     plaintext_ok: bool,
     context: String,
 }
@@ -61,10 +63,40 @@ impl EncryptedBuilder {
         self
     }
 
-    /// Compression of bodies before encryption (default:
-    /// [`Compression::zstd`]).
+    /// Compression of bodies before encryption. Default:
+    /// [`Compression::none`] — compressing before encrypting lets whoever
+    /// can both put text into a conversation and see stored sizes learn
+    /// about the secrets next to their text (see the
+    /// [warning](Compression#compression-before-encryption-leaks)); turn it
+    /// on knowingly, preferably for chosen roles only
+    /// ([`Compression::roles`]). Values compressed by another writer are
+    /// read whatever this says.
     pub fn compression(mut self, compression: Compression) -> Self {
         self.compression = compression;
+        self
+    }
+
+    /// The most one stored value may decompress to, in bytes (default
+    /// [`Compression::DEFAULT_MAX_DECOMPRESSED_BYTES`], 8 MiB). A value
+    /// whose zstd frame declares more fails with
+    /// [`Error::BodyTooLarge`](crate::Error::BodyTooLarge) before anything
+    /// is allocated, so a small planted value cannot make a read allocate
+    /// gigabytes. Bodies longer than this are written uncompressed, so what
+    /// this layer writes it can read.
+    pub fn max_decompressed_bytes(mut self, bytes: u64) -> Self {
+        self.limits.per_value = bytes;
+        self
+    }
+
+    /// The most the values one read opens (a `load`, a `load_recent_with`,
+    /// a re-encryption) may decompress to together, in bytes (default
+    /// [`Compression::DEFAULT_MAX_DECOMPRESSED_BYTES_PER_LOAD`], 256 MiB).
+    /// Over it, the read fails with
+    /// [`Error::LoadTooLarge`](crate::Error::LoadTooLarge) naming the
+    /// session. Messages this layer opened before and kept are not counted
+    /// again.
+    pub fn max_decompressed_bytes_per_load(mut self, bytes: u64) -> Self {
+        self.limits.per_load = bytes;
         self
     }
 
@@ -91,6 +123,7 @@ impl EncryptedBuilder {
                 self.compression,
                 self.plaintext_ok,
                 self.context,
+                self.limits,
             ),
             keys,
         }
@@ -98,19 +131,21 @@ impl EncryptedBuilder {
 }
 
 impl Encrypted {
-    /// Encrypts with `keys`' current key, compresses with the default
-    /// [`Compression`], refuses unencrypted values.
+    /// Encrypts with `keys`' current key, does not compress (see
+    /// [`EncryptedBuilder::compression`]), refuses unencrypted values.
     #[must_use]
     pub fn new(inner: Arc<dyn Store>, keys: KeyRing) -> Self {
         Self::builder(inner, keys).build()
     }
 
-    /// A builder, to set compression or accept unencrypted values.
+    /// A builder, to turn compression on, set decompression limits or
+    /// accept unencrypted values.
     pub fn builder(inner: Arc<dyn Store>, keys: KeyRing) -> EncryptedBuilder {
         EncryptedBuilder {
             inner,
             keys,
-            compression: Compression::default(),
+            compression: Compression::none(),
+            limits: Limits::default(),
             plaintext_ok: false,
             context: String::new(),
         }
@@ -147,7 +182,9 @@ impl Encrypted {
 /// A [`Store`] that compresses large bodies it writes to another store
 /// (zstd), without encryption: smaller Redis memory and SQLite files.
 /// Values below the threshold, and values that do not shrink, are stored
-/// as they are; metadata is never compressed. Reads both.
+/// as they are; metadata is never compressed. Reads both. Decompression is
+/// limited per value and per read as in [`Encrypted`]
+/// ([`Compressed::max_decompressed_bytes`]).
 ///
 /// ```
 /// use std::sync::Arc;
@@ -179,8 +216,27 @@ impl Compressed {
     #[must_use]
     pub fn with_compression(inner: Arc<dyn Store>, compression: Compression) -> Self {
         Self {
-            layer: Layer::new(inner, None, compression, true, String::new()),
+            layer: Layer::new(inner, None, compression, true, String::new(), Limits::default()),
         }
+    }
+
+    /// The most one stored value may decompress to, in bytes; as
+    /// [`EncryptedBuilder::max_decompressed_bytes`] (default 8 MiB; the
+    /// error, through [`Store`], is a `Corrupt` whose source is
+    /// [`Error::BodyTooLarge`](crate::Error::BodyTooLarge)).
+    #[must_use]
+    pub fn max_decompressed_bytes(mut self, bytes: u64) -> Self {
+        self.layer.limits.per_value = bytes;
+        self
+    }
+
+    /// The most the values of one read may decompress to together, in
+    /// bytes; as [`EncryptedBuilder::max_decompressed_bytes_per_load`]
+    /// (default 256 MiB; [`Error::LoadTooLarge`](crate::Error::LoadTooLarge)).
+    #[must_use]
+    pub fn max_decompressed_bytes_per_load(mut self, bytes: u64) -> Self {
+        self.layer.limits.per_load = bytes;
+        self
     }
 
     /// The store underneath.

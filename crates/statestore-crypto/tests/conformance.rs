@@ -1,5 +1,6 @@
-//! The shared backend suite through the layers: encrypted (with and
-//! without compression) and compression-only, over memory, SQLite (a file
+//! The shared backend suite through the layers: encrypted (as by default,
+//! without compression, and with zstd for every value) and
+//! compression-only, over memory, SQLite (a file
 //! in a temp dir per case) and Redis (a fresh prefix per case on one
 //! throwaway server).
 #![allow(clippy::unwrap_used, reason = "test code")]
@@ -12,13 +13,13 @@ mod memory {
             super::super::support::encrypted(super::super::support::memory())
         });
     }
-    mod encrypted_uncompressed {
+    mod encrypted_compressed {
         statestore_core::conformance_suite!(async {
             statestore_crypto::Encrypted::builder(
                 super::super::support::memory(),
                 super::super::support::ring("k1", 1),
             )
-            .compression(statestore_crypto::Compression::none())
+            .compression(statestore_crypto::Compression::zstd().threshold(16))
             .build()
         });
     }

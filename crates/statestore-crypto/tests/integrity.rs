@@ -289,10 +289,32 @@ async fn wrong_key_missing_key_truncation_and_unknown_format_are_typed() {
         .unwrap();
     let good = raw(&inner, &id).await;
 
-    // The right id, other bytes: authentication fails, naming k1 — first
-    // on the manifest, which every read opens first.
+    // The right id, other bytes: the key check value tells it, naming k1
+    // (not an Integrity: nothing was tampered with) — first on the
+    // manifest, which every read opens first.
     let wrong = Encrypted::new(Arc::clone(&inner), ring("k1", 9));
-    assert_integrity(&typed(wrong.load(&id).await, &id), Field::Manifest);
+    let e = typed(wrong.load(&id).await, &id);
+    assert!(
+        matches!(&e, Error::WrongKey { key_id, field: Field::Manifest, .. } if key_id == "k1"),
+        "{e:?}"
+    );
+    assert_eq!(e.key_id(), Some("k1"));
+    let store_error = wrong.load(&id).await.unwrap_err();
+    assert!(
+        matches!(&store_error, StoreError::Decryption { key_id: Some(k), .. } if k == "k1"),
+        "{store_error:?}"
+    );
+    assert!(
+        store_error.to_string().contains("its manifest"),
+        "{store_error}"
+    );
+    // The right key, a changed body byte: Integrity.
+    let mut flipped = envelope(good.messages[0].metadata[SEALED_KEY].as_str().unwrap());
+    let last = flipped.len() - 20;
+    flipped[last] ^= 1;
+    edit_sealed(&inner, &id, |_| text(&flipped)).await;
+    assert_integrity(&typed(layer.load(&id).await, &id), Field::Message(0));
+    put(&inner, &good).await;
     // A ring without k1.
     let other = Encrypted::new(Arc::clone(&inner), ring("k2", 1));
     let e = typed(other.load(&id).await, &id);
