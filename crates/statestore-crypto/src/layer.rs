@@ -168,25 +168,42 @@ impl Layer {
         codec: Codec<'_>,
         seen: &Observed<'_>,
     ) -> crate::Result<Option<Arc<Bound>>> {
-        let bound = self.manifest(codec, seen)?;
+        let bound = self.manifest(codec, seen, true)?;
         if let Some(b) = &bound {
             b.manifest.check(seen)?;
         }
         Ok(bound)
     }
 
+    /// What a read reports after opening the values: whether the session
+    /// matches its manifest, and has one where one is required.
+    fn verdict(&self, bound: Option<&Arc<Bound>>, seen: &Observed<'_>) -> crate::Result<()> {
+        match bound {
+            Some(b) => b.manifest.check(seen),
+            None if self.encrypting() && !self.plaintext_ok => Err(manifest::missing(seen.id)),
+            None => Ok(()),
+        }
+    }
+
     /// [`Layer::verify`] without the check, for reads that check after
     /// opening the values.
-    fn manifest(&self, codec: Codec<'_>, seen: &Observed<'_>) -> crate::Result<Option<Arc<Bound>>> {
+    fn manifest(
+        &self,
+        codec: Codec<'_>,
+        seen: &Observed<'_>,
+        require: bool,
+    ) -> crate::Result<Option<Arc<Bound>>> {
         if !self.encrypting() {
             return Ok(None);
         }
-        Ok(codec.open_manifest(&self.context, seen)?.map(|manifest| {
-            Arc::new(Bound {
-                manifest,
-                owner: seen.owner.map(str::to_owned),
-            })
-        }))
+        Ok(codec
+            .open_manifest(&self.context, seen, require)?
+            .map(|manifest| {
+                Arc::new(Bound {
+                    manifest,
+                    owner: seen.owner.map(str::to_owned),
+                })
+            }))
     }
 
     /// Seals the manifest after a write on `base` into `patch` (the
@@ -346,13 +363,13 @@ impl Layer {
             let _budget = LoadBudget::start(self.limits.per_load);
             let mut seen = Observed::state(&raw);
             seen.messages = total;
-            let bound = self.manifest(codec, &seen)?;
+            let bound = self.manifest(codec, &seen, false)?;
             // Reported after the values: a moved value is named as such.
-            let verdict = bound.as_ref().map(|b| b.manifest.check(&seen));
+            let verdict = self.verdict(bound.as_ref(), &seen);
             let scope = self.scope(id, bound.as_deref());
             let mut state = codec.open_state(scope, &raw)?;
             state.messages = self.open_messages(codec, scope, 0, messages)?;
-            verdict.transpose()?;
+            verdict?;
             Ok((state, bound))
         };
         match open() {
@@ -384,9 +401,9 @@ impl Layer {
         let open = |mut raw: RecentState| -> crate::Result<(RecentState, Option<Arc<Bound>>)> {
             let _budget = LoadBudget::start(self.limits.per_load);
             let seen = Observed::recent(&raw);
-            let bound = self.manifest(codec, &seen)?;
+            let bound = self.manifest(codec, &seen, false)?;
             // Reported after the values: a moved value is named as such.
-            let verdict = bound.as_ref().map(|b| b.manifest.check(&seen));
+            let verdict = self.verdict(bound.as_ref(), &seen);
             let messages = std::mem::take(&mut raw.messages);
             let scope = self.scope(id, bound.as_deref());
             let pending = raw.pending.take();
@@ -396,7 +413,7 @@ impl Layer {
                 let scope = self.scope(id, None);
                 recent.pending = Some(codec.open_pending(scope, key.as_str(), &stored)?);
             }
-            verdict.transpose()?;
+            verdict?;
             Ok((recent, bound))
         };
         match open(raw) {

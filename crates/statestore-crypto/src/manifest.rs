@@ -246,6 +246,18 @@ impl Manifest {
     }
 }
 
+/// The error of a session without a manifest, read by a layer that
+/// requires one.
+pub(crate) fn missing(id: &SessionId) -> Error {
+    Error::Inconsistent {
+        id: id.clone(),
+        reason: "it has no manifest (written by an older version of statestore-crypto, or \
+                 without the encryption layer; bind it with rotate_all through a layer that \
+                 accepts plaintext)"
+            .into(),
+    }
+}
+
 impl Codec<'_> {
     /// `manifest` as the metadata entry that stores it, bound to `s`'s
     /// session, owner and context.
@@ -269,10 +281,15 @@ impl Codec<'_> {
     /// that a moved or changed value is reported as such): `None` for a
     /// session without one when this codec reads plaintext (migrating:
     /// sessions written before manifests, or without the layer).
+    ///
+    /// Without `require`, a missing manifest is `None` here too: reads
+    /// report it ([`missing`]) after opening the values, whose errors
+    /// (plaintext, a format-1 value) say more.
     pub(crate) fn open_manifest(
         &self,
         context: &str,
         seen: &Observed<'_>,
+        require: bool,
     ) -> Result<Option<Manifest>> {
         let id = seen.id;
         let inconsistent = |reason: String| Error::Inconsistent {
@@ -281,15 +298,10 @@ impl Codec<'_> {
         };
         let mut found = seen.metadata.iter().filter(|(k, _)| is_manifest_key(k));
         let Some((key, value)) = found.next() else {
-            if self.plaintext_ok {
+            if self.plaintext_ok || !require {
                 return Ok(None);
             }
-            return Err(inconsistent(
-                "it has no manifest (written by an older version of statestore-crypto, or \
-                 without the encryption layer; bind it with rotate_all through a layer that \
-                 accepts plaintext)"
-                    .into(),
-            ));
+            return Err(missing(id));
         };
         if found.next().is_some() {
             return Err(inconsistent(

@@ -216,7 +216,14 @@ impl Compressed {
     #[must_use]
     pub fn with_compression(inner: Arc<dyn Store>, compression: Compression) -> Self {
         Self {
-            layer: Layer::new(inner, None, compression, true, String::new(), Limits::default()),
+            layer: Layer::new(
+                inner,
+                None,
+                compression,
+                true,
+                String::new(),
+                Limits::default(),
+            ),
         }
     }
 

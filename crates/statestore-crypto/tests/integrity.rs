@@ -393,12 +393,13 @@ async fn wrong_key_missing_key_truncation_and_unknown_format_are_typed() {
         }
     ));
 
-    // Restored: reads again.
+    // Every value restored by a write the layer did not make: the values
+    // open, but the version moved on and the manifest says so.
     put(&inner, &good).await;
-    assert_eq!(
-        layer.load(&id).await.unwrap().unwrap().messages[0].text(),
-        "hello"
-    );
+    assert!(matches!(
+        typed(layer.load(&id).await, &id),
+        Error::Inconsistent { reason, .. } if reason.contains("version")
+    ));
 }
 
 #[tokio::test]

@@ -308,7 +308,12 @@ fn one_value_just_over_the_per_value_limit_fails_one_just_under_opens() {
         bomb.extend(zeros_frame(size));
         assert!(bomb.len() < 64 << 10, "a small value");
         assert_eq!(
-            sealer(None, Compression::none()).open_bytes(&bomb, &scope(&id), &Place::SystemPrompt, true),
+            sealer(None, Compression::none()).open_bytes(
+                &bomb,
+                &scope(&id),
+                &Place::SystemPrompt,
+                true
+            ),
             Err(Fault::BodyTooLarge(cap))
         );
     }

@@ -50,6 +50,12 @@ impl Layer {
             }
             return Ok(Planned::Write(Plan::create()));
         };
+        if let Some(replay) = read.replay {
+            // What the write did, whatever the session looks like now: a
+            // write that raced a re-creation is re-bound from it.
+            self.forget(id);
+            return Ok(Planned::Replay(replay));
+        }
         let keys = self.keys();
         let bound = self
             .verify(self.codec(keys.as_ref()), &Observed::recent(&read))
@@ -58,9 +64,6 @@ impl Layer {
                 self.err(e)
             })?;
         self.remember(id, read.version, read.total_messages, bound.clone());
-        if let Some(replay) = read.replay {
-            return Ok(Planned::Replay(replay));
-        }
         let guard = match caller {
             Expect::Version(v) if v != read.version => {
                 return Err(StoreError::Conflict {

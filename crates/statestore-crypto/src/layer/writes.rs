@@ -226,15 +226,12 @@ impl Layer {
             Some(b) => Arc::clone(b),
             None => Bound::fresh_for(raw.user_id.clone()),
         };
-        let (mut state, mut values) = codec.rekey_state(
+        let (mut state, values) = codec.rekey_state(
             self.scope(id, base.as_deref()),
             self.scope(id, Some(&to)),
             &plain,
         )?;
-        if !manifest_current {
-            values += 1;
-        }
-        if values == 0 {
+        if values == 0 && manifest_current {
             return Ok(None);
         }
         let bound = self
