@@ -151,6 +151,10 @@ resumes where it stopped. Ends with a check that the destination holds every ses
     #[command(after_help = ROTATE_HELP)]
     RotateKeys(RotateKeysArgs),
 
+    /// The key ring's use in the store: how many values each key id encrypted
+    #[command(subcommand)]
+    Keys(KeysCommand),
+
     /// Check the store: connection, versions, durability and safety settings, integrity
     #[command(after_help = "Example:
   statestore --store redis://localhost:6379 doctor")]
@@ -174,6 +178,27 @@ re-encrypted (a key missing from the file, changed bytes) is listed with why, th
 and the exit code is 1.
 
 Encrypting a store written without --keys: rotate-keys --keys FILE --encrypt-plaintext.";
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum KeysCommand {
+    /// Count the stored values under each key id, and the plaintext ones (no key ring needed)
+    #[command(after_help = "Examples:
+  statestore keys usage
+  statestore --keys keys keys usage --json    # also marks which keys the ring holds
+
+Reads every session's values as stored and counts them by the key id in each envelope's
+header: nothing is decrypted or written. Messages, summaries, system prompts and metadata
+values count one each. A key with no values can be removed from the key file, as far as this
+store goes: encrypted exports (export --encrypted) and backups may still need it.")]
+    Usage(KeysUsageArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct KeysUsageArgs {
+    /// Only this user's sessions
+    #[arg(long, value_name = "USER")]
+    pub(crate) user: Option<String>,
+}
 
 #[derive(Debug, Args)]
 pub(crate) struct RotateKeysArgs {
