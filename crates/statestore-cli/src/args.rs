@@ -329,7 +329,8 @@ pub(crate) struct ImportArgs {
     /// Exit 0 even when sessions conflicted (they are still reported and left alone)
     #[arg(long)]
     pub(crate) ignore_conflicts: bool,
-    /// With --keys: the file was written by `export --encrypted`; store its values as they are
+    /// The file was written by `export --encrypted`: store its ciphertext as it is (each
+    /// envelope checked; with --keys, each session decrypted to check it first)
     #[arg(long)]
     pub(crate) encrypted: bool,
 }
