@@ -21,6 +21,7 @@ mod keyscan;
 mod rekey;
 mod sessions;
 mod show;
+mod sink;
 mod store;
 mod transfer;
 mod ui;
