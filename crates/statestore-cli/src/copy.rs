@@ -303,6 +303,12 @@ pub(crate) fn check_header(line: &str, file: &str) -> Result<Header, CliError> {
             hint: Some("import it with a newer statestore".into()),
         });
     }
+    if header.version == VERSION_ENCRYPTED && header.encrypted != Some(true) {
+        return Err(not_export(
+            "version 3 is an encrypted export's, but its header does not say \"encrypted\":true"
+                .into(),
+        ));
+    }
     Ok(header)
 }
 
@@ -364,7 +370,7 @@ mod tests {
 
     #[test]
     fn headers_are_checked() {
-        for version in [1, 2, 3] {
+        for version in [1, 2] {
             let line = format!("{{\"format\":\"statestore-export\",\"version\":{version}}}\n");
             assert!(check_header(&line, "f").is_ok(), "{line}");
         }

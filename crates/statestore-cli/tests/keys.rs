@@ -739,8 +739,13 @@ fn import_checks_what_the_values_are() {
     };
     let (sealed_file, plain_file) = (write("sealed.jsonl", &sealed), write("plain.jsonl", &plain));
     // Files of before the header said anything: the values tell.
-    let old_header =
-        |text: &str| text.replacen(text.lines().next().unwrap(), common::HEADER.trim_end(), 1);
+    let old_header = |text: &str| {
+        text.replacen(
+            text.lines().next().unwrap(),
+            common::UNSAID_HEADER.trim_end(),
+            1,
+        )
+    };
     let old_sealed = write("old-sealed.jsonl", &old_header(&sealed));
     let old_plain = write("old-plain.jsonl", &old_header(&plain));
     let fresh = env.sqlite("fresh.db");
