@@ -126,7 +126,9 @@ updated_at, last_accessed_at, TTL) is not exported; created_at and the usage cou
 
 With --keys the file holds the conversations decrypted, in plaintext: keep it as safe as the
 key file. --encrypted writes the ciphertext as stored instead (readable only with the keys;
-import it back with import --encrypted).")]
+import it back with import --encrypted); it refuses a store that still holds plaintext. A file
+(-o) is created with mode 0600; its header line says whether the values are encrypted, and
+under which key ids.")]
     Export(ExportArgs),
 
     /// Read sessions written by export; sessions already there are left alone
@@ -169,11 +171,14 @@ Example: a new key k2 becomes current, k1 stays to decrypt what it encrypted
   $ sed -i 's/^\\(k1 .*\\) current$/\\1/' keys   # k1 no longer current
   $ chmod 600 keys
   $ statestore --store redis://localhost:6379 rotate-keys --keys keys
-  Then, once it reports no failures, delete k1's line from the file.
+  Then, once it says key k1 can be removed, delete k1's line from the file.
 
 Every process using the store must get the new file first (it then writes with k2 at once and
 still reads k1). Sessions already under the current key are read and left alone, so running it
-again resumes; --resume-from starts at the page of a cursor it printed. A session that cannot be
+again resumes; --resume-from starts at the page of a cursor it printed. After a whole-store run
+without failures it scans the store again and calls an old key removable only if no value is
+under it (a process still using the old key file writes under it): `statestore keys usage` shows
+the same counts. A session that cannot be
 re-encrypted (a key missing from the file, changed bytes) is listed with why, the others go on,
 and the exit code is 1.
 
