@@ -201,8 +201,8 @@ async fn recent_usage(store: &dyn Store, id: &SessionId) -> Result<Option<KeyUsa
 
 /// Refuses, when this run has no key ring, a write of `doing` to a store
 /// that holds encrypted values: in one of `targets` (the sessions it
-/// writes), or — for a new session — in the first few sessions the store
-/// lists. Reads only (the newest message, prompt, summaries and metadata
+/// writes), or — when one of them is new, or for a command that creates
+/// sessions (no `targets`) — in the first few sessions the store lists. Reads only (the newest message, prompt, summaries and metadata
 /// of each), before anything is written. A guard against accidents, not
 /// against a race with a process encrypting the store meanwhile.
 pub(crate) async fn refuse_plaintext_writes(
@@ -227,12 +227,21 @@ pub(crate) async fn refuse_plaintext_writes(
             ),
         }
     };
+    let mut absent = targets.is_empty();
     for id in targets {
-        if let Some(usage) = recent_usage(store, id).await?
-            && usage.encrypted() > 0
-        {
-            return Err(refuse(format!("session {id}"), &usage));
+        match recent_usage(store, id).await? {
+            Some(usage) if usage.encrypted() > 0 => {
+                return Err(refuse(format!("session {id}"), &usage));
+            }
+            Some(_) => {}
+            None => absent = true,
         }
+    }
+    // Sessions that exist and hold no ciphertext may be written as they
+    // are; only a new session needs a look at others (reads that count
+    // as accesses on a store with a TTL, so not on every turn).
+    if !absent {
+        return Ok(());
     }
     let page = store
         .list(&ListQuery {
