@@ -126,7 +126,9 @@ updated_at, last_accessed_at, TTL) is not exported; created_at and the usage cou
 
 With --keys the file holds the conversations decrypted, in plaintext: keep it as safe as the
 key file. --encrypted writes the ciphertext as stored instead (readable only with the keys;
-import it back with import --encrypted).")]
+import it back with import --encrypted); it refuses a store that still holds plaintext. A file
+(-o) is created with mode 0600; its header line says whether the values are encrypted, and
+under which key ids.")]
     Export(ExportArgs),
 
     /// Read sessions written by export; sessions already there are left alone
@@ -151,6 +153,10 @@ resumes where it stopped. Ends with a check that the destination holds every ses
     #[command(after_help = ROTATE_HELP)]
     RotateKeys(RotateKeysArgs),
 
+    /// The key ring's use in the store: how many values each key id encrypted
+    #[command(subcommand)]
+    Keys(KeysCommand),
+
     /// Check the store: connection, versions, durability and safety settings, integrity
     #[command(after_help = "Example:
   statestore --store redis://localhost:6379 doctor")]
@@ -165,15 +171,39 @@ Example: a new key k2 becomes current, k1 stays to decrypt what it encrypted
   $ sed -i 's/^\\(k1 .*\\) current$/\\1/' keys   # k1 no longer current
   $ chmod 600 keys
   $ statestore --store redis://localhost:6379 rotate-keys --keys keys
-  Then, once it reports no failures, delete k1's line from the file.
+  Then, once it says key k1 can be removed, delete k1's line from the file.
 
 Every process using the store must get the new file first (it then writes with k2 at once and
 still reads k1). Sessions already under the current key are read and left alone, so running it
-again resumes; --resume-from starts at the page of a cursor it printed. A session that cannot be
+again resumes; --resume-from starts at the page of a cursor it printed. After a whole-store run
+without failures it scans the store again and calls an old key removable only if no value is
+under it (a process still using the old key file writes under it): `statestore keys usage` shows
+the same counts. A session that cannot be
 re-encrypted (a key missing from the file, changed bytes) is listed with why, the others go on,
 and the exit code is 1.
 
 Encrypting a store written without --keys: rotate-keys --keys FILE --encrypt-plaintext.";
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum KeysCommand {
+    /// Count the stored values under each key id, and the plaintext ones (no key ring needed)
+    #[command(after_help = "Examples:
+  statestore keys usage
+  statestore --keys keys keys usage --json    # also marks which keys the ring holds
+
+Reads every session's values as stored and counts them by the key id in each envelope's
+header: nothing is decrypted or written. Messages, summaries, system prompts and metadata
+values count one each. A key with no values can be removed from the key file, as far as this
+store goes: encrypted exports (export --encrypted) and backups may still need it.")]
+    Usage(KeysUsageArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct KeysUsageArgs {
+    /// Only this user's sessions
+    #[arg(long, value_name = "USER")]
+    pub(crate) user: Option<String>,
+}
 
 #[derive(Debug, Args)]
 pub(crate) struct RotateKeysArgs {
@@ -304,7 +334,8 @@ pub(crate) struct ImportArgs {
     /// Exit 0 even when sessions conflicted (they are still reported and left alone)
     #[arg(long)]
     pub(crate) ignore_conflicts: bool,
-    /// With --keys: the file was written by `export --encrypted`; store its values as they are
+    /// The file was written by `export --encrypted`: store its ciphertext as it is (each
+    /// envelope checked; with --keys, each session decrypted to check it first)
     #[arg(long)]
     pub(crate) encrypted: bool,
 }

@@ -37,7 +37,7 @@ fn describe(provider: &dyn Provider) -> String {
 }
 
 pub(crate) async fn run(ui: &Ui, url: &str, args: ChatArgs) -> Result<(), CliError> {
-    let store = crate::store::open(url).await?;
+    let store = crate::store::open_to_write(url, &[&args.session], "chat").await?;
     let provider = provider()?;
     let mut builder = Pipeline::builder(Arc::clone(&store), Arc::clone(&provider))
         .system_prompt(args.system.clone())

@@ -16,27 +16,50 @@ use crate::ui::{self, Ui};
 /// The `format` of an export's header line.
 pub(crate) const FORMAT: &str = "statestore-export";
 
-/// The format version this build writes, and the newest it reads.
-/// Version 2 added each session's remembered writes (`writes`); version 1
-/// files, which have none, still import.
+/// The format version of a plaintext export, and of an export without a
+/// say about encryption (versions 1 and 2). Version 2 added each session's
+/// remembered writes (`writes`); version 1 files, which have none, still
+/// import.
 pub(crate) const VERSION: u32 = 2;
+
+/// The format version of an encrypted export (`export --encrypted`):
+/// version 2 with the header's `key_ids`. Numbered apart so that a
+/// statestore from before it refuses the file instead of importing
+/// ciphertext as text.
+pub(crate) const VERSION_ENCRYPTED: u32 = 3;
 
 /// Conflicting ids listed on stderr before "… and N more".
 const CONFLICTS_LISTED: usize = 20;
 
-/// The first line of an export.
+/// The first line of an export. `encrypted` and `key_ids` are written
+/// since version 3 of this build (a plaintext export stays version 2, with
+/// `"encrypted":false`); a file without them says nothing about its
+/// values, which import then checks one by one.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct Header {
     format: String,
     version: u32,
+    /// Whether the values are ciphertext, as the store held them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) encrypted: Option<bool>,
+    /// The key ids the values are encrypted under, sorted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) key_ids: Vec<String>,
 }
 
 impl Header {
-    /// The header line this build writes, newline included.
-    pub(crate) fn line() -> String {
+    /// The header line of an export, newline included: plaintext
+    /// (`key_ids` empty) or encrypted under `key_ids`.
+    pub(crate) fn line(encrypted: bool, key_ids: Vec<String>) -> String {
         let header = Self {
             format: FORMAT.into(),
-            version: VERSION,
+            version: if encrypted {
+                VERSION_ENCRYPTED
+            } else {
+                VERSION
+            },
+            encrypted: Some(encrypted),
+            key_ids,
         };
         format!("{}\n", serde_json::to_string(&header).unwrap_or_default())
     }
@@ -110,7 +133,7 @@ impl From<ConversationState> for Exported {
 
 impl Exported {
     /// The state to save (messages shared, not copied).
-    fn to_state(&self) -> ConversationState {
+    pub(crate) fn to_state(&self) -> ConversationState {
         let mut state = ConversationState::new(self.id.clone());
         state.user_id.clone_from(&self.user_id);
         state.created_at = self.created_at;
@@ -253,8 +276,8 @@ impl Tally {
     }
 }
 
-/// Checks an export's first line.
-pub(crate) fn check_header(line: &str, file: &str) -> Result<(), CliError> {
+/// Checks an export's first line; returns it.
+pub(crate) fn check_header(line: &str, file: &str) -> Result<Header, CliError> {
     let not_export = |why: String| CliError::Failed {
         message: format!("{file} is not a statestore export: {why}; nothing was imported"),
         hint: Some("import reads files written by `statestore export`".into()),
@@ -270,15 +293,73 @@ pub(crate) fn check_header(line: &str, file: &str) -> Result<(), CliError> {
             header.format
         )));
     }
-    if header.version > VERSION {
+    if header.version > VERSION_ENCRYPTED {
         return Err(CliError::Failed {
             message: format!(
                 "{file} was written in export format version {}; this statestore reads up to \
-                 version {VERSION}. Nothing was imported",
+                 version {VERSION_ENCRYPTED}. Nothing was imported",
                 header.version
             ),
             hint: Some("import it with a newer statestore".into()),
         });
+    }
+    if header.version == VERSION_ENCRYPTED && header.encrypted != Some(true) {
+        return Err(not_export(
+            "version 3 is an encrypted export's, but its header does not say \"encrypted\":true"
+                .into(),
+        ));
+    }
+    Ok(header)
+}
+
+/// Why `session` cannot be imported as the file and the command say: a
+/// plain import (`encrypted` false) takes no encrypted value (it would be
+/// encrypted again, or stored as text); an encrypted one takes only
+/// well-formed envelopes, under the header's key ids when it lists them.
+/// Headers are read, nothing is decrypted.
+pub(crate) fn check_values(
+    session: &Exported,
+    header: &Header,
+    encrypted: bool,
+) -> Result<(), String> {
+    let usage = statestore::crypto::key_usage(&session.to_state());
+    let keys = || {
+        let ids: Vec<String> = usage.keys.keys().map(|k| format!("{k:?}")).collect();
+        ids.join(", ")
+    };
+    if !encrypted {
+        if usage.encrypted() > 0 {
+            return Err(format!(
+                "holds encrypted values (session {}, under key {}): it is an encrypted export",
+                session.id,
+                keys()
+            ));
+        }
+        return Ok(());
+    }
+    if usage.plaintext > 0 {
+        return Err(format!(
+            "holds {} (session {}): it is not an encrypted export",
+            ui::count(usage.plaintext, "plaintext value"),
+            session.id
+        ));
+    }
+    if usage.malformed > 0 {
+        return Err(format!(
+            "holds {} whose envelope header does not parse (session {}): changed or damaged",
+            ui::count(usage.malformed, "value"),
+            session.id
+        ));
+    }
+    if let Some(other) = usage
+        .keys
+        .keys()
+        .find(|k| !header.key_ids.is_empty() && !header.key_ids.contains(k))
+    {
+        return Err(format!(
+            "holds values under key {other:?} (session {}), which its header does not list",
+            session.id
+        ));
     }
     Ok(())
 }
@@ -293,10 +374,21 @@ mod tests {
             let line = format!("{{\"format\":\"statestore-export\",\"version\":{version}}}\n");
             assert!(check_header(&line, "f").is_ok(), "{line}");
         }
-        let newer = check_header("{\"format\":\"statestore-export\",\"version\":3}", "f")
+        let newer = check_header("{\"format\":\"statestore-export\",\"version\":4}", "f")
             .unwrap_err()
             .to_string();
-        assert!(newer.contains("version 3"), "{newer}");
+        assert!(newer.contains("version 4"), "{newer}");
+        let sealed = check_header(&Header::line(true, vec!["k1".into()]), "f")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            (sealed.encrypted, sealed.key_ids),
+            (Some(true), vec!["k1".into()])
+        );
+        let plain = Header::line(false, Vec::new());
+        assert_eq!(
+            plain,
+            "{\"format\":\"statestore-export\",\"version\":2,\"encrypted\":false}\n"
+        );
         assert!(check_header("{\"format\":\"other\",\"version\":1}", "f").is_err());
         assert!(check_header("", "f").is_err());
         assert!(check_header("{\"id\":\"a\"}", "f").is_err());

@@ -17,9 +17,11 @@ mod copy;
 mod cut;
 mod doctor;
 mod error;
+mod keyscan;
 mod rekey;
 mod sessions;
 mod show;
+mod sink;
 mod store;
 mod transfer;
 mod ui;
@@ -28,7 +30,7 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches};
 
-use crate::args::{Cli, Command};
+use crate::args::{Cli, Command, KeysCommand};
 use crate::error::CliError;
 use crate::ui::Ui;
 
@@ -56,6 +58,7 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(run(&ui, cli));
+    runtime.block_on(store::close_all(&ui));
     let code = match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if e.is_broken_pipe() => ExitCode::SUCCESS,
@@ -81,6 +84,9 @@ async fn run(ui: &Ui, cli: Cli) -> Result<(), CliError> {
         Command::Import(args) => transfer::import(ui, &store::resolve(store)?, args).await,
         Command::Migrate(args) => transfer::migrate(ui, args).await,
         Command::RotateKeys(args) => rekey::run(ui, &store::resolve(store)?, args).await,
+        Command::Keys(KeysCommand::Usage(args)) => {
+            keyscan::usage(ui, &store::resolve(store)?, args).await
+        }
         Command::Doctor(args) => doctor::run(ui, &store::resolve(store)?, args).await,
     }
 }

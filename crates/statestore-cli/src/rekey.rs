@@ -103,6 +103,22 @@ pub(crate) async fn run(ui: &Ui, url: &str, args: RotateKeysArgs) -> Result<(), 
     let resume_from = seen.first_failure_at.clone().flatten();
     let whole_store = args.user.is_none() && args.resume_from.is_none();
     let others: Vec<&str> = ring.key_ids().filter(|k| *k != current).collect();
+    // Whether an old key can go is decided by a scan made now, after the
+    // rotation: a process still holding the old key file may have written
+    // under it meanwhile, behind the rotation.
+    let after = if whole_store && report.failed.is_empty() && !others.is_empty() {
+        let ids = all_ids(&*backend, None).await?;
+        Some(crate::keyscan::scan(&backend, &ids).await?)
+    } else {
+        None
+    };
+    let removable: Vec<&str> = after.as_ref().map_or_else(Vec::new, |scan| {
+        others
+            .iter()
+            .copied()
+            .filter(|k| scan.usage.under(k) == 0)
+            .collect()
+    });
     if ui.json {
         let failures: Vec<serde_json::Value> = report
             .failed
@@ -125,6 +141,13 @@ pub(crate) async fn run(ui: &Ui, url: &str, args: RotateKeysArgs) -> Result<(), 
             "deleted_meanwhile": seen.gone,
             "failed": failures,
             "resume_from": resume_from,
+            "scan_after": after.as_ref().map(|scan| json!({
+                "sessions": scan.sessions,
+                "keys": scan.usage.keys,
+                "plaintext": scan.usage.plaintext,
+                "malformed": scan.usage.malformed,
+            })),
+            "removable_keys": removable,
         }))?;
     } else {
         let mut text = format!(
@@ -157,12 +180,8 @@ pub(crate) async fn run(ui: &Ui, url: &str, args: RotateKeysArgs) -> Result<(), 
                 ],
                 &rows,
             ));
-        } else if whole_store && !others.is_empty() {
-            text.push_str(&format!(
-                "every session is under key {current:?}: key {} can now be removed from the key \
-                 file\n",
-                others.join(", ")
-            ));
+        } else if let Some(scan) = &after {
+            text.push_str(&key_advice(scan, &others));
         }
         ui.out(&text)?;
     }
@@ -199,6 +218,34 @@ pub(crate) async fn run(ui: &Ui, url: &str, args: RotateKeysArgs) -> Result<(), 
              again{resume}: sessions already current are skipped"
         )),
     })
+}
+
+/// What to do with each old key, by the scan made after the rotation.
+fn key_advice(scan: &crate::keyscan::Scan, others: &[&str]) -> String {
+    let mut text = String::new();
+    for key in others {
+        let values = scan.usage.under(key);
+        if values == 0 {
+            text.push_str(&format!(
+                "a scan after the rotation found no value under key {key}: key {key} can now be \
+                 removed from the key file, once every process using the store has the new \
+                 file; keep a copy as long as encrypted exports (export --encrypted) or backups \
+                 made before may need it\n"
+            ));
+        } else {
+            text.push_str(&format!(
+                "key {key} must be kept: a scan after the rotation found {} under it in {} (a \
+                 process still writing with the old key file?); give every process the new \
+                 file, then run rotate-keys again\n",
+                ui::count(values, "value"),
+                ui::count(
+                    scan.sessions_per_key.get(*key).copied().unwrap_or(0),
+                    "session"
+                ),
+            ));
+        }
+    }
+    text
 }
 
 /// One row of the failures table: the session, the kind, the message.

@@ -2,13 +2,14 @@
 //! SQLite file; opening it; and listing its sessions.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use statestore::crypto::{Encrypted, KeyRing};
 use statestore::{ListQuery, SessionId, Store};
 
 use crate::error::CliError;
+use crate::ui::Ui;
 
 /// The file name of the default store.
 const DB_FILE: &str = "sessions.db";
@@ -139,9 +140,53 @@ pub(crate) async fn open(url: &str) -> Result<Arc<dyn Store>, CliError> {
     })
 }
 
+/// [`open`] for a command that writes `targets` (the sessions it changes;
+/// none for one that creates sessions): without a key ring, refused when
+/// the store holds encrypted values (`keyscan::refuse_plaintext_writes`).
+/// `doing` names the command in the error.
+pub(crate) async fn open_to_write(
+    url: &str,
+    targets: &[&SessionId],
+    doing: &str,
+) -> Result<Arc<dyn Store>, CliError> {
+    let store = open(url).await?;
+    crate::keyscan::refuse_plaintext_writes(&*store, targets, doing).await?;
+    Ok(store)
+}
+
+/// The SQLite stores this run opened, for [`close_all`].
+static SQLITE: Mutex<Vec<statestore::sqlite::SqliteStore>> = Mutex::new(Vec::new());
+
 /// Opens the store at `url` as it is, without the encryption layer.
 pub(crate) async fn open_backend(url: &str) -> Result<Arc<dyn Store>, CliError> {
-    Ok(statestore::open(url).await?)
+    let backend = statestore::open_backend(url, statestore::Options::new()).await?;
+    if let statestore::Backend::Sqlite(store) = &backend {
+        SQLITE
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(store.clone());
+    }
+    Ok(backend.into_store())
+}
+
+/// Closes the SQLite stores this run opened (`SqliteStore::close`: the
+/// WAL checkpointed into the file and truncated, so its `-wal` file keeps
+/// no old versions of rewritten values, such as the plaintext
+/// `rotate-keys --encrypt-plaintext` replaced). Run by `main` at exit,
+/// after the command, whether it succeeded or not; a failure is a warning
+/// (every write is committed already).
+pub(crate) async fn close_all(ui: &Ui) {
+    let stores = std::mem::take(&mut *SQLITE.lock().unwrap_or_else(PoisonError::into_inner));
+    for store in stores {
+        if let Err(e) = store.close().await {
+            ui.warn(&format!(
+                "every write is committed, but {}-wal could not be truncated ({e}): it may keep \
+                 old versions of rewritten values until SQLite checkpoints it; with no process \
+                 using the file, `sqlite3 FILE 'PRAGMA wal_checkpoint(TRUNCATE)'` does it",
+                store.path().display()
+            ));
+        }
+    }
 }
 
 /// The `ttl` option of a store URL, when it has a valid one (for `show`'s

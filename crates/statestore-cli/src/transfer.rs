@@ -2,17 +2,17 @@
 //! into one (the format and the copy routine are in `copy.rs`).
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::io::BufRead;
 use std::sync::Arc;
 
 use serde_json::json;
 use statestore::{SessionId, Store};
 
 use crate::args::{ExportArgs, ImportArgs, MigrateArgs};
-use crate::copy::{Copied, Exported, Header, Tally, check_header, put};
+use crate::copy::{Copied, Exported, Header, Tally, check_header, check_values, put};
 use crate::error::CliError;
-use crate::store::{all_ids, open, open_backend, ordered};
+use crate::sink::Sink;
+use crate::store::{all_ids, open, open_backend, open_to_write, ordered};
 use crate::ui::{self, Ui};
 
 /// Sessions loaded at once by export and migrate.
@@ -26,85 +26,29 @@ const WRITE_WIDTH: usize = 128;
 /// import: the bound that counts when sessions are large.
 const WRITE_BYTES: usize = 16 * 1024 * 1024;
 
-/// Where an export writes: stdout, or a temporary file renamed over the
-/// destination once complete (so an interrupted export never leaves a
-/// truncated file under the name asked for).
-enum Sink {
-    Stdout(BufWriter<std::io::StdoutLock<'static>>),
-    File {
-        out: BufWriter<std::fs::File>,
-        tmp: PathBuf,
-        dest: PathBuf,
-    },
-}
-
-impl Sink {
-    fn open(output: Option<&Path>) -> Result<Self, CliError> {
-        let Some(dest) = output else {
-            return Ok(Self::Stdout(BufWriter::new(std::io::stdout().lock())));
-        };
-        let name = dest
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "export".into());
-        let tmp = dest.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
-        let file = std::fs::File::create(&tmp)
-            .map_err(CliError::io(format!("cannot create {}", tmp.display())))?;
-        Ok(Self::File {
-            out: BufWriter::new(file),
-            tmp,
-            dest: dest.to_path_buf(),
-        })
-    }
-
-    fn what(&self) -> String {
-        match self {
-            Self::Stdout(_) => "writing to stdout".into(),
-            Self::File { tmp, .. } => format!("writing {}", tmp.display()),
-        }
-    }
-
-    fn write(&mut self, text: &str) -> Result<(), CliError> {
-        let what = self.what();
-        let result = match self {
-            Self::Stdout(out) => out.write_all(text.as_bytes()),
-            Self::File { out, .. } => out.write_all(text.as_bytes()),
-        };
-        result.map_err(CliError::io(what))
-    }
-
-    /// Flushes, and for a file syncs it and renames it into place.
-    fn finish(self) -> Result<(), CliError> {
-        match self {
-            Self::Stdout(mut out) => out.flush().map_err(CliError::io("writing to stdout")),
-            Self::File { out, tmp, dest } => {
-                let file = out.into_inner().map_err(|e| {
-                    CliError::io(format!("writing {}", tmp.display()))(e.into_error())
-                })?;
-                file.sync_all()
-                    .map_err(CliError::io(format!("syncing {}", tmp.display())))?;
-                std::fs::rename(&tmp, &dest).map_err(CliError::io(format!(
-                    "renaming {} to {}",
-                    tmp.display(),
-                    dest.display()
-                )))
-            }
-        }
-    }
-
-    /// Removes the temporary file of a failed export.
-    fn abandon(self) {
-        if let Self::File { tmp, .. } = self {
-            let _ = std::fs::remove_file(tmp);
-        }
-    }
+/// What an export checks in each session it writes.
+#[derive(Debug, Clone)]
+enum Values {
+    /// Decrypted by the key ring's layer: plaintext by construction.
+    Decrypted,
+    /// Read as stored, without a key ring: must hold no encrypted value.
+    Plain,
+    /// Read as stored for `--encrypted`: every value under one of these keys.
+    Sealed(Arc<Vec<String>>),
 }
 
 pub(crate) async fn export(ui: &Ui, url: &str, args: ExportArgs) -> Result<(), CliError> {
     let store = open_for(url, args.encrypted, "export").await?;
     let ids = all_ids(&*store, args.user.as_deref()).await?;
+    let values = if args.encrypted {
+        Values::Sealed(Arc::new(sealed_keys(&store, &ids).await?))
+    } else if crate::store::keys().is_some() {
+        Values::Decrypted
+    } else {
+        Values::Plain
+    };
     let mut sink = Sink::open(args.output.as_deref())?;
-    let result = write_export(ui, &store, &ids, &mut sink).await;
+    let result = write_export(ui, &store, &ids, &values, &mut sink).await;
     let exported = match result {
         Ok(n) => n,
         Err(e) => {
@@ -128,6 +72,76 @@ pub(crate) async fn export(ui: &Ui, url: &str, args: ExportArgs) -> Result<(), C
     Ok(())
 }
 
+/// For `export --encrypted`: the key ids of every value of `ids`, from a
+/// scan made before anything is written; refused when a value is
+/// plaintext or malformed.
+async fn sealed_keys(store: &Arc<dyn Store>, ids: &[SessionId]) -> Result<Vec<String>, CliError> {
+    let found = crate::keyscan::scan(store, ids).await?;
+    if let Some(first) = &found.first_plaintext {
+        return Err(CliError::Failed {
+            message: format!(
+                "export --encrypted: the store still holds {} in {} (the first: {first}), which \
+                 the file would carry in the clear. Nothing was written",
+                ui::count(found.usage.plaintext, "plaintext value"),
+                ui::count(found.plaintext_sessions, "session"),
+            ),
+            hint: Some(
+                "encrypt them first with `statestore rotate-keys --keys FILE \
+                 --encrypt-plaintext`, or export decrypted (without --encrypted) and keep the \
+                 file as safe as the key file"
+                    .into(),
+            ),
+        });
+    }
+    if let Some(first) = &found.first_malformed {
+        return Err(CliError::Failed {
+            message: format!(
+                "export --encrypted: session {first} holds a value whose envelope header does \
+                 not parse. Nothing was written"
+            ),
+            hint: Some("`statestore --keys FILE show` that session to see which".into()),
+        });
+    }
+    Ok(found.usage.keys.into_keys().collect())
+}
+
+/// Whether `state` may be written by an export of `values`; its line if so.
+fn export_line(state: statestore::ConversationState, values: &Values) -> Result<String, CliError> {
+    let id = state.id.clone();
+    let usage = match values {
+        Values::Decrypted => None,
+        Values::Plain | Values::Sealed(_) => Some(statestore::crypto::key_usage(&state)),
+    };
+    match (values, usage) {
+        (Values::Plain, Some(u)) if u.encrypted() > 0 => Err(CliError::Failed {
+            message: format!(
+                "session {id} is encrypted: without the key ring its values would be exported \
+                 as ciphertext under a header that says plaintext. The export is abandoned: \
+                 an -o file is left as it was"
+            ),
+            hint: Some(
+                "give the key file with --keys FILE to export decrypted, or add --encrypted to \
+                 export the ciphertext"
+                    .into(),
+            ),
+        }),
+        (Values::Sealed(keys), Some(u))
+            if u.plaintext > 0 || u.malformed > 0 || u.keys.keys().any(|k| !keys.contains(k)) =>
+        {
+            Err(CliError::Failed {
+                message: format!(
+                    "session {id} changed during the export (it now holds plaintext or a key \
+                     the header does not list; is a process without the new key file writing, \
+                     or a rotation running?). The export is abandoned: an -o file is left as it \
+                     was"
+                ),
+                hint: Some("run the export again".into()),
+            })
+        }
+        _ => Ok(Exported::from(state).line()),
+    }
+}
+
 /// The header and every session of `ids`, loaded `READ_WIDTH` at a time
 /// and written in id order. Returns how many sessions were written (ids
 /// deleted since the listing are skipped).
@@ -135,9 +149,17 @@ async fn write_export(
     ui: &Ui,
     store: &Arc<dyn Store>,
     ids: &[SessionId],
+    values: &Values,
     sink: &mut Sink,
 ) -> Result<u64, CliError> {
-    sink.write(&Header::line())?;
+    let key_ids = match values {
+        Values::Sealed(keys) => Some(keys.to_vec()),
+        _ => None,
+    };
+    sink.write(&Header::line(
+        key_ids.is_some(),
+        key_ids.unwrap_or_default(),
+    ))?;
     let bar = ui.progress(ids.len() as u64, "exporting");
     let mut exported = 0u64;
     let reader = Arc::clone(store);
@@ -146,13 +168,14 @@ async fn write_export(
         READ_WIDTH,
         move |id| {
             let store = Arc::clone(&reader);
+            let values = values.clone();
             async move {
                 let state = store
                     .load(&id)
                     .await
                     .map_err(CliError::read(format!("reading session {id}")))?;
                 // Encoded in the worker: only the line travels.
-                Ok(state.map(|s| Exported::from(s).line()))
+                state.map(|s| export_line(s, &values)).transpose()
             }
         },
         |_, line| {
@@ -194,8 +217,17 @@ pub(crate) async fn import(ui: &Ui, url: &str, args: ImportArgs) -> Result<(), C
     read(&mut input, &mut line)?;
     // The header is checked before the store is opened: a wrong file
     // changes nothing.
-    check_header(&line, &name)?;
-    let store = open_for(url, args.encrypted, "import").await?;
+    let header = check_header(&line, &name)?;
+    check_kind(&header, &name, args.encrypted)?;
+    // Ciphertext is stored as it is (no key ring needed; with one, each
+    // session is decrypted to check it first); plaintext goes through the
+    // key ring's layer, or without one only into a store that is not
+    // encrypted.
+    let store = if args.encrypted {
+        open_backend(url).await?
+    } else {
+        open_to_write(url, &[], "import").await?
+    };
     let bar = ui.progress_bytes(size, "importing");
     bar.inc(line.len() as u64);
 
@@ -216,10 +248,14 @@ pub(crate) async fn import(ui: &Ui, url: &str, args: ImportArgs) -> Result<(), C
         let session: Exported = match serde_json::from_str(line.trim_end()) {
             Ok(s) => s,
             Err(e) => {
-                broken = Some((line_no, e.to_string()));
+                broken = Some((line_no, format!("is not a session ({e})")));
                 break;
             }
         };
+        if let Err(why) = check_session(&session, &header, args.encrypted).await {
+            broken = Some((line_no, why));
+            break;
+        }
         while !tasks.is_empty() && (tasks.len() >= WRITE_WIDTH || in_flight >= WRITE_BYTES) {
             in_flight -= join_one(&mut tasks, &mut tally).await?;
         }
@@ -238,8 +274,8 @@ pub(crate) async fn import(ui: &Ui, url: &str, args: ImportArgs) -> Result<(), C
     if let Some((at, why)) = broken {
         return Err(CliError::Failed {
             message: format!(
-                "line {at} of {name} is not a session ({why}). {} before it: {}; nothing from \
-                 line {at} on was imported",
+                "line {at} of {name} {why}. {} before it: {}; nothing from line {at} on was \
+                 imported",
                 ui::count(tally.total(), "session"),
                 tally.summary()
             ),
@@ -265,6 +301,76 @@ pub(crate) async fn import(ui: &Ui, url: &str, args: ImportArgs) -> Result<(), C
     tally.conflicts(ui, args.ignore_conflicts)
 }
 
+/// Refuses a file whose header says its values are not what the command
+/// takes: an encrypted export without `--encrypted` (its ciphertext would
+/// be encrypted again, and read back as empty messages), a plaintext one
+/// with it, or one needing keys the key ring lacks. Nothing was imported.
+fn check_kind(header: &Header, name: &str, encrypted: bool) -> Result<(), CliError> {
+    let refuse = |message: String, hint: &str| CliError::Failed {
+        message: format!("{message}. Nothing was imported"),
+        hint: Some(hint.to_owned()),
+    };
+    match header.encrypted {
+        Some(true) if !encrypted => {
+            return Err(refuse(
+                format!(
+                    "{name} is an encrypted export (values under key {}): a plain import would \
+                     store its ciphertext as text",
+                    header.key_ids.join(", ")
+                ),
+                "import it with `statestore --keys FILE import --encrypted` (the same key ring \
+                 reads it afterwards)",
+            ));
+        }
+        Some(false) if encrypted => {
+            return Err(refuse(
+                format!("{name} is a plaintext export: --encrypted takes ciphertext only"),
+                "import it without --encrypted (with --keys, it is encrypted on the way in)",
+            ));
+        }
+        _ => {}
+    }
+    if let Some(ring) = crate::store::keys().filter(|_| encrypted) {
+        let missing: Vec<&str> = header
+            .key_ids
+            .iter()
+            .map(String::as_str)
+            .filter(|k| !ring.contains(k))
+            .collect();
+        if !missing.is_empty() {
+            return Err(refuse(
+                format!(
+                    "{name} is encrypted under key {}, which the key ring does not hold",
+                    missing.join(", ")
+                ),
+                "add those keys to the key file (--keys): they are needed to read the sessions",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// [`check_values`] of one session, then with `encrypted` and a key ring,
+/// every value decrypted (in memory) to check it: the error says why not.
+async fn check_session(session: &Exported, header: &Header, encrypted: bool) -> Result<(), String> {
+    check_values(session, header, encrypted)?;
+    let Some(ring) = crate::store::keys().filter(|_| encrypted) else {
+        return Ok(());
+    };
+    let state = session.to_state();
+    let memory: Arc<dyn Store> = Arc::new(statestore::memory::MemoryStore::new());
+    let opened = async {
+        memory.save(&state, statestore::Expect::Absent).await?;
+        statestore::crypto::Encrypted::new(memory, ring.clone())
+            .load(&state.id)
+            .await
+    };
+    opened
+        .await
+        .map(drop)
+        .map_err(|e| format!("does not decrypt with the key ring ({e})"))
+}
+
 type PutResult = Result<(SessionId, Copied, usize), CliError>;
 
 /// Waits for one write of `tasks` and counts it; returns its size.
@@ -283,9 +389,9 @@ async fn join_one(
     Ok(size)
 }
 
-/// The store, decrypted through the key ring; or with `encrypted` (which
-/// needs a key ring, so the flag cannot pass a plaintext store for an
-/// encrypted one unnoticed) the values as the backend holds them.
+/// The store to export, decrypted through the key ring; or with
+/// `encrypted` (which needs a key ring) the values as the backend holds
+/// them.
 async fn open_for(url: &str, encrypted: bool, what: &str) -> Result<Arc<dyn Store>, CliError> {
     if !encrypted {
         return open(url).await;
@@ -314,7 +420,7 @@ pub(crate) async fn migrate(ui: &Ui, args: MigrateArgs) -> Result<(), CliError> 
         statestore::redact_url(&args.to),
     );
     let source = open(&args.from).await?;
-    let dest = open(&args.to).await?;
+    let dest = open_to_write(&args.to, &[], "migrate").await?;
     let ids = all_ids(&*source, args.user.as_deref()).await?;
     let bar = ui.progress(ids.len() as u64, "migrating");
     let mut tally = Tally::default();

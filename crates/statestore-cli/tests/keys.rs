@@ -323,6 +323,12 @@ fn encrypt_plaintext_then_everything_is_current() {
         (doc["sessions"].as_u64(), doc["reencrypted"].as_u64()),
         (Some(4), Some(4))
     );
+    // The command closed the store: the WAL is checkpointed and truncated,
+    // so neither it nor the file keeps the plaintext it replaced.
+    let wal = std::fs::metadata(env.path("s.db-wal")).map_or(0, |m| m.len());
+    assert_eq!(wal, 0, "the -wal file was left with frames");
+    let leaked = found(&sqlite_bytes(&env, "s.db"));
+    assert!(leaked.is_empty(), "the SQLite files hold {leaked:?}");
     // Every stored value is encrypted. The store zeroes what it frees
     // (statestore-crypto's at_rest test checks the file and the
     // checkpointed WAL); a file written by an earlier version may still
@@ -400,4 +406,433 @@ fn rotate_keys_help_and_bad_key_files() {
     assert!(!run.stderr.contains(secret), "{}", run.stderr);
     let run = env.run(&["--keys", env.path("missing").to_str().unwrap(), "list"]);
     run.assert_code(2);
+}
+
+/// `keys usage` counts values per key id from the envelope headers, with
+/// no key ring: here one user's sessions encrypted, the others plaintext.
+/// Each planted session holds 11 values (8 messages, a summary, a system
+/// prompt, a metadata value); the chat session 2 messages.
+#[test]
+fn keys_usage_counts_values_by_key_without_the_ring() {
+    let env = Env::new();
+    let url = env.sqlite("s.db");
+    seed(&env, &url, None);
+    let k1 = key_file(&env, "k1", &[("k1", 1, true)]);
+    ok(
+        &env,
+        &url,
+        Some(&k1),
+        &["rotate-keys", "--encrypt-plaintext", "--user", "user-0"],
+    );
+
+    let doc = on(&env, &url, None, &["--json", "keys", "usage"]).json();
+    assert_eq!(doc["sessions"], 4, "{doc}");
+    assert_eq!(doc["values"], 35, "{doc}");
+    assert_eq!(doc["keys"]["k1"]["values"], 11, "{doc}");
+    assert_eq!(doc["keys"]["k1"]["sessions"], 1, "{doc}");
+    assert_eq!(doc["plaintext"]["values"], 24, "{doc}");
+    assert_eq!(doc["plaintext"]["sessions"], 3, "{doc}");
+    assert_eq!(doc["malformed"], 0, "{doc}");
+    // No ring: nothing said about one.
+    assert!(doc["keys"]["k1"].get("in_key_ring").is_none(), "{doc}");
+
+    // With a ring, its keys are marked, and a key nothing uses shows 0.
+    let ring = key_file(&env, "k1k2", &[("k1", 1, false), ("k2", 2, true)]);
+    let doc = on(&env, &url, Some(&ring), &["--json", "keys", "usage"]).json();
+    assert_eq!(doc["keys"]["k2"]["values"], 0, "{doc}");
+    assert_eq!(doc["keys"]["k2"]["current"], true, "{doc}");
+    assert_eq!(doc["keys"]["k1"]["in_key_ring"], true, "{doc}");
+
+    let text = ok(&env, &url, None, &["keys", "usage", "--user", "user-0"]);
+    assert!(
+        text.starts_with("1 session: 11 values encrypted, 0 values plaintext\n"),
+        "{text}"
+    );
+    assert!(text.contains("k1"), "{text}");
+}
+
+/// A process still holding the old key file writes under the old key
+/// behind the rotation (after it re-encrypted that session): rotate-keys
+/// must not say the old key can be removed. Once that writer is gone, a
+/// second run re-encrypts its value and says so, with the reminder about
+/// exports and backups.
+#[test]
+fn rotate_keys_keeps_a_key_a_stale_writer_still_uses() {
+    use statestore::crypto::{Encrypted, Key, KeyRing, key_usage};
+    use statestore::{Expect, Message, SessionId, Store};
+    use std::process::Stdio;
+    use std::sync::Arc;
+
+    let env = Env::new();
+    let url = env.sqlite("s.db");
+    let k1 = key_file(&env, "k1", &[("k1", 1, true)]);
+    let both = key_file(&env, "k1k2", &[("k1", 1, false), ("k2", 2, true)]);
+    // Enough sessions that the rotation is still busy with the others
+    // after the first one is done.
+    let shape = common::Shape {
+        turns: 1,
+        text: 8,
+        tools: false,
+        summary: false,
+        extras: false,
+    };
+    let file = env.path("many.jsonl");
+    std::fs::write(&file, export_file(&common::numbered(400), shape)).unwrap();
+    ok(&env, &url, Some(&k1), &["import", file.to_str().unwrap()]);
+
+    // The stale writer: this process, with k1 alone.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let backend: Arc<dyn Store> = Arc::new(
+        rt.block_on(statestore::sqlite::SqliteStore::open(env.path("s.db")))
+            .unwrap(),
+    );
+    let stale = Encrypted::new(
+        Arc::clone(&backend),
+        KeyRing::new(Key::from_bytes("k1", &[1; 32]).unwrap()),
+    );
+    let first = SessionId::new("s00000").unwrap();
+
+    let mut child = env
+        .cmd()
+        .args(["--store", &url, "--keys", &both, "rotate-keys"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Once the rotation moved the first session to k2, write under k1.
+    loop {
+        let raw = rt.block_on(backend.load(&first)).unwrap().unwrap();
+        if key_usage(&raw).under("k1") == 0 {
+            break;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "rotate-keys ended before the test saw the first session rotated"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    rt.block_on(stale.append(
+        &first,
+        vec![Message::user("written with the old key file")],
+        Expect::Any,
+    ))
+    .unwrap();
+    let run = common::Run::from(child.wait_with_output().unwrap());
+    run.assert_code(0);
+    assert!(!run.stdout.contains("can now be removed"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains(
+            "key k1 must be kept: a scan after the rotation found 1 value under it in 1 session"
+        ),
+        "{}",
+        run.stdout
+    );
+    // The claim it did not make would have been false.
+    let doc = on(&env, &url, None, &["--json", "keys", "usage"]).json();
+    assert_eq!(doc["keys"]["k1"]["values"], 1, "{doc}");
+
+    // The stale writer is gone: a second run moves its value and only
+    // then says k1 can go, reminding of exports and backups.
+    drop((stale, backend));
+    let doc = on(&env, &url, Some(&both), &["--json", "rotate-keys"]).json();
+    assert_eq!(doc["reencrypted"], 1, "{doc}");
+    assert_eq!(doc["removable_keys"], serde_json::json!(["k1"]), "{doc}");
+    assert_eq!(doc["scan_after"]["keys"]["k2"], 801, "{doc}");
+    let out = ok(&env, &url, Some(&both), &["rotate-keys"]);
+    assert!(out.contains("key k1 can now be removed"), "{out}");
+    assert!(out.contains("encrypted exports"), "{out}");
+    assert!(out.contains("backups"), "{out}");
+}
+
+/// Without a key ring, no command writes to an encrypted store: each
+/// exits 1 saying to pass --keys and that nothing was written, and the
+/// store is byte for byte as it was.
+#[test]
+fn without_keys_no_command_writes_to_an_encrypted_store() {
+    let env = Env::new();
+    let url = env.sqlite("s.db");
+    let k1 = key_file(&env, "k1", &[("k1", 1, true)]);
+    seed(&env, &url, Some(&k1));
+    let before = ok(&env, &url, Some(&k1), &["export", "--encrypted"]);
+
+    let plain_ids: Vec<String> = vec!["new-a".into(), "new-b".into()];
+    let plain_file = env.path("plain.jsonl");
+    std::fs::write(&plain_file, export_file(&plain_ids, RICH)).unwrap();
+    let plain_store = env.sqlite("plain.db");
+    ok(
+        &env,
+        &plain_store,
+        None,
+        &["import", plain_file.to_str().unwrap()],
+    );
+
+    let commands: Vec<Vec<&str>> = vec![
+        vec!["chat", "--session", "alice-1", "hi"],
+        vec!["chat", "--session", "brand-new", "hi"],
+        vec!["trim", "alice-1", "--keep", "1"],
+        vec!["compact", "alice-1", "--keep", "1"],
+        vec!["fork", "alice-1", "alice-copy"],
+        vec!["import", plain_file.to_str().unwrap()],
+        vec!["migrate", "--from", &plain_store, "--to", &url],
+    ];
+    for args in &commands {
+        let run = on(&env, &url, None, args);
+        run.assert_code(1);
+        assert!(run.stderr.contains("--keys"), "{args:?}: {}", run.stderr);
+        assert!(
+            run.stderr.contains("Nothing was written"),
+            "{args:?}: {}",
+            run.stderr
+        );
+        assert!(run.stderr.contains("encrypted"), "{args:?}: {}", run.stderr);
+    }
+    assert_eq!(
+        ok(&env, &url, Some(&k1), &["export", "--encrypted"]),
+        before
+    );
+    // With the key ring they work (one of them, as a control).
+    ok(&env, &url, Some(&k1), &["trim", "alice-1", "--keep", "1"]);
+}
+
+/// Mode bits of `path`.
+fn mode(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+/// An export file is created private (0600) through a new temporary file,
+/// replacing an existing one; no temporary file stays; an error names the
+/// file asked for.
+#[test]
+fn export_files_are_private() {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    let env = Env::new();
+    let url = env.sqlite("s.db");
+    let k1 = key_file(&env, "k1", &[("k1", 1, true)]);
+    seed(&env, &url, Some(&k1));
+    let dir = env.path("out");
+    std::fs::create_dir(&dir).unwrap();
+    let out = dir.join("backup.jsonl");
+    std::fs::write(&out, "an older backup").unwrap();
+    std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o644)).unwrap();
+
+    ok(
+        &env,
+        &url,
+        Some(&k1),
+        &["export", "-o", out.to_str().unwrap()],
+    );
+    assert_eq!(mode(&out), 0o600);
+    let text = std::fs::read_to_string(&out).unwrap();
+    assert_eq!(found(text.as_bytes()), SECRETS.to_vec());
+    let names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, vec!["backup.jsonl".to_owned()]);
+
+    let missing = env.path("nowhere/backup.jsonl");
+    let run = on(
+        &env,
+        &url,
+        Some(&k1),
+        &["export", "-o", missing.to_str().unwrap()],
+    );
+    run.assert_code(1);
+    assert!(
+        run.stderr
+            .contains(&format!("cannot create {}", missing.display())),
+        "{}",
+        run.stderr
+    );
+    // Not the temporary file's name (`.backup.jsonl.…`).
+    assert!(!run.stderr.contains(".backup.jsonl"), "{}", run.stderr);
+}
+
+/// The header line says whether the values are encrypted, and under which
+/// keys; `export --encrypted` refuses a store that still holds plaintext.
+#[test]
+fn export_headers_say_what_the_values_are() {
+    let env = Env::new();
+    let url = env.sqlite("s.db");
+    let k1 = key_file(&env, "k1", &[("k1", 1, true)]);
+    let both = key_file(&env, "k1k2", &[("k1", 1, false), ("k2", 2, true)]);
+    seed(&env, &url, Some(&k1));
+    ok(
+        &env,
+        &url,
+        Some(&both),
+        &["chat", "--session", "k2-chat", "hi"],
+    );
+    let first_line = |text: &str| text.lines().next().unwrap_or_default().to_owned();
+    assert_eq!(
+        first_line(&ok(&env, &url, Some(&both), &["export"])),
+        r#"{"format":"statestore-export","version":2,"encrypted":false}"#
+    );
+    assert_eq!(
+        first_line(&ok(&env, &url, Some(&both), &["export", "--encrypted"])),
+        r#"{"format":"statestore-export","version":3,"encrypted":true,"key_ids":["k1","k2"]}"#
+    );
+
+    // A store partly plaintext: export --encrypted writes nothing.
+    let mixed = env.sqlite("mixed.db");
+    seed(&env, &mixed, None);
+    ok(
+        &env,
+        &mixed,
+        Some(&k1),
+        &["rotate-keys", "--encrypt-plaintext", "--user", "user-0"],
+    );
+    let out = env.path("sealed.jsonl");
+    let run = on(
+        &env,
+        &mixed,
+        Some(&k1),
+        &["export", "--encrypted", "-o", out.to_str().unwrap()],
+    );
+    run.assert_code(1);
+    assert!(
+        run.stderr
+            .contains("still holds 24 plaintext values in 3 sessions"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("Nothing was written"), "{}", run.stderr);
+    assert!(run.stderr.contains("--encrypt-plaintext"), "{}", run.stderr);
+    assert!(!common::exists(&out));
+    // Nor does a plain export without the ring (it would carry ciphertext
+    // under a plaintext header).
+    let run = on(&env, &mixed, None, &["export", "-o", out.to_str().unwrap()]);
+    run.assert_code(1);
+    assert!(run.stderr.contains("--keys"), "{}", run.stderr);
+    assert!(!common::exists(&out));
+}
+
+/// `s` with the text of the first JSON string value after `key` (e.g.
+/// `"system_prompt":"`) changed by `change`.
+fn edit_value(s: &str, key: &str, change: impl Fn(&str) -> String) -> String {
+    let start = s.find(key).unwrap() + key.len();
+    let end = start + s[start..].find('"').unwrap();
+    format!("{}{}{}", &s[..start], change(&s[start..end]), &s[end..])
+}
+
+/// import takes an encrypted export only with --encrypted and a plaintext
+/// one only without, by the header or (for a file without a say) by the
+/// values; --encrypted checks every envelope, and with a key ring
+/// decrypts each session before writing it.
+#[test]
+fn import_checks_what_the_values_are() {
+    let env = Env::new();
+    let url = env.sqlite("s.db");
+    let k1 = key_file(&env, "k1", &[("k1", 1, true)]);
+    seed(&env, &url, Some(&k1));
+    let sealed = ok(&env, &url, Some(&k1), &["export", "--encrypted"]);
+    let plain = ok(&env, &url, Some(&k1), &["export"]);
+    let write = |name: &str, text: &str| {
+        let path = env.path(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_owned()
+    };
+    let (sealed_file, plain_file) = (write("sealed.jsonl", &sealed), write("plain.jsonl", &plain));
+    // Files of before the header said anything: the values tell.
+    let old_header = |text: &str| {
+        text.replacen(
+            text.lines().next().unwrap(),
+            common::UNSAID_HEADER.trim_end(),
+            1,
+        )
+    };
+    let old_sealed = write("old-sealed.jsonl", &old_header(&sealed));
+    let old_plain = write("old-plain.jsonl", &old_header(&plain));
+    let fresh = env.sqlite("fresh.db");
+    let empty = |env: &Env| ok(env, &fresh, None, &["list", "--ids-only"]).is_empty();
+
+    for keys in [None, Some(k1.as_str())] {
+        let run = on(&env, &fresh, keys, &["import", &sealed_file]);
+        run.assert_code(1);
+        assert!(
+            run.stderr.contains("is an encrypted export"),
+            "{}",
+            run.stderr
+        );
+        assert!(
+            run.stderr.contains("Nothing was imported"),
+            "{}",
+            run.stderr
+        );
+        assert!(run.stderr.contains("--encrypted"), "{}", run.stderr);
+    }
+    let run = on(&env, &fresh, Some(&k1), &["import", &old_sealed]);
+    run.assert_code(1);
+    assert!(run.stderr.contains("line 2 of"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("holds encrypted values"),
+        "{}",
+        run.stderr
+    );
+    let run = on(
+        &env,
+        &fresh,
+        Some(&k1),
+        &["import", "--encrypted", &plain_file],
+    );
+    run.assert_code(1);
+    assert!(
+        run.stderr.contains("is a plaintext export"),
+        "{}",
+        run.stderr
+    );
+    let run = on(
+        &env,
+        &fresh,
+        Some(&k1),
+        &["import", "--encrypted", &old_plain],
+    );
+    run.assert_code(1);
+    assert!(run.stderr.contains("plaintext value"), "{}", run.stderr);
+    assert!(empty(&env), "something was imported");
+
+    // A changed ciphertext: its header still parses, so without the ring
+    // it goes in as it is; with the ring it is decrypted first and refused.
+    let tampered = edit_value(&sealed, r#""system_prompt":"sealed:"#, |b64| {
+        let mut chars: Vec<char> = b64.chars().collect();
+        let i = chars.len() - 10;
+        chars[i] = if chars[i] == 'A' { 'B' } else { 'A' };
+        chars.into_iter().collect()
+    });
+    let tampered = write("tampered.jsonl", &tampered);
+    let run = on(
+        &env,
+        &fresh,
+        Some(&k1),
+        &["import", "--encrypted", &tampered],
+    );
+    run.assert_code(1);
+    assert!(
+        run.stderr.contains("does not decrypt with the key ring"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("line 2 of"), "{}", run.stderr);
+    assert!(empty(&env), "a session that does not decrypt was imported");
+    // A header that does not parse is refused even without the ring.
+    let malformed = edit_value(&sealed, r#""system_prompt":""#, |_| "sealed:AQE".into());
+    let malformed = write("malformed.jsonl", &malformed);
+    let run = on(&env, &fresh, None, &["import", "--encrypted", &malformed]);
+    run.assert_code(1);
+    assert!(run.stderr.contains("does not parse"), "{}", run.stderr);
+    assert!(empty(&env));
+
+    // The genuine file: imported as it is, read back with the ring.
+    ok(
+        &env,
+        &fresh,
+        Some(&k1),
+        &["import", "--encrypted", &sealed_file],
+    );
+    assert_eq!(ok(&env, &fresh, Some(&k1), &["export"]), plain);
 }

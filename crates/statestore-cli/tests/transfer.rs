@@ -221,14 +221,18 @@ fn files_that_are_not_exports_are_refused_before_anything_is_written() {
     let a = env.path("never.db");
     let url = format!("sqlite://{}", a.display());
     let file = env.path("f.jsonl");
-    let newer = "{\"format\":\"statestore-export\",\"version\":3}\n".to_owned()
+    let newer = "{\"format\":\"statestore-export\",\"version\":4}\n".to_owned()
         + &session_line("x", 0, RICH);
     for (content, says) in [
         (
             newer.as_str(),
-            "export format version 3; this statestore reads up to version 2",
+            "export format version 4; this statestore reads up to version 3",
         ),
         ("{\"id\":\"x\"}\n", "its first line is not the header"),
+        (
+            "{\"format\":\"statestore-export\",\"version\":3}\n",
+            "version 3 is an encrypted export's",
+        ),
         ("hello\n", "its first line is not the header"),
         ("", "it is empty"),
     ] {

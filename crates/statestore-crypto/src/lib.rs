@@ -9,12 +9,14 @@ mod manifest;
 mod rotate;
 mod seal;
 mod stores;
+mod usage;
 
 pub use envelope::Compression;
 pub use error::{Error, Field, Result};
 pub use key::{Key, KeyFileOptions, KeyRing};
 pub use rotate::{Reencrypted, RotateOptions, RotationProgress, RotationReport};
 pub use stores::{Compressed, Encrypted, EncryptedBuilder};
+pub use usage::{KeyUsage, Sealing, key_usage, sealed_key_id};
 
 /// Entry points for this crate's benchmarks. Not a public API.
 #[doc(hidden)]

@@ -214,6 +214,9 @@ pub(crate) enum ToWriter {
     /// Reads recorded accesses: apply them (in a batch of their own if no
     /// write comes along).
     Wake,
+    /// After the writes queued before it: checkpoint and truncate the WAL
+    /// ([`SqliteStore::close`](crate::SqliteStore::close)).
+    Checkpoint(OpCtx, oneshot::Sender<Result<()>>),
 }
 
 /// The writer thread's loop: one batch per wake-up, until every store
@@ -227,10 +230,16 @@ pub(crate) fn writer(conn: Connection, rx: Receiver<ToWriter>, shared: Arc<Share
     };
     while let Ok(first) = rx.recv() {
         let mut jobs = Vec::new();
+        let mut checkpoint = None;
         let mut next = Some(first);
         while let Some(msg) = next.take() {
-            if let ToWriter::Write(job) = msg {
-                jobs.push(job);
+            match msg {
+                ToWriter::Write(job) => jobs.push(job),
+                ToWriter::Wake => {}
+                ToWriter::Checkpoint(ctx, reply) => {
+                    checkpoint = Some((ctx, reply));
+                    break;
+                }
             }
             if jobs.len() >= shared.max_batch {
                 break;
@@ -238,6 +247,9 @@ pub(crate) fn writer(conn: Connection, rx: Receiver<ToWriter>, shared: Arc<Share
             next = rx.try_recv().ok();
         }
         batch(&conn, &ctx, &shared, jobs);
+        if let Some((ctx, reply)) = checkpoint {
+            let _ = reply.send(crate::close::checkpoint(&conn, &ctx));
+        }
     }
     batch(&conn, &ctx, &shared, Vec::new());
     if let Err((_, e)) = conn.close() {

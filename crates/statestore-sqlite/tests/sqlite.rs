@@ -490,3 +490,36 @@ async fn writes_sweep_expired_sessions() {
         "the expired sessions' messages went too"
     );
 }
+
+/// `close` checkpoints the WAL and truncates it: the `-wal` file is empty
+/// afterwards (it held the writes before), the writes are in the database
+/// file, and the store still works.
+#[tokio::test]
+async fn close_checkpoints_and_truncates_the_wal() {
+    let t = TempStore::open(SqliteStore::builder()).await;
+    let wal = t.dir.path().join("store.sqlite3-wal");
+    let wal_len = || std::fs::metadata(&wal).map_or(0, |m| m.len());
+    let id = sid("s");
+    for i in 0..20 {
+        t.store
+            .append(&id, vec![Message::user(format!("m{i}"))], Expect::Any)
+            .await
+            .unwrap();
+    }
+    assert!(wal_len() > 0, "the writes went to the WAL first");
+    t.store.close().await.unwrap();
+    assert_eq!(wal_len(), 0, "the WAL is truncated");
+    // The database file alone holds every write.
+    let conn = raw(&t);
+    let n: i64 = conn
+        .query_row("SELECT count(*) FROM messages", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 20);
+    drop(conn);
+    // Still usable.
+    t.store
+        .append(&id, vec![Message::user("after")], Expect::Any)
+        .await
+        .unwrap();
+    assert_eq!(t.store.load(&id).await.unwrap().unwrap().messages.len(), 21);
+}

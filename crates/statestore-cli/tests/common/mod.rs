@@ -215,8 +215,12 @@ pub fn session_line(id: &str, n: u64, shape: Shape) -> String {
     line
 }
 
-/// The export header line.
-pub const HEADER: &str = "{\"format\":\"statestore-export\",\"version\":2}\n";
+/// The header line of a plaintext export.
+pub const HEADER: &str = "{\"format\":\"statestore-export\",\"version\":2,\"encrypted\":false}\n";
+
+/// The header line exports had before it said whether the values are
+/// encrypted.
+pub const UNSAID_HEADER: &str = "{\"format\":\"statestore-export\",\"version\":2}\n";
 
 /// A whole export file of `ids` (sorted here, as export sorts them).
 pub fn export_file(ids: &[String], shape: Shape) -> String {
