@@ -40,7 +40,7 @@ use redis_test_server::RedisServer;
 use statestore_core::{
     Append, Appended, BoxError, ConversationState, Expect, IdempotencyKey, ListPage, ListQuery,
     Message, Metadata, Pending, RecentState, Result as StoreResult, Role, SessionId, Store,
-    Summary, ToolCall, Version, WriteOutcome,
+    ToolCall, Version, WriteOutcome,
 };
 
 /// What goes wrong in one step.
@@ -260,13 +260,12 @@ impl Store for Lossy {
     ) -> StoreResult<Version> {
         self.inner.merge_metadata(id, patch, expect).await
     }
-    async fn add_summary(
+    async fn add_summary_with(
         &self,
         id: &SessionId,
-        summary: Summary,
-        expect: Expect,
+        add: statestore_core::AddSummary,
     ) -> StoreResult<Version> {
-        self.inner.add_summary(id, summary, expect).await
+        self.inner.add_summary_with(id, add).await
     }
     async fn touch(&self, id: &SessionId) -> StoreResult<bool> {
         self.inner.touch(id).await

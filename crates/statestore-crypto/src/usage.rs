@@ -158,14 +158,25 @@ mod tests {
     use statestore_core::{SessionId, Summary};
 
     use super::*;
-    use crate::envelope::{Place, Sealer};
+    use crate::envelope::{Limits, Place, Scope, Sealer};
     use crate::{Compression, Key, KeyRing};
 
     fn sealed(keys: Option<&KeyRing>, compression: Compression) -> String {
         let id = SessionId::new("s").unwrap_or_else(|_| unreachable!());
-        Sealer { keys, compression }.seal(
+        let scope = Scope {
+            id: &id,
+            owner: None,
+            context: "",
+            epoch: None,
+        };
+        let sealer = Sealer {
+            keys,
+            compression,
+            limits: Limits::default(),
+        };
+        sealer.seal(
             "some words ".repeat(40).as_bytes(),
-            &id,
+            &scope,
             &Place::SystemPrompt,
         )
     }

@@ -118,14 +118,13 @@ impl Store for Watched {
         self.count("merge_metadata");
         self.inner.merge_metadata(id, patch, expect).await
     }
-    async fn add_summary(
+    async fn add_summary_with(
         &self,
         id: &SessionId,
-        summary: statestore_core::Summary,
-        expect: Expect,
+        add: statestore_core::AddSummary,
     ) -> statestore_core::Result<u64> {
         self.count("add_summary");
-        self.inner.add_summary(id, summary, expect).await
+        self.inner.add_summary_with(id, add).await
     }
     async fn touch(&self, id: &SessionId) -> statestore_core::Result<bool> {
         self.count("touch");
