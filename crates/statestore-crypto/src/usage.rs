@@ -114,8 +114,9 @@ impl KeyUsage {
 
 /// The [`KeyUsage`] of a session as the store holds it (loaded from the
 /// store underneath an [`Encrypted`](crate::Encrypted) layer, not through
-/// it): its messages, summaries, system prompt and metadata values, each
-/// counted once. Reads headers only: no key ring needed.
+/// it): its messages, summaries, system prompt and metadata values —
+/// the layer's manifest among them, which needs its key like any other
+/// value — each counted once. Reads headers only: no key ring needed.
 ///
 /// ```
 /// use std::sync::Arc;
@@ -129,7 +130,8 @@ impl KeyUsage {
 /// let id = SessionId::new("s")?;
 /// store.append(&id, vec![Message::user("hi"), Message::assistant("hello")], Expect::Any).await?;
 /// let usage = key_usage(&backend.load(&id).await?.ok_or("written")?);
-/// assert_eq!((usage.under("k1"), usage.plaintext), (2, 0));
+/// // Two messages and the session's manifest.
+/// assert_eq!((usage.under("k1"), usage.plaintext), (3, 0));
 /// # Ok(()) }
 /// ```
 #[must_use]
