@@ -56,7 +56,6 @@ impl Bound {
         Arc::new(Self {
             manifest: Manifest {
                 epoch: manifest::new_epoch(),
-                version: 0,
                 messages: 0,
                 summaries: 0,
                 prompt: false,
@@ -249,14 +248,6 @@ impl Layer {
         bound: Option<Arc<Bound>>,
     ) {
         if !self.encrypting() {
-            return;
-        }
-        if bound
-            .as_ref()
-            .is_some_and(|b| b.manifest.version != version)
-        {
-            // Not what this layer's manifest says: read before writing.
-            self.forget(id);
             return;
         }
         let mut known = self.known.lock().unwrap_or_else(PoisonError::into_inner);

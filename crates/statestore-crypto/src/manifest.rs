@@ -13,7 +13,6 @@
 //! | field | records |
 //! |---|---|
 //! | `epoch` | 16 random bytes, renewed by every rewrite of the history (`save`, `fork`): bound into every message, summary, system prompt and metadata value, so no value from before a rewrite opens after it |
-//! | `version` | the session's version after the write that sealed it |
 //! | `messages`, `summaries` | how many of each the session holds |
 //! | `prompt` | whether it has a system prompt |
 //! | `metadata` | each metadata key, with the authentication tag of its sealed value (each value has a random nonce, so its tag names it) |
@@ -24,8 +23,10 @@
 //! rewrites it **in its own atomic step**: an append and a summary carry it
 //! as their metadata patch ([`statestore_core::Append::metadata`],
 //! [`statestore_core::AddSummary::metadata`]), `merge_metadata` in its
-//! patch, `save` in the state — and the layer knows the new version because
-//! every such write is version-guarded. Every read checks the session
+//! patch, `save` in the state — and each of those but `save` (which
+//! records all it writes) is guarded by the version the manifest it
+//! extends was read at, so no other write lands between the manifest and
+//! what it records. Every read checks the session
 //! against it before returning anything (`Error::Inconsistent`). The key
 //! names the epoch, so a write that raced a re-creation of the session
 //! (which drew another epoch) adds a second manifest instead of hiding the
@@ -39,7 +40,7 @@ use std::collections::BTreeMap;
 
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
-use statestore_core::{ConversationState, Counters, Metadata, RecentState, SessionId, Version};
+use statestore_core::{ConversationState, Counters, Metadata, RecentState, SessionId};
 
 use crate::envelope::{self, Epoch, Place, Scope};
 use crate::seal::Codec;
@@ -52,7 +53,6 @@ pub(crate) const PREFIX: &str = "statestore.manifest.";
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Manifest {
     pub(crate) epoch: Epoch,
-    pub(crate) version: Version,
     pub(crate) messages: u64,
     pub(crate) summaries: u64,
     pub(crate) prompt: bool,
@@ -65,7 +65,6 @@ pub(crate) struct Manifest {
 pub(crate) struct Observed<'a> {
     pub(crate) id: &'a SessionId,
     pub(crate) owner: Option<&'a str>,
-    pub(crate) version: Version,
     pub(crate) messages: u64,
     pub(crate) summaries: u64,
     pub(crate) prompt: bool,
@@ -79,7 +78,6 @@ impl<'a> Observed<'a> {
         Self {
             id: &s.id,
             owner: s.user_id.as_deref(),
-            version: s.version,
             messages: s.messages.len() as u64,
             summaries: s.summaries.len() as u64,
             prompt: s.system_prompt.is_some(),
@@ -92,7 +90,6 @@ impl<'a> Observed<'a> {
         Self {
             id: &r.id,
             owner: r.user_id.as_deref(),
-            version: r.version,
             messages: r.total_messages,
             summaries: r.summaries.len() as u64,
             prompt: r.system_prompt.is_some(),
@@ -146,11 +143,10 @@ pub(crate) fn tag(value: &serde_json::Value) -> String {
 
 impl Manifest {
     /// The manifest of a session made or rewritten now, as `state` (sealed,
-    /// manifest-free) at `version`.
-    pub(crate) fn of(epoch: Epoch, version: Version, state: &ConversationState) -> Self {
+    /// manifest-free).
+    pub(crate) fn of(epoch: Epoch, state: &ConversationState) -> Self {
         Self {
             epoch,
-            version,
             messages: state.messages.len() as u64,
             summaries: state.summaries.len() as u64,
             prompt: state.system_prompt.is_some(),
@@ -173,7 +169,6 @@ impl Manifest {
         patch: &Metadata,
     ) -> Self {
         let mut next = self.clone();
-        next.version = self.version.saturating_add(1);
         next.messages = self.messages.saturating_add(messages);
         next.summaries = self.summaries.saturating_add(summaries);
         for (name, delta) in counters {
@@ -204,9 +199,6 @@ impl Manifest {
             |what: &str, stored: &dyn std::fmt::Display, recorded: &dyn std::fmt::Display| {
                 Err(format!("{what}: {stored} stored, {recorded} recorded"))
             };
-        if seen.version != self.version {
-            return differs("its version", &seen.version, &self.version);
-        }
         if seen.messages != self.messages {
             return differs("messages", &seen.messages, &self.messages);
         }

@@ -410,3 +410,24 @@ impl Redis {
             .sum()
     }
 }
+
+/// Ciphertext copied as it is to another store (`statestore migrate` or an
+/// encrypted export and import, without keys) reads there: the binding
+/// holds the session's content, not the store's version numbers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ciphertext_copied_to_another_store_reads_there() {
+    let from = support::memory();
+    let id = sid("s");
+    seed(&Encrypted::new(Arc::clone(&from), ring("k1", 1)), &id).await;
+    let to = support::Sqlite::open().await;
+    let raw = from.load(&id).await.unwrap().unwrap();
+    to.store.save(&raw, Expect::Absent).await.unwrap();
+    let there = Encrypted::new(Arc::clone(&to.store), ring("k1", 1));
+    both_read(&there, &id).await;
+    // And it goes on there: a turn, then a read.
+    there
+        .append(&id, vec![Message::user("again")], Expect::Any)
+        .await
+        .unwrap();
+    assert_eq!(there.load(&id).await.unwrap().unwrap().messages.len(), 5);
+}

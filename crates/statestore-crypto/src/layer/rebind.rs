@@ -170,7 +170,7 @@ impl Layer {
             let version = state.version;
             let bound = match &bound {
                 Some(b) => Some(
-                    self.seal_whole(codec, &mut state, b, version + 1)
+                    self.seal_whole(codec, &mut state, b)
                         .map_err(|e| ("the manifest could not be sealed".to_owned(), Some(e)))?,
                 ),
                 None => None,

@@ -27,55 +27,33 @@ impl Layer {
             let sealed = codec.seal_state(self.scope(id, None), state)?;
             return self.inner.save(&sealed, expect).await;
         }
-        // The manifest records the version the save makes: guard it.
-        let mut known = match expect {
-            Expect::Any => self
-                .known(id)
-                .map(|k| (Expect::Version(k.version), k.version)),
-            Expect::Version(v) => Some((expect, v)),
-            Expect::Absent => Some((expect, 0)),
-        };
-        for _ in 0..MAX_UNGUARDED_ATTEMPTS {
-            let (guard, before) = match known.take() {
-                Some(planned) => planned,
-                None => match self.inner.load_recent(id, 0).await? {
-                    Some(read) => (Expect::Version(read.version), read.version),
-                    None => (Expect::Absent, 0),
-                },
-            };
-            // A rewrite of the history: a fresh epoch.
-            let bound = Bound::fresh_for(state.user_id.clone());
-            let mut sealed = codec.seal_state(self.scope(id, Some(&bound)), state)?;
-            let bound = self.seal_whole(codec, &mut sealed, &bound, before + 1)?;
-            match self.inner.save(&sealed, guard).await {
-                Ok(v) => {
-                    self.remember(id, v, state.messages.len() as u64, Some(bound));
-                    return Ok(v);
-                }
-                Err(StoreError::Conflict { .. }) if expect == Expect::Any => self.forget(id),
-                Err(e) => {
-                    self.forget(id);
-                    return Err(e);
-                }
+        // A rewrite of the history: a fresh epoch. The manifest records
+        // the whole state written, so the save needs no other guard than
+        // the caller's.
+        let bound = Bound::fresh_for(state.user_id.clone());
+        let mut sealed = codec.seal_state(self.scope(id, Some(&bound)), state)?;
+        let bound = self.seal_whole(codec, &mut sealed, &bound)?;
+        match self.inner.save(&sealed, expect).await {
+            Ok(v) => {
+                self.remember(id, v, state.messages.len() as u64, Some(bound));
+                Ok(v)
+            }
+            Err(e) => {
+                self.forget(id);
+                Err(e)
             }
         }
-        Err(StoreError::Conflict {
-            id: id.clone(),
-            expected: expect,
-            actual: None,
-        })
     }
 
     /// Adds to `sealed` (a whole sealed state, without a manifest) the
-    /// manifest of `bound`'s epoch recording it at `version`.
+    /// manifest of `bound`'s epoch recording it.
     pub(crate) fn seal_whole(
         &self,
         codec: Codec<'_>,
         sealed: &mut ConversationState,
         bound: &Bound,
-        version: Version,
     ) -> StoreResult<Arc<Bound>> {
-        let manifest = Manifest::of(bound.manifest.epoch, version, sealed);
+        let manifest = Manifest::of(bound.manifest.epoch, sealed);
         let next = Arc::new(Bound {
             manifest,
             owner: sealed.user_id.clone(),
@@ -204,8 +182,8 @@ impl Layer {
         })
     }
 
-    /// `raw` (as stored) moved to the current key, for a save at its
-    /// version: `None` when every value, the manifest included, already is.
+    /// `raw` (as stored) moved to the current key, for a save guarded by
+    /// its version: `None` when every value, the manifest included, already is.
     /// A session without a manifest (read while migrating) is bound: every
     /// value sealed again under a fresh epoch, and a manifest added.
     pub(crate) fn rekey(
@@ -235,7 +213,7 @@ impl Layer {
             return Ok(None);
         }
         let bound = self
-            .seal_whole(codec, &mut state, &to, raw.version + 1)
+            .seal_whole(codec, &mut state, &to)
             .map_err(crate::Error::Store)?;
         Ok(Some((state, values, bound)))
     }
