@@ -10,8 +10,9 @@ Exit codes: 0 done; 1 failed (store unreachable, session not found, import confl
 failed: the message says what to do next); 2 usage (a bad option, URL or session id).
 
 Environment: STATESTORE_URL (the store, as --store), STATESTORE_KEYS_FILE (as --keys),
-STATESTORE_KEYS (the key ring itself, `;` between keys), STATESTORE_HOME (where the default store
-lives), OPENAI_API_KEY, OPENAI_BASE_URL, OPENAI_MODEL (chat with a real model), NO_COLOR,
+STATESTORE_KEYS (the key ring itself, `;` between keys; set but empty is an error),
+STATESTORE_CONTEXT (as --context), STATESTORE_HOME (where the default store lives),
+OPENAI_API_KEY, OPENAI_BASE_URL, OPENAI_MODEL (chat with a real model), NO_COLOR,
 STATESTORE_LOG (error, warn, info, debug, trace; default warn).";
 
 /// Conversation state that survives between runs: chat with a session that continues where
@@ -50,6 +51,21 @@ pub(crate) struct Cli {
         value_name = "FILE"
     )]
     pub(crate) keys: Option<PathBuf>,
+
+    /// Read the key file even when its group or other users have access to it, or another
+    /// user owns it (refused otherwise: `chmod 600 FILE` is the fix)
+    #[arg(long, global = true)]
+    pub(crate) allow_insecure_key_file: bool,
+
+    /// With --keys: the application context (a tenant) every value is bound to
+    #[arg(
+        help = "With --keys: the application context (e.g. a tenant) bound into every value                 written; a value written under one context does not decrypt under another.                 Every process reading the same sessions must use the same one (default: none)",
+        long,
+        global = true,
+        env = "STATESTORE_CONTEXT",
+        value_name = "TENANT"
+    )]
+    pub(crate) context: Option<String>,
 
     /// Machine-readable output on stdout: one JSON document (JSON Lines for export)
     #[arg(long, global = true)]

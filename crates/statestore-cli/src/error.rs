@@ -1,6 +1,7 @@
 //! [`CliError`]: everything a command can fail with, its exit code, what to
 //! do next, and whether anything was written.
 
+use statestore::crypto::Error as CryptoError;
 use statestore::pipeline;
 use statestore::{OpenError, WriteOutcome};
 
@@ -35,9 +36,10 @@ pub(crate) enum CliError {
         source: statestore::Error,
     },
 
-    /// The key ring (`--keys`, `STATESTORE_KEYS`) could not be read.
-    #[error("{0}")]
-    Keys(#[from] statestore::crypto::Error),
+    /// The key ring (`--keys`, `STATESTORE_KEYS`) could not be read. Not
+    /// a `source`: the message is the error's own, reworded for some.
+    #[error("{}", keys_message(.0))]
+    Keys(CryptoError),
 
     /// A chat turn failed.
     #[error("{0}")]
@@ -72,6 +74,12 @@ pub(crate) enum CliError {
         /// What to do next.
         hint: Option<String>,
     },
+}
+
+impl From<CryptoError> for CliError {
+    fn from(e: CryptoError) -> Self {
+        Self::Keys(e)
+    }
 }
 
 impl CliError {
@@ -146,6 +154,8 @@ impl CliError {
                 statestore::window::Error::Store(e) => e.write_outcome(),
                 _ => WriteOutcome::NotWritten,
             },
+            // The key ring is read before any store is opened.
+            Self::Keys(_) => return Some("nothing was read or written"),
             _ => return None,
         };
         Some(match outcome {
@@ -164,6 +174,9 @@ impl CliError {
     pub(crate) fn hint(&self) -> Option<String> {
         use statestore::Error as E;
         let store_hint = |e: &E| -> Option<String> {
+            if let Some(hint) = CryptoError::from_store(e).and_then(crypto_hint) {
+                return Some(hint);
+            }
             Some(match e {
                 E::NotFound { .. } => "`statestore list` shows the sessions there are".into(),
                 E::AlreadyExists { .. } => "choose another id, or delete that session first".into(),
@@ -198,12 +211,7 @@ impl CliError {
         };
         match self {
             Self::Usage { hint, .. } | Self::Failed { hint, .. } => hint.clone(),
-            Self::Keys(_) => Some(
-                "a key file has one key per line, `ID base64:KEY` (32 bytes) or `ID hex:KEY`, \
-                 exactly one ending in `current`; `statestore rotate-keys --help` shows how to \
-                 make one"
-                    .into(),
-            ),
+            Self::Keys(e) => Some(keys_hint(e)),
             Self::Open(e) => Some(match e {
                 OpenError::InvalidUrl { .. }
                 | OpenError::UnknownScheme { .. }
@@ -255,4 +263,74 @@ impl CliError {
             Self::Io { .. } => None,
         }
     }
+}
+
+/// The message of a key ring that could not be read: the library's, but
+/// for a key file that is not private, which says what the CLI does.
+fn keys_message(e: &CryptoError) -> String {
+    match e {
+        CryptoError::InsecureKeyFile { path, reason } => format!(
+            "key file {} is not private, so it is not used: {reason}",
+            path.display()
+        ),
+        other => other.to_string(),
+    }
+}
+
+/// What to do about a key ring that could not be read.
+fn keys_hint(e: &CryptoError) -> String {
+    match e {
+        CryptoError::InsecureKeyFile { path, .. } => format!(
+            "make it readable by its owner alone (`chmod 600 {}`, owned by the user running \
+             statestore), or pass --allow-insecure-key-file to use it as it is",
+            path.display()
+        ),
+        CryptoError::InvalidKey { source_name, .. } if source_name.contains("STATESTORE_KEYS") => {
+            "STATESTORE_KEYS holds the key ring itself: `ID base64:KEY` entries (32 bytes; `ID \
+             hex:KEY` too) separated by `;`, exactly one ending in `current`; unset it to run \
+             without a key ring"
+                .into()
+        }
+        _ => "a key file has one key per line, `ID base64:KEY` (32 bytes) or `ID hex:KEY`, \
+              exactly one ending in `current`; `statestore rotate-keys --help` shows how to make \
+              one"
+        .into(),
+    }
+}
+
+/// What to do about a value the encryption layer could not open, by the
+/// layer's own error; `None` for the ones the store's error says enough
+/// about.
+pub(crate) fn crypto_hint(e: &CryptoError) -> Option<String> {
+    Some(match e {
+        CryptoError::WrongKey { key_id, .. } => format!(
+            "the key under id {key_id:?} in the key file is not the one that encrypted this: a \
+             key file from another deployment, or the id reused for a new key. Use the key file \
+             that holds the original key {key_id:?} (keys are never replaced under the same id: \
+             add a new key under a new id)"
+        ),
+        CryptoError::Integrity { key_id, .. } => format!(
+            "the value failed authentication under key {key_id:?}: its bytes were changed, it \
+             was moved from another session or place, or it was written under another \
+             --context (STATESTORE_CONTEXT) than this run's; `statestore doctor` checks the \
+             store"
+        ),
+        CryptoError::Inconsistent { .. } => {
+            "the session does not match its sealed manifest: changed outside statestore (cut, \
+             rolled back, a value removed), or written without --keys or by an older version \
+             of statestore. In the second case `statestore --keys FILE rotate-keys \
+             --encrypt-plaintext` binds it (a changed session stays refused); in the first, \
+             restore it from a backup or delete it"
+                .into()
+        }
+        CryptoError::BodyTooLarge { limit, .. } | CryptoError::LoadTooLarge { limit, .. } => {
+            format!(
+                "a stored value decompresses to more than the limit ({limit} bytes): planted to \
+                 exhaust memory, or compressed by a writer with larger limits; the CLI reads with \
+                 the library's defaults (8 MiB per value, 256 MiB per read). Nothing was \
+                 decompressed past the limit"
+            )
+        }
+        _ => return None,
+    })
 }

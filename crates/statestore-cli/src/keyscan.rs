@@ -22,6 +22,16 @@ const READ_WIDTH: usize = 32;
 /// write guard looks at to tell whether the store is encrypted.
 const SAMPLE: usize = 8;
 
+/// The metadata key prefix of a session's sealed manifest: statestore-crypto
+/// writes one per session (`statestore.manifest.<epoch in hex>`), sealed
+/// under the key of the write, and hides it from readers of the layer.
+const MANIFEST_PREFIX: &str = "statestore.manifest.";
+
+/// Whether metadata key `key` holds a session's sealed manifest.
+pub(crate) fn is_manifest_key(key: &str) -> bool {
+    key.starts_with(MANIFEST_PREFIX)
+}
+
 /// What a scan of the store's sessions found.
 #[derive(Debug, Default)]
 pub(crate) struct Scan {
@@ -37,6 +47,9 @@ pub(crate) struct Scan {
     pub(crate) first_plaintext: Option<SessionId>,
     /// The first session holding a malformed value.
     pub(crate) first_malformed: Option<SessionId>,
+    /// Session manifests among the values (one per session written with a
+    /// key ring; counted in `usage` under their key like any value).
+    pub(crate) manifests: u64,
 }
 
 impl Scan {
@@ -74,12 +87,16 @@ pub(crate) async fn scan(store: &Arc<dyn Store>, ids: &[SessionId]) -> Result<Sc
                     .load(&id)
                     .await
                     .map_err(CliError::read(format!("reading session {id}")))?;
-                Ok(state.map(|s| key_usage(&s)))
+                Ok(state.map(|s| {
+                    let manifests = s.metadata.keys().filter(|k| is_manifest_key(k)).count();
+                    (key_usage(&s), manifests as u64)
+                }))
             }
         },
         |id, usage| {
-            if let Some(usage) = usage {
+            if let Some((usage, manifests)) = usage {
                 found.add(id, &usage);
+                found.manifests += manifests;
             }
             Ok(())
         },
@@ -125,10 +142,15 @@ pub(crate) async fn usage(ui: &Ui, url: &str, args: KeysUsageArgs) -> Result<(),
             "keys": keys,
             "plaintext": { "values": found.usage.plaintext, "sessions": found.plaintext_sessions },
             "malformed": found.usage.malformed,
+            "manifests": found.manifests,
         }));
     }
+    let manifests = match found.manifests {
+        0 => String::new(),
+        n => format!(" ({} among them)", ui::count(n, "session manifest")),
+    };
     let mut text = format!(
-        "{}: {} encrypted, {} plaintext",
+        "{}: {} encrypted{manifests}, {} plaintext",
         ui::count(found.sessions, "session"),
         ui::count(found.usage.encrypted(), "value"),
         ui::count(found.usage.plaintext, "value"),

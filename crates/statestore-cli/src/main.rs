@@ -70,7 +70,11 @@ fn main() -> ExitCode {
 
 async fn run(ui: &Ui, cli: Cli) -> Result<(), CliError> {
     let store = cli.store.filter(|s| !s.is_empty());
-    store::load_keys(cli.keys.as_deref())?;
+    store::load_keys(store::KeySource {
+        file: cli.keys.as_deref(),
+        allow_insecure: cli.allow_insecure_key_file,
+        context: cli.context,
+    })?;
     match cli.command {
         Command::Chat(args) => chat::run(ui, &store::resolve(store)?, args).await,
         Command::List(args) => sessions::list(ui, &store::resolve(store)?, args).await,

@@ -3,7 +3,7 @@
 
 use serde_json::json;
 use statestore::SessionId;
-use statestore::crypto::{Encrypted, Error as CryptoError, RotateOptions};
+use statestore::crypto::{Error as CryptoError, RotateOptions};
 
 use crate::args::RotateKeysArgs;
 use crate::error::CliError;
@@ -25,7 +25,10 @@ struct Seen {
 fn kind(e: &CryptoError) -> &'static str {
     match e {
         CryptoError::UnknownKey { .. } => "unknown_key",
+        CryptoError::WrongKey { .. } => "wrong_key",
         CryptoError::Integrity { .. } => "integrity",
+        CryptoError::Inconsistent { .. } => "inconsistent",
+        CryptoError::BodyTooLarge { .. } | CryptoError::LoadTooLarge { .. } => "too_large",
         CryptoError::Malformed { .. } => "malformed",
         CryptoError::UnsupportedFormat { .. } => "unsupported_format",
         CryptoError::NotEncrypted { .. } => "not_encrypted",
@@ -48,7 +51,7 @@ pub(crate) async fn run(ui: &Ui, url: &str, args: RotateKeysArgs) -> Result<(), 
     })?;
     let current = ring.current_id().to_owned();
     let backend = open_backend(url).await?;
-    let layer = Encrypted::builder(std::sync::Arc::clone(&backend), ring.clone())
+    let layer = crate::store::layer(std::sync::Arc::clone(&backend), ring)
         .accept_plaintext(args.encrypt_plaintext)
         .build();
     // The bar's length costs a listing of ids: only for a person watching.
@@ -146,6 +149,7 @@ pub(crate) async fn run(ui: &Ui, url: &str, args: RotateKeysArgs) -> Result<(), 
                 "keys": scan.usage.keys,
                 "plaintext": scan.usage.plaintext,
                 "malformed": scan.usage.malformed,
+                "manifests": scan.manifests,
             })),
             "removable_keys": removable,
         }))?;
@@ -213,11 +217,47 @@ pub(crate) async fn run(ui: &Ui, url: &str, args: RotateKeysArgs) -> Result<(), 
             "{} could not be re-encrypted ({written})",
             ui::count(failed, "session")
         ),
-        hint: Some(format!(
-            "an unknown_key failure needs the key it names in the key file; then run rotate-keys \
-             again{resume}: sessions already current are skipped"
-        )),
+        hint: Some(failed_hint(&report.failed, &resume)),
     })
+}
+
+/// What to do about the failures of a run, by their kinds (each said
+/// once), then how to resume.
+fn failed_hint(failed: &[(SessionId, CryptoError)], resume: &str) -> String {
+    let mut kinds: Vec<&'static str> = failed.iter().map(|(_, e)| kind(e)).collect();
+    kinds.sort_unstable();
+    kinds.dedup();
+    let mut parts: Vec<&str> = kinds
+        .iter()
+        .filter_map(|k| {
+            Some(match *k {
+                "unknown_key" => "an unknown_key failure needs the key it names in the key file",
+                "wrong_key" => {
+                    "a wrong_key failure needs the original key under the id it names (the key \
+                     file's key under that id is another one)"
+                }
+                "not_encrypted" => {
+                    "a not_encrypted failure is a value stored in plaintext: add \
+                     --encrypt-plaintext to encrypt it"
+                }
+                "inconsistent" => {
+                    "an inconsistent session has no manifest (written without --keys or by an \
+                     older version: --encrypt-plaintext binds it) or does not match its manifest \
+                     (changed outside statestore: restore it from a backup)"
+                }
+                "integrity" => {
+                    "an integrity failure is a changed or moved value, or one written under \
+                     another --context"
+                }
+                _ => return None,
+            })
+        })
+        .collect();
+    parts.push("then run rotate-keys again");
+    format!(
+        "{}{resume}: sessions already current are skipped",
+        parts.join("; ")
+    )
 }
 
 /// What to do with each old key, by the scan made after the rotation.

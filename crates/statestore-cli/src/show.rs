@@ -15,12 +15,7 @@ use crate::ui::{self, Paint, Ui};
 pub(crate) async fn show(ui: &Ui, url: &str, args: ShowArgs) -> Result<(), CliError> {
     let store = open(url).await?;
     let mut state = load(&*store, &args.id).await?;
-    if crate::store::keys().is_none()
-        && state
-            .messages
-            .iter()
-            .any(|m| m.metadata.contains_key("statestore.sealed"))
-    {
+    if crate::store::keys().is_none() && statestore::crypto::key_usage(&state).encrypted() > 0 {
         ui.warn(
             "this session is encrypted: its messages show empty without the key ring; give it \
              with --keys FILE",
@@ -117,11 +112,20 @@ fn render(
     if let Some(prompt) = &state.system_prompt {
         field(&mut out, "system", &one_line(prompt, 200));
     }
-    if !state.metadata.is_empty() {
+    // Without the key ring the store's own bookkeeping shows through: the
+    // session's sealed manifest, which people have no use for (`--json`
+    // shows the session as stored, manifest and all).
+    let metadata: serde_json::Map<String, serde_json::Value> = state
+        .metadata
+        .iter()
+        .filter(|(k, _)| !crate::keyscan::is_manifest_key(k))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    if !metadata.is_empty() {
         field(
             &mut out,
             "metadata",
-            &serde_json::to_string(&state.metadata).unwrap_or_default(),
+            &serde_json::to_string(&metadata).unwrap_or_default(),
         );
     }
     if !state.summaries.is_empty() {

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
-use statestore::crypto::{Encrypted, KeyRing};
+use statestore::crypto::{Encrypted, EncryptedBuilder, KeyFileOptions, KeyRing};
 use statestore::{ListQuery, SessionId, Store};
 
 use crate::error::CliError;
@@ -106,28 +106,67 @@ fn sqlite_url(path: &std::path::Path) -> Result<String, CliError> {
 }
 
 /// The key ring of this run (`--keys`, `STATESTORE_KEYS_FILE` or
-/// `STATESTORE_KEYS`), set once by `main` before any store is opened.
-static KEYS: OnceLock<Option<KeyRing>> = OnceLock::new();
+/// `STATESTORE_KEYS`) and its context (`--context`, `STATESTORE_CONTEXT`),
+/// set once by `main` before any store is opened.
+static KEYS: OnceLock<Option<Crypto>> = OnceLock::new();
 
-/// Reads the key ring: `file` (`--keys` or `STATESTORE_KEYS_FILE`), else
-/// the ring text in `STATESTORE_KEYS`, else none; and makes it the one
+/// A key ring and the application context its values are bound to.
+#[derive(Debug)]
+struct Crypto {
+    ring: KeyRing,
+    context: String,
+}
+
+/// How `main` reads the key ring: where from, and with which options.
+#[derive(Debug, Default)]
+pub(crate) struct KeySource<'a> {
+    /// `--keys` or `STATESTORE_KEYS_FILE`.
+    pub(crate) file: Option<&'a Path>,
+    /// `--allow-insecure-key-file`: read a key file others can read.
+    pub(crate) allow_insecure: bool,
+    /// `--context` or `STATESTORE_CONTEXT` (empty: none).
+    pub(crate) context: Option<String>,
+}
+
+/// Reads the key ring: `source.file` (`--keys` or `STATESTORE_KEYS_FILE`),
+/// else the ring text in `STATESTORE_KEYS` when it is set (set but empty
+/// is an error: a ring that went missing must not silently turn
+/// encryption off), else none; and makes it, with the context, the one
 /// every [`open`] of this run uses.
-pub(crate) fn load_keys(file: Option<&Path>) -> Result<(), CliError> {
-    let ring = match file {
-        Some(path) => Some(KeyRing::from_file(path)?),
-        None if std::env::var_os("STATESTORE_KEYS").is_some_and(|v| !v.is_empty()) => {
+pub(crate) fn load_keys(source: KeySource<'_>) -> Result<(), CliError> {
+    let ring = match source.file {
+        Some(path) => Some(KeyRing::from_file_with(
+            path,
+            KeyFileOptions::new().allow_insecure(source.allow_insecure),
+        )?),
+        None if std::env::var_os("STATESTORE_KEYS").is_some() => {
             Some(KeyRing::from_env("STATESTORE_KEYS")?)
         }
         None => None,
     };
+    let crypto = ring.map(|ring| Crypto {
+        ring,
+        context: source.context.unwrap_or_default(),
+    });
     // Set once, from main; a second call keeps the first ring.
-    let _ = KEYS.set(ring);
+    let _ = KEYS.set(crypto);
     Ok(())
 }
 
 /// This run's key ring, if it has one.
 pub(crate) fn keys() -> Option<&'static KeyRing> {
-    KEYS.get().and_then(Option::as_ref)
+    KEYS.get().and_then(Option::as_ref).map(|c| &c.ring)
+}
+
+/// An encryption layer over `inner` with `ring` and this run's context
+/// (`--context`): every layer the CLI builds goes through here, so they
+/// all bind values to the same context.
+pub(crate) fn layer(inner: Arc<dyn Store>, ring: &KeyRing) -> EncryptedBuilder {
+    let context = KEYS
+        .get()
+        .and_then(Option::as_ref)
+        .map_or("", |c| c.context.as_str());
+    Encrypted::builder(inner, ring.clone()).context(context)
 }
 
 /// Opens the store at `url`: encrypted with this run's key ring when it
@@ -135,7 +174,7 @@ pub(crate) fn keys() -> Option<&'static KeyRing> {
 pub(crate) async fn open(url: &str) -> Result<Arc<dyn Store>, CliError> {
     let backend = open_backend(url).await?;
     Ok(match keys() {
-        Some(ring) => Arc::new(Encrypted::new(backend, ring.clone())),
+        Some(ring) => Arc::new(layer(backend, ring).build()),
         None => backend,
     })
 }

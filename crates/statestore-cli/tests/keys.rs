@@ -35,6 +35,12 @@ fn key_file(env: &Env, name: &str, lines: &[(&str, u8, bool)]) -> String {
     path.display().to_string()
 }
 
+/// Makes `path` readable by its owner alone, as key files must be.
+fn private(path: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
 /// Runs the binary on `url` with `keys` (a key file) when given.
 fn on(env: &Env, url: &str, keys: Option<&str>, args: &[&str]) -> common::Run {
     let mut all = vec!["--store", url];
@@ -308,9 +314,12 @@ fn encrypt_plaintext_then_everything_is_current() {
     let run = on(&env, &url, Some(&k1), &["show", "alice-1"]);
     run.assert_code(1);
     assert!(run.stderr.contains("--encrypt-plaintext"), "{}", run.stderr);
+    // Rotation without --encrypt-plaintext: a session written without
+    // the key ring has no sealed manifest, which the layer reports first.
     let run = on(&env, &url, Some(&k1), &["--json", "rotate-keys"]);
     run.assert_code(1);
-    assert_eq!(run.json()["failed"][0]["kind"], "not_encrypted");
+    assert_eq!(run.json()["failed"][0]["kind"], "inconsistent");
+    assert!(run.stderr.contains("--encrypt-plaintext"), "{}", run.stderr);
 
     let run = on(
         &env,
@@ -375,7 +384,7 @@ fn a_failed_session_is_reported_once() {
     run.assert_code(1);
     let both = format!("{}{}", run.stdout, run.stderr);
     for id in ["alice-1", "alice-2", "bob-1", "chat-1"] {
-        let line = format!("session {id:?}: message 0 is stored unencrypted");
+        let line = format!("session {id:?}: it has no manifest");
         assert_eq!(both.matches(&line).count(), 1, "{id}:\n{both}");
     }
     assert!(!run.stderr.contains("WARN"), "{}", run.stderr);
@@ -400,6 +409,7 @@ fn rotate_keys_help_and_bad_key_files() {
     let secret = "c2VjcmV0LWtleS1tYXRlcmlhbA==";
     let bad = env.path("bad");
     std::fs::write(&bad, format!("k1 base64:{secret} current\n")).unwrap();
+    private(&bad);
     let run = env.run(&["--keys", bad.to_str().unwrap(), "list"]);
     run.assert_code(2);
     assert!(run.stderr.contains("line 1"), "{}", run.stderr);
@@ -411,7 +421,8 @@ fn rotate_keys_help_and_bad_key_files() {
 /// `keys usage` counts values per key id from the envelope headers, with
 /// no key ring: here one user's sessions encrypted, the others plaintext.
 /// Each planted session holds 11 values (8 messages, a summary, a system
-/// prompt, a metadata value); the chat session 2 messages.
+/// prompt, a metadata value), and once encrypted a 12th, its sealed
+/// manifest; the chat session 2 messages.
 #[test]
 fn keys_usage_counts_values_by_key_without_the_ring() {
     let env = Env::new();
@@ -427,8 +438,9 @@ fn keys_usage_counts_values_by_key_without_the_ring() {
 
     let doc = on(&env, &url, None, &["--json", "keys", "usage"]).json();
     assert_eq!(doc["sessions"], 4, "{doc}");
-    assert_eq!(doc["values"], 35, "{doc}");
-    assert_eq!(doc["keys"]["k1"]["values"], 11, "{doc}");
+    assert_eq!(doc["values"], 36, "{doc}");
+    assert_eq!(doc["keys"]["k1"]["values"], 12, "{doc}");
+    assert_eq!(doc["manifests"], 1, "{doc}");
     assert_eq!(doc["keys"]["k1"]["sessions"], 1, "{doc}");
     assert_eq!(doc["plaintext"]["values"], 24, "{doc}");
     assert_eq!(doc["plaintext"]["sessions"], 3, "{doc}");
@@ -445,17 +457,21 @@ fn keys_usage_counts_values_by_key_without_the_ring() {
 
     let text = ok(&env, &url, None, &["keys", "usage", "--user", "user-0"]);
     assert!(
-        text.starts_with("1 session: 11 values encrypted, 0 values plaintext\n"),
+        text.starts_with(
+            "1 session: 12 values encrypted (1 session manifest among them), 0 values plaintext\n"
+        ),
         "{text}"
     );
     assert!(text.contains("k1"), "{text}");
 }
 
 /// A process still holding the old key file writes under the old key
-/// behind the rotation (after it re-encrypted that session): rotate-keys
-/// must not say the old key can be removed. Once that writer is gone, a
-/// second run re-encrypts its value and says so, with the reminder about
-/// exports and backups.
+/// behind the rotation (a new session, among ids the rotation listed
+/// already; a session it re-encrypted is refused to that writer, whose
+/// ring lacks the key of the session's manifest): rotate-keys must not say
+/// the old key can be removed. Once that writer is gone, a second run
+/// re-encrypts its values and says so, with the reminder about exports and
+/// backups.
 #[test]
 fn rotate_keys_keeps_a_key_a_stale_writer_still_uses() {
     use statestore::crypto::{Encrypted, Key, KeyRing, key_usage};
@@ -494,6 +510,8 @@ fn rotate_keys_keeps_a_key_a_stale_writer_still_uses() {
         KeyRing::new(Key::from_bytes("k1", &[1; 32]).unwrap()),
     );
     let first = SessionId::new("s00000").unwrap();
+    // Sorts between s00000 and s00001: on the page the rotation is on.
+    let late = SessionId::new("s00000-late").unwrap();
 
     let mut child = env
         .cmd()
@@ -514,8 +532,14 @@ fn rotate_keys_keeps_a_key_a_stale_writer_still_uses() {
         );
         std::thread::sleep(std::time::Duration::from_millis(1));
     }
+    // The rotated session is out of the stale writer's reach now.
+    let refused = rt.block_on(stale.append(&first, vec![Message::user("x")], Expect::Any));
+    assert!(
+        matches!(&refused, Err(statestore::Error::Decryption { key_id: Some(k), .. }) if k == "k2"),
+        "{refused:?}"
+    );
     rt.block_on(stale.append(
-        &first,
+        &late,
         vec![Message::user("written with the old key file")],
         Expect::Any,
     ))
@@ -525,22 +549,26 @@ fn rotate_keys_keeps_a_key_a_stale_writer_still_uses() {
     assert!(!run.stdout.contains("can now be removed"), "{}", run.stdout);
     assert!(
         run.stdout.contains(
-            "key k1 must be kept: a scan after the rotation found 1 value under it in 1 session"
+            "key k1 must be kept: a scan after the rotation found 2 values under it in 1 session"
         ),
         "{}",
         run.stdout
     );
-    // The claim it did not make would have been false.
+    // The claim it did not make would have been false: the late
+    // session's message and its manifest are under k1.
     let doc = on(&env, &url, None, &["--json", "keys", "usage"]).json();
-    assert_eq!(doc["keys"]["k1"]["values"], 1, "{doc}");
+    assert_eq!(doc["keys"]["k1"]["values"], 2, "{doc}");
 
-    // The stale writer is gone: a second run moves its value and only
+    // The stale writer is gone: a second run moves its values and only
     // then says k1 can go, reminding of exports and backups.
     drop((stale, backend));
     let doc = on(&env, &url, Some(&both), &["--json", "rotate-keys"]).json();
     assert_eq!(doc["reencrypted"], 1, "{doc}");
     assert_eq!(doc["removable_keys"], serde_json::json!(["k1"]), "{doc}");
-    assert_eq!(doc["scan_after"]["keys"]["k2"], 801, "{doc}");
+    // 401 sessions: 2 messages and a manifest each, but the late one's
+    // single message.
+    assert_eq!(doc["scan_after"]["keys"]["k2"], 1202, "{doc}");
+    assert_eq!(doc["scan_after"]["manifests"], 401, "{doc}");
     let out = ok(&env, &url, Some(&both), &["rotate-keys"]);
     assert!(out.contains("key k1 can now be removed"), "{out}");
     assert!(out.contains("encrypted exports"), "{out}");
