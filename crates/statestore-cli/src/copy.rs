@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use statestore::{
     Appended, ConversationState, Counters, Expect, IdempotencyKey, Message, Metadata,
-    RememberedWrite, SessionId, Store, Summary, Timestamp, Version,
+    RememberedWrite, SessionId, Store, Summary, Timestamp,
 };
 
 use crate::error::CliError;
@@ -92,13 +92,6 @@ pub(crate) struct Exported {
     messages: Vec<Arc<Message>>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     writes: Vec<ExportedWrite>,
-    /// The session's version, for a session carrying a sealed manifest
-    /// (encrypted, as stored: `export --encrypted`, `migrate` without a
-    /// key ring): the manifest records the version, and the encryption
-    /// layer reads the session only at that version, so the copy is
-    /// brought to it ([`put`]). Absent otherwise: an import starts afresh.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    version: Option<Version>,
 }
 
 /// A remembered write as exported: what survives a move (its positions
@@ -134,30 +127,11 @@ impl From<ConversationState> for Exported {
                 .collect::<std::collections::BTreeSet<_>>()
                 .into_iter()
                 .collect(),
-            version: None,
         }
     }
 }
 
 impl Exported {
-    /// Keeps `version` when the session carries a sealed manifest (see
-    /// the field): for a copy of the values as stored.
-    pub(crate) fn stored_at(mut self, version: Version) -> Self {
-        if self
-            .metadata
-            .keys()
-            .any(|k| crate::keyscan::is_manifest_key(k))
-        {
-            self.version = Some(version);
-        }
-        self
-    }
-
-    /// The version the copy must be brought to, if any.
-    pub(crate) fn sealed_version(&self) -> Option<Version> {
-        self.version
-    }
-
     /// The state to save (messages shared, not copied).
     pub(crate) fn to_state(&self) -> ConversationState {
         let mut state = ConversationState::new(self.id.clone());
@@ -204,27 +178,18 @@ pub(crate) async fn put(store: &dyn Store, session: &Exported) -> Result<Copied,
     // is written on the next round.
     for _ in 0..3 {
         match store.save(&state, Expect::Absent).await {
-            Ok(version) => {
-                restore_version(store, id, version, session.version).await?;
-                return Ok(Copied::Written);
-            }
+            Ok(_) => return Ok(Copied::Written),
             Err(statestore::Error::Conflict { .. } | statestore::Error::AlreadyExists { .. }) => {
                 let existing = store
                     .load(id)
                     .await
                     .map_err(CliError::read(format!("reading session {id} to compare")))?;
                 if let Some(existing) = existing {
-                    let at = existing.version;
-                    let existing = Exported {
-                        version: session.version,
-                        ..Exported::from(existing)
-                    };
-                    if existing != *session {
-                        return Ok(Copied::Conflict);
-                    }
-                    // A copy an interrupted run left short of its version.
-                    restore_version(store, id, at, session.version).await?;
-                    return Ok(Copied::Unchanged);
+                    return Ok(if Exported::from(existing) == *session {
+                        Copied::Unchanged
+                    } else {
+                        Copied::Conflict
+                    });
                 }
             }
             Err(e) => return Err(CliError::write(format!("writing session {id}"))(e)),
@@ -234,34 +199,6 @@ pub(crate) async fn put(store: &dyn Store, session: &Exported) -> Result<Copied,
         "session {id} was deleted and recreated by someone else while it was being copied; run \
          the command again"
     )))
-}
-
-/// Brings session `id`, at version `at`, to version `to` (when given and
-/// higher) with empty metadata merges, each guarded by the version before
-/// it: a session carrying a sealed manifest is read by the encryption
-/// layer only at the version the manifest records, which a copy (created
-/// at version 1) does not otherwise reach. Nothing but the version
-/// changes.
-pub(crate) async fn restore_version(
-    store: &dyn Store,
-    id: &SessionId,
-    mut at: Version,
-    to: Option<Version>,
-) -> Result<(), CliError> {
-    let Some(to) = to else { return Ok(()) };
-    while at < to {
-        at = store
-            .merge_metadata(id, Metadata::new(), Expect::Version(at))
-            .await
-            .map_err(|e| {
-                CliError::write(format!(
-                    "bringing session {id} to version {to}, the one its sealed manifest \
-                     records (it is at {at}: the copy is written, but the key ring reads it \
-                     only once it is there; running the command again finishes it)"
-                ))(e)
-            })?;
-    }
-    Ok(())
 }
 
 /// Tallies of a copy.

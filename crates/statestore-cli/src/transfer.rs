@@ -138,10 +138,6 @@ fn export_line(state: statestore::ConversationState, values: &Values) -> Result<
                 hint: Some("run the export again".into()),
             })
         }
-        (Values::Sealed(_), _) => {
-            let version = state.version;
-            Ok(Exported::from(state).stored_at(version).line())
-        }
         _ => Ok(Exported::from(state).line()),
     }
 }
@@ -363,11 +359,8 @@ async fn check_session(session: &Exported, header: &Header, encrypted: bool) -> 
     };
     let state = session.to_state();
     let memory: Arc<dyn Store> = Arc::new(statestore::memory::MemoryStore::new());
-    let at = memory
+    memory
         .save(&state, statestore::Expect::Absent)
-        .await
-        .map_err(|e| format!("cannot be checked ({e})"))?;
-    crate::copy::restore_version(&*memory, &state.id, at, session.sealed_version())
         .await
         .map_err(|e| format!("cannot be checked ({e})"))?;
     crate::store::layer(memory, ring)
@@ -444,16 +437,7 @@ pub(crate) async fn migrate(ui: &Ui, args: MigrateArgs) -> Result<(), CliError> 
                 )))?;
                 match state {
                     None => Ok(None),
-                    Some(state) => {
-                        // Without a key ring, sessions are copied as stored:
-                        // sealed ones keep their version (`stored_at`).
-                        let version = state.version;
-                        let mut session = Exported::from(state);
-                        if crate::store::keys().is_none() {
-                            session = session.stored_at(version);
-                        }
-                        Ok(Some(put(&*dest, &session).await?))
-                    }
+                    Some(state) => Ok(Some(put(&*dest, &Exported::from(state)).await?)),
                 }
             }
         },
