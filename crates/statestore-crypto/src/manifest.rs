@@ -5,8 +5,8 @@
 //! Sealing each value binds it to its session, owner, context and place,
 //! but a value can still be *removed* (a message cut off the end, the
 //! system prompt, a summary, a metadata key), *put back* (an older
-//! ciphertext of the same place) or *left out of date* (counters, the
-//! version) without any value failing its check. So every session written
+//! ciphertext of the same place) or *left out of date* (counters)
+//! without any value failing its check. So every session written
 //! through an encrypting layer also holds, under the metadata key
 //! `statestore.manifest.<epoch>`, one sealed [`Manifest`]:
 //!
