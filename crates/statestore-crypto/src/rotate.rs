@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use statestore_core::{Error as StoreError, Expect, ListQuery, SessionId, Version};
+use statestore_core::{Error as StoreError, Expect, ListQuery, Save, SessionId, Version};
 
 use crate::{Encrypted, Error, Result};
 
@@ -160,7 +160,12 @@ impl Encrypted {
                     attempts: attempt,
                 });
             };
-            match layer.inner.save(&state, Expect::Version(raw.version)).await {
+            // A maintenance write: the session's clocks and expiry stay, so
+            // rotation does not extend its retention.
+            let rekey = Save::new()
+                .expect(Expect::Version(raw.version))
+                .keep_clocks();
+            match layer.inner.save_with(&state, rekey).await {
                 Ok(version) => {
                     layer.remember(id, version, state.messages.len() as u64, Some(bound));
                     tracing::debug!(session = %id, values, attempt, "re-encrypted");

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use statestore_core::{
     AddSummary, ConversationState, Counters, Error as StoreError, Expect, Metadata,
-    Result as StoreResult, SessionId, Version,
+    Result as StoreResult, Save, SessionId, Version,
 };
 
 use super::{Bound, Layer, MAX_UNGUARDED_ATTEMPTS, Plan, Planned};
@@ -19,13 +19,24 @@ impl Layer {
         state: &ConversationState,
         expect: Expect,
     ) -> StoreResult<Version> {
+        self.save_with(state, Save::new().expect(expect)).await
+    }
+
+    /// A save as `Store::save_with`: `options` (a maintenance save's
+    /// `keep_clocks` included) go to the store underneath with each try.
+    pub(crate) async fn save_with(
+        &self,
+        state: &ConversationState,
+        options: Save,
+    ) -> StoreResult<Version> {
+        let expect = options.expect;
         let id = &state.id;
         let _gate = self.gate.read().await;
         let keys = self.keys();
         let codec = self.codec(keys.as_ref());
         if !self.encrypting() {
             let sealed = codec.seal_state(self.scope(id, None), state)?;
-            return self.inner.save(&sealed, expect).await;
+            return self.inner.save_with(&sealed, options).await;
         }
         // The manifest records the version the save makes: guard it.
         let mut known = match expect {
@@ -47,7 +58,7 @@ impl Layer {
             let bound = Bound::fresh_for(state.user_id.clone());
             let mut sealed = codec.seal_state(self.scope(id, Some(&bound)), state)?;
             let bound = self.seal_whole(codec, &mut sealed, &bound, before + 1)?;
-            match self.inner.save(&sealed, guard).await {
+            match self.inner.save_with(&sealed, options.expect(guard)).await {
                 Ok(v) => {
                     self.remember(id, v, state.messages.len() as u64, Some(bound));
                     return Ok(v);
