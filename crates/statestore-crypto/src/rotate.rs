@@ -118,7 +118,11 @@ impl Encrypted {
     ///
     /// The save keeps the session's remembered idempotency keys (every
     /// backend's `save` does, checked by this crate's tests), so a turn
-    /// retried across a rotation is still applied once.
+    /// retried across a rotation is still applied once. It is a
+    /// maintenance save ([`Save::keep_clocks`](statestore_core::Save#structfield.keep_clocks)):
+    /// the session keeps its `updated_at`, `last_accessed_at` and expiry.
+    /// (The load before it is a read, which a store whose reads count as
+    /// accesses records as one.)
     ///
     /// After two lost races it holds this layer's own writers back for
     /// one load and save (milliseconds) so a busy session cannot starve
