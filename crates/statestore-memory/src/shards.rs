@@ -158,10 +158,9 @@ impl Inner {
                 if op.keeps_clocks() {
                     // A maintenance write: a new version, but no access —
                     // timestamps and the last-access tick (the expiry) stay.
-                    op.update(id, session).map(|out| {
-                        session.version += 1;
-                        out
-                    })
+                    let out = op.update(id, session)?;
+                    session.version += 1;
+                    Ok(out)
                 } else {
                     let out = op.update(id, session)?;
                     session.bump();
