@@ -226,8 +226,12 @@ impl Store for Lossy {
     ) -> StoreResult<Option<RecentState>> {
         self.inner.load_recent_with(id, n, lookup).await
     }
-    async fn save(&self, state: &ConversationState, expect: Expect) -> StoreResult<Version> {
-        self.inner.save(state, expect).await
+    async fn save_with(
+        &self,
+        state: &ConversationState,
+        options: statestore_core::Save,
+    ) -> StoreResult<Version> {
+        self.inner.save_with(state, options).await
     }
     async fn append_with(&self, id: &SessionId, append: Append) -> StoreResult<Appended> {
         let keyed = append.key.is_some();

@@ -31,8 +31,8 @@ use serde_json::json;
 
 use crate::{
     AddSummary, Append, ContentPart, ConversationState, Counters, Error, Expect, IdempotencyKey,
-    ListQuery, Message, Metadata, REMEMBERED_WRITES, Role, SessionId, Store, Summary, Timestamp,
-    TokenCount, ToolCall,
+    ListQuery, Message, Metadata, REMEMBERED_WRITES, Role, Save, SessionId, Store, Summary,
+    Timestamp, TokenCount, ToolCall,
 };
 
 /// Expands to one `#[tokio::test]` per conformance case. See the
@@ -81,6 +81,7 @@ macro_rules! __conformance_with_cases {
             pending_progress_is_seen_only_by_its_key_until_its_write,
             counters_add_up_atomically,
             writes_merge_metadata_in_their_atomic_step,
+            maintenance_saves_keep_the_clocks,
         }
     };
 }
@@ -836,6 +837,97 @@ pub async fn touch_keeps_the_version(store: Arc<dyn Store>) {
     assert_eq!(after.version, before.version);
     assert!(after.last_accessed_at >= before.last_accessed_at);
     assert_eq!(after.updated_at, before.updated_at);
+}
+
+/// A maintenance save ([`Save::keep_clocks`](crate::Save#structfield.keep_clocks))
+/// replaces the content as `save` does — version, `created_at` and
+/// remembered writes included — but keeps `updated_at`, which a plain save
+/// moves; a repeat guarded by the old version is a conflict that writes
+/// nothing, one with `Expect::Any` applies the same content again; on a
+/// missing session it creates it as `save` does. (`last_accessed_at` and the
+/// expiry are checked by each backend's own tests, on a store with a TTL:
+/// here every read is an access that moves them.)
+pub async fn maintenance_saves_keep_the_clocks(store: Arc<dyn Store>) {
+    let pause = || tokio::time::sleep(std::time::Duration::from_millis(5));
+    let id = sid("rekeyed");
+    let key = IdempotencyKey::new("turn-1").unwrap();
+    store
+        .append_with(
+            &id,
+            Append::new([user("one"), user("two")]).key(key.clone()),
+        )
+        .await
+        .unwrap();
+    let before = store.load(&id).await.unwrap().unwrap();
+    pause().await;
+
+    let mut state = rich_state(&id);
+    state.created_at = Timestamp::from_unix_millis(1);
+    let keep = Save::new().expect(Expect::Version(1)).keep_clocks();
+    assert_eq!(store.save_with(&state, keep).await.unwrap(), 2);
+    let kept = store.load(&id).await.unwrap().unwrap();
+    assert_same_content(&kept, &state);
+    assert_eq!(kept.version, 2);
+    assert_eq!(kept.created_at, before.created_at, "keeps created_at");
+    assert_eq!(
+        kept.updated_at, before.updated_at,
+        "a maintenance save must keep updated_at"
+    );
+    // Remembered writes follow the rules of `save`: still a replay, its
+    // positions gone with the old history.
+    let again = store
+        .append_with(
+            &id,
+            Append::new([user("one"), user("two")]).key(key.clone()),
+        )
+        .await
+        .unwrap();
+    assert!(again.replayed && again.rewritten, "{again:?}");
+    assert_eq!(store.load(&id).await.unwrap().unwrap().version, 2);
+
+    // A retry: guarded by the old version, a conflict that writes nothing;
+    // unguarded, the same content once more, clocks still kept.
+    pause().await;
+    match store.save_with(&state, keep).await {
+        Err(Error::Conflict { actual, .. }) => assert_eq!(actual, Some(2)),
+        other => panic!("a repeated guarded maintenance save: {other:?}"),
+    }
+    assert_eq!(
+        store
+            .save_with(&state, Save::new().keep_clocks())
+            .await
+            .unwrap(),
+        3
+    );
+    let kept = store.load(&id).await.unwrap().unwrap();
+    assert_same_content(&kept, &state);
+    assert_eq!(kept.updated_at, before.updated_at);
+
+    // A plain save moves updated_at.
+    pause().await;
+    assert_eq!(
+        store
+            .save_with(&state, Save::new().expect(Expect::Version(3)))
+            .await
+            .unwrap(),
+        4
+    );
+    let plain = store.load(&id).await.unwrap().unwrap();
+    assert!(
+        plain.updated_at > before.updated_at,
+        "a plain save must move updated_at"
+    );
+
+    // No session, no clocks to keep: created as by `save`.
+    let fresh = sid("rekeyed-new");
+    let mut new_state = rich_state(&fresh);
+    new_state.created_at = Timestamp::from_unix_millis(1_700_000_000_000);
+    let created = Save::new().expect(Expect::Absent).keep_clocks();
+    assert_eq!(store.save_with(&new_state, created).await.unwrap(), 1);
+    let loaded = store.load(&fresh).await.unwrap().unwrap();
+    assert_same_content(&loaded, &new_state);
+    assert_eq!(loaded.created_at, new_state.created_at);
+    assert!(loaded.updated_at >= plain.updated_at);
 }
 
 /// Ids that collide with key separators, hash tags, glob patterns and paths

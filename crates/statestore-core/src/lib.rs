@@ -23,5 +23,5 @@ pub use state::{ConversationState, Expect, ListPage, ListQuery, RecentState, Sum
 pub use store::{Store, check_fork_ids};
 pub use write::{
     AddSummary, Append, Appended, Counters, IdempotencyKey, Pending, REMEMBERED_WRITES,
-    RememberedWrite, WriteOutcome,
+    RememberedWrite, Save, WriteOutcome,
 };

@@ -4,7 +4,7 @@ use async_trait::async_trait;
 
 use crate::{
     AddSummary, Append, Appended, ConversationState, Expect, IdempotencyKey, ListPage, ListQuery,
-    Message, Metadata, Pending, RecentState, Result, SessionId, Summary, Version,
+    Message, Metadata, Pending, RecentState, Result, Save, SessionId, Summary, Version,
 };
 
 /// A place conversations live between pipeline executions.
@@ -27,6 +27,7 @@ use crate::{
 /// - Sessions never see each other's data, whatever their ids.
 /// - Backends with expiry (TTL) count every read and write of a session as
 ///   an access that restarts its clock; [`Store::touch`] does so explicitly.
+///   The one exception is a maintenance save ([`Save::keep_clocks`](Save#structfield.keep_clocks)).
 ///
 /// # Example: the seed's "Save and Load"
 ///
@@ -83,7 +84,27 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// ([`RememberedWrite::carried`](crate::RememberedWrite::carried)), up to
     /// [`REMEMBERED_WRITES`](crate::REMEMBERED_WRITES) in all. A retry of
     /// a keyed write is a replay after any save, never a second copy.
-    async fn save(&self, state: &ConversationState, expect: Expect) -> Result<Version>;
+    ///
+    /// The same as [`Store::save_with`] guarded by `expect`, clocks not
+    /// kept.
+    async fn save(&self, state: &ConversationState, expect: Expect) -> Result<Version> {
+        self.save_with(state, Save::new().expect(expect)).await
+    }
+
+    /// Replaces the whole session with `state` as [`Store::save`] does,
+    /// guarded by `options.expect`; with
+    /// [`options.keep_clocks`](Save#structfield.keep_clocks) a maintenance
+    /// write (re-encryption, a migration of the storage format) that keeps
+    /// the session's `updated_at`, `last_accessed_at` and expiry time
+    /// instead of restarting them, so that it does not extend the
+    /// session's retention. Everything else — `created_at`, the remembered
+    /// writes, the new version — is as for [`Store::save`].
+    ///
+    /// A retry is what a retry of a save is: guarded by a version, a repeat
+    /// after the save landed is a [`Conflict`](crate::Error::Conflict) and
+    /// writes nothing; with [`Expect::Any`] it applies the same content
+    /// again (one more version), keeping the clocks again.
+    async fn save_with(&self, state: &ConversationState, options: Save) -> Result<Version>;
 
     /// Appends `messages` to the history without reading or rewriting it:
     /// the per-turn hot path. Creates the session when it does not exist

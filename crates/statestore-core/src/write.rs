@@ -278,6 +278,54 @@ impl AddSummary {
     }
 }
 
+/// How [`Store::save_with`](crate::Store::save_with) saves: the
+/// expectation guarding it, and whether it keeps the session's clocks.
+///
+/// ```
+/// use statestore_core::{Expect, Save};
+///
+/// let rekey = Save::new().expect(Expect::Version(7)).keep_clocks();
+/// assert!(rekey.keep_clocks);
+/// assert_eq!(Save::default().expect, Expect::Any);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+#[must_use]
+pub struct Save {
+    /// What the session's version must be (default: any).
+    pub expect: Expect,
+    /// A maintenance write — re-encryption under a new key, a migration of
+    /// the storage format — that replaces the content exactly as a plain
+    /// save does but is not an access: the conversation did not change, so
+    /// its retention must not. The session keeps its `updated_at`, its
+    /// `last_accessed_at` and its expiry time (the TTL clock is not
+    /// restarted; a session without expiry stays without). The version
+    /// still moves on, so writers guarded by the old one see the change.
+    /// When the session does not exist the save creates it as a plain
+    /// save does: it has no clocks to keep. Default: off.
+    pub keep_clocks: bool,
+}
+
+impl Save {
+    /// A plain save: any version, clocks restarted as by any write.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Guards the save with `expect`.
+    pub fn expect(mut self, expect: Expect) -> Self {
+        self.expect = expect;
+        self
+    }
+
+    /// Makes it a maintenance write that keeps the session's clocks (see
+    /// [`Save::keep_clocks`](Save#structfield.keep_clocks)).
+    pub fn keep_clocks(mut self) -> Self {
+        self.keep_clocks = true;
+        self
+    }
+}
+
 /// What an [`Append`] did — returned by the write and, for a repeat of a
 /// keyed write, remembered and returned again.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

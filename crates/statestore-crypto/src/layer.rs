@@ -17,6 +17,7 @@ use crate::manifest::{self, Manifest, Observed};
 use crate::seal::Codec;
 use crate::{Compression, KeyRing};
 
+mod locks;
 mod pending;
 mod plan;
 mod rebind;
@@ -24,6 +25,7 @@ mod writes;
 
 pub(crate) use plan::{Plan, Planned};
 
+use locks::SessionLocks;
 use rebind::Sent;
 
 /// Sessions whose (version, message count) the layer remembers, at most.
@@ -563,52 +565,6 @@ impl Layer {
         let existed = self.inner.delete(id).await;
         self.forget(id);
         existed
-    }
-}
-
-/// One async mutex per session with an append in progress, removed when
-/// the last holder is done.
-#[derive(Default)]
-struct SessionLocks {
-    map: Mutex<HashMap<SessionId, Arc<tokio::sync::Mutex<()>>>>,
-}
-
-struct SessionTurn<'a> {
-    locks: &'a SessionLocks,
-    id: &'a SessionId,
-    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
-}
-
-impl SessionLocks {
-    async fn lock<'a>(&'a self, id: &'a SessionId) -> SessionTurn<'a> {
-        let mutex = Arc::clone(
-            self.map
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .entry(id.clone())
-                .or_default(),
-        );
-        SessionTurn {
-            locks: self,
-            id,
-            guard: Some(mutex.lock_owned().await),
-        }
-    }
-}
-
-impl Drop for SessionTurn<'_> {
-    fn drop(&mut self) {
-        drop(self.guard.take());
-        let mut map = self
-            .locks
-            .map
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        // Clones are only taken under the map lock: a count of 1 means
-        // no one else holds or waits for this session's mutex.
-        if map.get(self.id).is_some_and(|m| Arc::strong_count(m) == 1) {
-            map.remove(self.id);
-        }
     }
 }
 

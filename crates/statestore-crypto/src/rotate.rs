@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use statestore_core::{Error as StoreError, Expect, ListQuery, SessionId, Version};
+use statestore_core::{Error as StoreError, Expect, ListQuery, Save, SessionId, Version};
 
 use crate::{Encrypted, Error, Result};
 
@@ -118,7 +118,11 @@ impl Encrypted {
     ///
     /// The save keeps the session's remembered idempotency keys (every
     /// backend's `save` does, checked by this crate's tests), so a turn
-    /// retried across a rotation is still applied once.
+    /// retried across a rotation is still applied once. It is a
+    /// maintenance save ([`Save::keep_clocks`](statestore_core::Save#structfield.keep_clocks)):
+    /// the session keeps its `updated_at`, `last_accessed_at` and expiry.
+    /// (The load before it is a read, which a store whose reads count as
+    /// accesses records as one.)
     ///
     /// After two lost races it holds this layer's own writers back for
     /// one load and save (milliseconds) so a busy session cannot starve
@@ -160,7 +164,12 @@ impl Encrypted {
                     attempts: attempt,
                 });
             };
-            match layer.inner.save(&state, Expect::Version(raw.version)).await {
+            // A maintenance write: the session's clocks and expiry stay, so
+            // rotation does not extend its retention.
+            let rekey = Save::new()
+                .expect(Expect::Version(raw.version))
+                .keep_clocks();
+            match layer.inner.save_with(&state, rekey).await {
                 Ok(version) => {
                     layer.remember(id, version, state.messages.len() as u64, Some(bound));
                     tracing::debug!(session = %id, values, attempt, "re-encrypted");

@@ -5,7 +5,8 @@ use std::sync::{Arc, PoisonError, RwLock};
 
 use statestore_core::{
     AddSummary, Append, Appended, ConversationState, Expect, IdempotencyKey, ListPage, ListQuery,
-    Metadata, Pending, RecentState, Result as StoreResult, SessionId, Store, Version, async_trait,
+    Metadata, Pending, RecentState, Result as StoreResult, Save, SessionId, Store, Version,
+    async_trait,
 };
 
 use crate::envelope::Limits;
@@ -268,12 +269,12 @@ macro_rules! delegate_store {
             ) -> StoreResult<Option<RecentState>> {
                 self.layer.load_recent_with(id, n, lookup).await
             }
-            async fn save(
+            async fn save_with(
                 &self,
                 state: &ConversationState,
-                expect: Expect,
+                options: Save,
             ) -> StoreResult<Version> {
-                self.layer.save(state, expect).await
+                self.layer.save_with(state, options).await
             }
             async fn append_with(&self, id: &SessionId, append: Append) -> StoreResult<Appended> {
                 self.layer.append_with(id, append).await

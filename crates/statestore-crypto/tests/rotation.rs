@@ -341,3 +341,76 @@ async fn an_append_landing_elsewhere_than_planned_is_rebound() {
         .collect();
     assert_eq!(texts, ["x", "y", "mine"]);
 }
+
+/// Rotation is a maintenance write (`Save::keep_clocks`): a re-encrypted
+/// session keeps `updated_at` on every backend and, on a Redis store with a
+/// TTL whose reads are no accesses, also `last_accessed_at` and the expiry
+/// of every key — rotating does not extend retention.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotation_keeps_the_sessions_clocks() {
+    let sqlite = support::Sqlite::open().await;
+    let server = support::redis_server();
+    let sliding_off = Arc::new(
+        statestore_redis::RedisStore::builder()
+            .prefix("ttl:")
+            .ttl(std::time::Duration::from_secs(60))
+            .sliding_ttl(false)
+            .connect(&server.url())
+            .await
+            .unwrap(),
+    ) as Arc<dyn Store>;
+    let stores = [
+        support::memory(),
+        Arc::clone(&sqlite.store),
+        support::redis_store(&server.url()).await,
+        Arc::clone(&sliding_off),
+    ];
+    let id = sid("clocks");
+    let mut conn = redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let expiry = async |conn: &mut redis::aio::MultiplexedConnection| -> Vec<i64> {
+        let mut out = Vec::new();
+        for suffix in ["h", "m", "d"] {
+            let at: i64 = redis::cmd("PEXPIRETIME")
+                .arg(format!("ttl:{{clocks}}:{suffix}"))
+                .query_async(conn)
+                .await
+                .unwrap();
+            out.push(at);
+        }
+        out
+    };
+    for (n, inner) in stores.into_iter().enumerate() {
+        let layer = Encrypted::new(Arc::clone(&inner), ring("k1", 1));
+        layer
+            .append(&id, vec![Message::user("hi")], Expect::Any)
+            .await
+            .unwrap();
+        let before = inner.load(&id).await.unwrap().unwrap();
+        let first = expiry(&mut conn).await;
+        tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+        let ring = layer.keyring().with_current_key(key("k2", 2)).unwrap();
+        layer.set_keyring(ring).await;
+        let done = layer.reencrypt(&id).await.unwrap();
+        assert!(done.values > 0, "store {n}: nothing re-encrypted");
+        let after = inner.load(&id).await.unwrap().unwrap();
+        assert_eq!(after.version, before.version + 1, "store {n}");
+        assert_eq!(after.updated_at, before.updated_at, "store {n}");
+        assert_eq!(
+            layer.load(&id).await.unwrap().unwrap().messages[0].text(),
+            "hi"
+        );
+        if n == 3 {
+            assert_eq!(after.last_accessed_at, before.last_accessed_at);
+            let kept = expiry(&mut conn).await;
+            assert!(first.iter().all(|&t| t > 0), "{first:?}");
+            assert!(
+                kept.iter().all(|&t| t > 0 && t <= first[0]),
+                "rotation extended the TTL: {first:?} -> {kept:?}"
+            );
+        }
+    }
+}

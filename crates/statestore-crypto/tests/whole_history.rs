@@ -270,7 +270,8 @@ async fn every_hand_edit_of_the_sqlite_file_is_refused() {
     let edit = |q: &str| {
         sql.execute_batch(&format!("BEGIN; {q}; COMMIT;")).unwrap();
     };
-    let attacks: [(&str, &dyn Fn(&Error)); 6] = [
+    type Check<'a> = &'a dyn Fn(&Error);
+    let attacks: [(&str, Check<'_>); 6] = [
         ("UPDATE sessions SET user_id = 'mallory'", &|e| {
             assert!(
                 matches!(

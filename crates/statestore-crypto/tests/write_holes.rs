@@ -101,16 +101,20 @@ impl Store for Faulty {
     ) -> Result<Option<RecentState>> {
         self.store.load_recent_with(id, n, lookup).await
     }
-    async fn save(&self, state: &ConversationState, expect: Expect) -> Result<Version> {
+    async fn save_with(
+        &self,
+        state: &ConversationState,
+        options: statestore_core::Save,
+    ) -> Result<Version> {
         let fault = *self.save.lock().unwrap();
         match fault {
-            SaveFault::None => self.store.save(state, expect).await,
+            SaveFault::None => self.store.save_with(state, options).await,
             SaveFault::Unavailable => Err(StoreError::Unavailable {
                 operation: "save",
                 source: "connection refused".into(),
             }),
             SaveFault::TimeoutAfterApply => {
-                self.store.save(state, expect).await?;
+                self.store.save_with(state, options).await?;
                 Err(timeout("save"))
             }
             SaveFault::Race => {
@@ -120,7 +124,7 @@ impl Store for Faulty {
                 self.store
                     .merge_metadata(&state.id, patch, Expect::Any)
                     .await?;
-                self.store.save(state, expect).await
+                self.store.save_with(state, options).await
             }
         }
     }

@@ -14,7 +14,8 @@ use std::time::Duration;
 use statestore_core::codec::{self, Limits};
 use statestore_core::{
     Append, Appended, ConversationState, Error, Expect, IdempotencyKey, ListPage, ListQuery,
-    Message, Metadata, Pending, RecentState, Result, SessionId, Store, Version, async_trait,
+    Message, Metadata, Pending, RecentState, Result, Save as SaveOptions, SessionId, Store,
+    Version, async_trait,
 };
 
 use shards::{Inner, Slot, lock};
@@ -218,14 +219,14 @@ impl Store for MemoryStore {
             }))
     }
 
-    async fn save(&self, state: &ConversationState, expect: Expect) -> Result<Version> {
+    async fn save_with(&self, state: &ConversationState, options: SaveOptions) -> Result<Version> {
         let limits = &self.inner.limits;
         limits.check_message_count(&state.id, state.messages.len() as u64)?;
         if limits.max_message_bytes.is_some() {
             let owned: Vec<Message> = state.messages.iter().map(|m| (**m).clone()).collect();
             self.check_sizes(&state.id, &owned)?;
         }
-        self.inner.write(&state.id, Save { state, expect })
+        self.inner.write(&state.id, Save { state, options })
     }
 
     async fn append_with(&self, id: &SessionId, append: Append) -> Result<Appended> {

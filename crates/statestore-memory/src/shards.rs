@@ -155,10 +155,18 @@ impl Inner {
                     self.touch(id, &slot);
                     return Ok(out);
                 }
-                let out = op.update(id, session)?;
-                session.bump();
-                self.touch(id, &slot);
-                Ok(out)
+                if op.keeps_clocks() {
+                    // A maintenance write: a new version, but no access —
+                    // timestamps and the last-access tick (the expiry) stay.
+                    let out = op.update(id, session)?;
+                    session.version += 1;
+                    Ok(out)
+                } else {
+                    let out = op.update(id, session)?;
+                    session.bump();
+                    self.touch(id, &slot);
+                    Ok(out)
+                }
             }
             None => {
                 // Removed between lookup and lock. Retrying could apply `op`

@@ -20,6 +20,12 @@ pub(crate) trait Write {
     fn replay(&self, _session: &Session) -> Option<Self::Out> {
         None
     }
+    /// Whether an update keeps the session's clocks (`updated_at`,
+    /// `last_accessed_at`, its last-access tick and so its expiry): a
+    /// maintenance save ([`statestore_core::Save::keep_clocks`]).
+    fn keeps_clocks(&self) -> bool {
+        false
+    }
     /// A new session, or the error for a missing one.
     fn create(self, id: &SessionId) -> Result<(Session, Self::Out)>;
     /// Changes an existing session; the version is bumped afterwards unless
@@ -129,13 +135,16 @@ impl Write for AppendOp<'_> {
 
 pub(crate) struct Save<'a> {
     pub(crate) state: &'a ConversationState,
-    pub(crate) expect: Expect,
+    pub(crate) options: statestore_core::Save,
 }
 
 impl Write for Save<'_> {
     type Out = Version;
+    fn keeps_clocks(&self) -> bool {
+        self.options.keep_clocks
+    }
     fn create(self, id: &SessionId) -> Result<(Session, Version)> {
-        check_missing(id, self.expect)?;
+        check_missing(id, self.options.expect)?;
         let mut session = Session {
             created_at: self.state.created_at,
             ..Session::from_state(self.state)
@@ -144,16 +153,21 @@ impl Write for Save<'_> {
         Ok((session, 1))
     }
     fn update(self, id: &SessionId, s: &mut Session) -> Result<Version> {
-        s.check(id, self.expect)?;
-        let created_at = s.created_at;
+        s.check(id, self.options.expect)?;
+        let (created_at, updated_at, last_accessed_at) =
+            (s.created_at, s.updated_at, s.last_accessed_at);
         let version = s.version;
         // The history is replaced: remembered positions no longer hold.
         let mut writes = std::mem::take(&mut s.writes);
         for (_, done) in &mut writes {
             *done = done.rewritten();
         }
+        // The clocks are kept here; a write that does not keep them bumps
+        // them afterwards.
         *s = Session {
             created_at,
+            updated_at,
+            last_accessed_at,
             version,
             writes,
             ..Session::from_state(self.state)

@@ -374,3 +374,44 @@ async fn appended_text_is_stored_without_spare_capacity() {
     let arguments = &state.messages[2].tool_calls[0].arguments;
     assert_eq!(arguments.capacity(), arguments.len());
 }
+
+/// A maintenance save (`Save::keep_clocks`) is no access: the session
+/// expires when it would have without it; after a plain save it lives on.
+#[tokio::test(start_paused = true)]
+async fn a_maintenance_save_keeps_the_expiry() {
+    use statestore_core::Save;
+    let store = MemoryStore::builder().ttl(Duration::from_secs(60)).build();
+    create(&store, "kept").await;
+    create(&store, "plain").await;
+    advance(Duration::from_secs(40)).await;
+    for (id, save) in [
+        ("kept", Save::new().expect(Expect::Version(1)).keep_clocks()),
+        ("plain", Save::new().expect(Expect::Version(1))),
+    ] {
+        let state = ConversationState::new(sid(id)).with_messages([Message::user("re-sealed")]);
+        assert_eq!(store.save_with(&state, save).await.unwrap(), 2);
+    }
+    // Checked without reading (a read is an access).
+    advance(Duration::from_secs(21)).await;
+    assert!(
+        !store.exists(&sid("kept")).await.unwrap(),
+        "a maintenance save restarted the TTL"
+    );
+    assert!(store.exists(&sid("plain")).await.unwrap());
+    advance(Duration::from_secs(40)).await;
+    assert!(!store.exists(&sid("plain")).await.unwrap());
+
+    // The timestamps stay too.
+    create(&store, "stamps").await;
+    let id = sid("stamps");
+    let before_stamps = store.load(&id).await.unwrap().unwrap();
+    std::thread::sleep(Duration::from_millis(5));
+    let state = ConversationState::new(id.clone()).with_messages([Message::user("x")]);
+    store
+        .save_with(&state, Save::new().keep_clocks())
+        .await
+        .unwrap();
+    let after = store.load(&id).await.unwrap().unwrap();
+    assert_eq!(after.updated_at, before_stamps.updated_at);
+    assert_eq!(after.version, 2);
+}

@@ -7,7 +7,7 @@
 
 use statestore_core::{
     AddSummary, Append, Appended, ConversationState, Error as StoreError, Expect, IdempotencyKey,
-    ListPage, ListQuery, Metadata, Pending, RecentState, Result, SessionId, Store, Version,
+    ListPage, ListQuery, Metadata, Pending, RecentState, Result, Save, SessionId, Store, Version,
     async_trait,
 };
 
@@ -41,7 +41,7 @@ impl Store for RedisStore {
             .transpose()
     }
 
-    async fn save(&self, state: &ConversationState, expect: Expect) -> Result<Version> {
+    async fn save_with(&self, state: &ConversationState, options: Save) -> Result<Version> {
         let id = &state.id;
         self.inner
             .limits
@@ -67,8 +67,10 @@ impl Store for RedisStore {
             metadata: &metadata,
             counters: &state.counters,
             carried: &carried,
+            keep_clocks: options.keep_clocks,
         };
-        self.save_encoded("save", id, contents, expect).await
+        self.save_encoded("save", id, contents, options.expect)
+            .await
     }
 
     async fn append_with(&self, id: &SessionId, append: Append) -> Result<Appended> {
@@ -221,6 +223,7 @@ impl Store for RedisStore {
             metadata: &raw.metadata,
             counters: &raw.counters,
             carried: &[],
+            keep_clocks: false,
         };
         match self
             .save_encoded("fork", target, contents, Expect::Absent)

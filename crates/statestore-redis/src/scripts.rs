@@ -706,10 +706,14 @@ return reply
 "#
 );
 
-/// `save(state, expect)` (ARGV 3: the expectation and maybe the call's
-/// own key, [`write_key!`]): replaces everything but `created_at` and the
-/// remembered writes, which lose their positions (header field `r`, see
-/// [`remembered!`]).
+/// `save_with(state, options)` (ARGV 3: the expectation and maybe the
+/// call's own key, [`write_key!`]): replaces everything but `created_at`
+/// and the remembered writes, which lose their positions (header field
+/// `r`, see [`remembered!`]). A maintenance save (`Save::keep_clocks`, the
+/// last argument `k`) of an existing session also keeps `updated_at`,
+/// `last_accessed_at` and the expiry: the header's remaining `PTTL`, read
+/// before the keys are rewritten, is given to every key in place of ARGV 2
+/// (none when the header had none).
 /// ARGV 3: the expectation; 4: created_at for a new session; 5/6: has
 /// user id, user id; 7/8: has system prompt, prompt; 9/10/11/12: counts of
 /// messages, summaries, metadata pairs and counters; then the messages,
@@ -717,7 +721,8 @@ return reply
 /// name, value pairs; then the number of remembered writes the state
 /// carries in, and each as field (`k:<key>`), message count — remembered
 /// when the session does not remember the key yet, as `0 0 <count>`
-/// (version 0: positions unknown, `RememberedWrite::carried`).
+/// (version 0: positions unknown, `RememberedWrite::carried`); last, `k`
+/// for a maintenance save, else `-`.
 /// Returns `ok <version>`.
 const SAVE: &str = concat!(
     prelude!(),
@@ -754,6 +759,14 @@ local ncw = tonumber(ARGV[cw])
 if ncw > 0 and V and type(rpcall('HLEN', W)) == 'table' then
   return wrong_type(W, 'remembered-writes', 'hash')
 end
+-- A maintenance save keeps the clocks of the session it replaces.
+local up, acc = NOW, NOW
+if V and ARGV[cw + 2 * ncw + 1] == 'k' then
+  local c = rcall('HMGET', H, 'updated_at', 'last_accessed_at')
+  up, acc = c[1] or NOW, c[2] or NOW
+  local left = rcall('PTTL', H)
+  if left > 0 then TTL = tostring(left) else TTL = '0' end
+end
 -- Every check passed: write.
 if leftovers then rcall('DEL', W) end
 if ncw > 0 then
@@ -779,8 +792,8 @@ end
 "#,
     remember_call!(),
     r#"
-local h = { 'schema', SCHEMA, 'version', nv, 'created_at', f[3] or ARGV[4], 'updated_at', NOW,
-  'last_accessed_at', NOW, 'n', SCHEMA .. ' ' .. nv .. ' ' .. nm .. ' ' .. ns .. ' ' .. nd .. ' ' .. wk .. ' ' .. wg }
+local h = { 'schema', SCHEMA, 'version', nv, 'created_at', f[3] or ARGV[4], 'updated_at', up,
+  'last_accessed_at', acc, 'n', SCHEMA .. ' ' .. nv .. ' ' .. nm .. ' ' .. ns .. ' ' .. nd .. ' ' .. wk .. ' ' .. wg }
 -- Remembered writes keep their keys but lose their positions (`r`).
 if wk ~= '0' or wg ~= '0' then h[#h + 1], h[#h + 2] = 'r', nv end
 if ARGV[5] == '1' then h[#h + 1], h[#h + 2] = 'user_id', ARGV[6] end

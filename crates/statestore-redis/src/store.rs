@@ -370,6 +370,7 @@ impl RedisStore {
         for (field, count) in contents.carried {
             call.arg(field).arg(count);
         }
+        call.arg(if contents.keep_clocks { "k" } else { "-" });
         self.write(operation, id, &call, self.version(id, expect))
             .await
     }
@@ -388,6 +389,9 @@ pub(crate) struct Contents<'a> {
     /// Remembered writes the state carries in: field (`k:<key>`) and
     /// message count.
     pub(crate) carried: &'a [(String, u64)],
+    /// A maintenance save (`Save::keep_clocks`): the session keeps its
+    /// `updated_at`, `last_accessed_at` and remaining TTL.
+    pub(crate) keep_clocks: bool,
 }
 
 /// A counter value as Redis keeps it: `HINCRBY` works on `i64`, so values

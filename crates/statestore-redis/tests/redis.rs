@@ -18,7 +18,7 @@ use serde_json::json;
 use statestore_core::codec::Limits;
 use statestore_core::{
     AddSummary, Append, ConversationState, Error, Expect, IdempotencyKey, ListQuery, Message,
-    Metadata, SessionId, Store, Summary,
+    Metadata, Save, SessionId, Store, Summary,
 };
 use statestore_redis::{RedisStore, RedisStoreBuilder};
 
@@ -618,6 +618,109 @@ async fn ttl_is_set_on_every_key_at_once_and_slides() {
     assert!(short.load(&gone).await.unwrap().is_none());
     let left: Vec<String> = conn.keys("short:*").await.unwrap();
     assert!(left.is_empty(), "{left:?}");
+}
+
+/// A maintenance save (`Save::keep_clocks`) keeps the remaining TTL of
+/// every key of the session, `updated_at` and `last_accessed_at`; a plain
+/// save restarts them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_maintenance_save_keeps_the_ttl_of_every_key() {
+    let server = RedisServer::start().unwrap();
+    // Reads that are no accesses, so that looking does not move the clocks.
+    let s = store(
+        &server,
+        RedisStore::builder()
+            .prefix("k:")
+            .ttl(Duration::from_secs(60))
+            .sliding_ttl(false),
+    )
+    .await;
+    let mut conn = raw(&server).await;
+    let id = sid("kept");
+    s.append_with(
+        &id,
+        Append::new([Message::user("a"), Message::user("b")])
+            .key(IdempotencyKey::new("turn").unwrap())
+            .merge_metadata("m", true.into()),
+    )
+    .await
+    .unwrap();
+    s.add_summary(&id, Summary::new(0..1, "s"), Expect::Any)
+        .await
+        .unwrap();
+    let expiry = |conn: &mut redis::aio::MultiplexedConnection| {
+        let mut conn = conn.clone();
+        async move {
+            let mut out = Vec::new();
+            for suffix in ["h", "m", "s", "d", "w"] {
+                let at: i64 = redis::cmd("PEXPIRETIME")
+                    .arg(format!("k:{{kept}}:{suffix}"))
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap();
+                out.push(at);
+            }
+            out
+        }
+    };
+    let first = expiry(&mut conn).await;
+    assert!(first.iter().all(|&t| t > 0), "{first:?}");
+    let before = s.load(&id).await.unwrap().unwrap();
+
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut state = before.clone();
+    state.messages.truncate(1);
+    state.metadata.insert("format".into(), 2.into());
+    let keep = Save::new()
+        .expect(Expect::Version(before.version))
+        .keep_clocks();
+    s.save_with(&state, keep).await.unwrap();
+    let kept = expiry(&mut conn).await;
+    assert!(kept.iter().all(|&t| t > 0), "a key lost its TTL: {kept:?}");
+    assert!(
+        kept.iter().all(|&t| t <= first[0]),
+        "a maintenance save extended the TTL: {first:?} -> {kept:?}"
+    );
+    let pttl: i64 = redis::cmd("PTTL")
+        .arg("k:{kept}:h")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(pttl > 0 && pttl <= 58_600, "remaining TTL {pttl} ms");
+    let after = s.load(&id).await.unwrap().unwrap();
+    assert_eq!(after.messages.len(), 1);
+    assert_eq!(after.version, before.version + 1);
+    assert_eq!(after.updated_at, before.updated_at);
+    assert_eq!(after.last_accessed_at, before.last_accessed_at);
+
+    // A plain save restarts every clock.
+    s.save(&state, Expect::Any).await.unwrap();
+    let restarted = expiry(&mut conn).await;
+    assert!(restarted.iter().all(|&t| t > first[0]), "{restarted:?}");
+    let plain = s.load(&id).await.unwrap().unwrap();
+    assert!(plain.updated_at > before.updated_at);
+    assert!(plain.last_accessed_at > before.last_accessed_at);
+
+    // A session without expiry stays without.
+    let forever = store(&server, RedisStore::builder().prefix("k:")).await;
+    let id = sid("forever");
+    forever
+        .append(&id, vec![Message::user("x")], Expect::Any)
+        .await
+        .unwrap();
+    let state = forever.load(&id).await.unwrap().unwrap();
+    s.save_with(&state, Save::new().keep_clocks())
+        .await
+        .unwrap();
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg("k:{forever}:h")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        ttl, -1,
+        "a maintenance save gave a TTL to a session without"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

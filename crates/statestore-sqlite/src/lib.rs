@@ -19,7 +19,8 @@ use rusqlite::{Connection, OpenFlags};
 use statestore_core::codec::Limits;
 use statestore_core::{
     AddSummary, Append, Appended, ConversationState, Error, Expect, IdempotencyKey, ListPage,
-    ListQuery, Metadata, Pending, RecentState, Result, SessionId, Store, Version, async_trait,
+    ListQuery, Metadata, Pending, RecentState, Result, Save, SessionId, Store, Version,
+    async_trait,
 };
 
 pub use crate::diagnose::Diagnosis;
@@ -464,8 +465,8 @@ impl Store for SqliteStore {
         Ok(recent)
     }
 
-    async fn save(&self, state: &ConversationState, expect: Expect) -> Result<Version> {
-        let args = SaveArgs::new(state, &self.inner.shared.cfg.limits, expect)?;
+    async fn save_with(&self, state: &ConversationState, options: Save) -> Result<Version> {
+        let args = SaveArgs::new(state, &self.inner.shared.cfg.limits, options)?;
         self.write("save", &state.id, move |conn, ctx, cfg| {
             ops::save(conn, ctx, cfg, args)
         })

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use common::{TempStore, sid};
 use statestore_core::codec::Limits;
-use statestore_core::{Error, Expect, ListQuery, Message, Store};
+use statestore_core::{ConversationState, Error, Expect, ListQuery, Message, Save, Store};
 use statestore_sqlite::{SqliteStore, schema};
 
 fn raw(store: &TempStore) -> rusqlite::Connection {
@@ -522,4 +522,46 @@ async fn close_checkpoints_and_truncates_the_wal() {
         .await
         .unwrap();
     assert_eq!(t.store.load(&id).await.unwrap().unwrap().messages.len(), 21);
+}
+
+/// A maintenance save (`Save::keep_clocks`) keeps `updated_at`,
+/// `last_accessed_at` and `expires_at`; a plain save moves them.
+#[tokio::test]
+async fn a_maintenance_save_keeps_the_expiry() {
+    let t = TempStore::open(SqliteStore::builder().ttl(Duration::from_secs(60))).await;
+    let id = sid("rekeyed");
+    t.store
+        .append(&id, vec![Message::user("hi")], Expect::Any)
+        .await
+        .unwrap();
+    let clocks = || -> (i64, i64, i64, i64) {
+        raw(&t)
+            .query_row(
+                "SELECT version, updated_at, last_accessed_at, expires_at
+                 FROM sessions WHERE id = 'rekeyed'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .unwrap()
+    };
+    let first = clocks();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Built rather than loaded: a read with a TTL is an access.
+    let state = ConversationState::new(id.clone()).with_messages([Message::user("re-sealed")]);
+    let keep = Save::new().expect(Expect::Version(1)).keep_clocks();
+    assert_eq!(t.store.save_with(&state, keep).await.unwrap(), 2);
+    let kept = clocks();
+    assert_eq!(kept.0, 2);
+    assert_eq!((kept.1, kept.2), (first.1, first.2), "timestamps moved");
+    assert!(kept.3 <= first.3, "expiry extended: {first:?} -> {kept:?}");
+    // A retry guarded by the old version writes nothing.
+    assert!(matches!(
+        t.store.save_with(&state, keep).await,
+        Err(Error::Conflict { .. })
+    ));
+    assert_eq!(clocks(), kept);
+
+    t.store.save(&state, Expect::Version(2)).await.unwrap();
+    let plain = clocks();
+    assert!(plain.1 > first.1 && plain.2 > first.2 && plain.3 > first.3);
 }

@@ -58,13 +58,13 @@ impl Store for Watched {
         }
         self.inner.load_recent_with(id, n, lookup).await
     }
-    async fn save(
+    async fn save_with(
         &self,
         state: &statestore_core::ConversationState,
-        expect: Expect,
+        options: statestore_core::Save,
     ) -> statestore_core::Result<u64> {
         self.count("save");
-        self.inner.save(state, expect).await
+        self.inner.save_with(state, options).await
     }
     async fn append(
         &self,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use statestore_core::{
     AddSummary, ConversationState, Counters, Error as StoreError, Expect, Metadata,
-    Result as StoreResult, SessionId, Version,
+    Result as StoreResult, Save, SessionId, Version,
 };
 
 use super::{Bound, Layer, MAX_UNGUARDED_ATTEMPTS, Plan, Planned};
@@ -19,13 +19,23 @@ impl Layer {
         state: &ConversationState,
         expect: Expect,
     ) -> StoreResult<Version> {
+        self.save_with(state, Save::new().expect(expect)).await
+    }
+
+    /// A save as `Store::save_with`: `options` (a maintenance save's
+    /// `keep_clocks` included) go to the store underneath with each try.
+    pub(crate) async fn save_with(
+        &self,
+        state: &ConversationState,
+        options: Save,
+    ) -> StoreResult<Version> {
         let id = &state.id;
         let _gate = self.gate.read().await;
         let keys = self.keys();
         let codec = self.codec(keys.as_ref());
         if !self.encrypting() {
             let sealed = codec.seal_state(self.scope(id, None), state)?;
-            return self.inner.save(&sealed, expect).await;
+            return self.inner.save_with(&sealed, options).await;
         }
         // A rewrite of the history: a fresh epoch. The manifest records
         // the whole state written, so the save needs no other guard than
@@ -33,7 +43,7 @@ impl Layer {
         let bound = Bound::fresh_for(state.user_id.clone());
         let mut sealed = codec.seal_state(self.scope(id, Some(&bound)), state)?;
         let bound = self.seal_whole(codec, &mut sealed, &bound)?;
-        match self.inner.save(&sealed, expect).await {
+        match self.inner.save_with(&sealed, options).await {
             Ok(v) => {
                 self.remember(id, v, state.messages.len() as u64, Some(bound));
                 Ok(v)

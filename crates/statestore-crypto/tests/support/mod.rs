@@ -95,8 +95,12 @@ impl Store for Sqlite {
     ) -> Result<Option<RecentState>> {
         self.store.load_recent_with(id, n, lookup).await
     }
-    async fn save(&self, state: &ConversationState, expect: Expect) -> Result<Version> {
-        self.store.save(state, expect).await
+    async fn save_with(
+        &self,
+        state: &ConversationState,
+        options: statestore_core::Save,
+    ) -> Result<Version> {
+        self.store.save_with(state, options).await
     }
     async fn append_with(&self, id: &SessionId, append: Append) -> Result<Appended> {
         self.store.append_with(id, append).await

@@ -8,7 +8,7 @@ use rusqlite::{Connection, params};
 use statestore_core::codec::Limits;
 use statestore_core::{
     AddSummary, Appended, ConversationState, Counters, Error, Expect, IdempotencyKey, Metadata,
-    REMEMBERED_WRITES, Result, SessionId, Version,
+    REMEMBERED_WRITES, Result, Save, SessionId, Version,
 };
 
 use super::rows::{
@@ -134,12 +134,15 @@ pub(crate) struct SaveArgs {
     pub(crate) summaries: Vec<String>,
     pub(crate) created_at: i64,
     pub(crate) expect: Expect,
+    /// A maintenance save (`Save::keep_clocks`): `updated_at`,
+    /// `last_accessed_at` and `expires_at` of an existing session stay.
+    pub(crate) keep_clocks: bool,
     /// The remembered writes the state carries: key and message count.
     pub(crate) writes: Vec<(IdempotencyKey, u64)>,
 }
 
 impl SaveArgs {
-    pub(crate) fn new(state: &ConversationState, limits: &Limits, expect: Expect) -> Result<Self> {
+    pub(crate) fn new(state: &ConversationState, limits: &Limits, options: Save) -> Result<Self> {
         let id = &state.id;
         limits.check_message_count(id, state.messages.len() as u64)?;
         Ok(Self {
@@ -150,7 +153,8 @@ impl SaveArgs {
             messages: encode_messages(id, limits, state.messages.iter().map(|m| &**m))?,
             summaries: encode_summaries(id, &state.summaries)?,
             created_at: to_i64(state.created_at.as_unix_millis()),
-            expect,
+            expect: options.expect,
+            keep_clocks: options.keep_clocks,
             writes: state
                 .writes
                 .iter()
@@ -219,7 +223,16 @@ pub(crate) fn save(
                     ])
                 }),
             )?;
-            bump(conn, ctx, cfg, id, now)?;
+            if args.keep_clocks {
+                // A maintenance write: a new version, the clocks stay.
+                sql(
+                    ctx,
+                    conn.prepare_cached("UPDATE sessions SET version = version + 1 WHERE id = ?1")
+                        .and_then(|mut st| st.execute([id.as_str()])),
+                )?;
+            } else {
+                bump(conn, ctx, cfg, id, now)?;
+            }
             head.version + 1
         }
     };
