@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use statestore_core::{
     ConversationState, Error as StoreError, Expect, Message, Metadata, Role, SessionId, Store,
-    Summary, WriteOutcome,
+    Summary,
 };
 use statestore_crypto::{Encrypted, Error, Field};
 use support::{ring, sid};
@@ -37,24 +37,7 @@ async fn seed(layer: &Encrypted, id: &SessionId) {
     layer.save(&state, Expect::Any).await.unwrap();
 }
 
-/// The crate error a store error carries, checked to be a `Decryption`
-/// that wrote nothing and names `id`.
-fn typed(result: statestore_core::Result<impl std::fmt::Debug>, id: &SessionId) -> Error {
-    let e = result.expect_err("tampered data must not read");
-    assert!(
-        matches!(&e, StoreError::Decryption { id: got, .. } if got == id),
-        "{e:?}"
-    );
-    assert_eq!(e.write_outcome(), WriteOutcome::NotWritten);
-    assert_eq!(Error::from_store(&e).and_then(Error::session), Some(id));
-    match e {
-        StoreError::Decryption {
-            source: Some(source),
-            ..
-        } => *source.downcast::<Error>().unwrap(),
-        other => panic!("no typed source: {other:?}"),
-    }
-}
+use support::refused as typed;
 
 fn assert_integrity(e: &Error, field: Field) {
     assert!(

@@ -24,7 +24,7 @@ use statestore_core::{
     Summary, WriteOutcome,
 };
 use statestore_crypto::{Encrypted, Error, Field};
-use support::{ring, sid};
+use support::{refused, ring, sid};
 
 /// A session with a prompt, three messages, a summary, two metadata values
 /// and a counter, owned by alice, written through `layer`.
@@ -51,25 +51,6 @@ async fn seed(layer: &Encrypted, id: &SessionId) {
         )
         .await
         .unwrap();
-}
-
-/// The crate error behind a refused read, checked to name `id` and to
-/// have written nothing.
-fn refused(result: statestore_core::Result<impl std::fmt::Debug>, id: &SessionId) -> Error {
-    let e = result.expect_err("the attack must be refused");
-    assert!(
-        matches!(&e, StoreError::Decryption { id: got, .. } if got == id),
-        "{e:?}"
-    );
-    assert_eq!(e.write_outcome(), WriteOutcome::NotWritten);
-    assert!(e.to_string().contains(id.as_str()), "{e}");
-    match e {
-        StoreError::Decryption {
-            source: Some(source),
-            ..
-        } => *source.downcast::<Error>().unwrap(),
-        other => panic!("no typed source: {other:?}"),
-    }
 }
 
 fn inconsistent(e: &Error, what: &str) {

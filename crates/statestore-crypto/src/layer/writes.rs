@@ -105,16 +105,9 @@ impl Layer {
                 &Counters::new(),
                 &mut sealed,
             )?;
-            match self.inner.merge_metadata(id, sealed, guard).await {
-                Ok(v) => {
-                    self.remember(id, v, total, next);
-                    return Ok(v);
-                }
-                Err(StoreError::Conflict { .. }) if expect == Expect::Any => self.forget(id),
-                Err(e) => {
-                    self.forget(id);
-                    return Err(e);
-                }
+            let result = self.inner.merge_metadata(id, sealed, guard).await;
+            if let Some(done) = self.settle(id, expect, result, total, next) {
+                return done;
             }
         }
         Err(StoreError::Conflict {
@@ -173,16 +166,9 @@ impl Layer {
                 &Counters::new(),
                 &mut sealed.metadata,
             )?;
-            match self.inner.add_summary_with(id, sealed).await {
-                Ok(v) => {
-                    self.remember(id, v, read.total_messages, next);
-                    return Ok(v);
-                }
-                Err(StoreError::Conflict { .. }) if expect == Expect::Any => self.forget(id),
-                Err(e) => {
-                    self.forget(id);
-                    return Err(e);
-                }
+            let result = self.inner.add_summary_with(id, sealed).await;
+            if let Some(done) = self.settle(id, expect, result, read.total_messages, next) {
+                return done;
             }
         }
         Err(StoreError::Conflict {
@@ -190,6 +176,34 @@ impl Layer {
             expected: expect,
             actual: None,
         })
+    }
+
+    /// What the answer to a write guarded by the layer means: `Some` to
+    /// return (the layer now knows the session at `total` messages and
+    /// manifest `next`, or nothing when it failed), `None` to plan again —
+    /// a conflict on a guard the layer chose for a caller's `Expect::Any`
+    /// (nothing was written).
+    fn settle(
+        &self,
+        id: &SessionId,
+        caller: Expect,
+        result: StoreResult<Version>,
+        total: u64,
+        next: Option<Arc<Bound>>,
+    ) -> Option<StoreResult<Version>> {
+        match result {
+            Ok(v) => {
+                self.remember(id, v, total, next);
+                Some(Ok(v))
+            }
+            Err(e) => {
+                self.forget(id);
+                match e {
+                    StoreError::Conflict { .. } if caller == Expect::Any => None,
+                    e => Some(Err(e)),
+                }
+            }
+        }
     }
 
     /// `raw` (as stored) moved to the current key, for a save guarded by

@@ -6,6 +6,7 @@
     unreachable_pub,
     clippy::unwrap_used,
     clippy::expect_used,
+    clippy::panic,
     reason = "test helpers; each test binary uses a part"
 )]
 
@@ -76,6 +77,29 @@ pub async fn redis_store(url: &str) -> Arc<dyn Store> {
             .await
             .unwrap(),
     )
+}
+
+/// The crate error behind a refused read, checked to be a `Decryption`
+/// that names `id` (in the error and its text) and wrote nothing.
+pub fn refused(result: Result<impl std::fmt::Debug>, id: &SessionId) -> statestore_crypto::Error {
+    let e = result.expect_err("tampered data must not read");
+    assert!(
+        matches!(&e, statestore_core::Error::Decryption { id: got, .. } if got == id),
+        "{e:?}"
+    );
+    assert_eq!(e.write_outcome(), statestore_core::WriteOutcome::NotWritten);
+    assert!(e.to_string().contains(id.as_str()), "{e}");
+    assert_eq!(
+        statestore_crypto::Error::from_store(&e).and_then(statestore_crypto::Error::session),
+        Some(id)
+    );
+    match e {
+        statestore_core::Error::Decryption {
+            source: Some(source),
+            ..
+        } => *source.downcast::<statestore_crypto::Error>().unwrap(),
+        other => panic!("no typed source: {other:?}"),
+    }
 }
 
 pub fn encrypted(inner: Arc<dyn Store>) -> Encrypted {
