@@ -946,7 +946,7 @@ async fn a_maintenance_read_keeps_the_ttl_of_every_key() {
             .ttl(Duration::from_secs(60)),
     )
     .await;
-    let mut conn = raw(&server).await;
+    let conn = raw(&server).await;
     for id in ["peeked", "read"] {
         let id = sid(id);
         s.append_with(
