@@ -215,8 +215,12 @@ struct Lossy {
 
 #[async_trait]
 impl Store for Lossy {
-    async fn load(&self, id: &SessionId) -> StoreResult<Option<ConversationState>> {
-        self.inner.load(id).await
+    async fn load_with(
+        &self,
+        id: &SessionId,
+        options: statestore_core::Load,
+    ) -> StoreResult<Option<ConversationState>> {
+        self.inner.load_with(id, options).await
     }
     async fn load_recent_with(
         &self,

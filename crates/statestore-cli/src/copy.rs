@@ -6,7 +6,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use statestore::{
-    Appended, ConversationState, Counters, Expect, IdempotencyKey, Message, Metadata,
+    Appended, ConversationState, Counters, Expect, IdempotencyKey, Load, Message, Metadata,
     RememberedWrite, SessionId, Store, Summary, Timestamp,
 };
 
@@ -180,8 +180,9 @@ pub(crate) async fn put(store: &dyn Store, session: &Exported) -> Result<Copied,
         match store.save(&state, Expect::Absent).await {
             Ok(_) => return Ok(Copied::Written),
             Err(statestore::Error::Conflict { .. } | statestore::Error::AlreadyExists { .. }) => {
+                // A maintenance read: comparing is no access.
                 let existing = store
-                    .load(id)
+                    .load_with(id, Load::new().keep_clocks())
                     .await
                     .map_err(CliError::read(format!("reading session {id} to compare")))?;
                 if let Some(existing) = existing {

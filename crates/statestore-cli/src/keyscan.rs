@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use serde_json::json;
 use statestore::crypto::{KeyUsage, key_usage};
-use statestore::{ConversationState, ListQuery, RecentState, SessionId, Store};
+use statestore::{ConversationState, ListQuery, Load, RecentState, SessionId, Store};
 
 use crate::args::KeysUsageArgs;
 use crate::error::CliError;
@@ -83,8 +83,9 @@ pub(crate) async fn scan(store: &Arc<dyn Store>, ids: &[SessionId]) -> Result<Sc
         move |id| {
             let store = Arc::clone(&reader);
             async move {
+                // A maintenance read: a scan is no access.
                 let state = store
-                    .load(&id)
+                    .load_with(&id, Load::new().keep_clocks())
                     .await
                     .map_err(CliError::read(format!("reading session {id}")))?;
                 Ok(state.map(|s| {
@@ -221,11 +222,24 @@ async fn recent_usage(store: &dyn Store, id: &SessionId) -> Result<Option<KeyUsa
     Ok(recent.map(|r| key_usage(&as_state(r))))
 }
 
+/// The key usage of every value of `id`, read with a maintenance read
+/// (`Load::keep_clocks`): a look at a session the command does not write
+/// must not extend its retention. `None` when it does not exist.
+async fn sampled_usage(store: &dyn Store, id: &SessionId) -> Result<Option<KeyUsage>, CliError> {
+    let state = store
+        .load_with(id, Load::new().keep_clocks())
+        .await
+        .map_err(CliError::read(format!("reading session {id}")))?;
+    Ok(state.map(|s| key_usage(&s)))
+}
+
 /// Refuses, when this run has no key ring, a write of `doing` to a store
 /// that holds encrypted values: in one of `targets` (the sessions it
 /// writes), or — when one of them is new, or for a command that creates
-/// sessions (no `targets`) — in the first few sessions the store lists. Reads only (the newest message, prompt, summaries and metadata
-/// of each), before anything is written. A guard against accidents, not
+/// sessions (no `targets`) — in the first few sessions the store lists.
+/// Reads only, before anything is written: of a target, the newest
+/// message, prompt, summaries and metadata (an access, as its write will
+/// be); of the sessions listed, every value, with maintenance reads. A guard against accidents, not
 /// against a race with a process encrypting the store meanwhile.
 pub(crate) async fn refuse_plaintext_writes(
     store: &dyn Store,
@@ -260,8 +274,8 @@ pub(crate) async fn refuse_plaintext_writes(
         }
     }
     // Sessions that exist and hold no ciphertext may be written as they
-    // are; only a new session needs a look at others (reads that count
-    // as accesses on a store with a TTL, so not on every turn).
+    // are; only a new session needs a look at others — whole, with
+    // maintenance reads, which are no accesses (so not on every turn).
     if !absent {
         return Ok(());
     }
@@ -279,7 +293,7 @@ pub(crate) async fn refuse_plaintext_writes(
         .filter(|id| !targets.contains(id))
         .take(SAMPLE)
     {
-        if let Some(usage) = recent_usage(store, id).await?
+        if let Some(usage) = sampled_usage(store, id).await?
             && usage.encrypted() > 0
         {
             return Err(refuse(

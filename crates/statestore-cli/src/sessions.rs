@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 
 use serde_json::json;
-use statestore::{ConversationState, SessionId, Store, Timestamp};
+use statestore::{ConversationState, Load, SessionId, Store, Timestamp};
 
 use crate::args::{DeleteArgs, ForkArgs, ListArgs, StatsArgs};
 use crate::error::CliError;
@@ -113,10 +113,12 @@ pub(crate) async fn list(ui: &Ui, url: &str, args: ListArgs) -> Result<(), CliEr
     Ok(())
 }
 
-/// Loads `id` or fails with "not found".
+/// Loads `id` or fails with "not found": an operator's inspection, so a
+/// maintenance read (`Load::keep_clocks`) that neither restarts the
+/// session's expiry nor moves its `last_accessed_at`.
 pub(crate) async fn load(store: &dyn Store, id: &SessionId) -> Result<ConversationState, CliError> {
     store
-        .load(id)
+        .load_with(id, Load::new().keep_clocks())
         .await
         .map_err(CliError::read(format!("reading session {id}")))?
         .ok_or_else(|| not_found(id))
@@ -211,8 +213,9 @@ pub(crate) async fn stats(ui: &Ui, url: &str, args: StatsArgs) -> Result<(), Cli
         move |id| {
             let store = Arc::clone(&reader);
             async move {
+                // A maintenance read: counting is no access.
                 let state = store
-                    .load(&id)
+                    .load_with(&id, Load::new().keep_clocks())
                     .await
                     .map_err(CliError::read(format!("reading session {id}")))?;
                 // Measured here, in the worker, so only figures travel.

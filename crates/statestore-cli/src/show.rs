@@ -68,13 +68,24 @@ fn render(
     field(&mut out, "version", &state.version.to_string());
     field(&mut out, "created", &ui::timestamp(state.created_at));
     field(&mut out, "updated", &ui::timestamp(state.updated_at));
+    // `show` reads without an access (`sessions::load`): the clock runs
+    // from the last access, not from now.
     let expires = match ttl {
         None => "never (the store has no TTL)".to_owned(),
-        Some(t) => format!(
-            "{} after the last access; this read restarted the clock, so {} left",
-            ui::duration(t),
-            ui::duration(t)
-        ),
+        Some(t) => {
+            let ttl_ms = u64::try_from(t.as_millis()).unwrap_or(u64::MAX);
+            let at = state
+                .last_accessed_at
+                .as_unix_millis()
+                .saturating_add(ttl_ms);
+            let left = at.saturating_sub(statestore::Timestamp::now().as_unix_millis());
+            format!(
+                "{} after the last access ({}), so {} left; looking does not restart the clock",
+                ui::duration(t),
+                ui::timestamp(state.last_accessed_at),
+                ui::duration(std::time::Duration::from_millis(left))
+            )
+        }
     };
     field(&mut out, "expires", &expires);
     let total = state.messages.len();

@@ -6,7 +6,7 @@ use std::io::BufRead;
 use std::sync::Arc;
 
 use serde_json::json;
-use statestore::{SessionId, Store};
+use statestore::{Load, SessionId, Store};
 
 use crate::args::{ExportArgs, ImportArgs, MigrateArgs};
 use crate::copy::{Copied, Exported, Header, Tally, check_header, check_values, put};
@@ -170,8 +170,9 @@ async fn write_export(
             let store = Arc::clone(&reader);
             let values = values.clone();
             async move {
+                // A maintenance read: exporting is no access.
                 let state = store
-                    .load(&id)
+                    .load_with(&id, Load::new().keep_clocks())
                     .await
                     .map_err(CliError::read(format!("reading session {id}")))?;
                 // Encoded in the worker: only the line travels.
@@ -432,9 +433,13 @@ pub(crate) async fn migrate(ui: &Ui, args: MigrateArgs) -> Result<(), CliError> 
         move |id| {
             let (source, dest) = (Arc::clone(&src), Arc::clone(&dst));
             async move {
-                let state = source.load(&id).await.map_err(CliError::read(format!(
-                    "reading session {id} from the source"
-                )))?;
+                // A maintenance read: migrating is no access of the source.
+                let state = source
+                    .load_with(&id, Load::new().keep_clocks())
+                    .await
+                    .map_err(CliError::read(format!(
+                        "reading session {id} from the source"
+                    )))?;
                 match state {
                     None => Ok(None),
                     Some(state) => Ok(Some(put(&*dest, &Exported::from(state)).await?)),

@@ -435,3 +435,51 @@ fn remembered_writes_move_with_their_sessions_sqlite_redis_sqlite() {
         "{out}"
     );
 }
+
+/// The operator's reads are maintenance reads: on a store with a TTL,
+/// `show`, `stats`, `export`, `keys usage`, `migrate` (its source) and a
+/// re-`import` (its comparing reads) leave every session's
+/// `last_accessed_at`, and so its expiry, where it was.
+#[test]
+fn operator_reads_do_not_extend_retention() {
+    let env = Env::new();
+    let seed = env.path("seed.jsonl");
+    std::fs::write(&seed, export_file(&numbered(3), RICH)).unwrap();
+    let a = format!("{}?ttl=1h", env.sqlite("a.db"));
+    let seed_arg = seed.to_str().unwrap();
+    env.ok(&["--store", &a, "import", seed_arg]);
+    let accessed = || {
+        numbered(3)
+            .iter()
+            .map(|id| {
+                env.run(&["--store", &a, "--json", "show", id]).json()["last_accessed_at"].clone()
+            })
+            .collect::<Vec<_>>()
+    };
+    let before = accessed();
+    assert!(before.iter().all(|t| !t.is_null()), "{before:?}");
+    std::thread::sleep(std::time::Duration::from_millis(30));
+    let b = env.sqlite("b.db");
+    for args in [
+        vec!["stats"],
+        vec!["export"],
+        vec!["keys", "usage"],
+        vec!["import", seed_arg],
+        vec!["migrate", "--from", &a, "--to", &b],
+        vec!["show", "s00000"],
+    ] {
+        let mut all = vec!["--store", &a];
+        all.extend(args);
+        env.ok(&all);
+    }
+    assert_eq!(
+        accessed(),
+        before,
+        "an operator's read moved last_accessed_at"
+    );
+    let shown = env.ok(&["--store", &a, "show", "s00001"]);
+    assert!(
+        shown.contains("after the last access (") && shown.contains("looking does not restart"),
+        "{shown}"
+    );
+}

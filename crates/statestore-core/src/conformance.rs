@@ -31,7 +31,7 @@ use serde_json::json;
 
 use crate::{
     AddSummary, Append, ContentPart, ConversationState, Counters, Error, Expect, IdempotencyKey,
-    ListQuery, Message, Metadata, REMEMBERED_WRITES, Role, Save, SessionId, Store, Summary,
+    ListQuery, Load, Message, Metadata, REMEMBERED_WRITES, Role, Save, SessionId, Store, Summary,
     Timestamp, TokenCount, ToolCall,
 };
 
@@ -82,6 +82,7 @@ macro_rules! __conformance_with_cases {
             counters_add_up_atomically,
             writes_merge_metadata_in_their_atomic_step,
             maintenance_saves_keep_the_clocks,
+            maintenance_reads_keep_the_clocks,
         }
     };
 }
@@ -928,6 +929,84 @@ pub async fn maintenance_saves_keep_the_clocks(store: Arc<dyn Store>) {
     assert_same_content(&loaded, &new_state);
     assert_eq!(loaded.created_at, new_state.created_at);
     assert!(loaded.updated_at >= plain.updated_at);
+}
+
+/// A maintenance read ([`Load::keep_clocks`](crate::Load#structfield.keep_clocks))
+/// returns what `load` returns — content, version, `created_at`,
+/// `updated_at`, remembered writes — but does not move `last_accessed_at`:
+/// it reports the last access before it (not the time of the read), and a
+/// second one reports the same. Repeating it changes nothing. A plain load
+/// afterwards reports an access no earlier; a maintenance read after that
+/// one reports no later than it (a store that records plain reads lazily —
+/// SQLite with a TTL — or not at all — SQLite without one, Redis with
+/// non-sliding reads — may still report the earlier access). (The expiry is
+/// checked by each backend's own tests, on a store with a TTL.)
+pub async fn maintenance_reads_keep_the_clocks(store: Arc<dyn Store>) {
+    let pause = || tokio::time::sleep(std::time::Duration::from_millis(5));
+    let peek = Load::new().keep_clocks();
+    let id = sid("inspected");
+    assert!(
+        store.load_with(&id, peek).await.unwrap().is_none(),
+        "a missing session reads as absent"
+    );
+    assert!(
+        !store.exists(&id).await.unwrap(),
+        "a maintenance read created it"
+    );
+    let key = IdempotencyKey::new("turn-1").unwrap();
+    let state = rich_state(&id);
+    store.save(&state, Expect::Absent).await.unwrap();
+    let more = user("more");
+    let appended = store
+        .append_with(&id, Append::new([more.clone()]).key(key.clone()))
+        .await
+        .unwrap();
+    pause().await;
+
+    let read_at = Timestamp::now();
+    let first = store.load_with(&id, peek).await.unwrap().unwrap();
+    let mut want = state.clone();
+    want.messages.push(Arc::new(more));
+    assert_same_content(&first, &want);
+    assert_eq!(first.version, appended.version);
+    assert_eq!(first.writes.len(), 1, "lists the remembered writes");
+    assert_eq!(first.writes[0].key, key);
+    assert!(
+        first.last_accessed_at < read_at,
+        "a maintenance read must report the last access before it, not its own time \
+         ({:?} at {read_at:?})",
+        first.last_accessed_at
+    );
+    assert!(first.last_accessed_at >= first.updated_at);
+
+    // A repeat: the same answer, nothing moved.
+    pause().await;
+    let second = store.load_with(&id, peek).await.unwrap().unwrap();
+    assert_same_content(&second, &want);
+    assert_eq!(second.version, first.version);
+    assert_eq!(second.created_at, first.created_at);
+    assert_eq!(second.updated_at, first.updated_at);
+    assert_eq!(
+        second.last_accessed_at, first.last_accessed_at,
+        "a maintenance read moved last_accessed_at"
+    );
+
+    // A plain load reads the same session, as an access.
+    pause().await;
+    let plain = store.load(&id).await.unwrap().unwrap();
+    assert_same_content(&plain, &first);
+    assert_eq!(plain.version, first.version);
+    assert_eq!(plain.created_at, first.created_at);
+    assert_eq!(plain.updated_at, first.updated_at);
+    assert_eq!(plain.writes, first.writes);
+    assert!(plain.last_accessed_at >= first.last_accessed_at);
+    let after = store.load_with(&id, peek).await.unwrap().unwrap();
+    assert!(after.last_accessed_at >= first.last_accessed_at);
+    assert!(
+        after.last_accessed_at <= plain.last_accessed_at,
+        "a maintenance read reported an access after the last one"
+    );
+    assert_eq!(after.version, first.version, "reads change no version");
 }
 
 /// Ids that collide with key separators, hash tags, glob patterns and paths

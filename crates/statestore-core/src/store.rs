@@ -7,6 +7,48 @@ use crate::{
     Message, Metadata, Pending, RecentState, Result, Save, SessionId, Summary, Version,
 };
 
+/// How [`Store::load_with`] reads: as an access (the default), or as a
+/// maintenance read that keeps the session's clocks.
+///
+/// ```
+/// use statestore_core::Load;
+///
+/// let export = Load::new().keep_clocks();
+/// assert!(export.keep_clocks);
+/// assert!(!Load::default().keep_clocks);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+#[must_use]
+pub struct Load {
+    /// A maintenance read — re-encryption, an export, inspection by an
+    /// operator — that does not restart the expiry clock or move
+    /// `last_accessed_at`: reading a conversation for upkeep is not using
+    /// it, so its retention must not change. The state returned carries
+    /// the `last_accessed_at` the store holds (the last access before this
+    /// read) instead of the time of this read. The read's content is
+    /// exactly what a plain load returns. Default: off.
+    ///
+    /// The counterpart of [`Save::keep_clocks`](Save#structfield.keep_clocks):
+    /// a read with it and a save with it, guarded by the version read,
+    /// rewrite a session without extending its retention.
+    pub keep_clocks: bool,
+}
+
+impl Load {
+    /// A plain load: counts as an access.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Makes it a maintenance read that keeps the session's clocks (see
+    /// [`Load::keep_clocks`](Load#structfield.keep_clocks)).
+    pub fn keep_clocks(mut self) -> Self {
+        self.keep_clocks = true;
+        self
+    }
+}
+
 /// A place conversations live between pipeline executions.
 ///
 /// Backends: `statestore-memory` (development, tests, single-instance apps)
@@ -27,7 +69,9 @@ use crate::{
 /// - Sessions never see each other's data, whatever their ids.
 /// - Backends with expiry (TTL) count every read and write of a session as
 ///   an access that restarts its clock; [`Store::touch`] does so explicitly.
-///   The one exception is a maintenance save ([`Save::keep_clocks`](Save#structfield.keep_clocks)).
+///   The exceptions are [`Store::exists`] and maintenance reads and saves
+///   ([`Load::keep_clocks`](Load#structfield.keep_clocks),
+///   [`Save::keep_clocks`](Save#structfield.keep_clocks)).
 ///
 /// # Example: the seed's "Save and Load"
 ///
@@ -49,8 +93,26 @@ use crate::{
 /// ```
 #[async_trait]
 pub trait Store: Send + Sync + std::fmt::Debug {
-    /// The whole session, or `None` when it does not exist.
-    async fn load(&self, id: &SessionId) -> Result<Option<ConversationState>>;
+    /// The whole session, or `None` when it does not exist. Counts as an
+    /// access.
+    ///
+    /// The same as [`Store::load_with`] with [`Load::new`].
+    async fn load(&self, id: &SessionId) -> Result<Option<ConversationState>> {
+        self.load_with(id, Load::new()).await
+    }
+
+    /// The whole session as [`Store::load`] reads it, or `None` when it
+    /// does not exist; with
+    /// [`options.keep_clocks`](Load#structfield.keep_clocks) a maintenance
+    /// read (re-encryption, export, inspection by an operator): does not
+    /// restart the expiry clock or move `last_accessed_at`, and reports
+    /// the `last_accessed_at` the store holds. A session that has expired
+    /// is still `None`.
+    ///
+    /// A retry is safe: a read writes nothing of the session's content. A
+    /// maintenance read changes nothing at all, so it may be repeated any
+    /// number of times; a plain one records one more access.
+    async fn load_with(&self, id: &SessionId, options: Load) -> Result<Option<ConversationState>>;
 
     /// The newest `n` messages and everything a context window needs
     /// (system prompt, summaries, metadata, counters, version), without

@@ -7,9 +7,8 @@ use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use statestore_core::{
-    Append, Appended, ConversationState, Error as StoreError, Expect, IdempotencyKey, Message,
-    Metadata, RecentState, Result as StoreResult, SessionId, Store, Timestamp, Version,
-    WriteOutcome, check_fork_ids,
+    Append, Appended, ConversationState, Error as StoreError, Expect, IdempotencyKey, Load,
+    Message, Metadata, RecentState, Result as StoreResult, SessionId, Store, Version, WriteOutcome,
 };
 
 use crate::envelope::{Epoch, Limits, LoadBudget, Scope, Sealer};
@@ -343,8 +342,14 @@ impl Layer {
         Ok(result)
     }
 
-    pub(crate) async fn load(&self, id: &SessionId) -> StoreResult<Option<ConversationState>> {
-        let Some(mut raw) = self.inner.load(id).await? else {
+    /// The store's `load_with`, opened: `options` (a maintenance read) go
+    /// through to the store underneath.
+    pub(crate) async fn load_with(
+        &self,
+        id: &SessionId,
+        options: Load,
+    ) -> StoreResult<Option<ConversationState>> {
+        let Some(mut raw) = self.inner.load_with(id, options).await? else {
             self.forget(id);
             return Ok(None);
         };
@@ -536,28 +541,6 @@ impl Layer {
             expected: caller,
             actual: None,
         })
-    }
-
-    pub(crate) async fn fork(
-        &self,
-        source: &SessionId,
-        target: &SessionId,
-    ) -> StoreResult<Version> {
-        check_fork_ids(source, target)?;
-        // Values are bound to their session: a fork re-seals them for the
-        // target instead of copying them.
-        let Some(mut state) = self.load(source).await? else {
-            return Err(StoreError::NotFound { id: source.clone() });
-        };
-        state.id = target.clone();
-        state.created_at = Timestamp::now();
-        match self.save(&state, Expect::Absent).await {
-            Ok(v) => Ok(v),
-            Err(StoreError::Conflict { .. }) => {
-                Err(StoreError::AlreadyExists { id: target.clone() })
-            }
-            Err(e) => Err(e),
-        }
     }
 
     pub(crate) async fn delete(&self, id: &SessionId) -> StoreResult<bool> {

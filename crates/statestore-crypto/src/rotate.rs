@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use statestore_core::{Error as StoreError, Expect, ListQuery, Save, SessionId, Version};
+use statestore_core::{Error as StoreError, Expect, ListQuery, Load, Save, SessionId, Version};
 
 use crate::{Encrypted, Error, Result};
 
@@ -118,11 +118,13 @@ impl Encrypted {
     ///
     /// The save keeps the session's remembered idempotency keys (every
     /// backend's `save` does, checked by this crate's tests), so a turn
-    /// retried across a rotation is still applied once. It is a
-    /// maintenance save ([`Save::keep_clocks`](statestore_core::Save#structfield.keep_clocks)):
-    /// the session keeps its `updated_at`, `last_accessed_at` and expiry.
-    /// (The load before it is a read, which a store whose reads count as
-    /// accesses records as one.)
+    /// retried across a rotation is still applied once. The load is a
+    /// maintenance read ([`Load::keep_clocks`](statestore_core::Load#structfield.keep_clocks))
+    /// and the save a maintenance save
+    /// ([`Save::keep_clocks`](statestore_core::Save#structfield.keep_clocks)):
+    /// the session keeps its `updated_at`, `last_accessed_at` and expiry,
+    /// on a store whose reads count as accesses too, so rotation does not
+    /// extend its retention.
     ///
     /// After two lost races it holds this layer's own writers back for
     /// one load and save (milliseconds) so a busy session cannot starve
@@ -145,7 +147,8 @@ impl Encrypted {
             } else {
                 (Some(layer.gate.read().await), None)
             };
-            let Some(raw) = layer.inner.load(id).await? else {
+            // A maintenance read: no access recorded, no expiry restarted.
+            let Some(raw) = layer.inner.load_with(id, Load::new().keep_clocks()).await? else {
                 return Ok(Reencrypted {
                     version: None,
                     values: 0,

@@ -5,7 +5,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 
 use statestore_core::{
     AddSummary, Append, Appended, ConversationState, Expect, IdempotencyKey, ListPage, ListQuery,
-    Metadata, Pending, RecentState, Result as StoreResult, Save, SessionId, Store, Version,
+    Load, Metadata, Pending, RecentState, Result as StoreResult, Save, SessionId, Store, Version,
     async_trait,
 };
 
@@ -258,8 +258,12 @@ macro_rules! delegate_store {
     ($ty:ty) => {
         #[async_trait]
         impl Store for $ty {
-            async fn load(&self, id: &SessionId) -> StoreResult<Option<ConversationState>> {
-                self.layer.load(id).await
+            async fn load_with(
+                &self,
+                id: &SessionId,
+                options: Load,
+            ) -> StoreResult<Option<ConversationState>> {
+                self.layer.load_with(id, options).await
             }
             async fn load_recent_with(
                 &self,

@@ -18,7 +18,7 @@ mod support;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use statestore_core::{Append, Expect, IdempotencyKey, Message, Store, Summary};
+use statestore_core::{Append, Expect, IdempotencyKey, Load, Message, Store, Summary};
 use statestore_crypto::{Encrypted, Error, KeyRing, RotateOptions};
 use support::{key, ring, sid};
 
@@ -342,28 +342,60 @@ async fn an_append_landing_elsewhere_than_planned_is_rebound() {
     assert_eq!(texts, ["x", "y", "mine"]);
 }
 
-/// Rotation is a maintenance write (`Save::keep_clocks`): a re-encrypted
-/// session keeps `updated_at` on every backend and, on a Redis store with a
-/// TTL whose reads are no accesses, also `last_accessed_at` and the expiry
-/// of every key — rotating does not extend retention.
+/// Rotation is a maintenance read and write (`Load::keep_clocks`,
+/// `Save::keep_clocks`): a re-encrypted session keeps `updated_at` and
+/// `last_accessed_at` on every backend and, where sessions expire, its
+/// expiry — also where reads count as accesses: memory with a TTL, SQLite
+/// with a TTL, Redis with the default sliding TTL (and with non-sliding
+/// reads). Rotating does not extend retention.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotation_keeps_the_sessions_clocks() {
+    use std::time::Duration;
+    let peek = Load::new().keep_clocks();
     let sqlite = support::Sqlite::open().await;
-    let server = support::redis_server();
-    let sliding_off = Arc::new(
-        statestore_redis::RedisStore::builder()
-            .prefix("ttl:")
-            .ttl(std::time::Duration::from_secs(60))
-            .sliding_ttl(false)
-            .connect(&server.url())
+    let sqlite_dir = tempfile::tempdir().unwrap();
+    let sqlite_file = sqlite_dir.path().join("ttl.sqlite3");
+    let sqlite_ttl = Arc::new(
+        statestore_sqlite::SqliteStore::builder()
+            .ttl(Duration::from_secs(60))
+            .open(&sqlite_file)
             .await
             .unwrap(),
     ) as Arc<dyn Store>;
+    // Short enough to watch: created at 0, re-encrypted after 1.2 s,
+    // checked after 2.3 s — gone unless the re-encryption restarted it.
+    let memory_ttl = Duration::from_secs(2);
+    let memory = Arc::new(
+        statestore_memory::MemoryStore::builder()
+            .ttl(memory_ttl)
+            .build(),
+    ) as Arc<dyn Store>;
+    let server = support::redis_server();
+    let redis_ttl = async |prefix: &str, sliding: bool| {
+        Arc::new(
+            statestore_redis::RedisStore::builder()
+                .prefix(prefix)
+                .ttl(Duration::from_secs(60))
+                .sliding_ttl(sliding)
+                .connect(&server.url())
+                .await
+                .unwrap(),
+        ) as Arc<dyn Store>
+    };
+    enum Expiry {
+        None,
+        Memory,
+        Sqlite,
+        Redis(&'static str),
+    }
     let stores = [
-        support::memory(),
-        Arc::clone(&sqlite.store),
-        support::redis_store(&server.url()).await,
-        Arc::clone(&sliding_off),
+        (support::memory(), Expiry::None),
+        (Arc::clone(&sqlite.store), Expiry::None),
+        (support::redis_store(&server.url()).await, Expiry::None),
+        (redis_ttl("ttl:", false).await, Expiry::Redis("ttl")),
+        (redis_ttl("slide:", true).await, Expiry::Redis("slide")),
+        (Arc::clone(&sqlite_ttl), Expiry::Sqlite),
+        (memory, Expiry::Memory),
     ];
     let id = sid("clocks");
     let mut conn = redis::Client::open(server.url())
@@ -371,11 +403,11 @@ async fn rotation_keeps_the_sessions_clocks() {
         .get_multiplexed_async_connection()
         .await
         .unwrap();
-    let expiry = async |conn: &mut redis::aio::MultiplexedConnection| -> Vec<i64> {
+    let redis_expiry = async |conn: &mut redis::aio::MultiplexedConnection, prefix: &str| {
         let mut out = Vec::new();
         for suffix in ["h", "m", "d"] {
             let at: i64 = redis::cmd("PEXPIRETIME")
-                .arg(format!("ttl:{{clocks}}:{suffix}"))
+                .arg(format!("{prefix}:{{clocks}}:{suffix}"))
                 .query_async(conn)
                 .await
                 .unwrap();
@@ -383,34 +415,76 @@ async fn rotation_keeps_the_sessions_clocks() {
         }
         out
     };
-    for (n, inner) in stores.into_iter().enumerate() {
+    let sqlite_expiry = || -> (i64, i64) {
+        rusqlite::Connection::open(&sqlite_file)
+            .unwrap()
+            .query_row(
+                "SELECT last_accessed_at, expires_at FROM sessions WHERE id = 'clocks'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap()
+    };
+    for (n, (inner, expiry)) in stores.into_iter().enumerate() {
         let layer = Encrypted::new(Arc::clone(&inner), ring("k1", 1));
         layer
             .append(&id, vec![Message::user("hi")], Expect::Any)
             .await
             .unwrap();
-        let before = inner.load(&id).await.unwrap().unwrap();
-        let first = expiry(&mut conn).await;
-        tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+        // Looked at with maintenance reads: looking moves nothing.
+        let before = inner.load_with(&id, peek).await.unwrap().unwrap();
+        let first_redis = match expiry {
+            Expiry::Redis(prefix) => redis_expiry(&mut conn, prefix).await,
+            _ => Vec::new(),
+        };
+        let first_sqlite = matches!(expiry, Expiry::Sqlite).then(sqlite_expiry);
+        tokio::time::sleep(Duration::from_millis(1200)).await;
         let ring = layer.keyring().with_current_key(key("k2", 2)).unwrap();
         layer.set_keyring(ring).await;
         let done = layer.reencrypt(&id).await.unwrap();
         assert!(done.values > 0, "store {n}: nothing re-encrypted");
-        let after = inner.load(&id).await.unwrap().unwrap();
+        // SQLite applies recorded read accesses with the writer's next
+        // batch: a write elsewhere flushes any the rotation made.
+        inner
+            .append(&sid("elsewhere"), vec![Message::user("x")], Expect::Any)
+            .await
+            .unwrap();
+        let after = inner.load_with(&id, peek).await.unwrap().unwrap();
         assert_eq!(after.version, before.version + 1, "store {n}");
         assert_eq!(after.updated_at, before.updated_at, "store {n}");
         assert_eq!(
-            layer.load(&id).await.unwrap().unwrap().messages[0].text(),
-            "hi"
+            after.last_accessed_at, before.last_accessed_at,
+            "store {n}: rotation moved last_accessed_at"
         );
-        if n == 3 {
-            assert_eq!(after.last_accessed_at, before.last_accessed_at);
-            let kept = expiry(&mut conn).await;
-            assert!(first.iter().all(|&t| t > 0), "{first:?}");
-            assert!(
-                kept.iter().all(|&t| t > 0 && t <= first[0]),
-                "rotation extended the TTL: {first:?} -> {kept:?}"
-            );
+        // Through the layer, also without an access.
+        let opened = layer.load_with(&id, peek).await.unwrap().unwrap();
+        assert_eq!(opened.messages[0].text(), "hi");
+        assert_eq!(opened.last_accessed_at, before.last_accessed_at);
+        match expiry {
+            Expiry::None => {}
+            Expiry::Redis(prefix) => {
+                let kept = redis_expiry(&mut conn, prefix).await;
+                assert!(first_redis.iter().all(|&t| t > 0), "{first_redis:?}");
+                assert!(
+                    kept.iter().all(|&t| t > 0 && t <= first_redis[0]),
+                    "store {n}: rotation extended the TTL: {first_redis:?} -> {kept:?}"
+                );
+            }
+            Expiry::Sqlite => {
+                assert_eq!(
+                    Some(sqlite_expiry()),
+                    first_sqlite,
+                    "store {n}: rotation moved last_accessed_at or expires_at"
+                );
+            }
+            Expiry::Memory => {
+                // 1.2 s + 1.1 s since the last access: past the TTL.
+                tokio::time::sleep(Duration::from_millis(1100)).await;
+                assert!(
+                    !inner.exists(&id).await.unwrap(),
+                    "store {n}: rotation restarted the TTL"
+                );
+            }
         }
     }
 }

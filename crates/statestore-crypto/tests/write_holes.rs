@@ -90,8 +90,12 @@ fn timeout(operation: &'static str) -> StoreError {
 
 #[async_trait]
 impl Store for Faulty {
-    async fn load(&self, id: &SessionId) -> Result<Option<ConversationState>> {
-        self.store.load(id).await
+    async fn load_with(
+        &self,
+        id: &SessionId,
+        options: statestore_core::Load,
+    ) -> Result<Option<ConversationState>> {
+        self.store.load_with(id, options).await
     }
     async fn load_recent_with(
         &self,

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use statestore_core::codec::{self, Limits};
 use statestore_core::{
-    Append, Appended, ConversationState, Error, Expect, IdempotencyKey, ListPage, ListQuery,
+    Append, Appended, ConversationState, Error, Expect, IdempotencyKey, ListPage, ListQuery, Load,
     Message, Metadata, Pending, RecentState, Result, Save as SaveOptions, SessionId, Store,
     Version, async_trait,
 };
@@ -183,8 +183,10 @@ impl Drop for ReaperHandle {
 
 #[async_trait]
 impl Store for MemoryStore {
-    async fn load(&self, id: &SessionId) -> Result<Option<ConversationState>> {
-        Ok(self.inner.read(id, |s| s.to_state(id)))
+    async fn load_with(&self, id: &SessionId, options: Load) -> Result<Option<ConversationState>> {
+        // A maintenance read leaves `last_accessed_at` and the tick alone.
+        let access = !options.keep_clocks;
+        Ok(self.inner.read_with(id, access, |s| s.to_state(id)))
     }
 
     async fn load_recent_with(

@@ -106,12 +106,26 @@ impl Inner {
 
     /// Runs `f` on the live session `id`, counting it as an access.
     pub(crate) fn read<T>(&self, id: &SessionId, f: impl FnOnce(&mut Session) -> T) -> Option<T> {
+        self.read_with(id, true, f)
+    }
+
+    /// Runs `f` on the live session `id`; counting it as an access (its
+    /// `last_accessed_at` and last-access tick, so its expiry) only when
+    /// `access` — else a maintenance read, which leaves both as they are.
+    pub(crate) fn read_with<T>(
+        &self,
+        id: &SessionId,
+        access: bool,
+        f: impl FnOnce(&mut Session) -> T,
+    ) -> Option<T> {
         loop {
             let slot = self.find(id)?;
             let mut guard = lock(&slot.session);
             if let Some(session) = guard.as_mut() {
-                session.last_accessed_at = Timestamp::now();
-                self.touch(id, &slot);
+                if access {
+                    session.last_accessed_at = Timestamp::now();
+                    self.touch(id, &slot);
+                }
                 return Some(f(session));
             }
             // Removed between lookup and lock: look again.

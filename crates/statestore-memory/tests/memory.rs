@@ -415,3 +415,50 @@ async fn a_maintenance_save_keeps_the_expiry() {
     assert_eq!(after.updated_at, before_stamps.updated_at);
     assert_eq!(after.version, 2);
 }
+
+/// A maintenance read (`Load::keep_clocks`) is no access: the session
+/// expires when it would have without it, and the read reports the last
+/// access before it; after a plain read it lives on.
+#[tokio::test(start_paused = true)]
+async fn a_maintenance_read_keeps_the_expiry() {
+    use statestore_core::Load;
+    let store = MemoryStore::builder().ttl(Duration::from_secs(60)).build();
+    create(&store, "peeked").await;
+    create(&store, "read").await;
+    let created = store
+        .load_with(&sid("peeked"), Load::new().keep_clocks())
+        .await
+        .unwrap()
+        .unwrap();
+    advance(Duration::from_secs(40)).await;
+    std::thread::sleep(Duration::from_millis(5));
+    let peeked = store
+        .load_with(&sid("peeked"), Load::new().keep_clocks())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(peeked.last_accessed_at, created.last_accessed_at);
+    assert_eq!(peeked.messages.len(), 1);
+    let read = store.load(&sid("read")).await.unwrap().unwrap();
+    assert!(read.last_accessed_at > created.last_accessed_at);
+    // Checked without reading (a plain read is an access).
+    advance(Duration::from_secs(21)).await;
+    assert!(
+        !store.exists(&sid("peeked")).await.unwrap(),
+        "a maintenance read restarted the TTL"
+    );
+    assert!(
+        store
+            .load_with(&sid("peeked"), Load::new().keep_clocks())
+            .await
+            .unwrap()
+            .is_none(),
+        "an expired session reads as absent"
+    );
+    assert!(
+        store.exists(&sid("read")).await.unwrap(),
+        "a plain read restarts the TTL"
+    );
+    advance(Duration::from_secs(40)).await;
+    assert!(!store.exists(&sid("read")).await.unwrap());
+}

@@ -7,8 +7,8 @@
 
 use statestore_core::{
     AddSummary, Append, Appended, ConversationState, Error as StoreError, Expect, IdempotencyKey,
-    ListPage, ListQuery, Metadata, Pending, RecentState, Result, Save, SessionId, Store, Version,
-    async_trait,
+    ListPage, ListQuery, Load, Metadata, Pending, RecentState, Result, Save, SessionId, Store,
+    Version, async_trait,
 };
 
 use crate::call::ScriptCall;
@@ -22,8 +22,10 @@ use crate::store::{
 
 #[async_trait]
 impl Store for RedisStore {
-    async fn load(&self, id: &SessionId) -> Result<Option<ConversationState>> {
-        self.snapshot("load", id, None, None)
+    async fn load_with(&self, id: &SessionId, options: Load) -> Result<Option<ConversationState>> {
+        // A maintenance read sends `-` for the TTL: `LOAD` neither sets
+        // `last_accessed_at` nor touches any key's expiry.
+        self.snapshot("load", id, None, None, !options.keep_clocks)
             .await?
             .map(|s| s.into_state(id))
             .transpose()
@@ -35,7 +37,7 @@ impl Store for RedisStore {
         n: usize,
         lookup: Option<&IdempotencyKey>,
     ) -> Result<Option<RecentState>> {
-        self.snapshot("load_recent", id, Some(n), lookup)
+        self.snapshot("load_recent", id, Some(n), lookup, true)
             .await?
             .map(|s| s.into_recent(id))
             .transpose()
@@ -210,7 +212,7 @@ impl Store for RedisStore {
         // its slot): the target appears complete or not at all, and never
         // overwrites.
         let snapshot = self
-            .snapshot("fork", source, None, None)
+            .snapshot("fork", source, None, None, true)
             .await?
             .ok_or_else(|| StoreError::NotFound { id: source.clone() })?;
         let raw = snapshot.into_raw(source)?;

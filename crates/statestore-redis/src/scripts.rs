@@ -654,7 +654,9 @@ return 'ok ' .. outcome
 /// the header, and — when the read counts as an access — that no key is
 /// torn, then `last_accessed_at` and the TTL.
 /// ARGV 2: the TTL as in every script, or `-` when the read is not an
-/// access; 3: a caller key to look up, as its field (`k:<key>`; `''`:
+/// access (the store's reads do not slide, or it is a maintenance read,
+/// `Load::keep_clocks`: then `LOAD` writes nothing — no `last_accessed_at`,
+/// no expiry); 3: a caller key to look up, as its field (`k:<key>`; `''`:
 /// none).
 /// Returns `ok <nm> <ns> <nd>`, the counts the transaction's reads must
 /// match, followed by what the write under the key did (`<rewritten>

@@ -270,16 +270,18 @@ impl RedisStore {
     /// `newest` messages (all for `None`), the summaries, the metadata and,
     /// asked about `lookup`, what the write under it did — one `MULTI …
     /// EXEC` round trip: the `LOAD` script's checks (and the access, when
-    /// reads count as one), then plain reads (see `scripts.rs`).
+    /// reads count as one and `access` — `false` for a maintenance read,
+    /// `Load::keep_clocks`), then plain reads (see `scripts.rs`).
     pub(crate) async fn snapshot(
         &self,
         operation: &'static str,
         id: &SessionId,
         newest: Option<usize>,
         lookup: Option<&IdempotencyKey>,
+        access: bool,
     ) -> Result<Option<decode::Snapshot>> {
         let keys = self.inner.keys.session(id);
-        let sliding = self.inner.sliding_ttl;
+        let sliding = self.inner.sliding_ttl && access;
         let script = &self.inner.scripts.load;
         let mut pipe = redis::pipe();
         pipe.atomic().ignore_errors();
@@ -288,7 +290,8 @@ impl RedisStore {
             pipe.arg(key);
         }
         pipe.arg(now_ms());
-        // The TTL, or `-` when reads do not count as accesses.
+        // The TTL, or `-` when this read does not count as an access
+        // (reads do not slide, or a maintenance read).
         match self.inner.ttl {
             _ if !sliding => pipe.arg("-"),
             Some(t) => pipe.arg(millis(t)),

@@ -930,3 +930,82 @@ async fn a_zero_message_limit_means_what_it_means_on_memory() {
         assert!(matches!(err, Error::TooLarge { .. }), "{name}: {err}");
     }
 }
+
+/// A maintenance read (`Load::keep_clocks`) is no access even where reads
+/// slide the TTL (the default): every key keeps its expiry time and the
+/// header its `last_accessed_at`, which the read reports; a plain read on
+/// the same store restarts both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_maintenance_read_keeps_the_ttl_of_every_key() {
+    use statestore_core::Load;
+    let server = RedisServer::start().unwrap();
+    let s = store(
+        &server,
+        RedisStore::builder()
+            .prefix("p:")
+            .ttl(Duration::from_secs(60)),
+    )
+    .await;
+    let conn = raw(&server).await;
+    for id in ["peeked", "read"] {
+        let id = sid(id);
+        s.append_with(
+            &id,
+            Append::new([Message::user("a"), Message::user("b")])
+                .key(IdempotencyKey::new("turn").unwrap())
+                .merge_metadata("m", true.into()),
+        )
+        .await
+        .unwrap();
+        s.add_summary(&id, Summary::new(0..1, "s"), Expect::Any)
+            .await
+            .unwrap();
+    }
+    // Every key's expiry time, and the header's last_accessed_at.
+    let clocks = |id: &'static str| {
+        let mut conn = conn.clone();
+        async move {
+            let mut at = Vec::new();
+            for suffix in ["h", "m", "s", "d", "w"] {
+                let t: i64 = redis::cmd("PEXPIRETIME")
+                    .arg(format!("p:{{{id}}}:{suffix}"))
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap();
+                at.push(t);
+            }
+            let accessed: u64 = conn
+                .hget(format!("p:{{{id}}}:h"), "last_accessed_at")
+                .await
+                .unwrap();
+            (at, accessed)
+        }
+    };
+    let (peeked, read) = (clocks("peeked").await, clocks("read").await);
+    assert!(peeked.0.iter().all(|&t| t > 0), "{peeked:?}");
+    tokio::time::sleep(Duration::from_millis(20)).await;
+
+    for _ in 0..3 {
+        let state = s
+            .load_with(&sid("peeked"), Load::new().keep_clocks())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(state.messages.len(), 2);
+        assert_eq!(state.last_accessed_at.as_unix_millis(), peeked.1);
+    }
+    assert_eq!(
+        clocks("peeked").await,
+        peeked,
+        "a maintenance read moved an expiry or last_accessed_at"
+    );
+
+    let plain = s.load(&sid("read")).await.unwrap().unwrap();
+    let after = clocks("read").await;
+    assert!(
+        after.0.iter().zip(&read.0).all(|(a, b)| a > b),
+        "a plain read slides every key's TTL: {read:?} -> {after:?}"
+    );
+    assert!(after.1 > read.1);
+    assert_eq!(plain.last_accessed_at.as_unix_millis(), after.1);
+}

@@ -19,7 +19,7 @@ use rusqlite::{Connection, OpenFlags};
 use statestore_core::codec::Limits;
 use statestore_core::{
     AddSummary, Append, Appended, ConversationState, Error, Expect, IdempotencyKey, ListPage,
-    ListQuery, Metadata, Pending, RecentState, Result, Save, SessionId, Store, Version,
+    ListQuery, Load, Metadata, Pending, RecentState, Result, Save, SessionId, Store, Version,
     async_trait,
 };
 
@@ -435,12 +435,17 @@ impl SqliteStore {
 
 #[async_trait]
 impl Store for SqliteStore {
-    async fn load(&self, id: &SessionId) -> Result<Option<ConversationState>> {
+    async fn load_with(&self, id: &SessionId, options: Load) -> Result<Option<ConversationState>> {
         let now = ops::now_ms();
+        // A maintenance read records no access: the row's
+        // `last_accessed_at` and `expires_at` stay as they are.
+        let access = !options.keep_clocks;
         let state = self
-            .read("load", id, move |conn, ctx| ops::load(conn, ctx, now))
+            .read("load", id, move |conn, ctx| {
+                ops::load(conn, ctx, now, access)
+            })
             .await?;
-        if state.is_some() {
+        if access && state.is_some() {
             self.accessed(id, now);
         }
         Ok(state)

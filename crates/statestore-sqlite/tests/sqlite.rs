@@ -565,3 +565,64 @@ async fn a_maintenance_save_keeps_the_expiry() {
     let plain = clocks();
     assert!(plain.1 > first.1 && plain.2 > first.2 && plain.3 > first.3);
 }
+
+/// A maintenance read (`Load::keep_clocks`) records no access: with a TTL,
+/// `last_accessed_at` and `expires_at` stay (and it costs no commit), and
+/// the state reports the stored `last_accessed_at`; a plain read moves both.
+#[tokio::test]
+async fn a_maintenance_read_keeps_the_expiry() {
+    use statestore_core::Load;
+    let t = TempStore::open(SqliteStore::builder().ttl(Duration::from_secs(60))).await;
+    for id in ["peeked", "read"] {
+        t.store
+            .append(&sid(id), vec![Message::user("hi")], Expect::Any)
+            .await
+            .unwrap();
+    }
+    let clocks = |id: &str| -> (i64, i64, i64, i64) {
+        raw(&t)
+            .query_row(
+                "SELECT version, updated_at, last_accessed_at, expires_at
+                 FROM sessions WHERE id = ?1",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .unwrap()
+    };
+    let (peeked, read) = (clocks("peeked"), clocks("read"));
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let commits = t.store.stats().commits;
+    for _ in 0..3 {
+        let state = t
+            .store
+            .load_with(&sid("peeked"), Load::new().keep_clocks())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(state.messages.len(), 1);
+        assert_eq!(
+            state.last_accessed_at.as_unix_millis(),
+            u64::try_from(peeked.2).unwrap(),
+            "reports the stored last access"
+        );
+    }
+    assert_eq!(t.store.stats().commits, commits, "no access was recorded");
+    let plain = t.store.load(&sid("read")).await.unwrap().unwrap();
+    assert!(plain.last_accessed_at.as_unix_millis() > u64::try_from(read.2).unwrap());
+    // A write queued behind the pending refresh batch flushes it out first.
+    t.store
+        .append(&sid("other"), vec![Message::user("x")], Expect::Any)
+        .await
+        .unwrap();
+    assert_eq!(
+        clocks("peeked"),
+        peeked,
+        "a maintenance read moved the clocks"
+    );
+    let after = clocks("read");
+    assert!(
+        after.2 > read.2 && after.3 > read.3,
+        "a plain read slides the expiry: {read:?} -> {after:?}"
+    );
+    assert_eq!((after.0, after.1), (read.0, read.1));
+}

@@ -14,9 +14,9 @@ pub use url::redact as redact_url;
 pub use statestore_core::codec;
 pub use statestore_core::{
     Append, Appended, BoxError, Content, ContentPart, ConversationState, Counters, Error, Expect,
-    IdempotencyKey, ImageUrl, ListPage, ListQuery, Message, Metadata, RecentState, RememberedWrite,
-    Result, Role, SessionId, Store, Summary, Timestamp, TokenCount, ToolCall, Version,
-    WriteOutcome, async_trait,
+    IdempotencyKey, ImageUrl, ListPage, ListQuery, Load, Message, Metadata, RecentState,
+    RememberedWrite, Result, Role, Save, SessionId, Store, Summary, Timestamp, TokenCount,
+    ToolCall, Version, WriteOutcome, async_trait,
 };
 
 /// The in-memory store: [`MemoryStore`](memory::MemoryStore) (the

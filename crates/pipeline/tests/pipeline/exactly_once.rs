@@ -35,6 +35,14 @@ impl Store for Watched {
         self.count("load");
         self.inner.load(id).await
     }
+    async fn load_with(
+        &self,
+        id: &SessionId,
+        options: statestore_core::Load,
+    ) -> statestore_core::Result<Option<statestore_core::ConversationState>> {
+        self.count("load_with");
+        self.inner.load_with(id, options).await
+    }
     async fn load_recent(
         &self,
         id: &SessionId,

@@ -1,12 +1,12 @@
-//! The writes other than appends — `save`, `merge_metadata`,
+//! The writes other than appends — `fork`, `save`, `merge_metadata`,
 //! `add_summary` — and re-encryption: each rewrites the session's manifest
 //! in its own atomic step (`manifest.rs`).
 
 use std::sync::Arc;
 
 use statestore_core::{
-    AddSummary, ConversationState, Counters, Error as StoreError, Expect, Metadata,
-    Result as StoreResult, Save, SessionId, Version,
+    AddSummary, ConversationState, Counters, Error as StoreError, Expect, Load, Metadata,
+    Result as StoreResult, Save, SessionId, Timestamp, Version, check_fork_ids,
 };
 
 use super::{Bound, Layer, MAX_UNGUARDED_ATTEMPTS, Plan, Planned};
@@ -14,6 +14,30 @@ use crate::manifest::{self, Manifest, Observed};
 use crate::seal::Codec;
 
 impl Layer {
+    /// A fork: the source read (an access, as a fork is), re-sealed for
+    /// the target and saved create-only.
+    pub(crate) async fn fork(
+        &self,
+        source: &SessionId,
+        target: &SessionId,
+    ) -> StoreResult<Version> {
+        check_fork_ids(source, target)?;
+        // Values are bound to their session: a fork re-seals them for the
+        // target instead of copying them.
+        let Some(mut state) = self.load_with(source, Load::new()).await? else {
+            return Err(StoreError::NotFound { id: source.clone() });
+        };
+        state.id = target.clone();
+        state.created_at = Timestamp::now();
+        match self.save(&state, Expect::Absent).await {
+            Ok(v) => Ok(v),
+            Err(StoreError::Conflict { .. }) => {
+                Err(StoreError::AlreadyExists { id: target.clone() })
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     pub(crate) async fn save(
         &self,
         state: &ConversationState,

@@ -108,8 +108,12 @@ pub fn encrypted(inner: Arc<dyn Store>) -> Encrypted {
 
 #[async_trait]
 impl Store for Sqlite {
-    async fn load(&self, id: &SessionId) -> Result<Option<ConversationState>> {
-        self.store.load(id).await
+    async fn load_with(
+        &self,
+        id: &SessionId,
+        options: statestore_core::Load,
+    ) -> Result<Option<ConversationState>> {
+        self.store.load_with(id, options).await
     }
     async fn load_recent_with(
         &self,

@@ -28,12 +28,13 @@ struct Header {
     counters: String,
     created_at: u64,
     updated_at: u64,
+    last_accessed_at: u64,
 }
 
 fn header(conn: &Connection, ctx: &OpCtx, now: i64) -> Result<Option<Header>> {
     let q = format!(
         "SELECT user_id, version, message_count, summary_count, system_prompt, metadata,
-             counters, created_at, updated_at
+             counters, created_at, updated_at, last_accessed_at
          FROM sessions WHERE id = ?1 AND {LIVE}"
     );
     sql(
@@ -50,6 +51,7 @@ fn header(conn: &Connection, ctx: &OpCtx, now: i64) -> Result<Option<Header>> {
                     counters: r.get(6)?,
                     created_at: get_u64(r, 7)?,
                     updated_at: get_u64(r, 8)?,
+                    last_accessed_at: get_u64(r, 9)?,
                 })
             })
             .optional()
@@ -122,8 +124,15 @@ fn summaries(conn: &Connection, ctx: &OpCtx, h: &Header) -> Result<Vec<Summary>>
     rows.iter().map(|s| parse_summary(id, s)).collect()
 }
 
-/// The whole session, as of `now` (reported as the access time).
-pub(crate) fn load(conn: &Connection, ctx: &OpCtx, now: i64) -> Result<Option<ConversationState>> {
+/// The whole session, as of `now`: with `access`, `now` is reported as
+/// the access time; without (a maintenance read), the stored
+/// `last_accessed_at` is.
+pub(crate) fn load(
+    conn: &Connection,
+    ctx: &OpCtx,
+    now: i64,
+    access: bool,
+) -> Result<Option<ConversationState>> {
     let id = &ctx.id;
     let Some(h) = header(conn, ctx, now)? else {
         return Ok(None);
@@ -143,7 +152,11 @@ pub(crate) fn load(conn: &Connection, ctx: &OpCtx, now: i64) -> Result<Option<Co
         version: h.version,
         created_at: ts(h.created_at),
         updated_at: ts(h.updated_at),
-        last_accessed_at: ts(u64::try_from(now).unwrap_or(0)),
+        last_accessed_at: if access {
+            ts(u64::try_from(now).unwrap_or(0))
+        } else {
+            ts(h.last_accessed_at)
+        },
     }))
 }
 
