@@ -138,7 +138,7 @@ macro_rules! prelude {
         r#"
 local rcall, rpcall = redis.call, redis.pcall
 local H, M, S, D, W = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local SCHEMA, NOW, TTL = '@SCHEMA@', ARGV[1], ARGV[2]
+local SCHEMA, NOW, TTL, EXPIRE = '@SCHEMA@', ARGV[1], ARGV[2], 'PEXPIRE'
 
 local function wrong_type(key, role, want)
   return 'corrupt its ' .. role .. ' key holds a ' .. rcall('TYPE', key)['ok'] .. ', not a ' .. want
@@ -280,11 +280,11 @@ macro_rules! expire_all {
     () => {
         r#"
 if TTL ~= '0' then
-  rcall('PEXPIRE', H, TTL)
-  if nm ~= '0' then rcall('PEXPIRE', M, TTL) end
-  if ns ~= '0' then rcall('PEXPIRE', S, TTL) end
-  if nd ~= '0' then rcall('PEXPIRE', D, TTL) end
-  if wk ~= '0' or wg ~= '0' then rcall('PEXPIRE', W, TTL) end
+  rcall(EXPIRE, H, TTL)
+  if nm ~= '0' then rcall(EXPIRE, M, TTL) end
+  if ns ~= '0' then rcall(EXPIRE, S, TTL) end
+  if nd ~= '0' then rcall(EXPIRE, D, TTL) end
+  if wk ~= '0' or wg ~= '0' then rcall(EXPIRE, W, TTL) end
 end
 "#
     };
@@ -713,9 +713,10 @@ return reply
 /// and the remembered writes, which lose their positions (header field
 /// `r`, see [`remembered!`]). A maintenance save (`Save::keep_clocks`, the
 /// last argument `k`) of an existing session also keeps `updated_at`,
-/// `last_accessed_at` and the expiry: the header's remaining `PTTL`, read
-/// before the keys are rewritten, is given to every key in place of ARGV 2
-/// (none when the header had none).
+/// `last_accessed_at` and the expiry: the header's expiry time
+/// (`PEXPIRETIME`, on Redis 6.2 its remaining `PTTL`), read before the keys
+/// are rewritten, is given to every key in place of ARGV 2 (none when the
+/// header had none).
 /// ARGV 3: the expectation; 4: created_at for a new session; 5/6: has
 /// user id, user id; 7/8: has system prompt, prompt; 9/10/11/12: counts of
 /// messages, summaries, metadata pairs and counters; then the messages,
@@ -766,8 +767,15 @@ local up, acc = NOW, NOW
 if V and ARGV[cw + 2 * ncw + 1] == 'k' then
   local c = rcall('HMGET', H, 'updated_at', 'last_accessed_at')
   up, acc = c[1] or NOW, c[2] or NOW
-  local left = rcall('PTTL', H)
-  if left > 0 then TTL = tostring(left) else TTL = '0' end
+  -- The expiry as an absolute time where the server tells it (Redis 7:
+  -- exact to the millisecond), else as the time left.
+  local at = rpcall('PEXPIRETIME', H)
+  if type(at) == 'number' then
+    if at > 0 then TTL, EXPIRE = tostring(at), 'PEXPIREAT' else TTL = '0' end
+  else
+    local left = rcall('PTTL', H)
+    if left > 0 then TTL = tostring(left) else TTL = '0' end
+  end
 end
 -- Every check passed: write.
 if leftovers then rcall('DEL', W) end
