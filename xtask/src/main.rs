@@ -210,6 +210,45 @@ fn ensure_redis() -> Result {
     if on_path("redis-server") && on_path("redis-cli") && on_path("redis-benchmark") {
         return Ok(());
     }
+    apt_install(&["redis-server", "redis-tools"])?;
+    if on_path("redis-server") {
+        Ok(())
+    } else {
+        Err("redis-server is still missing after installing it".into())
+    }
+}
+
+/// Installs Debian's postgresql package when `initdb` is missing: the
+/// PostgreSQL tests start their own throwaway clusters with it (through
+/// pg-test-server, which looks in `$PG_BIN`, `/usr/lib/postgresql/*/bin`,
+/// then `PATH`, as this check does).
+fn ensure_postgres() -> Result {
+    if postgres_installed() {
+        return Ok(());
+    }
+    apt_install(&["postgresql"])?;
+    if postgres_installed() {
+        Ok(())
+    } else {
+        Err("initdb is still missing after installing postgresql".into())
+    }
+}
+
+fn postgres_installed() -> bool {
+    if let Some(dir) = env::var_os("PG_BIN").filter(|d| !d.is_empty()) {
+        return Path::new(&dir).join("initdb").is_file();
+    }
+    let debian = std::fs::read_dir("/usr/lib/postgresql").is_ok_and(|entries| {
+        entries
+            .flatten()
+            .any(|entry| entry.path().join("bin").join("initdb").is_file())
+    });
+    debian || on_path("initdb")
+}
+
+/// `apt-get update`, then `apt-get install` of `packages` (through sudo
+/// unless this is root).
+fn apt_install(packages: &[&str]) -> Result {
     let root = Command::new("id")
         .arg("-u")
         .output()
@@ -226,20 +265,18 @@ fn ensure_redis() -> Result {
         cmd
     };
     run("apt-get update", &mut apt(&["update", "-q"]))?;
+    let mut install = vec!["install", "-y", "-q"];
+    install.extend_from_slice(packages);
     run(
-        "install redis-server",
-        &mut apt(&["install", "-y", "-q", "redis-server", "redis-tools"]),
-    )?;
-    if on_path("redis-server") {
-        Ok(())
-    } else {
-        Err("redis-server is still missing after installing it".into())
-    }
+        &format!("install {}", packages.join(" ")),
+        &mut apt(&install),
+    )
 }
 
 fn ci() -> Result {
     ensure_cargo_tool("deny", "cargo-deny")?;
     ensure_redis()?;
+    ensure_postgres()?;
     run("rustfmt", cargo().args(["fmt", "--all", "--", "--check"]))?;
     tidy::tidy()?;
     run(

@@ -1,0 +1,172 @@
+//! [`PostgresStoreBuilder`]: the settings of a [`PostgresStore`], the pool
+//! built from them, and the migration run at connect.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tokio_postgres::config::Host;
+use tokio_postgres::{Config, NoTls};
+
+use crate::error::{Error, Result};
+use crate::schema::{self, Names};
+use crate::{DEFAULT_PREFIX, DEFAULT_SCHEMA, PostgresStore};
+
+/// The default number of pooled connections.
+const DEFAULT_POOL_SIZE: usize = 16;
+
+/// The default server-side statement timeout (and pool wait).
+const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Configures a [`PostgresStore`]: see [`PostgresStore::builder`].
+#[derive(Clone)]
+pub struct PostgresStoreBuilder {
+    config: Config,
+    pool_size: usize,
+    statement_timeout: Duration,
+    schema: String,
+    prefix: String,
+    ttl: Option<Duration>,
+}
+
+impl fmt::Debug for PostgresStoreBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresStoreBuilder")
+            .field("target", &target(&self.config))
+            .field("pool_size", &self.pool_size)
+            .field("statement_timeout", &self.statement_timeout)
+            .field("schema", &self.schema)
+            .field("prefix", &self.prefix)
+            .field("ttl", &self.ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `user@host:port/dbname`, for Debug and logs: never the password.
+fn target(config: &Config) -> String {
+    let hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .map(|host| match host {
+            Host::Tcp(name) => name.clone(),
+            Host::Unix(path) => path.display().to_string(),
+        })
+        .collect();
+    let ports: Vec<String> = config.get_ports().iter().map(u16::to_string).collect();
+    format!(
+        "{}@{}:{}/{}",
+        config.get_user().unwrap_or("(default user)"),
+        hosts.join(","),
+        ports.join(","),
+        config.get_dbname().unwrap_or("(default database)")
+    )
+}
+
+impl PostgresStoreBuilder {
+    pub(crate) fn new(url: &str) -> Result<Self> {
+        // tokio-postgres's parse errors name the option, never its value.
+        let config = Config::from_str(url)
+            .map_err(|e| Error::Config(format!("the PostgreSQL URL does not parse: {e}")))?;
+        Ok(Self {
+            config,
+            pool_size: DEFAULT_POOL_SIZE,
+            statement_timeout: DEFAULT_STATEMENT_TIMEOUT,
+            schema: DEFAULT_SCHEMA.to_owned(),
+            prefix: DEFAULT_PREFIX.to_owned(),
+            ttl: None,
+        })
+    }
+
+    /// The most connections the pool opens (default 16; at least 1).
+    #[must_use]
+    pub fn pool_size(mut self, size: usize) -> Self {
+        self.pool_size = size.max(1);
+        self
+    }
+
+    /// The server-side `statement_timeout` of every connection, which is
+    /// also how long a caller waits for a free pooled connection (default
+    /// 30 s; at least 1 ms).
+    #[must_use]
+    pub fn statement_timeout(mut self, timeout: Duration) -> Self {
+        self.statement_timeout = timeout.max(Duration::from_millis(1));
+        self
+    }
+
+    /// The schema of the store's tables (default `public`), created if
+    /// missing. Any name: it is quoted.
+    #[must_use]
+    pub fn schema(mut self, schema: &str) -> Self {
+        schema.clone_into(&mut self.schema);
+        self
+    }
+
+    /// The prefix of the store's table and index names (default
+    /// `statestore_`; may be empty). Any characters: names are quoted.
+    #[must_use]
+    pub fn prefix(mut self, prefix: &str) -> Self {
+        prefix.clone_into(&mut self.prefix);
+        self
+    }
+
+    /// Sessions expire this long after their last access (default: never).
+    #[must_use]
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = Some(ttl);
+        self
+    }
+
+    /// Builds the pool, connects once and migrates the schema (see
+    /// [`schema`](crate::schema)).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for a schema or prefix PostgreSQL cannot keep,
+    /// [`Error::Unavailable`] when the server cannot be reached,
+    /// [`Error::UnsupportedSchema`] for a newer schema,
+    /// [`Error::Corrupt`] when the tables were altered, or the server's
+    /// error if the migration fails (it is then rolled back).
+    pub async fn build(self) -> Result<PostgresStore> {
+        let names = Names::new(&self.schema, &self.prefix)?;
+        let mut config = self.config.clone();
+        let timeout_ms = self.statement_timeout.as_millis();
+        let options = match config.get_options() {
+            Some(given) => format!("{given} -c statement_timeout={timeout_ms}"),
+            None => format!("-c statement_timeout={timeout_ms}"),
+        };
+        config.options(&options);
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(self.statement_timeout);
+        }
+        let target = target(&config);
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(self.pool_size)
+            .wait_timeout(Some(self.statement_timeout))
+            .create_timeout(Some(self.statement_timeout))
+            .runtime(Runtime::Tokio1)
+            .build()
+            .map_err(|e| Error::Config(format!("building the connection pool: {e}")))?;
+        let mut client = pool
+            .get()
+            .await
+            .map_err(|e| Error::from_pool(e, self.statement_timeout))?;
+        let found = schema::migrate(&mut client, &names).await?;
+        tracing::debug!(%target, schema = %names.schema, prefix = %names.prefix, found, "connected");
+        drop(client);
+        Ok(PostgresStore {
+            pool,
+            names,
+            statement_timeout: self.statement_timeout,
+            ttl: self.ttl,
+            target,
+        })
+    }
+}

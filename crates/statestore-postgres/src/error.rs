@@ -1,0 +1,395 @@
+//! [`Error`]: how PostgreSQL's errors are classified — the one place where
+//! SQLSTATEs are mapped — and how they become [`statestore_core::Error`]s.
+
+use std::time::Duration;
+
+use statestore_core::{SessionId, WriteOutcome};
+
+/// A boxed error source.
+type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// `Result<T, statestore_postgres::Error>`.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Why a PostgreSQL operation failed.
+///
+/// Messages name the SQLSTATE and the server's message, never a password,
+/// a URL or a stored value. [`Error::write_outcome`] says whether a failed
+/// write may have been applied; [`Error::into_store`] turns the error into
+/// the backend-neutral [`statestore_core::Error`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The URL or a builder setting is not acceptable.
+    #[error("invalid PostgreSQL configuration: {0}")]
+    Config(String),
+    /// The server rolled the transaction back because it conflicted with a
+    /// concurrent one (`40001` serialization_failure, `40P01`
+    /// deadlock_detected). Nothing was written; running the whole
+    /// transaction again may succeed.
+    #[error("transaction rolled back by the server ({sqlstate}): {message}")]
+    Retryable {
+        /// The SQLSTATE.
+        sqlstate: String,
+        /// The server's message.
+        message: String,
+    },
+    /// The server cancelled the statement (`57014` query_canceled, which
+    /// `statement_timeout` raises; `55P03` lock_not_available, from
+    /// `lock_timeout`). Its transaction was rolled back.
+    #[error("statement cancelled by the server ({sqlstate}): {message}")]
+    Canceled {
+        /// The SQLSTATE.
+        sqlstate: String,
+        /// The server's message.
+        message: String,
+    },
+    /// No pooled connection became free within the pool's wait timeout.
+    /// Nothing was sent.
+    #[error("no database connection became free within {after:?}")]
+    PoolTimeout {
+        /// The configured wait.
+        after: Duration,
+    },
+    /// The server cannot be reached, or the connection broke (class `08`,
+    /// `57P01`–`57P03`/`57P05` shutdown and termination, class `53`
+    /// insufficient resources, class `58` system errors, I/O errors). A
+    /// write in flight may or may not have been applied.
+    #[error("PostgreSQL unavailable: {message}")]
+    Unavailable {
+        /// What happened.
+        message: String,
+        /// The client's error.
+        #[source]
+        source: Option<BoxError>,
+    },
+    /// A unique constraint refused the write (`23505` unique_violation).
+    /// Nothing was written.
+    #[error("unique constraint {} violated", constraint.as_deref().unwrap_or("(unnamed)"))]
+    UniqueViolation {
+        /// The constraint's name, when the server gave it.
+        constraint: Option<String>,
+    },
+    /// The database holds a newer schema than this build supports.
+    #[error(
+        "the database holds statestore schema version {found}; this build supports up to {supported}"
+    )]
+    UnsupportedSchema {
+        /// The version found in the database.
+        found: u32,
+        /// The newest version this build knows.
+        supported: u32,
+    },
+    /// The store's tables are not what the migrations made: someone altered
+    /// them (a table, column or index missing, a column added or retyped),
+    /// or a statement met such a change (`42P01` undefined_table, `42703`
+    /// undefined_column, `42804` datatype_mismatch).
+    #[error("the store's tables were altered: {what}")]
+    Corrupt {
+        /// What differs.
+        what: String,
+    },
+    /// Any other error the server answered with. Its statement (and, in a
+    /// transaction, the transaction) was rolled back.
+    #[error("PostgreSQL error {sqlstate}: {message}")]
+    Database {
+        /// The SQLSTATE.
+        sqlstate: String,
+        /// The server's message.
+        message: String,
+    },
+    /// A client-side failure that is none of the above (a protocol or
+    /// conversion error).
+    #[error("PostgreSQL client error: {message}")]
+    Client {
+        /// What happened.
+        message: String,
+    },
+}
+
+/// What an SQLSTATE means for the store: see [`classify`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Class {
+    Retryable,
+    Canceled,
+    Unavailable,
+    Unique,
+    SchemaChanged,
+    Other,
+}
+
+/// The SQLSTATE table, in one place.
+///
+/// | SQLSTATE | class |
+/// |---|---|
+/// | `40001` serialization_failure, `40P01` deadlock_detected | [`Error::Retryable`] |
+/// | `57014` query_canceled, `55P03` lock_not_available | [`Error::Canceled`] |
+/// | class `08` (connection), `57P01` admin_shutdown, `57P02` crash_shutdown, `57P03` cannot_connect_now, `57P05` idle_session_timeout, `25P03` idle_in_transaction_session_timeout, class `53` (insufficient resources), class `58` (system error) | [`Error::Unavailable`] |
+/// | `23505` unique_violation | [`Error::UniqueViolation`] |
+/// | `42P01` undefined_table, `42703` undefined_column, `42804` datatype_mismatch, `3F000` invalid_schema_name | [`Error::Corrupt`] |
+/// | anything else | [`Error::Database`] |
+pub(crate) fn classify(sqlstate: &str) -> Class {
+    match sqlstate {
+        "40001" | "40P01" => Class::Retryable,
+        "57014" | "55P03" => Class::Canceled,
+        "57P01" | "57P02" | "57P03" | "57P05" | "25P03" => Class::Unavailable,
+        "23505" => Class::Unique,
+        "42P01" | "42703" | "42804" | "3F000" => Class::SchemaChanged,
+        s if s.starts_with("08") || s.starts_with("53") || s.starts_with("58") => {
+            Class::Unavailable
+        }
+        _ => Class::Other,
+    }
+}
+
+impl Error {
+    /// The error for a server reply with `sqlstate`, `message` and (for a
+    /// unique violation) `constraint`.
+    pub(crate) fn from_sqlstate(sqlstate: &str, message: &str, constraint: Option<&str>) -> Self {
+        let sqlstate_owned = sqlstate.to_owned();
+        let message = message.to_owned();
+        match classify(sqlstate) {
+            Class::Retryable => Self::Retryable {
+                sqlstate: sqlstate_owned,
+                message,
+            },
+            Class::Canceled => Self::Canceled {
+                sqlstate: sqlstate_owned,
+                message,
+            },
+            Class::Unavailable => Self::Unavailable {
+                message: format!("{sqlstate}: {message}"),
+                source: None,
+            },
+            Class::Unique => Self::UniqueViolation {
+                constraint: constraint.map(str::to_owned),
+            },
+            Class::SchemaChanged => Self::Corrupt {
+                what: format!("{sqlstate}: {message}"),
+            },
+            Class::Other => Self::Database {
+                sqlstate: sqlstate_owned,
+                message,
+            },
+        }
+    }
+
+    /// Whether running the same operation again may succeed as it is: the
+    /// server rolled a conflicting transaction back, cancelled a statement,
+    /// had no free connection, or could not be reached.
+    #[must_use]
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            Self::Retryable { .. }
+                | Self::Canceled { .. }
+                | Self::PoolTimeout { .. }
+                | Self::Unavailable { .. }
+        )
+    }
+
+    /// Whether a write that failed with this error may have been applied.
+    /// Every error the server answered with rolled its statement (or
+    /// transaction) back: [`WriteOutcome::NotWritten`]. A broken connection,
+    /// or a client-side failure after the request was sent, leaves it
+    /// [`WriteOutcome::Unknown`].
+    #[must_use]
+    pub fn write_outcome(&self) -> WriteOutcome {
+        match self {
+            Self::Unavailable { .. } | Self::Client { .. } => WriteOutcome::Unknown,
+            _ => WriteOutcome::NotWritten,
+        }
+    }
+
+    /// The backend-neutral error for `operation` on session `id`, with the
+    /// store's `statement_timeout` (reported by a cancelled statement).
+    ///
+    /// The mapping never claims less uncertainty than there is: where
+    /// [`statestore_core::Error`] has no variant that is both transient and
+    /// [`WriteOutcome::NotWritten`] (a rolled-back conflict, a cancelled
+    /// statement, a pool timeout), the error becomes
+    /// [`Unavailable`](statestore_core::Error::Unavailable) or
+    /// [`Timeout`](statestore_core::Error::Timeout), whose outcome is
+    /// `Unknown`: a keyed retry is then a replay, never a duplicate.
+    pub fn into_store(
+        self,
+        operation: &'static str,
+        id: &SessionId,
+        statement_timeout: Duration,
+    ) -> statestore_core::Error {
+        use statestore_core::Error as E;
+        match self {
+            Self::Canceled { .. } => E::Timeout {
+                operation,
+                after: statement_timeout,
+            },
+            Self::PoolTimeout { after } => E::Timeout { operation, after },
+            Self::UniqueViolation { .. } => E::AlreadyExists { id: id.clone() },
+            Self::UnsupportedSchema { found, supported } => E::UnsupportedSchema {
+                id: id.clone(),
+                found,
+                supported,
+            },
+            Self::Corrupt { what } => E::Corrupt {
+                id: id.clone(),
+                detail: what,
+                source: None,
+            },
+            e @ (Self::Retryable { .. } | Self::Unavailable { .. }) => E::Unavailable {
+                operation,
+                source: Box::new(e),
+            },
+            e => E::Backend {
+                operation,
+                source: Box::new(e),
+            },
+        }
+    }
+}
+
+impl From<tokio_postgres::Error> for Error {
+    fn from(e: tokio_postgres::Error) -> Self {
+        if let Some(db) = e.as_db_error() {
+            return Self::from_sqlstate(db.code().code(), db.message(), db.constraint());
+        }
+        let io = std::error::Error::source(&e).is_some_and(|s| s.is::<std::io::Error>());
+        if e.is_closed() || io {
+            return Self::Unavailable {
+                message: e.to_string(),
+                source: Some(Box::new(e)),
+            };
+        }
+        Self::Client {
+            message: e.to_string(),
+        }
+    }
+}
+
+impl Error {
+    /// The error for a pool failure, with the pool's configured wait.
+    pub(crate) fn from_pool(e: deadpool_postgres::PoolError, wait: Duration) -> Self {
+        use deadpool_postgres::{PoolError as P, TimeoutType};
+        match e {
+            P::Backend(e) => e.into(),
+            P::Timeout(TimeoutType::Wait) => Self::PoolTimeout { after: wait },
+            P::Timeout(kind) => Self::Unavailable {
+                message: format!("timed out ({kind:?}) opening a database connection"),
+                source: None,
+            },
+            P::Closed => Self::Unavailable {
+                message: "the connection pool is closed".to_owned(),
+                source: None,
+            },
+            other => Self::Client {
+                message: other.to_string(),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sqlstate_table() {
+        let cases = [
+            ("40001", Class::Retryable),
+            ("40P01", Class::Retryable),
+            ("57014", Class::Canceled),
+            ("55P03", Class::Canceled),
+            ("08000", Class::Unavailable),
+            ("08006", Class::Unavailable),
+            ("08P01", Class::Unavailable),
+            ("57P01", Class::Unavailable),
+            ("57P02", Class::Unavailable),
+            ("57P03", Class::Unavailable),
+            ("57P05", Class::Unavailable),
+            ("25P03", Class::Unavailable),
+            ("53300", Class::Unavailable),
+            ("53100", Class::Unavailable),
+            ("58030", Class::Unavailable),
+            ("23505", Class::Unique),
+            ("42P01", Class::SchemaChanged),
+            ("42703", Class::SchemaChanged),
+            ("42804", Class::SchemaChanged),
+            ("3F000", Class::SchemaChanged),
+            ("23503", Class::Other),
+            ("22P02", Class::Other),
+            ("42601", Class::Other),
+            ("57000", Class::Other),
+        ];
+        for (sqlstate, class) in cases {
+            assert_eq!(classify(sqlstate), class, "{sqlstate}");
+        }
+    }
+
+    fn id() -> SessionId {
+        SessionId::new("s").expect("a valid id")
+    }
+
+    #[test]
+    fn server_refusals_wrote_nothing_and_broken_connections_are_unknown() {
+        let t = Duration::from_secs(5);
+        let outcome = |code: &str| Error::from_sqlstate(code, "m", None).write_outcome();
+        for code in ["40001", "40P01", "57014", "23505", "42P01", "22P02"] {
+            assert_eq!(outcome(code), WriteOutcome::NotWritten, "{code}");
+        }
+        for code in ["08006", "57P01", "53300"] {
+            assert_eq!(outcome(code), WriteOutcome::Unknown, "{code}");
+        }
+        // The neutral error never claims more certainty than there is.
+        for code in ["40001", "40P01", "57014", "08006", "57P01", "22P02"] {
+            let store = Error::from_sqlstate(code, "m", None).into_store("append", &id(), t);
+            assert_eq!(store.write_outcome(), WriteOutcome::Unknown, "{code}");
+        }
+        let pool = Error::PoolTimeout { after: t }.into_store("load", &id(), t);
+        assert!(pool.is_transient());
+    }
+
+    #[test]
+    fn each_class_becomes_its_store_error() {
+        use statestore_core::Error as E;
+        let t = Duration::from_secs(5);
+        let store =
+            |code: &str| Error::from_sqlstate(code, "m", Some("c")).into_store("fork", &id(), t);
+        assert!(matches!(
+            store("40001"),
+            E::Unavailable {
+                operation: "fork",
+                ..
+            }
+        ));
+        assert!(matches!(store("57014"), E::Timeout { after, .. } if after == t));
+        assert!(matches!(store("08006"), E::Unavailable { .. }));
+        assert!(matches!(store("23505"), E::AlreadyExists { .. }));
+        assert!(matches!(store("42703"), E::Corrupt { .. }));
+        assert!(matches!(store("22P02"), E::Backend { .. }));
+        let newer = Error::UnsupportedSchema {
+            found: 9,
+            supported: 1,
+        }
+        .into_store("open", &id(), t);
+        assert!(matches!(
+            newer,
+            E::UnsupportedSchema {
+                found: 9,
+                supported: 1,
+                ..
+            }
+        ));
+        assert!(Error::from_sqlstate("40P01", "m", None).is_retryable());
+        assert!(!Error::from_sqlstate("23505", "m", None).is_retryable());
+    }
+
+    #[test]
+    fn messages_name_the_sqlstate_and_constraint() {
+        let e = Error::from_sqlstate("40P01", "deadlock detected", None);
+        assert_eq!(
+            e.to_string(),
+            "transaction rolled back by the server (40P01): deadlock detected"
+        );
+        let e = Error::from_sqlstate("23505", "duplicate key", Some("sessions_pkey"));
+        assert_eq!(e.to_string(), "unique constraint sessions_pkey violated");
+    }
+}

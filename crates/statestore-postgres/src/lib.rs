@@ -1,0 +1,94 @@
+#![doc = include_str!("../README.md")]
+
+mod builder;
+mod error;
+pub mod schema;
+
+use std::fmt;
+use std::time::Duration;
+
+pub use builder::PostgresStoreBuilder;
+pub use error::{Error, Result};
+pub use schema::{SCHEMA_VERSION, quote_ident};
+
+/// The default schema of the store's tables.
+pub const DEFAULT_SCHEMA: &str = "public";
+
+/// The default prefix of the store's table and index names.
+pub const DEFAULT_PREFIX: &str = "statestore_";
+
+/// A pool of connections to one PostgreSQL database whose statestore
+/// schema is current (see [`schema`]).
+///
+/// For now it connects and migrates; the [`Store`](statestore_core::Store)
+/// implementation lands next.
+#[derive(Clone)]
+pub struct PostgresStore {
+    pool: deadpool_postgres::Pool,
+    names: schema::Names,
+    statement_timeout: Duration,
+    ttl: Option<Duration>,
+    target: String,
+}
+
+impl fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("target", &self.target)
+            .field("schema", &self.names.schema)
+            .field("prefix", &self.names.prefix)
+            .field("pool_size", &self.pool.status().max_size)
+            .field("statement_timeout", &self.statement_timeout)
+            .field("ttl", &self.ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PostgresStore {
+    /// Connects to the database at `url` (a libpq URL or key-value string,
+    /// as `tokio_postgres::Config` parses it) with the default settings,
+    /// and migrates it.
+    ///
+    /// # Errors
+    ///
+    /// As [`PostgresStoreBuilder::build`].
+    pub async fn connect(url: &str) -> Result<Self> {
+        Self::builder(url)?.build().await
+    }
+
+    /// A builder for a store at `url` with a pool size, statement timeout,
+    /// schema, prefix or TTL.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] when `url` does not parse (the message never
+    /// quotes it: it may hold a password).
+    pub fn builder(url: &str) -> Result<PostgresStoreBuilder> {
+        PostgresStoreBuilder::new(url)
+    }
+
+    /// The schema holding the store's tables.
+    pub fn schema(&self) -> &str {
+        &self.names.schema
+    }
+
+    /// The prefix of the store's table and index names.
+    pub fn prefix(&self) -> &str {
+        &self.names.prefix
+    }
+
+    /// The server-side `statement_timeout` of every connection.
+    pub fn statement_timeout(&self) -> Duration {
+        self.statement_timeout
+    }
+
+    /// How long sessions live after their last access, if they expire.
+    pub fn ttl(&self) -> Option<Duration> {
+        self.ttl
+    }
+
+    /// The most connections the pool opens.
+    pub fn pool_size(&self) -> usize {
+        self.pool.status().max_size
+    }
+}
