@@ -3,9 +3,11 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use statestore_core::codec::Limits;
 use tokio_postgres::config::Host;
 use tokio_postgres::{Config, NoTls};
 
@@ -28,6 +30,7 @@ pub struct PostgresStoreBuilder {
     schema: String,
     prefix: String,
     ttl: Option<Duration>,
+    limits: Limits,
 }
 
 impl fmt::Debug for PostgresStoreBuilder {
@@ -75,6 +78,7 @@ impl PostgresStoreBuilder {
             schema: DEFAULT_SCHEMA.to_owned(),
             prefix: DEFAULT_PREFIX.to_owned(),
             ttl: None,
+            limits: Limits::default(),
         })
     }
 
@@ -114,6 +118,13 @@ impl PostgresStoreBuilder {
     #[must_use]
     pub fn ttl(mut self, ttl: Duration) -> Self {
         self.ttl = Some(ttl);
+        self
+    }
+
+    /// The size limits of messages and histories (default: none).
+    #[must_use]
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
         self
     }
 
@@ -161,11 +172,14 @@ impl PostgresStoreBuilder {
         let found = schema::migrate(&mut client, &names).await?;
         tracing::debug!(%target, schema = %names.schema, prefix = %names.prefix, found, "connected");
         drop(client);
+        let sql = Arc::new(crate::ops::Sql::new(&names));
         Ok(PostgresStore {
             pool,
             names,
             statement_timeout: self.statement_timeout,
             ttl: self.ttl,
+            limits: self.limits,
+            sql,
             target,
         })
     }

@@ -2,10 +2,17 @@
 
 mod builder;
 mod error;
+mod functions;
+mod ops;
 pub mod schema;
+mod store;
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
+
+use statestore_core::SessionId;
+use statestore_core::codec::Limits;
 
 pub use builder::PostgresStoreBuilder;
 pub use error::{Error, Result};
@@ -20,14 +27,17 @@ pub const DEFAULT_PREFIX: &str = "statestore_";
 /// A pool of connections to one PostgreSQL database whose statestore
 /// schema is current (see [`schema`]).
 ///
-/// For now it connects and migrates; the [`Store`](statestore_core::Store)
-/// implementation lands next.
+/// It implements [`Store`](statestore_core::Store): every write is one
+/// call of a server-side function, every read one statement (see the
+/// crate docs).
 #[derive(Clone)]
 pub struct PostgresStore {
     pool: deadpool_postgres::Pool,
     names: schema::Names,
     statement_timeout: Duration,
     ttl: Option<Duration>,
+    limits: Limits,
+    sql: Arc<ops::Sql>,
     target: String,
 }
 
@@ -87,8 +97,35 @@ impl PostgresStore {
         self.ttl
     }
 
+    /// Deletes every session that has expired, in batches of at most
+    /// `batch` sessions per statement (each its own transaction, so no
+    /// statement holds many locks); returns how many sessions.
+    ///
+    /// Expired sessions are invisible to every read and write at once;
+    /// this only reclaims their rows.
+    ///
+    /// # Errors
+    ///
+    /// Store failures; the batches before the failure stay deleted.
+    pub async fn purge_expired(&self, batch: usize) -> statestore_core::Result<u64> {
+        let batch = batch.max(1);
+        let mut total = 0;
+        loop {
+            let n = self.purge_batch(batch).await?;
+            total += n;
+            if n < batch as u64 {
+                return Ok(total);
+            }
+        }
+    }
+
     /// The most connections the pool opens.
     pub fn pool_size(&self) -> usize {
         self.pool.status().max_size
     }
+}
+
+/// The id errors of store-wide operations (`list`, `purge_expired`) name.
+fn store_id() -> statestore_core::Result<SessionId> {
+    SessionId::new("(store)")
 }

@@ -37,6 +37,11 @@
 //! starts its key with the session id, so every statement of the store
 //! touches one session's rows.
 //!
+//! # Functions (schema version 2)
+//!
+//! Every write is one call of a PL/pgSQL function (see `functions`),
+//! created by the second migration step.
+//!
 //! # Migrations
 //!
 //! `migrate` runs at connect. When the database is at
@@ -57,7 +62,7 @@ use tokio_postgres::{Client, GenericClient};
 use crate::error::{Error, Result};
 
 /// The schema version this build creates, and the newest it opens.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// The longest identifier PostgreSQL keeps (`NAMEDATALEN - 1` bytes); longer
 /// ones are silently truncated, so they are refused instead.
@@ -144,7 +149,8 @@ const INDEXES: [&str; 4] = [
 ];
 
 /// Migration `i` takes a database from schema version `i` to `i + 1`.
-const MIGRATIONS: [fn(&Names) -> String; SCHEMA_VERSION as usize] = [create_v1];
+const MIGRATIONS: [fn(&Names) -> String; SCHEMA_VERSION as usize] =
+    [create_v1, crate::functions::create_v2];
 
 /// Quotes `name` as a PostgreSQL identifier: in double quotes, with inner
 /// double quotes doubled, so that any name is taken literally (never as SQL).
