@@ -11,7 +11,7 @@ mod write;
 use std::time::Duration;
 
 use statestore_core::codec::{self, Limits};
-use statestore_core::{Error, Expect, Message, Result, SessionId, Timestamp, Version};
+use statestore_core::{Appended, Error, Expect, Message, Result, SessionId, Timestamp, Version};
 use tokio_postgres::types::ToSql;
 
 use crate::PostgresStore;
@@ -53,11 +53,9 @@ impl Sql {
         );
         let f = |name: &str| n.table(name);
         let live = "(s.expires_at IS NULL OR s.expires_at > $2)";
-        let header = format!(
-            "SELECT s.user_id, s.version, s.message_count, s.summary_count, s.system_prompt,
-                 s.metadata::text, s.counters::text, s.created_at, s.updated_at,
-                 s.last_accessed_at,"
-        );
+        let header = "SELECT s.user_id, s.version, s.message_count, s.summary_count,
+                 s.system_prompt, s.metadata::text, s.counters::text, s.created_at,
+                 s.updated_at, s.last_accessed_at,";
         let sums = format!("ARRAY(SELECT body FROM {summaries} WHERE session = $1 ORDER BY idx)");
         Self {
             append: format!(
@@ -153,6 +151,22 @@ fn to_u64(id: &SessionId, what: &str, v: i64) -> Result<u64> {
 
 fn ts(v: u64) -> Timestamp {
     Timestamp::from_unix_millis(v)
+}
+
+/// `[version, first_position, count]` as a write's outcome; a negative
+/// first position means a save rewrote the history since the write.
+fn outcome(id: &SessionId, v: [i64; 3]) -> Result<Appended> {
+    let bad = |_| Error::Corrupt {
+        id: id.clone(),
+        detail: "a write's outcome holds a negative version or count".into(),
+        source: None,
+    };
+    let done = Appended::new(
+        u64::try_from(v[0]).map_err(bad)?,
+        v[1].max(0).cast_unsigned(),
+        u64::try_from(v[2]).map_err(bad)?,
+    );
+    Ok(if v[1] < 0 { done.rewritten() } else { done })
 }
 
 /// An expectation as the functions read it (`ek`, `ev`).

@@ -6,13 +6,13 @@ use std::sync::Arc;
 
 use statestore_core::codec;
 use statestore_core::{
-    Appended, ConversationState, Counters, Error, IdempotencyKey, ListPage, ListQuery, Message,
-    Metadata, Pending, RecentState, RememberedWrite, Result, SessionId, Summary,
+    ConversationState, Counters, Error, IdempotencyKey, ListPage, ListQuery, Message, Metadata,
+    Pending, RecentState, RememberedWrite, Result, SessionId, Summary,
 };
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
-use super::{now_ms, to_i64, to_u64, ts};
+use super::{now_ms, outcome, to_i64, to_u64, ts};
 use crate::PostgresStore;
 
 /// The columns every whole or recent read starts with.
@@ -153,7 +153,7 @@ impl PostgresStore {
             let key = IdempotencyKey::new(key)
                 .map_err(|e| Error::corrupt(id, "a remembered write has an invalid key", e))?;
             let at = |v: &[i64]| v.get(i).copied().unwrap_or(-1);
-            let done = remembered(id, [at(&versions), at(&firsts), at(&counts)])?;
+            let done = outcome(id, [at(&versions), at(&firsts), at(&counts)])?.replay();
             writes.push(RememberedWrite::new(key, done));
         }
         Ok(Some(ConversationState {
@@ -201,7 +201,7 @@ impl PostgresStore {
         let h = header(id, row, n)?;
         let replay: Option<Vec<i64>> = get(id, row, 12)?;
         let replay = match replay.as_deref() {
-            Some(&[v, f, c]) => Some(remembered(id, [v, f, c])?.replay()),
+            Some(&[v, f, c]) => Some(outcome(id, [v, f, c])?.replay()),
             Some(_) => {
                 return Err(Error::Corrupt {
                     id: id.clone(),
@@ -292,22 +292,6 @@ impl PostgresStore {
         }
         Ok(ListPage { ids, next_cursor })
     }
-}
-
-/// `[version, first_position, count]` of a remembered write, flagged as a
-/// replay (and as rewritten when a save rewrote the history since).
-fn remembered(id: &SessionId, v: [i64; 3]) -> Result<Appended> {
-    let bad = |_| Error::Corrupt {
-        id: id.clone(),
-        detail: "a remembered write holds a negative number".into(),
-        source: None,
-    };
-    let done = Appended::new(
-        u64::try_from(v[0]).map_err(bad)?,
-        v[1].max(0).cast_unsigned(),
-        u64::try_from(v[2]).map_err(bad)?,
-    );
-    Ok(if v[1] < 0 { done.rewritten() } else { done }.replay())
 }
 
 fn parse_pending(id: &SessionId, body: &str) -> Result<Pending> {

@@ -9,7 +9,7 @@ use statestore_core::{
     Pending, Result, Save, SessionId, Version,
 };
 
-use super::{encode_messages, expect_json, json_text, now_ms, to_i64};
+use super::{encode_messages, expect_json, json_text, now_ms, outcome, to_i64};
 use crate::PostgresStore;
 
 /// A write function's reply (see `functions`).
@@ -87,22 +87,6 @@ impl Reply {
     }
 }
 
-/// `[version, first_position, count]` as a write's outcome; a negative
-/// first position means a save rewrote the history since.
-fn outcome(id: &SessionId, v: [i64; 3]) -> Result<Appended> {
-    let bad = |_| Error::Corrupt {
-        id: id.clone(),
-        detail: "a remembered write holds a negative count".into(),
-        source: None,
-    };
-    let done = Appended::new(
-        u64::try_from(v[0]).map_err(bad)?,
-        v[1].max(0).cast_unsigned(),
-        u64::try_from(v[2]).map_err(bad)?,
-    );
-    Ok(if v[1] < 0 { done.rewritten() } else { done })
-}
-
 impl PostgresStore {
     pub(crate) async fn do_append(&self, id: &SessionId, append: Append) -> Result<Appended> {
         let bodies = encode_messages(id, &self.limits, append.messages.iter())?;
@@ -135,17 +119,15 @@ impl PostgresStore {
         if let Some(e) = reply.refusal(id, append.expect, &self.limits) {
             return Err(e);
         }
-        match reply.ok {
-            Some(serde_json::Value::Array(v)) if v.len() == 3 => {
-                let n = |i: usize| v[i].as_i64().unwrap_or(-1);
-                outcome(id, [n(0), n(1), n(2)])
-            }
-            _ => Err(Error::Corrupt {
+        let done = reply
+            .ok
+            .and_then(|ok| serde_json::from_value::<[i64; 3]>(ok).ok())
+            .ok_or_else(|| Error::Corrupt {
                 id: id.clone(),
                 detail: "an append's reply has no outcome".into(),
                 source: None,
-            }),
-        }
+            })?;
+        outcome(id, done)
     }
 
     pub(crate) async fn do_save(
