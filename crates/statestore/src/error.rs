@@ -21,10 +21,10 @@ pub enum OpenError {
     },
 
     /// The scheme is none of `memory`, `sqlite`, `redis`, `rediss`,
-    /// `redis+cluster`, `rediss+cluster`.
+    /// `redis+cluster`, `rediss+cluster`, `postgres`, `postgresql`.
     #[error(
         "unknown store URL scheme `{scheme}` in {url}: expected memory://, sqlite://, \
-         redis://, rediss://, redis+cluster:// or rediss+cluster://"
+         redis://, rediss://, redis+cluster://, rediss+cluster://, postgres:// or postgresql://"
     )]
     UnknownScheme {
         /// The URL, redacted.
@@ -83,6 +83,19 @@ pub enum OpenError {
         #[source]
         source: statestore_redis::Error,
     },
+
+    /// The PostgreSQL store could not be built, connect or migrate
+    /// (refused, timed out, wrong credentials, a newer schema, …).
+    #[cfg(feature = "postgres")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+    #[error("cannot open {url}: {source}")]
+    Postgres {
+        /// The URL, redacted.
+        url: String,
+        /// The PostgreSQL backend's error (it names no password or URL).
+        #[source]
+        source: statestore_postgres::Error,
+    },
 }
 
 impl OpenError {
@@ -96,6 +109,8 @@ impl OpenError {
             | Self::Open { url, .. } => url,
             #[cfg(feature = "redis")]
             Self::Redis { url, .. } => url,
+            #[cfg(feature = "postgres")]
+            Self::Postgres { url, .. } => url,
         }
     }
 }

@@ -44,6 +44,14 @@ pub mod redis {
     pub use statestore_redis::*;
 }
 
+/// The PostgreSQL store: [`PostgresStore`](postgres::PostgresStore) (the
+/// `statestore-postgres` crate). URLs `postgres://` and `postgresql://`.
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+pub mod postgres {
+    pub use statestore_postgres::*;
+}
+
 /// What to send to the model: window selection, token counting and
 /// compaction (the `context-window` crate).
 #[cfg(feature = "window")]

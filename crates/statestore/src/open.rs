@@ -63,7 +63,8 @@ pub async fn open_with(url: &str, options: Options) -> Result<Arc<dyn Store>, Op
 }
 
 /// The concrete store a URL opened: for what only one backend offers
-/// (`SqliteStore::diagnose`, `RedisStore::diagnose`, `SqliteStore::purge_expired`, …).
+/// (`SqliteStore::diagnose`, `RedisStore::diagnose`, `SqliteStore::purge_expired`,
+/// `PostgresStore::purge_expired`, …).
 /// [`Backend::into_store`] makes it the `Arc<dyn Store>` that [`open`] returns.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -80,6 +81,10 @@ pub enum Backend {
     #[cfg(feature = "redis")]
     #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
     Redis(statestore_redis::RedisStore),
+    /// `postgres://`, `postgresql://`.
+    #[cfg(feature = "postgres")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+    Postgres(statestore_postgres::PostgresStore),
 }
 
 impl Backend {
@@ -93,6 +98,8 @@ impl Backend {
             Self::Sqlite(store) => Arc::new(store),
             #[cfg(feature = "redis")]
             Self::Redis(store) => Arc::new(store),
+            #[cfg(feature = "postgres")]
+            Self::Postgres(store) => Arc::new(store),
         }
     }
 }
@@ -128,6 +135,8 @@ pub async fn open_backend(url: &str, options: Options) -> Result<Backend, OpenEr
         crate::url::Scheme::Redis { tls, cluster } => {
             redis(&url, options, tls, cluster).await.map(Backend::Redis)
         }
+        #[cfg(feature = "postgres")]
+        crate::url::Scheme::Postgres => postgres(&url, options).await.map(Backend::Postgres),
         // Refused by `StoreUrl::parse` (it names the feature).
         #[allow(unreachable_patterns)]
         _ => {
@@ -333,3 +342,88 @@ async fn redis(
 /// `wait_timeout`.
 #[cfg(feature = "redis")]
 const DEFAULT_WAIT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The options of `postgres://` URLs that the facade reads.
+#[cfg(feature = "postgres")]
+const POSTGRES_OPTIONS: [&str; 5] = ["prefix", "schema", "ttl", "timeout", "pool_size"];
+
+/// The libpq options tokio-postgres reads from a URL's query, passed
+/// through to it as they are.
+#[cfg(feature = "postgres")]
+const LIBPQ_OPTIONS: [&str; 19] = [
+    "user",
+    "password",
+    "dbname",
+    "options",
+    "application_name",
+    "sslmode",
+    "sslnegotiation",
+    "host",
+    "hostaddr",
+    "port",
+    "connect_timeout",
+    "tcp_user_timeout",
+    "keepalives",
+    "keepalives_idle",
+    "keepalives_interval",
+    "keepalives_retries",
+    "target_session_attrs",
+    "channel_binding",
+    "load_balance_hosts",
+];
+
+/// `postgres://` and `postgresql://`: the facade's options are taken out
+/// of the query, libpq's are passed to tokio-postgres with the rest of the
+/// URL.
+#[cfg(feature = "postgres")]
+async fn postgres(
+    url: &StoreUrl,
+    options: Options,
+) -> Result<statestore_postgres::PostgresStore, OpenError> {
+    use statestore_postgres::PostgresStore;
+
+    let query = &url.query;
+    let known: Vec<&str> = POSTGRES_OPTIONS
+        .iter()
+        .chain(LIBPQ_OPTIONS.iter())
+        .copied()
+        .collect();
+    query.allow(&known)?;
+
+    let passed: Vec<String> = query
+        .others(&POSTGRES_OPTIONS)
+        .map(|(name, value)| format!("{name}={}", crate::url::encode(value)))
+        .collect();
+    let mut target = format!("{}://{}", url.scheme_name, url.location);
+    if !passed.is_empty() {
+        target.push('?');
+        target.push_str(&passed.join("&"));
+    }
+    let failed = |source| OpenError::Postgres {
+        url: url.redacted().to_owned(),
+        source,
+    };
+    let mut builder = PostgresStore::builder(&target).map_err(failed)?;
+    if let Some(prefix) = query.get("prefix").map(str::to_owned).or(options.prefix) {
+        builder = builder.prefix(&prefix);
+    }
+    if let Some(schema) = query.get("schema") {
+        builder = builder.schema(schema);
+    }
+    if let Some(ttl) = query.duration("ttl")?.or(options.ttl) {
+        builder = builder.ttl(ttl);
+    }
+    if let Some(timeout) = query.duration("timeout")?.or(options.timeout) {
+        builder = builder.statement_timeout(timeout);
+    }
+    if let Some(size) = query.number::<usize>("pool_size")? {
+        if size == 0 {
+            return Err(query.error("pool_size", "must be at least 1"));
+        }
+        builder = builder.pool_size(size);
+    }
+    if let Some(limits) = options.limits {
+        builder = builder.limits(limits);
+    }
+    builder.build().await.map_err(failed)
+}

@@ -1,7 +1,12 @@
 //! Splitting a store URL into scheme, location and query options, and the
 //! redacted form every error and log line shows.
 #![cfg_attr(
-    not(any(feature = "memory", feature = "sqlite", feature = "redis")),
+    not(any(
+        feature = "memory",
+        feature = "sqlite",
+        feature = "redis",
+        feature = "postgres"
+    )),
     allow(
         dead_code,
         reason = "with no backend compiled in, nothing reads the options"
@@ -18,6 +23,7 @@ pub(crate) enum Scheme {
     Memory,
     Sqlite,
     Redis { tls: bool, cluster: bool },
+    Postgres,
 }
 
 impl Scheme {
@@ -41,6 +47,7 @@ impl Scheme {
                 tls: true,
                 cluster: true,
             },
+            "postgres" | "postgresql" => Self::Postgres,
             _ => return None,
         })
     }
@@ -51,6 +58,7 @@ impl Scheme {
         match self {
             Self::Memory => (!cfg!(feature = "memory")).then_some("memory"),
             Self::Sqlite => (!cfg!(feature = "sqlite")).then_some("sqlite"),
+            Self::Postgres => (!cfg!(feature = "postgres")).then_some("postgres"),
             Self::Redis { tls, cluster } => {
                 if !cfg!(feature = "redis") {
                     Some(match (tls, cluster) {
@@ -76,7 +84,10 @@ impl Scheme {
 pub(crate) struct StoreUrl {
     pub(crate) scheme: Scheme,
     /// The scheme as written (lowercased).
-    #[cfg_attr(not(feature = "redis-cluster"), allow(dead_code))]
+    #[cfg_attr(
+        not(any(feature = "redis-cluster", feature = "postgres")),
+        allow(dead_code)
+    )]
     pub(crate) scheme_name: String,
     /// Everything between `://` and `?`, still percent-encoded.
     pub(crate) location: String,
@@ -218,6 +229,18 @@ impl Query {
             .map(|(_, v)| v.as_str())
     }
 
+    /// The options not in `ours`, in the order given, percent-decoded.
+    #[cfg(feature = "postgres")]
+    pub(crate) fn others<'a>(
+        &'a self,
+        ours: &'a [&str],
+    ) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
+        self.pairs
+            .iter()
+            .filter(|(n, _)| !ours.contains(&n.as_str()))
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+    }
+
     /// Option `name` as a duration (see [`parse_duration`]).
     pub(crate) fn duration(&self, name: &str) -> Result<Option<Duration>, OpenError> {
         self.get(name)
@@ -227,7 +250,7 @@ impl Query {
 
     /// Option `name` as a whole number.
     #[cfg_attr(
-        not(any(feature = "memory", feature = "redis")),
+        not(any(feature = "memory", feature = "redis", feature = "postgres")),
         allow(dead_code, reason = "no backend with a numeric option")
     )]
     pub(crate) fn number<T: std::str::FromStr>(&self, name: &str) -> Result<Option<T>, OpenError> {
@@ -283,6 +306,21 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
         ));
     }
     Ok(Duration::from_millis(ms))
+}
+
+/// Percent-encodes every byte of `text` but ASCII letters, digits and
+/// `-._~`: the inverse of [`decode`] for any text.
+#[cfg(feature = "postgres")]
+pub(crate) fn encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// Percent-decodes `text` (`%20` → space); `+` stays `+`.
@@ -393,6 +431,15 @@ mod tests {
         assert!(decode("%2").is_err());
         assert!(decode("%zz").is_err());
         assert!(decode("%ff").is_err());
+    }
+
+    #[cfg(feature = "postgres")]
+    #[test]
+    fn encoding_is_decodings_inverse() {
+        for text in ["plain", "a b/c+d&e=f?g#h%i", "-._~", "héllo"] {
+            assert_eq!(decode(&encode(text)).as_deref(), Ok(text), "{text:?}");
+        }
+        assert_eq!(encode("a b&c"), "a%20b%26c");
     }
 
     #[test]

@@ -40,9 +40,9 @@ async fn malformed_urls_say_what_is_wrong() {
     assert!(matches!(e, OpenError::InvalidUrl { .. }), "{e:?}");
     assert!(e.to_string().contains("expected scheme://"), "{e}");
 
-    let e = open_err("postgres://u:hunter2@db/x").await;
+    let e = open_err("mysql://u:hunter2@db/x").await;
     assert!(
-        matches!(&e, OpenError::UnknownScheme { scheme, .. } if scheme == "postgres"),
+        matches!(&e, OpenError::UnknownScheme { scheme, .. } if scheme == "mysql"),
         "{e:?}"
     );
     assert!(!format!("{e} {e:?}").contains("hunter2"), "{e:?}");
@@ -302,6 +302,13 @@ mod compiled_out {
     #[tokio::test]
     async fn rediss() {
         assert_needs("rediss://u:hunter2@localhost:6379", "redis-tls").await;
+    }
+
+    #[cfg(not(feature = "postgres"))]
+    #[tokio::test]
+    async fn postgres() {
+        assert_needs("postgres://u:hunter2@localhost:5432/db", "postgres").await;
+        assert_needs("postgresql://u:hunter2@localhost/db?schema=s", "postgres").await;
     }
 
     #[cfg(not(feature = "redis-cluster"))]
