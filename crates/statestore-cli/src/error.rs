@@ -217,8 +217,8 @@ impl CliError {
                 | OpenError::UnknownScheme { .. }
                 | OpenError::InvalidOption { .. } => {
                     "store URLs look like sqlite:///var/lib/app/sessions.db, \
-                     redis://user:password@host:6379/0, redis+cluster://h1:7000,h2:7001 or \
-                     memory:// (see `statestore --help`)"
+                     redis://user:password@host:6379/0, redis+cluster://h1:7000,h2:7001, \
+                     postgres://user:password@host:5432/db or memory:// (see `statestore --help`)"
                         .into()
                 }
                 OpenError::Open { .. } => {

@@ -46,6 +46,9 @@ pub(crate) fn default_location_help() -> String {
                          Redis (rediss:// for TLS)
   redis+cluster://HOST:PORT,HOST:PORT
                          Redis Cluster
+  postgres://[USER:PASSWORD@]HOST[:PORT]/DB
+                         PostgreSQL (also postgresql://; ?schema= and ?prefix=
+                         name the tables)
   memory://              in this process only, gone when it exits
 Options follow a ?: redis://localhost:6379?prefix=app:&ttl=24h
 

@@ -3,4 +3,5 @@
 
 #[allow(unused_imports, reason = "only some test binaries start a cluster")]
 pub use redis_test_server::RedisCluster;
+#[allow(unused_imports, reason = "the PostgreSQL tests start no Redis")]
 pub use redis_test_server::RedisServer;

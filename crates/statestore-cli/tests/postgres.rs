@@ -1,0 +1,75 @@
+//! `--store postgres://…`: import, list, show, export and delete on a real
+//! PostgreSQL server, and `migrate` SQLite → PostgreSQL → SQLite without
+//! losing or changing a session.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "test code"
+)]
+
+mod common;
+
+use common::{Env, RICH, export_file, numbered};
+use pg_test_server::PgServer;
+
+/// The password of the test server: no output may show it.
+const SECRET: &str = "cli-pg-secret";
+
+#[test]
+fn sessions_commands_and_migrate_work_on_postgres() {
+    let env = Env::new();
+    let server = PgServer::builder()
+        .password(SECRET)
+        .fsync(false)
+        .start()
+        .unwrap();
+    let pg = format!("{}?schema=cli&prefix=t_&ttl=1d", server.url());
+    let seed = env.path("seed.jsonl");
+    let expected = export_file(&numbered(50), RICH);
+    std::fs::write(&seed, &expected).unwrap();
+
+    // Import, list, show, export on PostgreSQL directly.
+    env.ok(&["--store", &pg, "import", seed.to_str().unwrap()]);
+    let ids = env.ok(&["--store", &pg, "list", "--ids-only", "--limit", "0"]);
+    assert_eq!(ids.lines().count(), 50, "{ids}");
+    assert!(ids.lines().any(|id| id == "s00042"), "{ids}");
+    let shown: serde_json::Value =
+        serde_json::from_str(&env.ok(&["--store", &pg, "--json", "show", "s00042"])).unwrap();
+    assert_eq!(shown["messages"][1]["tool_calls"][0]["name"], "weather");
+    assert!(env.ok(&["--store", &pg, "export"]) == expected);
+    let count = server.psql("SELECT count(*) FROM cli.t_sessions").unwrap();
+    assert_eq!(count, "50");
+
+    // SQLite → PostgreSQL (a second schema) → SQLite.
+    let (a, b) = (env.sqlite("a.db"), env.sqlite("b.db"));
+    let pg2 = format!(
+        "{}?schema=m",
+        server.url().replacen("postgres://", "postgresql://", 1)
+    );
+    env.ok(&["--store", &a, "import", seed.to_str().unwrap()]);
+    let out = env.ok(&["migrate", "--from", &a, "--to", &pg2]);
+    assert!(
+        out.contains(": 50 written, 0 already there and equal, 0 conflicts\n"),
+        "{out}"
+    );
+    let out = env.ok(&["migrate", "--from", &pg2, "--to", &b]);
+    assert!(out.contains(": 50 written"), "{out}");
+    for url in [&a, &pg2, &b] {
+        assert!(env.ok(&["--store", url, "export"]) == expected, "{url}");
+    }
+
+    // Delete reaches the server; nothing printed shows the password.
+    let run = env.run(&["--store", &pg, "delete", "s00001"]);
+    run.assert_code(0);
+    assert!(!format!("{}{}", run.stdout, run.stderr).contains(SECRET));
+    let ids = env.ok(&["--store", &pg, "list", "--ids-only", "--limit", "0"]);
+    assert_eq!(ids.lines().count(), 49);
+
+    // A bad option is a usage error naming it, without the password.
+    let run = env.run(&["--store", &format!("{}?colour=red", server.url()), "list"]);
+    run.assert_code(2);
+    assert!(run.stderr.contains("`colour`"), "{}", run.stderr);
+    assert!(!run.stderr.contains(SECRET), "{}", run.stderr);
+}
