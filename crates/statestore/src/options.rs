@@ -72,15 +72,17 @@ impl Options {
     }
 
     /// Prepends `prefix` to every Redis key, so several apps or tenants share
-    /// one server (Redis; URL option `prefix`). Ignored by the other backends.
+    /// one server, or to PostgreSQL's table and index names (URL option
+    /// `prefix`). Ignored by the other backends.
     pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = Some(prefix.into());
         self
     }
 
     /// How long one operation may wait: for a Redis reply (default 2 s), or
-    /// for another process's SQLite write lock (default 5 s). URL option
-    /// `timeout`. Ignored by the memory store, which never waits.
+    /// for another process's SQLite write lock (default 5 s), or for a
+    /// PostgreSQL statement and a pooled connection (default 30 s). URL
+    /// option `timeout`. Ignored by the memory store, which never waits.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
         self
