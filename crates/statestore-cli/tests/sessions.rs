@@ -186,27 +186,32 @@ fn invalid_session_ids_are_usage_errors() {
 #[test]
 fn an_unreachable_store_is_exit_1_with_a_next_step_and_no_password() {
     let env = Env::new();
-    for cmd in [&["list"][..], &["chat", "hi"], &["doctor"], &["export"]] {
-        let mut args = vec![
-            "--store",
+    let stores = [
+        (
             "redis://app:hunter2@127.0.0.1:1/0?connect_timeout=200ms",
-        ];
-        args.extend_from_slice(cmd);
-        let run = env.run(&args);
-        run.assert_code(1);
-        assert!(
-            run.stderr.contains("redis://app:***@127.0.0.1:1/0"),
-            "{cmd:?}: {}",
-            run.stderr
-        );
-        assert!(run.stderr.contains("hint:"), "{cmd:?}: {}", run.stderr);
-        assert!(
-            !run.stderr.contains("hunter2") && !run.stdout.contains("hunter2"),
-            "{cmd:?}"
-        );
+            "redis://app:***@127.0.0.1:1/0",
+        ),
+        (
+            "postgres://app:hunter2@127.0.0.1:1/db?timeout=1s",
+            "postgres://app:***@127.0.0.1:1/db",
+        ),
+    ];
+    for (url, shown) in stores {
+        for cmd in [&["list"][..], &["chat", "hi"], &["doctor"], &["export"]] {
+            let mut args = vec!["--store", url];
+            args.extend_from_slice(cmd);
+            let run = env.run(&args);
+            run.assert_code(1);
+            assert!(run.stderr.contains(shown), "{cmd:?}: {}", run.stderr);
+            assert!(run.stderr.contains("hint:"), "{cmd:?}: {}", run.stderr);
+            assert!(
+                !run.stderr.contains("hunter2") && !run.stdout.contains("hunter2"),
+                "{cmd:?}"
+            );
+        }
     }
     // A bad URL is a usage error.
-    let run = env.run(&["--store", "postgres://x", "list"]);
+    let run = env.run(&["--store", "mysql://x", "list"]);
     run.assert_code(2);
     assert!(
         run.stderr.contains("unknown store URL scheme"),
