@@ -71,6 +71,7 @@ pub(crate) async fn run(ui: &Ui, url: &str, _args: DoctorArgs) -> Result<(), Cli
     match backend {
         Backend::Sqlite(store) => sqlite(&store, &mut report).await,
         Backend::Redis(store) => redis(&store, &mut report).await,
+        Backend::Postgres(store) => postgres(&store, &mut report).await,
         Backend::Memory(_) => report.add(
             Status::Warn,
             "durability",
@@ -220,6 +221,39 @@ async fn sqlite(store: &statestore::sqlite::SqliteStore, report: &mut Report) {
         d.ttl.map_or_else(
             || "none: sessions stay until deleted".to_owned(),
             |t| format!("{} after the last access", ui::duration(t)),
+        ),
+    );
+}
+
+async fn postgres(store: &statestore::postgres::PostgresStore, report: &mut Report) {
+    report.add(
+        Status::Info,
+        "store",
+        format!(
+            "PostgreSQL, schema {:?}, table prefix {:?}, {}",
+            store.schema(),
+            store.prefix(),
+            store.ttl().map_or_else(
+                || "no TTL".to_owned(),
+                |t| format!("TTL {} after the last access", ui::duration(t))
+            )
+        ),
+    );
+    match store.server_version().await {
+        Ok(version) => report.add(Status::Ok, "server", format!("PostgreSQL {version}")),
+        Err(e) => report.add(
+            Status::Fail,
+            "server",
+            format!("cannot ask the server: {e}"),
+        ),
+    }
+    // Opening migrated the tables to this build's schema, or failed on a newer one.
+    report.add(
+        Status::Ok,
+        "schema",
+        format!(
+            "{}, this build's (opening migrates an older one and refuses a newer one)",
+            statestore::postgres::SCHEMA_VERSION
         ),
     );
 }

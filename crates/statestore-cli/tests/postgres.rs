@@ -42,6 +42,17 @@ fn sessions_commands_and_migrate_work_on_postgres() {
     let count = server.psql("SELECT count(*) FROM cli.t_sessions").unwrap();
     assert_eq!(count, "50");
 
+    // doctor: the server's version and the schema.
+    let out = env.ok(&["--store", &pg, "doctor"]);
+    assert!(
+        out.contains("PostgreSQL, schema \"cli\", table prefix \"t_\", TTL 1d"),
+        "{out}"
+    );
+    let version = server.psql("SHOW server_version").unwrap();
+    assert!(out.contains(&format!("PostgreSQL {version}")), "{out}");
+    assert!(out.contains("schema   2, this build's"), "{out}");
+    assert!(!out.contains(SECRET), "{out}");
+
     // SQLite → PostgreSQL (a second schema) → SQLite.
     let (a, b) = (env.sqlite("a.db"), env.sqlite("b.db"));
     let pg2 = format!(

@@ -261,6 +261,19 @@ impl PostgresStore {
         }
     }
 
+    /// The server's version, as `SHOW server_version` gives it
+    /// (`16.4`, `17.2 (Debian 17.2-1)`): for diagnostics.
+    ///
+    /// # Errors
+    ///
+    /// Store failures: the server cannot be reached, no pooled connection
+    /// became free.
+    pub async fn server_version(&self) -> Result<String> {
+        let id = crate::store_id()?;
+        self.value("server_version", &id, "SHOW server_version", &[])
+            .await
+    }
+
     /// One statement's single value of its single row.
     async fn value<T>(
         &self,
