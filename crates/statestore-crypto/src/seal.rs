@@ -487,10 +487,9 @@ impl Codec<'_> {
         to: Scope<'_>,
         raw: &ConversationState,
     ) -> Result<(ConversationState, usize)> {
-        let Some(keys) = self.sealer.keys else {
+        if self.sealer.keys.is_none() {
             return Ok((raw.clone(), 0));
-        };
-        let _ = keys;
+        }
         let same = from.epoch == to.epoch && from.owner == to.owner;
         let is_current = |text: &str| same && self.is_current(text);
         let mut changed = 0;
