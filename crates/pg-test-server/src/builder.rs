@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use crate::bin::PgBin;
 use crate::error::{Error, Result};
-use crate::process::{self, LOOPBACK, RunAs, SERVER_USER, ScratchDir};
+use crate::process::{self, LOOPBACK, RunAs, SERVER_USER};
 use crate::server::{Launch, PgServer, READY_TIMEOUT};
 
 /// How many fresh ports [`PgServerBuilder::start`] tries when the chosen
@@ -92,7 +92,7 @@ impl PgServerBuilder {
         self.validate()?;
         let bin = PgBin::locate()?;
         let run_as = RunAs::detect()?;
-        let dir = ScratchDir::new()?;
+        let dir = process::scratch_dir()?;
         run_as.chown(dir.path())?;
         let socket_dir = dir.path().join("socket");
         fs::create_dir(&socket_dir)

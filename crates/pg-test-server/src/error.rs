@@ -78,3 +78,13 @@ impl Error {
         }
     }
 }
+
+impl From<test_process::Failed> for Error {
+    fn from(failed: test_process::Failed) -> Self {
+        Self::Command {
+            what: failed.what,
+            status: failed.status,
+            output: failed.output,
+        }
+    }
+}

@@ -357,7 +357,8 @@ impl PgServer {
                 database,
             ])
             .args(["-c", sql]);
-        process::run(cmd, "psql", PSQL_TIMEOUT)?.into_stdout(&format!("psql on port {}", self.port))
+        Ok(process::run(cmd, "psql", PSQL_TIMEOUT)?
+            .into_stdout(&format!("psql on port {}", self.port))?)
     }
 
     /// Spawns the postmaster and waits until it is ready.
@@ -383,7 +384,7 @@ impl PgServer {
             .map_err(|e| process::spawn_error("postgres", e))?;
         let pid = child.id();
         let mut guard = ChildGuard(Some(child));
-        let watchdog = Watchdog::spawn(pid, self.dir())?;
+        let watchdog = process::watchdog(pid, self.dir())?;
         if let Some(child) = guard.0.take() {
             self.process = Some(Running { child, watchdog });
         }

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
-use crate::process::{self, LOG_FILE, LOOPBACK, ScratchDir};
+use crate::process::{self, LOG_FILE, LOOPBACK};
 use crate::server::{Launch, READY_TIMEOUT, RedisServer};
 use crate::tls;
 
@@ -124,7 +124,7 @@ impl ServerBuilder {
     /// retried with a new port.
     pub fn start(self) -> io::Result<RedisServer> {
         self.validate()?;
-        let dir = ScratchDir::new()?;
+        let dir = process::scratch_dir()?;
         let tls = if self.tls {
             Some(tls::generate(dir.path())?)
         } else {
@@ -273,7 +273,7 @@ mod tests {
             paused: AtomicBool::new(false),
             tls: None,
             user: None,
-            dir: ScratchDir::new().expect("scratch dir"),
+            dir: process::scratch_dir().expect("scratch dir"),
         });
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines[0], "bind 127.0.0.1");

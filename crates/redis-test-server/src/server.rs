@@ -275,7 +275,7 @@ impl RedisServer {
             .map_err(|e| process::spawn_error("redis-server", e))?;
         let pid = child.id();
         let mut guard = ChildGuard(Some(child));
-        let watchdog = Watchdog::spawn(pid, dir)?;
+        let watchdog = process::watchdog(pid, dir)?;
         if let Some(child) = guard.0.take() {
             self.process = Some(Running { child, watchdog });
         }
@@ -375,11 +375,11 @@ impl RedisServer {
         }
         all.extend(args.iter().map(OsString::from));
         let captured: Captured = process::run("redis-cli", &all, timeout)?;
-        captured.into_stdout(&format!(
+        Ok(captured.into_stdout(&format!(
             "redis-cli {} (port {})",
             args.join(" "),
             self.port
-        ))
+        ))?)
     }
 }
 
