@@ -29,6 +29,9 @@ use std::sync::Arc;
 
 use serde_json::json;
 
+mod listing;
+pub use listing::*;
+
 use crate::{
     AddSummary, Append, ContentPart, ConversationState, Counters, Error, Expect, IdempotencyKey,
     ListQuery, Load, Message, Metadata, REMEMBERED_WRITES, Role, Save, SessionId, Store, Summary,
@@ -83,6 +86,10 @@ macro_rules! __conformance_with_cases {
             writes_merge_metadata_in_their_atomic_step,
             maintenance_saves_keep_the_clocks,
             maintenance_reads_keep_the_clocks,
+            list_orders_by_id_or_recent_activity,
+            list_filters_by_metadata_and_time,
+            list_cursors_survive_concurrent_writes,
+            list_shows_titles_and_refuses_foreign_cursors,
         }
     };
 }
@@ -225,7 +232,7 @@ pub async fn missing_session_reads_as_absent(store: Arc<dyn Store>) {
             .list(&ListQuery::default())
             .await
             .unwrap()
-            .ids
+            .sessions
             .is_empty()
     );
 }
@@ -574,7 +581,7 @@ pub async fn delete_removes_everything(store: Arc<dyn Store>) {
             .list(&ListQuery::default())
             .await
             .unwrap()
-            .ids
+            .sessions
             .is_empty()
     );
 
@@ -591,23 +598,12 @@ pub async fn delete_removes_everything(store: Arc<dyn Store>) {
     assert!(fresh.summaries.is_empty() && fresh.metadata.is_empty() && fresh.user_id.is_none());
 }
 
-async fn list_all(store: &dyn Store, mut query: ListQuery) -> Vec<SessionId> {
-    let mut out = Vec::new();
-    let mut pages = 0;
-    loop {
-        let page = store.list(&query).await.unwrap();
-        assert!(
-            page.ids.len() <= query.limit.max(1),
-            "page larger than its limit"
-        );
-        out.extend(page.ids);
-        pages += 1;
-        assert!(pages < 10_000, "list never ends");
-        match page.next_cursor {
-            Some(c) => query.cursor = Some(c),
-            None => return out,
-        }
-    }
+async fn list_all(store: &dyn Store, query: ListQuery) -> Vec<SessionId> {
+    listing::walk(store, query)
+        .await
+        .into_iter()
+        .map(|s| s.id)
+        .collect()
 }
 
 pub async fn list_pages_cover_every_session_once(store: Arc<dyn Store>) {
@@ -1823,7 +1819,7 @@ pub async fn pending_progress_is_seen_only_by_its_key_until_its_write(store: Arc
             .list(&ListQuery::default())
             .await
             .unwrap()
-            .ids
+            .sessions
             .is_empty()
     );
     assert_eq!(

@@ -4,6 +4,7 @@
 pub mod codec;
 mod error;
 mod id;
+pub mod list;
 mod message;
 mod state;
 mod store;
@@ -16,10 +17,11 @@ pub mod conformance;
 pub use async_trait::async_trait;
 pub use error::{BoxError, Error, Result};
 pub use id::SessionId;
+pub use list::{ListCursor, ListOrder, ListPage, ListQuery, SessionInfo, TITLE_KEY, TimeRange};
 pub use message::{
     Content, ContentPart, ImageUrl, Message, Metadata, Role, Timestamp, TokenCount, ToolCall,
 };
-pub use state::{ConversationState, Expect, ListPage, ListQuery, RecentState, Summary, Version};
+pub use state::{ConversationState, Expect, RecentState, Summary, Version};
 pub use store::{Load, Store, check_fork_ids};
 pub use write::{
     AddSummary, Append, Appended, Counters, IdempotencyKey, Pending, REMEMBERED_WRITES,

@@ -99,7 +99,7 @@ impl Summary {
 pub struct ConversationState {
     /// The session.
     pub id: SessionId,
-    /// The user the session belongs to, if any; [`ListQuery::user_id`] filters on it.
+    /// The user the session belongs to, if any; [`ListQuery::user_id`](crate::ListQuery::user_id) filters on it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_id: Option<String>,
     /// The history, oldest first.
@@ -256,60 +256,4 @@ impl RecentState {
         self.total_messages
             .saturating_sub(self.messages.len() as u64)
     }
-}
-
-/// Which sessions [`Store::list`](crate::Store::list) returns.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ListQuery {
-    /// Only sessions of this user.
-    pub user_id: Option<String>,
-    /// Continue after a previous page ([`ListPage::next_cursor`]).
-    pub cursor: Option<String>,
-    /// At most this many ids per page (at least 1 is used).
-    pub limit: usize,
-}
-
-impl Default for ListQuery {
-    fn default() -> Self {
-        Self {
-            user_id: None,
-            cursor: None,
-            limit: 100,
-        }
-    }
-}
-
-impl ListQuery {
-    /// Sessions of one user.
-    #[must_use]
-    pub fn for_user(user_id: impl Into<String>) -> Self {
-        Self {
-            user_id: Some(user_id.into()),
-            ..Self::default()
-        }
-    }
-
-    /// Sets the page size.
-    #[must_use]
-    pub fn with_limit(mut self, limit: usize) -> Self {
-        self.limit = limit;
-        self
-    }
-
-    /// Continues after a previous page.
-    #[must_use]
-    pub fn after(mut self, cursor: Option<String>) -> Self {
-        self.cursor = cursor;
-        self
-    }
-}
-
-/// One page of [`Store::list`](crate::Store::list).
-#[derive(Clone, Debug, PartialEq, Eq, Default)]
-pub struct ListPage {
-    /// Session ids on this page. Backends document their order; no id
-    /// appears on two pages of one listing that ran without concurrent writes.
-    pub ids: Vec<SessionId>,
-    /// Pass to [`ListQuery::after`] for the next page; `None` on the last.
-    pub next_cursor: Option<String>,
 }

@@ -215,7 +215,16 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Whether the session exists. Does not count as an access.
     async fn exists(&self, id: &SessionId) -> Result<bool>;
 
-    /// One page of session ids, optionally only one user's.
+    /// One page of sessions — by id or newest first, filtered by user,
+    /// metadata and time ranges — with what a session list shows (owner,
+    /// title, clocks), read without loading any history. Does not count as
+    /// an access. The order, the cursor rules and the cost are in
+    /// [`crate::list`] module docs.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidCursor`](crate::Error::InvalidCursor) for a cursor
+    /// this store did not produce for a listing in this order.
     async fn list(&self, query: &ListQuery) -> Result<ListPage>;
 
     /// Merges `patch` into the session's metadata: keys in `patch` overwrite,

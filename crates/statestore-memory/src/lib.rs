@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod listing;
 mod pending;
 mod recency;
 mod session;
@@ -13,13 +14,17 @@ use std::time::Duration;
 
 use statestore_core::codec::{self, Limits};
 use statestore_core::{
-    Append, Appended, ConversationState, Error, Expect, IdempotencyKey, ListPage, ListQuery, Load,
-    Message, Metadata, Pending, RecentState, Result, Save as SaveOptions, SessionId, Store,
-    Version, async_trait,
+    Append, Appended, ConversationState, Error, Expect, IdempotencyKey, ListCursor, ListOrder,
+    ListPage, ListQuery, Load, Message, Metadata, Pending, RecentState, Result,
+    Save as SaveOptions, SessionId, Store, Version, async_trait,
 };
 
-use shards::{Inner, Slot, lock};
+use shards::{Inner, lock};
 use writes::{AddSummary, AppendOp, Fork, MergeMetadata, Save};
+
+/// Sessions a `list` call examines at most before it returns a short page
+/// with a cursor (only filters that the indexes do not serve skip any).
+const LIST_BUDGET: usize = 4_096;
 
 /// An in-memory [`Store`]: for development, tests and single-instance apps.
 ///
@@ -87,6 +92,37 @@ impl MemoryStore {
     #[must_use]
     pub fn len(&self) -> usize {
         self.inner.len.load(Ordering::Relaxed)
+    }
+
+    /// [`ListPage::total`] for `query`: the index's size when nothing but the
+    /// user filters (and no session can have expired unseen), else a walk.
+    fn count(&self, query: &ListQuery) -> Option<u64> {
+        if !query.count {
+            return None;
+        }
+        if !query.filters() && self.inner.ttl.is_none() {
+            let n = lock(&self.inner.listing).len(query.user_id.as_ref());
+            return Some(n as u64);
+        }
+        let mut position: Option<ListCursor> = None;
+        let mut n = 0u64;
+        loop {
+            let batch = lock(&self.inner.listing).candidates(query, position.as_ref(), 1_024);
+            let Some((last, at)) = batch.last() else {
+                return Some(n);
+            };
+            position = Some(ListCursor {
+                order: query.order,
+                updated_at: *at,
+                id: last.as_str().to_owned(),
+            });
+            for (id, _) in &batch {
+                let admitted = self
+                    .inner
+                    .read_with(id, false, |s| query.admits(&s.info(id), &s.metadata));
+                n += u64::from(admitted == Some(true));
+            }
+        }
     }
 
     /// Whether the store holds no session.
@@ -270,38 +306,47 @@ impl Store for MemoryStore {
 
     async fn list(&self, query: &ListQuery) -> Result<ListPage> {
         let limit = query.limit.max(1);
-        let after = query.cursor.as_deref();
-        let mut ids: Vec<SessionId> = Vec::new();
-        for shard in &self.inner.shards {
-            let candidates: Vec<(SessionId, Arc<Slot>)> = lock(shard)
-                .iter()
-                .filter(|(id, _)| after.is_none_or(|c| id.as_str() > c))
-                .map(|(id, slot)| (id.clone(), Arc::clone(slot)))
-                .collect();
-            for (id, slot) in candidates {
-                if self.inner.expired(slot.tick.load(Ordering::Relaxed)) {
-                    continue;
+        let mut position = query.position()?;
+        let mut page = Vec::with_capacity(limit.min(1_024) + 1);
+        let mut examined = 0usize;
+        loop {
+            let batch = lock(&self.inner.listing).candidates(
+                query,
+                position.as_ref(),
+                (limit + 1 - page.len()).clamp(16, 1_024),
+            );
+            if batch.is_empty() {
+                return Ok(ListPage::of(page, false, query.order).with_total(self.count(query)));
+            }
+            for (id, indexed_at) in batch {
+                examined += 1;
+                position = Some(ListCursor {
+                    order: query.order,
+                    updated_at: indexed_at,
+                    id: id.as_str().to_owned(),
+                });
+                // A maintenance read: listing is not an access.
+                let found = self.inner.read_with(&id, false, |s| {
+                    let info = s.info(&id);
+                    let admitted = query.admits(&info, &s.metadata);
+                    (info, admitted)
+                });
+                let Some((info, true)) = found else { continue };
+                if query.order == ListOrder::Recent && info.updated_at != indexed_at {
+                    continue; // written since the index was read: it moved ahead
                 }
-                let keep = match (&query.user_id, lock(&slot.session).as_ref()) {
-                    (_, None) => false,
-                    (None, Some(_)) => true,
-                    (Some(user), Some(s)) => s.user_id.as_ref() == Some(user),
-                };
-                if keep {
-                    ids.push(id);
+                page.push(info);
+                if page.len() > limit {
+                    page.truncate(limit);
+                    return Ok(ListPage::of(page, true, query.order).with_total(self.count(query)));
                 }
             }
+            if examined >= LIST_BUDGET {
+                // Bounded work per call: a short page that continues here.
+                let next = position.as_ref().map(ListCursor::encode);
+                return Ok(ListPage::new(page, next).with_total(self.count(query)));
+            }
         }
-        let more = ids.len() > limit;
-        if more {
-            ids.select_nth_unstable(limit);
-            ids.truncate(limit);
-        }
-        ids.sort_unstable();
-        let next_cursor = more
-            .then(|| ids.last().map(|id| id.as_str().to_owned()))
-            .flatten();
-        Ok(ListPage { ids, next_cursor })
     }
 
     async fn merge_metadata(

@@ -5,8 +5,11 @@ use std::sync::Arc;
 
 use statestore_core::{
     Appended, ConversationState, Counters, Error, Expect, IdempotencyKey, Message, Metadata,
-    REMEMBERED_WRITES, RememberedWrite, Result, SessionId, Summary, Timestamp, Version,
+    REMEMBERED_WRITES, RememberedWrite, Result, SessionId, SessionInfo, Summary, Timestamp,
+    Version,
 };
+
+use crate::listing::Listed;
 
 #[derive(Clone)]
 pub(crate) struct Session {
@@ -111,6 +114,22 @@ impl Session {
     }
 
     /// Records a completed write.
+    /// Where the list indexes hold this session.
+    pub(crate) fn listed(&self) -> Listed {
+        Listed {
+            user_id: self.user_id.clone(),
+            updated_at: self.updated_at,
+        }
+    }
+
+    /// What [`Store::list`](statestore_core::Store::list) says about it.
+    pub(crate) fn info(&self, id: &SessionId) -> SessionInfo {
+        SessionInfo::new(id.clone(), self.updated_at)
+            .with_user(self.user_id.clone())
+            .with_title(SessionInfo::title_in(&self.metadata))
+            .created_at(self.created_at)
+    }
+
     pub(crate) fn bump(&mut self) -> Version {
         self.version += 1;
         self.updated_at = Timestamp::now();

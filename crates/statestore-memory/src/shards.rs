@@ -1,6 +1,7 @@
 //! The session map: 64 independently locked shards of slots, one per
 //! session, and everything that finds, writes, expires or evicts a
-//! session in it. Lock order is shard → slot → recency index.
+//! session in it. Lock order is shard → slot → recency index or list
+//! index (each a leaf: never both held).
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
@@ -11,6 +12,7 @@ use std::time::Duration;
 use statestore_core::codec::Limits;
 use statestore_core::{Result, SessionId, Timestamp};
 
+use crate::listing::Listing;
 use crate::recency::{Clock, Recency};
 use crate::session::Session;
 use crate::writes::Write;
@@ -32,6 +34,8 @@ pub(crate) struct Inner {
     clock: Clock,
     /// Access order, kept only when a TTL or a session bound is configured.
     pub(crate) recency: Option<Mutex<Recency>>,
+    /// The list indexes (see [`crate::listing`]).
+    pub(crate) listing: Mutex<Listing>,
     pub(crate) ttl: Option<Duration>,
     pub(crate) max_sessions: Option<usize>,
     pub(crate) limits: Limits,
@@ -60,6 +64,7 @@ impl Inner {
             len: AtomicUsize::new(0),
             clock: Clock::new(),
             recency: tracked.then(|| Mutex::new(Recency::default())),
+            listing: Mutex::new(Listing::default()),
             ttl,
             max_sessions,
             limits,
@@ -148,6 +153,7 @@ impl Inner {
                 None => {
                     let (mut session, out) = op.create(id)?;
                     session.bump();
+                    lock(&self.listing).moved(id, None, Some(&session.listed()));
                     let slot = Arc::new(Slot {
                         session: Mutex::new(Some(session)),
                         tick: AtomicU64::new(0),
@@ -169,18 +175,21 @@ impl Inner {
                     self.touch(id, &slot);
                     return Ok(out);
                 }
-                if op.keeps_clocks() {
+                let was = session.listed();
+                let out = if op.keeps_clocks() {
                     // A maintenance write: a new version, but no access —
                     // timestamps and the last-access tick (the expiry) stay.
                     let out = op.update(id, session)?;
                     session.version += 1;
-                    Ok(out)
+                    out
                 } else {
                     let out = op.update(id, session)?;
                     session.bump();
                     self.touch(id, &slot);
-                    Ok(out)
-                }
+                    out
+                };
+                lock(&self.listing).moved(id, Some(&was), Some(&session.listed()));
+                Ok(out)
             }
             None => {
                 // Removed between lookup and lock. Retrying could apply `op`
@@ -207,8 +216,12 @@ impl Inner {
         if only_tick.is_some_and(|t| t != tick) {
             return false;
         }
-        let existed = guard.take().is_some();
+        let removed = guard.take();
         drop(guard);
+        let existed = removed.is_some();
+        if let Some(session) = removed {
+            lock(&self.listing).moved(id, Some(&session.listed()), None);
+        }
         map.remove(id);
         self.len.fetch_sub(1, Ordering::Relaxed);
         if let Some(recency) = &self.recency {
@@ -331,9 +344,9 @@ mod tests {
         assert_eq!(lock(&session.session).as_ref().unwrap().messages.len(), 2);
     }
 
-    /// The recency index holds exactly one entry per session in the map,
-    /// with the session's current tick, after concurrent creates, reads,
-    /// forks, deletes and evictions.
+    /// The recency and list indexes hold exactly one entry per session in
+    /// the map, with the session's current tick, owner and `updated_at`,
+    /// after concurrent creates, reads, forks, deletes and evictions.
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn recency_index_matches_the_map_under_concurrency() {
         let store = MemoryStore::builder()
@@ -371,6 +384,15 @@ mod tests {
             r.unwrap();
         }
         let inner = &store.inner;
+        // The list index holds every session in the map, where it is.
+        let listed = lock(&inner.listing).entries();
+        assert_eq!(listed.len(), store.len());
+        for (id, at) in listed {
+            let map = lock(inner.shard(&id));
+            let slot = map.get(&id).expect("listed session is in the map");
+            let session = lock(&slot.session);
+            assert_eq!(session.as_ref().map(Session::listed), Some(at));
+        }
         let entries = lock(inner.recency.as_ref().unwrap()).entries();
         assert_eq!(entries.len(), store.len());
         assert!(store.len() <= 64);

@@ -93,7 +93,7 @@ async fn expired_sessions_are_swept_without_a_background_thread() {
     assert_eq!(store.len(), 1);
     assert!(removed > 0);
     assert!(store.exists(&sid("new")).await.unwrap());
-    let listed = store.list(&Default::default()).await.unwrap().ids;
+    let listed = store.list(&Default::default()).await.unwrap().into_ids();
     assert_eq!(listed, [sid("new")]);
 }
 
@@ -169,7 +169,7 @@ async fn lru_bound_holds_under_concurrent_creation() {
         .list(&statestore_core::ListQuery::default().with_limit(1000))
         .await
         .unwrap()
-        .ids;
+        .into_ids();
     assert_eq!(listed.len(), 100);
     for id in listed {
         let state = store
