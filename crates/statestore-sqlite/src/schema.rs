@@ -1,7 +1,7 @@
 //! The file layout — every table, index and pragma this crate relies on is
 //! defined here.
 //!
-//! # Tables (schema version 2)
+//! # Tables (schema version 3)
 //!
 //! | table | key | holds |
 //! |-------|-----|-------|
@@ -14,7 +14,10 @@
 //!
 //! | index | on | serves |
 //! |-------|----|--------|
+//! | `sessions` primary key | `sessions(id)` | `list` of all sessions in id order, from a cursor |
 //! | `sessions_by_user` | `sessions(user_id, id)` | `list` of one user's sessions, in id order, from a cursor |
+//! | `sessions_by_recent` | `sessions(updated_at, id)` | `list` of all sessions newest first (the index read backwards), from a cursor `(updated_at, id) < (?, ?)`, narrowed by an `updated` range (schema version 3) |
+//! | `sessions_by_user_recent` | `sessions(user_id, updated_at, id)` | the sidebar: `list` of one user's sessions newest first, likewise (schema version 3) |
 //! | `sessions_by_expiry` | `sessions(expires_at)` where not `NULL` | the expiry sweep: the oldest expired sessions first |
 //! | `writes_by_seq` | `writes(session, seq)` | forgetting a session's oldest remembered writes |
 //! | `pending_by_expiry` | `pending(expires_at)` where not `NULL` | the expiry sweep of progress no turn came back for |
@@ -30,7 +33,7 @@
 //! The file's schema version is `PRAGMA user_version`. Opening a store creates a
 //! new file at [`FILE_SCHEMA_VERSION`], migrates an older one in one
 //! `BEGIN IMMEDIATE` transaction (one function per step in `MIGRATIONS`:
-//! version 2 will be one more function), and refuses a newer one with
+//! each version one more function), and refuses a newer one with
 //! [`Error::UnsupportedSchema`] — whose `id` is [`FILE_ID`], since the whole
 //! file is concerned.
 //!
@@ -55,7 +58,7 @@ use statestore_core::{Error, Result, SessionId};
 use crate::error::{OpCtx, sql};
 
 /// The schema version this build writes, and the newest it opens.
-pub const FILE_SCHEMA_VERSION: u32 = 2;
+pub const FILE_SCHEMA_VERSION: u32 = 3;
 
 /// The session id named by errors about the whole file (a newer schema, a
 /// file that is not a store): `*`.
@@ -63,7 +66,7 @@ pub const FILE_ID: &str = "*";
 
 /// Migration `i` takes a file from schema version `i` to `i + 1`.
 const MIGRATIONS: [fn(&Connection) -> rusqlite::Result<()>; FILE_SCHEMA_VERSION as usize] =
-    [create_v1, add_pending_v2];
+    [create_v1, add_pending_v2, add_recent_indexes_v3];
 
 /// Version 0 (an empty file) to 1.
 fn create_v1(conn: &Connection) -> rusqlite::Result<()> {
@@ -121,6 +124,15 @@ fn add_pending_v2(conn: &Connection) -> rusqlite::Result<()> {
              PRIMARY KEY (session, key)
          ) WITHOUT ROWID;
          CREATE INDEX pending_by_expiry ON pending(expires_at) WHERE expires_at IS NOT NULL;",
+    )
+}
+
+/// Version 2 to 3: the indexes of `list` newest first (issue 23).
+fn add_recent_indexes_v3(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(
+        "CREATE INDEX sessions_by_recent ON sessions(updated_at, id);
+         CREATE INDEX sessions_by_user_recent ON sessions(user_id, updated_at, id)
+             WHERE user_id IS NOT NULL;",
     )
 }
 

@@ -293,7 +293,7 @@ async fn corrupt_rows_fail_only_their_session() {
         2
     );
     let listed = t.store.list(&ListQuery::default()).await.unwrap();
-    assert_eq!(listed.ids.len(), 5);
+    assert_eq!(listed.sessions.len(), 5);
 }
 
 /// Limits refuse the whole write with `TooLarge` and write nothing.
@@ -359,7 +359,7 @@ async fn expired_sessions_are_gone() {
             .list(&ListQuery::default())
             .await
             .unwrap()
-            .ids
+            .sessions
             .is_empty()
     );
     let fresh = t

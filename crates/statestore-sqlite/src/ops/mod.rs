@@ -7,11 +7,13 @@
 //! share, [`read`] the reads; this file what both sides need (the
 //! configuration, conversions, JSON columns, remembered writes).
 
+mod list;
 mod read;
 mod rows;
 mod write;
 
-pub(crate) use read::{exists, list, load, load_pending, load_recent};
+pub(crate) use list::list;
+pub(crate) use read::{exists, load, load_pending, load_recent};
 pub(crate) use rows::refresh;
 pub(crate) use write::{
     AppendArgs, SaveArgs, add_summary, append, delete, fork, merge_metadata, put_pending, save,

@@ -6,8 +6,7 @@ use std::sync::Arc;
 use rusqlite::{Connection, OptionalExtension, params};
 use statestore_core::codec;
 use statestore_core::{
-    ConversationState, IdempotencyKey, ListPage, ListQuery, Message, Pending, RecentState, Result,
-    SessionId, Summary,
+    ConversationState, IdempotencyKey, Message, Pending, RecentState, Result, Summary,
 };
 
 use super::{
@@ -208,59 +207,6 @@ pub(crate) fn exists(conn: &Connection, ctx: &OpCtx, now: i64) -> Result<bool> {
         conn.prepare_cached(&q)
             .and_then(|mut st| st.exists(params![ctx.id.as_str(), now])),
     )
-}
-
-/// One page: ids after the cursor in id order, `limit + 1` read to know
-/// whether there is another page.
-pub(crate) fn list(
-    conn: &Connection,
-    ctx: &OpCtx,
-    now: i64,
-    query: &ListQuery,
-) -> Result<ListPage> {
-    let limit = query.limit.max(1);
-    let fetch = to_i64(limit as u64).saturating_add(1);
-    // Ids are at least one byte long, so every id sorts after "".
-    let after = query.cursor.as_deref().unwrap_or("");
-    let raw: Vec<String> = sql(
-        ctx,
-        match &query.user_id {
-            Some(user) => conn
-                .prepare_cached(
-                    "SELECT id FROM sessions
-                     WHERE user_id = ?1 AND id > ?3 AND (expires_at IS NULL OR expires_at > ?2)
-                     ORDER BY user_id, id LIMIT ?4",
-                )
-                .and_then(|mut st| {
-                    st.query_map(params![user, now, after, fetch], |r| r.get(0))?
-                        .collect()
-                }),
-            None => conn
-                .prepare_cached(
-                    "SELECT id FROM sessions
-                     WHERE id > ?1 AND (expires_at IS NULL OR expires_at > ?2)
-                     ORDER BY id LIMIT ?3",
-                )
-                .and_then(|mut st| {
-                    st.query_map(params![after, now, fetch], |r| r.get(0))?
-                        .collect()
-                }),
-        },
-    )?;
-    let more = raw.len() > limit;
-    let next_cursor = if more {
-        raw.get(limit - 1).cloned()
-    } else {
-        None
-    };
-    let mut ids = Vec::with_capacity(limit);
-    for id in raw.into_iter().take(limit) {
-        match SessionId::new(&id) {
-            Ok(id) => ids.push(id),
-            Err(_) => tracing::warn!("skipped a stored session id that is not a valid id"),
-        }
-    }
-    Ok(ListPage { ids, next_cursor })
 }
 
 /// The progress recorded under `key` that has not expired.
