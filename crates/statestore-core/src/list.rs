@@ -548,7 +548,7 @@ mod tests {
 
     #[test]
     fn recent_order_is_newest_first_then_id_descending() {
-        let mut all = vec![info("a", 5), info("b", 9), info("c", 5), info("d", 1)];
+        let mut all = [info("a", 5), info("b", 9), info("c", 5), info("d", 1)];
         all.sort_by(|a, b| ListOrder::Recent.compare(a, b));
         let ids: Vec<&str> = all.iter().map(|s| s.id.as_str()).collect();
         assert_eq!(ids, ["b", "c", "a", "d"]);

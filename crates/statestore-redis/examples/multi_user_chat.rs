@@ -43,12 +43,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("{user}: {} message(s): {first:?}", loaded.messages.len());
     }
 
-    // And find a user's sessions without KEYS.
-    let page = store.list(&ListQuery::for_user("alice")).await?;
-    println!("alice's sessions: {:?}", page.ids);
-    assert_eq!(page.ids.len(), 1);
+    // And find a user's sessions, newest first, without KEYS or SCAN.
+    let page = store.list(&ListQuery::for_user("alice").recent()).await?;
+    let ids: Vec<_> = page.ids().collect();
+    println!("alice's sessions: {ids:?}");
+    assert_eq!(ids.len(), 1);
 
-    for id in store.list(&ListQuery::default()).await?.ids {
+    for id in store.list(&ListQuery::default()).await?.into_ids() {
         store.delete(&id).await?;
     }
     Ok(())

@@ -204,11 +204,16 @@ impl RedisStoreBuilder {
         if let Some(ttl) = self.ttl.filter(|t| *t > MAX_TTL) {
             return Err(Error::InvalidTtl { ttl, max: MAX_TTL });
         }
+        // The scripts keep the list indexes, except on a cluster (keys.rs).
+        let client_index = conn.is_cluster();
+        let scripts = Scripts::new((!client_index).then(|| keys.index_base()).as_deref());
         Ok(RedisStore {
             inner: Arc::new(Inner {
                 conn,
                 keys,
-                scripts: Scripts::new(),
+                scripts,
+                client_index,
+                index_built: crate::reindex::Built::new(),
                 ttl: self.ttl,
                 sliding_ttl: self.sliding_ttl,
                 limits: self.limits,

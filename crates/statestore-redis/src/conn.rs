@@ -95,6 +95,16 @@ macro_rules! with_conn {
 }
 
 impl Connection {
+    /// Whether this is a Redis Cluster client (its scripts run on one
+    /// slot: the list indexes are kept by the client, see `keys.rs`).
+    pub(crate) fn is_cluster(&self) -> bool {
+        match &self.0 {
+            #[cfg(feature = "cluster")]
+            Inner::Cluster(_) => true,
+            _ => false,
+        }
+    }
+
     pub(crate) fn kind(&self) -> &'static str {
         match &self.0 {
             Inner::Manager(_) => "ConnectionManager",
@@ -263,34 +273,46 @@ impl Connection {
         }
     }
 
-    /// `HGET key field` for each key, in one pipelined round trip (on a
-    /// cluster, where keys of different slots cannot share a pipeline, as
-    /// concurrent requests over the multiplexed connections).
-    pub(crate) async fn hget_many(
-        &self,
-        keys: &[Vec<u8>],
-        field: &str,
-    ) -> ClientResult<Vec<Value>> {
+    /// Runs `cmds` — keyed commands that need not share a slot — in one
+    /// pipelined round trip (on a cluster, where keys of different slots
+    /// cannot share a pipeline, as concurrent requests over the
+    /// multiplexed connections). A command the server refused (a key of
+    /// the wrong type) has its error as its reply, a
+    /// [`Value::ServerError`]: it fails no other.
+    pub(crate) async fn query_many(&self, cmds: Vec<Cmd>) -> ClientResult<Vec<Value>> {
+        if cmds.is_empty() {
+            return Ok(Vec::new());
+        }
         #[cfg(feature = "cluster")]
         if let Inner::Cluster(c) = &self.0 {
             let mut tasks = tokio::task::JoinSet::new();
-            for (i, key) in keys.iter().enumerate() {
+            let n = cmds.len();
+            for (i, cmd) in cmds.into_iter().enumerate() {
                 let mut conn = c.clone();
-                let cmd = redis::cmd("HGET").arg(key).arg(field).clone();
                 tasks.spawn(async move { (i, conn.req_packed_command(&cmd).await) });
             }
-            let mut out = vec![Value::Nil; keys.len()];
+            let mut out = vec![Value::Nil; n];
             while let Some(done) = tasks.join_next().await {
                 let (i, value) = done.map_err(ClientError::Task)?;
+                let value = match value {
+                    Ok(v) => v,
+                    Err(e) => match e.kind() {
+                        redis::ErrorKind::Server(_) => Value::ServerError(
+                            redis::ServerError::try_from(e).map_err(ClientError::from)?,
+                        ),
+                        _ => return Err(e.into()),
+                    },
+                };
                 if let Some(slot) = out.get_mut(i) {
-                    *slot = value?;
+                    *slot = value;
                 }
             }
             return Ok(out);
         }
         let mut pipe = redis::pipe();
-        for key in keys {
-            pipe.cmd("HGET").arg(key).arg(field);
+        pipe.ignore_errors();
+        for cmd in cmds {
+            pipe.add_command(cmd);
         }
         Ok(with_conn!(self, c => pipe.query_async(c).await)?)
     }

@@ -118,9 +118,56 @@
 //! is glob-escaped, and since prefixes may not contain braces, `P{*}:h` cannot
 //! match another prefix's keys (the character after the prefix must be `{`).
 //! Matches are decoded with [`Keys::id_from_header_key`], which rejects
-//! anything this module would not have produced.
+//! anything this module would not have produced. [`Store::list`] does not
+//! scan: it reads the list indexes below. Scanning builds them
+//! (`RedisStore::rebuild_list_index`) for sessions written before they
+//! existed.
+//!
+//! # The list indexes
+//!
+//! Four sorted sets per prefix, and four per user, hold every session by
+//! last write and by id, so a page of `list` costs O(log n + page):
+//!
+//! | key | members | scores | order served |
+//! |-----|---------|--------|--------------|
+//! | `P{ix}:recent` | every session id (raw, not escaped) | `updated_at` (ms) | newest first: `ZRANGE … BYSCORE REV` |
+//! | `P{ix}:ids` | every session id | `0` | by id: `ZRANGE … BYLEX` (bytewise, as `SessionId` orders) |
+//! | `P{ix:U}:recent` | the ids of user `u`'s sessions (`U` is `u` escaped as ids are) | `updated_at` | one user's, newest first |
+//! | `P{ix:U}:ids` | the ids of user `u`'s sessions | `0` | one user's, by id |
+//!
+//! Their names end in `:recent` or `:ids`, which no session key does, so
+//! they never meet a session's keys even when a hash tag is the same.
+//!
+//! **On a standalone server the scripts keep them**, in the same atomic
+//! step as the write that changes `updated_at` (`scripts.rs`: every write
+//! that bumps the version; `SAVE` also moves a session between users;
+//! `FORK` indexes the target; `DELETE` removes the session from all four).
+//! A read, `TOUCH` or a maintenance save leaves them.
+//!
+//! **On a cluster they cannot be**: a script may only touch keys of one
+//! slot, a session's keys are placed by its id alone (every operation is
+//! addressed by id, without the user), and a user's sessions are spread
+//! over all slots; no hash tag can put a session and every index it
+//! belongs to in one slot. So the cluster client keeps them right after
+//! each write, from the session's header as the write left it (its owner
+//! and `updated_at`, one `HMGET`, then the `ZADD`s concurrently):
+//! the global sets live in the slot of `{ix}`, each user's in the slot of
+//! `{ix:U}` (spread over the cluster), and `ZADD … GT` never moves a score
+//! back. Between the write and that update, and after a client that died
+//! there, a session is listed at its previous place (or, new, not yet);
+//! the next write of the session puts it right.
+//!
+//! **Entries outlive what they index** when a session expires (Redis
+//! removes its keys, not its index entries), is evicted, or was re-owned
+//! on a cluster. `list` checks each entry it returns against the
+//! session's header — it exists, belongs to the user asked about, and was
+//! last written at the entry's score — skips those that fail, and removes
+//! the stale ones (on a standalone server in one script that checks the
+//! header first, so a session re-created meanwhile keeps its entries).
+//!
+//! [`Store::list`]: statestore_core::Store::list
 
-use statestore_core::SessionId;
+use statestore_core::{ListOrder, SessionId};
 
 /// The keys of one session.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -198,6 +245,32 @@ impl Keys {
             deleted: format!("{base}:x"),
             pending: format!("{base}:p"),
         }
+    }
+
+    /// The list index of `user`'s sessions (every session's when `None`)
+    /// in `order` (see the module docs).
+    pub(crate) fn index(&self, user: Option<&str>, order: ListOrder) -> String {
+        let name = match order {
+            ListOrder::Recent => "recent",
+            _ => "ids",
+        };
+        match user {
+            Some(user) => format!("{}{{ix:{}}}:{name}", self.prefix, escape(user)),
+            None => format!("{}{{ix}}:{name}", self.prefix),
+        }
+    }
+
+    /// The first part of every index key (`P{ix`), which the scripts
+    /// extend: `}:recent`, or `:` and an escaped user.
+    pub(crate) fn index_base(&self) -> String {
+        format!("{}{{ix", self.prefix)
+    }
+
+    /// The key marking that [`index`](Self::index) holds every session
+    /// written before the indexes existed (see
+    /// `RedisStore::rebuild_list_index`).
+    pub(crate) fn index_built(&self) -> String {
+        format!("{}{{ix}}:built", self.prefix)
     }
 
     /// A `SCAN MATCH` pattern for every header key under this prefix.
@@ -345,6 +418,26 @@ mod tests {
                 proptest::prop_assert_eq!(key.matches('}').count(), 1);
             }
             proptest::prop_assert_eq!(keys.id_from_header_key(k.header.as_bytes()), Some(id));
+        }
+    }
+
+    #[test]
+    fn index_keys_are_documented_shape_and_never_session_keys() {
+        let keys = Keys::new("app:").unwrap();
+        assert_eq!(keys.index(None, ListOrder::Recent), "app:{ix}:recent");
+        assert_eq!(keys.index(None, ListOrder::Id), "app:{ix}:ids");
+        assert_eq!(
+            keys.index(Some("a{b}%"), ListOrder::Recent),
+            "app:{ix:a%7Bb%7D%25}:recent"
+        );
+        assert_eq!(keys.index(Some("bob"), ListOrder::Id), "app:{ix:bob}:ids");
+        assert!(
+            keys.index(Some("bob"), ListOrder::Id)
+                .starts_with(&keys.index_base())
+        );
+        for user in [None, Some("u")] {
+            let key = keys.index(user, ListOrder::Recent);
+            assert_eq!(keys.id_from_header_key(key.as_bytes()), None);
         }
     }
 

@@ -12,6 +12,7 @@ mod eviction;
 mod keys;
 mod list;
 mod operations;
+mod reindex;
 mod scripts;
 mod store;
 
@@ -27,5 +28,5 @@ pub use conn::Connection;
 pub use diagnose::{Diagnosis, NodeReport};
 pub use error::Error;
 pub use eviction::EvictionPolicyCheck;
-pub use list::{LIST_MAX_SCAN_STEPS, LIST_SCAN_COUNT, LIST_WINDOW};
+pub use list::LIST_BUDGET;
 pub use store::RedisStore;

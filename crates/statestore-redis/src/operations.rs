@@ -202,7 +202,10 @@ impl Store for RedisStore {
             // Errors name the source, except those about the target's
             // state (the script reports them apart).
             match copied {
-                Ok(Some(version)) => return Ok(version),
+                Ok(Some(version)) => {
+                    self.reindex(target).await;
+                    return Ok(version);
+                }
                 Ok(None) => {} // no COPY (Redis < 6.2): copy through the client
                 Err(e) => return Err(e),
             }
@@ -254,7 +257,12 @@ impl Store for RedisStore {
             call.arg(token);
         }
         match self.run("delete", id, &call).await? {
-            Reply::Ok(rest) => Ok(rest.first() == Some(&1)),
+            Reply::Ok(rest) => {
+                // Out of every session's indexes; its owner's entries go
+                // when a listing meets them (keys.rs).
+                self.reindex(id).await;
+                Ok(rest.first() == Some(&1))
+            }
             _ => Err(StoreError::Corrupt {
                 id: id.clone(),
                 detail: "delete returned an unexpected reply".into(),
@@ -273,7 +281,14 @@ impl Store for RedisStore {
     }
 
     async fn list(&self, query: &ListQuery) -> Result<ListPage> {
-        let fut = list::page(&self.inner.conn, &self.inner.keys, query);
+        let lister = list::Lister {
+            conn: &self.inner.conn,
+            keys: &self.inner.keys,
+            unlist: (!self.inner.client_index).then_some(&self.inner.scripts.unlist),
+            expiring: self.inner.ttl.is_some(),
+        };
+        self.ensure_list_index().await?;
+        let fut = lister.page(query);
         match tokio::time::timeout(self.inner.timeout * 4, fut).await {
             Err(_) => Err(timed_out("list", None, self.inner.timeout * 4)),
             Ok(result) => result.map_err(|e| match e {

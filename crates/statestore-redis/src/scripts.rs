@@ -139,6 +139,7 @@ macro_rules! prelude {
 local rcall, rpcall = redis.call, redis.pcall
 local H, M, S, D, W = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local SCHEMA, NOW, TTL, EXPIRE = '@SCHEMA@', ARGV[1], ARGV[2], 'PEXPIRE'
+local IX = @IX@
 
 local function wrong_type(key, role, want)
   return 'corrupt its ' .. role .. ' key holds a ' .. rcall('TYPE', key)['ok'] .. ', not a ' .. want
@@ -377,21 +378,60 @@ end
     };
 }
 
-/// Records a write in the header: the new version `nv` (a string), the
-/// counts in `n`, the timestamps; creates the header when `V` is nil, and
-/// deletes the fields of an older layout.
-macro_rules! bump {
+/// Keeps the list indexes (`keys.rs`) where the scripts keep them, on a
+/// standalone server (`IX`, the start of every index key, is `''` on a
+/// cluster, whose client keeps them): the session whose header is `ixkey`
+/// was written at `ixat` (ms, a string); `ixnew` when the write created
+/// it; its owner was `ixwas` and is now `ixuser` (each a string, or
+/// nil/false for none). The id is the header's hash tag, unescaped;
+/// users are escaped as ids are. About 4k instructions per `ZADD`.
+macro_rules! index {
     () => {
         r#"
+if IX ~= '' then
+  local id = string.match(ixkey, '{(.*)}:h$')
+  if string.find(id, '%', 1, true) then
+    id = (string.gsub(id, '%%(%x%x)', { ['25'] = '%', ['7B'] = '{', ['7D'] = '}' }))
+  end
+  rcall('ZADD', IX .. '}:recent', ixat, id)
+  if ixnew then rcall('ZADD', IX .. '}:ids', 0, id) end
+  if ixwas and ixwas ~= ixuser then
+    local k = IX .. ':' .. (string.gsub(ixwas, '[%%{}]', { ['%'] = '%25', ['{'] = '%7B', ['}'] = '%7D' }))
+    rcall('ZREM', k .. '}:recent', id)
+    rcall('ZREM', k .. '}:ids', id)
+  end
+  if ixuser then
+    local k = IX .. ':' .. (string.gsub(ixuser, '[%%{}]', { ['%'] = '%25', ['{'] = '%7B', ['}'] = '%7D' }))
+    rcall('ZADD', k .. '}:recent', ixat, id)
+    if ixnew or ixwas ~= ixuser then rcall('ZADD', k .. '}:ids', 0, id) end
+  end
+end
+"#
+    };
+}
+
+/// Records a write in the header: the new version `nv` (a string), the
+/// counts in `n`, the timestamps; creates the header when `V` is nil, and
+/// deletes the fields of an older layout. Then moves the session to the
+/// front of the list indexes ([`index!`]; its owner, `f[3]` — every script
+/// that bumps reads `HMGET H version n user_id …` — does not change).
+macro_rules! bump {
+    () => {
+        concat!(
+            r#"
 local packed = s .. ' ' .. nv .. ' ' .. nm .. ' ' .. ns .. ' ' .. nd .. ' ' .. wk .. ' ' .. wg
+local ixkey, ixat, ixnew, ixwas, ixuser = H, NOW, not V, nil, nil
 if V then
   rcall('HSET', H, 'version', nv, 'n', packed, 'updated_at', NOW, 'last_accessed_at', NOW)
   if old_fields then rcall('HDEL', H, 'cv', 'nm', 'ns', 'nd', 'wk', 'wg') end
+  ixuser, ixwas = f[3], f[3]
 else
   rcall('HSET', H, 'schema', SCHEMA, 'version', nv, 'n', packed, 'created_at', NOW,
     'updated_at', NOW, 'last_accessed_at', NOW)
 end
-"#
+"#,
+            index!()
+        )
     };
 }
 
@@ -503,9 +543,9 @@ do
 end
 local f
 if nc == 0 then
-  f = rpcall('HMGET', H, 'version', 'n')
+  f = rpcall('HMGET', H, 'version', 'n', 'user_id')
 else
-  f = rpcall('HMGET', H, 'version', 'n', unpack(ARGV, 8, 7 + nc))
+  f = rpcall('HMGET', H, 'version', 'n', 'user_id', unpack(ARGV, 8, 7 + nc))
 end
 "#,
     header!(),
@@ -594,7 +634,7 @@ if nc > 0 then
     return table.concat(out)
   end
   for i = 1, nc do
-    local cur = f[2 + i]
+    local cur = f[3 + i]
     -- A value as HINCRBY keeps it: '0' or 1-19 digits up to i64::MAX.
     if cur and not (cur == '0' or (string.find(cur, '^[1-9]%d*$') and dec_le(cur, '9223372036854775807'))) then
       return 'corrupt its counter ' .. string.sub(ARGV[7 + i], 3) .. ' is not an integer from 0 to 2^63-1'
@@ -610,7 +650,7 @@ local pushed = 0
 local old_nm = nm
 if count > 0 then nm = tostring(first + count) end
 for i = 1, nc do
-  local cur, delta = f[2 + i] or '0', ARGV[7 + nc + i]
+  local cur, delta = f[3 + i] or '0', ARGV[7 + nc + i]
   if #cur < 18 and #delta < 18 then
     rcall('HINCRBY', H, ARGV[7 + i], delta)
   else
@@ -731,7 +771,7 @@ const SAVE: &str = concat!(
     prelude!(),
     write_key!(),
     r#"
-local f = rpcall('HMGET', H, 'version', 'n', 'created_at')
+local f = rpcall('HMGET', H, 'version', 'n', 'created_at', 'user_id')
 "#,
     header!(),
     r#"
@@ -830,6 +870,11 @@ local pushed = 0
         "12 + tonumber(nm) + tonumber(ns) + 2 * tonumber(nd)"
     ),
     push!("HSET", "H", "h", "1", "#h"),
+    r#"
+local ixkey, ixat, ixnew, ixwas, ixuser = H, up, not V, f[4], nil
+if ARGV[5] == '1' then ixuser = ARGV[6] end
+"#,
+    index!(),
     expire_all!(),
     r#"
 return 'ok ' .. nv
@@ -844,7 +889,7 @@ const MERGE_METADATA: &str = concat!(
     prelude!(),
     write_key!(),
     r#"
-local f = rpcall('HMGET', H, 'version', 'n')
+local f = rpcall('HMGET', H, 'version', 'n', 'user_id')
 "#,
     header!(),
     r#"
@@ -907,7 +952,7 @@ const ADD_SUMMARY: &str = concat!(
     prelude!(),
     write_key!(),
     r#"
-local f = rpcall('HMGET', H, 'version', 'n')
+local f = rpcall('HMGET', H, 'version', 'n', 'user_id')
 "#,
     header!(),
     r#"
@@ -1039,6 +1084,11 @@ if old_fields then
 else
   rcall('HDEL', TH, 'r')
 end
+local ixkey, ixat, ixnew, ixwas, ixuser = TH, NOW, true, nil, nil
+if IX ~= '' then ixuser = rcall('HGET', TH, 'user_id') end
+"#,
+    index!(),
+    r#"
 -- COPY copies each key's TTL: the target's restarts, or has none.
 if TTL ~= '0' then
   rcall('PEXPIRE', TH, TTL)
@@ -1080,6 +1130,22 @@ if token then
     return 'ok 1'
   end
 end
+local IX = @IX@
+if IX ~= '' then
+  -- Out of the list indexes (keys.rs): every session's, and its owner's.
+  local id = string.match(KEYS[1], '{(.*)}:h$')
+  if string.find(id, '%', 1, true) then
+    id = (string.gsub(id, '%%(%x%x)', { ['25'] = '%', ['7B'] = '{', ['7D'] = '}' }))
+  end
+  redis.call('ZREM', IX .. '}:recent', id)
+  redis.call('ZREM', IX .. '}:ids', id)
+  local u = existed == 1 and redis.call('HGET', KEYS[1], 'user_id')
+  if u then
+    local k = IX .. ':' .. (string.gsub(u, '[%%{}]', { ['%'] = '%25', ['{'] = '%7B', ['}'] = '%7D' }))
+    redis.call('ZREM', k .. '}:recent', id)
+    redis.call('ZREM', k .. '}:ids', id)
+  end
+end
 redis.call('UNLINK', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6])
 return 'ok ' .. existed
 "#;
@@ -1096,6 +1162,22 @@ if ARGV[3] ~= '0' then redis.call('PEXPIRE', KEYS[2], ARGV[3]) end
 return 'ok'
 "#;
 
+/// Removes a stale entry from one list index (`list.rs`) on a standalone
+/// server: KEYS 1: the session's header; 2, 3: the index's `recent` and
+/// `ids` sets. ARGV 1: the id; 2: the index's user (`''`: every session's).
+/// Removes the entry only if, now, the session does not exist or belongs
+/// to another user — a session re-created since the listing read it keeps
+/// its entries. Returns `ok 1` when it removed them, else `ok 0`.
+const UNLIST: &str = r#"
+local exists = redis.call('EXISTS', KEYS[1]) == 1
+if exists and (ARGV[2] == '' or redis.call('HGET', KEYS[1], 'user_id') == ARGV[2]) then
+  return 'ok 0'
+end
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('ZREM', KEYS[3], ARGV[1])
+return 'ok 1'
+"#;
+
 /// The compiled scripts (their SHA1s are computed once).
 #[derive(Debug)]
 pub(crate) struct Scripts {
@@ -1108,15 +1190,34 @@ pub(crate) struct Scripts {
     pub(crate) fork: Script,
     pub(crate) delete: Script,
     pub(crate) pending: Script,
+    pub(crate) unlist: Script,
 }
 
-/// A script's text with the schema this build writes filled in.
-fn script(text: &str) -> Script {
-    Script::new(&text.replace("@SCHEMA@", &SCHEMA_VERSION.to_string()))
+/// `text` as a Lua string literal: every byte a decimal escape, so any
+/// prefix is safe in a script.
+fn lua_literal(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() * 4 + 2);
+    out.push('"');
+    for b in text.bytes() {
+        out.push_str(&format!("\\{b:03}"));
+    }
+    out.push('"');
+    out
 }
 
 impl Scripts {
-    pub(crate) fn new() -> Self {
+    /// The scripts of a store whose list indexes start with `index_base`
+    /// (`Keys::index_base`), kept by the scripts; `None` when the client
+    /// keeps them (a cluster: see `keys.rs`).
+    pub(crate) fn new(index_base: Option<&str>) -> Self {
+        let ix = lua_literal(index_base.unwrap_or_default());
+        let script = |text: &str| {
+            Script::new(
+                &text
+                    .replace("@SCHEMA@", &SCHEMA_VERSION.to_string())
+                    .replace("@IX@", &ix),
+            )
+        };
         Self {
             append: script(APPEND),
             load: script(LOAD),
@@ -1127,11 +1228,12 @@ impl Scripts {
             fork: script(FORK),
             delete: script(DELETE),
             pending: script(PENDING),
+            unlist: script(UNLIST),
         }
     }
 
     /// Every script, for preloading.
-    pub(crate) fn all(&self) -> [&Script; 9] {
+    pub(crate) fn all(&self) -> [&Script; 10] {
         [
             &self.append,
             &self.load,
@@ -1142,6 +1244,7 @@ impl Scripts {
             &self.fork,
             &self.delete,
             &self.pending,
+            &self.unlist,
         ]
     }
 }
@@ -1167,8 +1270,8 @@ mod tests {
 
     #[test]
     fn every_script_is_filled_in_and_replies_with_one_string() {
-        let scripts = super::Scripts::new();
-        assert_eq!(scripts.all().len(), 9);
+        let scripts = super::Scripts::new(Some("p:{ix"));
+        assert_eq!(scripts.all().len(), 10);
         for text in [
             super::APPEND,
             super::LOAD,

@@ -35,6 +35,11 @@ pub(crate) struct Inner {
     pub(crate) conn: Connection,
     pub(crate) keys: Keys,
     pub(crate) scripts: Scripts,
+    /// Whether this client keeps the list indexes after each write (a
+    /// cluster), rather than the scripts (`keys.rs`).
+    pub(crate) client_index: bool,
+    /// Set once this store saw the list indexes built (`reindex.rs`).
+    pub(crate) index_built: crate::reindex::Built,
     pub(crate) ttl: Option<Duration>,
     pub(crate) sliding_ttl: bool,
     pub(crate) limits: Limits,
@@ -234,6 +239,8 @@ impl RedisStore {
             }
         };
         let outcome = decode(decode::reply(id, value)?)?;
+        // On a cluster the client keeps the list indexes (keys.rs).
+        self.reindex(id).await;
         if let (Some((required, _)), Some(acked)) = (wait, acked) {
             // A WAIT that failed after the script ran acknowledged nothing.
             let acknowledged = acked.map_or(0, |n| u32::try_from(n.max(0)).unwrap_or(u32::MAX));

@@ -73,60 +73,61 @@ fn select(
     });
     args.push(Value::Integer(to_i64(n as u64)));
     let filtered = !query.metadata.is_empty();
-    let rows: Vec<(
-        String,
-        Option<String>,
-        i64,
-        i64,
-        Option<String>,
-        Option<String>,
-    )> = sql(
+    let order = query.order;
+    sql(
         ctx,
         conn.prepare_cached(&q).and_then(|mut st| {
             st.query_map(rusqlite::params_from_iter(&args), |r| {
-                Ok((
+                Ok(row(
+                    order,
                     r.get(0)?,
                     r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
+                    (r.get(2)?, r.get(3)?),
                     r.get(4)?,
                     if filtered { r.get(5)? } else { None },
                 ))
             })?
             .collect()
         }),
-    )?;
+    )
+}
+
+/// A [`Row`] from its columns: id, owner, (created, updated), title,
+/// metadata.
+fn row(
+    order: ListOrder,
+    id: String,
+    user_id: Option<String>,
+    (created, updated): (i64, i64),
+    title: Option<String>,
+    metadata: Option<String>,
+) -> Row {
     let clock = |ms: i64| ts(u64::try_from(ms).unwrap_or_default());
-    Ok(rows
-        .into_iter()
-        .map(|(id, user_id, created, updated, title, metadata)| {
-            let position = ListCursor {
-                order: query.order,
-                updated_at: match query.order {
-                    ListOrder::Recent => clock(updated),
-                    _ => clock(0),
-                },
-                id,
-            };
-            let info = match SessionId::new(&position.id) {
-                Ok(id) => Some(
-                    SessionInfo::new(id, clock(updated))
-                        .with_user(user_id)
-                        .with_title(title)
-                        .created_at(clock(created)),
-                ),
-                Err(_) => {
-                    tracing::warn!("skipped a stored session id that is not a valid id");
-                    None
-                }
-            };
-            Row {
-                position,
-                info,
-                metadata,
-            }
-        })
-        .collect())
+    let position = ListCursor {
+        order,
+        updated_at: match order {
+            ListOrder::Recent => clock(updated),
+            _ => clock(0),
+        },
+        id,
+    };
+    let info = match SessionId::new(&position.id) {
+        Ok(id) => Some(
+            SessionInfo::new(id, clock(updated))
+                .with_user(user_id)
+                .with_title(title)
+                .created_at(clock(created)),
+        ),
+        Err(_) => {
+            tracing::warn!("skipped a stored session id that is not a valid id");
+            None
+        }
+    };
+    Row {
+        position,
+        info,
+        metadata,
+    }
 }
 
 /// The user and time-range conditions, appended to `q` with their values.
