@@ -217,6 +217,19 @@ impl Error {
         )
     }
 
+    /// Whether the connection that gave this error is no longer usable: it
+    /// broke or was ended, or a client-side failure left it in an unknown
+    /// state.
+    pub(crate) fn breaks_connection(&self) -> bool {
+        matches!(
+            self,
+            Self::Unavailable { .. }
+                | Self::Aborted { .. }
+                | Self::Timeout { .. }
+                | Self::Client { .. }
+        )
+    }
+
     /// Whether a write that failed with this error may have been applied.
     /// Every error the server answered with rolled its statement (or
     /// transaction) back: [`WriteOutcome::NotWritten`], and so did a

@@ -267,7 +267,9 @@ impl PostgresStore {
     /// Runs `work` on `client` within [`deadline`](Self::deadline). When
     /// the server does not answer in time, the connection is taken out of
     /// the pool and closed — a request without its reply is still queued
-    /// on it — and the error is [`crate::Error::Timeout`].
+    /// on it — and the error is [`crate::Error::Timeout`]. A connection
+    /// that broke is taken out too: its task may not have noticed yet, and
+    /// the pool would hand it to the next caller.
     pub(crate) async fn within_deadline<T>(
         &self,
         client: deadpool_postgres::Object,
@@ -275,6 +277,11 @@ impl PostgresStore {
     ) -> Result<T, crate::Error> {
         let after = self.deadline();
         match tokio::time::timeout(after, work(&client)).await {
+            Ok(Err(e)) if e.breaks_connection() => {
+                tracing::debug!(error = %e, "the connection broke; closing it");
+                drop(deadpool_postgres::Object::take(client));
+                Err(e)
+            }
             Ok(result) => result,
             Err(_) => {
                 tracing::warn!(?after, "no reply from PostgreSQL; closing the connection");

@@ -107,24 +107,20 @@ impl PostgresStore {
         let sid = id.as_str();
         let touch_params: [&(dyn ToSql + Sync); 3] = [&sid, &now, &expires];
         let access = &self.sql.access;
-        let (rows, touched) = self
-            .within_deadline(client, async |c| {
-                let fail = |e| crate::Error::from_statement(e, false);
-                let read = c.prepare_cached(sql).await.map_err(fail)?;
-                let touch = c.prepare_cached(access).await.map_err(fail)?;
-                Ok(tokio::join!(
-                    c.query(&read, params),
-                    c.execute(&touch, &touch_params)
-                ))
-            })
-            .await
-            .map_err(|e| self.fail(op, id, e))?;
-        let rows = rows.map_err(|e| self.fail(op, id, crate::Error::from(e)))?;
-        if let Err(e) = touched {
-            // The read stands; only the access was not recorded.
-            tracing::warn!(op, error = %e, "recording an access failed");
-        }
-        Ok(rows)
+        self.within_deadline(client, async |c| {
+            let fail = |e| crate::Error::from_statement(e, false);
+            let read = c.prepare_cached(sql).await.map_err(fail)?;
+            let touch = c.prepare_cached(access).await.map_err(fail)?;
+            let (rows, touched) =
+                tokio::join!(c.query(&read, params), c.execute(&touch, &touch_params));
+            if let Err(e) = touched {
+                // The read stands; only the access was not recorded.
+                tracing::warn!(op, error = %e, "recording an access failed");
+            }
+            rows.map_err(fail)
+        })
+        .await
+        .map_err(|e| self.fail(op, id, e))
     }
 
     pub(crate) async fn do_load(
