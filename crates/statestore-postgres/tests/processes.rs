@@ -23,6 +23,7 @@ use tokio_postgres::NoTls;
 const CHILD: &str = "STATESTORE_PG_CHILD";
 const URL: &str = "STATESTORE_PG_URL";
 const WRITER: &str = "STATESTORE_PG_WRITER";
+const START: &str = "STATESTORE_PG_START";
 
 /// Turns per session by each writer.
 const TURNS: usize = 30;
@@ -51,12 +52,13 @@ fn child() {
     assert_eq!(mode, "shared", "unknown child mode");
     let url = std::env::var(URL).unwrap();
     let writer = std::env::var(WRITER).unwrap();
+    let start: u64 = std::env::var(START).unwrap().parse().unwrap();
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap()
-        .block_on(shared_child(&url, &writer));
+        .block_on(shared_child(&url, &writer, start));
 }
 
 /// `TURNS` one-message turns to each shared session, each a window read
@@ -65,7 +67,7 @@ fn child() {
 /// transient errors are retried with the same key. Every third
 /// acknowledged turn is sent again, which must be a replay. Any other
 /// error fails the child.
-async fn shared_child(url: &str, writer: &str) {
+async fn shared_child(url: &str, writer: &str, start: u64) {
     let store = PostgresStore::builder(url)
         .unwrap()
         .pool_size(2)
@@ -73,6 +75,9 @@ async fn shared_child(url: &str, writer: &str) {
         .build()
         .await
         .unwrap();
+    // Both children begin together, so that their turns interleave.
+    let wait = start.saturating_sub(unix_millis());
+    tokio::time::sleep(Duration::from_millis(wait)).await;
     let (mut conflicts, mut transient, mut replays) = (0u64, 0u64, 0u64);
     for i in 0..TURNS {
         for s in 0..SESSIONS {
@@ -114,12 +119,18 @@ async fn shared_child(url: &str, writer: &str) {
     line(&format!("DONE {conflicts} {transient} {replays}"));
 }
 
-fn spawn_child(url: &str, writer: &str) -> Child {
+fn unix_millis() -> u64 {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    u64::try_from(now.unwrap().as_millis()).unwrap()
+}
+
+fn spawn_child(url: &str, writer: &str, start: u64) -> Child {
     Command::new(std::env::current_exe().unwrap())
         .args(["child", "--exact", "--nocapture", "--test-threads=1"])
         .env(CHILD, "shared")
         .env(URL, url)
         .env(WRITER, writer)
+        .env(START, start.to_string())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -137,9 +148,10 @@ async fn two_processes_share_sessions_and_every_keyed_turn_lands_once() {
     let url = server.url();
     // Migrate first, so both children find the schema ready.
     let store = PostgresStore::connect(&url).await.unwrap();
+    let start = unix_millis() + 1500;
     let children: Vec<Child> = ["w0", "w1"]
         .into_iter()
-        .map(|w| spawn_child(&url, w))
+        .map(|w| spawn_child(&url, w, start))
         .collect();
     for child in children {
         let out = tokio::task::block_in_place(|| child.wait_with_output()).unwrap();
