@@ -319,8 +319,11 @@ impl Error {
     /// The error for a statement that failed with `e`, `completed` telling
     /// whether the server had reported the statement complete
     /// (`CommandComplete`) before the failure. A connection the server
-    /// ended with an error before that rolled the statement back:
-    /// [`Error::Aborted`].
+    /// ended with an error before that rolled the statement back — a
+    /// statement's implicit transaction commits at the protocol's `Sync`,
+    /// after `CommandComplete` — so it is [`Error::Aborted`]; after it, the
+    /// commit may have happened (a backend terminated while it waits for a
+    /// synchronous standby has committed locally).
     pub(crate) fn from_statement(e: tokio_postgres::Error, completed: bool) -> Self {
         if !completed
             && let Some(db) = e.as_db_error()
