@@ -27,6 +27,7 @@ pub struct PostgresStoreBuilder {
     config: Config,
     pool_size: usize,
     statement_timeout: Duration,
+    pool_timeout: Option<Duration>,
     schema: String,
     prefix: String,
     ttl: Option<Duration>,
@@ -39,6 +40,7 @@ impl fmt::Debug for PostgresStoreBuilder {
             .field("target", &target(&self.config))
             .field("pool_size", &self.pool_size)
             .field("statement_timeout", &self.statement_timeout)
+            .field("pool_timeout", &self.pool_timeout)
             .field("schema", &self.schema)
             .field("prefix", &self.prefix)
             .field("ttl", &self.ttl)
@@ -75,6 +77,7 @@ impl PostgresStoreBuilder {
             config,
             pool_size: DEFAULT_POOL_SIZE,
             statement_timeout: DEFAULT_STATEMENT_TIMEOUT,
+            pool_timeout: None,
             schema: DEFAULT_SCHEMA.to_owned(),
             prefix: DEFAULT_PREFIX.to_owned(),
             ttl: None,
@@ -89,12 +92,25 @@ impl PostgresStoreBuilder {
         self
     }
 
-    /// The server-side `statement_timeout` of every connection, which is
-    /// also how long a caller waits for a free pooled connection (default
-    /// 30 s; at least 1 ms).
+    /// The server-side `statement_timeout` of every connection (default
+    /// 30 s; at least 1 ms). It also bounds opening a connection, and,
+    /// unless [`pool_timeout`](Self::pool_timeout) says otherwise, how long
+    /// a caller waits for a free pooled connection. The client gives every
+    /// statement this long plus a margin of its own (for a server that
+    /// cannot answer at all) before it closes the connection and fails with
+    /// a timeout.
     #[must_use]
     pub fn statement_timeout(mut self, timeout: Duration) -> Self {
         self.statement_timeout = timeout.max(Duration::from_millis(1));
+        self
+    }
+
+    /// How long a caller waits for a free pooled connection when all are
+    /// busy before failing with a timeout (default: the statement timeout;
+    /// at least 1 ms).
+    #[must_use]
+    pub fn pool_timeout(mut self, timeout: Duration) -> Self {
+        self.pool_timeout = Some(timeout.max(Duration::from_millis(1)));
         self
     }
 
@@ -158,9 +174,10 @@ impl PostgresStoreBuilder {
                 recycling_method: RecyclingMethod::Fast,
             },
         );
+        let pool_timeout = self.pool_timeout.unwrap_or(self.statement_timeout);
         let pool = Pool::builder(manager)
             .max_size(self.pool_size)
-            .wait_timeout(Some(self.statement_timeout))
+            .wait_timeout(Some(pool_timeout))
             .create_timeout(Some(self.statement_timeout))
             .runtime(Runtime::Tokio1)
             .build()
@@ -168,7 +185,7 @@ impl PostgresStoreBuilder {
         let mut client = pool
             .get()
             .await
-            .map_err(|e| Error::from_pool(e, self.statement_timeout))?;
+            .map_err(|e| Error::from_pool(e, pool_timeout, self.statement_timeout))?;
         let found = schema::migrate(&mut client, &names).await?;
         tracing::debug!(%target, schema = %names.schema, prefix = %names.prefix, found, "connected");
         drop(client);
@@ -177,6 +194,7 @@ impl PostgresStoreBuilder {
             pool,
             names,
             statement_timeout: self.statement_timeout,
+            pool_timeout,
             ttl: self.ttl,
             limits: self.limits,
             sql,

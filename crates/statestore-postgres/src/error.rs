@@ -44,12 +44,39 @@ pub enum Error {
         /// The server's message.
         message: String,
     },
-    /// No pooled connection became free within the pool's wait timeout.
-    /// Nothing was sent.
-    #[error("no database connection became free within {after:?}")]
+    /// No pooled connection became free within the pool's wait timeout,
+    /// or a new one could not be opened within the statement timeout (a
+    /// hung server accepts the socket but never answers). Nothing was sent.
+    #[error("no database connection became free or could be opened within {after:?}")]
     PoolTimeout {
         /// The configured wait.
         after: Duration,
+    },
+    /// The server did not answer a statement within the client's own
+    /// deadline (the statement timeout plus a margin): it is hung
+    /// (stopped, swapping, a network partition) where its own
+    /// `statement_timeout` cannot fire. The connection was closed, never
+    /// returned to the pool. A write in flight may or may not have been
+    /// applied (it was sent, and a server that resumes may still commit it).
+    #[error("no reply from PostgreSQL within {after:?}; the connection was closed")]
+    Timeout {
+        /// The client's deadline.
+        after: Duration,
+    },
+    /// The server ended the connection with an error (`57P01` from
+    /// `pg_terminate_backend` or a shutdown, another class `08`/`57P0x`
+    /// error) *before* the statement completed: the statement's
+    /// transaction was rolled back, so nothing was written. (The same error
+    /// after the statement completed is [`Error::Unavailable`]: its commit
+    /// may have happened.)
+    #[error(
+        "connection ended by the server before the statement completed ({sqlstate}): {message}"
+    )]
+    Aborted {
+        /// The SQLSTATE.
+        sqlstate: String,
+        /// The server's message.
+        message: String,
     },
     /// The server cannot be reached, or the connection broke (class `08`,
     /// `57P01`–`57P03`/`57P05` shutdown and termination, class `53`
@@ -184,19 +211,38 @@ impl Error {
             Self::Retryable { .. }
                 | Self::Canceled { .. }
                 | Self::PoolTimeout { .. }
+                | Self::Timeout { .. }
+                | Self::Aborted { .. }
                 | Self::Unavailable { .. }
+        )
+    }
+
+    /// Whether the connection that gave this error is no longer usable: it
+    /// broke or was ended, or a client-side failure left it in an unknown
+    /// state.
+    pub(crate) fn breaks_connection(&self) -> bool {
+        matches!(
+            self,
+            Self::Unavailable { .. }
+                | Self::Aborted { .. }
+                | Self::Timeout { .. }
+                | Self::Client { .. }
         )
     }
 
     /// Whether a write that failed with this error may have been applied.
     /// Every error the server answered with rolled its statement (or
-    /// transaction) back: [`WriteOutcome::NotWritten`]. A broken connection,
-    /// or a client-side failure after the request was sent, leaves it
-    /// [`WriteOutcome::Unknown`].
+    /// transaction) back: [`WriteOutcome::NotWritten`], and so did a
+    /// connection the server ended before the statement completed
+    /// ([`Error::Aborted`]). A broken connection otherwise, no reply within
+    /// the client's deadline ([`Error::Timeout`]), or a client-side failure
+    /// after the request was sent, leaves it [`WriteOutcome::Unknown`].
     #[must_use]
     pub fn write_outcome(&self) -> WriteOutcome {
         match self {
-            Self::Unavailable { .. } | Self::Client { .. } => WriteOutcome::Unknown,
+            Self::Unavailable { .. } | Self::Timeout { .. } | Self::Client { .. } => {
+                WriteOutcome::Unknown
+            }
             _ => WriteOutcome::NotWritten,
         }
     }
@@ -223,7 +269,9 @@ impl Error {
                 operation,
                 after: statement_timeout,
             },
-            Self::PoolTimeout { after } => E::Timeout { operation, after },
+            Self::PoolTimeout { after } | Self::Timeout { after } => {
+                E::Timeout { operation, after }
+            }
             Self::UniqueViolation { .. } => E::AlreadyExists { id: id.clone() },
             Self::UnsupportedSchema { found, supported } => E::UnsupportedSchema {
                 id: id.clone(),
@@ -235,10 +283,12 @@ impl Error {
                 detail: what,
                 source: None,
             },
-            e @ (Self::Retryable { .. } | Self::Unavailable { .. }) => E::Unavailable {
-                operation,
-                source: Box::new(e),
-            },
+            e @ (Self::Retryable { .. } | Self::Aborted { .. } | Self::Unavailable { .. }) => {
+                E::Unavailable {
+                    operation,
+                    source: Box::new(e),
+                }
+            }
             e => E::Backend {
                 operation,
                 source: Box::new(e),
@@ -266,16 +316,41 @@ impl From<tokio_postgres::Error> for Error {
 }
 
 impl Error {
-    /// The error for a pool failure, with the pool's configured wait.
-    pub(crate) fn from_pool(e: deadpool_postgres::PoolError, wait: Duration) -> Self {
+    /// The error for a statement that failed with `e`, `completed` telling
+    /// whether the server had reported the statement complete
+    /// (`CommandComplete`) before the failure. A connection the server
+    /// ended with an error before that rolled the statement back — a
+    /// statement's implicit transaction commits at the protocol's `Sync`,
+    /// after `CommandComplete` — so it is [`Error::Aborted`]; after it, the
+    /// commit may have happened (a backend terminated while it waits for a
+    /// synchronous standby has committed locally).
+    pub(crate) fn from_statement(e: tokio_postgres::Error, completed: bool) -> Self {
+        if !completed
+            && let Some(db) = e.as_db_error()
+            && classify(db.code().code()) == Class::Unavailable
+        {
+            return Self::Aborted {
+                sqlstate: db.code().code().to_owned(),
+                message: db.message().to_owned(),
+            };
+        }
+        e.into()
+    }
+
+    /// The error for a pool failure: `wait` is how long a caller waits for
+    /// a free connection, `open` how long opening a new one may take.
+    pub(crate) fn from_pool(
+        e: deadpool_postgres::PoolError,
+        wait: Duration,
+        open: Duration,
+    ) -> Self {
         use deadpool_postgres::{PoolError as P, TimeoutType};
         match e {
             P::Backend(e) => e.into(),
             P::Timeout(TimeoutType::Wait) => Self::PoolTimeout { after: wait },
-            P::Timeout(kind) => Self::Unavailable {
-                message: format!("timed out ({kind:?}) opening a database connection"),
-                source: None,
-            },
+            P::Timeout(TimeoutType::Create | TimeoutType::Recycle) => {
+                Self::PoolTimeout { after: open }
+            }
             P::Closed => Self::Unavailable {
                 message: "the connection pool is closed".to_owned(),
                 source: None,
@@ -380,6 +455,27 @@ mod tests {
         ));
         assert!(Error::from_sqlstate("40P01", "m", None).is_retryable());
         assert!(!Error::from_sqlstate("23505", "m", None).is_retryable());
+    }
+
+    #[test]
+    fn client_deadlines_are_unknown_and_aborted_statements_wrote_nothing() {
+        use statestore_core::Error as E;
+        let t = Duration::from_millis(1500);
+        let timeout = Error::Timeout { after: t };
+        assert_eq!(timeout.write_outcome(), WriteOutcome::Unknown);
+        assert!(timeout.is_retryable());
+        let store = timeout.into_store("append", &id(), Duration::from_millis(500));
+        assert!(matches!(store, E::Timeout { operation: "append", after } if after == t));
+        let aborted = Error::Aborted {
+            sqlstate: "57P01".into(),
+            message: "terminating connection due to administrator command".into(),
+        };
+        assert_eq!(aborted.write_outcome(), WriteOutcome::NotWritten);
+        assert!(aborted.is_retryable());
+        // The neutral error has no transient variant that wrote nothing.
+        let store = aborted.into_store("append", &id(), t);
+        assert!(matches!(store, E::Unavailable { .. }));
+        assert_eq!(store.write_outcome(), WriteOutcome::Unknown);
     }
 
     #[test]

@@ -35,6 +35,7 @@ pub struct PostgresStore {
     pool: deadpool_postgres::Pool,
     names: schema::Names,
     statement_timeout: Duration,
+    pool_timeout: Duration,
     ttl: Option<Duration>,
     limits: Limits,
     sql: Arc<ops::Sql>,
@@ -49,6 +50,7 @@ impl fmt::Debug for PostgresStore {
             .field("prefix", &self.names.prefix)
             .field("pool_size", &self.pool.status().max_size)
             .field("statement_timeout", &self.statement_timeout)
+            .field("pool_timeout", &self.pool_timeout)
             .field("ttl", &self.ttl)
             .finish_non_exhaustive()
     }
@@ -90,6 +92,11 @@ impl PostgresStore {
     /// The server-side `statement_timeout` of every connection.
     pub fn statement_timeout(&self) -> Duration {
         self.statement_timeout
+    }
+
+    /// How long a caller waits for a free pooled connection.
+    pub fn pool_timeout(&self) -> Duration {
+        self.pool_timeout
     }
 
     /// How long sessions live after their last access, if they expire.

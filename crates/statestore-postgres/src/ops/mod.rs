@@ -10,6 +10,7 @@ mod write;
 
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use statestore_core::codec::{self, Limits};
 use statestore_core::{Appended, Error, Expect, Message, Result, SessionId, Timestamp, Version};
 use tokio_postgres::types::ToSql;
@@ -20,6 +21,38 @@ use crate::schema::Names;
 /// How many times a statement the server rolled back (serialization
 /// failure, deadlock, a unique violation from a concurrent create) is run.
 const ATTEMPTS: u32 = 8;
+
+/// How much longer than the server's `statement_timeout` the client waits
+/// for a reply before it gives up on the connection.
+const CLIENT_MARGIN: Duration = Duration::from_secs(1);
+
+/// Prepares (once per connection) and runs `sql`, collecting its rows. A
+/// failure says whether the server had completed the statement first (see
+/// [`crate::Error::from_statement`]).
+pub(crate) async fn query(
+    client: &deadpool_postgres::Object,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Vec<tokio_postgres::Row>, crate::Error> {
+    let fail = |e| crate::Error::from_statement(e, false);
+    let statement = client.prepare_cached(sql).await.map_err(fail)?;
+    let stream = client
+        .query_raw(&statement, params.iter().copied())
+        .await
+        .map_err(fail)?;
+    let mut stream = std::pin::pin!(stream);
+    let mut rows = Vec::new();
+    while let Some(row) = stream.next().await {
+        match row {
+            Ok(row) => rows.push(row),
+            Err(e) => {
+                let completed = stream.rows_affected().is_some();
+                return Err(crate::Error::from_statement(e, completed));
+            }
+        }
+    }
+    Ok(rows)
+}
 
 /// The statements of one store, built once from its names.
 #[derive(Debug)]
@@ -218,10 +251,44 @@ impl PostgresStore {
     }
 
     async fn client(&self, op: &'static str, id: &SessionId) -> Result<deadpool_postgres::Object> {
-        self.pool
-            .get()
-            .await
-            .map_err(|e| self.fail(op, id, crate::Error::from_pool(e, self.statement_timeout)))
+        self.pool.get().await.map_err(|e| {
+            let e = crate::Error::from_pool(e, self.pool_timeout, self.statement_timeout);
+            self.fail(op, id, e)
+        })
+    }
+
+    /// How long the client waits for a statement's reply: the server's
+    /// `statement_timeout` plus [`CLIENT_MARGIN`], so that a server that
+    /// is alive cancels first (and says the statement was rolled back).
+    pub(crate) fn deadline(&self) -> Duration {
+        self.statement_timeout.saturating_add(CLIENT_MARGIN)
+    }
+
+    /// Runs `work` on `client` within [`deadline`](Self::deadline). When
+    /// the server does not answer in time, the connection is taken out of
+    /// the pool and closed — a request without its reply is still queued
+    /// on it — and the error is [`crate::Error::Timeout`]. A connection
+    /// that broke is taken out too: its task may not have noticed yet, and
+    /// the pool would hand it to the next caller.
+    pub(crate) async fn within_deadline<T>(
+        &self,
+        client: deadpool_postgres::Object,
+        work: impl AsyncFnOnce(&deadpool_postgres::Object) -> Result<T, crate::Error>,
+    ) -> Result<T, crate::Error> {
+        let after = self.deadline();
+        match tokio::time::timeout(after, work(&client)).await {
+            Ok(Err(e)) if e.breaks_connection() => {
+                tracing::debug!(error = %e, "the connection broke; closing it");
+                drop(deadpool_postgres::Object::take(client));
+                Err(e)
+            }
+            Ok(result) => result,
+            Err(_) => {
+                tracing::warn!(?after, "no reply from PostgreSQL; closing the connection");
+                drop(deadpool_postgres::Object::take(client));
+                Err(crate::Error::Timeout { after })
+            }
+        }
     }
 
     /// Runs one statement and returns its rows. A statement the server
@@ -239,14 +306,12 @@ impl PostgresStore {
         loop {
             attempt += 1;
             let client = self.client(op, id).await?;
-            let result = match client.prepare_cached(sql).await {
-                Ok(st) => client.query(&st, params).await,
-                Err(e) => Err(e),
-            };
+            let result = self
+                .within_deadline(client, async |c| query(c, sql, params).await)
+                .await;
             match result {
                 Ok(rows) => return Ok(rows),
                 Err(e) => {
-                    let e = crate::Error::from(e);
                     let again = matches!(
                         e,
                         crate::Error::Retryable { .. } | crate::Error::UniqueViolation { .. }

@@ -103,25 +103,24 @@ impl PostgresStore {
             return self.rows(op, id, sql, params).await;
         };
         let client = self.client(op, id).await?;
-        let fail = |e: tokio_postgres::Error| self.fail(op, id, crate::Error::from(e));
-        let read = client.prepare_cached(sql).await.map_err(fail)?;
-        let touch = client
-            .prepare_cached(&self.sql.access)
-            .await
-            .map_err(fail)?;
         let expires = now.saturating_add(ttl);
         let sid = id.as_str();
         let touch_params: [&(dyn ToSql + Sync); 3] = [&sid, &now, &expires];
-        let (rows, touched) = tokio::join!(
-            client.query(&read, params),
-            client.execute(&touch, &touch_params)
-        );
-        let rows = rows.map_err(fail)?;
-        if let Err(e) = touched {
-            // The read stands; only the access was not recorded.
-            tracing::warn!(op, error = %e, "recording an access failed");
-        }
-        Ok(rows)
+        let access = &self.sql.access;
+        self.within_deadline(client, async |c| {
+            let fail = |e| crate::Error::from_statement(e, false);
+            let read = c.prepare_cached(sql).await.map_err(fail)?;
+            let touch = c.prepare_cached(access).await.map_err(fail)?;
+            let (rows, touched) =
+                tokio::join!(c.query(&read, params), c.execute(&touch, &touch_params));
+            if let Err(e) = touched {
+                // The read stands; only the access was not recorded.
+                tracing::warn!(op, error = %e, "recording an access failed");
+            }
+            rows.map_err(fail)
+        })
+        .await
+        .map_err(|e| self.fail(op, id, e))
     }
 
     pub(crate) async fn do_load(
