@@ -32,6 +32,8 @@
 //! | `sessions_by_expiry` | `sessions(expires_at)` where not `NULL` | the expiry sweep: the oldest expired sessions first, in bounded batches |
 //! | `writes_by_seq` | `writes(session, seq)` | forgetting a session's oldest remembered writes |
 //! | `pending_by_expiry` | `pending(expires_at)` where not `NULL` | the expiry sweep of progress no turn came back for |
+//! | `by_recent` | `sessions(updated_at, id)` | listing all sessions newest first (read backwards) from a cursor `(updated_at, id) < ($1, $2)`, narrowed by an `updated` range (schema version 3) |
+//! | `by_user_recent` | `sessions(user_id, updated_at, id)` where `user_id` is not `NULL` | the sidebar: one user's sessions newest first, likewise (schema version 3) |
 //!
 //! Every row of every table but `schema_version` belongs to one session and
 //! starts its key with the session id, so every statement of the store
@@ -62,7 +64,7 @@ use tokio_postgres::{Client, GenericClient};
 use crate::error::{Error, Result};
 
 /// The schema version this build creates, and the newest it opens.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// The longest identifier PostgreSQL keeps (`NAMEDATALEN - 1` bytes); longer
 /// ones are silently truncated, so they are refused instead.
@@ -141,16 +143,21 @@ const COLUMNS: [(&str, &[(&str, &str)]); 6] = [
 ];
 
 /// The indexes the migrations create, without prefix.
-const INDEXES: [&str; 4] = [
+const INDEXES: [&str; 6] = [
     "sessions_by_user",
     "sessions_by_expiry",
     "writes_by_seq",
     "pending_by_expiry",
+    "by_recent",
+    "by_user_recent",
 ];
 
 /// Migration `i` takes a database from schema version `i` to `i + 1`.
-const MIGRATIONS: [fn(&Names) -> String; SCHEMA_VERSION as usize] =
-    [create_v1, crate::functions::create_v2];
+const MIGRATIONS: [fn(&Names) -> String; SCHEMA_VERSION as usize] = [
+    create_v1,
+    crate::functions::create_v2,
+    add_recent_indexes_v3,
+];
 
 /// Quotes `name` as a PostgreSQL identifier: in double quotes, with inner
 /// double quotes doubled, so that any name is taken literally (never as SQL).
@@ -244,9 +251,20 @@ impl Names {
     }
 
     /// `"prefixbase"`, quoted: an index name in `CREATE INDEX`.
-    fn ident(&self, base: &str) -> String {
+    pub(crate) fn ident(&self, base: &str) -> String {
         format!("\"{}\"", self.raw(base).replace('"', "\"\""))
     }
+}
+
+/// Version 2 to 3: the indexes of `list` newest first.
+fn add_recent_indexes_v3(n: &Names) -> String {
+    let sessions = n.table("sessions");
+    format!(
+        "CREATE INDEX {} ON {sessions} (updated_at, id);
+         CREATE INDEX {} ON {sessions} (user_id, updated_at, id) WHERE user_id IS NOT NULL;",
+        n.ident("by_recent"),
+        n.ident("by_user_recent"),
+    )
 }
 
 /// Version 0 (nothing) to 1: every table and index.
@@ -558,9 +576,10 @@ mod tests {
     const STABLE_KEY: i64 = -4_711_307_707_221_105;
 
     #[test]
-    fn the_column_list_names_every_table() {
+    fn the_column_and_index_lists_name_what_the_migrations_create() {
         assert_eq!(COLUMNS.map(|(table, _)| table), TABLES);
-        let sql = create_v1(&Names::new("s", "p_").expect("names"));
+        let names = Names::new("s", "p_").expect("names");
+        let sql = MIGRATIONS.iter().map(|step| step(&names)).collect::<String>();
         for (table, columns) in COLUMNS.iter().skip(1) {
             assert!(sql.contains(&format!(r#""s"."p_{table}""#)), "{table}");
             for (column, _) in *columns {

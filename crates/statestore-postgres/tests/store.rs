@@ -84,6 +84,6 @@ async fn expired_sessions_vanish_at_once_and_purge_reclaims_them() -> TestResult
     assert_eq!(store.purge_expired(2).await?, 4, "in batches of 2");
     assert_eq!(store.purge_expired(2).await?, 0);
     let page = store.list(&statestore_core::ListQuery::default()).await?;
-    assert_eq!(page.ids.len(), 2);
+    assert_eq!(page.sessions.len(), 2);
     Ok(())
 }

@@ -5,6 +5,7 @@
 //! texts, the one way statements are run (with the retries that are
 //! safe), and conversions.
 
+mod list;
 mod read;
 mod write;
 
@@ -71,8 +72,8 @@ pub(crate) struct Sql {
     load_recent: String,
     access: String,
     exists: String,
-    list_all: String,
-    list_user: String,
+    /// The sessions table, for the statements `list` builds.
+    pub(crate) sessions: String,
 }
 
 impl Sql {
@@ -154,15 +155,7 @@ impl Sql {
             exists: format!(
                 "SELECT EXISTS (SELECT 1 FROM {sessions} s WHERE s.id = $1 AND {live})"
             ),
-            list_all: format!(
-                "SELECT s.id::text FROM {sessions} s WHERE s.id > $1 AND {live}
-                 ORDER BY s.id LIMIT $3"
-            ),
-            list_user: format!(
-                "SELECT s.id::text FROM {sessions} s
-                 WHERE s.user_id = $4 AND s.id > $1 AND {live}
-                 ORDER BY s.user_id, s.id LIMIT $3"
-            ),
+            sessions: sessions.clone(),
         }
     }
 }

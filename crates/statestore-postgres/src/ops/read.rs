@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use statestore_core::codec;
 use statestore_core::{
-    ConversationState, Counters, Error, IdempotencyKey, ListPage, ListQuery, Message, Metadata,
-    Pending, RecentState, RememberedWrite, Result, SessionId, Summary,
+    ConversationState, Counters, Error, IdempotencyKey, Message, Metadata, Pending, RecentState,
+    RememberedWrite, Result, SessionId, Summary,
 };
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
@@ -252,44 +252,6 @@ impl PostgresStore {
             Some(row) => Ok(Some(parse_pending(id, &get::<String>(id, row, 0)?)?)),
             None => Ok(None),
         }
-    }
-
-    pub(crate) async fn do_list(&self, query: &ListQuery) -> Result<ListPage> {
-        let id = crate::store_id()?;
-        let limit = query.limit.max(1);
-        let fetch = to_i64(limit as u64).saturating_add(1);
-        // Ids are at least one byte long, so every id sorts after "".
-        let after = query.cursor.as_deref().unwrap_or("");
-        let now = now_ms();
-        let rows = match &query.user_id {
-            Some(user) => {
-                self.rows(
-                    "list",
-                    &id,
-                    &self.sql.list_user,
-                    &[&after, &now, &fetch, &user.as_str()],
-                )
-                .await?
-            }
-            None => {
-                self.rows("list", &id, &self.sql.list_all, &[&after, &now, &fetch])
-                    .await?
-            }
-        };
-        let raw: Vec<String> = rows.iter().map(|r| get(&id, r, 0)).collect::<Result<_>>()?;
-        let next_cursor = if raw.len() > limit {
-            raw.get(limit - 1).cloned()
-        } else {
-            None
-        };
-        let mut ids = Vec::with_capacity(limit);
-        for raw_id in raw.into_iter().take(limit) {
-            match SessionId::new(&raw_id) {
-                Ok(id) => ids.push(id),
-                Err(_) => tracing::warn!("skipped a stored session id that is not a valid id"),
-            }
-        }
-        Ok(ListPage { ids, next_cursor })
     }
 }
 
