@@ -16,6 +16,7 @@ use crate::manifest::{self, Manifest, Observed};
 use crate::seal::Codec;
 use crate::{Compression, KeyRing};
 
+mod list;
 mod locks;
 mod pending;
 mod plan;
@@ -83,7 +84,7 @@ pub(crate) struct Layer {
     pub(crate) limits: Limits,
     plaintext_ok: bool,
     /// Bound into every value and manifest (`EncryptedBuilder::context`).
-    context: String,
+    pub(crate) context: String,
     known: Mutex<HashMap<SessionId, Known>>,
     /// Appends to one session through this layer take turns, so they do
     /// not make each other retry.

@@ -252,14 +252,13 @@ impl Encrypted {
     {
         let mut report = RotationReport::default();
         let mut visited: HashSet<SessionId> = HashSet::new();
-        let mut query = ListQuery {
-            user_id: options.user_id,
-            cursor: options.cursor,
-            limit: options.page_size.max(1),
-        };
+        let mut query = ListQuery::new()
+            .user(options.user_id)
+            .after(options.cursor)
+            .with_limit(options.page_size.max(1));
         loop {
             let page = self.layer.inner.list(&query).await?;
-            for id in &page.ids {
+            for id in page.ids() {
                 if !visited.insert(id.clone()) {
                     continue;
                 }

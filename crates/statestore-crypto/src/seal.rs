@@ -68,6 +68,19 @@ fn serialization(id: &SessionId, what: &str, e: &serde_json::Error) -> statestor
     }
 }
 
+/// The scope of the metadata value under `key`: the session's, but for
+/// the title ([`TITLE_KEY`](statestore_core::TITLE_KEY)) without the
+/// epoch, so that `list` opens it without reading the session's manifest
+/// (`layer/list.rs`). The manifest records the title as any metadata value,
+/// so a load still refuses one from another epoch.
+fn title_scope<'a>(s: Scope<'a>, key: &str) -> Scope<'a> {
+    if key == statestore_core::TITLE_KEY {
+        Scope { epoch: None, ..s }
+    } else {
+        s
+    }
+}
+
 /// Seals and opens whole values of one layer.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Codec<'a> {
@@ -305,7 +318,10 @@ impl Codec<'_> {
         }
         let body =
             serde_json::to_vec(value).map_err(|e| serialization(s.id, "a metadata value", &e))?;
-        Ok(self.sealer.seal(&body, &s, &Place::Metadata(key)).into())
+        Ok(self
+            .sealer
+            .seal(&body, &title_scope(s, key), &Place::Metadata(key))
+            .into())
     }
 
     pub(crate) fn open_value(
@@ -327,7 +343,7 @@ impl Codec<'_> {
         };
         let body = self
             .sealer
-            .open(text, &s, &place, self.plaintext_ok)
+            .open(text, &title_scope(s, key), &place, self.plaintext_ok)
             .map_err(|f| f.at(s.id, place.field()))?;
         serde_json::from_slice(&body).map_err(|_| Error::Malformed {
             id: s.id.clone(),

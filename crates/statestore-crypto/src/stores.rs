@@ -293,7 +293,7 @@ macro_rules! delegate_store {
                 self.layer.inner.exists(id).await
             }
             async fn list(&self, query: &ListQuery) -> StoreResult<ListPage> {
-                self.layer.inner.list(query).await
+                self.layer.list(query).await
             }
             async fn merge_metadata(
                 &self,

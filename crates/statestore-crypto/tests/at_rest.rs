@@ -161,6 +161,15 @@ async fn redis_bytes(url: &str) -> Vec<u8> {
                     .await
             }
             "hash" => redis::cmd("HGETALL").arg(&key).query_async(&mut con).await,
+            // The list indexes: session and user ids, as the key names.
+            "zset" => {
+                redis::cmd("ZRANGE")
+                    .arg(&key)
+                    .arg(0)
+                    .arg(-1)
+                    .query_async(&mut con)
+                    .await
+            }
             "string" => redis::cmd("GET")
                 .arg(&key)
                 .query_async(&mut con)

@@ -20,8 +20,8 @@ mod support;
 use std::sync::Arc;
 
 use statestore_core::{
-    Append, ConversationState, Error as StoreError, Expect, Message, Metadata, SessionId, Store,
-    Summary, WriteOutcome,
+    Append, ConversationState, Error as StoreError, Expect, ListQuery, Message, Metadata, Save,
+    SessionId, Store, Summary, WriteOutcome,
 };
 use statestore_crypto::{Encrypted, Error, Field};
 use support::{refused, ring, sid};
@@ -412,4 +412,60 @@ async fn ciphertext_copied_to_another_store_reads_there() {
         .await
         .unwrap();
     assert_eq!(there.load(&id).await.unwrap().unwrap().messages.len(), 5);
+}
+
+/// A title is sealed like any metadata value, and `list` opens it without
+/// reading the history; a title moved onto another session, or read under
+/// another owner, does not open there (it is left out, not shown).
+#[tokio::test]
+async fn titles_are_sealed_at_rest_and_listed_open() {
+    let inner = support::memory();
+    let layer = Encrypted::new(Arc::clone(&inner), ring("k1", 1));
+    for (id, title) in [("a", "Trip to Oslo"), ("b", "Tax questions")] {
+        let state = ConversationState::new(sid(id))
+            .with_user_id("alice")
+            .with_messages([Message::user("hi")]);
+        layer.save(&state, Expect::Any).await.unwrap();
+        let mut patch = Metadata::new();
+        patch.insert(statestore_core::TITLE_KEY.into(), title.into());
+        layer
+            .merge_metadata(&sid(id), patch, Expect::Any)
+            .await
+            .unwrap();
+    }
+    let raw = inner.list(&ListQuery::for_user("alice")).await.unwrap();
+    for info in &raw.sessions {
+        let stored = info.title.as_deref().unwrap();
+        assert!(
+            stored.starts_with("sealed:") && !stored.contains("Oslo"),
+            "{stored}"
+        );
+    }
+    let listed = layer
+        .list(&ListQuery::for_user("alice").recent())
+        .await
+        .unwrap();
+    let titles: Vec<_> = listed.sessions.iter().map(|s| s.title.clone()).collect();
+    assert_eq!(
+        titles,
+        [
+            Some("Tax questions".to_owned()),
+            Some("Trip to Oslo".to_owned())
+        ]
+    );
+
+    // Session a's sealed title copied onto b by hand: b's title does not
+    // open (left out of the listing), and a load of b is refused.
+    let a = inner.load(&sid("a")).await.unwrap().unwrap();
+    let mut b = inner.load(&sid("b")).await.unwrap().unwrap();
+    let key = statestore_core::TITLE_KEY;
+    b.metadata.insert(key.into(), a.metadata[key].clone());
+    inner
+        .save_with(&b, Save::new().keep_clocks())
+        .await
+        .unwrap();
+    let listed = layer.list(&ListQuery::for_user("alice")).await.unwrap();
+    let b_title = listed.sessions.iter().find(|s| s.id == sid("b")).unwrap();
+    assert_eq!(b_title.title, None);
+    assert!(layer.load(&sid("b")).await.is_err());
 }

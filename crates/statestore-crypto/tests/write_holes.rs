@@ -58,7 +58,7 @@ struct Faulty {
     /// Each page after the first starts again with the previous page's
     /// last id (what a Redis `SCAN` may do).
     repeat_listed: AtomicBool,
-    last_listed: Mutex<Option<SessionId>>,
+    last_listed: Mutex<Option<statestore_core::SessionInfo>>,
 }
 
 impl Faulty {
@@ -161,11 +161,10 @@ impl Store for Faulty {
         let mut page = self.store.list(query).await?;
         if self.repeat_listed.load(Ordering::Relaxed) {
             let mut last = self.last_listed.lock().unwrap();
-            if let (Some(cursor), Some(previous)) = (&query.cursor, last.take()) {
-                assert!(previous.as_str() <= cursor.as_str());
-                page.ids.insert(0, previous);
+            if let (Some(_), Some(previous)) = (&query.cursor, last.take()) {
+                page.sessions.insert(0, previous);
             }
-            last.clone_from(&page.ids.last().cloned());
+            last.clone_from(&page.sessions.last().cloned());
         }
         Ok(page)
     }
