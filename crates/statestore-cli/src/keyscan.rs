@@ -280,19 +280,10 @@ pub(crate) async fn refuse_plaintext_writes(
         return Ok(());
     }
     let page = store
-        .list(&ListQuery {
-            user_id: None,
-            cursor: None,
-            limit: SAMPLE + targets.len(),
-        })
+        .list(&ListQuery::new().with_limit(SAMPLE + targets.len()))
         .await
         .map_err(CliError::read("listing sessions"))?;
-    for id in page
-        .ids
-        .iter()
-        .filter(|id| !targets.contains(id))
-        .take(SAMPLE)
-    {
+    for id in page.ids().filter(|id| !targets.contains(id)).take(SAMPLE) {
         if let Some(usage) = sampled_usage(store, id).await?
             && usage.encrypted() > 0
         {

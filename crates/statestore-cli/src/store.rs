@@ -261,17 +261,15 @@ pub(crate) async fn all_ids(
     user: Option<&str>,
 ) -> Result<Vec<SessionId>, CliError> {
     let mut ids = Vec::new();
-    let mut query = ListQuery {
-        user_id: user.map(str::to_owned),
-        cursor: None,
-        limit: 1000,
-    };
+    let mut query = ListQuery::new()
+        .user(user.map(str::to_owned))
+        .with_limit(1000);
     loop {
         let page = store
             .list(&query)
             .await
             .map_err(CliError::read("listing sessions"))?;
-        ids.extend(page.ids);
+        ids.extend(page.ids().cloned());
         match page.next_cursor {
             Some(cursor) => query.cursor = Some(cursor),
             None => break,

@@ -579,7 +579,10 @@ mod tests {
     fn the_column_and_index_lists_name_what_the_migrations_create() {
         assert_eq!(COLUMNS.map(|(table, _)| table), TABLES);
         let names = Names::new("s", "p_").expect("names");
-        let sql = MIGRATIONS.iter().map(|step| step(&names)).collect::<String>();
+        let sql = MIGRATIONS
+            .iter()
+            .map(|step| step(&names))
+            .collect::<String>();
         for (table, columns) in COLUMNS.iter().skip(1) {
             assert!(sql.contains(&format!(r#""s"."p_{table}""#)), "{table}");
             for (column, _) in *columns {
