@@ -352,7 +352,7 @@ fn encrypt_plaintext_then_everything_is_current() {
     assert_eq!(doc["reencrypted"], 0, "{doc}");
 
     // The key ring can also come from the environment, and --resume-from
-    // takes a cursor.
+    // takes a cursor (a listing's position: `i:` and the last id visited).
     let ring = format!("k1 hex:{} current", "01".repeat(32));
     let run = env
         .cmd()
@@ -363,7 +363,7 @@ fn encrypt_plaintext_then_everything_is_current() {
             "--json",
             "rotate-keys",
             "--resume-from",
-            "bob-1",
+            "i:bob-1",
         ])
         .output()
         .unwrap();

@@ -50,7 +50,7 @@ fn sessions_commands_and_migrate_work_on_postgres() {
     );
     let version = server.psql("SHOW server_version").unwrap();
     assert!(out.contains(&format!("PostgreSQL {version}")), "{out}");
-    assert!(out.contains("schema   2, this build's"), "{out}");
+    assert!(out.contains("schema   3, this build's"), "{out}");
     assert!(!out.contains(SECRET), "{out}");
 
     // SQLite → PostgreSQL (a second schema) → SQLite.

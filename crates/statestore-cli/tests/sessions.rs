@@ -281,7 +281,7 @@ fn doctor_checks_sqlite() {
     let out = env.ok(&["doctor"]);
     for part in [
         "ok    connect",
-        "ok    schema        2",
+        "ok    schema        3",
         "ok    journal mode  wal",
         "ok    durability    full",
         "ok    integrity     integrity_check ok",
