@@ -8,11 +8,12 @@ use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use statestore_core::codec::Limits;
+use tokio_postgres::Config;
 use tokio_postgres::config::Host;
-use tokio_postgres::{Config, NoTls};
 
 use crate::error::{Error, Result};
 use crate::schema::{self, Names};
+use crate::tls::{self, RootCerts, SslMode};
 use crate::{DEFAULT_PREFIX, DEFAULT_SCHEMA, PostgresStore};
 
 /// The default number of pooled connections.
@@ -31,6 +32,10 @@ pub struct PostgresStoreBuilder {
     prefix: String,
     ttl: Option<Duration>,
     limits: Limits,
+    ssl_mode: SslMode,
+    root_file: Option<RootCerts>,
+    #[cfg(feature = "tls")]
+    root_pem: Option<Vec<u8>>,
 }
 
 impl fmt::Debug for PostgresStoreBuilder {
@@ -42,6 +47,7 @@ impl fmt::Debug for PostgresStoreBuilder {
             .field("schema", &self.schema)
             .field("prefix", &self.prefix)
             .field("ttl", &self.ttl)
+            .field("ssl_mode", &self.ssl_mode)
             .finish_non_exhaustive()
     }
 }
@@ -68,8 +74,11 @@ fn target(config: &Config) -> String {
 
 impl PostgresStoreBuilder {
     pub(crate) fn new(url: &str) -> Result<Self> {
+        // tokio-postgres knows neither verify-ca, verify-full nor
+        // sslrootcert: they are taken out first.
+        let split = tls::split(url)?;
         // tokio-postgres's parse errors name the option, never its value.
-        let config = Config::from_str(url)
+        let config = Config::from_str(&split.rest)
             .map_err(|e| Error::Config(format!("the PostgreSQL URL does not parse: {e}")))?;
         Ok(Self {
             config,
@@ -79,7 +88,83 @@ impl PostgresStoreBuilder {
             prefix: DEFAULT_PREFIX.to_owned(),
             ttl: None,
             limits: Limits::default(),
+            ssl_mode: split.mode.unwrap_or_default(),
+            root_file: split.root,
+            #[cfg(feature = "tls")]
+            root_pem: None,
         })
+    }
+
+    /// Whether and how connections use TLS (default: the URL's `sslmode`,
+    /// else [`SslMode::Prefer`]). Modes that require TLS need feature
+    /// `tls`: without it [`build`](Self::build) refuses them.
+    #[must_use]
+    pub fn ssl_mode(mut self, mode: SslMode) -> Self {
+        self.ssl_mode = mode;
+        self
+    }
+
+    /// Trusts the CA certificates in `pem` (one or more PEM certificates)
+    /// instead of the system's roots, as the URL's `sslrootcert=<file>`
+    /// does (this wins over it). With `sslmode=require` it makes the
+    /// connection verify the certificate's chain, as libpq does.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), statestore_postgres::Error> {
+    /// use statestore_postgres::PostgresStore;
+    ///
+    /// let ca = std::fs::read("/etc/ssl/db-ca.pem").unwrap_or_default();
+    /// let store = PostgresStore::builder("postgres://app@db.internal/app?sslmode=verify-full")?
+    ///     .tls_root_certificate(ca)
+    ///     .build()
+    ///     .await?;
+    /// # drop(store);
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[cfg(feature = "tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
+    #[must_use]
+    pub fn tls_root_certificate(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.root_pem = Some(pem.into());
+        self
+    }
+
+    /// The pool's connection manager: with TLS as [`ssl_mode`](Self::ssl_mode) says.
+    fn manager(&self, mut config: Config) -> Result<Manager> {
+        let settings = ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        };
+        config.ssl_mode(self.ssl_mode.negotiation());
+        #[cfg(feature = "tls")]
+        if self.ssl_mode != SslMode::Disable {
+            let pem = match (&self.root_pem, &self.root_file) {
+                (Some(pem), _) => Some(pem.clone()),
+                (None, Some(RootCerts::File(path))) => Some(std::fs::read(path).map_err(|e| {
+                    Error::Config(format!("cannot read sslrootcert {path:?}: {e}"))
+                })?),
+                (None, Some(RootCerts::System) | None) => None,
+            };
+            let connector = tls::connect::MakeRustls::new(self.ssl_mode, pem.as_deref())?;
+            return Ok(Manager::from_config(config, connector, settings));
+        }
+        #[cfg(not(feature = "tls"))]
+        {
+            if self.ssl_mode.requires_tls() {
+                return Err(tls::unsupported(&format!(
+                    "sslmode={}",
+                    self.ssl_mode.as_str()
+                )));
+            }
+            if self.root_file.is_some() && self.ssl_mode != SslMode::Disable {
+                return Err(tls::unsupported("sslrootcert"));
+            }
+        }
+        Ok(Manager::from_config(
+            config,
+            tokio_postgres::NoTls,
+            settings,
+        ))
     }
 
     /// The most connections the pool opens (default 16; at least 1).
@@ -151,13 +236,7 @@ impl PostgresStoreBuilder {
             config.connect_timeout(self.statement_timeout);
         }
         let target = target(&config);
-        let manager = Manager::from_config(
-            config,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
+        let manager = self.manager(config)?;
         let pool = Pool::builder(manager)
             .max_size(self.pool_size)
             .wait_timeout(Some(self.statement_timeout))

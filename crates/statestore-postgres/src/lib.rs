@@ -6,6 +6,7 @@ mod functions;
 mod ops;
 pub mod schema;
 mod store;
+mod tls;
 
 use std::fmt;
 use std::sync::Arc;
@@ -17,6 +18,7 @@ use statestore_core::codec::Limits;
 pub use builder::PostgresStoreBuilder;
 pub use error::{Error, Result};
 pub use schema::{SCHEMA_VERSION, quote_ident};
+pub use tls::SslMode;
 
 /// The default schema of the store's tables.
 pub const DEFAULT_SCHEMA: &str = "public";

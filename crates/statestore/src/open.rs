@@ -350,13 +350,14 @@ const POSTGRES_OPTIONS: [&str; 5] = ["prefix", "schema", "ttl", "timeout", "pool
 /// The libpq options tokio-postgres reads from a URL's query, passed
 /// through to it as they are.
 #[cfg(feature = "postgres")]
-const LIBPQ_OPTIONS: [&str; 19] = [
+const LIBPQ_OPTIONS: [&str; 20] = [
     "user",
     "password",
     "dbname",
     "options",
     "application_name",
     "sslmode",
+    "sslrootcert",
     "sslnegotiation",
     "host",
     "hostaddr",
@@ -424,6 +425,10 @@ async fn postgres(
     }
     if let Some(limits) = options.limits {
         builder = builder.limits(limits);
+    }
+    #[cfg(feature = "postgres-tls")]
+    if let Some(pem) = options.tls_root_certificate {
+        builder = builder.tls_root_certificate(pem);
     }
     builder.build().await.map_err(failed)
 }
