@@ -33,6 +33,7 @@ pub struct PostgresStoreBuilder {
     ttl: Option<Duration>,
     limits: Limits,
     ssl_mode: SslMode,
+    partitions: Option<u32>,
     root_file: Option<RootCerts>,
     #[cfg(feature = "tls")]
     root_pem: Option<Vec<u8>>,
@@ -48,6 +49,7 @@ impl fmt::Debug for PostgresStoreBuilder {
             .field("prefix", &self.prefix)
             .field("ttl", &self.ttl)
             .field("ssl_mode", &self.ssl_mode)
+            .field("partitions", &self.partitions)
             .finish_non_exhaustive()
     }
 }
@@ -89,10 +91,35 @@ impl PostgresStoreBuilder {
             ttl: None,
             limits: Limits::default(),
             ssl_mode: split.mode.unwrap_or_default(),
+            partitions: None,
             root_file: split.root,
             #[cfg(feature = "tls")]
             root_pem: None,
         })
+    }
+
+    /// Creates the tables hash-partitioned by session id, with `n`
+    /// partitions each (1 to 1024; default: not partitioned), when this
+    /// connect creates them (see the [`partitions`](crate::partitions)
+    /// module). Opening an existing store checks that it has `n`
+    /// partitions: partitioning never changes after creation.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), statestore_postgres::Error> {
+    /// use statestore_postgres::PostgresStore;
+    ///
+    /// let store = PostgresStore::builder("postgres://app@db.internal/app")?
+    ///     .partitions(16)
+    ///     .build()
+    ///     .await?;
+    /// assert_eq!(store.partitions(), Some(16));
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn partitions(mut self, n: u32) -> Self {
+        self.partitions = Some(n);
+        self
     }
 
     /// Whether and how connections use TLS (default: the URL's `sslmode`,
@@ -224,7 +251,9 @@ impl PostgresStoreBuilder {
     /// [`Error::Corrupt`] when the tables were altered, or the server's
     /// error if the migration fails (it is then rolled back).
     pub async fn build(self) -> Result<PostgresStore> {
-        let names = Names::new(&self.schema, &self.prefix)?;
+        let mut names = Names::new(&self.schema, &self.prefix)?;
+        crate::partitions::validate(self.partitions)?;
+        names.partitions = self.partitions;
         let mut config = self.config.clone();
         let timeout_ms = self.statement_timeout.as_millis();
         let options = match config.get_options() {
@@ -249,6 +278,7 @@ impl PostgresStoreBuilder {
             .await
             .map_err(|e| Error::from_pool(e, self.statement_timeout))?;
         let found = schema::migrate(&mut client, &names).await?;
+        let partitions = crate::partitions::check(&client, &names, self.partitions).await?;
         tracing::debug!(%target, schema = %names.schema, prefix = %names.prefix, found, "connected");
         drop(client);
         let sql = Arc::new(crate::ops::Sql::new(&names));
@@ -260,6 +290,7 @@ impl PostgresStoreBuilder {
             limits: self.limits,
             sql,
             target,
+            partitions,
         })
     }
 }

@@ -4,6 +4,7 @@ mod builder;
 mod error;
 mod functions;
 mod ops;
+pub mod partitions;
 pub mod schema;
 mod store;
 mod tls;
@@ -41,6 +42,7 @@ pub struct PostgresStore {
     limits: Limits,
     sql: Arc<ops::Sql>,
     target: String,
+    partitions: Option<u32>,
 }
 
 impl fmt::Debug for PostgresStore {
@@ -119,6 +121,13 @@ impl PostgresStore {
                 return Ok(total);
             }
         }
+    }
+
+    /// How many hash partitions each of the store's tables has (`None`:
+    /// not partitioned), as found at connect: see
+    /// [`PostgresStoreBuilder::partitions`].
+    pub fn partitions(&self) -> Option<u32> {
+        self.partitions
     }
 
     /// The most connections the pool opens.

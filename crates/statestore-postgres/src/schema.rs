@@ -37,6 +37,13 @@
 //! starts its key with the session id, so every statement of the store
 //! touches one session's rows.
 //!
+//! # Partitioning
+//!
+//! With [`partitions(n)`](crate::PostgresStoreBuilder::partitions) the
+//! per-session tables are created `PARTITION BY HASH` of the session id,
+//! `n` partitions each; see `partitions` for the names and the check at
+//! connect.
+//!
 //! # Functions (schema version 2)
 //!
 //! Every write is one call of a PL/pgSQL function (see `functions`),
@@ -207,6 +214,8 @@ pub(crate) struct Names {
     pub(crate) prefix: String,
     /// `"schema"`, quoted.
     pub(crate) quoted_schema: String,
+    /// Hash partitions per table when the tables are created (`None`: none).
+    pub(crate) partitions: Option<u32>,
 }
 
 impl Names {
@@ -230,6 +239,7 @@ impl Names {
             schema: schema.to_owned(),
             prefix: prefix.to_owned(),
             quoted_schema,
+            partitions: None,
         })
     }
 
@@ -259,7 +269,8 @@ fn create_v1(n: &Names) -> String {
         n.table("pending"),
     );
     let index = |name: &str| n.ident(name);
-    format!(
+    let by = |table: &str| crate::partitions::by_hash(n, table);
+    let tables = format!(
         r#"CREATE TABLE {sessions} (
              id               text COLLATE "C" PRIMARY KEY,
              user_id          text COLLATE "C",
@@ -274,7 +285,7 @@ fn create_v1(n: &Names) -> String {
              last_accessed_at bigint NOT NULL,
              expires_at       bigint,
              write_seq        bigint NOT NULL DEFAULT 0
-         );
+         ){sessions_by};
          CREATE INDEX {by_user} ON {sessions} (user_id, id) WHERE user_id IS NOT NULL;
          CREATE INDEX {by_expiry} ON {sessions} (expires_at) WHERE expires_at IS NOT NULL;
          CREATE TABLE {messages} (
@@ -282,13 +293,13 @@ fn create_v1(n: &Names) -> String {
              position bigint NOT NULL,
              body     text NOT NULL,
              PRIMARY KEY (session, position)
-         );
+         ){messages_by};
          CREATE TABLE {summaries} (
              session text COLLATE "C" NOT NULL,
              idx     bigint NOT NULL,
              body    text NOT NULL,
              PRIMARY KEY (session, idx)
-         );
+         ){summaries_by};
          CREATE TABLE {writes} (
              session        text COLLATE "C" NOT NULL,
              key            text COLLATE "C" NOT NULL,
@@ -297,7 +308,7 @@ fn create_v1(n: &Names) -> String {
              count          bigint NOT NULL,
              seq            bigint NOT NULL,
              PRIMARY KEY (session, key)
-         );
+         ){writes_by};
          CREATE INDEX {writes_by_seq} ON {writes} (session, seq);
          CREATE TABLE {pending} (
              session    text COLLATE "C" NOT NULL,
@@ -305,13 +316,20 @@ fn create_v1(n: &Names) -> String {
              body       text NOT NULL,
              expires_at bigint,
              PRIMARY KEY (session, key)
-         );
+         ){pending_by};
          CREATE INDEX {pending_by_expiry} ON {pending} (expires_at) WHERE expires_at IS NOT NULL;"#,
         by_user = index("sessions_by_user"),
         by_expiry = index("sessions_by_expiry"),
         writes_by_seq = index("writes_by_seq"),
         pending_by_expiry = index("pending_by_expiry"),
-    )
+        sessions_by = by("sessions"),
+        messages_by = by("messages"),
+        summaries_by = by("summaries"),
+        writes_by = by("writes"),
+        pending_by = by("pending"),
+    );
+    // The partitions, after the indexes: each partition gets its own copy.
+    tables + &crate::partitions::create(n)
 }
 
 /// Whether the relation `name` exists in `schema`, read from the catalog

@@ -345,7 +345,14 @@ const DEFAULT_WAIT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs
 
 /// The options of `postgres://` URLs that the facade reads.
 #[cfg(feature = "postgres")]
-const POSTGRES_OPTIONS: [&str; 5] = ["prefix", "schema", "ttl", "timeout", "pool_size"];
+const POSTGRES_OPTIONS: [&str; 6] = [
+    "prefix",
+    "schema",
+    "ttl",
+    "timeout",
+    "pool_size",
+    "partitions",
+];
 
 /// The libpq options tokio-postgres reads from a URL's query, passed
 /// through to it as they are.
@@ -422,6 +429,9 @@ async fn postgres(
             return Err(query.error("pool_size", "must be at least 1"));
         }
         builder = builder.pool_size(size);
+    }
+    if let Some(partitions) = query.number::<u32>("partitions")? {
+        builder = builder.partitions(partitions);
     }
     if let Some(limits) = options.limits {
         builder = builder.limits(limits);

@@ -118,6 +118,27 @@ async fn options_apply_and_the_url_wins() {
 }
 
 #[tokio::test]
+async fn partitions_reach_the_migration() {
+    let server = server();
+    let url = format!("{}?schema=parted&partitions=3", server.url());
+    let Backend::Postgres(store) = statestore::open_backend(&url, Options::new())
+        .await
+        .unwrap()
+    else {
+        panic!("not a PostgresStore");
+    };
+    assert_eq!(store.partitions(), Some(3));
+    let found = server
+        .psql("SELECT count(*) FROM pg_inherits WHERE inhparent = 'parted.statestore_messages'::regclass")
+        .unwrap();
+    assert_eq!(found, "3");
+    let e = open_err(&format!("{}?schema=parted&partitions=0", server.url())).await;
+    assert!(matches!(e, OpenError::Postgres { .. }), "{e:?}");
+    let e = open_err(&format!("{}?schema=parted&partitions=some", server.url())).await;
+    assert!(matches!(e, OpenError::InvalidOption { .. }), "{e:?}");
+}
+
+#[tokio::test]
 async fn libpq_options_pass_through() {
     let server = server();
     let url = format!(
