@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 mod builder;
+mod diagnose;
 mod error;
 mod functions;
 mod ops;
@@ -17,6 +18,7 @@ use statestore_core::SessionId;
 use statestore_core::codec::Limits;
 
 pub use builder::PostgresStoreBuilder;
+pub use diagnose::{Diagnosis, TableStats};
 pub use error::{Error, Result};
 pub use schema::{SCHEMA_VERSION, quote_ident};
 pub use tls::SslMode;
