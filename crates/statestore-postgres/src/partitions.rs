@@ -14,7 +14,7 @@
 //!
 //! Partitioning is chosen when the tables are created and never changes:
 //! opening an existing store with `partitions(n)` checks that each table
-//! has `n` hash partitions and is [`Error::Config`](crate::Error::Config)
+//! has `n` hash partitions and is [`Error::Config`]
 //! otherwise (an unpartitioned store cannot be partitioned in place: copy
 //! it into a new one, for example with `statestore migrate`). Opening
 //! without `partitions` opens either kind.
