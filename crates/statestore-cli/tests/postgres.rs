@@ -148,3 +148,27 @@ fn doctor_reports_synchronous_commit_sizes_and_bloat() {
     // A warning is not a failure.
     assert_eq!(doc["ok"], true);
 }
+
+/// `--store postgres://…?sslmode=verify-full&sslrootcert=…` on a TLS-only
+/// server; a CA that did not sign its certificate is refused.
+#[test]
+fn verify_full_over_tls() {
+    let env = Env::new();
+    let server = PgServer::builder().fsync(false).tls().start().unwrap();
+    let files = server.tls_files().unwrap();
+    let pg = format!(
+        "{}?sslmode=verify-full&sslrootcert={}",
+        server.url(),
+        files.ca_cert.display()
+    );
+    let out = env.ok(&["--store", &pg, "doctor"]);
+    assert!(out.contains("synchronous_commit"), "{out}");
+    let untrusted = format!(
+        "{}?sslmode=verify-full&sslrootcert={}",
+        server.url(),
+        files.other_ca_cert.display()
+    );
+    let run = env.run(&["--store", &untrusted, "list"]);
+    run.assert_code(1);
+    assert!(run.stderr.contains("TLS handshake"), "{}", run.stderr);
+}
