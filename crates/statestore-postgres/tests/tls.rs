@@ -109,6 +109,28 @@ mod with_tls {
     }
 
     #[tokio::test]
+    async fn scram_binds_the_tls_channel() -> TestResult {
+        let server = PgServer::builder()
+            .fsync(false)
+            .password("s3cret")
+            .tls()
+            .start()?;
+        let files = server.tls_files().expect("certificates");
+        // `channel_binding=require`: SCRAM-SHA-256-PLUS or no connection. A
+        // wrong tls-server-end-point hash would fail the authentication.
+        for mode in ["verify-full", "require"] {
+            let url = format!("{}?sslmode={mode}&channel_binding=require", server.url());
+            let store = PostgresStore::builder(&url)?
+                .schema(&mode.replace('-', "_"))
+                .tls_root_certificate(files.ca_cert_pem.clone())
+                .build()
+                .await?;
+            turn(&store).await?;
+        }
+        Ok(())
+    }
+
+    #[tokio::test]
     async fn an_unreadable_sslrootcert_is_a_config_error() -> TestResult {
         let url = "postgres://u@127.0.0.1:1/db?sslmode=verify-full&sslrootcert=/nonexistent/ca.pem";
         let err = PostgresStore::builder(url)?.build().await.unwrap_err();

@@ -2,9 +2,12 @@
 //! (with ring), verifying the server's certificate as the [`SslMode`]
 //! says.
 //!
-//! No channel binding is offered (`tls-server-end-point`): SCRAM
-//! authentication works as without TLS, and `channel_binding=require`
-//! fails.
+//! The connection offers `tls-server-end-point` channel binding (RFC
+//! 5929) for SCRAM authentication (`SCRAM-SHA-256-PLUS`): the server's
+//! certificate, hashed with its signature's hash, is bound into the
+//! password exchange, so a man in the middle cannot relay it even when the
+//! certificate is not verified (`sslmode=require`). `channel_binding=require`
+//! in the URL insists on it.
 
 use std::fmt;
 use std::future::Future;
@@ -244,8 +247,82 @@ pub(crate) struct RustlsStream<S>(Box<tokio_rustls::client::TlsStream<S>>);
 
 impl<S: AsyncRead + AsyncWrite + Unpin> TlsStream for RustlsStream<S> {
     fn channel_binding(&self) -> ChannelBinding {
-        ChannelBinding::none()
+        let (_, session) = self.0.get_ref();
+        session
+            .peer_certificates()
+            .and_then(|certs| certs.first())
+            .and_then(|cert| end_point_hash(cert))
+            .map_or_else(ChannelBinding::none, ChannelBinding::tls_server_end_point)
     }
+}
+
+/// RFC 5929 `tls-server-end-point`: the DER certificate hashed with the hash
+/// of its signature algorithm (SHA-256 for MD5 and SHA-1); `None` for an
+/// algorithm without one (Ed25519, RSA-PSS), which then offers no binding.
+fn end_point_hash(cert: &[u8]) -> Option<Vec<u8>> {
+    use sha2::{Digest, Sha256, Sha384, Sha512};
+    // The contents of the signature algorithms' OIDs.
+    const RSA: [u8; 8] = [0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01];
+    const ECDSA: [u8; 7] = [0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03];
+    let oid = signature_algorithm(cert)?;
+    let bits = match oid.split_last()? {
+        // md5WithRSA, sha1WithRSA, sha256WithRSA; sha384WithRSA; sha512WithRSA
+        (4 | 5 | 11, head) if head == RSA => 256,
+        (12, head) if head == RSA => 384,
+        (13, head) if head == RSA => 512,
+        // ecdsa-with-SHA256, -SHA384, -SHA512
+        (2, head) if head == ECDSA => 256,
+        (3, head) if head == ECDSA => 384,
+        (4, head) if head == ECDSA => 512,
+        // ecdsa-with-SHA1: 1.2.840.10045.4.1
+        _ if oid == [0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x01] => 256,
+        _ => return None,
+    };
+    Some(match bits {
+        256 => Sha256::digest(cert).to_vec(),
+        384 => Sha384::digest(cert).to_vec(),
+        _ => Sha512::digest(cert).to_vec(),
+    })
+}
+
+/// The OID (its contents) of a DER certificate's `signatureAlgorithm`:
+/// `Certificate ::= SEQUENCE { tbsCertificate, signatureAlgorithm
+/// SEQUENCE { algorithm OBJECT IDENTIFIER, … }, signature }`.
+fn signature_algorithm(cert: &[u8]) -> Option<&[u8]> {
+    let (0x30, certificate, _) = der(cert)? else {
+        return None;
+    };
+    let (0x30, _tbs, rest) = der(certificate)? else {
+        return None;
+    };
+    let (0x30, algorithm, _) = der(rest)? else {
+        return None;
+    };
+    let (0x06, oid, _) = der(algorithm)? else {
+        return None;
+    };
+    Some(oid)
+}
+
+/// One DER element of `input`: its tag, its contents and what follows it.
+fn der(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = input.split_first()?;
+    let (&first, rest) = rest.split_first()?;
+    let (len, rest) = if first < 0x80 {
+        (usize::from(first), rest)
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 4 {
+            return None;
+        }
+        let (bytes, rest) = rest.split_at_checked(n)?;
+        let len = bytes
+            .iter()
+            .fold(0usize, |len, &b| (len << 8) | usize::from(b));
+        (len, rest)
+    };
+    let (contents, rest) = rest.split_at_checked(len)?;
+    Some((tag, contents, rest))
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for RustlsStream<S> {
@@ -273,5 +350,50 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for RustlsStream<S> {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut *self.0).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn der_elements_and_lengths() {
+        assert_eq!(
+            der(&[0x06, 0x01, 0x2a, 0xff]),
+            Some((0x06, &[0x2a][..], &[0xff][..]))
+        );
+        let long: Vec<u8> = [0x04, 0x81, 0x80].into_iter().chain([7; 0x80]).collect();
+        assert_eq!(
+            der(&long).map(|(_, c, r)| (c.len(), r.len())),
+            Some((0x80, 0))
+        );
+        assert_eq!(der(&[0x04, 0x05, 0x00]), None);
+        assert_eq!(der(&[0x04, 0x80]), None);
+        assert_eq!(der(&[]), None);
+    }
+
+    #[test]
+    fn the_end_point_hash_follows_the_signature_algorithm() {
+        // A certificate's skeleton: SEQUENCE { SEQUENCE {}, SEQUENCE { OID } , … }.
+        let cert = |oid: &[u8]| -> Vec<u8> {
+            let mut alg = vec![0x06, u8::try_from(oid.len()).unwrap_or(0)];
+            alg.extend_from_slice(oid);
+            let mut body = vec![0x30, 0x00, 0x30, u8::try_from(alg.len()).unwrap_or(0)];
+            body.extend(alg);
+            body.extend([0x03, 0x01, 0x00]);
+            let mut out = vec![0x30, u8::try_from(body.len()).unwrap_or(0)];
+            out.extend(body);
+            out
+        };
+        let ecdsa256 = cert(&[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02]);
+        assert_eq!(end_point_hash(&ecdsa256).map(|h| h.len()), Some(32));
+        let rsa384 = cert(&[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0c]);
+        assert_eq!(end_point_hash(&rsa384).map(|h| h.len()), Some(48));
+        let sha1 = cert(&[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x05]);
+        assert_eq!(end_point_hash(&sha1).map(|h| h.len()), Some(32));
+        let ed25519 = cert(&[0x2b, 0x65, 0x70]);
+        assert_eq!(end_point_hash(&ed25519), None);
+        assert_eq!(end_point_hash(b"not DER"), None);
     }
 }
