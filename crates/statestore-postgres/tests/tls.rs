@@ -93,6 +93,31 @@ mod with_tls {
     }
 
     #[tokio::test]
+    async fn verify_ca_ignores_the_name_and_verify_full_does_not() -> TestResult {
+        let server = server();
+        let files = server.tls_files().expect("certificates");
+        // Connect to 127.0.0.1, naming a host the certificate is not for.
+        let url = |mode: &str| {
+            format!(
+                "host=db.invalid hostaddr=127.0.0.1 port={} user=postgres dbname=postgres sslmode={mode}",
+                server.port()
+            )
+        };
+        let store = PostgresStore::builder(&url("verify-ca"))?
+            .tls_root_certificate(files.ca_cert_pem.clone())
+            .build()
+            .await?;
+        turn(&store).await?;
+        let err = PostgresStore::builder(&url("verify-full"))?
+            .tls_root_certificate(files.ca_cert_pem.clone())
+            .build()
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::Tls { .. }), "{err:?}");
+        Ok(())
+    }
+
+    #[tokio::test]
     async fn require_without_roots_encrypts_and_plain_is_refused() -> TestResult {
         let server = server();
         // libpq's `require`: encrypted, the certificate not checked.
