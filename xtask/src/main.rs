@@ -2,8 +2,9 @@
 //! Few dependencies on purpose, so it builds before anything else works:
 //! serde and serde_json (small, pure Rust) for the JSON it reads and writes
 //! (criterion's estimates, `cargo metadata`, `docs/benchmarks.json`), and
-//! `redis-test-server` with no features (std and rustix) for its throwaway
-//! redis-servers. Nothing that needs a C toolchain or a system library.
+//! `redis-test-server` and `pg-test-server` with no features (std, rustix
+//! and thiserror) for their throwaway redis-servers and PostgreSQL clusters.
+//! Nothing that needs a C toolchain or a system library.
 //!
 //! ```text
 //! cargo xtask ci      # everything CI checks, on a fresh machine
@@ -17,6 +18,7 @@
 mod bench;
 mod tidy;
 
+use pg_test_server::PgServer;
 use redis_test_server::RedisServer;
 
 use std::env;
@@ -121,12 +123,14 @@ fn ensure_cargo_tool(subcommand: &str, krate: &str) -> Result {
 /// minutes in all).
 fn examples() -> Result {
     let redis = temp_redis()?;
+    let postgres = temp_postgres()?;
     for (name, binary) in built_examples()? {
         run(
             &format!("example {name}"),
             Command::new(&binary)
                 .current_dir(root())
-                .env("REDIS_URL", redis.url()),
+                .env("REDIS_URL", redis.url())
+                .env("DATABASE_URL", postgres.url()),
         )?;
     }
     Ok(())
@@ -194,6 +198,15 @@ fn built_examples() -> Result<Vec<(String, PathBuf)>> {
 /// fresh directory, killed and removed on drop.
 fn temp_redis() -> Result<RedisServer> {
     RedisServer::start().map_err(|e| format!("cannot start redis-server: {e}"))
+}
+
+/// A throwaway PostgreSQL cluster (see `pg-test-server`): loopback only, a
+/// fresh directory, stopped and removed on drop.
+fn temp_postgres() -> Result<PgServer> {
+    PgServer::builder()
+        .fsync(false)
+        .start()
+        .map_err(|e| format!("cannot start PostgreSQL: {e}"))
 }
 
 fn on_path(program: &str) -> bool {

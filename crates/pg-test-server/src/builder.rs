@@ -36,6 +36,7 @@ pub struct PgServerBuilder {
     password: Option<String>,
     no_fsync: bool,
     extra: Vec<(String, String)>,
+    tls: bool,
 }
 
 impl fmt::Debug for PgServerBuilder {
@@ -44,6 +45,7 @@ impl fmt::Debug for PgServerBuilder {
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
             .field("fsync", &!self.no_fsync)
             .field("config", &self.extra)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -78,6 +80,18 @@ impl PgServerBuilder {
         self
     }
 
+    /// Makes the server TLS-only: a throwaway CA and a server certificate
+    /// for `127.0.0.1` and `localhost` are generated (see
+    /// [`PgServer::tls_files`]), `ssl = on`, and TCP connections must use
+    /// TLS (`hostssl` in `pg_hba.conf`; a plain one is refused). The unix
+    /// socket (used by [`PgServer::psql`]) stays plain.
+    #[cfg(feature = "tls")]
+    #[must_use]
+    pub fn tls(mut self) -> Self {
+        self.tls = true;
+        self
+    }
+
     /// Creates the cluster, starts the server and waits until it accepts
     /// connections.
     ///
@@ -100,7 +114,13 @@ impl PgServerBuilder {
             .map_err(|e| Error::io("creating the socket directory", e))?;
         run_as.chown(&socket_dir)?;
         self.initdb(&bin, &run_as, dir.path())?;
+        let tls = if self.tls {
+            Some(Self::certificates(&run_as, dir.path())?)
+        } else {
+            None
+        };
         let mut server = PgServer {
+            tls,
             port: 0,
             bin,
             run_as,
@@ -123,6 +143,27 @@ impl PgServerBuilder {
             }
         }
         Err(last.unwrap_or(Error::NotRunning))
+    }
+
+    /// Generates the certificates in `<dir>/tls`, owned by the server's
+    /// user (PostgreSQL reads the key only if no one else can).
+    fn certificates(run_as: &RunAs, dir: &Path) -> Result<crate::TlsFiles> {
+        let tls_dir = dir.join("tls");
+        fs::create_dir(&tls_dir)
+            .and_then(|()| fs::set_permissions(&tls_dir, fs::Permissions::from_mode(0o700)))
+            .map_err(|e| Error::io("creating the certificate directory", e))?;
+        let files = crate::tls::generate(&tls_dir)
+            .map_err(|e| Error::io("generating the TLS certificates", e))?;
+        for path in [
+            &tls_dir,
+            &files.ca_cert,
+            &files.server_cert,
+            &files.server_key,
+            &files.other_ca_cert,
+        ] {
+            run_as.chown(path)?;
+        }
+        Ok(files)
     }
 
     fn validate(&self) -> Result<()> {
@@ -171,10 +212,12 @@ impl PgServerBuilder {
         let initdb = process::run(cmd, "initdb", INITDB_TIMEOUT);
         let _ = fs::remove_file(&pwfile);
         initdb?.into_stdout("initdb")?;
+        // A TLS server refuses plain TCP connections: `hostssl` only.
+        let host = if self.tls { "hostssl" } else { "host" };
         let hba = format!(
             "# Written by pg-test-server: the private socket and loopback only.\n\
              local all all trust\n\
-             host all all {LOOPBACK}/32 {host_auth}\n"
+             {host} all all {LOOPBACK}/32 {host_auth}\n"
         );
         fs::write(data.join("pg_hba.conf"), hba)
             .map_err(|e| Error::io("writing pg_hba.conf", e))?;
@@ -199,6 +242,12 @@ impl PgServerBuilder {
             "log_line_prefix = '%m [%p] '".to_owned(),
             "timezone = 'UTC'".to_owned(),
         ];
+        if let Some(files) = &server.tls {
+            let quoted = |p: &Path| p.to_string_lossy().replace('\'', "''");
+            lines.push("ssl = on".to_owned());
+            lines.push(format!("ssl_cert_file = '{}'", quoted(&files.server_cert)));
+            lines.push(format!("ssl_key_file = '{}'", quoted(&files.server_key)));
+        }
         lines.extend(self.extra.iter().map(|(k, v)| format!("{k} = {v}")));
         let mut text = lines.join("\n");
         text.push('\n');

@@ -113,6 +113,8 @@ pub struct PgServer {
     pub(crate) process: Option<Running>,
     /// The pids SIGSTOPped by [`PgServer::pause`], postmaster first.
     pub(crate) paused: Mutex<Vec<u32>>,
+    /// The certificates of a TLS server.
+    pub(crate) tls: Option<crate::TlsFiles>,
     // Last: removed after the process is gone.
     pub(crate) dir: ScratchDir,
 }
@@ -189,6 +191,12 @@ impl PgServer {
     /// dropped.
     pub fn dir(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// The certificates of a server built with
+    /// [`tls`](crate::PgServerBuilder::tls) (feature `tls`), else `None`.
+    pub fn tls_files(&self) -> Option<&crate::TlsFiles> {
+        self.tls.as_ref()
     }
 
     /// The cluster's data directory.

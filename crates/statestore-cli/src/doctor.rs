@@ -36,6 +36,8 @@ struct Check {
     status: Status,
     name: String,
     detail: String,
+    /// Figures behind the check, for `--json` (`null` in most checks).
+    data: serde_json::Value,
 }
 
 #[derive(Debug, Default)]
@@ -47,7 +49,22 @@ impl Report {
             status,
             name: name.into(),
             detail: detail.into(),
+            data: serde_json::Value::Null,
         });
+    }
+
+    /// [`add`](Self::add), with figures `--json` shows under `data`.
+    fn add_data(
+        &mut self,
+        status: Status,
+        name: impl Into<String>,
+        detail: impl Into<String>,
+        data: serde_json::Value,
+    ) {
+        self.add(status, name, detail);
+        if let Some(check) = self.0.last_mut() {
+            check.data = data;
+        }
     }
 }
 
@@ -96,11 +113,15 @@ fn print(ui: &Ui, shown: &str, report: &Report) -> Result<(), CliError> {
             .0
             .iter()
             .map(|c| {
-                json!({
+                let mut check = json!({
                     "status": c.status.label().to_ascii_lowercase(),
                     "check": c.name,
                     "detail": c.detail,
-                })
+                });
+                if let (false, Some(fields)) = (c.data.is_null(), check.as_object_mut()) {
+                    fields.insert("data".to_owned(), c.data.clone());
+                }
+                check
             })
             .collect();
         let ok = !report.0.iter().any(|c| c.status == Status::Fail);
@@ -225,6 +246,11 @@ async fn sqlite(store: &statestore::sqlite::SqliteStore, report: &mut Report) {
     );
 }
 
+/// Dead rows above this share of a table (with at least
+/// [`BLOAT_MIN_DEAD`] of them) are worth a warning: vacuum is not keeping up.
+const BLOAT_WARN_RATIO: f64 = 0.2;
+const BLOAT_MIN_DEAD: u64 = 1_000;
+
 async fn postgres(store: &statestore::postgres::PostgresStore, report: &mut Report) {
     report.add(
         Status::Info,
@@ -239,23 +265,82 @@ async fn postgres(store: &statestore::postgres::PostgresStore, report: &mut Repo
             )
         ),
     );
-    match store.server_version().await {
-        Ok(version) => report.add(Status::Ok, "server", format!("PostgreSQL {version}")),
-        Err(e) => report.add(
-            Status::Fail,
-            "server",
-            format!("cannot ask the server: {e}"),
-        ),
-    }
+    let d = match store.diagnose().await {
+        Ok(d) => d,
+        Err(e) => {
+            report.add(
+                Status::Fail,
+                "server",
+                format!("cannot ask the server: {e}"),
+            );
+            return;
+        }
+    };
+    report.add(
+        Status::Ok,
+        "server",
+        format!("PostgreSQL {}", d.server_version),
+    );
     // Opening migrated the tables to this build's schema, or failed on a newer one.
     report.add(
         Status::Ok,
         "schema",
         format!(
             "{}, this build's (opening migrates an older one and refuses a newer one)",
-            statestore::postgres::SCHEMA_VERSION
+            d.schema_version
         ),
     );
+    let (status, detail) = match d.synchronous_commit.as_str() {
+        "off" => (
+            Status::Warn,
+            "off: a server crash can lose the last acknowledged turns (up to 3 × wal_writer_delay); \
+             set it to on unless that is acceptable"
+                .to_owned(),
+        ),
+        "local" => (
+            Status::Ok,
+            "local: every commit is flushed here, not waited for on replicas".to_owned(),
+        ),
+        other => (Status::Ok, format!("{other}: every acknowledged turn is on disk")),
+    };
+    report.add_data(
+        status,
+        "synchronous_commit",
+        detail,
+        json!({ "value": d.synchronous_commit }),
+    );
+    report.add_data(
+        Status::Info,
+        "partitions",
+        d.partitions.map_or_else(
+            || "none (the tables are not partitioned)".to_owned(),
+            |n| format!("{n} hash partitions by session id per table"),
+        ),
+        json!({ "partitions": d.partitions }),
+    );
+    for t in &d.tables {
+        let ratio = t.dead_ratio();
+        let bloated = ratio > BLOAT_WARN_RATIO && t.dead_rows >= BLOAT_MIN_DEAD;
+        let mut detail = format!(
+            "{}, {} live and {} dead rows ({:.0}% dead)",
+            ui::bytes(t.total_bytes),
+            ui::thousands(t.live_rows),
+            ui::thousands(t.dead_rows),
+            ratio * 100.0
+        );
+        if bloated {
+            detail.push_str(": vacuum is behind; check autovacuum or run VACUUM");
+        }
+        let status = if bloated { Status::Warn } else { Status::Info };
+        let data = json!({
+            "table": t.qualified,
+            "total_bytes": t.total_bytes,
+            "live_rows": t.live_rows,
+            "dead_rows": t.dead_rows,
+            "dead_ratio": ratio,
+        });
+        report.add_data(status, format!("table {}", t.table), detail, data);
+    }
 }
 
 async fn redis(store: &statestore::redis::RedisStore, report: &mut Report) {

@@ -48,7 +48,8 @@ pub(crate) fn default_location_help() -> String {
                          Redis Cluster
   postgres://[USER:PASSWORD@]HOST[:PORT]/DB
                          PostgreSQL (also postgresql://; ?schema= and ?prefix=
-                         name the tables)
+                         name the tables; ?sslmode=verify-full&sslrootcert=FILE
+                         for TLS)
   memory://              in this process only, gone when it exits
 Options follow a ?: redis://localhost:6379?prefix=app:&ttl=24h
 

@@ -50,7 +50,27 @@ fn sessions_commands_and_migrate_work_on_postgres() {
     );
     let version = server.psql("SHOW server_version").unwrap();
     assert!(out.contains(&format!("PostgreSQL {version}")), "{out}");
-    assert!(out.contains("schema   3, this build's"), "{out}");
+    let line = |name: &str| {
+        out.lines()
+            .find(|l| {
+                l.get(6..)
+                    .is_some_and(|rest| rest.starts_with(&format!("{name} ")))
+            })
+            .unwrap_or_else(|| panic!("no {name} line: {out}"))
+            .to_owned()
+    };
+    assert!(line("schema").contains(" 3, this build's"), "{out}");
+    // synchronous_commit, and each table's size and dead rows.
+    assert!(line("synchronous_commit").starts_with("ok"), "{out}");
+    assert!(
+        line("synchronous_commit").contains("on: every acknowledged turn"),
+        "{out}"
+    );
+    assert!(line("partitions").contains("none"), "{out}");
+    // Sizes are exact; the row counts are estimates that may trail the import.
+    assert!(line("table messages").contains(" KiB, "), "{out}");
+    assert!(line("table messages").contains(" live and "), "{out}");
+    assert!(line("table sessions").contains("% dead)"), "{out}");
     assert!(!out.contains(SECRET), "{out}");
 
     // SQLite → PostgreSQL (a second schema) → SQLite.
@@ -83,4 +103,72 @@ fn sessions_commands_and_migrate_work_on_postgres() {
     run.assert_code(2);
     assert!(run.stderr.contains("`colour`"), "{}", run.stderr);
     assert!(!run.stderr.contains(SECRET), "{}", run.stderr);
+}
+
+/// `doctor --json` on a partitioned store with `synchronous_commit = off`:
+/// a warning, the partitions, and each table's figures.
+#[test]
+fn doctor_reports_synchronous_commit_sizes_and_bloat() {
+    let env = Env::new();
+    let server = PgServer::builder()
+        .fsync(false)
+        .config("synchronous_commit", "off")
+        .start()
+        .unwrap();
+    let pg = format!("{}?schema=doc&partitions=2", server.url());
+    let seed = env.path("seed.jsonl");
+    std::fs::write(&seed, export_file(&numbered(20), RICH)).unwrap();
+    env.ok(&["--store", &pg, "import", seed.to_str().unwrap()]);
+
+    let doc: serde_json::Value =
+        serde_json::from_str(&env.ok(&["--store", &pg, "--json", "doctor"])).unwrap();
+    let checks = doc["checks"].as_array().unwrap();
+    let check = |name: &str| {
+        checks
+            .iter()
+            .find(|c| c["check"] == name)
+            .unwrap_or_else(|| panic!("no {name}: {doc}"))
+            .clone()
+    };
+    let sync = check("synchronous_commit");
+    assert_eq!(sync["status"], "warn", "{sync}");
+    assert_eq!(sync["data"]["value"], "off", "{sync}");
+    assert_eq!(check("partitions")["data"]["partitions"], 2);
+    let messages = check("table messages");
+    assert_eq!(messages["data"]["table"], "doc.statestore_messages");
+    let size: u64 = server
+        .psql("SELECT sum(pg_total_relation_size(relid)) FROM pg_partition_tree('doc.statestore_messages')")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(messages["data"]["total_bytes"], size);
+    for key in ["live_rows", "dead_rows", "dead_ratio"] {
+        assert!(messages["data"][key].is_number(), "{key}: {messages}");
+    }
+    // A warning is not a failure.
+    assert_eq!(doc["ok"], true);
+}
+
+/// `--store postgres://…?sslmode=verify-full&sslrootcert=…` on a TLS-only
+/// server; a CA that did not sign its certificate is refused.
+#[test]
+fn verify_full_over_tls() {
+    let env = Env::new();
+    let server = PgServer::builder().fsync(false).tls().start().unwrap();
+    let files = server.tls_files().unwrap();
+    let pg = format!(
+        "{}?sslmode=verify-full&sslrootcert={}",
+        server.url(),
+        files.ca_cert.display()
+    );
+    let out = env.ok(&["--store", &pg, "doctor"]);
+    assert!(out.contains("synchronous_commit"), "{out}");
+    let untrusted = format!(
+        "{}?sslmode=verify-full&sslrootcert={}",
+        server.url(),
+        files.other_ca_cert.display()
+    );
+    let run = env.run(&["--store", &untrusted, "list"]);
+    run.assert_code(1);
+    assert!(run.stderr.contains("TLS handshake"), "{}", run.stderr);
 }

@@ -8,11 +8,12 @@ use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use statestore_core::codec::Limits;
+use tokio_postgres::Config;
 use tokio_postgres::config::Host;
-use tokio_postgres::{Config, NoTls};
 
 use crate::error::{Error, Result};
 use crate::schema::{self, Names};
+use crate::tls::{self, RootCerts, SslMode};
 use crate::{DEFAULT_PREFIX, DEFAULT_SCHEMA, PostgresStore};
 
 /// The default number of pooled connections.
@@ -32,6 +33,11 @@ pub struct PostgresStoreBuilder {
     prefix: String,
     ttl: Option<Duration>,
     limits: Limits,
+    ssl_mode: SslMode,
+    partitions: Option<u32>,
+    root_file: Option<RootCerts>,
+    #[cfg(feature = "tls")]
+    root_pem: Option<Vec<u8>>,
 }
 
 impl fmt::Debug for PostgresStoreBuilder {
@@ -44,6 +50,8 @@ impl fmt::Debug for PostgresStoreBuilder {
             .field("schema", &self.schema)
             .field("prefix", &self.prefix)
             .field("ttl", &self.ttl)
+            .field("ssl_mode", &self.ssl_mode)
+            .field("partitions", &self.partitions)
             .finish_non_exhaustive()
     }
 }
@@ -70,8 +78,11 @@ fn target(config: &Config) -> String {
 
 impl PostgresStoreBuilder {
     pub(crate) fn new(url: &str) -> Result<Self> {
+        // tokio-postgres knows neither verify-ca, verify-full nor
+        // sslrootcert: they are taken out first.
+        let split = tls::split(url)?;
         // tokio-postgres's parse errors name the option, never its value.
-        let config = Config::from_str(url)
+        let config = Config::from_str(&split.rest)
             .map_err(|e| Error::Config(format!("the PostgreSQL URL does not parse: {e}")))?;
         Ok(Self {
             config,
@@ -82,7 +93,108 @@ impl PostgresStoreBuilder {
             prefix: DEFAULT_PREFIX.to_owned(),
             ttl: None,
             limits: Limits::default(),
+            ssl_mode: split.mode.unwrap_or_default(),
+            partitions: None,
+            root_file: split.root,
+            #[cfg(feature = "tls")]
+            root_pem: None,
         })
+    }
+
+    /// Creates the tables hash-partitioned by session id, with `n`
+    /// partitions each (1 to 1024; default: not partitioned), when this
+    /// connect creates them (see the [`partitions`](crate::partitions)
+    /// module). Opening an existing store checks that it has `n`
+    /// partitions: partitioning never changes after creation.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), statestore_postgres::Error> {
+    /// use statestore_postgres::PostgresStore;
+    ///
+    /// let store = PostgresStore::builder("postgres://app@db.internal/app")?
+    ///     .partitions(16)
+    ///     .build()
+    ///     .await?;
+    /// assert_eq!(store.partitions(), Some(16));
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn partitions(mut self, n: u32) -> Self {
+        self.partitions = Some(n);
+        self
+    }
+
+    /// Whether and how connections use TLS (default: the URL's `sslmode`,
+    /// else [`SslMode::Prefer`]). Modes that require TLS need feature
+    /// `tls`: without it [`build`](Self::build) refuses them.
+    #[must_use]
+    pub fn ssl_mode(mut self, mode: SslMode) -> Self {
+        self.ssl_mode = mode;
+        self
+    }
+
+    /// Trusts the CA certificates in `pem` (one or more PEM certificates)
+    /// instead of the system's roots, as the URL's `sslrootcert=<file>`
+    /// does (this wins over it). With `sslmode=require` it makes the
+    /// connection verify the certificate's chain, as libpq does.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), statestore_postgres::Error> {
+    /// use statestore_postgres::PostgresStore;
+    ///
+    /// let ca = std::fs::read("/etc/ssl/db-ca.pem").unwrap_or_default();
+    /// let store = PostgresStore::builder("postgres://app@db.internal/app?sslmode=verify-full")?
+    ///     .tls_root_certificate(ca)
+    ///     .build()
+    ///     .await?;
+    /// # drop(store);
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[cfg(feature = "tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
+    #[must_use]
+    pub fn tls_root_certificate(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.root_pem = Some(pem.into());
+        self
+    }
+
+    /// The pool's connection manager: with TLS as [`ssl_mode`](Self::ssl_mode) says.
+    fn manager(&self, mut config: Config) -> Result<Manager> {
+        let settings = ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        };
+        config.ssl_mode(self.ssl_mode.negotiation());
+        #[cfg(feature = "tls")]
+        if self.ssl_mode != SslMode::Disable {
+            let pem = match (&self.root_pem, &self.root_file) {
+                (Some(pem), _) => Some(pem.clone()),
+                (None, Some(RootCerts::File(path))) => Some(std::fs::read(path).map_err(|e| {
+                    Error::Config(format!("cannot read sslrootcert {path:?}: {e}"))
+                })?),
+                (None, Some(RootCerts::System) | None) => None,
+            };
+            let connector = tls::connect::MakeRustls::new(self.ssl_mode, pem.as_deref())?;
+            return Ok(Manager::from_config(config, connector, settings));
+        }
+        #[cfg(not(feature = "tls"))]
+        {
+            if self.ssl_mode.requires_tls() {
+                return Err(tls::unsupported(&format!(
+                    "sslmode={}",
+                    self.ssl_mode.as_str()
+                )));
+            }
+            if self.root_file.is_some() && self.ssl_mode != SslMode::Disable {
+                return Err(tls::unsupported("sslrootcert"));
+            }
+        }
+        Ok(Manager::from_config(
+            config,
+            tokio_postgres::NoTls,
+            settings,
+        ))
     }
 
     /// The most connections the pool opens (default 16; at least 1).
@@ -155,7 +267,9 @@ impl PostgresStoreBuilder {
     /// [`Error::Corrupt`] when the tables were altered, or the server's
     /// error if the migration fails (it is then rolled back).
     pub async fn build(self) -> Result<PostgresStore> {
-        let names = Names::new(&self.schema, &self.prefix)?;
+        let mut names = Names::new(&self.schema, &self.prefix)?;
+        crate::partitions::validate(self.partitions)?;
+        names.partitions = self.partitions;
         let mut config = self.config.clone();
         let timeout_ms = self.statement_timeout.as_millis();
         let options = match config.get_options() {
@@ -167,13 +281,7 @@ impl PostgresStoreBuilder {
             config.connect_timeout(self.statement_timeout);
         }
         let target = target(&config);
-        let manager = Manager::from_config(
-            config,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
+        let manager = self.manager(config)?;
         let pool_timeout = self.pool_timeout.unwrap_or(self.statement_timeout);
         let pool = Pool::builder(manager)
             .max_size(self.pool_size)
@@ -187,6 +295,7 @@ impl PostgresStoreBuilder {
             .await
             .map_err(|e| Error::from_pool(e, pool_timeout, self.statement_timeout))?;
         let found = schema::migrate(&mut client, &names).await?;
+        let partitions = crate::partitions::check(&client, &names, self.partitions).await?;
         tracing::debug!(%target, schema = %names.schema, prefix = %names.prefix, found, "connected");
         drop(client);
         let sql = Arc::new(crate::ops::Sql::new(&names));
@@ -199,6 +308,7 @@ impl PostgresStoreBuilder {
             limits: self.limits,
             sql,
             target,
+            partitions,
         })
     }
 }

@@ -125,6 +125,16 @@ pub enum Error {
         /// The server's message.
         message: String,
     },
+    /// The TLS handshake failed: the server's certificate was not trusted
+    /// (signed by no trusted root, or, with `sslmode=verify-full`, issued
+    /// for another host), or the server would not speak TLS. Nothing was
+    /// sent; retrying will fail the same way until the configuration
+    /// changes.
+    #[error("TLS handshake with the PostgreSQL server failed: {message}")]
+    Tls {
+        /// What the TLS library reported.
+        message: String,
+    },
     /// A client-side failure that is none of the above (a protocol or
     /// conversion error).
     #[error("PostgreSQL client error: {message}")]
@@ -301,6 +311,13 @@ impl From<tokio_postgres::Error> for Error {
     fn from(e: tokio_postgres::Error) -> Self {
         if let Some(db) = e.as_db_error() {
             return Self::from_sqlstate(db.code().code(), db.message(), db.constraint());
+        }
+        // tokio-postgres's only sign of a handshake failure is its kind's
+        // text; the cause is the TLS library's (or the server's refusal).
+        if e.to_string() == "error performing TLS handshake" {
+            let message = std::error::Error::source(&e)
+                .map_or_else(|| "no detail".to_owned(), ToString::to_string);
+            return Self::Tls { message };
         }
         let io = std::error::Error::source(&e).is_some_and(|s| s.is::<std::io::Error>());
         if e.is_closed() || io {

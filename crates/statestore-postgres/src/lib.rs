@@ -1,11 +1,15 @@
 #![doc = include_str!("../README.md")]
 
 mod builder;
+mod diagnose;
 mod error;
 mod functions;
+mod names;
 mod ops;
+pub mod partitions;
 pub mod schema;
 mod store;
+mod tls;
 
 use std::fmt;
 use std::sync::Arc;
@@ -15,8 +19,10 @@ use statestore_core::SessionId;
 use statestore_core::codec::Limits;
 
 pub use builder::PostgresStoreBuilder;
+pub use diagnose::{Diagnosis, TableStats};
 pub use error::{Error, Result};
 pub use schema::{SCHEMA_VERSION, quote_ident};
+pub use tls::SslMode;
 
 /// The default schema of the store's tables.
 pub const DEFAULT_SCHEMA: &str = "public";
@@ -40,6 +46,7 @@ pub struct PostgresStore {
     limits: Limits,
     sql: Arc<ops::Sql>,
     target: String,
+    partitions: Option<u32>,
 }
 
 impl fmt::Debug for PostgresStore {
@@ -124,6 +131,13 @@ impl PostgresStore {
                 return Ok(total);
             }
         }
+    }
+
+    /// How many hash partitions each of the store's tables has (`None`:
+    /// not partitioned), as found at connect: see
+    /// [`PostgresStoreBuilder::partitions`].
+    pub fn partitions(&self) -> Option<u32> {
+        self.partitions
     }
 
     /// The most connections the pool opens.

@@ -39,6 +39,13 @@
 //! starts its key with the session id, so every statement of the store
 //! touches one session's rows.
 //!
+//! # Partitioning
+//!
+//! With [`partitions(n)`](crate::PostgresStoreBuilder::partitions) the
+//! per-session tables are created `PARTITION BY HASH` of the session id,
+//! `n` partitions each; see `partitions` for the names and the check at
+//! connect.
+//!
 //! # Functions (schema version 2)
 //!
 //! Every write is one call of a PL/pgSQL function (see `functions`),
@@ -62,13 +69,15 @@
 use tokio_postgres::{Client, GenericClient};
 
 use crate::error::{Error, Result};
+pub(crate) use crate::names::Names;
+pub use crate::names::{lock_key, quote_ident};
 
 /// The schema version this build creates, and the newest it opens.
 pub const SCHEMA_VERSION: u32 = 3;
 
 /// The longest identifier PostgreSQL keeps (`NAMEDATALEN - 1` bytes); longer
 /// ones are silently truncated, so they are refused instead.
-const MAX_IDENT_BYTES: usize = 63;
+pub(crate) const MAX_IDENT_BYTES: usize = 63;
 
 /// The tables of the store, without prefix, in creation order.
 pub(crate) const TABLES: [&str; 6] = [
@@ -143,7 +152,7 @@ const COLUMNS: [(&str, &[(&str, &str)]); 6] = [
 ];
 
 /// The indexes the migrations create, without prefix.
-const INDEXES: [&str; 6] = [
+pub(crate) const INDEXES: [&str; 6] = [
     "sessions_by_user",
     "sessions_by_expiry",
     "writes_by_seq",
@@ -158,103 +167,6 @@ const MIGRATIONS: [fn(&Names) -> String; SCHEMA_VERSION as usize] = [
     crate::functions::create_v2,
     add_recent_indexes_v3,
 ];
-
-/// Quotes `name` as a PostgreSQL identifier: in double quotes, with inner
-/// double quotes doubled, so that any name is taken literally (never as SQL).
-///
-/// # Errors
-///
-/// [`Error::Config`] for an empty name, a NUL (PostgreSQL cannot store it)
-/// or more than 63 bytes (PostgreSQL would silently truncate it, so two
-/// long names could become one).
-pub fn quote_ident(name: &str) -> Result<String> {
-    if name.is_empty() {
-        return Err(Error::Config("an identifier cannot be empty".to_owned()));
-    }
-    if name.contains('\0') {
-        return Err(Error::Config("an identifier cannot contain NUL".to_owned()));
-    }
-    if name.len() > MAX_IDENT_BYTES {
-        return Err(Error::Config(format!(
-            "the identifier {name:?} is {} bytes; PostgreSQL keeps {MAX_IDENT_BYTES}",
-            name.len()
-        )));
-    }
-    Ok(format!("\"{}\"", name.replace('"', "\"\"")))
-}
-
-/// The advisory-lock key of the migrations of the store in `schema` with
-/// `prefix`: FNV-1a (64 bits) of both, so that stores with different names
-/// migrate independently and the same names always take the same lock.
-pub fn lock_key(schema: &str, prefix: &str) -> i64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    let parts = [
-        b"statestore-postgres".as_slice(),
-        schema.as_bytes(),
-        prefix.as_bytes(),
-    ];
-    for (i, part) in parts.iter().enumerate() {
-        if i > 0 {
-            hash ^= 0xff; // a separator no UTF-8 string contains
-            hash = hash.wrapping_mul(0x0100_0000_01b3);
-        }
-        for &byte in *part {
-            hash ^= u64::from(byte);
-            hash = hash.wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-    i64::from_be_bytes(hash.to_be_bytes())
-}
-
-/// The store's schema and prefix, and the quoted, qualified names built
-/// from them.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Names {
-    pub(crate) schema: String,
-    pub(crate) prefix: String,
-    /// `"schema"`, quoted.
-    pub(crate) quoted_schema: String,
-}
-
-impl Names {
-    /// Validates `schema` and `prefix`: both must make identifiers
-    /// PostgreSQL keeps whole (see [`quote_ident`]).
-    pub(crate) fn new(schema: &str, prefix: &str) -> Result<Self> {
-        let quoted_schema = quote_ident(schema)?;
-        let longest = TABLES
-            .iter()
-            .chain(INDEXES.iter())
-            .map(|name| name.len())
-            .max()
-            .unwrap_or_default();
-        if prefix.contains('\0') || prefix.len() + longest > MAX_IDENT_BYTES {
-            return Err(Error::Config(format!(
-                "the table prefix must have at most {} bytes and no NUL",
-                MAX_IDENT_BYTES - longest
-            )));
-        }
-        Ok(Self {
-            schema: schema.to_owned(),
-            prefix: prefix.to_owned(),
-            quoted_schema,
-        })
-    }
-
-    /// The unquoted name of table or index `base`: the prefix and `base`.
-    pub(crate) fn raw(&self, base: &str) -> String {
-        format!("{}{base}", self.prefix)
-    }
-
-    /// `"schema"."prefixbase"`, quoted: a table in SQL.
-    pub(crate) fn table(&self, base: &str) -> String {
-        format!("{}.{}", self.quoted_schema, self.ident(base))
-    }
-
-    /// `"prefixbase"`, quoted: an index name in `CREATE INDEX`.
-    pub(crate) fn ident(&self, base: &str) -> String {
-        format!("\"{}\"", self.raw(base).replace('"', "\"\""))
-    }
-}
 
 /// Version 2 to 3: the indexes of `list` newest first.
 fn add_recent_indexes_v3(n: &Names) -> String {
@@ -277,7 +189,8 @@ fn create_v1(n: &Names) -> String {
         n.table("pending"),
     );
     let index = |name: &str| n.ident(name);
-    format!(
+    let by = |table: &str| crate::partitions::by_hash(n, table);
+    let tables = format!(
         r#"CREATE TABLE {sessions} (
              id               text COLLATE "C" PRIMARY KEY,
              user_id          text COLLATE "C",
@@ -292,7 +205,7 @@ fn create_v1(n: &Names) -> String {
              last_accessed_at bigint NOT NULL,
              expires_at       bigint,
              write_seq        bigint NOT NULL DEFAULT 0
-         );
+         ){sessions_by};
          CREATE INDEX {by_user} ON {sessions} (user_id, id) WHERE user_id IS NOT NULL;
          CREATE INDEX {by_expiry} ON {sessions} (expires_at) WHERE expires_at IS NOT NULL;
          CREATE TABLE {messages} (
@@ -300,13 +213,13 @@ fn create_v1(n: &Names) -> String {
              position bigint NOT NULL,
              body     text NOT NULL,
              PRIMARY KEY (session, position)
-         );
+         ){messages_by};
          CREATE TABLE {summaries} (
              session text COLLATE "C" NOT NULL,
              idx     bigint NOT NULL,
              body    text NOT NULL,
              PRIMARY KEY (session, idx)
-         );
+         ){summaries_by};
          CREATE TABLE {writes} (
              session        text COLLATE "C" NOT NULL,
              key            text COLLATE "C" NOT NULL,
@@ -315,7 +228,7 @@ fn create_v1(n: &Names) -> String {
              count          bigint NOT NULL,
              seq            bigint NOT NULL,
              PRIMARY KEY (session, key)
-         );
+         ){writes_by};
          CREATE INDEX {writes_by_seq} ON {writes} (session, seq);
          CREATE TABLE {pending} (
              session    text COLLATE "C" NOT NULL,
@@ -323,13 +236,20 @@ fn create_v1(n: &Names) -> String {
              body       text NOT NULL,
              expires_at bigint,
              PRIMARY KEY (session, key)
-         );
+         ){pending_by};
          CREATE INDEX {pending_by_expiry} ON {pending} (expires_at) WHERE expires_at IS NOT NULL;"#,
         by_user = index("sessions_by_user"),
         by_expiry = index("sessions_by_expiry"),
         writes_by_seq = index("writes_by_seq"),
         pending_by_expiry = index("pending_by_expiry"),
-    )
+        sessions_by = by("sessions"),
+        messages_by = by("messages"),
+        summaries_by = by("summaries"),
+        writes_by = by("writes"),
+        pending_by = by("pending"),
+    );
+    // The partitions, after the indexes: each partition gets its own copy.
+    tables + &crate::partitions::create(n)
 }
 
 /// Whether the relation `name` exists in `schema`, read from the catalog

@@ -52,3 +52,9 @@ mod ttl_and_limits {
         .await
     });
 }
+
+mod partitioned {
+    // Every table hash-partitioned by session id (four partitions each, to
+    // keep the creation of each case's schema quick).
+    statestore_core::conformance_suite!(async { super::fresh(|b| b.partitions(4)).await });
+}

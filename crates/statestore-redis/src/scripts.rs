@@ -383,13 +383,14 @@ end
 /// cluster, whose client keeps them): the session whose header is `ixkey`
 /// was written at `ixat` (ms, a string); `ixnew` when the write created
 /// it; its owner was `ixwas` and is now `ixuser` (each a string, or
-/// nil/false for none). The id is the header's hash tag, unescaped;
+/// nil/false for none). The id is the header key's hash tag (the text
+/// between its braces: neither prefix nor escaped id holds one), unescaped;
 /// users are escaped as ids are. About 4k instructions per `ZADD`.
 macro_rules! index {
     () => {
         r#"
 if IX ~= '' then
-  local id = string.match(ixkey, '{(.*)}:h$')
+  local id = string.match(ixkey, '{(.*)}')
   if string.find(id, '%', 1, true) then
     id = (string.gsub(id, '%%(%x%x)', { ['25'] = '%', ['7B'] = '{', ['7D'] = '}' }))
   end
@@ -1133,7 +1134,7 @@ end
 local IX = @IX@
 if IX ~= '' then
   -- Out of the list indexes (keys.rs): every session's, and its owner's.
-  local id = string.match(KEYS[1], '{(.*)}:h$')
+  local id = string.match(KEYS[1], '{(.*)}')
   if string.find(id, '%', 1, true) then
     id = (string.gsub(id, '%%(%x%x)', { ['25'] = '%', ['7B'] = '{', ['7D'] = '}' }))
   end

@@ -345,18 +345,26 @@ const DEFAULT_WAIT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs
 
 /// The options of `postgres://` URLs that the facade reads.
 #[cfg(feature = "postgres")]
-const POSTGRES_OPTIONS: [&str; 5] = ["prefix", "schema", "ttl", "timeout", "pool_size"];
+const POSTGRES_OPTIONS: [&str; 6] = [
+    "prefix",
+    "schema",
+    "ttl",
+    "timeout",
+    "pool_size",
+    "partitions",
+];
 
 /// The libpq options tokio-postgres reads from a URL's query, passed
 /// through to it as they are.
 #[cfg(feature = "postgres")]
-const LIBPQ_OPTIONS: [&str; 19] = [
+const LIBPQ_OPTIONS: [&str; 20] = [
     "user",
     "password",
     "dbname",
     "options",
     "application_name",
     "sslmode",
+    "sslrootcert",
     "sslnegotiation",
     "host",
     "hostaddr",
@@ -422,8 +430,15 @@ async fn postgres(
         }
         builder = builder.pool_size(size);
     }
+    if let Some(partitions) = query.number::<u32>("partitions")? {
+        builder = builder.partitions(partitions);
+    }
     if let Some(limits) = options.limits {
         builder = builder.limits(limits);
+    }
+    #[cfg(feature = "postgres-tls")]
+    if let Some(pem) = options.tls_root_certificate {
+        builder = builder.tls_root_certificate(pem);
     }
     builder.build().await.map_err(failed)
 }

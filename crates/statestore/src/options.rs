@@ -38,7 +38,7 @@ pub struct Options {
     pub(crate) prefix: Option<String>,
     pub(crate) timeout: Option<Duration>,
     pub(crate) limits: Option<Limits>,
-    #[cfg(feature = "redis-tls")]
+    #[cfg(any(feature = "redis-tls", feature = "postgres-tls"))]
     pub(crate) tls_root_certificate: Option<Vec<u8>>,
 }
 
@@ -49,7 +49,7 @@ impl std::fmt::Debug for Options {
             .field("prefix", &self.prefix)
             .field("timeout", &self.timeout)
             .field("limits", &self.limits);
-        #[cfg(feature = "redis-tls")]
+        #[cfg(any(feature = "redis-tls", feature = "postgres-tls"))]
         d.field(
             "tls_root_certificate",
             &self.tls_root_certificate.as_ref().map(|pem| pem.len()),
@@ -95,10 +95,11 @@ impl Options {
         self
     }
 
-    /// Trusts this CA certificate (PEM) for `rediss://` connections instead
-    /// of the system's roots (URL option `tls_ca`, a file path).
-    #[cfg(feature = "redis-tls")]
-    #[cfg_attr(docsrs, doc(cfg(feature = "redis-tls")))]
+    /// Trusts this CA certificate (PEM) for `rediss://` connections (URL
+    /// option `tls_ca`, a file path) and TLS `postgres://` connections (URL
+    /// option `sslrootcert`, a file path) instead of the system's roots.
+    #[cfg(any(feature = "redis-tls", feature = "postgres-tls"))]
+    #[cfg_attr(docsrs, doc(cfg(any(feature = "redis-tls", feature = "postgres-tls"))))]
     pub fn tls_root_certificate(mut self, pem: impl Into<Vec<u8>>) -> Self {
         self.tls_root_certificate = Some(pem.into());
         self

@@ -118,6 +118,27 @@ async fn options_apply_and_the_url_wins() {
 }
 
 #[tokio::test]
+async fn partitions_reach_the_migration() {
+    let server = server();
+    let url = format!("{}?schema=parted&partitions=3", server.url());
+    let Backend::Postgres(store) = statestore::open_backend(&url, Options::new())
+        .await
+        .unwrap()
+    else {
+        panic!("not a PostgresStore");
+    };
+    assert_eq!(store.partitions(), Some(3));
+    let found = server
+        .psql("SELECT count(*) FROM pg_inherits WHERE inhparent = 'parted.statestore_messages'::regclass")
+        .unwrap();
+    assert_eq!(found, "3");
+    let e = open_err(&format!("{}?schema=parted&partitions=0", server.url())).await;
+    assert!(matches!(e, OpenError::Postgres { .. }), "{e:?}");
+    let e = open_err(&format!("{}?schema=parted&partitions=some", server.url())).await;
+    assert!(matches!(e, OpenError::InvalidOption { .. }), "{e:?}");
+}
+
+#[tokio::test]
 async fn libpq_options_pass_through() {
     let server = server();
     let url = format!(
@@ -183,4 +204,47 @@ async fn connection_failures_hide_the_password() {
     let e = open_err(&wrong).await;
     assert!(matches!(e, OpenError::Postgres { .. }), "{e:?}");
     assert!(!format!("{e} {e:?}").contains("not-the-password"), "{e:?}");
+}
+
+/// `sslmode=verify-full` with `sslrootcert=` (or the CA in `Options`)
+/// against a TLS-only server; an untrusted CA is refused.
+#[cfg(feature = "postgres-tls")]
+#[tokio::test]
+async fn verify_full_over_tls_opens_and_refuses_an_untrusted_ca() {
+    let server = PgServer::builder()
+        .password(SECRET)
+        .fsync(false)
+        .tls()
+        .start()
+        .expect("a TLS PostgreSQL server");
+    let files = server.tls_files().expect("certificates");
+    let url = format!(
+        "{}?sslmode=verify-full&sslrootcert={}",
+        server.url(),
+        files.ca_cert.display()
+    );
+    let store = statestore::open(&url).await.unwrap();
+    round_trip(&store, "tls-url").await;
+
+    let url = format!("{}?sslmode=verify-full&schema=opts", server.url());
+    let options = Options::new().tls_root_certificate(files.ca_cert_pem.clone());
+    let store = statestore::open_with(&url, options).await.unwrap();
+    round_trip(&store, "tls-options").await;
+
+    let options = Options::new().tls_root_certificate(files.other_ca_cert_pem.clone());
+    let e = statestore::open_with(&url, options).await.unwrap_err();
+    assert!(matches!(e, OpenError::Postgres { .. }), "{e:?}");
+    assert!(e.to_string().contains("TLS handshake"), "{e}");
+    assert_hidden(&format!("{e} {e:?}"));
+}
+
+/// Without `postgres-tls`, asking for TLS says which feature to enable.
+#[cfg(not(feature = "postgres-tls"))]
+#[tokio::test]
+async fn sslmode_require_without_the_feature_names_it() {
+    let url = format!("postgres://postgres:{SECRET}@127.0.0.1:1/postgres?sslmode=require");
+    let e = open_err(&url).await;
+    assert!(matches!(e, OpenError::Postgres { .. }), "{e:?}");
+    assert!(e.to_string().contains("postgres-tls"), "{e}");
+    assert_hidden(&format!("{e} {e:?}"));
 }

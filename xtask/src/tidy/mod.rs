@@ -133,7 +133,14 @@ pub(crate) fn tidy() -> Result {
     for manifest in &manifests {
         problems.extend(feature_docs(&manifest.path, &manifest.text));
     }
-    problems.extend(conformance_cases(&read(DESIGN)?, &read(CONFORMANCE)?));
+    // The cases live in conformance.rs and its modules (conformance/*.rs).
+    let mut case_files = vec![(CONFORMANCE.to_owned(), read(CONFORMANCE)?)];
+    for file in &rust {
+        if file.path.starts_with(CONFORMANCE.trim_end_matches(".rs")) {
+            case_files.push((file.path.clone(), file.text.clone()));
+        }
+    }
+    problems.extend(conformance_cases(&read(DESIGN)?, &case_files));
 
     eprintln!(
         "    (tidy: {} Rust files, {} manifests, {:.1}s)",
@@ -310,8 +317,10 @@ fn feature_docs(path: &str, manifest: &str) -> Vec<Problem> {
 }
 
 /// The cases named in [`DESIGN`]'s table, the case functions of
-/// [`CONFORMANCE`] and its list of cases, compared.
-fn conformance_cases(design: &str, conformance: &str) -> Vec<Problem> {
+/// [`CONFORMANCE`] and its modules (`files`: path and text, [`CONFORMANCE`]
+/// first) and its list of cases, compared.
+fn conformance_cases(design: &str, files: &[(String, String)]) -> Vec<Problem> {
+    let conformance = files.first().map_or("", |(_, text)| text.as_str());
     let mut problems = Vec::new();
     // The table: backticked names in the last cell of each row.
     let mut named: Vec<(String, usize)> = Vec::new();
@@ -340,16 +349,18 @@ fn conformance_cases(design: &str, conformance: &str) -> Vec<Problem> {
         }
     }
 
-    let lexed = lexer::split(conformance);
-    let mut functions: Vec<(String, usize)> = Vec::new();
-    for (i, line) in lexed.code.lines().enumerate() {
-        if let Some(rest) = line.trim_start().strip_prefix("pub async fn ")
-            && let Some((name, params)) = rest.split_once('(')
-            && params.starts_with("store: Arc<dyn Store>")
-        {
-            functions.push((name.trim().to_owned(), i + 1));
+    let mut functions: Vec<(String, String, usize)> = Vec::new();
+    for (path, text) in files {
+        for (i, line) in lexer::split(text).code.lines().enumerate() {
+            if let Some(rest) = line.trim_start().strip_prefix("pub async fn ")
+                && let Some((name, params)) = rest.split_once('(')
+                && params.starts_with("store: Arc<dyn Store>")
+            {
+                functions.push((name.trim().to_owned(), path.clone(), i + 1));
+            }
         }
     }
+    let lexed = lexer::split(conformance);
     let mut listed: Vec<(String, usize)> = Vec::new();
     let mut in_list = false;
     for (i, line) in lexed.code.lines().enumerate() {
@@ -369,7 +380,8 @@ fn conformance_cases(design: &str, conformance: &str) -> Vec<Problem> {
     }
 
     let names = |v: &[(String, usize)]| v.iter().map(|(n, _)| n.clone()).collect::<BTreeSet<_>>();
-    let (in_design, in_code, in_list) = (names(&named), names(&functions), names(&listed));
+    let in_code: BTreeSet<String> = functions.iter().map(|(n, _, _)| n.clone()).collect();
+    let (in_design, in_list) = (names(&named), names(&listed));
     for (name, line) in &named {
         if !in_code.contains(name) {
             problems.push(Problem::new(
@@ -381,17 +393,17 @@ fn conformance_cases(design: &str, conformance: &str) -> Vec<Problem> {
             ));
         }
     }
-    for (name, line) in &functions {
+    for (name, path, line) in &functions {
         if !in_design.contains(name) {
             problems.push(Problem::new(
-                CONFORMANCE,
+                path,
                 *line,
                 format!("conformance case `{name}` is not named in {DESIGN}'s table (`{DESIGN_TABLE}`): add the rule it checks"),
             ));
         }
         if !in_list.contains(name) {
             problems.push(Problem::new(
-                CONFORMANCE,
+                path,
                 *line,
                 format!("conformance case `{name}` is not in `__conformance_with_cases!`, so no backend runs it"),
             ));

@@ -78,7 +78,15 @@ fn conformance_cases_match_the_design_table() {
                        pub async fn reads(store: Arc<dyn Store>) {}\n\
                        pub async fn undocumented(store: Arc<dyn Store>) {}\n\
                        pub async fn run_all<S>(make: S) {}\n";
-    let found = conformance_cases(design, conformance);
+    let module = "pub async fn in_a_module(store: Arc<dyn Store>) {}\n";
+    let files = [
+        (CONFORMANCE.to_owned(), conformance.to_owned()),
+        (
+            "crates/statestore-core/src/conformance/m.rs".to_owned(),
+            module.to_owned(),
+        ),
+    ];
+    let found = conformance_cases(design, &files);
     let got: Vec<(&str, usize, bool)> = found
         .iter()
         .map(|p| (p.path.as_str(), p.line, p.message.contains("not named in")))
@@ -89,16 +97,20 @@ fn conformance_cases_match_the_design_table() {
             (DESIGN, 5, false),       // `gone`: no such case
             (CONFORMANCE, 10, true),  // `undocumented` not in the table
             (CONFORMANCE, 10, false), // … nor in the list
-            (CONFORMANCE, 5, false),  // listed without a function
+            // A case in a module of the suite is held to the same rules.
+            ("crates/statestore-core/src/conformance/m.rs", 1, true),
+            ("crates/statestore-core/src/conformance/m.rs", 1, false),
+            (CONFORMANCE, 5, false), // listed without a function
         ],
         "{found:#?}"
     );
     let clean_design = "| rule | conformance case |\n|---|---|\n| r | `appends` |\n";
     let clean = "macro_rules! __conformance_with_cases {\n        appends,\n}\n\
                  pub async fn appends(store: Arc<dyn Store>) {}\n";
-    assert!(conformance_cases(clean_design, clean).is_empty());
+    let clean = [(CONFORMANCE.to_owned(), clean.to_owned())];
+    assert!(conformance_cases(clean_design, &clean).is_empty());
     assert_eq!(
-        lines(&conformance_cases("# no table\n", clean)),
+        lines(&conformance_cases("# no table\n", &clean)),
         [(DESIGN, 1)]
     );
 }

@@ -288,7 +288,7 @@ impl PostgresStore {
     /// rolled back as a whole — a serialization failure or deadlock, or a
     /// unique violation from a concurrent create — wrote nothing, so it is
     /// run again (each statement runs in its own implicit transaction).
-    async fn rows(
+    pub(crate) async fn rows(
         &self,
         op: &'static str,
         id: &SessionId,
