@@ -93,6 +93,16 @@ impl PipelineBuilder {
         self
     }
 
+    /// How a new session gets its title on its first turn (default:
+    /// none): the first message cut short, or one model call beside the
+    /// turn's. Stored by the turn's own write, in metadata under
+    /// [`TITLE_KEY`](statestore_core::TITLE_KEY), where
+    /// [`Store::list`](statestore_core::Store::list) reads it.
+    pub fn title(mut self, policy: super::TitlePolicy) -> Self {
+        self.config.title = policy;
+        self
+    }
+
     /// Builds the pipeline.
     #[must_use]
     pub fn build(self) -> Pipeline {
@@ -117,6 +127,7 @@ pub(super) struct Config {
     pub(super) system_prompt: Option<String>,
     pub(super) temperature: Option<f32>,
     pub(super) max_tokens: Option<u32>,
+    pub(super) title: super::TitlePolicy,
 }
 
 impl Pipeline {
@@ -138,6 +149,7 @@ impl Pipeline {
                 system_prompt: None,
                 temperature: None,
                 max_tokens: None,
+                title: super::TitlePolicy::None,
             },
         }
     }

@@ -9,9 +9,10 @@ use std::time::Instant;
 use context_window::{History, Selection, annotate, select_borrowed};
 use statestore_core::{
     Append, Appended, Counters, Error as StoreError, Expect, IdempotencyKey, Message, Pending,
-    SessionId, Summary,
+    SessionId, Summary, TITLE_KEY,
 };
 
+use super::title;
 use super::tools::ToolRuns;
 use super::{
     Concurrency, ExecContext, Executed, MIN_MESSAGE_TOKENS, OnDelta, Pipeline, counters, log_tag,
@@ -259,7 +260,24 @@ impl Pipeline {
             m.before(&ctx, &mut request).await?;
         }
 
-        let response = self.call(&request, reborrow(&mut on_event), run).await?;
+        // A new session's title: asked for beside the turn's first call.
+        let new_session = matches!(loaded.expect, Expect::Absent);
+        let first_text = message.text();
+        let title_call = async {
+            match new_session && rounds_done == 0 {
+                true => title::call(&inner.title, &*inner.provider, &first_text).await,
+                false => None,
+            }
+        };
+        let (response, titled) = tokio::join!(
+            self.call(&request, reborrow(&mut on_event), run),
+            title_call
+        );
+        if let Some(Ok(answer)) = &titled {
+            run.usage += answer.usage;
+            run.model_calls += 1;
+        }
+        let response = response?;
         let mut response = self
             .tool_rounds(
                 &mut request,
@@ -298,6 +316,9 @@ impl Pipeline {
         let mut append = Append::new(turn)
             .expect(loaded.expect)
             .key(run.turn_id.clone());
+        if new_session && let Some(title) = inner.title.title(&first_text, titled.as_ref()) {
+            append = append.merge_metadata(TITLE_KEY, title.into());
+        }
         append.counters = run.counters();
         let append = append.count(counters::TURNS, 1);
         let started = Instant::now();

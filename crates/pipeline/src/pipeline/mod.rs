@@ -128,6 +128,7 @@ mod middleware;
 mod options;
 mod replay;
 mod summarize;
+mod title;
 mod tools;
 
 use std::collections::HashMap;
@@ -144,6 +145,7 @@ pub use builder::PipelineBuilder;
 pub use middleware::{ExecContext, Middleware};
 pub use options::{Concurrency, ExecOptions, Executed};
 pub use summarize::ProviderSummarizer;
+pub use title::TitlePolicy;
 pub use tools::{ToolContext, ToolHandler};
 
 /// The metadata key under which a stored reply names its turn id: a retry

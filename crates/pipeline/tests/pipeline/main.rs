@@ -3,7 +3,7 @@
 //! concurrent turns, windows, streaming), middleware order
 //! ([`middleware`]), tools ([`tools`]), one write per turn and exactly-once
 //! turns ([`exactly_once`]), and conflicts with their retries and usage
-//! accounting ([`conflicts`]). One test binary; the scripted provider and
+//! accounting ([`conflicts`]), titles ([`titles`]). One test binary; the scripted provider and
 //! the helpers every topic uses are below.
 #![allow(
     clippy::unwrap_used,
@@ -16,6 +16,7 @@
 mod conflicts;
 mod exactly_once;
 mod middleware;
+mod titles;
 mod tools;
 mod turns;
 
