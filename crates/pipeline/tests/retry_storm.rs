@@ -251,8 +251,12 @@ impl Store for Lossy {
     async fn fork(&self, source: &SessionId, target: &SessionId) -> StoreResult<Version> {
         self.inner.fork(source, target).await
     }
-    async fn delete(&self, id: &SessionId) -> StoreResult<bool> {
-        self.inner.delete(id).await
+    async fn delete_with(
+        &self,
+        id: &SessionId,
+        options: statestore_core::Delete,
+    ) -> StoreResult<bool> {
+        self.inner.delete_with(id, options).await
     }
     async fn exists(&self, id: &SessionId) -> StoreResult<bool> {
         self.inner.exists(id).await

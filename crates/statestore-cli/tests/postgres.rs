@@ -59,7 +59,7 @@ fn sessions_commands_and_migrate_work_on_postgres() {
             .unwrap_or_else(|| panic!("no {name} line: {out}"))
             .to_owned()
     };
-    assert!(line("schema").contains(" 3, this build's"), "{out}");
+    assert!(line("schema").contains(" 4, this build's"), "{out}");
     // synchronous_commit, and each table's size and dead rows.
     assert!(line("synchronous_commit").starts_with("ok"), "{out}");
     assert!(

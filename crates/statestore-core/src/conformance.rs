@@ -90,6 +90,7 @@ macro_rules! __conformance_with_cases {
             list_filters_by_metadata_and_time,
             list_cursors_survive_concurrent_writes,
             list_shows_titles_and_refuses_foreign_cursors,
+            guarded_deletes_refuse_a_changed_session,
         }
     };
 }
@@ -596,6 +597,60 @@ pub async fn delete_removes_everything(store: Arc<dyn Store>) {
     let fresh = store.load(&id).await.unwrap().unwrap();
     assert_eq!(texts(&fresh.messages), ["fresh"]);
     assert!(fresh.summaries.is_empty() && fresh.metadata.is_empty() && fresh.user_id.is_none());
+}
+
+/// `delete_with` guarded by a version deletes only that version: a session
+/// written since is a conflict that deletes nothing (its messages, listing
+/// and remembered writes stay); a retry after the delete is a conflict
+/// saying the session is gone; `Absent` deletes nothing.
+pub async fn guarded_deletes_refuse_a_changed_session(store: Arc<dyn Store>) {
+    let id = sid("guarded");
+    store
+        .append(&id, vec![user("one")], Expect::Any)
+        .await
+        .unwrap();
+    store
+        .append_with(&id, Append::new([user("two")]).key(key("k2")))
+        .await
+        .unwrap();
+    let stale = crate::Delete::new().expect(Expect::Version(1));
+    assert_conflict(
+        store.delete_with(&id, stale).await,
+        &id,
+        Expect::Version(1),
+        Some(2),
+    );
+    let absent = crate::Delete::new().expect(Expect::Absent);
+    assert_conflict(
+        store.delete_with(&id, absent).await,
+        &id,
+        Expect::Absent,
+        Some(2),
+    );
+    let kept = store.load(&id).await.unwrap().unwrap();
+    assert_eq!(texts(&kept.messages), ["one", "two"]);
+    assert_eq!(list_all(&*store, ListQuery::default()).await, std::slice::from_ref(&id));
+    let replay = store
+        .append_with(&id, Append::new([user("two")]).key(key("k2")))
+        .await
+        .unwrap();
+    assert!(
+        replay.replayed,
+        "a refused delete forgets no remembered write"
+    );
+
+    let current = crate::Delete::new().expect(Expect::Version(2));
+    assert!(store.delete_with(&id, current).await.unwrap());
+    assert!(store.load(&id).await.unwrap().is_none());
+    assert!(list_all(&*store, ListQuery::default()).await.is_empty());
+    assert_conflict(
+        store.delete_with(&id, current).await,
+        &id,
+        Expect::Version(2),
+        None,
+    );
+    assert!(!store.delete_with(&id, absent).await.unwrap());
+    assert!(!store.delete_with(&id, crate::Delete::new()).await.unwrap());
 }
 
 async fn list_all(store: &dyn Store, query: ListQuery) -> Vec<SessionId> {

@@ -22,7 +22,7 @@ pub use message::{
     Content, ContentPart, ImageUrl, Message, Metadata, Role, Timestamp, TokenCount, ToolCall,
 };
 pub use state::{ConversationState, Expect, RecentState, Summary, Version};
-pub use store::{Load, Store, check_fork_ids};
+pub use store::{Delete, Load, Store, check_fork_ids};
 pub use write::{
     AddSummary, Append, Appended, Counters, IdempotencyKey, Pending, REMEMBERED_WRITES,
     RememberedWrite, Save, WriteOutcome,

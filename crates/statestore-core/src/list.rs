@@ -49,7 +49,7 @@ use std::cmp::Ordering;
 
 use serde_json::Value;
 
-use crate::{Error, Metadata, Result, SessionId, Timestamp};
+use crate::{Error, Metadata, Result, SessionId, Timestamp, Version};
 
 /// The metadata key holding a session's title: a JSON string, returned by
 /// [`Store::list`](crate::Store::list) as [`SessionInfo::title`].
@@ -325,6 +325,10 @@ pub struct SessionInfo {
     pub created_at: Timestamp,
     /// When it was last written (the [`Recent`](ListOrder::Recent) order).
     pub updated_at: Timestamp,
+    /// Its version when it was listed: an [`Expect::Version`](crate::Expect)
+    /// for a write (or a [`Store::delete_with`](crate::Store::delete_with))
+    /// that must not apply if the session changed since.
+    pub version: Version,
 }
 
 impl SessionInfo {
@@ -337,7 +341,15 @@ impl SessionInfo {
             title: None,
             created_at: updated_at,
             updated_at,
+            version: 0,
         }
+    }
+
+    /// Sets the version.
+    #[must_use]
+    pub fn with_version(mut self, version: Version) -> Self {
+        self.version = version;
+        self
     }
 
     /// Sets the owner.

@@ -49,6 +49,36 @@ impl Load {
     }
 }
 
+/// How [`Store::delete_with`] deletes.
+///
+/// ```
+/// use statestore_core::{Delete, Expect};
+///
+/// // Only if nobody wrote the session since it was read at version 4.
+/// let guarded = Delete::new().expect(Expect::Version(4));
+/// assert_eq!(guarded.expect, Expect::Version(4));
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+#[must_use]
+pub struct Delete {
+    /// What the session's version must be (default: any).
+    pub expect: Expect,
+}
+
+impl Delete {
+    /// A plain delete.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Guards the delete with `expect`.
+    pub fn expect(mut self, expect: Expect) -> Self {
+        self.expect = expect;
+        self
+    }
+}
+
 /// A place conversations live between pipeline executions.
 ///
 /// Backends: `statestore-memory` (development, tests, single-instance apps)
@@ -210,7 +240,22 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn fork(&self, source: &SessionId, target: &SessionId) -> Result<Version>;
 
     /// Deletes the session; `true` when it existed.
-    async fn delete(&self, id: &SessionId) -> Result<bool>;
+    async fn delete(&self, id: &SessionId) -> Result<bool> {
+        self.delete_with(id, Delete::new()).await
+    }
+
+    /// Deletes the session, guarded: with
+    /// [`Delete::expect`](Delete#structfield.expect) a
+    /// [`Expect::Version`] it deletes only a session still at that
+    /// version — one written since (or gone) is
+    /// [`Error::Conflict`](crate::Error::Conflict) and nothing is deleted.
+    /// `true` when it deleted the session.
+    ///
+    /// A retry of a guarded delete that ran finds the session gone: a
+    /// conflict whose `actual` is `None`, which says the session is gone
+    /// (by this delete or another), never that a newer session was
+    /// deleted.
+    async fn delete_with(&self, id: &SessionId, options: Delete) -> Result<bool>;
 
     /// Whether the session exists. Does not count as an access.
     async fn exists(&self, id: &SessionId) -> Result<bool>;

@@ -544,9 +544,13 @@ impl Layer {
         })
     }
 
-    pub(crate) async fn delete(&self, id: &SessionId) -> StoreResult<bool> {
+    pub(crate) async fn delete_with(
+        &self,
+        id: &SessionId,
+        options: statestore_core::Delete,
+    ) -> StoreResult<bool> {
         self.forget(id);
-        let existed = self.inner.delete(id).await;
+        let existed = self.inner.delete_with(id, options).await;
         self.forget(id);
         existed
     }

@@ -286,8 +286,12 @@ macro_rules! delegate_store {
             async fn fork(&self, source: &SessionId, target: &SessionId) -> StoreResult<Version> {
                 self.layer.fork(source, target).await
             }
-            async fn delete(&self, id: &SessionId) -> StoreResult<bool> {
-                self.layer.delete(id).await
+            async fn delete_with(
+                &self,
+                id: &SessionId,
+                options: statestore_core::Delete,
+            ) -> StoreResult<bool> {
+                self.layer.delete_with(id, options).await
             }
             async fn exists(&self, id: &SessionId) -> StoreResult<bool> {
                 self.layer.inner.exists(id).await

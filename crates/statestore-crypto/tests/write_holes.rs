@@ -151,8 +151,8 @@ impl Store for Faulty {
     async fn fork(&self, source: &SessionId, target: &SessionId) -> Result<Version> {
         self.store.fork(source, target).await
     }
-    async fn delete(&self, id: &SessionId) -> Result<bool> {
-        self.store.delete(id).await
+    async fn delete_with(&self, id: &SessionId, options: statestore_core::Delete) -> Result<bool> {
+        self.store.delete_with(id, options).await
     }
     async fn exists(&self, id: &SessionId) -> Result<bool> {
         self.store.exists(id).await

@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use statestore_core::codec::{self, Limits};
 use statestore_core::{
-    Append, Appended, ConversationState, Error, Expect, IdempotencyKey, ListCursor, ListOrder,
-    ListPage, ListQuery, Load, Message, Metadata, Pending, RecentState, Result,
+    Append, Appended, ConversationState, Delete, Error, Expect, IdempotencyKey, ListCursor,
+    ListOrder, ListPage, ListQuery, Load, Message, Metadata, Pending, RecentState, Result,
     Save as SaveOptions, SessionId, Store, Version, async_trait,
 };
 
@@ -294,10 +294,32 @@ impl Store for MemoryStore {
         self.inner.write(target, Fork(snapshot))
     }
 
-    async fn delete(&self, id: &SessionId) -> Result<bool> {
-        self.pending.remove_session(id);
-        let mut map = lock(self.inner.shard(id));
-        Ok(self.inner.remove_locked(&mut map, id, None))
+    async fn delete_with(&self, id: &SessionId, options: Delete) -> Result<bool> {
+        let expect = options.expect;
+        let mut found = None;
+        let removed = {
+            let mut map = lock(self.inner.shard(id));
+            self.inner.remove_if(&mut map, id, |live, _| {
+                found = live.map(|s| s.version);
+                expect.admits(found) && found.is_some()
+            })
+        };
+        match removed {
+            Some(existed) => {
+                self.pending.remove_session(id);
+                Ok(existed)
+            }
+            None if expect.admits(found) => {
+                // No session (progress recorded before one may remain).
+                self.pending.remove_session(id);
+                Ok(false)
+            }
+            None => Err(Error::Conflict {
+                id: id.clone(),
+                expected: expect,
+                actual: found,
+            }),
+        }
     }
 
     async fn exists(&self, id: &SessionId) -> Result<bool> {

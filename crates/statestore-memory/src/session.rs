@@ -128,6 +128,7 @@ impl Session {
             .with_user(self.user_id.clone())
             .with_title(SessionInfo::title_in(&self.metadata))
             .created_at(self.created_at)
+            .with_version(self.version)
     }
 
     pub(crate) fn bump(&mut self) -> Version {

@@ -200,25 +200,42 @@ impl Inner {
         }
     }
 
-    /// Removes `id` from a locked shard map. With `only_tick`, only when the
-    /// session's last access is still that tick (it was not used since).
+    /// Removes `id` from a locked shard map (live or expired); whether it
+    /// did. With `only_tick`, only when the session's last access is still
+    /// that tick (it was not used since).
     pub(crate) fn remove_locked(
         &self,
         map: &mut HashMap<SessionId, Arc<Slot>>,
         id: &SessionId,
         only_tick: Option<u64>,
     ) -> bool {
+        self.remove_if(map, id, |_, tick| only_tick.is_none_or(|t| t == tick))
+            .is_some()
+    }
+
+    /// Removes `id` from a locked shard map when `remove` says so, asked
+    /// with the session's lock held (so no write lands between the question
+    /// and the removal): with the live session (`None` once removed or
+    /// expired) and its last-access tick. `None` when `remove` refused;
+    /// `Some(whether a live session was removed)` otherwise.
+    pub(crate) fn remove_if(
+        &self,
+        map: &mut HashMap<SessionId, Arc<Slot>>,
+        id: &SessionId,
+        remove: impl FnOnce(Option<&Session>, u64) -> bool,
+    ) -> Option<bool> {
         let Some(slot) = map.get(id) else {
-            return false;
+            return remove(None, 0).then_some(false);
         };
         let mut guard = lock(&slot.session);
         let tick = slot.tick.load(Ordering::Relaxed);
-        if only_tick.is_some_and(|t| t != tick) {
-            return false;
+        let live = guard.as_ref().filter(|_| !self.expired(tick));
+        if !remove(live, tick) {
+            return None;
         }
+        let existed = live.is_some();
         let removed = guard.take();
         drop(guard);
-        let existed = removed.is_some();
         if let Some(session) = removed {
             lock(&self.listing).moved(id, Some(&session.listed()), None);
         }
@@ -227,7 +244,7 @@ impl Inner {
         if let Some(recency) = &self.recency {
             lock(recency).remove(tick);
         }
-        existed
+        Some(existed)
     }
 
     /// Removes the least recently used session whose recorded tick is

@@ -307,3 +307,33 @@ pub(crate) fn create_v2(n: &Names) -> String {
     );
     sql
 }
+
+/// Schema version 3 to 4: `fn_delete_guarded(id, now, o)`, the delete of
+/// [`Store::delete_with`](statestore_core::Store::delete_with): the session
+/// row locked, the expectation `o` checked (`conflict` and the version
+/// found, deleting nothing), then every row of the session dropped.
+/// Replies `{"ok": true|false}` (whether a live session was deleted).
+pub(crate) fn create_v4(n: &Names) -> String {
+    let f = |name: &str| n.table(name);
+    let (sessions, admits, drop, head, guarded) = (
+        n.table("sessions"),
+        f("fn_admits"),
+        f("fn_drop"),
+        f("fn_head"),
+        f("fn_delete_guarded"),
+    );
+    format!(
+        r#"
+        CREATE FUNCTION {guarded}(p_id text, p_now bigint, o jsonb)
+           RETURNS jsonb LANGUAGE plpgsql AS $f$
+           DECLARE h {sessions};
+           BEGIN
+             h := {head}(p_id, p_now);
+             IF NOT {admits}(o, h.version) THEN
+               RETURN jsonb_build_object('err', 'conflict', 'actual', h.version);
+             END IF;
+             PERFORM {drop}(p_id);
+             RETURN jsonb_build_object('ok', h.id IS NOT NULL);
+           END $f$;"#
+    )
+}

@@ -49,7 +49,8 @@
 //! # Functions (schema version 2)
 //!
 //! Every write is one call of a PL/pgSQL function (see `functions`),
-//! created by the second migration step.
+//! created by the second migration step; the fourth adds the guarded
+//! delete (`fn_delete_guarded`).
 //!
 //! # Migrations
 //!
@@ -73,7 +74,7 @@ pub(crate) use crate::names::Names;
 pub use crate::names::{lock_key, quote_ident};
 
 /// The schema version this build creates, and the newest it opens.
-pub const SCHEMA_VERSION: u32 = 3;
+pub const SCHEMA_VERSION: u32 = 4;
 
 /// The longest identifier PostgreSQL keeps (`NAMEDATALEN - 1` bytes); longer
 /// ones are silently truncated, so they are refused instead.
@@ -166,6 +167,7 @@ const MIGRATIONS: [fn(&Names) -> String; SCHEMA_VERSION as usize] = [
     create_v1,
     crate::functions::create_v2,
     add_recent_indexes_v3,
+    crate::functions::create_v4,
 ];
 
 /// Version 2 to 3: the indexes of `list` newest first.

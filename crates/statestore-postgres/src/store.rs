@@ -2,8 +2,9 @@
 //! `ops`).
 
 use statestore_core::{
-    AddSummary, Append, Appended, ConversationState, Expect, IdempotencyKey, ListPage, ListQuery,
-    Load, Metadata, Pending, RecentState, Result, Save, SessionId, Store, Version, async_trait,
+    AddSummary, Append, Appended, ConversationState, Delete, Expect, IdempotencyKey, ListPage,
+    ListQuery, Load, Metadata, Pending, RecentState, Result, Save, SessionId, Store, Version,
+    async_trait,
 };
 
 use crate::PostgresStore;
@@ -35,8 +36,8 @@ impl Store for PostgresStore {
         self.do_fork(source, target).await
     }
 
-    async fn delete(&self, id: &SessionId) -> Result<bool> {
-        self.do_delete(id).await
+    async fn delete_with(&self, id: &SessionId, options: Delete) -> Result<bool> {
+        self.do_delete(id, options.expect).await
     }
 
     async fn exists(&self, id: &SessionId) -> Result<bool> {

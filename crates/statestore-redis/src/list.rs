@@ -380,7 +380,8 @@ fn found(query: &ListQuery, entry: &Entry, filters: &[&String], replies: &[Value
     let info = SessionInfo::new(id, updated_at)
         .with_user(user_id)
         .with_title(title)
-        .created_at(Timestamp::from_unix_millis(number(1).unwrap_or_default()));
+        .created_at(Timestamp::from_unix_millis(number(1).unwrap_or_default()))
+        .with_version(number(3).unwrap_or_default());
     let mut metadata = Metadata::new();
     if let Some(Value::Array(values)) = replies.get(2) {
         for (key, value) in filters.iter().zip(values) {

@@ -6,9 +6,9 @@
 //! `SCAN` steps, see `list.rs`).
 
 use statestore_core::{
-    AddSummary, Append, Appended, ConversationState, Error as StoreError, Expect, IdempotencyKey,
-    ListPage, ListQuery, Load, Metadata, Pending, RecentState, Result, Save, SessionId, Store,
-    Version, async_trait,
+    AddSummary, Append, Appended, ConversationState, Delete, Error as StoreError, Expect,
+    IdempotencyKey, ListPage, ListQuery, Load, Metadata, Pending, RecentState, Result, Save,
+    SessionId, Store, Version, async_trait,
 };
 
 use crate::call::ScriptCall;
@@ -241,7 +241,7 @@ impl Store for RedisStore {
         }
     }
 
-    async fn delete(&self, id: &SessionId) -> Result<bool> {
+    async fn delete_with(&self, id: &SessionId, options: Delete) -> Result<bool> {
         let keys = self.inner.keys.session(id);
         // A re-send of a delete that ran reports the deletion it made.
         let token = self.inner.conn.resends().then(call_token);
@@ -253,6 +253,7 @@ impl Store for RedisStore {
             ),
             None => ScriptCall::new(&self.inner.scripts.delete, &[h, m, s, d, w, &keys.pending]),
         };
+        expect_args(&mut call, options.expect);
         if let Some(token) = token {
             call.arg(token);
         }
@@ -263,6 +264,11 @@ impl Store for RedisStore {
                 self.reindex(id).await;
                 Ok(rest.first() == Some(&1))
             }
+            Reply::Conflict(actual) => Err(StoreError::Conflict {
+                id: id.clone(),
+                expected: options.expect,
+                actual,
+            }),
             _ => Err(StoreError::Corrupt {
                 id: id.clone(),
                 detail: "delete returned an unexpected reply".into(),

@@ -1113,9 +1113,11 @@ return 'ok 1'
 "#
 );
 
-/// `delete(id)`: removes all five keys and the progress hash (KEYS 6),
-/// freed in the background.
-/// Where the client may re-send a call (the cluster client), ARGV 1 is a
+/// `delete_with(id, options)`: removes all five keys and the progress hash
+/// (KEYS 6), freed in the background. ARGV 1: the expectation (`a` any,
+/// `n` absent, else the exact version): a session it does not admit is
+/// `conflict` and its version (`-1`: none), and nothing is removed.
+/// Where the client may re-send a call (the cluster client), ARGV 2 is a
 /// token the store made for this call and KEYS 7 the session's deletion
 /// mark (`keys.rs`): a delete that finds the session leaves the token
 /// there for 60 s, and a re-send that finds the session gone and its own
@@ -1123,13 +1125,18 @@ return 'ok 1'
 /// Returns `ok 1` when the header existed, else `ok 0`.
 const DELETE: &str = r#"
 local existed = redis.call('EXISTS', KEYS[1])
-local token = ARGV[1]
-if token then
-  if existed == 1 then
-    redis.call('SET', KEYS[7], token, 'PX', 60000)
-  elseif redis.call('GET', KEYS[7]) == token then
-    return 'ok 1'
+local want, token = ARGV[1], ARGV[2]
+if token and existed == 0 and redis.call('GET', KEYS[7]) == token then
+  return 'ok 1'
+end
+if want ~= 'a' then
+  local v = existed == 1 and redis.call('HGET', KEYS[1], 'version')
+  if (want == 'n' and v) or (want ~= 'n' and v ~= want) then
+    return 'conflict ' .. (v or '-1')
   end
+end
+if token and existed == 1 then
+  redis.call('SET', KEYS[7], token, 'PX', 60000)
 end
 local IX = @IX@
 if IX ~= '' then

@@ -18,9 +18,9 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags};
 use statestore_core::codec::Limits;
 use statestore_core::{
-    AddSummary, Append, Appended, ConversationState, Error, Expect, IdempotencyKey, ListPage,
-    ListQuery, Load, Metadata, Pending, RecentState, Result, Save, SessionId, Store, Version,
-    async_trait,
+    AddSummary, Append, Appended, ConversationState, Delete, Error, Expect, IdempotencyKey,
+    ListPage, ListQuery, Load, Metadata, Pending, RecentState, Result, Save, SessionId, Store,
+    Version, async_trait,
 };
 
 pub use crate::diagnose::Diagnosis;
@@ -503,9 +503,12 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn delete(&self, id: &SessionId) -> Result<bool> {
-        self.write("delete", id, |conn, ctx, _| ops::delete(conn, ctx))
-            .await
+    async fn delete_with(&self, id: &SessionId, options: Delete) -> Result<bool> {
+        let expect = options.expect;
+        self.write("delete", id, move |conn, ctx, _| {
+            ops::delete(conn, ctx, expect)
+        })
+        .await
     }
 
     async fn exists(&self, id: &SessionId) -> Result<bool> {

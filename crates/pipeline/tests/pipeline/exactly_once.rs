@@ -102,9 +102,13 @@ impl Store for Watched {
         self.count("fork");
         self.inner.fork(source, target).await
     }
-    async fn delete(&self, id: &SessionId) -> statestore_core::Result<bool> {
+    async fn delete_with(
+        &self,
+        id: &SessionId,
+        options: statestore_core::Delete,
+    ) -> statestore_core::Result<bool> {
         self.count("delete");
-        self.inner.delete(id).await
+        self.inner.delete_with(id, options).await
     }
     async fn exists(&self, id: &SessionId) -> statestore_core::Result<bool> {
         self.count("exists");

@@ -53,7 +53,8 @@ async fn info_of(store: &dyn Store, id: &SessionId) -> (SessionInfo, Metadata) {
     let info = SessionInfo::new(state.id.clone(), state.updated_at)
         .with_user(state.user_id.clone())
         .with_title(SessionInfo::title_in(&state.metadata))
-        .created_at(state.created_at);
+        .created_at(state.created_at)
+        .with_version(state.version);
     (info, state.metadata)
 }
 

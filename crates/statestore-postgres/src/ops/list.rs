@@ -92,7 +92,7 @@ impl PostgresStore {
             None
         };
         let mut sql = format!(
-            "SELECT s.id::text, s.user_id::text, s.created_at, s.updated_at,
+            "SELECT s.id::text, s.user_id::text, s.created_at, s.updated_at, s.version,
                  CASE WHEN jsonb_typeof(s.metadata -> '{TITLE_KEY}') = 'string'
                       THEN s.metadata ->> '{TITLE_KEY}' END
              FROM {} s WHERE {filter}",
@@ -142,8 +142,11 @@ impl PostgresStore {
             sessions.push(
                 SessionInfo::new(id, clock(3)?)
                     .with_user(row.try_get(1).map_err(read)?)
-                    .with_title(row.try_get(4).map_err(read)?)
-                    .created_at(clock(2)?),
+                    .with_title(row.try_get(5).map_err(read)?)
+                    .created_at(clock(2)?)
+                    .with_version(
+                        u64::try_from(row.try_get::<_, i64>(4).map_err(read)?).unwrap_or_default(),
+                    ),
             );
         }
         // The cursor is the last row read, even one skipped above.

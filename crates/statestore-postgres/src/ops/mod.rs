@@ -65,6 +65,7 @@ pub(crate) struct Sql {
     summary: String,
     touch: String,
     delete: String,
+    delete_guarded: String,
     purge: String,
     put_pending: String,
     load_pending: String,
@@ -111,6 +112,10 @@ impl Sql {
             ),
             touch: format!("SELECT {}($1, $2, $3)::text", f("fn_touch")),
             delete: format!("SELECT {}($1, $2)", f("fn_delete")),
+            delete_guarded: format!(
+                "SELECT {}($1, $2, $3::text::jsonb)::text",
+                f("fn_delete_guarded")
+            ),
             purge: format!("SELECT {}($1, $2)", f("fn_purge")),
             put_pending: format!(
                 "INSERT INTO {pending} (session, key, body, expires_at)

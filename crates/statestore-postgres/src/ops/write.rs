@@ -258,9 +258,28 @@ impl PostgresStore {
         Ok(reply.ok.as_ref().and_then(serde_json::Value::as_bool) == Some(true))
     }
 
-    pub(crate) async fn do_delete(&self, id: &SessionId) -> Result<bool> {
-        self.value("delete", id, &self.sql.delete, &[&id.as_str(), &now_ms()])
-            .await
+    pub(crate) async fn do_delete(&self, id: &SessionId, expect: Expect) -> Result<bool> {
+        if expect == Expect::Any {
+            return self
+                .value("delete", id, &self.sql.delete, &[&id.as_str(), &now_ms()])
+                .await;
+        }
+        let mut o = Opts::new();
+        expect_json(expect, &mut o);
+        let opts = json_text(id, &o)?;
+        let text: String = self
+            .value(
+                "delete",
+                id,
+                &self.sql.delete_guarded,
+                &[&id.as_str(), &now_ms(), &opts],
+            )
+            .await?;
+        let reply = Reply::parse(id, &text)?;
+        if let Some(e) = reply.refusal(id, expect, &Limits::none()) {
+            return Err(e);
+        }
+        Ok(reply.ok.as_ref().and_then(serde_json::Value::as_bool) == Some(true))
     }
 
     pub(crate) async fn do_put_pending(

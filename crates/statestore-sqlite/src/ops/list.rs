@@ -42,7 +42,7 @@ fn select(
 ) -> Result<Vec<Row>> {
     let title = format!("'$.\"{TITLE_KEY}\"'");
     let mut q = format!(
-        "SELECT id, user_id, created_at, updated_at,
+        "SELECT id, user_id, created_at, updated_at, version,
              CASE WHEN json_valid(metadata) THEN
                  CASE WHEN json_type(metadata, {title}) = 'text'
                       THEN json_extract(metadata, {title}) END END{}
@@ -82,9 +82,9 @@ fn select(
                     order,
                     r.get(0)?,
                     r.get(1)?,
-                    (r.get(2)?, r.get(3)?),
-                    r.get(4)?,
-                    if filtered { r.get(5)? } else { None },
+                    (r.get(2)?, r.get(3)?, r.get(4)?),
+                    r.get(5)?,
+                    if filtered { r.get(6)? } else { None },
                 ))
             })?
             .collect()
@@ -92,13 +92,13 @@ fn select(
     )
 }
 
-/// A [`Row`] from its columns: id, owner, (created, updated), title,
-/// metadata.
+/// A [`Row`] from its columns: id, owner, (created, updated, version),
+/// title, metadata.
 fn row(
     order: ListOrder,
     id: String,
     user_id: Option<String>,
-    (created, updated): (i64, i64),
+    (created, updated, version): (i64, i64, i64),
     title: Option<String>,
     metadata: Option<String>,
 ) -> Row {
@@ -116,7 +116,8 @@ fn row(
             SessionInfo::new(id, clock(updated))
                 .with_user(user_id)
                 .with_title(title)
-                .created_at(clock(created)),
+                .created_at(clock(created))
+                .with_version(u64::try_from(version).unwrap_or_default()),
         ),
         Err(_) => {
             tracing::warn!("skipped a stored session id that is not a valid id");

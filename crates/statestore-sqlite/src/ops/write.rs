@@ -16,7 +16,7 @@ use super::rows::{
     read_text, write_text,
 };
 use super::{
-    Config, check, encode_messages, encode_summaries, json_text, now_ms, parse_counters,
+    Config, check, conflict, encode_messages, encode_summaries, json_text, now_ms, parse_counters,
     parse_metadata, remembered, to_i64,
 };
 use crate::error::{OpCtx, sql};
@@ -464,12 +464,17 @@ pub(crate) fn touch(conn: &Connection, ctx: &OpCtx, cfg: &Config) -> Result<bool
     Ok(true)
 }
 
-pub(crate) fn delete(conn: &Connection, ctx: &OpCtx) -> Result<bool> {
+/// Deletes the session's rows (and its progress) when `expect` admits
+/// its version; in the write transaction, so no write lands in between.
+pub(crate) fn delete(conn: &Connection, ctx: &OpCtx, expect: Expect) -> Result<bool> {
     let now = now_ms();
     // An expired session is already gone for every reader: not "existed".
-    let live = live_head(conn, ctx, &ctx.id, now)?.is_some();
+    let live = live_head(conn, ctx, &ctx.id, now)?.map(|h| h.version);
+    if !expect.admits(live) {
+        return Err(conflict(&ctx.id, expect, live));
+    }
     delete_rows(conn, ctx, ctx.id.as_str())?;
-    Ok(live)
+    Ok(live.is_some())
 }
 
 /// Records the progress of `key`'s write still to be made (replacing what
