@@ -6,7 +6,9 @@
 //!
 //! - one turn (`load_recent(20)`, then `append` of 2 guarded by the version
 //!   it returned) at 10 / 100 / 1,000 / 10,000 / 100,000 short messages,
-//!   each beside the loopback round trip (`SELECT 1`) measured right after;
+//!   each beside the loopback round trip (`SELECT 1`) and the disk's
+//!   `fdatasync` measured right after; and the same with
+//!   `synchronous_commit=off`, the store's cost without the flush;
 //! - the peer baseline on the same server: the whole history as one
 //!   `jsonb` value per session (read it, parse, push the turn, serialize,
 //!   write it back — what a blob-per-session checkpointer does), on the
@@ -61,6 +63,9 @@ const SESSION_COUNTS: [usize; 5] = [1, 4, 16, 64, 256];
 const SESSIONS: usize = 64;
 
 const GROUP_TURN: &str = "postgres/turn(append 2 + load_recent 20)";
+const GROUP_TURN_RELAXED: &str = "postgres/turn(append 2 + load_recent 20), synchronous_commit=off";
+/// The URL suffix of connections with `synchronous_commit=off`.
+const RELAXED: &str = "?options=-c%20synchronous_commit%3Doff";
 const GROUP_BLOB: &str = "postgres/jsonb baseline turn(SELECT + parse + push 2 + UPDATE)";
 const GROUP_TURN_MIX: &str = "postgres/turn, realistic mix(append 2 + load_recent 20)";
 const GROUP_BLOB_MIX: &str =
@@ -159,7 +164,21 @@ async fn turn_of(store: &dyn Store, id: &SessionId, messages: Vec<Message>) {
 
 /// One turn at a fixed history length, short messages (10 to 100,000).
 fn per_turn(c: &mut Criterion) {
-    turns(c, GROUP_TURN, &TURN_LENGTHS, short_history, short_turn);
+    turns(c, GROUP_TURN, "", &TURN_LENGTHS, short_history, short_turn);
+}
+
+/// The same with `synchronous_commit=off` (relaxed: a commit does not wait
+/// for its WAL flush), so that the store's own cost shows without the
+/// disk's flush latency, as the SQLite suite's `synchronous=NORMAL` does.
+fn per_turn_relaxed(c: &mut Criterion) {
+    turns(
+        c,
+        GROUP_TURN_RELAXED,
+        RELAXED,
+        &TURN_LENGTHS,
+        short_history,
+        short_turn,
+    );
 }
 
 /// One turn over the realistic mix, at 1,000 and 10,000 messages; the mix
@@ -172,6 +191,7 @@ fn per_turn_realistic(c: &mut Criterion) {
     turns(
         c,
         GROUP_TURN_MIX,
+        "",
         &MIX_LENGTHS,
         realistic_mix::history,
         realistic_mix::turn,
@@ -192,17 +212,19 @@ const TURNS_PER_RESET: u64 = 100;
 /// 100,000 rows — is followed by an untimed `VACUUM` and `CHECKPOINT`, or
 /// the timed turns after it would pay for its dead rows and dirty pages
 /// (autovacuum, checkpoint writes) rather than for their own history.
-/// Then the loopback round trip, as a `bench-metric:` line.
+/// Then the loopback round trip and the disk's flush time, as
+/// `bench-metric:` lines. `options` is appended to the store's URL.
 fn turns(
     c: &mut Criterion,
     group_name: &str,
+    options: &str,
     lengths: &[usize],
     history: fn(usize) -> Vec<Message>,
     new_turn: fn() -> Vec<Message>,
 ) {
     let rt = runtime();
     let server = server();
-    let store = store(&rt, &server.url());
+    let store = store(&rt, &format!("{}{options}", server.url()));
     let probe = client(&rt, &server.url());
     let mut group = c.benchmark_group(group_name);
     for &len in lengths {
@@ -250,8 +272,38 @@ fn turns(
             });
         });
         print_round_trip(&rt, &probe, &format!("{group_name}/{len}"));
+        print_fsync(&server, &format!("{group_name}/{len}"));
     }
     group.finish();
+}
+
+/// Prints the median of 50 4 KiB appends + `fdatasync` to a file beside
+/// the server's data directory (the disk its WAL is flushed to) under `id`:
+/// a durable commit waits for one such flush, and on a VM the disk's flush
+/// latency moves by an order of magnitude within minutes.
+fn print_fsync(server: &PgServer, id: &str) {
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(server.dir().join("fsync-probe"))
+        .unwrap();
+    let mut times: Vec<Duration> = (0..50u64)
+        .map(|i| {
+            let start = Instant::now();
+            file.write_all_at(&[0x5a_u8; 4096], i * 4096).unwrap();
+            file.sync_data().unwrap();
+            start.elapsed()
+        })
+        .collect();
+    times.sort();
+    println!(
+        "bench-metric: {id}/fdatasync right after = {:.1} µs (median of 50 4 KiB appends + \
+         fdatasync, beside the data directory)",
+        times[times.len() / 2].as_secs_f64() * 1e6
+    );
 }
 
 /// The loopback round trip right now: the median of 1,000 `SELECT 1`s
@@ -356,6 +408,7 @@ fn blob_turns(
             });
         });
         print_round_trip(&rt, &client, &format!("{group_name}/{len}"));
+        print_fsync(&server, &format!("{group_name}/{len}"));
     }
     group.finish();
 }
@@ -382,10 +435,7 @@ fn concurrent(c: &mut Criterion) {
     group.throughput(Throughput::Elements(SESSIONS as u64));
     group.sampling_mode(SamplingMode::Flat);
     group.sample_size(10);
-    for (label, options) in [
-        (SYNC_ON, ""),
-        (SYNC_OFF, "?options=-c%20synchronous_commit%3Doff"),
-    ] {
+    for (label, options) in [(SYNC_ON, ""), (SYNC_OFF, RELAXED)] {
         let url = format!("{}{options}", server.url());
         let store = Arc::new(store(&rt, &url));
         rt.block_on(async {
@@ -442,6 +492,7 @@ fn concurrent(c: &mut Criterion) {
              flushes; pg_stat_wal.wal_sync_time)",
             (after.sync_ms - before.sync_ms) * 1e3 / syncs.max(1) as f64
         );
+        print_fsync(&server, &format!("{GROUP_CONCURRENT}/{label}"));
     }
     group.finish();
 }
@@ -541,6 +592,7 @@ fn load_and_fork(c: &mut Criterion) {
 criterion_group!(
     benches,
     per_turn,
+    per_turn_relaxed,
     blob_baseline_turn,
     per_turn_realistic,
     blob_baseline_turn_realistic,
