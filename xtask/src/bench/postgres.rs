@@ -12,44 +12,52 @@ use super::format::{thousands, time};
 use super::record::Measured;
 use super::targets::{
     POSTGRES_BLOB, POSTGRES_CONCURRENT, POSTGRES_SYNC_OFF, POSTGRES_SYNC_ON, POSTGRES_TURN,
+    POSTGRES_TURN_RELAXED,
 };
 
-/// Our PostgreSQL turn and the `jsonb` baseline turn at each length, each
-/// beside the loopback round trip (`SELECT 1`) measured right after it.
+/// Our PostgreSQL turn at each length beside the disk's `fdatasync` and
+/// the loopback round trip (`SELECT 1`) measured right after it, the same
+/// turn with `synchronous_commit=off`, and the `jsonb` baseline turn.
 pub(super) fn turn_table(r: &Lookup<'_>, lengths: &[u32]) -> Option<String> {
     let mut rows = String::new();
     for &len in lengths {
-        let (Some(ours), Some(blob)) = (
-            r.get(&format!("{POSTGRES_TURN}/{len}")),
-            r.get(&format!("{POSTGRES_BLOB}/{len}")),
-        ) else {
+        let Some(ours) = r.get(&format!("{POSTGRES_TURN}/{len}")) else {
             continue;
         };
         let us = |v: Option<f64>| v.map_or_else(|| "?".into(), |v| time(v * 1e3));
+        let fsync = r.metric(&format!("{POSTGRES_TURN}/{len}/fdatasync right after"));
         let rtt = r.metric(&format!("{POSTGRES_TURN}/{len}/SELECT 1 round trip"));
-        let blob_rtt = r.metric(&format!("{POSTGRES_BLOB}/{len}/SELECT 1 round trip"));
+        let relaxed = r.get(&format!("{POSTGRES_TURN_RELAXED}/{len}"));
+        let blob = r.get(&format!("{POSTGRES_BLOB}/{len}"));
+        let median = |m: Option<&Measured>| m.map_or_else(|| "—".into(), |m| time(m.median));
         let _ = writeln!(
             rows,
-            "| {} | {} | {} | {} | {} | {} | **{:.1}×** |",
+            "| {} | {} | {} | {} | {} | {} | {} |",
             thousands(f64::from(len)),
             time(ours.median),
+            us(fsync),
             us(rtt),
-            rtt.map_or_else(|| "?".into(), |t| time(ours.median - 2.0 * t * 1e3)),
-            time(blob.median),
-            us(blob_rtt),
-            blob.median / ours.median
+            median(relaxed),
+            median(blob),
+            blob.map_or_else(
+                || "—".into(),
+                |b| format!("**{:.1}×**", b.median / ours.median)
+            )
         );
     }
     (!rows.is_empty()).then(|| {
         format!(
             "PostgreSQL per turn (durable: `fsync` and `synchronous_commit` on, so every append \
-             waits for its WAL flush) beside the loopback round trip (the median of 1,000 \
-             prepared `SELECT 1`s measured right after each benchmark), and the peer baseline on \
-             the same server and messages: the whole history as one `jsonb` value per session — \
-             `SELECT` it, parse, push the turn, serialize, `UPDATE` it — as a blob-per-session \
-             checkpointer does. Both are two round trips and one durable commit per turn.\n\n\
-             | messages | our turn | round trip | turn − 2 × round trip | jsonb turn | round \
-             trip | jsonb ÷ ours |\n\
+             waits for its WAL flush) beside the disk's flush (the median of 50 4 KiB appends + \
+             `fdatasync` beside the data directory) and the loopback round trip (the median of \
+             1,000 prepared `SELECT 1`s), both measured right after each benchmark; the same \
+             turn with `synchronous_commit=off` (no wait for the flush); and the peer baseline \
+             on the same server and messages: the whole history as one `jsonb` value per \
+             session — `SELECT` it, parse, push the turn, serialize, `UPDATE` it — as a \
+             blob-per-session checkpointer does. Each turn is two round trips and one durable \
+             commit.\n\n\
+             | messages | our turn | fdatasync right after | round trip | our turn, \
+             synchronous_commit=off | jsonb turn | jsonb ÷ ours |\n\
              |---|---|---|---|---|---|---|\n{rows}"
         )
     })

@@ -14,9 +14,9 @@ use super::run::{CLIENTS, FULL_REQUESTS, FULL_RUNS, QUICK_REQUESTS, QUICK_RUNS};
 use super::targets::{
     APPEND_MANAGER, BLOB_TURN, BLOB_TURN_MIX, CONTINUOUS, MEMORY_SESSIONS, MEMORY_TURN, PIPELINE,
     POSTGRES_BLOB, POSTGRES_BLOB_MIX, POSTGRES_REALISTIC_MIX, POSTGRES_SESSIONS, POSTGRES_TURN,
-    POSTGRES_TURN_MIX, REALISTIC_MIX, REDIS_SESSIONS, REDIS_TURN, REDIS_TURN_MIX, SESSION_COUNTS,
-    SQLITE_CONCURRENT, SQLITE_FLOOR, SQLITE_GROUP, SQLITE_SESSIONS, SQLITE_SINGLE, SQLITE_TURN,
-    SQLITE_TURN_RELAXED, THREADS,
+    POSTGRES_TURN_MIX, POSTGRES_TURN_RELAXED, REALISTIC_MIX, REDIS_SESSIONS, REDIS_TURN,
+    REDIS_TURN_MIX, SESSION_COUNTS, SQLITE_CONCURRENT, SQLITE_FLOOR, SQLITE_GROUP, SQLITE_SESSIONS,
+    SQLITE_SINGLE, SQLITE_TURN, SQLITE_TURN_RELAXED, THREADS,
 };
 use super::{ANALYSIS, RECORD};
 
@@ -47,6 +47,7 @@ pub(super) fn charts(r: &Lookup<'_>) -> Vec<PageChart> {
         ("SQLite, relaxed", SQLITE_TURN_RELAXED),
         ("Redis (loopback)", REDIS_TURN),
         ("PostgreSQL, durable (loopback)", POSTGRES_TURN),
+        ("PostgreSQL, relaxed (loopback)", POSTGRES_TURN_RELAXED),
         ("whole-blob baseline (Redis)", BLOB_TURN),
         ("whole-jsonb baseline (PostgreSQL)", POSTGRES_BLOB),
     ];
@@ -212,6 +213,7 @@ fn per_turn_table(r: &Lookup<'_>, metrics: &[Metric]) -> Option<String> {
         ("SQLite, durable", SQLITE_TURN),
         ("SQLite, relaxed", SQLITE_TURN_RELAXED),
         ("PostgreSQL, durable", POSTGRES_TURN),
+        ("PostgreSQL, relaxed", POSTGRES_TURN_RELAXED),
     ];
     let present: Vec<(&str, &str)> = stores
         .into_iter()
@@ -225,7 +227,8 @@ fn per_turn_table(r: &Lookup<'_>, metrics: &[Metric]) -> Option<String> {
          by store and history length (medians; each store's own group below has the intervals \
          and the run that measured it). SQLite durable is `synchronous=FULL` (an fsync per \
          commit), relaxed is `synchronous=NORMAL`; PostgreSQL durable is a local server with \
-         `fsync` and `synchronous_commit` on (a WAL flush per commit).\n\n| messages |",
+         `fsync` and `synchronous_commit` on (a WAL flush per commit), relaxed is \
+         `synchronous_commit=off`.\n\n| messages |",
     );
     for (name, _) in &present {
         let _ = write!(d, " {name} |");

@@ -65,6 +65,10 @@ pub(super) const SESSION_COUNTS: [u32; 5] = [1, 4, 16, 64, 256];
 /// session, read, pushed to and written back — on short messages and on
 /// the realistic mix.
 pub(super) const POSTGRES_TURN: &str = "postgres/turn(append 2 + load_recent 20)";
+/// The same turn with `synchronous_commit=off`: the store's cost without
+/// the WAL flush.
+pub(super) const POSTGRES_TURN_RELAXED: &str =
+    "postgres/turn(append 2 + load_recent 20), synchronous_commit=off";
 pub(super) const POSTGRES_BLOB: &str =
     "postgres/jsonb baseline turn(SELECT + parse + push 2 + UPDATE)";
 pub(super) const POSTGRES_TURN_MIX: &str =
