@@ -209,9 +209,10 @@ const TURNS_PER_RESET: u64 = 100;
 /// SQLite suite the turns go round-robin over `100 / (len / 100)` forks of
 /// the template, so that the reset comes once per 100 timed turns at every
 /// length (1,000 at 100,000). The reset — deletes and forks of up to
-/// 100,000 rows — is followed by an untimed `VACUUM` and `CHECKPOINT`, or
-/// the timed turns after it would pay for its dead rows and dirty pages
-/// (autovacuum, checkpoint writes) rather than for their own history.
+/// 100,000 rows — is followed by an untimed `VACUUM (ANALYZE)` and
+/// `CHECKPOINT`, or the timed turns after it would pay for its dead rows,
+/// new statistics and dirty pages (autovacuum, autoanalyze, checkpoint
+/// writes) rather than for their own history.
 /// Then the loopback round trip and the disk's flush time, as
 /// `bench-metric:` lines. `options` is appended to the store's URL.
 fn turns(
@@ -253,7 +254,7 @@ fn turns(
                                 store.delete(id).await.unwrap();
                                 store.fork(template, id).await.unwrap();
                             }
-                            probe.batch_execute("VACUUM").await.unwrap();
+                            probe.batch_execute("VACUUM (ANALYZE)").await.unwrap();
                             probe.batch_execute("CHECKPOINT").await.unwrap();
                             used.set(0);
                         }
