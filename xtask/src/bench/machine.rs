@@ -91,7 +91,11 @@ pub(super) fn host() -> Host {
         .unwrap_or_else(|| "?".into());
     let postgres = postgres_binary()
         .and_then(|bin| output(&bin, &["--version"]))
-        .and_then(|v| v.split_whitespace().last().map(str::to_owned));
+        .and_then(|v| {
+            // "postgres (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)"
+            let mut words = v.split_whitespace().skip_while(|w| *w != "(PostgreSQL)");
+            words.nth(1).map(str::to_owned)
+        });
     let lock = std::fs::read_to_string(root().join("Cargo.lock")).unwrap_or_default();
     let locked = |krate: &str| {
         let mut lines = lock.lines();
