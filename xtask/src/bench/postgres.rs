@@ -48,8 +48,8 @@ pub(super) fn turn_table(r: &Lookup<'_>, lengths: &[u32]) -> Option<String> {
     (!rows.is_empty()).then(|| {
         format!(
             "PostgreSQL per turn (durable: `fsync` and `synchronous_commit` on, so every append \
-             waits for its WAL flush) beside the disk's flush (the median of 50 4 KiB appends + \
-             `fdatasync` beside the data directory) and the loopback round trip (the median of \
+             waits for its WAL flush) beside the disk's flush (the median of 50 4 KiB overwrites + \
+             `fdatasync` of a pre-allocated file beside the data directory, as a WAL flush) and the loopback round trip (the median of \
              1,000 prepared `SELECT 1`s), both measured right after each benchmark; the same \
              turn with `synchronous_commit=off` (no wait for the flush); and the peer baseline \
              on the same server and messages: the whole history as one `jsonb` value per \
