@@ -287,7 +287,7 @@ fn turns(
 /// not also commit a new file size.
 fn print_fsync(server: &PgServer, id: &str) {
     use std::os::unix::fs::FileExt;
-    const SLOTS: u64 = 50;
+    const SLOTS: usize = 50;
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(true)
@@ -295,13 +295,12 @@ fn print_fsync(server: &PgServer, id: &str) {
         .write(true)
         .open(server.dir().join("fsync-probe"))
         .unwrap();
-    file.write_all_at(&vec![0_u8; 4096 * SLOTS as usize], 0)
-        .unwrap();
+    file.write_all_at(&vec![0_u8; 4096 * SLOTS], 0).unwrap();
     file.sync_all().unwrap();
     let mut times: Vec<Duration> = (0..SLOTS)
         .map(|i| {
             let start = Instant::now();
-            file.write_all_at(&[0x5a_u8; 4096], i * 4096).unwrap();
+            file.write_all_at(&[0x5a_u8; 4096], i as u64 * 4096).unwrap();
             file.sync_data().unwrap();
             start.elapsed()
         })
