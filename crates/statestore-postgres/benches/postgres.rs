@@ -300,7 +300,8 @@ fn print_fsync(server: &PgServer, id: &str) {
     let mut times: Vec<Duration> = (0..SLOTS)
         .map(|i| {
             let start = Instant::now();
-            file.write_all_at(&[0x5a_u8; 4096], i as u64 * 4096).unwrap();
+            file.write_all_at(&[0x5a_u8; 4096], i as u64 * 4096)
+                .unwrap();
             file.sync_data().unwrap();
             start.elapsed()
         })
