@@ -1,9 +1,11 @@
 //! What `Pipeline::execute` costs on top of the store: one execute with the
 //! offline provider (no network, a few microseconds of "model") on the
-//! memory store, on a throwaway local redis-server and on SQLite (durable,
-//! in a temp dir), against a history of about 100 messages. Compare with the
-//! stores' own per-turn benchmarks at length 100 (`memory/turn…/100`,
-//! `redis/turn…/100`, `sqlite/turn…/100`): the difference is the pipeline's
+//! memory store, on a throwaway local redis-server, on SQLite (durable, in a
+//! temp dir) and on a throwaway local PostgreSQL (`fsync` and
+//! `synchronous_commit` on), against a history of about 100 messages.
+//! Compare with the stores' own per-turn benchmarks at length 100
+//! (`memory/turn…/100`, `redis/turn…/100`, `sqlite/turn…/100`,
+//! `postgres/turn…/100`): the difference is the pipeline's
 //! overhead (id check, token annotation, window selection, request
 //! building, per-session lock; usage rides on the turn's one write).
 //!
@@ -25,10 +27,12 @@ use std::time::{Duration, Instant};
 
 use context_window::{CharEstimate, WindowPolicy, annotate};
 use criterion::{Criterion, criterion_group, criterion_main};
+use pg_test_server::PgServer;
 use pipeline::{OfflineProvider, Pipeline, counters};
 use redis_test_server::RedisServer;
 use statestore_core::{Append, Expect, IdempotencyKey, Message, Role, SessionId, Store};
 use statestore_memory::MemoryStore;
+use statestore_postgres::PostgresStore;
 use statestore_redis::RedisStore;
 use statestore_sqlite::SqliteStore;
 
@@ -123,11 +127,17 @@ fn execute(c: &mut Criterion) {
     let sqlite = rt
         .block_on(SqliteStore::builder().open(dir.path().join("execute.sqlite3")))
         .unwrap();
+    // The server's defaults: `fsync` and `synchronous_commit` on.
+    let pg_server = PgServer::start().unwrap();
+    let postgres = rt
+        .block_on(PostgresStore::connect(&pg_server.url()))
+        .unwrap();
     let mut group = c.benchmark_group(GROUP);
-    let stores: [(&str, Arc<dyn Store>); 3] = [
+    let stores: [(&str, Arc<dyn Store>); 4] = [
         ("memory", Arc::new(MemoryStore::new())),
         ("redis", Arc::new(redis)),
         ("sqlite", Arc::new(sqlite)),
+        ("postgres", Arc::new(postgres)),
     ];
     let template_id = SessionId::new("template").unwrap();
     let session = "bench-session";

@@ -89,6 +89,13 @@ pub(super) fn host() -> Host {
                 .map(str::to_owned)
         })
         .unwrap_or_else(|| "?".into());
+    let postgres = postgres_binary()
+        .and_then(|bin| output(&bin, &["--version"]))
+        .and_then(|v| {
+            // "postgres (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)"
+            let mut words = v.split_whitespace().skip_while(|w| *w != "(PostgreSQL)");
+            words.nth(1).map(str::to_owned)
+        });
     let lock = std::fs::read_to_string(root().join("Cargo.lock")).unwrap_or_default();
     let locked = |krate: &str| {
         let mut lines = lock.lines();
@@ -106,6 +113,8 @@ pub(super) fn host() -> Host {
         "criterion",
         "redis",
         "deadpool-redis",
+        "tokio-postgres",
+        "deadpool-postgres",
         "tokio",
         "serde_json",
     ]
@@ -117,8 +126,38 @@ pub(super) fn host() -> Host {
         os: format!("{os}, Linux {kernel}"),
         rustc: output("rustc", &["-V"]).unwrap_or_else(|| "?".into()),
         redis_server: redis,
+        postgres,
         crates: crates.join(", "),
     }
+}
+
+/// The `postgres` binary the PostgreSQL suites start (pg-test-server looks
+/// in `$PG_BIN`, then `/usr/lib/postgresql/*/bin`, newest first, then
+/// `PATH`).
+fn postgres_binary() -> Option<String> {
+    if let Some(dir) = std::env::var_os("PG_BIN").filter(|d| !d.is_empty()) {
+        return Some(
+            std::path::Path::new(&dir)
+                .join("postgres")
+                .display()
+                .to_string(),
+        );
+    }
+    let mut versions: Vec<(u32, std::path::PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let major = e.file_name().to_str()?.parse().ok()?;
+            let bin = e.path().join("bin").join("postgres");
+            bin.is_file().then_some((major, bin))
+        })
+        .collect();
+    versions.sort();
+    Some(versions.pop().map_or_else(
+        || "postgres".to_owned(),
+        |(_, bin)| bin.display().to_string(),
+    ))
 }
 
 /// The machine and the versions, as table rows: as recorded by the run,
@@ -160,7 +199,10 @@ pub(super) fn machine(run: &RunInfo) -> Vec<(String, String)> {
         ),
         ("rustc".into(), host.rustc),
         ("redis-server".into(), host.redis_server),
-        ("crates".into(), host.crates),
     ]);
+    if let Some(postgres) = host.postgres {
+        rows.push(("PostgreSQL".into(), postgres));
+    }
+    rows.extend([("crates".into(), host.crates)]);
     rows
 }

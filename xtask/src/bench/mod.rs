@@ -41,6 +41,7 @@ mod evaluate;
 mod format;
 mod import;
 mod machine;
+mod postgres;
 mod record;
 mod render;
 mod run;
@@ -50,7 +51,7 @@ mod tests;
 
 use std::time::{Instant, SystemTime};
 
-use crate::{Result, cargo, ensure_redis, root};
+use crate::{Result, cargo, ensure_postgres, ensure_redis, root};
 use record::{Metric, Record, RedisRun, RunInfo};
 
 const DOC: &str = "docs/benchmarks.md";
@@ -62,7 +63,8 @@ const USAGE: &str = "usage: cargo xtask bench [--quick] [criterion filter…]
        cargo xtask bench --render
 
 Runs every criterion suite of the workspace and redis-benchmark (installing
-redis-server and redis-tools when missing), records the figures in
+redis-server and redis-tools, and postgresql for the PostgreSQL suites' own
+throwaway clusters, when missing), records the figures in
 docs/benchmarks.json and renders docs/benchmarks.md from that record; the
 page's hand-written analysis (from \"## Analysis\" on) is kept.
 
@@ -105,6 +107,7 @@ fn measure(quick: bool, filters: &[String]) -> Result {
     let with_redis_benchmark =
         filters.is_empty() || filters.iter().any(|f| f.to_lowercase().contains("redis"));
     ensure_redis()?;
+    ensure_postgres()?;
     let wall = Instant::now();
     let started = SystemTime::now();
     let date =

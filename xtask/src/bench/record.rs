@@ -133,6 +133,10 @@ pub(super) struct Host {
     /// `rustc -V`
     pub(super) rustc: String,
     pub(super) redis_server: String,
+    /// `postgres --version` of the server the PostgreSQL suites start
+    /// ("15.14"); none in runs recorded before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) postgres: Option<String>,
     /// The versions of the crates the figures depend on most, from
     /// `Cargo.lock`: "criterion 0.8.2, redis 1.8.1, …".
     pub(super) crates: String,

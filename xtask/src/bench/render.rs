@@ -13,9 +13,10 @@ use super::run::ceiling_test;
 use super::run::{CLIENTS, FULL_REQUESTS, FULL_RUNS, QUICK_REQUESTS, QUICK_RUNS};
 use super::targets::{
     APPEND_MANAGER, BLOB_TURN, BLOB_TURN_MIX, CONTINUOUS, MEMORY_SESSIONS, MEMORY_TURN, PIPELINE,
-    REALISTIC_MIX, REDIS_SESSIONS, REDIS_TURN, REDIS_TURN_MIX, SESSION_COUNTS, SQLITE_CONCURRENT,
-    SQLITE_FLOOR, SQLITE_GROUP, SQLITE_SESSIONS, SQLITE_SINGLE, SQLITE_TURN, SQLITE_TURN_RELAXED,
-    THREADS,
+    POSTGRES_BLOB, POSTGRES_BLOB_MIX, POSTGRES_REALISTIC_MIX, POSTGRES_SESSIONS, POSTGRES_TURN,
+    POSTGRES_TURN_MIX, POSTGRES_TURN_RELAXED, REALISTIC_MIX, REDIS_SESSIONS, REDIS_TURN,
+    REDIS_TURN_MIX, SESSION_COUNTS, SQLITE_CONCURRENT, SQLITE_FLOOR, SQLITE_GROUP, SQLITE_SESSIONS,
+    SQLITE_SINGLE, SQLITE_TURN, SQLITE_TURN_RELAXED, THREADS,
 };
 use super::{ANALYSIS, RECORD};
 
@@ -45,7 +46,10 @@ pub(super) fn charts(r: &Lookup<'_>) -> Vec<PageChart> {
         ("SQLite, durable", SQLITE_TURN),
         ("SQLite, relaxed", SQLITE_TURN_RELAXED),
         ("Redis (loopback)", REDIS_TURN),
+        ("PostgreSQL, durable (loopback)", POSTGRES_TURN),
+        ("PostgreSQL, relaxed (loopback)", POSTGRES_TURN_RELAXED),
         ("whole-blob baseline (Redis)", BLOB_TURN),
+        ("whole-jsonb baseline (PostgreSQL)", POSTGRES_BLOB),
     ];
     let turn = Chart {
         title: "One turn (load_recent 20 + append 2) against history length".into(),
@@ -66,6 +70,7 @@ pub(super) fn charts(r: &Lookup<'_>) -> Vec<PageChart> {
         ("memory", MEMORY_SESSIONS),
         ("SQLite, durable", SQLITE_SESSIONS),
         ("Redis (loopback)", REDIS_SESSIONS),
+        ("PostgreSQL, durable (loopback)", POSTGRES_SESSIONS),
     ]
     .into_iter()
     .map(|(name, group)| Series {
@@ -112,6 +117,7 @@ fn derived(r: &Lookup<'_>, metrics: &[Metric]) -> Vec<String> {
         ("memory", MEMORY_TURN),
         ("redis", REDIS_TURN),
         ("sqlite", SQLITE_TURN),
+        ("postgres", POSTGRES_TURN),
     ] {
         if let (Some(exec), Some(turn)) = (
             r.get(&format!("{PIPELINE}/{store}")),
@@ -171,6 +177,7 @@ fn derived(r: &Lookup<'_>, metrics: &[Metric]) -> Vec<String> {
             turns * fsync_ns * 1e-9
         ));
     }
+    out.extend(super::postgres::derived(r));
     if let Some(one) = r.get(&format!("{THREADS}/1 thread")) {
         for two in [
             "2 threads, different sessions",
@@ -205,6 +212,8 @@ fn per_turn_table(r: &Lookup<'_>, metrics: &[Metric]) -> Option<String> {
         ("Redis (loopback)", REDIS_TURN),
         ("SQLite, durable", SQLITE_TURN),
         ("SQLite, relaxed", SQLITE_TURN_RELAXED),
+        ("PostgreSQL, durable", POSTGRES_TURN),
+        ("PostgreSQL, relaxed", POSTGRES_TURN_RELAXED),
     ];
     let present: Vec<(&str, &str)> = stores
         .into_iter()
@@ -217,7 +226,9 @@ fn per_turn_table(r: &Lookup<'_>, metrics: &[Metric]) -> Option<String> {
         "One turn — `load_recent(20)`, then `append` of 2 guarded by the version it returned — \
          by store and history length (medians; each store's own group below has the intervals \
          and the run that measured it). SQLite durable is `synchronous=FULL` (an fsync per \
-         commit), relaxed is `synchronous=NORMAL`.\n\n| messages |",
+         commit), relaxed is `synchronous=NORMAL`; PostgreSQL durable is a local server with \
+         `fsync` and `synchronous_commit` on (a WAL flush per commit), relaxed is \
+         `synchronous_commit=off`.\n\n| messages |",
     );
     for (name, _) in &present {
         let _ = write!(d, " {name} |");
@@ -302,39 +313,69 @@ fn redis_turn_table(r: &Lookup<'_>, metrics: &[Metric]) -> Option<String> {
     })
 }
 
-/// Our Redis turn and the blob turn over the realistic message mix.
+/// Our turn and the whole-blob baseline over the realistic message mix, on
+/// Redis and on PostgreSQL.
 fn realistic_mix_table(r: &Lookup<'_>, metrics: &[Metric]) -> Option<String> {
+    let stores = [
+        ("Redis", REDIS_TURN_MIX, BLOB_TURN_MIX),
+        ("PostgreSQL", POSTGRES_TURN_MIX, POSTGRES_BLOB_MIX),
+    ];
+    let present: Vec<(&str, &str, &str)> = stores
+        .into_iter()
+        .filter(|(_, ours, blob)| !r.group(ours).is_empty() || !r.group(blob).is_empty())
+        .collect();
     let mut rows = String::new();
     for len in HISTORY_LENGTHS {
-        let (Some(ours), Some(blob)) = (
-            r.get(&format!("{REDIS_TURN_MIX}/{len}")),
-            r.get(&format!("{BLOB_TURN_MIX}/{len}")),
-        ) else {
+        let pairs: Vec<Option<(&Measured, &Measured)>> = present
+            .iter()
+            .map(|(_, ours, blob)| {
+                Some((
+                    r.get(&format!("{ours}/{len}"))?,
+                    r.get(&format!("{blob}/{len}"))?,
+                ))
+            })
+            .collect();
+        if pairs.iter().all(Option::is_none) {
             continue;
-        };
-        let _ = writeln!(
-            rows,
-            "| {} | {} | {} | **{:.0}×** |",
-            thousands(f64::from(len)),
-            time(ours.median),
-            time(blob.median),
-            blob.median / ours.median
-        );
+        }
+        let _ = write!(rows, "| {} |", thousands(f64::from(len)));
+        for pair in pairs {
+            match pair {
+                Some((ours, blob)) => {
+                    let _ = write!(
+                        rows,
+                        " {} | {} | **{:.0}×** |",
+                        time(ours.median),
+                        time(blob.median),
+                        blob.median / ours.median
+                    );
+                }
+                None => rows.push_str(" — | — | — |"),
+            }
+        }
+        rows.push('\n');
     }
-    let mix = metrics
+    let mix = [REALISTIC_MIX, POSTGRES_REALISTIC_MIX]
         .iter()
-        .find(|m| m.id == REALISTIC_MIX)
+        .find_map(|id| metrics.iter().find(|m| m.id == *id))
         .map_or("(the mix was not printed by this run)", |m| {
             m.value.as_str()
         });
+    let mut header = String::from("| messages |");
+    for (store, _, _) in &present {
+        let _ = write!(
+            header,
+            " {store}: our turn | {store}: blob turn | blob ÷ ours |"
+        );
+    }
     (!rows.is_empty()).then(|| {
         format!(
-            "Redis per turn over a realistic message mix — {mix} — our turn against the \
-             whole-blob baseline (the whole history as one JSON value: GET, parse, push the \
-             turn, serialize, SET) on the same server and the same messages. The tables above \
-             use short messages (about 60 B).\n\n\
-             | messages | our turn | blob turn | blob ÷ ours |\n\
-             |---|---|---|---|\n{rows}"
+            "Per turn over a realistic message mix — {mix} — our turn against the whole-blob \
+             baseline on the same server and the same messages: on Redis the whole history as \
+             one JSON value (GET, parse, push the turn, serialize, SET), on PostgreSQL as one \
+             `jsonb` value per session (`SELECT`, parse, push, serialize, `UPDATE`). The tables \
+             above use short messages (about 60 B).\n\n{header}\n|---|{}\n{rows}",
+            "---|---|---|".repeat(present.len())
         )
     })
 }
@@ -439,6 +480,9 @@ pub(super) fn render(record: &Record) -> String {
     if let Some(table) = redis_turn_table(&r, metrics) {
         let _ = writeln!(d, "{table}");
     }
+    if let Some(table) = super::postgres::turn_table(&r, &HISTORY_LENGTHS) {
+        let _ = writeln!(d, "{table}");
+    }
     if let Some(table) = realistic_mix_table(&r, metrics) {
         let _ = writeln!(d, "{table}");
     }
@@ -514,6 +558,7 @@ pub(super) fn render(record: &Record) -> String {
          cargo bench -p statestore-memory --bench footprint\n\
          cargo bench -p statestore-redis --all-features --bench redis\n\
          cargo bench -p statestore-sqlite --bench sqlite\n\
+         cargo bench -p statestore-postgres --bench postgres\n\
          cargo bench -p context-window --bench select\n\
          cargo bench -p pipeline --bench execute\n\
          # the ceiling, against any redis-server on PORT:\n\
@@ -522,11 +567,13 @@ pub(super) fn render(record: &Record) -> String {
     );
     let _ = writeln!(
         d,
-        "`cargo xtask bench` installs `redis-server` and `redis-tools` when they are missing, \
+        "`cargo xtask bench` installs `redis-server` and `redis-tools` (and Debian's \
+         `postgresql`) when they are missing, \
          builds every bench target (`cargo bench --workspace --all-features --bench '*'`), runs \
          `redis-benchmark` {runs} times against a throwaway server, runs the criterion suites \
-         (each Redis suite starts its own throwaway server; the SQLite suite uses files in a temp \
-         dir), records `target/criterion/**/new/{{benchmark,estimates}}.json` and the suites' \
+         (each Redis suite starts its own throwaway server, each PostgreSQL suite its own cluster \
+         on loopback with `fsync` on, through `pg-test-server`; the SQLite suite uses files in a \
+         temp dir), records `target/criterion/**/new/{{benchmark,estimates}}.json` and the suites' \
          `bench-metric:` lines in `{RECORD}`, and renders this page and its charts from that \
          record. Criterion's defaults (100 samples over 5 s after 3 s of warm-up) apply \
          except where a benchmark's iteration is long: the turn benchmarks at 100,000 \

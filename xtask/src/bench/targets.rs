@@ -59,6 +59,33 @@ pub(super) const REDIS_SESSIONS: &str = "redis/sessions, one turn each at once";
 /// The session counts of the sessions groups and of the `redis-benchmark
 /// -t rpush` ceilings beside them.
 pub(super) const SESSION_COUNTS: [u32; 5] = [1, 4, 16, 64, 256];
+/// The PostgreSQL suite's groups: the same turn as [`REDIS_TURN`] on a
+/// durable local server (`fsync` and `synchronous_commit` on), and the
+/// peer baseline beside it — the whole history as one `jsonb` value per
+/// session, read, pushed to and written back — on short messages and on
+/// the realistic mix.
+pub(super) const POSTGRES_TURN: &str = "postgres/turn(append 2 + load_recent 20)";
+/// The same turn with `synchronous_commit=off`: the store's cost without
+/// the WAL flush.
+pub(super) const POSTGRES_TURN_RELAXED: &str =
+    "postgres/turn(append 2 + load_recent 20), synchronous_commit=off";
+pub(super) const POSTGRES_BLOB: &str =
+    "postgres/jsonb baseline turn(SELECT + parse + push 2 + UPDATE)";
+pub(super) const POSTGRES_TURN_MIX: &str =
+    "postgres/turn, realistic mix(append 2 + load_recent 20)";
+pub(super) const POSTGRES_BLOB_MIX: &str =
+    "postgres/jsonb baseline turn, realistic mix(SELECT + parse + push 2 + UPDATE)";
+/// The realistic mix as the PostgreSQL suite states it (the same text as
+/// [`REALISTIC_MIX`]).
+pub(super) const POSTGRES_REALISTIC_MIX: &str =
+    "postgres/turn, realistic mix(append 2 + load_recent 20)/the mix";
+pub(super) const POSTGRES_SESSIONS: &str = "postgres/sessions, one turn each at once";
+/// 64 tasks taking turns back to back, [`POSTGRES_SYNC_ON`] against
+/// [`POSTGRES_SYNC_OFF`], with `bench-metric:` lines `…/appends per WAL
+/// flush` and `…/mean WAL flush` under each.
+pub(super) const POSTGRES_CONCURRENT: &str = "postgres/64 sessions taking turns";
+pub(super) const POSTGRES_SYNC_ON: &str = "synchronous_commit=on";
+pub(super) const POSTGRES_SYNC_OFF: &str = "synchronous_commit=off";
 /// `bench-metric:` line of the crypto suite: a Redis turn through the
 /// default layer (encrypted + zstd) ÷ the plain Redis turn, medians of
 /// rounds interleaved in the same run.
@@ -107,6 +134,17 @@ pub(super) const TARGETS: &[Target] = &[
         pass: Pass::AtMost(1.5),
     },
     Target {
+        what: "PostgreSQL, durable (fsync, synchronous_commit=on): per-turn cost at 100,000 \
+               messages ÷ at 10",
+        figure: Figure::Ratio {
+            over: Quantity::Median(POSTGRES_TURN, "100000"),
+            under: Quantity::Median(POSTGRES_TURN, "10"),
+            shown: Shown::Times(2),
+        },
+        required: "≤ 1.5×",
+        pass: Pass::AtMost(1.5),
+    },
+    Target {
         what: "SQLite, 64 sessions taking turns, durable: turns/s with group commit ÷ one commit \
                per turn (max_batch 1, the same 64 tasks)",
         figure: Figure::Ratio {
@@ -136,6 +174,28 @@ pub(super) const TARGETS: &[Target] = &[
         },
         required: "≥ 100× faster",
         pass: Pass::AtLeast(100.0),
+    },
+    Target {
+        what: "PostgreSQL, realistic message mix, 10,000 messages: whole-jsonb baseline turn \
+               (one jsonb value per session: SELECT, parse, push 2, UPDATE) ÷ our turn",
+        figure: Figure::Ratio {
+            over: Quantity::Median(POSTGRES_BLOB_MIX, "10000"),
+            under: Quantity::Median(POSTGRES_TURN_MIX, "10000"),
+            shown: Shown::Times(0),
+        },
+        required: "≥ 50× faster",
+        pass: Pass::AtLeast(50.0),
+    },
+    Target {
+        what: "PostgreSQL, 64 sessions taking turns: turns/s with synchronous_commit=on ÷ with \
+               synchronous_commit=off (the same server, sessions and tasks)",
+        figure: Figure::Ratio {
+            over: Quantity::Rate(POSTGRES_CONCURRENT, POSTGRES_SYNC_ON),
+            under: Quantity::Rate(POSTGRES_CONCURRENT, POSTGRES_SYNC_OFF),
+            shown: Shown::Percent,
+        },
+        required: "≥ 50 %",
+        pass: Pass::AtLeast(0.5),
     },
     Target {
         what: "Redis turn − 2 × the loopback round trip measured right after it, slowest of the \

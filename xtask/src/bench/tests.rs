@@ -123,6 +123,7 @@ fn the_record_reads_back_what_it_wrote() {
         os: "Plan 9, Linux 0.1".into(),
         rustc: "rustc 1.0.0".into(),
         redis_server: "1.0".into(),
+        postgres: Some("15.0".into()),
         crates: "criterion 0.0.1".into(),
     });
     let record = Record {
@@ -154,6 +155,7 @@ fn the_record_reads_back_what_it_wrote() {
     let page = render(&back);
     assert!(page.contains("| OS | Plan 9, Linux 0.1 |"), "{page}");
     assert!(page.contains("| crates | criterion 0.0.1 |"), "{page}");
+    assert!(page.contains("| PostgreSQL | 15.0 |"), "{page}");
 }
 
 /// The page written before the record existed is read back into one:
@@ -326,5 +328,129 @@ fn the_page_embeds_charts_from_the_record() {
     assert!(
         missing.iter().any(|m| m == "Redis (loopback)"),
         "{missing:?}"
+    );
+}
+
+/// The PostgreSQL suite's figures: its three targets (a flat turn, ≥ 50×
+/// the whole-jsonb baseline on the realistic mix, durable commits ≥ 50 %
+/// of `synchronous_commit=off`), its column in the per-turn table, its
+/// own turn table, its half of the realistic-mix table, the group-commit
+/// lines and the charts' series.
+#[test]
+fn postgres_figures_reach_the_targets_tables_and_charts() {
+    use super::evaluate::{Lookup, evaluate};
+    use super::render::charts;
+    use super::targets::{
+        MEMORY_TURN, POSTGRES_BLOB, POSTGRES_BLOB_MIX, POSTGRES_CONCURRENT, POSTGRES_REALISTIC_MIX,
+        POSTGRES_SESSIONS, POSTGRES_SYNC_OFF, POSTGRES_SYNC_ON, POSTGRES_TURN, POSTGRES_TURN_MIX,
+    };
+    let rated = |group: &str, name: &str, median: f64| {
+        let mut m = measured(group, name, median, "now");
+        m.throughput = Some(Throughput::Elements(64.0));
+        m
+    };
+    let metric = |id: String, value: &str| Metric {
+        id,
+        value: value.into(),
+        run: "now".into(),
+    };
+    let record = Record {
+        runs: vec![run("now", &["postgres"])],
+        results: vec![
+            measured(MEMORY_TURN, "10", 600.0, "now"),
+            measured(POSTGRES_TURN, "10", 400_000.0, "now"),
+            measured(POSTGRES_TURN, "100000", 500_000.0, "now"),
+            measured(POSTGRES_BLOB, "10", 450_000.0, "now"),
+            measured(POSTGRES_TURN_MIX, "10000", 1_000_000.0, "now"),
+            measured(POSTGRES_BLOB_MIX, "10000", 40_000_000.0, "now"),
+            // 64 turns in 20 ms (3,200/s) against 10 ms (6,400/s).
+            rated(POSTGRES_CONCURRENT, POSTGRES_SYNC_ON, 20e6),
+            rated(POSTGRES_CONCURRENT, POSTGRES_SYNC_OFF, 10e6),
+            rated(POSTGRES_SESSIONS, "64", 20e6),
+        ],
+        metrics: vec![
+            metric(
+                format!("{POSTGRES_TURN}/10/SELECT 1 round trip"),
+                "100.0 µs (median)",
+            ),
+            metric(
+                format!("{POSTGRES_CONCURRENT}/{POSTGRES_SYNC_ON}/appends per WAL flush"),
+                "7.50 (…)",
+            ),
+            metric(
+                format!("{POSTGRES_CONCURRENT}/{POSTGRES_SYNC_ON}/mean WAL flush"),
+                "2000.0 µs (…)",
+            ),
+            metric(
+                POSTGRES_REALISTIC_MIX.into(),
+                "user 300 B, assistant 1.2 KB",
+            ),
+        ],
+        redis: None,
+    };
+    let r = Lookup::of(&record);
+    let verdict = |what: &str| {
+        evaluate(&r)
+            .into_iter()
+            .find(|v| v.what.starts_with(what))
+            .unwrap()
+    };
+    let flat = verdict("PostgreSQL, durable (fsync, synchronous_commit=on): per-turn");
+    assert_eq!(flat.measured, "500 µs ÷ 400 µs = **1.25×**");
+    assert_eq!(flat.pass, Some(true));
+    let blob = verdict("PostgreSQL, realistic message mix, 10,000 messages");
+    assert_eq!(blob.measured, "40.0 ms ÷ 1.00 ms = **40×**");
+    assert_eq!(blob.pass, Some(false));
+    let group_commit = verdict("PostgreSQL, 64 sessions taking turns");
+    assert_eq!(group_commit.measured, "3,200/s ÷ 6,400/s = **50 %**");
+    assert_eq!(group_commit.pass, Some(true), "the bound is inclusive");
+
+    let page = render(&record);
+    assert!(
+        page.contains("| messages | memory | PostgreSQL, durable |"),
+        "the per-turn table has a PostgreSQL column: {page}"
+    );
+    assert!(page.contains("| 10 | 600 ns | 400 µs |"), "{page}");
+    assert!(
+        page.contains("| 10 | 400 µs | ? | 100 µs | — | 450 µs | **1.1×** |"),
+        "{page}"
+    );
+    assert!(page.contains("realistic message mix — user 300 B, assistant 1.2 KB —"));
+    assert!(
+        page.contains("| messages | PostgreSQL: our turn | PostgreSQL: blob turn | blob ÷ ours |"),
+        "{page}"
+    );
+    assert!(
+        page.contains("| 10,000 | 1.00 ms | 40.0 ms | **40×** |"),
+        "{page}"
+    );
+    assert!(
+        page.contains(
+            "`synchronous_commit=on`: **3,200/s** turns, 7.5 appends per WAL flush (a flush \
+             takes 2.00 ms on average)."
+        ),
+        "{page}"
+    );
+    assert!(page.contains("reach **50 %** of the turns/s"), "{page}");
+    let charts = charts(&r);
+    let series = |file: &str, name: &str| {
+        charts
+            .iter()
+            .find(|c| c.file == file)
+            .and_then(|c| c.chart.series.iter().find(|s| s.name == name))
+            .map(|s| s.points.clone())
+            .unwrap()
+    };
+    assert_eq!(
+        series("bench-turn.svg", "PostgreSQL, durable (loopback)"),
+        vec![(10.0, 400_000.0), (100_000.0, 500_000.0)]
+    );
+    assert_eq!(
+        series("bench-turn.svg", "whole-jsonb baseline (PostgreSQL)"),
+        vec![(10.0, 450_000.0)]
+    );
+    assert_eq!(
+        series("bench-sessions.svg", "PostgreSQL, durable (loopback)"),
+        vec![(64.0, 3_200.0)]
     );
 }
