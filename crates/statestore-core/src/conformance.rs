@@ -91,6 +91,7 @@ macro_rules! __conformance_with_cases {
             list_cursors_survive_concurrent_writes,
             list_shows_titles_and_refuses_foreign_cursors,
             guarded_deletes_refuse_a_changed_session,
+            prune_removes_idle_or_old_sessions_in_resumable_steps,
         }
     };
 }
@@ -629,7 +630,10 @@ pub async fn guarded_deletes_refuse_a_changed_session(store: Arc<dyn Store>) {
     );
     let kept = store.load(&id).await.unwrap().unwrap();
     assert_eq!(texts(&kept.messages), ["one", "two"]);
-    assert_eq!(list_all(&*store, ListQuery::default()).await, std::slice::from_ref(&id));
+    assert_eq!(
+        list_all(&*store, ListQuery::default()).await,
+        std::slice::from_ref(&id)
+    );
     let replay = store
         .append_with(&id, Append::new([user("two")]).key(key("k2")))
         .await

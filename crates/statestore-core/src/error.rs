@@ -76,6 +76,14 @@ pub enum Error {
         reason: String,
     },
 
+    /// A query that asks for something no store does (a `prune` with no
+    /// criterion, which would remove every session); nothing was written.
+    #[error("invalid query: {reason}")]
+    InvalidQuery {
+        /// Why it was refused.
+        reason: String,
+    },
+
     /// A message or session exceeds a configured size limit; nothing was written.
     #[error("session {id}: {what} is {size} bytes, over the limit of {limit}")]
     TooLarge {

@@ -6,6 +6,7 @@ mod error;
 mod id;
 pub mod list;
 mod message;
+pub mod prune;
 mod state;
 mod store;
 pub mod write;
@@ -21,6 +22,7 @@ pub use list::{ListCursor, ListOrder, ListPage, ListQuery, SessionInfo, TITLE_KE
 pub use message::{
     Content, ContentPart, ImageUrl, Message, Metadata, Role, Timestamp, TokenCount, ToolCall,
 };
+pub use prune::{PruneQuery, Pruned};
 pub use state::{ConversationState, Expect, RecentState, Summary, Version};
 pub use store::{Delete, Load, Store, check_fork_ids};
 pub use write::{

@@ -4,7 +4,8 @@ use async_trait::async_trait;
 
 use crate::{
     AddSummary, Append, Appended, ConversationState, Expect, IdempotencyKey, ListPage, ListQuery,
-    Message, Metadata, Pending, RecentState, Result, Save, SessionId, Summary, Version,
+    Message, Metadata, Pending, PruneQuery, Pruned, RecentState, Result, Save, SessionId, Summary,
+    Version,
 };
 
 /// How [`Store::load_with`] reads: as an access (the default), or as a
@@ -238,6 +239,22 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) when they are
     /// the same id.
     async fn fork(&self, source: &SessionId, target: &SessionId) -> Result<Version>;
+
+    /// Removes idle or old sessions, a bounded number per call, resumable
+    /// by cursor; a session written since the walk found it is kept. The
+    /// rules are in the [`crate::prune`] module docs; every backend uses
+    /// that one implementation, over [`list`](Self::list) and
+    /// [`delete_with`](Self::delete_with).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidQuery`](crate::Error::InvalidQuery) with neither
+    /// criterion; a listing's or a delete's error, which stops the call
+    /// (sessions removed before it stay removed: run it again from the
+    /// same cursor).
+    async fn prune(&self, query: &PruneQuery) -> Result<Pruned> {
+        crate::prune::run(self, query).await
+    }
 
     /// Deletes the session; `true` when it existed.
     async fn delete(&self, id: &SessionId) -> Result<bool> {

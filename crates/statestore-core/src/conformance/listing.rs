@@ -11,7 +11,7 @@ use serde_json::json;
 use super::{sid, user};
 use crate::{
     AddSummary, ConversationState, Error, Expect, ListCursor, ListOrder, ListQuery, Load, Metadata,
-    Save, SessionId, SessionInfo, Store, Summary, TITLE_KEY, TimeRange, Timestamp,
+    PruneQuery, Save, SessionId, SessionInfo, Store, Summary, TITLE_KEY, TimeRange, Timestamp,
 };
 
 /// Every page of a walk, asserting the page bounds and the count.
@@ -339,4 +339,100 @@ pub async fn list_shows_titles_and_refuses_foreign_cursors(store: Arc<dyn Store>
         .encode();
     let rest = walk(&*store, ListQuery::new().after(Some(past_gone))).await;
     assert_eq!(ids(&rest), [odd, titled]);
+}
+
+/// `prune` removes what its criteria admit and nothing else, in bounded
+/// steps that resume from a cursor: idle sessions by last write, old ones
+/// by creation, one user's only, a dry run that removes nothing; no
+/// criterion is refused.
+pub async fn prune_removes_idle_or_old_sessions_in_resumable_steps(store: Arc<dyn Store>) {
+    let hour = Duration::from_secs(3600);
+    for (i, id) in ["old0", "old1", "old2", "old3", "old4"].iter().enumerate() {
+        let mut state = ConversationState::new(sid(id)).with_messages([user("hi")]);
+        state.user_id = Some(if i % 2 == 0 { "alice" } else { "bob" }.to_owned());
+        store.save(&state, Expect::Any).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(3)).await;
+    let mut newest_old = Timestamp::default();
+    for info in walk(&*store, ListQuery::new()).await {
+        newest_old = newest_old.max(info.updated_at);
+    }
+    // Measured an hour after the old sessions: they are an hour idle.
+    let as_of = Timestamp::from_unix_millis(newest_old.as_unix_millis() + 3_600_001);
+    tokio::time::sleep(Duration::from_millis(3)).await;
+    for id in ["new0", "new1"] {
+        store
+            .append(&sid(id), vec![user("hi")], Expect::Any)
+            .await
+            .unwrap();
+    }
+    // old0 is written again: no longer idle, though still old.
+    store
+        .append(&sid("old0"), vec![user("again")], Expect::Any)
+        .await
+        .unwrap();
+    let remaining = |store: Arc<dyn Store>| async move {
+        let mut ids: Vec<String> = walk(&*store, ListQuery::new())
+            .await
+            .into_iter()
+            .map(|s| s.id.as_str().to_owned())
+            .collect();
+        ids.sort();
+        ids
+    };
+
+    let everything = PruneQuery::idle_for(hour).as_of(as_of).dry_run();
+    let counted = store
+        .prune(&everything.clone().with_limit(100))
+        .await
+        .unwrap();
+    assert_eq!((counted.removed, counted.next_cursor), (4, None), "dry run");
+    assert_eq!(
+        remaining(Arc::clone(&store)).await.len(),
+        7,
+        "a dry run removes nothing"
+    );
+
+    let bobs = PruneQuery::idle_for(hour).as_of(as_of).user("bob");
+    let done = store.prune(&bobs).await.unwrap();
+    assert_eq!(done.removed, 2);
+    assert_eq!(
+        remaining(Arc::clone(&store)).await,
+        ["new0", "new1", "old0", "old2", "old4"]
+    );
+
+    // In steps of one, resumed from each cursor, until done.
+    let mut query = PruneQuery::idle_for(hour).as_of(as_of).with_limit(1);
+    let (mut removed, mut calls) = (0, 0);
+    loop {
+        let step = store.prune(&query).await.unwrap();
+        removed += step.removed;
+        calls += 1;
+        assert!(step.removed <= 1, "one session examined per call");
+        match step.next_cursor {
+            Some(cursor) => query = query.after(Some(cursor)),
+            None => break,
+        }
+        assert!(calls < 20, "prune never ends");
+    }
+    assert_eq!(removed, 2, "old2 and old4; old0 was written again");
+    assert_eq!(
+        remaining(Arc::clone(&store)).await,
+        ["new0", "new1", "old0"]
+    );
+
+    // By age, old0 goes too; nothing is refused a second time.
+    let old = PruneQuery::older_than(hour).as_of(as_of);
+    assert_eq!(store.prune(&old).await.unwrap().removed, 1);
+    assert_eq!(store.prune(&old).await.unwrap().removed, 0);
+    assert_eq!(remaining(Arc::clone(&store)).await, ["new0", "new1"]);
+
+    let mut nothing = PruneQuery::idle_for(hour);
+    nothing.idle_for = None;
+    let refused = store.prune(&nothing).await;
+    assert!(
+        matches!(refused, Err(Error::InvalidQuery { .. })),
+        "{refused:?}"
+    );
+    assert_eq!(remaining(store).await.len(), 2);
 }
