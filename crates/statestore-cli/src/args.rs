@@ -126,6 +126,17 @@ The summary is written by the model (OPENAI_API_KEY) or, offline, extracted from
 Both steps are guarded by the session's version.")]
     Compact(CompactArgs),
 
+    /// Delete sessions idle (not written) or created longer ago than a cutoff
+    #[command(after_help = "Examples:
+  statestore prune --idle 30d --dry-run
+  statestore prune --idle 30d --user alice
+  statestore prune --older-than 365d --json
+
+Durations: 90s, 30m, 12h, 30d. Reading a session (show, list, export) is not activity; only
+writes keep a session. Deletes a batch at a time, each guarded by the version it was found at:
+a session written meanwhile is kept. Interrupted, it can be run again: what it deleted is gone.")]
+    Prune(PruneArgs),
+
     /// Totals over all sessions: sessions, messages, bytes, token usage
     #[command(after_help = "Example:
   statestore stats --json")]
@@ -300,6 +311,23 @@ pub(crate) struct DeleteArgs {
     /// The sessions
     #[arg(required = true, value_parser = session_id)]
     pub(crate) ids: Vec<SessionId>,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("cutoff").required(true).multiple(true).args(["idle", "older_than"])))]
+pub(crate) struct PruneArgs {
+    /// Sessions not written for this long (30d, 12h, …)
+    #[arg(long, value_name = "AGE", value_parser = crate::prune::duration)]
+    pub(crate) idle: Option<std::time::Duration>,
+    /// Sessions created this long ago or more
+    #[arg(long, value_name = "AGE", value_parser = crate::prune::duration)]
+    pub(crate) older_than: Option<std::time::Duration>,
+    /// Only this user's sessions
+    #[arg(long, value_name = "USER")]
+    pub(crate) user: Option<String>,
+    /// Count what would be deleted; delete nothing
+    #[arg(long)]
+    pub(crate) dry_run: bool,
 }
 
 #[derive(Debug, Args)]

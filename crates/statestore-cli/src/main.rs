@@ -18,6 +18,7 @@ mod cut;
 mod doctor;
 mod error;
 mod keyscan;
+mod prune;
 mod rekey;
 mod sessions;
 mod show;
@@ -84,6 +85,7 @@ async fn run(ui: &Ui, cli: Cli) -> Result<(), CliError> {
         Command::Trim(args) => cut::trim(ui, &store::resolve(store)?, args).await,
         Command::Compact(args) => cut::compact(ui, &store::resolve(store)?, args).await,
         Command::Stats(args) => sessions::stats(ui, &store::resolve(store)?, args).await,
+        Command::Prune(args) => prune::prune(ui, &store::resolve(store)?, args).await,
         Command::Export(args) => transfer::export(ui, &store::resolve(store)?, args).await,
         Command::Import(args) => transfer::import(ui, &store::resolve(store)?, args).await,
         Command::Migrate(args) => transfer::migrate(ui, args).await,

@@ -129,6 +129,31 @@ impl PruneQuery {
     }
 }
 
+impl PruneQuery {
+    /// The listing of the sessions this query removes when measured at
+    /// `as_of` (newest first, one page of `limit` from the cursor): what
+    /// `prune` walks, and, with [`ListQuery::with_count`], how a tool
+    /// counts them first.
+    #[must_use]
+    pub fn listing(&self, as_of: Timestamp) -> ListQuery {
+        let before = |age: Option<Duration>| {
+            age.map_or(TimeRange::any(), |age| {
+                let age = u64::try_from(age.as_millis()).unwrap_or(u64::MAX);
+                TimeRange::before(Timestamp::from_unix_millis(
+                    as_of.as_unix_millis().saturating_sub(age),
+                ))
+            })
+        };
+        ListQuery::new()
+            .recent()
+            .user(self.user_id.clone())
+            .updated(before(self.idle_for))
+            .created(before(self.older_than))
+            .after(self.cursor.clone())
+            .with_limit(self.limit.max(1))
+    }
+}
+
 /// What one [`Store::prune`](crate::Store::prune) call did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -152,22 +177,7 @@ pub(crate) async fn run<S: Store + ?Sized>(store: &S, query: &PruneQuery) -> Res
         });
     }
     let as_of = query.as_of.unwrap_or_else(Timestamp::now);
-    let before = |age: Option<Duration>| {
-        age.map_or(TimeRange::any(), |age| {
-            let age = u64::try_from(age.as_millis()).unwrap_or(u64::MAX);
-            TimeRange::before(Timestamp::from_unix_millis(
-                as_of.as_unix_millis().saturating_sub(age),
-            ))
-        })
-    };
-    let listing = ListQuery::new()
-        .recent()
-        .user(query.user_id.clone())
-        .updated(before(query.idle_for))
-        .created(before(query.older_than))
-        .after(query.cursor.clone())
-        .with_limit(query.limit.max(1));
-    let page = store.list(&listing).await?;
+    let page = store.list(&query.listing(as_of)).await?;
     let mut done = Pruned {
         next_cursor: page.next_cursor,
         ..Pruned::default()

@@ -9,14 +9,16 @@ mod url;
 pub use error::OpenError;
 pub use open::{Backend, open, open_backend, open_with};
 pub use options::Options;
+pub use url::parse_duration;
 pub use url::redact as redact_url;
 
 pub use statestore_core::codec;
 pub use statestore_core::{
-    Append, Appended, BoxError, Content, ContentPart, ConversationState, Counters, Error, Expect,
-    IdempotencyKey, ImageUrl, ListPage, ListQuery, Load, Message, Metadata, RecentState,
-    RememberedWrite, Result, Role, Save, SessionId, Store, Summary, Timestamp, TokenCount,
-    ToolCall, Version, WriteOutcome, async_trait,
+    Append, Appended, BoxError, Content, ContentPart, ConversationState, Counters, Delete, Error,
+    Expect, IdempotencyKey, ImageUrl, ListCursor, ListOrder, ListPage, ListQuery, Load, Message,
+    Metadata, PruneQuery, Pruned, RecentState, RememberedWrite, Result, Role, Save, SessionId,
+    SessionInfo, Store, Summary, TITLE_KEY, TimeRange, Timestamp, TokenCount, ToolCall, Version,
+    WriteOutcome, async_trait,
 };
 
 /// The in-memory store: [`MemoryStore`](memory::MemoryStore) (the

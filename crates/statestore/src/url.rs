@@ -281,10 +281,22 @@ impl Query {
     }
 }
 
-/// A duration as URLs write it: a whole number with a unit — `ms`, `s`,
-/// `m`, `h` or `d` — or without one for seconds: `500ms`, `30m`, `1h`, `90`.
-/// Zero is refused: leave the option out instead.
-pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
+/// A duration as URLs (and the `statestore` command) write it: a whole
+/// number with a unit — `ms`, `s`, `m`, `h` or `d` — or without one for
+/// seconds: `500ms`, `30m`, `1h`, `90`. Zero is refused: leave the option
+/// out instead.
+///
+/// ```
+/// use std::time::Duration;
+///
+/// assert_eq!(statestore::parse_duration("30d"), Ok(Duration::from_secs(30 * 86_400)));
+/// assert!(statestore::parse_duration("soon").is_err());
+/// ```
+///
+/// # Errors
+///
+/// A message saying what a duration looks like.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let bad = || format!("`{text}` is not a duration (e.g. 500ms, 30s, 30m, 1h, 2d, or seconds)");
     let digits = text
         .find(|c: char| !c.is_ascii_digit())
