@@ -29,6 +29,7 @@ use std::sync::Arc;
 
 use serde_json::json;
 
+pub mod expiry;
 mod listing;
 pub use listing::*;
 

@@ -54,3 +54,13 @@ mod redis {
         .await;
     }
 }
+
+mod expiry {
+    // The TTL's meaning through the encryption layer, over a store with a
+    // short one.
+    statestore_core::expiry_suite!(|ttl| async move {
+        super::support::encrypted(std::sync::Arc::new(
+            statestore_memory::MemoryStore::builder().ttl(ttl).build(),
+        ))
+    });
+}

@@ -411,9 +411,10 @@ impl Store for MemoryStore {
     }
 
     async fn load_pending(&self, id: &SessionId, key: &IdempotencyKey) -> Result<Option<Pending>> {
+        // Looking progress up is not an access (docs/design.md, retention).
         if self
             .inner
-            .read(id, |s| s.remembered(key))
+            .read_with(id, false, |s| s.remembered(key))
             .flatten()
             .is_some()
         {

@@ -14,3 +14,10 @@ mod bounded {
             .build()
     });
 }
+
+mod expiry {
+    // The TTL's meaning, on a store with a short one.
+    statestore_core::expiry_suite!(|ttl| async move {
+        statestore_memory::MemoryStore::builder().ttl(ttl).build()
+    });
+}

@@ -58,3 +58,8 @@ mod partitioned {
     // keep the creation of each case's schema quick).
     statestore_core::conformance_suite!(async { super::fresh(|b| b.partitions(4)).await });
 }
+
+mod expiry {
+    // The TTL's meaning, on a store with a short one.
+    statestore_core::expiry_suite!(|ttl| async move { super::fresh(|b| b.ttl(ttl)).await });
+}

@@ -91,3 +91,18 @@ async fn tls() {
     })
     .await;
 }
+
+/// The TTL's meaning, on stores with a short one (one server for both
+/// cases, kept for the life of the test process; its watchdog stops it).
+mod expiry {
+    use super::{RedisServer, fresh};
+
+    fn url() -> String {
+        static SERVER: std::sync::OnceLock<RedisServer> = std::sync::OnceLock::new();
+        SERVER.get_or_init(|| RedisServer::start().unwrap()).url()
+    }
+
+    statestore_core::expiry_suite!(
+        |ttl| async move { fresh().ttl(ttl).connect(&url()).await.unwrap() }
+    );
+}

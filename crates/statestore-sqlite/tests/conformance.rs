@@ -38,3 +38,10 @@ mod relaxed {
         .await
     });
 }
+
+mod expiry {
+    // The TTL's meaning, on a store with a short one.
+    statestore_core::expiry_suite!(|ttl| async move {
+        super::common::TempStore::open(statestore_sqlite::SqliteStore::builder().ttl(ttl)).await
+    });
+}
