@@ -222,13 +222,12 @@ impl Store for Lossy {
     ) -> StoreResult<Option<ConversationState>> {
         self.inner.load_with(id, options).await
     }
-    async fn load_recent_with(
+    async fn load_recent_as(
         &self,
         id: &SessionId,
-        n: usize,
-        lookup: Option<&IdempotencyKey>,
+        read: statestore_core::Recent,
     ) -> StoreResult<Option<RecentState>> {
-        self.inner.load_recent_with(id, n, lookup).await
+        self.inner.load_recent_as(id, read).await
     }
     async fn save_with(
         &self,

@@ -280,7 +280,7 @@ pub(crate) struct ListArgs {
     #[arg(long, default_value_t = 100, value_name = "N")]
     pub(crate) limit: usize,
 
-    /// Only ids: reads no session, so it does not count as an access on stores with a TTL
+    /// Only ids: reads no session
     #[arg(long)]
     pub(crate) ids_only: bool,
 }

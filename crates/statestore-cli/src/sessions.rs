@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 
 use serde_json::json;
-use statestore::{ConversationState, Load, SessionId, Store, Timestamp};
+use statestore::{ConversationState, Load, Recent, SessionId, Store, Timestamp};
 
 use crate::args::{DeleteArgs, ForkArgs, ListArgs, StatsArgs};
 use crate::error::CliError;
@@ -49,8 +49,9 @@ pub(crate) async fn list(ui: &Ui, url: &str, args: ListArgs) -> Result<(), CliEr
             move |id| {
                 let store = Arc::clone(&reader);
                 async move {
+                    // A peek: listing is not an access (docs/design.md).
                     store
-                        .load_recent(&id, 0)
+                        .load_recent_as(&id, Recent::new(0).keep_clocks())
                         .await
                         .map_err(CliError::read(format!("reading session {id}")))
                 }

@@ -55,3 +55,21 @@ fn prune_needs_a_cutoff() {
     run.assert_code(2);
     assert!(run.stderr.contains("not a duration"), "{}", run.stderr);
 }
+
+/// Looking at sessions — `list`, `show`, `export` — is not activity: on a
+/// store with a TTL, a session only looked at expires on time.
+#[test]
+fn looking_at_a_session_does_not_extend_its_life() {
+    let env = Env::new();
+    let url = format!("{}?ttl=2s", env.sqlite("ttl.db"));
+    env.ok(&["--store", &url, "chat", "--session", "s", "hello"]);
+    std::thread::sleep(std::time::Duration::from_millis(1_200));
+    for command in [&["list"][..], &["show", "s"], &["export"]] {
+        let mut args = vec!["--store", url.as_str()];
+        args.extend_from_slice(command);
+        env.ok(&args);
+    }
+    std::thread::sleep(std::time::Duration::from_millis(1_200));
+    // 2.4 s after the chat, 1.2 s after the looks.
+    assert_eq!(env.ok(&["--store", &url, "list", "--ids-only"]), "");
+}

@@ -1046,6 +1046,23 @@ pub async fn maintenance_reads_keep_the_clocks(store: Arc<dyn Store>) {
         second.last_accessed_at, first.last_accessed_at,
         "a maintenance read moved last_accessed_at"
     );
+    // A peek at the newest messages (`Recent::keep_clocks`) reads what
+    // `load_recent` reads, the remembered write included, and moves nothing.
+    let recent = crate::Recent::new(2).lookup(Some(key.clone()));
+    let peeked = store
+        .load_recent_as(&id, recent.clone().keep_clocks())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(texts(&peeked.messages), ["thanks", "more"]);
+    assert_eq!(peeked.replay.map(|r| r.version), Some(appended.version));
+    let third = store.load_with(&id, peek).await.unwrap().unwrap();
+    assert_eq!(
+        third.last_accessed_at, first.last_accessed_at,
+        "a peek at the newest messages moved last_accessed_at"
+    );
+    let as_access = store.load_recent_as(&id, recent).await.unwrap().unwrap();
+    assert_eq!(as_access.messages, peeked.messages);
 
     // A plain load reads the same session, as an access.
     pause().await;

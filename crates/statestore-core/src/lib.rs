@@ -24,7 +24,7 @@ pub use message::{
 };
 pub use prune::{PruneQuery, Pruned};
 pub use state::{ConversationState, Expect, RecentState, Summary, Version};
-pub use store::{Delete, Load, Store, check_fork_ids};
+pub use store::{Delete, Load, Recent, Store, check_fork_ids};
 pub use write::{
     AddSummary, Append, Appended, Counters, IdempotencyKey, Pending, REMEMBERED_WRITES,
     RememberedWrite, Save, WriteOutcome,

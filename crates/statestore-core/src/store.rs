@@ -50,6 +50,51 @@ impl Load {
     }
 }
 
+/// How [`Store::load_recent_as`] reads.
+///
+/// ```
+/// use statestore_core::Recent;
+///
+/// // What `statestore list` reads of each session: no messages, no access.
+/// let peek = Recent::new(0).keep_clocks();
+/// assert!(peek.keep_clocks && peek.lookup.is_none());
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+#[must_use]
+pub struct Recent {
+    /// The newest this many messages (`0`: none; more than the history:
+    /// all of it).
+    pub n: usize,
+    /// The key whose write to report ([`RecentState::replay`]) and whose
+    /// progress ([`RecentState::pending`]).
+    pub lookup: Option<IdempotencyKey>,
+    /// A maintenance read: not an access (see [`Load::keep_clocks`](Load#structfield.keep_clocks)).
+    pub keep_clocks: bool,
+}
+
+impl Recent {
+    /// The newest `n` messages, as an access.
+    pub fn new(n: usize) -> Self {
+        Self {
+            n,
+            ..Self::default()
+        }
+    }
+
+    /// Also reports what the write under `lookup` did.
+    pub fn lookup(mut self, lookup: Option<IdempotencyKey>) -> Self {
+        self.lookup = lookup;
+        self
+    }
+
+    /// Makes it a maintenance read, not an access.
+    pub fn keep_clocks(mut self) -> Self {
+        self.keep_clocks = true;
+        self
+    }
+}
+
 /// How [`Store::delete_with`] deletes.
 ///
 /// ```
@@ -163,7 +208,22 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         id: &SessionId,
         n: usize,
         lookup: Option<&IdempotencyKey>,
-    ) -> Result<Option<RecentState>>;
+    ) -> Result<Option<RecentState>> {
+        let read = Recent::new(n).lookup(lookup.cloned());
+        self.load_recent_as(id, read).await
+    }
+
+    /// [`Store::load_recent_with`] as `read` says: the newest
+    /// [`Recent::n`](Recent#structfield.n) messages, what the write under
+    /// [`Recent::lookup`](Recent#structfield.lookup) did, and — with
+    /// [`Recent::keep_clocks`](Recent#structfield.keep_clocks) — as a
+    /// maintenance read (a peek: an operator's listing, a tool) that is
+    /// not an access, so it restarts no expiry clock and reports the
+    /// `last_accessed_at` the store holds.
+    ///
+    /// A retry is safe: a read writes nothing of the session's content; a
+    /// peek writes nothing at all.
+    async fn load_recent_as(&self, id: &SessionId, read: Recent) -> Result<Option<RecentState>>;
 
     /// Replaces the whole session with `state` (creating it if needed) — the
     /// seed's `Save`. `state.version` is ignored; `expect` guards the write.

@@ -7,8 +7,8 @@ use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use statestore_core::{
-    Append, Appended, ConversationState, Error as StoreError, Expect, IdempotencyKey, Load,
-    Message, Metadata, RecentState, Result as StoreResult, SessionId, Store, Version, WriteOutcome,
+    Append, Appended, ConversationState, Error as StoreError, Expect, Load, Message, Metadata,
+    RecentState, Result as StoreResult, SessionId, Store, Version, WriteOutcome,
 };
 
 use crate::envelope::{Epoch, Limits, LoadBudget, Scope, Sealer};
@@ -383,13 +383,13 @@ impl Layer {
         }
     }
 
-    pub(crate) async fn load_recent_with(
+    pub(crate) async fn load_recent_as(
         &self,
         id: &SessionId,
-        n: usize,
-        lookup: Option<&IdempotencyKey>,
+        read: statestore_core::Recent,
     ) -> StoreResult<Option<RecentState>> {
-        let Some(raw) = self.inner.load_recent_with(id, n, lookup).await? else {
+        let lookup = read.lookup.clone();
+        let Some(raw) = self.inner.load_recent_as(id, read).await? else {
             self.forget(id);
             return Ok(None);
         };
@@ -408,7 +408,7 @@ impl Layer {
             let pending = raw.pending.take();
             let mut recent = codec.open_recent(scope, raw)?;
             recent.messages = self.open_messages(codec, scope, first, messages)?;
-            if let (Some(stored), Some(key)) = (pending, lookup) {
+            if let (Some(stored), Some(key)) = (pending, lookup.as_ref()) {
                 let scope = self.scope(id, None);
                 recent.pending = Some(codec.open_pending(scope, key.as_str(), &stored)?);
             }

@@ -265,13 +265,12 @@ macro_rules! delegate_store {
             ) -> StoreResult<Option<ConversationState>> {
                 self.layer.load_with(id, options).await
             }
-            async fn load_recent_with(
+            async fn load_recent_as(
                 &self,
                 id: &SessionId,
-                n: usize,
-                lookup: Option<&IdempotencyKey>,
+                read: statestore_core::Recent,
             ) -> StoreResult<Option<RecentState>> {
-                self.layer.load_recent_with(id, n, lookup).await
+                self.layer.load_recent_as(id, read).await
             }
             async fn save_with(
                 &self,

@@ -15,7 +15,7 @@ use std::time::Duration;
 use statestore_core::codec::{self, Limits};
 use statestore_core::{
     Append, Appended, ConversationState, Delete, Error, Expect, IdempotencyKey, ListCursor,
-    ListOrder, ListPage, ListQuery, Load, Message, Metadata, Pending, RecentState, Result,
+    ListOrder, ListPage, ListQuery, Load, Message, Metadata, Pending, Recent, RecentState, Result,
     Save as SaveOptions, SessionId, Store, Version, async_trait,
 };
 
@@ -225,15 +225,12 @@ impl Store for MemoryStore {
         Ok(self.inner.read_with(id, access, |s| s.to_state(id)))
     }
 
-    async fn load_recent_with(
-        &self,
-        id: &SessionId,
-        n: usize,
-        lookup: Option<&IdempotencyKey>,
-    ) -> Result<Option<RecentState>> {
+    async fn load_recent_as(&self, id: &SessionId, read: Recent) -> Result<Option<RecentState>> {
+        let (n, lookup) = (read.n, read.lookup.as_ref());
+        // A maintenance read leaves `last_accessed_at` and the tick alone.
         Ok(self
             .inner
-            .read(id, |s| {
+            .read_with(id, !read.keep_clocks, |s| {
                 let start = s.messages.len().saturating_sub(n);
                 RecentState {
                     id: id.clone(),

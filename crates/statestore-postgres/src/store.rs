@@ -3,8 +3,8 @@
 
 use statestore_core::{
     AddSummary, Append, Appended, ConversationState, Delete, Expect, IdempotencyKey, ListPage,
-    ListQuery, Load, Metadata, Pending, RecentState, Result, Save, SessionId, Store, Version,
-    async_trait,
+    ListQuery, Load, Metadata, Pending, Recent, RecentState, Result, Save, SessionId, Store,
+    Version, async_trait,
 };
 
 use crate::PostgresStore;
@@ -15,13 +15,9 @@ impl Store for PostgresStore {
         self.do_load(id, !options.keep_clocks).await
     }
 
-    async fn load_recent_with(
-        &self,
-        id: &SessionId,
-        n: usize,
-        lookup: Option<&IdempotencyKey>,
-    ) -> Result<Option<RecentState>> {
-        self.do_load_recent(id, n, lookup).await
+    async fn load_recent_as(&self, id: &SessionId, read: Recent) -> Result<Option<RecentState>> {
+        self.do_load_recent(id, read.n, read.lookup.as_ref(), !read.keep_clocks)
+            .await
     }
 
     async fn save_with(&self, state: &ConversationState, options: Save) -> Result<Version> {

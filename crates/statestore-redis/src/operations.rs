@@ -7,8 +7,8 @@
 
 use statestore_core::{
     AddSummary, Append, Appended, ConversationState, Delete, Error as StoreError, Expect,
-    IdempotencyKey, ListPage, ListQuery, Load, Metadata, Pending, RecentState, Result, Save,
-    SessionId, Store, Version, async_trait,
+    IdempotencyKey, ListPage, ListQuery, Load, Metadata, Pending, Recent, RecentState, Result,
+    Save, SessionId, Store, Version, async_trait,
 };
 
 use crate::call::ScriptCall;
@@ -31,16 +31,19 @@ impl Store for RedisStore {
             .transpose()
     }
 
-    async fn load_recent_with(
-        &self,
-        id: &SessionId,
-        n: usize,
-        lookup: Option<&IdempotencyKey>,
-    ) -> Result<Option<RecentState>> {
-        self.snapshot("load_recent", id, Some(n), lookup, true)
-            .await?
-            .map(|s| s.into_recent(id))
-            .transpose()
+    async fn load_recent_as(&self, id: &SessionId, read: Recent) -> Result<Option<RecentState>> {
+        // A maintenance read sends `-` for the TTL, as `load_with` does.
+        let access = !read.keep_clocks;
+        self.snapshot(
+            "load_recent",
+            id,
+            Some(read.n),
+            read.lookup.as_ref(),
+            access,
+        )
+        .await?
+        .map(|s| s.into_recent(id))
+        .transpose()
     }
 
     async fn save_with(&self, state: &ConversationState, options: Save) -> Result<Version> {

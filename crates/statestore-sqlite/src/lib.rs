@@ -19,8 +19,8 @@ use rusqlite::{Connection, OpenFlags};
 use statestore_core::codec::Limits;
 use statestore_core::{
     AddSummary, Append, Appended, ConversationState, Delete, Error, Expect, IdempotencyKey,
-    ListPage, ListQuery, Load, Metadata, Pending, RecentState, Result, Save, SessionId, Store,
-    Version, async_trait,
+    ListPage, ListQuery, Load, Metadata, Pending, Recent, RecentState, Result, Save, SessionId,
+    Store, Version, async_trait,
 };
 
 pub use crate::diagnose::Diagnosis;
@@ -451,20 +451,16 @@ impl Store for SqliteStore {
         Ok(state)
     }
 
-    async fn load_recent_with(
-        &self,
-        id: &SessionId,
-        n: usize,
-        lookup: Option<&IdempotencyKey>,
-    ) -> Result<Option<RecentState>> {
+    async fn load_recent_as(&self, id: &SessionId, read: Recent) -> Result<Option<RecentState>> {
         let now = ops::now_ms();
-        let lookup = lookup.cloned();
+        let (n, lookup, access) = (read.n, read.lookup, !read.keep_clocks);
         let recent = self
             .read("load_recent", id, move |conn, ctx| {
                 ops::load_recent(conn, ctx, now, n, lookup.as_ref())
             })
             .await?;
-        if recent.is_some() {
+        // A maintenance read records no access.
+        if access && recent.is_some() {
             self.accessed(id, now);
         }
         Ok(recent)

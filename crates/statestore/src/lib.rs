@@ -16,9 +16,9 @@ pub use statestore_core::codec;
 pub use statestore_core::{
     Append, Appended, BoxError, Content, ContentPart, ConversationState, Counters, Delete, Error,
     Expect, IdempotencyKey, ImageUrl, ListCursor, ListOrder, ListPage, ListQuery, Load, Message,
-    Metadata, PruneQuery, Pruned, RecentState, RememberedWrite, Result, Role, Save, SessionId,
-    SessionInfo, Store, Summary, TITLE_KEY, TimeRange, Timestamp, TokenCount, ToolCall, Version,
-    WriteOutcome, async_trait,
+    Metadata, PruneQuery, Pruned, Recent, RecentState, RememberedWrite, Result, Role, Save,
+    SessionId, SessionInfo, Store, Summary, TITLE_KEY, TimeRange, Timestamp, TokenCount, ToolCall,
+    Version, WriteOutcome, async_trait,
 };
 
 /// The in-memory store: [`MemoryStore`](memory::MemoryStore) (the

@@ -66,6 +66,14 @@ impl Store for Watched {
         }
         self.inner.load_recent_with(id, n, lookup).await
     }
+    async fn load_recent_as(
+        &self,
+        id: &SessionId,
+        read: statestore_core::Recent,
+    ) -> statestore_core::Result<Option<statestore_core::RecentState>> {
+        self.count("load_recent_as");
+        self.inner.load_recent_as(id, read).await
+    }
     async fn save_with(
         &self,
         state: &statestore_core::ConversationState,

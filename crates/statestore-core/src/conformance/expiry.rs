@@ -108,8 +108,9 @@ where
 }
 
 /// Only accesses restart the clock: `touch` and writes do; `list`,
-/// `exists`, `load_pending` and a maintenance read (`Load::keep_clocks`)
-/// do not, so a session only looked at expires on time.
+/// `exists`, `load_pending` and maintenance reads (`Load::keep_clocks`,
+/// `Recent::keep_clocks`) do not, so a session only looked at expires on
+/// time.
 pub async fn only_accesses_extend_a_session<S, F>(make: impl Fn(Duration) -> F)
 where
     S: Store + 'static,
@@ -139,6 +140,11 @@ where
             .await
             .unwrap();
         assert!(peeked.is_some());
+        let recent = store
+            .load_recent_as(&looked_at, crate::Recent::new(1).keep_clocks())
+            .await
+            .unwrap();
+        assert!(recent.is_some());
     }
     tokio::time::sleep(Duration::from_millis(1_000)).await;
     // 1.0 s after the accesses, 2.0 s after the first writes.

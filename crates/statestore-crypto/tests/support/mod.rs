@@ -115,13 +115,12 @@ impl Store for Sqlite {
     ) -> Result<Option<ConversationState>> {
         self.store.load_with(id, options).await
     }
-    async fn load_recent_with(
+    async fn load_recent_as(
         &self,
         id: &SessionId,
-        n: usize,
-        lookup: Option<&IdempotencyKey>,
+        read: statestore_core::Recent,
     ) -> Result<Option<RecentState>> {
-        self.store.load_recent_with(id, n, lookup).await
+        self.store.load_recent_as(id, read).await
     }
     async fn save_with(
         &self,

@@ -180,6 +180,7 @@ impl PostgresStore {
         id: &SessionId,
         n: usize,
         lookup: Option<&IdempotencyKey>,
+        access: bool,
     ) -> Result<Option<RecentState>> {
         let now = now_ms();
         let n = u64::try_from(n).unwrap_or(u64::MAX);
@@ -191,7 +192,7 @@ impl PostgresStore {
                 &self.sql.load_recent,
                 &[&id.as_str(), &now, &to_i64(n), &key],
                 now,
-                true,
+                access,
             )
             .await?;
         let Some(row) = rows.first() else {
