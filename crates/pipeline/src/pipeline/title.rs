@@ -163,8 +163,8 @@ mod tests {
             Some("Oslo trip".into())
         );
         assert_eq!(
-            p.title("first message", Some(&answer("   "))),
-            Some("first message".into())
+            p.title("first words", Some(&answer("   "))),
+            Some("first words".into())
         );
         let failed = Err(Error::Transport("down".into()));
         assert_eq!(p.title("first", Some(&failed)), Some("first".into()));
