@@ -162,6 +162,18 @@ pub enum Error {
         turn_id: IdempotencyKey,
     },
 
+    /// A retry of a turn that was stored, then taken away by a rewind
+    /// ([`Store::rewind`](statestore_core::Store::rewind): the user went
+    /// back to before it, to edit or regenerate). The store remembers it,
+    /// so it is neither run again nor answered with another turn's reply.
+    #[error("turn {turn_id} of session {id} was stored, then rewound away: it is not run again")]
+    TurnRewound {
+        /// The session.
+        id: SessionId,
+        /// The turn's id.
+        turn_id: IdempotencyKey,
+    },
+
     /// Loading the window failed while retrying a turn whose id the caller
     /// chose ([`ExecOptions::turn_id`](crate::ExecOptions::turn_id)),
     /// before the store could say whether an earlier attempt of the turn
@@ -242,7 +254,7 @@ impl Error {
     /// earlier attempt's under the same turn id (see
     /// [`Error::is_transient`]): the store's verdict for a failed
     /// [`Error::Save`]; [`WriteOutcome::Written`] for
-    /// [`Error::TurnUnreadable`] and [`Error::TurnRewritten`];
+    /// [`Error::TurnUnreadable`], [`Error::TurnRewritten`] and [`Error::TurnRewound`];
     /// [`WriteOutcome::Unknown`] for [`Error::Lookup`] (a retry of a turn
     /// that failed before the store said whether the turn was stored); and
     /// [`WriteOutcome::NotWritten`] for every other error — they all happen
@@ -274,7 +286,9 @@ impl Error {
     pub fn write_outcome(&self) -> WriteOutcome {
         match self {
             Self::Save { source, .. } => source.write_outcome(),
-            Self::TurnUnreadable { .. } | Self::TurnRewritten { .. } => WriteOutcome::Written,
+            Self::TurnUnreadable { .. } | Self::TurnRewritten { .. } | Self::TurnRewound { .. } => {
+                WriteOutcome::Written
+            }
             Self::Lookup { .. } => WriteOutcome::Unknown,
             _ => WriteOutcome::NotWritten,
         }
@@ -291,6 +305,7 @@ impl Error {
             Self::Save { turn_id, .. }
             | Self::TurnUnreadable { turn_id, .. }
             | Self::TurnRewritten { turn_id, .. }
+            | Self::TurnRewound { turn_id, .. }
             | Self::Lookup { turn_id, .. } => Some(turn_id),
             _ => None,
         }

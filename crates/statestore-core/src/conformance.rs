@@ -93,6 +93,7 @@ macro_rules! __conformance_with_cases {
             list_shows_titles_and_refuses_foreign_cursors,
             guarded_deletes_refuse_a_changed_session,
             prune_removes_idle_or_old_sessions_in_resumable_steps,
+            rewind_and_branch_from_any_turn,
         }
     };
 }

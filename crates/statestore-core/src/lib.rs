@@ -7,6 +7,7 @@ mod id;
 pub mod list;
 mod message;
 pub mod prune;
+pub mod rewind;
 mod state;
 mod store;
 pub mod write;

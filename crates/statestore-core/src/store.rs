@@ -316,6 +316,41 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         crate::prune::run(self, query).await
     }
 
+    /// Takes the history back to its first `to` messages: every message at
+    /// a position `>= to` goes, with the summaries that cover one of them;
+    /// metadata, counters, prompt and owner stay. Keyed writes it took away
+    /// stay remembered (a retry replays, never re-applies) and are listed
+    /// under [`REWOUND_KEY`](crate::rewind::REWOUND_KEY). A rewind to where
+    /// the history already ends writes nothing. Rules in
+    /// [`crate::rewind`]; one implementation for every backend.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Conflict`](crate::Error::Conflict) when `expect` does not
+    /// admit the session's version or a write lands meanwhile;
+    /// [`Error::NotFound`](crate::Error::NotFound);
+    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) for a `to`
+    /// past the end. None of them wrote anything.
+    async fn rewind(&self, id: &SessionId, to: u64, expect: Expect) -> Result<Version> {
+        crate::rewind::rewind(self, id, to, expect).await
+    }
+
+    /// A branch: a new session `target` holding `source`'s first `upto`
+    /// messages (and the summaries within them, its metadata, counters,
+    /// prompt and owner) from one consistent read; the target starts at
+    /// version 1 and remembers no writes. `fork` with `upto` the whole
+    /// history is [`Store::fork`]. A retry finds the target:
+    /// [`Error::AlreadyExists`](crate::Error::AlreadyExists).
+    ///
+    /// # Errors
+    ///
+    /// As [`Store::fork`], and
+    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) for an
+    /// `upto` past the end of the source.
+    async fn fork_at(&self, source: &SessionId, target: &SessionId, upto: u64) -> Result<Version> {
+        crate::rewind::fork_at(self, source, target, upto).await
+    }
+
     /// Deletes the session; `true` when it existed.
     async fn delete(&self, id: &SessionId) -> Result<bool> {
         self.delete_with(id, Delete::new()).await

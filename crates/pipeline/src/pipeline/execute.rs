@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use context_window::{History, Selection, annotate, select_borrowed};
+use statestore_core::rewind::was_rewound;
 use statestore_core::{
     Append, Appended, Counters, Error as StoreError, Expect, IdempotencyKey, Message, Pending,
     SessionId, Summary, TITLE_KEY,
@@ -30,6 +31,8 @@ struct Loaded {
     expect: Expect,
     /// What the turn's earlier write did, when it already landed.
     replay: Option<Appended>,
+    /// Whether that write was taken away by a rewind since.
+    rewound: bool,
     /// What an earlier run of the turn recorded before it stopped.
     pending: Option<Pending>,
 }
@@ -136,6 +139,7 @@ impl Pipeline {
                 system_prompt: r.system_prompt,
                 summaries: r.summaries,
                 expect: Expect::Version(r.version),
+                rewound: r.replay.is_some() && was_rewound(&r.metadata, turn_id),
                 replay: r.replay,
                 pending: r.pending,
             },
@@ -147,6 +151,7 @@ impl Pipeline {
                 summaries: Vec::new(),
                 expect: Expect::Absent,
                 replay: None,
+                rewound: false,
                 // A session's first turn may have stopped between rounds
                 // too; only a turn id the caller chose can have (one more
                 // read, on a new session only).
@@ -191,6 +196,12 @@ impl Pipeline {
             }
             Err(e) => return Err(e),
         };
+        if loaded.rewound {
+            return Err(Error::TurnRewound {
+                id: id.clone(),
+                turn_id: run.turn_id.clone(),
+            });
+        }
         if let Some(appended) = loaded.replay {
             let tail = (&loaded.messages[..], loaded.first_position, loaded.total);
             let turn = self

@@ -3,7 +3,8 @@
 //! concurrent turns, windows, streaming), middleware order
 //! ([`middleware`]), tools ([`tools`]), one write per turn and exactly-once
 //! turns ([`exactly_once`]), and conflicts with their retries and usage
-//! accounting ([`conflicts`]), titles ([`titles`]). One test binary; the scripted provider and
+//! accounting ([`conflicts`]), titles ([`titles`]), rewound turns
+//! ([`rewind`]). One test binary; the scripted provider and
 //! the helpers every topic uses are below.
 #![allow(
     clippy::unwrap_used,
@@ -16,6 +17,7 @@
 mod conflicts;
 mod exactly_once;
 mod middleware;
+mod rewind;
 mod titles;
 mod tools;
 mod turns;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use super::{sid, user};
+use super::{key, sid, user};
 use crate::{
     AddSummary, ConversationState, Error, Expect, ListCursor, ListOrder, ListQuery, Load, Metadata,
     PruneQuery, Save, SessionId, SessionInfo, Store, Summary, TITLE_KEY, TimeRange, Timestamp,
@@ -435,4 +435,94 @@ pub async fn prune_removes_idle_or_old_sessions_in_resumable_steps(store: Arc<dy
         "{refused:?}"
     );
     assert_eq!(remaining(store).await.len(), 2);
+}
+
+/// `rewind` takes the history back to a position: later messages and the
+/// summaries over them go, a keyed write taken away stays remembered (a
+/// retry replays) and is listed under `REWOUND_KEY`; a stale expectation
+/// or a position past the end change nothing; a repeat writes nothing.
+/// `fork_at` branches from any position without touching its source.
+pub async fn rewind_and_branch_from_any_turn(store: Arc<dyn Store>) {
+    use crate::rewind::{REWOUND_KEY, was_rewound};
+    let id = sid("rewound");
+    let turn = |k: &str, q: &str, a: &str| {
+        crate::Append::new([user(q), crate::Message::assistant(a)]).key(key(k))
+    };
+    store
+        .append_with(&id, turn("t1", "q1", "a1"))
+        .await
+        .unwrap();
+    store
+        .append_with(&id, turn("t2", "q2", "a2"))
+        .await
+        .unwrap();
+    let v = store
+        .append_with(&id, turn("t3", "q3", "a3"))
+        .await
+        .unwrap()
+        .version;
+    store
+        .add_summary_with(&id, AddSummary::new(Summary::new(0..2, "turn one")))
+        .await
+        .unwrap();
+    store
+        .add_summary_with(
+            &id,
+            AddSummary::new(Summary::new(0..4, "turns one and two")),
+        )
+        .await
+        .unwrap();
+    let v = v + 2;
+
+    // A branch from after the first turn; the source is untouched.
+    let branch = sid("branch");
+    assert_eq!(store.fork_at(&id, &branch, 2).await.unwrap(), 1);
+    let b = store.load(&branch).await.unwrap().unwrap();
+    assert_eq!(super::texts(&b.messages), ["q1", "a1"]);
+    assert_eq!(b.summaries.len(), 1, "only the summary within the branch");
+    assert!(b.writes.is_empty(), "a branch remembers no writes");
+    assert!(matches!(
+        store.fork_at(&id, &branch, 2).await,
+        Err(Error::AlreadyExists { .. })
+    ));
+    assert!(matches!(
+        store.fork_at(&id, &sid("too-far"), 7).await,
+        Err(Error::InvalidArgument { .. })
+    ));
+
+    // Refusals change nothing.
+    let stale = store.rewind(&id, 2, Expect::Version(v - 1)).await;
+    assert!(matches!(stale, Err(Error::Conflict { .. })), "{stale:?}");
+    assert!(matches!(
+        store.rewind(&id, 9, Expect::Any).await,
+        Err(Error::InvalidArgument { .. })
+    ));
+    assert_eq!(store.load(&id).await.unwrap().unwrap().messages.len(), 6);
+
+    // Back to before turn two's reply: turns two and three are rewound.
+    let after = store.rewind(&id, 3, Expect::Version(v)).await.unwrap();
+    assert_eq!(after, v + 1);
+    let state = store.load(&id).await.unwrap().unwrap();
+    assert_eq!(super::texts(&state.messages), ["q1", "a1", "q2"]);
+    assert_eq!(
+        state.summaries.len(),
+        1,
+        "the summary over a rewound message went"
+    );
+    assert!(was_rewound(&state.metadata, &key("t2")) && was_rewound(&state.metadata, &key("t3")));
+    assert!(!was_rewound(&state.metadata, &key("t1")));
+    assert!(state.metadata.contains_key(REWOUND_KEY));
+    // A retry of a rewound turn replays; it never applies again.
+    let retried = store
+        .append_with(&id, turn("t3", "q3", "a3"))
+        .await
+        .unwrap();
+    assert!(retried.replayed);
+    assert_eq!(store.load(&id).await.unwrap().unwrap().messages.len(), 3);
+    // A repeat of the rewind writes nothing.
+    assert_eq!(store.rewind(&id, 3, Expect::Any).await.unwrap(), v + 1);
+    assert!(matches!(
+        store.rewind(&sid("nobody"), 1, Expect::Any).await,
+        Err(Error::NotFound { .. })
+    ));
 }
