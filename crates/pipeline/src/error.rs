@@ -162,6 +162,18 @@ pub enum Error {
         turn_id: IdempotencyKey,
     },
 
+    /// [`Pipeline::regenerate`](crate::Pipeline::regenerate) or
+    /// [`Pipeline::edit`](crate::Pipeline::edit) of a turn the session
+    /// does not hold (no stored reply carries that id, or fewer turns are
+    /// stored); nothing was written.
+    #[error("session {id} holds no turn with {turn}")]
+    NoSuchTurn {
+        /// The session.
+        id: SessionId,
+        /// The turn asked for: `id …` or `index …`.
+        turn: String,
+    },
+
     /// A retry of a turn that was stored, then taken away by a rewind
     /// ([`Store::rewind`](statestore_core::Store::rewind): the user went
     /// back to before it, to edit or regenerate). The store remembers it,

@@ -17,8 +17,8 @@ pub use error::Error;
 pub use offline::OfflineProvider;
 pub use pipeline::{
     Concurrency, ExecContext, ExecOptions, Executed, MIN_MESSAGE_TOKENS, Middleware, Pipeline,
-    PipelineBuilder, ProviderSummarizer, TURN_METADATA_KEY, TitlePolicy, ToolContext, ToolHandler,
-    counters,
+    PipelineBuilder, ProviderSummarizer, Redo, StoredTurn, TURN_METADATA_KEY, TitlePolicy,
+    ToolContext, ToolHandler, TurnRef, counters, stored_turns,
 };
 pub use provider::{
     ChatRequest, ChatResponse, FinishReason, OnEvent, Provider, StreamEvent, ToolSpec, Usage,
