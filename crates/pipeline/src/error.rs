@@ -166,11 +166,11 @@ pub enum Error {
     /// [`Pipeline::edit`](crate::Pipeline::edit) of a turn the session
     /// does not hold (no stored reply carries that id, or fewer turns are
     /// stored); nothing was written.
-    #[error("session {id} holds no turn with {turn}")]
+    #[error("session {id} holds no {turn}")]
     NoSuchTurn {
         /// The session.
         id: SessionId,
-        /// The turn asked for: `id …` or `index …`.
+        /// The turn asked for: `turn with id …`, `turn at index …`.
         turn: String,
     },
 

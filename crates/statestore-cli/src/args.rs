@@ -109,6 +109,20 @@ Without OPENAI_API_KEY an offline model answers (it remembers names, otherwise e
   statestore delete old-1 old-2")]
     Delete(DeleteArgs),
 
+    /// Take a session back to the end of a turn: later turns are deleted
+    #[command(after_help = "Example:
+  statestore rewind default --to-turn 2
+
+Turns are numbered from 1 as stored; --to-turn 0 empties the session. Guarded by the version
+read: a turn stored meanwhile makes it fail, changing nothing. A retry of a rewound turn (the
+same turn id) is refused, never run again.")]
+    Rewind(RewindArgs),
+
+    /// Copy a session up to the end of a turn into a new session (the original is unchanged)
+    #[command(after_help = "Example:
+  statestore branch default default-take-2 --at-turn 2")]
+    Branch(BranchArgs),
+
     /// Delete all but the newest messages of a session (no summary; see compact)
     #[command(after_help = "Example:
   statestore trim default --keep 20
@@ -261,6 +275,14 @@ pub(crate) struct ChatArgs {
     #[arg(long, default_value_t = 40, value_name = "N")]
     pub(crate) window: usize,
 
+    /// Ask again for the last turn's message (its reply is replaced)
+    #[arg(long, conflicts_with_all = ["message", "edit"])]
+    pub(crate) regenerate: bool,
+
+    /// Replace the last turn's message with MESSAGE and ask again
+    #[arg(long, requires = "message")]
+    pub(crate) edit: bool,
+
     /// The system prompt sent before the history (not stored)
     #[arg(
         long,
@@ -304,6 +326,29 @@ pub(crate) struct ForkArgs {
     /// The new session's id (must not exist)
     #[arg(value_parser = session_id)]
     pub(crate) target: SessionId,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RewindArgs {
+    /// The session
+    #[arg(value_parser = session_id)]
+    pub(crate) id: SessionId,
+    /// Keep turns 1 to N
+    #[arg(long, value_name = "N")]
+    pub(crate) to_turn: usize,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct BranchArgs {
+    /// The session to branch from
+    #[arg(value_parser = session_id)]
+    pub(crate) source: SessionId,
+    /// The new session's id (must not exist)
+    #[arg(value_parser = session_id)]
+    pub(crate) target: SessionId,
+    /// Copy turns 1 to N
+    #[arg(long, value_name = "N")]
+    pub(crate) at_turn: usize,
 }
 
 #[derive(Debug, Args)]

@@ -51,6 +51,17 @@ pub(crate) async fn run(ui: &Ui, url: &str, args: ChatArgs) -> Result<(), CliErr
     // The turn's futures are boxed: nested inline, the pipeline's streaming
     // future makes this one too deep for rustc's layout computation on a
     // fresh (non-incremental) build ("queries overflow the depth limit").
+    if args.regenerate || args.edit {
+        let last = statestore::pipeline::TurnRef::Last;
+        let redo = statestore::pipeline::Redo::new();
+        let session = args.session.as_str();
+        let executed = if args.edit {
+            Box::pin(pipe.edit(session, last, args.message.join(" "), redo)).await?
+        } else {
+            Box::pin(pipe.regenerate(session, last, redo)).await?
+        };
+        return print_turn(ui, &args.session, &executed);
+    }
     if !args.message.is_empty() {
         return Box::pin(turn(ui, &pipe, &args.session, &args.message.join(" "))).await;
     }
@@ -90,21 +101,29 @@ async fn turn(ui: &Ui, pipe: &Pipeline, session: &SessionId, text: &str) -> Resu
         executed
     };
     if ui.json {
-        ui.out_json(&json!({
-            "session": session.as_str(),
-            "reply": executed.reply.text(),
-            "version": executed.version,
-            "turn_id": executed.turn_id.as_str(),
-            "replayed": executed.replayed,
-            "context_messages": executed.context_messages,
-            "usage": {
-                "prompt_tokens": executed.usage.prompt_tokens,
-                "completion_tokens": executed.usage.completion_tokens,
-                "model_calls": executed.model_calls,
-            },
-        }))?;
+        return print_turn(ui, session, &executed);
     }
     Ok(())
+}
+
+/// A turn's reply on stdout: the text, or with `--json` one document.
+fn print_turn(ui: &Ui, session: &SessionId, executed: &Executed) -> Result<(), CliError> {
+    if !ui.json {
+        return ui.out(&format!("{}\n", executed.reply.text()));
+    }
+    ui.out_json(&json!({
+        "session": session.as_str(),
+        "reply": executed.reply.text(),
+        "version": executed.version,
+        "turn_id": executed.turn_id.as_str(),
+        "replayed": executed.replayed,
+        "context_messages": executed.context_messages,
+        "usage": {
+            "prompt_tokens": executed.usage.prompt_tokens,
+            "completion_tokens": executed.usage.completion_tokens,
+            "model_calls": executed.model_calls,
+        },
+    }))
 }
 
 /// Runs a turn with its reply streamed to stdout as it arrives.

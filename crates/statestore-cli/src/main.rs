@@ -20,6 +20,7 @@ mod error;
 mod keyscan;
 mod prune;
 mod rekey;
+mod rewind;
 mod sessions;
 mod show;
 mod sink;
@@ -81,6 +82,8 @@ async fn run(ui: &Ui, cli: Cli) -> Result<(), CliError> {
         Command::List(args) => sessions::list(ui, &store::resolve(store)?, args).await,
         Command::Show(args) => show::show(ui, &store::resolve(store)?, args).await,
         Command::Fork(args) => sessions::fork(ui, &store::resolve(store)?, args).await,
+        Command::Rewind(args) => rewind::rewind(ui, &store::resolve(store)?, args).await,
+        Command::Branch(args) => rewind::branch(ui, &store::resolve(store)?, args).await,
         Command::Delete(args) => sessions::delete(ui, &store::resolve(store)?, args).await,
         Command::Trim(args) => cut::trim(ui, &store::resolve(store)?, args).await,
         Command::Compact(args) => cut::compact(ui, &store::resolve(store)?, args).await,

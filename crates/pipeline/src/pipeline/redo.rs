@@ -37,6 +37,8 @@ pub enum TurnRef {
     Id(IdempotencyKey),
     /// The turn at this index among the stored turns.
     Index(usize),
+    /// The last turn stored.
+    Last,
 }
 
 /// Where a turn sits in the stored history.
@@ -186,13 +188,15 @@ impl Pipeline {
         let found = match &turn {
             TurnRef::Id(key) => turns.iter().find(|t| &t.id == key),
             TurnRef::Index(i) => turns.get(*i),
+            TurnRef::Last => turns.last(),
         };
         let Some(found) = found else {
             return Err(Error::NoSuchTurn {
                 id,
                 turn: match turn {
-                    TurnRef::Id(key) => format!("id {}", key.as_str()),
-                    TurnRef::Index(i) => format!("index {i}"),
+                    TurnRef::Id(key) => format!("turn with id {}", key.as_str()),
+                    TurnRef::Index(i) => format!("turn at index {i}"),
+                    TurnRef::Last => "stored turn".to_owned(),
                 },
             });
         };
@@ -201,7 +205,7 @@ impl Pipeline {
             .and_then(|i| state.messages.get(i))
             .ok_or_else(|| Error::NoSuchTurn {
                 id: id.clone(),
-                turn: format!("index {}", found.index),
+                turn: format!("turn at index {}", found.index),
             })?;
         let role = first.role;
         let content = content.unwrap_or_else(|| first.content.clone());
