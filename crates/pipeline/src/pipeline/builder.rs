@@ -93,9 +93,9 @@ impl PipelineBuilder {
         self
     }
 
-    /// How a new session gets its title on its first turn (default:
-    /// none): the first message cut short, or one model call beside the
-    /// turn's. Stored by the turn's own write, in metadata under
+    /// How a session gets its title on its first turn — the one that finds
+    /// no message stored and no title set (default: none): the first
+    /// message cut short, or one model call beside the turn's. Stored by the turn's own write, in metadata under
     /// [`TITLE_KEY`](statestore_core::TITLE_KEY), where
     /// [`Store::list`](statestore_core::Store::list) reads it.
     pub fn title(mut self, policy: super::TitlePolicy) -> Self {

@@ -33,6 +33,8 @@ struct Loaded {
     replay: Option<Appended>,
     /// Whether that write was taken away by a rewind since.
     rewound: bool,
+    /// Whether the session has a title already.
+    titled: bool,
     /// What an earlier run of the turn recorded before it stopped.
     pending: Option<Pending>,
 }
@@ -140,6 +142,7 @@ impl Pipeline {
                 summaries: r.summaries,
                 expect: Expect::Version(r.version),
                 rewound: r.replay.is_some() && was_rewound(&r.metadata, turn_id),
+                titled: r.metadata.contains_key(TITLE_KEY),
                 replay: r.replay,
                 pending: r.pending,
             },
@@ -152,6 +155,7 @@ impl Pipeline {
                 expect: Expect::Absent,
                 replay: None,
                 rewound: false,
+                titled: false,
                 // A session's first turn may have stopped between rounds
                 // too; only a turn id the caller chose can have (one more
                 // read, on a new session only).
@@ -271,8 +275,9 @@ impl Pipeline {
             m.before(&ctx, &mut request).await?;
         }
 
-        // A new session's title: asked for beside the turn's first call.
-        let new_session = matches!(loaded.expect, Expect::Absent);
+        // The first turn's title (unless one is set): asked for beside the
+        // turn's first call.
+        let new_session = loaded.total == 0 && !loaded.titled;
         let first_text = message.text();
         let title_call = async {
             match new_session && rounds_done == 0 {

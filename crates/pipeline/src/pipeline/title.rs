@@ -1,4 +1,5 @@
-//! [`TitlePolicy`]: the title a session gets on its first turn, stored in
+//! [`TitlePolicy`]: the title a session gets on its first turn (the turn
+//! that finds no message stored, and no title set by the application), stored in
 //! its metadata under [`TITLE_KEY`](statestore_core::TITLE_KEY) by the
 //! turn's own write (so a turn and its title land together, once), and
 //! returned by [`Store::list`](statestore_core::Store::list) without the

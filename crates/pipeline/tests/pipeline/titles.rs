@@ -145,3 +145,43 @@ async fn a_failed_title_call_falls_back_to_the_first_message() {
         Some("Plan a trip to Oslo")
     );
 }
+
+#[tokio::test]
+async fn a_session_made_before_its_first_turn_is_titled_unless_it_has_one() {
+    let store = memory();
+    let provider = Arc::new(Titler {
+        title: None,
+        calls: AtomicUsize::new(0),
+    });
+    let pipeline = Pipeline::builder(Arc::clone(&store), provider)
+        .title(TitlePolicy::FirstMessage { max_chars: 40 })
+        .build();
+    let owned = statestore_core::ConversationState::new(SessionId::new("owned").unwrap())
+        .with_user_id("alice");
+    store
+        .save(&owned, statestore_core::Expect::Absent)
+        .await
+        .unwrap();
+    let mut named = statestore_core::ConversationState::new(SessionId::new("named").unwrap());
+    named
+        .metadata
+        .insert(TITLE_KEY.into(), "Chosen by the app".into());
+    store
+        .save(&named, statestore_core::Expect::Absent)
+        .await
+        .unwrap();
+    for id in ["owned", "named"] {
+        pipeline
+            .execute(id, Role::User, "First question")
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        title_of(&store, "owned").await.as_deref(),
+        Some("First question")
+    );
+    assert_eq!(
+        title_of(&store, "named").await.as_deref(),
+        Some("Chosen by the app")
+    );
+}
