@@ -94,6 +94,7 @@ macro_rules! __conformance_with_cases {
             guarded_deletes_refuse_a_changed_session,
             prune_removes_idle_or_old_sessions_in_resumable_steps,
             rewind_and_branch_from_any_turn,
+            rewind_races_writers_and_retries,
         }
     };
 }

@@ -526,3 +526,71 @@ pub async fn rewind_and_branch_from_any_turn(store: Arc<dyn Store>) {
         Err(Error::NotFound { .. })
     ));
 }
+
+/// A rewind racing writers and a retry of a turn it takes away: the
+/// rewind lands whole (a conflict, retried, when a write slips in), the
+/// history is the kept prefix followed only by writes that landed after
+/// it, each once, and the rewound turn is never applied again.
+pub async fn rewind_races_writers_and_retries(store: Arc<dyn Store>) {
+    let id = sid("raced");
+    for i in 1..=4 {
+        let turn = crate::Append::new([user(&format!("q{i}")), crate::Message::assistant("a")])
+            .key(key(&format!("t{i}")));
+        store.append_with(&id, turn).await.unwrap();
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    for w in 0..4 {
+        let store = Arc::clone(&store);
+        let id = id.clone();
+        tasks.spawn(async move {
+            for n in 0..5 {
+                let text = format!("x{w}-{n}");
+                store
+                    .append(&id, vec![user(&text)], Expect::Any)
+                    .await
+                    .unwrap();
+            }
+        });
+    }
+    {
+        let store = Arc::clone(&store);
+        let id = id.clone();
+        tasks.spawn(async move {
+            for _ in 0..10 {
+                let retry =
+                    crate::Append::new([user("q3"), crate::Message::assistant("a")]).key(key("t3"));
+                let done = store.append_with(&id, retry).await.unwrap();
+                assert!(done.replayed, "a retry of t3 applied again");
+            }
+        });
+    }
+    let rewinder = {
+        let store = Arc::clone(&store);
+        let id = id.clone();
+        tokio::spawn(async move {
+            for _ in 0..200 {
+                match store.rewind(&id, 2, Expect::Any).await {
+                    Ok(_) => return,
+                    Err(Error::Conflict { .. }) => tokio::task::yield_now().await,
+                    Err(e) => panic!("rewind: {e}"),
+                }
+            }
+            panic!("the rewind never landed");
+        })
+    };
+    rewinder.await.unwrap();
+    while let Some(done) = tasks.join_next().await {
+        done.unwrap();
+    }
+    let state = store.load(&id).await.unwrap().unwrap();
+    let texts = super::texts(&state.messages);
+    assert_eq!(texts[..2], ["q1", "a"], "the kept prefix");
+    let rest = &texts[2..];
+    assert!(
+        rest.iter().all(|t| t.starts_with('x')),
+        "only later writes follow: {texts:?}"
+    );
+    let unique: BTreeSet<&String> = rest.iter().collect();
+    assert_eq!(unique.len(), rest.len(), "a write twice: {texts:?}");
+    assert!(crate::rewind::was_rewound(&state.metadata, &key("t3")));
+}
