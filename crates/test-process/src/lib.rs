@@ -13,6 +13,9 @@ use std::sync::{Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+pub mod tls;
+pub use tls::TlsFiles;
+
 /// The only address the harnesses ever bind or connect to.
 pub const LOOPBACK: &str = "127.0.0.1";
 
