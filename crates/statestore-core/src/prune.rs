@@ -1,4 +1,4 @@
-//! [`Store::prune`](crate::Store::prune): retention by age, the same on
+//! [`Store::prune`]: retention by age, the same on
 //! every backend because it is one general mechanism over two others —
 //! a [`list`](crate::Store::list) walk of the sessions the criteria admit
 //! (newest first, through the index of last writes) and a
@@ -31,7 +31,7 @@ use std::time::Duration;
 
 use crate::{Delete, Error, Expect, ListQuery, Result, Store, TimeRange, Timestamp};
 
-/// Which sessions [`Store::prune`](crate::Store::prune) removes (see the
+/// Which sessions [`Store::prune`] removes (see the
 /// [module docs](crate::prune)).
 ///
 /// ```
@@ -154,7 +154,7 @@ impl PruneQuery {
     }
 }
 
-/// What one [`Store::prune`](crate::Store::prune) call did.
+/// What one [`Store::prune`] call did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Pruned {

@@ -1,5 +1,5 @@
-//! [`Store::rewind`](crate::Store::rewind) and
-//! [`Store::fork_at`](crate::Store::fork_at): going back to an earlier
+//! [`Store::rewind`] and
+//! [`Store::fork_at`]: going back to an earlier
 //! point of a conversation, in place or as a branch. One general
 //! implementation for every backend, over a consistent read and a guarded
 //! or create-only save, so the rules are the same everywhere:
@@ -13,18 +13,18 @@
 //!   replay — with its positions gone, as after any rewrite
 //!   ([`Appended::rewritten`](crate::Appended::rewritten)) — and its key is
 //!   added to the session's metadata under [`REWOUND_KEY`] (the newest
-//!   [`REMEMBERED_WRITES`](crate::REMEMBERED_WRITES) keys), where a caller
+//!   [`REMEMBERED_WRITES`] keys), where a caller
 //!   such as the pipeline tells a rewound turn from one that was trimmed
 //!   or compacted (`pipeline::Error::TurnRewound`).
 //! - **Atomic**: the read is one snapshot, and the write is guarded by the
 //!   version read (a rewind) or create-only (a branch), so a write that
 //!   lands in between makes the call fail with
-//!   [`Error::Conflict`](crate::Error::Conflict), having changed nothing.
+//!   [`Error::Conflict`], having changed nothing.
 //! - **Retries**: a rewind to where the history already ends writes
 //!   nothing and returns the version, so repeating one is harmless (with
 //!   [`Expect::Version`] a repeat after success is a conflict, which
 //!   writes nothing either). A repeated branch finds its target and is
-//!   [`Error::AlreadyExists`](crate::Error::AlreadyExists).
+//!   [`Error::AlreadyExists`].
 
 use serde_json::Value;
 
@@ -34,7 +34,7 @@ use crate::{
 
 /// The metadata key listing the keyed writes a rewind took away (a JSON
 /// array of keys, oldest first; the newest
-/// [`REMEMBERED_WRITES`](crate::REMEMBERED_WRITES) are kept).
+/// [`REMEMBERED_WRITES`] are kept).
 pub const REWOUND_KEY: &str = "statestore.rewound";
 
 /// `state` cut to its first `to` messages, as the module docs say.
