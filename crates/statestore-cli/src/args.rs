@@ -87,7 +87,7 @@ pub(crate) enum Command {
 Without OPENAI_API_KEY an offline model answers (it remembers names, otherwise echoes).")]
     Chat(ChatArgs),
 
-    /// List sessions (sorted by id) with their size and token usage
+    /// List sessions (by id, or newest first with --recent) with their size, usage and title
     #[command(after_help = "Examples:
   statestore list
   statestore list --user alice --limit 20
@@ -301,6 +301,10 @@ pub(crate) struct ListArgs {
     /// Show at most N sessions (0: all)
     #[arg(long, default_value_t = 100, value_name = "N")]
     pub(crate) limit: usize,
+
+    /// Newest activity first (the order of a chat app's sidebar), instead of by id
+    #[arg(long)]
+    pub(crate) recent: bool,
 
     /// Only ids: reads no session
     #[arg(long)]

@@ -4,7 +4,9 @@ use std::io::{IsTerminal, Read, Write};
 use std::sync::Arc;
 
 use serde_json::json;
-use statestore::pipeline::{Executed, OfflineProvider, Pipeline, Provider, StreamEvent};
+use statestore::pipeline::{
+    Executed, OfflineProvider, Pipeline, Provider, StreamEvent, TitlePolicy,
+};
 use statestore::window::{CharEstimate, WindowPolicy};
 use statestore::{Role, SessionId, Store};
 
@@ -40,6 +42,8 @@ pub(crate) async fn run(ui: &Ui, url: &str, args: ChatArgs) -> Result<(), CliErr
     let store = crate::store::open_to_write(url, &[&args.session], "chat").await?;
     let provider = provider()?;
     let mut builder = Pipeline::builder(Arc::clone(&store), Arc::clone(&provider))
+        // `list` shows it: the first message, cut short.
+        .title(TitlePolicy::FirstMessage { max_chars: 48 })
         .system_prompt(args.system.clone())
         .window(WindowPolicy::default().max_messages(args.window.max(1)));
     if provider.name() == "offline" {

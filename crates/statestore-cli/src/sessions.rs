@@ -1,12 +1,14 @@
 //! `list`, `fork`, `delete`, `stats` (and what `show`, `trim` and
 //! `compact` share with them).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
 use std::sync::Arc;
 
 use serde_json::json;
-use statestore::{ConversationState, Load, Recent, SessionId, Store, Timestamp};
+use statestore::{
+    ConversationState, ListOrder, ListQuery, Load, Recent, SessionId, SessionInfo, Store, Timestamp,
+};
 
 use crate::args::{DeleteArgs, ForkArgs, ListArgs, StatsArgs};
 use crate::error::CliError;
@@ -19,15 +21,50 @@ const READ_WIDTH: usize = 16;
 /// The usage counters the pipeline keeps, in display order.
 pub(crate) const USAGE: [&str; 4] = ["prompt_tokens", "completion_tokens", "model_calls", "turns"];
 
+/// The sessions `list` shows, in its order (by id, or newest first with
+/// `--recent`), at most `--limit`; and how many there are in all.
+async fn listed(store: &dyn Store, args: &ListArgs) -> Result<(Vec<SessionInfo>, usize), CliError> {
+    let order = if args.recent {
+        ListOrder::Recent
+    } else {
+        ListOrder::Id
+    };
+    let mut query = ListQuery::new()
+        .user(args.user.clone())
+        .order(order)
+        .with_limit(1000)
+        .with_count();
+    let (mut sessions, mut total) = (Vec::new(), None);
+    loop {
+        let page = store
+            .list(&query)
+            .await
+            .map_err(CliError::read("listing sessions"))?;
+        total = total.or(page.total);
+        sessions.extend(page.sessions);
+        if args.limit != 0 && sessions.len() >= args.limit {
+            sessions.truncate(args.limit);
+            break;
+        }
+        match page.next_cursor {
+            Some(cursor) => {
+                query = query.after(Some(cursor));
+                query.count = false;
+            }
+            None => break,
+        }
+    }
+    let total = total.map_or(sessions.len(), |t| usize::try_from(t).unwrap_or(usize::MAX));
+    Ok((sessions, total))
+}
+
 pub(crate) async fn list(ui: &Ui, url: &str, args: ListArgs) -> Result<(), CliError> {
     let store = open(url).await?;
-    let ids = all_ids(&*store, args.user.as_deref()).await?;
-    let total = ids.len();
-    let shown = if args.limit == 0 {
-        &ids[..]
-    } else {
-        ids.get(..args.limit.min(total)).unwrap_or(&ids[..])
-    };
+    let (sessions, total) = listed(&*store, &args).await?;
+    let shown: Vec<SessionId> = sessions.iter().map(|s| s.id.clone()).collect();
+    let titles: HashMap<SessionId, Option<String>> =
+        sessions.into_iter().map(|s| (s.id, s.title)).collect();
+    let shown = &shown[..];
     if args.ids_only {
         if ui.json {
             let list: Vec<&str> = shown.iter().map(SessionId::as_str).collect();
@@ -61,9 +98,11 @@ pub(crate) async fn list(ui: &Ui, url: &str, args: ListArgs) -> Result<(), CliEr
                 let Some(r) = recent else { return Ok(()) };
                 let counter = |name: &str| r.counters.get(name).copied().unwrap_or(0);
                 let tokens = counter("prompt_tokens").saturating_add(counter("completion_tokens"));
+                let title = titles.get(id).cloned().flatten();
                 if ui.json {
                     docs.push(json!({
                         "id": id.as_str(),
+                        "title": title,
                         "user_id": r.user_id,
                         "messages": r.total_messages,
                         "summaries": r.summaries.len(),
@@ -78,6 +117,7 @@ pub(crate) async fn list(ui: &Ui, url: &str, args: ListArgs) -> Result<(), CliEr
                         ui::thousands(counter("turns")),
                         ui::thousands(tokens),
                         r.version.to_string(),
+                        title.unwrap_or_else(|| "-".into()),
                     ]);
                 }
                 Ok(())
@@ -95,6 +135,7 @@ pub(crate) async fn list(ui: &Ui, url: &str, args: ListArgs) -> Result<(), CliEr
                     ("TURNS", Align::Right),
                     ("TOKENS", Align::Right),
                     ("VERSION", Align::Right),
+                    ("TITLE", Align::Left),
                 ],
                 &rows,
             ))?;

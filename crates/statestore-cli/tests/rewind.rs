@@ -84,3 +84,32 @@ fn rewind_branch_regenerate_and_edit() {
     ]);
     bad.assert_code(2);
 }
+
+/// `list --recent`: newest activity first, with the titles `chat` gives.
+#[test]
+fn list_recent_shows_titles_newest_first() {
+    let env = Env::new();
+    let url = env.sqlite("l.db");
+    for (session, text) in [("a", "Plan a trip to Oslo"), ("b", "Tax questions")] {
+        env.ok(&["--store", &url, "chat", "--session", session, text]);
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let ids = |args: &[&str]| {
+        let mut all = vec!["--store", url.as_str(), "list", "--ids-only"];
+        all.extend_from_slice(args);
+        env.ok(&all)
+    };
+    assert_eq!(ids(&["--recent"]), "b\na\n", "newest first");
+    assert_eq!(ids(&[]), "a\nb\n", "by id");
+    let table = env.ok(&["--store", &url, "list", "--recent"]);
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(lines[0].ends_with("TITLE"), "{table}");
+    assert!(
+        lines[1].starts_with("b ") && lines[1].ends_with("Tax questions"),
+        "{table}"
+    );
+    assert!(lines[2].ends_with("Plan a trip to Oslo"), "{table}");
+    let doc: serde_json::Value =
+        serde_json::from_str(&env.ok(&["--store", &url, "--json", "list", "--recent"])).unwrap();
+    assert_eq!(doc["sessions"][0]["title"], "Tax questions");
+}
