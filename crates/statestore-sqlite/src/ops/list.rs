@@ -78,13 +78,22 @@ fn select(
         ctx,
         conn.prepare_cached(&q).and_then(|mut st| {
             st.query_map(rusqlite::params_from_iter(&args), |r| {
+                // A value of the wrong type, planted by hand, must not fail
+                // the listing: that session alone reads as corrupt (`load`).
+                let int = |i: usize| r.get_ref(i).ok().and_then(|v| v.as_i64().ok()).unwrap_or(0);
+                let text = |i: usize| {
+                    r.get_ref(i)
+                        .ok()
+                        .and_then(|v| v.as_str().ok())
+                        .map(str::to_owned)
+                };
                 Ok(row(
                     order,
                     r.get(0)?,
-                    r.get(1)?,
-                    (r.get(2)?, r.get(3)?, r.get(4)?),
-                    r.get(5)?,
-                    if filtered { r.get(6)? } else { None },
+                    text(1),
+                    (int(2), int(3), int(4)),
+                    text(5),
+                    if filtered { text(6) } else { None },
                 ))
             })?
             .collect()
