@@ -14,6 +14,14 @@
 //! checked on the same read; filters that skip entries make a call read
 //! batches until the page is full or [`LIST_BUDGET`] entries were examined,
 //! and then it ends early with a cursor there.
+//!
+//! Newest first, a page from a cursor asks for the range from the cursor's
+//! score, inclusive, and drops the entries at that score the cursor has
+//! passed (the cursor's own among them): one more entry is asked for, so
+//! one `ZRANGE` still fills a page. Sessions written in the same
+//! millisecond as the cursor's all sit at its score; when more of them than
+//! a batch were already listed, the next page takes a batch more per such
+//! batch (a bulk import can make many; sessions written by use seldom do).
 
 use redis::Value;
 use statestore_core::{
@@ -180,6 +188,9 @@ impl Lister<'_> {
             .updated
             .from
             .map_or("-inf".to_owned(), |f| ms(f).to_string());
+        // From a cursor the range starts at the cursor's own entry, which is
+        // dropped below: one more, so that a batch still holds `n`.
+        let n = n + usize::from(position.is_some());
         let mut out = Vec::new();
         let mut offset = 0usize;
         loop {
