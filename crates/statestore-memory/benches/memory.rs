@@ -274,9 +274,13 @@ fn listing(c: &mut Criterion) {
         .worker_threads(2)
         .build()
         .unwrap();
-    list::bench_list(c, "memory/list(recent first, page of 50)", &rt, &|_| {
-        Arc::new(MemoryStore::new())
-    });
+    list::bench_list(
+        c,
+        "memory/list(recent first, page of 50)",
+        &rt,
+        &|_| Arc::new(MemoryStore::new()),
+        &|_, _| {},
+    );
 }
 
 criterion_group!(

@@ -609,18 +609,67 @@ fn load_and_fork(c: &mut Criterion) {
 /// and 100,000 sessions (see the `list` module): one server, a store
 /// (table prefix) per size, its connections with `synchronous_commit=off`
 /// so that populating 100,000 sessions does not wait for 100,000 WAL
-/// flushes (a read's cost does not depend on it).
+/// flushes (a read's cost does not depend on it). After each benchmark,
+/// the server's own time per list statement and its buffer pages per call
+/// (`pg_stat_statements`, reset right before it) as a `bench-metric:`
+/// line.
 fn listing(c: &mut Criterion) {
+    const GROUP: &str = "postgres/list(recent first, page of 50)";
     let rt = runtime();
-    let server = server();
+    let server = PgServer::builder()
+        .fsync(true)
+        .config("shared_preload_libraries", "'pg_stat_statements'")
+        .start()
+        .unwrap();
     let url = format!("{}{RELAXED}", server.url());
-    list::bench_list(c, "postgres/list(recent first, page of 50)", &rt, &|n| {
-        let build = PostgresStore::builder(&url)
-            .unwrap()
-            .prefix(&format!("list{n}_"))
-            .build();
-        Arc::new(rt.block_on(build).unwrap())
-    });
+    let stats = client(&rt, &server.url());
+    rt.block_on(stats.batch_execute("CREATE EXTENSION pg_stat_statements"))
+        .unwrap();
+    let around = |id: &str, done: bool| {
+        rt.block_on(async {
+            if !done {
+                stats
+                    .batch_execute("SELECT pg_stat_statements_reset()")
+                    .await
+                    .unwrap();
+                return;
+            }
+            let row = stats
+                .query_opt(
+                    "SELECT calls, mean_exec_time, max_exec_time, \
+                         (shared_blks_hit + shared_blks_read)::float8 / calls \
+                     FROM pg_stat_statements \
+                     WHERE query LIKE '%ORDER BY s.updated_at DESC%' AND calls > 0 \
+                     ORDER BY calls DESC LIMIT 1",
+                    &[],
+                )
+                .await
+                .unwrap();
+            let Some(row) = row else { return };
+            let (calls, ms, max, blocks): (i64, f64, f64, f64) =
+                (row.get(0), row.get(1), row.get(2), row.get(3));
+            println!(
+                "bench-metric: {GROUP}/{id}/server time per list statement = {:.1} µs \
+                 (mean of {calls} calls, slowest {:.1} µs; {blocks:.0} buffer pages per \
+                 call; pg_stat_statements)",
+                ms * 1e3,
+                max * 1e3
+            );
+        });
+    };
+    list::bench_list(
+        c,
+        GROUP,
+        &rt,
+        &|n| {
+            let build = PostgresStore::builder(&url)
+                .unwrap()
+                .prefix(&format!("list{n}_"))
+                .build();
+            Arc::new(rt.block_on(build).unwrap())
+        },
+        &around,
+    );
 }
 
 criterion_group!(

@@ -591,12 +591,18 @@ fn listing(c: &mut Criterion) {
     let rt = runtime();
     let server = RedisServer::start().unwrap();
     let url = server.url();
-    list::bench_list(c, "redis/list(recent first, page of 50)", &rt, &|n| {
-        let connect = RedisStore::builder()
-            .prefix(format!("list{n}:"))
-            .connect(&url);
-        Arc::new(rt.block_on(connect).unwrap())
-    });
+    list::bench_list(
+        c,
+        "redis/list(recent first, page of 50)",
+        &rt,
+        &|n| {
+            let connect = RedisStore::builder()
+                .prefix(format!("list{n}:"))
+                .connect(&url);
+            Arc::new(rt.block_on(connect).unwrap())
+        },
+        &|_, _| {},
+    );
 }
 
 criterion_group!(

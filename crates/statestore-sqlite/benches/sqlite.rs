@@ -413,12 +413,18 @@ fn load_and_fork(c: &mut Criterion) {
 fn listing(c: &mut Criterion) {
     let rt = runtime();
     let dir = tempfile::tempdir().unwrap();
-    list::bench_list(c, "sqlite/list(recent first, page of 50)", &rt, &|n| {
-        let open = SqliteStore::builder()
-            .synchronous(Synchronous::Normal)
-            .open(dir.path().join(format!("list-{n}.sqlite3")));
-        Arc::new(rt.block_on(open).unwrap())
-    });
+    list::bench_list(
+        c,
+        "sqlite/list(recent first, page of 50)",
+        &rt,
+        &|n| {
+            let open = SqliteStore::builder()
+                .synchronous(Synchronous::Normal)
+                .open(dir.path().join(format!("list-{n}.sqlite3")));
+            Arc::new(rt.block_on(open).unwrap())
+        },
+        &|_, _| {},
+    );
 }
 
 criterion_group!(

@@ -38,15 +38,13 @@
 //!
 //! Each timed call returns exactly 50 sessions, checked once before timing.
 
-use std::cell::OnceCell;
+use std::cell::{Cell, OnceCell};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use criterion::{BenchmarkId, Criterion};
-use statestore_core::{
-    ConversationState, Expect, ListQuery, Message, SessionId, Store, TITLE_KEY,
-};
+use statestore_core::{ConversationState, Expect, ListQuery, Message, SessionId, Store, TITLE_KEY};
 
 /// The store sizes, in sessions.
 pub(crate) const SIZES: [usize; 2] = [1_000, 100_000];
@@ -137,7 +135,12 @@ async fn cursor_at(store: &dyn Store, user: &str, depth: usize) -> String {
     while walked < depth {
         let limit = (depth - walked).min(500);
         let page = store
-            .list(&ListQuery::for_user(user).recent().with_limit(limit).after(cursor))
+            .list(
+                &ListQuery::for_user(user)
+                    .recent()
+                    .with_limit(limit)
+                    .after(cursor),
+            )
             .await
             .unwrap();
         walked += page.sessions.len();
@@ -188,24 +191,42 @@ fn prepare(
 /// `store_for(n)`, populated, then its first page and deep page timed.
 /// The store is populated when the first of its benchmarks runs, so a run
 /// whose criterion filter leaves them out spends nothing on it; it is
-/// dropped before the next size.
+/// dropped before the next size. `around(id, done)` is called right before
+/// (`done` false) and right after (`done` true) each benchmark that runs,
+/// with its id (`first page/1000`): a suite reads the server's own figures
+/// there.
 pub(crate) fn bench_list(
     c: &mut Criterion,
     group_name: &str,
     rt: &tokio::runtime::Runtime,
     store_for: &dyn Fn(usize) -> Arc<dyn Store>,
+    around: &dyn Fn(&str, bool),
 ) {
     let mut group = c.benchmark_group(group_name);
     for n in SIZES {
         let prepared = OnceCell::new();
         let get = || prepared.get_or_init(|| prepare(group_name, rt, store_for, n));
         for name in [FIRST_PAGE, DEEP_PAGE] {
+            let id = format!("{name}/{n}");
+            // Criterion calls the routine once per sample: `around` goes
+            // before its first call and after the benchmark.
+            let started = Cell::new(false);
             group.bench_function(BenchmarkId::new(name, n), |b| {
                 let p = get();
-                let query = if name == FIRST_PAGE { &p.first } else { &p.deep };
+                let query = if name == FIRST_PAGE {
+                    &p.first
+                } else {
+                    &p.deep
+                };
+                if !started.replace(true) {
+                    around(&id, false);
+                }
                 b.to_async(rt)
                     .iter(|| async { std::hint::black_box(p.store.list(query).await.unwrap()) });
             });
+            if started.get() {
+                around(&id, true);
+            }
         }
     }
     group.finish();
