@@ -42,9 +42,8 @@ pub(super) fn section(r: &Lookup<'_>) -> Option<String> {
     if present.is_empty() {
         return None;
     }
-    let median = |group: &str, page: &str, n: u32| {
-        r.get(&format!("{group}/{page}/{n}")).map(|m| m.median)
-    };
+    let median =
+        |group: &str, page: &str, n: u32| r.get(&format!("{group}/{page}/{n}")).map(|m| m.median);
     let mut d = String::from(
         "## Sidebar: one user's sessions, newest first\n\n\
          `Store::list(&ListQuery::for_user(u).recent().with_limit(50))`, medians per page (each \
@@ -83,7 +82,10 @@ pub(super) fn section(r: &Lookup<'_>) -> Option<String> {
             thousands(f64::from(LIST_SMALL))
         );
         for (_, group) in &present {
-            let cell = match (median(group, page, LIST_LARGE), median(group, page, LIST_SMALL)) {
+            let cell = match (
+                median(group, page, LIST_LARGE),
+                median(group, page, LIST_SMALL),
+            ) {
                 (Some(large), Some(small)) => format!("**{:.2}×**", large / small),
                 _ => "—".into(),
             };

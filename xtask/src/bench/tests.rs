@@ -502,7 +502,11 @@ fn list_figures_reach_the_targets_and_the_sidebar_table() {
     assert_eq!(flat.pass, Some(false));
     let absent = verdict("PostgreSQL `list`: a page of 50");
     assert_eq!(absent.pass, None);
-    assert!(absent.measured.contains(POSTGRES_LIST), "{}", absent.measured);
+    assert!(
+        absent.measured.contains(POSTGRES_LIST),
+        "{}",
+        absent.measured
+    );
 
     let page = render(&record);
     assert!(
@@ -510,8 +514,20 @@ fn list_figures_reach_the_targets_and_the_sidebar_table() {
         "only the stores that ran have a column: {page}"
     );
     assert!(page.contains("| | 100,000 | 22.0 µs | 1.20 ms |"), "{page}");
-    assert!(page.contains("| | 100,000 ÷ 1,000 | **1.10×** | **1.20×** |"), "{page}");
-    assert!(page.contains("| | 100,000 ÷ 1,000 | **1.20×** | **6.00×** |"), "{page}");
-    assert!(page.contains("ADK's `list_sessions` takes **74 s**"), "{page}");
-    assert!(page.contains("(SQLite, 6.00 ms), about **1.20 s**"), "{page}");
+    assert!(
+        page.contains("| | 100,000 ÷ 1,000 | **1.10×** | **1.20×** |"),
+        "{page}"
+    );
+    assert!(
+        page.contains("| | 100,000 ÷ 1,000 | **1.20×** | **6.00×** |"),
+        "{page}"
+    );
+    assert!(
+        page.contains("ADK's `list_sessions` takes **74 s**"),
+        "{page}"
+    );
+    assert!(
+        page.contains("(SQLite, 6.00 ms), about **1.20 s**"),
+        "{page}"
+    );
 }

@@ -91,7 +91,8 @@ fn owners(n: usize) -> Vec<String> {
         x ^= x << 25;
         x ^= x >> 27;
         let r = x.wrapping_mul(0x2545_F491_4F6C_DD1D);
-        owners.swap(i, (r % (i as u64 + 1)) as usize);
+        let j = r % (u64::try_from(i).unwrap() + 1);
+        owners.swap(i, usize::try_from(j).unwrap());
     }
     owners
 }
@@ -160,6 +161,10 @@ struct Prepared {
 /// A fresh store of `n` sessions from `store_for`, populated (the time it
 /// took printed, not recorded), and its queries, each checked to return a
 /// full page of titled sessions.
+#[allow(
+    clippy::print_stderr,
+    reason = "the fill's time, for whoever runs the suite"
+)]
 fn prepare(
     group_name: &str,
     rt: &tokio::runtime::Runtime,
