@@ -1,4 +1,5 @@
-//! Memory store costs that must not grow with the conversation.
+//! Memory store costs that must not grow with the conversation, and a
+//! page of one user's sessions that must not grow with the store (`list`).
 //!
 //! ```text
 //! cargo bench -p statestore-memory --bench memory
@@ -28,6 +29,10 @@ const TURN_LENGTHS: [usize; 5] = [10, 100, 1_000, 10_000, 100_000];
 /// The session counts of the sessions benchmark, as in the other stores'
 /// suites.
 const SESSION_COUNTS: [usize; 5] = [1, 4, 16, 64, 256];
+
+/// The sidebar benchmark every store's suite runs (the Redis suite's file).
+#[path = "../../statestore-redis/benches/common/list.rs"]
+mod list;
 
 fn filled(len: usize) -> (MemoryStore, SessionId) {
     let store = MemoryStore::new();
@@ -261,11 +266,29 @@ fn concurrent_sessions(c: &mut Criterion) {
     group.finish();
 }
 
+/// One user's sessions, newest first, a page of 50, in stores of 1,000
+/// and 100,000 sessions (see the `list` module): a fresh `MemoryStore` per
+/// size.
+fn listing(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .unwrap();
+    list::bench_list(
+        c,
+        "memory/list(recent first, page of 50)",
+        &rt,
+        &|_| Arc::new(MemoryStore::new()),
+        &|_, _| {},
+    );
+}
+
 criterion_group!(
     benches,
     per_turn,
     load_and_fork,
     threads,
-    concurrent_sessions
+    concurrent_sessions,
+    listing
 );
 criterion_main!(benches);

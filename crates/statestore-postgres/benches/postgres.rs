@@ -19,7 +19,11 @@
 //!   URL's `options`), with the appends per WAL flush and the mean flush
 //!   time (`pg_stat_wal`) as `bench-metric:` lines;
 //! - N sessions (1 to 256) taking one turn each at once;
-//! - `load` and `fork` (then delete) of 10 to 10,000 messages.
+//! - `load` and `fork` (then delete) of 10 to 10,000 messages;
+//! - a page of 50 of one user's sessions, newest first, in stores of
+//!   1,000 and 100,000 sessions over 1,000 users (first page, and a page
+//!   deep in a big user's listing; the `list` module the four stores'
+//!   suites share).
 //!
 //! ```text
 //! cargo bench -p statestore-postgres --bench postgres
@@ -50,6 +54,10 @@ use statestore_postgres::PostgresStore;
 /// Redis suite defines.
 #[path = "../../statestore-redis/benches/common/realistic_mix.rs"]
 mod realistic_mix;
+
+/// The sidebar benchmark every store's suite runs, the Redis suite's file.
+#[path = "../../statestore-redis/benches/common/list.rs"]
+mod list;
 
 const LENGTHS: [usize; 4] = [10, 100, 1_000, 10_000];
 /// The history lengths of the turn benchmarks (the page's chart runs from
@@ -597,8 +605,76 @@ fn load_and_fork(c: &mut Criterion) {
     group.finish();
 }
 
+/// One user's sessions, newest first, a page of 50, in stores of 1,000
+/// and 100,000 sessions (see the `list` module): one server, a store
+/// (table prefix) per size, its connections with `synchronous_commit=off`
+/// so that populating 100,000 sessions does not wait for 100,000 WAL
+/// flushes (a read's cost does not depend on it). After each benchmark,
+/// the server's own time per list statement and its buffer pages per call
+/// (`pg_stat_statements`, reset right before it) as a `bench-metric:`
+/// line.
+fn listing(c: &mut Criterion) {
+    const GROUP: &str = "postgres/list(recent first, page of 50)";
+    let rt = runtime();
+    let server = PgServer::builder()
+        .fsync(true)
+        .config("shared_preload_libraries", "'pg_stat_statements'")
+        .start()
+        .unwrap();
+    let url = format!("{}{RELAXED}", server.url());
+    let stats = client(&rt, &server.url());
+    rt.block_on(stats.batch_execute("CREATE EXTENSION pg_stat_statements"))
+        .unwrap();
+    let around = |id: &str, done: bool| {
+        rt.block_on(async {
+            if !done {
+                stats
+                    .batch_execute("SELECT pg_stat_statements_reset()")
+                    .await
+                    .unwrap();
+                return;
+            }
+            let row = stats
+                .query_opt(
+                    "SELECT calls, mean_exec_time, max_exec_time, \
+                         (shared_blks_hit + shared_blks_read)::float8 / calls \
+                     FROM pg_stat_statements \
+                     WHERE query LIKE '%ORDER BY s.updated_at DESC%' AND calls > 0 \
+                     ORDER BY calls DESC LIMIT 1",
+                    &[],
+                )
+                .await
+                .unwrap();
+            let Some(row) = row else { return };
+            let (calls, ms, max, blocks): (i64, f64, f64, f64) =
+                (row.get(0), row.get(1), row.get(2), row.get(3));
+            println!(
+                "bench-metric: {GROUP}/{id}/server time per list statement = {:.1} µs \
+                 (mean of {calls} calls, slowest {:.1} µs; {blocks:.0} buffer pages per \
+                 call; pg_stat_statements)",
+                ms * 1e3,
+                max * 1e3
+            );
+        });
+    };
+    list::bench_list(
+        c,
+        GROUP,
+        &rt,
+        &|n| {
+            let build = PostgresStore::builder(&url)
+                .unwrap()
+                .prefix(&format!("list{n}_"))
+                .build();
+            Arc::new(rt.block_on(build).unwrap())
+        },
+        &around,
+    );
+}
+
 criterion_group!(
     benches,
+    listing,
     per_turn,
     per_turn_relaxed,
     blob_baseline_turn,

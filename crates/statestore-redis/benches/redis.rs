@@ -57,6 +57,10 @@ fn few_samples(group: &mut BenchmarkGroup<'_, WallTime>) {
 #[path = "common/realistic_mix.rs"]
 mod realistic_mix;
 
+/// The sidebar benchmark every store's suite runs.
+#[path = "common/list.rs"]
+mod list;
+
 const GROUP_RAW: &str = "redis/LRANGE of the same messages, not decoded (load's floor)";
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -580,8 +584,30 @@ fn blob_turns(
     group.finish();
 }
 
+/// One user's sessions, newest first, a page of 50, in stores of 1,000
+/// and 100,000 sessions (see the `list` module): one server, a store (key
+/// prefix) per size.
+fn listing(c: &mut Criterion) {
+    let rt = runtime();
+    let server = RedisServer::start().unwrap();
+    let url = server.url();
+    list::bench_list(
+        c,
+        "redis/list(recent first, page of 50)",
+        &rt,
+        &|n| {
+            let connect = RedisStore::builder()
+                .prefix(format!("list{n}:"))
+                .connect(&url);
+            Arc::new(rt.block_on(connect).unwrap())
+        },
+        &|_, _| {},
+    );
+}
+
 criterion_group!(
     benches,
+    listing,
     per_turn,
     blob_baseline_turn,
     per_turn_realistic,

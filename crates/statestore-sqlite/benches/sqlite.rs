@@ -9,6 +9,10 @@
 //!   writes per commit (`bench-metric:` lines);
 //! - N sessions (1 to 256) taking one turn each at once, durable;
 //! - `load` and `fork` (then delete) of 10 to 10,000 messages;
+//! - a page of 50 of one user's sessions, newest first, in stores of
+//!   1,000 and 100,000 sessions over 1,000 users (first page, and a page
+//!   deep in a big user's listing; the `list` module the four stores'
+//!   suites share);
 //! - the floor under every durable commit: 4 KiB appended to a file in the
 //!   same temp dir + `fdatasync` — as a benchmark, and as the median of
 //!   50 measured right after each SQLite benchmark (`bench-metric:
@@ -52,6 +56,10 @@ const TURN_RELAXED: &str = "sqlite/turn(append 2 + load_recent 20), synchronous=
 const CONCURRENT: &str = "sqlite/64 sessions taking turns, durable";
 const FLOOR: &str = "sqlite/fdatasync floor";
 const SESSIONS: usize = 64;
+
+/// The sidebar benchmark every store's suite runs (the Redis suite's file).
+#[path = "../../statestore-redis/benches/common/list.rs"]
+mod list;
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -398,8 +406,30 @@ fn load_and_fork(c: &mut Criterion) {
     group.finish();
 }
 
+/// One user's sessions, newest first, a page of 50, in stores of 1,000
+/// and 100,000 sessions (see the `list` module): a fresh file per size,
+/// `synchronous=NORMAL` so that populating 100,000 sessions takes seconds
+/// rather than 100,000 fsyncs (a read's cost does not depend on it).
+fn listing(c: &mut Criterion) {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    list::bench_list(
+        c,
+        "sqlite/list(recent first, page of 50)",
+        &rt,
+        &|n| {
+            let open = SqliteStore::builder()
+                .synchronous(Synchronous::Normal)
+                .open(dir.path().join(format!("list-{n}.sqlite3")));
+            Arc::new(rt.block_on(open).unwrap())
+        },
+        &|_, _| {},
+    );
+}
+
 criterion_group!(
     benches,
+    listing,
     per_turn_durable,
     per_turn_relaxed,
     concurrent,

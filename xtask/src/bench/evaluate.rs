@@ -67,14 +67,16 @@ pub(super) enum Figure {
         label: &'static str,
     },
     /// Growth with the input: for every benchmark `{counter}/{long}` of
-    /// `groups` (with `counter` starting with `names`), its median per unit
-    /// at `long` over that of `{counter}/{short}`; the worst of them:
-    /// "**ratio** (worst: group, counter)".
+    /// `groups` (with `counter` starting with `names`), its median (per
+    /// unit when `per_unit`, so that 1× is linear; else whole, so that 1×
+    /// is flat) at `long` over that of `{counter}/{short}`; the worst of
+    /// them: "**ratio** (worst: group, counter)".
     Growth {
         groups: Groups,
         names: &'static str,
         long: u32,
         short: u32,
+        per_unit: bool,
         shown: Shown,
     },
     /// The worst, against the threshold, of the `bench-metric:` lines whose
@@ -271,6 +273,7 @@ impl Figure {
                 names,
                 long,
                 short,
+                per_unit,
                 shown,
             } => {
                 let mut worst: Option<(f64, String)> = None;
@@ -285,8 +288,11 @@ impl Figure {
                     else {
                         continue;
                     };
-                    let x =
-                        (at_long.median / f64::from(*long)) / (at_short.median / f64::from(*short));
+                    let x = if *per_unit {
+                        (at_long.median / f64::from(*long)) / (at_short.median / f64::from(*short))
+                    } else {
+                        at_long.median / at_short.median
+                    };
                     if worst.as_ref().is_none_or(|(w, _)| pass.worse(x, *w)) {
                         worst = Some((x, format!("{}, {counter}", at_long.group)));
                     }

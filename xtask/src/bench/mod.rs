@@ -40,6 +40,7 @@ mod crypto;
 mod evaluate;
 mod format;
 mod import;
+mod list;
 mod machine;
 mod postgres;
 mod record;

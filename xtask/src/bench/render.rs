@@ -486,6 +486,9 @@ pub(super) fn render(record: &Record) -> String {
     if let Some(table) = realistic_mix_table(&r, metrics) {
         let _ = writeln!(d, "{table}");
     }
+    if let Some(section) = super::list::section(&r) {
+        let _ = writeln!(d, "{section}");
+    }
     let _ = writeln!(
         d,
         "## Charts\n\nDrawn by `cargo xtask bench` from the same record as the tables (log-log; \

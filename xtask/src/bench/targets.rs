@@ -90,6 +90,53 @@ pub(super) const POSTGRES_SYNC_OFF: &str = "synchronous_commit=off";
 /// default layer (encrypted + zstd) ÷ the plain Redis turn, medians of
 /// rounds interleaved in the same run.
 pub(super) const CRYPTO_REDIS_RATIO: &str = "crypto/layer÷plain(redis)/";
+/// The sidebar query (issue 23), one group per store: a page of 50 of one
+/// user's sessions, newest first, named `first page/{n}` and `deep
+/// page/{n}` for stores of n = [`LIST_SMALL`] and [`LIST_LARGE`] sessions
+/// over 1,000 users (the suites' shared `benches/common/list.rs`).
+pub(super) const MEMORY_LIST: &str = "memory/list(recent first, page of 50)";
+pub(super) const SQLITE_LIST: &str = "sqlite/list(recent first, page of 50)";
+pub(super) const REDIS_LIST: &str = "redis/list(recent first, page of 50)";
+pub(super) const POSTGRES_LIST: &str = "postgres/list(recent first, page of 50)";
+/// The two pages of the list groups.
+pub(super) const LIST_PAGES: [&str; 2] = ["first page", "deep page"];
+/// The store sizes of the list groups, in sessions.
+pub(super) const LIST_SMALL: u32 = 1_000;
+pub(super) const LIST_LARGE: u32 = 100_000;
+
+/// One store's list target: every page of its list group ≤ 5 ms.
+const fn list_page(group: &'static str, what: &'static str) -> Target {
+    Target {
+        what,
+        figure: Figure::Worst {
+            groups: Groups::One(group),
+            names: "",
+            each: Each::Median,
+            shown: Shown::Time,
+            label: "",
+        },
+        required: "≤ 5 ms",
+        pass: Pass::AtMost(5e6),
+    }
+}
+
+/// One store's list target: each page at [`LIST_LARGE`] sessions ≤ 1.5 ×
+/// the same page at [`LIST_SMALL`] (the worse of the two pages).
+const fn list_flat(group: &'static str, what: &'static str) -> Target {
+    Target {
+        what,
+        figure: Figure::Growth {
+            groups: Groups::One(group),
+            names: "",
+            long: LIST_LARGE,
+            short: LIST_SMALL,
+            per_unit: false,
+            shown: Shown::Times(2),
+        },
+        required: "flat: ≤ 1.5×",
+        pass: Pass::AtMost(1.5),
+    }
+}
 
 /// Every target, in the order the page lists them.
 pub(super) const TARGETS: &[Target] = &[
@@ -292,6 +339,7 @@ pub(super) const TARGETS: &[Target] = &[
             names: DEFAULT_COUNTER,
             long: 1_000_000,
             short: 10_000,
+            per_unit: true,
             shown: Shown::Times(2),
         },
         required: "linear: ≤ 2×",
@@ -331,4 +379,44 @@ pub(super) const TARGETS: &[Target] = &[
         required: "≤ 1.10×",
         pass: Pass::AtMost(1.10),
     },
+    list_page(
+        MEMORY_LIST,
+        "memory `list`: a page of 50 of one user's sessions, newest first, slowest of the first \
+         page and a deep page at 1,000 and 100,000 sessions",
+    ),
+    list_flat(
+        MEMORY_LIST,
+        "memory `list`: a page at 100,000 sessions ÷ the same page at 1,000, worse of the first \
+         and the deep page",
+    ),
+    list_page(
+        SQLITE_LIST,
+        "SQLite `list`: a page of 50 of one user's sessions, newest first, slowest of the first \
+         page and a deep page at 1,000 and 100,000 sessions",
+    ),
+    list_flat(
+        SQLITE_LIST,
+        "SQLite `list`: a page at 100,000 sessions ÷ the same page at 1,000, worse of the first \
+         and the deep page",
+    ),
+    list_page(
+        REDIS_LIST,
+        "Redis `list`: a page of 50 of one user's sessions, newest first, slowest of the first \
+         page and a deep page at 1,000 and 100,000 sessions",
+    ),
+    list_flat(
+        REDIS_LIST,
+        "Redis `list`: a page at 100,000 sessions ÷ the same page at 1,000, worse of the first \
+         and the deep page",
+    ),
+    list_page(
+        POSTGRES_LIST,
+        "PostgreSQL `list`: a page of 50 of one user's sessions, newest first, slowest of the first \
+         page and a deep page at 1,000 and 100,000 sessions",
+    ),
+    list_flat(
+        POSTGRES_LIST,
+        "PostgreSQL `list`: a page at 100,000 sessions ÷ the same page at 1,000, worse of the first \
+         and the deep page",
+    ),
 ];

@@ -454,3 +454,80 @@ fn postgres_figures_reach_the_targets_tables_and_charts() {
         vec![(64.0, 3_200.0)]
     );
 }
+
+/// The list groups (issue 23): per store, the slowest page against 5 ms
+/// and the worse page's 100,000 ÷ 1,000 against 1.5×; the sidebar table
+/// has a column per store that ran, a ratio row per page and the peer
+/// figure; a store that did not run reads "not measured".
+#[test]
+fn list_figures_reach_the_targets_and_the_sidebar_table() {
+    use super::evaluate::{Lookup, evaluate};
+    use super::targets::{MEMORY_LIST, POSTGRES_LIST, SQLITE_LIST};
+    let record = Record {
+        runs: vec![run("now", &["list"])],
+        results: vec![
+            measured(MEMORY_LIST, "first page/1000", 20_000.0, "now"),
+            measured(MEMORY_LIST, "deep page/1000", 20_000.0, "now"),
+            measured(MEMORY_LIST, "first page/100000", 22_000.0, "now"),
+            measured(MEMORY_LIST, "deep page/100000", 24_000.0, "now"),
+            measured(SQLITE_LIST, "first page/1000", 1_000_000.0, "now"),
+            measured(SQLITE_LIST, "deep page/1000", 1_000_000.0, "now"),
+            measured(SQLITE_LIST, "first page/100000", 1_200_000.0, "now"),
+            measured(SQLITE_LIST, "deep page/100000", 6_000_000.0, "now"),
+        ],
+        metrics: Vec::new(),
+        redis: None,
+    };
+    let r = Lookup::of(&record);
+    let verdict = |what: &str| {
+        evaluate(&r)
+            .into_iter()
+            .find(|v| v.what.starts_with(what))
+            .unwrap()
+    };
+    let page = verdict("memory `list`: a page of 50");
+    assert_eq!(page.measured, "**24.0 µs** (deep page/100000)");
+    assert_eq!(page.pass, Some(true));
+    let flat = verdict("memory `list`: a page at 100,000");
+    assert_eq!(
+        flat.measured,
+        "**1.20×** (worst: memory/list(recent first, page of 50), deep page)"
+    );
+    assert_eq!(flat.pass, Some(true));
+    let page = verdict("SQLite `list`: a page of 50");
+    assert_eq!(page.measured, "**6.00 ms** (deep page/100000)");
+    assert_eq!(page.pass, Some(false));
+    let flat = verdict("SQLite `list`: a page at 100,000");
+    assert!(flat.measured.starts_with("**6.00×**"), "{}", flat.measured);
+    assert_eq!(flat.pass, Some(false));
+    let absent = verdict("PostgreSQL `list`: a page of 50");
+    assert_eq!(absent.pass, None);
+    assert!(
+        absent.measured.contains(POSTGRES_LIST),
+        "{}",
+        absent.measured
+    );
+
+    let page = render(&record);
+    assert!(
+        page.contains("| page | sessions in the store | memory | SQLite |\n"),
+        "only the stores that ran have a column: {page}"
+    );
+    assert!(page.contains("| | 100,000 | 22.0 µs | 1.20 ms |"), "{page}");
+    assert!(
+        page.contains("| | 100,000 ÷ 1,000 | **1.10×** | **1.20×** |"),
+        "{page}"
+    );
+    assert!(
+        page.contains("| | 100,000 ÷ 1,000 | **1.20×** | **6.00×** |"),
+        "{page}"
+    );
+    assert!(
+        page.contains("ADK's `list_sessions` takes **74 s**"),
+        "{page}"
+    );
+    assert!(
+        page.contains("(SQLite, 6.00 ms), about **1.20 s**"),
+        "{page}"
+    );
+}
