@@ -15,6 +15,7 @@ use crate::PgServerBuilder;
 use crate::bin::PgBin;
 use crate::error::{Error, Result};
 use crate::process::{self, LOOPBACK, RunAs, SERVER_USER, ScratchDir, Watchdog};
+use test_process::{ChildGuard, percent_encode};
 
 /// How long a server may take to accept connections after it was spawned
 /// (crash recovery included).
@@ -391,9 +392,9 @@ impl PgServer {
             .spawn()
             .map_err(|e| process::spawn_error("postgres", e))?;
         let pid = child.id();
-        let mut guard = ChildGuard(Some(child));
+        let guard = ChildGuard::new(child);
         let watchdog = process::watchdog(pid, self.dir())?;
-        if let Some(child) = guard.0.take() {
+        if let Some(child) = guard.keep() {
             self.process = Some(Running { child, watchdog });
         }
         self.wait_ready(deadline, mark)
@@ -468,43 +469,9 @@ fn send(pid: u32, signal: Signal) -> Result<()> {
     kill_process(raw, signal).map_err(|e| Error::io(format!("signalling pid {pid}"), e.into()))
 }
 
-/// Kills a just-spawned child if setting it up further fails.
-struct ChildGuard(Option<Child>);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.0.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// Percent-encodes everything but RFC 3986's unreserved characters.
-fn percent_encode(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for byte in value.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(byte));
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn credentials_are_percent_encoded_for_urls() {
-        assert_eq!(percent_encode("app-user_1.x~"), "app-user_1.x~");
-        assert_eq!(
-            percent_encode("p@ss:w/rd %é"),
-            "p%40ss%3Aw%2Frd%20%25%C3%A9"
-        );
-    }
 
     #[test]
     fn only_this_postmasters_ready_pid_file_counts() {

@@ -20,6 +20,7 @@ use crate::process::{
     self, Captured, LOOPBACK, LogMark, STDERR_FILE, STDOUT_FILE, ScratchDir, Watchdog,
 };
 use crate::tls::TlsFiles;
+use test_process::{ChildGuard, percent_encode};
 
 /// How long a server may take to answer PING after it was spawned.
 pub(crate) const READY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -29,20 +30,6 @@ const CLI_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long a readiness probe may take.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// Percent-encodes everything but RFC 3986's unreserved characters, for the
-/// user-info part of a URL.
-fn percent_encode(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for byte in value.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(byte));
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
-}
 
 /// Why a launch failed: a port someone else took (retry elsewhere), or
 /// anything else (give up).
@@ -274,9 +261,9 @@ impl RedisServer {
             .spawn()
             .map_err(|e| process::spawn_error("redis-server", e))?;
         let pid = child.id();
-        let mut guard = ChildGuard(Some(child));
+        let guard = ChildGuard::new(child);
         let watchdog = process::watchdog(pid, dir)?;
-        if let Some(child) = guard.0.take() {
+        if let Some(child) = guard.keep() {
             self.process = Some(Running { child, watchdog });
         }
         self.paused.store(false, Ordering::Relaxed);
@@ -390,18 +377,6 @@ impl Drop for RedisServer {
     }
 }
 
-/// Kills a just-spawned child if setting it up further fails.
-struct ChildGuard(Option<Child>);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.0.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
 fn not_running() -> io::Error {
     io::Error::new(
         io::ErrorKind::NotConnected,
@@ -422,15 +397,6 @@ pub(crate) fn info_field<'a>(info: &'a str, key: &str) -> Option<&'a str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn credentials_are_percent_encoded_for_urls() {
-        assert_eq!(percent_encode("app-user_1.x~"), "app-user_1.x~");
-        assert_eq!(
-            percent_encode("p@ss:w/rd %é"),
-            "p%40ss%3Aw%2Frd%20%25%C3%A9"
-        );
-    }
 
     #[test]
     fn info_fields_are_found_by_exact_key() {

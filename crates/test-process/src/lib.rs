@@ -285,6 +285,48 @@ pub fn tail(path: &Path, from: u64, lines: usize) -> Option<String> {
     )
 }
 
+/// Percent-encodes everything but RFC 3986's unreserved characters, for the
+/// user-info and path parts of a URL.
+#[must_use]
+pub fn percent_encode(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for byte in value.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+/// Kills a just-spawned child when dropped, unless [`ChildGuard::keep`]
+/// took it back: for the steps that set a server up after its spawn.
+#[derive(Debug)]
+pub struct ChildGuard(Option<Child>);
+
+impl ChildGuard {
+    /// Guards `child`.
+    #[must_use]
+    pub fn new(child: Child) -> Self {
+        Self(Some(child))
+    }
+
+    /// The child, no longer guarded.
+    pub fn keep(mut self) -> Option<Child> {
+        self.0.take()
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 /// The pids whose parent is `parent` (read from `/proc/<pid>/stat`).
 pub fn children_of(parent: u32) -> Vec<u32> {
     let Ok(entries) = fs::read_dir("/proc") else {
@@ -428,6 +470,15 @@ mod tests {
         assert_eq!(tail(&log, 1_000, 2), None);
         assert_eq!(tail(&dir.path().join("missing"), 0, 2), None);
         assert_eq!(mark(&log), 23);
+    }
+
+    #[test]
+    fn credentials_are_percent_encoded_for_urls() {
+        assert_eq!(percent_encode("app-user_1.x~"), "app-user_1.x~");
+        assert_eq!(
+            percent_encode("p@ss:w/rd %é"),
+            "p%40ss%3Aw%2Frd%20%25%C3%A9"
+        );
     }
 
     #[test]
