@@ -223,6 +223,37 @@ pub enum Error {
 }
 
 impl Error {
+    /// A short, stable name of the error's kind, in `snake_case`: what
+    /// telemetry records as `error.type`. Store failures are named by the
+    /// store error's [`kind`](statestore_core::Error::kind) (`timeout`,
+    /// `conflict`, …); `write_outcome` on the same span says whether the
+    /// turn was written.
+    #[must_use]
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::ContextLengthExceeded { .. } => "context_length_exceeded",
+            Self::Auth { .. } => "auth",
+            Self::RateLimited { .. } => "rate_limited",
+            Self::Status { .. } => "http_status",
+            Self::Timeout { .. } => "timeout",
+            Self::Transport(_) => "transport",
+            Self::MalformedStream { .. } => "malformed_stream",
+            Self::InvalidResponse { .. } => "invalid_response",
+            Self::Config { .. } => "config",
+            Self::Busy { .. } => "busy",
+            Self::Store(e) | Self::Save { source: e, .. } | Self::Lookup { source: e, .. } => {
+                e.kind()
+            }
+            Self::TurnUnreadable { .. } => "turn_unreadable",
+            Self::TurnRewritten { .. } => "turn_rewritten",
+            Self::NoSuchTurn { .. } => "no_such_turn",
+            Self::TurnRewound { .. } => "turn_rewound",
+            Self::Window(_) => "window",
+            Self::Tool { .. } => "tool",
+            Self::Rejected(_) => "rejected",
+        }
+    }
+
     /// Whether executing again later may succeed (rate limits, timeouts,
     /// unreachable provider or store, 5xx answers, malformed streams, a
     /// busy session).

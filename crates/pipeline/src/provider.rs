@@ -140,6 +140,17 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
     /// A short name for logs and metrics, e.g. `"openai"`.
     fn name(&self) -> &str;
 
+    /// The model asked for, when the provider knows it: telemetry's
+    /// `gen_ai.request.model` and the `chat {model}` span name.
+    ///
+    /// A provider may also record what the answer said on the current
+    /// span (the pipeline's `chat` span), for instance
+    /// `tracing::Span::current().record("gen_ai.response.model", "gpt-4o-2024-08-06")`;
+    /// the fields it declares are listed in `docs/telemetry.md`.
+    fn model(&self) -> Option<&str> {
+        None
+    }
+
     /// The model's context size in tokens, when known (used for the token
     /// budget when the pipeline has none configured).
     fn context_tokens(&self) -> Option<usize> {

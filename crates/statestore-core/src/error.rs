@@ -194,6 +194,30 @@ pub enum Error {
 }
 
 impl Error {
+    /// A short, stable name of the error's kind, in `snake_case`: what
+    /// telemetry records as `error.type` (`conflict`, `timeout`, …).
+    #[must_use]
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::NotFound { .. } => "not_found",
+            Self::AlreadyExists { .. } => "already_exists",
+            Self::Conflict { .. } => "conflict",
+            Self::InvalidId { .. } => "invalid_id",
+            Self::InvalidKey { .. } => "invalid_key",
+            Self::InvalidArgument { .. } => "invalid_argument",
+            Self::InvalidCursor { .. } => "invalid_cursor",
+            Self::InvalidQuery { .. } => "invalid_query",
+            Self::TooLarge { .. } => "too_large",
+            Self::Corrupt { .. } => "corrupt",
+            Self::Decryption { .. } => "decryption",
+            Self::UnsupportedSchema { .. } => "unsupported_schema",
+            Self::NotReplicated { .. } => "not_replicated",
+            Self::Unavailable { .. } => "unavailable",
+            Self::Timeout { .. } => "timeout",
+            Self::Backend { .. } => "backend",
+        }
+    }
+
     /// Whether retrying the same call later may succeed (the backend was
     /// unavailable or slow). Conflicts are not retryable as-is: reload first.
     #[must_use]

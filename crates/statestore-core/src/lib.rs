@@ -10,6 +10,7 @@ pub mod prune;
 pub mod rewind;
 mod state;
 mod store;
+pub mod telemetry;
 pub mod write;
 
 #[cfg(feature = "conformance")]

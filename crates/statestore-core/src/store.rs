@@ -169,6 +169,21 @@ impl Delete {
 /// ```
 #[async_trait]
 pub trait Store: Send + Sync + std::fmt::Debug {
+    /// The backend, as OpenTelemetry's `db.system.name` records it:
+    /// `memory`, `sqlite`, `redis`, `postgresql`; `other` unless a store
+    /// says. Layers over another store report the store beneath.
+    fn system_name(&self) -> &'static str {
+        "other"
+    }
+
+    /// Whether this store records telemetry spans itself (it is a
+    /// [`Traced`](crate::telemetry::Traced)), so that
+    /// [`traced`](crate::telemetry::traced) does not wrap it twice. Layers
+    /// report the store beneath.
+    fn is_traced(&self) -> bool {
+        false
+    }
+
     /// The whole session, or `None` when it does not exist. Counts as an
     /// access.
     ///

@@ -476,3 +476,16 @@ pub enum WriteOutcome {
     /// too few replicas acknowledged it): do not repeat it as a new write.
     Written,
 }
+
+impl WriteOutcome {
+    /// `not_written`, `unknown` or `written`: as telemetry records it
+    /// (`statestore.write_outcome`) and the CLI prints it.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NotWritten => "not_written",
+            Self::Unknown => "unknown",
+            Self::Written => "written",
+        }
+    }
+}

@@ -258,6 +258,12 @@ macro_rules! delegate_store {
     ($ty:ty) => {
         #[async_trait]
         impl Store for $ty {
+            fn system_name(&self) -> &'static str {
+                self.layer.inner.system_name()
+            }
+            fn is_traced(&self) -> bool {
+                self.layer.inner.is_traced()
+            }
             async fn load_with(
                 &self,
                 id: &SessionId,

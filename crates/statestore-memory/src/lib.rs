@@ -219,6 +219,10 @@ impl Drop for ReaperHandle {
 
 #[async_trait]
 impl Store for MemoryStore {
+    fn system_name(&self) -> &'static str {
+        "memory"
+    }
+
     async fn load_with(&self, id: &SessionId, options: Load) -> Result<Option<ConversationState>> {
         // A maintenance read leaves `last_accessed_at` and the tick alone.
         let access = !options.keep_clocks;

@@ -11,6 +11,10 @@ use crate::PostgresStore;
 
 #[async_trait]
 impl Store for PostgresStore {
+    fn system_name(&self) -> &'static str {
+        "postgresql"
+    }
+
     async fn load_with(&self, id: &SessionId, options: Load) -> Result<Option<ConversationState>> {
         self.do_load(id, !options.keep_clocks).await
     }

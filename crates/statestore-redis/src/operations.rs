@@ -22,6 +22,10 @@ use crate::store::{
 
 #[async_trait]
 impl Store for RedisStore {
+    fn system_name(&self) -> &'static str {
+        "redis"
+    }
+
     async fn load_with(&self, id: &SessionId, options: Load) -> Result<Option<ConversationState>> {
         // A maintenance read sends `-` for the TTL: `LOAD` neither sets
         // `last_accessed_at` nor touches any key's expiry.

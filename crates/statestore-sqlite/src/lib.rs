@@ -435,6 +435,10 @@ impl SqliteStore {
 
 #[async_trait]
 impl Store for SqliteStore {
+    fn system_name(&self) -> &'static str {
+        "sqlite"
+    }
+
     async fn load_with(&self, id: &SessionId, options: Load) -> Result<Option<ConversationState>> {
         let now = ops::now_ms();
         // A maintenance read records no access: the row's

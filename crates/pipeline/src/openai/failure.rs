@@ -41,6 +41,21 @@ pub(super) enum Failure {
 }
 
 impl Failure {
+    /// Why the attempt is retried, as telemetry's
+    /// `statestore.retry.cause` names it.
+    pub(super) fn cause(&self) -> &'static str {
+        match self {
+            Self::Status { status: 429, .. } | Self::ErrorEvent { status: 429, .. } => {
+                "rate_limited"
+            }
+            Self::Status { .. } | Self::ErrorEvent { .. } => "server_error",
+            Self::Timeout | Self::Stalled => "timeout",
+            Self::Transport(_) => "connection",
+            Self::CutShort(_) | Self::Malformed(_) => "stream_broken",
+            Self::Invalid(_) => "invalid",
+        }
+    }
+
     /// For logs: no body, no key.
     pub(super) fn describe(&self) -> String {
         match self {

@@ -256,6 +256,10 @@ impl Provider for OpenAiProvider {
         "openai"
     }
 
+    fn model(&self) -> Option<&str> {
+        Some(&self.model)
+    }
+
     fn context_tokens(&self) -> Option<usize> {
         self.context_tokens
     }

@@ -221,8 +221,13 @@ impl OpenAiProvider {
             return Err(self.final_error(failure, attempt));
         }
         let delay = self.retry.delay(attempt, retry_after);
+        let cause = failure.cause();
+        statestore_core::telemetry::count(statestore_core::telemetry::Count::Retry { cause });
+        // The pipeline's `chat` span declares the field: the attempts so far.
+        tracing::Span::current().record("statestore.attempts", attempt + 1);
         tracing::debug!(
             attempt,
+            cause,
             outcome = %failure.describe(),
             delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
             "chat completion attempt failed; retrying"

@@ -230,6 +230,8 @@ impl StreamState {
             ));
         }
         if let Some(usage) = chunk.usage {
+            // The usage chunk (the last) says what answered, too.
+            super::wire::record_answer(chunk.id.as_deref(), chunk.model.as_deref(), Some(&usage));
             self.usage = Some(usage.into());
         }
         for choice in chunk

@@ -42,6 +42,11 @@ pub(super) fn parse_response(
     let wire: WireResponse = serde_json::from_slice(bytes).map_err(|e| Error::InvalidResponse {
         detail: format!("not a chat completion: {e}"),
     })?;
+    record_answer(
+        wire.id.as_deref(),
+        wire.model.as_deref(),
+        wire.usage.as_ref(),
+    );
     let Some(choice) = wire.choices.into_iter().next() else {
         let detail = match wire.error.and_then(|e| e.message) {
             Some(serde_json::Value::String(m)) => {
@@ -244,6 +249,10 @@ struct WireFunction<'a> {
 #[derive(Deserialize)]
 pub(super) struct WireResponse {
     #[serde(default)]
+    pub(super) id: Option<String>,
+    #[serde(default)]
+    pub(super) model: Option<String>,
+    #[serde(default)]
     pub(super) choices: Vec<WireChoice>,
     #[serde(default)]
     pub(super) usage: Option<WireUsage>,
@@ -285,6 +294,42 @@ pub(super) struct WireUsage {
     pub(super) prompt_tokens: u64,
     #[serde(default)]
     pub(super) completion_tokens: u64,
+    #[serde(default)]
+    pub(super) prompt_tokens_details: Option<WireTokenDetails>,
+    #[serde(default)]
+    pub(super) completion_tokens_details: Option<WireTokenDetails>,
+}
+
+#[derive(Deserialize)]
+pub(super) struct WireTokenDetails {
+    #[serde(default)]
+    pub(super) cached_tokens: Option<u64>,
+    #[serde(default)]
+    pub(super) reasoning_tokens: Option<u64>,
+}
+
+/// Records what an answer says about itself on the current span (the
+/// pipeline's `chat` span declares these fields): the model that answered,
+/// the response id, cached input and reasoning tokens.
+pub(super) fn record_answer(id: Option<&str>, model: Option<&str>, usage: Option<&WireUsage>) {
+    let span = tracing::Span::current();
+    if span.is_disabled() {
+        return;
+    }
+    if let Some(model) = model {
+        span.record("gen_ai.response.model", model);
+    }
+    if let Some(id) = id {
+        span.record("gen_ai.response.id", id);
+    }
+    let cached = usage.and_then(|u| u.prompt_tokens_details.as_ref()?.cached_tokens);
+    if let Some(n) = cached {
+        span.record("gen_ai.usage.cache_read.input_tokens", n);
+    }
+    let reasoning = usage.and_then(|u| u.completion_tokens_details.as_ref()?.reasoning_tokens);
+    if let Some(n) = reasoning {
+        span.record("gen_ai.usage.reasoning.output_tokens", n);
+    }
 }
 
 impl From<WireUsage> for Usage {
@@ -314,6 +359,10 @@ pub(super) struct WireError {
 
 #[derive(Deserialize)]
 pub(super) struct WireChunk {
+    #[serde(default)]
+    pub(super) id: Option<String>,
+    #[serde(default)]
+    pub(super) model: Option<String>,
     /// `None` when the field is missing: a chunk has `choices` (empty in
     /// the usage chunk), `usage` or `error`.
     #[serde(default)]

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use context_window::{Summarizer, TokenCounter, WindowPolicy};
 use statestore_core::Store;
+use statestore_core::telemetry::{ConversationIds, Traced};
 
 use super::{Concurrency, Middleware, Pipeline, ToolHandler};
 use crate::Provider;
@@ -103,11 +104,40 @@ impl PipelineBuilder {
         self
     }
 
-    /// Builds the pipeline.
+    /// How session ids are recorded in telemetry
+    /// (`gen_ai.conversation.id`, on the pipeline's spans and the store's);
+    /// default: [`ConversationIds::Default`], the process-wide policy — a
+    /// keyed hash when `STATESTORE_TELEMETRY_KEY` is set, else a short
+    /// tag. See `docs/telemetry.md`.
+    pub fn conversation_ids(mut self, ids: ConversationIds) -> Self {
+        self.config.conversation_ids = ids;
+        self
+    }
+
+    /// Records message text, tool arguments and tool results on the spans
+    /// (`gen_ai.input.messages`, `gen_ai.output.messages`,
+    /// `gen_ai.tool.call.arguments`, `gen_ai.tool.call.result`). Off by
+    /// default: switched on, everything users write and every tool's
+    /// output reaches the trace backend — personal data, secrets pasted
+    /// into a chat, anything.
+    pub fn record_content(mut self, record: bool) -> Self {
+        self.config.record_content = record;
+        self
+    }
+
+    /// Builds the pipeline. Its store records a span per operation
+    /// ([`Traced`], unless it is traced already).
     #[must_use]
     pub fn build(self) -> Pipeline {
+        let mut config = self.config;
+        let store = config.store;
+        config.store = if store.is_traced() {
+            store
+        } else {
+            Arc::new(Traced::new(store).conversation_ids(config.conversation_ids.clone()))
+        };
         Pipeline {
-            inner: Arc::new(self.config),
+            inner: Arc::new(config),
             locks: Arc::default(),
         }
     }
@@ -128,6 +158,8 @@ pub(super) struct Config {
     pub(super) temperature: Option<f32>,
     pub(super) max_tokens: Option<u32>,
     pub(super) title: super::TitlePolicy,
+    pub(super) conversation_ids: ConversationIds,
+    pub(super) record_content: bool,
 }
 
 impl Pipeline {
@@ -150,6 +182,8 @@ impl Pipeline {
                 temperature: None,
                 max_tokens: None,
                 title: super::TitlePolicy::None,
+                conversation_ids: ConversationIds::Default,
+                record_content: false,
             },
         }
     }

@@ -8,16 +8,19 @@ use std::time::Instant;
 
 use context_window::{History, Selection, annotate, select_borrowed};
 use statestore_core::rewind::was_rewound;
+use statestore_core::telemetry::{Count, count};
 use statestore_core::{
     Append, Appended, Counters, Error as StoreError, Expect, IdempotencyKey, Message, Pending,
     SessionId, Summary, TITLE_KEY,
 };
+use tracing::Instrument;
 
+use super::spans;
 use super::title;
 use super::tools::ToolRuns;
 use super::{
-    Concurrency, ExecContext, Executed, MIN_MESSAGE_TOKENS, OnDelta, Pipeline, counters, log_tag,
-    reborrow, usage_counters,
+    Concurrency, ExecContext, Executed, MIN_MESSAGE_TOKENS, OnDelta, Pipeline, counters, reborrow,
+    usage_counters,
 };
 use crate::{ChatRequest, ChatResponse, Error, StreamEvent, Usage};
 
@@ -52,6 +55,13 @@ pub(super) struct Run {
     pub(super) model_calls: u64,
     /// Tool calls run so far.
     pub(super) tools: ToolRuns,
+    /// The session as telemetry records it (`None`: not recorded, or no
+    /// subscriber is listening).
+    pub(super) conversation: Option<String>,
+    /// Whether the turn went on from an earlier run's recorded rounds.
+    pub(super) resumed: bool,
+    /// Attempts discarded because a concurrent turn landed first.
+    pub(super) restarts: u32,
 }
 
 impl Run {
@@ -79,6 +89,55 @@ impl Pipeline {
         id: SessionId,
         message: Message,
         turn_id: Option<IdempotencyKey>,
+        on_event: OnDelta<'_>,
+    ) -> Result<Executed, Error> {
+        let span = spans::execute_span(&*self.inner.provider, on_event.is_some());
+        let conversation = match span.is_disabled() {
+            true => None,
+            false => self.inner.conversation_ids.value(&id),
+        };
+        if let Some(c) = &conversation {
+            span.record("gen_ai.conversation.id", c.as_str());
+        }
+        let mut run = Run {
+            session_id: id.clone(),
+            chosen: turn_id.is_some(),
+            turn_id: turn_id.unwrap_or_else(IdempotencyKey::random),
+            usage: Usage::default(),
+            model_calls: 0,
+            tools: ToolRuns::default(),
+            conversation,
+            resumed: false,
+            restarts: 0,
+        };
+        span.record("statestore.turn.id", run.turn_id.as_str());
+        let result = self
+            .attempts(id, &message, &mut run, on_event)
+            .instrument(span.clone())
+            .await;
+        span.record("statestore.turn.resumed", run.resumed);
+        span.record("statestore.turn.conflict_restarts", run.restarts);
+        span.record("statestore.model_calls", run.model_calls);
+        match &result {
+            Ok(done) => {
+                span.record("statestore.turn.replayed", done.replayed);
+                span.record("statestore.messages.sent", done.context_messages + 1);
+                span.record("statestore.messages.stored", done.stored);
+            }
+            Err(e) => {
+                spans::fail(&span, e.kind());
+                span.record("statestore.write_outcome", e.write_outcome().as_str());
+            }
+        }
+        result
+    }
+
+    /// The attempt loop of step 1, under the session lock.
+    async fn attempts(
+        &self,
+        id: SessionId,
+        message: &Message,
+        run: &mut Run,
         mut on_event: OnDelta<'_>,
     ) -> Result<Executed, Error> {
         let lock = self.session_lock(&id);
@@ -87,14 +146,6 @@ impl Pipeline {
             Concurrency::Retry { attempts } => attempts.max(1),
             Concurrency::Reject => 1,
         };
-        let mut run = Run {
-            session_id: id.clone(),
-            chosen: turn_id.is_some(),
-            turn_id: turn_id.unwrap_or_else(IdempotencyKey::random),
-            usage: Usage::default(),
-            model_calls: 0,
-            tools: ToolRuns::default(),
-        };
         for attempt in 1..=attempts {
             if attempt > 1
                 && let Some(f) = on_event.as_mut()
@@ -102,12 +153,14 @@ impl Pipeline {
                 f(StreamEvent::Restart);
             }
             if let Some(done) = self
-                .attempt(&id, &message, attempt, &mut run, reborrow(&mut on_event))
+                .attempt(&id, message, attempt, run, reborrow(&mut on_event))
                 .await?
             {
                 return Ok(done);
             }
-            tracing::debug!(session = %log_tag(&id), attempt, "a concurrent turn landed first");
+            run.restarts += 1;
+            count(Count::Retry { cause: "conflict" });
+            tracing::debug!(attempt, "a concurrent turn landed first");
         }
         Err(Error::Busy {
             id,
@@ -207,6 +260,7 @@ impl Pipeline {
             });
         }
         if let Some(appended) = loaded.replay {
+            count(Count::Replay { source: "lookup" });
             let tail = (&loaded.messages[..], loaded.first_position, loaded.total);
             let turn = self
                 .stored_turn(id, &run.turn_id, appended, Some(tail))
@@ -225,6 +279,8 @@ impl Pipeline {
         };
         let mut turn: Vec<Message> = match &resumed {
             Some(p) => {
+                run.resumed = true;
+                count(Count::Resumed);
                 run.absorb(&p.counters);
                 run.tools.seed(&p.messages);
                 tracing::debug!(messages = p.messages.len(), "resuming the turn");
@@ -279,9 +335,13 @@ impl Pipeline {
         // turn's first call.
         let new_session = loaded.total == 0 && !loaded.titled;
         let first_text = message.text();
+        let conversation = run.conversation.clone();
         let title_call = async {
             match new_session && rounds_done == 0 {
-                true => title::call(&inner.title, &*inner.provider, &first_text).await,
+                true => {
+                    let conversation = conversation.as_deref();
+                    title::call(&inner.title, &*inner.provider, &first_text, conversation).await
+                }
                 false => None,
             }
         };
@@ -353,6 +413,7 @@ impl Pipeline {
             // The same turn id landed from another execute since the load:
             // that turn is the one stored, and this one's reply is void.
             tracing::debug!("the turn was stored by another execute meanwhile");
+            count(Count::Replay { source: "append" });
             let turn = self.stored_turn(id, &run.turn_id, appended, None).await?;
             return Ok(Some(Self::replayed(
                 id, run, appended, &turn, on_event, true,
@@ -387,23 +448,19 @@ impl Pipeline {
         on_event: OnDelta<'_>,
         run: &mut Run,
     ) -> Result<ChatResponse, Error> {
-        let started = Instant::now();
-        let result = match on_event {
-            Some(f) => self.inner.provider.chat_stream(request, f).await,
-            None => self.inner.provider.chat(request).await,
-        };
-        match &result {
-            Ok(r) => {
-                run.usage += r.usage;
-                run.model_calls += 1;
-                tracing::debug!(
-                    prompt_tokens = r.usage.prompt_tokens,
-                    completion_tokens = r.usage.completion_tokens,
-                    elapsed = ?started.elapsed(),
-                    "provider answered"
-                );
-            }
-            Err(e) => tracing::debug!(error = %e, "provider failed"),
+        let inner = &self.inner;
+        let conversation = run.conversation.as_deref();
+        let result = spans::chat(
+            &*inner.provider,
+            request,
+            on_event,
+            conversation,
+            inner.record_content,
+        )
+        .await;
+        if let Ok(r) = &result {
+            run.usage += r.usage;
+            run.model_calls += 1;
         }
         result
     }

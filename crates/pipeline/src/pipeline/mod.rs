@@ -128,6 +128,7 @@ mod middleware;
 mod options;
 mod redo;
 mod replay;
+mod spans;
 mod summarize;
 mod title;
 mod tools;
@@ -137,7 +138,6 @@ use std::sync::{Arc, Mutex, Weak};
 
 use context_window::annotate;
 use statestore_core::{Content, Message, Role, SessionId, Store};
-use tracing::Instrument;
 
 use crate::{Error, OnEvent, StreamEvent, Usage};
 use builder::Config;
@@ -236,14 +236,6 @@ fn reborrow<'b>(f: &'b mut OnDelta<'_>) -> OnDelta<'b> {
     }
 }
 
-/// A short, stable, non-reversible tag for a session id in logs.
-fn log_tag(id: &SessionId) -> String {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    id.hash(&mut h);
-    format!("{:08x}", h.finish() & 0xffff_ffff)
-}
-
 impl Pipeline {
     /// The store.
     #[must_use]
@@ -304,13 +296,7 @@ impl Pipeline {
         let id = SessionId::new(session_id)?;
         let mut message = Message::new(role, content);
         annotate(&*self.inner.counter, &mut message);
-        let span = tracing::info_span!(
-            "execute",
-            session = %log_tag(&id),
-            provider = self.inner.provider.name()
-        );
         self.execute_message(id, message, options.turn_id, None)
-            .instrument(span)
             .await
     }
 
@@ -354,15 +340,8 @@ impl Pipeline {
         let id = SessionId::new(session_id)?;
         let mut message = Message::new(role, content);
         annotate(&*self.inner.counter, &mut message);
-        let span = tracing::info_span!(
-            "execute",
-            session = %log_tag(&id),
-            provider = self.inner.provider.name(),
-            streaming = true
-        );
         let result = self
             .execute_message(id, message, options.turn_id, Some(&mut *on_event))
-            .instrument(span)
             .await;
         if result.is_ok() {
             on_event(StreamEvent::Done);

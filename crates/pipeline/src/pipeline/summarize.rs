@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use context_window::{Selection, Summarizer};
 use statestore_core::{BoxError, Counters, Message, SessionId};
 
-use super::{Pipeline, log_tag, usage_counters};
+use super::{Pipeline, usage_counters};
 use crate::{ChatRequest, Provider};
 
 impl Pipeline {
@@ -38,7 +38,7 @@ impl Pipeline {
         )
         .await;
         if let Err(e) = result {
-            tracing::warn!(session = %log_tag(id), error = %e, "summarizing failed");
+            tracing::warn!(error = %e, "summarizing failed");
         }
     }
 }
@@ -96,7 +96,9 @@ impl Summarizer for ProviderSummarizer {
             ],
             ..ChatRequest::default()
         };
-        let response = self.provider.chat(&request).await.map_err(Box::new)?;
+        let response = super::spans::chat(&*self.provider, &request, None, None, false)
+            .await
+            .map_err(Box::new)?;
         let cost = usage_counters(response.usage, 1);
         Ok((response.message.text().into_owned(), cost))
     }

@@ -108,9 +108,10 @@ pub(super) async fn call(
     policy: &TitlePolicy,
     provider: &dyn Provider,
     text: &str,
+    conversation: Option<&str>,
 ) -> Option<Result<ChatResponse, Error>> {
     let request = policy.request(text)?;
-    Some(provider.chat(&request).await)
+    Some(super::spans::chat(provider, &request, None, conversation, false).await)
 }
 
 /// `text` with runs of whitespace made one space, trimmed, and cut to

@@ -7,7 +7,10 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use statestore_core::{BoxError, IdempotencyKey, Message, Pending, SessionId, ToolCall};
 
+use tracing::Instrument;
+
 use super::execute::Run;
+use super::spans;
 use super::{OnDelta, Pipeline, reborrow};
 use crate::{ChatRequest, ChatResponse, Error, ToolSpec};
 
@@ -132,11 +135,33 @@ impl Pipeline {
             if let Some(tools) = handler {
                 rounds += 1;
                 for call in &calls.tool_calls {
+                    let content = inner.record_content;
+                    let span = spans::tool_span(
+                        &call.name,
+                        &call.id,
+                        run.turn_id.as_str(),
+                        run.conversation.as_deref(),
+                        content.then_some(call.arguments.as_str()),
+                    );
                     let owner = (&run.session_id, &run.turn_id);
-                    let output = run
+                    let ran = run
                         .tools
                         .run(&**tools, owner, call, attempt, &mut reused)
-                        .await?;
+                        .instrument(span.clone())
+                        .await;
+                    let output = match ran {
+                        Ok((output, was_reused)) => {
+                            span.record("statestore.tool.reused", was_reused);
+                            if content {
+                                span.record("gen_ai.tool.call.result", output.as_str());
+                            }
+                            output
+                        }
+                        Err(e) => {
+                            spans::fail(&span, e.kind());
+                            return Err(e);
+                        }
+                    };
                     results.push(Message::tool(call.id.clone(), output));
                 }
             } else {
@@ -245,7 +270,7 @@ impl ToolRuns {
         call: &ToolCall,
         attempt: u32,
         reused: &mut Vec<usize>,
-    ) -> Result<String, Error> {
+    ) -> Result<(String, bool), Error> {
         let found = self
             .done
             .iter()
@@ -260,7 +285,7 @@ impl ToolRuns {
         if let Some((i, output)) = found {
             tracing::debug!(tool = %call.name, "tool call already ran in this execute: result reused");
             reused.push(i);
-            return Ok(output);
+            return Ok((output, true));
         }
         let ctx = ToolContext::new(session.clone(), turn_id.clone(), call.id.clone());
         let output = handler
@@ -277,7 +302,7 @@ impl ToolRuns {
             output: output.clone(),
             attempt,
         });
-        Ok(output)
+        Ok((output, false))
     }
 }
 
