@@ -58,12 +58,6 @@ impl Store for Watched {
         lookup: Option<&IdempotencyKey>,
     ) -> statestore_core::Result<Option<statestore_core::RecentState>> {
         self.count("load_recent_with");
-        if self.fail_next_load.swap(false, Ordering::SeqCst) {
-            return Err(statestore_core::Error::Timeout {
-                operation: "load",
-                after: std::time::Duration::from_secs(2),
-            });
-        }
         self.inner.load_recent_with(id, n, lookup).await
     }
     async fn load_recent_as(
@@ -71,7 +65,14 @@ impl Store for Watched {
         id: &SessionId,
         read: statestore_core::Recent,
     ) -> statestore_core::Result<Option<statestore_core::RecentState>> {
+        // What the pipeline's `Traced` wrapper calls for every window load.
         self.count("load_recent_as");
+        if self.fail_next_load.swap(false, Ordering::SeqCst) {
+            return Err(statestore_core::Error::Timeout {
+                operation: "load",
+                after: std::time::Duration::from_secs(2),
+            });
+        }
         self.inner.load_recent_as(id, read).await
     }
     async fn save_with(
@@ -205,7 +206,7 @@ async fn an_execute_is_one_load_and_one_write() {
                 .unwrap();
             assert_eq!(
                 store.take_calls(),
-                [("append_with", 1), ("load_recent_with", 1)],
+                [("append_with", 1), ("load_recent_as", 1)],
                 "{policy:?}, turn {i}"
             );
         }
@@ -741,14 +742,14 @@ async fn a_turn_with_k_tool_rounds_is_one_load_k_records_and_one_write() {
         store.take_calls(),
         [
             ("append_with", 1),
-            ("load_recent_with", 1),
+            ("load_recent_as", 1),
             ("put_pending", 2)
         ]
     );
     pipe.execute("rounds", Role::User, "thanks").await.unwrap();
     assert_eq!(
         store.take_calls(),
-        [("append_with", 1), ("load_recent_with", 1)]
+        [("append_with", 1), ("load_recent_as", 1)]
     );
 }
 
