@@ -88,9 +88,16 @@ pub enum Backend {
 }
 
 impl Backend {
-    /// The store behind the trait, as [`open`] returns it.
+    /// The store behind the trait, as [`open`] returns it: in a
+    /// [`Traced`](statestore_core::telemetry::Traced) wrapper, which records
+    /// a span and the store metrics for every operation (see
+    /// `docs/telemetry.md`) and otherwise changes nothing.
     #[must_use]
     pub fn into_store(self) -> Arc<dyn Store> {
+        statestore_core::telemetry::traced(self.into_untraced())
+    }
+
+    fn into_untraced(self) -> Arc<dyn Store> {
         match self {
             #[cfg(feature = "memory")]
             Self::Memory(store) => Arc::new(store),
