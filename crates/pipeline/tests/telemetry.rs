@@ -6,6 +6,13 @@
 //! tree with its attributes, and the metric points.
 //!
 //! The exporters are process-wide, so the tests take turns (`SERIAL`).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "test code"
+)]
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
