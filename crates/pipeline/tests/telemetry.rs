@@ -757,6 +757,11 @@ async fn attribute_names_are_the_conventions_and_content_stays_out() {
         all
     };
     let quiet = run(false).await;
+    for point in points().keys() {
+        for secret in ["Secret", "hunter2", "private-session", "sunny"] {
+            assert!(!point.contains(secret), "metric {point} leaks {secret}");
+        }
+    }
     for (k, v) in &quiet {
         let key = k.rsplit(':').next().unwrap();
         if ["gen_ai.", "db.", "error."]
@@ -784,4 +789,138 @@ async fn attribute_names_are_the_conventions_and_content_stays_out() {
         "the raw id still is not"
     );
     assert!(loud.contains_key("chat test-model:gen_ai.input.messages"));
+}
+
+/// Serves `replies` in order on a loopback port, one per request (HTTP/1.1,
+/// `Content-Length` bodies, keep-alive); returns the base URL.
+async fn http_server(replies: Vec<(u16, String)>) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let replies = Arc::new(Mutex::new(replies.into_iter()));
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let replies = Arc::clone(&replies);
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                loop {
+                    // One request: headers, then Content-Length bytes.
+                    let end = loop {
+                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break i + 4;
+                        }
+                        let mut chunk = [0u8; 4096];
+                        match stream.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
+                    let length: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .map_or(0, |v| v.trim().parse().unwrap());
+                    while buf.len() < end + length {
+                        let mut chunk = [0u8; 4096];
+                        match stream.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    buf.drain(..end + length);
+                    let (status, body) = replies.lock().unwrap().next().unwrap();
+                    let answer = format!(
+                        "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    if stream.write_all(answer.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    format!("http://127.0.0.1:{port}/v1")
+}
+
+/// The OpenAI provider over HTTP: a rate-limited first attempt and a
+/// retried one show as `statestore.attempts` and a `rate_limited` retry;
+/// the model that answered, the response id and the cached and reasoning
+/// tokens come from the answer; the API key appears nowhere.
+#[tokio::test]
+async fn the_openai_provider_records_its_answer_and_its_retries() {
+    const KEY: &str = "sk-test-DO-NOT-LEAK-0123456789";
+    let body = serde_json::json!({
+        "id": "chatcmpl-42",
+        "model": "gpt-4o-mini-2024-07-18",
+        "choices": [{"index": 0, "finish_reason": "stop",
+                     "message": {"role": "assistant", "content": "Hello!"}}],
+        "usage": {"prompt_tokens": 30, "completion_tokens": 12,
+                  "prompt_tokens_details": {"cached_tokens": 16},
+                  "completion_tokens_details": {"reasoning_tokens": 8}},
+    });
+    let limited = r#"{"error": {"message": "slow down", "type": "rate_limit"}}"#;
+    let url = http_server(vec![(429, limited.to_owned()), (200, body.to_string())]).await;
+    let provider = pipeline::OpenAiProvider::builder()
+        .base_url(url)
+        .model("gpt-4o-mini")
+        .api_key(KEY)
+        .max_retries(2)
+        .retry_base_delay(std::time::Duration::from_millis(5))
+        .jitter(false)
+        .build()
+        .unwrap();
+    let _turn = begin().await;
+    let pipe = Pipeline::builder(Arc::new(MemoryStore::new()), Arc::new(provider))
+        .conversation_ids(ConversationIds::Omit)
+        .build();
+    pipe.execute("openai-session", Role::User, "Hi")
+        .await
+        .unwrap();
+    let spans = telemetry().spans.get_finished_spans().unwrap();
+    let chat = spans.iter().find(|s| s.name == "chat gpt-4o-mini").unwrap();
+    let a = attrs(&chat.attributes);
+    let get = |k: &str| a.get(k).map(String::as_str);
+    assert_eq!(get("gen_ai.provider.name"), Some("openai"));
+    assert_eq!(get("gen_ai.request.model"), Some("gpt-4o-mini"));
+    assert_eq!(get("gen_ai.response.model"), Some("gpt-4o-mini-2024-07-18"));
+    assert_eq!(get("gen_ai.response.id"), Some("chatcmpl-42"));
+    assert_eq!(get("gen_ai.usage.input_tokens"), Some("30"));
+    assert_eq!(get("gen_ai.usage.cache_read.input_tokens"), Some("16"));
+    assert_eq!(get("gen_ai.usage.reasoning.output_tokens"), Some("8"));
+    assert_eq!(get("statestore.attempts"), Some("2"));
+    let retry = chat
+        .events
+        .iter()
+        .find(|e| attrs(&e.attributes).get("cause").map(String::as_str) == Some("rate_limited"));
+    assert!(retry.is_some(), "the retry is an event on the chat span");
+    for s in &spans {
+        assert!(
+            !attrs(&s.attributes).contains_key("gen_ai.conversation.id"),
+            "{}: omitted by policy",
+            s.name
+        );
+        for (k, v) in attrs(&s.attributes) {
+            assert!(
+                !v.contains("DO-NOT-LEAK"),
+                "{}: {k} carries the API key",
+                s.name
+            );
+        }
+        for e in s.events.iter() {
+            for (k, v) in attrs(&e.attributes) {
+                assert!(
+                    !v.contains("DO-NOT-LEAK"),
+                    "{}: event {k} carries the API key",
+                    s.name
+                );
+            }
+        }
+    }
+    let points = points();
+    assert_eq!(
+        points.get("statestore.retries [{retry}] {statestore.retry.cause=rate_limited}"),
+        Some(&1),
+        "{points:#?}"
+    );
 }
