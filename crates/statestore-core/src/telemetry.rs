@@ -35,6 +35,23 @@
 //! | `statestore.outcome` | `found`, `not_found`, `applied`, `replayed`, `conflict`, `ok` or `error` |
 //! | `error.type` | [`Error::kind`](crate::Error::kind) of a failure |
 //! | `statestore.write_outcome` | a failed write's [`WriteOutcome`](crate::WriteOutcome) |
+//!
+//! # Metrics
+//!
+//! | instrument | kind, unit | attributes |
+//! |---|---|---|
+//! | `db.client.operation.duration` | histogram, `s` | `db.system.name`, `db.operation.name`, `error.type` |
+//! | `gen_ai.client.operation.duration` | histogram, `s` | `gen_ai.operation.name`, `gen_ai.provider.name`, `gen_ai.request.model`, `gen_ai.response.model`, `error.type` |
+//! | `gen_ai.client.token.usage` | histogram, `{token}` | as above (no `error.type`), and `gen_ai.token.type` (`input`, `output`) |
+//! | `statestore.conflicts` | counter, `{conflict}` | `db.system.name`, `db.operation.name` |
+//! | `statestore.replays` | counter, `{turn}` | `statestore.replay.source` |
+//! | `statestore.resumed_turns` | counter, `{turn}` | |
+//! | `statestore.retries` | counter, `{retry}` | `statestore.retry.cause` |
+//! | `statestore.corrupt_sessions` | counter, `{session}` | `db.system.name` |
+//! | `statestore.evictions` | counter, `{session}` | `db.system.name` |
+//!
+//! Instruments are made from the global meter provider the first time one
+//! is used; after installing a provider later, call [`refresh_instruments`].
 
 mod ids;
 mod metrics;

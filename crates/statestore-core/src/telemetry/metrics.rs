@@ -1,17 +1,7 @@
 //! The metrics, through the OpenTelemetry metrics API (feature `metrics`;
 //! without it every call here is empty).
 //!
-//! | instrument | kind, unit | attributes |
-//! |---|---|---|
-//! | `db.client.operation.duration` | histogram, `s` | `db.system.name`, `db.operation.name`, `error.type` |
-//! | `gen_ai.client.operation.duration` | histogram, `s` | `gen_ai.operation.name`, `gen_ai.provider.name`, `gen_ai.request.model`, `gen_ai.response.model`, `error.type` |
-//! | `gen_ai.client.token.usage` | histogram, `{token}` | as above (no `error.type`), and `gen_ai.token.type` (`input`, `output`) |
-//! | `statestore.conflicts` | counter, `{conflict}` | `db.system.name`, `db.operation.name` |
-//! | `statestore.replays` | counter, `{turn}` | `statestore.replay.source` |
-//! | `statestore.resumed_turns` | counter, `{turn}` | |
-//! | `statestore.retries` | counter, `{retry}` | `statestore.retry.cause` |
-//! | `statestore.corrupt_sessions` | counter, `{session}` | `db.system.name` |
-//! | `statestore.evictions` | counter, `{session}` | `db.system.name` |
+//! The instruments are listed in the [module documentation](crate::telemetry#metrics).
 //!
 //! Instruments are made from the global meter provider the first time one
 //! is used. An application that installs its provider later (the facade's
@@ -19,7 +9,7 @@
 
 use std::time::Duration;
 
-/// A counter to add one to (see the [module table](self)).
+/// A counter to add one to (see the [metrics table](crate::telemetry#metrics)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Count<'a> {

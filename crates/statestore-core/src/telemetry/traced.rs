@@ -17,7 +17,7 @@ use crate::{
 };
 
 /// A [`Store`] that records a span (see the [module
-/// table](super#every-store-gets-its-spans-from-one-wrapper)) and the
+/// documentation](super)) and the
 /// store metrics for every operation of the store inside, then does
 /// exactly what that store does: same results, same errors, same retry
 /// behaviour.
