@@ -32,6 +32,7 @@ fn chat_exports_its_spans_to_the_collector_named_by_the_environment() {
                 "OTEL_EXPORTER_OTLP_HEADERS",
                 "x-tenant=acme,authorization=Bearer%20t0ken",
             )
+            .env("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip")
             .args(["chat", "Hi, I'm Alice"])
             .output()
             .unwrap(),
@@ -57,6 +58,7 @@ fn chat_exports_its_spans_to_the_collector_named_by_the_environment() {
         assert_eq!(request.status, 200, "{request:?}");
         assert_eq!(request.header("x-tenant"), Some("acme"));
         assert_eq!(request.header("authorization"), Some("Bearer t0ken"));
+        assert_eq!(request.header("content-encoding"), Some("gzip"));
     }
 }
 
