@@ -70,6 +70,7 @@
 //! ```
 
 mod client;
+mod guard;
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -88,6 +89,7 @@ use tracing_subscriber::registry::LookupSpan;
 
 use crate::OpenError;
 use client::BlockingClient;
+pub use guard::TelemetryGuard;
 
 /// The service name when neither the builder nor the environment gives one.
 const DEFAULT_SERVICE_NAME: &str = "statestore";
@@ -322,11 +324,7 @@ impl Telemetry {
             // Instruments made before now belong to the no-op provider.
             refresh_instruments();
         }
-        Ok(TelemetryGuard {
-            url,
-            tracer: providers.tracer,
-            meter: providers.meter,
-        })
+        Ok(TelemetryGuard::new(url, providers.tracer, providers.meter))
     }
 
     /// Installs a global `tracing` subscriber (a registry with
@@ -451,80 +449,6 @@ impl Telemetry {
             .or_else(|| millis(signal_var).map(Duration::from_millis))
             .or_else(|| millis("OTEL_EXPORTER_OTLP_TIMEOUT").map(Duration::from_millis))
             .unwrap_or(DEFAULT_TIMEOUT)
-    }
-}
-
-/// Keeps telemetry exporting; when dropped, sends what is pending (spans
-/// not yet exported, the metrics' last values) and shuts the exporters
-/// down. See the [module docs](self) on how long that may block.
-///
-/// The global providers stay set after the drop, shut down: spans and
-/// measurements made later are dropped.
-#[derive(Debug)]
-#[must_use = "telemetry stops exporting when the guard is dropped"]
-pub struct TelemetryGuard {
-    url: String,
-    tracer: Option<SdkTracerProvider>,
-    meter: Option<SdkMeterProvider>,
-}
-
-impl TelemetryGuard {
-    /// Exports the spans that ended and the metrics now, without shutting
-    /// down; blocks until sent.
-    ///
-    /// # Errors
-    ///
-    /// [`OpenError::Telemetry`]: an export failed (nothing listening, a
-    /// timeout, an error status).
-    pub fn force_flush(&self) -> Result<(), OpenError> {
-        let traces = self.tracer.as_ref().map(SdkTracerProvider::force_flush);
-        let metrics = self.meter.as_ref().map(SdkMeterProvider::force_flush);
-        self.outcome("flush", traces, metrics)
-    }
-
-    /// Drops the guard, returning what went wrong with the last export
-    /// (the drop ignores it).
-    ///
-    /// # Errors
-    ///
-    /// [`OpenError::Telemetry`]: the last export or the shutdown failed.
-    pub fn shutdown(mut self) -> Result<(), OpenError> {
-        self.close()
-    }
-
-    fn close(&mut self) -> Result<(), OpenError> {
-        // Spans first: their export can record nothing more, metrics can.
-        let traces = self.tracer.take().map(|t| t.shutdown());
-        let metrics = self.meter.take().map(|m| m.shutdown());
-        self.outcome("shutdown", traces, metrics)
-    }
-
-    fn outcome(
-        &self,
-        what: &str,
-        traces: Option<opentelemetry_sdk::error::OTelSdkResult>,
-        metrics: Option<opentelemetry_sdk::error::OTelSdkResult>,
-    ) -> Result<(), OpenError> {
-        let failed: Vec<String> = [("spans", traces), ("metrics", metrics)]
-            .into_iter()
-            .filter_map(|(signal, result)| match result {
-                Some(Err(e)) => Some(format!("{signal}: {e}")),
-                _ => None,
-            })
-            .collect();
-        if failed.is_empty() {
-            return Ok(());
-        }
-        Err(OpenError::Telemetry {
-            url: self.url.clone(),
-            source: format!("{what} failed: {}", failed.join("; ")).into(),
-        })
-    }
-}
-
-impl Drop for TelemetryGuard {
-    fn drop(&mut self) {
-        let _ = self.close();
     }
 }
 
