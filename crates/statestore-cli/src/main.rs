@@ -37,14 +37,20 @@ use crate::error::CliError;
 use crate::ui::Ui;
 
 fn main() -> ExitCode {
-    init_logging();
+    // Dropped before every return and before `exit`: the drop sends the
+    // spans and metrics still pending.
+    let telemetry = init_logging();
     let help = store::default_location_help();
-    let matches = Cli::command()
+    let parsed = Cli::command()
         .mut_arg("store", |a| a.long_help(help))
-        .get_matches();
-    let cli = match Cli::from_arg_matches(&matches) {
+        .try_get_matches()
+        .and_then(|matches| Cli::from_arg_matches(&matches));
+    let cli = match parsed {
         Ok(cli) => cli,
-        Err(e) => e.exit(),
+        Err(e) => {
+            drop(telemetry);
+            e.exit()
+        }
     };
     let ui = Ui::new(cli.json);
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -66,6 +72,7 @@ fn main() -> ExitCode {
         Err(e) if e.is_broken_pipe() => ExitCode::SUCCESS,
         Err(e) => ui.fail(&e),
     };
+    drop(telemetry);
     peak_rss_report(&ui);
     code
 }
@@ -103,8 +110,17 @@ async fn run(ui: &Ui, cli: Cli) -> Result<(), CliError> {
 /// Library warnings (an unsafe Redis eviction policy, a failed summary) to
 /// stderr; `STATESTORE_LOG=debug` (or `info`, `trace`, `error`, `off`) for
 /// more or less.
-fn init_logging() {
+///
+/// With `OTEL_EXPORTER_OTLP_ENDPOINT` set, also spans and metrics to that
+/// OpenTelemetry collector (`statestore::telemetry`, configured by the
+/// standard `OTEL_*` variables; `STATESTORE_LOG` filters stderr only). A
+/// setup that fails is a warning, never a failed command. The guard
+/// returned sends what is pending when dropped.
+fn init_logging() -> Option<statestore::telemetry::TelemetryGuard> {
+    use tracing_subscriber::Layer;
     use tracing_subscriber::filter::LevelFilter;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let level = match std::env::var("STATESTORE_LOG").as_deref() {
         Ok("off") => LevelFilter::OFF,
         Ok("error") => LevelFilter::ERROR,
@@ -113,12 +129,43 @@ fn init_logging() {
         Ok("trace") => LevelFilter::TRACE,
         _ => LevelFilter::WARN,
     };
-    tracing_subscriber::fmt()
-        .with_max_level(level)
+    let otlp = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").is_ok_and(|v| !v.trim().is_empty());
+    let telemetry = if otlp {
+        match statestore::telemetry::Telemetry::from_env() {
+            Ok(telemetry) => Some(telemetry),
+            Err(e) => {
+                Ui::new(false).warn(&format!("no telemetry: {e}"));
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let Some(telemetry) = telemetry else {
+        tracing_subscriber::fmt()
+            .with_max_level(level)
+            .with_writer(std::io::stderr)
+            .with_target(false)
+            .without_time()
+            .init();
+        return None;
+    };
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_target(false)
         .without_time()
-        .init();
+        .with_filter(level);
+    let _ = tracing_subscriber::registry()
+        .with(fmt)
+        .with(telemetry.layer())
+        .try_init();
+    match telemetry.install() {
+        Ok(guard) => Some(guard),
+        Err(e) => {
+            Ui::new(false).warn(&format!("no telemetry: {e}"));
+            None
+        }
+    }
 }
 
 /// With `STATESTORE_REPORT_PEAK_RSS` set, prints the process's peak

@@ -1,8 +1,10 @@
-//! Why [`open`](crate::open) failed. Operations on an open store return
+//! Why [`open`](crate::open) failed, or (feature `otel`) why telemetry could
+//! not be set up. Operations on an open store return
 //! [`statestore_core::Error`] (re-exported as [`crate::Error`]).
 
 /// Why [`open`](crate::open) or [`open_with`](crate::open_with) could not
-/// open a store.
+/// open a store — the facade's one error type, so also why telemetry could
+/// not be set up ([`OpenError::Telemetry`], feature `otel`).
 ///
 /// Every variant carries the URL as given **with any password replaced by
 /// `***`** and without its query, so errors and their `Debug` form can be
@@ -96,6 +98,26 @@ pub enum OpenError {
         #[source]
         source: statestore_postgres::Error,
     },
+
+    /// Telemetry could not be set up or shut down (feature `otel`):
+    /// [`telemetry::init`](crate::telemetry::init) and
+    /// [`Telemetry`](crate::telemetry::Telemetry) refused a setting (an
+    /// OTLP protocol or exporter other than `http/protobuf` and `otlp`, an
+    /// endpoint that is no URL), a global `tracing` subscriber was already
+    /// set, or the final export of
+    /// [`TelemetryGuard::shutdown`](crate::telemetry::TelemetryGuard::shutdown)
+    /// failed (nothing listening, a timeout, an HTTP error status).
+    #[cfg(feature = "otel")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "otel")))]
+    #[error("telemetry to {url}: {source}")]
+    Telemetry {
+        /// The OTLP endpoint as configured (its base URL, or a signal's own
+        /// one), redacted.
+        url: String,
+        /// What failed.
+        #[source]
+        source: statestore_core::BoxError,
+    },
 }
 
 impl OpenError {
@@ -111,6 +133,8 @@ impl OpenError {
             Self::Redis { url, .. } => url,
             #[cfg(feature = "postgres")]
             Self::Postgres { url, .. } => url,
+            #[cfg(feature = "otel")]
+            Self::Telemetry { url, .. } => url,
         }
     }
 }

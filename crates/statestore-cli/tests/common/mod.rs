@@ -57,6 +57,18 @@ impl Env {
             .env_remove("OPENAI_BASE_URL")
             .env_remove("OPENAI_MODEL")
             .env_remove("STATESTORE_LOG")
+            // Telemetry only where a test asks for it.
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+            .env_remove("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT")
+            .env_remove("OTEL_EXPORTER_OTLP_PROTOCOL")
+            .env_remove("OTEL_EXPORTER_OTLP_HEADERS")
+            .env_remove("OTEL_EXPORTER_OTLP_COMPRESSION")
+            .env_remove("OTEL_TRACES_EXPORTER")
+            .env_remove("OTEL_METRICS_EXPORTER")
+            .env_remove("OTEL_SERVICE_NAME")
+            .env_remove("OTEL_RESOURCE_ATTRIBUTES")
+            .env_remove("OTEL_SDK_DISABLED")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null());
         cmd
