@@ -4,8 +4,6 @@
 mod error;
 mod open;
 mod options;
-#[cfg(feature = "otel")]
-#[cfg_attr(docsrs, doc(cfg(feature = "otel")))]
 pub mod telemetry;
 mod url;
 

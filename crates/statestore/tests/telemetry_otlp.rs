@@ -96,10 +96,8 @@ fn an_execute_span_and_metrics_arrive_over_otlp() {
     assert_eq!(execute.scope, "statestore");
     assert_eq!(execute.parent_span_id, None);
     assert_eq!(execute.trace_id.len(), 32);
-    // WIRE: issue 24 renames the pipeline's attributes (gen_ai.provider.name).
     let provider = execute
         .attr("gen_ai.provider.name")
-        .or_else(|| execute.attr("provider"))
         .unwrap_or_else(|| panic!("no provider attribute: {:?}", execute.attributes));
     assert_eq!(*provider, "offline");
     assert!(
@@ -115,6 +113,44 @@ fn an_execute_span_and_metrics_arrive_over_otlp() {
         "{}",
         receiver.span_tree()
     );
+
+    // The library's own spans and metrics made the trip too: the store's
+    // span under the execute, with the conventions' attributes, and the
+    // GenAI and database instruments with their units.
+    let append = receiver.span("append").unwrap();
+    assert_eq!(
+        append.parent_span_id.as_deref(),
+        Some(execute.span_id.as_str())
+    );
+    assert_eq!(*append.attr("db.system.name").unwrap(), "memory");
+    assert_eq!(*append.attr("db.operation.name").unwrap(), "append");
+    assert_eq!(*append.attr("statestore.outcome").unwrap(), "applied");
+    let chat = receiver.span("chat").unwrap();
+    assert_eq!(
+        chat.parent_span_id.as_deref(),
+        Some(execute.span_id.as_str())
+    );
+    assert_eq!(*chat.attr("gen_ai.operation.name").unwrap(), "chat");
+    assert!(chat.attr("gen_ai.usage.input_tokens").is_some(), "{chat:?}");
+    let usage = receiver.metric("gen_ai.client.token.usage").unwrap();
+    assert_eq!(usage.unit, "{token}");
+    assert_eq!(usage.kind, MetricKind::Histogram);
+    let input = usage
+        .point(&[
+            ("gen_ai.token.type", "input"),
+            ("gen_ai.provider.name", "offline"),
+        ])
+        .unwrap_or_else(|| panic!("{usage:?}"));
+    assert_eq!(input.value.count(), Some(1));
+    let db = receiver.metric("db.client.operation.duration").unwrap();
+    assert_eq!(db.unit, "s");
+    let appends = db
+        .point(&[
+            ("db.operation.name", "append"),
+            ("db.system.name", "memory"),
+        ])
+        .unwrap_or_else(|| panic!("{db:?}"));
+    assert_eq!(appends.value.count(), Some(1));
 
     let turns = receiver.metric("statestore.test.turns").unwrap();
     assert_eq!(turns.kind, MetricKind::Sum { monotonic: true });

@@ -225,7 +225,9 @@ impl OpenAiProvider {
         statestore_core::telemetry::count(statestore_core::telemetry::Count::Retry { cause });
         // The pipeline's `chat` span declares the field: the attempts so far.
         tracing::Span::current().record("statestore.attempts", attempt + 1);
-        tracing::debug!(
+        // INFO: a retry is worth an operator's attention, and becomes an
+        // event on the `chat` span wherever spans are exported.
+        tracing::info!(
             attempt,
             cause,
             outcome = %failure.describe(),
