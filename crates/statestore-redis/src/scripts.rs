@@ -1296,4 +1296,68 @@ mod tests {
             assert!(!text.contains("return {"), "a table reply");
         }
     }
+
+    /// The SHA1 of every script as sent to Redis (the `EVALSHA` digest),
+    /// without and with list indexes kept by the scripts. These change only
+    /// with an intended change of a script's text (or of `SCHEMA_VERSION`,
+    /// which is part of it): update them in the same commit, saying why. A
+    /// change of how the scripts are put together must leave them as they
+    /// are — byte for byte the same scripts.
+    #[test]
+    fn every_script_is_the_text_it_was() {
+        let names = [
+            "append",
+            "load",
+            "save",
+            "merge_metadata",
+            "add_summary",
+            "touch",
+            "fork",
+            "delete",
+            "pending",
+            "unlist",
+        ];
+        let expected: [(Option<&str>, [&str; 10]); 2] = [
+            (
+                None,
+                [
+                    "d881714fc720e29bcf21b09f667c9d6065f3cf9c",
+                    "54dabcd629664059aba9d795b596aa9f92f611e4",
+                    "0103414a664dbf18e54c2dde4bb24520891a190f",
+                    "b37b155b396cbf22be53d95b4ab139951e09a1d2",
+                    "b2be156272aa34b025987ae9ef00743ada3abb61",
+                    "595e03494254702aa767944a62d92e37334bee2a",
+                    "863b4f11ed247ffe1103d982f70b8deb1e93c0c5",
+                    "de1a50c3f9f27f004137780a7ce812a5217b1638",
+                    "71c62027ac1c03fb161c3abd6c745bca48a9115b",
+                    "385eb9e8b7e8bf53cf3c367683549085f4b33933",
+                ],
+            ),
+            (
+                Some("p:{ix"),
+                [
+                    "7f054c560a47a7dbbdf3a501800449758d8486e8",
+                    "b2d88e90ad91f635040dcb98622c3a4fb43c682a",
+                    "ca8d99a2537d8d50c924e13d1f9b35b8c1974df3",
+                    "d7ec5f8922d72246f42cc5574ac8aa085abcbbf9",
+                    "9571a0c45b9936e76ff45a20287e4b289314f5b9",
+                    "316abb15b95ed8d01f8a915ea9d31da2b355e833",
+                    "d70ee36e66a0ab107cac75a166600cf6a9858019",
+                    "c94f13f96c96da1734c0bd987df96a05ef828ee6",
+                    "71c62027ac1c03fb161c3abd6c745bca48a9115b",
+                    "385eb9e8b7e8bf53cf3c367683549085f4b33933",
+                ],
+            ),
+        ];
+        for (index_base, digests) in expected {
+            let scripts = super::Scripts::new(index_base);
+            for ((name, script), digest) in names.iter().zip(scripts.all()).zip(digests) {
+                assert_eq!(
+                    script.get_hash(),
+                    digest,
+                    "{name} (index base {index_base:?}) is not the script it was"
+                );
+            }
+        }
+    }
 }
