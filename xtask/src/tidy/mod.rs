@@ -44,11 +44,6 @@ const LONG_FILES: &[(&str, &str)] = &[
         "the whole shared conformance suite in one file by design: one list of cases, each \
          backend runs all of it with one line",
     ),
-    (
-        "crates/statestore-redis/src/scripts.rs",
-        "the Lua text of every script in one file, where the design says a reader finds it \
-         (see its module docs); the Rust around it is a few lines per script",
-    ),
 ];
 
 /// One finding: where, and what is wrong.

@@ -1,0 +1,8 @@
+
+if TTL ~= '0' then
+  rcall(EXPIRE, H, TTL)
+  if nm ~= '0' then rcall(EXPIRE, M, TTL) end
+  if ns ~= '0' then rcall(EXPIRE, S, TTL) end
+  if nd ~= '0' then rcall(EXPIRE, D, TTL) end
+  if wk ~= '0' or wg ~= '0' then rcall(EXPIRE, W, TTL) end
+end
