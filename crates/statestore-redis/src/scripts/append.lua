@@ -1,3 +1,50 @@
+-- APPEND: `append_with(id, append)`. Appends messages to a session,
+-- creating it when it does not exist; adds to counters in the header and
+-- merges a metadata patch; remembers the call under its key, so that a
+-- repeat is a replay. Every check runs before the first write; the key is
+-- looked up after the integrity checks and before the expectation, so a
+-- repeat is a replay whatever it expects.
+--
+-- KEYS
+--   1..5  the session's header, messages, summaries, metadata and
+--         remembered writes (keys.rs: H, M, S, D, W below), one slot
+--   6     only for an append under a caller's key: its progress hash
+--         (keys.rs), whose entry for the key the write removes
+-- ARGV
+--   1     now, ms since the epoch (client clock; stored, never compared)
+--   2     TTL in ms for every key, 0 for none (given to PEXPIRE as sent)
+--   3     the expectation: a (any), n (must not exist) or the exact version
+--   4     max messages per session, -1 for no limit
+--   5     the key as its field in the remembered writes: k:<key> (the
+--         caller's), g:<key> (one the store made), '' (none); preceded by a
+--         decimal token and a space where the client may re-send the call
+--         (kept with the write, so a re-send's replay is known as its own)
+--   6     C, the number of counters; "C P Q" when the append carries a
+--         metadata patch (Append::metadata): P fields to set, Q to delete.
+--         Without a patch it is C alone, so the hot path pays nothing.
+--   7     the number of messages
+--   8 ..                the counters' header fields (c:<name>), C of them
+--   8+C ..              their increments (decimal, at most i64::MAX), C
+--   8+2C ..             the patch's field, value pairs (JSON text), 2P
+--   8+2C+2P ..          the patch's fields to delete (its nulls), Q
+--   8+2C+2P+Q .. #ARGV  the messages
+-- The patch is merged only after every check passed (a replay, conflict or
+-- too_large merges nothing); the metadata hash is length-checked first
+-- whenever a patch writes it.
+--
+-- Reply (one string)
+--   ok <version> <first position> <messages>
+--   replayed <rewritten> <version> <first> <count> [<token>]
+--                          the key is remembered: what that write did
+--                          (shared/remembered.lua), having written nothing
+--                          but the access time
+--   conflict <version>     the expectation failed (-1: no session)
+--   too_large <messages>   the count the append would have led to
+--   corrupt <description>  a key of the wrong type, a torn session (a
+--                          count the header records does not match), a
+--                          malformed header or argument
+--   schema <found>         the header is of a newer schema than this build's
+--
 --#include shared/prelude.lua
 --#include shared/write_key.lua
 
@@ -35,12 +82,12 @@ if V then
     if type(l) == 'table' then return wrong_type(M, 'message list', 'list') end
     if l ~= first then return torn('message list entries', nm, l) end
     if ns ~= '0' then
---#include shared/check_len.lua key='S' count='ns' cmd='LLEN' role='summary list' want='list'
+      --#include shared/check_len.lua key='S' count='ns' cmd='LLEN' role='summary list' want='list'
 
     end
     -- The metadata hash: checked when counted, or when a patch writes it.
     if nd ~= '0' or np + nq > 0 then
---#include shared/check_len.lua key='D' count='nd' cmd='HLEN' role='metadata hash' want='hash'
+      --#include shared/check_len.lua key='D' count='nd' cmd='HLEN' role='metadata hash' want='hash'
 
     end
   end
@@ -61,20 +108,20 @@ if V then
     end
     if w[1] then
       local w1 = w[1]
---#include shared/remembered.lua
+      --#include shared/remembered.lua
 
       rcall('HSET', H, 'last_accessed_at', NOW)
---#include shared/expire_all.lua
+      --#include shared/expire_all.lua
 
       return 'replayed ' .. rec
     end
     evict = w[2]
   end
---#include shared/expect.lua
+  --#include shared/expect.lua
 
 else
---#include shared/leftovers.lua
---#include shared/expect.lua
+  --#include shared/leftovers.lua
+  --#include shared/expect.lua
 
   s, nm, ns, nd, wk, wg, first = SCHEMA, '0', '0', '0', '0', '0', 0
   if field ~= '' then
@@ -130,7 +177,7 @@ for i = 1, nc do
 end
 if np + nq > 0 then
   local mset, mdel = 8 + 2 * nc, 8 + 2 * nc + 2 * np
---#include shared/merge_patch.lua set='mset' set_last='mdel - 1' del='mdel' last='mdel + nq - 1'
+  --#include shared/merge_patch.lua set='mset' set_last='mdel - 1' del='mdel' last='mdel + nq - 1'
 
 end
 local nv = '1'

@@ -1,3 +1,26 @@
+-- DELETE: `delete_with(id, options)`. Removes the session's five keys and
+-- its progress hash, freed in the background (UNLINK), and — where the
+-- scripts keep them (IX ~= '') — its entries in the list indexes. Takes no
+-- now or TTL.
+--
+-- KEYS
+--   1..5  the session's header, messages, summaries, metadata and
+--         remembered writes (keys.rs)
+--   6     its progress hash
+--   7     where the client may re-send a call (the cluster client): the
+--         session's deletion mark (keys.rs)
+-- ARGV
+--   1     the expectation: a (any), n (must not exist) or the exact version;
+--         a session it does not admit is a conflict, and nothing is removed
+--   2     with KEYS 7: a token the store made for this call. A delete that
+--         finds the session leaves it in the mark for 60 s; a re-send that
+--         finds the session gone and its own token there replies what the
+--         first run did
+--
+-- Reply (one string)
+--   ok 1                   the header existed
+--   ok 0                   it did not
+--   conflict <version>     the expectation failed (-1: no session)
 
 local existed = redis.call('EXISTS', KEYS[1])
 local want, token = ARGV[1], ARGV[2]

@@ -1,3 +1,33 @@
+-- FORK: `fork(source, target)` when both sessions' keys share a slot
+-- (always on a standalone server): a server-side copy with COPY (Redis >=
+-- 6.2) in one atomic step. The source's remembered writes are not copied;
+-- the target starts at version 1 with its own clocks and the store's TTL.
+--
+-- KEYS
+--   1..5   the source's header, messages, summaries, metadata and
+--          remembered writes (keys.rs: H, M, S, D, W below)
+--   6..10  the target's, in the same order (TH, TM, TS, TD, TW)
+-- ARGV
+--   1     now, ms since the epoch (client clock; stored, never compared)
+--   2     TTL in ms for every key, 0 for none (given to PEXPIRE as sent)
+--   3     1 when the read of the source counts as an access (its
+--         last_accessed_at and TTL move), else 0
+--   4     where the client may re-send a call: a key the store made for
+--         this call, as its field (g:<key>), remembered by the target so
+--         that a re-send of a fork that ran replies ok 1; absent otherwise
+--
+-- Reply (one string)
+--   ok 1
+--   missing                no source
+--   target <reply>         the target's state stands for <reply>:
+--                          conflict <version> (it exists) or corrupt …
+--   nocopy                 the server has no COPY; nothing written
+--   corrupt <description>  a key of the wrong type, a torn session (a
+--                          count the header records does not match), a
+--                          malformed header or argument
+--   schema <found>         the header is of a newer schema than this build's
+-- or, when COPY fails otherwise, its error as it came.
+--
 --#include shared/prelude.lua
 
 local TH, TM, TS, TD, TW = KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10]
@@ -7,7 +37,7 @@ local f = rpcall('HMGET', H, 'version', 'n')
 
 if not V then return 'missing' end
 if not stale then
---#include shared/check_lens.lua
+  --#include shared/check_lens.lua
 
 end
 -- A call re-sent by the client after it ran: the target remembers it.
@@ -70,7 +100,7 @@ else
 end
 if ARGV[3] == '1' then
   rcall('HSET', H, 'last_accessed_at', NOW)
---#include shared/expire_all.lua
+  --#include shared/expire_all.lua
 
 end
 return 'ok 1'

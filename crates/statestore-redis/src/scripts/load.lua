@@ -1,3 +1,31 @@
+-- LOAD: the check a load runs first in its MULTI/EXEC transaction
+-- (store.rs), before plain HGETALL/LRANGE reads of the keys: reads the
+-- header and, when the read counts as an access, checks that no key is torn
+-- and then updates last_accessed_at and the TTL. A read that is not an
+-- access writes nothing.
+--
+-- KEYS
+--   1..5  the session's header, messages, summaries, metadata and
+--         remembered writes (keys.rs: H, M, S, D, W below), one slot
+-- ARGV
+--   1     now, ms since the epoch (client clock; stored, never compared)
+--   2     TTL in ms for every key, 0 for none (given to PEXPIRE as sent);
+--         or - when the read is not an access (reads do not slide, or a
+--         maintenance read, Load::keep_clocks): nothing is written
+--   3     a caller key to look up, as its field (k:<key>), '' for none
+--
+-- Reply (one string)
+--   ok <nm> <ns> <nd> [<rewritten> <version> <first> <count> [<token>]]
+--                          the counts of messages, summaries and metadata
+--                          fields the transaction's reads must match; then,
+--                          when the key is remembered, what its write did
+--                          (shared/remembered.lua)
+--   missing                no session
+--   corrupt <description>  a key of the wrong type, a torn session (a
+--                          count the header records does not match), a
+--                          malformed header or argument
+--   schema <found>         the header is of a newer schema than this build's
+--
 --#include shared/prelude.lua
 
 local f = rpcall('HMGET', H, 'version', 'n')
@@ -5,13 +33,13 @@ local f = rpcall('HMGET', H, 'version', 'n')
 
 if not V then
   local leftovers
---#include shared/leftovers.lua
+  --#include shared/leftovers.lua
 
   return 'missing'
 end
 local access = TTL ~= '-'
 if access and not stale then
---#include shared/check_lens.lua
+  --#include shared/check_lens.lua
 
 end
 local reply = 'ok ' .. nm .. ' ' .. ns .. ' ' .. nd
@@ -24,14 +52,14 @@ if ARGV[3] ~= '' and wk ~= '0' then
   end
   if w[1] then
     local w1 = w[1]
---#include shared/remembered.lua
+    --#include shared/remembered.lua
 
     reply = reply .. ' ' .. rec
   end
 end
 if access then
   rcall('HSET', H, 'last_accessed_at', NOW)
---#include shared/expire_all.lua
+  --#include shared/expire_all.lua
 
 end
 return reply

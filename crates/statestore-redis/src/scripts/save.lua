@@ -1,3 +1,38 @@
+-- SAVE: `save_with(state, options)`. Replaces everything but created_at
+-- and the remembered writes, which keep their keys but lose their positions
+-- (the header's r, see shared/remembered.lua). A maintenance save
+-- (Save::keep_clocks) of an existing session also keeps updated_at,
+-- last_accessed_at and the expiry: the header's expiry time (PEXPIRETIME;
+-- on Redis 6.2 its remaining PTTL), read before the keys are rewritten, is
+-- given to every key in place of ARGV 2 (none when the header had none).
+--
+-- KEYS
+--   1..5  the session's header, messages, summaries, metadata and
+--         remembered writes (keys.rs: H, M, S, D, W below), one slot
+-- ARGV
+--   1     now, ms since the epoch (client clock; stored, never compared)
+--   2     TTL in ms for every key, 0 for none (given to PEXPIRE as sent)
+--   3     the expectation, and maybe the call's own key (shared/write_key.lua)
+--   4     created_at, for a new session
+--   5, 6  1 and the user id, or 0 and ''
+--   7, 8  1 and the system prompt, or 0 and ''
+--   9..12 the numbers of messages, summaries, metadata pairs and counters
+--   then  the messages; the summaries; the metadata as field, value pairs
+--         (values JSON text); the counters as name, value pairs
+--   then  the number of remembered writes the state carries in, and each as
+--         field (k:<key>), message count: remembered when the session does
+--         not remember the key yet, as "0 0 <count>" (version 0: positions
+--         unknown, RememberedWrite::carried)
+--   last  k for a maintenance save, else -
+--
+-- Reply (one string)
+--   ok <version>           also for a re-send of a save that ran
+--   conflict <version>     the expectation failed (-1: no session)
+--   corrupt <description>  a key of the wrong type, a torn session (a
+--                          count the header records does not match), a
+--                          malformed header or argument
+--   schema <found>         the header is of a newer schema than this build's
+--
 --#include shared/prelude.lua
 --#include shared/write_key.lua
 
@@ -7,11 +42,11 @@ local f = rpcall('HMGET', H, 'version', 'n', 'created_at', 'user_id')
 local leftovers = false
 if V then
   if not stale then
---#include shared/check_lens.lua
+    --#include shared/check_lens.lua
 
   end
 else
---#include shared/leftovers.lua
+  --#include shared/leftovers.lua
 
   wk, wg = '0', '0'
 end

@@ -1,3 +1,11 @@
+-- Records a write in the header: the new version, the counts in n, the
+-- timestamps; creates the header when V is nil, and deletes the fields of
+-- an older layout. Then moves the session to the front of the list indexes
+-- (shared/index.lua; its owner, f[3] — every script that bumps reads
+-- `HMGET H version n user_id …` — does not change).
+--
+-- Uses: nv (the new version, a string), V, s, nm, ns, nd, wk, wg,
+--   old_fields, f, H, NOW, SCHEMA.
 
 local packed = s .. ' ' .. nv .. ' ' .. nm .. ' ' .. ns .. ' ' .. nd .. ' ' .. wk .. ' ' .. wg
 local ixkey, ixat, ixnew, ixwas, ixuser = H, NOW, not V, nil, nil

@@ -1,3 +1,10 @@
+-- Compares the length of one key with the count the header records for it.
+-- Not needed after the counts were adopted (stale): they are those lengths.
+--
+-- Parameters: @key@ (M, S or D), @count@ (its count: nm, ns or nd, a
+--   string), @cmd@ (LLEN or HLEN), @role@ and @want@ (its name and type,
+--   for the error reply).
+-- Returns: corrupt for a key of the wrong type or a torn session.
 
 do
   local l = rpcall('@cmd@', @key@)

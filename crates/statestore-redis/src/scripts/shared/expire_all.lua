@@ -1,3 +1,7 @@
+-- Restarts the TTL of every key of the session that exists, by the counts
+-- as the script leaves them. TTL '0': no expiry, nothing sent.
+--
+-- Uses: EXPIRE, TTL, H, M, S, D, W, and nm, ns, nd, wk, wg (strings).
 
 if TTL ~= '0' then
   rcall(EXPIRE, H, TTL)

@@ -1,3 +1,18 @@
+-- Parses the header from f, the reply of `HMGET H version n …`
+-- (rpcall'ed). An older layout's header (no n, or one an older version of
+-- this crate left behind when it bumped the version) has its counts
+-- adopted from the keys' current lengths, and checked against its own
+-- nm/ns/nd when its cv says they are current.
+--
+-- Uses: f, H, M, S, D, SCHEMA.
+-- Defines: V (the version field, nil when the session does not exist);
+--   the strings s, nm, ns, nd, wk, wg (schema; message, summary and
+--   metadata counts; caller- and store-ring sequences); stale (the counts
+--   were adopted: they are the keys' lengths); old_fields (the older
+--   layout's fields, for the next write to delete).
+-- Returns: corrupt for a header that is not a hash, has no integer
+--   version or counts out of range (more than 14 digits), or is torn;
+--   schema <found> for a newer schema.
 
 if f.err then return wrong_type(H, 'header', 'hash') end
 local V, stale, old_fields, s, v, nm, ns, nd, wk, wg = f[1], false, false

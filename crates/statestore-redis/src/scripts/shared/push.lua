@@ -1,3 +1,9 @@
+-- `@cmd@ @key@ @list@[@first@..@last@]` in chunks of 1,000 (below Lua's
+-- unpack limit); adds the replies to the local pushed.
+--
+-- Parameters: @cmd@ (RPUSH, or HSET/HDEL with an even range), @key@,
+--   @list@ (ARGV or a table), @first@ and @last@ (Lua expressions; an empty
+--   range sends nothing).
 
 do
   local i, last = @first@, @last@
