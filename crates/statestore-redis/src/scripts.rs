@@ -4,7 +4,7 @@
 //! # Where the Lua lives
 //!
 //! Each script is one file under `src/scripts/`, named after its
-//! operation; the doc comment at its top gives its KEYS, ARGV and reply:
+//! operation; the comment at its top gives its KEYS, ARGV and reply:
 //!
 //! | file | the script of |
 //! |------|---------------|
@@ -22,23 +22,26 @@
 //! The Lua they share — the prelude, reading and checking the header,
 //! recording a write, keeping the list indexes, … — is in
 //! `src/scripts/shared/`, one fragment per file, each documented at its
-//! top with what it reads, defines and returns. A script includes a
+//! top with what it uses, defines and returns. A script includes a
 //! fragment with a line `--#include shared/<name>.lua`, followed by
-//! `name='value'` pairs for a fragment with parameters (`@name@`); how
-//! the text sent is put together is in `scripts/compose.rs`. The
-//! placeholders left, filled in by [`Scripts::new`], are `@SCHEMA@` (the
-//! schema this build writes), `@IX@` (the start of the list index keys, a
-//! Lua string; `''` where the client keeps them) and `@RING_NOTE@`
-//! ([`RING_NOTE`]). Every script, so composed, has a pinned SHA1 in the
-//! tests below: a change of a `.lua` file that changes what is sent shows
-//! there.
+//! `name='value'` pairs for a fragment with parameters (`@name@`); the
+//! rules that put the text sent together are in `scripts/compose.rs`.
+//! The placeholders left, filled in by [`Scripts::new`], are `@SCHEMA@`
+//! (the schema this build writes), `@IX@` (the start of the list index
+//! keys, a Lua string; `''` where the client keeps them) and
+//! `@RING_NOTE@` ([`RING_NOTE`]). Every script, so composed, has its SHA1
+//! pinned in the tests below: a change to a `.lua` file that changes what
+//! is sent shows there, and a change that should not (a comment, the
+//! indentation of an include line) is proven not to.
 //!
-//! All scripts take the five keys of one session (`keys.rs`), always in the
-//! order header, messages, summaries, metadata, remembered writes, so they
-//! all hash to one cluster slot (`FORK` takes the source's five keys, then
-//! the target's, and runs only where both share a slot). The schema
-//! version this build writes (`statestore_core::codec::SCHEMA_VERSION`)
-//! is part of each script's text. The first two arguments are always:
+//! The scripts of a session (all but `pending.lua` and `unlist.lua`) take
+//! its five keys first (`keys.rs`), always in the order header, messages,
+//! summaries, metadata, remembered writes, so they all hash to one cluster
+//! slot (`FORK` takes the source's five keys, then the target's, and runs
+//! only where both share a slot). The schema version this build writes
+//! (`statestore_core::codec::SCHEMA_VERSION`) is part of each script's
+//! text. The first two arguments of all but `delete.lua`, `pending.lua`
+//! and `unlist.lua` are:
 //!
 //! | ARGV | meaning |
 //! |------|---------|
@@ -66,9 +69,10 @@
 //!
 //! `MERGE_METADATA`, and an `APPEND` or `ADD_SUMMARY` that carries a
 //! metadata patch (`Append::metadata`, `AddSummary::metadata`), merge it
-//! with the one `shared/merge_patch.lua`: `HSET` of the values (JSON text), `HDEL`
-//! of the `null`s on the metadata hash, `nd` adjusted — after every check
-//! passed, so a replay, a conflict, `too_large` or `range` merges nothing.
+//! with the one `shared/merge_patch.lua`: `HSET` of the values (JSON
+//! text), `HDEL` of the `null`s on the metadata hash, `nd` adjusted — after
+//! every check passed, so a replay, a conflict, `too_large` or `range`
+//! merges nothing.
 //! An append without a patch sends and runs exactly what it did before.
 //!
 //! Every script returns one string: a status, then its arguments,
