@@ -18,7 +18,7 @@
 //! requests by itself, a `delete` that finds the session sets it to a
 //! token of the call, for 60 s, so that the client's re-send of that call
 //! reports the deletion it made rather than "did not exist"
-//! (`scripts.rs`). Listing never sees it (only `:h` keys are listed).
+//! (`scripts/delete.lua`). Listing never sees it (only `:h` keys are listed).
 //!
 //! And `P{E}:p`, a hash, the **progress** of keyed writes still to be made
 //! (`Store::put_pending`: a turn between its tool rounds): field `k:<key>`,
@@ -139,9 +139,10 @@
 //! they never meet a session's keys even when a hash tag is the same.
 //!
 //! **On a standalone server the scripts keep them**, in the same atomic
-//! step as the write that changes `updated_at` (`scripts.rs`: every write
-//! that bumps the version; `SAVE` also moves a session between users;
-//! `FORK` indexes the target; `DELETE` removes the session from all four).
+//! step as the write that changes `updated_at`
+//! (`scripts/shared/index.lua`: every write that bumps the version; `SAVE`
+//! also moves a session between users; `FORK` indexes the target; `DELETE`
+//! removes the session from all four).
 //! A read, `TOUCH` or a maintenance save leaves them.
 //!
 //! **On a cluster they cannot be**: a script may only touch keys of one

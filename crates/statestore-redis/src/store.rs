@@ -470,8 +470,8 @@ pub(crate) fn metadata_pairs(id: &SessionId, metadata: &Metadata) -> Result<Vec<
 }
 
 /// A metadata patch as `MERGE_METADATA`, `APPEND` and `ADD_SUMMARY` take
-/// it (`scripts.rs`): the keys to set, each with its value as JSON text,
-/// then the keys to delete (the patch's `null`s).
+/// it (`scripts/shared/merge_patch.lua`): the keys to set, each with its
+/// value as JSON text, then the keys to delete (the patch's `null`s).
 pub(crate) struct PatchArgs<'a> {
     set: Vec<(&'a String, &'a serde_json::Value)>,
     delete: Vec<&'a String>,

@@ -1,7 +1,8 @@
 //! Just enough of Rust's lexical grammar to tell code from comments and
 //! string literals: [`split`] gives the code with comments and literals
 //! blanked out (lines kept, so positions still count), and every string
-//! literal with its line.
+//! literal with its line. [`split_lua`] does the same for Lua (the Redis
+//! scripts under `src/scripts/`).
 
 /// A string literal's contents as written (escapes not decoded), with the
 /// line it starts on (1-based).
@@ -166,6 +167,105 @@ pub(crate) fn split(source: &str) -> Lexed {
     out
 }
 
+/// Splits Lua `source` as [`split`] does Rust: `--` line comments and
+/// `--[[…]]` (`--[==[…]==]`) block comments, `'…'` and `"…"` with escapes
+/// (ending at the line's end when unclosed), long strings `[[…]]` and
+/// `[=[…]=]`.
+pub(crate) fn split_lua(source: &str) -> Lexed {
+    let chars: Vec<char> = source.chars().collect();
+    let mut out = Lexed::default();
+    let mut line = 1;
+    let mut i = 0;
+    let at = |k: usize| chars.get(k).copied();
+    let blank = |code: &mut String, from: usize, to: usize| {
+        for c in chars.get(from..to).unwrap_or_default() {
+            code.push(if *c == '\n' { '\n' } else { ' ' });
+        }
+    };
+    // The level (number of `=`) of a long bracket opening at `k`: `[[`, `[=[`, …
+    let long_open = |k: usize| {
+        if at(k) != Some('[') {
+            return None;
+        }
+        let level = (k + 1..).take_while(|&e| at(e) == Some('=')).count();
+        (at(k + 1 + level) == Some('[')).then_some(level)
+    };
+    // Where the body of a long bracket of `level` that starts at `body`
+    // ends, and where its closing bracket ends.
+    let long_close = |body: usize, level: usize| {
+        let mut k = body;
+        loop {
+            match at(k) {
+                None => return (k, k),
+                Some(']')
+                    if (1..=level).all(|e| at(k + e) == Some('='))
+                        && at(k + level + 1) == Some(']') =>
+                {
+                    return (k, k + level + 2);
+                }
+                Some(_) => k += 1,
+            }
+        }
+    };
+    while let Some(c) = at(i) {
+        let start = i;
+        if c == '-' && at(i + 1) == Some('-') {
+            i = match long_open(i + 2) {
+                Some(level) => long_close(i + 4 + level, level).1,
+                None => (i..)
+                    .find(|&k| at(k).is_none_or(|c| c == '\n'))
+                    .unwrap_or(i),
+            };
+            blank(&mut out.code, start, i);
+        } else if c == '\'' || c == '"' {
+            let mut end = i + 1;
+            while let Some(d) = at(end) {
+                match d {
+                    '\\' => end += 2,
+                    '\n' => break,
+                    d if d == c => break,
+                    _ => end += 1,
+                }
+            }
+            let end = end.min(chars.len());
+            let closed = at(end) == Some(c);
+            let text: String = chars
+                .get(start + 1..end)
+                .unwrap_or_default()
+                .iter()
+                .collect();
+            out.code.push(c);
+            blank(&mut out.code, start + 1, end);
+            if closed {
+                out.code.push(c);
+            }
+            i = if closed { end + 1 } else { end };
+            out.literals.push(Literal { line, text });
+        } else if let Some(level) = long_open(i) {
+            let body = i + 2 + level;
+            let (body_end, end) = long_close(body, level);
+            let text: String = chars
+                .get(body..body_end)
+                .unwrap_or_default()
+                .iter()
+                .collect();
+            blank(&mut out.code, start, end);
+            i = end;
+            out.literals.push(Literal { line, text });
+        } else {
+            out.code.push(c);
+            i += 1;
+        }
+        line += chars
+            .get(start..i.min(chars.len()))
+            .unwrap_or_default()
+            .iter()
+            .filter(|c| **c == '\n')
+            .count();
+    }
+    out
+}
+
 /// Whether the `r` at `at` follows a `b` or `c` that starts a token
 /// (`br"…"`, `cr"…"`).
 fn raw_prefix(chars: &[char], at: usize) -> bool {
@@ -179,7 +279,7 @@ fn raw_prefix(chars: &[char], at: usize) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::{Literal, split};
+    use super::{Literal, split, split_lua};
 
     fn literals(source: &str) -> Vec<(usize, String)> {
         split(source)
@@ -223,5 +323,34 @@ mod tests {
         let lexed = split("fn f<'a>(x: &'a str) -> &'a str { \"s\" }");
         assert_eq!(lexed.literals.len(), 1);
         assert!(lexed.code.contains("<'a>"));
+    }
+
+    #[test]
+    fn finds_lua_literals_with_their_lines() {
+        let source = "-- 'not' a literal\nlocal a = 'one' .. \"two \\\" q\"\n\
+                      --[[ 'nor'\n this ]] local b = [[three\n]] .. ARGV[1]\n\
+                      --[==[ ]] 'still not' ]==] local c = [=[four]]=]\n\
+                      local d = 'un\nlocal e = \"five\" -- 'six'\n";
+        let lexed = split_lua(source);
+        let found: Vec<(usize, String)> = lexed
+            .literals
+            .into_iter()
+            .map(|Literal { line, text }| (line, text))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                (2, "one"),
+                (2, "two \\\" q"),
+                (4, "three\n"),
+                (6, "four]"),
+                (7, "un"),
+                (8, "five"),
+            ]
+            .map(|(line, text)| (line, text.to_owned()))
+        );
+        assert_eq!(lexed.code.lines().count(), 8);
+        assert!(lexed.code.contains("ARGV[1]"));
+        assert!(!lexed.code.contains("not"));
     }
 }

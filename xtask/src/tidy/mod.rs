@@ -2,13 +2,18 @@
 //! failing with the file and line to look at. `cargo xtask ci` runs it right
 //! after rustfmt.
 //!
-//! - `Script::new` only in [`SCRIPTS`]: every Lua script in one file, where
-//!   the invariants they all keep are written down.
+//! - `Script::new` only in [`SCRIPTS`]: every script is built in one place,
+//!   from its Lua file under `src/scripts/`, next to the invariants they
+//!   all keep.
 //! - The Redis key suffixes (`:h`, `:m`, … — read from [`KEYS`], which
-//!   builds them as `"{base}:h"`) in string literals of `crates/*/src` only
-//!   in [`KEYS`]: the key layout lives there (docs/design.md). The scripts
-//!   take their keys as `KEYS[1..5]` and need no suffix; integration tests
-//!   under `tests/` may poke raw keys and are not checked.
+//!   builds them as `"{base}:h"`) in string literals of `crates/*/src` —
+//!   of its `.rs` files and of its `.lua` files (the scripts, lexed as
+//!   Lua) — only in [`KEYS`]: the key layout lives there
+//!   (docs/design.md). The scripts take their keys as `KEYS[1..5]` and
+//!   need no suffix; the list index names they extend (`}:recent`,
+//!   `}:ids`) and the hash tag they decode an id from (`'{(.*)}'`) are no
+//!   session key suffix. Integration tests under `tests/` may poke raw
+//!   keys and are not checked.
 //! - Every feature in a `crates/*/Cargo.toml` `[features]` table, except
 //!   `default`, has a `## ` doc comment line directly above it.
 //! - The conformance cases of [`CONFORMANCE`] (its `pub async fn`s taking a
@@ -26,9 +31,10 @@ use std::path::Path;
 use std::time::Instant;
 
 use crate::{Result, root};
-use lexer::Lexed;
+use lexer::{Lexed, Literal};
 
-/// The one file that makes `redis::Script`s.
+/// The one file that makes `redis::Script`s (their Lua is in the `.lua`
+/// files under `crates/statestore-redis/src/scripts/`).
 const SCRIPTS: &str = "crates/statestore-redis/src/scripts.rs";
 /// The one file that builds Redis keys.
 const KEYS: &str = "crates/statestore-redis/src/keys.rs";
@@ -38,18 +44,11 @@ const DESIGN: &str = "docs/design.md";
 const DESIGN_TABLE: &str = "| rule | conformance case |";
 const MAX_LINES: usize = 600;
 /// `.rs` files under `crates/*/src` allowed over [`MAX_LINES`], and why.
-const LONG_FILES: &[(&str, &str)] = &[
-    (
-        "crates/statestore-core/src/conformance.rs",
-        "the whole shared conformance suite in one file by design: one list of cases, each \
+const LONG_FILES: &[(&str, &str)] = &[(
+    "crates/statestore-core/src/conformance.rs",
+    "the whole shared conformance suite in one file by design: one list of cases, each \
          backend runs all of it with one line",
-    ),
-    (
-        "crates/statestore-redis/src/scripts.rs",
-        "the Lua text of every script in one file, where the design says a reader finds it \
-         (see its module docs); the Rust around it is a few lines per script",
-    ),
-];
+)];
 
 /// One finding: where, and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,6 +90,7 @@ pub(crate) fn tidy() -> Result {
         std::fs::read_to_string(root.join(path)).map_err(|e| format!("tidy: {path}: {e}"))
     };
     let mut rust = Vec::new();
+    let mut lua = Vec::new();
     let mut manifests = Vec::new();
     let crates_dir = root.join("crates");
     let mut crates: Vec<_> = std::fs::read_dir(&crates_dir)
@@ -109,8 +109,14 @@ pub(crate) fn tidy() -> Result {
             text: read(&manifest)?,
             path: manifest,
         });
-        for path in rust_files(&root, krate)? {
+        for path in files_ending(&root, krate, "rs")? {
             rust.push(Source {
+                text: read(&path)?,
+                path,
+            });
+        }
+        for path in files_ending(&root, krate, "lua")? {
+            lua.push(Source {
                 text: read(&path)?,
                 path,
             });
@@ -125,8 +131,14 @@ pub(crate) fn tidy() -> Result {
         let lexed = lexer::split(&file.text);
         problems.extend(script_new(&file.path, &lexed));
         if is_crate_source(&file.path) {
-            problems.extend(key_literals(&file.path, &lexed, &suffixes));
+            problems.extend(key_literals(&file.path, &lexed.literals, &suffixes));
             lengths.push((file.path.clone(), file.text.lines().count()));
+        }
+    }
+    for file in &lua {
+        if is_crate_source(&file.path) {
+            let lexed = lexer::split_lua(&file.text);
+            problems.extend(key_literals(&file.path, &lexed.literals, &suffixes));
         }
     }
     problems.extend(long_files(&lengths));
@@ -143,8 +155,9 @@ pub(crate) fn tidy() -> Result {
     problems.extend(conformance_cases(&read(DESIGN)?, &case_files));
 
     eprintln!(
-        "    (tidy: {} Rust files, {} manifests, {:.1}s)",
+        "    (tidy: {} Rust files, {} Lua files, {} manifests, {:.1}s)",
         rust.len(),
+        lua.len(),
         manifests.len(),
         started.elapsed().as_secs_f64()
     );
@@ -161,9 +174,10 @@ pub(crate) fn tidy() -> Result {
     ))
 }
 
-/// Every `.rs` file under `dir` (a crate's directory), as paths from `root`,
-/// sorted; build output (`target/`) is skipped.
-fn rust_files(root: &Path, dir: &Path) -> Result<Vec<String>> {
+/// Every file whose name ends in `.{extension}` under `dir` (a crate's
+/// directory), as paths from `root`, sorted; build output (`target/`) is
+/// skipped.
+fn files_ending(root: &Path, dir: &Path, extension: &str) -> Result<Vec<String>> {
     let mut found = Vec::new();
     let mut dirs = vec![dir.to_path_buf()];
     while let Some(dir) = dirs.pop() {
@@ -175,7 +189,7 @@ fn rust_files(root: &Path, dir: &Path) -> Result<Vec<String>> {
                 if path.file_name().is_none_or(|n| n != "target") {
                     dirs.push(path);
                 }
-            } else if path.extension().is_some_and(|e| e == "rs")
+            } else if path.extension().is_some_and(|e| e == extension)
                 && let Ok(relative) = path.strip_prefix(root)
             {
                 let parts: Vec<_> = relative
@@ -209,7 +223,7 @@ fn script_new(path: &str, lexed: &Lexed) -> Vec<Problem> {
             Problem::new(
                 path,
                 line,
-                format!("`Script::new` outside {SCRIPTS}: every Lua script lives there, next to the invariants they keep"),
+                format!("`Script::new` outside {SCRIPTS}: every script is built there (its Lua in src/scripts/), next to the invariants they keep"),
             )
         })
         .collect()
@@ -236,16 +250,16 @@ fn key_suffixes(keys_rs: &str) -> std::result::Result<Vec<String>, String> {
     }
 }
 
-/// String literals outside [`KEYS`] that are a key suffix (`":m"`) or hold
-/// one right after a hash tag's `}` and not followed by more of a name:
-/// `"p:{s}:m"` and `"{{{id}}}:h"` do, `"victim:meta"` and `"p@ss:w/rd"` do
-/// not.
-fn key_literals(path: &str, lexed: &Lexed, suffixes: &[String]) -> Vec<Problem> {
+/// String literals (of Rust or Lua) outside [`KEYS`] that are a key suffix
+/// (`":m"`) or hold one right after a hash tag's `}` and not followed by
+/// more of a name: `"p:{s}:m"` and `"{{{id}}}:h"` do, `"victim:meta"`,
+/// `"p@ss:w/rd"` and `'}:recent'` do not.
+fn key_literals(path: &str, literals: &[Literal], suffixes: &[String]) -> Vec<Problem> {
     if path == KEYS {
         return Vec::new();
     }
     let mut problems = Vec::new();
-    for literal in &lexed.literals {
+    for literal in literals {
         let text = literal.text.as_str();
         let found = suffixes.iter().find(|suffix| {
             text == suffix.as_str()
@@ -260,7 +274,7 @@ fn key_literals(path: &str, lexed: &Lexed, suffixes: &[String]) -> Vec<Problem> 
                 path,
                 literal.line,
                 format!(
-                    "string literal {:?} holds the Redis key suffix {suffix:?}: keys are built only in {KEYS} (`Keys::session`)",
+                    "string literal {:?} holds the Redis key suffix {suffix:?}: keys are built only in {KEYS} (`Keys::session`), and a script takes them as KEYS[…]",
                     literal.text
                 ),
             ));
