@@ -408,9 +408,9 @@ mod tests {
                     "b2be156272aa34b025987ae9ef00743ada3abb61",
                     "595e03494254702aa767944a62d92e37334bee2a",
                     "863b4f11ed247ffe1103d982f70b8deb1e93c0c5",
-                    "de1a50c3f9f27f004137780a7ce812a5217b1638",
+                    "d10918617ed47fdea5f7caed2ce3254d043014b6",
                     "71c62027ac1c03fb161c3abd6c745bca48a9115b",
-                    "385eb9e8b7e8bf53cf3c367683549085f4b33933",
+                    "630afd768c893be09e11295f475c9582ec68f9da",
                 ],
             ),
             (
@@ -423,9 +423,9 @@ mod tests {
                     "9571a0c45b9936e76ff45a20287e4b289314f5b9",
                     "316abb15b95ed8d01f8a915ea9d31da2b355e833",
                     "d70ee36e66a0ab107cac75a166600cf6a9858019",
-                    "c94f13f96c96da1734c0bd987df96a05ef828ee6",
+                    "92e0e498aa2b5566cdc57180e102c88fe4f922aa",
                     "71c62027ac1c03fb161c3abd6c745bca48a9115b",
-                    "385eb9e8b7e8bf53cf3c367683549085f4b33933",
+                    "630afd768c893be09e11295f475c9582ec68f9da",
                 ],
             ),
         ];

@@ -608,3 +608,42 @@ async fn diagnose_reports_the_settings_sessions_depend_on() {
         node.errors
     );
 }
+
+/// A session whose header is not a hash at all (written by something
+/// else) reads as corrupt, and can still be deleted: an unguarded delete
+/// removes it (and its list entries); a guarded one is a conflict that
+/// removes nothing. Other sessions are untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_whose_header_is_not_a_hash_can_be_deleted() {
+    let server = RedisServer::start().unwrap();
+    let store = RedisStore::builder().connect(&server.url()).await.unwrap();
+    let (id, other) = (sid("torn"), sid("fine"));
+    full_session(&store, &id).await;
+    full_session(&store, &other).await;
+    server.cli(&["DEL", "{torn}:h"]).unwrap();
+    server.cli(&["SET", "{torn}:h", "not a hash"]).unwrap();
+    is_corrupt("load", store.load(&id).await);
+
+    let guarded = store
+        .delete_with(
+            &id,
+            statestore_core::Delete::new().expect(Expect::Version(1)),
+        )
+        .await;
+    assert!(
+        matches!(guarded, Err(Error::Conflict { .. })),
+        "{guarded:?}"
+    );
+    assert_eq!(server.cli(&["GET", "{torn}:h"]).unwrap(), "not a hash");
+
+    assert!(store.delete(&id).await.unwrap(), "the header existed");
+    assert_eq!(server.cli(&["KEYS", "{torn}:*"]).unwrap(), "");
+    assert!(!store.exists(&id).await.unwrap());
+    let listed = store
+        .list(&statestore_core::ListQuery::new())
+        .await
+        .unwrap()
+        .into_ids();
+    assert_eq!(listed, [other.clone()]);
+    assert_eq!(store.load(&other).await.unwrap().unwrap().messages.len(), 2);
+}

@@ -27,9 +27,21 @@ local want, token = ARGV[1], ARGV[2]
 if token and existed == 0 and redis.call('GET', KEYS[7]) == token then
   return 'ok 1'
 end
+-- A header field, or false: a header that is not a hash (corrupt, or not
+-- ours) has no version and no owner, so that deleting it still works.
+local function field(f)
+  if existed == 0 then
+    return false
+  end
+  local r = redis.pcall('HGET', KEYS[1], f)
+  if type(r) == 'table' and r.err then
+    return false
+  end
+  return r
+end
 if want ~= 'a' then
-  local v = existed == 1 and redis.call('HGET', KEYS[1], 'version')
-  if (want == 'n' and v) or (want ~= 'n' and v ~= want) then
+  local v = field('version')
+  if (want == 'n' and existed == 1) or (want ~= 'n' and v ~= want) then
     return 'conflict ' .. (v or '-1')
   end
 end
@@ -45,7 +57,7 @@ if IX ~= '' then
   end
   redis.call('ZREM', IX .. '}:recent', id)
   redis.call('ZREM', IX .. '}:ids', id)
-  local u = existed == 1 and redis.call('HGET', KEYS[1], 'user_id')
+  local u = field('user_id')
   if u then
     local k = IX .. ':' .. (string.gsub(u, '[%%{}]', { ['%'] = '%25', ['{'] = '%7B', ['}'] = '%7D' }))
     redis.call('ZREM', k .. '}:recent', id)

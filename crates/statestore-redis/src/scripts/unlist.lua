@@ -15,8 +15,16 @@
 --   ok 0                   they were kept
 
 local exists = redis.call('EXISTS', KEYS[1]) == 1
-if exists and (ARGV[2] == '' or redis.call('HGET', KEYS[1], 'user_id') == ARGV[2]) then
+if exists and ARGV[2] == '' then
   return 'ok 0'
+end
+if exists then
+  -- A header that is not a hash (corrupt, or not ours): its owner is not
+  -- known, so its entries are kept; reading it reports it as corrupt.
+  local owner = redis.pcall('HGET', KEYS[1], 'user_id')
+  if (type(owner) == 'table' and owner.err) or owner == ARGV[2] then
+    return 'ok 0'
+  end
 end
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('ZREM', KEYS[3], ARGV[1])
