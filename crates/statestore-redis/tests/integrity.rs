@@ -644,6 +644,6 @@ async fn a_session_whose_header_is_not_a_hash_can_be_deleted() {
         .await
         .unwrap()
         .into_ids();
-    assert_eq!(listed, [other.clone()]);
+    assert_eq!(listed, std::slice::from_ref(&other));
     assert_eq!(store.load(&other).await.unwrap().unwrap().messages.len(), 2);
 }
