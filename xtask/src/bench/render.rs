@@ -381,7 +381,7 @@ fn realistic_mix_table(r: &Lookup<'_>, metrics: &[Metric]) -> Option<String> {
 }
 
 /// "2026-11-26 01:30 UTC, quick run of abc1234" for a run date.
-fn run_label(record: &Record, date: &str) -> String {
+pub(super) fn run_label(record: &Record, date: &str) -> String {
     match record.run(date) {
         Some(run) => format!(
             "{date}, {} run of {}{}",
@@ -510,6 +510,9 @@ pub(super) fn render(record: &Record) -> String {
     if let Some(section) = super::crypto::section(&r) {
         let _ = writeln!(d, "{section}");
     }
+    if let Some(section) = super::server_work::section(record) {
+        let _ = writeln!(d, "{section}");
+    }
 
     let _ = writeln!(d, "## Machine\n\n| | |\n|---|---|");
     for (k, v) in machine(run) {
@@ -556,6 +559,7 @@ pub(super) fn render(record: &Record) -> String {
          cargo xtask bench --quick    # a few minutes: 10 samples of 1 s per benchmark\n\
          cargo xtask bench --quick sqlite   # a criterion filter: re-measures only the matching\n\
          \x20                                  # benchmarks, keeps the rest from docs/benchmarks.json\n\
+         cargo xtask bench --server-work    # instructions per call in redis-server (callgrind)\n\
          # one suite by hand (results in target/criterion/):\n\
          cargo bench -p statestore-memory --bench memory\n\
          cargo bench -p statestore-memory --bench footprint\n\
