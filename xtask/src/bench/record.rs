@@ -123,6 +123,13 @@ pub(super) struct RunInfo {
     pub(super) host: Option<Host>,
 }
 
+impl RunInfo {
+    /// Whether the run was `cargo xtask bench --server-work`.
+    pub(super) fn is_server_work(&self) -> bool {
+        self.filters.iter().any(|f| f == "--server-work")
+    }
+}
+
 /// The machine and the versions a run measured with.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(super) struct Host {

@@ -402,7 +402,14 @@ pub(super) fn render(record: &Record) -> String {
     let metrics = record.metrics.as_slice();
     let r = Lookup::of(record);
     let redis_bench = r.redis;
-    let Some(run) = record.runs.first() else {
+    // The latest criterion run: a `--server-work` run measures only its
+    // own table, so it is not the run the page describes.
+    let Some(run) = record
+        .runs
+        .iter()
+        .find(|r| !r.is_server_work())
+        .or_else(|| record.runs.first())
+    else {
         return "# Benchmarks\n\nNo run recorded.\n".into();
     };
     let mut d = String::new();
@@ -420,12 +427,16 @@ pub(super) fn render(record: &Record) -> String {
     let source = if record.runs.len() == 1 {
         format!("Figures from {mode} on the machine below")
     } else {
+        let filter = if run.filters.is_empty() {
+            String::new()
+        } else {
+            format!(" with the filter `{}`", run.filters.join(" "))
+        };
         format!(
-            "Figures from {} runs on the machine below — the latest {mode} with the filter \
-             `{}`; every other figure is kept from the earlier run named under its group (and \
-             listed under [Machine](#machine))",
+            "Figures from {} runs on the machine below — the latest {mode}{filter}; every \
+             other figure is kept from the earlier run named under its group (and listed under \
+             [Machine](#machine))",
             record.runs.len(),
-            run.filters.join(" ")
         )
     };
     let source = if !run.quick && record.runs.iter().any(|r| r.quick) {

@@ -411,4 +411,16 @@ fn the_record_keeps_the_server_work_across_runs() {
     assert!(section.contains("_Measured work, full run of abc1234, filter `--server-work`._"));
     assert!(section.contains("| load | 96,000 |"));
     assert!(page::section(&Record::default()).is_none());
+    // The page describes the latest criterion run, not the newer
+    // `--server-work` run.
+    let mut filtered = run("filtered", &["sqlite"]);
+    filtered.quick = true;
+    let page = crate::bench::render::render(&Record {
+        runs: vec![run("work", &["--server-work"]), filtered],
+        server_work: Some(work("work")),
+        ..Record::default()
+    });
+    assert!(page.contains("the latest a **quick** run"), "{page}");
+    assert!(page.contains("with the filter `sqlite`;"), "{page}");
+    assert!(page.contains("| date | filtered |"), "{page}");
 }
