@@ -12,7 +12,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::Measurement;
+use super::{Measurement, Plan};
 use crate::Result;
 
 /// The file, from the workspace root.
@@ -52,6 +52,11 @@ pub(super) struct Budgets {
     pub(super) calls: u32,
     /// The history lengths it measures.
     pub(super) lengths: Vec<u32>,
+    /// The redis-server the budgets were measured on (`7.0.15`): counts
+    /// are the server build's, and the string functions glibc picks for
+    /// the CPU (valgrind offers AVX2 at most).
+    #[serde(default)]
+    pub(super) redis_server: String,
     pub(super) budgets: Vec<Budget>,
 }
 
@@ -64,10 +69,12 @@ impl Budgets {
     /// changed and why.
     pub(super) fn to_text(&self) -> Result<String> {
         let mut out = format!(
-            "{{\n  \"about\": {},\n  \"calls\": {},\n  \"lengths\": {},\n  \"budgets\": [\n",
+            "{{\n  \"about\": {},\n  \"calls\": {},\n  \"lengths\": {},\n  \"redis_server\": {},\n  \
+             \"budgets\": [\n",
             json(ABOUT)?,
             self.calls,
-            json(&self.lengths)?
+            json(&self.lengths)?,
+            json(&self.redis_server)?
         );
         let lines = self
             .budgets
@@ -99,9 +106,16 @@ pub(super) struct Checked {
     pub(super) notes: Vec<String>,
 }
 
-/// `measured` against `budgets`.
-pub(super) fn check(budgets: &Budgets, measured: &[Measurement]) -> Checked {
+/// `measured` (on `redis_server`) against `budgets`.
+pub(super) fn check(budgets: &Budgets, measured: &[Measurement], redis_server: &str) -> Checked {
     let mut out = Checked::default();
+    if budgets.redis_server != redis_server {
+        out.notes.push(format!(
+            "the budgets were measured on redis-server {}, this is {redis_server}: counts are \
+             the server build's; if this one is meant to stay, re-record them",
+            budgets.redis_server
+        ));
+    }
     for m in measured {
         let what = format!("{} at {} messages", m.operation, m.messages);
         let per_call = m.per_call();
@@ -153,8 +167,8 @@ pub(super) fn check(budgets: &Budgets, measured: &[Measurement]) -> Checked {
 pub(super) fn update(
     budgets: &Budgets,
     measured: &[Measurement],
-    calls: u32,
-    lengths: &[u32],
+    plan: &Plan,
+    redis_server: &str,
     reason: &str,
 ) -> (Budgets, Vec<String>) {
     let mut changes = Vec::new();
@@ -204,8 +218,9 @@ pub(super) fn update(
     }
     (
         Budgets {
-            calls,
-            lengths: lengths.to_vec(),
+            calls: plan.calls,
+            lengths: plan.lengths.clone(),
+            redis_server: redis_server.to_owned(),
             budgets: out,
         },
         changes,

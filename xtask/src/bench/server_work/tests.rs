@@ -3,7 +3,7 @@
 
 use super::budgets::{self, Budget, Budgets};
 use super::callgrind::{Cost, Dump};
-use super::{Measurement, Said, add_part, page};
+use super::{Measurement, Plan, Said, add_part, page};
 use crate::bench::record::{Record, RunInfo, ServerWork, ServerWorkRow};
 
 /// A dump as callgrind 3.19 writes one (trimmed): compressed names and
@@ -190,6 +190,7 @@ fn budgets() -> Budgets {
     Budgets {
         calls: 200,
         lengths: vec![10, 100],
+        redis_server: "7.0.15".into(),
         budgets: vec![
             budget("load", 10, 100_000),
             budget("load", 100, 100_000),
@@ -212,7 +213,7 @@ fn the_check_fails_over_ten_percent_and_notes_under_it() {
         // No budget: fails.
         measurement("new", 10, 5_000),
     ];
-    let checked = budgets::check(&budgets(), &measured);
+    let checked = budgets::check(&budgets(), &measured, "7.0.15");
     assert_eq!(checked.failures.len(), 2, "{checked:?}");
     assert!(checked.failures[0].starts_with("fork at 10 messages: 110001"));
     assert!(checked.failures[0].contains("+10.0 % over its budget of 100000"));
@@ -224,6 +225,10 @@ fn the_check_fails_over_ten_percent_and_notes_under_it() {
     assert!(checked.notes[0].starts_with("append at 10 messages: 89999"));
     assert!(checked.notes[0].contains("lower the budget"));
     assert!(checked.notes[1].starts_with("gone at 10 messages has a budget but was not measured"));
+    // Another server: a note, the same verdicts.
+    let other = budgets::check(&budgets(), &measured, "7.2.4");
+    assert_eq!(other.failures, checked.failures);
+    assert!(other.notes[0].contains("measured on redis-server 7.0.15, this is 7.2.4"));
 }
 
 #[test]
@@ -238,7 +243,11 @@ fn an_update_rewrites_what_moved_with_its_reason() {
         // New.
         measurement("new", 10, 5_012),
     ];
-    let (new, changes) = budgets::update(&budgets(), &measured, 200, &[10, 100], "fewer calls");
+    let plan = Plan {
+        lengths: vec![10, 100],
+        calls: 200,
+    };
+    let (new, changes) = budgets::update(&budgets(), &measured, &plan, "7.0.15", "fewer calls");
     let got: Vec<(&str, u32, u64, &str)> = new
         .budgets
         .iter()
@@ -266,7 +275,7 @@ fn an_update_rewrites_what_moved_with_its_reason() {
     assert_eq!(changes[1], "fork at 10 messages: 100000 → 130100");
     assert_eq!(changes[4], "gone at 10 messages: dropped (not measured)");
     // Nothing moved: nothing changes.
-    let (again, changes) = budgets::update(&new, &measured, 200, &[10, 100], "again");
+    let (again, changes) = budgets::update(&new, &measured, &plan, "7.0.15", "again");
     assert_eq!((again, changes.len()), (new, 0));
 }
 
@@ -280,11 +289,12 @@ fn the_budgets_file_has_one_budget_per_line_and_reads_back() {
     assert!(lines[1].starts_with("  \"about\": \""));
     assert_eq!(lines[2], "  \"calls\": 200,");
     assert_eq!(lines[3], "  \"lengths\": [10,100],");
+    assert_eq!(lines[4], "  \"redis_server\": \"7.0.15\",");
     assert_eq!(
-        lines[5],
+        lines[6],
         r#"    {"operation":"load","messages":10,"instructions":100000,"reason":"a \"quoted\" reason, with a comma"},"#
     );
-    assert_eq!(lines.len(), 5 + file.budgets.len() + 2);
+    assert_eq!(lines.len(), 6 + file.budgets.len() + 2);
     assert!(Budgets::parse("{\"budgets\": 3}").is_err());
 }
 
