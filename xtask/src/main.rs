@@ -11,6 +11,8 @@
 //! cargo xtask tidy    # source checks that need no build (part of ci)
 //! cargo xtask bench   # every benchmark and redis-benchmark → docs/benchmarks.md
 //! cargo xtask bench --render # docs/benchmarks.md again from docs/benchmarks.json
+//! cargo xtask bench --server-work # instructions per call in redis-server (callgrind)
+//! cargo xtask server-work # those instructions against their budgets (part of ci)
 //! cargo xtask features # clippy of every crate with no default features and each feature alone
 //! ```
 #![allow(clippy::print_stdout, clippy::print_stderr)]
@@ -31,12 +33,16 @@ type Result<T = ()> = std::result::Result<T, String>;
 const USAGE: &str = "usage: cargo xtask <job>
 
 jobs:
-  ci     fmt, tidy, clippy, tests, rustdoc and cargo-deny: what CI runs
+  ci     fmt, tidy, clippy, tests, rustdoc, examples, server work and cargo-deny: what CI runs
   tidy   source checks that need no build (Lua and key layout in one place each, feature
          docs, conformance cases named in docs/design.md, files over 600 lines), file:line
   bench  every criterion suite and redis-benchmark, then writes docs/benchmarks.md
          (`--quick`: 10 samples of 1 s each; other arguments go to criterion, e.g. a filter;
-         `--render`: the page again from docs/benchmarks.json, nothing run; `--help`)
+         `--render`: the page again from docs/benchmarks.json, nothing run; `--server-work`:
+         instructions per call in redis-server, by callgrind; `--help`)
+  server-work  instructions per store call in redis-server (callgrind) against
+         xtask/server-work-budgets.json: fails 10 % over a budget (part of ci;
+         `--update-budgets --reason TEXT` rewrites them; `--help`)
   features  clippy (-D warnings; lib, bins, examples) of every crate with no default
          features and with each feature alone: the combinations `ci` builds besides
          --all-features
@@ -49,9 +55,10 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("ci") => ci(),
         Some("features") => feature_matrix(),
-        Some("examples") => examples(),
+        Some("examples") => examples().map(drop),
         Some("tidy") => tidy::tidy(),
         Some("bench") => bench::bench(args.get(1..).unwrap_or_default()),
+        Some("server-work") => bench::server_work::check(args.get(1..).unwrap_or_default(), None),
         Some("fuzz") => fuzz(args.get(1..).unwrap_or_default()),
         Some("soak") => soak(args.get(1..).unwrap_or_default()),
         Some("help" | "-h" | "--help") | None => {
@@ -121,30 +128,41 @@ fn ensure_cargo_tool(subcommand: &str, krate: &str) -> Result {
 /// run from the binaries: `cargo run -p <crate>` per example would rebuild
 /// the dependency graph with each crate's own feature set (about five
 /// minutes in all).
-fn examples() -> Result {
+///
+/// Returns the examples' names and binaries.
+fn examples() -> Result<Vec<(String, PathBuf)>> {
     let redis = temp_redis()?;
     let postgres = temp_postgres()?;
-    for (name, binary) in built_examples()? {
+    let built = build_examples(None)?;
+    for (name, binary) in &built {
         run(
             &format!("example {name}"),
-            Command::new(&binary)
+            Command::new(binary)
                 .current_dir(root())
                 .env("REDIS_URL", redis.url())
                 .env("DATABASE_URL", postgres.url()),
         )?;
     }
-    Ok(())
+    Ok(built)
 }
 
-/// Builds every example of the workspace (`--all-features`) and returns each
-/// one's name and binary. Examples assert what they demonstrate, so running
-/// them is a test.
-fn built_examples() -> Result<Vec<(String, PathBuf)>> {
-    let step = "build examples";
+/// Builds every example of the workspace (`--all-features`), or only the
+/// one named `only` (with the same features, so that nothing else
+/// rebuilds), and returns each one's name and binary. Examples assert what
+/// they demonstrate, so running them is a test.
+pub(crate) fn build_examples(only: Option<&str>) -> Result<Vec<(String, PathBuf)>> {
+    let step = match only {
+        Some(name) => format!("build example {name}"),
+        None => "build examples".to_owned(),
+    };
     let started = Instant::now();
     let mut cmd = cargo();
-    cmd.args(["build", "--workspace", "--all-features", "--examples"])
-        .arg("--message-format=json-render-diagnostics")
+    cmd.args(["build", "--workspace", "--all-features"]);
+    match only {
+        Some(name) => cmd.args(["--example", name]),
+        None => cmd.arg("--examples"),
+    };
+    cmd.arg("--message-format=json-render-diagnostics")
         .stdout(Stdio::piped());
     eprintln!("\n==> {step}\n    $ {cmd:?}");
     let output = cmd
@@ -219,7 +237,7 @@ fn on_path(program: &str) -> bool {
 /// Installs Debian's redis-server and redis-tools (redis-cli,
 /// redis-benchmark) when missing: the Redis tests and benchmarks start their
 /// own throwaway servers from these binaries.
-fn ensure_redis() -> Result {
+pub(crate) fn ensure_redis() -> Result {
     if on_path("redis-server") && on_path("redis-cli") && on_path("redis-benchmark") {
         return Ok(());
     }
@@ -228,6 +246,20 @@ fn ensure_redis() -> Result {
         Ok(())
     } else {
         Err("redis-server is still missing after installing it".into())
+    }
+}
+
+/// Installs Debian's valgrind when `valgrind` or `callgrind_control` is
+/// missing: `cargo xtask server-work` runs redis-server under callgrind.
+pub(crate) fn ensure_valgrind() -> Result {
+    if on_path("valgrind") && on_path("callgrind_control") {
+        return Ok(());
+    }
+    apt_install(&["valgrind"])?;
+    if on_path("valgrind") && on_path("callgrind_control") {
+        Ok(())
+    } else {
+        Err("valgrind is still missing after installing it".into())
     }
 }
 
@@ -327,7 +359,15 @@ fn ci() -> Result {
             .args(["doc", "--workspace", "--no-deps", "--all-features"])
             .env("RUSTDOCFLAGS", "-D warnings"),
     )?;
-    examples()?;
+    let examples = examples()?;
+    // Instructions per call in redis-server against their budgets, with
+    // the example just built.
+    ensure_valgrind()?;
+    let driver = examples
+        .into_iter()
+        .find(|(name, _)| name == "server_work")
+        .map(|(_, binary)| binary);
+    bench::server_work::check(&[], driver)?;
     // Advisories need the advisory database from GitHub, which these
     // machines cannot reach; run `cargo deny check advisories` where online.
     run(

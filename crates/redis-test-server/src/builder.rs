@@ -1,15 +1,16 @@
 //! [`ServerBuilder`]: what a [`RedisServer`] is started with, and the
 //! `redis.conf` written from it.
 
+use std::ffi::OsString;
 use std::fmt;
 use std::fs;
 use std::io;
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::process::{self, LOG_FILE, LOOPBACK};
-use crate::server::{Launch, READY_TIMEOUT, RedisServer};
+use crate::server::{Launch, RedisServer, Timeouts};
 use crate::tls;
 
 /// How many fresh ports [`ServerBuilder::start`] tries when the chosen port
@@ -40,6 +41,8 @@ pub struct ServerBuilder {
     appendonly_always: bool,
     extra: Vec<(String, String)>,
     cluster: bool,
+    wrapper: Vec<OsString>,
+    ready_timeout: Option<Duration>,
 }
 
 impl fmt::Debug for ServerBuilder {
@@ -53,6 +56,8 @@ impl fmt::Debug for ServerBuilder {
             .field("appendonly_always", &self.appendonly_always)
             .field("config", &self.extra)
             .field("cluster", &self.cluster)
+            .field("wrapper", &self.wrapper)
+            .field("ready_timeout", &self.ready_timeout)
             .finish()
     }
 }
@@ -106,6 +111,55 @@ impl ServerBuilder {
         self
     }
 
+    /// Runs `redis-server` under a wrapper command: the server is spawned as
+    /// `wrapper[0] wrapper[1..] redis-server <config>`, for example under
+    /// valgrind's callgrind, to count the instructions the server executes:
+    ///
+    /// ```no_run
+    /// # fn main() -> std::io::Result<()> {
+    /// use redis_test_server::RedisServer;
+    ///
+    /// let server = RedisServer::builder()
+    ///     .wrapper(["valgrind", "--tool=callgrind"])
+    ///     .start()?;
+    /// // `callgrind_control --dump <pid>` writes `callgrind.out.<pid>.<n>`
+    /// // into `server.dir()`: the wrapper runs there.
+    /// let pid = server.pid();
+    /// # drop(pid);
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// The wrapper runs in the server's directory ([`RedisServer::dir`]),
+    /// so that relative paths it writes (callgrind's default
+    /// `callgrind.out.<pid>`) land there and are removed with the server; its
+    /// output goes to the server's `stdout.log` and `stderr.log`. It must
+    /// `exec` the server or run it in its own process (valgrind does), so
+    /// that [`RedisServer::pid`] is the server's: readiness is checked by
+    /// the pid `INFO` reports, and [`RedisServer::kill`] and the watchdog
+    /// signal that pid. A wrapped server is given 120 s to answer PING
+    /// (callgrind slows it about 50×; [`ready_timeout`](Self::ready_timeout)
+    /// changes it), and each of its `redis-cli` calls 60 s. An empty
+    /// `wrapper` runs the server directly.
+    #[must_use]
+    pub fn wrapper<I, S>(mut self, wrapper: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        self.wrapper = wrapper.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// How long [`start`](Self::start) and [`RedisServer::restart`] wait
+    /// for the server to answer PING: 10 s by default, 120 s with a
+    /// [`wrapper`](Self::wrapper).
+    #[must_use]
+    pub fn ready_timeout(mut self, timeout: Duration) -> Self {
+        self.ready_timeout = Some(timeout);
+        self
+    }
+
     /// Makes this server a Redis Cluster node (`cluster-enabled yes`), with a
     /// port below 55000 whose bus port (port + 10000) is free too.
     pub(crate) fn cluster_node(mut self) -> Self {
@@ -117,11 +171,12 @@ impl ServerBuilder {
     ///
     /// # Errors
     ///
-    /// Fails when `redis-server` is not installed (the message says which
-    /// package to install), when a setting contains a line break, or when the
-    /// server exits or does not answer within 10 s (the message quotes the
-    /// end of its log). A port taken between choosing and binding it is
-    /// retried with a new port.
+    /// Fails when `redis-server` (or the [`wrapper`](Self::wrapper)) is not
+    /// installed (the message says which package to install), when a
+    /// setting contains a line break, or when the server exits or does not
+    /// answer within 10 s ([`ready_timeout`](Self::ready_timeout); the
+    /// message quotes the end of its log). A port taken between choosing
+    /// and binding it is retried with a new port.
     pub fn start(self) -> io::Result<RedisServer> {
         self.validate()?;
         let dir = process::scratch_dir()?;
@@ -130,9 +185,19 @@ impl ServerBuilder {
         } else {
             None
         };
+        let mut timeouts = if self.wrapper.is_empty() {
+            Timeouts::NATIVE
+        } else {
+            Timeouts::WRAPPED
+        };
+        if let Some(ready) = self.ready_timeout {
+            timeouts.ready = ready;
+        }
         let mut server = RedisServer {
             port: 0,
             config_path: dir.path().join("redis.conf"),
+            wrapper: self.wrapper.clone(),
+            timeouts,
             process: None,
             paused: AtomicBool::new(false),
             tls,
@@ -146,7 +211,7 @@ impl ServerBuilder {
         for _ in 0..START_ATTEMPTS {
             server.port = process::free_port(self.cluster)?;
             fs::write(&server.config_path, self.config_text(&server))?;
-            match server.launch(Instant::now() + READY_TIMEOUT) {
+            match server.launch(Instant::now() + timeouts.ready) {
                 Ok(()) => return Ok(server),
                 Err(Launch::AddrInUse(e)) => last = Some(e),
                 Err(Launch::Failed(e)) => return Err(e),
@@ -168,6 +233,16 @@ impl ServerBuilder {
                     format!("a redis.conf setting cannot contain a line break: {setting:?}"),
                 ));
             }
+        }
+        if self
+            .wrapper
+            .first()
+            .is_some_and(|program| program.is_empty())
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "the wrapper's program name cannot be empty",
+            ));
         }
         if self.users.iter().any(|u| u.name.is_empty()) {
             return Err(io::Error::new(
@@ -269,6 +344,8 @@ mod tests {
         let text = builder.config_text(&RedisServer {
             port: 41234,
             config_path: PathBuf::new(),
+            wrapper: Vec::new(),
+            timeouts: Timeouts::NATIVE,
             process: None,
             paused: AtomicBool::new(false),
             tls: None,

@@ -50,10 +50,19 @@ pub(crate) fn spawn_error(program: &str, err: io::Error) -> io::Error {
     if err.kind() != io::ErrorKind::NotFound {
         return io::Error::new(err.kind(), format!("could not run {program}: {err}"));
     }
-    let package = if program == "redis-server" {
-        "redis-server"
-    } else {
-        "redis-tools (it comes with redis-server)"
+    let package = match program {
+        "redis-server" => "redis-server",
+        "redis-cli" | "redis-benchmark" => "redis-tools (it comes with redis-server)",
+        // A `ServerBuilder::wrapper`, such as valgrind.
+        _ => {
+            return io::Error::new(
+                io::ErrorKind::NotFound,
+                format!(
+                    "`{program}` (the server's wrapper command) was not found on PATH: install \
+                     it (valgrind: `apt-get install valgrind`)"
+                ),
+            );
+        }
     };
     io::Error::new(
         io::ErrorKind::NotFound,
@@ -125,9 +134,11 @@ mod tests {
         );
         let cli = spawn_error("redis-cli", missing()).to_string();
         assert!(cli.contains("redis-tools"), "{cli}");
+        let wrapper = spawn_error("valgrind", missing()).to_string();
+        assert!(wrapper.contains("wrapper"), "{wrapper}");
         let run = run("redis-cli-that-is-missing", ["x"], Duration::from_secs(1))
             .expect_err("not installed");
-        assert!(run.to_string().contains("redis-tools"), "{run}");
+        assert!(run.to_string().contains("was not found on PATH"), "{run}");
     }
 
     #[test]

@@ -22,14 +22,31 @@ use crate::process::{
 use crate::tls::TlsFiles;
 use test_process::{ChildGuard, percent_encode};
 
-/// How long a server may take to answer PING after it was spawned.
-pub(crate) const READY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a server may take: to answer PING after it was spawned, to
+/// answer one readiness probe, and to finish one `redis-cli` call (a paused
+/// server never answers).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Timeouts {
+    pub(crate) ready: Duration,
+    pub(crate) probe: Duration,
+    pub(crate) cli: Duration,
+}
 
-/// How long one `redis-cli` call may take (a paused server never answers).
-const CLI_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// How long a readiness probe may take.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+impl Timeouts {
+    /// A server run directly.
+    pub(crate) const NATIVE: Timeouts = Timeouts {
+        ready: Duration::from_secs(10),
+        probe: Duration::from_secs(2),
+        cli: Duration::from_secs(10),
+    };
+    /// A server run under a [`ServerBuilder::wrapper`]: valgrind's tools
+    /// slow it 10–100×, and translate each code path on its first run.
+    pub(crate) const WRAPPED: Timeouts = Timeouts {
+        ready: Duration::from_secs(120),
+        probe: Duration::from_secs(30),
+        cli: Duration::from_secs(60),
+    };
+}
 
 /// Why a launch failed: a port someone else took (retry elsewhere), or
 /// anything else (give up).
@@ -93,6 +110,9 @@ impl Drop for Running {
 pub struct RedisServer {
     pub(crate) port: u16,
     pub(crate) config_path: PathBuf,
+    /// The [`ServerBuilder::wrapper`] command, empty for none.
+    pub(crate) wrapper: Vec<OsString>,
+    pub(crate) timeouts: Timeouts,
     pub(crate) process: Option<Running>,
     pub(crate) paused: AtomicBool,
     pub(crate) tls: Option<TlsFiles>,
@@ -108,6 +128,7 @@ impl fmt::Debug for RedisServer {
             .field("pid", &self.pid())
             .field("dir", &self.dir())
             .field("tls", &self.tls.is_some())
+            .field("wrapper", &self.wrapper)
             .field("user", &self.user.as_ref().map(|(name, _)| name))
             .field("paused", &self.paused.load(Ordering::Relaxed))
             .finish()
@@ -227,11 +248,12 @@ impl RedisServer {
     ///
     /// # Errors
     ///
-    /// If the server does not answer within 10 s, for example because
+    /// If the server does not answer within 10 s (or the builder's
+    /// [`ready_timeout`](ServerBuilder::ready_timeout)), for example because
     /// another process took the port meanwhile (the message quotes its log).
     pub fn restart(&mut self) -> io::Result<()> {
         self.kill()?;
-        let deadline = Instant::now() + READY_TIMEOUT;
+        let deadline = Instant::now() + self.timeouts.ready;
         loop {
             match self.launch(deadline) {
                 Ok(()) => return Ok(()),
@@ -242,7 +264,8 @@ impl RedisServer {
         }
     }
 
-    /// Spawns redis-server with the config file and waits until it is ready.
+    /// Spawns redis-server (under its wrapper, if any) with the config file
+    /// and waits until it is ready.
     pub(crate) fn launch(&mut self, deadline: Instant) -> Result<(), Launch> {
         let dir = self.dir.path();
         let mark = LogMark::now(dir);
@@ -252,14 +275,22 @@ impl RedisServer {
                 .append(true)
                 .open(dir.join(name))
         };
-        let child = Command::new("redis-server")
+        let (mut command, program) = match self.wrapper.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg("redis-server");
+                (command, program.to_string_lossy().into_owned())
+            }
+            None => (Command::new("redis-server"), "redis-server".to_owned()),
+        };
+        let child = command
             .arg(&self.config_path)
             .current_dir(dir)
             .stdin(Stdio::null())
             .stdout(append(STDOUT_FILE)?)
             .stderr(append(STDERR_FILE)?)
             .spawn()
-            .map_err(|e| process::spawn_error("redis-server", e))?;
+            .map_err(|e| process::spawn_error(&program, e))?;
         let pid = child.id();
         let guard = ChildGuard::new(child);
         let watchdog = process::watchdog(pid, dir)?;
@@ -301,8 +332,9 @@ impl RedisServer {
                 return Err(Launch::Failed(io::Error::new(
                     io::ErrorKind::TimedOut,
                     format!(
-                        "redis-server on port {} did not answer PING within {READY_TIMEOUT:?}; its log:\n{}",
+                        "redis-server on port {} did not answer PING within {:?}; its log:\n{}",
                         self.port,
+                        self.timeouts.ready,
                         mark.tail(self.dir.path())
                     ),
                 )));
@@ -314,10 +346,10 @@ impl RedisServer {
 
     fn answers_as(&self, pid: u32) -> bool {
         let pong = self
-            .cli_with_timeout(&["PING"], PROBE_TIMEOUT)
+            .cli_with_timeout(&["PING"], self.timeouts.probe)
             .is_ok_and(|out| out == "PONG");
         pong && self
-            .cli_with_timeout(&["INFO", "server"], PROBE_TIMEOUT)
+            .cli_with_timeout(&["INFO", "server"], self.timeouts.probe)
             .is_ok_and(|info| info_field(&info, "process_id") == Some(pid.to_string().as_str()))
     }
 
@@ -331,9 +363,10 @@ impl RedisServer {
     ///
     /// When redis-cli exits non-zero (the server is down, refused the
     /// credentials, or answered with an error: the message quotes redis-cli's
-    /// output) or takes longer than 10 s (a paused server).
+    /// output) or takes longer than 10 s (a paused server; 60 s for a server
+    /// run under a [`ServerBuilder::wrapper`]).
     pub fn cli(&self, args: &[&str]) -> io::Result<String> {
-        self.cli_with_timeout(args, CLI_TIMEOUT)
+        self.cli_with_timeout(args, self.timeouts.cli)
     }
 
     fn cli_with_timeout(&self, args: &[&str], timeout: Duration) -> io::Result<String> {

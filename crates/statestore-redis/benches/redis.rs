@@ -71,24 +71,11 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-/// The short messages (about 60 B) most benchmarks use.
-fn short_history(len: usize) -> Vec<Message> {
-    (0..len)
-        .map(|i| {
-            Message::user(format!(
-                "message {i}: some ordinary chat text of moderate length"
-            ))
-        })
-        .collect()
-}
-
-/// The short turn most benchmarks append.
-fn short_turn() -> Vec<Message> {
-    vec![
-        Message::user("What's my name?"),
-        Message::assistant("Your name is Alice."),
-    ]
-}
+/// The short messages (about 60 B) most benchmarks use, and the short
+/// turn they append; shared with the `server_work` example.
+#[path = "common/short_messages.rs"]
+mod short_messages;
+use short_messages::{history as short_history, turn as short_turn};
 
 async fn fill(store: &dyn Store, id: &SessionId, len: usize) {
     fill_with(store, id, short_history(len)).await;

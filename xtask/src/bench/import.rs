@@ -172,5 +172,6 @@ pub(super) fn import_page(page: &str) -> Option<Record> {
             run: date,
             tests: redis,
         }),
+        server_work: None,
     })
 }

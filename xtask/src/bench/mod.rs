@@ -46,6 +46,7 @@ mod postgres;
 mod record;
 mod render;
 mod run;
+pub(crate) mod server_work;
 mod targets;
 #[cfg(test)]
 mod tests;
@@ -62,6 +63,7 @@ const ANALYSIS: &str = "## Analysis";
 
 const USAGE: &str = "usage: cargo xtask bench [--quick] [criterion filter…]
        cargo xtask bench --render
+       cargo xtask bench --server-work [--quick] [--top N]
 
 Runs every criterion suite of the workspace and redis-benchmark (installing
 redis-server and redis-tools, and postgresql for the PostgreSQL suites' own
@@ -71,6 +73,11 @@ page's hand-written analysis (from \"## Analysis\" on) is kept.
 
   --quick   10 samples of 1 s per benchmark instead of criterion's defaults
   --render  re-render docs/benchmarks.md from docs/benchmarks.json; runs nothing
+  --server-work  no criterion: the instructions redis-server executes per
+            store call (valgrind's callgrind, installed when missing), at 10
+            to 10,000 messages, 1,000 calls each (--quick: 200 calls, up to
+            1,000); the page's \"Server work\" table, kept by other runs.
+            --top N prints each measurement's N costliest functions
   filter    passed to criterion: only the matching benchmarks run, and their
             figures replace theirs in the record, every other figure is kept
             (redis-benchmark runs only when a filter mentions redis); the
@@ -84,6 +91,20 @@ pub(crate) fn bench(args: &[String]) -> Result {
     if args.iter().any(|a| a == "-h" || a == "--help") {
         println!("{USAGE}");
         return Ok(());
+    }
+    if args.iter().any(|a| a == "--server-work") {
+        let rest: Vec<String> = args
+            .iter()
+            .filter(|a| *a != "--server-work")
+            .cloned()
+            .collect();
+        let known = |a: &String| a == "--quick" || a == "--top" || a.parse::<usize>().is_ok();
+        return match rest.iter().find(|a| !known(a)) {
+            Some(other) => Err(format!(
+                "--server-work takes --quick and --top N, not {other:?}\n\n{USAGE}"
+            )),
+            None => server_work::bench(&rest),
+        };
     }
     if args.iter().any(|a| a == "--render") {
         return match args {
@@ -168,10 +189,17 @@ fn measure(quick: bool, filters: &[String]) -> Result {
         }),
         runs: vec![run],
         results,
+        server_work: None,
     };
     let record_path = root().join(RECORD);
     let record = if filters.is_empty() {
-        current
+        // The server work is not measured here: kept from the record.
+        match std::fs::read_to_string(&record_path) {
+            Ok(text) => current.keeping_server_work(
+                &Record::from_json(&text).map_err(|e| format!("{}: {e}", record_path.display()))?,
+            ),
+            Err(_) => current,
+        }
     } else {
         match std::fs::read_to_string(&record_path) {
             Ok(text) => {

@@ -123,6 +123,13 @@ pub(super) struct RunInfo {
     pub(super) host: Option<Host>,
 }
 
+impl RunInfo {
+    /// Whether the run was `cargo xtask bench --server-work`.
+    pub(super) fn is_server_work(&self) -> bool {
+        self.filters.iter().any(|f| f == "--server-work")
+    }
+}
+
 /// The machine and the versions a run measured with.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(super) struct Host {
@@ -142,6 +149,29 @@ pub(super) struct Host {
     pub(super) crates: String,
 }
 
+/// `cargo xtask bench --server-work`: the instructions redis-server runs
+/// per call (see `server_work`), with the run that measured them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(super) struct ServerWork {
+    pub(super) run: String,
+    /// Calls made before each measurement, not counted.
+    pub(super) warm_up: u32,
+    /// In the order measured: by length, then operation.
+    pub(super) rows: Vec<ServerWorkRow>,
+}
+
+/// One operation at one history length.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(super) struct ServerWorkRow {
+    pub(super) operation: String,
+    pub(super) messages: u32,
+    /// The calls counted.
+    pub(super) calls: u64,
+    /// Instructions per call.
+    #[serde(deserialize_with = "exact::f64")]
+    pub(super) instructions: f64,
+}
+
 /// What the page is rendered from: `docs/benchmarks.json`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub(super) struct Record {
@@ -155,13 +185,17 @@ pub(super) struct Record {
     /// `redis-benchmark`, with the run that measured it.
     #[serde(rename = "redis_benchmark", default)]
     pub(super) redis: Option<RedisRun>,
+    /// `cargo xtask bench --server-work`, kept until it runs again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) server_work: Option<ServerWork>,
 }
 
 impl Record {
-    /// `newer` (a filtered run) on top of `self`: its benchmarks replace
-    /// those with the same id in place (new ones go last), its metrics
-    /// replace those of the groups it ran, its redis-benchmark (if any)
-    /// replaces the old one. Runs nothing refers to any more are dropped.
+    /// `newer` (a filtered run, or `--server-work`) on top of `self`: its
+    /// benchmarks replace those with the same id in place (new ones go
+    /// last), its metrics replace those of the groups it ran, its
+    /// redis-benchmark and server work (if any) replace the old ones. Runs
+    /// nothing refers to any more are dropped.
     pub(super) fn merge(self, newer: Record) -> Record {
         let mut results = self.results;
         for m in newer.results.iter() {
@@ -185,6 +219,7 @@ impl Record {
             .collect();
         metrics.extend(newer.metrics);
         let redis = newer.redis.or(self.redis);
+        let server_work = newer.server_work.or(self.server_work);
         let mut runs = newer.runs;
         for run in self.runs {
             if !runs.iter().any(|r| r.date == run.date) {
@@ -195,6 +230,7 @@ impl Record {
             results.iter().any(|m| m.run == date)
                 || metrics.iter().any(|m| m.run == date)
                 || redis.as_ref().is_some_and(|r| r.run == date)
+                || server_work.as_ref().is_some_and(|w| w.run == date)
         };
         runs.retain(|r| used(&r.date));
         Record {
@@ -202,7 +238,25 @@ impl Record {
             results,
             metrics,
             redis,
+            server_work,
         }
+    }
+
+    /// This record (an unfiltered run's, which replaces the file) with the
+    /// server work of `previous` and its run: `cargo xtask bench` does not
+    /// measure it, `--server-work` does.
+    pub(super) fn keeping_server_work(mut self, previous: &Record) -> Record {
+        if self.server_work.is_none()
+            && let Some(work) = &previous.server_work
+        {
+            if let Some(run) = previous.run(&work.run)
+                && self.run(&run.date).is_none()
+            {
+                self.runs.push(run.clone());
+            }
+            self.server_work = Some(work.clone());
+        }
+        self
     }
 
     pub(super) fn run(&self, date: &str) -> Option<&RunInfo> {

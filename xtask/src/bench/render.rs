@@ -381,7 +381,7 @@ fn realistic_mix_table(r: &Lookup<'_>, metrics: &[Metric]) -> Option<String> {
 }
 
 /// "2026-11-26 01:30 UTC, quick run of abc1234" for a run date.
-fn run_label(record: &Record, date: &str) -> String {
+pub(super) fn run_label(record: &Record, date: &str) -> String {
     match record.run(date) {
         Some(run) => format!(
             "{date}, {} run of {}{}",
@@ -402,7 +402,14 @@ pub(super) fn render(record: &Record) -> String {
     let metrics = record.metrics.as_slice();
     let r = Lookup::of(record);
     let redis_bench = r.redis;
-    let Some(run) = record.runs.first() else {
+    // The latest criterion run: a `--server-work` run measures only its
+    // own table, so it is not the run the page describes.
+    let Some(run) = record
+        .runs
+        .iter()
+        .find(|r| !r.is_server_work())
+        .or_else(|| record.runs.first())
+    else {
         return "# Benchmarks\n\nNo run recorded.\n".into();
     };
     let mut d = String::new();
@@ -420,12 +427,16 @@ pub(super) fn render(record: &Record) -> String {
     let source = if record.runs.len() == 1 {
         format!("Figures from {mode} on the machine below")
     } else {
+        let filter = if run.filters.is_empty() {
+            String::new()
+        } else {
+            format!(" with the filter `{}`", run.filters.join(" "))
+        };
         format!(
-            "Figures from {} runs on the machine below — the latest {mode} with the filter \
-             `{}`; every other figure is kept from the earlier run named under its group (and \
-             listed under [Machine](#machine))",
+            "Figures from {} runs on the machine below — the latest {mode}{filter}; every \
+             other figure is kept from the earlier run named under its group (and listed under \
+             [Machine](#machine))",
             record.runs.len(),
-            run.filters.join(" ")
         )
     };
     let source = if !run.quick && record.runs.iter().any(|r| r.quick) {
@@ -510,6 +521,9 @@ pub(super) fn render(record: &Record) -> String {
     if let Some(section) = super::crypto::section(&r) {
         let _ = writeln!(d, "{section}");
     }
+    if let Some(section) = super::server_work::section(record) {
+        let _ = writeln!(d, "{section}");
+    }
 
     let _ = writeln!(d, "## Machine\n\n| | |\n|---|---|");
     for (k, v) in machine(run) {
@@ -556,6 +570,7 @@ pub(super) fn render(record: &Record) -> String {
          cargo xtask bench --quick    # a few minutes: 10 samples of 1 s per benchmark\n\
          cargo xtask bench --quick sqlite   # a criterion filter: re-measures only the matching\n\
          \x20                                  # benchmarks, keeps the rest from docs/benchmarks.json\n\
+         cargo xtask bench --server-work    # instructions per call in redis-server (callgrind)\n\
          # one suite by hand (results in target/criterion/):\n\
          cargo bench -p statestore-memory --bench memory\n\
          cargo bench -p statestore-memory --bench footprint\n\

@@ -62,6 +62,7 @@ fn filtered_runs_merge_by_benchmark() {
             run: "old".into(),
             tests,
         }),
+        server_work: None,
     };
     let new = Record {
         runs: vec![run("new", &["a/1"])],
@@ -71,6 +72,7 @@ fn filtered_runs_merge_by_benchmark() {
         ],
         metrics: vec![metric("a/1/z", "new")],
         redis: None,
+        server_work: None,
     };
     let merged = old.merge(new);
     let got: Vec<(&str, f64, &str)> = merged
@@ -137,6 +139,7 @@ fn the_record_reads_back_what_it_wrote() {
             run: "2026-11-26 01:30 UTC".into(),
             tests,
         }),
+        server_work: None,
     };
     let text = record.to_json().unwrap();
     let back = Record::from_json(&text).unwrap();
@@ -283,6 +286,7 @@ fn the_page_embeds_charts_from_the_record() {
             run: "now".into(),
             tests,
         }),
+        server_work: None,
     };
     let page = render(&record);
     assert!(page.contains("![Per-turn latency against history length, log-log](bench-turn.svg)"));
@@ -387,6 +391,7 @@ fn postgres_figures_reach_the_targets_tables_and_charts() {
             ),
         ],
         redis: None,
+        server_work: None,
     };
     let r = Lookup::of(&record);
     let verdict = |what: &str| {
@@ -477,6 +482,7 @@ fn list_figures_reach_the_targets_and_the_sidebar_table() {
         ],
         metrics: Vec::new(),
         redis: None,
+        server_work: None,
     };
     let r = Lookup::of(&record);
     let verdict = |what: &str| {
