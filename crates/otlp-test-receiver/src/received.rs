@@ -257,6 +257,25 @@ pub(crate) fn metrics(request: &ExportMetricsServiceRequest, out: &mut Vec<Recei
     }
 }
 
+/// A histogram point (plain or exponential: the same fields are kept).
+fn histogram(
+    attrs: &[opentelemetry_proto::tonic::common::v1::KeyValue],
+    unix_nanos: u64,
+    count: u64,
+    [sum, min, max]: [Option<f64>; 3],
+) -> DataPoint {
+    DataPoint {
+        attributes: attributes(attrs),
+        unix_nanos,
+        value: PointValue::Histogram {
+            count,
+            sum,
+            min,
+            max,
+        },
+    }
+}
+
 fn data(data: Option<&metric::Data>) -> (MetricKind, i32, Vec<DataPoint>) {
     use metric::Data;
     let number = |points: &[NumberDataPoint]| -> Vec<DataPoint> {
@@ -287,15 +306,13 @@ fn data(data: Option<&metric::Data>) -> (MetricKind, i32, Vec<DataPoint>) {
             h.aggregation_temporality,
             h.data_points
                 .iter()
-                .map(|p| DataPoint {
-                    attributes: attributes(&p.attributes),
-                    unix_nanos: p.time_unix_nano,
-                    value: PointValue::Histogram {
-                        count: p.count,
-                        sum: p.sum,
-                        min: p.min,
-                        max: p.max,
-                    },
+                .map(|p| {
+                    histogram(
+                        &p.attributes,
+                        p.time_unix_nano,
+                        p.count,
+                        [p.sum, p.min, p.max],
+                    )
                 })
                 .collect(),
         ),
@@ -304,15 +321,13 @@ fn data(data: Option<&metric::Data>) -> (MetricKind, i32, Vec<DataPoint>) {
             h.aggregation_temporality,
             h.data_points
                 .iter()
-                .map(|p| DataPoint {
-                    attributes: attributes(&p.attributes),
-                    unix_nanos: p.time_unix_nano,
-                    value: PointValue::Histogram {
-                        count: p.count,
-                        sum: p.sum,
-                        min: p.min,
-                        max: p.max,
-                    },
+                .map(|p| {
+                    histogram(
+                        &p.attributes,
+                        p.time_unix_nano,
+                        p.count,
+                        [p.sum, p.min, p.max],
+                    )
                 })
                 .collect(),
         ),

@@ -1,6 +1,7 @@
 //! [`ConversationIds`]: how a session id is recorded as
 //! `gen_ai.conversation.id`.
 
+use std::fmt::Write as _;
 use std::sync::{Arc, RwLock};
 
 use hmac::{Hmac, KeyInit, Mac};
@@ -74,7 +75,12 @@ impl HashKey {
         };
         mac.update(id.as_str().as_bytes());
         let digest = mac.finalize().into_bytes();
-        digest.iter().take(16).map(|b| format!("{b:02x}")).collect()
+        // One string, not one per byte: on every span when ids are keyed.
+        let mut hex = String::with_capacity(32);
+        for b in digest.iter().take(16) {
+            let _ = write!(hex, "{b:02x}");
+        }
+        hex
     }
 }
 
