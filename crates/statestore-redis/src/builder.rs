@@ -97,6 +97,13 @@ impl RedisStoreBuilder {
     /// Whether reads (`load`, `load_recent`) count as accesses: restart the
     /// TTL and update `last_accessed_at`. On by default; off makes reads
     /// pure reads, and only writes and [`Store::touch`](statestore_core::Store::touch) restart the clock.
+    ///
+    /// A read records its access only when one is due — when less than
+    /// 90 % of the TTL is left (without a TTL, when `last_accessed_at` is a
+    /// minute old) — with a second round trip (the `TOUCH` script): a
+    /// session lives at least 90 % of its TTL after its last read, and
+    /// `last_accessed_at` lags the last read by at most a tenth of the TTL
+    /// (a minute). Every other read writes nothing.
     pub fn sliding_ttl(mut self, on: bool) -> Self {
         self.sliding_ttl = on;
         self

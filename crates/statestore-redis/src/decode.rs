@@ -27,7 +27,7 @@ pub(crate) enum Reply {
     NoCopy,
 }
 
-fn corrupt(id: &SessionId, detail: impl Into<String>) -> Error {
+pub(crate) fn corrupt(id: &SessionId, detail: impl Into<String>) -> Error {
     Error::Corrupt {
         id: id.clone(),
         detail: detail.into(),
@@ -137,7 +137,7 @@ pub(crate) fn written(
 
 /// A remembered write as the scripts return it: `<rewritten> <version>
 /// <first> <count>`, then the token the append carried, if any.
-fn remembered(numbers: &[u64]) -> Option<(Appended, Option<u64>)> {
+pub(crate) fn remembered(numbers: &[u64]) -> Option<(Appended, Option<u64>)> {
     let (rewritten, version, first, count, token) = match *numbers {
         [r, v, f, c] => (r, v, f, c, None),
         [r, v, f, c, t] => (r, v, f, c, Some(t)),
@@ -193,8 +193,8 @@ fn refused(id: &SessionId, expect: Expect, limits: &Limits, reply: Reply) -> Err
     }
 }
 
-/// What `LOAD` returns: header, messages, summaries, metadata, total, and
-/// the remembered write it was asked about.
+/// What a load read (`read.rs`): header, messages, summaries, metadata,
+/// total, and the remembered write it was asked about.
 pub(crate) struct Snapshot {
     header: Header,
     messages: Vec<Value>,
@@ -209,19 +209,23 @@ pub(crate) struct Snapshot {
 }
 
 #[derive(Default)]
-struct Header {
-    version: Version,
+pub(crate) struct Header {
+    pub(crate) version: Option<Version>,
     created_at: Timestamp,
     updated_at: Timestamp,
-    last_accessed_at: Timestamp,
+    pub(crate) last_accessed_at: Timestamp,
     user_id: Option<String>,
     system_prompt: Option<String>,
     counters: Counters,
     /// `r`: remembered writes of a lower version lost their positions.
-    rewritten_at: Option<u64>,
+    pub(crate) rewritten_at: Option<u64>,
+    /// `schema`.
+    pub(crate) schema: Option<u64>,
+    /// `n`, the packed counts (`keys.rs`).
+    pub(crate) packed: Option<String>,
 }
 
-fn header(id: &SessionId, flat: Vec<Value>) -> Result<Header> {
+pub(crate) fn header(id: &SessionId, flat: Vec<Value>) -> Result<Header> {
     let mut h = Header::default();
     let mut it = flat.into_iter();
     while let (Some(k), Some(v)) = (it.next(), it.next()) {
@@ -237,7 +241,9 @@ fn header(id: &SessionId, flat: Vec<Value>) -> Result<Header> {
                 .ok_or_else(|| corrupt(id, "a header field is not a number"))
         };
         match key {
-            b"version" => h.version = number()?,
+            b"version" => h.version = Some(number()?),
+            b"schema" => h.schema = Some(number()?),
+            b"n" => h.packed = Some(text()?),
             b"created_at" => h.created_at = Timestamp::from_unix_millis(number()?),
             b"updated_at" => h.updated_at = Timestamp::from_unix_millis(number()?),
             b"last_accessed_at" => h.last_accessed_at = Timestamp::from_unix_millis(number()?),
@@ -249,7 +255,7 @@ fn header(id: &SessionId, flat: Vec<Value>) -> Result<Header> {
                     .map_err(|_| corrupt(id, "a counter name is not UTF-8 text"))?;
                 h.counters.insert(name.to_owned(), number()?);
             }
-            _ => {} // schema, counts (checked by the script), fields of later versions
+            _ => {} // counts of an older layout (adopted by the script), fields of later versions
         }
     }
     Ok(h)
@@ -258,7 +264,7 @@ fn header(id: &SessionId, flat: Vec<Value>) -> Result<Header> {
 /// The next reply of a load's transaction as a list of values: an array,
 /// a map flattened to field, value, …, or an integer as a list of one;
 /// a command refused for the key's type is foreign data (`Corrupt`).
-fn next_list(
+pub(crate) fn next_list(
     id: &SessionId,
     replies: &mut impl Iterator<Item = Value>,
     what: &str,
@@ -275,8 +281,9 @@ fn next_list(
     }
 }
 
-/// Parses the replies of a load's transaction (`Store::snapshot`): the
-/// `LOAD` script's, then the header, the newest `newest` messages (all for
+/// Parses the replies of a load's transaction of the `LOAD` script
+/// (`Store::scripted_snapshot`, for a header of an older layout): the
+/// script's, then the header, the newest `newest` messages (all for
 /// `None`), the summaries and the metadata; `None` for `missing`. What was
 /// read must match the counts the script found in the header: anything
 /// else is a torn session, and a read refused for a key's type is one
@@ -294,80 +301,123 @@ pub(crate) fn snapshot(
         Reply::Missing => return Ok(None),
         _ => return Err(corrupt(id, "load returned an unexpected status")),
     };
-    let (nm, ns, nd, record) = match *counts.as_slice() {
-        [nm, ns, nd] => (nm, ns, nd, None),
+    let counts = match *counts.as_slice() {
+        [nm, ns, nd] => Counts { nm, ns, nd, record: None },
         [nm, ns, nd, ref record @ ..] => match remembered(record) {
-            Some((done, _)) => (nm, ns, nd, Some(done)),
+            Some((done, _)) => Counts { nm, ns, nd, record: Some(done) },
             None => return Err(corrupt(id, "load returned a malformed remembered write")),
         },
         _ => return Err(corrupt(id, "load returned malformed counts")),
     };
-    let mut read = |what: &str| next_list(id, &mut it, what);
-    let header_flat = read("header")?;
+    let header_flat = next_list(id, &mut it, "header")?;
     // No messages asked for: the list's length instead, checked below.
-    let (messages, listed) = match newest {
-        Some(0) => match read("message list length")?.as_slice() {
-            [Value::Int(len)] => (Vec::new(), Some(u64::try_from(*len).unwrap_or(u64::MAX))),
-            _ => return Err(corrupt(id, "load returned a malformed message count")),
-        },
-        _ => (read("message list")?, None),
+    let listed = match newest {
+        Some(0) => Some(list_length(id, &mut it)?),
+        _ => None,
     };
-    let summaries = read("summary list")?;
-    let metadata = read("metadata hash")?;
-    // A whole load also reads the remembered writes.
-    let writes = match newest {
-        None => read("remembered-writes hash")?,
-        Some(_) => Vec::new(),
-    };
-    let pending = match it.next() {
-        Some(Value::Nil) | None => None,
-        Some(Value::ServerError(e)) if lookup => {
-            return Err(corrupt(
-                id,
-                format!("its progress key holds another type of value ({e:?})"),
-            ));
-        }
-        Some(v) => lookup.then_some(v),
-    };
-    let expected = newest.map_or(nm, |n| nm.min(u64::try_from(n).unwrap_or(u64::MAX)));
-    if let Some(len) = listed
-        && len != nm
-    {
-        return Err(corrupt(
-            id,
-            format!(
-                "its header records {nm} message list entries but {len} are stored: a key was \
-                 evicted or changed outside this library (see maxmemory-policy in the crate \
-                 docs)"
-            ),
-        ));
+    Snapshot::checked(id, header(id, header_flat)?, counts, listed, newest, lookup, it).map(Some)
+}
+
+/// The counts a snapshot's reads must match, from the header, and the
+/// remembered write asked about.
+pub(crate) struct Counts {
+    pub(crate) nm: u64,
+    pub(crate) ns: u64,
+    pub(crate) nd: u64,
+    pub(crate) record: Option<Appended>,
+}
+
+/// The next reply, `LLEN` of the message list.
+pub(crate) fn list_length(id: &SessionId, replies: &mut impl Iterator<Item = Value>) -> Result<u64> {
+    match next_list(id, replies, "message list length")?.as_slice() {
+        [Value::Int(len)] => Ok(u64::try_from(*len).unwrap_or(u64::MAX)),
+        _ => Err(corrupt(id, "load returned a malformed message count")),
     }
-    for (what, recorded, found) in [
-        ("message list entries", expected, messages.len()),
-        ("summary list entries", ns, summaries.len()),
-        ("metadata hash entries", 2 * nd, metadata.len()),
-    ] {
-        if u64::try_from(found).ok() != Some(recorded) {
-            return Err(corrupt(
-                id,
-                format!(
-                    "its header records {recorded} {what} but {found} were read: a key was \
-                     evicted or changed outside this library (see maxmemory-policy in the crate \
-                     docs)"
-                ),
-            ));
-        }
+}
+
+impl Snapshot {
+    /// A read that recorded its access reports it.
+    pub(crate) fn accessed_at(&mut self, at: Timestamp) {
+        self.header.last_accessed_at = at;
     }
-    Ok(Some(Snapshot {
-        header: header(id, header_flat)?,
-        messages,
-        summaries,
-        metadata,
-        total: nm,
-        record,
-        writes,
-        pending,
-    }))
+
+    /// The rest of a load's replies — the newest `newest` messages (none
+    /// for `Some(0)`: `listed`, the list's length, stands for them), the
+    /// summaries, the metadata, for a whole load the remembered writes,
+    /// and asked about a key its recorded progress — checked against
+    /// `counts`: anything else is a torn session, and a read refused for
+    /// a key's type is one holding foreign data.
+    pub(crate) fn checked(
+        id: &SessionId,
+        header: Header,
+        counts: Counts,
+        listed: Option<u64>,
+        newest: Option<usize>,
+        lookup: bool,
+        mut it: impl Iterator<Item = Value>,
+    ) -> Result<Self> {
+        let Counts { nm, ns, nd, record } = counts;
+        let mut read = |what: &str| next_list(id, &mut it, what);
+        let messages = match newest {
+            Some(0) => Vec::new(),
+            _ => read("message list")?,
+        };
+        let summaries = read("summary list")?;
+        let metadata = read("metadata hash")?;
+        // A whole load also reads the remembered writes.
+        let writes = match newest {
+            None => read("remembered-writes hash")?,
+            Some(_) => Vec::new(),
+        };
+        let pending = match it.next() {
+            Some(Value::Nil) | None => None,
+            Some(Value::ServerError(e)) if lookup => {
+                return Err(corrupt(
+                    id,
+                    format!("its progress key holds another type of value ({e:?})"),
+                ));
+            }
+            Some(v) => lookup.then_some(v),
+        };
+        let expected = newest.map_or(nm, |n| nm.min(u64::try_from(n).unwrap_or(u64::MAX)));
+        if let Some(len) = listed
+            && len != nm
+        {
+            return Err(torn(id, nm, "message list entries", len, "are stored"));
+        }
+        for (what, recorded, found) in [
+            ("message list entries", expected, messages.len()),
+            ("summary list entries", ns, summaries.len()),
+            ("metadata hash entries", 2 * nd, metadata.len()),
+        ] {
+            let found = u64::try_from(found).unwrap_or(u64::MAX);
+            if found != recorded {
+                return Err(torn(id, recorded, what, found, "were read"));
+            }
+        }
+        Ok(Self {
+            header,
+            messages,
+            summaries,
+            metadata,
+            total: nm,
+            record,
+            writes,
+            pending,
+        })
+    }
+}
+
+/// A torn session: the header records `recorded` of `what` but `found`
+/// `were` (read, stored).
+pub(crate) fn torn(id: &SessionId, recorded: u64, what: &str, found: u64, were: &str) -> Error {
+    corrupt(
+        id,
+        format!(
+            "its header records {recorded} {what} but {found} {were}: a key was evicted or \
+             changed outside this library (see maxmemory-policy in the crate docs)"
+        ),
+    )
 }
 
 /// The caller-keyed writes of a remembered-writes hash (`keys.rs`), flat
@@ -469,7 +519,7 @@ impl Snapshot {
             metadata: p.metadata,
             counters: p.header.counters,
             writes: p.writes,
-            version: p.header.version,
+            version: p.header.version.unwrap_or_default(),
             created_at: p.header.created_at,
             updated_at: p.header.updated_at,
             last_accessed_at: p.header.last_accessed_at,
@@ -489,7 +539,7 @@ impl Snapshot {
             counters: p.header.counters,
             replay: p.record,
             pending: p.pending,
-            version: p.header.version,
+            version: p.header.version.unwrap_or_default(),
         })
     }
 }

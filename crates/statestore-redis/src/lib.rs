@@ -12,6 +12,7 @@ mod eviction;
 mod keys;
 mod list;
 mod operations;
+mod read;
 mod reindex;
 mod scripts;
 mod store;

@@ -27,8 +27,8 @@ impl Store for RedisStore {
     }
 
     async fn load_with(&self, id: &SessionId, options: Load) -> Result<Option<ConversationState>> {
-        // A maintenance read sends `-` for the TTL: `LOAD` neither sets
-        // `last_accessed_at` nor touches any key's expiry.
+        // A maintenance read is not an access: it neither sets
+        // `last_accessed_at` nor touches any key's expiry (`read.rs`).
         self.snapshot("load", id, None, None, !options.keep_clocks)
             .await?
             .map(|s| s.into_state(id))

@@ -9,7 +9,7 @@
 //! | file | the script of |
 //! |------|---------------|
 //! | `append.lua` | `append_with`: messages, counters, a metadata patch, a remembered key |
-//! | `load.lua` | the check at the start of a load's transaction (see below) |
+//! | `load.lua` | the check at the start of a load's transaction, for a header of an older layout (see below) |
 //! | `save.lua` | `save_with`: replaces the whole state |
 //! | `merge_metadata.lua` | `merge_metadata` |
 //! | `add_summary.lua` | `add_summary_with` |
@@ -87,16 +87,16 @@
 //!
 //! # Reads run outside Lua
 //!
-//! A load is one `MULTI … EXEC` transaction (`store.rs`): `LOAD` below,
-//! which checks the header (and, when the read counts as an access, that no
-//! key is torn, before it updates `last_accessed_at` and the TTL), then
-//! `HGETALL` of the header, `LRANGE` of the newest messages, `LRANGE` of the
-//! summaries and `HGETALL` of the metadata as plain commands. Atomic like a
+//! A load is one `MULTI … EXEC` transaction of plain commands, no script
+//! (`read.rs`: the commands, the checks the client makes of what they
+//! return, and when a read records its access with `TOUCH`). Atomic like a
 //! script, one round trip like a script, but the bulk of a load — every
 //! message — goes from Redis to the client without being converted into
 //! Lua strings and back (which costs ~2.7k instructions per message in the
-//! server, against ~0.3k for a plain `LRANGE`). The client compares what it
-//! received with the counts `LOAD` returned.
+//! server, against ~0.3k for a plain `LRANGE`), and no script is started
+//! (~12k, plus ~1.2k per key and argument). `LOAD` below opens the
+//! transaction only for a header of an older layout, whose counts it
+//! adopts from the keys' lengths.
 //!
 //! # Invariants every script keeps
 //!

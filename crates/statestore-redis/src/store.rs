@@ -11,7 +11,7 @@ use redis::Script;
 use statestore_core::codec::{self, Limits};
 use statestore_core::{
     Counters, Error as StoreError, Expect, IdempotencyKey, Message, Metadata, Result, SessionId,
-    Version,
+    Timestamp, Version,
 };
 
 use crate::RedisStoreBuilder;
@@ -21,6 +21,7 @@ use crate::decode::{self, Reply};
 use crate::durable;
 use crate::error::{Error, client_error, timed_out};
 use crate::keys::Keys;
+use crate::read::{Access, Found, Read};
 use crate::scripts::Scripts;
 
 /// A [`Store`](statestore_core::Store) on Redis or Redis Cluster. See the [crate docs](crate).
@@ -276,10 +277,55 @@ impl RedisStore {
     /// One consistent snapshot of session `id`: the header, the newest
     /// `newest` messages (all for `None`), the summaries, the metadata and,
     /// asked about `lookup`, what the write under it did — one `MULTI …
-    /// EXEC` round trip: the `LOAD` script's checks (and the access, when
-    /// reads count as one and `access` — `false` for a maintenance read,
-    /// `Load::keep_clocks`), then plain reads (see `scripts.rs`).
+    /// EXEC` of plain reads (`read.rs`), and when the read is an access
+    /// (reads count as one and `access` — `false` for a maintenance read,
+    /// `Load::keep_clocks`) and one is due, the `TOUCH` script after it.
     pub(crate) async fn snapshot(
+        &self,
+        operation: &'static str,
+        id: &SessionId,
+        newest: Option<usize>,
+        lookup: Option<&IdempotencyKey>,
+        access: bool,
+    ) -> Result<Option<decode::Snapshot>> {
+        let keys = self.inner.keys.session(id);
+        let read = Read {
+            newest,
+            lookup,
+            access: match self.inner.ttl {
+                _ if !(self.inner.sliding_ttl && access) => Access::No,
+                Some(t) => Access::Ttl(millis(t)),
+                None => Access::NoTtl,
+            },
+        };
+        let pipe = read.pipeline(&keys);
+        let run = self.inner.conn.exec(&keys.header, &pipe);
+        let replies = self.timed(operation, Some(id), run).await?;
+        let now = now_ms();
+        match read.parse(id, replies, now)? {
+            Found::Missing => Ok(None),
+            Found::OldLayout => {
+                self.scripted_snapshot(operation, id, newest, lookup, access)
+                    .await
+            }
+            Found::Snapshot(mut snapshot, refresh) => {
+                if refresh {
+                    let call = self.call(&self.inner.scripts.touch, &keys.all(), true);
+                    if let Reply::Ok(_) = self.run(operation, id, &call).await? {
+                        snapshot.accessed_at(Timestamp::from_unix_millis(now));
+                    }
+                }
+                Ok(Some(*snapshot))
+            }
+        }
+    }
+
+    /// [`Self::snapshot`] of a session whose header is of an older layout
+    /// (`read.rs`): the `LOAD` script adopts its counts from the keys'
+    /// lengths and records the access, when reads count as one and
+    /// `access`, then plain reads follow in the same transaction (see
+    /// `scripts/load.lua`).
+    async fn scripted_snapshot(
         &self,
         operation: &'static str,
         id: &SessionId,

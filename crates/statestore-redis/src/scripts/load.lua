@@ -1,8 +1,10 @@
--- LOAD: the check a load runs first in its MULTI/EXEC transaction
--- (store.rs), before plain HGETALL/LRANGE reads of the keys: reads the
--- header and, when the read counts as an access, checks that no key is torn
--- and then updates last_accessed_at and the TTL. A read that is not an
--- access writes nothing.
+-- LOAD: the check a load of a session whose header is of an older layout
+-- (its counts not current; read.rs) runs first in its MULTI/EXEC
+-- transaction (store.rs), before plain HGETALL/LRANGE reads of the keys:
+-- reads the header, adopting its counts from the keys' lengths, and, when
+-- the read counts as an access, checks that no key is torn and then updates
+-- last_accessed_at and the TTL. A read that is not an access writes
+-- nothing. Every other load is plain reads alone (read.rs).
 --
 -- KEYS
 --   1..5  the session's header, messages, summaries, metadata and
