@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use redis::Value;
 use statestore_core::codec::{self, Limits, SCHEMA_VERSION};
+use crate::read::{Counts, list_length};
 use statestore_core::{
     Appended, ConversationState, Counters, Error, Expect, IdempotencyKey, Metadata, RecentState,
     RememberedWrite, Result, SessionId, Summary, Timestamp, Version,
@@ -196,16 +197,16 @@ fn refused(id: &SessionId, expect: Expect, limits: &Limits, reply: Reply) -> Err
 /// What a load read (`read.rs`): header, messages, summaries, metadata,
 /// total, and the remembered write it was asked about.
 pub(crate) struct Snapshot {
-    header: Header,
-    messages: Vec<Value>,
-    summaries: Vec<Value>,
-    metadata: Vec<Value>,
-    total: u64,
-    record: Option<Appended>,
+    pub(crate) header: Header,
+    pub(crate) messages: Vec<Value>,
+    pub(crate) summaries: Vec<Value>,
+    pub(crate) metadata: Vec<Value>,
+    pub(crate) total: u64,
+    pub(crate) record: Option<Appended>,
     /// The remembered-writes hash, flat (whole loads only).
-    writes: Vec<Value>,
+    pub(crate) writes: Vec<Value>,
     /// The progress recorded under the key asked about, if any.
-    pending: Option<Value>,
+    pub(crate) pending: Option<Value>,
 }
 
 #[derive(Default)]
@@ -316,108 +317,6 @@ pub(crate) fn snapshot(
         _ => None,
     };
     Snapshot::checked(id, header(id, header_flat)?, counts, listed, newest, lookup, it).map(Some)
-}
-
-/// The counts a snapshot's reads must match, from the header, and the
-/// remembered write asked about.
-pub(crate) struct Counts {
-    pub(crate) nm: u64,
-    pub(crate) ns: u64,
-    pub(crate) nd: u64,
-    pub(crate) record: Option<Appended>,
-}
-
-/// The next reply, `LLEN` of the message list.
-pub(crate) fn list_length(id: &SessionId, replies: &mut impl Iterator<Item = Value>) -> Result<u64> {
-    match next_list(id, replies, "message list length")?.as_slice() {
-        [Value::Int(len)] => Ok(u64::try_from(*len).unwrap_or(u64::MAX)),
-        _ => Err(corrupt(id, "load returned a malformed message count")),
-    }
-}
-
-impl Snapshot {
-    /// A read that recorded its access reports it.
-    pub(crate) fn accessed_at(&mut self, at: Timestamp) {
-        self.header.last_accessed_at = at;
-    }
-
-    /// The rest of a load's replies — the newest `newest` messages (none
-    /// for `Some(0)`: `listed`, the list's length, stands for them), the
-    /// summaries, the metadata, for a whole load the remembered writes,
-    /// and asked about a key its recorded progress — checked against
-    /// `counts`: anything else is a torn session, and a read refused for
-    /// a key's type is one holding foreign data.
-    pub(crate) fn checked(
-        id: &SessionId,
-        header: Header,
-        counts: Counts,
-        listed: Option<u64>,
-        newest: Option<usize>,
-        lookup: bool,
-        mut it: impl Iterator<Item = Value>,
-    ) -> Result<Self> {
-        let Counts { nm, ns, nd, record } = counts;
-        let mut read = |what: &str| next_list(id, &mut it, what);
-        let messages = match newest {
-            Some(0) => Vec::new(),
-            _ => read("message list")?,
-        };
-        let summaries = read("summary list")?;
-        let metadata = read("metadata hash")?;
-        // A whole load also reads the remembered writes.
-        let writes = match newest {
-            None => read("remembered-writes hash")?,
-            Some(_) => Vec::new(),
-        };
-        let pending = match it.next() {
-            Some(Value::Nil) | None => None,
-            Some(Value::ServerError(e)) if lookup => {
-                return Err(corrupt(
-                    id,
-                    format!("its progress key holds another type of value ({e:?})"),
-                ));
-            }
-            Some(v) => lookup.then_some(v),
-        };
-        let expected = newest.map_or(nm, |n| nm.min(u64::try_from(n).unwrap_or(u64::MAX)));
-        if let Some(len) = listed
-            && len != nm
-        {
-            return Err(torn(id, nm, "message list entries", len, "are stored"));
-        }
-        for (what, recorded, found) in [
-            ("message list entries", expected, messages.len()),
-            ("summary list entries", ns, summaries.len()),
-            ("metadata hash entries", 2 * nd, metadata.len()),
-        ] {
-            let found = u64::try_from(found).unwrap_or(u64::MAX);
-            if found != recorded {
-                return Err(torn(id, recorded, what, found, "were read"));
-            }
-        }
-        Ok(Self {
-            header,
-            messages,
-            summaries,
-            metadata,
-            total: nm,
-            record,
-            writes,
-            pending,
-        })
-    }
-}
-
-/// A torn session: the header records `recorded` of `what` but `found`
-/// `were` (read, stored).
-pub(crate) fn torn(id: &SessionId, recorded: u64, what: &str, found: u64, were: &str) -> Error {
-    corrupt(
-        id,
-        format!(
-            "its header records {recorded} {what} but {found} {were}: a key was evicted or \
-             changed outside this library (see maxmemory-policy in the crate docs)"
-        ),
-    )
 }
 
 /// The caller-keyed writes of a remembered-writes hash (`keys.rs`), flat

@@ -71,9 +71,9 @@ use std::time::Duration;
 
 use redis::Value;
 use statestore_core::codec::SCHEMA_VERSION;
-use statestore_core::{Error, IdempotencyKey, Result, SessionId};
+use statestore_core::{Appended, Error, IdempotencyKey, Result, SessionId, Timestamp};
 
-use crate::decode::{self, Counts, Snapshot, corrupt, next_list};
+use crate::decode::{self, Header, Snapshot, corrupt, next_list};
 use crate::keys::SessionKeys;
 
 /// A read that is an access restarts the TTL only when less than this
@@ -213,7 +213,7 @@ impl Read<'_> {
             None => None,
         };
         let listed = match self.newest {
-            Some(_) => Some(decode::list_length(id, &mut it)?),
+            Some(_) => Some(list_length(id, &mut it)?),
             None => None,
         };
         let counts = Counts { nm, ns, nd, record };
@@ -229,8 +229,8 @@ fn remembered(
     id: &SessionId,
     reply: Vec<Value>,
     wk: u64,
-    header: &decode::Header,
-) -> Result<Option<statestore_core::Appended>> {
+    header: &Header,
+) -> Result<Option<Appended>> {
     if wk == 0 {
         return Ok(None);
     }
@@ -259,4 +259,106 @@ fn remembered(
     decode::remembered(&flagged)
         .map(|(done, _)| Some(done))
         .ok_or_else(malformed)
+}
+
+/// The counts a snapshot's reads must match, from the header, and the
+/// remembered write asked about.
+pub(crate) struct Counts {
+    pub(crate) nm: u64,
+    pub(crate) ns: u64,
+    pub(crate) nd: u64,
+    pub(crate) record: Option<Appended>,
+}
+
+/// The next reply, `LLEN` of the message list.
+pub(crate) fn list_length(id: &SessionId, replies: &mut impl Iterator<Item = Value>) -> Result<u64> {
+    match next_list(id, replies, "message list length")?.as_slice() {
+        [Value::Int(len)] => Ok(u64::try_from(*len).unwrap_or(u64::MAX)),
+        _ => Err(corrupt(id, "load returned a malformed message count")),
+    }
+}
+
+impl Snapshot {
+    /// A read that recorded its access reports it.
+    pub(crate) fn accessed_at(&mut self, at: Timestamp) {
+        self.header.last_accessed_at = at;
+    }
+
+    /// The rest of a load's replies — the newest `newest` messages (none
+    /// for `Some(0)`: `listed`, the list's length, stands for them), the
+    /// summaries, the metadata, for a whole load the remembered writes,
+    /// and asked about a key its recorded progress — checked against
+    /// `counts`: anything else is a torn session, and a read refused for
+    /// a key's type is one holding foreign data.
+    pub(crate) fn checked(
+        id: &SessionId,
+        header: Header,
+        counts: Counts,
+        listed: Option<u64>,
+        newest: Option<usize>,
+        lookup: bool,
+        mut it: impl Iterator<Item = Value>,
+    ) -> Result<Self> {
+        let Counts { nm, ns, nd, record } = counts;
+        let mut read = |what: &str| next_list(id, &mut it, what);
+        let messages = match newest {
+            Some(0) => Vec::new(),
+            _ => read("message list")?,
+        };
+        let summaries = read("summary list")?;
+        let metadata = read("metadata hash")?;
+        // A whole load also reads the remembered writes.
+        let writes = match newest {
+            None => read("remembered-writes hash")?,
+            Some(_) => Vec::new(),
+        };
+        let pending = match it.next() {
+            Some(Value::Nil) | None => None,
+            Some(Value::ServerError(e)) if lookup => {
+                return Err(corrupt(
+                    id,
+                    format!("its progress key holds another type of value ({e:?})"),
+                ));
+            }
+            Some(v) => lookup.then_some(v),
+        };
+        let expected = newest.map_or(nm, |n| nm.min(u64::try_from(n).unwrap_or(u64::MAX)));
+        if let Some(len) = listed
+            && len != nm
+        {
+            return Err(torn(id, nm, "message list entries", len, "are stored"));
+        }
+        for (what, recorded, found) in [
+            ("message list entries", expected, messages.len()),
+            ("summary list entries", ns, summaries.len()),
+            ("metadata hash entries", 2 * nd, metadata.len()),
+        ] {
+            let found = u64::try_from(found).unwrap_or(u64::MAX);
+            if found != recorded {
+                return Err(torn(id, recorded, what, found, "were read"));
+            }
+        }
+        Ok(Self {
+            header,
+            messages,
+            summaries,
+            metadata,
+            total: nm,
+            record,
+            writes,
+            pending,
+        })
+    }
+}
+
+/// A torn session: the header records `recorded` of `what` but `found`
+/// `were` (read, stored).
+pub(crate) fn torn(id: &SessionId, recorded: u64, what: &str, found: u64, were: &str) -> Error {
+    corrupt(
+        id,
+        format!(
+            "its header records {recorded} {what} but {found} {were}: a key was evicted or \
+             changed outside this library (see maxmemory-policy in the crate docs)"
+        ),
+    )
 }
