@@ -11,7 +11,7 @@ use statestore_core::{
     Save, SessionId, Store, Version, async_trait,
 };
 
-use crate::call::ScriptCall;
+use crate::call::{Packed, ScriptCall};
 use crate::decode::{self, Reply};
 use crate::error::{client_error, timed_out};
 use crate::list;
@@ -98,10 +98,18 @@ impl Store for RedisStore {
             Some(_) => &[h, m, s, d, w, &keys.pending],
             None => &[h, m, s, d, w],
         };
-        let mut call = self.call(&self.inner.scripts.append, script_keys, true);
-        expect_args(&mut call, expect);
+        // Every argument but the messages goes packed into ARGV 1
+        // (`scripts/append.lua`, `call.rs`'s `Packed`).
+        let mut args = Packed::default();
+        args.push(now_ms().to_string())
+            .push(self.ttl_ms().to_string());
+        args.push(match expect {
+            Expect::Any => "a".to_owned(),
+            Expect::Version(v) => v.to_string(),
+            Expect::Absent => "n".to_owned(),
+        });
         let max = self.inner.limits.max_messages;
-        call.arg(max.map_or(-1, |m| i64::try_from(m).unwrap_or(i64::MAX)));
+        args.push(max.map_or(-1, |m| i64::try_from(m).unwrap_or(i64::MAX)).to_string());
         // An unkeyed append gets a key of its own where the client library
         // may re-send a request by itself (the cluster client), so that the
         // re-send is a replay, not a second append; elsewhere it needs none.
@@ -117,28 +125,30 @@ impl Store for RedisStore {
             (None, _) if resends => call_key(),
             (None, _) => String::new(),
         };
-        call.arg(&field);
-        // A metadata patch adds its counts to the counters' (ARGV 6); an
+        args.push(&field);
+        // A metadata patch adds its counts to the counters' (A 6); an
         // append without one sends what it always did.
         let patch = PatchArgs::new(&metadata);
         if metadata.is_empty() {
-            call.arg(counters.len());
+            args.push(counters.len().to_string());
         } else {
-            call.arg(format!(
+            args.push(format!(
                 "{} {} {}",
                 counters.len(),
                 patch.set_len(),
                 patch.delete_len()
             ));
         }
-        call.arg(messages.len());
+        args.push(messages.len().to_string());
         for name in counters.keys() {
-            call.arg(format!("c:{name}"));
+            args.push(format!("c:{name}"));
         }
         for delta in counters.values() {
-            call.arg(counter_value(*delta));
+            args.push(counter_value(*delta));
         }
-        patch.push(id, &mut call)?;
+        patch.pack(id, &mut args)?;
+        let mut call = ScriptCall::new(&self.inner.scripts.append, script_keys);
+        call.arg(args.into_bytes());
         // The messages, serialized straight into the command; checked
         // against the size limit before anything is sent.
         let mut sizes = Vec::with_capacity(messages.len());

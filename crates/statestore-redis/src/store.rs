@@ -542,6 +542,22 @@ impl<'a> PatchArgs<'a> {
         self.delete.len()
     }
 
+    /// Adds the key, value pairs to set, then the keys to delete, to
+    /// `args`, packed (`scripts/append.lua`).
+    pub(crate) fn pack(&self, id: &SessionId, args: &mut crate::call::Packed) -> Result<()> {
+        for (k, v) in &self.set {
+            let value = serde_json::to_vec(v).map_err(|e| StoreError::InvalidArgument {
+                id: id.clone(),
+                reason: format!("metadata {k:?} cannot be written as JSON: {e}"),
+            })?;
+            args.push(k.as_bytes()).push(value);
+        }
+        for k in &self.delete {
+            args.push(k.as_bytes());
+        }
+        Ok(())
+    }
+
     /// Adds the key, value pairs to set, then the keys to delete, to `call`.
     pub(crate) fn push(&self, id: &SessionId, call: &mut ScriptCall<'_>) -> Result<()> {
         for (k, v) in &self.set {

@@ -404,6 +404,39 @@ async fn sessions_of_the_previous_layout_are_adopted() {
         .unwrap();
 }
 
+/// An append checks the message list's length by the reply of its own
+/// push, and undoes the push when the length is not the count recorded:
+/// a list that lost entries, gained some, or is gone is refused with the
+/// list exactly as it was (`scripts/append.lua`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_append_to_a_list_of_another_length_is_undone() {
+    let server = RedisServer::start().unwrap();
+    let store = RedisStore::builder().connect(&server.url()).await.unwrap();
+    let id = sid("torn");
+    let planted = r#"{"role":"user","content":"planted"}"#;
+    let changes: [(&str, &[&str]); 3] = [
+        ("gained one", &["RPUSH", "{torn}:m", planted]),
+        ("lost one", &["RPOP", "{torn}:m"]),
+        ("lost all", &["DEL", "{torn}:m"]),
+    ];
+    for (what, change) in changes {
+        server.cli(&["DEL", "{torn}:h", "{torn}:m"]).unwrap();
+        let history = vec![Message::user("a"), Message::assistant("b"), Message::user("c")];
+        store.append(&id, history, Expect::Any).await.unwrap();
+        server.cli(change).unwrap();
+        let list = || server.cli(&["LRANGE", "{torn}:m", "0", "-1"]).unwrap();
+        let before = (snapshot(&server), list());
+        for messages in [1, 2_500] {
+            let more = (0..messages).map(|i| Message::user(format!("m{i}"))).collect();
+            is_corrupt(
+                &format!("append of {messages} to a list that {what}"),
+                store.append(&id, more, Expect::Any).await,
+            );
+            assert_eq!((snapshot(&server), list()), before, "{what}: something was written");
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn header_numbers_are_checked_strictly_before_anything_is_written() {
     let server = RedisServer::start().unwrap();

@@ -53,7 +53,7 @@ rcall('RPUSH', S, ARGV[6])
 ns = tostring(tonumber(ns) + 1)
 if #ARGV > 7 then
   local first_del = 8 + 2 * tonumber(ARGV[7])
-  --#include shared/merge_patch.lua set='8' set_last='first_del - 1' del='first_del' last='#ARGV'
+  --#include shared/merge_patch.lua list='ARGV' set='8' set_last='first_del - 1' del='first_del' last='#ARGV'
 
 end
 local nv = tostring(tonumber(V) + 1)

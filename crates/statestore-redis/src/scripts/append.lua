@@ -11,6 +11,11 @@
 --   6     only for an append under a caller's key: its progress hash
 --         (keys.rs), whose entry for the key the write removes
 -- ARGV
+--   1        the arguments A below, packed: a MessagePack stream of strings
+--            (call.rs, Packed), unpacked by cmsgpack.unpack — for Redis
+--            ~0.3k instructions a string, where an ARGV entry costs ~1k
+--   2 ..     the messages
+-- A (strings)
 --   1     now, ms since the epoch (client clock; stored, never compared)
 --   2     TTL in ms for every key, 0 for none (given to PEXPIRE as sent)
 --   3     the expectation: a (any), n (must not exist) or the exact version
@@ -26,8 +31,7 @@
 --   8 ..                the counters' header fields (c:<name>), C of them
 --   8+C ..              their increments (decimal, at most i64::MAX), C
 --   8+2C ..             the patch's field, value pairs (JSON text), 2P
---   8+2C+2P ..          the patch's fields to delete (its nulls), Q
---   8+2C+2P+Q .. #ARGV  the messages
+--   8+2C+2P .. #A       the patch's fields to delete (its nulls), Q
 -- The patch is merged only after every check passed (a replay, conflict or
 -- too_large merges nothing); the metadata hash is length-checked first
 -- whenever a patch writes it.
@@ -46,18 +50,22 @@
 --   schema <found>         the header is of a newer schema than this build's
 --
 --#include shared/prelude.lua
---#include shared/write_key.lua
 
+-- The prelude took NOW and TTL from ARGV 1 and 2, where the other scripts
+-- have them; here they are in A.
+local A = { cmsgpack.unpack(ARGV[1]) }
+NOW, TTL = A[1], A[2]
+local want = A[3]
 local RING_NOTE = @RING_NOTE@
-local nc, field, token, np, nq = tonumber(ARGV[6]), ARGV[5], '', 0, 0
+local nc, field, token, np, nq = tonumber(A[6]), A[5], '', 0, 0
 if not nc then
-  -- `<C> <P> <Q>`: the append carries a metadata patch (see ARGV 6).
-  local c, p, q = string.match(ARGV[6], '^(%d+) (%d+) (%d+)$')
+  -- `<C> <P> <Q>`: the append carries a metadata patch (see A 6).
+  local c, p, q = string.match(A[6], '^(%d+) (%d+) (%d+)$')
   if not c then return 'corrupt an append with malformed argument counts' end
   nc, np, nq = tonumber(c), tonumber(p), tonumber(q)
 end
 do
-  -- `<token> <field>`: a token this call's client made (see ARGV 5).
+  -- `<token> <field>`: a token this call's client made (see A 5).
   local b = string.byte(field)
   if b and b >= 48 and b <= 57 then
     local sp = string.find(field, ' ', 1, true)
@@ -69,18 +77,23 @@ local f
 if nc == 0 then
   f = rpcall('HMGET', H, 'version', 'n', 'user_id')
 else
-  f = rpcall('HMGET', H, 'version', 'n', 'user_id', unpack(ARGV, 8, 7 + nc))
+  f = rpcall('HMGET', H, 'version', 'n', 'user_id', unpack(A, 8, 7 + nc))
 end
 --#include shared/header.lua
 
-local count = #ARGV - 7 - 2 * nc - 2 * np - nq
+local count = #ARGV - 1
 local first, evict, slot, leftovers = nil, nil, nil, false
 if V then
   first = tonumber(nm)
   if not stale then
-    local l = rpcall('LLEN', M)
-    if type(l) == 'table' then return wrong_type(M, 'message list', 'list') end
-    if l ~= first then return torn('message list entries', nm, l) end
+    -- The message list's length is checked by the push below (its reply),
+    -- which is undone when it is not the count recorded; an append of no
+    -- messages checks it here.
+    if count == 0 then
+      local l = rpcall('LLEN', M)
+      if type(l) == 'table' then return wrong_type(M, 'message list', 'list') end
+      if l ~= first then return torn('message list entries', nm, l) end
+    end
     if ns ~= '0' then
       --#include shared/check_len.lua key='S' count='ns' cmd='LLEN' role='summary list' want='list'
 
@@ -98,8 +111,10 @@ if V then
     -- when the header records remembered writes).
     local qk, qg = tonumber(wk), tonumber(wg)
     local newest
-    if qk > 0 then newest = 'K' .. ((qk - 1) % 64) elseif qg > 0 then newest = 'G' .. ((qg - 1) % 64) end
-    if string.byte(field) == 107 then slot = 'K' .. (qk % 64) else slot = 'G' .. (qg % 64) end
+    if qk > 0 then newest = string.format('K%d', (qk - 1) % 64)
+    elseif qg > 0 then newest = string.format('G%d', (qg - 1) % 64) end
+    if string.byte(field) == 107 then slot = string.format('K%d', qk % 64)
+    else slot = string.format('G%d', qg % 64) end
     local w = rpcall('HMGET', W, field, slot, newest or slot)
     if w.err then return wrong_type(W, 'remembered-writes', 'hash') end
     if newest and not w[3] then
@@ -128,7 +143,7 @@ else
     if string.byte(field) == 107 then slot = 'K0' else slot = 'G0' end
   end
 end
-if ARGV[4] ~= '-1' and first + count > tonumber(ARGV[4]) then return 'too_large ' .. (first + count) end
+if A[4] ~= '-1' and first + count > tonumber(A[4]) then return 'too_large ' .. (first + count) end
 -- Counters: check every value before the first write.
 local dec_le, dec_add
 if nc > 0 then
@@ -154,35 +169,54 @@ if nc > 0 then
     local cur = f[3 + i]
     -- A value as HINCRBY keeps it: '0' or 1-19 digits up to i64::MAX.
     if cur and not (cur == '0' or (string.find(cur, '^[1-9]%d*$') and dec_le(cur, '9223372036854775807'))) then
-      return 'corrupt its counter ' .. string.sub(ARGV[7 + i], 3) .. ' is not an integer from 0 to 2^63-1'
+      return 'corrupt its counter ' .. string.sub(A[7 + i], 3) .. ' is not an integer from 0 to 2^63-1'
     end
   end
 end
--- Every check passed: write.
+-- Every check passed but the message list's length: write. The push comes
+-- first, and its reply, the list's new length, must be the count recorded
+-- plus the messages pushed; when it is not (a torn session, or a key of the
+-- wrong type: nothing pushed), it is undone before anything else is
+-- written, so nothing is (a script is atomic: nobody sees the push).
 if leftovers then rcall('DEL', M, S, D, W) end
-local pushed = 0
---#include shared/push.lua cmd='RPUSH' key='M' list='ARGV' first='8 + 2 * nc + 2 * np + nq' last='#ARGV'
-
 local old_nm = nm
-if count > 0 then nm = tostring(first + count) end
+if count > 0 then
+  local len, i, last = 0, 2, #ARGV
+  while i <= last do
+    -- In chunks of 1,000 (below Lua's unpack limit).
+    local j = i + 999
+    if j > last then j = last end
+    local r = rpcall('RPUSH', M, unpack(ARGV, i, j))
+    if type(r) == 'table' then
+      if string.find(r.err, 'WRONGTYPE', 1, true) then return wrong_type(M, 'message list', 'list') end
+      return r
+    end
+    len, i = r, j + 1
+  end
+  if len ~= first + count then
+    if len == count then rcall('DEL', M) else rcall('LTRIM', M, 0, len - count - 1) end
+    return torn('message list entries', nm, len - count)
+  end
+  nm = string.format('%d', len)
+end
 for i = 1, nc do
-  local cur, delta = f[3 + i] or '0', ARGV[7 + nc + i]
+  local cur, delta = f[3 + i] or '0', A[7 + nc + i]
   if #cur < 18 and #delta < 18 then
-    rcall('HINCRBY', H, ARGV[7 + i], delta)
+    rcall('HINCRBY', H, A[7 + i], delta)
   else
     local sum = dec_add(cur, delta)
     if not dec_le(sum, '9223372036854775807') then sum = '9223372036854775807' end
-    rcall('HSET', H, ARGV[7 + i], sum)
+    rcall('HSET', H, A[7 + i], sum)
   end
 end
 if np + nq > 0 then
   local mset, mdel = 8 + 2 * nc, 8 + 2 * nc + 2 * np
-  --#include shared/merge_patch.lua set='mset' set_last='mdel - 1' del='mdel' last='mdel + nq - 1'
+  --#include shared/merge_patch.lua list='A' set='mset' set_last='mdel - 1' del='mdel' last='mdel + nq - 1'
 
 end
 local nv = '1'
-if V then nv = tostring(tonumber(V) + 1) end
-local outcome = nv .. ' ' .. old_nm .. ' ' .. ARGV[7]
+if V then nv = string.format('%d', tonumber(V) + 1) end
+local outcome = nv .. ' ' .. old_nm .. ' ' .. A[7]
 if field ~= '' then
   if evict then rcall('HDEL', W, string.sub(field, 1, 2) .. evict) end
   if (wk == '0' and wg == '0') or stale then
@@ -193,7 +227,8 @@ if field ~= '' then
   else
     rcall('HSET', W, slot, string.sub(field, 3), field, outcome .. token)
   end
-  if string.byte(field) == 107 then wk = tostring(tonumber(wk) + 1) else wg = tostring(tonumber(wg) + 1) end
+  if string.byte(field) == 107 then wk = string.format('%d', tonumber(wk) + 1)
+  else wg = string.format('%d', tonumber(wg) + 1) end
   -- The progress recorded under a caller's key is done with.
   if KEYS[6] then rcall('HDEL', KEYS[6], field) end
 end

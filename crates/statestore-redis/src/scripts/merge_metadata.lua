@@ -52,7 +52,7 @@ end
 -- Every check passed: write.
 if leftovers then rcall('DEL', M, S, D, W) end
 local first_del = 5 + 2 * tonumber(ARGV[4])
---#include shared/merge_patch.lua set='5' set_last='first_del - 1' del='first_del' last='#ARGV'
+--#include shared/merge_patch.lua list='ARGV' set='5' set_last='first_del - 1' del='first_del' last='#ARGV'
 
 local nv = '1'
 if V then nv = tostring(tonumber(V) + 1) end
