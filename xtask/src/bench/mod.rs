@@ -37,6 +37,7 @@
 
 mod chart;
 mod crypto;
+mod derived;
 mod evaluate;
 mod format;
 mod import;
@@ -50,6 +51,7 @@ pub(crate) mod server_work;
 mod targets;
 #[cfg(test)]
 mod tests;
+mod turn_tables;
 
 use std::time::{Instant, SystemTime};
 
