@@ -183,7 +183,7 @@ pub(super) fn render(record: &Record) -> String {
          and the analysis).\n"
     );
 
-    let _ = writeln!(d, "## Targets\n");
+    let _ = writeln!(d, "## Targets\n\n{}\n", super::targets::ORDER);
     let _ = writeln!(d, "| target | required | measured | |\n|---|---|---|---|");
     for t in evaluate::evaluate(&r) {
         let verdict = match t.pass {

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use super::format::{median_of, sig3, thousands, time};
-use super::record::{Measured, Metric, RedisBench};
+use super::record::{Measured, Metric, RedisBench, ServerWorkRow};
 use super::targets::TARGETS;
 
 /// One target: a row of [`TARGETS`].
@@ -85,9 +85,24 @@ pub(super) enum Figure {
     Metric { prefix: &'static str, shown: Shown },
     /// One quantity less another: "a − b = **difference**" (a time).
     Difference { over: Quantity, under: Quantity },
+    /// One quantity as it is: "**value**".
+    Value(Quantity),
+    /// For every benchmark of the group `over` with a namesake in `under`
+    /// (the same history length), its median over the namesake's; the
+    /// worst: "a ÷ b = **ratio** (at name)".
+    WorstRatio {
+        over: &'static str,
+        under: &'static str,
+        shown: Shown,
+    },
+    /// The worst, over the history lengths measured, of the instructions
+    /// redis-server executes per call of `operation` (`cargo xtask bench
+    /// --server-work`): "**n instructions** (at length messages)".
+    ServerWork { operation: &'static str },
     /// For each of `names`: the median of `{group}/{name}` less `times` ×
     /// the `bench-metric:` `{group}/{name}/{metric}` (in µs) measured
-    /// beside it; the worst: "a − 2 × b = **excess** (at name)" (a time).
+    /// beside it; the worst: "a − 2 × b = **excess** (at name)", or "a − b
+    /// = …" when `times` is 1 (a time).
     Excess {
         group: &'static str,
         names: &'static [&'static str],
@@ -163,6 +178,8 @@ pub(super) struct Lookup<'a> {
     pub(super) redis: &'a BTreeMap<String, RedisBench>,
     /// The `bench-metric:` lines.
     pub(super) metrics: &'a [Metric],
+    /// `cargo xtask bench --server-work`: instructions per call.
+    pub(super) server_work: &'a [ServerWorkRow],
 }
 
 impl<'a> Lookup<'a> {
@@ -173,6 +190,7 @@ impl<'a> Lookup<'a> {
             results: &record.results,
             redis: record.redis.as_ref().map_or(&NO_REDIS, |r| &r.tests),
             metrics: &record.metrics,
+            server_work: record.server_work.as_ref().map_or(&[], |w| &w.rows),
         }
     }
 }
@@ -324,6 +342,55 @@ impl Figure {
                 (None, _) => Err(over.source()),
                 (_, None) => Err(under.source()),
             },
+            Figure::Value(quantity) => {
+                let x = quantity.read(r).ok_or_else(|| quantity.source())?;
+                Ok((x, format!("**{}**", quantity.show(x))))
+            }
+            Figure::WorstRatio { over, under, shown } => {
+                let mut worst: Option<(f64, String)> = None;
+                for a in r.group(over) {
+                    let Some(b) = r.get(&format!("{under}/{}", a.name)) else {
+                        continue;
+                    };
+                    let x = a.median / b.median;
+                    if worst.as_ref().is_none_or(|(w, _)| pass.worse(x, *w)) {
+                        // The two sides belong side by side in one run.
+                        let runs = if a.run == b.run {
+                            ""
+                        } else {
+                            "; measured in different runs"
+                        };
+                        let text = format!(
+                            "{} ÷ {} = **{}** (at {}{runs})",
+                            time(a.median),
+                            time(b.median),
+                            shown.show(x),
+                            a.name
+                        );
+                        worst = Some((x, text));
+                    }
+                }
+                worst.ok_or_else(|| format!("`{over}` beside `{under}`"))
+            }
+            Figure::ServerWork { operation } => {
+                let mut worst: Option<(f64, u32)> = None;
+                for row in r.server_work.iter().filter(|w| w.operation == *operation) {
+                    let x = row.instructions;
+                    if worst.is_none_or(|(w, _)| pass.worse(x, w)) {
+                        worst = Some((x, row.messages));
+                    }
+                }
+                let (x, messages) =
+                    worst.ok_or_else(|| format!("`--server-work`'s `{operation}`"))?;
+                Ok((
+                    x,
+                    format!(
+                        "**{} instructions** (at {} messages)",
+                        thousands(x),
+                        thousands(f64::from(messages))
+                    ),
+                ))
+            }
             Figure::Excess {
                 group,
                 names,
@@ -340,8 +407,13 @@ impl Figure {
                     };
                     let x = m.median - times * us * 1e3;
                     if worst.as_ref().is_none_or(|(w, _)| pass.worse(x, *w)) {
+                        let times = if *times == 1.0 {
+                            String::new()
+                        } else {
+                            format!("{times} × ")
+                        };
                         let text = format!(
-                            "{} − {times} × {} = **{}** (at {name})",
+                            "{} − {times}{} = **{}** (at {name})",
                             time(m.median),
                             time(us * 1e3),
                             time(x)
