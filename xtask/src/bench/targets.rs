@@ -31,6 +31,11 @@ pub(super) const COUNT_WORST: &str = "count/worst-";
 /// counting targets are checked on.
 pub(super) const DEFAULT_COUNTER: &str = "bpe-openai/";
 pub(super) const PIPELINE: &str = "pipeline/execute(offline provider, history 100)";
+/// An execute's two store calls made alone, beside [`PIPELINE`] (on the
+/// stores the pipeline suite measures them for): what the pipeline adds is
+/// the execute less this.
+pub(super) const PIPELINE_STORE_CALLS: &str =
+    "pipeline/an execute's store calls alone(load_recent_with 21 + keyed append 2, 4 counters)";
 pub(super) const SQLITE_TURN: &str = "sqlite/turn(append 2 + load_recent 20)";
 pub(super) const SQLITE_TURN_RELAXED: &str =
     "sqlite/turn(append 2 + load_recent 20), synchronous=NORMAL";

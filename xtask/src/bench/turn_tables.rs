@@ -60,7 +60,8 @@ pub(super) fn per_turn_table(r: &Lookup<'_>) -> Option<String> {
             let mut cell = r
                 .get(&format!("{group}/{len}"))
                 .map_or_else(|| "—".into(), |m| time(m.median));
-            if *group == SQLITE_TURN
+            // The durable turns' floor: the flush measured right after.
+            if [SQLITE_TURN, POSTGRES_TURN].contains(group)
                 && let Some(us) = r.metric(&format!("{group}/{len}/fdatasync right after"))
             {
                 let _ = write!(cell, " (fdatasync right after: {})", time(us * 1e3));
