@@ -544,3 +544,15 @@ fn list_figures_reach_the_targets_and_the_sidebar_table() {
         "{page}"
     );
 }
+
+/// A full criterion run must measure every target but those of `cargo
+/// xtask bench --server-work`, which it does not run.
+#[test]
+fn a_full_run_need_not_measure_the_server_work() {
+    let unmeasured = super::not_measured(&Record::default());
+    assert!(unmeasured.iter().any(|w| w.starts_with("window selection")));
+    assert!(
+        !unmeasured.iter().any(|w| w.contains("callgrind")),
+        "{unmeasured:?}"
+    );
+}

@@ -242,6 +242,12 @@ impl Target {
 }
 
 impl Figure {
+    /// Whether the figure comes from `cargo xtask bench --server-work`,
+    /// not from a criterion run.
+    pub(super) fn is_server_work(&self) -> bool {
+        matches!(self, Figure::ServerWork { .. })
+    }
+
     /// The figure and how the page writes it, or what did not run.
     fn compute(&self, r: &Lookup<'_>, pass: Pass) -> Result<(f64, String), String> {
         match self {
