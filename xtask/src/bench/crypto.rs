@@ -134,6 +134,7 @@ mod tests {
             results: &[],
             redis: &redis,
             metrics: &metrics,
+            server_work: &[],
         };
         let text = section(&r).unwrap_or_default();
         assert!(
@@ -152,6 +153,7 @@ mod tests {
             results: &[],
             redis: &redis,
             metrics: &[],
+            server_work: &[],
         };
         assert!(section(&none).is_none());
     }

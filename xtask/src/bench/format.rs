@@ -2,8 +2,12 @@
 
 use super::record::{Measured, Throughput};
 
-/// Nanoseconds, to three significant figures.
+/// Nanoseconds, to three significant figures; a negative time as "-163
+/// µs".
 pub(super) fn time(ns: f64) -> String {
+    if ns < 0.0 {
+        return format!("-{}", time(-ns));
+    }
     let (value, unit) = if ns < 1e3 {
         (ns, "ns")
     } else if ns < 1e6 {
@@ -78,6 +82,7 @@ mod tests {
         assert_eq!(time(1_234.0), "1.23 µs");
         assert_eq!(time(287_000.0), "287 µs");
         assert_eq!(time(12_345_678.0), "12.3 ms");
+        assert_eq!(time(-162_763.0), "-163 µs");
         assert_eq!(sig3(f64::NAN), "?");
         assert_eq!(thousands(1_234_567.4), "1,234,567");
         assert_eq!(thousands(999.0), "999");

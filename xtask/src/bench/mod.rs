@@ -37,6 +37,7 @@
 
 mod chart;
 mod crypto;
+mod derived;
 mod evaluate;
 mod format;
 mod import;
@@ -50,6 +51,7 @@ pub(crate) mod server_work;
 mod targets;
 #[cfg(test)]
 mod tests;
+mod turn_tables;
 
 use std::time::{Instant, SystemTime};
 
@@ -268,13 +270,28 @@ fn metric_kept(id: &str, filters: &[String], ran: &[String]) -> bool {
             .any(|alt| !alt.is_empty() && id.contains(alt))
 }
 
-/// The targets `record` has no figure for.
+/// The targets `record` has no figure for, but those whose figure comes
+/// from `cargo xtask bench --server-work`, which a criterion run does not
+/// make (a criterion run keeps its figures; with none yet, says so).
 fn not_measured(record: &Record) -> Vec<&'static str> {
-    evaluate::evaluate(&evaluate::Lookup::of(record))
+    let mut unmeasured = Vec::new();
+    for (v, target) in evaluate::evaluate(&evaluate::Lookup::of(record))
         .into_iter()
-        .filter(|v| v.figure.is_none())
-        .map(|v| v.what)
-        .collect()
+        .zip(targets::TARGETS)
+    {
+        if v.figure.is_some() {
+            continue;
+        }
+        if target.figure.is_server_work() {
+            eprintln!(
+                "bench: not measured yet, run `cargo xtask bench --server-work`: {}",
+                v.what
+            );
+        } else {
+            unmeasured.push(v.what);
+        }
+    }
+    unmeasured
 }
 
 /// `--render`: the page again from the record, nothing run.

@@ -8,20 +8,16 @@ use super::chart::{Chart, Series};
 use super::evaluate::{self, Lookup};
 use super::format::{cell, median_of, rate, sig3, thousands, time};
 use super::machine::machine;
-use super::record::{Measured, Metric, Record, RedisBench};
+use super::record::{Measured, Record, RedisBench};
 use super::run::ceiling_test;
 use super::run::{CLIENTS, FULL_REQUESTS, FULL_RUNS, QUICK_REQUESTS, QUICK_RUNS};
 use super::targets::{
-    APPEND_MANAGER, BLOB_TURN, BLOB_TURN_MIX, CONTINUOUS, MEMORY_SESSIONS, MEMORY_TURN, PIPELINE,
-    POSTGRES_BLOB, POSTGRES_BLOB_MIX, POSTGRES_REALISTIC_MIX, POSTGRES_SESSIONS, POSTGRES_TURN,
-    POSTGRES_TURN_MIX, POSTGRES_TURN_RELAXED, REALISTIC_MIX, REDIS_SESSIONS, REDIS_TURN,
-    REDIS_TURN_MIX, SESSION_COUNTS, SQLITE_CONCURRENT, SQLITE_FLOOR, SQLITE_GROUP, SQLITE_SESSIONS,
-    SQLITE_SINGLE, SQLITE_TURN, SQLITE_TURN_RELAXED, THREADS,
+    BLOB_TURN, MEMORY_SESSIONS, MEMORY_TURN, POSTGRES_BLOB, POSTGRES_SESSIONS, POSTGRES_TURN,
+    POSTGRES_TURN_RELAXED, REDIS_SESSIONS, REDIS_TURN, SESSION_COUNTS, SQLITE_SESSIONS,
+    SQLITE_TURN, SQLITE_TURN_RELAXED,
 };
+use super::turn_tables::{self, HISTORY_LENGTHS};
 use super::{ANALYSIS, RECORD};
-
-/// The history lengths of the per-turn tables and chart.
-const HISTORY_LENGTHS: [u32; 5] = [10, 100, 1_000, 10_000, 100_000];
 
 /// A chart the page embeds: its file under `docs/`, what it shows.
 pub(super) struct PageChart {
@@ -110,276 +106,6 @@ pub(super) fn charts(r: &Lookup<'_>) -> Vec<PageChart> {
     ]
 }
 
-/// Figures computed from two benchmarks.
-fn derived(r: &Lookup<'_>, metrics: &[Metric]) -> Vec<String> {
-    let mut out = Vec::new();
-    for (store, turn) in [
-        ("memory", MEMORY_TURN),
-        ("redis", REDIS_TURN),
-        ("sqlite", SQLITE_TURN),
-        ("postgres", POSTGRES_TURN),
-    ] {
-        if let (Some(exec), Some(turn)) = (
-            r.get(&format!("{PIPELINE}/{store}")),
-            r.get(&format!("{turn}/100")),
-        ) {
-            out.push(format!(
-                "Pipeline overhead on {store}: `execute` {} − store turn at 100 messages {} = \
-                 **{}** per execute ({:.0} % of the execute).",
-                time(exec.median),
-                time(turn.median),
-                time(exec.median - turn.median),
-                (exec.median - turn.median) / exec.median * 100.0
-            ));
-        }
-    }
-    if let (Some(manager), Some(pool)) = (
-        r.get(&format!("{CONTINUOUS}/{APPEND_MANAGER}"))
-            .and_then(Measured::per_second),
-        r.get(&format!("{CONTINUOUS}/append 1 message, deadpool Pool"))
-            .and_then(Measured::per_second),
-    ) {
-        out.push(format!(
-            "64 sessions appending: ConnectionManager (one multiplexed connection) {}/s, \
-             deadpool-redis pool (default size) {}/s: **{:.1}×**.",
-            thousands(manager),
-            thousands(pool),
-            manager / pool
-        ));
-    }
-    for (label, what) in [
-        (SQLITE_GROUP, "with group commit"),
-        (SQLITE_SINGLE, "with one commit per turn"),
-    ] {
-        let id = format!("{SQLITE_CONCURRENT}/{label}");
-        let Some(turns) = r.get(&id).and_then(Measured::per_second) else {
-            continue;
-        };
-        // The fdatasync measured right after this benchmark, else the
-        // floor benchmark of the group.
-        let (fsync_ns, source) = match metric(metrics, &format!("{id}/fdatasync right after")) {
-            Some(us) => (us * 1e3, "measured right after it"),
-            None => match r.get(SQLITE_FLOOR) {
-                Some(floor) => (floor.median, "the floor benchmark"),
-                None => continue,
-            },
-        };
-        let per_commit = metric(metrics, &format!("{id}/writes per commit"))
-            .map_or_else(String::new, |w| {
-                format!("; the writer committed {w:.1} writes per transaction")
-            });
-        out.push(format!(
-            "SQLite, 64 sessions durable, {what}: {}/s turns × one fdatasync of {} ({source}) = \
-             **{:.1} turns per fsync time**{per_commit}. About 1 means fsync-bound; more means \
-             turns share fsyncs.",
-            thousands(turns),
-            time(fsync_ns),
-            turns * fsync_ns * 1e-9
-        ));
-    }
-    out.extend(super::postgres::derived(r));
-    if let Some(one) = r.get(&format!("{THREADS}/1 thread")) {
-        for two in [
-            "2 threads, different sessions",
-            "2 threads, one hot session",
-        ] {
-            if let Some(m) = r.get(&format!("{THREADS}/{two}")) {
-                out.push(format!(
-                    "Memory store, {two}: {} per turn against {} on one thread: **{:.2}×** the \
-                     one-thread throughput.",
-                    time(m.median),
-                    time(one.median),
-                    one.median / m.median
-                ));
-            }
-        }
-    }
-    out
-}
-
-/// The number leading a `bench-metric:` value (`"23.4 µs (…)"` → 23.4).
-fn metric(metrics: &[Metric], id: &str) -> Option<f64> {
-    metrics
-        .iter()
-        .find(|m| m.id == id)
-        .and_then(|m| evaluate::leading_number(&m.value))
-}
-
-/// One turn at each history length, every store side by side.
-fn per_turn_table(r: &Lookup<'_>, metrics: &[Metric]) -> Option<String> {
-    let stores = [
-        ("memory", MEMORY_TURN),
-        ("Redis (loopback)", REDIS_TURN),
-        ("SQLite, durable", SQLITE_TURN),
-        ("SQLite, relaxed", SQLITE_TURN_RELAXED),
-        ("PostgreSQL, durable", POSTGRES_TURN),
-        ("PostgreSQL, relaxed", POSTGRES_TURN_RELAXED),
-    ];
-    let present: Vec<(&str, &str)> = stores
-        .into_iter()
-        .filter(|(_, group)| !r.group(group).is_empty())
-        .collect();
-    if present.is_empty() {
-        return None;
-    }
-    let mut d = String::from(
-        "One turn — `load_recent(20)`, then `append` of 2 guarded by the version it returned — \
-         by store and history length (medians; each store's own group below has the intervals \
-         and the run that measured it). SQLite durable is `synchronous=FULL` (an fsync per \
-         commit), relaxed is `synchronous=NORMAL`; PostgreSQL durable is a local server with \
-         `fsync` and `synchronous_commit` on (a WAL flush per commit), relaxed is \
-         `synchronous_commit=off`.\n\n| messages |",
-    );
-    for (name, _) in &present {
-        let _ = write!(d, " {name} |");
-    }
-    d.push_str("\n|---|");
-    d.push_str(&"---|".repeat(present.len()));
-    d.push('\n');
-    for len in HISTORY_LENGTHS {
-        if present
-            .iter()
-            .all(|(_, group)| r.get(&format!("{group}/{len}")).is_none())
-        {
-            continue;
-        }
-        let _ = write!(d, "| {} |", thousands(f64::from(len)));
-        for (_, group) in &present {
-            let mut cell = r
-                .get(&format!("{group}/{len}"))
-                .map_or_else(|| "—".into(), |m| time(m.median));
-            if *group == SQLITE_TURN
-                && let Some(us) = metric(metrics, &format!("{group}/{len}/fdatasync right after"))
-            {
-                let _ = write!(cell, " (fdatasync right after: {})", time(us * 1e3));
-            }
-            let _ = write!(d, " {cell} |");
-        }
-        d.push('\n');
-    }
-    Some(d)
-}
-
-/// Our Redis turn and the blob turn at each length, beside the loopback
-/// round trip measured right after each and the server's own time.
-fn redis_turn_table(r: &Lookup<'_>, metrics: &[Metric]) -> Option<String> {
-    let mut rows = String::new();
-    for len in HISTORY_LENGTHS {
-        let (Some(ours), Some(blob)) = (
-            r.get(&format!("{REDIS_TURN}/{len}")),
-            r.get(&format!("{BLOB_TURN}/{len}")),
-        ) else {
-            continue;
-        };
-        let us = |v: Option<f64>| v.map_or_else(|| "?".into(), |v| time(v * 1e3));
-        let rtt = metric(metrics, &format!("{REDIS_TURN}/{len}/PING round trip"));
-        let blob_rtt = metric(metrics, &format!("{BLOB_TURN}/{len}/PING round trip"));
-        let server = metric(
-            metrics,
-            &format!("{REDIS_TURN}/{len}/server time per store call"),
-        )
-        .or_else(|| {
-            // Runs before the store's loads were transactions.
-            metric(
-                metrics,
-                &format!("{REDIS_TURN}/{len}/server time per evalsha"),
-            )
-        });
-        let _ = writeln!(
-            rows,
-            "| {} | {} | {} | {} | {} | {} | {} | **{:.1}×** |",
-            thousands(f64::from(len)),
-            time(ours.median),
-            us(rtt),
-            rtt.map_or_else(|| "?".into(), |t| time(ours.median - 2.0 * t * 1e3)),
-            us(server),
-            time(blob.median),
-            us(blob_rtt),
-            blob.median / ours.median
-        );
-    }
-    (!rows.is_empty()).then(|| {
-        format!(
-            "Redis per turn beside the loopback round trip (the median of 1,000 PINGs measured \
-             right after each benchmark) and the server's own time per store call (`INFO \
-             commandstats`: an append's `EVALSHA`, a load's `MULTI` and `EXEC`; 100 turns). A \
-             turn is two calls (`load_recent`, then `append` guarded by the version it \
-             returned), so two round trips; when the round trip moves between two rows, so does \
-             the turn.\n\n\
-             | messages | our turn | round trip | turn − 2 × round trip | server time per store \
-             call | blob turn | round trip | blob ÷ ours |\n\
-             |---|---|---|---|---|---|---|---|\n{rows}"
-        )
-    })
-}
-
-/// Our turn and the whole-blob baseline over the realistic message mix, on
-/// Redis and on PostgreSQL.
-fn realistic_mix_table(r: &Lookup<'_>, metrics: &[Metric]) -> Option<String> {
-    let stores = [
-        ("Redis", REDIS_TURN_MIX, BLOB_TURN_MIX),
-        ("PostgreSQL", POSTGRES_TURN_MIX, POSTGRES_BLOB_MIX),
-    ];
-    let present: Vec<(&str, &str, &str)> = stores
-        .into_iter()
-        .filter(|(_, ours, blob)| !r.group(ours).is_empty() || !r.group(blob).is_empty())
-        .collect();
-    let mut rows = String::new();
-    for len in HISTORY_LENGTHS {
-        let pairs: Vec<Option<(&Measured, &Measured)>> = present
-            .iter()
-            .map(|(_, ours, blob)| {
-                Some((
-                    r.get(&format!("{ours}/{len}"))?,
-                    r.get(&format!("{blob}/{len}"))?,
-                ))
-            })
-            .collect();
-        if pairs.iter().all(Option::is_none) {
-            continue;
-        }
-        let _ = write!(rows, "| {} |", thousands(f64::from(len)));
-        for pair in pairs {
-            match pair {
-                Some((ours, blob)) => {
-                    let _ = write!(
-                        rows,
-                        " {} | {} | **{:.0}×** |",
-                        time(ours.median),
-                        time(blob.median),
-                        blob.median / ours.median
-                    );
-                }
-                None => rows.push_str(" — | — | — |"),
-            }
-        }
-        rows.push('\n');
-    }
-    let mix = [REALISTIC_MIX, POSTGRES_REALISTIC_MIX]
-        .iter()
-        .find_map(|id| metrics.iter().find(|m| m.id == *id))
-        .map_or("(the mix was not printed by this run)", |m| {
-            m.value.as_str()
-        });
-    let mut header = String::from("| messages |");
-    for (store, _, _) in &present {
-        let _ = write!(
-            header,
-            " {store}: our turn | {store}: blob turn | blob ÷ ours |"
-        );
-    }
-    (!rows.is_empty()).then(|| {
-        format!(
-            "Per turn over a realistic message mix — {mix} — our turn against the whole-blob \
-             baseline on the same server and the same messages: on Redis the whole history as \
-             one JSON value (GET, parse, push the turn, serialize, SET), on PostgreSQL as one \
-             `jsonb` value per session (`SELECT`, parse, push, serialize, `UPDATE`). The tables \
-             above use short messages (about 60 B).\n\n{header}\n|---|{}\n{rows}",
-            "---|---|---|".repeat(present.len())
-        )
-    })
-}
-
 /// "2026-11-26 01:30 UTC, quick run of abc1234" for a run date.
 pub(super) fn run_label(record: &Record, date: &str) -> String {
     match record.run(date) {
@@ -457,7 +183,7 @@ pub(super) fn render(record: &Record) -> String {
          and the analysis).\n"
     );
 
-    let _ = writeln!(d, "## Targets\n");
+    let _ = writeln!(d, "## Targets\n\n{}\n", super::targets::ORDER);
     let _ = writeln!(d, "| target | required | measured | |\n|---|---|---|---|");
     for t in evaluate::evaluate(&r) {
         let verdict = match t.pass {
@@ -477,7 +203,7 @@ pub(super) fn render(record: &Record) -> String {
         d,
         "\nA missed target is explained under [Analysis](#analysis).\n"
     );
-    let derived = derived(&r, metrics);
+    let derived = super::derived::lines(&r);
     if !derived.is_empty() {
         let _ = writeln!(d, "Derived:\n");
         for line in derived {
@@ -485,16 +211,16 @@ pub(super) fn render(record: &Record) -> String {
         }
         let _ = writeln!(d);
     }
-    if let Some(table) = per_turn_table(&r, metrics) {
+    if let Some(table) = turn_tables::per_turn_table(&r) {
         let _ = writeln!(d, "{table}");
     }
-    if let Some(table) = redis_turn_table(&r, metrics) {
+    if let Some(table) = turn_tables::redis_turn_table(&r) {
         let _ = writeln!(d, "{table}");
     }
     if let Some(table) = super::postgres::turn_table(&r, &HISTORY_LENGTHS) {
         let _ = writeln!(d, "{table}");
     }
-    if let Some(table) = realistic_mix_table(&r, metrics) {
+    if let Some(table) = turn_tables::realistic_mix_table(&r) {
         let _ = writeln!(d, "{table}");
     }
     if let Some(section) = super::list::section(&r) {

@@ -11,6 +11,8 @@ use super::evaluate::{Each, Figure, Groups, Pass, Quantity, Shown, Target};
 
 /// The history lengths the turn benchmarks run at.
 const LENGTHS: &[&str] = &["10", "100", "1000", "10000"];
+/// The same and 100,000, as the SQLite turn runs them.
+const ALL_LENGTHS: &[&str] = &["10", "100", "1000", "10000", "100000"];
 
 // Benchmark groups the targets and the page's derived figures read.
 pub(super) const MEMORY_TURN: &str = "memory/turn(append 2 + load_recent 20)";
@@ -29,6 +31,11 @@ pub(super) const COUNT_WORST: &str = "count/worst-";
 /// counting targets are checked on.
 pub(super) const DEFAULT_COUNTER: &str = "bpe-openai/";
 pub(super) const PIPELINE: &str = "pipeline/execute(offline provider, history 100)";
+/// An execute's two store calls made alone, beside [`PIPELINE`] (on the
+/// stores the pipeline suite measures them for): what the pipeline adds is
+/// the execute less this.
+pub(super) const PIPELINE_STORE_CALLS: &str =
+    "pipeline/an execute's store calls alone(load_recent_with 21 + keyed append 2, 4 counters)";
 pub(super) const SQLITE_TURN: &str = "sqlite/turn(append 2 + load_recent 20)";
 pub(super) const SQLITE_TURN_RELAXED: &str =
     "sqlite/turn(append 2 + load_recent 20), synchronous=NORMAL";
@@ -106,6 +113,13 @@ pub(super) const LIST_PAGES: [&str; 2] = ["first page", "deep page"];
 pub(super) const LIST_SMALL: u32 = 1_000;
 pub(super) const LIST_LARGE: u32 = 100_000;
 
+/// `cargo xtask bench --server-work`'s operations the targets read (as
+/// the `server_work` example of statestore-redis names them): a plain turn
+/// and an execute's store calls.
+pub(super) const SERVER_WORK_TURN: &str = "turn: load_recent(20) + append 2";
+pub(super) const SERVER_WORK_EXECUTE: &str =
+    "execute's turn: load_recent_with(21, key) + keyed append, 4 counters";
+
 /// One store's list target: every page of its list group ≤ 5 ms.
 const fn list_page(group: &'static str, what: &'static str) -> Target {
     Target {
@@ -140,8 +154,169 @@ const fn list_flat(group: &'static str, what: &'static str) -> Target {
     }
 }
 
-/// Every target, in the order the page lists them.
+/// What the page says of the order of [`TARGETS`].
+pub(super) const ORDER: &str = "Issue 25's targets come first, in its order (its last, PostgreSQL in \
+     every per-turn table, is the three rows of issue 22's targets); the targets of earlier \
+     issues follow.";
+
+/// Every target, in the order the page lists them ([`ORDER`]).
 pub(super) const TARGETS: &[Target] = &[
+    // Issue 25's targets, in its order (its target 11, PostgreSQL in every
+    // per-turn table with issue 22's targets, is the three PostgreSQL rows
+    // after them).
+    Target {
+        what: "Redis, a plain turn (`load_recent(20)` + guarded append of 2): instructions \
+               redis-server executes (callgrind, `cargo xtask bench --server-work`), highest \
+               over the lengths measured",
+        figure: Figure::ServerWork {
+            operation: SERVER_WORK_TURN,
+        },
+        required: "≤ 60k instructions",
+        pass: Pass::AtMost(60_000.0),
+    },
+    Target {
+        what: "Redis, an execute's store calls (`load_recent_with(21, key)` + keyed append of 2 \
+               with 4 counters): instructions redis-server executes (callgrind), highest over \
+               the lengths measured",
+        figure: Figure::ServerWork {
+            operation: SERVER_WORK_EXECUTE,
+        },
+        required: "≤ 90k instructions",
+        pass: Pass::AtMost(90_000.0),
+    },
+    Target {
+        what: "Redis, short messages: whole-blob baseline turn ÷ our turn, lowest over the \
+               lengths from 10 messages",
+        figure: Figure::WorstRatio {
+            over: BLOB_TURN,
+            under: REDIS_TURN,
+            shown: Shown::Times(2),
+        },
+        required: "≥ 1.0× (never slower)",
+        pass: Pass::AtLeast(1.0),
+    },
+    Target {
+        what: "Redis, realistic message mix: whole-blob baseline turn ÷ our turn, lowest over \
+               the lengths measured",
+        figure: Figure::WorstRatio {
+            over: BLOB_TURN_MIX,
+            under: REDIS_TURN_MIX,
+            shown: Shown::Times(2),
+        },
+        required: "≥ 1.0× (never slower)",
+        pass: Pass::AtLeast(1.0),
+    },
+    Target {
+        what: "Redis turn − 2 × the loopback round trip measured right after it, slowest of the \
+               four lengths",
+        figure: Figure::Excess {
+            group: REDIS_TURN,
+            names: LENGTHS,
+            times: 2.0,
+            metric: "PING round trip",
+        },
+        // Issue 14 asked for ≤ 20 µs; issue 25 (its target 4) restates it
+        // as ≤ 30 µs, which is what is checked.
+        required: "≤ 30 µs",
+        pass: Pass::AtMost(30_000.0),
+    },
+    Target {
+        what: "Redis `load` of 10,000 messages ÷ a plain `LRANGE` of the same messages, not \
+               decoded",
+        figure: Figure::Ratio {
+            over: Quantity::Median(REDIS_LOAD, "10000"),
+            under: Quantity::Median(REDIS_RAW, "10000"),
+            shown: Shown::Times(2),
+        },
+        required: "≤ 1.5×",
+        pass: Pass::AtMost(1.5),
+    },
+    Target {
+        what: "memory store: overhead per stored message beyond its text (heap bytes per \
+               message − text bytes, counting allocator), worse of 1 and 1,000 sessions",
+        figure: Figure::Metric {
+            prefix: MEMORY_OVERHEAD,
+            shown: Shown::Bytes,
+        },
+        required: "≤ 120 B",
+        pass: Pass::AtMost(120.0),
+    },
+    Target {
+        what: "window selection over 10,000 cached messages (`select_borrowed`; the owned `select` is \
+               listed beside it), slowest policy",
+        figure: Figure::Worst {
+            groups: Groups::One(SELECT),
+            names: "",
+            each: Each::Median,
+            shown: Shown::Time,
+            label: "",
+        },
+        required: "≤ 100 µs",
+        pass: Pass::AtMost(100_000.0),
+    },
+    Target {
+        what: "SQLite, 64 sessions taking turns: turns/s durable (synchronous=FULL, group \
+               commit) ÷ relaxed (synchronous=NORMAL, group commit), the same 64 tasks in one run",
+        figure: Figure::Ratio {
+            over: Quantity::Rate(SQLITE_CONCURRENT, SQLITE_GROUP),
+            under: Quantity::Rate(SQLITE_CONCURRENT, SQLITE_RELAXED),
+            shown: Shown::Percent,
+        },
+        required: "≥ 70 %",
+        pass: Pass::AtLeast(0.7),
+    },
+    Target {
+        what: "SQLite, relaxed (synchronous=NORMAL): one turn, one session, 100 messages",
+        figure: Figure::Value(Quantity::Median(SQLITE_TURN_RELAXED, "100")),
+        required: "≤ 60 µs",
+        pass: Pass::AtMost(60_000.0),
+    },
+    Target {
+        what: "SQLite, durable (synchronous=FULL): one turn − the fdatasync measured right after \
+               it, slowest of the five lengths",
+        figure: Figure::Excess {
+            group: SQLITE_TURN,
+            names: ALL_LENGTHS,
+            times: 1.0,
+            metric: "fdatasync right after",
+        },
+        required: "≤ 60 µs",
+        pass: Pass::AtMost(60_000.0),
+    },
+    Target {
+        what: "PostgreSQL, durable (fsync, synchronous_commit=on): per-turn cost at 100,000 \
+               messages ÷ at 10",
+        figure: Figure::Ratio {
+            over: Quantity::Median(POSTGRES_TURN, "100000"),
+            under: Quantity::Median(POSTGRES_TURN, "10"),
+            shown: Shown::Times(2),
+        },
+        required: "≤ 1.5×",
+        pass: Pass::AtMost(1.5),
+    },
+    Target {
+        what: "PostgreSQL, realistic message mix, 10,000 messages: whole-jsonb baseline turn \
+               (one jsonb value per session: SELECT, parse, push 2, UPDATE) ÷ our turn",
+        figure: Figure::Ratio {
+            over: Quantity::Median(POSTGRES_BLOB_MIX, "10000"),
+            under: Quantity::Median(POSTGRES_TURN_MIX, "10000"),
+            shown: Shown::Times(0),
+        },
+        required: "≥ 50× faster",
+        pass: Pass::AtLeast(50.0),
+    },
+    Target {
+        what: "PostgreSQL, 64 sessions taking turns: turns/s with synchronous_commit=on ÷ with \
+               synchronous_commit=off (the same server, sessions and tasks)",
+        figure: Figure::Ratio {
+            over: Quantity::Rate(POSTGRES_CONCURRENT, POSTGRES_SYNC_ON),
+            under: Quantity::Rate(POSTGRES_CONCURRENT, POSTGRES_SYNC_OFF),
+            shown: Shown::Percent,
+        },
+        required: "≥ 50 %",
+        pass: Pass::AtLeast(0.5),
+    },
+    // The targets of earlier issues.
     Target {
         what: "memory: per-turn cost at 10,000 messages ÷ at 10",
         figure: Figure::Ratio {
@@ -183,17 +358,6 @@ pub(super) const TARGETS: &[Target] = &[
         pass: Pass::AtMost(1.5),
     },
     Target {
-        what: "PostgreSQL, durable (fsync, synchronous_commit=on): per-turn cost at 100,000 \
-               messages ÷ at 10",
-        figure: Figure::Ratio {
-            over: Quantity::Median(POSTGRES_TURN, "100000"),
-            under: Quantity::Median(POSTGRES_TURN, "10"),
-            shown: Shown::Times(2),
-        },
-        required: "≤ 1.5×",
-        pass: Pass::AtMost(1.5),
-    },
-    Target {
         what: "SQLite, 64 sessions taking turns, durable: turns/s with group commit ÷ one commit \
                per turn (max_batch 1, the same 64 tasks)",
         figure: Figure::Ratio {
@@ -203,17 +367,6 @@ pub(super) const TARGETS: &[Target] = &[
         },
         required: "≥ 10×",
         pass: Pass::AtLeast(10.0),
-    },
-    Target {
-        what: "SQLite, 64 sessions taking turns: turns/s durable (synchronous=FULL, group \
-               commit) ÷ relaxed (synchronous=NORMAL, group commit), the same 64 tasks in one run",
-        figure: Figure::Ratio {
-            over: Quantity::Rate(SQLITE_CONCURRENT, SQLITE_GROUP),
-            under: Quantity::Rate(SQLITE_CONCURRENT, SQLITE_RELAXED),
-            shown: Shown::Percent,
-        },
-        required: "≥ 70 %",
-        pass: Pass::AtLeast(0.7),
     },
     Target {
         what: "Redis, realistic message mix, 1,000 messages: whole-blob baseline turn ÷ our turn",
@@ -234,40 +387,6 @@ pub(super) const TARGETS: &[Target] = &[
         },
         required: "≥ 100× faster",
         pass: Pass::AtLeast(100.0),
-    },
-    Target {
-        what: "PostgreSQL, realistic message mix, 10,000 messages: whole-jsonb baseline turn \
-               (one jsonb value per session: SELECT, parse, push 2, UPDATE) ÷ our turn",
-        figure: Figure::Ratio {
-            over: Quantity::Median(POSTGRES_BLOB_MIX, "10000"),
-            under: Quantity::Median(POSTGRES_TURN_MIX, "10000"),
-            shown: Shown::Times(0),
-        },
-        required: "≥ 50× faster",
-        pass: Pass::AtLeast(50.0),
-    },
-    Target {
-        what: "PostgreSQL, 64 sessions taking turns: turns/s with synchronous_commit=on ÷ with \
-               synchronous_commit=off (the same server, sessions and tasks)",
-        figure: Figure::Ratio {
-            over: Quantity::Rate(POSTGRES_CONCURRENT, POSTGRES_SYNC_ON),
-            under: Quantity::Rate(POSTGRES_CONCURRENT, POSTGRES_SYNC_OFF),
-            shown: Shown::Percent,
-        },
-        required: "≥ 50 %",
-        pass: Pass::AtLeast(0.5),
-    },
-    Target {
-        what: "Redis turn − 2 × the loopback round trip measured right after it, slowest of the \
-               four lengths",
-        figure: Figure::Excess {
-            group: REDIS_TURN,
-            names: LENGTHS,
-            times: 2.0,
-            metric: "PING round trip",
-        },
-        required: "≤ 20 µs",
-        pass: Pass::AtMost(20_000.0),
     },
     Target {
         what: "Redis: the server's time per store call in a turn (`INFO commandstats`), slowest \
@@ -298,17 +417,6 @@ pub(super) const TARGETS: &[Target] = &[
         },
         required: "≥ 80 %",
         pass: Pass::AtLeast(0.8),
-    },
-    Target {
-        what: "Redis `load` of 10,000 messages ÷ a plain `LRANGE` of the same messages, not \
-               decoded",
-        figure: Figure::Ratio {
-            over: Quantity::Median(REDIS_LOAD, "10000"),
-            under: Quantity::Median(REDIS_RAW, "10000"),
-            shown: Shown::Times(2),
-        },
-        required: "≤ 2×",
-        pass: Pass::AtMost(2.0),
     },
     Target {
         what: "Redis `fork` of 10,000 messages (and the delete after it) ÷ `load` of them",
@@ -357,29 +465,6 @@ pub(super) const TARGETS: &[Target] = &[
         },
         required: "linear: ≤ 2×",
         pass: Pass::AtMost(2.0),
-    },
-    Target {
-        what: "window selection over 10,000 cached messages (`select_borrowed`; the owned `select` is \
-               listed beside it), slowest policy",
-        figure: Figure::Worst {
-            groups: Groups::One(SELECT),
-            names: "",
-            each: Each::Median,
-            shown: Shown::Time,
-            label: "",
-        },
-        required: "≤ 100 µs",
-        pass: Pass::AtMost(100_000.0),
-    },
-    Target {
-        what: "memory store: overhead per stored message beyond its text (heap bytes per \
-               message − text bytes, counting allocator), worse of 1 and 1,000 sessions",
-        figure: Figure::Metric {
-            prefix: MEMORY_OVERHEAD,
-            shown: Shown::Bytes,
-        },
-        required: "≤ 150 B",
-        pass: Pass::AtMost(150.0),
     },
     Target {
         what: "Redis turn (load_recent_with 20 + append of two 1 KB messages) through the \
