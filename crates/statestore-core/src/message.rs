@@ -338,6 +338,21 @@ pub struct Message {
 }
 
 impl Message {
+    /// A message of only a role, a body and a timestamp (the codec's fast
+    /// path, `codec/plain.rs`).
+    pub(crate) fn plain(role: Role, content: Content, timestamp: Option<Timestamp>) -> Self {
+        Self {
+            role,
+            content,
+            name: None,
+            tool_calls: Vec::new(),
+            tool_call_id: None,
+            metadata: Metadata::new(),
+            token_count: None,
+            timestamp,
+        }
+    }
+
     /// A message with `role` and `content`, stamped with the current time.
     #[must_use]
     pub fn new(role: Role, content: impl Into<Content>) -> Self {
