@@ -242,7 +242,7 @@ store goes: encrypted exports (export --encrypted) and backups may still need it
 #[derive(Debug, Args)]
 pub(crate) struct KeysUsageArgs {
     /// Only this user's sessions
-    #[arg(long, value_name = "USER")]
+    #[arg(long, value_name = "USER", value_parser = user_id)]
     pub(crate) user: Option<String>,
 }
 
@@ -257,7 +257,7 @@ pub(crate) struct RotateKeysArgs {
     pub(crate) resume_from: Option<String>,
 
     /// Only this user's sessions
-    #[arg(long, value_name = "USER")]
+    #[arg(long, value_name = "USER", value_parser = user_id)]
     pub(crate) user: Option<String>,
 }
 
@@ -295,7 +295,7 @@ pub(crate) struct ChatArgs {
 #[derive(Debug, Args)]
 pub(crate) struct ListArgs {
     /// Only this user's sessions
-    #[arg(long, value_name = "USER")]
+    #[arg(long, value_name = "USER", value_parser = user_id)]
     pub(crate) user: Option<String>,
 
     /// Show at most N sessions (0: all)
@@ -372,7 +372,7 @@ pub(crate) struct PruneArgs {
     #[arg(long, value_name = "AGE", value_parser = crate::prune::duration)]
     pub(crate) older_than: Option<std::time::Duration>,
     /// Only this user's sessions
-    #[arg(long, value_name = "USER")]
+    #[arg(long, value_name = "USER", value_parser = user_id)]
     pub(crate) user: Option<String>,
     /// Count what would be deleted; delete nothing
     #[arg(long)]
@@ -402,14 +402,14 @@ pub(crate) struct CompactArgs {
 #[derive(Debug, Args)]
 pub(crate) struct StatsArgs {
     /// Only this user's sessions
-    #[arg(long, value_name = "USER")]
+    #[arg(long, value_name = "USER", value_parser = user_id)]
     pub(crate) user: Option<String>,
 }
 
 #[derive(Debug, Args)]
 pub(crate) struct ExportArgs {
     /// Only this user's sessions
-    #[arg(long, value_name = "USER")]
+    #[arg(long, value_name = "USER", value_parser = user_id)]
     pub(crate) user: Option<String>,
     /// Write to FILE (replaced only once the export is complete) instead of stdout
     #[arg(long, short, value_name = "FILE")]
@@ -442,7 +442,7 @@ pub(crate) struct MigrateArgs {
     #[arg(long, value_name = "URL")]
     pub(crate) to: String,
     /// Only this user's sessions
-    #[arg(long, value_name = "USER")]
+    #[arg(long, value_name = "USER", value_parser = user_id)]
     pub(crate) user: Option<String>,
     /// Exit 0 even when sessions conflicted (they are still reported and left alone)
     #[arg(long)]
@@ -461,4 +461,13 @@ fn session_id(s: &str) -> Result<SessionId, String> {
         ),
         other => other.to_string(),
     })
+}
+
+/// A user id, held to the rules of a session id (1 to 512 bytes of text
+/// without control characters): it is printed and used in key names the
+/// same way.
+fn user_id(s: &str) -> Result<String, String> {
+    session_id(s)
+        .map(|_| s.to_owned())
+        .map_err(|e| e.replace("a session id is", "a user id is"))
 }

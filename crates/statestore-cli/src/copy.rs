@@ -77,7 +77,11 @@ impl Header {
 #[serde(deny_unknown_fields)]
 pub(crate) struct Exported {
     pub(crate) id: SessionId,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "valid_user"
+    )]
     user_id: Option<String>,
     created_at: Timestamp,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -92,6 +96,26 @@ pub(crate) struct Exported {
     messages: Vec<Arc<Message>>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     writes: Vec<ExportedWrite>,
+}
+
+/// A user id read from a file, held to the rules of a session id (as
+/// `--user` is): text without control characters, 1 to 512 bytes.
+fn valid_user<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let user = Option::<String>::deserialize(d)?;
+    if let Some(u) = &user
+        && let Err(e) = SessionId::new(u)
+    {
+        let reason = match e {
+            statestore::Error::InvalidId { reason, .. } => reason,
+            other => other.to_string(),
+        };
+        return Err(serde::de::Error::custom(format!(
+            "user_id {u:?}: {reason} (a user id is 1 to {} bytes of text without control \
+             characters)",
+            SessionId::MAX_LEN
+        )));
+    }
+    Ok(user)
 }
 
 /// A remembered write as exported: what survives a move (its positions

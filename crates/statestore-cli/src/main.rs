@@ -49,7 +49,17 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => {
             drop(telemetry);
-            e.exit()
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+                e.exit()
+            }
+            // A usage error may echo what was typed: escaped, as all output.
+            let text = e.render().to_string();
+            let _ = std::io::Write::write_all(
+                &mut std::io::stderr(),
+                ui::clean(&text).as_bytes(),
+            );
+            return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
         }
     };
     let ui = Ui::new(cli.json);

@@ -60,8 +60,10 @@ fn render(
     let mut out = String::new();
     let bold = |s: &str| ui.paint(false, Paint::Bold, s);
     let dim = |s: &str| ui.paint(false, Paint::Dim, s);
+    // Every value shown is [`ui::clean`]ed: stored text never reaches the
+    // terminal with its control characters.
     let field = |out: &mut String, name: &str, value: &str| {
-        let _ = writeln!(out, "{}  {value}", bold(&format!("{name:<9}")));
+        let _ = writeln!(out, "{}  {}", bold(&format!("{name:<9}")), ui::clean(value));
     };
     field(&mut out, "session", state.id.as_str());
     field(&mut out, "user", state.user_id.as_deref().unwrap_or("-"));
@@ -178,7 +180,7 @@ fn render(
         let head = format!("{}  {}", dim(&format!("#{i:<3}")), bold(&role));
         let text = m.text();
         if m.role == Role::Tool {
-            let call = m.tool_call_id.as_deref().unwrap_or("?");
+            let call = ui::clean_line(m.tool_call_id.as_deref().unwrap_or("?"));
             let _ = writeln!(
                 out,
                 "{head}  {} {}",
@@ -200,9 +202,9 @@ fn render(
                 out,
                 "{lead}  {} {}({}) {}",
                 dim("calls"),
-                call.name,
-                one_line(&call.arguments, 200),
-                dim(&format!("[{}]", call.id))
+                ui::clean_line(&call.name),
+                ui::clean_line(&one_line(&call.arguments, 200)),
+                dim(&format!("[{}]", ui::clean_line(&call.id)))
             );
             match results.get(call.id.as_str()) {
                 Some((at, result)) => {
@@ -224,9 +226,10 @@ fn render(
     out
 }
 
-/// `text` with every line after the first indented by `width` spaces.
+/// `text`, [`ui::clean`]ed, with every line after the first indented by
+/// `width` spaces.
 fn indent(text: &str, width: usize) -> String {
-    text.replace('\n', &format!("\n{}", " ".repeat(width)))
+    ui::clean(text).replace('\n', &format!("\n{}", " ".repeat(width)))
 }
 
 /// `text` on one line, cut to `max` characters.

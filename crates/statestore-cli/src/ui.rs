@@ -2,6 +2,8 @@
 //! colour only on a terminal and without `NO_COLOR`; progress bars only
 //! when stderr is a terminal; tables for people, `--json` for scripts.
 
+use std::borrow::Cow;
+use std::fmt::Write as _;
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -83,7 +85,7 @@ impl Ui {
     /// A warning line to stderr.
     pub(crate) fn warn(&self, line: &str) {
         let label = self.paint(true, Paint::Yellow, "warning:");
-        self.diag(&format!("{label} {line}"));
+        self.diag(&format!("{label} {}", clean(line)));
     }
 
     /// Reports `e` on stderr (error, what was written, what to do next)
@@ -101,14 +103,15 @@ impl Ui {
             }
             source = s.source();
         }
+        // What it says may echo what the user typed or the store held.
         let label = self.paint(true, Paint::Red, "error:");
-        self.diag(&format!("{label} {message}"));
+        self.diag(&format!("{label} {}", clean(&message)));
         if let Some(written) = e.written() {
-            self.diag(&format!("       ({written})"));
+            self.diag(&format!("       ({})", clean(written)));
         }
         if let Some(hint) = e.hint() {
             let label = self.paint(true, Paint::Bold, "hint:");
-            self.diag(&format!("{label}  {hint}"));
+            self.diag(&format!("{label}  {}", clean(&hint)));
         }
         ExitCode::from(e.exit_code())
     }
@@ -154,20 +157,69 @@ pub(crate) enum Align {
     Right,
 }
 
+/// `text` safe to show on a terminal: every control character but a
+/// newline and a tab, and the characters that reorder the text around
+/// them (the bidirectional controls), written as an escape — `\r`,
+/// `\u{1b}` — so that stored text cannot move the cursor, retitle the
+/// terminal or hide what follows it. `--json` output needs none of this:
+/// JSON escapes control characters itself.
+pub(crate) fn clean(text: &str) -> Cow<'_, str> {
+    escape(text, |c| c == '\n' || c == '\t')
+}
+
+/// [`clean`] for text that must stay on one line (a table's cell): a
+/// newline and a tab are escaped too.
+pub(crate) fn clean_line(text: &str) -> Cow<'_, str> {
+    escape(text, |_| false)
+}
+
+fn escape(text: &str, keep: impl Fn(char) -> bool) -> Cow<'_, str> {
+    let unsafe_char = |c: char| {
+        !keep(c)
+            && (c.is_control()
+                || matches!(c, '\u{61c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'))
+    };
+    if !text.chars().any(unsafe_char) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            c if !unsafe_char(c) => out.push(c),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c => {
+                let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
+            }
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// Columns `text` takes on a terminal (wide characters take two).
+fn width(text: &str) -> usize {
+    unicode_width::UnicodeWidthStr::width(text)
+}
+
 /// A plain-text table: a header row and aligned columns separated by two
-/// spaces, each line ending in a newline.
+/// spaces, each line ending in a newline. Cells are [`clean_line`]d.
 pub(crate) fn table(header: &[(&str, Align)], rows: &[Vec<String>]) -> String {
-    let mut widths: Vec<usize> = header.iter().map(|(h, _)| h.chars().count()).collect();
-    for row in rows {
+    let rows: Vec<Vec<Cow<'_, str>>> = rows
+        .iter()
+        .map(|row| row.iter().map(|c| clean_line(c)).collect())
+        .collect();
+    let mut widths: Vec<usize> = header.iter().map(|(h, _)| width(h)).collect();
+    for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
+            *w = (*w).max(width(cell));
         }
     }
     let line = |cells: Vec<&str>| {
         let mut s = String::new();
         let last = cells.len().saturating_sub(1);
         for (i, ((cell, (_, align)), w)) in cells.iter().zip(header).zip(&widths).enumerate() {
-            let pad = w.saturating_sub(cell.chars().count());
+            let pad = w.saturating_sub(width(cell));
             if *align == Align::Right {
                 s.push_str(&" ".repeat(pad));
             }
@@ -183,8 +235,8 @@ pub(crate) fn table(header: &[(&str, Align)], rows: &[Vec<String>]) -> String {
         s
     };
     let mut out = line(header.iter().map(|(h, _)| *h).collect());
-    for row in rows {
-        out.push_str(&line(row.iter().map(String::as_str).collect()));
+    for row in &rows {
+        out.push_str(&line(row.iter().map(AsRef::as_ref).collect()));
     }
     out
 }
@@ -314,5 +366,22 @@ mod tests {
             ],
         );
         assert_eq!(t, "ID        N\na        10\nlong-id   2\n");
+        // Wide characters take two columns; a cell stays on its line.
+        let t = table(
+            &[("T", Align::Left), ("N", Align::Left)],
+            &[vec!["日本".into(), "1".into()], vec!["a\nb".into(), "2".into()]],
+        );
+        assert_eq!(t, "T     N\n日本  1\na\\nb  2\n");
+    }
+
+    #[test]
+    fn control_characters_are_escaped() {
+        let hostile = "ok\u{1b}]2;PWNED\u{7}\r\n\tnext \u{202e}txt\u{9b}";
+        assert_eq!(
+            super::clean(hostile),
+            "ok\\u{1b}]2;PWNED\\u{7}\\r\n\tnext \\u{202e}txt\\u{9b}"
+        );
+        assert_eq!(super::clean_line("a\nb\tc"), "a\\nb\\tc");
+        assert!(matches!(super::clean("plain é 日本"), std::borrow::Cow::Borrowed(_)));
     }
 }
