@@ -21,6 +21,9 @@ use super::{
 };
 use crate::error::{OpCtx, sql};
 
+/// Forgets the progress of one keyed write.
+const DELETE_PENDING: &str = "DELETE FROM pending WHERE session = ?1 AND key = ?2";
+
 /// The arguments of an append, encoded before it is queued.
 #[derive(Debug)]
 pub(crate) struct AppendArgs {
@@ -97,7 +100,7 @@ pub(crate) fn append(
     if let Some(key) = &args.key {
         sql(
             ctx,
-            conn.prepare_cached("DELETE FROM pending WHERE session = ?1 AND key = ?2")
+            conn.prepare_cached(DELETE_PENDING)
                 .and_then(|mut st| st.execute([id.as_str(), key.as_str()])),
         )?;
         let seq = head.map_or(0, |h| h.write_seq) + 1;
@@ -505,15 +508,19 @@ pub(crate) fn put_pending(
 
 /// Deletes up to `budget` expired sessions, oldest expiry first (the
 /// `sessions_by_expiry` index), and up to `budget` expired progress
-/// records; returns how many sessions.
+/// records (`pending_by_expiry`); returns how many sessions.
 ///
-/// The budget is written into the SQL as a literal, not bound: SQLite
-/// plans with the value of a bound `LIMIT`, so such a statement is marked
-/// for re-preparing whenever its parameters are cleared — which the
-/// statement cache does each time it takes one back. Bound, the sweep was
-/// parsed and planned twice per batch (a quarter of the writer's time in
-/// a plain turn); as a literal, each budget (the batch's and
-/// `purge_expired`'s) is one cached statement, prepared once.
+/// Runs with every batch, so the usual case — nothing expired — costs two
+/// index seeks and nothing else:
+/// - The budget is written into the SQL as a literal, not bound: SQLite
+///   plans with the value of a bound `LIMIT`, so such a statement is
+///   marked for re-preparing whenever its parameters are cleared, which
+///   the statement cache does each time it takes one back. Each budget
+///   (the batch's and `purge_expired`'s) is one cached statement,
+///   prepared once.
+/// - Expired rows are found first and deleted one by one by their key:
+///   a `DELETE … WHERE (session, key) IN (SELECT …)` builds a temporary
+///   b-tree for the subquery's rows on every run, even when it finds none.
 pub(crate) fn sweep(conn: &Connection, ctx: &OpCtx, budget: usize) -> Result<usize> {
     let now = now_ms();
     let ids: Vec<String> = sql(
@@ -527,13 +534,20 @@ pub(crate) fn sweep(conn: &Connection, ctx: &OpCtx, budget: usize) -> Result<usi
     for id in &ids {
         delete_rows(conn, ctx, id)?;
     }
-    sql(
+    let progress: Vec<(String, String)> = sql(
         ctx,
         conn.prepare_cached(&format!(
-            "DELETE FROM pending WHERE (session, key) IN (SELECT session, key FROM pending
-             WHERE expires_at IS NOT NULL AND expires_at <= ?1 ORDER BY expires_at LIMIT {budget})"
+            "SELECT session, key FROM pending WHERE expires_at IS NOT NULL AND expires_at <= ?1
+             ORDER BY expires_at LIMIT {budget}"
         ))
-        .and_then(|mut st| st.execute([now])),
+        .and_then(|mut st| st.query_map([now], |r| Ok((r.get(0)?, r.get(1)?)))?.collect()),
     )?;
+    for (session, key) in &progress {
+        sql(
+            ctx,
+            conn.prepare_cached(DELETE_PENDING)
+                .and_then(|mut st| st.execute([session, key])),
+        )?;
+    }
     Ok(ids.len())
 }
