@@ -195,6 +195,7 @@ impl SqliteStoreBuilder {
         // plaintext it replaced is gone from the file (and, once
         // checkpointed, from the WAL).
         sql(&ctx, writer.pragma_update(None, "secure_delete", true))?;
+        schema::tune(&writer, &ctx)?;
         schema::prepare(&mut writer, &ctx)?;
 
         let mut readers = Vec::with_capacity(self.readers);
@@ -210,6 +211,7 @@ impl SqliteStoreBuilder {
             )?;
             sql(&ctx, conn.busy_timeout(self.busy_timeout))?;
             sql(&ctx, conn.pragma_update(None, "query_only", true))?;
+            schema::tune(&conn, &ctx)?;
             readers.push(conn);
         }
 

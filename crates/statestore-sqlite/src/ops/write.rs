@@ -511,36 +511,34 @@ pub(crate) fn put_pending(
 /// records (`pending_by_expiry`); returns how many sessions.
 ///
 /// Runs with every batch, so the usual case — nothing expired — costs two
-/// index seeks and nothing else:
-/// - The budget is written into the SQL as a literal, not bound: SQLite
-///   plans with the value of a bound `LIMIT`, so such a statement is
-///   marked for re-preparing whenever its parameters are cleared, which
-///   the statement cache does each time it takes one back. Each budget
-///   (the batch's and `purge_expired`'s) is one cached statement,
-///   prepared once.
-/// - Expired rows are found first and deleted one by one by their key:
-///   a `DELETE … WHERE (session, key) IN (SELECT …)` builds a temporary
-///   b-tree for the subquery's rows on every run, even when it finds none.
+/// index seeks and nothing else: expired progress is found first and
+/// deleted by its key, because a `DELETE … WHERE (session, key) IN
+/// (SELECT …)` builds a temporary b-tree for the subquery's rows on every
+/// run, even when it finds none.
 pub(crate) fn sweep(conn: &Connection, ctx: &OpCtx, budget: usize) -> Result<usize> {
     let now = now_ms();
+    let budget = to_i64(budget as u64);
     let ids: Vec<String> = sql(
         ctx,
-        conn.prepare_cached(&format!(
+        conn.prepare_cached(
             "SELECT id FROM sessions WHERE expires_at IS NOT NULL AND expires_at <= ?1
-             ORDER BY expires_at LIMIT {budget}"
-        ))
-        .and_then(|mut st| st.query_map([now], |r| r.get(0))?.collect()),
+             ORDER BY expires_at LIMIT ?2",
+        )
+        .and_then(|mut st| st.query_map(params![now, budget], |r| r.get(0))?.collect()),
     )?;
     for id in &ids {
         delete_rows(conn, ctx, id)?;
     }
     let progress: Vec<(String, String)> = sql(
         ctx,
-        conn.prepare_cached(&format!(
+        conn.prepare_cached(
             "SELECT session, key FROM pending WHERE expires_at IS NOT NULL AND expires_at <= ?1
-             ORDER BY expires_at LIMIT {budget}"
-        ))
-        .and_then(|mut st| st.query_map([now], |r| Ok((r.get(0)?, r.get(1)?)))?.collect()),
+             ORDER BY expires_at LIMIT ?2",
+        )
+        .and_then(|mut st| {
+            st.query_map(params![now, budget], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect()
+        }),
     )?;
     for (session, key) in &progress {
         sql(
