@@ -55,8 +55,8 @@
 //! # Statements
 //!
 //! Every statement the operations run is prepared once per connection and
-//! kept in its statement cache (room for [`STATEMENT_CACHE`]; the writer's
-//! operations use about 30 between them), and every connection plans with
+//! kept in its statement cache (room for 64; the writer's operations use
+//! about 30 between them), and every connection plans with
 //! the query planner stability guarantee (`SQLITE_DBCONFIG_ENABLE_QPSG`):
 //! plans do not depend on the values bound. Without it SQLite plans some
 //! statements with their bound values — an `ORDER BY` whose leading key
@@ -65,7 +65,8 @@
 //! whenever their bindings are cleared, which the cache does each time it
 //! takes a statement back: a plain turn parsed four statements anew. The
 //! plans do not change (every statement looks up by key or by one of the
-//! indexes above); `tests` below checks both.
+//! indexes above); a unit test (`ops/tests.rs`) checks both for the
+//! statements of a turn.
 
 use rusqlite::config::DbConfig;
 use rusqlite::{Connection, TransactionBehavior};
