@@ -53,7 +53,14 @@ const STATEMENTS: &[(bool, &str)] = &[
         true,
         "SELECT version, first_position, count FROM writes WHERE session = ?1 AND key = ?2",
     ),
-    (true, "UPDATE sessions SET message_count = ?2 WHERE id = ?1"),
+    (
+        true,
+        "UPDATE sessions SET version = version + 1, updated_at = ?2,
+                 last_accessed_at = max(last_accessed_at, ?2),
+                 expires_at = CASE WHEN ?3 IS NULL THEN expires_at ELSE ?3 END,
+                 message_count = coalesce(?4, message_count)
+             WHERE id = ?1",
+    ),
     (
         true,
         "INSERT INTO messages (session, position, body) VALUES (?1, ?2, ?3)",

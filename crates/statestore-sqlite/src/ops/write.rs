@@ -80,12 +80,7 @@ pub(crate) fn append(
                 write_text(conn, ctx, id, "counters", &json_text(id, &counters)?)?;
             }
             merge_into(conn, ctx, id, args.metadata)?;
-            sql(
-                ctx,
-                conn.prepare_cached("UPDATE sessions SET message_count = ?2 WHERE id = ?1")
-                    .and_then(|mut st| st.execute(params![id.as_str(), to_i64(total)])),
-            )?;
-            bump(conn, ctx, cfg, id, now)?;
+            bump(conn, ctx, cfg, id, now, Some(total))?;
             Appended::new(head.version + 1, head.message_count, n)
         }
     };
@@ -234,7 +229,7 @@ pub(crate) fn save(
                         .and_then(|mut st| st.execute([id.as_str()])),
                 )?;
             } else {
-                bump(conn, ctx, cfg, id, now)?;
+                bump(conn, ctx, cfg, id, now, None)?;
             }
             head.version + 1
         }
@@ -406,7 +401,7 @@ pub(crate) fn merge_metadata(
         }
         Some(head) => {
             write_text(conn, ctx, id, "metadata", &text)?;
-            bump(conn, ctx, cfg, id, now)?;
+            bump(conn, ctx, cfg, id, now, None)?;
             Ok(head.version + 1)
         }
     }
@@ -454,7 +449,7 @@ pub(crate) fn add_summary(
             .and_then(|mut st| st.execute(params![id.as_str(), to_i64(head.summary_count + 1)])),
     )?;
     merge_into(conn, ctx, id, metadata)?;
-    bump(conn, ctx, cfg, id, now)?;
+    bump(conn, ctx, cfg, id, now, None)?;
     Ok(head.version + 1)
 }
 
