@@ -27,7 +27,7 @@ pub use crate::diagnose::Diagnosis;
 
 use crate::error::{OpCtx, sql, stopped};
 use crate::ops::{AppendArgs, Config, SaveArgs};
-use crate::worker::{ReadJob, Shared, ToWriter};
+use crate::worker::{ReadQueue, Shared, ToWriter};
 
 /// How hard each commit works to survive a crash (SQLite's `synchronous`
 /// pragma on the writer's connection, in WAL mode).
@@ -195,6 +195,7 @@ impl SqliteStoreBuilder {
         // plaintext it replaced is gone from the file (and, once
         // checkpointed, from the WAL).
         sql(&ctx, writer.pragma_update(None, "secure_delete", true))?;
+        schema::tune(&writer, &ctx)?;
         schema::prepare(&mut writer, &ctx)?;
 
         let mut readers = Vec::with_capacity(self.readers);
@@ -210,6 +211,7 @@ impl SqliteStoreBuilder {
             )?;
             sql(&ctx, conn.busy_timeout(self.busy_timeout))?;
             sql(&ctx, conn.pragma_update(None, "query_only", true))?;
+            schema::tune(&conn, &ctx)?;
             readers.push(conn);
         }
 
@@ -238,20 +240,13 @@ impl SqliteStoreBuilder {
                 .spawn(move || worker::writer(writer, writer_rx, shared))
                 .map_err(spawn_failed)?;
         }
-        let (reader_tx, reader_rx) = mpsc::channel::<ReadJob>();
-        let reader_rx = Arc::new(Mutex::new(reader_rx));
-        for (i, conn) in readers.into_iter().enumerate() {
-            let rx = Arc::clone(&reader_rx);
-            std::thread::Builder::new()
-                .name(format!("statestore-sqlite-reader-{i}"))
-                .spawn(move || worker::reader(conn, rx))
-                .map_err(spawn_failed)?;
-        }
+        let read_queue = Arc::new(ReadQueue::default());
+        worker::start_readers(readers, &read_queue).map_err(spawn_failed)?;
         tracing::debug!(path = %path.display(), readers = self.readers, "opened a SQLite store");
         Ok(SqliteStore {
             inner: Arc::new(Inner {
                 writer: writer_tx,
-                readers: reader_tx,
+                readers: read_queue,
                 shared,
                 path,
                 synchronous: self.synchronous,
@@ -271,10 +266,17 @@ pub struct SqliteStore {
 
 struct Inner {
     writer: Sender<ToWriter>,
-    readers: Sender<ReadJob>,
+    readers: Arc<ReadQueue>,
     shared: Arc<Shared>,
     path: PathBuf,
     synchronous: Synchronous,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // The reader threads end once the reads queued are done.
+        self.readers.close();
+    }
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -402,7 +404,7 @@ impl SqliteStore {
         F: FnOnce(&rusqlite::Connection, &OpCtx) -> Result<T> + Send + 'static,
     {
         let (job, rx) = worker::read_job(self.ctx(op, id), work);
-        worker::send(&self.inner.readers, job, op)?;
+        self.inner.readers.push(job, op)?;
         rx.await.map_err(|_| stopped(op))?
     }
 

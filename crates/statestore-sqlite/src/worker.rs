@@ -1,7 +1,9 @@
 //! The threads that own the connections: one writer doing group commit, a
-//! few readers. Async callers talk to them through channels and get their
-//! answers on tokio oneshot channels, so no async runtime thread ever blocks
-//! on SQLite.
+//! few readers. Async callers hand writes to the writer over a channel and
+//! reads to the readers' queue ([`ReadQueue`]), and get their answers on
+//! tokio oneshot channels, so no async runtime thread ever blocks on SQLite.
+//! Transactions are begun, ended and savepointed with cached statements
+//! ([`control`]), parsed once per connection.
 //!
 //! # Group commit
 //!
@@ -18,10 +20,10 @@
 //! full disk) or `COMMIT` fails, every write of the batch fails with the
 //! mapped error and nothing of it is in the file.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, Sender};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 
 use rusqlite::Connection;
 use statestore_core::{Error, Result, SessionId};
@@ -257,8 +259,9 @@ pub(crate) fn writer(conn: Connection, rx: Receiver<ToWriter>, shared: Arc<Share
     }
 }
 
+/// Runs `sql`'s statements (separated by `"; "`) with [`control`].
 fn savepoint(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
-    conn.execute_batch(sql)
+    sql.split("; ").try_for_each(|one| control(conn, one))
 }
 
 /// Runs `jobs` (and pending accesses, and a bounded expiry sweep) in one
@@ -298,7 +301,7 @@ fn run_batch(
     accesses: &[(SessionId, i64)],
 ) -> Result<u64, BatchFailure> {
     let fail = |e| BatchFailure::new(ctx, e);
-    conn.execute_batch("BEGIN IMMEDIATE").map_err(fail)?;
+    control(conn, "BEGIN IMMEDIATE").map_err(fail)?;
     let mut written = 0;
     for job in jobs.iter_mut() {
         savepoint(conn, "SAVEPOINT write").map_err(fail)?;
@@ -334,7 +337,7 @@ fn run_batch(
             }
         }
     }
-    conn.execute_batch("COMMIT").map_err(fail)?;
+    control(conn, "COMMIT").map_err(fail)?;
     Ok(written)
 }
 
@@ -358,19 +361,132 @@ fn in_file(ctx: &OpCtx, e: Error) -> Error {
 /// A read: runs on one of the reader threads' connections.
 pub(crate) type ReadJob = Box<dyn FnOnce(&mut Connection) + Send>;
 
-/// A reader thread's loop: takes reads from the shared queue until every
-/// store handle is gone.
-pub(crate) fn reader(mut conn: Connection, rx: Arc<Mutex<Receiver<ReadJob>>>) {
-    loop {
-        let next = {
-            let rx = rx.lock().unwrap_or_else(PoisonError::into_inner);
-            rx.recv()
-        };
-        match next {
-            Ok(job) => job(&mut conn),
-            Err(_) => break,
+/// The reads waiting for a reader thread, shared by the store handle and
+/// every reader.
+///
+/// A queue under a mutex with a condition variable, not a channel's one
+/// receiver under a mutex shared by the readers: with that, the reader
+/// that took a read released the mutex to another reader, which woke up
+/// only to wait on the channel in its turn — two wake-ups, and on a
+/// two-core machine a stolen core, per read. Here a read wakes one idle
+/// reader (`notify_one`) and nothing else.
+#[derive(Default)]
+pub(crate) struct ReadQueue {
+    state: Mutex<ReadState>,
+    ready: Condvar,
+}
+
+#[derive(Default)]
+struct ReadState {
+    jobs: VecDeque<ReadJob>,
+    /// Cleared when every store handle is gone: the readers finish the
+    /// reads queued and stop.
+    closed: bool,
+    /// Reader threads still running.
+    readers: usize,
+}
+
+impl std::fmt::Debug for ReadQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReadQueue").finish_non_exhaustive()
+    }
+}
+
+impl ReadQueue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, ReadState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Queues `job` for the first idle reader; fails when the store is
+    /// closed or no reader thread is left.
+    pub(crate) fn push(&self, job: ReadJob, op: &'static str) -> Result<()> {
+        {
+            let mut state = self.lock();
+            if state.closed || state.readers == 0 {
+                return Err(crate::error::stopped(op));
+            }
+            state.jobs.push_back(job);
+        }
+        self.ready.notify_one();
+        Ok(())
+    }
+
+    /// Every store handle is gone: the readers stop once the queue is empty.
+    pub(crate) fn close(&self) {
+        self.lock().closed = true;
+        self.ready.notify_all();
+    }
+
+    /// The next read, waiting for one; `None` once closed and empty.
+    fn next(&self) -> Option<ReadJob> {
+        let mut state = self.lock();
+        loop {
+            if let Some(job) = state.jobs.pop_front() {
+                return Some(job);
+            }
+            if state.closed {
+                return None;
+            }
+            state = self
+                .ready
+                .wait(state)
+                .unwrap_or_else(PoisonError::into_inner);
         }
     }
+}
+
+/// Counts a reader thread out when it ends, however it ends; the last one
+/// drops the reads still queued, whose callers then get
+/// [`Error::Unavailable`] rather than waiting forever.
+struct ReaderGuard<'a>(&'a ReadQueue);
+
+impl Drop for ReaderGuard<'_> {
+    fn drop(&mut self) {
+        let orphans = {
+            let mut state = self.0.lock();
+            state.readers = state.readers.saturating_sub(1);
+            if state.readers == 0 {
+                std::mem::take(&mut state.jobs)
+            } else {
+                VecDeque::new()
+            }
+        };
+        drop(orphans);
+    }
+}
+
+/// Starts `conns.len()` reader threads on `queue`.
+pub(crate) fn start_readers(conns: Vec<Connection>, queue: &Arc<ReadQueue>) -> std::io::Result<()> {
+    for (i, conn) in conns.into_iter().enumerate() {
+        let mine = Arc::clone(queue);
+        queue.lock().readers += 1;
+        let started = std::thread::Builder::new()
+            .name(format!("statestore-sqlite-reader-{i}"))
+            .spawn(move || reader(conn, &mine));
+        if let Err(e) = started {
+            let mut state = queue.lock();
+            state.readers = state.readers.saturating_sub(1);
+            drop(state);
+            queue.close();
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+/// A reader thread's loop: takes reads from the shared queue until every
+/// store handle is gone.
+fn reader(mut conn: Connection, queue: &ReadQueue) {
+    let _guard = ReaderGuard(queue);
+    while let Some(job) = queue.next() {
+        job(&mut conn);
+    }
+}
+
+/// Runs `sql` (a transaction's `BEGIN`, `COMMIT`, `SAVEPOINT`…) as a
+/// cached statement: parsed once per connection, not per transaction.
+pub(crate) fn control(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(|_| ())
 }
 
 /// A send half for reads, with its answer channel.
@@ -382,11 +498,15 @@ where
     let (reply, rx) = oneshot::channel();
     let job: ReadJob = Box::new(move |conn: &mut Connection| {
         // One read transaction: every SELECT of the operation sees the same snapshot.
-        let answer = match conn.transaction() {
-            Ok(tx) => {
-                let out = work(&tx, &ctx).map_err(|e| in_file(&ctx, e));
-                // A read transaction has nothing to keep; ending it cannot lose data.
-                let _ = tx.finish();
+        let answer = match control(conn, "BEGIN") {
+            Ok(()) => {
+                let out = work(conn, &ctx).map_err(|e| in_file(&ctx, e));
+                // A read transaction has nothing to keep; ending it cannot
+                // lose data. It must end, or this connection would read
+                // this snapshot ever after.
+                if control(conn, "ROLLBACK").is_err() && !conn.is_autocommit() {
+                    let _ = conn.execute_batch("ROLLBACK");
+                }
                 out
             }
             Err(e) => Err(map(&ctx, e)),

@@ -10,6 +10,8 @@
 mod list;
 mod read;
 mod rows;
+#[cfg(test)]
+mod tests;
 mod write;
 
 pub(crate) use list::list;

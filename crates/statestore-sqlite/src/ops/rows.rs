@@ -206,23 +206,34 @@ impl NewSession<'_> {
     }
 }
 
-/// Bumps the version and timestamps of an existing session after a write.
+/// Bumps the version and timestamps of an existing session after a write
+/// and, given `message_count`, sets that too (an append: one statement on
+/// the session's row, not two).
 pub(super) fn bump(
     conn: &Connection,
     ctx: &OpCtx,
     cfg: &Config,
     id: &SessionId,
     now: i64,
+    message_count: Option<u64>,
 ) -> Result<()> {
     sql(
         ctx,
         conn.prepare_cached(
             "UPDATE sessions SET version = version + 1, updated_at = ?2,
                  last_accessed_at = max(last_accessed_at, ?2),
-                 expires_at = CASE WHEN ?3 IS NULL THEN expires_at ELSE ?3 END
+                 expires_at = CASE WHEN ?3 IS NULL THEN expires_at ELSE ?3 END,
+                 message_count = coalesce(?4, message_count)
              WHERE id = ?1",
         )
-        .and_then(|mut st| st.execute(params![id.as_str(), now, cfg.expires_at(now)])),
+        .and_then(|mut st| {
+            st.execute(params![
+                id.as_str(),
+                now,
+                cfg.expires_at(now),
+                message_count.map(to_i64)
+            ])
+        }),
     )?;
     Ok(())
 }

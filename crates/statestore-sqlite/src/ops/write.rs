@@ -21,6 +21,9 @@ use super::{
 };
 use crate::error::{OpCtx, sql};
 
+/// Forgets the progress of one keyed write.
+const DELETE_PENDING: &str = "DELETE FROM pending WHERE session = ?1 AND key = ?2";
+
 /// The arguments of an append, encoded before it is queued.
 #[derive(Debug)]
 pub(crate) struct AppendArgs {
@@ -77,12 +80,7 @@ pub(crate) fn append(
                 write_text(conn, ctx, id, "counters", &json_text(id, &counters)?)?;
             }
             merge_into(conn, ctx, id, args.metadata)?;
-            sql(
-                ctx,
-                conn.prepare_cached("UPDATE sessions SET message_count = ?2 WHERE id = ?1")
-                    .and_then(|mut st| st.execute(params![id.as_str(), to_i64(total)])),
-            )?;
-            bump(conn, ctx, cfg, id, now)?;
+            bump(conn, ctx, cfg, id, now, Some(total))?;
             Appended::new(head.version + 1, head.message_count, n)
         }
     };
@@ -97,7 +95,7 @@ pub(crate) fn append(
     if let Some(key) = &args.key {
         sql(
             ctx,
-            conn.prepare_cached("DELETE FROM pending WHERE session = ?1 AND key = ?2")
+            conn.prepare_cached(DELETE_PENDING)
                 .and_then(|mut st| st.execute([id.as_str(), key.as_str()])),
         )?;
         let seq = head.map_or(0, |h| h.write_seq) + 1;
@@ -231,7 +229,7 @@ pub(crate) fn save(
                         .and_then(|mut st| st.execute([id.as_str()])),
                 )?;
             } else {
-                bump(conn, ctx, cfg, id, now)?;
+                bump(conn, ctx, cfg, id, now, None)?;
             }
             head.version + 1
         }
@@ -403,7 +401,7 @@ pub(crate) fn merge_metadata(
         }
         Some(head) => {
             write_text(conn, ctx, id, "metadata", &text)?;
-            bump(conn, ctx, cfg, id, now)?;
+            bump(conn, ctx, cfg, id, now, None)?;
             Ok(head.version + 1)
         }
     }
@@ -451,7 +449,7 @@ pub(crate) fn add_summary(
             .and_then(|mut st| st.execute(params![id.as_str(), to_i64(head.summary_count + 1)])),
     )?;
     merge_into(conn, ctx, id, metadata)?;
-    bump(conn, ctx, cfg, id, now)?;
+    bump(conn, ctx, cfg, id, now, None)?;
     Ok(head.version + 1)
 }
 
@@ -505,30 +503,44 @@ pub(crate) fn put_pending(
 
 /// Deletes up to `budget` expired sessions, oldest expiry first (the
 /// `sessions_by_expiry` index), and up to `budget` expired progress
-/// records; returns how many sessions.
+/// records (`pending_by_expiry`); returns how many sessions.
+///
+/// Runs with every batch, so the usual case — nothing expired — costs two
+/// index seeks and nothing else: expired progress is found first and
+/// deleted by its key, because a `DELETE … WHERE (session, key) IN
+/// (SELECT …)` builds a temporary b-tree for the subquery's rows on every
+/// run, even when it finds none.
 pub(crate) fn sweep(conn: &Connection, ctx: &OpCtx, budget: usize) -> Result<usize> {
     let now = now_ms();
+    let budget = to_i64(budget as u64);
     let ids: Vec<String> = sql(
         ctx,
         conn.prepare_cached(
             "SELECT id FROM sessions WHERE expires_at IS NOT NULL AND expires_at <= ?1
              ORDER BY expires_at LIMIT ?2",
         )
-        .and_then(|mut st| {
-            st.query_map(params![now, to_i64(budget as u64)], |r| r.get(0))?
-                .collect()
-        }),
+        .and_then(|mut st| st.query_map(params![now, budget], |r| r.get(0))?.collect()),
     )?;
     for id in &ids {
         delete_rows(conn, ctx, id)?;
     }
-    sql(
+    let progress: Vec<(String, String)> = sql(
         ctx,
         conn.prepare_cached(
-            "DELETE FROM pending WHERE (session, key) IN (SELECT session, key FROM pending
-             WHERE expires_at IS NOT NULL AND expires_at <= ?1 ORDER BY expires_at LIMIT ?2)",
+            "SELECT session, key FROM pending WHERE expires_at IS NOT NULL AND expires_at <= ?1
+             ORDER BY expires_at LIMIT ?2",
         )
-        .and_then(|mut st| st.execute(params![now, to_i64(budget as u64)])),
+        .and_then(|mut st| {
+            st.query_map(params![now, budget], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect()
+        }),
     )?;
+    for (session, key) in &progress {
+        sql(
+            ctx,
+            conn.prepare_cached(DELETE_PENDING)
+                .and_then(|mut st| st.execute([session, key])),
+        )?;
+    }
     Ok(ids.len())
 }
