@@ -39,7 +39,9 @@ fn describe(provider: &dyn Provider) -> String {
 }
 
 pub(crate) async fn run(ui: &Ui, url: &str, args: ChatArgs) -> Result<(), CliError> {
-    let store = crate::store::open_to_write(url, &[&args.session], "chat").await?;
+    let store =
+        crate::store::open_to_write(url, &[&args.session], "chat", crate::store::Create::Yes)
+            .await?;
     let provider = provider()?;
     let mut builder = Pipeline::builder(Arc::clone(&store), Arc::clone(&provider))
         // `list` shows it: the first message, cut short.

@@ -12,11 +12,11 @@ use crate::args::{CompactArgs, TrimArgs};
 use crate::error::CliError;
 use crate::sessions::not_found;
 use crate::show::one_line;
-use crate::store::open_to_write;
+use crate::store::{Create, open_to_write};
 use crate::ui::{self, Ui};
 
 pub(crate) async fn trim(ui: &Ui, url: &str, args: TrimArgs) -> Result<(), CliError> {
-    let store = open_to_write(url, &[&args.id], "trim").await?;
+    let store = open_to_write(url, &[&args.id], "trim", Create::No).await?;
     let policy = WindowPolicy::default().max_messages(args.keep);
     let doing = format!("trimming session {}", args.id);
     let compacted = window::compact(&*store, &args.id, &policy, &CharEstimate)
@@ -89,7 +89,7 @@ fn report_cut(
 }
 
 pub(crate) async fn compact(ui: &Ui, url: &str, args: CompactArgs) -> Result<(), CliError> {
-    let store = open_to_write(url, &[&args.id], "compact").await?;
+    let store = open_to_write(url, &[&args.id], "compact", Create::No).await?;
     let exists = store
         .exists(&args.id)
         .await

@@ -72,7 +72,7 @@ pub(crate) async fn run(ui: &Ui, url: &str, _args: DoctorArgs) -> Result<(), Cli
     let shown = statestore::redact_url(url);
     let mut report = Report::default();
     let started = Instant::now();
-    let backend = match statestore::open_backend(url, Options::new()).await {
+    let backend = match statestore::open_backend(url, Options::new().create(false)).await {
         Ok(b) => b,
         Err(e) => {
             report.add(Status::Fail, "connect", format!("{shown}: {e}"));

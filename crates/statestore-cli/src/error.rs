@@ -221,6 +221,11 @@ impl CliError {
                      postgres://user:password@host:5432/db or memory:// (see `statestore --help`)"
                         .into()
                 }
+                OpenError::Open { .. } if names_no_file(e) => {
+                    "no store is there: check the path (for the default store, STATESTORE_HOME); \
+                     only `statestore chat`, `import` and `migrate --to` create a store"
+                        .into()
+                }
                 OpenError::Open { .. } => {
                     "check that the file's directory exists and is writable, and that the file \
                      is a statestore database; `statestore doctor` says more"
@@ -333,4 +338,19 @@ pub(crate) fn crypto_hint(e: &CryptoError) -> Option<String> {
         }
         _ => return None,
     })
+}
+
+/// Whether `e` failed because its file does not exist (an `io::Error` of
+/// kind `NotFound` among its causes: `Options::create(false)`).
+fn names_no_file(e: &OpenError) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if s.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::NotFound)
+        {
+            return true;
+        }
+        source = s.source();
+    }
+    false
 }

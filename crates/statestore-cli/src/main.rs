@@ -41,10 +41,19 @@ fn main() -> ExitCode {
     // spans and metrics still pending.
     let telemetry = init_logging();
     let help = store::default_location_help();
+    // `--store ''` typed is a mistake; an empty STATESTORE_URL is unset.
+    let mut empty_store_flag = false;
     let parsed = Cli::command()
         .mut_arg("store", |a| a.long_help(help))
         .try_get_matches()
-        .and_then(|matches| Cli::from_arg_matches(&matches));
+        .and_then(|matches| {
+            empty_store_flag = matches.value_source("store")
+                == Some(clap::parser::ValueSource::CommandLine)
+                && matches
+                    .get_one::<String>("store")
+                    .is_some_and(|s| s.trim().is_empty());
+            Cli::from_arg_matches(&matches)
+        });
     let cli = match parsed {
         Ok(cli) => cli,
         Err(e) => {
@@ -55,14 +64,18 @@ fn main() -> ExitCode {
             }
             // A usage error may echo what was typed: escaped, as all output.
             let text = e.render().to_string();
-            let _ = std::io::Write::write_all(
-                &mut std::io::stderr(),
-                ui::clean(&text).as_bytes(),
-            );
+            let _ = std::io::Write::write_all(&mut std::io::stderr(), ui::clean(&text).as_bytes());
             return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
         }
     };
     let ui = Ui::new(cli.json);
+    if empty_store_flag {
+        drop(telemetry);
+        return ui.fail(&CliError::Usage {
+            message: "--store is empty".into(),
+            hint: Some("pass --store URL, or leave it out for the default store".into()),
+        });
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

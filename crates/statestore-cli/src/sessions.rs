@@ -174,7 +174,8 @@ pub(crate) fn not_found(id: &SessionId) -> CliError {
 }
 
 pub(crate) async fn fork(ui: &Ui, url: &str, args: ForkArgs) -> Result<(), CliError> {
-    let store = crate::store::open_to_write(url, &[&args.source], "fork").await?;
+    let store =
+        crate::store::open_to_write(url, &[&args.source], "fork", crate::store::Create::No).await?;
     let version = store
         .fork(&args.source, &args.target)
         .await

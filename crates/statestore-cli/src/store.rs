@@ -53,7 +53,7 @@ pub(crate) fn default_location_help() -> String {
   memory://              in this process only, gone when it exits
 Options follow a ?: redis://localhost:6379?prefix=app:&ttl=24h
 
-Default: an SQLite file, created when needed, at
+Default: an SQLite file (created by chat or import), at
   $STATESTORE_HOME/sessions.db, else
   $XDG_DATA_HOME/statestore/sessions.db, else
   $HOME/.local/share/statestore/sessions.db
@@ -62,7 +62,8 @@ Here that is {here}"
 }
 
 /// The store URL a command uses: `given` (`--store` or `STATESTORE_URL`),
-/// or the default file's, creating its directory.
+/// or the default file's (whose directory a command that creates the
+/// store makes: [`open_as`]).
 pub(crate) fn resolve(given: Option<String>) -> Result<String, CliError> {
     if let Some(url) = given {
         return Ok(url);
@@ -71,13 +72,24 @@ pub(crate) fn resolve(given: Option<String>) -> Result<String, CliError> {
         message: "no store given and no default location: HOME is not set".into(),
         hint: Some("set STATESTORE_HOME to a directory, or pass --store URL".into()),
     })?;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(CliError::io(format!(
+    sqlite_url(&path)
+}
+
+/// Makes the default store's directory when `url` is the default store's.
+fn make_default_dir(url: &str) -> Result<(), CliError> {
+    let Some(path) = default_db_path() else {
+        return Ok(());
+    };
+    if sqlite_url(&path).ok().as_deref() != Some(url) {
+        return Ok(());
+    }
+    match path.parent() {
+        Some(dir) => std::fs::create_dir_all(dir).map_err(CliError::io(format!(
             "cannot create the default store's directory {}",
             dir.display()
-        )))?;
+        ))),
+        None => Ok(()),
     }
-    sqlite_url(&path)
 }
 
 /// `sqlite://` + the absolute path, percent-encoding what would end the
@@ -173,10 +185,26 @@ pub(crate) fn layer(inner: Arc<dyn Store>, ring: &KeyRing) -> EncryptedBuilder {
     Encrypted::builder(inner, ring.clone()).context(context)
 }
 
+/// Whether a command may create the store it opens: only `chat`, `import`
+/// and `migrate`'s target do; every other command opens a store that
+/// exists, and a mistyped SQLite path is an error naming it, not an empty
+/// database left behind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Create {
+    Yes,
+    No,
+}
+
 /// Opens the store at `url`: encrypted with this run's key ring when it
 /// has one, so commands see plaintext and the backend holds ciphertext.
+/// Never creates it.
 pub(crate) async fn open(url: &str) -> Result<Arc<dyn Store>, CliError> {
-    let backend = open_backend(url).await?;
+    open_as(url, Create::No).await
+}
+
+/// [`open`], creating the store when `create` says so.
+pub(crate) async fn open_as(url: &str, create: Create) -> Result<Arc<dyn Store>, CliError> {
+    let backend = open_backend_as(url, create).await?;
     Ok(match keys() {
         Some(ring) => Arc::new(layer(backend, ring).build()),
         None => backend,
@@ -191,8 +219,9 @@ pub(crate) async fn open_to_write(
     url: &str,
     targets: &[&SessionId],
     doing: &str,
+    create: Create,
 ) -> Result<Arc<dyn Store>, CliError> {
-    let store = open(url).await?;
+    let store = open_as(url, create).await?;
     crate::keyscan::refuse_plaintext_writes(&*store, targets, doing).await?;
     Ok(store)
 }
@@ -200,9 +229,18 @@ pub(crate) async fn open_to_write(
 /// The SQLite stores this run opened, for [`close_all`].
 static SQLITE: Mutex<Vec<statestore::sqlite::SqliteStore>> = Mutex::new(Vec::new());
 
-/// Opens the store at `url` as it is, without the encryption layer.
+/// Opens the store at `url` as it is, without the encryption layer; never
+/// creates it.
 pub(crate) async fn open_backend(url: &str) -> Result<Arc<dyn Store>, CliError> {
-    let backend = statestore::open_backend(url, statestore::Options::new()).await?;
+    open_backend_as(url, Create::No).await
+}
+
+pub(crate) async fn open_backend_as(url: &str, create: Create) -> Result<Arc<dyn Store>, CliError> {
+    if create == Create::Yes {
+        make_default_dir(url)?;
+    }
+    let options = statestore::Options::new().create(create == Create::Yes);
+    let backend = statestore::open_backend(url, options).await?;
     if let statestore::Backend::Sqlite(store) = &backend {
         SQLITE
             .lock()

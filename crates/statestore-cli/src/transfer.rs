@@ -12,7 +12,7 @@ use crate::args::{ExportArgs, ImportArgs, MigrateArgs};
 use crate::copy::{Copied, Exported, Header, Tally, check_header, check_values, put};
 use crate::error::CliError;
 use crate::sink::Sink;
-use crate::store::{all_ids, open, open_backend, open_to_write, ordered};
+use crate::store::{Create, all_ids, open, open_backend, open_backend_as, open_to_write, ordered};
 use crate::ui::{self, Ui};
 
 /// Sessions loaded at once by export and migrate.
@@ -225,9 +225,9 @@ pub(crate) async fn import(ui: &Ui, url: &str, args: ImportArgs) -> Result<(), C
     // key ring's layer, or without one only into a store that is not
     // encrypted.
     let store = if args.encrypted {
-        open_backend(url).await?
+        open_backend_as(url, Create::Yes).await?
     } else {
-        open_to_write(url, &[], "import").await?
+        open_to_write(url, &[], "import", Create::Yes).await?
     };
     let bar = ui.progress_bytes(size, "importing");
     bar.inc(line.len() as u64);
@@ -421,7 +421,7 @@ pub(crate) async fn migrate(ui: &Ui, args: MigrateArgs) -> Result<(), CliError> 
         statestore::redact_url(&args.to),
     );
     let source = open(&args.from).await?;
-    let dest = open_to_write(&args.to, &[], "migrate").await?;
+    let dest = open_to_write(&args.to, &[], "migrate", Create::Yes).await?;
     let ids = all_ids(&*source, args.user.as_deref()).await?;
     let bar = ui.progress(ids.len() as u64, "migrating");
     let mut tally = Tally::default();

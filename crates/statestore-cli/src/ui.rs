@@ -369,7 +369,10 @@ mod tests {
         // Wide characters take two columns; a cell stays on its line.
         let t = table(
             &[("T", Align::Left), ("N", Align::Left)],
-            &[vec!["日本".into(), "1".into()], vec!["a\nb".into(), "2".into()]],
+            &[
+                vec!["日本".into(), "1".into()],
+                vec!["a\nb".into(), "2".into()],
+            ],
         );
         assert_eq!(t, "T     N\n日本  1\na\\nb  2\n");
     }
@@ -382,6 +385,9 @@ mod tests {
             "ok\\u{1b}]2;PWNED\\u{7}\\r\n\tnext \\u{202e}txt\\u{9b}"
         );
         assert_eq!(super::clean_line("a\nb\tc"), "a\\nb\\tc");
-        assert!(matches!(super::clean("plain é 日本"), std::borrow::Cow::Borrowed(_)));
+        assert!(matches!(
+            super::clean("plain é 日本"),
+            std::borrow::Cow::Borrowed(_)
+        ));
     }
 }

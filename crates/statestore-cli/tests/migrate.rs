@@ -151,6 +151,10 @@ fn migrate_refuses_one_store_for_both_and_reports_unreachable_ones() {
     run.assert_code(2);
     assert!(run.stderr.contains("the same store"), "{}", run.stderr);
 
+    // (The source exists: migrate never creates it.)
+    let empty = env.path("empty.jsonl");
+    std::fs::write(&empty, common::HEADER).unwrap();
+    env.ok(&["--store", &a, "import", empty.to_str().unwrap()]);
     let run = env.run(&[
         "migrate",
         "--from",

@@ -133,7 +133,10 @@ mod tests {
     #[test]
     fn strings_pack_as_messagepack_of_every_length_class() {
         let mut p = Packed::default();
-        p.push("").push("ab").push("x".repeat(31)).push("y".repeat(32));
+        p.push("")
+            .push("ab")
+            .push("x".repeat(31))
+            .push("y".repeat(32));
         p.push("z".repeat(256)).push("w".repeat(65_536));
         let bytes = p.into_bytes();
         let mut want = vec![0xa0, 0xa2, b'a', b'b', 0xbf];

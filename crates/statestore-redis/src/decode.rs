@@ -3,9 +3,9 @@
 
 use std::sync::Arc;
 
+use crate::read::{Counts, list_length};
 use redis::Value;
 use statestore_core::codec::{self, Limits, SCHEMA_VERSION};
-use crate::read::{Counts, list_length};
 use statestore_core::{
     Appended, ConversationState, Counters, Error, Expect, IdempotencyKey, Metadata, RecentState,
     RememberedWrite, Result, SessionId, Summary, Timestamp, Version,
@@ -303,9 +303,19 @@ pub(crate) fn snapshot(
         _ => return Err(corrupt(id, "load returned an unexpected status")),
     };
     let counts = match *counts.as_slice() {
-        [nm, ns, nd] => Counts { nm, ns, nd, record: None },
+        [nm, ns, nd] => Counts {
+            nm,
+            ns,
+            nd,
+            record: None,
+        },
         [nm, ns, nd, ref record @ ..] => match remembered(record) {
-            Some((done, _)) => Counts { nm, ns, nd, record: Some(done) },
+            Some((done, _)) => Counts {
+                nm,
+                ns,
+                nd,
+                record: Some(done),
+            },
             None => return Err(corrupt(id, "load returned a malformed remembered write")),
         },
         _ => return Err(corrupt(id, "load returned malformed counts")),
@@ -316,7 +326,16 @@ pub(crate) fn snapshot(
         Some(0) => Some(list_length(id, &mut it)?),
         _ => None,
     };
-    Snapshot::checked(id, header(id, header_flat)?, counts, listed, newest, lookup, it).map(Some)
+    Snapshot::checked(
+        id,
+        header(id, header_flat)?,
+        counts,
+        listed,
+        newest,
+        lookup,
+        it,
+    )
+    .map(Some)
 }
 
 /// The caller-keyed writes of a remembered-writes hash (`keys.rs`), flat

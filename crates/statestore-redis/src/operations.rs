@@ -109,7 +109,10 @@ impl Store for RedisStore {
             Expect::Absent => "n".to_owned(),
         });
         let max = self.inner.limits.max_messages;
-        args.push(max.map_or(-1, |m| i64::try_from(m).unwrap_or(i64::MAX)).to_string());
+        args.push(
+            max.map_or(-1, |m| i64::try_from(m).unwrap_or(i64::MAX))
+                .to_string(),
+        );
         // An unkeyed append gets a key of its own where the client library
         // may re-send a request by itself (the cluster client), so that the
         // re-send is a replay, not a second append; elsewhere it needs none.

@@ -178,10 +178,7 @@ impl Read<'_> {
             .map(|n| n.parse::<u64>().ok())
             .collect::<Option<Vec<u64>>>();
         let Some(&[schema, at, nm, ns, nd, wk, _wg]) = n.as_deref() else {
-            return Err(corrupt(
-                id,
-                "its header has a count that is not an integer",
-            ));
+            return Err(corrupt(id, "its header has a count that is not an integer"));
         };
         if at != version {
             return Ok(Found::OldLayout);
@@ -209,7 +206,12 @@ impl Read<'_> {
             }
         };
         let record = match self.lookup {
-            Some(_) => remembered(id, next_list(id, &mut it, "remembered-writes hash")?, wk, &header)?,
+            Some(_) => remembered(
+                id,
+                next_list(id, &mut it, "remembered-writes hash")?,
+                wk,
+                &header,
+            )?,
             None => None,
         };
         let listed = match self.newest {
@@ -250,7 +252,11 @@ fn remembered(
     let malformed = || corrupt(id, "a remembered write is malformed");
     let numbers = std::str::from_utf8(record)
         .ok()
-        .and_then(|t| t.split(' ').map(|n| n.parse::<u64>().ok()).collect::<Option<Vec<_>>>())
+        .and_then(|t| {
+            t.split(' ')
+                .map(|n| n.parse::<u64>().ok())
+                .collect::<Option<Vec<_>>>()
+        })
         .filter(|n| matches!(n.len(), 3 | 4))
         .ok_or_else(malformed)?;
     let version = numbers.first().copied().ok_or_else(malformed)?;
@@ -271,7 +277,10 @@ pub(crate) struct Counts {
 }
 
 /// The next reply, `LLEN` of the message list.
-pub(crate) fn list_length(id: &SessionId, replies: &mut impl Iterator<Item = Value>) -> Result<u64> {
+pub(crate) fn list_length(
+    id: &SessionId,
+    replies: &mut impl Iterator<Item = Value>,
+) -> Result<u64> {
     match next_list(id, replies, "message list length")?.as_slice() {
         [Value::Int(len)] => Ok(u64::try_from(*len).unwrap_or(u64::MAX)),
         _ => Err(corrupt(id, "load returned a malformed message count")),

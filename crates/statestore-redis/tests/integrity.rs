@@ -421,18 +421,28 @@ async fn an_append_to_a_list_of_another_length_is_undone() {
     ];
     for (what, change) in changes {
         server.cli(&["DEL", "{torn}:h", "{torn}:m"]).unwrap();
-        let history = vec![Message::user("a"), Message::assistant("b"), Message::user("c")];
+        let history = vec![
+            Message::user("a"),
+            Message::assistant("b"),
+            Message::user("c"),
+        ];
         store.append(&id, history, Expect::Any).await.unwrap();
         server.cli(change).unwrap();
         let list = || server.cli(&["LRANGE", "{torn}:m", "0", "-1"]).unwrap();
         let before = (snapshot(&server), list());
         for messages in [1, 2_500] {
-            let more = (0..messages).map(|i| Message::user(format!("m{i}"))).collect();
+            let more = (0..messages)
+                .map(|i| Message::user(format!("m{i}")))
+                .collect();
             is_corrupt(
                 &format!("append of {messages} to a list that {what}"),
                 store.append(&id, more, Expect::Any).await,
             );
-            assert_eq!((snapshot(&server), list()), before, "{what}: something was written");
+            assert_eq!(
+                (snapshot(&server), list()),
+                before,
+                "{what}: something was written"
+            );
         }
     }
 }

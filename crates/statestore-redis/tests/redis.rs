@@ -612,7 +612,11 @@ async fn ttl_is_set_on_every_key_at_once_and_slides() {
         .unwrap();
     let header = expiry(&mut conn).await[0];
     s.load(&id).await.unwrap().unwrap();
-    assert_eq!(expiry(&mut conn).await[0], header, "a read refreshed a TTL above 90 %");
+    assert_eq!(
+        expiry(&mut conn).await[0],
+        header,
+        "a read refreshed a TTL above 90 %"
+    );
     s.touch(&id).await.unwrap();
     let second = expiry(&mut conn).await;
 

@@ -79,6 +79,7 @@ pub struct SqliteStoreBuilder {
     busy_timeout: Duration,
     readers: usize,
     max_batch: usize,
+    create: bool,
 }
 
 impl Default for SqliteStoreBuilder {
@@ -90,6 +91,7 @@ impl Default for SqliteStoreBuilder {
             busy_timeout: Duration::from_secs(5),
             readers: 4,
             max_batch: worker::MAX_BATCH,
+            create: true,
         }
     }
 }
@@ -136,8 +138,20 @@ impl SqliteStoreBuilder {
         self
     }
 
-    /// Opens (creating if needed) the database at `path`, on a thread of
-    /// its own so the async runtime never blocks.
+    /// Whether [`open`](Self::open) creates the database when `path` names
+    /// no file (default `true`). With `false` a missing file fails to open
+    /// with [`Error::Unavailable`], its source an [`std::io::Error`] of
+    /// kind `NotFound` naming the path, and nothing is created: for tools
+    /// that only read, where a mistyped path must not leave an empty
+    /// database behind.
+    pub fn create(mut self, create: bool) -> Self {
+        self.create = create;
+        self
+    }
+
+    /// Opens (creating if needed, unless [`create`](Self::create) says
+    /// not to) the database at `path`, on a thread of its own so the async
+    /// runtime never blocks.
     ///
     /// # Errors
     ///
@@ -174,7 +188,25 @@ impl SqliteStoreBuilder {
             busy: self.busy_timeout,
             path: Arc::clone(&file),
         };
-        let mut writer = sql(&ctx, Connection::open(&path))?;
+        let mut writer = if self.create {
+            sql(&ctx, Connection::open(&path))?
+        } else {
+            // Without SQLITE_OPEN_CREATE, a file removed meanwhile is not
+            // created either.
+            if !path.exists() {
+                return Err(Error::Unavailable {
+                    operation: "open",
+                    source: Box::new(std::io::Error::new(
+                        std::io::ErrorKind::NotFound,
+                        format!("no database at {}", path.display()),
+                    )),
+                });
+            }
+            let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_URI
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+            sql(&ctx, Connection::open_with_flags(&path, flags))?
+        };
         sql(&ctx, writer.busy_timeout(self.busy_timeout))?;
         let mode: String = sql(
             &ctx,

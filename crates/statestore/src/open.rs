@@ -213,6 +213,9 @@ async fn sqlite(
     if let Some(limits) = options.limits {
         builder = builder.limits(limits);
     }
+    if let Some(create) = options.create {
+        builder = builder.create(create);
+    }
     let store = builder
         .open(&path)
         .await

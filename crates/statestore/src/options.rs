@@ -40,6 +40,8 @@ pub struct Options {
     pub(crate) limits: Option<Limits>,
     #[cfg(any(feature = "redis-tls", feature = "postgres-tls"))]
     pub(crate) tls_root_certificate: Option<Vec<u8>>,
+    /// `Some(false)`: open only a store that exists (SQLite).
+    pub(crate) create: Option<bool>,
 }
 
 impl std::fmt::Debug for Options {
@@ -48,7 +50,8 @@ impl std::fmt::Debug for Options {
         d.field("ttl", &self.ttl)
             .field("prefix", &self.prefix)
             .field("timeout", &self.timeout)
-            .field("limits", &self.limits);
+            .field("limits", &self.limits)
+            .field("create", &self.create);
         #[cfg(any(feature = "redis-tls", feature = "postgres-tls"))]
         d.field(
             "tls_root_certificate",
@@ -62,6 +65,17 @@ impl Options {
     /// No settings: every backend's defaults.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Whether opening may create the store (default `true`). With
+    /// `false`, an `sqlite://` URL naming no file fails with
+    /// [`OpenError::Open`](crate::OpenError::Open) — its source an
+    /// [`std::io::Error`] of kind `NotFound` — and leaves nothing behind:
+    /// for tools that only read. The servers' stores are not files to
+    /// create; this setting does not apply to them.
+    pub fn create(mut self, create: bool) -> Self {
+        self.create = Some(create);
+        self
     }
 
     /// Sessions expire `ttl` after their last access (every backend; URL

@@ -78,6 +78,53 @@ impl Scheme {
     }
 }
 
+/// The hosts and ports of a server's URL, checked before any client
+/// library sees them, so that a URL that cannot name a server is an
+/// invalid URL (a usage error), not a server that cannot be reached: every
+/// host named (a cluster's and PostgreSQL's may be several, separated by
+/// commas) and every port a number from 1 to 65535. PostgreSQL may leave
+/// the host to a `host=` option (a Unix socket's directory).
+fn check_hosts(scheme: Scheme, location: &str, query: &Query) -> Result<(), String> {
+    let example = match scheme {
+        Scheme::Redis { cluster: true, .. } => "redis+cluster://HOST:PORT,HOST:PORT",
+        Scheme::Redis { .. } => "redis://[USER:PASSWORD@]HOST[:PORT][/DB]",
+        Scheme::Postgres => "postgres://[USER:PASSWORD@]HOST[:PORT]/DB",
+        Scheme::Memory | Scheme::Sqlite => return Ok(()),
+    };
+    let authority = location.split('/').next().unwrap_or_default();
+    let hosts = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, hosts)| hosts);
+    if hosts.is_empty() && scheme == Scheme::Postgres && query.get("host").is_some() {
+        return Ok(());
+    }
+    for host in hosts.split(',') {
+        // `[v6 address]:port`, or `name:port`.
+        let (name, port) = match host.strip_prefix('[') {
+            Some(v6) => match v6.split_once(']') {
+                Some((addr, "")) => (addr, None),
+                Some((addr, rest)) => (addr, Some(rest.strip_prefix(':').unwrap_or(rest))),
+                None => return Err(format!("{host:?} opens a [v6 address] it does not close")),
+            },
+            None => match host.rsplit_once(':') {
+                Some((name, port)) => (name, Some(port)),
+                None => (host, None),
+            },
+        };
+        if name.is_empty() {
+            return Err(format!("no host: expected {example}"));
+        }
+        if let Some(port) = port
+            && !matches!(port.parse::<u16>(), Ok(1..))
+        {
+            return Err(format!(
+                "port {port:?} is not a number from 1 to 65535: expected {example}"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// A store URL taken apart. Backends read [`location`](Self::location)
 /// and take their options from [`query`](Self::query).
 #[derive(Debug)]
@@ -127,6 +174,9 @@ impl StoreUrl {
         }
         let (location, query) = rest.split_once('?').unwrap_or((rest, ""));
         let query = Query::parse(query, &redacted, &scheme_name)?;
+        if let Err(reason) = check_hosts(scheme, location, &query) {
+            return Err(invalid(reason));
+        }
         Ok(Self {
             scheme,
             scheme_name,
@@ -452,6 +502,41 @@ mod tests {
             assert_eq!(decode(&encode(text)).as_deref(), Ok(text), "{text:?}");
         }
         assert_eq!(encode("a b&c"), "a%20b%26c");
+    }
+
+    #[test]
+    fn servers_urls_name_a_host_and_a_port() {
+        let parse = |url: &str| StoreUrl::parse(url).map(|_| ()).map_err(|e| e.to_string());
+        for bad in [
+            "redis://",
+            "redis://h:notaport",
+            "redis://:6379",
+            "redis://u:p@",
+            "redis://h:0",
+            "redis://h:65536",
+            "redis://[::1",
+            "redis+cluster://h1:7000,:7001",
+            "postgres://",
+            "postgres://u@h:x/db",
+        ] {
+            let e = parse(bad).unwrap_err();
+            assert!(e.starts_with("invalid store URL"), "{bad}: {e}");
+        }
+        for good in [
+            "redis://h",
+            "redis://u:p@h:6379/2",
+            "redis://[::1]:6379",
+            "redis://u:p%40ss@h:1",
+            "rediss://h.example:6380",
+            "redis+cluster://h1:7000,h2:7001",
+            "postgres://u:p@h:5432/db",
+            "postgresql://h1,h2:5433/db",
+            "postgres:///db?host=/var/run/postgresql",
+            "memory://",
+            "sqlite://x.db",
+        ] {
+            assert!(parse(good).is_ok(), "{good}: {:?}", parse(good));
+        }
     }
 
     #[test]

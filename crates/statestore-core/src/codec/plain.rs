@@ -182,7 +182,12 @@ mod tests {
             let fast = message(&bytes);
             // Only role, text and timestamp take the fast path.
             if m.role != Role::Tool {
-                assert_eq!(fast.as_ref(), Some(&m), "{}", String::from_utf8_lossy(&bytes));
+                assert_eq!(
+                    fast.as_ref(),
+                    Some(&m),
+                    "{}",
+                    String::from_utf8_lossy(&bytes)
+                );
             } else {
                 assert_eq!(fast, None, "a tool message has its call id");
             }

@@ -185,7 +185,10 @@ where
     assert!(store.load_recent(&recent, 1).await.unwrap().is_some());
     tokio::time::sleep(Duration::from_millis(1_000)).await;
     // 1.0 s after the reads, 2.0 s after the writes.
-    assert!(store.exists(&loaded).await.unwrap(), "load restarts the clock");
+    assert!(
+        store.exists(&loaded).await.unwrap(),
+        "load restarts the clock"
+    );
     assert!(
         store.exists(&recent).await.unwrap(),
         "load_recent restarts the clock"
