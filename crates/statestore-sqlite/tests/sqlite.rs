@@ -166,6 +166,52 @@ async fn new_files_are_stamped_and_reopen_with_their_data() {
     assert_eq!(texts(&loaded.messages), ["hi"]);
 }
 
+/// `create(false)` opens only a file that exists: a missing one is an
+/// `Unavailable` naming it, its source `NotFound`, and nothing is created;
+/// an existing one opens with its data.
+#[tokio::test]
+async fn an_existing_file_only_opens_without_creating() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("typo.db");
+    let err = SqliteStore::builder()
+        .create(false)
+        .open(&missing)
+        .await
+        .unwrap_err();
+    let Error::Unavailable { source, .. } = &err else {
+        panic!("{err:?}");
+    };
+    let io = source.downcast_ref::<std::io::Error>().unwrap();
+    assert_eq!(io.kind(), std::io::ErrorKind::NotFound);
+    assert!(err.to_string().contains("typo.db"), "{err}");
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "it created something"
+    );
+
+    let t = TempStore::open(SqliteStore::builder()).await;
+    t.store
+        .append(&sid("kept"), vec![Message::user("hi")], Expect::Any)
+        .await
+        .unwrap();
+    let again = SqliteStore::builder()
+        .create(false)
+        .open(t.store.path())
+        .await
+        .unwrap();
+    assert_eq!(
+        again
+            .load(&sid("kept"))
+            .await
+            .unwrap()
+            .unwrap()
+            .messages
+            .len(),
+        1
+    );
+}
+
 #[tokio::test]
 async fn a_newer_schema_is_refused() {
     let t = TempStore::open(SqliteStore::builder()).await;
