@@ -172,6 +172,19 @@ pub enum Error {
         source: BoxError,
     },
 
+    /// The backend refused the write before applying any of it — a
+    /// read-only file or database, a read-only replica — and will refuse it
+    /// again until that is changed: nothing was written, and retrying does
+    /// not help.
+    #[error("store refused {operation}: {source}")]
+    Refused {
+        /// The operation that was refused, e.g. `"append"`.
+        operation: &'static str,
+        /// Why, as the backend said it.
+        #[source]
+        source: BoxError,
+    },
+
     /// The backend did not answer in time. The write may or may not have
     /// been applied; re-read the version before retrying a non-idempotent write.
     #[error("{operation} timed out after {after:?}")]
@@ -213,6 +226,7 @@ impl Error {
             Self::UnsupportedSchema { .. } => "unsupported_schema",
             Self::NotReplicated { .. } => "not_replicated",
             Self::Unavailable { .. } => "unavailable",
+            Self::Refused { .. } => "refused",
             Self::Timeout { .. } => "timeout",
             Self::Backend { .. } => "backend",
         }
