@@ -121,7 +121,7 @@ impl<'a> Walk<'a> {
         if self.index.is_none() {
             for (a, m) in before.iter().enumerate().rev().take(SCAN) {
                 if m.role == Role::Assistant
-                    && let Some(p) = m.tool_calls.iter().rposition(|c| c.id == id)
+                    && let Some(p) = m.tool_calls().iter().rposition(|c| c.id == id)
                 {
                     return Some((a, p));
                 }
@@ -135,7 +135,7 @@ impl<'a> Walk<'a> {
             let mut index: HashMap<&str, Vec<(usize, usize)>> = HashMap::new();
             for (a, m) in messages.iter().enumerate() {
                 if m.role == Role::Assistant {
-                    for (p, c) in m.tool_calls.iter().enumerate() {
+                    for (p, c) in m.tool_calls().iter().enumerate() {
                         index.entry(c.id.as_str()).or_default().push((a, p));
                     }
                 }
@@ -152,16 +152,16 @@ impl<'a> Walk<'a> {
     fn strip(&mut self, i: usize, m: &Message) -> Option<Change> {
         let answered = &self.answered;
         let is_answered = |p: usize| answered.contains(&(i, p));
-        let change = if (0..m.tool_calls.len()).all(is_answered) {
+        let change = if (0..m.tool_calls().len()).all(is_answered) {
             None
         } else {
             let mut copy = m.clone();
             let mut p = 0;
-            copy.tool_calls.retain(|_| {
+            copy.tool_calls_mut().retain(|_| {
                 p += 1;
                 is_answered(p - 1)
             });
-            Some(if copy.tool_calls.is_empty() && copy.content.is_empty() {
+            Some(if copy.tool_calls().is_empty() && copy.content.is_empty() {
                 Change::Skip
             } else {
                 // Counted again when sent: the cached count included the calls.
@@ -182,7 +182,7 @@ impl<'a> Walk<'a> {
         match &m.token_count {
             // The cache check of `message_tokens`, with the encoding looked
             // up once per selection.
-            Some(c) if same(&c.encoding, encoding) => c.tokens as usize,
+            Some(c) if same(c.encoding.as_str(), encoding) => c.tokens as usize,
             _ => message_tokens(counter, m),
         }
     }
@@ -195,7 +195,7 @@ impl<'a> Walk<'a> {
         // Most units are one message sent as stored: no call, no result.
         let plain = match m.role {
             Role::Tool => false,
-            Role::Assistant => m.tool_calls.is_empty(),
+            Role::Assistant => m.tool_calls().is_empty(),
             _ => true,
         };
         if plain && self.answered.is_empty() {
@@ -224,7 +224,7 @@ impl<'a> Walk<'a> {
             let Some(m) = messages.get(i) else { break };
             let change = match m.role {
                 Role::Tool => {
-                    let call = m.tool_call_id.as_deref().and_then(|id| self.call_of(i, id));
+                    let call = m.tool_call_id().and_then(|id| self.call_of(i, id));
                     match call {
                         Some(call) => {
                             self.answered.push(call);
@@ -233,7 +233,7 @@ impl<'a> Walk<'a> {
                         None => Some(Change::Skip),
                     }
                 }
-                Role::Assistant if !m.tool_calls.is_empty() => self.strip(i, m),
+                Role::Assistant if !m.tool_calls().is_empty() => self.strip(i, m),
                 Role::User => {
                     unit.has_user = true;
                     None
