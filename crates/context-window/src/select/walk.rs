@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use statestore_core::{Message, Role};
+use statestore_core::{Encoding, Message, Role};
 
 use crate::count::{TokenCounter, message_tokens};
 
@@ -83,6 +83,8 @@ pub(super) struct Walk<'a> {
     /// Counts each unit's tokens with this counter (under its encoding),
     /// when set.
     counter: Option<(&'a dyn TokenCounter, &'a str)>,
+    /// An encoding of a cached count already found to be the counter's.
+    matched: Option<&'a Encoding>,
     /// Calls answered by results of the open unit, as (index of the
     /// assistant message, position of the call in it); the unit closes
     /// when none waits for a message further back.
@@ -103,6 +105,7 @@ impl<'a> Walk<'a> {
             messages,
             next: messages.len(),
             counter,
+            matched: None,
             answered: Vec::new(),
             index: None,
             changes: Vec::new(),
@@ -175,16 +178,26 @@ impl<'a> Walk<'a> {
 
     /// Tokens `m` costs as sent, when the walk counts.
     #[inline]
-    fn tokens(&self, m: &Message) -> usize {
+    fn tokens(&mut self, m: &'a Message) -> usize {
         let Some((counter, encoding)) = self.counter else {
             return 0;
         };
-        match &m.token_count {
+        if let Some(c) = &m.token_count {
             // The cache check of `message_tokens`, with the encoding looked
-            // up once per selection.
-            Some(c) if same(c.encoding.as_str(), encoding) => c.tokens as usize,
-            _ => message_tokens(counter, m),
+            // up once per selection: a count tagged with the interned
+            // encoding already matched is the same encoding, by pointer.
+            if self
+                .matched
+                .is_some_and(|e| e.shares_name_with(&c.encoding))
+            {
+                return c.tokens as usize;
+            }
+            if same(c.encoding.as_str(), encoding) {
+                self.matched = Some(&c.encoding);
+                return c.tokens as usize;
+            }
         }
+        message_tokens(counter, m)
     }
 
     /// The next unit back, or `None` once the oldest message is walked.
@@ -240,14 +253,18 @@ impl<'a> Walk<'a> {
                 }
                 _ => None,
             };
-            let sent = match &change {
-                None => Some(&**m),
-                Some(Change::Strip(copy)) => Some(&**copy),
+            let tokens = match &change {
+                None => Some(self.tokens(m)),
+                // Stripped copies carry no count: counted now.
+                Some(Change::Strip(copy)) => Some(match self.counter {
+                    Some((counter, _)) => message_tokens(counter, copy),
+                    None => 0,
+                }),
                 Some(Change::Skip) => None,
             };
-            if let Some(sent) = sent {
+            if let Some(tokens) = tokens {
                 unit.sendable += 1;
-                unit.tokens += self.tokens(sent);
+                unit.tokens += tokens;
             }
             if let Some(change) = change {
                 self.changes.push((i, change));
