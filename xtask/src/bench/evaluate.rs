@@ -583,11 +583,11 @@ mod tests {
         let metrics = [
             metric(
                 "memory/overhead per stored message/100000 messages in 1 session (heap)",
-                "140 bytes (197 bytes per message − 57 bytes of text)",
+                "110 bytes (167 bytes per message − 57 bytes of text)",
             ),
             metric(
                 "memory/overhead per stored message/100000 messages in 1,000 sessions (heap)",
-                "151 bytes (208 bytes per message − 57 bytes of text)",
+                "121 bytes (178 bytes per message − 57 bytes of text)",
             ),
             // Not the overhead: not read.
             metric(
@@ -603,7 +603,7 @@ mod tests {
         let v = overhead.evaluate(&r);
         assert_eq!(
             v.measured,
-            "**151 B** (100000 messages in 1,000 sessions (heap))"
+            "**121 B** (100000 messages in 1,000 sessions (heap))"
         );
         assert_eq!(v.pass, Some(false));
         let r = Lookup {

@@ -378,8 +378,8 @@ pub(super) const TARGETS: &[Target] = &[
             prefix: MEMORY_OVERHEAD,
             shown: Shown::Bytes,
         },
-        required: "≤ 150 B",
-        pass: Pass::AtMost(150.0),
+        required: "≤ 120 B",
+        pass: Pass::AtMost(120.0),
     },
     Target {
         what: "Redis turn (load_recent_with 20 + append of two 1 KB messages) through the \
