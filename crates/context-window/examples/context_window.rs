@@ -62,7 +62,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // "24C, clear" — a request OpenAI rejects (HTTP 400). The window keeps
     // the call and its result together, so it takes 3.
     let naive = &state.messages[state.messages.len() - 4..];
-    assert!(naive[0].tool_call_id.is_some());
+    assert!(naive[0].tool_call_id().is_some());
     let narrow = select(
         &state,
         &WindowPolicy::default().max_messages(4),

@@ -92,10 +92,10 @@ pub fn count_message(counter: &dyn TokenCounter, message: &Message) -> usize {
             }
         }
     }
-    if let Some(name) = &message.name {
+    if let Some(name) = &message.name() {
         n += counter.count_text(name) + PER_NAME;
     }
-    for call in &message.tool_calls {
+    for call in message.tool_calls() {
         n += counter.count_text(&call.name) + counter.count_text(&call.arguments) + PER_TOOL_CALL;
     }
     n
@@ -122,8 +122,5 @@ pub fn annotate(counter: &dyn TokenCounter, message: &mut Message) {
         return;
     }
     let tokens = u32::try_from(count_message(counter, message)).unwrap_or(u32::MAX);
-    message.token_count = Some(TokenCount {
-        encoding: counter.encoding().to_owned(),
-        tokens,
-    });
+    message.token_count = Some(TokenCount::new(counter.encoding(), tokens));
 }

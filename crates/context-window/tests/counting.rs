@@ -262,9 +262,9 @@ fn as_requests(messages: &[Message]) -> Vec<ChatCompletionRequestMessage> {
         .map(|m| ChatCompletionRequestMessage {
             role: m.role.as_str().to_owned(),
             content: Some(m.text().into_owned()),
-            name: m.name.clone(),
+            name: m.name().map(str::to_owned),
             tool_calls: m
-                .tool_calls
+                .tool_calls()
                 .iter()
                 .map(|c| FunctionCall {
                     name: c.name.clone(),
@@ -364,7 +364,7 @@ fn annotate_then_message_tokens_does_not_count_again() {
     assert_eq!(
         message.token_count,
         Some(TokenCount {
-            encoding: "o200k_base".to_owned(),
+            encoding: "o200k_base".into(),
             tokens: u32::try_from(tokens).unwrap(),
         })
     );
@@ -380,7 +380,7 @@ fn annotate_then_message_tokens_does_not_count_again() {
 
     // The cached number is what is returned: a planted one comes back as is.
     message.token_count = Some(TokenCount {
-        encoding: "o200k_base".to_owned(),
+        encoding: "o200k_base".into(),
         tokens: 999_999,
     });
     assert_eq!(message_tokens(&o200k, &message), 999_999);
@@ -391,7 +391,7 @@ fn annotate_then_message_tokens_does_not_count_again() {
 fn a_count_cached_for_another_encoding_is_not_used() {
     let mut message = tool_calling_message();
     message.token_count = Some(TokenCount {
-        encoding: "o200k_base".to_owned(),
+        encoding: "o200k_base".into(),
         tokens: 999_999,
     });
 

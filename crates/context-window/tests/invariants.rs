@@ -147,12 +147,12 @@ proptest! {
         let calls: HashMap<&str, usize> = messages
             .iter()
             .enumerate()
-            .flat_map(|(i, m)| m.tool_calls.iter().map(move |c| (c.id.as_str(), i)))
+            .flat_map(|(i, m)| m.tool_calls().iter().map(move |c| (c.id.as_str(), i)))
             .collect();
         let orphan = |i: usize| {
             let m = &messages[i];
             m.role == Role::Tool
-                && m.tool_call_id.as_deref().and_then(|id| calls.get(id)).is_none_or(|&a| a >= i)
+                && m.tool_call_id().and_then(|id| calls.get(id)).is_none_or(|&a| a >= i)
         };
         let newest_user = messages.iter().rposition(|m| m.role == Role::User);
         // What each message is sent as (`None`: never sent): orphan results
@@ -161,7 +161,7 @@ proptest! {
         let answered = |i: usize, c: &ToolCall| {
             messages[i + 1..]
                 .iter()
-                .any(|r| r.role == Role::Tool && r.tool_call_id.as_deref() == Some(c.id.as_str()))
+                .any(|r| r.role == Role::Tool && r.tool_call_id() == Some(c.id.as_str()))
         };
         let sent_as = |i: usize| -> Option<Message> {
             if orphan(i) {
@@ -169,15 +169,15 @@ proptest! {
             }
             let m = &messages[i];
             let kept: Vec<ToolCall> =
-                m.tool_calls.iter().filter(|c| answered(i, c)).cloned().collect();
-            if kept.len() == m.tool_calls.len() {
+                m.tool_calls().iter().filter(|c| answered(i, c)).cloned().collect();
+            if kept.len() == m.tool_calls().len() {
                 return Some((**m).clone());
             }
             if kept.is_empty() && m.content.is_empty() {
                 return None;
             }
             let mut copy = (**m).clone();
-            copy.tool_calls = kept;
+            *copy.tool_calls_mut() = kept;
             copy.token_count = None;
             Some(copy)
         };
@@ -202,9 +202,9 @@ proptest! {
                 prop_assert_eq!(w.dropped, messages.len() - picked.len());
                 // 2. No call is sent without its result.
                 for (k, m) in w.messages.iter().enumerate() {
-                    for c in &m.tool_calls {
+                    for c in m.tool_calls() {
                         prop_assert!(
-                            w.messages[k + 1..].iter().any(|r| r.tool_call_id.as_deref() == Some(c.id.as_str())),
+                            w.messages[k + 1..].iter().any(|r| r.tool_call_id() == Some(c.id.as_str())),
                             "call {} sent without its result", c.id
                         );
                     }
@@ -219,15 +219,15 @@ proptest! {
                 let set: HashSet<usize> = picked.iter().copied().collect();
                 for &i in &picked {
                     let m = &messages[i];
-                    for c in &m.tool_calls {
+                    for c in m.tool_calls() {
                         for (j, a) in messages.iter().enumerate() {
-                            if j > i && a.tool_call_id.as_deref() == Some(c.id.as_str()) {
+                            if j > i && a.tool_call_id() == Some(c.id.as_str()) {
                                 prop_assert!(set.contains(&j), "answer {} of call at {} dropped", j, i);
                             }
                         }
                     }
                     if m.role == Role::Tool {
-                        let call = calls[m.tool_call_id.as_deref().unwrap()];
+                        let call = calls[m.tool_call_id().unwrap()];
                         prop_assert!(set.contains(&call), "tool result {} sent without its call", i);
                     }
                 }
@@ -298,22 +298,22 @@ fn earlier_start(messages: &[Arc<Message>], start: usize) -> usize {
     loop {
         let m = &messages[s];
         let span_start = if m.role == Role::Tool {
-            m.tool_call_id.as_deref().and_then(|id| {
+            m.tool_call_id().and_then(|id| {
                 messages[..s]
                     .iter()
-                    .rposition(|a| a.tool_calls.iter().any(|c| c.id == id))
+                    .rposition(|a| a.tool_calls().iter().any(|c| c.id == id))
             })
         } else {
             None
         };
         // Any call before s whose answers reach s or beyond also pulls back.
         let pulled = messages[..s].iter().enumerate().rev().find_map(|(a, msg)| {
-            msg.tool_calls
+            msg.tool_calls()
                 .iter()
                 .any(|c| {
                     messages[s..]
                         .iter()
-                        .any(|t| t.tool_call_id.as_deref() == Some(c.id.as_str()))
+                        .any(|t| t.tool_call_id() == Some(c.id.as_str()))
                 })
                 .then_some(a)
         });
@@ -451,7 +451,7 @@ proptest! {
                 // (The system messages built for the request are stamped
                 // with the time they are built: compared without it.)
                 let unstamped = |request: Vec<Arc<Message>>| -> Vec<Message> {
-                    request.iter().map(|m| Message { timestamp: None, ..(**m).clone() }).collect()
+                    request.iter().map(|m| (**m).clone().with_timestamp(None)).collect()
                 };
                 prop_assert_eq!(
                     unstamped(borrowed.request_messages()),

@@ -152,7 +152,7 @@ fn a_tool_exchange_is_kept_whole_or_not_at_all() {
     )
     .unwrap();
     assert_eq!(w.messages.len(), 5);
-    assert_eq!(w.messages[0].tool_calls.len(), 2);
+    assert_eq!(w.messages[0].tool_calls().len(), 2);
     // By turns: the last two user turns are everything.
     let w = select(
         &state,
@@ -206,7 +206,7 @@ fn unanswered_tool_calls_are_never_sent() {
         .messages
         .iter()
         .map(|m| {
-            let calls = m.tool_calls.iter().map(|c| c.id.clone()).collect();
+            let calls = m.tool_calls().iter().map(|c| c.id.clone()).collect();
             (m.text().into_owned(), calls)
         })
         .collect();
@@ -228,7 +228,7 @@ fn unanswered_tool_calls_are_never_sent() {
             .sum::<usize>();
     assert_eq!(w.tokens, Some(cost));
     // The stored messages are unchanged.
-    assert_eq!(state.messages[1].tool_calls.len(), 2);
+    assert_eq!(state.messages[1].tool_calls().len(), 2);
 }
 
 #[tokio::test]

@@ -152,11 +152,11 @@ fn shape(messages: &[Arc<Message>]) -> Vec<String> {
         .iter()
         .map(|m| {
             let calls: Vec<String> = m
-                .tool_calls
+                .tool_calls()
                 .iter()
                 .map(|c| format!("{}({})", c.name, c.arguments))
                 .collect();
-            format!("{} {:?} {calls:?} {:?}", m.role, m.text(), m.tool_call_id)
+            format!("{} {:?} {calls:?} {:?}", m.role, m.text(), m.tool_call_id())
         })
         .collect()
 }

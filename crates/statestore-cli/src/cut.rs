@@ -154,8 +154,8 @@ impl Summarizer for Extractive {
             let first = text.lines().next().unwrap_or_default();
             match m.role {
                 Role::Tool => {}
-                _ if !m.tool_calls.is_empty() => {
-                    let names: Vec<&str> = m.tool_calls.iter().map(|c| c.name.as_str()).collect();
+                _ if !m.tool_calls().is_empty() => {
+                    let names: Vec<&str> = m.tool_calls().iter().map(|c| c.name.as_str()).collect();
                     lines.push(format!("{}: called {}", m.role, names.join(", ")));
                 }
                 _ if !first.is_empty() => {

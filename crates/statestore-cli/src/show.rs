@@ -167,7 +167,7 @@ fn render(
     // Tool results by the call they answer, so each is shown under its call.
     let mut results: HashMap<&str, (usize, &Message)> = HashMap::new();
     for (i, m) in state.messages.iter().enumerate() {
-        if let (Role::Tool, Some(call)) = (m.role, m.tool_call_id.as_deref()) {
+        if let (Role::Tool, Some(call)) = (m.role, m.tool_call_id()) {
             results.entry(call).or_insert((i, m));
         }
     }
@@ -180,7 +180,7 @@ fn render(
         let head = format!("{}  {}", dim(&format!("#{i:<3}")), bold(&role));
         let text = m.text();
         if m.role == Role::Tool {
-            let call = ui::clean_line(m.tool_call_id.as_deref().unwrap_or("?"));
+            let call = ui::clean_line(m.tool_call_id().unwrap_or("?"));
             let _ = writeln!(
                 out,
                 "{head}  {} {}",
@@ -189,10 +189,10 @@ fn render(
             );
             continue;
         }
-        if !text.is_empty() || m.tool_calls.is_empty() {
+        if !text.is_empty() || m.tool_calls().is_empty() {
             let _ = writeln!(out, "{head}  {}", indent(&text, 17));
         }
-        for (n, call) in m.tool_calls.iter().enumerate() {
+        for (n, call) in m.tool_calls().iter().enumerate() {
             let lead = if n == 0 && text.is_empty() {
                 head.clone()
             } else {

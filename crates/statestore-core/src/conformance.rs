@@ -1230,8 +1230,8 @@ pub async fn concurrent_appends_lose_nothing(store: Arc<dyn Store>) {
     let mut next: HashMap<u64, u64> = HashMap::new();
     let mut seen = BTreeSet::new();
     for m in &loaded.messages {
-        let w = m.metadata["w"].as_u64().unwrap();
-        let i = m.metadata["i"].as_u64().unwrap();
+        let w = m.metadata()["w"].as_u64().unwrap();
+        let i = m.metadata()["i"].as_u64().unwrap();
         assert!(seen.insert((w, i)), "message {w}:{i} stored twice");
         let want = next.entry(w).or_insert(0);
         assert_eq!(i, *want, "writer {w}'s messages out of order");
@@ -1287,7 +1287,7 @@ pub async fn optimistic_writers_never_lose_updates(store: Arc<dyn Store>) {
         );
         // Each turn was decided on exactly the history before it.
         assert_eq!(
-            pair[0].metadata["after"].as_u64().unwrap(),
+            pair[0].metadata()["after"].as_u64().unwrap(),
             (pos * 2) as u64
         );
     }

@@ -22,7 +22,8 @@ pub use error::{BoxError, Error, Result};
 pub use id::SessionId;
 pub use list::{ListCursor, ListOrder, ListPage, ListQuery, SessionInfo, TITLE_KEY, TimeRange};
 pub use message::{
-    Content, ContentPart, ImageUrl, Message, Metadata, Role, Timestamp, TokenCount, ToolCall,
+    Content, ContentPart, Encoding, ImageUrl, Message, Metadata, Role, Timestamp, TokenCount,
+    ToolCall,
 };
 pub use prune::{PruneQuery, Pruned};
 pub use state::{ConversationState, Expect, RecentState, Summary, Version};

@@ -1,9 +1,15 @@
 //! [`Message`] and its parts: one entry of a conversation's history.
 
 use std::fmt;
+use std::num::NonZeroU64;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
+
+pub use token::{Encoding, TokenCount};
+
+mod token;
+mod wire;
 
 /// A JSON object of caller-defined values, kept in key order.
 pub type Metadata = serde_json::Map<String, serde_json::Value>;
@@ -11,28 +17,57 @@ pub type Metadata = serde_json::Map<String, serde_json::Value>;
 /// A wall-clock instant, stored as whole milliseconds since the Unix epoch.
 ///
 /// Serialized as a JSON integer, so stored states are compact and readable
-/// from any language.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct Timestamp(u64);
+/// from any language. Any millisecond count up to `u64::MAX − 1` (584
+/// million years after 1970) is kept exactly; `u64::MAX` reads as
+/// `u64::MAX − 1`. That spare value lets `Option<Timestamp>` take 8 bytes,
+/// the size of the timestamp itself.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timestamp(NonZeroU64);
 
 impl Timestamp {
+    /// The Unix epoch.
+    const EPOCH: Self = Self::from_unix_millis(0);
+
     /// The current wall-clock time.
     #[must_use]
     pub fn now() -> Self {
         SystemTime::now().into()
     }
 
-    /// A timestamp from milliseconds since the Unix epoch.
+    /// A timestamp from milliseconds since the Unix epoch (`u64::MAX` is
+    /// taken as `u64::MAX − 1`).
     #[must_use]
     pub const fn from_unix_millis(ms: u64) -> Self {
-        Self(ms)
+        // Held one higher, so that zero is free for `None`.
+        match NonZeroU64::new(ms.saturating_add(1)) {
+            Some(n) => Self(n),
+            None => Self(NonZeroU64::MAX),
+        }
     }
 
     /// Milliseconds since the Unix epoch.
     #[must_use]
     pub const fn as_unix_millis(self) -> u64 {
-        self.0
+        self.0.get() - 1
+    }
+}
+
+/// The Unix epoch.
+impl Default for Timestamp {
+    fn default() -> Self {
+        Self::EPOCH
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(self.as_unix_millis())
+    }
+}
+
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        u64::deserialize(d).map(Self::from_unix_millis)
     }
 }
 
@@ -42,19 +77,19 @@ impl From<SystemTime> for Timestamp {
             .duration_since(UNIX_EPOCH)
             .unwrap_or(Duration::ZERO)
             .as_millis();
-        Self(u64::try_from(ms).unwrap_or(u64::MAX))
+        Self::from_unix_millis(u64::try_from(ms).unwrap_or(u64::MAX))
     }
 }
 
 impl From<Timestamp> for SystemTime {
     fn from(t: Timestamp) -> Self {
-        UNIX_EPOCH + Duration::from_millis(t.0)
+        UNIX_EPOCH + Duration::from_millis(t.as_unix_millis())
     }
 }
 
 impl fmt::Debug for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Timestamp({}ms)", self.0)
+        write!(f, "Timestamp({}ms)", self.as_unix_millis())
     }
 }
 
@@ -279,16 +314,6 @@ impl ToolCall {
     }
 }
 
-/// A cached token count for one message, tagged with the encoding that
-/// produced it so that a count from another tokenizer is never reused.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TokenCount {
-    /// The encoding's name, e.g. `"o200k_base"`.
-    pub encoding: String,
-    /// Tokens the whole message costs in a request under that encoding.
-    pub tokens: u32,
-}
-
 /// One message of a conversation.
 ///
 /// Construct with [`Message::user`], [`Message::assistant`],
@@ -303,39 +328,57 @@ pub struct TokenCount {
 ///     .with_tool_calls(vec![ToolCall::new("call_1", "weather", r#"{"city":"Paris"}"#)]);
 /// let answer = Message::tool("call_1", r#"{"celsius":21}"#);
 /// assert_eq!(answer.role, Role::Tool);
-/// assert_eq!(answer.tool_call_id.as_deref(), Some("call_1"));
+/// assert_eq!(answer.tool_call_id(), Some("call_1"));
+/// assert_eq!(call.tool_calls()[0].name, "weather");
 ///
 /// // Stable snake_case JSON; unknown fields are ignored when reading.
 /// let json = serde_json::to_value(&ask).unwrap();
 /// assert_eq!(json["role"], "user");
 /// assert_eq!(json["content"], "What's the weather in Paris?");
 /// ```
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// The fields most messages leave empty — [`name`](Self::name),
+/// [`tool_calls`](Self::tool_calls), [`tool_call_id`](Self::tool_call_id)
+/// and [`metadata`](Self::metadata) — are kept in one box, allocated only
+/// when one of them is set, and reached through accessors (`name()`,
+/// `name_mut()`, …). A message is a third the size it would be with them
+/// inline, which is what a store holding millions of messages, and a window
+/// selection scanning thousands, pay for per message. Serialized, the
+/// message is the flat JSON object it always was.
+#[derive(Clone)]
 pub struct Message {
     /// Who wrote it.
     pub role: Role,
     /// The body.
-    #[serde(default)]
     pub content: Content,
-    /// An optional participant name (OpenAI's `name` field).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-    /// Tools the model asked to call (assistant messages only).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub tool_calls: Vec<ToolCall>,
-    /// The [`ToolCall::id`] this message answers (tool messages only).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tool_call_id: Option<String>,
-    /// Caller-defined values kept with the message.
-    #[serde(default, skip_serializing_if = "Metadata::is_empty")]
-    pub metadata: Metadata,
     /// A cached token count, filled in by a token counter.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_count: Option<TokenCount>,
     /// When the message was created.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timestamp: Option<Timestamp>,
+    /// The rarely set fields; `None` while all are empty.
+    rare: Option<Box<Rare>>,
 }
+
+/// The fields of a [`Message`] most messages leave empty.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Rare {
+    name: Option<String>,
+    tool_calls: Vec<ToolCall>,
+    tool_call_id: Option<String>,
+    metadata: Metadata,
+}
+
+impl Rare {
+    fn is_empty(&self) -> bool {
+        self.name.is_none()
+            && self.tool_calls.is_empty()
+            && self.tool_call_id.is_none()
+            && self.metadata.is_empty()
+    }
+}
+
+/// The empty map [`Message::metadata`] returns for a message without any.
+static NO_METADATA: std::sync::LazyLock<Metadata> = std::sync::LazyLock::new(Metadata::new);
 
 impl Message {
     /// A message of only a role, a body and a timestamp (the codec's fast
@@ -344,12 +387,9 @@ impl Message {
         Self {
             role,
             content,
-            name: None,
-            tool_calls: Vec::new(),
-            tool_call_id: None,
-            metadata: Metadata::new(),
             token_count: None,
             timestamp,
+            rare: None,
         }
     }
 
@@ -359,12 +399,9 @@ impl Message {
         Self {
             role,
             content: content.into(),
-            name: None,
-            tool_calls: Vec::new(),
-            tool_call_id: None,
-            metadata: Metadata::new(),
             token_count: None,
             timestamp: Some(Timestamp::now()),
+            rare: None,
         }
     }
 
@@ -389,22 +426,80 @@ impl Message {
     /// A tool result answering the call with id `tool_call_id`.
     #[must_use]
     pub fn tool(tool_call_id: impl Into<String>, content: impl Into<Content>) -> Self {
-        let mut m = Self::new(Role::Tool, content);
-        m.tool_call_id = Some(tool_call_id.into());
-        m
+        Self::new(Role::Tool, content).with_tool_call_id(tool_call_id)
+    }
+
+    /// The participant name (OpenAI's `name` field), if any.
+    #[must_use]
+    pub fn name(&self) -> Option<&str> {
+        self.rare.as_ref()?.name.as_deref()
+    }
+
+    /// The participant name, to set or clear.
+    pub fn name_mut(&mut self) -> &mut Option<String> {
+        &mut self.rare_mut().name
+    }
+
+    /// Tools the model asked to call (assistant messages only); empty for
+    /// most messages.
+    #[must_use]
+    pub fn tool_calls(&self) -> &[ToolCall] {
+        self.rare.as_ref().map_or(&[], |r| &r.tool_calls)
+    }
+
+    /// The tool calls, to change.
+    pub fn tool_calls_mut(&mut self) -> &mut Vec<ToolCall> {
+        &mut self.rare_mut().tool_calls
+    }
+
+    /// The [`ToolCall::id`] this message answers (tool messages only).
+    #[must_use]
+    pub fn tool_call_id(&self) -> Option<&str> {
+        self.rare.as_ref()?.tool_call_id.as_deref()
+    }
+
+    /// The answered call's id, to set or clear.
+    pub fn tool_call_id_mut(&mut self) -> &mut Option<String> {
+        &mut self.rare_mut().tool_call_id
+    }
+
+    /// Caller-defined values kept with the message; empty for most
+    /// messages.
+    #[must_use]
+    pub fn metadata(&self) -> &Metadata {
+        self.rare.as_ref().map_or(&NO_METADATA, |r| &r.metadata)
+    }
+
+    /// The metadata, to change.
+    pub fn metadata_mut(&mut self) -> &mut Metadata {
+        &mut self.rare_mut().metadata
+    }
+
+    /// The rare fields, boxed on first use.
+    fn rare_mut(&mut self) -> &mut Rare {
+        self.rare.get_or_insert_with(Box::default)
     }
 
     /// Sets the tool calls (for assistant messages).
     #[must_use]
     pub fn with_tool_calls(mut self, calls: Vec<ToolCall>) -> Self {
-        self.tool_calls = calls;
+        if !calls.is_empty() || self.rare.is_some() {
+            *self.tool_calls_mut() = calls;
+        }
+        self
+    }
+
+    /// Sets the id of the call this message answers (for tool messages).
+    #[must_use]
+    pub fn with_tool_call_id(mut self, id: impl Into<String>) -> Self {
+        *self.tool_call_id_mut() = Some(id.into());
         self
     }
 
     /// Sets the participant name.
     #[must_use]
     pub fn with_name(mut self, name: impl Into<String>) -> Self {
-        self.name = Some(name.into());
+        *self.name_mut() = Some(name.into());
         self
     }
 
@@ -415,7 +510,30 @@ impl Message {
         key: impl Into<String>,
         value: impl Into<serde_json::Value>,
     ) -> Self {
-        self.metadata.insert(key.into(), value.into());
+        self.metadata_mut().insert(key.into(), value.into());
+        self
+    }
+
+    /// Replaces all metadata.
+    #[must_use]
+    pub fn with_metadata_map(mut self, metadata: Metadata) -> Self {
+        if !metadata.is_empty() || self.rare.is_some() {
+            *self.metadata_mut() = metadata;
+        }
+        self
+    }
+
+    /// Sets the cached token count.
+    #[must_use]
+    pub fn with_token_count(mut self, count: TokenCount) -> Self {
+        self.token_count = Some(count);
+        self
+    }
+
+    /// Sets (or clears) the creation time.
+    #[must_use]
+    pub fn with_timestamp(mut self, timestamp: Option<Timestamp>) -> Self {
+        self.timestamp = timestamp;
         self
     }
 
@@ -424,73 +542,41 @@ impl Message {
     pub fn text(&self) -> std::borrow::Cow<'_, str> {
         self.content.text()
     }
+
+    /// The rare fields, unless all are empty.
+    fn filled(&self) -> Option<&Rare> {
+        self.rare.as_deref().filter(|r| !r.is_empty())
+    }
+}
+
+/// Equal when every field is: a message whose rare fields were set and
+/// emptied again equals one where they never were.
+impl PartialEq for Message {
+    fn eq(&self, other: &Self) -> bool {
+        self.role == other.role
+            && self.content == other.content
+            && self.token_count == other.token_count
+            && self.timestamp == other.timestamp
+            && self.filled() == other.filled()
+    }
+}
+
+impl Eq for Message {}
+
+impl fmt::Debug for Message {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Message")
+            .field("role", &self.role)
+            .field("content", &self.content)
+            .field("name", &self.name())
+            .field("tool_calls", &self.tool_calls())
+            .field("tool_call_id", &self.tool_call_id())
+            .field("metadata", self.metadata())
+            .field("token_count", &self.token_count)
+            .field("timestamp", &self.timestamp)
+            .finish()
+    }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn json_shape_is_stable() {
-        let m = Message::assistant("")
-            .with_tool_calls(vec![ToolCall::new("c1", "f", "{\"a\":1}")])
-            .with_name("bot");
-        let mut v = serde_json::to_value(&m).unwrap();
-        v.as_object_mut().unwrap().remove("timestamp");
-        assert_eq!(
-            v,
-            serde_json::json!({
-                "role": "assistant",
-                "content": "",
-                "name": "bot",
-                "tool_calls": [{"id": "c1", "name": "f", "arguments": "{\"a\":1}"}],
-            })
-        );
-    }
-
-    #[test]
-    fn tolerates_unknown_fields_and_missing_optionals() {
-        let m: Message =
-            serde_json::from_str(r#"{"role":"tool","tool_call_id":"x","future_field":[1,2]}"#)
-                .unwrap();
-        assert_eq!(m.role, Role::Tool);
-        assert!(m.content.is_empty());
-        assert_eq!(m.tool_call_id.as_deref(), Some("x"));
-        assert!(serde_json::from_str::<Message>(r#"{"role":"wizard"}"#).is_err());
-    }
-
-    #[test]
-    fn multi_part_content_round_trips() {
-        let m = Message::user(vec![
-            ContentPart::text("look"),
-            ContentPart::image_url("https://example.invalid/cat.png"),
-            ContentPart::text("at this"),
-        ]);
-        let json = serde_json::to_string(&m).unwrap();
-        assert!(json.contains(r#""type":"image_url""#), "{json}");
-        let back: Message = serde_json::from_str(&json).unwrap();
-        assert_eq!(back, m);
-        assert_eq!(back.text(), "look\nat this");
-    }
-
-    #[test]
-    fn content_is_text_or_parts_and_nothing_else() {
-        let text: Content = serde_json::from_str(r#""a \"quoted\" line\n""#).unwrap();
-        assert_eq!(text, Content::Text("a \"quoted\" line\n".into()));
-        let parts: Content = serde_json::from_str(r#"[{"type":"text","text":"x"}]"#).unwrap();
-        assert_eq!(parts, Content::Parts(vec![ContentPart::text("x")]));
-        assert_eq!(
-            serde_json::from_str::<Content>("[]").unwrap(),
-            Content::Parts(Vec::new())
-        );
-        for other in [
-            "null",
-            "1",
-            "true",
-            r#"{"text":"x"}"#,
-            r#"[{"type":"video"}]"#,
-        ] {
-            assert!(serde_json::from_str::<Content>(other).is_err(), "{other}");
-        }
-    }
-}
+mod tests;

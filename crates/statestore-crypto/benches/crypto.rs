@@ -260,8 +260,8 @@ fn bodies() -> Vec<Vec<u8>> {
         .map(|m| {
             serde_json::to_vec(&serde_json::json!({
                 "content": m.content,
-                "tool_calls": m.tool_calls,
-                "tool_call_id": m.tool_call_id,
+                "tool_calls": m.tool_calls(),
+                "tool_call_id": m.tool_call_id(),
             }))
             .unwrap()
         })

@@ -119,13 +119,13 @@ impl Codec<'_> {
     ) -> statestore_core::Result<Message> {
         let body = serde_json::to_vec(&BodyRef {
             content: &m.content,
-            name: m.name.as_deref(),
-            tool_calls: &m.tool_calls,
-            tool_call_id: m.tool_call_id.as_deref(),
-            metadata: &m.metadata,
+            name: m.name(),
+            tool_calls: m.tool_calls(),
+            tool_call_id: m.tool_call_id(),
+            metadata: m.metadata(),
         })
         .map_err(|e| serialization(s.id, "a message", &e))?;
-        let ambiguous = m.metadata.contains_key(SEALED_KEY);
+        let ambiguous = m.metadata().contains_key(SEALED_KEY);
         if !self.encrypting()
             && !ambiguous
             && self
@@ -142,21 +142,15 @@ impl Codec<'_> {
         }
         let mut metadata = Metadata::new();
         metadata.insert(SEALED_KEY.to_owned(), sealed.into());
-        Ok(Message {
-            role: m.role,
-            content: Content::Text(String::new()),
-            name: None,
-            tool_calls: Vec::new(),
-            tool_call_id: None,
-            metadata,
-            token_count: m.token_count.clone(),
-            timestamp: m.timestamp,
-        })
+        let mut out = Message::new(m.role, Content::default()).with_metadata_map(metadata);
+        out.token_count = m.token_count.clone();
+        out.timestamp = m.timestamp;
+        Ok(out)
     }
 
     pub(crate) fn open_message(&self, s: Scope<'_>, position: u64, m: &Message) -> Result<Message> {
         let field = || Field::Message(position);
-        let Some(sealed) = m.metadata.get(SEALED_KEY) else {
+        let Some(sealed) = m.metadata().get(SEALED_KEY) else {
             self.plain(s.id, field())?;
             return Ok(m.clone());
         };
@@ -168,11 +162,11 @@ impl Codec<'_> {
         let serde_json::Value::String(sealed) = sealed else {
             return Err(malformed("the sealed body is not a string"));
         };
-        if m.metadata.len() != 1
+        if m.metadata().len() != 1
             || !m.content.is_empty()
-            || m.name.is_some()
-            || !m.tool_calls.is_empty()
-            || m.tool_call_id.is_some()
+            || m.name().is_some()
+            || !m.tool_calls().is_empty()
+            || m.tool_call_id().is_some()
         {
             return Err(malformed("clear fields beside a sealed body"));
         }
@@ -182,16 +176,18 @@ impl Codec<'_> {
             .map_err(|f| f.at(s.id, field()))?;
         let body: Body = serde_json::from_slice(&body)
             .map_err(|_| malformed("the sealed body is not a message body"))?;
-        Ok(Message {
-            role: m.role,
-            content: body.content,
-            name: body.name,
-            tool_calls: body.tool_calls,
-            tool_call_id: body.tool_call_id,
-            metadata: body.metadata,
-            token_count: m.token_count.clone(),
-            timestamp: m.timestamp,
-        })
+        let mut open = Message::new(m.role, body.content)
+            .with_tool_calls(body.tool_calls)
+            .with_metadata_map(body.metadata);
+        open.token_count = m.token_count.clone();
+        open.timestamp = m.timestamp;
+        if body.name.is_some() {
+            *open.name_mut() = body.name;
+        }
+        if body.tool_call_id.is_some() {
+            *open.tool_call_id_mut() = body.tool_call_id;
+        }
+        Ok(open)
     }
 
     fn seal_text(&self, text: &str, s: Scope<'_>, place: &Place<'_>) -> String {
@@ -511,7 +507,7 @@ impl Codec<'_> {
         let mut changed = 0;
         let mut state = raw.clone();
         for (p, m) in (0..).zip(state.messages.iter_mut()) {
-            let sealed = m.metadata.get(SEALED_KEY).and_then(|v| v.as_str());
+            let sealed = m.metadata().get(SEALED_KEY).and_then(|v| v.as_str());
             if sealed.is_some_and(is_current) {
                 continue;
             }

@@ -104,7 +104,7 @@ impl KeyUsage {
     }
 
     fn message(&mut self, m: &Message) {
-        match m.metadata.get(SEALED_KEY) {
+        match m.metadata().get(SEALED_KEY) {
             Some(serde_json::Value::String(s)) => self.count(sealed_key_id(s)),
             Some(_) => self.malformed += 1,
             None => self.plaintext += 1,
@@ -202,10 +202,11 @@ mod tests {
         let mut state = ConversationState::new(id);
         state.push(Message::user("clear"));
         let mut m = Message::assistant("");
-        m.metadata.insert(SEALED_KEY.into(), text.clone().into());
+        m.metadata_mut()
+            .insert(SEALED_KEY.into(), text.clone().into());
         state.push(m);
         let mut bad = Message::assistant("");
-        bad.metadata.insert(SEALED_KEY.into(), 7.into());
+        bad.metadata_mut().insert(SEALED_KEY.into(), 7.into());
         state.push(bad);
         state.system_prompt = Some(text.clone());
         state.metadata.insert("plan".into(), text.clone().into());

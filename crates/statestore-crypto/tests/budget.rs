@@ -60,7 +60,7 @@ fn zeros_frame(size: u64) -> Vec<u8> {
 async fn plant(inner: &Arc<dyn Store>, value: &str) {
     let messages = (0..1000).map(|_| {
         let mut m = Message::user("");
-        m.metadata.insert(SEALED_KEY.into(), value.into());
+        m.metadata_mut().insert(SEALED_KEY.into(), value.into());
         m
     });
     let state = ConversationState::new(sid("s")).with_messages(messages);

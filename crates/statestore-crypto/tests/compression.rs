@@ -48,7 +48,7 @@ async fn codecs(inner: &Arc<dyn Store>) -> Vec<u8> {
     let mut out: Vec<u8> = raw
         .messages
         .iter()
-        .map(|m| codec(m.metadata[SEALED_KEY].as_str().unwrap()))
+        .map(|m| codec(m.metadata()[SEALED_KEY].as_str().unwrap()))
         .collect();
     out.push(codec(raw.system_prompt.as_deref().unwrap()));
     out.push(codec(&raw.summaries[0].content));
@@ -108,7 +108,7 @@ async fn the_compressing_layer_still_compresses_by_default() {
     layer.save(&state(), Expect::Absent).await.unwrap();
     let raw = inner.load(&sid("s")).await.unwrap().unwrap();
     for m in &raw.messages {
-        assert_eq!(codec(m.metadata[SEALED_KEY].as_str().unwrap()), 1);
+        assert_eq!(codec(m.metadata()[SEALED_KEY].as_str().unwrap()), 1);
     }
     assert_eq!(codec(raw.system_prompt.as_deref().unwrap()), 1);
     assert_eq!(codec(&raw.summaries[0].content), 1);

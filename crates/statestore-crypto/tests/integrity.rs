@@ -234,8 +234,9 @@ async fn hand_edited_redis_keys_fail() {
 async fn edit_sealed(inner: &Arc<dyn Store>, id: &SessionId, edit: impl Fn(&str) -> String) {
     let mut state = raw(inner, id).await;
     let mut m = (*state.messages[0]).clone();
-    let text = m.metadata[SEALED_KEY].as_str().unwrap().to_owned();
-    m.metadata.insert(SEALED_KEY.into(), edit(&text).into());
+    let text = m.metadata()[SEALED_KEY].as_str().unwrap().to_owned();
+    m.metadata_mut()
+        .insert(SEALED_KEY.into(), edit(&text).into());
     state.messages[0] = Arc::new(m);
     put(inner, &state).await;
 }
@@ -287,7 +288,7 @@ async fn wrong_key_missing_key_truncation_and_unknown_format_are_typed() {
         "{store_error}"
     );
     // The right key, a changed body byte: Integrity.
-    let mut flipped = envelope(good.messages[0].metadata[SEALED_KEY].as_str().unwrap());
+    let mut flipped = envelope(good.messages[0].metadata()[SEALED_KEY].as_str().unwrap());
     let last = flipped.len() - 20;
     flipped[last] ^= 1;
     edit_sealed(&inner, &id, |_| text(&flipped)).await;
@@ -308,7 +309,7 @@ async fn wrong_key_missing_key_truncation_and_unknown_format_are_typed() {
     assert!(store_error.to_string().contains("\"k1\""), "{store_error}");
 
     // Truncated anywhere: never a panic, always a typed error.
-    let full = envelope(good.messages[0].metadata[SEALED_KEY].as_str().unwrap());
+    let full = envelope(good.messages[0].metadata()[SEALED_KEY].as_str().unwrap());
     for len in 0..full.len() {
         edit_sealed(&inner, &id, |_| text(&full[..len])).await;
         let e = typed(layer.load(&id).await, &id);

@@ -66,8 +66,10 @@ fn shrink(m: &mut Message) {
             }
         }
     }
-    for call in &mut m.tool_calls {
-        exact(&mut call.arguments);
+    if !m.tool_calls().is_empty() {
+        for call in m.tool_calls_mut() {
+            exact(&mut call.arguments);
+        }
     }
 }
 

@@ -262,23 +262,19 @@ async fn every_field_round_trips() {
 
     let mut metadata = statestore_core::Metadata::new();
     metadata.insert("k".into(), serde_json::json!({"nested": [1, 2]}));
-    let full = |role: Role, content: statestore_core::Content| Message {
-        role,
-        content,
-        name: Some("alice".into()),
-        tool_calls: vec![
-            ToolCall::new("c1", "lookup", r#"{"q":1}"#),
-            ToolCall::new("c2", "fetch", "{}"),
-        ],
-        tool_call_id: Some("c0".into()),
-        metadata: metadata.clone(),
-        token_count: Some(TokenCount {
-            encoding: "o200k_base".into(),
-            tokens: 42,
-        }),
-        timestamp: Some(Timestamp::from(
-            std::time::UNIX_EPOCH + Duration::from_millis(1_234),
-        )),
+    let full = |role: Role, content: statestore_core::Content| {
+        Message::new(role, content)
+            .with_name("alice")
+            .with_tool_calls(vec![
+                ToolCall::new("c1", "lookup", r#"{"q":1}"#),
+                ToolCall::new("c2", "fetch", "{}"),
+            ])
+            .with_tool_call_id("c0")
+            .with_metadata_map(metadata.clone())
+            .with_timestamp(Some(Timestamp::from(
+                std::time::UNIX_EPOCH + Duration::from_millis(1_234),
+            )))
+            .with_token_count(TokenCount::new("o200k_base", 42))
     };
     let mut sent = vec![
         full(Role::Assistant, "text and everything".into()),
@@ -371,7 +367,7 @@ async fn appended_text_is_stored_without_spare_capacity() {
         panic!("a text part expected");
     };
     assert_eq!(text.capacity(), text.len());
-    let arguments = &state.messages[2].tool_calls[0].arguments;
+    let arguments = &state.messages[2].tool_calls()[0].arguments;
     assert_eq!(arguments.capacity(), arguments.len());
 }
 

@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use statestore_core::{Message, Role};
+use statestore_core::{Encoding, Message, Role};
 
 use crate::count::{TokenCounter, message_tokens};
 
@@ -83,6 +83,8 @@ pub(super) struct Walk<'a> {
     /// Counts each unit's tokens with this counter (under its encoding),
     /// when set.
     counter: Option<(&'a dyn TokenCounter, &'a str)>,
+    /// An encoding of a cached count already found to be the counter's.
+    matched: Option<&'a Encoding>,
     /// Calls answered by results of the open unit, as (index of the
     /// assistant message, position of the call in it); the unit closes
     /// when none waits for a message further back.
@@ -103,6 +105,7 @@ impl<'a> Walk<'a> {
             messages,
             next: messages.len(),
             counter,
+            matched: None,
             answered: Vec::new(),
             index: None,
             changes: Vec::new(),
@@ -121,7 +124,7 @@ impl<'a> Walk<'a> {
         if self.index.is_none() {
             for (a, m) in before.iter().enumerate().rev().take(SCAN) {
                 if m.role == Role::Assistant
-                    && let Some(p) = m.tool_calls.iter().rposition(|c| c.id == id)
+                    && let Some(p) = m.tool_calls().iter().rposition(|c| c.id == id)
                 {
                     return Some((a, p));
                 }
@@ -135,7 +138,7 @@ impl<'a> Walk<'a> {
             let mut index: HashMap<&str, Vec<(usize, usize)>> = HashMap::new();
             for (a, m) in messages.iter().enumerate() {
                 if m.role == Role::Assistant {
-                    for (p, c) in m.tool_calls.iter().enumerate() {
+                    for (p, c) in m.tool_calls().iter().enumerate() {
                         index.entry(c.id.as_str()).or_default().push((a, p));
                     }
                 }
@@ -152,16 +155,16 @@ impl<'a> Walk<'a> {
     fn strip(&mut self, i: usize, m: &Message) -> Option<Change> {
         let answered = &self.answered;
         let is_answered = |p: usize| answered.contains(&(i, p));
-        let change = if (0..m.tool_calls.len()).all(is_answered) {
+        let change = if (0..m.tool_calls().len()).all(is_answered) {
             None
         } else {
             let mut copy = m.clone();
             let mut p = 0;
-            copy.tool_calls.retain(|_| {
+            copy.tool_calls_mut().retain(|_| {
                 p += 1;
                 is_answered(p - 1)
             });
-            Some(if copy.tool_calls.is_empty() && copy.content.is_empty() {
+            Some(if copy.tool_calls().is_empty() && copy.content.is_empty() {
                 Change::Skip
             } else {
                 // Counted again when sent: the cached count included the calls.
@@ -175,16 +178,26 @@ impl<'a> Walk<'a> {
 
     /// Tokens `m` costs as sent, when the walk counts.
     #[inline]
-    fn tokens(&self, m: &Message) -> usize {
+    fn tokens(&mut self, m: &'a Message) -> usize {
         let Some((counter, encoding)) = self.counter else {
             return 0;
         };
-        match &m.token_count {
+        if let Some(c) = &m.token_count {
             // The cache check of `message_tokens`, with the encoding looked
-            // up once per selection.
-            Some(c) if same(&c.encoding, encoding) => c.tokens as usize,
-            _ => message_tokens(counter, m),
+            // up once per selection: a count tagged with the interned
+            // encoding already matched is the same encoding, by pointer.
+            if self
+                .matched
+                .is_some_and(|e| e.shares_name_with(&c.encoding))
+            {
+                return c.tokens as usize;
+            }
+            if same(c.encoding.as_str(), encoding) {
+                self.matched = Some(&c.encoding);
+                return c.tokens as usize;
+            }
         }
+        message_tokens(counter, m)
     }
 
     /// The next unit back, or `None` once the oldest message is walked.
@@ -195,7 +208,7 @@ impl<'a> Walk<'a> {
         // Most units are one message sent as stored: no call, no result.
         let plain = match m.role {
             Role::Tool => false,
-            Role::Assistant => m.tool_calls.is_empty(),
+            Role::Assistant => m.tool_calls().is_empty(),
             _ => true,
         };
         if plain && self.answered.is_empty() {
@@ -224,7 +237,7 @@ impl<'a> Walk<'a> {
             let Some(m) = messages.get(i) else { break };
             let change = match m.role {
                 Role::Tool => {
-                    let call = m.tool_call_id.as_deref().and_then(|id| self.call_of(i, id));
+                    let call = m.tool_call_id().and_then(|id| self.call_of(i, id));
                     match call {
                         Some(call) => {
                             self.answered.push(call);
@@ -233,21 +246,25 @@ impl<'a> Walk<'a> {
                         None => Some(Change::Skip),
                     }
                 }
-                Role::Assistant if !m.tool_calls.is_empty() => self.strip(i, m),
+                Role::Assistant if !m.tool_calls().is_empty() => self.strip(i, m),
                 Role::User => {
                     unit.has_user = true;
                     None
                 }
                 _ => None,
             };
-            let sent = match &change {
-                None => Some(&**m),
-                Some(Change::Strip(copy)) => Some(&**copy),
+            let tokens = match &change {
+                None => Some(self.tokens(m)),
+                // Stripped copies carry no count: counted now.
+                Some(Change::Strip(copy)) => Some(match self.counter {
+                    Some((counter, _)) => message_tokens(counter, copy),
+                    None => 0,
+                }),
                 Some(Change::Skip) => None,
             };
-            if let Some(sent) = sent {
+            if let Some(tokens) = tokens {
                 unit.sendable += 1;
-                unit.tokens += self.tokens(sent);
+                unit.tokens += tokens;
             }
             if let Some(change) = change {
                 self.changes.push((i, change));

@@ -64,12 +64,11 @@ fn units(messages: &[Arc<Message>]) -> (Vec<Unit>, Sending) {
     let mut skip = vec![false; n];
     for (i, m) in messages.iter().enumerate() {
         if m.role == Role::Assistant {
-            calls.extend(m.tool_calls.iter().map(|c| (c.id.as_str(), i, false)));
+            calls.extend(m.tool_calls().iter().map(|c| (c.id.as_str(), i, false)));
         }
         if m.role == Role::Tool {
             let call = m
-                .tool_call_id
-                .as_deref()
+                .tool_call_id()
                 .and_then(|id| calls.iter_mut().rev().find(|(c, _, _)| *c == id));
             match call {
                 Some((_, a, answered)) => {
@@ -106,8 +105,9 @@ fn units(messages: &[Arc<Message>]) -> (Vec<Unit>, Sending) {
         };
         let mut copy = Message::clone(original);
         let mut answered = own.iter().map(|(_, _, answered)| *answered);
-        copy.tool_calls.retain(|_| answered.next().unwrap_or(false));
-        if copy.tool_calls.is_empty() && copy.content.is_empty() {
+        copy.tool_calls_mut()
+            .retain(|_| answered.next().unwrap_or(false));
+        if copy.tool_calls().is_empty() && copy.content.is_empty() {
             if let Some(o) = skip.get_mut(a) {
                 *o = true;
             }

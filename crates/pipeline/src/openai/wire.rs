@@ -122,7 +122,7 @@ struct WireMessage<'a> {
 impl<'a> WireMessage<'a> {
     fn new(message: &'a Message) -> Self {
         let content = if message.role == Role::Assistant
-            && !message.tool_calls.is_empty()
+            && !message.tool_calls().is_empty()
             && message.content.is_empty()
         {
             None
@@ -132,9 +132,9 @@ impl<'a> WireMessage<'a> {
         Self {
             role: message.role.as_str(),
             content,
-            name: message.name.as_deref(),
+            name: message.name(),
             tool_calls: message
-                .tool_calls
+                .tool_calls()
                 .iter()
                 .map(|c| WireToolCall {
                     id: &c.id,
@@ -145,7 +145,7 @@ impl<'a> WireMessage<'a> {
                     },
                 })
                 .collect(),
-            tool_call_id: message.tool_call_id.as_deref(),
+            tool_call_id: message.tool_call_id(),
         }
     }
 }

@@ -323,7 +323,7 @@ impl Pipeline {
             max_tokens: inner.max_tokens,
         };
         // Resumed rounds follow the window, where they were sent before.
-        let rounds_done = turn.iter().filter(|m| !m.tool_calls.is_empty()).count();
+        let rounds_done = turn.iter().filter(|m| !m.tool_calls().is_empty()).count();
         request
             .messages
             .extend(turn.iter().skip(1).cloned().map(Arc::new));
@@ -367,12 +367,12 @@ impl Pipeline {
         for m in inner.middleware.iter().rev() {
             m.after(&ctx, &mut response).await?;
         }
-        if !response.message.tool_calls.is_empty() {
+        if !response.message.tool_calls().is_empty() {
             tracing::warn!(
-                calls = response.message.tool_calls.len(),
+                calls = response.message.tool_calls().len(),
                 "the final reply still asks for tools: its calls are not stored"
             );
-            response.message.tool_calls.clear();
+            response.message.tool_calls_mut().clear();
         }
 
         // Returned as stored (token count included), as a replay returns it.
@@ -380,7 +380,7 @@ impl Pipeline {
         annotate(&*inner.counter, &mut reply);
         // Stamped with its turn, so that a retry finds it wherever a
         // rewrite of the history moved it.
-        reply.metadata.insert(
+        reply.metadata_mut().insert(
             super::TURN_METADATA_KEY.to_owned(),
             run.turn_id.as_str().into(),
         );

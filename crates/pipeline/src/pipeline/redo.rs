@@ -63,7 +63,7 @@ pub fn stored_turns(messages: &[Arc<Message>], first_position: u64) -> Vec<Store
     let mut start = first_position;
     for (i, m) in messages.iter().enumerate() {
         let Some(id) = m
-            .metadata
+            .metadata()
             .get(TURN_METADATA_KEY)
             .and_then(|v| v.as_str())
             .and_then(|s| IdempotencyKey::new(s).ok())

@@ -85,7 +85,7 @@ impl Pipeline {
                 .rev()
                 .find(|m| {
                     m.role == Role::Assistant
-                        && m.metadata
+                        && m.metadata()
                             .get(super::TURN_METADATA_KEY)
                             .and_then(|v| v.as_str())
                             == Some(turn_id.as_str())

@@ -178,7 +178,7 @@ pub(crate) fn messages_json<'m>(messages: impl IntoIterator<Item = &'m Message>)
         .map(|m| {
             let mut parts = Vec::new();
             let text = m.text();
-            match (&m.role, &m.tool_call_id) {
+            match (&m.role, &m.tool_call_id()) {
                 (Role::Tool, Some(id)) => parts.push(serde_json::json!({
                     "type": "tool_call_response", "id": id, "response": text,
                 })),
@@ -187,7 +187,7 @@ pub(crate) fn messages_json<'m>(messages: impl IntoIterator<Item = &'m Message>)
                 }
                 _ => {}
             }
-            for call in &m.tool_calls {
+            for call in m.tool_calls() {
                 parts.push(serde_json::json!({
                     "type": "tool_call", "id": call.id, "name": call.name,
                     "arguments": call.arguments,

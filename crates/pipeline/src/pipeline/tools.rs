@@ -125,16 +125,16 @@ impl Pipeline {
         // Results of discarded attempts already standing in for a call of
         // this attempt.
         let mut reused = Vec::new();
-        while !response.message.tool_calls.is_empty() {
+        while !response.message.tool_calls().is_empty() {
             let calls = response.message;
             let handler = inner
                 .tools
                 .as_ref()
                 .filter(|_| rounds < inner.max_tool_rounds);
-            let mut results = Vec::with_capacity(calls.tool_calls.len());
+            let mut results = Vec::with_capacity(calls.tool_calls().len());
             if let Some(tools) = handler {
                 rounds += 1;
-                for call in &calls.tool_calls {
+                for call in calls.tool_calls() {
                     let content = inner.record_content;
                     let span = spans::tool_span(
                         &call.name,
@@ -171,13 +171,13 @@ impl Pipeline {
                     NOT_RUN_NO_HANDLER
                 };
                 tracing::debug!(
-                    calls = calls.tool_calls.len(),
+                    calls = calls.tool_calls().len(),
                     reason = why,
                     "tool calls answered without running them"
                 );
                 results.extend(
                     calls
-                        .tool_calls
+                        .tool_calls()
                         .iter()
                         .map(|call| Message::tool(call.id.clone(), why)),
                 );
@@ -241,10 +241,10 @@ impl ToolRuns {
     /// restart after a conflict reuses their results too.
     pub(super) fn seed(&mut self, turn: &[Message]) {
         for m in turn {
-            for call in &m.tool_calls {
+            for call in m.tool_calls() {
                 let output = turn
                     .iter()
-                    .find(|r| r.tool_call_id.as_deref() == Some(&call.id))
+                    .find(|r| r.tool_call_id() == Some(&call.id))
                     .map(|r| r.text().into_owned());
                 if let Some(output) = output {
                     self.done.push(ToolRun {

@@ -9,7 +9,7 @@ async fn reply_with_content() {
     let reply = provider.chat(&ask("hi")).await.unwrap();
     assert_eq!(reply.message.role, Role::Assistant);
     assert_eq!(reply.message.text(), "Hello!");
-    assert!(reply.message.tool_calls.is_empty());
+    assert!(reply.message.tool_calls().is_empty());
     assert_eq!(
         reply.usage,
         Usage {
@@ -40,7 +40,7 @@ async fn reply_with_tool_calls() {
     let reply = provider.chat(&ask("weather?")).await.unwrap();
     assert_eq!(reply.message.text(), "");
     assert_eq!(
-        reply.message.tool_calls,
+        reply.message.tool_calls(),
         [
             // The arguments exactly as the model wrote them.
             ToolCall::new("call_a", "weather", "{\"city\": \"Paris\"}"),

@@ -44,7 +44,7 @@ async fn streaming_reassembles_content_and_tool_calls() {
         assert_eq!(deltas, ["Bonjour", ", ça va", " ? 🙂"], "pieces of {piece}");
         assert_eq!(reply.message.text(), "Bonjour, ça va ? 🙂");
         assert_eq!(
-            reply.message.tool_calls,
+            reply.message.tool_calls(),
             [
                 ToolCall::new("call_a", "weather", "{\"city\": \"Paris\"}"),
                 ToolCall::new("call_b", "time", "{\"tz\":\"UTC\"}"),
@@ -171,7 +171,7 @@ pub(crate) fn restarted_once() -> Vec<Seen> {
 /// nothing of the abandoned stream (its text, its tool call) is in it.
 pub(crate) fn assert_second_reply(reply: &ChatResponse) {
     assert_eq!(reply.message.text(), "Salut !");
-    assert!(reply.message.tool_calls.is_empty(), "{reply:?}");
+    assert!(reply.message.tool_calls().is_empty(), "{reply:?}");
     assert_eq!(reply.finish_reason, FinishReason::Stop);
     assert_eq!(
         reply.usage,

@@ -113,7 +113,7 @@ async fn conflict_retries_run_each_tool_call_once_and_count_every_model_call() {
             "Sent both."
         ]
     );
-    assert_eq!(state.messages[4].tool_call_id.as_deref(), Some("z7"));
+    assert_eq!(state.messages[4].tool_call_id(), Some("z7"));
 }
 
 #[tokio::test]

@@ -67,7 +67,7 @@ async fn tool_calls_and_results_are_stored_with_the_turn() {
             Role::Assistant
         ]
     );
-    assert_eq!(state.messages[2].tool_call_id.as_deref(), Some("c1"));
+    assert_eq!(state.messages[2].tool_call_id(), Some("c1"));
 }
 
 /// Asks for a tool on every call, unless no tools are offered.
@@ -79,10 +79,10 @@ pub(crate) fn weather_call(id: &str, city: &str, text: &str) -> Result<ChatRespo
 /// each call after it.
 fn every_call_answered(messages: &[Arc<Message>]) -> bool {
     messages.iter().enumerate().all(|(i, m)| {
-        m.tool_calls.iter().all(|c| {
+        m.tool_calls().iter().all(|c| {
             messages[i + 1..]
                 .iter()
-                .any(|r| r.role == Role::Tool && r.tool_call_id.as_deref() == Some(c.id.as_str()))
+                .any(|r| r.role == Role::Tool && r.tool_call_id() == Some(c.id.as_str()))
         })
     })
 }
@@ -106,7 +106,7 @@ async fn tool_calls_past_the_round_limit_are_answered_and_a_final_reply_asked_wi
         .build();
     let done = pipe.execute("limit", Role::User, "weather?").await.unwrap();
     assert_eq!(done.reply.text(), "Paris is sunny.");
-    assert!(done.reply.tool_calls.is_empty());
+    assert!(done.reply.tool_calls().is_empty());
     assert_eq!(done.model_calls, 3);
     assert_eq!(tools.calls.load(Ordering::Relaxed), 1, "one round ran");
 
@@ -138,7 +138,7 @@ async fn tool_calls_past_the_round_limit_are_answered_and_a_final_reply_asked_wi
         ]
     );
     assert_eq!(state.messages[2].text(), "sunny in Paris");
-    assert_eq!(state.messages[4].tool_call_id.as_deref(), Some("c2"));
+    assert_eq!(state.messages[4].tool_call_id(), Some("c2"));
     assert_eq!(
         state.messages[4].text(),
         "not run: tool round limit reached"
@@ -221,8 +221,8 @@ async fn a_session_with_dangling_tool_calls_recovers() {
     assert!(every_call_answered(sent), "{sent:?}");
     assert_eq!(sent.len(), 4);
     assert_eq!(sent[1].text(), "Checking.");
-    assert_eq!(sent[1].tool_calls.len(), 1, "the answered call stays");
-    assert_eq!(sent[2].tool_call_id.as_deref(), Some("a"));
+    assert_eq!(sent[1].tool_calls().len(), 1, "the answered call stays");
+    assert_eq!(sent[2].tool_call_id(), Some("a"));
 }
 
 /// Records the context each call ran in.

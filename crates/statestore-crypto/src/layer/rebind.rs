@@ -102,7 +102,7 @@ impl Layer {
         let mut ours: HashMap<&str, (&Sent, u64)> = HashMap::new();
         for a in attempts {
             for (k, m) in (0..).zip(&a.stored) {
-                if let Some(sealed) = m.metadata.get(SEALED_KEY).and_then(|v| v.as_str()) {
+                if let Some(sealed) = m.metadata().get(SEALED_KEY).and_then(|v| v.as_str()) {
                     ours.insert(sealed, (a.as_ref(), k));
                 }
             }
@@ -139,7 +139,7 @@ impl Layer {
             let mut fixed = 0_usize;
             for (position, m) in (0..).zip(state.messages.iter_mut()) {
                 let Some(&(sent, k)) = m
-                    .metadata
+                    .metadata()
                     .get(SEALED_KEY)
                     .and_then(|v| v.as_str())
                     .and_then(|sealed| ours.get(sealed))
