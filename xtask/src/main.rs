@@ -47,6 +47,8 @@ jobs:
          features and with each feature alone: the combinations `ci` builds besides
          --all-features
   examples  builds every example with the workspace's features and runs it (part of ci)
+  man    the statestore command's manual page (clap_mangen): target/man/statestore.1
+         (`man -l target/man/statestore.1`)
   fuzz   every cargo-fuzz target for a bounded time (default 60 s each; --seconds N)
   soak   the model-checked mixed load on Redis and a cluster for a bounded time (default 300 s; --seconds N)";
 
@@ -59,6 +61,7 @@ fn main() -> ExitCode {
         Some("tidy") => tidy::tidy(),
         Some("bench") => bench::bench(args.get(1..).unwrap_or_default()),
         Some("server-work") => bench::server_work::check(args.get(1..).unwrap_or_default(), None),
+        Some("man") => man(),
         Some("fuzz") => fuzz(args.get(1..).unwrap_or_default()),
         Some("soak") => soak(args.get(1..).unwrap_or_default()),
         Some("help" | "-h" | "--help") | None => {
@@ -81,6 +84,28 @@ fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+}
+
+/// `cargo xtask man`: the binary renders its own page (its hidden `man`
+/// command: clap_mangen over the same clap definitions as `--help`), so
+/// the page never drifts from the program.
+fn man() -> Result {
+    let out = cargo()
+        .args(["run", "--quiet", "-p", "statestore-cli", "--", "man"])
+        .output()
+        .map_err(|e| format!("cannot run cargo: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "statestore man failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let dir = root().join("target/man");
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let page = dir.join("statestore.1");
+    std::fs::write(&page, &out.stdout).map_err(|e| format!("cannot write {}: {e}", page.display()))?;
+    println!("wrote {} ({} bytes): man -l {}", page.display(), out.stdout.len(), page.display());
+    Ok(())
 }
 
 fn cargo() -> Command {

@@ -202,6 +202,17 @@ resumes where it stopped. Ends with a check that the destination holds every ses
     #[command(after_help = "Example:
   statestore --store redis://localhost:6379 doctor")]
     Doctor(DoctorArgs),
+
+    /// Print the shell completion script for bash, zsh, fish, elvish or powershell
+    #[command(after_help = "Examples:
+  statestore completions bash > ~/.local/share/bash-completion/completions/statestore
+  statestore completions zsh > \"${fpath[1]}/_statestore\"
+  statestore completions fish > ~/.config/fish/completions/statestore.fish")]
+    Completions(CompletionsArgs),
+
+    /// Print the manual page (roff), as `cargo xtask man` writes it
+    #[command(hide = true)]
+    Man,
 }
 
 const ROTATE_HELP: &str = "\
@@ -242,7 +253,7 @@ store goes: encrypted exports (export --encrypted) and backups may still need it
 #[derive(Debug, Args)]
 pub(crate) struct KeysUsageArgs {
     /// Only this user's sessions
-    #[arg(long, value_name = "USER", value_parser = user_id)]
+    #[arg(long, short, value_name = "USER", value_parser = user_id)]
     pub(crate) user: Option<String>,
 }
 
@@ -253,11 +264,11 @@ pub(crate) struct RotateKeysArgs {
     pub(crate) encrypt_plaintext: bool,
 
     /// Start at this cursor (printed by an interrupted or failed run) instead of the beginning
-    #[arg(long, value_name = "CURSOR")]
+    #[arg(long, value_name = "CURSOR", value_parser = cursor)]
     pub(crate) resume_from: Option<String>,
 
     /// Only this user's sessions
-    #[arg(long, value_name = "USER", value_parser = user_id)]
+    #[arg(long, short, value_name = "USER", value_parser = user_id)]
     pub(crate) user: Option<String>,
 }
 
@@ -295,11 +306,11 @@ pub(crate) struct ChatArgs {
 #[derive(Debug, Args)]
 pub(crate) struct ListArgs {
     /// Only this user's sessions
-    #[arg(long, value_name = "USER", value_parser = user_id)]
+    #[arg(long, short, value_name = "USER", value_parser = user_id)]
     pub(crate) user: Option<String>,
 
     /// Show at most N sessions (0: all)
-    #[arg(long, default_value_t = 100, value_name = "N")]
+    #[arg(long, short = 'n', default_value_t = 100, value_name = "N")]
     pub(crate) limit: usize,
 
     /// Newest activity first (the order of a chat app's sidebar), instead of by id
@@ -372,7 +383,7 @@ pub(crate) struct PruneArgs {
     #[arg(long, value_name = "AGE", value_parser = crate::prune::duration)]
     pub(crate) older_than: Option<std::time::Duration>,
     /// Only this user's sessions
-    #[arg(long, value_name = "USER", value_parser = user_id)]
+    #[arg(long, short, value_name = "USER", value_parser = user_id)]
     pub(crate) user: Option<String>,
     /// Count what would be deleted; delete nothing
     #[arg(long)]
@@ -402,14 +413,14 @@ pub(crate) struct CompactArgs {
 #[derive(Debug, Args)]
 pub(crate) struct StatsArgs {
     /// Only this user's sessions
-    #[arg(long, value_name = "USER", value_parser = user_id)]
+    #[arg(long, short, value_name = "USER", value_parser = user_id)]
     pub(crate) user: Option<String>,
 }
 
 #[derive(Debug, Args)]
 pub(crate) struct ExportArgs {
     /// Only this user's sessions
-    #[arg(long, value_name = "USER", value_parser = user_id)]
+    #[arg(long, short, value_name = "USER", value_parser = user_id)]
     pub(crate) user: Option<String>,
     /// Write to FILE (replaced only once the export is complete) instead of stdout
     #[arg(long, short, value_name = "FILE")]
@@ -442,7 +453,7 @@ pub(crate) struct MigrateArgs {
     #[arg(long, value_name = "URL")]
     pub(crate) to: String,
     /// Only this user's sessions
-    #[arg(long, value_name = "USER", value_parser = user_id)]
+    #[arg(long, short, value_name = "USER", value_parser = user_id)]
     pub(crate) user: Option<String>,
     /// Exit 0 even when sessions conflicted (they are still reported and left alone)
     #[arg(long)]
@@ -451,6 +462,13 @@ pub(crate) struct MigrateArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct DoctorArgs {}
+
+#[derive(Debug, Args)]
+pub(crate) struct CompletionsArgs {
+    /// The shell
+    #[arg(value_enum)]
+    pub(crate) shell: clap_complete::Shell,
+}
 
 /// A session id as clap parses it: validated, with the reason on failure.
 fn session_id(s: &str) -> Result<SessionId, String> {
@@ -470,4 +488,11 @@ fn user_id(s: &str) -> Result<String, String> {
     session_id(s)
         .map(|_| s.to_owned())
         .map_err(|e| e.replace("a session id is", "a user id is"))
+}
+
+/// A cursor `rotate-keys` printed: a position in the listing by id.
+fn cursor(s: &str) -> Result<String, String> {
+    statestore::ListCursor::decode(s, statestore::ListOrder::Id)
+        .map(|_| s.to_owned())
+        .map_err(|e| format!("{e} (use the cursor an earlier rotate-keys printed)"))
 }

@@ -42,6 +42,13 @@ pub(crate) async fn run(ui: &Ui, url: &str, args: ChatArgs) -> Result<(), CliErr
     let store =
         crate::store::open_to_write(url, &[&args.session], "chat", crate::store::Create::Yes)
             .await?;
+    // A store this user cannot write refuses the turn before the model is
+    // called, not after (a `touch` writes nothing new: it only moves the
+    // session's clock, and a store that cannot write refuses it).
+    store
+        .touch(&args.session)
+        .await
+        .map_err(CliError::write(format!("checking that session {} can be written", args.session)))?;
     let provider = provider()?;
     let mut builder = Pipeline::builder(Arc::clone(&store), Arc::clone(&provider))
         // `list` shows it: the first message, cut short.

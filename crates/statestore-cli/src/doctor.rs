@@ -85,6 +85,7 @@ pub(crate) async fn run(ui: &Ui, url: &str, _args: DoctorArgs) -> Result<(), Cli
         "connect",
         format!("{shown} (opened in {} ms)", started.elapsed().as_millis()),
     );
+    writable(&backend.clone().into_store(), &mut report).await;
     match backend {
         Backend::Sqlite(store) => sqlite(&store, &mut report).await,
         Backend::Redis(store) => redis(&store, &mut report).await,
@@ -105,6 +106,28 @@ pub(crate) async fn run(ui: &Ui, url: &str, _args: DoctorArgs) -> Result<(), Cli
         message: format!("{failed} of the checks above failed"),
         hint: Some("each failed check says how to fix it".into()),
     })
+}
+
+/// Whether this user can write the store: a `touch` of a session id no
+/// one uses goes down the write path (a transaction on SQLite, a script on
+/// Redis, a statement on PostgreSQL) and changes nothing; a store that
+/// cannot write refuses it (`Error::Refused`).
+async fn writable(store: &std::sync::Arc<dyn statestore::Store>, report: &mut Report) {
+    let Ok(probe) = statestore::SessionId::new("statestore-doctor-write-probe") else {
+        return;
+    };
+    match store.touch(&probe).await {
+        Ok(_) => report.add(Status::Ok, "write", "this user can write the store"),
+        Err(e @ statestore::Error::Refused { .. }) => report.add(
+            Status::Fail,
+            "write",
+            format!(
+                "this user cannot write the store: {e} (fix its permissions, or use a store \
+                 you can write)"
+            ),
+        ),
+        Err(e) => report.add(Status::Warn, "write", format!("could not check: {e}")),
+    }
 }
 
 fn print(ui: &Ui, shown: &str, report: &Report) -> Result<(), CliError> {
@@ -418,6 +441,14 @@ async fn redis(store: &statestore::redis::RedisStore, report: &mut Report) {
             (None, _) => (
                 Status::Warn,
                 "unknown (CONFIG GET refused): make sure it is noeviction".to_owned(),
+            ),
+            // Without a memory limit nothing is evicted, whatever the policy.
+            (Some(p), Some(reason)) if node.maxmemory == Some(0) => (
+                Status::Warn,
+                format!(
+                    "{p}: {reason} once maxmemory is set; with no limit (maxmemory 0) nothing is \
+                     evicted today. Before setting one: CONFIG SET maxmemory-policy noeviction"
+                ),
             ),
             (Some(p), Some(reason)) => (
                 Status::Fail,

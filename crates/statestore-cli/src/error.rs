@@ -65,6 +65,13 @@ pub(crate) enum CliError {
         source: std::io::Error,
     },
 
+    /// Ctrl-C stopped the command (exit 130, as shells report SIGINT).
+    #[error("interrupted: {left}")]
+    Interrupted {
+        /// What the interruption left behind.
+        left: String,
+    },
+
     /// The command ran and found something wrong (a session missing,
     /// conflicts, a corrupt import line, a failed check).
     #[error("{message}")]
@@ -128,6 +135,7 @@ impl CliError {
                 | OpenError::InvalidOption { .. }
                 | OpenError::FeatureDisabled { .. },
             ) => 2,
+            Self::Interrupted { .. } => 130,
             _ => 1,
         }
     }
@@ -136,6 +144,29 @@ impl CliError {
     /// not an error.
     pub(crate) fn is_broken_pipe(&self) -> bool {
         matches!(self, Self::Io { source, .. } if source.kind() == std::io::ErrorKind::BrokenPipe)
+    }
+
+    /// What a failed write left behind, for errors of writes (`None`
+    /// where nothing was to be written, or for a turn [`Self::written`]
+    /// words apart): for `--json`'s `write_outcome`.
+    pub(crate) fn write_outcome(&self) -> Option<WriteOutcome> {
+        Some(match self {
+            Self::Store {
+                write: true,
+                source,
+                ..
+            } => source.write_outcome(),
+            Self::Chat(
+                pipeline::Error::TurnRewritten { .. } | pipeline::Error::TurnUnreadable { .. },
+            ) => WriteOutcome::Written,
+            Self::Chat(e) => e.write_outcome(),
+            Self::Window { source, .. } => match source {
+                statestore::window::Error::Store(e) => e.write_outcome(),
+                _ => WriteOutcome::NotWritten,
+            },
+            Self::Keys(_) => WriteOutcome::NotWritten,
+            _ => return None,
+        })
     }
 
     /// What a failed write left behind, for errors of writes.
@@ -188,6 +219,12 @@ impl CliError {
                 E::Unavailable { .. } | E::Timeout { .. } => {
                     "is the store running and reachable? `statestore doctor` checks the \
                      connection and the settings"
+                        .into()
+                }
+                E::Refused { .. } => {
+                    "this user cannot write the store (a read-only file or directory, or a \
+                     read-only server): fix its permissions, or use a store you can write; \
+                     `statestore doctor` checks it"
                         .into()
                 }
                 E::Decryption {
@@ -274,6 +311,11 @@ impl CliError {
 /// for a key file that is not private, which says what the CLI does.
 fn keys_message(e: &CryptoError) -> String {
     match e {
+        CryptoError::KeyFileUnreadable { path, source }
+            if source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            format!("key file {} not found", path.display())
+        }
         CryptoError::InsecureKeyFile { path, reason } => format!(
             "key file {} is not private, so it is not used: {reason}",
             path.display()
@@ -290,6 +332,11 @@ fn keys_hint(e: &CryptoError) -> String {
              statestore), or pass --allow-insecure-key-file to use it as it is",
             path.display()
         ),
+        CryptoError::KeyFileUnreadable { .. } => {
+            "check the path given with --keys (or STATESTORE_KEYS_FILE), and that this user may \
+             read it; `statestore rotate-keys --help` shows how to make a key file"
+                .into()
+        }
         CryptoError::InvalidKey { source_name, .. } if source_name.contains("STATESTORE_KEYS") => {
             "STATESTORE_KEYS holds the key ring itself: `ID base64:KEY` entries (32 bytes; `ID \
              hex:KEY` too) separated by `;`, exactly one ending in `current`; unset it to run \

@@ -27,6 +27,7 @@ mod sink;
 mod store;
 mod transfer;
 mod ui;
+mod version;
 
 use std::process::ExitCode;
 
@@ -44,6 +45,7 @@ fn main() -> ExitCode {
     // `--store ''` typed is a mistake; an empty STATESTORE_URL is unset.
     let mut empty_store_flag = false;
     let parsed = Cli::command()
+        .long_version(version::long())
         .mut_arg("store", |a| a.long_help(help))
         .try_get_matches()
         .and_then(|matches| {
@@ -108,6 +110,18 @@ async fn run(ui: &Ui, cli: Cli) -> Result<(), CliError> {
         context: cli.context,
     })?;
     match cli.command {
+        Command::Completions(args) => {
+            let mut out = Vec::new();
+            clap_complete::generate(args.shell, &mut Cli::command(), "statestore", &mut out);
+            ui.out(&String::from_utf8_lossy(&out))
+        }
+        Command::Man => {
+            let mut out = Vec::new();
+            clap_mangen::Man::new(Cli::command().long_version(version::long()))
+                .render(&mut out)
+                .map_err(CliError::io("writing the manual page"))?;
+            ui.out(&String::from_utf8_lossy(&out))
+        }
         Command::Chat(args) => chat::run(ui, &store::resolve(store)?, args).await,
         Command::List(args) => sessions::list(ui, &store::resolve(store)?, args).await,
         Command::Show(args) => show::show(ui, &store::resolve(store)?, args).await,
@@ -144,14 +158,25 @@ fn init_logging() -> Option<statestore::telemetry::TelemetryGuard> {
     use tracing_subscriber::filter::LevelFilter;
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
-    let level = match std::env::var("STATESTORE_LOG").as_deref() {
-        Ok("off") => LevelFilter::OFF,
-        Ok("error") => LevelFilter::ERROR,
-        Ok("info") => LevelFilter::INFO,
-        Ok("debug") => LevelFilter::DEBUG,
-        Ok("trace") => LevelFilter::TRACE,
-        _ => LevelFilter::WARN,
+    let setting = std::env::var("STATESTORE_LOG").ok();
+    let level = match setting.as_deref().map(str::trim) {
+        Some("off") => LevelFilter::OFF,
+        Some("error") => LevelFilter::ERROR,
+        Some("info") => LevelFilter::INFO,
+        Some("debug") => LevelFilter::DEBUG,
+        Some("trace") => LevelFilter::TRACE,
+        None | Some("" | "warn") => LevelFilter::WARN,
+        Some(other) => {
+            Ui::new(false).warn(&format!(
+                "STATESTORE_LOG={other:?} is not one of off, error, warn, info, debug, trace: \
+                 showing warnings"
+            ));
+            LevelFilter::WARN
+        }
     };
+    // Without STATESTORE_LOG, what the libraries warn of is said as the
+    // command's own warnings are (`warning: …`); with it, as log lines.
+    let voice = matches!(setting.as_deref().map(str::trim), None | Some(""));
     let otlp = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").is_ok_and(|v| !v.trim().is_empty());
     let telemetry = if otlp {
         match statestore::telemetry::Telemetry::from_env() {
@@ -164,20 +189,20 @@ fn init_logging() -> Option<statestore::telemetry::TelemetryGuard> {
     } else {
         None
     };
-    let Some(telemetry) = telemetry else {
-        tracing_subscriber::fmt()
-            .with_max_level(level)
-            .with_writer(std::io::stderr)
-            .with_target(false)
-            .without_time()
-            .init();
-        return None;
-    };
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_target(false)
-        .without_time()
-        .with_filter(level);
+        .without_time();
+    let fmt = if voice {
+        fmt.event_format(ui::Voice).boxed()
+    } else {
+        fmt.boxed()
+    }
+    .with_filter(level);
+    let Some(telemetry) = telemetry else {
+        let _ = tracing_subscriber::registry().with(fmt).try_init();
+        return None;
+    };
     let _ = tracing_subscriber::registry()
         .with(fmt)
         .with(telemetry.layer())

@@ -154,8 +154,15 @@ pub(crate) async fn run(ui: &Ui, url: &str, args: RotateKeysArgs) -> Result<(), 
             "removable_keys": removable,
         }))?;
     } else {
+        // Said as what happened: a run whose every re-encryption failed
+        // rotated nothing.
+        let done = match (report.reencrypted, failed) {
+            (0, f) if f > 0 => "not rotated",
+            (_, f) if f > 0 => "partly rotated",
+            _ => "rotated",
+        };
         let mut text = format!(
-            "rotated to key {current:?}: {} visited, {} re-encrypted ({}), {} already current, \
+            "{done} to key {current:?}: {} visited, {} re-encrypted ({}), {} already current, \
              {} failed\n",
             ui::count(report.sessions, "session"),
             ui::thousands(report.reencrypted),

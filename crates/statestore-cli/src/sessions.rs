@@ -67,7 +67,9 @@ pub(crate) async fn list(ui: &Ui, url: &str, args: ListArgs) -> Result<(), CliEr
     let shown = &shown[..];
     if args.ids_only {
         if ui.json {
-            let list: Vec<&str> = shown.iter().map(SessionId::as_str).collect();
+            // The shape of the full listing, with only the id of each.
+            let list: Vec<serde_json::Value> =
+                shown.iter().map(|id| json!({ "id": id.as_str() })).collect();
             ui.out_json(&json!({ "total": total, "sessions": list }))?;
         } else {
             let mut text = String::new();

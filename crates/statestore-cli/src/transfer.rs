@@ -48,7 +48,22 @@ pub(crate) async fn export(ui: &Ui, url: &str, args: ExportArgs) -> Result<(), C
         Values::Plain
     };
     let mut sink = Sink::open(args.output.as_deref())?;
-    let result = write_export(ui, &store, &ids, &values, &mut sink).await;
+    let written = std::cell::Cell::new(0);
+    // Ctrl-C stops the export and removes its temporary file.
+    let result = tokio::select! {
+        result = write_export(ui, &store, &ids, &values, &mut sink, &written) => result,
+        _ = tokio::signal::ctrl_c() => Err(CliError::Interrupted {
+            left: format!(
+                "the export stopped after {} of {}; {}",
+                written.get(),
+                ui::count(ids.len() as u64, "session"),
+                match &args.output {
+                    Some(dest) => format!("{} is left as it was", dest.display()),
+                    None => "what reached stdout is incomplete".into(),
+                }
+            ),
+        }),
+    };
     let exported = match result {
         Ok(n) => n,
         Err(e) => {
@@ -56,7 +71,7 @@ pub(crate) async fn export(ui: &Ui, url: &str, args: ExportArgs) -> Result<(), C
             return Err(e);
         }
     };
-    sink.finish()?;
+    sink.finish().map_err(|e| cut_short(e, exported, ids.len()))?;
     let place = args
         .output
         .as_ref()
@@ -145,12 +160,63 @@ fn export_line(state: statestore::ConversationState, values: &Values) -> Result<
 /// The header and every session of `ids`, loaded `READ_WIDTH` at a time
 /// and written in id order. Returns how many sessions were written (ids
 /// deleted since the listing are skipped).
+/// What `head`, a file's first bytes, is when it is plainly not an export:
+/// a compressed file, an SQLite database, or binary (a NUL byte, or bytes
+/// that are not UTF-8 where the first line's start should be text).
+fn not_an_export(head: &[u8]) -> Option<&'static str> {
+    const MAGIC: [(&[u8], &str); 6] = [
+        (b"\x1f\x8b", "a gzip-compressed file"),
+        (b"\x28\xb5\x2f\xfd", "a zstd-compressed file"),
+        (b"BZh", "a bzip2-compressed file"),
+        (b"\xfd7zXZ\x00", "an xz-compressed file"),
+        (b"PK\x03\x04", "a zip archive (compressed)"),
+        (b"SQLite format 3\x00", "an SQLite database"),
+    ];
+    if let Some((_, kind)) = MAGIC.iter().find(|(magic, _)| head.starts_with(magic)) {
+        return Some(kind);
+    }
+    let start = head.get(..512).unwrap_or(head);
+    let text = match std::str::from_utf8(start) {
+        Ok(text) => text,
+        // A character cut at the end of the sample is still text.
+        Err(e) if e.error_len().is_none() => start
+            .get(..e.valid_up_to())
+            .and_then(|t| std::str::from_utf8(t).ok())
+            .unwrap_or_default(),
+        Err(_) => return Some("a binary file"),
+    };
+    text.contains('\0').then_some("a binary file")
+}
+
+/// An export's write error: a reader that closed the pipe early (`export |
+/// head`) is a failure that says how much it received — not the quiet
+/// success it is for a listing — since a backup cut short must not look
+/// complete.
+fn cut_short(e: CliError, written: u64, total: usize) -> CliError {
+    if !e.is_broken_pipe() {
+        return e;
+    }
+    CliError::Failed {
+        message: format!(
+            "the export was cut short: its reader closed the pipe having received at most \
+             {written} of {}",
+            ui::count(total as u64, "session")
+        ),
+        hint: Some(
+            "the output is incomplete: export again, into a file (-o FILE) if the reader stops \
+             early"
+                .into(),
+        ),
+    }
+}
+
 async fn write_export(
     ui: &Ui,
     store: &Arc<dyn Store>,
     ids: &[SessionId],
     values: &Values,
     sink: &mut Sink,
+    written: &std::cell::Cell<u64>,
 ) -> Result<u64, CliError> {
     let key_ids = match values {
         Values::Sealed(keys) => Some(keys.to_vec()),
@@ -159,7 +225,8 @@ async fn write_export(
     sink.write(&Header::line(
         key_ids.is_some(),
         key_ids.unwrap_or_default(),
-    ))?;
+    ))
+    .map_err(|e| cut_short(e, 0, ids.len()))?;
     let bar = ui.progress(ids.len() as u64, "exporting");
     let mut exported = 0u64;
     let reader = Arc::clone(store);
@@ -182,8 +249,10 @@ async fn write_export(
         |_, line| {
             bar.inc(1);
             if let Some(line) = line {
-                sink.write(&line)?;
+                sink.write(&line)
+                    .map_err(|e| cut_short(e, exported, ids.len()))?;
                 exported += 1;
+                written.set(exported);
             }
             Ok(())
         },
@@ -208,6 +277,31 @@ pub(crate) async fn import(ui: &Ui, url: &str, args: ImportArgs) -> Result<(), C
         let size = file.metadata().map_or(0, |m| m.len());
         (Box::new(std::io::BufReader::new(file)), size)
     };
+    // What the file is, when it is plainly not an export (compressed,
+    // a database, binary): said before anything else, nothing imported.
+    let head = input
+        .fill_buf()
+        .map_err(CliError::io(format!("reading {name}")))?;
+    if let Some(kind) = not_an_export(head) {
+        return Err(CliError::Failed {
+            message: format!(
+                "{name} is {kind}, not a statestore export (JSON Lines); nothing was imported"
+            ),
+            hint: Some(match kind {
+                k if k.contains("compressed") => {
+                    "decompress it first, e.g. `gunzip -c FILE | statestore import -` (or \
+                     zstd -dc, bzip2 -dc, xz -dc)"
+                        .into()
+                }
+                k if k.contains("SQLite") => {
+                    "to copy a store's sessions into another, use `statestore migrate --from \
+                     sqlite://FILE --to URL`"
+                        .into()
+                }
+                _ => "`statestore export` writes the files import reads".into(),
+            }),
+        });
+    }
     let mut line = String::new();
     let read = |input: &mut Box<dyn BufRead>, line: &mut String| {
         line.clear();
@@ -409,8 +503,33 @@ async fn open_for(url: &str, encrypted: bool, what: &str) -> Result<Arc<dyn Stor
     open_backend(url).await
 }
 
+/// The file an `sqlite://` URL names, resolved (`..`, symbolic links,
+/// the working directory) when it exists; `None` for other URLs.
+fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
+    let rest = url.strip_prefix("sqlite://")?;
+    let path = rest.split(['?', '#']).next().unwrap_or_default();
+    // Percent-decoded, as the store decodes it.
+    let mut bytes = Vec::with_capacity(path.len());
+    let mut rest = path.as_bytes();
+    while let Some((&b, tail)) = rest.split_first() {
+        let hex = tail.get(..2).and_then(|h| std::str::from_utf8(h).ok());
+        match (b, hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
+            (b'%', Some(decoded)) => {
+                bytes.push(decoded);
+                rest = tail.get(2..).unwrap_or_default();
+            }
+            _ => {
+                bytes.push(b);
+                rest = tail;
+            }
+        }
+    }
+    std::fs::canonicalize(String::from_utf8(bytes).ok()?).ok()
+}
+
 pub(crate) async fn migrate(ui: &Ui, args: MigrateArgs) -> Result<(), CliError> {
-    if args.from == args.to {
+    let same_file = sqlite_file(&args.from).is_some_and(|f| Some(f) == sqlite_file(&args.to));
+    if args.from == args.to || same_file {
         return Err(CliError::Usage {
             message: "--from and --to are the same store".into(),
             hint: None,

@@ -35,7 +35,9 @@ pub(crate) enum Paint {
 
 impl Ui {
     pub(crate) fn new(json: bool) -> Self {
-        let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+        // NO_COLOR (no-color.org), and a terminal that says it takes none.
+        let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty())
+            || std::env::var_os("TERM").is_some_and(|t| t == "dumb");
         let err_terminal = std::io::stderr().is_terminal();
         Self {
             json,
@@ -89,7 +91,10 @@ impl Ui {
     }
 
     /// Reports `e` on stderr (error, what was written, what to do next)
-    /// and returns its exit code.
+    /// and returns its exit code. With `--json`, one JSON object on one
+    /// line: `error`, `hint` (or null), `write_outcome` (`not_written`,
+    /// `unknown`, `written`, or null where the command wrote nothing) and
+    /// `exit_code`.
     pub(crate) fn fail(&self, e: &CliError) -> ExitCode {
         let mut message = e.to_string();
         // The chain of causes, each once (thiserror's `transparent` and
@@ -104,6 +109,16 @@ impl Ui {
             source = s.source();
         }
         // What it says may echo what the user typed or the store held.
+        if self.json {
+            let doc = serde_json::json!({
+                "error": message,
+                "hint": e.hint(),
+                "write_outcome": e.write_outcome().map(|o| o.as_str()),
+                "exit_code": e.exit_code(),
+            });
+            self.diag(&doc.to_string());
+            return ExitCode::from(e.exit_code());
+        }
         let label = self.paint(true, Paint::Red, "error:");
         self.diag(&format!("{label} {}", clean(&message)));
         if let Some(written) = e.written() {
@@ -200,6 +215,34 @@ fn escape(text: &str, keep: impl Fn(char) -> bool) -> Cow<'_, str> {
 /// Columns `text` takes on a terminal (wide characters take two).
 fn width(text: &str) -> usize {
     unicode_width::UnicodeWidthStr::width(text)
+}
+
+/// How library events reach stderr without `STATESTORE_LOG`: as the
+/// command's own messages — `warning: …`, `error: …` — with their fields
+/// after the text and control characters escaped, not as log lines.
+pub(crate) struct Voice;
+
+impl<S, N> tracing_subscriber::fmt::FormatEvent<S, N> for Voice
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let label = match *event.metadata().level() {
+            tracing::Level::ERROR => "error:",
+            tracing::Level::WARN => "warning:",
+            _ => "note:",
+        };
+        let mut text = String::new();
+        ctx.field_format()
+            .format_fields(tracing_subscriber::fmt::format::Writer::new(&mut text), event)?;
+        writeln!(writer, "{label} {}", clean(&text))
+    }
 }
 
 /// A plain-text table: a header row and aligned columns separated by two

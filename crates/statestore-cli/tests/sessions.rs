@@ -312,8 +312,27 @@ fn doctor_judges_redis_settings() {
         assert!(out.contains(part), "{part:?} missing:\n{out}");
     }
 
+    // Without a memory limit nothing is evicted: a warning, not a failure.
+    let unlimited = RedisServer::builder()
+        .config("maxmemory-policy", "allkeys-lru")
+        .start()
+        .unwrap();
+    let run = env.run(&["--store", &unlimited.url(), "doctor"]);
+    run.assert_code(0);
+    assert!(
+        run.stdout.contains("warn  eviction     allkeys-lru") && run.stdout.contains("maxmemory 0"),
+        "{}",
+        run.stdout
+    );
+    // What the store warns of at connect is said as the command's own
+    // warnings are, not as a log line.
+    let run = env.run(&["--store", &unlimited.url(), "list"]);
+    assert!(run.stderr.lines().any(|l| l.starts_with("warning: ")), "{}", run.stderr);
+    assert!(!run.stderr.contains("WARN"), "{}", run.stderr);
+
     let risky = RedisServer::builder()
         .config("maxmemory-policy", "allkeys-lru")
+        .config("maxmemory", "100mb")
         .start()
         .unwrap();
     let run = env.run(&["--store", &risky.url(), "doctor"]);

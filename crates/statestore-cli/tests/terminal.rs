@@ -210,3 +210,212 @@ fn reading_never_creates_a_store() {
         "s1\n"
     );
 }
+
+/// With `--json`, an error is one JSON object on stderr — `error`, `hint`,
+/// `write_outcome`, `exit_code` — and `list --ids-only` has the shape of
+/// the full listing (issue 26, item 12).
+#[test]
+fn json_errors_and_one_list_shape() {
+    let env = Env::new();
+    let url = env.sqlite("json.db");
+    let seed = env.path("seed.jsonl");
+    std::fs::write(&seed, common::export_file(&["a".to_owned(), "b".to_owned()], common::RICH))
+        .unwrap();
+    env.ok(&["--store", &url, "import", seed.to_str().unwrap()]);
+
+    let ids: serde_json::Value =
+        serde_json::from_str(&env.ok(&["--store", &url, "--json", "list", "--ids-only"])).unwrap();
+    let full: serde_json::Value =
+        serde_json::from_str(&env.ok(&["--store", &url, "--json", "list"])).unwrap();
+    assert_eq!(ids["total"], full["total"]);
+    let id_of = |doc: &serde_json::Value| -> Vec<serde_json::Value> {
+        doc["sessions"].as_array().unwrap().iter().map(|s| s["id"].clone()).collect()
+    };
+    assert_eq!(id_of(&ids), id_of(&full));
+    assert_eq!(id_of(&ids), [serde_json::json!("a"), serde_json::json!("b")]);
+
+    // A read that fails: no write_outcome.
+    let run = env.run(&["--store", &url, "--json", "show", "missing"]);
+    assert_eq!(run.code, Some(1));
+    let err: serde_json::Value = serde_json::from_str(run.stderr.trim()).unwrap();
+    assert!(err["error"].as_str().unwrap().contains("missing"), "{err}");
+    assert!(err["hint"].is_string(), "{err}");
+    assert_eq!(err["write_outcome"], serde_json::Value::Null);
+    assert_eq!(err["exit_code"], 1);
+    assert!(run.stdout.is_empty());
+    // A write refused before it was made: not_written.
+    let run = env.run(&["--store", &url, "--json", "fork", "missing", "copy"]);
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    let err: serde_json::Value = serde_json::from_str(run.stderr.trim()).unwrap();
+    assert_eq!(err["write_outcome"], "not_written", "{err}");
+    // A usage error the command found: exit 2, in JSON too.
+    let run = env.run(&["--store", "redis://h:x", "--json", "list"]);
+    let err: serde_json::Value = serde_json::from_str(run.stderr.trim()).unwrap();
+    assert_eq!(err["exit_code"], 2, "{err}");
+}
+
+/// STATESTORE_LOG is checked: an unknown level is a warning line, and the
+/// command runs at the default.
+#[test]
+fn log_levels_are_checked() {
+    let env = Env::new();
+    let url = env.sqlite("log.db");
+    let run = {
+        let mut cmd = env.cmd();
+        cmd.args(["--store", &url, "list"]).env("STATESTORE_LOG", "verbose");
+        common::Run::from(cmd.output().unwrap())
+    };
+    assert!(
+        run.stderr.starts_with("warning: STATESTORE_LOG=\"verbose\" is not one of"),
+        "{}",
+        run.stderr
+    );
+}
+
+/// An export whose reader closes the pipe early fails, saying how much
+/// reached it: a backup cut short must not look complete (issue 26, item
+/// 4; `list | head` stays quiet, as before).
+#[test]
+fn an_export_cut_short_fails_loudly() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let env = Env::new();
+    let url = env.sqlite("big.db");
+    let ids = common::numbered(400);
+    let seed = env.path("seed.jsonl");
+    std::fs::write(&seed, common::export_file(&ids, common::RICH)).unwrap();
+    env.ok(&["--store", &url, "import", seed.to_str().unwrap()]);
+    assert!(std::fs::metadata(&seed).unwrap().len() > 256 * 1024, "more than a pipe holds");
+
+    let mut cmd = env.cmd();
+    cmd.args(["--store", &url, "export"]);
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    out.read_line(&mut first).unwrap();
+    assert!(first.contains("statestore-export"), "{first}");
+    drop(out);
+    let done = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&done.stderr);
+    assert_eq!(done.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("the export was cut short"), "{stderr}");
+    assert!(stderr.contains("of 400 sessions"), "{stderr}");
+}
+
+/// `import` of a compressed, database or binary file says what the file
+/// is and that nothing was imported, before opening the store (issue 26,
+/// item 15).
+#[test]
+fn import_says_what_a_wrong_file_is() {
+    let env = Env::new();
+    let url = env.sqlite("import.db");
+    let export = common::export_file(&["a".to_owned()], common::RICH);
+    for (name, bytes, says) in [
+        ("x.jsonl.gz", vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0], "a gzip-compressed file"),
+        ("x.zst", vec![0x28, 0xb5, 0x2f, 0xfd, 0], "a zstd-compressed file"),
+        ("x.db", b"SQLite format 3\0rest".to_vec(), "an SQLite database"),
+        ("x.bin", vec![b'{', 0, 0xff, 0xfe, b'}'], "a binary file"),
+    ] {
+        let file = env.path(name);
+        std::fs::write(&file, bytes).unwrap();
+        let run = env.run(&["--store", &url, "import", file.to_str().unwrap()]);
+        assert_eq!(run.code, Some(1), "{name}: {}", run.stderr);
+        assert!(run.stderr.contains(says), "{name}: {}", run.stderr);
+        assert!(run.stderr.contains("nothing was imported"), "{name}: {}", run.stderr);
+        assert!(!common::exists(&env.path("import.db")), "{name}: the store was created");
+    }
+    // A real export still imports (and creates the store).
+    let file = env.path("ok.jsonl");
+    std::fs::write(&file, export).unwrap();
+    env.ok(&["--store", &url, "import", file.to_str().unwrap()]);
+    assert_eq!(env.ok(&["--store", &url, "list", "--ids-only"]), "a\n");
+}
+
+/// `migrate` knows one SQLite file under two spellings (issue 26, item 15).
+#[test]
+fn migrate_compares_files_not_spellings() {
+    let env = Env::new();
+    let url = env.sqlite("same.db");
+    let seed = env.path("seed.jsonl");
+    std::fs::write(&seed, common::export_file(&["a".to_owned()], common::RICH)).unwrap();
+    env.ok(&["--store", &url, "import", seed.to_str().unwrap()]);
+    let dir = env.path("");
+    let other = format!("sqlite://{}/./sub/../same.db", dir.display());
+    std::fs::create_dir(env.path("sub")).unwrap();
+    let run = env.run(&["migrate", "--from", &url, "--to", &other]);
+    assert_eq!(run.code, Some(2), "{}", run.stderr);
+    assert!(run.stderr.contains("the same store"), "{}", run.stderr);
+}
+
+/// `rotate-keys --resume-from` takes only a cursor a run printed.
+#[test]
+fn a_resume_cursor_is_checked() {
+    let env = Env::new();
+    let url = env.sqlite("keys.db");
+    let run = env.run(&["--store", &url, "rotate-keys", "--resume-from", "garbage"]);
+    assert_eq!(run.code, Some(2), "{}", run.stderr);
+    assert!(run.stderr.contains("not a cursor"), "{}", run.stderr);
+    let run = env.run(&["--store", &url, "rotate-keys", "--resume-from", "r:1:x"]);
+    assert_eq!(run.code, Some(2), "{}", run.stderr);
+}
+
+/// A missing key file is said to be missing, not an invalid key.
+#[test]
+fn a_missing_key_file_is_not_found() {
+    let env = Env::new();
+    let missing = env.path("no-such-keys");
+    let run = env.run(&["--keys", missing.to_str().unwrap(), "--store", "memory://", "list"]);
+    assert_eq!(run.code, Some(2), "{}", run.stderr);
+    assert!(run.stderr.contains("not found"), "{}", run.stderr);
+    assert!(!run.stderr.contains("invalid key"), "{}", run.stderr);
+}
+
+/// Completion scripts for every shell, the manual page, and a version
+/// that names the commit, the backends and SQLite (issue 26, item 16).
+#[test]
+fn completions_man_page_and_version() {
+    let env = Env::new();
+    for (shell, says) in [
+        ("bash", "_statestore()"),
+        ("zsh", "#compdef statestore"),
+        ("fish", "complete -c statestore"),
+        ("powershell", "Register-ArgumentCompleter"),
+        ("elvish", "edit:completion:arg-completer[statestore]"),
+    ] {
+        let script = env.ok(&["completions", shell]);
+        assert!(script.contains(says), "{shell}: {script}");
+        assert!(script.contains("rotate-keys"), "{shell}");
+    }
+    assert_eq!(env.run(&["completions", "tcsh"]).code, Some(2));
+    let page = env.ok(&["man"]);
+    assert!(page.starts_with(".ie") || page.contains(".TH statestore"), "{page}");
+    assert!(page.contains("rotate\\-keys"), "{page}");
+    let version = env.ok(&["--version"]);
+    assert!(version.starts_with(&format!("statestore {} (commit ", env!("CARGO_PKG_VERSION"))), "{version}");
+    for part in ["backends: memory, sqlite, redis", "postgres", "features: ", "SQLite 3."] {
+        assert!(version.contains(part), "{part}: {version}");
+    }
+    assert_eq!(env.ok(&["-V"]), format!("statestore {}\n", env!("CARGO_PKG_VERSION")));
+}
+
+/// The short flags people reach for: `-n` for `--limit`, `-u` for
+/// `--user` (issue 26, item 17).
+#[test]
+fn short_flags() {
+    let env = Env::new();
+    let url = env.sqlite("short.db");
+    let seed = env.path("seed.jsonl");
+    let ids: Vec<String> = ["a", "b", "c"].map(str::to_owned).to_vec();
+    std::fs::write(&seed, common::export_file(&ids, common::RICH)).unwrap();
+    env.ok(&["--store", &url, "import", seed.to_str().unwrap()]);
+    assert_eq!(env.ok(&["--store", &url, "list", "--ids-only", "-n", "2"]), "a\nb\n");
+    assert_eq!(env.ok(&["--store", &url, "list", "--ids-only", "-u", "user-1"]), "b\n");
+    assert_eq!(
+        env.ok(&["--store", &url, "list", "--ids-only", "-u", "user-1"]),
+        env.ok(&["--store", &url, "list", "--ids-only", "--user", "user-1"])
+    );
+}

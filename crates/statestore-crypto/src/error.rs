@@ -66,6 +66,17 @@ pub enum Error {
         reason: String,
     },
 
+    /// A key file that cannot be read: missing, a directory, not
+    /// readable by this user. Nothing was read from it.
+    #[error("cannot read key file {}: {source}", .path.display())]
+    KeyFileUnreadable {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why (`NotFound`, `PermissionDenied`, …).
+        #[source]
+        source: std::io::Error,
+    },
+
     /// A key file that is not private: on Unix, its group or other users
     /// have some permission on it, or another user owns it. Nothing was
     /// read from it. Fix it as `reason` says (`chmod 600 <path>`), or read
@@ -298,7 +309,10 @@ impl Error {
             | Self::Busy { id, .. }
             | Self::Inconsistent { id, .. }
             | Self::NotRebound { id, .. } => Some(id),
-            Self::InvalidKey { .. } | Self::InsecureKeyFile { .. } | Self::Store(_) => None,
+            Self::InvalidKey { .. }
+            | Self::KeyFileUnreadable { .. }
+            | Self::InsecureKeyFile { .. }
+            | Self::Store(_) => None,
         }
     }
 

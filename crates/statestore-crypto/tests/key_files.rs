@@ -86,6 +86,12 @@ fn an_empty_key_file_is_an_error_and_its_path_is_named() {
             "{text:?}: {e:?}"
         );
     }
+    // A missing file is said as one, not as a bad key.
     let e = KeyRing::from_file(dir.path().join("missing")).unwrap_err();
-    assert!(matches!(e, Error::InvalidKey { .. }), "{e:?}");
+    assert!(
+        matches!(&e, Error::KeyFileUnreadable { path, source }
+            if path.ends_with("missing") && source.kind() == std::io::ErrorKind::NotFound),
+        "{e:?}"
+    );
+    assert!(e.to_string().starts_with("cannot read key file"), "{e}");
 }

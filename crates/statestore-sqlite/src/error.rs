@@ -90,12 +90,17 @@ pub(crate) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
 /// |---|---|
 /// | `SQLITE_BUSY`, `SQLITE_LOCKED` ("database is locked", after the busy timeout) | [`Error::Timeout`] — never surfaced raw |
 /// | `SQLITE_CORRUPT`, `SQLITE_NOTADB`; a stored value of the wrong type; `SQLITE_ERROR` "no such table/column" (tables changed behind the store's back) | [`Error::Corrupt`] for the session concerned (`*` for the whole file) |
-/// | `SQLITE_FULL` (disk full), `SQLITE_IOERR_*` (including a write refused by a file-size limit), `SQLITE_READONLY`, `SQLITE_CANTOPEN`, `SQLITE_PERM`, `SQLITE_NOLFS`, `SQLITE_NOMEM` | [`Error::Unavailable`] (nothing of the failed write is in the file) |
+/// | `SQLITE_READONLY` (the file, its directory or its `-wal`/`-shm` files cannot be written by this user) | [`Error::Refused`]: refused before anything was written, and refused again until that changes |
+/// | `SQLITE_FULL` (disk full), `SQLITE_IOERR_*` (including a write refused by a file-size limit), `SQLITE_CANTOPEN`, `SQLITE_PERM`, `SQLITE_NOLFS`, `SQLITE_NOMEM` | [`Error::Unavailable`] (nothing of the failed write is in the file) |
 /// | anything else | [`Error::Backend`] |
 pub(crate) fn map(ctx: &OpCtx, e: rusqlite::Error) -> Error {
     use rusqlite::Error as E;
     let file = ctx.path.display();
     let unavailable = |what: String, source: rusqlite::Error| Error::Unavailable {
+        operation: ctx.op,
+        source: Box::new(FileError { what, source }),
+    };
+    let refused = |what: String, source: rusqlite::Error| Error::Refused {
         operation: ctx.op,
         source: Box::new(FileError { what, source }),
     };
@@ -149,7 +154,7 @@ pub(crate) fn map(ctx: &OpCtx, e: rusqlite::Error) -> Error {
                 unavailable(what, e)
             }
             ErrorCode::ReadOnly if f.extended_code == ffi::SQLITE_READONLY_DIRECTORY => {
-                unavailable(
+                refused(
                     format!(
                         "the directory holding {file} is not writable \
                          (SQLITE_READONLY_DIRECTORY): a WAL database needs its -wal and -shm \
@@ -158,7 +163,7 @@ pub(crate) fn map(ctx: &OpCtx, e: rusqlite::Error) -> Error {
                     e,
                 )
             }
-            ErrorCode::ReadOnly => unavailable(
+            ErrorCode::ReadOnly => refused(
                 format!(
                     "{file} is read-only (SQLITE_READONLY): the file, its directory or its \
                      -wal/-shm files cannot be written"

@@ -21,6 +21,13 @@ use statestore_core::{
 };
 
 pub use crate::builder::{SqliteStoreBuilder, Stats, Synchronous};
+
+/// The version of the SQLite library this build links (bundled), e.g.
+/// `"3.46.0"`.
+#[must_use]
+pub fn sqlite_version() -> &'static str {
+    rusqlite::version()
+}
 pub use crate::diagnose::Diagnosis;
 
 use crate::error::{OpCtx, stopped};

@@ -393,6 +393,7 @@ fn child() {
         .unwrap();
     match mode.as_str() {
         "readonly" => rt.block_on(readonly_child(&path)),
+        "readonly-file" => rt.block_on(readonly_file_child(&path)),
         "fsize" => {
             let limit: u64 = std::env::var(LIMIT).unwrap().parse().unwrap();
             rt.block_on(fsize_child(&path, limit));
@@ -425,6 +426,34 @@ async fn readonly_child(path: &Path) {
         },
         Err(e) => report("ERR", &e),
     }
+}
+
+/// Opens a file it may read but not write, reads a session (`READ <n>`),
+/// then tries to append to it (`ERR …` expected) and reads it again.
+async fn readonly_file_child(path: &Path) {
+    let store = match SqliteStore::open(path).await {
+        Ok(store) => store,
+        Err(e) => return report("OPENERR", &e),
+    };
+    let read = |store: SqliteStore| async move {
+        match store.load(&sid("s00")).await {
+            Ok(Some(state)) => line(&format!("READ {}", state.messages.len())),
+            Ok(None) => line("READ missing"),
+            Err(e) => report("READERR", &e),
+        }
+    };
+    read(store.clone()).await;
+    match store
+        .append(&sid("s00"), vec![Message::user("more")], Expect::Any)
+        .await
+    {
+        Ok(done) => line(&format!("APPENDED {done:?}")),
+        Err(e) => {
+            line(&format!("OUTCOME {:?}", e.write_outcome()));
+            report("ERR", &e);
+        }
+    }
+    read(store).await;
 }
 
 /// Appends 2 KiB messages under a file-size limit until writes fail,
@@ -503,8 +532,64 @@ fn run_child(wrapper: &[&str], exe: &Path, mode: &str, path: &Path, limit: u64) 
         .collect()
 }
 
+/// A database file its user may read but not write: it opens, reads work,
+/// and a write is [`Error::Refused`] — nothing written, said as such — not
+/// an outcome unknown. Run as `nobody` as the test above is.
+#[tokio::test]
+async fn a_read_only_file_refuses_writes_and_serves_reads() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("rofile");
+    std::fs::create_dir(&dir).unwrap();
+    let path = dir.join("store.sqlite3");
+    let names = real_file(&path, 3, 2, 50).await;
+    for _ in 0..250 {
+        if !dir.join("store.sqlite3-wal").exists() && !dir.join("store.sqlite3-shm").exists() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = std::fs::remove_file(dir.join("store.sqlite3-wal"));
+    let _ = std::fs::remove_file(dir.join("store.sqlite3-shm"));
+    // The directory is anyone's (the -wal and -shm files can be made); the
+    // file is root's, readable by all.
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let enforced = std::fs::OpenOptions::new().append(true).open(&path).is_err();
+    let have_setpriv = Command::new("setpriv")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if enforced || !have_setpriv {
+        note(
+            "SKIPPED a_read_only_file_refuses_writes_and_serves_reads: needs root and setpriv \
+             to run the store as another user",
+        );
+        return;
+    }
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let exe = tmp.path().join("bad_files-child");
+    std::fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
+    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let lines = run_child(
+        &["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"],
+        &exe,
+        "readonly-file",
+        &path,
+        0,
+    );
+    note(&format!("read-only file: {lines:?}"));
+    let reads: Vec<&String> = lines.iter().filter(|l| l.starts_with("READ")).collect();
+    assert_eq!(reads, ["READ 2", "READ 2"], "{lines:?}");
+    assert!(lines.iter().any(|l| l == "OUTCOME NotWritten"), "{lines:?}");
+    let err = lines.iter().find(|l| l.starts_with("ERR ")).unwrap();
+    assert!(err.starts_with("ERR Refused "), "{err}");
+    assert!(err.contains(&path.display().to_string()), "{err}");
+    let out = open_and_read(&path, &names, 2, 50).await;
+    assert_eq!(out.intact.len(), names.len(), "{out:?}");
+}
+
 /// A database in a directory its user may not write: opening fails with
-/// `Unavailable` naming the file (SQLite cannot create the `-wal`/`-shm`
+/// `Refused` naming the file (SQLite cannot create the `-wal`/`-shm`
 /// files a WAL database needs), never a panic, and the file is unharmed.
 ///
 /// Tests run as root here, and root ignores permission bits (a probe write
@@ -513,7 +598,7 @@ fn run_child(wrapper: &[&str], exe: &Path, mode: &str, path: &Path, limit: u64) 
 /// this test binary that `nobody` can execute. Run as another user, the
 /// test opens the store itself.
 #[tokio::test]
-async fn a_read_only_directory_is_a_typed_unavailable() {
+async fn a_read_only_directory_is_a_typed_refusal() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("ro");
     std::fs::create_dir(&dir).unwrap();
@@ -546,9 +631,9 @@ async fn a_read_only_directory_is_a_typed_unavailable() {
                 Err(e) => vec![format!("ERR {e:?}"), e.to_string()],
             },
             Err(e) => {
-                assert!(matches!(e, Error::Unavailable { .. }), "{e:?}");
+                assert!(matches!(e, Error::Refused { .. }), "{e:?}");
                 assert!(names_file(&e, &path), "{e}");
-                vec!["ERR Unavailable".to_owned(), path.display().to_string()]
+                vec!["ERR Refused".to_owned(), path.display().to_string()]
             }
         }
     } else {
@@ -558,7 +643,7 @@ async fn a_read_only_directory_is_a_typed_unavailable() {
             .is_ok_and(|o| o.status.success());
         if !have_setpriv {
             note(
-                "SKIPPED a_read_only_directory_is_a_typed_unavailable: running as root (permission \
+                "SKIPPED a_read_only_directory_is_a_typed_refusal: running as root (permission \
                  bits are not enforced) and setpriv is not installed to drop to another user",
             );
             return;
@@ -585,7 +670,7 @@ async fn a_read_only_directory_is_a_typed_unavailable() {
         .iter()
         .find(|l| l.starts_with("ERR "))
         .unwrap_or_else(|| panic!("the open succeeded in a read-only directory: {lines:?}"));
-    assert!(err.starts_with("ERR Unavailable "), "{err}");
+    assert!(err.starts_with("ERR Refused "), "{err}");
     assert!(
         lines
             .iter()

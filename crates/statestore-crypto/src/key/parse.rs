@@ -111,7 +111,8 @@ impl KeyRing {
     ///
     /// [`Error::InsecureKeyFile`] when, on Unix, the file's group or other
     /// users have any permission on it, or another user owns it (fix:
-    /// `chmod 600`, `chown`). [`Error::InvalidKey`] when it cannot be read,
+    /// `chmod 600`, `chown`). [`Error::KeyFileUnreadable`] when it cannot
+    /// be opened; [`Error::InvalidKey`] when it cannot be read,
     /// holds no keys or is not a valid ring.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
         Self::from_file_with(path, KeyFileOptions::new())
@@ -134,7 +135,10 @@ impl KeyRing {
             source_name: source.clone(),
             reason: e.to_string(),
         };
-        let file = std::fs::File::open(path).map_err(unreadable)?;
+        let file = std::fs::File::open(path).map_err(|source| Error::KeyFileUnreadable {
+            path: path.to_owned(),
+            source,
+        })?;
         // The metadata of the file opened, not of the path (which could
         // be swapped in between).
         let meta = file.metadata().map_err(unreadable)?;
