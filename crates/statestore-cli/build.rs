@@ -1,4 +1,7 @@
-#![allow(clippy::print_stdout, reason = "a build script talks to cargo on stdout")]
+#![allow(
+    clippy::print_stdout,
+    reason = "a build script talks to cargo on stdout"
+)]
 
 //! Records the commit the binary is built from (`statestore --version`):
 //! `git rev-parse` of the source tree, `unknown` outside a git checkout.
@@ -15,7 +18,11 @@ fn main() {
         .unwrap_or_else(|| "unknown".to_owned());
     println!("cargo:rustc-env=STATESTORE_COMMIT={commit}");
     // A new commit changes HEAD or the branch it points to.
-    for path in ["../../.git/HEAD", "../../.git/refs/heads", "../../.git/packed-refs"] {
+    for path in [
+        "../../.git/HEAD",
+        "../../.git/refs/heads",
+        "../../.git/packed-refs",
+    ] {
         println!("cargo:rerun-if-changed={path}");
     }
 }

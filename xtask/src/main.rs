@@ -103,8 +103,14 @@ fn man() -> Result {
     let dir = root().join("target/man");
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let page = dir.join("statestore.1");
-    std::fs::write(&page, &out.stdout).map_err(|e| format!("cannot write {}: {e}", page.display()))?;
-    println!("wrote {} ({} bytes): man -l {}", page.display(), out.stdout.len(), page.display());
+    std::fs::write(&page, &out.stdout)
+        .map_err(|e| format!("cannot write {}: {e}", page.display()))?;
+    println!(
+        "wrote {} ({} bytes): man -l {}",
+        page.display(),
+        out.stdout.len(),
+        page.display()
+    );
     Ok(())
 }
 

@@ -48,7 +48,10 @@ pub(crate) async fn run(ui: &Ui, url: &str, args: ChatArgs) -> Result<(), CliErr
     store
         .touch(&args.session)
         .await
-        .map_err(CliError::write(format!("checking that session {} can be written", args.session)))?;
+        .map_err(CliError::write(format!(
+            "checking that session {} can be written",
+            args.session
+        )))?;
     let provider = provider()?;
     let mut builder = Pipeline::builder(Arc::clone(&store), Arc::clone(&provider))
         // `list` shows it: the first message, cut short.

@@ -108,15 +108,23 @@ pub(crate) async fn run(ui: &Ui, url: &str, _args: DoctorArgs) -> Result<(), Cli
     })
 }
 
-/// Whether this user can write the store: a `touch` of a session id no
-/// one uses goes down the write path (a transaction on SQLite, a script on
-/// Redis, a statement on PostgreSQL) and changes nothing; a store that
-/// cannot write refuses it (`Error::Refused`).
+/// Whether this user can write the store: a `touch` of a session that
+/// exists — it moves that session's access time, nothing else — goes down
+/// the write path (a transaction on SQLite, a script on Redis, a statement
+/// on PostgreSQL), and a store that cannot write refuses it
+/// (`Error::Refused`). An empty store has nothing to probe with.
 async fn writable(store: &std::sync::Arc<dyn statestore::Store>, report: &mut Report) {
-    let Ok(probe) = statestore::SessionId::new("statestore-doctor-write-probe") else {
+    let listed = store
+        .list(&statestore::ListQuery::new().with_limit(1))
+        .await;
+    let Some(probe) = listed
+        .ok()
+        .and_then(|page| page.sessions.into_iter().next())
+    else {
+        report.add(Status::Info, "write", "no session to check writing with");
         return;
     };
-    match store.touch(&probe).await {
+    match store.touch(&probe.id).await {
         Ok(_) => report.add(Status::Ok, "write", "this user can write the store"),
         Err(e @ statestore::Error::Refused { .. }) => report.add(
             Status::Fail,

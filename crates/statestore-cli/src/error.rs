@@ -248,6 +248,7 @@ impl CliError {
         };
         match self {
             Self::Usage { hint, .. } | Self::Failed { hint, .. } => hint.clone(),
+            Self::Interrupted { .. } => Some("run the command again to do it whole".into()),
             Self::Keys(e) => Some(keys_hint(e)),
             Self::Open(e) => Some(match e {
                 OpenError::InvalidUrl { .. }

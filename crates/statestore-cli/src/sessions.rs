@@ -68,8 +68,10 @@ pub(crate) async fn list(ui: &Ui, url: &str, args: ListArgs) -> Result<(), CliEr
     if args.ids_only {
         if ui.json {
             // The shape of the full listing, with only the id of each.
-            let list: Vec<serde_json::Value> =
-                shown.iter().map(|id| json!({ "id": id.as_str() })).collect();
+            let list: Vec<serde_json::Value> = shown
+                .iter()
+                .map(|id| json!({ "id": id.as_str() }))
+                .collect();
             ui.out_json(&json!({ "total": total, "sessions": list }))?;
         } else {
             let mut text = String::new();

@@ -71,7 +71,8 @@ pub(crate) async fn export(ui: &Ui, url: &str, args: ExportArgs) -> Result<(), C
             return Err(e);
         }
     };
-    sink.finish().map_err(|e| cut_short(e, exported, ids.len()))?;
+    sink.finish()
+        .map_err(|e| cut_short(e, exported, ids.len()))?;
     let place = args
         .output
         .as_ref()

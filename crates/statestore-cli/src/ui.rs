@@ -239,8 +239,10 @@ where
             _ => "note:",
         };
         let mut text = String::new();
-        ctx.field_format()
-            .format_fields(tracing_subscriber::fmt::format::Writer::new(&mut text), event)?;
+        ctx.field_format().format_fields(
+            tracing_subscriber::fmt::format::Writer::new(&mut text),
+            event,
+        )?;
         writeln!(writer, "{label} {}", clean(&text))
     }
 }

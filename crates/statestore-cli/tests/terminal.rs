@@ -219,8 +219,11 @@ fn json_errors_and_one_list_shape() {
     let env = Env::new();
     let url = env.sqlite("json.db");
     let seed = env.path("seed.jsonl");
-    std::fs::write(&seed, common::export_file(&["a".to_owned(), "b".to_owned()], common::RICH))
-        .unwrap();
+    std::fs::write(
+        &seed,
+        common::export_file(&["a".to_owned(), "b".to_owned()], common::RICH),
+    )
+    .unwrap();
     env.ok(&["--store", &url, "import", seed.to_str().unwrap()]);
 
     let ids: serde_json::Value =
@@ -229,10 +232,18 @@ fn json_errors_and_one_list_shape() {
         serde_json::from_str(&env.ok(&["--store", &url, "--json", "list"])).unwrap();
     assert_eq!(ids["total"], full["total"]);
     let id_of = |doc: &serde_json::Value| -> Vec<serde_json::Value> {
-        doc["sessions"].as_array().unwrap().iter().map(|s| s["id"].clone()).collect()
+        doc["sessions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["id"].clone())
+            .collect()
     };
     assert_eq!(id_of(&ids), id_of(&full));
-    assert_eq!(id_of(&ids), [serde_json::json!("a"), serde_json::json!("b")]);
+    assert_eq!(
+        id_of(&ids),
+        [serde_json::json!("a"), serde_json::json!("b")]
+    );
 
     // A read that fails: no write_outcome.
     let run = env.run(&["--store", &url, "--json", "show", "missing"]);
@@ -262,11 +273,13 @@ fn log_levels_are_checked() {
     let url = env.sqlite("log.db");
     let run = {
         let mut cmd = env.cmd();
-        cmd.args(["--store", &url, "list"]).env("STATESTORE_LOG", "verbose");
+        cmd.args(["--store", &url, "list"])
+            .env("STATESTORE_LOG", "verbose");
         common::Run::from(cmd.output().unwrap())
     };
     assert!(
-        run.stderr.starts_with("warning: STATESTORE_LOG=\"verbose\" is not one of"),
+        run.stderr
+            .starts_with("warning: STATESTORE_LOG=\"verbose\" is not one of"),
         "{}",
         run.stderr
     );
@@ -285,7 +298,10 @@ fn an_export_cut_short_fails_loudly() {
     let seed = env.path("seed.jsonl");
     std::fs::write(&seed, common::export_file(&ids, common::RICH)).unwrap();
     env.ok(&["--store", &url, "import", seed.to_str().unwrap()]);
-    assert!(std::fs::metadata(&seed).unwrap().len() > 256 * 1024, "more than a pipe holds");
+    assert!(
+        std::fs::metadata(&seed).unwrap().len() > 256 * 1024,
+        "more than a pipe holds"
+    );
 
     let mut cmd = env.cmd();
     cmd.args(["--store", &url, "export"]);
@@ -315,9 +331,21 @@ fn import_says_what_a_wrong_file_is() {
     let url = env.sqlite("import.db");
     let export = common::export_file(&["a".to_owned()], common::RICH);
     for (name, bytes, says) in [
-        ("x.jsonl.gz", vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0], "a gzip-compressed file"),
-        ("x.zst", vec![0x28, 0xb5, 0x2f, 0xfd, 0], "a zstd-compressed file"),
-        ("x.db", b"SQLite format 3\0rest".to_vec(), "an SQLite database"),
+        (
+            "x.jsonl.gz",
+            vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0],
+            "a gzip-compressed file",
+        ),
+        (
+            "x.zst",
+            vec![0x28, 0xb5, 0x2f, 0xfd, 0],
+            "a zstd-compressed file",
+        ),
+        (
+            "x.db",
+            b"SQLite format 3\0rest".to_vec(),
+            "an SQLite database",
+        ),
         ("x.bin", vec![b'{', 0, 0xff, 0xfe, b'}'], "a binary file"),
     ] {
         let file = env.path(name);
@@ -325,8 +353,15 @@ fn import_says_what_a_wrong_file_is() {
         let run = env.run(&["--store", &url, "import", file.to_str().unwrap()]);
         assert_eq!(run.code, Some(1), "{name}: {}", run.stderr);
         assert!(run.stderr.contains(says), "{name}: {}", run.stderr);
-        assert!(run.stderr.contains("nothing was imported"), "{name}: {}", run.stderr);
-        assert!(!common::exists(&env.path("import.db")), "{name}: the store was created");
+        assert!(
+            run.stderr.contains("nothing was imported"),
+            "{name}: {}",
+            run.stderr
+        );
+        assert!(
+            !common::exists(&env.path("import.db")),
+            "{name}: the store was created"
+        );
     }
     // A real export still imports (and creates the store).
     let file = env.path("ok.jsonl");
@@ -368,7 +403,13 @@ fn a_resume_cursor_is_checked() {
 fn a_missing_key_file_is_not_found() {
     let env = Env::new();
     let missing = env.path("no-such-keys");
-    let run = env.run(&["--keys", missing.to_str().unwrap(), "--store", "memory://", "list"]);
+    let run = env.run(&[
+        "--keys",
+        missing.to_str().unwrap(),
+        "--store",
+        "memory://",
+        "list",
+    ]);
     assert_eq!(run.code, Some(2), "{}", run.stderr);
     assert!(run.stderr.contains("not found"), "{}", run.stderr);
     assert!(!run.stderr.contains("invalid key"), "{}", run.stderr);
@@ -392,14 +433,31 @@ fn completions_man_page_and_version() {
     }
     assert_eq!(env.run(&["completions", "tcsh"]).code, Some(2));
     let page = env.ok(&["man"]);
-    assert!(page.starts_with(".ie") || page.contains(".TH statestore"), "{page}");
+    assert!(
+        page.starts_with(".ie") || page.contains(".TH statestore"),
+        "{page}"
+    );
     assert!(page.contains("rotate\\-keys"), "{page}");
     let version = env.ok(&["--version"]);
-    assert!(version.starts_with(&format!("statestore {} (commit ", env!("CARGO_PKG_VERSION"))), "{version}");
-    for part in ["backends: memory, sqlite, redis", "postgres", "features: ", "SQLite 3."] {
+    assert!(
+        version.starts_with(&format!(
+            "statestore {} (commit ",
+            env!("CARGO_PKG_VERSION")
+        )),
+        "{version}"
+    );
+    for part in [
+        "backends: memory, sqlite, redis",
+        "postgres",
+        "features: ",
+        "SQLite 3.",
+    ] {
         assert!(version.contains(part), "{part}: {version}");
     }
-    assert_eq!(env.ok(&["-V"]), format!("statestore {}\n", env!("CARGO_PKG_VERSION")));
+    assert_eq!(
+        env.ok(&["-V"]),
+        format!("statestore {}\n", env!("CARGO_PKG_VERSION"))
+    );
 }
 
 /// The short flags people reach for: `-n` for `--limit`, `-u` for
@@ -412,8 +470,14 @@ fn short_flags() {
     let ids: Vec<String> = ["a", "b", "c"].map(str::to_owned).to_vec();
     std::fs::write(&seed, common::export_file(&ids, common::RICH)).unwrap();
     env.ok(&["--store", &url, "import", seed.to_str().unwrap()]);
-    assert_eq!(env.ok(&["--store", &url, "list", "--ids-only", "-n", "2"]), "a\nb\n");
-    assert_eq!(env.ok(&["--store", &url, "list", "--ids-only", "-u", "user-1"]), "b\n");
+    assert_eq!(
+        env.ok(&["--store", &url, "list", "--ids-only", "-n", "2"]),
+        "a\nb\n"
+    );
+    assert_eq!(
+        env.ok(&["--store", &url, "list", "--ids-only", "-u", "user-1"]),
+        "b\n"
+    );
     assert_eq!(
         env.ok(&["--store", &url, "list", "--ids-only", "-u", "user-1"]),
         env.ok(&["--store", &url, "list", "--ids-only", "--user", "user-1"])

@@ -153,16 +153,14 @@ pub(crate) fn map(ctx: &OpCtx, e: rusqlite::Error) -> Error {
                 };
                 unavailable(what, e)
             }
-            ErrorCode::ReadOnly if f.extended_code == ffi::SQLITE_READONLY_DIRECTORY => {
-                refused(
-                    format!(
-                        "the directory holding {file} is not writable \
+            ErrorCode::ReadOnly if f.extended_code == ffi::SQLITE_READONLY_DIRECTORY => refused(
+                format!(
+                    "the directory holding {file} is not writable \
                          (SQLITE_READONLY_DIRECTORY): a WAL database needs its -wal and -shm \
                          files beside it"
-                    ),
-                    e,
-                )
-            }
+                ),
+                e,
+            ),
             ErrorCode::ReadOnly => refused(
                 format!(
                     "{file} is read-only (SQLITE_READONLY): the file, its directory or its \

@@ -554,7 +554,10 @@ async fn a_read_only_file_refuses_writes_and_serves_reads() {
     // file is root's, readable by all.
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let enforced = std::fs::OpenOptions::new().append(true).open(&path).is_err();
+    let enforced = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .is_err();
     let have_setpriv = Command::new("setpriv")
         .arg("--version")
         .output()
@@ -571,7 +574,12 @@ async fn a_read_only_file_refuses_writes_and_serves_reads() {
     std::fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
     std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
     let lines = run_child(
-        &["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"],
+        &[
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+        ],
         &exe,
         "readonly-file",
         &path,
