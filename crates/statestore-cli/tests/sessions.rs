@@ -365,6 +365,7 @@ fn doctor_judges_redis_settings() {
     // A TTL makes volatile-* policies unsafe too.
     let volatile = RedisServer::builder()
         .config("maxmemory-policy", "volatile-lru")
+        .config("maxmemory", "100mb")
         .start()
         .unwrap();
     env.ok(&["--store", &volatile.url(), "doctor"]);
