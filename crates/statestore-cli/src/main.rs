@@ -18,6 +18,7 @@ mod cut;
 mod doctor;
 mod error;
 mod keyscan;
+mod migrate;
 mod prune;
 mod rekey;
 mod rewind;
@@ -135,7 +136,7 @@ async fn run(ui: &Ui, cli: Cli) -> Result<(), CliError> {
         Command::Prune(args) => prune::prune(ui, &store::resolve(store)?, args).await,
         Command::Export(args) => transfer::export(ui, &store::resolve(store)?, args).await,
         Command::Import(args) => transfer::import(ui, &store::resolve(store)?, args).await,
-        Command::Migrate(args) => transfer::migrate(ui, args).await,
+        Command::Migrate(args) => migrate::migrate(ui, args).await,
         Command::RotateKeys(args) => rekey::run(ui, &store::resolve(store)?, args).await,
         Command::Keys(KeysCommand::Usage(args)) => {
             keyscan::usage(ui, &store::resolve(store)?, args).await

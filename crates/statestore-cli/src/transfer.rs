@@ -1,14 +1,13 @@
 //! `export`, `import`, `migrate`: streaming sessions out of a store and
 //! into one (the format and the copy routine are in `copy.rs`).
 
-use std::collections::HashSet;
 use std::io::BufRead;
 use std::sync::Arc;
 
 use serde_json::json;
 use statestore::{Load, SessionId, Store};
 
-use crate::args::{ExportArgs, ImportArgs, MigrateArgs};
+use crate::args::{ExportArgs, ImportArgs};
 use crate::copy::{Copied, Exported, Header, Tally, check_header, check_values, put};
 use crate::error::CliError;
 use crate::sink::Sink;
@@ -16,7 +15,7 @@ use crate::store::{Create, all_ids, open, open_backend, open_backend_as, open_to
 use crate::ui::{self, Ui};
 
 /// Sessions loaded at once by export and migrate.
-const READ_WIDTH: usize = 32;
+pub(crate) const READ_WIDTH: usize = 32;
 
 /// Sessions written at once by import: enough for the SQLite store's group
 /// commit to fill its batches.
@@ -158,9 +157,6 @@ fn export_line(state: statestore::ConversationState, values: &Values) -> Result<
     }
 }
 
-/// The header and every session of `ids`, loaded `READ_WIDTH` at a time
-/// and written in id order. Returns how many sessions were written (ids
-/// deleted since the listing are skipped).
 /// What `head`, a file's first bytes, is when it is plainly not an export:
 /// a compressed file, an SQLite database, or binary (a NUL byte, or bytes
 /// that are not UTF-8 where the first line's start should be text).
@@ -211,6 +207,9 @@ fn cut_short(e: CliError, written: u64, total: usize) -> CliError {
     }
 }
 
+/// The header and every session of `ids`, loaded `READ_WIDTH` at a time
+/// and written in id order. Returns how many sessions were written (ids
+/// deleted since the listing are skipped).
 async fn write_export(
     ui: &Ui,
     store: &Arc<dyn Store>,
@@ -502,138 +501,4 @@ async fn open_for(url: &str, encrypted: bool, what: &str) -> Result<Arc<dyn Stor
         });
     }
     open_backend(url).await
-}
-
-/// The file an `sqlite://` URL names, resolved (`..`, symbolic links,
-/// the working directory) when it exists; `None` for other URLs.
-fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
-    let rest = url.strip_prefix("sqlite://")?;
-    let path = rest.split(['?', '#']).next().unwrap_or_default();
-    // Percent-decoded, as the store decodes it.
-    let mut bytes = Vec::with_capacity(path.len());
-    let mut rest = path.as_bytes();
-    while let Some((&b, tail)) = rest.split_first() {
-        let hex = tail.get(..2).and_then(|h| std::str::from_utf8(h).ok());
-        match (b, hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
-            (b'%', Some(decoded)) => {
-                bytes.push(decoded);
-                rest = tail.get(2..).unwrap_or_default();
-            }
-            _ => {
-                bytes.push(b);
-                rest = tail;
-            }
-        }
-    }
-    std::fs::canonicalize(String::from_utf8(bytes).ok()?).ok()
-}
-
-pub(crate) async fn migrate(ui: &Ui, args: MigrateArgs) -> Result<(), CliError> {
-    let same_file = sqlite_file(&args.from).is_some_and(|f| Some(f) == sqlite_file(&args.to));
-    if args.from == args.to || same_file {
-        return Err(CliError::Usage {
-            message: "--from and --to are the same store".into(),
-            hint: None,
-        });
-    }
-    let (from_name, to_name) = (
-        statestore::redact_url(&args.from),
-        statestore::redact_url(&args.to),
-    );
-    let source = open(&args.from).await?;
-    let dest = open_to_write(&args.to, &[], "migrate", Create::Yes).await?;
-    let ids = all_ids(&*source, args.user.as_deref()).await?;
-    let bar = ui.progress(ids.len() as u64, "migrating");
-    let mut tally = Tally::default();
-    let mut vanished: HashSet<SessionId> = HashSet::new();
-    let (src, dst) = (Arc::clone(&source), Arc::clone(&dest));
-    ordered(
-        &ids,
-        READ_WIDTH,
-        move |id| {
-            let (source, dest) = (Arc::clone(&src), Arc::clone(&dst));
-            async move {
-                // A maintenance read: migrating is no access of the source.
-                let state = source
-                    .load_with(&id, Load::new().keep_clocks())
-                    .await
-                    .map_err(CliError::read(format!(
-                        "reading session {id} from the source"
-                    )))?;
-                match state {
-                    None => Ok(None),
-                    Some(state) => Ok(Some(put(&*dest, &Exported::from(state)).await?)),
-                }
-            }
-        },
-        |id, copied| {
-            bar.inc(1);
-            match copied {
-                Some(c) => tally.add(id.clone(), c),
-                None => {
-                    vanished.insert(id.clone());
-                }
-            }
-            Ok(())
-        },
-    )
-    .await?;
-    bar.finish_and_clear();
-
-    // The final check: every session of the source is in the destination.
-    let there: HashSet<SessionId> = all_ids(&*dest, args.user.as_deref())
-        .await?
-        .into_iter()
-        .collect();
-    let expected = ids.iter().filter(|id| !vanished.contains(*id));
-    let missing: Vec<&SessionId> = expected.filter(|id| !there.contains(*id)).collect();
-    let expected_count = ids.len() - vanished.len();
-    if ui.json {
-        let mut doc = tally.json();
-        if let Some(o) = doc.as_object_mut() {
-            o.insert("source_sessions".into(), json!(expected_count));
-            o.insert("destination_sessions".into(), json!(there.len()));
-            o.insert(
-                "missing".into(),
-                json!(missing.iter().map(|id| id.as_str()).collect::<Vec<_>>()),
-            );
-            o.insert("deleted_during_migrate".into(), json!(vanished.len()));
-        }
-        ui.out_json(&doc)?;
-    } else {
-        let mut text = format!(
-            "migrated {} from {from_name} to {to_name}: {}\n",
-            ui::count(tally.total(), "session"),
-            tally.summary()
-        );
-        if missing.is_empty() {
-            text.push_str(&format!(
-                "check: the destination holds all {} of the source ({} in all)\n",
-                ui::count(expected_count as u64, "session"),
-                ui::count(there.len() as u64, "session")
-            ));
-        }
-        if !vanished.is_empty() {
-            text.push_str(&format!(
-                "{} deleted from the source during the migration and not copied\n",
-                ui::count(vanished.len() as u64, "session")
-            ));
-        }
-        ui.out(&text)?;
-    }
-    if !missing.is_empty() {
-        return Err(CliError::Failed {
-            message: format!(
-                "check failed: {} sessions of the source are not in the destination (first: {})",
-                missing.len(),
-                missing.first().map(|id| id.to_string()).unwrap_or_default()
-            ),
-            hint: Some(
-                "were they deleted or expired there meanwhile (a TTL)? Run the migrate again: it \
-                 copies only what is missing"
-                    .into(),
-            ),
-        });
-    }
-    tally.conflicts(ui, args.ignore_conflicts)
 }
