@@ -284,8 +284,8 @@ pub(crate) fn next_list(
 
 /// Parses the replies of a load's transaction of the `LOAD` script
 /// (`Store::scripted_snapshot`, for a header of an older layout): the
-/// script's, then the header, the newest `newest` messages (all for
-/// `None`), the summaries and the metadata; `None` for `missing`. What was
+/// script's, then the header and the reads of every load (`Read::reads`);
+/// `None` for `missing`. What was
 /// read must match the counts the script found in the header: anything
 /// else is a torn session, and a read refused for a key's type is one
 /// holding foreign data.
@@ -321,10 +321,10 @@ pub(crate) fn snapshot(
         _ => return Err(corrupt(id, "load returned malformed counts")),
     };
     let header_flat = next_list(id, &mut it, "header")?;
-    // No messages asked for: the list's length instead, checked below.
+    // The newest messages come after the list's length (`Read::reads`).
     let listed = match newest {
-        Some(0) => Some(list_length(id, &mut it)?),
-        _ => None,
+        Some(_) => Some(list_length(id, &mut it)?),
+        None => None,
     };
     Snapshot::checked(
         id,

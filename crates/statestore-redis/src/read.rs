@@ -123,10 +123,20 @@ impl Read<'_> {
         if let Access::Ttl(_) = self.access {
             pipe.cmd("PTTL").arg(&keys.header);
         }
-        let field = self.lookup.map(|key| format!("k:{}", key.as_str()));
-        if let Some(field) = &field {
+        if let Some(key) = self.lookup {
+            let field = format!("k:{}", key.as_str());
             pipe.cmd("HMGET").arg(&keys.writes).arg(field).arg("~");
         }
+        self.reads(&mut pipe, keys);
+        pipe
+    }
+
+    /// The reads after the header's, which the `LOAD` script's transaction
+    /// (`Store::scripted_snapshot`) makes too: the message list's length and
+    /// its newest messages (all of them, without the length, for a whole
+    /// load), the summaries, the metadata, for a whole load the remembered
+    /// writes, and asked about a key its recorded progress.
+    pub(crate) fn reads(&self, pipe: &mut redis::Pipeline, keys: &SessionKeys) {
         match self.newest {
             None => {
                 pipe.cmd("LRANGE").arg(&keys.messages).arg(0).arg(-1);
@@ -144,10 +154,11 @@ impl Read<'_> {
         if self.newest.is_none() {
             pipe.cmd("HGETALL").arg(&keys.writes);
         }
-        if let Some(field) = &field {
-            pipe.cmd("HGET").arg(&keys.pending).arg(field);
+        if let Some(key) = self.lookup {
+            pipe.cmd("HGET")
+                .arg(&keys.pending)
+                .arg(format!("k:{}", key.as_str()));
         }
-        pipe
     }
 
     /// Checks and parses the transaction's replies; `now` is the client's

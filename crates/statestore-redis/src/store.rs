@@ -352,27 +352,13 @@ impl RedisStore {
         };
         pipe.arg(lookup.map_or_else(String::new, |key| format!("k:{}", key.as_str())));
         pipe.cmd("HGETALL").arg(&keys.header);
-        // The newest n: `LRANGE -n -1`; none: `LLEN`, for the client to
-        // check the count against the header.
-        match newest {
-            Some(0) => pipe.cmd("LLEN").arg(&keys.messages),
-            None => pipe.cmd("LRANGE").arg(&keys.messages).arg(0).arg(-1),
-            Some(n) => {
-                let start = i64::try_from(n).map_or(i64::MIN, |n| -n);
-                pipe.cmd("LRANGE").arg(&keys.messages).arg(start).arg(-1)
-            }
+        // The reads of every load (`read.rs`); the script made the lookup.
+        let read = Read {
+            newest,
+            lookup,
+            access: Access::No,
         };
-        pipe.cmd("LRANGE").arg(&keys.summaries).arg(0).arg(-1);
-        pipe.cmd("HGETALL").arg(&keys.metadata);
-        if newest.is_none() {
-            pipe.cmd("HGETALL").arg(&keys.writes);
-        }
-        // The progress recorded under the key asked about.
-        if let Some(key) = lookup {
-            pipe.cmd("HGET")
-                .arg(&keys.pending)
-                .arg(format!("k:{}", key.as_str()));
-        }
+        read.reads(&mut pipe, &keys);
         let run = (self.inner.conn).transaction(operation, id, script, &keys.header, &pipe);
         let replies = self.timed(operation, Some(id), run).await?;
         decode::snapshot(id, replies, newest, lookup.is_some())
