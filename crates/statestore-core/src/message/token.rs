@@ -44,12 +44,18 @@ impl Encoding {
     /// name.
     #[must_use]
     pub fn new(name: &str) -> Self {
-        let table = TABLE.read().unwrap_or_else(PoisonError::into_inner);
+        Self::interned_in(&TABLE, name)
+    }
+
+    /// [`Encoding::new`] with `table` as the table of shared names.
+    fn interned_in(table: &RwLock<Vec<Self>>, name: &str) -> Self {
+        let shared = table;
+        let table = shared.read().unwrap_or_else(PoisonError::into_inner);
         if let Some(e) = table.iter().find(|e| e.as_str() == name) {
             return e.clone();
         }
         drop(table);
-        let mut table = TABLE.write().unwrap_or_else(PoisonError::into_inner);
+        let mut table = shared.write().unwrap_or_else(PoisonError::into_inner);
         if let Some(e) = table.iter().find(|e| e.as_str() == name) {
             return e.clone();
         }
@@ -226,11 +232,19 @@ mod tests {
 
     #[test]
     fn names_beyond_the_table_still_work() {
+        // A table of its own: the process's is shared with the other tests.
+        let table = RwLock::new(Vec::new());
         let names: Vec<String> = (0..2 * INTERNED).map(|i| format!("overflow-{i}")).collect();
-        let made: Vec<Encoding> = names.iter().map(Encoding::from).collect();
-        for (name, e) in names.iter().zip(&made) {
+        let made: Vec<Encoding> = names
+            .iter()
+            .map(|n| Encoding::interned_in(&table, n))
+            .collect();
+        for (i, (name, e)) in names.iter().zip(&made).enumerate() {
             assert_eq!(e.as_str(), name);
-            assert_eq!(Encoding::new(name), *e);
+            let again = Encoding::interned_in(&table, name);
+            assert_eq!(again, *e);
+            // The first INTERNED names are shared; the rest are copies.
+            assert_eq!(again.shares_name_with(e), i < INTERNED, "{name}");
         }
         let json = serde_json::to_string(&TokenCount::new("overflow-1", 7)).unwrap();
         assert_eq!(json, r#"{"encoding":"overflow-1","tokens":7}"#);
