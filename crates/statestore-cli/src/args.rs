@@ -6,8 +6,9 @@ use clap::{Args, Parser, Subcommand};
 use statestore::SessionId;
 
 const EXIT_CODES: &str = "\
-Exit codes: 0 done; 1 failed (store unreachable, session not found, import conflicts, a check
-failed: the message says what to do next); 2 usage (a bad option, URL or session id).
+Exit codes: 0 done; 1 failed (store unreachable or missing, not writable, session not found,
+import conflicts, a check failed: the message says what to do next); 2 usage (a bad option,
+URL or session id); 130 interrupted.
 
 Environment: STATESTORE_URL (the store, as --store), STATESTORE_KEYS_FILE (as --keys),
 STATESTORE_KEYS (the key ring itself, `;` between keys; set but empty is an error),
