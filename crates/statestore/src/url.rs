@@ -505,6 +505,14 @@ mod tests {
     }
 
     #[test]
+    #[cfg(all(
+        feature = "memory",
+        feature = "sqlite",
+        feature = "redis",
+        feature = "redis-cluster",
+        feature = "redis-tls",
+        feature = "postgres"
+    ))]
     fn servers_urls_name_a_host_and_a_port() {
         let parse = |url: &str| StoreUrl::parse(url).map(|_| ()).map_err(|e| e.to_string());
         for bad in [
