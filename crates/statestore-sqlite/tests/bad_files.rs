@@ -532,6 +532,24 @@ fn run_child(wrapper: &[&str], exe: &Path, mode: &str, path: &Path, limit: u64) 
         .collect()
 }
 
+/// A real file at `path` (in `dir`), closed: its `-wal` and `-shm` are
+/// gone once its last connection closes — waited for, and removed if still
+/// there (checkpointed and closed, they are disposable) — so a process
+/// opening it must create them. Returns its sessions' names.
+async fn closed_file(dir: &Path, path: &Path) -> Vec<String> {
+    let names = real_file(path, 3, 2, 50).await;
+    let (wal, shm) = (dir.join("store.sqlite3-wal"), dir.join("store.sqlite3-shm"));
+    for _ in 0..250 {
+        if !wal.exists() && !shm.exists() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = std::fs::remove_file(wal);
+    let _ = std::fs::remove_file(shm);
+    names
+}
+
 /// A database file its user may read but not write: it opens, reads work,
 /// and a write is [`Error::Refused`] — nothing written, said as such — not
 /// an outcome unknown. Run as `nobody` as the test above is.
@@ -541,15 +559,7 @@ async fn a_read_only_file_refuses_writes_and_serves_reads() {
     let dir = tmp.path().join("rofile");
     std::fs::create_dir(&dir).unwrap();
     let path = dir.join("store.sqlite3");
-    let names = real_file(&path, 3, 2, 50).await;
-    for _ in 0..250 {
-        if !dir.join("store.sqlite3-wal").exists() && !dir.join("store.sqlite3-shm").exists() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = std::fs::remove_file(dir.join("store.sqlite3-wal"));
-    let _ = std::fs::remove_file(dir.join("store.sqlite3-shm"));
+    let names = closed_file(&dir, &path).await;
     // The directory is anyone's (the -wal and -shm files can be made); the
     // file is root's, readable by all.
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
@@ -611,18 +621,7 @@ async fn a_read_only_directory_is_a_typed_refusal() {
     let dir = tmp.path().join("ro");
     std::fs::create_dir(&dir).unwrap();
     let path = dir.join("store.sqlite3");
-    let names = real_file(&path, 3, 2, 50).await;
-    // The store's -wal and -shm are gone once its last connection closes;
-    // wait for that, so the child must create them.
-    for _ in 0..250 {
-        if !dir.join("store.sqlite3-wal").exists() && !dir.join("store.sqlite3-shm").exists() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    // Checkpointed and closed: both are disposable now, if still there.
-    let _ = std::fs::remove_file(dir.join("store.sqlite3-wal"));
-    let _ = std::fs::remove_file(dir.join("store.sqlite3-shm"));
+    let names = closed_file(&dir, &path).await;
     let nobody = 65534;
     std::os::unix::fs::chown(&path, Some(nobody), Some(nobody)).ok();
     std::os::unix::fs::chown(&dir, Some(nobody), Some(nobody)).ok();
