@@ -72,6 +72,11 @@ pub(crate) struct Cli {
     #[arg(long, global = true)]
     pub(crate) json: bool,
 
+    /// Print only data and errors: no summaries of what a command changed, no progress bars,
+    /// no banners (warnings and errors still go to stderr; --json output is unchanged)
+    #[arg(long, short, global = true)]
+    pub(crate) quiet: bool,
+
     #[command(subcommand)]
     pub(crate) command: Command,
 }
@@ -372,6 +377,9 @@ pub(crate) struct DeleteArgs {
     /// The sessions
     #[arg(required = true, value_parser = session_id)]
     pub(crate) ids: Vec<SessionId>,
+    /// Say what would be done; change nothing
+    #[arg(long)]
+    pub(crate) dry_run: bool,
 }
 
 #[derive(Debug, Args)]
@@ -399,6 +407,9 @@ pub(crate) struct TrimArgs {
     /// Keep (at least) the newest N messages
     #[arg(long, value_name = "N")]
     pub(crate) keep: usize,
+    /// Say what would be done; change nothing
+    #[arg(long)]
+    pub(crate) dry_run: bool,
 }
 
 #[derive(Debug, Args)]
@@ -409,6 +420,9 @@ pub(crate) struct CompactArgs {
     /// Keep (at least) the newest N messages; the rest is summarized and deleted
     #[arg(long, default_value_t = 10, value_name = "N")]
     pub(crate) keep: usize,
+    /// Say what would be done; change nothing
+    #[arg(long)]
+    pub(crate) dry_run: bool,
 }
 
 #[derive(Debug, Args)]
@@ -443,6 +457,9 @@ pub(crate) struct ImportArgs {
     /// envelope checked; with --keys, each session decrypted to check it first)
     #[arg(long)]
     pub(crate) encrypted: bool,
+    /// Say what would be done; change nothing
+    #[arg(long)]
+    pub(crate) dry_run: bool,
 }
 
 #[derive(Debug, Args)]
@@ -459,6 +476,9 @@ pub(crate) struct MigrateArgs {
     /// Exit 0 even when sessions conflicted (they are still reported and left alone)
     #[arg(long)]
     pub(crate) ignore_conflicts: bool,
+    /// Say what would be done; change nothing
+    #[arg(long)]
+    pub(crate) dry_run: bool,
 }
 
 #[derive(Debug, Args)]

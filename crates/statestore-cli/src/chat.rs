@@ -196,7 +196,7 @@ async fn interactive(
         .map_err(CliError::read(format!("reading session {session}")))?
         .map_or(0, |r| r.total_messages);
     let dim = |s: &str| ui.paint(true, Paint::Dim, s);
-    ui.diag(&dim(&format!(
+    ui.note(&dim(&format!(
         "session {session} on {} ({}), {}.",
         statestore::redact_url(url),
         if so_far == 0 {
@@ -206,7 +206,7 @@ async fn interactive(
         },
         describe(provider)
     )));
-    ui.diag(&dim("Type a message; /quit or Ctrl-D to leave."));
+    ui.note(&dim("Type a message; /quit or Ctrl-D to leave."));
     let mut editor = rustyline::DefaultEditor::new().map_err(|e| CliError::Io {
         what: "cannot start the line editor".into(),
         source: std::io::Error::other(e),

@@ -194,9 +194,17 @@ pub(crate) enum Copied {
 }
 
 /// Writes `session` into `store` if it is absent (create-only, so a
-/// repeated or concurrent copy cannot apply twice), else compares.
-pub(crate) async fn put(store: &dyn Store, session: &Exported) -> Result<Copied, CliError> {
+/// repeated or concurrent copy cannot apply twice), else compares. With
+/// `dry_run`, only compares: what a copy would do, nothing written.
+pub(crate) async fn put(
+    store: &dyn Store,
+    session: &Exported,
+    dry_run: bool,
+) -> Result<Copied, CliError> {
     let id = &session.id;
+    if dry_run {
+        return Ok(compare(store, session).await?.unwrap_or(Copied::Written));
+    }
     let state = session.to_state();
     // A session deleted between the refused write and the comparing read
     // is written on the next round.
@@ -204,17 +212,8 @@ pub(crate) async fn put(store: &dyn Store, session: &Exported) -> Result<Copied,
         match store.save(&state, Expect::Absent).await {
             Ok(_) => return Ok(Copied::Written),
             Err(statestore::Error::Conflict { .. } | statestore::Error::AlreadyExists { .. }) => {
-                // A maintenance read: comparing is no access.
-                let existing = store
-                    .load_with(id, Load::new().keep_clocks())
-                    .await
-                    .map_err(CliError::read(format!("reading session {id} to compare")))?;
-                if let Some(existing) = existing {
-                    return Ok(if Exported::from(existing) == *session {
-                        Copied::Unchanged
-                    } else {
-                        Copied::Conflict
-                    });
+                if let Some(there) = compare(store, session).await? {
+                    return Ok(there);
                 }
             }
             Err(e) => return Err(CliError::write(format!("writing session {id}"))(e)),
@@ -226,15 +225,41 @@ pub(crate) async fn put(store: &dyn Store, session: &Exported) -> Result<Copied,
     )))
 }
 
-/// Tallies of a copy.
+/// The session of `session`'s id in `store` compared with it: equal
+/// ([`Copied::Unchanged`]), different ([`Copied::Conflict`]), or `None`
+/// when absent. A maintenance read: comparing is no access.
+async fn compare(store: &dyn Store, session: &Exported) -> Result<Option<Copied>, CliError> {
+    let id = &session.id;
+    let existing = store
+        .load_with(id, Load::new().keep_clocks())
+        .await
+        .map_err(CliError::read(format!("reading session {id} to compare")))?;
+    Ok(existing.map(|existing| {
+        if Exported::from(existing) == *session {
+            Copied::Unchanged
+        } else {
+            Copied::Conflict
+        }
+    }))
+}
+
+/// Tallies of a copy (or, for a dry run, of what a copy would do).
 #[derive(Debug, Default)]
 pub(crate) struct Tally {
     written: u64,
     unchanged: u64,
     conflicts: Vec<SessionId>,
+    dry_run: bool,
 }
 
 impl Tally {
+    pub(crate) fn new(dry_run: bool) -> Self {
+        Self {
+            dry_run,
+            ..Self::default()
+        }
+    }
+
     pub(crate) fn add(&mut self, id: SessionId, copied: Copied) {
         match copied {
             Copied::Written => self.written += 1,
@@ -253,15 +278,22 @@ impl Tally {
             "written": self.written,
             "unchanged": self.unchanged,
             "conflicts": conflicts,
+            "dry_run": self.dry_run,
         })
     }
 
     pub(crate) fn summary(&self) -> String {
         format!(
-            "{} written, {} already there and equal, {}",
+            "{} {}, {} already there and equal, {}{}",
             ui::thousands(self.written),
+            if self.dry_run { "to write" } else { "written" },
             ui::thousands(self.unchanged),
-            ui::count(self.conflicts.len() as u64, "conflict")
+            ui::count(self.conflicts.len() as u64, "conflict"),
+            if self.dry_run {
+                " (dry run: nothing written)"
+            } else {
+                ""
+            }
         )
     }
 

@@ -18,6 +18,9 @@ use crate::ui::{self, Ui};
 pub(crate) async fn trim(ui: &Ui, url: &str, args: TrimArgs) -> Result<(), CliError> {
     let store = open_to_write(url, &[&args.id], "trim", Create::No).await?;
     let policy = WindowPolicy::default().max_messages(args.keep);
+    if args.dry_run {
+        return preview(ui, &*store, &args.id, &policy, false).await;
+    }
     let doing = format!("trimming session {}", args.id);
     let compacted = window::compact(&*store, &args.id, &policy, &CharEstimate)
         .await
@@ -35,6 +38,72 @@ pub(crate) async fn trim(ui: &Ui, url: &str, args: TrimArgs) -> Result<(), CliEr
         compacted.version,
         None,
     )
+}
+
+/// `--dry-run`: what `trim` (or, with `summarize`, `compact`) would do to
+/// session `id` under `policy`, from one read that moves none of its clocks;
+/// nothing is written and no model is called.
+async fn preview(
+    ui: &Ui,
+    store: &dyn Store,
+    id: &SessionId,
+    policy: &WindowPolicy,
+    summarize: bool,
+) -> Result<(), CliError> {
+    let state = crate::sessions::load(store, id).await?;
+    let doing = format!("choosing what to keep of session {id}");
+    let start = window::select(&state, policy, &CharEstimate)
+        .map_err(|source| CliError::Window { doing, source })?
+        .first_position;
+    let removed = usize::try_from(start).unwrap_or(usize::MAX);
+    let left = (state.messages.len() as u64).saturating_sub(start);
+    // What a summary would cover: from the end of the one there (if any)
+    // to where the kept messages start.
+    let covered = state
+        .summaries
+        .iter()
+        .filter(|s| s.covers.start == 0)
+        .map(|s| s.covers.end)
+        .max()
+        .unwrap_or(0);
+    let summarized = (summarize && start > covered).then_some(covered..start);
+    if ui.json {
+        return ui.out_json(&json!({
+            "session": id.as_str(),
+            "removed": removed,
+            "remaining": left,
+            "version": state.version,
+            "summary": null,
+            "summarized": summarized.as_ref().map(|r| json!([r.start, r.end])),
+            "dry_run": true,
+        }));
+    }
+    let mut text = String::new();
+    if let Some(r) = &summarized {
+        let _ = writeln!(
+            text,
+            "would summarize messages #{}..#{}",
+            r.start,
+            r.end.saturating_sub(1)
+        );
+    }
+    if removed == 0 {
+        let _ = writeln!(
+            text,
+            "nothing to remove from {id}: {} (version {})",
+            ui::count(left, "message"),
+            state.version
+        );
+    } else {
+        let _ = writeln!(
+            text,
+            "would remove {} from {id}; {left} would remain (version {})",
+            ui::count(removed as u64, "message"),
+            state.version
+        );
+    }
+    text.push_str("(dry run: nothing changed)\n");
+    ui.done(&text)
 }
 
 /// Messages the session holds now.
@@ -61,6 +130,7 @@ fn report_cut(
             "remaining": left,
             "version": version,
             "summary": summary.map(|s| &s.content),
+            "dry_run": false,
         }));
     }
     let mut text = String::new();
@@ -85,7 +155,7 @@ fn report_cut(
             ui::count(removed as u64, "message")
         );
     }
-    ui.out(&text)
+    ui.done(&text)
 }
 
 pub(crate) async fn compact(ui: &Ui, url: &str, args: CompactArgs) -> Result<(), CliError> {
@@ -98,6 +168,9 @@ pub(crate) async fn compact(ui: &Ui, url: &str, args: CompactArgs) -> Result<(),
         return Err(not_found(&args.id));
     }
     let policy = WindowPolicy::default().max_messages(args.keep);
+    if args.dry_run {
+        return preview(ui, &*store, &args.id, &policy, true).await;
+    }
     let summarizer: Arc<dyn Summarizer> = {
         let provider = crate::chat::provider()?;
         if provider.name() == "offline" {

@@ -390,7 +390,7 @@ pub(crate) fn crypto_hint(e: &CryptoError) -> Option<String> {
 
 /// Whether `e` failed because its file does not exist (an `io::Error` of
 /// kind `NotFound` among its causes: `Options::create(false)`).
-fn names_no_file(e: &OpenError) -> bool {
+pub(crate) fn names_no_file(e: &OpenError) -> bool {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(s) = source {
         if s.downcast_ref::<std::io::Error>()

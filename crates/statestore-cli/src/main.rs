@@ -71,7 +71,7 @@ fn main() -> ExitCode {
             return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
         }
     };
-    let ui = Ui::new(cli.json);
+    let ui = Ui::new(cli.json, cli.quiet);
     if empty_store_flag {
         drop(telemetry);
         return ui.fail(&CliError::Usage {
@@ -168,7 +168,7 @@ fn init_logging() -> Option<statestore::telemetry::TelemetryGuard> {
         Some("trace") => LevelFilter::TRACE,
         None | Some("" | "warn") => LevelFilter::WARN,
         Some(other) => {
-            Ui::new(false).warn(&format!(
+            Ui::new(false, false).warn(&format!(
                 "STATESTORE_LOG={other:?} is not one of off, error, warn, info, debug, trace: \
                  showing warnings"
             ));
@@ -183,7 +183,7 @@ fn init_logging() -> Option<statestore::telemetry::TelemetryGuard> {
         match statestore::telemetry::Telemetry::from_env() {
             Ok(telemetry) => Some(telemetry),
             Err(e) => {
-                Ui::new(false).warn(&format!("no telemetry: {e}"));
+                Ui::new(false, false).warn(&format!("no telemetry: {e}"));
                 None
             }
         }
@@ -211,7 +211,7 @@ fn init_logging() -> Option<statestore::telemetry::TelemetryGuard> {
     match telemetry.install() {
         Ok(guard) => Some(guard),
         Err(e) => {
-            Ui::new(false).warn(&format!("no telemetry: {e}"));
+            Ui::new(false, false).warn(&format!("no telemetry: {e}"));
             None
         }
     }

@@ -11,7 +11,7 @@ use statestore::{Load, SessionId};
 use crate::args::MigrateArgs;
 use crate::copy::{Exported, Tally, put};
 use crate::error::CliError;
-use crate::store::{Create, all_ids, open, open_to_write, ordered};
+use crate::store::{all_ids, open, open_destination, ordered};
 use crate::transfer::READ_WIDTH;
 use crate::ui::{self, Ui};
 
@@ -52,12 +52,13 @@ pub(crate) async fn migrate(ui: &Ui, args: MigrateArgs) -> Result<(), CliError> 
         statestore::redact_url(&args.to),
     );
     let source = open(&args.from).await?;
-    let dest = open_to_write(&args.to, &[], "migrate", Create::Yes).await?;
+    let dest = open_destination(&args.to, "migrate", false, args.dry_run).await?;
     let ids = all_ids(&*source, args.user.as_deref()).await?;
     let bar = ui.progress(ids.len() as u64, "migrating");
-    let mut tally = Tally::default();
+    let mut tally = Tally::new(args.dry_run);
     let mut vanished: HashSet<SessionId> = HashSet::new();
     let (src, dst) = (Arc::clone(&source), Arc::clone(&dest));
+    let dry_run = args.dry_run;
     ordered(
         &ids,
         READ_WIDTH,
@@ -73,7 +74,7 @@ pub(crate) async fn migrate(ui: &Ui, args: MigrateArgs) -> Result<(), CliError> 
                     )))?;
                 match state {
                     None => Ok(None),
-                    Some(state) => Ok(Some(put(&*dest, &Exported::from(state)).await?)),
+                    Some(state) => Ok(Some(put(&*dest, &Exported::from(state), dry_run).await?)),
                 }
             }
         },
@@ -91,13 +92,16 @@ pub(crate) async fn migrate(ui: &Ui, args: MigrateArgs) -> Result<(), CliError> 
     .await?;
     bar.finish_and_clear();
 
-    // The final check: every session of the source is in the destination.
+    // The final check: every session of the source is in the destination
+    // (a dry run copied nothing: no check).
     let there: HashSet<SessionId> = all_ids(&*dest, args.user.as_deref())
         .await?
         .into_iter()
         .collect();
     let expected = ids.iter().filter(|id| !vanished.contains(*id));
-    let missing: Vec<&SessionId> = expected.filter(|id| !there.contains(*id)).collect();
+    let missing: Vec<&SessionId> = expected
+        .filter(|id| !dry_run && !there.contains(*id))
+        .collect();
     let expected_count = ids.len() - vanished.len();
     if ui.json {
         let mut doc = tally.json();
@@ -113,11 +117,12 @@ pub(crate) async fn migrate(ui: &Ui, args: MigrateArgs) -> Result<(), CliError> 
         ui.out_json(&doc)?;
     } else {
         let mut text = format!(
-            "migrated {} from {from_name} to {to_name}: {}\n",
+            "{} {} from {from_name} to {to_name}: {}\n",
+            if dry_run { "would migrate" } else { "migrated" },
             ui::count(tally.total(), "session"),
             tally.summary()
         );
-        if missing.is_empty() {
+        if missing.is_empty() && !dry_run {
             text.push_str(&format!(
                 "check: the destination holds all {} of the source ({} in all)\n",
                 ui::count(expected_count as u64, "session"),
@@ -130,7 +135,7 @@ pub(crate) async fn migrate(ui: &Ui, args: MigrateArgs) -> Result<(), CliError> 
                 ui::count(vanished.len() as u64, "session")
             ));
         }
-        ui.out(&text)?;
+        ui.done(&text)?;
     }
     if !missing.is_empty() {
         return Err(CliError::Failed {

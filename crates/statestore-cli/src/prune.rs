@@ -45,7 +45,7 @@ pub(crate) async fn prune(ui: &Ui, url: &str, args: PruneArgs) -> Result<(), Cli
     // Every batch measures ages at the same instant.
     let as_of = Timestamp::now();
     query = query.as_of(as_of).with_limit(BATCH);
-    let bar = if ui.err_terminal {
+    let bar = if ui.progress_bars {
         let counted = store
             .list(&query.listing(as_of).with_limit(1).with_count())
             .await
@@ -94,7 +94,7 @@ pub(crate) async fn prune(ui: &Ui, url: &str, args: PruneArgs) -> Result<(), Cli
     if kept > 0 {
         line.push_str(&format!("; {} written meanwhile, kept", sessions(kept)));
     }
-    ui.out(&format!("{line}\n"))?;
+    ui.done(&format!("{line}\n"))?;
     Ok(())
 }
 

@@ -55,7 +55,7 @@ pub(crate) async fn run(ui: &Ui, url: &str, args: RotateKeysArgs) -> Result<(), 
         .accept_plaintext(args.encrypt_plaintext)
         .build();
     // The bar's length costs a listing of ids: only for a person watching.
-    let total = if ui.err_terminal && args.resume_from.is_none() {
+    let total = if ui.progress_bars && args.resume_from.is_none() {
         all_ids(&*backend, args.user.as_deref()).await?.len() as u64
     } else {
         0
@@ -194,7 +194,7 @@ pub(crate) async fn run(ui: &Ui, url: &str, args: RotateKeysArgs) -> Result<(), 
         } else if let Some(scan) = &after {
             text.push_str(&key_advice(scan, &others));
         }
-        ui.out(&text)?;
+        ui.done(&text)?;
     }
     if report.reencrypted > 0 {
         residue(ui, url);

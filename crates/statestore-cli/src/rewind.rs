@@ -46,7 +46,7 @@ pub(crate) async fn rewind(ui: &Ui, url: &str, args: RewindArgs) -> Result<(), C
     if ui.json {
         ui.out_json(&json!({ "session": id.as_str(), "messages": to, "version": now }))?;
     } else {
-        ui.out(&format!(
+        ui.done(&format!(
             "rewound {id:?} to the end of turn {} ({to} messages kept, version {now})\n",
             args.to_turn
         ))?;
@@ -67,7 +67,7 @@ pub(crate) async fn branch(ui: &Ui, url: &str, args: BranchArgs) -> Result<(), C
             &json!({ "source": source.as_str(), "session": target.as_str(), "messages": upto }),
         )?;
     } else {
-        ui.out(&format!(
+        ui.done(&format!(
             "branched {source:?} at turn {} into {target:?} ({upto} messages)\n",
             args.at_turn
         ))?;

@@ -147,9 +147,9 @@ pub(crate) async fn list(ui: &Ui, url: &str, args: ListArgs) -> Result<(), CliEr
     }
     if !ui.json {
         if total == 0 {
-            ui.diag("no sessions");
+            ui.note("no sessions");
         } else if shown.len() < total {
-            ui.diag(&format!(
+            ui.note(&format!(
                 "{} of {} sessions shown (--limit 0 shows all)",
                 ui::thousands(shown.len() as u64),
                 ui::thousands(total as u64)
@@ -194,7 +194,7 @@ pub(crate) async fn fork(ui: &Ui, url: &str, args: ForkArgs) -> Result<(), CliEr
             "version": version,
         }))
     } else {
-        ui.out(&format!(
+        ui.done(&format!(
             "forked {} to {} (version {version})\n",
             args.source, args.target
         ))
@@ -206,10 +206,17 @@ pub(crate) async fn delete(ui: &Ui, url: &str, args: DeleteArgs) -> Result<(), C
     let mut deleted = Vec::new();
     let mut missing = Vec::new();
     for id in &args.ids {
-        let existed = store
-            .delete(id)
-            .await
-            .map_err(CliError::write(format!("deleting session {id}")))?;
+        let existed = if args.dry_run {
+            store
+                .exists(id)
+                .await
+                .map_err(CliError::read(format!("reading session {id}")))?
+        } else {
+            store
+                .delete(id)
+                .await
+                .map_err(CliError::write(format!("deleting session {id}")))?
+        };
         if existed {
             deleted.push(id.as_str());
         } else {
@@ -217,20 +224,36 @@ pub(crate) async fn delete(ui: &Ui, url: &str, args: DeleteArgs) -> Result<(), C
         }
     }
     if ui.json {
-        ui.out_json(&json!({ "deleted": deleted, "not_found": missing }))?;
+        ui.out_json(&json!({
+            "deleted": deleted,
+            "not_found": missing,
+            "dry_run": args.dry_run,
+        }))?;
     } else {
         let mut text = String::new();
         for id in &deleted {
-            let _ = writeln!(text, "deleted {id:?}");
+            if args.dry_run {
+                let _ = writeln!(text, "would delete {id:?}");
+            } else {
+                let _ = writeln!(text, "deleted {id:?}");
+            }
         }
-        ui.out(&text)?;
+        if args.dry_run {
+            text.push_str("(dry run: nothing deleted)\n");
+        }
+        ui.done(&text)?;
     }
     if missing.is_empty() {
         return Ok(());
     }
     Err(CliError::Failed {
         message: format!(
-            "not found (nothing deleted for them): {}",
+            "not found{}: {}",
+            if args.dry_run {
+                ""
+            } else {
+                " (nothing deleted for them)"
+            },
             missing
                 .iter()
                 .map(|id| format!("{id:?}"))

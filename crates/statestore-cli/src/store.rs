@@ -226,6 +226,31 @@ pub(crate) async fn open_to_write(
     Ok(store)
 }
 
+/// The store a command that may create it (`import`, `migrate --to`)
+/// copies into: opened through the key ring's layer like [`open_to_write`],
+/// or as it is with `as_stored` (ciphertext copied as it is). For a
+/// `--dry-run`, nothing is created: a store that is not there yet is an
+/// empty one standing in for it, so every session counts as one to write.
+pub(crate) async fn open_destination(
+    url: &str,
+    doing: &str,
+    as_stored: bool,
+    dry_run: bool,
+) -> Result<Arc<dyn Store>, CliError> {
+    let create = if dry_run { Create::No } else { Create::Yes };
+    let opened = if as_stored {
+        open_backend_as(url, create).await
+    } else {
+        open_to_write(url, &[], doing, create).await
+    };
+    match opened {
+        Err(CliError::Open(e)) if dry_run && crate::error::names_no_file(&e) => {
+            Ok(Arc::new(statestore::memory::MemoryStore::new()))
+        }
+        other => other,
+    }
+}
+
 /// The SQLite stores this run opened, for [`close_all`].
 static SQLITE: Mutex<Vec<statestore::sqlite::SqliteStore>> = Mutex::new(Vec::new());
 

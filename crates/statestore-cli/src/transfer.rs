@@ -11,7 +11,7 @@ use crate::args::{ExportArgs, ImportArgs};
 use crate::copy::{Copied, Exported, Header, Tally, check_header, check_values, put};
 use crate::error::CliError;
 use crate::sink::Sink;
-use crate::store::{Create, all_ids, open, open_backend, open_backend_as, open_to_write, ordered};
+use crate::store::{all_ids, open, open_backend, open_destination, ordered};
 use crate::ui::{self, Ui};
 
 /// Sessions loaded at once by export and migrate.
@@ -79,7 +79,7 @@ pub(crate) async fn export(ui: &Ui, url: &str, args: ExportArgs) -> Result<(), C
     if ui.json && args.output.is_some() {
         ui.out_json(&json!({ "exported": exported, "file": place }))?;
     } else {
-        ui.diag(&format!(
+        ui.note(&format!(
             "exported {} to {place}",
             ui::count(exported, "session")
         ));
@@ -318,15 +318,11 @@ pub(crate) async fn import(ui: &Ui, url: &str, args: ImportArgs) -> Result<(), C
     // session is decrypted to check it first); plaintext goes through the
     // key ring's layer, or without one only into a store that is not
     // encrypted.
-    let store = if args.encrypted {
-        open_backend_as(url, Create::Yes).await?
-    } else {
-        open_to_write(url, &[], "import", Create::Yes).await?
-    };
+    let store = open_destination(url, "import", args.encrypted, args.dry_run).await?;
     let bar = ui.progress_bytes(size, "importing");
     bar.inc(line.len() as u64);
 
-    let mut tally = Tally::default();
+    let mut tally = Tally::new(args.dry_run);
     let mut tasks = tokio::task::JoinSet::new();
     let mut line_no = 1u64;
     let mut broken: Option<(u64, String)> = None;
@@ -355,10 +351,11 @@ pub(crate) async fn import(ui: &Ui, url: &str, args: ImportArgs) -> Result<(), C
             in_flight -= join_one(&mut tasks, &mut tally).await?;
         }
         let store = Arc::clone(&store);
+        let dry_run = args.dry_run;
         let size = line.len();
         in_flight += size;
         tasks.spawn(async move {
-            let copied = put(&*store, &session).await?;
+            let copied = put(&*store, &session, dry_run).await?;
             Ok::<_, CliError>((session.id, copied, size))
         });
     }
@@ -387,8 +384,13 @@ pub(crate) async fn import(ui: &Ui, url: &str, args: ImportArgs) -> Result<(), C
         }
         ui.out_json(&doc)?;
     } else {
-        ui.out(&format!(
-            "imported {} from {name}: {}\n",
+        ui.done(&format!(
+            "{} {} from {name}: {}\n",
+            if args.dry_run {
+                "would import"
+            } else {
+                "imported"
+            },
             ui::count(tally.total(), "session"),
             tally.summary()
         ))?;

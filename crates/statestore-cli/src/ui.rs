@@ -19,8 +19,10 @@ pub(crate) struct Ui {
     color_out: bool,
     /// Colour on stderr.
     color_err: bool,
-    /// Whether stderr is a terminal (progress bars, prompts).
-    pub(crate) err_terminal: bool,
+    /// Progress bars on stderr: a terminal, and not `--quiet`.
+    pub(crate) progress_bars: bool,
+    /// `--quiet`: no summaries of what a command changed, no banners.
+    pub(crate) quiet: bool,
 }
 
 /// A colour for [`Ui::paint`].
@@ -34,7 +36,7 @@ pub(crate) enum Paint {
 }
 
 impl Ui {
-    pub(crate) fn new(json: bool) -> Self {
+    pub(crate) fn new(json: bool, quiet: bool) -> Self {
         // NO_COLOR (no-color.org), and a terminal that says it takes none.
         let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty())
             || std::env::var_os("TERM").is_some_and(|t| t == "dumb");
@@ -43,7 +45,8 @@ impl Ui {
             json,
             color_out: !no_color && std::io::stdout().is_terminal(),
             color_err: !no_color && err_terminal,
-            err_terminal,
+            progress_bars: err_terminal && !quiet,
+            quiet,
         }
     }
 
@@ -69,6 +72,23 @@ impl Ui {
         out.write_all(text.as_bytes())
             .and_then(|()| out.flush())
             .map_err(CliError::io("writing to stdout"))
+    }
+
+    /// Writes `text`, the summary of what a command changed ("deleted …",
+    /// "imported …"), to stdout, unless `--quiet`.
+    pub(crate) fn done(&self, text: &str) -> Result<(), CliError> {
+        if self.quiet {
+            return Ok(());
+        }
+        self.out(text)
+    }
+
+    /// An informational line to stderr (a banner, "no sessions"), unless
+    /// `--quiet`.
+    pub(crate) fn note(&self, line: &str) {
+        if !self.quiet {
+            self.diag(line);
+        }
     }
 
     /// Writes `value` as one JSON document and a newline to stdout.
@@ -143,7 +163,7 @@ impl Ui {
     }
 
     fn bar(&self, total: u64, what: &str, counts: &str) -> indicatif::ProgressBar {
-        if !self.err_terminal || total == 0 {
+        if !self.progress_bars || total == 0 {
             return indicatif::ProgressBar::hidden();
         }
         let bar = indicatif::ProgressBar::with_draw_target(
