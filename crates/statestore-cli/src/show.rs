@@ -47,7 +47,7 @@ pub(crate) async fn show(ui: &Ui, url: &str, args: ShowArgs) -> Result<(), CliEr
         }
         return ui.out_json(&doc);
     }
-    ui.out(&render(ui, &state, first, ttl))
+    ui.page(&render(ui, &state, first, ttl)).await
 }
 
 /// The human-readable `show`.

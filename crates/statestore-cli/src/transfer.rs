@@ -46,12 +46,14 @@ pub(crate) async fn export(ui: &Ui, url: &str, args: ExportArgs) -> Result<(), C
     } else {
         Values::Plain
     };
+    // Ctrl-C stops the export and removes its temporary file: watched
+    // from before the file exists.
+    let interrupted = ctrl_c()?;
     let mut sink = Sink::open(args.output.as_deref())?;
     let written = std::cell::Cell::new(0);
-    // Ctrl-C stops the export and removes its temporary file.
     let result = tokio::select! {
         result = write_export(ui, &store, &ids, &values, &mut sink, &written) => result,
-        _ = tokio::signal::ctrl_c() => Err(CliError::Interrupted {
+        () = interrupted => Err(CliError::Interrupted {
             left: format!(
                 "the export stopped after {} of {}; {}",
                 written.get(),
@@ -85,6 +87,26 @@ pub(crate) async fn export(ui: &Ui, url: &str, args: ExportArgs) -> Result<(), C
         ));
     }
     Ok(())
+}
+
+/// A future that completes on Ctrl-C (SIGINT), which from this call on no
+/// longer ends the process: the caller cleans up and exits 130.
+fn ctrl_c() -> Result<impl Future<Output = ()>, CliError> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut sigint =
+            signal(SignalKind::interrupt()).map_err(CliError::io("watching for Ctrl-C"))?;
+        Ok(async move {
+            sigint.recv().await;
+        })
+    }
+    #[cfg(not(unix))]
+    {
+        Ok(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+    }
 }
 
 /// For `export --encrypted`: the key ids of every value of `ids`, from a

@@ -23,6 +23,8 @@ pub(crate) struct Ui {
     pub(crate) progress_bars: bool,
     /// `--quiet`: no summaries of what a command changed, no banners.
     pub(crate) quiet: bool,
+    /// Whether stdout is a terminal (a pager for long output).
+    out_terminal: bool,
 }
 
 /// A colour for [`Ui::paint`].
@@ -41,9 +43,11 @@ impl Ui {
         let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty())
             || std::env::var_os("TERM").is_some_and(|t| t == "dumb");
         let err_terminal = std::io::stderr().is_terminal();
+        let out_terminal = std::io::stdout().is_terminal();
         Self {
             json,
-            color_out: !no_color && std::io::stdout().is_terminal(),
+            out_terminal,
+            color_out: !no_color && out_terminal,
             color_err: !no_color && err_terminal,
             progress_bars: err_terminal && !quiet,
             quiet,
@@ -89,6 +93,53 @@ impl Ui {
         if !self.quiet {
             self.diag(line);
         }
+    }
+
+    /// Writes `text` to stdout through a pager when stdout is a terminal
+    /// (as git does): `$STATESTORE_PAGER`, else `$PAGER`, else `less`, run
+    /// by `sh -c`, with `LESS=FRX` unless `LESS` is set (`less` then quits
+    /// at once when the text fits on one screen, and keeps colours). An
+    /// empty value or `cat` means no pager, and so does one that cannot
+    /// start. While the pager runs, Ctrl-C is the pager's: it does not end
+    /// this process under it.
+    pub(crate) async fn page(&self, text: &str) -> Result<(), CliError> {
+        let pager = std::env::var("STATESTORE_PAGER")
+            .or_else(|_| std::env::var("PAGER"))
+            .unwrap_or_else(|_| "less".to_owned());
+        let pager = pager.trim();
+        if !self.out_terminal || self.json || pager.is_empty() || pager == "cat" {
+            return self.out(text);
+        }
+        #[cfg(unix)]
+        let _sigint =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).ok();
+        let mut command = std::process::Command::new("sh");
+        command
+            .arg("-c")
+            .arg(pager)
+            .stdin(std::process::Stdio::piped());
+        if std::env::var_os("LESS").is_none() {
+            command.env("LESS", "FRX");
+        }
+        let Ok(mut child) = command.spawn() else {
+            tracing::debug!(pager, "the pager did not start; writing to stdout");
+            return self.out(text);
+        };
+        if let Some(mut input) = child.stdin.take() {
+            // The pager quitting before reading everything (`q`) is no
+            // failure.
+            match input.write_all(text.as_bytes()) {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                    return Err(CliError::io("writing to the pager")(e));
+                }
+                _ => {}
+            }
+        }
+        tokio::task::spawn_blocking(move || child.wait())
+            .await
+            .map_err(|e| CliError::io("waiting for the pager")(std::io::Error::other(e)))?
+            .map_err(CliError::io("waiting for the pager"))?;
+        Ok(())
     }
 
     /// Writes `value` as one JSON document and a newline to stdout.

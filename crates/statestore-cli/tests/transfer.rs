@@ -483,3 +483,51 @@ fn operator_reads_do_not_extend_retention() {
         "{shown}"
     );
 }
+
+/// Ctrl-C during `export -o` stops it, exits 130, and leaves neither the
+/// file asked for nor the temporary one. The export is caught mid-way: it
+/// is stopped (SIGSTOP) as soon as its temporary file appears, sent
+/// SIGINT, and continued.
+#[test]
+fn an_interrupted_export_leaves_no_file() {
+    use rustix::process::{Pid, Signal, kill_process};
+    let env = Env::new();
+    let file = env.path("in.jsonl");
+    std::fs::write(&file, export_file(&numbered(5_000), RICH)).unwrap();
+    env.ok(&["import", file.to_str().unwrap()]);
+    let out_dir = env.path("out");
+    std::fs::create_dir(&out_dir).unwrap();
+    let dest = out_dir.join("backup.jsonl");
+    let mut child = env
+        .cmd()
+        .args(["export", "-o", dest.to_str().unwrap()])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = Pid::from_child(&child);
+    let entries = || std::fs::read_dir(&out_dir).unwrap().count();
+    while entries() == 0 {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the export ended before its file appeared"
+        );
+        std::thread::yield_now();
+    }
+    kill_process(pid, Signal::STOP).unwrap();
+    assert!(
+        child.try_wait().unwrap().is_none() && !dest.exists(),
+        "the export finished before it could be interrupted"
+    );
+    kill_process(pid, Signal::INT).unwrap();
+    kill_process(pid, Signal::CONT).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(
+        stderr.contains("interrupted: the export stopped after"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("is left as it was"), "{stderr}");
+    let left: Vec<_> = std::fs::read_dir(&out_dir).unwrap().collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
