@@ -64,6 +64,7 @@
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::panic,
+    clippy::indexing_slicing,
     reason = "test code"
 )]
 
@@ -365,5 +366,29 @@ fn every_example_of_the_cli_page_prints_what_the_page_shows() {
          `SNAPSHOTS=overwrite` writes what they printed into the page):\n\n{}",
         failures.len(),
         failures.join("\n")
+    );
+}
+
+/// The page spells out `trip.jsonl`'s session line: it is that line.
+#[test]
+fn the_format_example_is_the_example_file() {
+    let page = std::fs::read_to_string(DOC).unwrap();
+    let marker = "<!-- tests/doc.rs checks this block against the second line of docs/examples/trip.jsonl -->";
+    let (_, after) = page
+        .split_once(marker)
+        .expect("the marker before the format's example");
+    let block = after
+        .trim_start()
+        .strip_prefix("```json\n")
+        .and_then(|b| b.split_once("\n```"))
+        .expect("a ```json block right after the marker")
+        .0;
+    let file = std::fs::read_to_string(format!("{EXAMPLES}/trip.jsonl")).unwrap();
+    let line = file.lines().nth(1).expect("a session line");
+    let shown: serde_json::Value = serde_json::from_str(block).unwrap();
+    let real: serde_json::Value = serde_json::from_str(line).unwrap();
+    assert_eq!(
+        shown, real,
+        "docs/cli.md's example of the format is not trip.jsonl's session"
     );
 }
