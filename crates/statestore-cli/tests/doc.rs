@@ -58,8 +58,14 @@
 //! # Updating the page
 //!
 //! `SNAPSHOTS=overwrite cargo test -p statestore-cli --test doc` writes
-//! what each differing command printed into `docs/cli.md` (keeping the
-//! wildcards that still match); review the diff before committing it.
+//! what each differing command printed into `docs/cli.md`, keeping the
+//! wildcards that still match (snapbox aligns line by line: where lines
+//! were added or removed, a block loses its wildcards). Review the diff,
+//! and put back `[..]` where a value changes from run to run.
+//!
+//! Besides the binary and `redis-server`, the page's commands need `bash`,
+//! coreutils, `grep`, `sed`, `openssl` (key files) and `sqlite3` (one
+//! session changed behind the store's back).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
