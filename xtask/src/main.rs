@@ -280,6 +280,42 @@ pub(crate) fn ensure_redis() -> Result {
     }
 }
 
+/// Installs what the commands of `docs/cli.md` use besides `statestore`
+/// when missing: the CLI's doc test (`crates/statestore-cli/tests/doc.rs`)
+/// runs them through bash, and its terminal tests use util-linux's
+/// `script`.
+fn ensure_doc_tools() -> Result {
+    let wanted = [
+        ("sqlite3", "sqlite3"),
+        ("openssl", "openssl"),
+        ("script", "bsdutils"),
+    ];
+    // `script --version` and `openssl version`: each answers differently.
+    let present = |program: &str| {
+        Command::new(program)
+            .arg(if program == "openssl" {
+                "version"
+            } else {
+                "--version"
+            })
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    let missing: Vec<&str> = wanted
+        .iter()
+        .filter(|(program, _)| !present(program))
+        .map(|(_, package)| *package)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    apt_install(&missing)?;
+    match wanted.iter().find(|(program, _)| !present(program)) {
+        Some((program, _)) => Err(format!("{program} is still missing after installing it").into()),
+        None => Ok(()),
+    }
+}
+
 /// Installs Debian's valgrind when `valgrind` or `callgrind_control` is
 /// missing: `cargo xtask server-work` runs redis-server under callgrind.
 pub(crate) fn ensure_valgrind() -> Result {
@@ -353,6 +389,7 @@ fn ci() -> Result {
     ensure_cargo_tool("deny", "cargo-deny")?;
     ensure_redis()?;
     ensure_postgres()?;
+    ensure_doc_tools()?;
     run("rustfmt", cargo().args(["fmt", "--all", "--", "--check"]))?;
     tidy::tidy()?;
     run(
