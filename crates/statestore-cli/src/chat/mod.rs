@@ -1,44 +1,112 @@
-//! `statestore chat`: one turn through the pipeline, or an interactive chat.
+//! `statestore chat`: one turn through the pipeline, or an interactive chat
+//! ([`interactive`]).
+
+mod interactive;
+mod settle;
 
 use std::io::{IsTerminal, Read, Write};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde_json::json;
 use statestore::pipeline::{
-    Executed, OfflineProvider, Pipeline, Provider, StreamEvent, TitlePolicy,
+    ChatRequest, ChatResponse, ExecContext, Executed, Middleware, OfflineProvider, Pipeline,
+    Provider, StreamEvent, TitlePolicy,
 };
 use statestore::window::{CharEstimate, WindowPolicy};
-use statestore::{Role, SessionId, Store};
+use statestore::{Role, SessionId};
 
 use crate::args::ChatArgs;
 use crate::error::CliError;
-use crate::ui::{Paint, Ui};
+use crate::ui::Ui;
+
+/// The system prompt of a session that has none stored and no `--system`.
+const DEFAULT_SYSTEM: &str = "You are a helpful assistant.";
 
 /// The provider: OpenAI-compatible when `OPENAI_API_KEY` is set (with
 /// `OPENAI_BASE_URL`, `OPENAI_MODEL`), the offline one otherwise.
 pub(crate) fn provider() -> Result<Arc<dyn Provider>, CliError> {
+    Ok(chosen()?.0)
+}
+
+/// [`provider`], and what the chat's banner says of it: the provider, the
+/// model and the endpoint (its password, if any, redacted; the key is
+/// never shown).
+fn chosen() -> Result<(Arc<dyn Provider>, String), CliError> {
     let has_key = std::env::var_os("OPENAI_API_KEY").is_some_and(|k| !k.is_empty());
-    if has_key {
-        Ok(Arc::new(statestore::pipeline::OpenAiProvider::from_env()?))
-    } else {
-        Ok(Arc::new(OfflineProvider::new()))
+    if !has_key {
+        let said = "the offline model (built in; set OPENAI_API_KEY for a real one)";
+        return Ok((Arc::new(OfflineProvider::new()), said.to_owned()));
+    }
+    let openai = statestore::pipeline::OpenAiProvider::from_env()?;
+    let said = format!(
+        "model {} from {} at {}",
+        openai.model(),
+        openai.name(),
+        statestore::redact_url(openai.base_url())
+    );
+    Ok((Arc::new(openai), said))
+}
+
+/// A middleware that notes when a turn's reply is complete and its write
+/// is about to begin: `after` hooks are the last step before the write
+/// (see the pipeline's steps 6 and 7), `before` hooks start each attempt.
+/// Ctrl-C drops a turn only before that point, so a cancelled turn is
+/// known to have stored nothing.
+#[derive(Debug, Default)]
+struct Stage {
+    writing: AtomicBool,
+}
+
+impl Stage {
+    fn writing(&self) -> bool {
+        self.writing.load(Ordering::SeqCst)
+    }
+
+    fn reset(&self) {
+        self.writing.store(false, Ordering::SeqCst);
     }
 }
 
-/// The provider as people read it: `offline`, or `openai (gpt-4o-mini at https://…)`.
-fn describe(provider: &dyn Provider) -> String {
-    if provider.name() == "offline" {
-        return "the offline model (set OPENAI_API_KEY for a real one)".into();
+#[statestore::async_trait]
+impl Middleware for Stage {
+    async fn before(
+        &self,
+        _ctx: &ExecContext,
+        _request: &mut ChatRequest,
+    ) -> Result<(), statestore::pipeline::Error> {
+        self.reset();
+        Ok(())
     }
-    let model = std::env::var("OPENAI_MODEL").unwrap_or_default();
-    if model.is_empty() {
-        provider.name().to_owned()
-    } else {
-        format!("{} ({model})", provider.name())
+
+    async fn after(
+        &self,
+        _ctx: &ExecContext,
+        _response: &mut ChatResponse,
+    ) -> Result<(), statestore::pipeline::Error> {
+        self.writing.store(true, Ordering::SeqCst);
+        Ok(())
     }
+}
+
+/// What one run of `chat` works with.
+pub(super) struct Chat<'a> {
+    ui: &'a Ui,
+    url: &'a str,
+    store: Arc<dyn statestore::Store>,
+    pipe: Pipeline,
+    stage: Arc<Stage>,
+    /// The provider as the banner names it.
+    model: String,
+    /// What `--user` and `--system` ask to store with a session.
+    keep: settle::Keep,
 }
 
 pub(crate) async fn run(ui: &Ui, url: &str, args: ChatArgs) -> Result<(), CliError> {
+    let message = args.message.join(" ");
+    if !args.message.is_empty() && message.trim().is_empty() {
+        return Err(no_message());
+    }
     let store =
         crate::store::open_to_write(url, &[&args.session], "chat", crate::store::Create::Yes)
             .await?;
@@ -52,45 +120,65 @@ pub(crate) async fn run(ui: &Ui, url: &str, args: ChatArgs) -> Result<(), CliErr
             "checking that session {} can be written",
             args.session
         )))?;
-    let provider = provider()?;
+    let (provider, model) = chosen()?;
+    let stage = Arc::new(Stage::default());
     let mut builder = Pipeline::builder(Arc::clone(&store), Arc::clone(&provider))
         // `list` shows it: the first message, cut short.
         .title(TitlePolicy::FirstMessage { max_chars: 48 })
-        .system_prompt(args.system.clone())
-        .window(WindowPolicy::default().max_messages(args.window.max(1)));
+        // For a session with none stored (`--system` is stored before
+        // the session's first turn).
+        .system_prompt(
+            args.system
+                .clone()
+                .unwrap_or_else(|| DEFAULT_SYSTEM.to_owned()),
+        )
+        .window(WindowPolicy::default().max_messages(args.window.max(1)))
+        .middleware(Arc::clone(&stage) as Arc<dyn Middleware>);
     if provider.name() == "offline" {
         // Exact OpenAI token counts are for OpenAI's models; building the
         // tokenizer is most of the start-up time of a one-turn run.
         builder = builder.token_counter(Arc::new(CharEstimate));
     }
-    let pipe = builder.build();
+    let chat = Chat {
+        ui,
+        url,
+        store,
+        pipe: builder.build(),
+        stage,
+        model,
+        keep: settle::Keep {
+            user: args.user.clone(),
+            system: args.system.clone(),
+        },
+    };
+    let session = &args.session;
+    let interactive =
+        args.message.is_empty() && !args.regenerate && std::io::stdin().is_terminal() && !ui.json;
+    // The session's user and system prompt: refused or replaced now; a
+    // session that does not exist yet is created with them by its first
+    // turn (an interactive chat left without a message stores nothing).
+    chat.keep
+        .settle(ui, &*chat.store, session, !interactive)
+        .await?;
+    let pipe = &chat.pipe;
     // The turn's futures are boxed: nested inline, the pipeline's streaming
     // future makes this one too deep for rustc's layout computation on a
     // fresh (non-incremental) build ("queries overflow the depth limit").
     if args.regenerate || args.edit {
         let last = statestore::pipeline::TurnRef::Last;
         let redo = statestore::pipeline::Redo::new();
-        let session = args.session.as_str();
         let executed = if args.edit {
-            Box::pin(pipe.edit(session, last, args.message.join(" "), redo)).await?
+            Box::pin(pipe.edit(session.as_str(), last, message, redo)).await?
         } else {
-            Box::pin(pipe.regenerate(session, last, redo)).await?
+            Box::pin(pipe.regenerate(session.as_str(), last, redo)).await?
         };
-        return print_turn(ui, &args.session, &executed);
+        return print_turn(ui, session, &executed);
     }
     if !args.message.is_empty() {
-        return Box::pin(turn(ui, &pipe, &args.session, &args.message.join(" "))).await;
+        return Box::pin(turn(ui, pipe, session, &message)).await;
     }
-    if std::io::stdin().is_terminal() && !ui.json {
-        return Box::pin(interactive(
-            ui,
-            &pipe,
-            &*store,
-            &args.session,
-            url,
-            &*provider,
-        ))
-        .await;
+    if interactive {
+        return Box::pin(interactive::run(&chat, session.clone())).await;
     }
     let mut text = String::new();
     std::io::stdin()
@@ -98,12 +186,17 @@ pub(crate) async fn run(ui: &Ui, url: &str, args: ChatArgs) -> Result<(), CliErr
         .map_err(CliError::io("reading the message from stdin"))?;
     let text = text.trim();
     if text.is_empty() {
-        return Err(CliError::Usage {
-            message: "no message: give one as an argument or on stdin".into(),
-            hint: Some("statestore chat \"Hi, I'm Alice\"".into()),
-        });
+        return Err(no_message());
     }
-    Box::pin(turn(ui, &pipe, &args.session, text)).await
+    Box::pin(turn(ui, pipe, session, text)).await
+}
+
+/// An empty message (an empty argument, or nothing on stdin): a usage error.
+fn no_message() -> CliError {
+    CliError::Usage {
+        message: "no message: give one as an argument or on stdin".into(),
+        hint: Some("statestore chat \"Hi, I'm Alice\"".into()),
+    }
 }
 
 /// One turn: the reply streamed to stdout (or, with `--json`, one document
@@ -178,82 +271,4 @@ async fn stream_turn(
         return Err(CliError::io("writing the reply to stdout")(e));
     }
     Ok(executed)
-}
-
-/// The interactive loop: line editing and history (rustyline), one turn
-/// per line, `/quit` or Ctrl-D to leave.
-async fn interactive(
-    ui: &Ui,
-    pipe: &Pipeline,
-    store: &dyn Store,
-    session: &SessionId,
-    url: &str,
-    provider: &dyn Provider,
-) -> Result<(), CliError> {
-    let so_far = store
-        .load_recent(session, 0)
-        .await
-        .map_err(CliError::read(format!("reading session {session}")))?
-        .map_or(0, |r| r.total_messages);
-    let dim = |s: &str| ui.paint(true, Paint::Dim, s);
-    ui.diag(&dim(&format!(
-        "session {session} on {} ({}), {}.",
-        statestore::redact_url(url),
-        if so_far == 0 {
-            "new".to_owned()
-        } else {
-            format!("{so_far} messages so far")
-        },
-        describe(provider)
-    )));
-    ui.diag(&dim("Type a message; /quit or Ctrl-D to leave."));
-    let mut editor = rustyline::DefaultEditor::new().map_err(|e| CliError::Io {
-        what: "cannot start the line editor".into(),
-        source: std::io::Error::other(e),
-    })?;
-    let prompt = ui.paint(true, Paint::Bold, "you> ");
-    loop {
-        // Reading a line blocks: off the async thread, so the store's
-        // connections stay serviced meanwhile.
-        let p = prompt.clone();
-        let (back, line) = tokio::task::spawn_blocking(move || {
-            let line = editor.readline(&p);
-            (editor, line)
-        })
-        .await
-        .map_err(|e| CliError::Io {
-            what: "the line editor stopped".into(),
-            source: std::io::Error::other(e),
-        })?;
-        editor = back;
-        let line = match line {
-            Ok(line) => line,
-            Err(rustyline::error::ReadlineError::Interrupted) => continue,
-            Err(rustyline::error::ReadlineError::Eof) => break,
-            Err(e) => {
-                return Err(CliError::Io {
-                    what: "reading from the terminal".into(),
-                    source: std::io::Error::other(e),
-                });
-            }
-        };
-        let text = line.trim();
-        if text.is_empty() {
-            continue;
-        }
-        if matches!(text, "/quit" | "/exit" | "/q") {
-            break;
-        }
-        let _ = editor.add_history_entry(text);
-        ui.out(&ui.paint(false, Paint::Bold, "assistant> "))?;
-        match stream_turn(ui, pipe, session, text).await {
-            Ok(_) => ui.out("\n")?,
-            Err(e) if e.is_broken_pipe() => return Err(e),
-            Err(e) => {
-                ui.out("\n")?;
-                let _ = ui.fail(&e);
-            }
-        }
-    }
-    Ok(())
 }
