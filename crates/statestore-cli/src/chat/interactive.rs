@@ -98,7 +98,7 @@ async fn banner(chat: &Chat<'_>, session: &SessionId) -> Result<(), CliError> {
             statestore::redact_url(chat.url)
         ),
     );
-    note(chat.ui, &format!("{}.", chat.model));
+    note(chat.ui, &chat.model);
     note(
         chat.ui,
         "Type a message; /help lists the commands, /quit or Ctrl-D leaves.",
@@ -116,6 +116,12 @@ fn editor_error(what: &str) -> impl FnOnce(ReadlineError) -> CliError + '_ {
 
 pub(super) async fn run(chat: &Chat<'_>, mut session: SessionId) -> Result<(), CliError> {
     let ui = chat.ui;
+    // Ctrl-C is the chat's from here on: it stops a reply (see [`send`])
+    // and never ends the process, not even in the moment between a line
+    // read and the turn's wait for Ctrl-C (at the prompt, the line editor
+    // reads it as a key).
+    #[cfg(unix)]
+    let _sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt());
     banner(chat, &session).await?;
     let config = rustyline::Config::builder()
         .max_history_size(1000)
