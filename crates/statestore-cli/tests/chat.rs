@@ -87,7 +87,14 @@ fn an_empty_message_is_a_usage_error() {
     let run = env.run_with_stdin(&["chat"], "  \n");
     run.assert_code(2);
     assert!(run.stderr.contains("no message"), "{}", run.stderr);
-    assert_eq!(env.ok(&["list", "--ids-only"]), "", "nothing stored");
+    assert!(
+        !env.default_db().exists(),
+        "refused before the store is made"
+    );
+    // On a store that exists, nothing is stored.
+    env.ok(&["chat", "-s", "other", "Hi"]);
+    env.run_with_stdin(&["chat"], "  \n").assert_code(2);
+    assert_eq!(env.ok(&["list", "--ids-only"]), "other\n", "nothing stored");
 }
 
 #[test]
@@ -99,6 +106,9 @@ fn an_empty_message_argument_is_a_usage_error() {
         assert!(run.stderr.contains("no message"), "{}", run.stderr);
     }
     let run = env.run(&["chat", "--edit", " "]);
+    run.assert_code(2);
+    // Nor is an empty stdin a reason to store the user or the system prompt.
+    let run = env.run_with_stdin(&["chat", "--user", "u", "--system", "S"], " \n");
     run.assert_code(2);
     assert!(!env.default_db().exists(), "nothing stored, no store made");
 }

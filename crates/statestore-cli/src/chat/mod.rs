@@ -103,9 +103,23 @@ pub(super) struct Chat<'a> {
 }
 
 pub(crate) async fn run(ui: &Ui, url: &str, args: ChatArgs) -> Result<(), CliError> {
-    let message = args.message.join(" ");
+    let interactive =
+        args.message.is_empty() && !args.regenerate && std::io::stdin().is_terminal() && !ui.json;
+    // The message, read before the store is opened: an empty one is refused
+    // with nothing opened, made or stored.
+    let mut message = args.message.join(" ");
     if !args.message.is_empty() && message.trim().is_empty() {
         return Err(no_message());
+    }
+    if args.message.is_empty() && !args.regenerate && !interactive {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .map_err(CliError::io("reading the message from stdin"))?;
+        message = text.trim().to_owned();
+        if message.is_empty() {
+            return Err(no_message());
+        }
     }
     let store =
         crate::store::open_to_write(url, &[&args.session], "chat", crate::store::Create::Yes)
@@ -152,8 +166,6 @@ pub(crate) async fn run(ui: &Ui, url: &str, args: ChatArgs) -> Result<(), CliErr
         },
     };
     let session = &args.session;
-    let interactive =
-        args.message.is_empty() && !args.regenerate && std::io::stdin().is_terminal() && !ui.json;
     // The session's user and system prompt: refused or replaced now; a
     // session that does not exist yet is created with them by its first
     // turn (an interactive chat left without a message stores nothing).
@@ -174,21 +186,10 @@ pub(crate) async fn run(ui: &Ui, url: &str, args: ChatArgs) -> Result<(), CliErr
         };
         return print_turn(ui, session, &executed);
     }
-    if !args.message.is_empty() {
-        return Box::pin(turn(ui, pipe, session, &message)).await;
-    }
     if interactive {
         return Box::pin(interactive::run(&chat, session.clone())).await;
     }
-    let mut text = String::new();
-    std::io::stdin()
-        .read_to_string(&mut text)
-        .map_err(CliError::io("reading the message from stdin"))?;
-    let text = text.trim();
-    if text.is_empty() {
-        return Err(no_message());
-    }
-    Box::pin(turn(ui, pipe, session, text)).await
+    Box::pin(turn(ui, pipe, session, &message)).await
 }
 
 /// An empty message (an empty argument, or nothing on stdin): a usage error.
