@@ -300,13 +300,14 @@ pub(crate) struct ChatArgs {
     #[arg(long, requires = "message")]
     pub(crate) edit: bool,
 
-    /// The system prompt sent before the history (not stored)
-    #[arg(
-        long,
-        default_value = "You are a helpful assistant.",
-        value_name = "TEXT"
-    )]
-    pub(crate) system: String,
+    /// The system prompt, stored with the session (replacing the one stored); without it,
+    /// the one stored, else "You are a helpful assistant."
+    #[arg(long, value_name = "TEXT", value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    pub(crate) system: Option<String>,
+
+    /// The user the session belongs to, stored with it (a session of another user is refused)
+    #[arg(long, short, value_name = "USER", value_parser = user_id)]
+    pub(crate) user: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -116,6 +116,19 @@
 //! Nothing is stored unless the whole turn succeeded: a provider error,
 //! a middleware rejection or a tool error leaves the session exactly as
 //! it was.
+//!
+//! # Cancellation
+//!
+//! Dropping an execute's future (a `tokio::select!` against Ctrl-C, a
+//! timeout) before its write begins stores nothing: everything before
+//! step 7 only reads, except, with tools, the record of each completed
+//! tool round (`put_pending`), which stores no message and which a retry
+//! with the same turn id goes on from. Dropped once the write is under way,
+//! the turn may or may not have landed, as after a store timeout: retry
+//! with the same turn id to find out. The `after` hooks of a
+//! [`Middleware`] run last before the write, so a caller that must know
+//! can mark that point with one (the `statestore chat` command stops a
+//! reply on Ctrl-C only before it, and waits for the write after it).
 
 // Where each part lives: the builder and the configuration; the options,
 // results and concurrency policy of one execute; the middleware hooks; the
