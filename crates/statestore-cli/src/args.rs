@@ -49,6 +49,7 @@ pub(crate) struct Cli {
         long,
         global = true,
         env = "STATESTORE_KEYS_FILE",
+        hide_env_values = true,
         value_name = "FILE"
     )]
     pub(crate) keys: Option<PathBuf>,
@@ -60,10 +61,13 @@ pub(crate) struct Cli {
 
     /// With --keys: the application context (a tenant) every value is bound to
     #[arg(
-        help = "With --keys: the application context (e.g. a tenant) bound into every value                 written; a value written under one context does not decrypt under another.                 Every process reading the same sessions must use the same one (default: none)",
+        help = "With --keys: the application context (e.g. a tenant) bound into every value \
+                written; a value written under one context does not decrypt under another. \
+                Every process reading the same sessions must use the same one (default: none)",
         long,
         global = true,
         env = "STATESTORE_CONTEXT",
+        hide_env_values = true,
         value_name = "TENANT"
     )]
     pub(crate) context: Option<String>,
@@ -490,6 +494,53 @@ pub(crate) struct CompletionsArgs {
     /// The shell
     #[arg(value_enum)]
     pub(crate) shell: clap_complete::Shell,
+}
+
+/// The whole command line: [`Cli`] with the long `--version`, `store_help`
+/// (the URL forms and where the default store is) as `--store`'s long help
+/// at the top level, and in each subcommand the global options under their
+/// own heading, `--store` with a one-line help, and those the subcommand
+/// ignores hidden (all of them for `completions` and `man`, `--store` for
+/// `migrate`, which takes `--from` and `--to`).
+pub(crate) fn command(store_help: String) -> clap::Command {
+    use clap::CommandFactory;
+    let top = Cli::command()
+        .long_version(crate::version::long())
+        .mut_arg("store", |a| a.long_help(store_help));
+    // A subcommand that defines a global option itself keeps its own
+    // definition (clap propagates only the ones it lacks): each gets the
+    // top level's, reworded.
+    let globals: Vec<clap::Arg> = top
+        .get_arguments()
+        .filter(|a| a.is_global_set())
+        .cloned()
+        .collect();
+    top.mut_subcommands(|sc| {
+        let ignored: &[&str] = match sc.get_name() {
+            "completions" | "man" => &[
+                "store",
+                "keys",
+                "allow_insecure_key_file",
+                "context",
+                "json",
+                "quiet",
+            ],
+            "migrate" => &["store"],
+            _ => &[],
+        };
+        globals.iter().fold(sc, |sc, global| {
+            let id = global.get_id().as_str();
+            let mut arg = global.clone().help_heading("Global options");
+            if id == "store" {
+                arg = arg.long_help(None::<&str>).help(
+                    "The store's URL: sqlite://PATH, redis://…, rediss://…, redis+cluster://…, \
+                     postgres://…, memory:// (`statestore --help` lists the forms and the \
+                     default)",
+                );
+            }
+            sc.arg(arg.hide(ignored.contains(&id)))
+        })
+    })
 }
 
 /// A session id as clap parses it: validated, with the reason on failure.

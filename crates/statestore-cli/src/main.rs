@@ -45,18 +45,14 @@ fn main() -> ExitCode {
     let help = store::default_location_help();
     // `--store ''` typed is a mistake; an empty STATESTORE_URL is unset.
     let mut empty_store_flag = false;
-    let parsed = Cli::command()
-        .long_version(version::long())
-        .mut_arg("store", |a| a.long_help(help))
-        .try_get_matches()
-        .and_then(|matches| {
-            empty_store_flag = matches.value_source("store")
-                == Some(clap::parser::ValueSource::CommandLine)
-                && matches
-                    .get_one::<String>("store")
-                    .is_some_and(|s| s.trim().is_empty());
-            Cli::from_arg_matches(&matches)
-        });
+    let parsed = args::command(help).try_get_matches().and_then(|matches| {
+        empty_store_flag = matches.value_source("store")
+            == Some(clap::parser::ValueSource::CommandLine)
+            && matches
+                .get_one::<String>("store")
+                .is_some_and(|s| s.trim().is_empty());
+        Cli::from_arg_matches(&matches)
+    });
     let cli = match parsed {
         Ok(cli) => cli,
         Err(e) => {
@@ -118,7 +114,7 @@ async fn run(ui: &Ui, cli: Cli) -> Result<(), CliError> {
         }
         Command::Man => {
             let mut out = Vec::new();
-            clap_mangen::Man::new(Cli::command().long_version(version::long()))
+            clap_mangen::Man::new(args::command(store::default_location_help()))
                 .render(&mut out)
                 .map_err(CliError::io("writing the manual page"))?;
             ui.out(&String::from_utf8_lossy(&out))

@@ -483,3 +483,45 @@ fn short_flags() {
         env.ok(&["--store", &url, "list", "--ids-only", "--user", "user-1"])
     );
 }
+
+/// The URL forms and the default store are explained once, in the top
+/// level's help; each subcommand says in one line what --store takes, lists
+/// the global options apart from its own, and hides those it ignores.
+#[test]
+fn subcommand_help_is_short_and_shows_only_what_applies() {
+    let env = Env::new();
+    let top = env.ok(&["--help"]);
+    assert!(top.contains("$STATESTORE_HOME/sessions.db"), "{top}");
+    for cmd in ["list", "show", "export", "chat"] {
+        for flag in ["-h", "--help"] {
+            let help = env.ok(&[cmd, flag]);
+            assert!(!help.contains("$STATESTORE_HOME"), "{cmd} {flag}: {help}");
+            assert!(help.contains("Global options:"), "{cmd} {flag}: {help}");
+            let store = help.lines().filter(|l| l.contains("--store")).count();
+            assert_eq!(store, 1, "{cmd} {flag}: {help}");
+            // Its own options come before the global ones.
+            let own = help.find("--help").unwrap();
+            assert!(own < help.find("Global options:").unwrap(), "{cmd}: {help}");
+        }
+    }
+    let completions = env.ok(&["completions", "--help"]);
+    for ignored in ["--store", "--keys", "--context", "--json", "Global options"] {
+        assert!(!completions.contains(ignored), "{ignored}: {completions}");
+    }
+    let migrate = env.ok(&["migrate", "--help"]);
+    assert!(!migrate.contains("--store"), "{migrate}");
+    assert!(migrate.contains("--keys"), "{migrate}");
+    // Hidden is not refused: a global option still parses everywhere.
+    assert!(
+        env.ok(&["completions", "bash", "--json"])
+            .contains("statestore")
+    );
+    assert!(
+        env.ok(&["--store", "memory://", "list", "--ids-only"])
+            .is_empty()
+    );
+    assert!(
+        env.ok(&["list", "--store", "memory://", "--ids-only"])
+            .is_empty()
+    );
+}
