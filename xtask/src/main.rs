@@ -311,7 +311,7 @@ fn ensure_doc_tools() -> Result {
     }
     apt_install(&missing)?;
     match wanted.iter().find(|(program, _)| !present(program)) {
-        Some((program, _)) => Err(format!("{program} is still missing after installing it").into()),
+        Some((program, _)) => Err(format!("{program} is still missing after installing it")),
         None => Ok(()),
     }
 }
