@@ -42,7 +42,9 @@ pub(crate) async fn export(ui: &Ui, url: &str, args: ExportArgs) -> Result<(), C
     let mut sink = Sink::open(args.output.as_deref())?;
     let written = std::cell::Cell::new(0);
     let result = tokio::select! {
-        result = write_export(ui, &store, &ids, &values, &mut sink, &written) => result,
+        result = write_export(
+            ui, &store, &ids, (&values, args.skip_unreadable), &mut sink, &written
+        ) => result,
         () = interrupted => Err(CliError::Interrupted {
             left: format!(
                 "the export stopped after {} of {}; {}",
@@ -55,13 +57,14 @@ pub(crate) async fn export(ui: &Ui, url: &str, args: ExportArgs) -> Result<(), C
             ),
         }),
     };
-    let exported = match result {
-        Ok(n) => n,
+    let outcome = match result {
+        Ok(outcome) => outcome,
         Err(e) => {
             sink.abandon();
             return Err(e);
         }
     };
+    let exported = outcome.exported;
     sink.finish()
         .map_err(|e| cut_short(e, exported, ids.len()))?;
     let place = args
@@ -69,15 +72,64 @@ pub(crate) async fn export(ui: &Ui, url: &str, args: ExportArgs) -> Result<(), C
         .as_ref()
         .map_or_else(|| "stdout".to_owned(), |p| p.display().to_string());
     if ui.json && args.output.is_some() {
-        ui.out_json(&json!({ "exported": exported, "file": place }))?;
+        let mut doc = json!({ "exported": exported, "file": place });
+        if let (true, Some(fields)) = (args.skip_unreadable, doc.as_object_mut()) {
+            let skipped: Vec<serde_json::Value> = outcome
+                .skipped
+                .iter()
+                .map(|(id, why)| json!({ "id": id.as_str(), "error": why }))
+                .collect();
+            fields.insert("skipped".into(), json!(skipped));
+        }
+        ui.out_json(&doc)?;
     } else {
-        ui.note(&format!(
-            "exported {} to {place}",
-            ui::count(exported, "session")
-        ));
+        for (id, why) in outcome.skipped.iter().take(SKIPPED_LISTED) {
+            ui.warn(&format!("skipped session {id}: {why}"));
+        }
+        if outcome.skipped.len() > SKIPPED_LISTED {
+            ui.warn(&format!(
+                "… and {} more skipped",
+                outcome.skipped.len() - SKIPPED_LISTED
+            ));
+        }
+        let mut summary = format!("exported {} to {place}", ui::count(exported, "session"));
+        if !outcome.skipped.is_empty() {
+            summary.push_str(&format!(
+                "; skipped {} that did not read",
+                outcome.skipped.len()
+            ));
+        }
+        ui.note(&summary);
     }
-    Ok(())
+    if outcome.skipped.is_empty() {
+        return Ok(());
+    }
+    // Exit 1, as `cp -r` and `rsync` do when some files could not be
+    // read: the file is complete but for these, and a script must notice.
+    let file = args
+        .output
+        .as_ref()
+        .map_or_else(|| "FILE".to_owned(), |p| p.display().to_string());
+    Err(CliError::Failed {
+        message: format!(
+            "{} did not read and {} left out; the {} that read are in {place}",
+            ui::count(outcome.skipped.len() as u64, "session"),
+            if outcome.skipped.len() == 1 {
+                "was"
+            } else {
+                "were"
+            },
+            ui::count(exported, "session"),
+        ),
+        hint: Some(format!(
+            "import them into a new store (`statestore --store sqlite://NEW.db import {file}`); \
+             `statestore doctor` checks the damaged one"
+        )),
+    })
 }
+
+/// Skipped sessions listed one per line; the rest are counted.
+const SKIPPED_LISTED: usize = 20;
 
 /// A future that completes on Ctrl-C (SIGINT), which from this call on no
 /// longer ends the process: the caller cleans up and exits 130.
@@ -191,17 +243,67 @@ fn cut_short(e: CliError, written: u64, total: usize) -> CliError {
     }
 }
 
+/// What an export did: how many sessions it wrote, and with
+/// `--skip-unreadable` the ones it skipped, each with why (in id order).
+#[derive(Debug, Default)]
+struct Outcome {
+    exported: u64,
+    skipped: Vec<(SessionId, String)>,
+}
+
+/// One session as read for the export.
+enum Read {
+    /// Its line.
+    Line(String),
+    /// It did not read (`--skip-unreadable`): why.
+    Unreadable(String),
+}
+
+/// Whether `e`, from loading one session, says that this session's data
+/// does not read — stored bytes that do not decode, a value that does not
+/// decrypt or is over a limit — rather than that the store cannot be
+/// reached or refused: the errors `--skip-unreadable` skips. An error
+/// about the whole file (`Corrupt` of session `*`) is not one session's.
+fn unreadable(e: &statestore::Error) -> bool {
+    use statestore::Error as E;
+    match e {
+        E::Corrupt { id, .. } => id.as_str() != statestore::sqlite::schema::FILE_ID,
+        E::Decryption { .. } | E::TooLarge { .. } | E::UnsupportedSchema { .. } => true,
+        other => statestore::crypto::Error::from_store(other).is_some(),
+    }
+}
+
+/// The error of session `id` that did not read, without
+/// `--skip-unreadable`: the store's error and hint, and how to export the
+/// other sessions.
+fn unreadable_error(id: &SessionId, e: statestore::Error) -> CliError {
+    let error = CliError::read(format!("reading session {id}"))(e);
+    let skip = "to export every session that still reads and list the ones that do not, add \
+                --skip-unreadable";
+    CliError::Failed {
+        message: format!(
+            "{}. The export is abandoned: an -o file is left as it was",
+            crate::error::chain(&error)
+        ),
+        hint: Some(match error.hint() {
+            Some(hint) => format!("{hint}; {skip}"),
+            None => skip.to_owned(),
+        }),
+    }
+}
+
 /// The header and every session of `ids`, loaded `READ_WIDTH` at a time
-/// and written in id order. Returns how many sessions were written (ids
-/// deleted since the listing are skipped).
+/// and written in id order; with `skip`, a session that does not read
+/// ([`unreadable`]) is left out and listed instead of failing the export.
+/// Ids deleted since the listing are left out silently.
 async fn write_export(
     ui: &Ui,
     store: &Arc<dyn Store>,
     ids: &[SessionId],
-    values: &Values,
+    (values, skip): (&Values, bool),
     sink: &mut Sink,
     written: &std::cell::Cell<u64>,
-) -> Result<u64, CliError> {
+) -> Result<Outcome, CliError> {
     let key_ids = match values {
         Values::Sealed(keys) => Some(keys.to_vec()),
         _ => None,
@@ -212,7 +314,7 @@ async fn write_export(
     ))
     .map_err(|e| cut_short(e, 0, ids.len()))?;
     let bar = ui.progress(ids.len() as u64, "exporting");
-    let mut exported = 0u64;
+    let mut outcome = Outcome::default();
     let reader = Arc::clone(store);
     ordered(
         ids,
@@ -222,28 +324,40 @@ async fn write_export(
             let values = values.clone();
             async move {
                 // A maintenance read: exporting is no access.
-                let state = store
-                    .load_with(&id, Load::new().keep_clocks())
-                    .await
-                    .map_err(CliError::read(format!("reading session {id}")))?;
-                // Encoded in the worker: only the line travels.
-                state.map(|s| export_line(s, &values)).transpose()
+                let state = match store.load_with(&id, Load::new().keep_clocks()).await {
+                    Ok(state) => state,
+                    Err(e) if unreadable(&e) && skip => {
+                        return Ok(Some(Read::Unreadable(crate::error::chain(&e))));
+                    }
+                    Err(e) if unreadable(&e) => return Err(unreadable_error(&id, e)),
+                    Err(e) => return Err(CliError::read(format!("reading session {id}"))(e)),
+                };
+                // Encoded in the worker: only the line travels. A session
+                // that reads but may not be exported as asked (encrypted,
+                // without --keys) is no salvage case: it fails the export.
+                state
+                    .map(|s| export_line(s, &values).map(Read::Line))
+                    .transpose()
             }
         },
-        |_, line| {
+        |id, read| {
             bar.inc(1);
-            if let Some(line) = line {
-                sink.write(&line)
-                    .map_err(|e| cut_short(e, exported, ids.len()))?;
-                exported += 1;
-                written.set(exported);
+            match read {
+                Some(Read::Line(line)) => {
+                    sink.write(&line)
+                        .map_err(|e| cut_short(e, outcome.exported, ids.len()))?;
+                    outcome.exported += 1;
+                    written.set(outcome.exported);
+                }
+                Some(Read::Unreadable(why)) => outcome.skipped.push((id.clone(), why)),
+                None => {}
             }
             Ok(())
         },
     )
     .await?;
     bar.finish_and_clear();
-    Ok(exported)
+    Ok(outcome)
 }
 
 /// The store to export, decrypted through the key ring; or with
