@@ -54,9 +54,12 @@ fn overwrite_page_with(db: &Path, marker: &str) {
         .position(|w| w == marker.as_bytes())
         .expect("the marker is in the file");
     let start = at / PAGE * PAGE;
-    assert!(start > 0 && start + PAGE < bytes.len(), "a page in the middle");
+    assert!(
+        start > 0 && start + PAGE < bytes.len(),
+        "a page in the middle"
+    );
     for (i, b) in bytes[start..start + PAGE].iter_mut().enumerate() {
-        *b = 0xA5 ^ (i % 256) as u8;
+        *b = 0xA5 ^ u8::try_from(i % 256).unwrap();
     }
     std::fs::write(db, bytes).unwrap();
 }
@@ -90,7 +93,10 @@ fn doctor_says_in_one_line_which_pages_are_damaged_and_what_to_do() {
     assert!(run.stdout.lines().count() <= 12, "short:\n{}", run.stdout);
     let integrity = line_of(&run.stdout, "integrity");
     assert!(integrity.starts_with("FAIL"), "{integrity}");
-    assert!(integrity.chars().count() <= 400, "one short line: {integrity}");
+    assert!(
+        integrity.chars().count() <= 400,
+        "one short line: {integrity}"
+    );
     for part in [
         "problem",
         "damaged pages",
@@ -188,8 +194,10 @@ fn an_index_out_of_step_is_repaired_by_reindex_as_doctor_says() {
         assert!(integrity.contains(part), "{part:?} missing: {integrity}");
     }
     assert!(!integrity.contains("skip-unreadable"), "{integrity}");
-    let data = check_of(&env.run(&["--store", &url, "--json", "doctor"]).json(), "integrity")
-        ["data"]
+    let data = check_of(
+        &env.run(&["--store", &url, "--json", "doctor"]).json(),
+        "integrity",
+    )["data"]
         .clone();
     assert_eq!(data["index_only"], true, "{data}");
     assert_eq!(data["indexes"], serde_json::json!(["sessions_by_user"]));
@@ -207,7 +215,7 @@ fn doctor_on_a_file_that_is_no_database_says_so_in_one_line() {
     let env = Env::new();
     let db = env.path("noise.db");
     let noise: Vec<u8> = (0..64 * 1024u32)
-        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13).to_le_bytes()[0])
         .collect();
     std::fs::write(&db, noise).unwrap();
     let run = env.run(&["--store", &env.sqlite("noise.db"), "doctor"]);
@@ -216,7 +224,8 @@ fn doctor_on_a_file_that_is_no_database_says_so_in_one_line() {
     let connect = line_of(&run.stdout, "connect");
     assert!(connect.starts_with("FAIL"), "{connect}");
     assert!(
-        connect.contains("is not a SQLite database") && connect.contains("restore it from a backup"),
+        connect.contains("is not a SQLite database")
+            && connect.contains("restore it from a backup"),
         "{connect}"
     );
     assert_eq!(run.stderr.lines().count(), 2, "{}", run.stderr);
@@ -256,7 +265,11 @@ fn without_skip_unreadable_the_first_unreadable_session_fails_the_export() {
     let out = env.path("out.jsonl");
     let run = env.run(&["--store", &url, "export", "-o", out.to_str().unwrap()]);
     run.assert_code(1);
-    assert!(run.stderr.contains("reading session \"s00003\""), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("reading session \"s00003\""),
+        "{}",
+        run.stderr
+    );
     assert!(run.stderr.contains("--skip-unreadable"), "{}", run.stderr);
     assert!(!out.exists(), "no file is left");
 }
