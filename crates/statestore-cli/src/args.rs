@@ -448,6 +448,10 @@ pub(crate) struct ExportArgs {
     /// With --keys: write the values as stored (ciphertext), not decrypted
     #[arg(long)]
     pub(crate) encrypted: bool,
+    /// Salvage: leave out each session that does not read (corrupt, or does not decrypt),
+    /// export the others, list the skipped ones on stderr and exit 1
+    #[arg(long)]
+    pub(crate) skip_unreadable: bool,
 }
 
 #[derive(Debug, Args)]

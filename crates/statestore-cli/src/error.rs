@@ -388,6 +388,22 @@ pub(crate) fn crypto_hint(e: &CryptoError) -> Option<String> {
     })
 }
 
+/// `e`'s message followed by those of its causes, each once (thiserror's
+/// `transparent` and `{source}` in messages already show some).
+pub(crate) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut message = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = s.source();
+    }
+    message
+}
+
 /// Whether `e` failed because its file does not exist (an `io::Error` of
 /// kind `NotFound` among its causes: `Options::create(false)`).
 pub(crate) fn names_no_file(e: &OpenError) -> bool {

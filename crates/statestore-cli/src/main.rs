@@ -17,6 +17,7 @@ mod copy;
 mod cut;
 mod doctor;
 mod error;
+mod export;
 mod keyscan;
 mod migrate;
 mod prune;
@@ -130,7 +131,7 @@ async fn run(ui: &Ui, cli: Cli) -> Result<(), CliError> {
         Command::Compact(args) => cut::compact(ui, &store::resolve(store)?, args).await,
         Command::Stats(args) => sessions::stats(ui, &store::resolve(store)?, args).await,
         Command::Prune(args) => prune::prune(ui, &store::resolve(store)?, args).await,
-        Command::Export(args) => transfer::export(ui, &store::resolve(store)?, args).await,
+        Command::Export(args) => export::export(ui, &store::resolve(store)?, args).await,
         Command::Import(args) => transfer::import(ui, &store::resolve(store)?, args).await,
         Command::Migrate(args) => migrate::migrate(ui, args).await,
         Command::RotateKeys(args) => rekey::run(ui, &store::resolve(store)?, args).await,

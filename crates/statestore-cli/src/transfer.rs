@@ -1,17 +1,17 @@
-//! `export`, `import`, `migrate`: streaming sessions out of a store and
-//! into one (the format and the copy routine are in `copy.rs`).
+//! `import`: streaming sessions from an export file into a store (the
+//! format and the copy routine are in `copy.rs`; `export` is in
+//! `export.rs`, `migrate` in `migrate.rs`).
 
 use std::io::BufRead;
 use std::sync::Arc;
 
 use serde_json::json;
-use statestore::{Load, SessionId, Store};
+use statestore::{SessionId, Store};
 
-use crate::args::{ExportArgs, ImportArgs};
+use crate::args::ImportArgs;
 use crate::copy::{Copied, Exported, Header, Tally, check_header, check_values, put};
 use crate::error::CliError;
-use crate::sink::Sink;
-use crate::store::{all_ids, open, open_backend, open_destination, ordered};
+use crate::store::open_destination;
 use crate::ui::{self, Ui};
 
 /// Sessions loaded at once by export and migrate.
@@ -24,160 +24,6 @@ const WRITE_WIDTH: usize = 128;
 /// Bytes of sessions (as read from the file) being written at once by
 /// import: the bound that counts when sessions are large.
 const WRITE_BYTES: usize = 16 * 1024 * 1024;
-
-/// What an export checks in each session it writes.
-#[derive(Debug, Clone)]
-enum Values {
-    /// Decrypted by the key ring's layer: plaintext by construction.
-    Decrypted,
-    /// Read as stored, without a key ring: must hold no encrypted value.
-    Plain,
-    /// Read as stored for `--encrypted`: every value under one of these keys.
-    Sealed(Arc<Vec<String>>),
-}
-
-pub(crate) async fn export(ui: &Ui, url: &str, args: ExportArgs) -> Result<(), CliError> {
-    let store = open_for(url, args.encrypted, "export").await?;
-    let ids = all_ids(&*store, args.user.as_deref()).await?;
-    let values = if args.encrypted {
-        Values::Sealed(Arc::new(sealed_keys(&store, &ids).await?))
-    } else if crate::store::keys().is_some() {
-        Values::Decrypted
-    } else {
-        Values::Plain
-    };
-    // Ctrl-C stops the export and removes its temporary file: watched
-    // from before the file exists.
-    let interrupted = ctrl_c()?;
-    let mut sink = Sink::open(args.output.as_deref())?;
-    let written = std::cell::Cell::new(0);
-    let result = tokio::select! {
-        result = write_export(ui, &store, &ids, &values, &mut sink, &written) => result,
-        () = interrupted => Err(CliError::Interrupted {
-            left: format!(
-                "the export stopped after {} of {}; {}",
-                written.get(),
-                ui::count(ids.len() as u64, "session"),
-                match &args.output {
-                    Some(dest) => format!("{} is left as it was", dest.display()),
-                    None => "what reached stdout is incomplete".into(),
-                }
-            ),
-        }),
-    };
-    let exported = match result {
-        Ok(n) => n,
-        Err(e) => {
-            sink.abandon();
-            return Err(e);
-        }
-    };
-    sink.finish()
-        .map_err(|e| cut_short(e, exported, ids.len()))?;
-    let place = args
-        .output
-        .as_ref()
-        .map_or_else(|| "stdout".to_owned(), |p| p.display().to_string());
-    if ui.json && args.output.is_some() {
-        ui.out_json(&json!({ "exported": exported, "file": place }))?;
-    } else {
-        ui.note(&format!(
-            "exported {} to {place}",
-            ui::count(exported, "session")
-        ));
-    }
-    Ok(())
-}
-
-/// A future that completes on Ctrl-C (SIGINT), which from this call on no
-/// longer ends the process: the caller cleans up and exits 130.
-fn ctrl_c() -> Result<impl Future<Output = ()>, CliError> {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut sigint =
-            signal(SignalKind::interrupt()).map_err(CliError::io("watching for Ctrl-C"))?;
-        Ok(async move {
-            sigint.recv().await;
-        })
-    }
-    #[cfg(not(unix))]
-    {
-        Ok(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-    }
-}
-
-/// For `export --encrypted`: the key ids of every value of `ids`, from a
-/// scan made before anything is written; refused when a value is
-/// plaintext or malformed.
-async fn sealed_keys(store: &Arc<dyn Store>, ids: &[SessionId]) -> Result<Vec<String>, CliError> {
-    let found = crate::keyscan::scan(store, ids).await?;
-    if let Some(first) = &found.first_plaintext {
-        return Err(CliError::Failed {
-            message: format!(
-                "export --encrypted: the store still holds {} in {} (the first: {first}), which \
-                 the file would carry in the clear. Nothing was written",
-                ui::count(found.usage.plaintext, "plaintext value"),
-                ui::count(found.plaintext_sessions, "session"),
-            ),
-            hint: Some(
-                "encrypt them first with `statestore rotate-keys --keys FILE \
-                 --encrypt-plaintext`, or export decrypted (without --encrypted) and keep the \
-                 file as safe as the key file"
-                    .into(),
-            ),
-        });
-    }
-    if let Some(first) = &found.first_malformed {
-        return Err(CliError::Failed {
-            message: format!(
-                "export --encrypted: session {first} holds a value whose envelope header does \
-                 not parse. Nothing was written"
-            ),
-            hint: Some("`statestore --keys FILE show` that session to see which".into()),
-        });
-    }
-    Ok(found.usage.keys.into_keys().collect())
-}
-
-/// Whether `state` may be written by an export of `values`; its line if so.
-fn export_line(state: statestore::ConversationState, values: &Values) -> Result<String, CliError> {
-    let id = state.id.clone();
-    let usage = match values {
-        Values::Decrypted => None,
-        Values::Plain | Values::Sealed(_) => Some(statestore::crypto::key_usage(&state)),
-    };
-    match (values, usage) {
-        (Values::Plain, Some(u)) if u.encrypted() > 0 => Err(CliError::Failed {
-            message: format!(
-                "session {id} is encrypted: without the key ring its values would be exported \
-                 as ciphertext under a header that says plaintext. The export is abandoned: \
-                 an -o file is left as it was"
-            ),
-            hint: Some(
-                "give the key file with --keys FILE to export decrypted, or add --encrypted to \
-                 export the ciphertext"
-                    .into(),
-            ),
-        }),
-        (Values::Sealed(keys), Some(u))
-            if u.plaintext > 0 || u.malformed > 0 || u.keys.keys().any(|k| !keys.contains(k)) =>
-        {
-            Err(CliError::Failed {
-                message: format!(
-                    "session {id} changed during the export (it now holds plaintext or a key \
-                     the header does not list; is a process without the new key file writing, \
-                     or a rotation running?). The export is abandoned: an -o file is left as it \
-                     was"
-                ),
-                hint: Some("run the export again".into()),
-            })
-        }
-        _ => Ok(Exported::from(state).line()),
-    }
-}
 
 /// What `head`, a file's first bytes, is when it is plainly not an export:
 /// a compressed file, an SQLite database, or binary (a NUL byte, or bytes
@@ -205,83 +51,6 @@ fn not_an_export(head: &[u8]) -> Option<&'static str> {
         Err(_) => return Some("a binary file"),
     };
     text.contains('\0').then_some("a binary file")
-}
-
-/// An export's write error: a reader that closed the pipe early (`export |
-/// head`) is a failure that says how much it received — not the quiet
-/// success it is for a listing — since a backup cut short must not look
-/// complete.
-fn cut_short(e: CliError, written: u64, total: usize) -> CliError {
-    if !e.is_broken_pipe() {
-        return e;
-    }
-    CliError::Failed {
-        message: format!(
-            "the export was cut short: its reader closed the pipe having received at most \
-             {written} of {}",
-            ui::count(total as u64, "session")
-        ),
-        hint: Some(
-            "the output is incomplete: export again, into a file (-o FILE) if the reader stops \
-             early"
-                .into(),
-        ),
-    }
-}
-
-/// The header and every session of `ids`, loaded `READ_WIDTH` at a time
-/// and written in id order. Returns how many sessions were written (ids
-/// deleted since the listing are skipped).
-async fn write_export(
-    ui: &Ui,
-    store: &Arc<dyn Store>,
-    ids: &[SessionId],
-    values: &Values,
-    sink: &mut Sink,
-    written: &std::cell::Cell<u64>,
-) -> Result<u64, CliError> {
-    let key_ids = match values {
-        Values::Sealed(keys) => Some(keys.to_vec()),
-        _ => None,
-    };
-    sink.write(&Header::line(
-        key_ids.is_some(),
-        key_ids.unwrap_or_default(),
-    ))
-    .map_err(|e| cut_short(e, 0, ids.len()))?;
-    let bar = ui.progress(ids.len() as u64, "exporting");
-    let mut exported = 0u64;
-    let reader = Arc::clone(store);
-    ordered(
-        ids,
-        READ_WIDTH,
-        move |id| {
-            let store = Arc::clone(&reader);
-            let values = values.clone();
-            async move {
-                // A maintenance read: exporting is no access.
-                let state = store
-                    .load_with(&id, Load::new().keep_clocks())
-                    .await
-                    .map_err(CliError::read(format!("reading session {id}")))?;
-                // Encoded in the worker: only the line travels.
-                state.map(|s| export_line(s, &values)).transpose()
-            }
-        },
-        |_, line| {
-            bar.inc(1);
-            if let Some(line) = line {
-                sink.write(&line)
-                    .map_err(|e| cut_short(e, exported, ids.len()))?;
-                exported += 1;
-                written.set(exported);
-            }
-            Ok(())
-        },
-    )
-    .await?;
-    bar.finish_and_clear();
-    Ok(exported)
 }
 
 pub(crate) async fn import(ui: &Ui, url: &str, args: ImportArgs) -> Result<(), CliError> {
@@ -506,23 +275,4 @@ async fn join_one(
     })??;
     tally.add(id, copied);
     Ok(size)
-}
-
-/// The store to export, decrypted through the key ring; or with
-/// `encrypted` (which needs a key ring) the values as the backend holds
-/// them.
-async fn open_for(url: &str, encrypted: bool, what: &str) -> Result<Arc<dyn Store>, CliError> {
-    if !encrypted {
-        return open(url).await;
-    }
-    if crate::store::keys().is_none() {
-        return Err(CliError::Usage {
-            message: format!("{what} --encrypted is for an encrypted store: it needs its key ring"),
-            hint: Some(
-                "give the key file with --keys FILE (or STATESTORE_KEYS_FILE, STATESTORE_KEYS)"
-                    .into(),
-            ),
-        });
-    }
-    open_backend(url).await
 }

@@ -167,18 +167,7 @@ impl Ui {
     /// `unknown`, `written`, or null where the command wrote nothing) and
     /// `exit_code`.
     pub(crate) fn fail(&self, e: &CliError) -> ExitCode {
-        let mut message = e.to_string();
-        // The chain of causes, each once (thiserror's `transparent` and
-        // `{source}` in messages already show some).
-        let mut source = std::error::Error::source(e);
-        while let Some(s) = source {
-            let text = s.to_string();
-            if !message.contains(&text) {
-                message.push_str(": ");
-                message.push_str(&text);
-            }
-            source = s.source();
-        }
+        let message = crate::error::chain(e);
         // What it says may echo what the user typed or the store held.
         if self.json {
             let doc = serde_json::json!({

@@ -3,6 +3,7 @@
 
 mod builder;
 mod close;
+mod damage;
 mod diagnose;
 mod error;
 mod ops;
@@ -28,6 +29,7 @@ pub use crate::builder::{SqliteStoreBuilder, Stats, Synchronous};
 pub fn sqlite_version() -> &'static str {
     rusqlite::version()
 }
+pub use crate::damage::{Damage, DamageKind, INTEGRITY_LIMIT};
 pub use crate::diagnose::Diagnosis;
 
 use crate::error::{OpCtx, stopped};
@@ -150,6 +152,7 @@ impl SqliteStore {
             busy_timeout: self.inner.shared.busy,
             ttl: self.inner.shared.cfg.ttl,
             integrity: facts.integrity,
+            damage: facts.damage,
             size_bytes: facts.size_bytes,
             free_bytes: facts.free_bytes,
             sessions: facts.sessions,

@@ -10,6 +10,8 @@ use crate::args::DoctorArgs;
 use crate::error::CliError;
 use crate::ui::{self, Paint, Ui};
 
+mod sqlite;
+
 /// How one check came out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Status {
@@ -75,6 +77,13 @@ pub(crate) async fn run(ui: &Ui, url: &str, _args: DoctorArgs) -> Result<(), Cli
     let backend = match statestore::open_backend(url, Options::new().create(false)).await {
         Ok(b) => b,
         Err(e) => {
+            if let Some(detail) = sqlite::unreadable_file(&e) {
+                // Said once, in the check's line: the error after it
+                // would only repeat it, with SQLite's codes.
+                report.add(Status::Fail, "connect", detail);
+                print(ui, &shown, &report)?;
+                return Err(checks_failed(1));
+            }
             report.add(Status::Fail, "connect", format!("{shown}: {e}"));
             print(ui, &shown, &report)?;
             return Err(CliError::Open(e));
@@ -87,7 +96,7 @@ pub(crate) async fn run(ui: &Ui, url: &str, _args: DoctorArgs) -> Result<(), Cli
     );
     writable(&backend.clone().into_store(), &mut report).await;
     match backend {
-        Backend::Sqlite(store) => sqlite(&store, &mut report).await,
+        Backend::Sqlite(store) => sqlite::check(&store, &mut report).await,
         Backend::Redis(store) => redis(&store, &mut report).await,
         Backend::Postgres(store) => postgres(&store, &mut report).await,
         Backend::Memory(_) => report.add(
@@ -102,10 +111,15 @@ pub(crate) async fn run(ui: &Ui, url: &str, _args: DoctorArgs) -> Result<(), Cli
     if failed == 0 {
         return Ok(());
     }
-    Err(CliError::Failed {
-        message: format!("{failed} of the checks above failed"),
+    Err(checks_failed(failed))
+}
+
+/// The error of a report with `n` failed checks.
+fn checks_failed(n: usize) -> CliError {
+    CliError::Failed {
+        message: format!("{n} of the checks above failed"),
         hint: Some("each failed check says how to fix it".into()),
-    })
+    }
 }
 
 /// Whether this user can write the store: a `touch` of a session that
@@ -173,108 +187,14 @@ fn print(ui: &Ui, shown: &str, report: &Report) -> Result<(), CliError> {
             Status::Fail => Paint::Red,
         };
         let label = ui.paint(false, paint, &format!("{:<4}", c.status.label()));
-        text.push_str(&format!("{label}  {:<width$}  {}\n", c.name, c.detail));
+        // One line each, whatever the file or server put in it.
+        text.push_str(&format!(
+            "{label}  {:<width$}  {}\n",
+            c.name,
+            ui::clean_line(&c.detail)
+        ));
     }
     ui.out(&text)
-}
-
-async fn sqlite(store: &statestore::sqlite::SqliteStore, report: &mut Report) {
-    let started = Instant::now();
-    let d = match store.diagnose().await {
-        Ok(d) => d,
-        Err(e) => {
-            report.add(Status::Fail, "read", format!("cannot read the file: {e}"));
-            return;
-        }
-    };
-    report.add(Status::Info, "file", d.path.display().to_string());
-    report.add(
-        Status::Info,
-        "sqlite",
-        format!("SQLite {}", d.sqlite_version),
-    );
-    let (status, detail) = if d.schema_version == d.supported_schema_version {
-        (
-            Status::Ok,
-            format!(
-                "{} (this build writes {})",
-                d.schema_version, d.supported_schema_version
-            ),
-        )
-    } else {
-        (
-            Status::Fail,
-            format!(
-                "{}, this build reads up to {}: use a newer statestore",
-                d.schema_version, d.supported_schema_version
-            ),
-        )
-    };
-    report.add(status, "schema", detail);
-    let (status, detail) = if d.journal_mode == "wal" {
-        (
-            Status::Ok,
-            "wal: readers never wait for the writer".to_owned(),
-        )
-    } else {
-        (
-            Status::Fail,
-            format!(
-                "{}: the store needs wal (it sets it when it opens the file; another program \
-                 changed it: PRAGMA journal_mode=WAL)",
-                d.journal_mode
-            ),
-        )
-    };
-    report.add(status, "journal mode", detail);
-    let (status, detail) = match d.synchronous {
-        statestore::sqlite::Synchronous::Full => (
-            Status::Ok,
-            "full: every acknowledged write survives a power loss".to_owned(),
-        ),
-        _ => (
-            Status::Warn,
-            "normal (?sync=normal): writes survive a crash of the process, the last ones may be \
-             lost in a power loss"
-                .to_owned(),
-        ),
-    };
-    report.add(status, "durability", detail);
-    if d.is_intact() {
-        report.add(
-            Status::Ok,
-            "integrity",
-            format!("integrity_check ok ({} ms)", started.elapsed().as_millis()),
-        );
-    } else {
-        report.add(
-            Status::Fail,
-            "integrity",
-            format!(
-                "integrity_check found problems: {}. Export what still reads (statestore \
-                 export), then restore from a backup or import into a new file",
-                d.integrity.join("; ")
-            ),
-        );
-    }
-    report.add(
-        Status::Info,
-        "size",
-        format!(
-            "{}, {} of it free pages; {}",
-            ui::bytes(d.size_bytes),
-            ui::bytes(d.free_bytes),
-            ui::count(d.sessions, "session")
-        ),
-    );
-    report.add(
-        Status::Info,
-        "ttl",
-        d.ttl.map_or_else(
-            || "none: sessions stay until deleted".to_owned(),
-            |t| format!("{} after the last access", ui::duration(t)),
-        ),
-    );
 }
 
 /// Dead rows above this share of a table (with at least
