@@ -84,7 +84,12 @@ pub(crate) async fn export(ui: &Ui, url: &str, args: ExportArgs) -> Result<(), C
         ui.out_json(&doc)?;
     } else {
         for (id, why) in outcome.skipped.iter().take(SKIPPED_LISTED) {
-            ui.warn(&format!("skipped session {id}: {why}"));
+            // The store's error names the session already, most often.
+            if why.contains(&id.to_string()) {
+                ui.warn(&format!("skipped: {why}"));
+            } else {
+                ui.warn(&format!("skipped session {id}: {why}"));
+            }
         }
         if outcome.skipped.len() > SKIPPED_LISTED {
             ui.warn(&format!(

@@ -297,8 +297,9 @@ fn skip_unreadable_exports_every_session_that_reads_and_lists_the_others() {
     assert_eq!(written, sound);
     for id in ["s00003", "s00007"] {
         assert!(
-            run.stderr
-                .contains(&format!("warning: skipped session \"{id}\": ")),
+            run.stderr.contains(&format!(
+                "warning: skipped: session \"{id}\" holds corrupt data"
+            )),
             "{id}:\n{}",
             run.stderr
         );

@@ -189,6 +189,29 @@ fn reading_never_creates_a_store() {
     assert_eq!(run.code, Some(1));
     assert!(run.stderr.contains("no store is there"), "{}", run.stderr);
 
+    // An empty file is no store either, and is left empty.
+    let empty = env.path("empty.db");
+    std::fs::write(&empty, "").unwrap();
+    let empty_url = format!("sqlite://{}", empty.display());
+    for args in [&["doctor"][..], &["list"], &["show", "x"]] {
+        let mut all = vec!["--store", empty_url.as_str()];
+        all.extend_from_slice(args);
+        let run = env.run(&all);
+        assert_eq!(run.code, Some(1), "{args:?}: {}", run.stdout);
+        let said = format!("{}{}", run.stdout, run.stderr);
+        assert!(
+            said.contains("is an empty file, not a database"),
+            "{args:?}: {said}"
+        );
+        assert_eq!(std::fs::metadata(&empty).unwrap().len(), 0, "{args:?}");
+        for suffix in ["-wal", "-shm"] {
+            assert!(
+                !common::exists(&env.path(&format!("empty.db{suffix}"))),
+                "{args:?}"
+            );
+        }
+    }
+
     // A mistyped STATESTORE_HOME: said, not "no sessions".
     let run = env.run(&["list"]);
     assert_eq!(run.code, Some(1), "{}", run.stdout);

@@ -190,6 +190,20 @@ impl SqliteStoreBuilder {
                     )),
                 });
             }
+            // An empty file (and no write-ahead log holding its first
+            // pages) is no database either: SQLite would make one of it.
+            if is_empty(&path) {
+                return Err(Error::Unavailable {
+                    operation: "open",
+                    source: Box::new(std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        format!(
+                            "{} is an empty file, not a database (left as it is)",
+                            path.display()
+                        ),
+                    )),
+                });
+            }
             let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
                 | OpenFlags::SQLITE_OPEN_URI
                 | OpenFlags::SQLITE_OPEN_NO_MUTEX;
@@ -273,4 +287,14 @@ impl SqliteStoreBuilder {
             }),
         })
     }
+}
+
+/// Whether `path` is a file of 0 bytes whose write-ahead log (`-wal`) is
+/// absent or empty too: a database whose pages are all still in its log
+/// has an empty main file, and is not empty.
+fn is_empty(path: &Path) -> bool {
+    let len = |p: &Path| std::fs::metadata(p).map(|m| m.len()).ok();
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    len(path) == Some(0) && len(Path::new(&wal)).unwrap_or(0) == 0
 }
