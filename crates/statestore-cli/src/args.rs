@@ -449,8 +449,9 @@ pub(crate) struct ExportArgs {
     #[arg(long)]
     pub(crate) encrypted: bool,
     /// Salvage: leave out each session that does not read (corrupt, or does not decrypt),
-    /// export the others, list the skipped ones on stderr and exit 1
-    #[arg(long)]
+    /// export the others, list the skipped ones on stderr and exit 1 (not with --encrypted,
+    /// whose key scan reads every session first: salvage with --keys, decrypted)
+    #[arg(long, conflicts_with = "encrypted")]
     pub(crate) skip_unreadable: bool,
 }
 

@@ -358,3 +358,13 @@ fn skip_unreadable_exports_every_session_that_reads_and_lists_the_others() {
     run.assert_code(0);
     assert!(!run.stderr.contains("skipped"), "{}", run.stderr);
 }
+
+/// `--encrypted` reads every session's envelopes before writing any: it
+/// cannot leave one out, and says so rather than ignoring the flag.
+#[test]
+fn skip_unreadable_is_refused_with_encrypted() {
+    let env = Env::new();
+    let run = env.run(&["export", "--encrypted", "--skip-unreadable"]);
+    run.assert_code(2);
+    assert!(run.stderr.contains("cannot be used with"), "{}", run.stderr);
+}
