@@ -216,16 +216,8 @@ async fn postgres(store: &statestore::postgres::PostgresStore, report: &mut Repo
             )
         ),
     );
-    let d = match store.diagnose().await {
-        Ok(d) => d,
-        Err(e) => {
-            report.add(
-                Status::Fail,
-                "server",
-                format!("cannot ask the server: {e}"),
-            );
-            return;
-        }
+    let Some(d) = asked(store.diagnose().await, report) else {
+        return;
     };
     report.add(
         Status::Ok,
@@ -295,16 +287,8 @@ async fn postgres(store: &statestore::postgres::PostgresStore, report: &mut Repo
 }
 
 async fn redis(store: &statestore::redis::RedisStore, report: &mut Report) {
-    let d = match store.diagnose().await {
-        Ok(d) => d,
-        Err(e) => {
-            report.add(
-                Status::Fail,
-                "server",
-                format!("cannot ask the server: {e}"),
-            );
-            return;
-        }
+    let Some(d) = asked(store.diagnose().await, report) else {
+        return;
     };
     report.add(
         Status::Info,
@@ -445,6 +429,21 @@ async fn redis(store: &statestore::redis::RedisStore, report: &mut Report) {
         }
         for e in &node.errors {
             report.add(Status::Info, format!("access{at}"), e.clone());
+        }
+    }
+}
+
+/// A server's answer to `diagnose`, or a FAIL line saying why there is none.
+fn asked<T, E: std::fmt::Display>(answer: Result<T, E>, report: &mut Report) -> Option<T> {
+    match answer {
+        Ok(d) => Some(d),
+        Err(e) => {
+            report.add(
+                Status::Fail,
+                "server",
+                format!("cannot ask the server: {e}"),
+            );
+            None
         }
     }
 }
