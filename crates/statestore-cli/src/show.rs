@@ -223,7 +223,14 @@ fn render(
             }
         }
     }
-    out
+    // No line ends in spaces (an empty message's line would): invisible on
+    // a terminal, and noise in a diff or a copied transcript.
+    out.lines()
+        .fold(String::with_capacity(out.len()), |mut all, line| {
+            all.push_str(line.trim_end());
+            all.push('\n');
+            all
+        })
 }
 
 /// `text`, [`ui::clean`]ed, with every line after the first indented by

@@ -548,3 +548,18 @@ fn subcommand_help_is_short_and_shows_only_what_applies() {
             .is_empty()
     );
 }
+
+/// `show` ends no line in spaces, an empty message's included.
+#[test]
+fn show_lines_end_without_spaces() {
+    let env = Env::new();
+    let file = env.path("empty-reply.jsonl");
+    let line = r#"{"id":"e","created_at":1700000000000,"messages":[{"role":"user","content":"hi","timestamp":1700000000000},{"role":"assistant","content":"","timestamp":1700000000001}]}"#;
+    std::fs::write(&file, format!("{}{line}\n", common::HEADER)).unwrap();
+    env.ok(&["import", file.to_str().unwrap()]);
+    let shown = env.ok(&["show", "e"]);
+    assert!(shown.contains("#1    assistant\n"), "{shown}");
+    for l in shown.lines() {
+        assert_eq!(l, l.trim_end(), "{shown}");
+    }
+}
