@@ -38,7 +38,7 @@ pub(crate) async fn export(ui: &Ui, url: &str, args: ExportArgs) -> Result<(), C
     };
     // Ctrl-C stops the export and removes its temporary file: watched
     // from before the file exists.
-    let interrupted = ctrl_c()?;
+    let interrupted = ui::ctrl_c()?;
     let mut sink = Sink::open(args.output.as_deref())?;
     let written = std::cell::Cell::new(0);
     let result = tokio::select! {
@@ -135,26 +135,6 @@ pub(crate) async fn export(ui: &Ui, url: &str, args: ExportArgs) -> Result<(), C
 
 /// Skipped sessions listed one per line; the rest are counted.
 const SKIPPED_LISTED: usize = 20;
-
-/// A future that completes on Ctrl-C (SIGINT), which from this call on no
-/// longer ends the process: the caller cleans up and exits 130.
-fn ctrl_c() -> Result<impl Future<Output = ()>, CliError> {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut sigint =
-            signal(SignalKind::interrupt()).map_err(CliError::io("watching for Ctrl-C"))?;
-        Ok(async move {
-            sigint.recv().await;
-        })
-    }
-    #[cfg(not(unix))]
-    {
-        Ok(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-    }
-}
 
 /// For `export --encrypted`: the key ids of every value of `ids`, from a
 /// scan made before anything is written; refused when a value is

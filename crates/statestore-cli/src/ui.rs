@@ -110,9 +110,7 @@ impl Ui {
         if !self.out_terminal || self.json || pager.is_empty() || pager == "cat" {
             return self.out(text);
         }
-        #[cfg(unix)]
-        let _sigint =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).ok();
+        let _sigint = ctrl_c().ok();
         let mut command = std::process::Command::new("sh");
         command
             .arg("-c")
@@ -222,6 +220,27 @@ impl Ui {
         bar.set_message(what.to_owned());
         bar.enable_steady_tick(Duration::from_millis(200));
         bar
+    }
+}
+
+/// A future that completes on Ctrl-C (SIGINT), which from this call on no
+/// longer ends the process (held unpolled, it only keeps Ctrl-C from
+/// ending it): the caller cleans up, and exits 130 or goes on.
+pub(crate) fn ctrl_c() -> Result<impl Future<Output = ()>, CliError> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut sigint =
+            signal(SignalKind::interrupt()).map_err(CliError::io("watching for Ctrl-C"))?;
+        Ok(async move {
+            sigint.recv().await;
+        })
+    }
+    #[cfg(not(unix))]
+    {
+        Ok(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
     }
 }
 

@@ -120,8 +120,7 @@ pub(super) async fn run(chat: &Chat<'_>, mut session: SessionId) -> Result<(), C
     // and never ends the process, not even in the moment between a line
     // read and the turn's wait for Ctrl-C (at the prompt, the line editor
     // reads it as a key).
-    #[cfg(unix)]
-    let _sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt());
+    let _sigint = crate::ui::ctrl_c().ok();
     banner(chat, &session).await?;
     let config = rustyline::Config::builder()
         .max_history_size(1000)
@@ -251,8 +250,9 @@ enum Cancelled {
 
 /// Waits for Ctrl-C; never, when it cannot be listened for.
 async fn ctrl_c() {
-    if tokio::signal::ctrl_c().await.is_err() {
-        std::future::pending::<()>().await;
+    match crate::ui::ctrl_c() {
+        Ok(interrupted) => interrupted.await,
+        Err(_) => std::future::pending::<()>().await,
     }
 }
 
